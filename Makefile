@@ -1,0 +1,36 @@
+# Thin wrapper: install deps, configure, build, test. The real build is CMake.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+ifeq ($(SAN),1)
+BUILD := build-san
+CMAKE_FLAGS += -DAHP_SANITIZE=ON
+endif
+
+.PHONY: all deps configure build test demo bench clean format
+
+all: build
+
+deps:
+	@sh scripts/install-deps
+
+configure: deps
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
+
+demo: build
+	@AHP_BUILD=$(BUILD) sh scripts/demo
+
+bench: build
+	@AHP_BUILD=$(BUILD) sh bench/run
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-san

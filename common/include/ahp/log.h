@@ -1,0 +1,32 @@
+/* logfmt logging to stderr: one line per event, untrusted text escaped. */
+#ifndef AHP_LOG_H
+#define AHP_LOG_H
+
+#include <stdarg.h>
+
+enum ahp_log_level { AHP_LOG_DEBUG = 0, AHP_LOG_INFO, AHP_LOG_WARN, AHP_LOG_ERROR };
+
+/* Sets the daemon= field and the minimum level. Level also read from
+ * AHP_LOG_LEVEL (debug|info|warn|error) when set. */
+void ahp_log_init(const char *daemon, int level);
+
+/* Writes `ts=... level=... daemon=... [run=...] [step=...] msg="..."` then any
+ * extra pairs. run/step may be NULL. The formatted message is escaped. */
+void ahp_log(int level, const char *run, const char *step, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void ahp_vlog(int level, const char *run, const char *step, const char *fmt, va_list ap);
+
+/* Escapes s for a logfmt value into buf (always NUL-terminated, quoted when
+ * needed, control bytes as \xNN). Returns buf. */
+char *ahp_log_escape(const char *s, char *buf, size_t len);
+
+#define log_debug(...) ahp_log(AHP_LOG_DEBUG, NULL, NULL, __VA_ARGS__)
+#define log_info(...) ahp_log(AHP_LOG_INFO, NULL, NULL, __VA_ARGS__)
+#define log_warn(...) ahp_log(AHP_LOG_WARN, NULL, NULL, __VA_ARGS__)
+#define log_error(...) ahp_log(AHP_LOG_ERROR, NULL, NULL, __VA_ARGS__)
+
+/* Setup failures and broken invariants only. fatal() appends strerror(errno). */
+void fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+void fatalx(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,101 @@
+/* Agent profiles: YAML (libcyaml) -> validated structs, with file:line:column errors. */
+#ifndef AHP_PROFILE_H
+#define AHP_PROFILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum ahp_net_mode { AHP_NET_NONE = 0, AHP_NET_PROXY = 1 };
+
+typedef struct {
+	char *name;
+	char *value;              /* may hold {{secret:NAME}} templates; never a value */
+} ahp_kv_t;
+
+typedef struct {
+	char *host;               /* exact or "*.example.com" */
+	char **methods;           /* upper-case; NULL/0 = GET only */
+	unsigned n_methods;
+	ahp_kv_t *inject;
+	unsigned n_inject;
+} ahp_egress_t;
+
+typedef struct {
+	char *service;            /* exactly one of service / tool is set */
+	char *tool;
+	char *match;              /* optional POSIX ERE on the command / args JSON */
+	char *expires;            /* as written, e.g. "24h" */
+	long expires_s;           /* parsed; default 86400 */
+} ahp_approval_t;
+
+typedef struct {
+	int network;              /* enum ahp_net_mode, default none */
+	uint32_t memory_mb;       /* default 256 */
+	uint32_t pids_max;        /* default 64 */
+	uint32_t cpu_seconds;     /* default 10 */
+	uint32_t timeout_s;       /* default 30 */
+	uint32_t output_kb;       /* default 64 */
+} ahp_sandbox_cfg_t;
+
+typedef struct {
+	uint32_t max_turns;       /* default 30 */
+	uint32_t max_model_calls; /* default 50 */
+} ahp_limits_t;
+
+typedef struct {
+	char *name;               /* [a-z0-9-]{1,64} */
+	char *model;              /* provider:model */
+	char *system_prompt;
+	char **tools;
+	unsigned n_tools;
+	char **services;
+	unsigned n_services;
+	char *skills;             /* as written (relative to the profile's base dir) */
+	ahp_sandbox_cfg_t sandbox;
+	ahp_egress_t *egress;
+	unsigned n_egress;
+	ahp_approval_t *approvals;
+	unsigned n_approvals;
+	ahp_limits_t limits;
+
+	/* derived, filled by the loader */
+	char *path;               /* the file it came from */
+	char *skills_dir;         /* absolute, realpath()ed; NULL when no skills */
+	char *provider;           /* part of model before ':' */
+	char *model_name;         /* part after ':' */
+} ahp_profile_t;
+
+/* Tools and services the platform knows. A profile naming anything else is
+ * refused. NULL-terminated. */
+extern const char *const ahp_known_tools[];
+extern const char *const ahp_known_services[];
+
+/* Loads and validates one profile. Relative `skills:` paths resolve against
+ * base_dir (NULL = the directory above the profile's directory, i.e. the
+ * AHP etc/ dir where profiles/ and skills/ sit side by side). On error
+ * returns NULL and writes "file:line:column: message (hint)" into err.
+ * Caller owns the result. */
+ahp_profile_t *ahp_profile_load(const char *path, const char *base_dir, char *err,
+    size_t errlen);
+void ahp_profile_destroy(ahp_profile_t **self_p);
+
+/* True when the profile lists the tool / service. */
+int ahp_profile_has_tool(const ahp_profile_t *p, const char *tool);
+int ahp_profile_has_service(const ahp_profile_t *p, const char *service);
+
+/* A set of profiles loaded from a directory (*.yaml, *.yml). Bad files are
+ * reported through on_error (file-prefixed message) and skipped; the rest
+ * load. */
+typedef struct ahp_profiles ahp_profiles_t;
+typedef void (*ahp_profile_err_fn)(void *arg, const char *message);
+ahp_profiles_t *ahp_profiles_load_dir(const char *dir, const char *base_dir,
+    ahp_profile_err_fn on_error, void *arg);
+void ahp_profiles_destroy(ahp_profiles_t **self_p);
+/* Borrowed; valid until the set is destroyed. NULL when unknown. */
+const ahp_profile_t *ahp_profiles_get(const ahp_profiles_t *self, const char *name);
+size_t ahp_profiles_count(const ahp_profiles_t *self);
+const ahp_profile_t *ahp_profiles_at(const ahp_profiles_t *self, size_t i);
+/* Number of files that failed to load in the last load. */
+size_t ahp_profiles_errors(const ahp_profiles_t *self);
+
+#endif

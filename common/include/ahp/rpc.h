@@ -1,0 +1,96 @@
+/*
+ * ZeroMQ RPC: ROUTER servers, DEALER clients, many requests in flight.
+ *
+ * Wire format (every message, both directions), two frames after the ROUTER
+ * identity:
+ *   frame 1: header, 16 bytes: "AHP1" | u32 kind (BE) | u64 request_id (BE)
+ *            kind 1 = request, 2 = reply, 3 = transport error
+ *   frame 2: body: the daemon's protobuf Request/Reply (or ahp.TransportError)
+ * A server that cannot read a frame (bad header, wrong frame count, over
+ * max size) answers kind 3 with a typed ahp.Error when it can address the
+ * peer, logs, and keeps serving. Request bodies are decoded by the daemon.
+ */
+#ifndef AHP_RPC_H
+#define AHP_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.pb-c.h"
+
+#define AHP_RPC_MAX_MSG_DEFAULT (4 * 1024 * 1024)
+
+typedef struct ahp_rpc_server ahp_rpc_server_t;
+typedef struct ahp_rpc_client ahp_rpc_client_t;
+
+/* One received request. The server hands it to the caller, who replies
+ * (now or later) with ahp_rpc_server_reply(), which frees it. */
+typedef struct {
+	uint64_t request_id;
+	uint8_t *body;      /* protobuf bytes, owned by the request */
+	size_t body_len;
+	void *peer;         /* opaque routing identity */
+	size_t peer_len;
+	uint32_t peer_uid;  /* SO_PEERCRED uid on ipc://, (uint32_t)-1 when unknown */
+} ahp_rpc_req_t;
+
+/* --- server --- */
+
+/* Binds a ROUTER on endpoint (ipc://path: the socket file is made 0600 and
+ * its directory must exist; tcp:// refused unless CURVE keys configured,
+ * which this version does not support). max_msg caps ZMQ_MAXMSGSIZE (0 =
+ * default). NULL on failure with a log line. */
+ahp_rpc_server_t *ahp_rpc_server_new(void *zctx, const char *endpoint, size_t max_msg);
+void ahp_rpc_server_destroy(ahp_rpc_server_t **self_p);
+
+/* The zmq socket, for zmq_poll (ZMQ_POLLIN). */
+void *ahp_rpc_server_socket(ahp_rpc_server_t *self);
+
+/* Non-blocking: receives one request. Returns 1 and sets *req_p (caller owns
+ * it until it replies), 0 when nothing is pending, -1 on a socket error.
+ * Malformed frames are answered and dropped internally (return 0). */
+int ahp_rpc_server_recv(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p);
+
+/* Sends a reply body for *req_p and frees the request (sets *req_p NULL).
+ * Takes no ownership of body. 0 / -1. */
+int ahp_rpc_server_reply(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p, const void *body,
+    size_t len);
+
+/* Frees a request without replying (e.g. shutting down). */
+void ahp_rpc_req_free(ahp_rpc_req_t **req_p);
+
+/* --- client --- */
+
+/* Connects a DEALER to endpoint. NULL on failure. */
+ahp_rpc_client_t *ahp_rpc_client_new(void *zctx, const char *endpoint);
+void ahp_rpc_client_destroy(ahp_rpc_client_t **self_p);
+void *ahp_rpc_client_socket(ahp_rpc_client_t *self);
+
+/* Asynchronous use: send returns the request id (never 0), 0 on failure. */
+uint64_t ahp_rpc_client_send(ahp_rpc_client_t *self, const void *body, size_t len);
+
+/* Non-blocking receive of one reply. Returns 1 with *request_id, *body
+ * (caller frees with free()) and *len; 0 when nothing pending; -1 on error.
+ * A transport error reply (kind 3) returns 1 with *terr set to the status
+ * and *body holding the message text (NUL-terminated); otherwise *terr = 0. */
+int ahp_rpc_client_recv(ahp_rpc_client_t *self, uint64_t *request_id, uint8_t **body,
+    size_t *len, int *terr);
+
+/* Synchronous call for CLIs and simple clients: sends body, waits up to
+ * timeout_ms for the reply with the same request id, discarding others.
+ * When `idempotent` is non-zero it retries up to `retries` times on timeout
+ * (reconnecting the socket). Returns 0 with *reply (caller frees) or -1 with
+ * err filled (status ERR_TIMEOUT / ERR_UNAVAILABLE / transport status and a
+ * message, written into errbuf). */
+int ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeout_ms,
+    int idempotent, int retries, uint8_t **reply, size_t *reply_len, int *status, char *errbuf,
+    size_t errlen);
+
+/* Low-level framing, exposed for unit tests and fuzzing. */
+#define AHP_RPC_HDR_LEN 16
+enum { AHP_RPC_KIND_REQUEST = 1, AHP_RPC_KIND_REPLY = 2, AHP_RPC_KIND_ERROR = 3 };
+void ahp_rpc_hdr_pack(uint8_t out[AHP_RPC_HDR_LEN], uint32_t kind, uint64_t request_id);
+/* 0 when buf is a valid header (sets kind, request_id), -1 otherwise. */
+int ahp_rpc_hdr_unpack(const uint8_t *buf, size_t len, uint32_t *kind, uint64_t *request_id);
+
+#endif

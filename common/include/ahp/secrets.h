@@ -1,0 +1,21 @@
+/* Secrets directory reader: one file per secret; values wiped on free. */
+#ifndef AHP_SECRETS_H
+#define AHP_SECRETS_H
+
+#include <stddef.h>
+
+typedef struct ahp_secrets ahp_secrets_t;
+
+/* Loads every regular file in dir (name = file name, value = contents with
+ * one trailing newline stripped). Refuses files group/world-readable, over
+ * 64 KiB, or symlinks. NULL on failure (logged). */
+ahp_secrets_t *ahp_secrets_load(const char *dir);
+/* Wipes every value with explicit_bzero before freeing. */
+void ahp_secrets_destroy(ahp_secrets_t **self_p);
+/* Borrowed pointer valid until destroy; NULL if absent. */
+const char *ahp_secrets_get(ahp_secrets_t *self, const char *name, size_t *len);
+size_t ahp_secrets_count(ahp_secrets_t *self);
+/* Constant-time comparison of two byte strings (lengths compared too). */
+int ahp_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+
+#endif
