@@ -16,6 +16,16 @@ void ahp_log(int level, const char *run, const char *step, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void ahp_vlog(int level, const char *run, const char *step, const char *fmt, va_list ap);
 
+/* Structured variant: msg is used as is (escaped), followed by key/value
+ * pairs given as const char * arguments and ended by NULL:
+ *   ahp_log_kv(AHP_LOG_INFO, run, NULL, "model call", "status", "ok", NULL);
+ * Values are escaped; keys must be plain identifiers. */
+void ahp_log_kv(int level, const char *run, const char *step, const char *msg, ...)
+    __attribute__((sentinel));
+
+/* True when a line at level would be written (skip costly formatting). */
+int ahp_log_enabled(int level);
+
 /* Escapes s for a logfmt value into buf (always NUL-terminated, quoted when
  * needed, control bytes as \xNN). Returns buf. */
 char *ahp_log_escape(const char *s, char *buf, size_t len);

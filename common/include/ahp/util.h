@@ -8,15 +8,21 @@
 
 #include "common.pb-c.h"
 
-int64_t ahp_now_ms(void);      /* CLOCK_REALTIME, ms */
-int64_t ahp_mono_ms(void);     /* CLOCK_MONOTONIC, ms */
+int64_t ahp_now_ms(void);  /* CLOCK_REALTIME, ms */
+int64_t ahp_mono_ms(void); /* CLOCK_MONOTONIC, ms */
 uint64_t ahp_mono_us(void);
 
 /* Random id: `prefix` + 16 lowercase hex chars from getrandom(). buf >= strlen(prefix)+17. */
 void ahp_random_id(const char *prefix, char *buf, size_t len);
 
-/* String for an ahp.Status value ("ERR_NOT_FOUND" -> "not_found"). Never NULL. */
+/* Fills buf with len bytes from getrandom() (fatal if the kernel refuses). */
+void ahp_random_bytes(void *buf, size_t len);
+
+/* String for an ahp.Status value ("ERR_NOT_FOUND" -> "not_found"). Never NULL;
+ * "unknown" for values outside the enum. */
 const char *ahp_status_str(int status);
+/* Inverse of ahp_status_str: the status value, -1 when s is not a status name. */
+int ahp_status_from_str(const char *s);
 
 /* Parses a decimal integer in [min,max]; whole string must be consumed. 0 / -1. */
 int ahp_parse_long(const char *s, long min, long max, long *out);

@@ -1,0 +1,285 @@
+/* logfmt logging to stderr: one line per event, untrusted text escaped. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ahp/log.h"
+
+/* A line is written with one write(2) so that lines from several processes
+ * sharing a log file do not interleave. The message is capped: a log line is
+ * for humans, not a transport. */
+#define LOG_MSG_MAX 4096
+#define LOG_LINE_MAX (LOG_MSG_MAX * 4 + 1024)
+
+static char s_daemon[64] = "";
+static int s_level = AHP_LOG_INFO;
+
+static const char *const s_level_names[] = {"debug", "info", "warn", "error"};
+
+static int
+s_level_from_env(int fallback)
+{
+	const char *v = getenv("AHP_LOG_LEVEL");
+	if (v == NULL || *v == '\0')
+		return fallback;
+	for (int i = 0; i < 4; i++)
+		if (strcasecmp(v, s_level_names[i]) == 0)
+			return i;
+	if (strcasecmp(v, "warning") == 0)
+		return AHP_LOG_WARN;
+	return fallback;
+}
+
+void
+ahp_log_init(const char *daemon, int level)
+{
+	snprintf(s_daemon, sizeof s_daemon, "%s", daemon ? daemon : "ahp");
+	if (level < AHP_LOG_DEBUG)
+		level = AHP_LOG_DEBUG;
+	if (level > AHP_LOG_ERROR)
+		level = AHP_LOG_ERROR;
+	s_level = s_level_from_env(level);
+}
+
+static const char *
+s_daemon_name(void)
+{
+	if (s_daemon[0] == '\0')
+		snprintf(s_daemon, sizeof s_daemon, "%s", program_invocation_short_name);
+	return s_daemon;
+}
+
+/* True when a logfmt value must be quoted. */
+static int
+s_needs_quote(const char *s)
+{
+	if (*s == '\0')
+		return 1;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f)
+			return 1;
+	return 0;
+}
+
+char *
+ahp_log_escape(const char *s, char *buf, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	if (len == 0)
+		return buf;
+	if (s == NULL)
+		s = "";
+	int quote = s_needs_quote(s);
+	/* Room kept at the end for the closing quote and the NUL. */
+	size_t limit = len - 1 - (quote ? 1 : 0);
+	if (quote) {
+		if (len < 3) {
+			buf[0] = '\0';
+			return buf;
+		}
+		buf[o++] = '"';
+	}
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		char esc[4];
+		size_t n = 0;
+		switch (*p) {
+		case '"':
+			esc[n++] = '\\';
+			esc[n++] = '"';
+			break;
+		case '\\':
+			esc[n++] = '\\';
+			esc[n++] = '\\';
+			break;
+		case '\n':
+			esc[n++] = '\\';
+			esc[n++] = 'n';
+			break;
+		case '\r':
+			esc[n++] = '\\';
+			esc[n++] = 'r';
+			break;
+		case '\t':
+			esc[n++] = '\\';
+			esc[n++] = 't';
+			break;
+		default:
+			if (*p < 0x20 || *p == 0x7f) {
+				esc[n++] = '\\';
+				esc[n++] = 'x';
+				esc[n++] = hex[*p >> 4];
+				esc[n++] = hex[*p & 0xf];
+			} else {
+				esc[n++] = (char)*p;
+			}
+		}
+		if (o + n > limit)
+			break; /* truncated, but never in the middle of an escape */
+		memcpy(buf + o, esc, n);
+		o += n;
+	}
+	if (quote)
+		buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}
+
+static void
+s_timestamp(char *buf, size_t len)
+{
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + n, len - n, ".%03dZ", (int)(ts.tv_nsec / 1000000) % 1000);
+}
+
+/* Appends " key=value" (value escaped) to line at *off; stops silently at
+ * the end of the buffer. */
+static void
+s_append_pair(char *line, size_t size, size_t *off, const char *key, const char *value)
+{
+	char esc[LOG_MSG_MAX * 4 + 3];
+	if (*off >= size)
+		return;
+	ahp_log_escape(value, esc, sizeof esc);
+	int n = snprintf(line + *off, size - *off, " %s=%s", key, esc);
+	if (n > 0)
+		*off += (size_t)n < size - *off ? (size_t)n : size - *off - 1;
+}
+
+static void
+s_write_line(char *line, size_t off, size_t size)
+{
+	if (off >= size - 1)
+		off = size - 2;
+	line[off++] = '\n';
+	size_t done = 0;
+	while (done < off) {
+		ssize_t w = write(STDERR_FILENO, line + done, off - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		done += (size_t)w;
+	}
+}
+
+static size_t
+s_head(char *line, size_t size, const char *level, const char *run, const char *step)
+{
+	char ts[40];
+	size_t off = 0;
+	s_timestamp(ts, sizeof ts);
+	int n = snprintf(line, size, "ts=%s level=%s", ts, level);
+	off = n > 0 ? (size_t)n : 0;
+	s_append_pair(line, size, &off, "daemon", s_daemon_name());
+	if (run != NULL)
+		s_append_pair(line, size, &off, "run", run);
+	if (step != NULL)
+		s_append_pair(line, size, &off, "step", step);
+	return off;
+}
+
+static void
+s_emit(const char *level, const char *run, const char *step, const char *msg)
+{
+	char line[LOG_LINE_MAX];
+	int saved = errno;
+	size_t off = s_head(line, sizeof line, level, run, step);
+	s_append_pair(line, sizeof line, &off, "msg", msg);
+	s_write_line(line, off, sizeof line);
+	errno = saved;
+}
+
+void
+ahp_vlog(int level, const char *run, const char *step, const char *fmt, va_list ap)
+{
+	char msg[LOG_MSG_MAX];
+	if (level < s_level)
+		return;
+	if (level < AHP_LOG_DEBUG || level > AHP_LOG_ERROR)
+		level = AHP_LOG_ERROR;
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	s_emit(s_level_names[level], run, step, msg);
+}
+
+void
+ahp_log(int level, const char *run, const char *step, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	ahp_vlog(level, run, step, fmt, ap);
+	va_end(ap);
+}
+
+void
+ahp_log_kv(int level, const char *run, const char *step, const char *msg, ...)
+{
+	char line[LOG_LINE_MAX];
+	va_list ap;
+	if (level < s_level)
+		return;
+	if (level < AHP_LOG_DEBUG || level > AHP_LOG_ERROR)
+		level = AHP_LOG_ERROR;
+	int saved = errno;
+	size_t off = s_head(line, sizeof line, s_level_names[level], run, step);
+	s_append_pair(line, sizeof line, &off, "msg", msg);
+	va_start(ap, msg);
+	for (;;) {
+		const char *k = va_arg(ap, const char *);
+		if (k == NULL)
+			break;
+		const char *v = va_arg(ap, const char *);
+		/* Keys come from our own code, but keep the line parseable anyway. */
+		if (s_needs_quote(k))
+			k = "bad_key";
+		s_append_pair(line, sizeof line, &off, k, v ? v : "");
+	}
+	va_end(ap);
+	s_write_line(line, off, sizeof line);
+	errno = saved;
+}
+
+int
+ahp_log_enabled(int level)
+{
+	return level >= s_level;
+}
+
+static void __attribute__((noreturn)) s_vfatal(int with_errno, const char *fmt, va_list ap)
+{
+	char msg[LOG_MSG_MAX];
+	int saved = errno;
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	if (with_errno) {
+		size_t n = strlen(msg);
+		snprintf(msg + n, sizeof msg - n, ": %s", strerror(saved));
+	}
+	s_emit("fatal", NULL, NULL, msg);
+	exit(1);
+}
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	s_vfatal(1, fmt, ap);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	s_vfatal(0, fmt, ap);
+}

@@ -1,0 +1,153 @@
+/* Unit tests for logfmt escaping and the shape of a log line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ahp/log.h"
+
+static void
+test_plain_not_quoted(void **state)
+{
+	(void)state;
+	char buf[64];
+	assert_string_equal(ahp_log_escape("hello", buf, sizeof buf), "hello");
+	assert_string_equal(ahp_log_escape("", buf, sizeof buf), "\"\"");
+	assert_string_equal(ahp_log_escape(NULL, buf, sizeof buf), "\"\"");
+}
+
+static void
+test_quotes_and_spaces(void **state)
+{
+	(void)state;
+	char buf[64];
+	assert_string_equal(ahp_log_escape("a b", buf, sizeof buf), "\"a b\"");
+	assert_string_equal(ahp_log_escape("say \"hi\"", buf, sizeof buf), "\"say \\\"hi\\\"\"");
+	assert_string_equal(ahp_log_escape("k=v", buf, sizeof buf), "\"k=v\"");
+	assert_string_equal(ahp_log_escape("a\\b", buf, sizeof buf), "\"a\\\\b\"");
+}
+
+static void
+test_newlines_and_control(void **state)
+{
+	(void)state;
+	char buf[64];
+	assert_string_equal(ahp_log_escape("a\nb", buf, sizeof buf), "\"a\\nb\"");
+	assert_string_equal(ahp_log_escape("a\r\tb", buf, sizeof buf), "\"a\\r\\tb\"");
+	assert_string_equal(ahp_log_escape("\x01\x1b[31m", buf, sizeof buf), "\"\\x01\\x1b[31m\"");
+	assert_string_equal(ahp_log_escape("del\x7f", buf, sizeof buf), "\"del\\x7f\"");
+	/* UTF-8 passes through untouched. */
+	assert_string_equal(ahp_log_escape("caf\xc3\xa9", buf, sizeof buf), "caf\xc3\xa9");
+}
+
+static void
+test_truncation_keeps_quotes(void **state)
+{
+	(void)state;
+	char buf[8];
+	ahp_log_escape("a b c d e f g", buf, sizeof buf);
+	assert_int_equal(strlen(buf), 7);
+	assert_int_equal(buf[0], '"');
+	assert_int_equal(buf[6], '"');
+	/* An escape sequence is never cut in half. */
+	ahp_log_escape("ab\ncdef", buf, 6);
+	assert_string_equal(buf, "\"ab\"");
+	ahp_log_escape("abcdefghijk", buf, 4);
+	assert_string_equal(buf, "abc");
+}
+
+/* Runs fn with stderr redirected to a temp file and returns what was written. */
+static char *
+s_capture(void (*fn)(void))
+{
+	char path[] = "/tmp/ahp-test-log-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	int saved = dup(STDERR_FILENO);
+	dup2(fd, STDERR_FILENO);
+	fn();
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	off_t end = lseek(fd, 0, SEEK_END);
+	char *out = calloc(1, (size_t)end + 1);
+	assert_non_null(out);
+	assert_int_equal(pread(fd, out, (size_t)end, 0), end);
+	close(fd);
+	return out;
+}
+
+static void
+s_log_some(void)
+{
+	ahp_log_init("testd", AHP_LOG_INFO);
+	log_debug("hidden");
+	ahp_log(AHP_LOG_WARN, "r-1", "3", "evil \"input\"\nlevel=error msg=forged");
+	ahp_log_kv(AHP_LOG_INFO, NULL, NULL, "kv", "path", "/a b", "n", "7", NULL);
+}
+
+static void
+test_line_shape(void **state)
+{
+	(void)state;
+	unsetenv("AHP_LOG_LEVEL");
+	char *out = s_capture(s_log_some);
+	/* Exactly two lines: the debug line is filtered, the newline in the
+	 * message cannot start a forged third line. */
+	int lines = 0;
+	for (char *p = out; *p; p++)
+		lines += *p == '\n';
+	assert_int_equal(lines, 2);
+	assert_null(strstr(out, "hidden"));
+	assert_memory_equal(out, "ts=", 3);
+	/* ts=YYYY-MM-DDTHH:MM:SS.mmmZ */
+	assert_int_equal(out[3 + 4], '-');
+	assert_int_equal(out[3 + 10], 'T');
+	assert_int_equal(out[3 + 19], '.');
+	assert_int_equal(out[3 + 23], 'Z');
+	assert_non_null(strstr(out, " level=warn daemon=testd run=r-1 step=3 msg=\"evil "
+	                            "\\\"input\\\"\\nlevel=error msg=forged\"\n"));
+	assert_non_null(strstr(out, " level=info daemon=testd msg=kv path=\"/a b\" n=7\n"));
+	free(out);
+}
+
+static void
+s_log_env(void)
+{
+	setenv("AHP_LOG_LEVEL", "error", 1);
+	ahp_log_init("testd", AHP_LOG_DEBUG);
+	log_warn("not shown");
+	log_error("shown");
+	unsetenv("AHP_LOG_LEVEL");
+	ahp_log_init("testd", AHP_LOG_INFO);
+}
+
+static void
+test_env_level(void **state)
+{
+	(void)state;
+	char *out = s_capture(s_log_env);
+	assert_null(strstr(out, "not shown"));
+	assert_non_null(strstr(out, "level=error daemon=testd msg=shown\n"));
+	free(out);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_plain_not_quoted),
+	    cmocka_unit_test(test_quotes_and_spaces),
+	    cmocka_unit_test(test_newlines_and_control),
+	    cmocka_unit_test(test_truncation_keeps_quotes),
+	    cmocka_unit_test(test_line_shape),
+	    cmocka_unit_test(test_env_level),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
