@@ -1,0 +1,449 @@
+/* The orchestrator's durable journal: runs, steps and events in SQLite, with group commit. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ahp/db.h"
+#include "ahp/log.h"
+#include "ahp/util.h"
+
+#include "journal.h"
+
+/*
+ * No foreign keys on purpose: every insert would pay for a parent lookup,
+ * and steps/events are only ever written by code that created the run in
+ * the same process (the benchmark writes steps without runs).
+ */
+static const char *const s_migrations[] = {
+    "CREATE TABLE runs ("
+    " id TEXT PRIMARY KEY,"
+    " profile TEXT NOT NULL,"
+    " task TEXT NOT NULL,"
+    " state TEXT NOT NULL,"
+    " error TEXT,"
+    " result TEXT,"
+    " created_ms INTEGER NOT NULL,"
+    " updated_ms INTEGER NOT NULL,"
+    " turns INTEGER NOT NULL DEFAULT 0,"
+    " model_calls INTEGER NOT NULL DEFAULT 0,"
+    " tool_calls INTEGER NOT NULL DEFAULT 0,"
+    " tokens INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX runs_state ON runs(state, created_ms);"
+    "CREATE INDEX runs_created ON runs(created_ms);"
+    "CREATE TABLE steps ("
+    " run_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " kind TEXT NOT NULL CHECK (kind IN ('model', 'tool')),"
+    " intent TEXT NOT NULL,"
+    " status INTEGER,"
+    " result TEXT,"
+    " created_ms INTEGER NOT NULL,"
+    " completed_ms INTEGER,"
+    " UNIQUE (run_id, seq));"
+    "CREATE TABLE events ("
+    " run_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " ts_ms INTEGER NOT NULL,"
+    " kind TEXT NOT NULL,"
+    " text TEXT NOT NULL,"
+    " data TEXT,"
+    " UNIQUE (run_id, seq));",
+};
+
+enum {
+	ST_RUN_CREATE,
+	ST_RUN_UPDATE,
+	ST_RUN_GET,
+	ST_RUN_LIST,
+	ST_RUN_UNFINISHED,
+	ST_STEP_INTENT,
+	ST_STEP_COMPLETE,
+	ST_STEP_REOPEN,
+	ST_STEPS,
+	ST_EVENT_ADD,
+	ST_EVENTS,
+	ST_EVENT_LAST,
+	ST_COUNT
+};
+
+#define RUN_COLS                                                                                   \
+	"id, profile, task, state, error, result, created_ms, updated_ms, turns, model_calls, "    \
+	"tool_calls, tokens"
+
+static const char *const s_sql[ST_COUNT] = {
+    [ST_RUN_CREATE] = "INSERT INTO runs (id, profile, task, state, created_ms, updated_ms)"
+                      " VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
+    [ST_RUN_UPDATE] = "UPDATE runs SET state = ?2, error = ?3, result = ?4, updated_ms = ?5,"
+                      " turns = ?6, model_calls = ?7, tool_calls = ?8, tokens = ?9 WHERE id = ?1",
+    [ST_RUN_GET] = "SELECT " RUN_COLS " FROM runs WHERE id = ?1",
+    [ST_RUN_LIST] = "SELECT " RUN_COLS " FROM runs WHERE (?1 = '' OR state = ?1)"
+                    " AND (?2 = '' OR profile = ?2) ORDER BY created_ms DESC, id LIMIT ?3",
+    [ST_RUN_UNFINISHED] = "SELECT " RUN_COLS " FROM runs WHERE state IN ('queued', 'running')"
+                          " OR state LIKE 'waiting%' ORDER BY created_ms, id",
+    [ST_STEP_INTENT] = "INSERT INTO steps (run_id, seq, kind, intent, created_ms)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_STEP_COMPLETE] = "UPDATE steps SET status = ?3, result = ?4, completed_ms = ?5"
+                         " WHERE run_id = ?1 AND seq = ?2",
+    [ST_STEP_REOPEN] = "UPDATE steps SET status = NULL, result = NULL, completed_ms = NULL"
+                       " WHERE run_id = ?1 AND seq = ?2 AND status IS NOT NULL AND status != 0",
+    [ST_STEPS] = "SELECT seq, kind, intent, status, result, created_ms, completed_ms"
+                 " FROM steps WHERE run_id = ?1 ORDER BY seq",
+    [ST_EVENT_ADD] = "INSERT INTO events (run_id, seq, ts_ms, kind, text, data)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_EVENTS] = "SELECT seq, ts_ms, kind, text, data FROM events"
+                  " WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    [ST_EVENT_LAST] = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1",
+};
+
+struct orch_journal {
+	sqlite3 *db;
+	sqlite3_stmt *st[ST_COUNT];
+	int in_tx;
+};
+
+orch_journal_t *
+orch_journal_open(const char *path, char *err, size_t errlen)
+{
+	orch_journal_t *self = calloc(1, sizeof *self);
+	if (self == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	self->db = ahp_db_open(path, s_migrations,
+	                       (int)(sizeof s_migrations / sizeof s_migrations[0]), err, errlen);
+	if (self->db == NULL) {
+		free(self);
+		return NULL;
+	}
+	for (int i = 0; i < ST_COUNT; i++) {
+		if (sqlite3_prepare_v3(self->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		                       &self->st[i], NULL) != SQLITE_OK) {
+			snprintf(err, errlen, "%s: preparing statement %d: %s", path, i,
+			         sqlite3_errmsg(self->db));
+			orch_journal_destroy(&self);
+			return NULL;
+		}
+	}
+	return self;
+}
+
+void
+orch_journal_destroy(orch_journal_t **self_p)
+{
+	if (self_p == NULL || *self_p == NULL)
+		return;
+	orch_journal_t *self = *self_p;
+	if (self->in_tx)
+		orch_journal_rollback(self);
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(self->st[i]);
+	ahp_db_close(&self->db);
+	free(self);
+	*self_p = NULL;
+}
+
+int
+orch_journal_begin(orch_journal_t *self)
+{
+	if (self->in_tx)
+		return 0;
+	if (ahp_db_begin(self->db) != 0)
+		return -1;
+	self->in_tx = 1;
+	return 0;
+}
+
+int
+orch_journal_commit(orch_journal_t *self)
+{
+	if (!self->in_tx)
+		return 0;
+	if (ahp_db_commit(self->db) != 0) {
+		log_error("journal commit failed: %s", sqlite3_errmsg(self->db));
+		orch_journal_rollback(self);
+		return -1;
+	}
+	self->in_tx = 0;
+	return 0;
+}
+
+int
+orch_journal_rollback(orch_journal_t *self)
+{
+	if (!self->in_tx)
+		return 0;
+	self->in_tx = 0;
+	/* A failed COMMIT may already have ended the transaction. */
+	if (sqlite3_get_autocommit(self->db))
+		return 0;
+	return ahp_db_rollback(self->db);
+}
+
+int
+orch_journal_in_tx(const orch_journal_t *self)
+{
+	return self->in_tx;
+}
+
+/* Resets a cached statement before binding it again. */
+static sqlite3_stmt *
+s_stmt(orch_journal_t *self, int which)
+{
+	sqlite3_stmt *st = self->st[which];
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return st;
+}
+
+static void
+s_bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s == NULL)
+		sqlite3_bind_null(st, i);
+	else
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+/* Runs a write statement inside the lazily begun transaction. Returns the
+ * number of changed rows, or -1. */
+static int
+s_write(orch_journal_t *self, sqlite3_stmt *st, const char *what)
+{
+	if (orch_journal_begin(self) != 0) {
+		sqlite3_reset(st);
+		return -1;
+	}
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE) {
+		log_error("journal %s: %s", what, sqlite3_errmsg(self->db));
+		sqlite3_reset(st);
+		return -1;
+	}
+	int changed = sqlite3_changes(self->db);
+	sqlite3_reset(st);
+	return changed;
+}
+
+static const char *
+s_col_text(sqlite3_stmt *st, int i)
+{
+	return (const char *)sqlite3_column_text(st, i);
+}
+
+static void
+s_run_row(sqlite3_stmt *st, orch_run_row_t *row)
+{
+	row->id = s_col_text(st, 0);
+	row->profile = s_col_text(st, 1);
+	row->task = s_col_text(st, 2);
+	row->state = s_col_text(st, 3);
+	row->error = s_col_text(st, 4);
+	row->result = s_col_text(st, 5);
+	row->created_ms = sqlite3_column_int64(st, 6);
+	row->updated_ms = sqlite3_column_int64(st, 7);
+	row->turns = (uint32_t)sqlite3_column_int64(st, 8);
+	row->model_calls = (uint32_t)sqlite3_column_int64(st, 9);
+	row->tool_calls = (uint32_t)sqlite3_column_int64(st, 10);
+	row->tokens = (uint64_t)sqlite3_column_int64(st, 11);
+}
+
+/* Steps a query and feeds every row to fn. Returns rows seen, or -1. */
+static int
+s_query_runs(orch_journal_t *self, sqlite3_stmt *st, orch_run_fn fn, void *arg)
+{
+	int n = 0, rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		orch_run_row_t row;
+		s_run_row(st, &row);
+		n++;
+		if (fn != NULL && fn(arg, &row) != 0) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		log_error("journal run query: %s", sqlite3_errmsg(self->db));
+		n = -1;
+	}
+	sqlite3_reset(st);
+	return n;
+}
+
+int
+orch_journal_run_create(orch_journal_t *self, const char *id, const char *profile, const char *task,
+                        int64_t created_ms)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_RUN_CREATE);
+	s_bind_text(st, 1, id);
+	s_bind_text(st, 2, profile);
+	s_bind_text(st, 3, task);
+	sqlite3_bind_int64(st, 4, created_ms);
+	return s_write(self, st, "run create") == 1 ? 0 : -1;
+}
+
+int
+orch_journal_run_update(orch_journal_t *self, const orch_run_row_t *row)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_RUN_UPDATE);
+	s_bind_text(st, 1, row->id);
+	s_bind_text(st, 2, row->state);
+	s_bind_text(st, 3, row->error);
+	s_bind_text(st, 4, row->result);
+	sqlite3_bind_int64(st, 5, row->updated_ms);
+	sqlite3_bind_int64(st, 6, row->turns);
+	sqlite3_bind_int64(st, 7, row->model_calls);
+	sqlite3_bind_int64(st, 8, row->tool_calls);
+	sqlite3_bind_int64(st, 9, (sqlite3_int64)row->tokens);
+	return s_write(self, st, "run update") == 1 ? 0 : -1;
+}
+
+int
+orch_journal_run_get(orch_journal_t *self, const char *id, orch_run_fn fn, void *arg)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_RUN_GET);
+	s_bind_text(st, 1, id);
+	int n = s_query_runs(self, st, fn, arg);
+	return n < 0 ? -1 : (n > 0);
+}
+
+int
+orch_journal_run_list(orch_journal_t *self, const char *state, const char *profile, uint32_t limit,
+                      orch_run_fn fn, void *arg)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_RUN_LIST);
+	s_bind_text(st, 1, state ? state : "");
+	s_bind_text(st, 2, profile ? profile : "");
+	sqlite3_bind_int64(st, 3, limit ? limit : 100);
+	return s_query_runs(self, st, fn, arg) < 0 ? -1 : 0;
+}
+
+int
+orch_journal_runs_unfinished(orch_journal_t *self, orch_run_fn fn, void *arg)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_RUN_UNFINISHED);
+	return s_query_runs(self, st, fn, arg) < 0 ? -1 : 0;
+}
+
+int
+orch_journal_step_intent(orch_journal_t *self, const char *run_id, uint32_t seq, const char *kind,
+                         const char *intent_json)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_STEP_INTENT);
+	s_bind_text(st, 1, run_id);
+	sqlite3_bind_int64(st, 2, seq);
+	s_bind_text(st, 3, kind);
+	s_bind_text(st, 4, intent_json ? intent_json : "{}");
+	sqlite3_bind_int64(st, 5, ahp_now_ms());
+	return s_write(self, st, "step intent") == 1 ? 0 : -1;
+}
+
+int
+orch_journal_step_complete(orch_journal_t *self, const char *run_id, uint32_t seq, int status,
+                           const char *result_json)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_STEP_COMPLETE);
+	s_bind_text(st, 1, run_id);
+	sqlite3_bind_int64(st, 2, seq);
+	sqlite3_bind_int(st, 3, status);
+	s_bind_text(st, 4, result_json ? result_json : "{}");
+	sqlite3_bind_int64(st, 5, ahp_now_ms());
+	return s_write(self, st, "step complete") == 1 ? 0 : -1;
+}
+
+int
+orch_journal_step_reopen(orch_journal_t *self, const char *run_id, uint32_t seq)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_STEP_REOPEN);
+	s_bind_text(st, 1, run_id);
+	sqlite3_bind_int64(st, 2, seq);
+	return s_write(self, st, "step reopen") == 1 ? 0 : -1;
+}
+
+int
+orch_journal_steps_foreach(orch_journal_t *self, const char *run_id, orch_step_fn fn, void *arg)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_STEPS);
+	s_bind_text(st, 1, run_id);
+	int rc, ret = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		orch_step_row_t row;
+		row.seq = (uint32_t)sqlite3_column_int64(st, 0);
+		row.kind = s_col_text(st, 1);
+		row.intent = s_col_text(st, 2);
+		row.completed = sqlite3_column_type(st, 3) != SQLITE_NULL;
+		row.status = row.completed ? sqlite3_column_int(st, 3) : 0;
+		row.result = row.completed ? s_col_text(st, 4) : NULL;
+		row.created_ms = sqlite3_column_int64(st, 5);
+		row.completed_ms = sqlite3_column_int64(st, 6);
+		if (fn(arg, &row) != 0) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		log_error("journal steps query: %s", sqlite3_errmsg(self->db));
+		ret = -1;
+	}
+	sqlite3_reset(st);
+	return ret;
+}
+
+int
+orch_journal_event_add(orch_journal_t *self, const char *run_id, uint64_t seq, int64_t ts_ms,
+                       const char *kind, const char *text, const char *data_json)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_EVENT_ADD);
+	s_bind_text(st, 1, run_id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
+	sqlite3_bind_int64(st, 3, ts_ms);
+	s_bind_text(st, 4, kind);
+	s_bind_text(st, 5, text);
+	s_bind_text(st, 6, data_json);
+	return s_write(self, st, "event add") == 1 ? 0 : -1;
+}
+
+int
+orch_journal_events_foreach(orch_journal_t *self, const char *run_id, uint64_t after_seq,
+                            uint32_t max, orch_event_fn fn, void *arg)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_EVENTS);
+	s_bind_text(st, 1, run_id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)after_seq);
+	sqlite3_bind_int64(st, 3, max ? max : 500);
+	int rc, ret = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		orch_event_row_t row;
+		row.seq = (uint64_t)sqlite3_column_int64(st, 0);
+		row.ts_ms = sqlite3_column_int64(st, 1);
+		row.kind = s_col_text(st, 2);
+		row.text = s_col_text(st, 3);
+		row.data = s_col_text(st, 4);
+		if (fn(arg, &row) != 0) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		log_error("journal events query: %s", sqlite3_errmsg(self->db));
+		ret = -1;
+	}
+	sqlite3_reset(st);
+	return ret;
+}
+
+int
+orch_journal_event_last_seq(orch_journal_t *self, const char *run_id, uint64_t *seq)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_EVENT_LAST);
+	s_bind_text(st, 1, run_id);
+	int rc = sqlite3_step(st);
+	int ret = 0;
+	if (rc == SQLITE_ROW) {
+		*seq = (uint64_t)sqlite3_column_int64(st, 0);
+	} else {
+		log_error("journal last event: %s", sqlite3_errmsg(self->db));
+		ret = -1;
+	}
+	sqlite3_reset(st);
+	return ret;
+}
