@@ -1,0 +1,843 @@
+/* orchctl: the operator's CLI for the orchestrator (submit, follow, inspect, cancel, resume runs).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <zmq.h>
+
+#include "ahp/log.h"
+#include "ahp/rpc.h"
+#include "ahp/util.h"
+#include "orchestrator.pb-c.h"
+
+/* Exit codes; documented in --help and docs/operations.md. */
+enum {
+	XC_OK = 0,          /* command done; followed run succeeded */
+	XC_RUN_FAILED = 1,  /* followed run failed or was cancelled */
+	XC_USAGE = 2,       /* bad command line */
+	XC_UNREACHABLE = 3, /* orchestrator not running or did not answer in time */
+	XC_NOT_FOUND = 4,   /* unknown run or profile */
+	XC_DAEMON = 5,      /* any other error reported by the orchestrator */
+};
+
+#define DEFAULT_TIMEOUT_MS 3000
+#define IDEMPOTENT_RETRIES 2
+/* Long-poll hold; the server caps it at 30 s. Short enough that a Ctrl-C or
+ * a dead daemon is noticed quickly, long enough to cost nothing when idle. */
+#define EVENTS_WAIT_MS 10000
+/* A task is a human's sentence, not a document: refuse before the daemon does. */
+#define TASK_MAX (64 * 1024)
+
+typedef struct {
+	const char *home;
+	char endpoint[PATH_MAX + 16];
+	int json;
+	int timeout_ms;
+	int detach;
+	int follow;
+	const char *state;
+	const char *profile;
+	long limit;
+	void *zctx;
+	ahp_rpc_client_t *client;
+} orchctl_t;
+
+static volatile sig_atomic_t s_interrupted = 0;
+
+static void
+s_on_sigint(int sig)
+{
+	(void)sig;
+	s_interrupted = 1;
+}
+
+static void
+s_usage(FILE *out)
+{
+	fputs("usage: orchctl [--home DIR] [--json] [--timeout MS] [--endpoint EP] COMMAND ...\n"
+	      "\n"
+	      "Commands:\n"
+	      "  submit PROFILE TASK [--detach]  start a run; prints its id, then follows its\n"
+	      "                                  timeline until it ends or waits for a human\n"
+	      "  status RUN                      state, counters, error or result of a run\n"
+	      "  logs RUN [--follow]             the whole timeline of a run (past runs too);\n"
+	      "                                  --follow keeps streaming until the run ends\n"
+	      "  list [--state S] [--profile P] [--limit N]\n"
+	      "                                  recent runs, newest first (default limit 100)\n"
+	      "  cancel RUN                      cancel a queued, running or waiting run\n"
+	      "  resume RUN [--detach]           continue a failed run from its failure point,\n"
+	      "                                  reusing every journaled step; then follows it\n"
+	      "\n"
+	      "Options:\n"
+	      "  --home DIR      platform home (else $AHP_HOME, else /var/lib/ahp); the\n"
+	      "                  orchestrator is reached at ipc://DIR/run/orchestrator.sock\n"
+	      "  --endpoint EP   talk to this endpoint instead (e.g. ipc:///path/orch.sock)\n"
+	      "  --json          machine-readable output: one JSON object per line. Events are\n"
+	      "                  {\"seq\",\"ts_ms\",\"kind\",\"text\",\"data\"}; a run is\n"
+	      "                  {\"run\":{...}}; submit/resume first print {\"run_id\":...};\n"
+	      "                  list prints {\"runs\":[...]}; errors {\"error\":{...}}\n"
+	      "  --timeout MS    per-request timeout (default 3000); status, logs and list\n"
+	      "                  are retried twice on timeout, submit and resume never\n"
+	      "  --help, --version\n"
+	      "\n"
+	      "Exit codes:\n"
+	      "  0  ok; for submit, resume and logs --follow: the run succeeded (or is\n"
+	      "     waiting for a human)\n"
+	      "  1  the followed run failed or was cancelled\n"
+	      "  2  usage error\n"
+	      "  3  orchestrator unreachable or timed out\n"
+	      "  4  run or profile not found\n"
+	      "  5  any other error reported by the orchestrator\n",
+	      out);
+}
+
+/* Prints an error in the chosen output mode and returns the exit code. */
+static int
+s_fail(orchctl_t *self, int code, int status, const char *message, const char *detail)
+{
+	if (self->json) {
+		json_t *e =
+		    json_pack("{s:{s:s,s:s,s:s}}", "error", "status", ahp_status_str(status),
+		              "message", message ? message : "", "detail", detail ? detail : "");
+		if (e != NULL) {
+			json_dumpf(e, stdout, JSON_COMPACT);
+			fputc('\n', stdout);
+			json_decref(e);
+		}
+	}
+	if (detail != NULL && *detail != '\0')
+		fprintf(stderr, "orchctl: %s: %s (%s)\n", ahp_status_str(status), message, detail);
+	else
+		fprintf(stderr, "orchctl: %s: %s\n", ahp_status_str(status), message);
+	return code;
+}
+
+static int
+s_code_for_status(int status)
+{
+	switch (status) {
+	case AHP__STATUS__ERR_NOT_FOUND:
+		return XC_NOT_FOUND;
+	case AHP__STATUS__ERR_TIMEOUT:
+	case AHP__STATUS__ERR_UNAVAILABLE:
+		return XC_UNREACHABLE;
+	default:
+		return XC_DAEMON;
+	}
+}
+
+/* Connects lazily. An ipc:// endpoint whose socket file is absent means the
+ * daemon is not running: say so at once instead of timing out. */
+static int
+s_connect(orchctl_t *self)
+{
+	if (self->client != NULL)
+		return 0;
+	if (strncmp(self->endpoint, "ipc://", 6) == 0) {
+		struct stat st;
+		if (stat(self->endpoint + 6, &st) != 0) {
+			char msg[PATH_MAX + 128];
+			snprintf(msg, sizeof msg,
+			         "orchestrator not running: no socket at %s (start it with "
+			         "scripts/stack start DIR, or pass --home)",
+			         self->endpoint + 6);
+			return s_fail(self, XC_UNREACHABLE, AHP__STATUS__ERR_UNAVAILABLE, msg,
+			              NULL);
+		}
+	}
+	self->zctx = zmq_ctx_new();
+	if (self->zctx == NULL)
+		return s_fail(self, XC_DAEMON, AHP__STATUS__ERR_INTERNAL, "zmq_ctx_new failed",
+		              NULL);
+	/* Sockets get linger 0: a CLI facing a dead daemon must still exit. */
+	zmq_ctx_set(self->zctx, ZMQ_BLOCKY, 0);
+	self->client = ahp_rpc_client_new(self->zctx, self->endpoint);
+	if (self->client == NULL)
+		return s_fail(self, XC_UNREACHABLE, AHP__STATUS__ERR_UNAVAILABLE,
+		              "cannot connect to the orchestrator", self->endpoint);
+	return 0;
+}
+
+/* One request/reply. Returns 0 with *reply_p (caller frees with
+ * ahp__orch__reply__free_unpacked) or an exit code after printing why. */
+static int
+s_call(orchctl_t *self, const Ahp__Orch__Request *req, int idempotent, int extra_ms,
+       Ahp__Orch__Reply **reply_p)
+{
+	*reply_p = NULL;
+	int rc = s_connect(self);
+	if (rc != 0)
+		return rc;
+	size_t len = ahp__orch__request__get_packed_size(req);
+	uint8_t *buf = malloc(len ? len : 1);
+	if (buf == NULL)
+		return s_fail(self, XC_DAEMON, AHP__STATUS__ERR_INTERNAL, "out of memory", NULL);
+	ahp__orch__request__pack(req, buf);
+	uint8_t *rbuf = NULL;
+	size_t rlen = 0;
+	int status = 0;
+	char err[512] = "";
+	/* Retries are done here rather than inside ahp_rpc_call so that "no
+	 * server at all" (unavailable) ends at once: only a server that was
+	 * there and did not answer in time is worth asking again. */
+	int attempts = idempotent ? 1 + IDEMPOTENT_RETRIES : 1;
+	for (int i = 0; i < attempts; i++) {
+		status = 0;
+		err[0] = '\0';
+		rc = ahp_rpc_call(self->client, buf, len, self->timeout_ms + extra_ms, 0, 0, &rbuf,
+		                  &rlen, &status, err, sizeof err);
+		if (rc == 0 || status != AHP__STATUS__ERR_TIMEOUT || s_interrupted)
+			break;
+	}
+	free(buf);
+	if (rc != 0) {
+		if (s_interrupted)
+			return XC_UNREACHABLE;
+		if (status == AHP__STATUS__ERR_TIMEOUT || status == AHP__STATUS__ERR_UNAVAILABLE)
+			return s_fail(self, XC_UNREACHABLE, status,
+			              err[0] ? err : "orchestrator did not answer", NULL);
+		return s_fail(self, s_code_for_status(status), status,
+		              err[0] ? err : "request failed", NULL);
+	}
+	Ahp__Orch__Reply *reply = ahp__orch__reply__unpack(NULL, rlen, rbuf);
+	free(rbuf);
+	if (reply == NULL)
+		return s_fail(self, XC_DAEMON, AHP__STATUS__ERR_BAD_REQUEST,
+		              "unreadable reply from the orchestrator", NULL);
+	if (reply->error != NULL && reply->error->status != AHP__STATUS__OK) {
+		rc = s_fail(self, s_code_for_status(reply->error->status), reply->error->status,
+		            reply->error->message, reply->error->detail);
+		ahp__orch__reply__free_unpacked(reply, NULL);
+		return rc;
+	}
+	*reply_p = reply;
+	return 0;
+}
+
+/* --- output --- */
+
+static void
+s_json_print(json_t *j)
+{
+	if (j == NULL)
+		return;
+	json_dumpf(j, stdout, JSON_COMPACT);
+	fputc('\n', stdout);
+	fflush(stdout);
+	json_decref(j);
+}
+
+/* Caller owns the result. */
+static json_t *
+s_run_json(const Ahp__Orch__RunInfo *r)
+{
+	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "run_id", r->run_id,
+	                 "profile", r->profile, "state", r->state, "task", r->task, "error",
+	                 r->error, "result", r->result, "created_ms", (json_int_t)r->created_ms,
+	                 "updated_ms", (json_int_t)r->updated_ms, "turns", (json_int_t)r->turns,
+	                 "model_calls", (json_int_t)r->model_calls, "tool_calls",
+	                 (json_int_t)r->tool_calls, "tokens", (json_int_t)r->tokens);
+}
+
+static void
+s_print_run_json(const Ahp__Orch__RunInfo *r)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "run", s_run_json(r));
+	s_json_print(o);
+}
+
+static void
+s_print_event(orchctl_t *self, const Ahp__Orch__Event *ev)
+{
+	if (self->json) {
+		json_t *data = NULL;
+		if (ev->data != NULL && *ev->data != '\0')
+			data = json_loads(ev->data, JSON_DECODE_ANY, NULL);
+		if (data == NULL)
+			data = json_string(ev->data ? ev->data : "");
+		/* Event text comes from the model and tools: keep it valid JSON even
+		 * when the bytes are not UTF-8. */
+		json_t *text = json_string(ev->text);
+		if (text == NULL)
+			text = json_stringn_nocheck(ev->text, strlen(ev->text));
+		json_t *o = json_pack("{s:I,s:I,s:s,s:o,s:o}", "seq", (json_int_t)ev->seq, "ts_ms",
+		                      (json_int_t)ev->ts_ms, "kind", ev->kind, "text", text, "data",
+		                      data ? data : json_null());
+		s_json_print(o);
+		return;
+	}
+	if (ev->text != NULL && *ev->text != '\0')
+		printf("%s\n", ev->text);
+	else
+		printf("[%s]\n", ev->kind);
+	fflush(stdout);
+}
+
+static void
+s_fmt_time(int64_t ms, char *buf, size_t len)
+{
+	if (ms <= 0) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	localtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+static void
+s_print_status(const Ahp__Orch__RunInfo *r)
+{
+	char c[32], u[32];
+	s_fmt_time(r->created_ms, c, sizeof c);
+	s_fmt_time(r->updated_ms, u, sizeof u);
+	printf("run          %s\n", r->run_id);
+	printf("profile      %s\n", r->profile);
+	printf("state        %s\n", r->state);
+	printf("task         %s\n", r->task);
+	printf("created      %s\n", c);
+	printf("updated      %s\n", u);
+	printf("turns        %u\n", r->turns);
+	printf("model calls  %u\n", r->model_calls);
+	printf("tool calls   %u\n", r->tool_calls);
+	printf("tokens       %llu\n", (unsigned long long)r->tokens);
+	if (r->error != NULL && *r->error != '\0')
+		printf("error        %s\n", r->error);
+	if (r->result != NULL && *r->result != '\0')
+		printf("result       %s\n", r->result);
+}
+
+/* Prints at most max_cols characters of s on one line, never splitting a
+ * UTF-8 sequence; control characters shown as spaces. */
+static void
+s_print_cell(const char *s, size_t max_cols)
+{
+	const unsigned char *p;
+	size_t total = 0;
+	for (p = (const unsigned char *)s; *p != '\0'; p++)
+		if ((*p & 0xc0) != 0x80)
+			total++;
+	size_t limit = total > max_cols ? max_cols - 1 : total;
+	size_t cols = 0;
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if ((*p & 0xc0) != 0x80) {
+			if (cols == limit)
+				break;
+			cols++;
+		}
+		fputc((*p < 0x20 || *p == 0x7f) ? ' ' : *p, stdout);
+	}
+	if (total > max_cols)
+		fputs("…", stdout);
+}
+
+static int
+s_is_terminal(const char *state)
+{
+	return strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+	       strcmp(state, "cancelled") == 0;
+}
+
+static int
+s_is_waiting(const char *state)
+{
+	return strncmp(state, "waiting", 7) == 0;
+}
+
+/* The closing lines of a followed run, and the exit code it maps to. */
+static int
+s_finish(orchctl_t *self, const Ahp__Orch__RunInfo *r)
+{
+	int code = XC_OK;
+	if (strcmp(r->state, "failed") == 0 || strcmp(r->state, "cancelled") == 0)
+		code = XC_RUN_FAILED;
+	if (self->json) {
+		s_print_run_json(r);
+		return code;
+	}
+	if (strcmp(r->state, "succeeded") == 0)
+		printf("Result: %s\n", r->result);
+	else if (strcmp(r->state, "failed") == 0)
+		printf("Run %s failed: %s\n(resume it with: orchctl resume %s)\n", r->run_id,
+		       r->error[0] ? r->error : "no reason recorded", r->run_id);
+	else if (strcmp(r->state, "cancelled") == 0)
+		printf("Run %s was cancelled.\n", r->run_id);
+	else if (s_is_waiting(r->state))
+		printf("Run %s is %s; follow it later with: orchctl logs --follow %s\n", r->run_id,
+		       r->state, r->run_id);
+	fflush(stdout);
+	return code;
+}
+
+/* Streams events of run_id after *after. Stops when the run has ended (or,
+ * when stop_on_wait, waits for a human) and nothing is left to print, or
+ * after one page when !follow. Prints the closing lines when `finish`. */
+static int
+s_stream(orchctl_t *self, const char *run_id, uint64_t *after, int follow, int stop_on_wait,
+         int finish)
+{
+	int drain = 0;
+	for (;;) {
+		if (s_interrupted) {
+			fprintf(
+			    stderr,
+			    "\norchctl: stopped following; the run goes on (orchctl logs --follow "
+			    "%s)\n",
+			    run_id);
+			return 130;
+		}
+		Ahp__Orch__Request req = AHP__ORCH__REQUEST__INIT;
+		Ahp__Orch__EventsRequest er = AHP__ORCH__EVENTS_REQUEST__INIT;
+		er.run_id = (char *)run_id;
+		er.after_seq = *after;
+		er.wait_ms = (follow && !drain) ? EVENTS_WAIT_MS : 0;
+		req.body_case = AHP__ORCH__REQUEST__BODY_EVENTS;
+		req.events = &er;
+		Ahp__Orch__Reply *reply = NULL;
+		int rc = s_call(self, &req, 1, (int)er.wait_ms, &reply);
+		if (rc != 0) {
+			if (s_interrupted)
+				continue;
+			return rc;
+		}
+		if (reply->body_case != AHP__ORCH__REPLY__BODY_EVENTS || reply->events == NULL ||
+		    reply->events->run == NULL) {
+			ahp__orch__reply__free_unpacked(reply, NULL);
+			return s_fail(self, XC_DAEMON, AHP__STATUS__ERR_BAD_REQUEST,
+			              "unexpected reply to an events request", NULL);
+		}
+		const Ahp__Orch__EventsReply *ev = reply->events;
+		for (size_t i = 0; i < ev->n_events; i++) {
+			s_print_event(self, ev->events[i]);
+			if (ev->events[i]->seq > *after)
+				*after = ev->events[i]->seq;
+		}
+		const char *state = ev->run->state;
+		int done_state = s_is_terminal(state) || (stop_on_wait && s_is_waiting(state));
+		int done = 0;
+		if (ev->n_events == 0 && (done_state || !follow))
+			done = 1;
+		/* One more non-waiting poll after the end: events written together
+		 * with the final state change must not be missed. */
+		drain = done_state;
+		if (done) {
+			rc = finish ? s_finish(self, ev->run) : XC_OK;
+			ahp__orch__reply__free_unpacked(reply, NULL);
+			return rc;
+		}
+		ahp__orch__reply__free_unpacked(reply, NULL);
+	}
+}
+
+/* --- commands --- */
+
+static int
+s_cmd_submit(orchctl_t *self, const char *profile, const char *task)
+{
+	if (strlen(task) > TASK_MAX) {
+		fprintf(stderr, "orchctl: task is longer than %d bytes\n", TASK_MAX);
+		return XC_USAGE;
+	}
+	Ahp__Orch__Request req = AHP__ORCH__REQUEST__INIT;
+	Ahp__Orch__SubmitRequest sr = AHP__ORCH__SUBMIT_REQUEST__INIT;
+	sr.profile = (char *)profile;
+	sr.task = (char *)task;
+	req.body_case = AHP__ORCH__REQUEST__BODY_SUBMIT;
+	req.submit = &sr;
+	Ahp__Orch__Reply *reply = NULL;
+	/* Not idempotent: a retried submit could start the run twice. */
+	int rc = s_call(self, &req, 0, 0, &reply);
+	if (rc != 0)
+		return rc;
+	if (reply->body_case != AHP__ORCH__REPLY__BODY_SUBMIT || reply->submit == NULL ||
+	    reply->submit->run_id[0] == '\0') {
+		ahp__orch__reply__free_unpacked(reply, NULL);
+		return s_fail(self, XC_DAEMON, AHP__STATUS__ERR_BAD_REQUEST,
+		              "unexpected reply to submit", NULL);
+	}
+	char run_id[128];
+	ahp_strlcpy(run_id, reply->submit->run_id, sizeof run_id);
+	ahp__orch__reply__free_unpacked(reply, NULL);
+	if (self->json)
+		s_json_print(json_pack("{s:s}", "run_id", run_id));
+	else
+		printf("%s\n", run_id);
+	fflush(stdout);
+	if (self->detach)
+		return XC_OK;
+	uint64_t after = 0;
+	return s_stream(self, run_id, &after, 1, 1, 1);
+}
+
+static int
+s_cmd_status(orchctl_t *self, const char *run_id)
+{
+	Ahp__Orch__Request req = AHP__ORCH__REQUEST__INIT;
+	Ahp__Orch__RunRef ref = AHP__ORCH__RUN_REF__INIT;
+	ref.run_id = (char *)run_id;
+	req.body_case = AHP__ORCH__REQUEST__BODY_STATUS;
+	req.status = &ref;
+	Ahp__Orch__Reply *reply = NULL;
+	int rc = s_call(self, &req, 1, 0, &reply);
+	if (rc != 0)
+		return rc;
+	if (reply->body_case != AHP__ORCH__REPLY__BODY_STATUS || reply->status == NULL) {
+		ahp__orch__reply__free_unpacked(reply, NULL);
+		return s_fail(self, XC_DAEMON, AHP__STATUS__ERR_BAD_REQUEST,
+		              "unexpected reply to status", NULL);
+	}
+	if (self->json)
+		s_print_run_json(reply->status);
+	else
+		s_print_status(reply->status);
+	ahp__orch__reply__free_unpacked(reply, NULL);
+	return XC_OK;
+}
+
+static int
+s_cmd_logs(orchctl_t *self, const char *run_id)
+{
+	uint64_t after = 0;
+	/* Without --follow: page through everything stored, then the run line
+	 * (JSON) or the result/error line, and stop. */
+	if (!self->follow) {
+		int rc = s_stream(self, run_id, &after, 0, 0, 1);
+		return rc == XC_RUN_FAILED ? XC_OK : rc;
+	}
+	return s_stream(self, run_id, &after, 1, 0, 1);
+}
+
+static int
+s_cmd_list(orchctl_t *self)
+{
+	Ahp__Orch__Request req = AHP__ORCH__REQUEST__INIT;
+	Ahp__Orch__ListRequest lr = AHP__ORCH__LIST_REQUEST__INIT;
+	lr.state = (char *)(self->state ? self->state : "");
+	lr.profile = (char *)(self->profile ? self->profile : "");
+	lr.limit = (uint32_t)self->limit;
+	req.body_case = AHP__ORCH__REQUEST__BODY_LIST;
+	req.list = &lr;
+	Ahp__Orch__Reply *reply = NULL;
+	int rc = s_call(self, &req, 1, 0, &reply);
+	if (rc != 0)
+		return rc;
+	if (reply->body_case != AHP__ORCH__REPLY__BODY_LIST || reply->list == NULL) {
+		ahp__orch__reply__free_unpacked(reply, NULL);
+		return s_fail(self, XC_DAEMON, AHP__STATUS__ERR_BAD_REQUEST,
+		              "unexpected reply to list", NULL);
+	}
+	const Ahp__Orch__ListReply *l = reply->list;
+	if (self->json) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < l->n_runs; i++)
+			json_array_append_new(arr, s_run_json(l->runs[i]));
+		json_t *o = json_object();
+		json_object_set_new(o, "runs", arr);
+		s_json_print(o);
+	} else {
+		printf("%-22s %-20s %-17s %-19s %5s  %s\n", "RUN", "PROFILE", "STATE", "UPDATED",
+		       "CALLS", "TASK");
+		for (size_t i = 0; i < l->n_runs; i++) {
+			const Ahp__Orch__RunInfo *r = l->runs[i];
+			char u[32];
+			s_fmt_time(r->updated_ms, u, sizeof u);
+			printf("%-22s %-20s %-17s %-19s %5u  ", r->run_id, r->profile, r->state, u,
+			       r->model_calls);
+			s_print_cell(r->task, 48);
+			fputc('\n', stdout);
+		}
+	}
+	ahp__orch__reply__free_unpacked(reply, NULL);
+	return XC_OK;
+}
+
+static int
+s_cmd_cancel(orchctl_t *self, const char *run_id)
+{
+	Ahp__Orch__Request req = AHP__ORCH__REQUEST__INIT;
+	Ahp__Orch__RunRef ref = AHP__ORCH__RUN_REF__INIT;
+	ref.run_id = (char *)run_id;
+	req.body_case = AHP__ORCH__REQUEST__BODY_CANCEL;
+	req.cancel = &ref;
+	Ahp__Orch__Reply *reply = NULL;
+	/* Cancelling twice leaves the run cancelled: safe to retry. */
+	int rc = s_call(self, &req, 1, 0, &reply);
+	if (rc != 0)
+		return rc;
+	if (reply->body_case != AHP__ORCH__REPLY__BODY_CANCEL || reply->cancel == NULL) {
+		ahp__orch__reply__free_unpacked(reply, NULL);
+		return s_fail(self, XC_DAEMON, AHP__STATUS__ERR_BAD_REQUEST,
+		              "unexpected reply to cancel", NULL);
+	}
+	if (self->json)
+		s_print_run_json(reply->cancel);
+	else
+		printf("%s %s\n", reply->cancel->run_id, reply->cancel->state);
+	ahp__orch__reply__free_unpacked(reply, NULL);
+	return XC_OK;
+}
+
+/* Highest event sequence stored for a run so far (pages through them). */
+static int
+s_last_seq(orchctl_t *self, const char *run_id, uint64_t *after)
+{
+	for (;;) {
+		Ahp__Orch__Request req = AHP__ORCH__REQUEST__INIT;
+		Ahp__Orch__EventsRequest er = AHP__ORCH__EVENTS_REQUEST__INIT;
+		er.run_id = (char *)run_id;
+		er.after_seq = *after;
+		req.body_case = AHP__ORCH__REQUEST__BODY_EVENTS;
+		req.events = &er;
+		Ahp__Orch__Reply *reply = NULL;
+		int rc = s_call(self, &req, 1, 0, &reply);
+		if (rc != 0)
+			return rc;
+		size_t n = 0;
+		if (reply->body_case == AHP__ORCH__REPLY__BODY_EVENTS && reply->events != NULL) {
+			n = reply->events->n_events;
+			for (size_t i = 0; i < n; i++)
+				if (reply->events->events[i]->seq > *after)
+					*after = reply->events->events[i]->seq;
+		}
+		ahp__orch__reply__free_unpacked(reply, NULL);
+		if (n == 0)
+			return XC_OK;
+	}
+}
+
+static int
+s_cmd_resume(orchctl_t *self, const char *run_id)
+{
+	/* Follow from where the timeline stands now, so the old part is not
+	 * printed again. Read before resuming: nothing new can be missed. */
+	uint64_t after = 0;
+	int rc = 0;
+	if (!self->detach) {
+		rc = s_last_seq(self, run_id, &after);
+		if (rc != 0)
+			return rc;
+	}
+	Ahp__Orch__Request req = AHP__ORCH__REQUEST__INIT;
+	Ahp__Orch__RunRef ref = AHP__ORCH__RUN_REF__INIT;
+	ref.run_id = (char *)run_id;
+	req.body_case = AHP__ORCH__REQUEST__BODY_RESUME;
+	req.resume = &ref;
+	Ahp__Orch__Reply *reply = NULL;
+	rc = s_call(self, &req, 0, 0, &reply);
+	if (rc != 0)
+		return rc;
+	if (reply->body_case != AHP__ORCH__REPLY__BODY_RESUME || reply->resume == NULL) {
+		ahp__orch__reply__free_unpacked(reply, NULL);
+		return s_fail(self, XC_DAEMON, AHP__STATUS__ERR_BAD_REQUEST,
+		              "unexpected reply to resume", NULL);
+	}
+	if (self->json)
+		s_json_print(json_pack("{s:s,s:s}", "run_id", reply->resume->run_id, "state",
+		                       reply->resume->state));
+	else
+		printf("%s resumed (%s)\n", reply->resume->run_id, reply->resume->state);
+	fflush(stdout);
+	ahp__orch__reply__free_unpacked(reply, NULL);
+	if (self->detach)
+		return XC_OK;
+	return s_stream(self, run_id, &after, 1, 1, 1);
+}
+
+/* --- main --- */
+
+static int
+s_usage_error(const char *msg)
+{
+	fprintf(stderr, "orchctl: %s\n(see orchctl --help)\n", msg);
+	return XC_USAGE;
+}
+
+static int
+s_run(orchctl_t *self, int argc, char **argv)
+{
+	const char *cmd = argv[0];
+	int nargs = argc - 1;
+	int is_list = strcmp(cmd, "list") == 0;
+	if (!is_list && (self->state || self->profile || self->limit))
+		return s_usage_error("--state, --profile and --limit go with list");
+	if (self->detach && strcmp(cmd, "submit") != 0 && strcmp(cmd, "resume") != 0)
+		return s_usage_error("--detach goes with submit and resume");
+	if (self->follow && strcmp(cmd, "logs") != 0)
+		return s_usage_error("--follow goes with logs");
+
+	if (strcmp(cmd, "submit") == 0) {
+		if (nargs != 2)
+			return s_usage_error("usage: orchctl submit PROFILE TASK (quote the task)");
+		if (argv[1][0] == '\0' || argv[2][0] == '\0')
+			return s_usage_error("profile and task must not be empty");
+		return s_cmd_submit(self, argv[1], argv[2]);
+	}
+	if (is_list) {
+		if (nargs != 0)
+			return s_usage_error(
+			    "usage: orchctl list [--state S] [--profile P] [--limit N]");
+		return s_cmd_list(self);
+	}
+	static const struct {
+		const char *name;
+		int (*fn)(orchctl_t *, const char *);
+	} one_run[] = {
+	    {"status", s_cmd_status},
+	    {"logs", s_cmd_logs},
+	    {"cancel", s_cmd_cancel},
+	    {"resume", s_cmd_resume},
+	};
+	for (size_t i = 0; i < sizeof one_run / sizeof one_run[0]; i++) {
+		if (strcmp(cmd, one_run[i].name) != 0)
+			continue;
+		if (nargs != 1 || argv[1][0] == '\0') {
+			char msg[96];
+			snprintf(msg, sizeof msg, "usage: orchctl %s RUN", cmd);
+			return s_usage_error(msg);
+		}
+		return one_run[i].fn(self, argv[1]);
+	}
+	char msg[160];
+	snprintf(msg, sizeof msg, "unknown command '%.64s'", cmd);
+	return s_usage_error(msg);
+}
+
+/* Options may come before or after the command ("logs RUN --follow"), as
+ * --name VALUE or --name=VALUE; "--" ends them. Operands are collected in
+ * order into rest (argc + 1 slots). Returns -1 to go on, else an exit code. */
+static int
+s_parse_args(orchctl_t *self, int argc, char **argv, const char **endpoint, char **rest, int *nrest)
+{
+	static const char *const with_value[] = {"--home",    "--timeout", "--endpoint", "--state",
+	                                         "--profile", "--limit",   NULL};
+	int only_operands = 0;
+	*nrest = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (only_operands || a[0] != '-' || a[1] == '\0') {
+			rest[(*nrest)++] = argv[i];
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			only_operands = 1;
+			continue;
+		}
+		char name[32];
+		const char *eq = strchr(a, '=');
+		size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+		if (nlen >= sizeof name)
+			return s_usage_error("unknown option");
+		memcpy(name, a, nlen);
+		name[nlen] = '\0';
+		int needs_val = 0;
+		for (int k = 0; with_value[k] != NULL; k++)
+			if (strcmp(name, with_value[k]) == 0)
+				needs_val = 1;
+		const char *val = NULL;
+		if (needs_val) {
+			if (eq != NULL)
+				val = eq + 1;
+			else if (i + 1 < argc)
+				val = argv[++i];
+			else
+				return s_usage_error("option needs a value");
+		} else if (eq != NULL) {
+			return s_usage_error("option takes no value");
+		}
+		long v = 0;
+		if (strcmp(name, "--home") == 0) {
+			self->home = val;
+		} else if (strcmp(name, "--endpoint") == 0) {
+			*endpoint = val;
+		} else if (strcmp(name, "--state") == 0) {
+			self->state = val;
+		} else if (strcmp(name, "--profile") == 0) {
+			self->profile = val;
+		} else if (strcmp(name, "--timeout") == 0) {
+			if (ahp_parse_long(val, 100, 600000, &v) != 0)
+				return s_usage_error("--timeout takes milliseconds in 100..600000");
+			self->timeout_ms = (int)v;
+		} else if (strcmp(name, "--limit") == 0) {
+			if (ahp_parse_long(val, 1, 100000, &v) != 0)
+				return s_usage_error("--limit takes a number in 1..100000");
+			self->limit = v;
+		} else if (strcmp(name, "--json") == 0) {
+			self->json = 1;
+		} else if (strcmp(name, "--detach") == 0) {
+			self->detach = 1;
+		} else if (strcmp(name, "--follow") == 0 || strcmp(name, "-f") == 0) {
+			self->follow = 1;
+		} else if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+			s_usage(stdout);
+			return XC_OK;
+		} else if (strcmp(name, "--version") == 0) {
+			printf("orchctl %s\n", AHP_VERSION);
+			return XC_OK;
+		} else {
+			char msg[96];
+			snprintf(msg, sizeof msg, "unknown option '%s'", name);
+			return s_usage_error(msg);
+		}
+	}
+	if (*nrest == 0) {
+		s_usage(stderr);
+		return XC_USAGE;
+	}
+	return -1;
+}
+
+int
+main(int argc, char **argv)
+{
+	orchctl_t self = {0};
+	self.timeout_ms = DEFAULT_TIMEOUT_MS;
+	ahp_log_init("orchctl", AHP_LOG_WARN);
+
+	char **rest = calloc((size_t)argc + 1, sizeof *rest);
+	if (rest == NULL)
+		return XC_DAEMON;
+	const char *endpoint = NULL;
+	int nrest = 0;
+	int rc = s_parse_args(&self, argc, argv, &endpoint, rest, &nrest);
+	if (rc >= 0) {
+		free(rest);
+		return rc;
+	}
+	if (endpoint != NULL) {
+		if (ahp_strlcpy(self.endpoint, endpoint, sizeof self.endpoint) != 0) {
+			free(rest);
+			return s_usage_error("--endpoint is too long");
+		}
+	} else {
+		char path[PATH_MAX];
+		if (ahp_home_path(ahp_home(self.home), "run/orchestrator.sock", path,
+		                  sizeof path) != 0) {
+			free(rest);
+			return s_usage_error("home path is too long");
+		}
+		snprintf(self.endpoint, sizeof self.endpoint, "ipc://%s", path);
+	}
+
+	/* Ctrl-C while following stops following, not the run. */
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = s_on_sigint;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+
+	rc = s_run(&self, nrest, rest);
+	free(rest);
+	ahp_rpc_client_destroy(&self.client);
+	if (self.zctx != NULL)
+		zmq_ctx_term(self.zctx);
+	return rc;
+}
