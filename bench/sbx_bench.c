@@ -1,0 +1,375 @@
+/* bench/sandbox client: times sandboxd Exec/Create round trips over its RPC API, and times any
+ * command line (docker, bwrap) with the same clock so the numbers compare side by side. */
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "ahp/log.h"
+#include "ahp/rpc.h"
+#include "ahp/util.h"
+
+#include "sandboxd.pb-c.h"
+
+#define MAX_ITER 100000
+#define CALL_TIMEOUT_MS 30000
+
+extern char **environ;
+
+static double
+s_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int
+s_cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of a sorted array. */
+static double
+s_pct(const double *v, long n, double p)
+{
+	if (n <= 0)
+		return 0.0;
+	long i = (long)(p / 100.0 * (double)n + 0.999999) - 1;
+	if (i < 0)
+		i = 0;
+	if (i >= n)
+		i = n - 1;
+	return v[i];
+}
+
+/* One machine-readable line per measurement; bench/sandbox parses these. */
+static void
+s_report(const char *label, double *v, long n)
+{
+	double sum = 0;
+	for (long i = 0; i < n; i++)
+		sum += v[i];
+	qsort(v, (size_t)n, sizeof(double), s_cmp_double);
+	printf("RESULT %s n=%ld p50_ms=%.3f p99_ms=%.3f mean_ms=%.3f min_ms=%.3f max_ms=%.3f\n",
+	       label, n, s_pct(v, n, 50) * 1e3, s_pct(v, n, 99) * 1e3,
+	       n > 0 ? sum / (double)n * 1e3 : 0, n > 0 ? v[0] * 1e3 : 0,
+	       n > 0 ? v[n - 1] * 1e3 : 0);
+	fflush(stdout);
+}
+
+static void
+s_usage(FILE *f)
+{
+	fprintf(
+	    f, "usage: sbx_bench sandbox (--home DIR | --endpoint EP) [--exec N] [--create N] "
+	       "[--warmup N]\n"
+	       "       sbx_bench spawn --label L [--n N] [--warmup N] -- CMD [ARGS...]\n"
+	       "sandbox: N x Exec(\"true\") into one warm sandbox, then N x (Create + Exec true +\n"
+	       "         Destroy); spawn: N x run CMD (stdout/stderr to /dev/null), must exit 0.\n"
+	       "Prints: RESULT <label> n= p50_ms= p99_ms= mean_ms= min_ms= max_ms=\n");
+}
+
+/* --- sandboxd client --- */
+
+typedef struct {
+	void *zctx;
+	ahp_rpc_client_t *client;
+} s_sbx_t;
+
+/* Sends req, decodes the reply; NULL (with a message on stderr) on any failure or typed error. */
+static Ahp__Sbx__Reply *
+s_call(s_sbx_t *s, const Ahp__Sbx__Request *req, const char *what)
+{
+	size_t len = ahp__sbx__request__get_packed_size(req);
+	uint8_t *buf = malloc(len ? len : 1);
+	if (buf == NULL)
+		fatal("malloc");
+	ahp__sbx__request__pack(req, buf);
+	uint8_t *rep = NULL;
+	size_t rep_len = 0;
+	int status = 0;
+	char err[256] = "";
+	int rc = ahp_rpc_call(s->client, buf, len, CALL_TIMEOUT_MS, 0, 0, &rep, &rep_len, &status,
+	                      err, sizeof(err));
+	free(buf);
+	if (rc != 0) {
+		fprintf(stderr, "sbx_bench: %s: rpc failed (%s): %s\n", what,
+		        ahp_status_str(status), err);
+		return NULL;
+	}
+	Ahp__Sbx__Reply *r = ahp__sbx__reply__unpack(NULL, rep_len, rep);
+	free(rep);
+	if (r == NULL) {
+		fprintf(stderr, "sbx_bench: %s: undecodable reply\n", what);
+		return NULL;
+	}
+	if (r->error != NULL && r->error->status != AHP__STATUS__OK) {
+		fprintf(stderr, "sbx_bench: %s: %s: %s\n", what, ahp_status_str(r->error->status),
+		        r->error->message ? r->error->message : "");
+		ahp__sbx__reply__free_unpacked(r, NULL);
+		return NULL;
+	}
+	return r;
+}
+
+static int
+s_create(s_sbx_t *s, const char *id)
+{
+	Ahp__Sbx__Limits lim = AHP__SBX__LIMITS__INIT;
+	lim.memory_mb = 256;
+	lim.pids_max = 64;
+	lim.cpu_seconds = 10;
+	lim.timeout_s = 30;
+	lim.output_kb = 64;
+	Ahp__Sbx__CreateRequest cr = AHP__SBX__CREATE_REQUEST__INIT;
+	cr.run_id = (char *)id;
+	cr.profile = (char *)"bench";
+	cr.limits = &lim;
+	cr.network = AHP__SBX__NETWORK_MODE__NET_NONE;
+	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
+	req.body_case = AHP__SBX__REQUEST__BODY_CREATE;
+	req.create = &cr;
+	Ahp__Sbx__Reply *r = s_call(s, &req, "create");
+	if (r == NULL)
+		return -1;
+	int ok = r->body_case == AHP__SBX__REPLY__BODY_CREATE;
+	ahp__sbx__reply__free_unpacked(r, NULL);
+	return ok ? 0 : -1;
+}
+
+/* Exec of `true`; a non-zero exit is a failure so a broken sandbox cannot look fast. */
+static int
+s_exec_true(s_sbx_t *s, const char *id, long n)
+{
+	char eid[32];
+	snprintf(eid, sizeof(eid), "bench-%ld", n);
+	Ahp__Sbx__ExecRequest er = AHP__SBX__EXEC_REQUEST__INIT;
+	er.sandbox_id = (char *)id;
+	er.exec_id = eid;
+	er.command = (char *)"true";
+	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
+	req.body_case = AHP__SBX__REQUEST__BODY_EXEC;
+	req.exec = &er;
+	Ahp__Sbx__Reply *r = s_call(s, &req, "exec");
+	if (r == NULL)
+		return -1;
+	int ok = r->body_case == AHP__SBX__REPLY__BODY_EXEC && r->exec != NULL &&
+	         r->exec->exit_code == 0 && r->exec->killed_by == AHP__SBX__KILLED_BY__KILLED_NONE;
+	if (!ok)
+		fprintf(stderr, "sbx_bench: exec true: unexpected result (exit %d)\n",
+		        r->exec ? r->exec->exit_code : -1);
+	ahp__sbx__reply__free_unpacked(r, NULL);
+	return ok ? 0 : -1;
+}
+
+static int
+s_destroy(s_sbx_t *s, const char *id)
+{
+	Ahp__Sbx__DestroyRequest dr = AHP__SBX__DESTROY_REQUEST__INIT;
+	dr.sandbox_id = (char *)id;
+	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
+	req.body_case = AHP__SBX__REQUEST__BODY_DESTROY;
+	req.destroy = &dr;
+	Ahp__Sbx__Reply *r = s_call(s, &req, "destroy");
+	if (r == NULL)
+		return -1;
+	ahp__sbx__reply__free_unpacked(r, NULL);
+	return 0;
+}
+
+static int
+s_cmd_sandbox(int argc, char **argv)
+{
+	const char *home = NULL, *endpoint = NULL;
+	long n_exec = 200, n_create = 50, warmup = 10;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (v == NULL) {
+			s_usage(stderr);
+			return 2;
+		}
+		i++;
+		if (strcmp(a, "--home") == 0)
+			home = v;
+		else if (strcmp(a, "--endpoint") == 0)
+			endpoint = v;
+		else if (strcmp(a, "--exec") == 0 && ahp_parse_long(v, 0, MAX_ITER, &n_exec) == 0)
+			;
+		else if (strcmp(a, "--create") == 0 &&
+		         ahp_parse_long(v, 0, MAX_ITER, &n_create) == 0)
+			;
+		else if (strcmp(a, "--warmup") == 0 && ahp_parse_long(v, 0, MAX_ITER, &warmup) == 0)
+			;
+		else {
+			fprintf(stderr, "sbx_bench: bad option or value: %s %s\n", a, v);
+			return 2;
+		}
+	}
+	char ep[4200];
+	if (endpoint == NULL) {
+		char sock[4096];
+		if (ahp_home_path(ahp_home(home), "run/sandboxd.sock", sock, sizeof(sock)) != 0)
+			fatalx("home path too long");
+		snprintf(ep, sizeof(ep), "ipc://%s", sock);
+		endpoint = ep;
+	}
+	s_sbx_t s = {.zctx = zmq_ctx_new(), .client = NULL};
+	if (s.zctx == NULL)
+		fatal("zmq_ctx_new");
+	s.client = ahp_rpc_client_new(s.zctx, endpoint);
+	if (s.client == NULL)
+		fatalx("cannot connect to %s", endpoint);
+
+	int rc = 0;
+	char id[64];
+	double *v = calloc((size_t)(n_exec > n_create ? n_exec : n_create) + 1, sizeof(double));
+	if (v == NULL)
+		fatal("calloc");
+
+	/* Warm sandbox: created once, so each sample is only the exec round trip. */
+	ahp_random_id("bench-warm-", id, sizeof(id));
+	if (s_create(&s, id) != 0) {
+		rc = 1;
+		goto out;
+	}
+	long seq = 0;
+	for (long i = 0; i < warmup && rc == 0; i++)
+		rc = s_exec_true(&s, id, seq++) != 0;
+	for (long i = 0; i < n_exec && rc == 0; i++) {
+		double t0 = s_now();
+		rc = s_exec_true(&s, id, seq++) != 0;
+		v[i] = s_now() - t0;
+	}
+	if (s_destroy(&s, id) != 0)
+		rc = 1;
+	if (rc != 0)
+		goto out;
+	if (n_exec > 0)
+		s_report("sandbox_exec", v, n_exec);
+
+	/* Cold path: what the first exec of a run costs, plus tearing the sandbox down. */
+	for (long i = 0; i < n_create && rc == 0; i++) {
+		ahp_random_id("bench-cold-", id, sizeof(id));
+		double t0 = s_now();
+		rc = s_create(&s, id) != 0 || s_exec_true(&s, id, 0) != 0 || s_destroy(&s, id) != 0;
+		v[i] = s_now() - t0;
+	}
+	if (rc == 0 && n_create > 0)
+		s_report("sandbox_create", v, n_create);
+out:
+	free(v);
+	ahp_rpc_client_destroy(&s.client);
+	zmq_ctx_term(s.zctx);
+	return rc;
+}
+
+/* --- timed spawner --- */
+
+static int
+s_spawn_once(char **cmd, int devnull, double *dt)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
+	posix_spawn_file_actions_adddup2(&fa, devnull, 1);
+	posix_spawn_file_actions_adddup2(&fa, devnull, 2);
+	pid_t pid;
+	double t0 = s_now();
+	int err = posix_spawnp(&pid, cmd[0], &fa, NULL, cmd, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (err != 0) {
+		fprintf(stderr, "sbx_bench: spawn %s: %s\n", cmd[0], strerror(err));
+		return -1;
+	}
+	int st;
+	while (waitpid(pid, &st, 0) < 0) {
+		if (errno != EINTR)
+			fatal("waitpid");
+	}
+	*dt = s_now() - t0;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		fprintf(stderr, "sbx_bench: %s failed (status 0x%x)\n", cmd[0], st);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+s_cmd_spawn(int argc, char **argv)
+{
+	const char *label = NULL;
+	long n = 20, warmup = 2;
+	int i = 0;
+	for (; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0) {
+			i++;
+			break;
+		}
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (v == NULL) {
+			s_usage(stderr);
+			return 2;
+		}
+		if (strcmp(argv[i], "--label") == 0)
+			label = v;
+		else if (strcmp(argv[i], "--n") == 0 && ahp_parse_long(v, 1, MAX_ITER, &n) == 0)
+			;
+		else if (strcmp(argv[i], "--warmup") == 0 &&
+		         ahp_parse_long(v, 0, MAX_ITER, &warmup) == 0)
+			;
+		else {
+			fprintf(stderr, "sbx_bench: bad option or value: %s %s\n", argv[i], v);
+			return 2;
+		}
+		i++;
+	}
+	if (label == NULL || i >= argc) {
+		s_usage(stderr);
+		return 2;
+	}
+	char **cmd = argv + i;
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull < 0)
+		fatal("open /dev/null");
+	double *v = calloc((size_t)n, sizeof(double));
+	if (v == NULL)
+		fatal("calloc");
+	double dt;
+	int rc = 0;
+	for (long k = 0; k < warmup && rc == 0; k++)
+		rc = s_spawn_once(cmd, devnull, &dt) != 0;
+	for (long k = 0; k < n && rc == 0; k++) {
+		rc = s_spawn_once(cmd, devnull, &dt) != 0;
+		v[k] = dt;
+	}
+	if (rc == 0)
+		s_report(label, v, n);
+	free(v);
+	close(devnull);
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	ahp_log_init("bench", AHP_LOG_WARN);
+	if (argc >= 2 && strcmp(argv[1], "sandbox") == 0)
+		return s_cmd_sandbox(argc - 2, argv + 2);
+	if (argc >= 2 && strcmp(argv[1], "spawn") == 0)
+		return s_cmd_spawn(argc - 2, argv + 2);
+	s_usage(argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+	            ? stdout
+	            : stderr);
+	return 2;
+}
