@@ -40,6 +40,15 @@ s_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* CPU time of this thread: tells whether a commit's latency is CPU or the disk. */
+static double
+s_cpu(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static int
 s_cmp_double(const void *a, const void *b)
 {
@@ -256,7 +265,9 @@ main(int argc, char **argv)
 	/* (a) latency: alternate which side goes first so disk noise falls on both. */
 	double *lj = calloc((size_t)o.n, sizeof(double));
 	double *lr = calloc((size_t)o.n, sizeof(double));
-	if (lj == NULL || lr == NULL)
+	double *cj = calloc((size_t)o.n, sizeof(double));
+	double *cr = calloc((size_t)o.n, sizeof(double));
+	if (lj == NULL || lr == NULL || cj == NULL || cr == NULL)
 		fatal("calloc");
 	uint32_t seq = 0;
 	for (long i = 0; i < o.warmup; i++) {
@@ -268,16 +279,21 @@ main(int argc, char **argv)
 	for (long i = 0; i < o.n; i++) {
 		for (int side = 0; side < 2; side++) {
 			int journal_side = (side == 0) == (i % 2 == 0);
+			double c0 = s_cpu();
 			double t0 = s_now();
 			int rc = journal_side ? s_journal_step(j, run, seq++, result)
 			                      : s_raw_step(fd, rec, reclen);
 			double dt = s_now() - t0;
+			double dc = s_cpu() - c0;
 			if (rc != 0)
 				fatalx("%s step failed", journal_side ? "journal" : "raw");
-			if (journal_side)
+			if (journal_side) {
 				lj[i] = dt;
-			else
+				cj[i] = dc;
+			} else {
 				lr[i] = dt;
+				cr[i] = dc;
+			}
 		}
 		got = i + 1;
 		if (s_now() - lat_start > o.lat_budget)
@@ -285,6 +301,8 @@ main(int argc, char **argv)
 	}
 	qsort(lj, (size_t)got, sizeof(double), s_cmp_double);
 	qsort(lr, (size_t)got, sizeof(double), s_cmp_double);
+	qsort(cj, (size_t)got, sizeof(double), s_cmp_double);
+	qsort(cr, (size_t)got, sizeof(double), s_cmp_double);
 	double jp50 = s_pct(lj, got, 50) * 1e3, jp99 = s_pct(lj, got, 99) * 1e3;
 	double rp50 = s_pct(lr, got, 50) * 1e3, rp99 = s_pct(lr, got, 99) * 1e3;
 	printf("journal step commit (intent+complete, synchronous=FULL, WAL): n=%ld p50=%.3f ms "
@@ -294,6 +312,8 @@ main(int argc, char **argv)
 	       "p99=%.3f ms\n",
 	       reclen, got, rp50, rp99);
 	double ratio = rp50 > 0 ? jp50 / rp50 : 0.0;
+	printf("cpu per commit (this thread, p50): journal %.3f ms, raw %.3f ms\n",
+	       s_pct(cj, got, 50) * 1e3, s_pct(cr, got, 50) * 1e3);
 	printf("info journal_commit_vs_fsync_p99=%.2f one_commit_per_step_steps_per_s=%.0f\n",
 	       rp99 > 0 ? jp99 / rp99 : 0.0, jp50 > 0 ? 1e3 / jp50 : 0.0);
 	fflush(stdout);
@@ -363,6 +383,8 @@ main(int argc, char **argv)
 	free(lt);
 	free(lj);
 	free(lr);
+	free(cj);
+	free(cr);
 	free(rec);
 	free(result);
 	return 0;
