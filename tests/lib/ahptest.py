@@ -1,0 +1,271 @@
+"""Shared helpers for integration tests: a throwaway platform home run by scripts/stack,
+orchctl and mock-llm wrappers, process control and bounded waits. Python 3 stdlib only."""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class TestFailure(AssertionError):
+    pass
+
+
+def check(cond, msg):
+    """Fails the test with msg when cond is false."""
+    if not cond:
+        raise TestFailure(msg)
+
+
+def wait_for(pred, timeout, what, interval=0.05):
+    """Polls pred() until it returns a true value (returned) or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TestFailure(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def parse_args():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True, help="directory holding orchestrator, orchctl, mock-llm")
+    ap.add_argument("--src", required=True, help="repository root (for scripts/stack)")
+    ap.add_argument("--tools", default="", help="directory holding test tools (rawsend)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp home for inspection")
+    return ap.parse_args()
+
+
+def pid_alive(pid):
+    """True when pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+    except OSError:
+        return False
+    return st[st.rindex(")") + 2] != "Z"
+
+
+class Stack:
+    """A platform home under a fresh temp dir, with its own profiles, skills and scenarios.
+
+    Use as a context manager: the stack is stopped and the directory removed on exit; on
+    failure the daemons' log tails are printed first."""
+
+    def __init__(self, args, name, mock_args=""):
+        self.args = args
+        self.bin = os.path.abspath(args.bin)
+        self.src = os.path.abspath(args.src)
+        # Short path: ipc:// socket paths are limited to ~107 bytes.
+        self.home = tempfile.mkdtemp(prefix=f"ahp-{name[:12]}-", dir="/tmp")
+        self.mock_args = mock_args
+        self.started = False
+        for d in ("etc/profiles", "etc/skills", "etc/mock-llm"):
+            os.makedirs(os.path.join(self.home, d), exist_ok=True)
+
+    # --- files ---
+
+    def path(self, rel):
+        return os.path.join(self.home, rel)
+
+    def write(self, rel, text, mode=0o644):
+        p = self.path(rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "w") as f:
+            f.write(textwrap.dedent(text) if text.startswith("\n") else text)
+        os.chmod(p, mode)
+        return p
+
+    def write_profile(self, name, scenario, tools=("skill",), skills="skills/demo",
+                      system_prompt="You are a test agent. Follow the skill.", extra="",
+                      file_name=None):
+        text = (f"name: {name}\n"
+                f"model: mock:{scenario}\n"
+                f"system_prompt: |\n  {system_prompt}\n"
+                f"tools: [{', '.join(tools)}]\n")
+        if skills:
+            text += f"skills: {skills}\n"
+        text += extra
+        return self.write(f"etc/profiles/{file_name or name + '.yaml'}", text)
+
+    def write_scenario(self, name, text):
+        return self.write(f"etc/mock-llm/{name}.yaml", text)
+
+    def write_skill(self, rel, text):
+        return self.write(f"etc/skills/{rel}", text)
+
+    def write_conf(self, **kv):
+        lines = "".join(f"{k} = {v}\n" for k, v in kv.items())
+        return self.write("etc/orchestrator.conf", lines)
+
+    def demo_skill(self):
+        """A skill dir 'skills/demo' the default test profiles point at."""
+        self.write_skill("demo/release-notes/SKILL.md",
+                         "# Release notes\n\nList the changes, one line each.\n"
+                         "Group them under Added, Fixed and Changed.\n")
+        self.write_skill("demo/style/SKILL.md", "# Style\n\nShort sentences. No emoji.\n")
+
+    # --- stack ---
+
+    def _stack(self, *argv, check_rc=True, timeout=60):
+        env = dict(os.environ, AHP_BIN=self.bin, MOCK_LLM_ARGS=self.mock_args)
+        p = subprocess.run([os.path.join(self.src, "scripts/stack"), *argv], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=timeout)
+        if check_rc and p.returncode != 0:
+            raise TestFailure(f"scripts/stack {' '.join(argv)} failed ({p.returncode}):\n"
+                              f"{p.stdout}")
+        return p
+
+    def start(self):
+        self.started = True
+        self._stack("start", self.home)
+
+    def stop(self):
+        if self.started:
+            self._stack("stop", self.home, check_rc=False)
+
+    def restart(self, daemon):
+        self._stack("restart", self.home, daemon)
+
+    def pid(self, daemon):
+        try:
+            with open(self.path(f"run/{daemon}.pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def kill(self, daemon, sig=signal.SIGKILL, wait=True):
+        pid = self.pid(daemon)
+        check(pid is not None and pid_alive(pid), f"{daemon} is not running")
+        os.kill(pid, sig)
+        if wait:
+            wait_for(lambda: not pid_alive(pid), 10, f"{daemon} pid {pid} to die")
+        return pid
+
+    def log(self, daemon):
+        try:
+            with open(self.path(f"log/{daemon}.log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def dump_logs(self, out=sys.stderr):
+        for d in ("orchestrator", "mock-llm", "sandboxd"):
+            text = self.log(d)
+            if text:
+                tail = "\n".join(text.splitlines()[-40:])
+                print(f"----- {d}.log (tail) -----\n{tail}", file=out)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.dump_logs()
+        try:
+            self.stop()
+        finally:
+            if self.args.keep:
+                print(f"kept {self.home}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.home, ignore_errors=True)
+        return False
+
+    # --- orchctl ---
+
+    def orchctl(self, *argv, timeout=120, expect=None, input_text=None):
+        """Runs orchctl against this home; returns the CompletedProcess. expect: exit code
+        that must be returned (None = any)."""
+        cmd = [os.path.join(self.bin, "orchctl"), "--home", self.home, *argv]
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout, input=input_text, errors="replace")
+        if expect is not None and p.returncode != expect:
+            raise TestFailure(f"orchctl {' '.join(argv)}: exit {p.returncode}, expected "
+                              f"{expect}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+        return p
+
+    def orchctl_json(self, *argv, expect=0, timeout=120):
+        p = self.orchctl("--json", *argv, expect=expect, timeout=timeout)
+        out = []
+        for line in p.stdout.splitlines():
+            if line.strip():
+                out.append(json.loads(line))
+        return out
+
+    def submit(self, profile, task):
+        """Submits with --detach; returns the run id."""
+        lines = self.orchctl_json("submit", "--detach", profile, task)
+        check(len(lines) == 1 and "run_id" in lines[0], f"submit printed {lines}")
+        return lines[0]["run_id"]
+
+    def status(self, run_id):
+        return self.orchctl_json("status", run_id)[0]["run"]
+
+    def events(self, run_id):
+        """The whole timeline (events), without the closing run line."""
+        return [e for e in self.orchctl_json("logs", run_id) if "seq" in e]
+
+    def wait_state(self, run_id, states=TERMINAL, timeout=60):
+        def pred():
+            r = self.status(run_id)
+            return r if r["state"] in states else None
+        return wait_for(pred, timeout, f"run {run_id} to reach {states}", interval=0.1)
+
+    # --- mock-llm ---
+
+    def mock_port(self):
+        with open(self.path("run/mock-llm.port")) as f:
+            return int(f.read().strip())
+
+    def mock_get(self, path):
+        url = f"http://127.0.0.1:{self.mock_port()}{path}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())
+
+    def stats(self):
+        return self.mock_get("/stats")
+
+    # --- journal (read-only look at the orchestrator's SQLite db) ---
+
+    def db_rows(self, sql, params=()):
+        uri = "file:" + self.path("state/orchestrator.db") + "?mode=ro"
+        con = sqlite3.connect(uri, uri=True, timeout=10)
+        try:
+            return con.execute(sql, params).fetchall()
+        finally:
+            con.close()
+
+
+def fingerprint(messages):
+    """mock-llm's conversation fingerprint (CONVENTIONS.md)."""
+    import hashlib
+    canon = json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def run_test(fn):
+    """Runs fn(args), prints PASS/FAIL, exits 0/1."""
+    args = parse_args()
+    try:
+        fn(args)
+    except Exception:  # noqa: BLE001 - any failure fails the test with its traceback
+        traceback.print_exc()
+        print("FAIL", file=sys.stderr)
+        sys.exit(1)
+    print("PASS")
+    sys.exit(0)
