@@ -1,0 +1,370 @@
+/* orchestrator: the single event loop — curl_multi_poll over curl, the ZeroMQ sockets and signals;
+ * group commit per turn. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "ahp/log.h"
+#include "ahp/util.h"
+
+#include "orch.h"
+
+#define POLL_MAX_MS 1000 /* longest sleep; timers are re-evaluated at least this often */
+#define POST_PASSES 8    /* commit/send rounds per turn before deferring to the next */
+
+void
+orch_journal_failed(orch_t *o, const char *what)
+{
+	(void)o;
+	/* Sending anything whose intent may not be durable would break
+	 * "a journaled step is never paid for twice"; stop, and let the
+	 * restart resume from what did reach the disk. */
+	fatalx("journal write failed (%s); stopping so that a restart resumes from the journal",
+	       what);
+}
+
+void
+orch_reply_defer(orch_t *o, ahp_rpc_req_t **req_p, uint8_t *buf, size_t len)
+{
+	orch_reply_t *r = calloc(1, sizeof *r);
+	if (r == NULL) {
+		free(buf);
+		ahp_rpc_req_free(req_p);
+		return;
+	}
+	r->req = *req_p;
+	*req_p = NULL;
+	r->buf = buf;
+	r->len = len;
+	*o->replies_tail = r;
+	o->replies_tail = &r->next;
+}
+
+void
+orch_post(orch_t *o, orch_run_t *run)
+{
+	if (run->on_post)
+		return;
+	run->on_post = 1;
+	run->post_next = o->post_head;
+	o->post_head = run;
+}
+
+static void
+s_flush_replies(orch_t *o)
+{
+	orch_reply_t *r = o->replies;
+	o->replies = NULL;
+	o->replies_tail = &o->replies;
+	while (r != NULL) {
+		orch_reply_t *next = r->next;
+		if (ahp_rpc_server_reply(o->server, &r->req, r->buf, r->len) != 0)
+			log_warn("could not send a reply");
+		ahp_rpc_req_free(&r->req);
+		free(r->buf);
+		free(r);
+		r = next;
+	}
+}
+
+static void
+s_commit(orch_t *o)
+{
+	if (orch_journal_commit(o->journal) != 0)
+		orch_journal_failed(o, "commit");
+}
+
+/* End of a loop turn: make this turn's writes durable in one commit, then
+ * do what the committed intents asked for, then answer. */
+static void
+s_end_turn(orch_t *o)
+{
+	for (int pass = 0; pass < POST_PASSES; pass++) {
+		s_commit(o);
+		if (o->post_head == NULL)
+			break;
+		/* Reverse into submission order for fairness. */
+		orch_run_t *list = NULL;
+		while (o->post_head != NULL) {
+			orch_run_t *r = o->post_head;
+			o->post_head = r->post_next;
+			r->post_next = list;
+			list = r;
+		}
+		while (list != NULL) {
+			orch_run_t *r = list;
+			list = r->post_next;
+			r->on_post = 0;
+			orch_run_post_commit(r);
+		}
+	}
+	s_commit(o);
+	s_flush_replies(o);
+	orch_api_waiters(o, ahp_mono_ms(), 0);
+	orch_runs_reap_ended(o);
+}
+
+static int
+s_zmq_fd(void *sock)
+{
+	int fd = -1;
+	size_t sz = sizeof fd;
+	if (sock == NULL || zmq_getsockopt(sock, ZMQ_FD, &fd, &sz) != 0)
+		return -1;
+	return fd;
+}
+
+/* ZMQ_FD is edge-triggered: ask the socket itself whether input waits. */
+static int
+s_zmq_readable(void *sock)
+{
+	int ev = 0;
+	size_t sz = sizeof ev;
+	if (sock == NULL || zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &sz) != 0)
+		return 0;
+	return (ev & ZMQ_POLLIN) != 0;
+}
+
+static void
+s_signals(orch_t *o)
+{
+	struct signalfd_siginfo si;
+	while (read(o->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+		if (si.ssi_signo == SIGHUP) {
+			o->reload = 1;
+		} else {
+			log_info("signal %u: stopping", si.ssi_signo);
+			o->stop = 1;
+		}
+	}
+}
+
+static void
+s_unfinished_cb_fail(orch_t *o)
+{
+	orch_journal_failed(o, "listing unfinished runs");
+}
+
+typedef struct {
+	char **ids;
+	size_t n, cap;
+} s_ids_t;
+
+static int
+s_collect_id(void *arg, const orch_run_row_t *row)
+{
+	s_ids_t *ids = arg;
+	if (ids->n == ids->cap) {
+		size_t cap = ids->cap ? ids->cap * 2 : 64;
+		char **v = realloc(ids->ids, cap * sizeof *v);
+		if (v == NULL)
+			return 1;
+		ids->ids = v;
+		ids->cap = cap;
+	}
+	ids->ids[ids->n] = strdup(row->id);
+	if (ids->ids[ids->n] != NULL)
+		ids->n++;
+	return 0;
+}
+
+typedef struct {
+	orch_t *o;
+} s_restore_ctx_t;
+
+static int
+s_restore_cb(void *arg, const orch_run_row_t *row)
+{
+	orch_run_row_t *copy = arg;
+	/* Copied out: restoring writes to the journal, which must not happen
+	 * while this statement is being stepped. */
+	copy->id = strdup(row->id);
+	copy->profile = strdup(row->profile);
+	copy->task = strdup(row->task);
+	copy->state = strdup(row->state);
+	copy->created_ms = row->created_ms;
+	return 1;
+}
+
+/* On start, every queued/running/waiting run continues from its journal. */
+static void
+s_resume_all(orch_t *o)
+{
+	s_ids_t ids = {0};
+	if (orch_journal_runs_unfinished(o->journal, s_collect_id, &ids) != 0)
+		s_unfinished_cb_fail(o);
+	for (size_t i = 0; i < ids.n; i++) {
+		orch_run_row_t row = {0};
+		if (orch_journal_run_get(o->journal, ids.ids[i], s_restore_cb, &row) == 1 &&
+		    row.id && row.profile && row.task && row.state) {
+			int status;
+			char err[256];
+			if (orch_run_restore(o, &row, 0, &status, err, sizeof err) == NULL)
+				log_error("run %s not resumed: %s", ids.ids[i], err);
+		}
+		free((char *)row.id);
+		free((char *)row.profile);
+		free((char *)row.task);
+		free((char *)row.state);
+		free(ids.ids[i]);
+	}
+	free(ids.ids);
+	if (ids.n > 0)
+		log_info("resumed %zu unfinished run(s) from the journal", ids.n);
+}
+
+static int
+s_ensure_dirs(orch_t *o)
+{
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof path, "%s/run", o->home);
+	if (ahp_mkdirs(path, 0700) != 0) {
+		log_error("cannot create %s: %s", path, strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof path, "%s", o->db_path);
+	char *slash = strrchr(path, '/');
+	if (slash != NULL && slash != path) {
+		*slash = '\0';
+		if (ahp_mkdirs(path, 0700) != 0) {
+			log_error("cannot create %s: %s", path, strerror(errno));
+			return -1;
+		}
+	}
+	if (strncmp(o->endpoint, "ipc://", 6) == 0) {
+		snprintf(path, sizeof path, "%s", o->endpoint + 6);
+		slash = strrchr(path, '/');
+		if (slash != NULL && slash != path) {
+			*slash = '\0';
+			if (ahp_mkdirs(path, 0700) != 0) {
+				log_error("cannot create %s: %s", path, strerror(errno));
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+int
+orch_loop_setup(orch_t *o)
+{
+	char err[512];
+	if (s_ensure_dirs(o) != 0)
+		return -1;
+	o->journal = orch_journal_open(o->db_path, err, sizeof err);
+	if (o->journal == NULL) {
+		log_error("journal: %s", err);
+		return -1;
+	}
+	o->profiles = orch_profset_load(o->profiles_dir, o->etc_dir);
+	if (o->profiles == NULL)
+		return -1;
+	o->zctx = zmq_ctx_new();
+	if (o->zctx == NULL)
+		return -1;
+	o->server = ahp_rpc_server_new(o->zctx, o->endpoint, ORCH_RPC_MAX_MSG);
+	if (o->server == NULL) {
+		log_error("cannot serve on %s", o->endpoint);
+		return -1;
+	}
+	if (orch_sbx_setup(o) != 0)
+		return -1;
+	if (orch_model_init(o) != 0) {
+		log_error("cannot set up libcurl");
+		return -1;
+	}
+	s_resume_all(o);
+	s_commit(o);
+	return 0;
+}
+
+void
+orch_loop_run(orch_t *o)
+{
+	while (!o->stop) {
+		int64_t now = ahp_mono_ms();
+		long timeout = POLL_MAX_MS;
+		long ct = -1;
+		if (curl_multi_timeout(o->multi, &ct) == CURLM_OK && ct >= 0 && ct < timeout)
+			timeout = ct;
+		timeout = orch_runs_timers(o, now, timeout);
+		timeout = orch_api_waiters_timeout(o, now, timeout);
+		void *srv = ahp_rpc_server_socket(o->server);
+		void *sbx = orch_sbx_socket(o);
+		if (o->post_head != NULL || orch_journal_in_tx(o->journal) || s_zmq_readable(srv) ||
+		    s_zmq_readable(sbx))
+			timeout = 0;
+		/* Timer callbacks above may have written: finish that first. */
+		if (timeout == 0 && (o->post_head != NULL || orch_journal_in_tx(o->journal)))
+			s_end_turn(o);
+
+		struct curl_waitfd extra[3];
+		unsigned n = 0;
+		int fd;
+		if ((fd = s_zmq_fd(srv)) >= 0)
+			extra[n++] = (struct curl_waitfd){.fd = fd, .events = CURL_WAIT_POLLIN};
+		if ((fd = s_zmq_fd(sbx)) >= 0)
+			extra[n++] = (struct curl_waitfd){.fd = fd, .events = CURL_WAIT_POLLIN};
+		extra[n++] = (struct curl_waitfd){.fd = o->sigfd, .events = CURL_WAIT_POLLIN};
+		/* Sends after the last check may have consumed a ZMQ_FD edge. */
+		if (s_zmq_readable(srv) || s_zmq_readable(sbx))
+			timeout = 0;
+		CURLMcode mc = curl_multi_poll(o->multi, extra, n, (int)timeout, NULL);
+		if (mc != CURLM_OK && mc != CURLM_UNRECOVERABLE_POLL)
+			log_warn("curl_multi_poll: %s", curl_multi_strerror(mc));
+
+		s_signals(o);
+		if (o->reload) {
+			o->reload = 0;
+			orch_profiles_reload(o);
+		}
+		int running = 0;
+		curl_multi_perform(o->multi, &running);
+		orch_model_reap(o);
+		orch_api_recv(o);
+		orch_sbx_recv(o);
+		orch_runs_timers(o, ahp_mono_ms(), POLL_MAX_MS);
+		s_end_turn(o);
+	}
+}
+
+static void
+s_linger0(void *sock)
+{
+	int zero = 0;
+	if (sock != NULL)
+		zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+}
+
+void
+orch_loop_teardown(orch_t *o)
+{
+	/* Unfinished runs stay queued/running in the journal; their
+	 * in-flight model calls are re-issued at the next start. */
+	s_end_turn(o);
+	orch_api_waiters(o, ahp_mono_ms(), 1);
+	while (o->runs != NULL) {
+		orch_run_t *r = o->runs;
+		o->runs = r->next;
+		orch_run_free(&r);
+	}
+	o->runs_tail = NULL;
+	orch_runs_reap_ended(o);
+	s_commit(o);
+	orch_model_teardown(o);
+	if (o->server != NULL)
+		s_linger0(ahp_rpc_server_socket(o->server));
+	s_linger0(orch_sbx_socket(o));
+	ahp_rpc_server_destroy(&o->server);
+	orch_sbx_teardown(o);
+	if (o->zctx != NULL)
+		zmq_ctx_term(o->zctx);
+	orch_profset_unref(&o->profiles);
+	orch_journal_destroy(&o->journal);
+}

@@ -1,0 +1,222 @@
+/* orchestrator: the exec tool's transport, sandboxd requests over the RPC client, and result
+ * shaping. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ahp/log.h"
+#include "ahp/util.h"
+
+#include "orch.h"
+
+#define SBX_CONTROL_TIMEOUT_MS 10000 /* create / fetch */
+
+int
+orch_sbx_setup(orch_t *o)
+{
+	o->sbx = ahp_rpc_client_new(o->zctx, o->sbx_endpoint);
+	if (o->sbx == NULL) {
+		log_error("cannot set up the sandboxd client for %s", o->sbx_endpoint);
+		return -1;
+	}
+	return 0;
+}
+
+void
+orch_sbx_teardown(orch_t *o)
+{
+	ahp_rpc_client_destroy(&o->sbx);
+}
+
+void *
+orch_sbx_socket(orch_t *o)
+{
+	return o->sbx ? ahp_rpc_client_socket(o->sbx) : NULL;
+}
+
+/* On ipc:// a missing socket file means sandboxd is not running: say so at
+ * once instead of queueing a request nobody will read. */
+static int
+s_present(orch_t *o)
+{
+	if (strncmp(o->sbx_endpoint, "ipc://", 6) != 0)
+		return 1;
+	struct stat st;
+	return stat(o->sbx_endpoint + 6, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+static uint64_t
+s_send(orch_t *o, const Ahp__Sbx__Request *req)
+{
+	size_t len = ahp__sbx__request__get_packed_size(req);
+	uint8_t *buf = malloc(len ? len : 1);
+	if (buf == NULL)
+		return 0;
+	ahp__sbx__request__pack(req, buf);
+	uint64_t id = ahp_rpc_client_send(o->sbx, buf, len);
+	free(buf);
+	return id;
+}
+
+void
+orch_sbx_send(orch_run_t *run)
+{
+	orch_t *o = run->o;
+	char exec_id[ORCH_RUN_ID_MAX + 16];
+	snprintf(exec_id, sizeof exec_id, "%s-%u", run->id, run->cur_seq);
+
+	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
+	Ahp__Sbx__CreateRequest create = AHP__SBX__CREATE_REQUEST__INIT;
+	Ahp__Sbx__Limits limits = AHP__SBX__LIMITS__INIT;
+	Ahp__Sbx__ExecRequest exec = AHP__SBX__EXEC_REQUEST__INIT;
+	Ahp__Sbx__FetchRequest fetch = AHP__SBX__FETCH_REQUEST__INIT;
+	long timeout = SBX_CONTROL_TIMEOUT_MS;
+	const ahp_sandbox_cfg_t *sc = &run->profile->sandbox;
+
+	switch (run->sbx_op) {
+	case SBX_CREATE:
+		limits.memory_mb = sc->memory_mb;
+		limits.pids_max = sc->pids_max;
+		limits.cpu_seconds = sc->cpu_seconds;
+		limits.timeout_s = sc->timeout_s;
+		limits.output_kb = sc->output_kb;
+		create.run_id = run->id;
+		create.profile = run->profile->name;
+		create.limits = &limits;
+		create.network = sc->network == AHP_NET_PROXY ? AHP__SBX__NETWORK_MODE__NET_PROXY
+		                                              : AHP__SBX__NETWORK_MODE__NET_NONE;
+		req.body_case = AHP__SBX__REQUEST__BODY_CREATE;
+		req.create = &create;
+		break;
+	case SBX_EXEC:
+		exec.sandbox_id = run->id;
+		exec.exec_id = exec_id;
+		exec.command = run->sbx_command;
+		req.body_case = AHP__SBX__REQUEST__BODY_EXEC;
+		req.exec = &exec;
+		timeout = (long)sc->timeout_s * 1000 + o->sbx_timeout_ms;
+		break;
+	case SBX_FETCH:
+		fetch.sandbox_id = run->id;
+		fetch.exec_id = exec_id;
+		req.body_case = AHP__SBX__REQUEST__BODY_FETCH;
+		req.fetch = &fetch;
+		break;
+	default:
+		return;
+	}
+	if (!s_present(o)) {
+		orch_run_sbx_done(run, AHP__STATUS__ERR_UNAVAILABLE,
+		                  "sandboxd is not running (no socket at the sandboxd endpoint)",
+		                  NULL);
+		return;
+	}
+	run->sbx_used = 1;
+	run->sbx_req = s_send(o, &req);
+	if (run->sbx_req == 0) {
+		orch_run_sbx_done(run, AHP__STATUS__ERR_UNAVAILABLE, "cannot send to sandboxd",
+		                  NULL);
+		return;
+	}
+	run->phase = PH_SBX_INFLIGHT;
+	run->sbx_started = ahp_mono_ms();
+	run->sbx_deadline = run->sbx_started + timeout;
+}
+
+void
+orch_sbx_destroy(orch_t *o, const char *run_id)
+{
+	if (!s_present(o))
+		return;
+	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
+	Ahp__Sbx__DestroyRequest d = AHP__SBX__DESTROY_REQUEST__INIT;
+	d.sandbox_id = (char *)run_id;
+	req.body_case = AHP__SBX__REQUEST__BODY_DESTROY;
+	req.destroy = &d;
+	/* The reply matches no run and is dropped; a sandbox left behind is
+	 * destroyed again if the run is ever resumed and ends. */
+	if (s_send(o, &req) == 0)
+		log_warn("cannot send destroy for sandbox %s", run_id);
+}
+
+static orch_run_t *
+s_find_req(orch_t *o, uint64_t id)
+{
+	for (orch_run_t *r = o->runs; r != NULL; r = r->next)
+		if (r->phase == PH_SBX_INFLIGHT && r->sbx_req == id)
+			return r;
+	return NULL;
+}
+
+void
+orch_sbx_recv(orch_t *o)
+{
+	for (int i = 0; i < 1024; i++) {
+		uint64_t id = 0;
+		uint8_t *body = NULL;
+		size_t len = 0;
+		int terr = 0;
+		int rc = ahp_rpc_client_recv(o->sbx, &id, &body, &len, &terr);
+		if (rc <= 0)
+			break;
+		orch_run_t *run = s_find_req(o, id);
+		if (run == NULL) {
+			/* Destroy replies and answers to requests we gave up on. */
+			free(body);
+			continue;
+		}
+		if (terr != 0) {
+			char msg[256];
+			snprintf(msg, sizeof msg, "sandboxd refused the request: %.200s",
+			         body ? (char *)body : "");
+			free(body);
+			orch_run_sbx_done(run, terr, msg, NULL);
+			continue;
+		}
+		Ahp__Sbx__Reply *reply = ahp__sbx__reply__unpack(NULL, len, body);
+		free(body);
+		if (reply == NULL) {
+			orch_run_sbx_done(run, AHP__STATUS__ERR_INTERNAL,
+			                  "undecodable reply from sandboxd", NULL);
+			continue;
+		}
+		orch_run_sbx_done(run, 0, NULL, reply);
+		ahp__sbx__reply__free_unpacked(reply, NULL);
+	}
+}
+
+static const char *
+s_killed_str(int k)
+{
+	switch (k) {
+	case AHP__SBX__KILLED_BY__KILLED_TIMEOUT:
+		return "timeout";
+	case AHP__SBX__KILLED_BY__KILLED_MEMORY:
+		return "memory";
+	case AHP__SBX__KILLED_BY__KILLED_PIDS:
+		return "pids";
+	case AHP__SBX__KILLED_BY__KILLED_CPU:
+		return "cpu";
+	default:
+		return NULL;
+	}
+}
+
+json_t *
+orch_sbx_result_json(const Ahp__Sbx__ExecResult *r)
+{
+	char *out = orch_utf8_clean(r->stdout.data, r->stdout.len);
+	char *err = orch_utf8_clean(r->stderr.data, r->stderr.len);
+	json_t *j =
+	    json_pack("{s:i, s:s, s:s, s:b, s:s, s:I}", "exit_code", (int)r->exit_code, "stdout",
+	              out ? out : "", "stderr", err ? err : "", "truncated", (int)r->truncated,
+	              "cwd", r->cwd ? r->cwd : "", "duration_ms", (json_int_t)r->duration_ms);
+	free(out);
+	free(err);
+	const char *k = s_killed_str(r->killed_by);
+	if (j != NULL && k != NULL)
+		json_object_set_new(j, "killed_by", json_string(k));
+	return j;
+}
