@@ -515,12 +515,17 @@ s_tool_begin(orch_run_t *run, int have_intent)
 	free(run->sbx_command);
 	run->sbx_command = strdup(cmd);
 	json_decref(args);
+	if (run->sbx_command == NULL) {
+		s_tool_complete(run, orch_tool_error("internal", "out of memory"),
+		                AHP__STATUS__ERR_INTERNAL);
+		return;
+	}
 	run->sbx_retried = 0;
 	if (have_intent) {
 		run->sbx_op = SBX_FETCH;
 	} else {
-		orch_run_event(run, "sandbox", json_pack("{s:s}", "command", cmd), "[sandbox] $ %s",
-		               cmd);
+		orch_run_event(run, "sandbox", json_pack("{s:s}", "command", run->sbx_command),
+		               "[sandbox] $ %s", run->sbx_command);
 		run->sbx_op = run->sbx_created ? SBX_EXEC : SBX_CREATE;
 	}
 	run->phase = PH_SBX_DUE;
