@@ -24,7 +24,7 @@ typedef struct {
 	char *service;            /* exactly one of service / tool is set */
 	char *tool;
 	char *match;              /* optional POSIX ERE on the command / args JSON */
-	char *expires;            /* as written, e.g. "24h" */
+	char *expires;            /* as written, e.g. "24h"; "24h" when not written */
 	long expires_s;           /* parsed; default 86400 */
 } ahp_approval_t;
 
@@ -73,7 +73,9 @@ extern const char *const ahp_known_services[];
 /* Loads and validates one profile. Relative `skills:` paths resolve against
  * base_dir (NULL = the directory above the profile's directory, i.e. the
  * AHP etc/ dir where profiles/ and skills/ sit side by side). On error
- * returns NULL and writes "file:line:column: message (hint)" into err.
+ * returns NULL and writes "file:line:column: message (hint)" into err
+ * ("file: message" for file-level errors: not a regular file, a symlink,
+ * larger than 256 KiB). {{secret:NAME}} templates are kept, never resolved.
  * Caller owns the result. */
 ahp_profile_t *ahp_profile_load(const char *path, const char *base_dir, char *err,
     size_t errlen);
@@ -83,9 +85,11 @@ void ahp_profile_destroy(ahp_profile_t **self_p);
 int ahp_profile_has_tool(const ahp_profile_t *p, const char *tool);
 int ahp_profile_has_service(const ahp_profile_t *p, const char *service);
 
-/* A set of profiles loaded from a directory (*.yaml, *.yml). Bad files are
- * reported through on_error (file-prefixed message) and skipped; the rest
- * load. */
+/* A set of profiles loaded from a directory (*.yaml, *.yml, in name order,
+ * hidden files skipped). Bad files are reported through on_error
+ * (file-prefixed message; on_error may be NULL) and skipped; the rest load.
+ * A name already taken by an earlier file is an error for the later file.
+ * NULL (reported) when dir cannot be read. */
 typedef struct ahp_profiles ahp_profiles_t;
 typedef void (*ahp_profile_err_fn)(void *arg, const char *message);
 ahp_profiles_t *ahp_profiles_load_dir(const char *dir, const char *base_dir,
