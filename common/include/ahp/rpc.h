@@ -27,11 +27,11 @@ typedef struct ahp_rpc_client ahp_rpc_client_t;
  * (now or later) with ahp_rpc_server_reply(), which frees it. */
 typedef struct {
 	uint64_t request_id;
-	uint8_t *body;      /* protobuf bytes, owned by the request */
+	uint8_t *body; /* protobuf bytes, owned by the request */
 	size_t body_len;
-	void *peer;         /* opaque routing identity */
+	void *peer; /* opaque routing identity */
 	size_t peer_len;
-	uint32_t peer_uid;  /* SO_PEERCRED uid on ipc://, (uint32_t)-1 when unknown */
+	uint32_t peer_uid; /* SO_PEERCRED uid on ipc://, (uint32_t)-1 when unknown */
 } ahp_rpc_req_t;
 
 /* --- server --- */
@@ -39,7 +39,13 @@ typedef struct {
 /* Binds a ROUTER on endpoint (ipc://path: the socket file is made 0600 and
  * its directory must exist; tcp:// refused unless CURVE keys configured,
  * which this version does not support). max_msg caps ZMQ_MAXMSGSIZE (0 =
- * default). NULL on failure with a log line. */
+ * default). NULL on failure with a log line.
+ * Details: zctx NULL = the server owns a private context. The directory
+ * must not be group/world-writable (unless sticky), and binding is refused
+ * while another live server answers on the same path (a stale file is
+ * replaced). Bodies over max_msg get ERR_TOO_LARGE; bodies over max_msg +
+ * 1 MiB are cut off by libzmq, which drops that connection (the client
+ * times out). inproc:// is accepted too (tests). */
 ahp_rpc_server_t *ahp_rpc_server_new(void *zctx, const char *endpoint, size_t max_msg);
 void ahp_rpc_server_destroy(ahp_rpc_server_t **self_p);
 
@@ -54,14 +60,22 @@ int ahp_rpc_server_recv(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p);
 /* Sends a reply body for *req_p and frees the request (sets *req_p NULL).
  * Takes no ownership of body. 0 / -1. */
 int ahp_rpc_server_reply(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p, const void *body,
-    size_t len);
+                         size_t len);
+
+/* Answers *req_p with a transport error (kind 3, ahp.TransportError with
+ * status and message) instead of a daemon reply, and frees it. 0 / -1. */
+int ahp_rpc_server_reply_error(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p, int status,
+                               const char *message);
 
 /* Frees a request without replying (e.g. shutting down). */
 void ahp_rpc_req_free(ahp_rpc_req_t **req_p);
 
 /* --- client --- */
 
-/* Connects a DEALER to endpoint. NULL on failure. */
+/* Connects a DEALER to endpoint (zctx NULL = private context). The socket
+ * uses ZMQ_IMMEDIATE: while no server is connected, sends fail instead of
+ * queueing (ahp_rpc_client_send returns 0 with errno EAGAIN). NULL on
+ * failure. */
 ahp_rpc_client_t *ahp_rpc_client_new(void *zctx, const char *endpoint);
 void ahp_rpc_client_destroy(ahp_rpc_client_t **self_p);
 void *ahp_rpc_client_socket(ahp_rpc_client_t *self);
@@ -73,18 +87,20 @@ uint64_t ahp_rpc_client_send(ahp_rpc_client_t *self, const void *body, size_t le
  * (caller frees with free()) and *len; 0 when nothing pending; -1 on error.
  * A transport error reply (kind 3) returns 1 with *terr set to the status
  * and *body holding the message text (NUL-terminated); otherwise *terr = 0. */
-int ahp_rpc_client_recv(ahp_rpc_client_t *self, uint64_t *request_id, uint8_t **body,
-    size_t *len, int *terr);
+int ahp_rpc_client_recv(ahp_rpc_client_t *self, uint64_t *request_id, uint8_t **body, size_t *len,
+                        int *terr);
 
 /* Synchronous call for CLIs and simple clients: sends body, waits up to
  * timeout_ms for the reply with the same request id, discarding others.
  * When `idempotent` is non-zero it retries up to `retries` times on timeout
  * (reconnecting the socket). Returns 0 with *reply (caller frees) or -1 with
  * err filled (status ERR_TIMEOUT / ERR_UNAVAILABLE / transport status and a
- * message, written into errbuf). */
+ * message, written into errbuf). The same request id is used for every
+ * retry. Replies to other ids are discarded, so do not mix ahp_rpc_call with
+ * asynchronous sends on one client. timeout_ms applies per attempt. */
 int ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeout_ms,
-    int idempotent, int retries, uint8_t **reply, size_t *reply_len, int *status, char *errbuf,
-    size_t errlen);
+                 int idempotent, int retries, uint8_t **reply, size_t *reply_len, int *status,
+                 char *errbuf, size_t errlen);
 
 /* Low-level framing, exposed for unit tests and fuzzing. */
 #define AHP_RPC_HDR_LEN 16

@@ -1,0 +1,818 @@
+/* ZeroMQ RPC: ROUTER servers and DEALER clients with request ids, typed transport errors. */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "ahp/log.h"
+#include "ahp/rpc.h"
+#include "ahp/util.h"
+
+#define ENDPOINT_MAX 256
+/* Replies a client accepts: the server is trusted more than a client, but a
+ * buffer grown from another process still has a ceiling. */
+#define CLIENT_MAX_MSG (64 * 1024 * 1024)
+/* A server answers bodies up to max_msg; bodies over it but under this many
+ * extra bytes still arrive and get a typed ERR_TOO_LARGE. Anything bigger is
+ * cut off by libzmq (ZMQ_MAXMSGSIZE), which drops that connection: memory
+ * stays bounded at the price of a timeout instead of a reply. */
+#define TOO_LARGE_SLACK (1024 * 1024)
+
+static const uint8_t s_magic[4] = {'A', 'H', 'P', '1'};
+
+/* --- framing --- */
+
+void
+ahp_rpc_hdr_pack(uint8_t out[AHP_RPC_HDR_LEN], uint32_t kind, uint64_t request_id)
+{
+	memcpy(out, s_magic, 4);
+	for (int i = 0; i < 4; i++)
+		out[4 + i] = (uint8_t)(kind >> (24 - 8 * i));
+	for (int i = 0; i < 8; i++)
+		out[8 + i] = (uint8_t)(request_id >> (56 - 8 * i));
+}
+
+int
+ahp_rpc_hdr_unpack(const uint8_t *buf, size_t len, uint32_t *kind, uint64_t *request_id)
+{
+	uint32_t k = 0;
+	uint64_t id = 0;
+	if (buf == NULL || len != AHP_RPC_HDR_LEN || memcmp(buf, s_magic, 4) != 0)
+		return -1;
+	for (int i = 0; i < 4; i++)
+		k = (k << 8) | buf[4 + i];
+	for (int i = 0; i < 8; i++)
+		id = (id << 8) | buf[8 + i];
+	if (k < AHP_RPC_KIND_REQUEST || k > AHP_RPC_KIND_ERROR)
+		return -1;
+	if (kind)
+		*kind = k;
+	if (request_id)
+		*request_id = id;
+	return 0;
+}
+
+/* Only ipc:// (and inproc:// for tests) are served: tcp:// would need CURVE
+ * keys, which this version does not support, and plain TCP would expose the
+ * daemon's control API to the network. */
+static int
+s_check_endpoint(const char *endpoint, const char *who)
+{
+	if (endpoint == NULL || strlen(endpoint) >= ENDPOINT_MAX) {
+		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: endpoint missing or too long", "role",
+		           who, NULL);
+		return -1;
+	}
+	if (strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '\0')
+		return 0;
+	if (strncmp(endpoint, "inproc://", 9) == 0 && endpoint[9] != '\0')
+		return 0;
+	if (strncmp(endpoint, "tcp://", 6) == 0)
+		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL,
+		           "rpc: tcp:// endpoints require CURVE keys, which this version does not "
+		           "support; use ipc://",
+		           "role", who, "endpoint", endpoint, NULL);
+	else
+		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: unsupported endpoint (use ipc://PATH)",
+		           "role", who, "endpoint", endpoint, NULL);
+	return -1;
+}
+
+/* --- server --- */
+
+struct ahp_rpc_server {
+	void *ctx;
+	int own_ctx;
+	void *sock;
+	size_t max_msg;
+	int is_ipc;
+	int bound;
+	dev_t sock_dev; /* identity of the ipc socket file we created */
+	ino_t sock_ino;
+	char endpoint[ENDPOINT_MAX];
+};
+
+/* Refuses to take over a socket path another live server is answering on
+ * (libzmq would silently unlink it), and a directory others may write to
+ * (they could swap the socket file). A stale file from a crash is fine:
+ * libzmq replaces it. */
+static int
+s_ipc_precheck(const char *path)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+	struct sockaddr_un sun;
+
+	if (strlen(path) >= sizeof sun.sun_path) {
+		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: ipc path too long for a unix socket",
+		           "path", path, NULL);
+		return -1;
+	}
+	if (ahp_strlcpy(dir, path, sizeof dir) < 0)
+		return -1;
+	char *slash = strrchr(dir, '/');
+	if (slash == NULL)
+		snprintf(dir, sizeof dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: socket directory does not exist", "dir",
+		           dir, NULL);
+		return -1;
+	}
+	if ((st.st_mode & 0022) && !(st.st_mode & S_ISVTX)) {
+		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL,
+		           "rpc: socket directory is group/world-writable; refusing to bind", "dir",
+		           dir, NULL);
+		return -1;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	int rc = connect(fd, (struct sockaddr *)&sun, sizeof sun);
+	close(fd);
+	if (rc == 0) {
+		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL,
+		           "rpc: another server is already listening on this socket", "path", path,
+		           NULL);
+		return -1;
+	}
+	return 0;
+}
+
+ahp_rpc_server_t *
+ahp_rpc_server_new(void *zctx, const char *endpoint, size_t max_msg)
+{
+	if (s_check_endpoint(endpoint, "server") < 0)
+		return NULL;
+	ahp_rpc_server_t *self = calloc(1, sizeof *self);
+	if (self == NULL)
+		return NULL;
+	ahp_strlcpy(self->endpoint, endpoint, sizeof self->endpoint);
+	self->is_ipc = strncmp(endpoint, "ipc://", 6) == 0;
+	self->max_msg = max_msg ? max_msg : AHP_RPC_MAX_MSG_DEFAULT;
+	self->ctx = zctx;
+	if (self->ctx == NULL) {
+		self->ctx = zmq_ctx_new();
+		self->own_ctx = 1;
+		if (self->ctx == NULL)
+			goto fail;
+	}
+	if (self->is_ipc && s_ipc_precheck(endpoint + 6) < 0)
+		goto fail;
+
+	self->sock = zmq_socket(self->ctx, ZMQ_ROUTER);
+	if (self->sock == NULL)
+		goto fail_zmq;
+	int linger = 0, mandatory = 1;
+	int64_t hard = (int64_t)self->max_msg + TOO_LARGE_SLACK;
+	/* Mandatory routing turns a reply to a vanished client into
+	 * EHOSTUNREACH (logged) rather than a silent drop. */
+	if (zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+	    zmq_setsockopt(self->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory) < 0 ||
+	    zmq_setsockopt(self->sock, ZMQ_MAXMSGSIZE, &hard, sizeof hard) < 0)
+		goto fail_zmq;
+
+	/* The socket file must never be reachable by others, not even for the
+	 * instant between bind() and chmod(); libzmq binds in this thread. */
+	mode_t old = umask(0077);
+	int rc = zmq_bind(self->sock, endpoint);
+	int saved = errno;
+	umask(old);
+	errno = saved;
+	if (rc < 0)
+		goto fail_zmq;
+	self->bound = 1;
+	if (self->is_ipc) {
+		struct stat st;
+		if (chmod(endpoint + 6, 0600) < 0 || stat(endpoint + 6, &st) < 0) {
+			ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: chmod socket file failed",
+			           "path", endpoint + 6, "error", strerror(errno), NULL);
+			goto fail;
+		}
+		self->sock_dev = st.st_dev;
+		self->sock_ino = st.st_ino;
+	}
+	ahp_log_kv(AHP_LOG_DEBUG, NULL, NULL, "rpc: serving", "endpoint", endpoint, NULL);
+	return self;
+fail_zmq:
+	ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: cannot bind", "endpoint", endpoint, "error",
+	           zmq_strerror(zmq_errno()), NULL);
+fail:
+	ahp_rpc_server_destroy(&self);
+	return NULL;
+}
+
+void
+ahp_rpc_server_destroy(ahp_rpc_server_t **self_p)
+{
+	if (self_p == NULL || *self_p == NULL)
+		return;
+	ahp_rpc_server_t *self = *self_p;
+	if (self->sock)
+		zmq_close(self->sock);
+	/* libzmq 4.3 leaves the ipc file behind. Remove it, but only if it is
+	 * still the one we bound (same inode), never a successor's. */
+	struct stat st;
+	if (self->bound && self->is_ipc && stat(self->endpoint + 6, &st) == 0 &&
+	    st.st_dev == self->sock_dev && st.st_ino == self->sock_ino)
+		unlink(self->endpoint + 6);
+	if (self->own_ctx && self->ctx)
+		zmq_ctx_term(self->ctx);
+	free(self);
+	*self_p = NULL;
+}
+
+void *
+ahp_rpc_server_socket(ahp_rpc_server_t *self)
+{
+	return self ? self->sock : NULL;
+}
+
+/* Sends [peer][hdr][body] without blocking. A full queue or a vanished
+ * peer drops the reply with a log line; the server never blocks on one
+ * slow client. */
+static int
+s_server_send(ahp_rpc_server_t *self, const void *peer, size_t peer_len, uint32_t kind, uint64_t id,
+              const void *body, size_t len)
+{
+	uint8_t hdr[AHP_RPC_HDR_LEN];
+	ahp_rpc_hdr_pack(hdr, kind, id);
+	if (zmq_send(self->sock, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+		int e = zmq_errno();
+		ahp_log_kv(e == EHOSTUNREACH ? AHP_LOG_INFO : AHP_LOG_WARN, NULL, NULL,
+		           "rpc: reply dropped", "reason",
+		           e == EHOSTUNREACH ? "client gone" : zmq_strerror(e), NULL);
+		return -1;
+	}
+	/* Once the first part is accepted libzmq takes the rest of the message. */
+	if (zmq_send(self->sock, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+	    zmq_send(self->sock, body, len, ZMQ_DONTWAIT) < 0) {
+		ahp_log_kv(AHP_LOG_WARN, NULL, NULL, "rpc: reply send failed", "error",
+		           zmq_strerror(zmq_errno()), NULL);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+s_transport_error(ahp_rpc_server_t *self, const void *peer, size_t peer_len, uint64_t id,
+                  int status, const char *message)
+{
+	Ahp__TransportError te = AHP__TRANSPORT_ERROR__INIT;
+	Ahp__Error e;
+	uint8_t buf[512];
+
+	ahp_log_kv(AHP_LOG_WARN, NULL, NULL, "rpc: bad request frame", "status",
+	           ahp_status_str(status), "reason", message, "endpoint", self->endpoint, NULL);
+	if (peer == NULL || peer_len == 0)
+		return;
+	ahp_error_set(&e, status, message);
+	te.error = &e;
+	if (ahp__transport_error__get_packed_size(&te) > sizeof buf)
+		return;
+	size_t n = ahp__transport_error__pack(&te, buf);
+	s_server_send(self, peer, peer_len, AHP_RPC_KIND_ERROR, id, buf, n);
+}
+
+/* The uid of the process at the other end of an ipc:// connection. libzmq
+ * reads SO_PEERCRED when the connection is accepted and exposes it in the
+ * "Peer-Address" property as "<addr>:<uid>:<gid>:<pid>"; that is race-free,
+ * unlike ZMQ_SRCFD (the fd may be closed and reused meanwhile), which is
+ * only the fallback. */
+static uint32_t
+s_peer_uid(zmq_msg_t *msg)
+{
+	const char *pa = zmq_msg_gets(msg, "Peer-Address");
+	if (pa != NULL) {
+		const char *f[3] = {NULL, NULL, NULL}; /* last three colons */
+		for (const char *p = pa; *p; p++)
+			if (*p == ':') {
+				f[0] = f[1];
+				f[1] = f[2];
+				f[2] = p;
+			}
+		if (f[0] != NULL) {
+			char num[16];
+			size_t n = (size_t)(f[1] - f[0] - 1);
+			long uid;
+			if (n > 0 && n < sizeof num) {
+				memcpy(num, f[0] + 1, n);
+				num[n] = '\0';
+				if (ahp_parse_long(num, 0, UINT32_MAX - 1, &uid) == 0)
+					return (uint32_t)uid;
+			}
+		}
+	}
+	int fd = zmq_msg_get(msg, ZMQ_SRCFD);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	struct ucred cred;
+	socklen_t cl = sizeof cred;
+	if (fd < 0)
+		return (uint32_t)-1;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 || ss.ss_family != AF_UNIX)
+		return (uint32_t)-1;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
+		return (uint32_t)-1;
+	return (uint32_t)cred.uid;
+}
+
+int
+ahp_rpc_server_recv(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p)
+{
+	zmq_msg_t parts[3];
+	size_t nparts = 0, extra = 0;
+	int more = 0, rc = 0;
+	size_t more_len = sizeof more;
+	uint32_t uid = (uint32_t)-1;
+
+	*req_p = NULL;
+	for (;;) {
+		zmq_msg_t m;
+		zmq_msg_init(&m);
+		int flags = nparts == 0 && extra == 0 ? ZMQ_DONTWAIT : 0;
+		if (zmq_msg_recv(&m, self->sock, flags) < 0) {
+			int e = zmq_errno();
+			zmq_msg_close(&m);
+			if (nparts == 0 && (e == EAGAIN || e == EINTR))
+				return 0;
+			log_warn("rpc: recv failed: %s", zmq_strerror(e));
+			rc = -1;
+			goto out;
+		}
+		if (nparts == 1 && self->is_ipc)
+			uid = s_peer_uid(&m);
+		zmq_getsockopt(self->sock, ZMQ_RCVMORE, &more, &more_len);
+		/* Keep the first three frames; drain the rest of a bad multipart
+		 * message so the next recv starts at a message boundary. */
+		if (nparts < 3)
+			parts[nparts++] = m;
+		else {
+			extra++;
+			zmq_msg_close(&m);
+		}
+		if (!more)
+			break;
+	}
+
+	const void *peer = zmq_msg_data(&parts[0]);
+	size_t peer_len = zmq_msg_size(&parts[0]);
+	uint32_t kind = 0;
+	uint64_t id = 0;
+	int hdr_ok = nparts >= 2 && ahp_rpc_hdr_unpack(zmq_msg_data(&parts[1]),
+	                                               zmq_msg_size(&parts[1]), &kind, &id) == 0;
+	if (!hdr_ok) {
+		s_transport_error(self, peer, peer_len, 0, AHP__STATUS__ERR_BAD_REQUEST,
+		                  "bad header frame (want 16 bytes: AHP1, kind, request id)");
+		goto out;
+	}
+	if (kind != AHP_RPC_KIND_REQUEST || id == 0) {
+		s_transport_error(self, peer, peer_len, id, AHP__STATUS__ERR_BAD_REQUEST,
+		                  "header is not a request (kind 1, non-zero request id)");
+		goto out;
+	}
+	if (nparts != 3 || extra != 0) {
+		s_transport_error(self, peer, peer_len, id, AHP__STATUS__ERR_BAD_REQUEST,
+		                  "wrong frame count (want header and body)");
+		goto out;
+	}
+	size_t body_len = zmq_msg_size(&parts[2]);
+	if (body_len > self->max_msg) {
+		char msg[96];
+		snprintf(msg, sizeof msg, "message of %zu bytes exceeds the limit of %zu", body_len,
+		         self->max_msg);
+		s_transport_error(self, peer, peer_len, id, AHP__STATUS__ERR_TOO_LARGE, msg);
+		goto out;
+	}
+
+	ahp_rpc_req_t *req = calloc(1, sizeof *req + peer_len + body_len + 1);
+	if (req == NULL) {
+		s_transport_error(self, peer, peer_len, id, AHP__STATUS__ERR_INTERNAL,
+		                  "out of memory");
+		goto out;
+	}
+	uint8_t *p = (uint8_t *)(req + 1);
+	req->request_id = id;
+	req->peer = p;
+	req->peer_len = peer_len;
+	memcpy(p, peer, peer_len);
+	req->body = p + peer_len;
+	req->body_len = body_len;
+	if (body_len)
+		memcpy(req->body, zmq_msg_data(&parts[2]), body_len);
+	req->peer_uid = uid;
+	*req_p = req;
+	rc = 1;
+out:
+	for (size_t i = 0; i < nparts; i++)
+		zmq_msg_close(&parts[i]);
+	return rc;
+}
+
+int
+ahp_rpc_server_reply(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p, const void *body, size_t len)
+{
+	if (req_p == NULL || *req_p == NULL)
+		return -1;
+	ahp_rpc_req_t *req = *req_p;
+	int rc = s_server_send(self, req->peer, req->peer_len, AHP_RPC_KIND_REPLY, req->request_id,
+	                       body, len);
+	ahp_rpc_req_free(req_p);
+	return rc;
+}
+
+/* Not in the header's first version: lets a daemon answer one request with
+ * a transport-level error (kind 3), e.g. while shutting down. */
+int
+ahp_rpc_server_reply_error(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p, int status,
+                           const char *message)
+{
+	Ahp__TransportError te = AHP__TRANSPORT_ERROR__INIT;
+	Ahp__Error e;
+	uint8_t buf[1024];
+	if (req_p == NULL || *req_p == NULL)
+		return -1;
+	ahp_error_set(&e, status, message);
+	te.error = &e;
+	int rc = -1;
+	if (ahp__transport_error__get_packed_size(&te) <= sizeof buf) {
+		size_t n = ahp__transport_error__pack(&te, buf);
+		rc = s_server_send(self, (*req_p)->peer, (*req_p)->peer_len, AHP_RPC_KIND_ERROR,
+		                   (*req_p)->request_id, buf, n);
+	}
+	ahp_rpc_req_free(req_p);
+	return rc;
+}
+
+void
+ahp_rpc_req_free(ahp_rpc_req_t **req_p)
+{
+	if (req_p == NULL || *req_p == NULL)
+		return;
+	free(*req_p); /* peer and body live in the same allocation */
+	*req_p = NULL;
+}
+
+/* --- client --- */
+
+struct ahp_rpc_client {
+	void *ctx;
+	int own_ctx;
+	void *sock;
+	uint64_t next_id;
+	char endpoint[ENDPOINT_MAX];
+};
+
+static void *
+s_client_socket(ahp_rpc_client_t *self)
+{
+	void *s = zmq_socket(self->ctx, ZMQ_DEALER);
+	if (s == NULL)
+		return NULL;
+	int linger = 0, immediate = 1;
+	int64_t max = CLIENT_MAX_MSG;
+	/* IMMEDIATE: queue only to a connected server, so a call to an absent
+	 * server fails as unavailable instead of waiting in a hidden queue. */
+	if (zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+	    zmq_setsockopt(s, ZMQ_IMMEDIATE, &immediate, sizeof immediate) < 0 ||
+	    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max, sizeof max) < 0 ||
+	    zmq_connect(s, self->endpoint) < 0) {
+		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: cannot connect", "endpoint",
+		           self->endpoint, "error", zmq_strerror(zmq_errno()), NULL);
+		zmq_close(s);
+		return NULL;
+	}
+	return s;
+}
+
+ahp_rpc_client_t *
+ahp_rpc_client_new(void *zctx, const char *endpoint)
+{
+	if (s_check_endpoint(endpoint, "client") < 0)
+		return NULL;
+	ahp_rpc_client_t *self = calloc(1, sizeof *self);
+	if (self == NULL)
+		return NULL;
+	ahp_strlcpy(self->endpoint, endpoint, sizeof self->endpoint);
+	self->ctx = zctx;
+	if (self->ctx == NULL) {
+		self->ctx = zmq_ctx_new();
+		self->own_ctx = 1;
+		if (self->ctx == NULL) {
+			free(self);
+			return NULL;
+		}
+	}
+	/* Ids start at a random point so a restarted client does not reuse the
+	 * ids of its previous life while old replies may still be in flight. */
+	ahp_random_bytes(&self->next_id, sizeof self->next_id);
+	self->next_id = (self->next_id >> 2) + 1;
+	self->sock = s_client_socket(self);
+	if (self->sock == NULL) {
+		ahp_rpc_client_destroy(&self);
+		return NULL;
+	}
+	return self;
+}
+
+void
+ahp_rpc_client_destroy(ahp_rpc_client_t **self_p)
+{
+	if (self_p == NULL || *self_p == NULL)
+		return;
+	ahp_rpc_client_t *self = *self_p;
+	if (self->sock)
+		zmq_close(self->sock);
+	if (self->own_ctx && self->ctx)
+		zmq_ctx_term(self->ctx);
+	free(self);
+	*self_p = NULL;
+}
+
+void *
+ahp_rpc_client_socket(ahp_rpc_client_t *self)
+{
+	return self ? self->sock : NULL;
+}
+
+static uint64_t
+s_next_id(ahp_rpc_client_t *self)
+{
+	uint64_t id = self->next_id++;
+	if (id == 0)
+		id = self->next_id++;
+	return id;
+}
+
+/* Sends one request without blocking; -1 with errno EAGAIN when no server
+ * is connected (ZMQ_IMMEDIATE) or the queue is full. */
+static int
+s_client_send_id(ahp_rpc_client_t *self, uint64_t id, const void *body, size_t len)
+{
+	uint8_t hdr[AHP_RPC_HDR_LEN];
+	ahp_rpc_hdr_pack(hdr, AHP_RPC_KIND_REQUEST, id);
+	if (zmq_send(self->sock, hdr, sizeof hdr, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+		errno = zmq_errno();
+		return -1;
+	}
+	if (zmq_send(self->sock, body, len, ZMQ_DONTWAIT) < 0) {
+		errno = zmq_errno();
+		return -1;
+	}
+	return 0;
+}
+
+uint64_t
+ahp_rpc_client_send(ahp_rpc_client_t *self, const void *body, size_t len)
+{
+	uint64_t id = s_next_id(self);
+	if (s_client_send_id(self, id, body, len) < 0)
+		return 0;
+	return id;
+}
+
+int
+ahp_rpc_client_recv(ahp_rpc_client_t *self, uint64_t *request_id, uint8_t **body, size_t *len,
+                    int *terr)
+{
+	*body = NULL;
+	*len = 0;
+	*terr = 0;
+	for (;;) {
+		zmq_msg_t parts[2];
+		size_t nparts = 0, extra = 0;
+		int more = 0;
+		size_t more_len = sizeof more;
+		for (;;) {
+			zmq_msg_t m;
+			zmq_msg_init(&m);
+			int flags = nparts == 0 && extra == 0 ? ZMQ_DONTWAIT : 0;
+			if (zmq_msg_recv(&m, self->sock, flags) < 0) {
+				int e = zmq_errno();
+				zmq_msg_close(&m);
+				for (size_t i = 0; i < nparts; i++)
+					zmq_msg_close(&parts[i]);
+				if (nparts == 0 && extra == 0 && (e == EAGAIN || e == EINTR))
+					return 0;
+				errno = e;
+				return -1;
+			}
+			zmq_getsockopt(self->sock, ZMQ_RCVMORE, &more, &more_len);
+			if (nparts < 2)
+				parts[nparts++] = m;
+			else {
+				extra++;
+				zmq_msg_close(&m);
+			}
+			if (!more)
+				break;
+		}
+		uint32_t kind = 0;
+		uint64_t id = 0;
+		int ok = nparts == 2 && extra == 0 &&
+		         ahp_rpc_hdr_unpack(zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), &kind,
+		                            &id) == 0 &&
+		         kind != AHP_RPC_KIND_REQUEST;
+		if (!ok) {
+			ahp_log_kv(AHP_LOG_WARN, NULL, NULL, "rpc: malformed reply dropped",
+			           "endpoint", self->endpoint, NULL);
+			for (size_t i = 0; i < nparts; i++)
+				zmq_msg_close(&parts[i]);
+			continue;
+		}
+		size_t n = zmq_msg_size(&parts[1]);
+		if (kind == AHP_RPC_KIND_ERROR) {
+			Ahp__TransportError *te =
+			    ahp__transport_error__unpack(NULL, n, zmq_msg_data(&parts[1]));
+			const char *text = "transport error";
+			int status = AHP__STATUS__ERR_INTERNAL;
+			if (te && te->error) {
+				if (te->error->status != AHP__STATUS__OK)
+					status = te->error->status;
+				if (te->error->message && *te->error->message)
+					text = te->error->message;
+			}
+			*body = (uint8_t *)strdup(text);
+			*len = *body ? strlen(text) : 0;
+			*terr = status;
+			if (te)
+				ahp__transport_error__free_unpacked(te, NULL);
+		} else {
+			*body = malloc(n + 1); /* NUL-terminated for convenience */
+			if (*body) {
+				memcpy(*body, zmq_msg_data(&parts[1]), n);
+				(*body)[n] = 0;
+				*len = n;
+			}
+		}
+		zmq_msg_close(&parts[0]);
+		zmq_msg_close(&parts[1]);
+		if (*body == NULL) {
+			errno = ENOMEM;
+			return -1;
+		}
+		*request_id = id;
+		return 1;
+	}
+}
+
+static int
+s_reconnect(ahp_rpc_client_t *self)
+{
+	zmq_close(self->sock);
+	self->sock = s_client_socket(self);
+	return self->sock ? 0 : -1;
+}
+
+static void s_set_err(int *status, char *errbuf, size_t errlen, int st, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void
+s_set_err(int *status, char *errbuf, size_t errlen, int st, const char *fmt, ...)
+{
+	if (status)
+		*status = st;
+	if (errbuf && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(errbuf, errlen, fmt, ap);
+		va_end(ap);
+	}
+}
+
+/* Polls the socket for ev until deadline (monotonic ms). 1 ready, 0 timed
+ * out, -1 error. */
+static int
+s_wait(void *sock, short ev, int64_t deadline)
+{
+	for (;;) {
+		int64_t left = deadline - ahp_mono_ms();
+		if (left < 0)
+			left = 0;
+		zmq_pollitem_t it = {sock, 0, ev, 0};
+		int rc = zmq_poll(&it, 1, (long)left);
+		if (rc < 0 && zmq_errno() == EINTR) {
+			if (left == 0)
+				return 0;
+			continue;
+		}
+		if (rc < 0)
+			return -1;
+		if (rc > 0 && (it.revents & ev))
+			return 1;
+		if (left == 0)
+			return 0;
+	}
+}
+
+int
+ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeout_ms, int idempotent,
+             int retries, uint8_t **reply, size_t *reply_len, int *status, char *errbuf,
+             size_t errlen)
+{
+	int attempts = idempotent ? 1 + (retries > 0 ? retries : 0) : 1;
+	uint64_t id = s_next_id(self);
+	int last = AHP__STATUS__ERR_TIMEOUT;
+
+	*reply = NULL;
+	*reply_len = 0;
+	if (status)
+		*status = AHP__STATUS__OK;
+	if (errbuf && errlen)
+		errbuf[0] = '\0';
+	if (timeout_ms <= 0)
+		timeout_ms = 1;
+
+	for (int attempt = 0; attempt < attempts; attempt++) {
+		if (attempt > 0) {
+			ahp_log_kv(AHP_LOG_INFO, NULL, NULL, "rpc: retrying idempotent call",
+			           "endpoint", self->endpoint, "after", ahp_status_str(last), NULL);
+			if (s_reconnect(self) < 0) {
+				s_set_err(status, errbuf, errlen, AHP__STATUS__ERR_INTERNAL,
+				          "cannot reconnect to %s", self->endpoint);
+				return -1;
+			}
+		}
+		int64_t deadline = ahp_mono_ms() + timeout_ms;
+
+		/* With ZMQ_IMMEDIATE a send fails with EAGAIN until the
+		 * connection is up: wait for POLLOUT until the deadline. */
+		int sent = 0;
+		for (;;) {
+			if (s_client_send_id(self, id, body, len) == 0) {
+				sent = 1;
+				break;
+			}
+			if (errno != EAGAIN && errno != EINTR) {
+				s_set_err(status, errbuf, errlen, AHP__STATUS__ERR_INTERNAL,
+				          "send to %s failed: %s", self->endpoint,
+				          zmq_strerror(errno));
+				return -1;
+			}
+			if (s_wait(self->sock, ZMQ_POLLOUT, deadline) <= 0)
+				break;
+		}
+		if (!sent) {
+			last = AHP__STATUS__ERR_UNAVAILABLE;
+			continue;
+		}
+
+		for (;;) {
+			int w = s_wait(self->sock, ZMQ_POLLIN, deadline);
+			if (w < 0) {
+				s_set_err(status, errbuf, errlen, AHP__STATUS__ERR_INTERNAL,
+				          "poll failed: %s", zmq_strerror(zmq_errno()));
+				return -1;
+			}
+			if (w == 0)
+				break;
+			uint64_t rid = 0;
+			uint8_t *b = NULL;
+			size_t n = 0;
+			int terr = 0;
+			int rc = ahp_rpc_client_recv(self, &rid, &b, &n, &terr);
+			if (rc < 0) {
+				s_set_err(status, errbuf, errlen, AHP__STATUS__ERR_INTERNAL,
+				          "receive failed: %s", zmq_strerror(errno));
+				return -1;
+			}
+			if (rc == 0)
+				continue;
+			if (rid != id) {
+				/* A late reply to an earlier, timed-out call. */
+				free(b);
+				continue;
+			}
+			if (terr != 0) {
+				s_set_err(status, errbuf, errlen, terr, "%s: %s",
+				          ahp_status_str(terr), (const char *)b);
+				free(b);
+				return -1;
+			}
+			*reply = b;
+			*reply_len = n;
+			return 0;
+		}
+		last = AHP__STATUS__ERR_TIMEOUT;
+	}
+	if (last == AHP__STATUS__ERR_UNAVAILABLE)
+		s_set_err(status, errbuf, errlen, last, "no server at %s (waited %d ms)",
+		          self->endpoint, timeout_ms);
+	else
+		s_set_err(status, errbuf, errlen, last, "no reply from %s within %d ms",
+		          self->endpoint, timeout_ms);
+	return -1;
+}
