@@ -14,7 +14,6 @@
 struct orch_call {
 	CURL *easy;
 	orch_run_t *run;
-	char *body;
 	char *buf;
 	size_t len, cap;
 	int overflow;
@@ -68,7 +67,6 @@ s_call_free(orch_call_t *c)
 		return;
 	if (c->easy != NULL)
 		curl_easy_cleanup(c->easy);
-	free(c->body);
 	free(c->buf);
 	free(c);
 }
@@ -88,15 +86,12 @@ s_provider_ok(const char *p)
 }
 
 orch_call_t *
-orch_model_start(orch_t *o, orch_run_t *run, char *body)
+orch_model_start(orch_t *o, orch_run_t *run, const char *body, size_t len)
 {
 	orch_call_t *c = calloc(1, sizeof *c);
-	if (c == NULL) {
-		free(body);
+	if (c == NULL)
 		return NULL;
-	}
 	c->run = run;
-	c->body = body;
 	if (!s_provider_ok(run->profile->provider)) {
 		s_call_free(c);
 		return NULL;
@@ -120,8 +115,8 @@ orch_model_start(orch_t *o, orch_run_t *run, char *body)
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_POST, 1L);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(c->body));
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, s_headers);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "ahp-orchestrator/" AHP_VERSION);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s_write);
@@ -133,8 +128,9 @@ orch_model_start(orch_t *o, orch_run_t *run, char *body)
 	                 o->model_timeout_ms < 10000 ? o->model_timeout_ms : 10000L);
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-	/* Small receive buffers keep 200 concurrent transfers cheap. */
-	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 16384L);
+	/* A small receive buffer keeps 200 concurrent transfers cheap (a reply
+	 * is a few KB; larger ones just take more reads). */
+	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
 	c->started = ahp_mono_ms();
 	if (curl_multi_add_handle(o->multi, e) != CURLM_OK) {
 		s_call_free(c);

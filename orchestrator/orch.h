@@ -25,6 +25,7 @@
 #define ORCH_EVENTS_MAX 2000           /* events in one reply */
 #define ORCH_LIST_MAX 1000             /* runs in one list reply */
 #define ORCH_RUN_ID_MAX 32
+#define ORCH_CONV_MAX (16 << 20) /* bytes of one run's conversation */
 
 typedef struct orch orch_t;
 typedef struct orch_run orch_run_t;
@@ -74,7 +75,13 @@ struct orch_run {
 	int phase;
 	int64_t created_ms;
 
-	json_t *messages;   /* the conversation sent to the model */
+	/* The conversation, kept as the text of the request body up to the
+	 * open messages array: {"model":"m","messages":[m1,m2,... — about 5x
+	 * smaller than a jansson tree, and sent without a copy (the suffix is
+	 * appended while a call is in flight and cut off when it returns). */
+	char *conv;
+	size_t conv_len, conv_cap;
+	uint32_t n_messages;
 	json_t *calls;      /* tool_calls of the last assistant message, or NULL */
 	size_t next_call;   /* first tool call without a completed step */
 	uint32_t seq;       /* highest step seq written */
@@ -218,9 +225,9 @@ void orch_run_event(orch_run_t *run, const char *kind, json_t *data, const char 
 /* model.c */
 int orch_model_init(orch_t *o);
 void orch_model_teardown(orch_t *o);
-/* Starts the chat completion for run; takes ownership of body (malloc'd).
- * On immediate failure, returns NULL with res filled. */
-orch_call_t *orch_model_start(orch_t *o, orch_run_t *run, char *body);
+/* Starts the chat completion for run. body is borrowed and must stay
+ * unchanged until the call ends or is aborted. NULL on immediate failure. */
+orch_call_t *orch_model_start(orch_t *o, orch_run_t *run, const char *body, size_t len);
 void orch_model_abort(orch_t *o, orch_call_t **call_p);
 /* Reads finished transfers and hands them to their runs. */
 void orch_model_reap(orch_t *o);

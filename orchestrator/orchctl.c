@@ -84,7 +84,8 @@ s_usage(FILE *out)
 	      "                  {\"run\":{...}}; submit/resume first print {\"run_id\":...};\n"
 	      "                  list prints {\"runs\":[...]}; errors {\"error\":{...}}\n"
 	      "  --timeout MS    per-request timeout (default 3000); status, logs and list\n"
-	      "                  are retried twice on timeout, submit and resume never\n"
+	      "                  are retried twice on timeout; submit, cancel and resume\n"
+	      "                  never are\n"
 	      "  --help, --version\n"
 	      "\n"
 	      "Exit codes:\n"
@@ -569,8 +570,9 @@ s_cmd_cancel(orchctl_t *self, const char *run_id)
 	req.body_case = AHP__ORCH__REQUEST__BODY_CANCEL;
 	req.cancel = &ref;
 	Ahp__Orch__Reply *reply = NULL;
-	/* Cancelling twice leaves the run cancelled: safe to retry. */
-	int rc = s_call(self, &req, 1, 0, &reply);
+	/* Not retried: a second cancel of a run the first one already ended
+	 * would report invalid_state for a request that worked. */
+	int rc = s_call(self, &req, 0, 0, &reply);
 	if (rc != 0)
 		return rc;
 	if (reply->body_case != AHP__ORCH__REPLY__BODY_CANCEL || reply->cancel == NULL) {

@@ -63,7 +63,7 @@ orch_run_free(orch_run_t **run_p)
 	orch_run_t *run = *run_p;
 	if (run->call != NULL)
 		orch_model_abort(run->o, &run->call);
-	json_decref(run->messages);
+	free(run->conv);
 	json_decref(run->calls);
 	free(run->sbx_command);
 	free(run->profile_name);
@@ -179,18 +179,84 @@ s_step_complete(orch_run_t *run, int status, const char *result)
 		orch_journal_failed(run->o, "step complete");
 }
 
-/* The first two messages: the profile's system prompt and the task. */
-static void
+/* --- the conversation text --- */
+
+static int
+s_conv_put(orch_run_t *run, const char *s, size_t n)
+{
+	if (run->conv_len + n + 1 > ORCH_CONV_MAX)
+		return -1;
+	if (run->conv_len + n + 1 > run->conv_cap) {
+		/* Room for the next message or the request suffix, not doubling:
+		 * per-run memory matters more than a few reallocs. */
+		size_t cap = run->conv_len + n + 1;
+		cap += cap / 4 + 512;
+		char *b = realloc(run->conv, cap);
+		if (b == NULL)
+			return -1;
+		run->conv = b;
+		run->conv_cap = cap;
+	}
+	memcpy(run->conv + run->conv_len, s, n);
+	run->conv_len += n;
+	run->conv[run->conv_len] = '\0';
+	return 0;
+}
+
+/* Appends one message exactly as json_dumps(messages, JSON_COMPACT) would
+ * write it inside the array. 0 / -1 (over ORCH_CONV_MAX). */
+static int
+s_conv_append(orch_run_t *run, const json_t *msg)
+{
+	char *t = json_dumps(msg, JSON_COMPACT);
+	if (t == NULL)
+		return -1;
+	int rc = 0;
+	if (run->n_messages > 0)
+		rc = s_conv_put(run, ",", 1);
+	if (rc == 0)
+		rc = s_conv_put(run, t, strlen(t));
+	free(t);
+	if (rc == 0)
+		run->n_messages++;
+	return rc;
+}
+
+static int
+s_conv_append_new(orch_run_t *run, json_t *msg)
+{
+	int rc = s_conv_append(run, msg);
+	json_decref(msg);
+	return rc;
+}
+
+/* The first two messages: the system prompt (when any) and the task. */
+static int
 s_conversation_init(orch_run_t *run, const char *system, const char *task)
 {
-	json_decref(run->messages);
-	run->messages = json_array();
-	if (system != NULL && *system != '\0')
-		json_array_append_new(run->messages,
-		                      json_pack("{s:s, s:s}", "role", "system", "content", system));
-	json_array_append_new(run->messages,
-	                      json_pack("{s:s, s:s}", "role", "user", "content", task ? task : ""));
+	run->conv_len = 0;
+	run->n_messages = 0;
+	json_t *m = json_string(run->profile->model_name ? run->profile->model_name : "");
+	char *model = json_dumps(m, JSON_ENCODE_ANY);
+	json_decref(m);
+	int rc = model ? 0 : -1;
+	if (rc == 0)
+		rc = s_conv_put(run, "{\"model\":", 9);
+	if (rc == 0)
+		rc = s_conv_put(run, model, strlen(model));
+	free(model);
+	if (rc == 0)
+		rc = s_conv_put(run, ",\"messages\":[", 13);
+	if (rc == 0 && system != NULL && *system != '\0')
+		rc = s_conv_append_new(
+		    run, json_pack("{s:s, s:s}", "role", "system", "content", system));
+	if (rc == 0)
+		rc = s_conv_append_new(
+		    run, json_pack("{s:s, s:s}", "role", "user", "content", task ? task : ""));
+	return rc;
 }
+
+static const char s_conv_too_big[] = "the conversation grew over its 16 MiB ceiling";
 
 /* --- ending --- */
 
@@ -272,17 +338,14 @@ s_model_begin(orch_run_t *run)
 	run->cur_seq = ++run->seq;
 	run->model_calls++;
 	json_t *intent = json_pack("{s:i, s:s, s:i}", "call", run->model_calls, "model", p->model,
-	                           "messages", (int)json_array_size(run->messages));
+	                           "messages", (int)run->n_messages);
 	/* The first call records the system prompt, so a resume after a
 	 * profile reload rebuilds exactly the conversation that was started. */
-	if (run->model_calls == 1) {
-		json_t *sys = json_array_get(run->messages, 0);
-		const char *role = json_string_value(json_object_get(sys, "role"));
-		json_object_set(intent, "system",
-		                role && strcmp(role, "system") == 0
-		                    ? json_object_get(sys, "content")
-		                    : json_null());
-	}
+	if (run->model_calls == 1)
+		json_object_set_new(intent, "system",
+		                    p->system_prompt && *p->system_prompt
+		                        ? json_string(p->system_prompt)
+		                        : json_null());
 	s_step_intent(run, "model", intent);
 	run->attempt = 0;
 	run->phase = PH_MODEL_DUE;
@@ -293,17 +356,25 @@ s_model_begin(orch_run_t *run)
 static void
 s_model_send(orch_run_t *run)
 {
-	json_t *req =
-	    json_pack("{s:s, s:O}", "model", run->profile->model_name, "messages", run->messages);
+	/* Close the array and add the tools behind the conversation text; the
+	 * suffix is dropped again as soon as it is sent (conv_len restored). */
+	size_t base = run->conv_len;
 	json_t *tools = orch_tools_for(run->profile);
-	if (json_array_size(tools) > 0)
-		json_object_set(req, "tools", tools);
+	char *tt = json_array_size(tools) > 0 ? json_dumps(tools, JSON_COMPACT) : NULL;
 	json_decref(tools);
-	char *body = json_dumps(req, JSON_COMPACT);
-	json_decref(req);
+	int rc = s_conv_put(run, "]", 1);
+	if (rc == 0 && tt != NULL)
+		rc = s_conv_put(run, ",\"tools\":", 9);
+	if (rc == 0 && tt != NULL)
+		rc = s_conv_put(run, tt, strlen(tt));
+	if (rc == 0)
+		rc = s_conv_put(run, "}", 1);
+	free(tt);
+	size_t len = run->conv_len;
+	run->conv_len = base;
 	run->attempt++;
 	run->phase = PH_MODEL_INFLIGHT;
-	run->call = body ? orch_model_start(run->o, run, body) : NULL;
+	run->call = rc == 0 ? orch_model_start(run->o, run, run->conv, len) : NULL;
 	if (run->call == NULL) {
 		orch_model_result_t res = {0};
 		snprintf(res.error, sizeof res.error,
@@ -381,8 +452,11 @@ orch_run_model_done(orch_run_t *run, orch_model_result_t *res)
 		orch_journal_failed(o, "model result encoding");
 	s_step_complete(run, 0, rs);
 	free(rs);
-	json_array_append(run->messages, msg);
 	run->tokens += res->tokens;
+	if (s_conv_append(run, msg) != 0) {
+		s_finish(run, ORCH_FAILED, s_conv_too_big);
+		return;
+	}
 
 	json_t *calls = json_object_get(msg, "tool_calls");
 	size_t n = json_array_size(calls);
@@ -430,14 +504,17 @@ s_tool_complete(orch_run_t *run, json_t *result, int status)
 		orch_journal_failed(run->o, "tool result encoding");
 	s_step_complete(run, status, text);
 	json_t *tc = json_array_get(run->calls, run->next_call);
-	json_array_append_new(run->messages,
-	                      json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id",
-	                                s_call_str(tc, "id"), "content", text));
+	int rc = s_conv_append_new(run, json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id",
+	                                          s_call_str(tc, "id"), "content", text));
 	free(text);
 	run->next_call++;
 	run->phase = PH_IDLE;
 	free(run->sbx_command);
 	run->sbx_command = NULL;
+	if (rc != 0) {
+		s_finish(run, ORCH_FAILED, s_conv_too_big);
+		return;
+	}
 	s_save(run, NULL, NULL);
 }
 
@@ -696,7 +773,10 @@ s_start(orch_run_t *run, const char *task)
 		s_finish(run, ORCH_FAILED, why);
 		return;
 	}
-	s_conversation_init(run, run->profile->system_prompt, task);
+	if (s_conversation_init(run, run->profile->system_prompt, task) != 0) {
+		s_finish(run, ORCH_FAILED, s_conv_too_big);
+		return;
+	}
 	s_save(run, NULL, NULL);
 	orch_run_event(run, "state",
 	               json_pack("{s:s, s:s, s:s}", "from", "queued", "to", "running", "model",
@@ -804,6 +884,7 @@ typedef struct {
 	int bad;
 	char err[200];
 	uint32_t steps;
+	char *answer; /* content of the final reply, when the last step is one */
 } s_replay_t;
 
 static int
@@ -825,13 +906,15 @@ s_replay_step(void *arg, const orch_step_row_t *row)
 	run->seq = row->seq;
 	json_error_t jerr;
 	if (strcmp(row->kind, "model") == 0) {
-		if (run->messages == NULL) {
+		if (run->n_messages == 0) {
 			json_t *intent = json_loads(row->intent, 0, &jerr);
 			json_t *sys = json_object_get(intent, "system");
-			s_conversation_init(
+			int rc = s_conversation_init(
 			    run, sys ? json_string_value(sys) : run->profile->system_prompt,
 			    rp->task);
 			json_decref(intent);
+			if (rc != 0)
+				return s_replay_bad(rp, row->seq, s_conv_too_big);
 		}
 		run->model_calls++;
 		rp->final = 0;
@@ -847,16 +930,23 @@ s_replay_step(void *arg, const orch_step_row_t *row)
 			json_decref(res);
 			return s_replay_bad(rp, row->seq, "model result has no message");
 		}
-		json_array_append(run->messages, msg);
+		if (s_conv_append(run, msg) != 0) {
+			json_decref(res);
+			return s_replay_bad(rp, row->seq, s_conv_too_big);
+		}
 		run->tokens += (uint64_t)json_integer_value(json_object_get(res, "tokens"));
 		json_t *calls = json_object_get(msg, "tool_calls");
 		json_decref(run->calls);
 		run->calls = json_array_size(calls) ? json_incref(calls) : NULL;
 		run->next_call = 0;
-		if (run->calls != NULL)
+		if (run->calls != NULL) {
 			run->turns++;
-		else
+		} else {
+			const char *content = json_string_value(json_object_get(msg, "content"));
 			rp->final = 1;
+			free(rp->answer);
+			rp->answer = strdup(content ? content : "");
+		}
 		json_decref(res);
 		return 0;
 	}
@@ -880,10 +970,10 @@ s_replay_step(void *arg, const orch_step_row_t *row)
 		run->cur_seq = row->seq;
 		return 0;
 	}
-	json_array_append_new(run->messages,
-	                      json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id",
-	                                s_call_str(tc, "id"), "content",
-	                                row->result ? row->result : "{}"));
+	if (s_conv_append_new(run, json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id",
+	                                     s_call_str(tc, "id"), "content",
+	                                     row->result ? row->result : "{}")) != 0)
+		return s_replay_bad(rp, row->seq, s_conv_too_big);
 	run->next_call++;
 	return 0;
 }
@@ -941,8 +1031,11 @@ orch_run_restore(orch_t *o, const orch_run_row_t *row, int resume, int *status, 
 	s_replay_t rp = {.run = run, .task = row->task};
 	if (orch_journal_steps_foreach(o->journal, row->id, s_replay_step, &rp) != 0)
 		orch_journal_failed(o, "reading steps");
-	if (run->messages == NULL)
-		s_conversation_init(run, run->profile->system_prompt, row->task);
+	if (!rp.bad && run->n_messages == 0 &&
+	    s_conversation_init(run, run->profile->system_prompt, row->task) != 0) {
+		rp.bad = 1;
+		snprintf(rp.err, sizeof rp.err, "%s", s_conv_too_big);
+	}
 	orch_run_event(run, "state",
 	               json_pack("{s:s, s:s, s:i, s:b}", "from", orch_state_str(was), "to",
 	                         "running", "steps_replayed", (int)rp.steps, "resume", resume),
@@ -950,10 +1043,15 @@ orch_run_restore(orch_t *o, const orch_run_row_t *row, int resume, int *status, 
 	                      : "[run] restarted → running (%u journaled steps replayed)",
 	               rp.steps);
 	if (rp.bad) {
+		free(rp.answer);
 		s_finish(run, ORCH_FAILED, rp.err);
 		return run;
 	}
 	s_save(run, NULL, NULL);
+	if (!rp.final) {
+		free(rp.answer);
+		rp.answer = NULL;
+	}
 	if (rp.pending == 1) {
 		/* A model call whose reply never reached the journal is sent again;
 		 * a failed one is retried (resume). */
@@ -971,9 +1069,8 @@ orch_run_restore(orch_t *o, const orch_run_row_t *row, int resume, int *status, 
 		return run;
 	}
 	if (rp.final) {
-		json_t *last = json_array_get(run->messages, json_array_size(run->messages) - 1);
-		const char *content = json_string_value(json_object_get(last, "content"));
-		s_finish(run, ORCH_SUCCEEDED, content ? content : "");
+		s_finish(run, ORCH_SUCCEEDED, rp.answer ? rp.answer : "");
+		free(rp.answer);
 		return run;
 	}
 	s_advance(run);
