@@ -14,10 +14,10 @@ enum ahp_cfg_type { AHP_CFG_STR, AHP_CFG_INT, AHP_CFG_BOOL };
 typedef struct {
 	const char *name;
 	enum ahp_cfg_type type;
-	long min, max;            /* INT only */
-	const char *def;          /* textual default; NULL = required */
+	long min, max;   /* INT only */
+	const char *def; /* textual default; NULL = required */
 	const char *help;
-} ahp_cfg_def_t;              /* tables end with { NULL } */
+} ahp_cfg_def_t; /* tables end with { NULL } */
 
 typedef struct ahp_cfg ahp_cfg_t;
 
@@ -37,5 +37,19 @@ long ahp_cfg_int(const ahp_cfg_t *self, const char *name);
 int ahp_cfg_bool(const ahp_cfg_t *self, const char *name);
 /* Prints the table as help text (name, type, range, default, help). */
 void ahp_cfg_print_help(const ahp_cfg_def_t *defs, FILE *out);
+
+/* Notes on the format: a line is "key = value"; blank lines and lines whose
+ * first non-blank character is '#' are ignored (no trailing comments: a value
+ * may contain '#'); one pair of surrounding double quotes is stripped from a
+ * value; a key given twice in one file is an error. Bools accept
+ * true/false/yes/no/on/off/1/0. Typical order: ahp_cfg_new(), ahp_cfg_set()
+ * for defaults computed at run time (e.g. from --home), ahp_cfg_load_file(),
+ * ahp_cfg_set() for each --set, ahp_cfg_validate(). */
+
+/* True when the key has a value (a default counts). */
+int ahp_cfg_is_set(const ahp_cfg_t *self, const char *name);
+/* Prints the effective configuration as "key = value" lines (for
+ * --check-config). Never pass secrets through cfg. */
+void ahp_cfg_print(const ahp_cfg_t *self, FILE *out);
 
 #endif
