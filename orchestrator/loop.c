@@ -284,6 +284,15 @@ orch_loop_setup(orch_t *o)
 	return 0;
 }
 
+/* Adds a zmq socket's ZMQ_FD to the poll set. */
+static void
+s_add_zmq(struct curl_waitfd *extra, unsigned *n, void *sock)
+{
+	int fd = s_zmq_fd(sock);
+	if (fd >= 0)
+		extra[(*n)++] = (struct curl_waitfd){.fd = fd, .events = CURL_WAIT_POLLIN};
+}
+
 void
 orch_loop_run(orch_t *o)
 {
@@ -295,25 +304,24 @@ orch_loop_run(orch_t *o)
 			timeout = ct;
 		timeout = orch_runs_timers(o, now, timeout);
 		timeout = orch_api_waiters_timeout(o, now, timeout);
+		/* Timer callbacks above may have written: finish that first. */
+		if (o->post_head != NULL || orch_journal_in_tx(o->journal)) {
+			s_end_turn(o);
+			timeout = 0;
+		}
+
 		void *srv = ahp_rpc_server_socket(o->server);
 		void *sbx = orch_sbx_socket(o);
-		if (o->post_head != NULL || orch_journal_in_tx(o->journal) || s_zmq_readable(srv) ||
-		    s_zmq_readable(sbx))
-			timeout = 0;
-		/* Timer callbacks above may have written: finish that first. */
-		if (timeout == 0 && (o->post_head != NULL || orch_journal_in_tx(o->journal)))
-			s_end_turn(o);
-
-		struct curl_waitfd extra[3];
+		void *mon = orch_sbx_monitor_socket(o);
+		struct curl_waitfd extra[4];
 		unsigned n = 0;
-		int fd;
-		if ((fd = s_zmq_fd(srv)) >= 0)
-			extra[n++] = (struct curl_waitfd){.fd = fd, .events = CURL_WAIT_POLLIN};
-		if ((fd = s_zmq_fd(sbx)) >= 0)
-			extra[n++] = (struct curl_waitfd){.fd = fd, .events = CURL_WAIT_POLLIN};
+		s_add_zmq(extra, &n, srv);
+		s_add_zmq(extra, &n, sbx);
+		s_add_zmq(extra, &n, mon);
 		extra[n++] = (struct curl_waitfd){.fd = o->sigfd, .events = CURL_WAIT_POLLIN};
-		/* Sends after the last check may have consumed a ZMQ_FD edge. */
-		if (s_zmq_readable(srv) || s_zmq_readable(sbx))
+		/* ZMQ_FD is edge-triggered and sends may have consumed an edge:
+		 * ask the sockets themselves right before sleeping. */
+		if (s_zmq_readable(srv) || s_zmq_readable(sbx) || s_zmq_readable(mon))
 			timeout = 0;
 		CURLMcode mc = curl_multi_poll(o->multi, extra, n, (int)timeout, NULL);
 		if (mc != CURLM_OK && mc != CURLM_UNRECOVERABLE_POLL)
@@ -329,6 +337,8 @@ orch_loop_run(orch_t *o)
 		orch_model_reap(o);
 		orch_api_recv(o);
 		orch_sbx_recv(o);
+		/* After the replies: one that arrived before a disconnect counts. */
+		orch_sbx_monitor_recv(o);
 		orch_runs_timers(o, ahp_mono_ms(), POLL_MAX_MS);
 		s_end_turn(o);
 	}

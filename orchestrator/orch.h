@@ -253,6 +253,9 @@ json_t *orch_skill_run(const ahp_profile_t *p, const json_t *args, char *summary
 int orch_sbx_setup(orch_t *o);
 void orch_sbx_teardown(orch_t *o);
 void *orch_sbx_socket(orch_t *o);
+/* The connection monitor's socket (NULL when unavailable) and its reader. */
+void *orch_sbx_monitor_socket(orch_t *o);
+void orch_sbx_monitor_recv(orch_t *o);
 /* Sends the run's due sandboxd request (create, exec or fetch). */
 void orch_sbx_send(orch_run_t *run);
 /* Fire-and-forget destroy of the run's sandbox. */

@@ -6,12 +6,20 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <zmq.h>
+
 #include "ahp/log.h"
 #include "ahp/util.h"
 
 #include "orch.h"
 
 #define SBX_CONTROL_TIMEOUT_MS 10000 /* create / fetch */
+#define SBX_MONITOR "inproc://orch-sandboxd-monitor"
+
+/* A monitor on the client socket tells us when sandboxd goes away, so a
+ * command in flight is reported as interrupted at once rather than after
+ * its timeout. */
+static void *s_monitor;
 
 int
 orch_sbx_setup(orch_t *o)
@@ -21,13 +29,95 @@ orch_sbx_setup(orch_t *o)
 		log_error("cannot set up the sandboxd client for %s", o->sbx_endpoint);
 		return -1;
 	}
+	if (zmq_socket_monitor(ahp_rpc_client_socket(o->sbx), SBX_MONITOR,
+	                       ZMQ_EVENT_DISCONNECTED) != 0) {
+		log_warn("no sandboxd connection monitor: %s", zmq_strerror(zmq_errno()));
+		return 0;
+	}
+	s_monitor = zmq_socket(o->zctx, ZMQ_PAIR);
+	if (s_monitor == NULL || zmq_connect(s_monitor, SBX_MONITOR) != 0) {
+		log_warn("no sandboxd connection monitor: %s", zmq_strerror(zmq_errno()));
+		if (s_monitor != NULL)
+			zmq_close(s_monitor);
+		s_monitor = NULL;
+	}
 	return 0;
 }
 
 void
 orch_sbx_teardown(orch_t *o)
 {
+	if (s_monitor != NULL) {
+		int zero = 0;
+		zmq_setsockopt(s_monitor, ZMQ_LINGER, &zero, sizeof zero);
+		zmq_close(s_monitor);
+		s_monitor = NULL;
+	}
+	if (o->sbx != NULL)
+		zmq_socket_monitor(ahp_rpc_client_socket(o->sbx), NULL, 0);
 	ahp_rpc_client_destroy(&o->sbx);
+}
+
+void *
+orch_sbx_monitor_socket(orch_t *o)
+{
+	(void)o;
+	return s_monitor;
+}
+
+/* Every request in flight to a sandboxd that went away is lost: the
+ * command may have been killed with it, and is never sent again. */
+static void
+s_lost(orch_t *o)
+{
+	for (orch_run_t *r = o->runs, *nx; r != NULL; r = nx) {
+		nx = r->next;
+		if (r->phase != PH_SBX_INFLIGHT)
+			continue;
+		if (r->sbx_op == SBX_EXEC)
+			orch_run_sbx_done(
+			    r, AHP__STATUS__ERR_INTERRUPTED,
+			    "sandboxd went away while the command ran; its outcome was "
+			    "lost and it was not re-run",
+			    NULL);
+		else
+			orch_run_sbx_done(r, AHP__STATUS__ERR_UNAVAILABLE, "sandboxd went away",
+			                  NULL);
+	}
+}
+
+void
+orch_sbx_monitor_recv(orch_t *o)
+{
+	if (s_monitor == NULL)
+		return;
+	for (;;) {
+		zmq_msg_t m;
+		zmq_msg_init(&m);
+		if (zmq_msg_recv(&m, s_monitor, ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(&m);
+			return;
+		}
+		/* Frame 1: u16 event, u32 value; frame 2: the endpoint. */
+		uint16_t ev = 0;
+		if (zmq_msg_size(&m) >= 2)
+			memcpy(&ev, zmq_msg_data(&m), sizeof ev);
+		int more = zmq_msg_more(&m);
+		zmq_msg_close(&m);
+		while (more) {
+			zmq_msg_init(&m);
+			if (zmq_msg_recv(&m, s_monitor, ZMQ_DONTWAIT) < 0) {
+				zmq_msg_close(&m);
+				break;
+			}
+			more = zmq_msg_more(&m);
+			zmq_msg_close(&m);
+		}
+		if (ev == ZMQ_EVENT_DISCONNECTED) {
+			log_warn("sandboxd disconnected");
+			s_lost(o);
+		}
+	}
 }
 
 void *
