@@ -694,7 +694,8 @@ orch_run_sbx_done(orch_run_t *run, int status, const char *message, const Ahp__S
 			                      message ? message : "exec failed");
 		orch_run_event(run, "sandbox",
 		               json_pack("{s:s?, s:O}", "command", run->sbx_command, "result", res),
-		               "[sandbox]   → error: %s",
+		               "[sandbox]   → %s: %s",
+		               status == AHP__STATUS__ERR_INTERRUPTED ? "interrupted" : "error",
 		               message ? message : ahp_status_str(status));
 		s_tool_complete(run, res, status ? status : AHP__STATUS__ERR_INTERNAL);
 		s_advance(run);

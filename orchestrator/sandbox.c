@@ -206,7 +206,7 @@ orch_sbx_send(orch_run_t *run)
 	run->sbx_used = 1;
 	run->sbx_req = s_send(o, &req);
 	if (run->sbx_req == 0) {
-		orch_run_sbx_done(run, AHP__STATUS__ERR_UNAVAILABLE, "cannot send to sandboxd",
+		orch_run_sbx_done(run, AHP__STATUS__ERR_UNAVAILABLE, "sandboxd is not reachable",
 		                  NULL);
 		return;
 	}
