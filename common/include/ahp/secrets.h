@@ -15,7 +15,12 @@ void ahp_secrets_destroy(ahp_secrets_t **self_p);
 /* Borrowed pointer valid until destroy; NULL if absent. */
 const char *ahp_secrets_get(ahp_secrets_t *self, const char *name, size_t *len);
 size_t ahp_secrets_count(ahp_secrets_t *self);
-/* Constant-time comparison of two byte strings (lengths compared too). */
+/* Name of the i-th secret (borrowed), NULL past the end. Names match
+ * [A-Za-z0-9._-]{1,128}; files starting with '.' are skipped. */
+const char *ahp_secrets_name_at(ahp_secrets_t *self, size_t i);
+/* Constant-time comparison of two byte strings (lengths compared too).
+ * 1 when equal, 0 otherwise. Time depends on alen only: pass the secret
+ * (known) value as b. */
 int ahp_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 
 #endif
