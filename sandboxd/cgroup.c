@@ -1,0 +1,447 @@
+/* Per-sandbox cgroups: memory and pids limits and their kill counters (cgroup v2, v1 fallback). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ahp/log.h"
+#include "ahp/util.h"
+#include "sbx.h"
+
+enum { S_MEM = 0, S_PIDS = 1, S_NCTL = 2 };
+
+/* Instance directories: v1 has one per controller hierarchy, v2 one. */
+static int s_version; /* 0 = not set up, 1, 2 */
+static char s_inst[S_NCTL][PATH_MAX];
+
+struct sbx_cgroup {
+	char dir[S_NCTL][PATH_MAX]; /* v2: only [0] */
+	int oom_fd;                 /* memory.oom_control (v1) / memory.events (v2) */
+	int pids_fd;                /* pids.events */
+	bool removed;
+};
+
+static int
+s_write(const char *dir, const char *file, const char *val)
+{
+	char p[PATH_MAX];
+	if (snprintf(p, sizeof(p), "%s/%s", dir, file) >= (int)sizeof(p)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	int fd = open(p, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	size_t len = strlen(val);
+	ssize_t n = write(fd, val, len);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+/* The own-cgroup path of a controller from /proc/self/cgroup ("" for v2's "0::"). */
+static int
+s_own_path(const char *ctrl, char *out, size_t len)
+{
+	char *buf = NULL;
+	size_t n;
+	if (ahp_read_file("/proc/self/cgroup", 65536, &buf, &n) != 0)
+		return -1;
+	int rc = -1;
+	char *save = NULL;
+	for (char *line = strtok_r(buf, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char *c1 = strchr(line, ':');
+		char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (c2 == NULL)
+			continue;
+		*c2 = '\0';
+		const char *ctrls = c1 + 1;
+		bool match = false;
+		if (ctrl == NULL) {
+			match = strcmp(line, "0") == 0 && *ctrls == '\0';
+		} else {
+			char tmp[256];
+			snprintf(tmp, sizeof(tmp), "%s", ctrls);
+			char *s2 = NULL;
+			for (char *t = strtok_r(tmp, ",", &s2); t; t = strtok_r(NULL, ",", &s2))
+				if (strcmp(t, ctrl) == 0)
+					match = true;
+		}
+		if (match) {
+			rc = ahp_strlcpy(out, c2 + 1, len);
+			break;
+		}
+	}
+	free(buf);
+	return rc;
+}
+
+/* Mount point of a v1 controller hierarchy (or the v2 mount when ctrl is NULL),
+ * and the hierarchy path mounted there. */
+static int
+s_mount_of(const char *ctrl, char *mnt, size_t mlen, char *root, size_t rlen)
+{
+	char *buf = NULL;
+	size_t n;
+	if (ahp_read_file("/proc/self/mountinfo", 1 << 20, &buf, &n) != 0)
+		return -1;
+	int rc = -1;
+	char *save = NULL;
+	for (char *line = strtok_r(buf, "\n", &save); line != NULL && rc != 0;
+	     line = strtok_r(NULL, "\n", &save)) {
+		/* id parent maj:min root mountpoint opts [optional...] - fstype source superopts */
+		char *f[6];
+		char *s3 = NULL, *p = line;
+		int i = 0;
+		for (; i < 5; i++) {
+			f[i] = strtok_r(p, " ", &s3);
+			p = NULL;
+			if (f[i] == NULL)
+				break;
+		}
+		if (i < 5)
+			continue;
+		char *dash = strstr(s3 ? s3 : "", " - ");
+		if (dash == NULL)
+			continue;
+		char *rest = dash + 3, *s4 = NULL;
+		char *fstype = strtok_r(rest, " ", &s4);
+		(void)strtok_r(NULL, " ", &s4);
+		char *super = strtok_r(NULL, " ", &s4);
+		if (fstype == NULL)
+			continue;
+		bool match = false;
+		if (ctrl == NULL) {
+			match = strcmp(fstype, "cgroup2") == 0;
+		} else if (strcmp(fstype, "cgroup") == 0 && super != NULL) {
+			char *s5 = NULL;
+			for (char *t = strtok_r(super, ",", &s5); t; t = strtok_r(NULL, ",", &s5))
+				if (strcmp(t, ctrl) == 0)
+					match = true;
+		}
+		if (match && ahp_strlcpy(mnt, f[4], mlen) == 0 &&
+		    ahp_strlcpy(root, f[3], rlen) == 0)
+			rc = 0;
+	}
+	free(buf);
+	return rc;
+}
+
+/* Directory of our own cgroup in a hierarchy. */
+static int
+s_own_dir(const char *ctrl, char *out, size_t len)
+{
+	char mnt[PATH_MAX], root[PATH_MAX], own[PATH_MAX];
+	if (s_mount_of(ctrl, mnt, sizeof(mnt), root, sizeof(root)) != 0)
+		return -1;
+	if (s_own_path(ctrl, own, sizeof(own)) != 0)
+		return -1;
+	/* own is relative to the hierarchy root; the mount shows `root` of it */
+	const char *rel = own;
+	size_t rl = strlen(root);
+	if (strcmp(root, "/") != 0) {
+		if (strncmp(own, root, rl) != 0)
+			return -1;
+		rel = own + rl;
+	}
+	if (strcmp(rel, "/") == 0)
+		rel = "";
+	if (snprintf(out, len, "%s%s", mnt, rel) >= (int)len)
+		return -1;
+	struct stat st;
+	return stat(out, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+}
+
+static void
+s_kill_tasks(const char *dir)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "%s/cgroup.kill", dir);
+	if (access(p, F_OK) == 0 && s_write(dir, "cgroup.kill", "1") == 0)
+		return;
+	char *buf = NULL;
+	size_t n;
+	snprintf(p, sizeof(p), "%s/cgroup.procs", dir);
+	if (ahp_read_file(p, 1 << 20, &buf, &n) != 0)
+		return;
+	char *save = NULL;
+	for (char *t = strtok_r(buf, "\n", &save); t; t = strtok_r(NULL, "\n", &save)) {
+		long pid;
+		if (ahp_parse_long(t, 2, 1L << 30, &pid) == 0)
+			kill((pid_t)pid, SIGKILL);
+	}
+	free(buf);
+}
+
+/* Removes leftover sandbox cgroups of an earlier run (their tasks are killed). */
+static void
+s_clean_instance(const char *inst)
+{
+	DIR *d = opendir(inst);
+	if (d == NULL)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.' || e->d_type != DT_DIR)
+			continue;
+		char p[PATH_MAX];
+		if (snprintf(p, sizeof(p), "%s/%s", inst, e->d_name) >= (int)sizeof(p))
+			continue;
+		s_kill_tasks(p);
+		for (int i = 0; i < 50 && rmdir(p) != 0 && errno == EBUSY; i++)
+			usleep(10000);
+		log_info("removed leftover cgroup %s", p);
+	}
+	closedir(d);
+}
+
+static bool
+s_v2_has(const char *dir, const char *file, const char *word)
+{
+	char p[PATH_MAX], *buf = NULL;
+	size_t n;
+	snprintf(p, sizeof(p), "%s/%s", dir, file);
+	if (ahp_read_file(p, 65536, &buf, &n) != 0)
+		return false;
+	bool found = false;
+	char *save = NULL;
+	for (char *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
+		if (strcmp(t, word) == 0)
+			found = true;
+	free(buf);
+	return found;
+}
+
+static int
+s_setup_v2(const char *instance)
+{
+	char own[PATH_MAX];
+	if (s_own_dir(NULL, own, sizeof(own)) != 0)
+		return -1;
+	if (!s_v2_has(own, "cgroup.controllers", "memory") ||
+	    !s_v2_has(own, "cgroup.controllers", "pids"))
+		return -1;
+	/* Controllers can be delegated only from a cgroup without processes
+	 * (v2's no-internal-process rule): move sandboxd into a leaf first. */
+	if (s_write(own, "cgroup.subtree_control", "+memory +pids") != 0) {
+		if (errno != EBUSY)
+			return -1;
+		char leaf[PATH_MAX];
+		if (snprintf(leaf, sizeof(leaf), "%s/ahp-sandboxd-daemon", own) >=
+		    (int)sizeof(leaf))
+			return -1;
+		if (mkdir(leaf, 0755) != 0 && errno != EEXIST)
+			return -1;
+		char pid[32];
+		snprintf(pid, sizeof(pid), "%d", (int)getpid());
+		if (s_write(leaf, "cgroup.procs", pid) != 0 ||
+		    s_write(own, "cgroup.subtree_control", "+memory +pids") != 0)
+			return -1;
+	}
+	if (snprintf(s_inst[0], sizeof(s_inst[0]), "%s/ahp-sandboxd-%s", own, instance) >=
+	    (int)sizeof(s_inst[0]))
+		return -1;
+	if (mkdir(s_inst[0], 0755) != 0 && errno != EEXIST)
+		return -1;
+	if (s_write(s_inst[0], "cgroup.subtree_control", "+memory +pids") != 0)
+		return -1;
+	s_clean_instance(s_inst[0]);
+	s_version = 2;
+	return 0;
+}
+
+static int
+s_setup_v1(const char *instance)
+{
+	const char *ctrl[S_NCTL] = {"memory", "pids"};
+	for (int i = 0; i < S_NCTL; i++) {
+		char own[PATH_MAX];
+		if (s_own_dir(ctrl[i], own, sizeof(own)) != 0)
+			return -1;
+		if (snprintf(s_inst[i], sizeof(s_inst[i]), "%s/ahp-sandboxd-%s", own, instance) >=
+		    (int)sizeof(s_inst[i]))
+			return -1;
+		if (mkdir(s_inst[i], 0755) != 0 && errno != EEXIST)
+			return -1;
+		s_clean_instance(s_inst[i]);
+	}
+	/* Children must count toward parents' limits (the default on new kernels). */
+	(void)s_write(s_inst[S_MEM], "memory.use_hierarchy", "1");
+	s_version = 1;
+	return 0;
+}
+
+int
+sbx_cgroup_setup(const char *instance)
+{
+	char mnt[PATH_MAX], root[PATH_MAX];
+	bool v2 = s_mount_of(NULL, mnt, sizeof(mnt), root, sizeof(root)) == 0;
+	if (v2 && s_setup_v2(instance) == 0)
+		return 0;
+	if (s_setup_v1(instance) == 0)
+		return 0;
+	log_error("no usable cgroup hierarchy with the memory and pids controllers "
+	          "(v2 with delegation, or v1 memory+pids mounts)");
+	return -1;
+}
+
+const char *
+sbx_cgroup_mode(void)
+{
+	return s_version == 2 ? "v2" : s_version == 1 ? "v1" : "none";
+}
+
+sbx_cgroup_t *
+sbx_cgroup_new(const char *id, const sbx_limits_t *lim)
+{
+	if (s_version == 0)
+		return NULL;
+	sbx_cgroup_t *self = calloc(1, sizeof(*self));
+	if (self == NULL)
+		return NULL;
+	self->oom_fd = self->pids_fd = -1;
+	int nctl = s_version == 1 ? S_NCTL : 1;
+	for (int i = 0; i < nctl; i++) {
+		if (snprintf(self->dir[i], sizeof(self->dir[i]), "%s/%s", s_inst[i], id) >=
+		    (int)sizeof(self->dir[i])) {
+			errno = ENAMETOOLONG;
+			goto fail;
+		}
+		if (mkdir(self->dir[i], 0755) != 0) {
+			if (errno != EEXIST)
+				goto fail;
+			/* left by a sandbox of the same id that died with us */
+			s_kill_tasks(self->dir[i]);
+			for (int k = 0; k < 50 && rmdir(self->dir[i]) != 0 && errno == EBUSY; k++)
+				usleep(2000);
+			if (mkdir(self->dir[i], 0755) != 0)
+				goto fail;
+		}
+	}
+	char mem[32], pids[32];
+	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)lim->memory_mb << 20);
+	/* +1: init itself is a task of the cgroup */
+	snprintf(pids, sizeof(pids), "%u", lim->pids_max + 1);
+	const char *memdir = self->dir[0];
+	const char *piddir = s_version == 1 ? self->dir[S_PIDS] : self->dir[0];
+	char p[PATH_MAX];
+	if (s_version == 1) {
+		if (s_write(memdir, "memory.limit_in_bytes", mem) != 0)
+			goto fail;
+		/* No swap on top of the limit, when swap accounting exists. */
+		(void)s_write(memdir, "memory.memsw.limit_in_bytes", mem);
+		if (snprintf(p, sizeof(p), "%s/memory.oom_control", memdir) >= (int)sizeof(p))
+			goto fail;
+	} else {
+		if (s_write(memdir, "memory.max", mem) != 0)
+			goto fail;
+		(void)s_write(memdir, "memory.swap.max", "0");
+		if (snprintf(p, sizeof(p), "%s/memory.events", memdir) >= (int)sizeof(p))
+			goto fail;
+	}
+	self->oom_fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (s_write(piddir, "pids.max", pids) != 0)
+		goto fail;
+	if (snprintf(p, sizeof(p), "%s/pids.events", piddir) >= (int)sizeof(p))
+		goto fail;
+	self->pids_fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (self->oom_fd < 0 || self->pids_fd < 0)
+		goto fail;
+	return self;
+fail:
+	log_error("cgroup for %s: %s", id, strerror(errno));
+	sbx_cgroup_remove(self);
+	sbx_cgroup_destroy(&self);
+	return NULL;
+}
+
+int
+sbx_cgroup_attach(sbx_cgroup_t *self, pid_t pid)
+{
+	char v[32];
+	snprintf(v, sizeof(v), "%d", (int)pid);
+	int nctl = s_version == 1 ? S_NCTL : 1;
+	for (int i = 0; i < nctl; i++)
+		if (s_write(self->dir[i], "cgroup.procs", v) != 0)
+			return -1;
+	return 0;
+}
+
+/* Value after `key ` in a flat keyed file. */
+static uint64_t
+s_counter(int fd, const char *key)
+{
+	char buf[1024];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	size_t kl = strlen(key);
+	for (char *l = buf; l != NULL && *l != '\0';) {
+		if (strncmp(l, key, kl) == 0 && l[kl] == ' ')
+			return strtoull(l + kl + 1, NULL, 10);
+		l = strchr(l, '\n');
+		if (l != NULL)
+			l++;
+	}
+	return 0;
+}
+
+int
+sbx_cgroup_counters(sbx_cgroup_t *self, sbx_cg_counters_t *out)
+{
+	out->oom_kills = s_counter(self->oom_fd, "oom_kill");
+	out->pids_denied = s_counter(self->pids_fd, "max");
+	return 0;
+}
+
+int
+sbx_cgroup_remove(sbx_cgroup_t *self)
+{
+	if (self == NULL || self->removed)
+		return 0;
+	int nctl = s_version == 1 ? S_NCTL : 1;
+	int busy = 0;
+	for (int i = 0; i < nctl; i++) {
+		if (self->dir[i][0] == '\0')
+			continue;
+		if (rmdir(self->dir[i]) == 0 || errno == ENOENT) {
+			self->dir[i][0] = '\0';
+			continue;
+		}
+		if (errno == EBUSY) {
+			s_kill_tasks(self->dir[i]);
+			busy = 1;
+		} else {
+			log_warn("rmdir %s: %s", self->dir[i], strerror(errno));
+			self->dir[i][0] = '\0';
+		}
+	}
+	if (busy) {
+		errno = EBUSY;
+		return -1;
+	}
+	self->removed = true;
+	return 0;
+}
+
+void
+sbx_cgroup_destroy(sbx_cgroup_t **self_p)
+{
+	if (self_p == NULL || *self_p == NULL)
+		return;
+	sbx_cgroup_t *self = *self_p;
+	if (self->oom_fd >= 0)
+		close(self->oom_fd);
+	if (self->pids_fd >= 0)
+		close(self->pids_fd);
+	free(self);
+	*self_p = NULL;
+}

@@ -1,0 +1,337 @@
+/* `sandboxd exec`: a one-shot sandbox with a profile's limits, for people and security tests. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "ahp/log.h"
+#include "ahp/profile.h"
+#include "ahp/rpc.h"
+#include "ahp/util.h"
+#include "sbx.h"
+
+#define S_EXIT_USAGE 2
+#define S_EXIT_UNREACHABLE 125
+#define S_CALL_MS 15000 /* Create / Destroy */
+
+typedef struct {
+	char *buf;
+	size_t len, cap;
+} s_errs_t;
+
+static void
+s_on_profile_error(void *arg, const char *message)
+{
+	s_errs_t *e = arg;
+	size_t l = strlen(message);
+	if (e->len + l + 2 > e->cap) {
+		size_t cap = e->cap * 2 + l + 64;
+		if (cap > 65536)
+			return;
+		char *n = realloc(e->buf, cap);
+		if (n == NULL)
+			return;
+		e->buf = n;
+		e->cap = cap;
+	}
+	memcpy(e->buf + e->len, message, l);
+	e->len += l;
+	e->buf[e->len++] = '\n';
+	e->buf[e->len] = '\0';
+}
+
+static void
+s_cli_usage(void)
+{
+	fprintf(stderr, "usage: sandboxd [--home DIR] exec --profile P [--keep] [--timeout S] -- "
+	                "CMD...\n");
+}
+
+/* Sends a request and waits for its reply, giving up early on SIGINT /
+ * SIGTERM / SIGHUP (sigfd). Returns the decoded reply, or NULL with *exit_code
+ * set (125 unreachable / failing, 130 interrupted). */
+static Ahp__Sbx__Reply *
+s_call(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int timeout_ms,
+       int *exit_code)
+{
+	size_t len = ahp__sbx__request__get_packed_size(req);
+	uint8_t *body = malloc(len ? len : 1);
+	if (body == NULL) {
+		*exit_code = S_EXIT_UNREACHABLE;
+		return NULL;
+	}
+	ahp__sbx__request__pack(req, body);
+	int64_t deadline = ahp_mono_ms() + timeout_ms;
+	uint64_t id = 0;
+	Ahp__Sbx__Reply *rep = NULL;
+	*exit_code = S_EXIT_UNREACHABLE;
+	while (rep == NULL) {
+		int64_t left = deadline - ahp_mono_ms();
+		if (left <= 0) {
+			fprintf(stderr, "sandboxd: no answer from the daemon within %d s\n",
+			        timeout_ms / 1000);
+			break;
+		}
+		if (id == 0) {
+			id = ahp_rpc_client_send(cl, body, len);
+			if (id == 0)
+				usleep(10000); /* not connected yet */
+			continue;
+		}
+		zmq_pollitem_t it[2] = {{ahp_rpc_client_socket(cl), 0, ZMQ_POLLIN, 0},
+		                        {NULL, sigfd, ZMQ_POLLIN, 0}};
+		if (zmq_poll(it, 2, (long)left) < 0 && zmq_errno() != EINTR)
+			break;
+		if (it[1].revents) {
+			*exit_code = 130;
+			break;
+		}
+		uint64_t rid;
+		uint8_t *b = NULL;
+		size_t n = 0;
+		int terr = 0;
+		int r = ahp_rpc_client_recv(cl, &rid, &b, &n, &terr);
+		if (r < 0)
+			break;
+		if (r == 0 || rid != id) {
+			free(b);
+			continue;
+		}
+		if (terr != 0) {
+			fprintf(stderr, "sandboxd: %s: %s\n", ahp_status_str(terr), (char *)b);
+			free(b);
+			break;
+		}
+		rep = ahp__sbx__reply__unpack(NULL, n, b);
+		free(b);
+		if (rep == NULL) {
+			fprintf(stderr, "sandboxd: undecodable reply\n");
+			break;
+		}
+	}
+	free(body);
+	return rep;
+}
+
+/* Prints a typed error reply; true when rep carries one. */
+static bool
+s_reply_failed(const Ahp__Sbx__Reply *rep, const char *what)
+{
+	if (rep->error == NULL || rep->error->status == AHP__STATUS__OK)
+		return false;
+	fprintf(stderr, "sandboxd: %s: %s: %s\n", what, ahp_status_str(rep->error->status),
+	        rep->error->message ? rep->error->message : "");
+	return true;
+}
+
+static void
+s_write_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+static void
+s_destroy(ahp_rpc_client_t *cl, int sigfd, const char *id, bool keep)
+{
+	Ahp__Sbx__DestroyRequest dr = AHP__SBX__DESTROY_REQUEST__INIT;
+	dr.sandbox_id = (char *)id;
+	dr.keep_workspace = keep;
+	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
+	req.body_case = AHP__SBX__REQUEST__BODY_DESTROY;
+	req.destroy = &dr;
+	int ec;
+	/* a second ^C should not abandon the cleanup: -1 = no signal fd */
+	Ahp__Sbx__Reply *rep = s_call(cl, sigfd, &req, S_CALL_MS, &ec);
+	if (rep != NULL) {
+		s_reply_failed(rep, "destroy");
+		ahp__sbx__reply__free_unpacked(rep, NULL);
+	}
+}
+
+int
+sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
+{
+	const char *profile = NULL;
+	bool keep = false;
+	long timeout = 0;
+	int i = 0;
+	for (; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		}
+		if (strcmp(a, "--profile") == 0 && i + 1 < argc) {
+			profile = argv[++i];
+		} else if (strcmp(a, "--keep") == 0) {
+			keep = true;
+		} else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
+			if (ahp_parse_long(argv[++i], 1, 86400, &timeout) != 0) {
+				fprintf(stderr,
+				        "sandboxd: --timeout takes seconds in [1, 86400]\n");
+				return S_EXIT_USAGE;
+			}
+		} else if (a[0] == '-') {
+			fprintf(stderr, "sandboxd: exec: unknown option %s\n", a);
+			s_cli_usage();
+			return S_EXIT_USAGE;
+		} else {
+			break;
+		}
+	}
+	if (profile == NULL || i >= argc) {
+		s_cli_usage();
+		return S_EXIT_USAGE;
+	}
+	/* CMD words are joined with spaces for /bin/sh -c, as ssh does. */
+	size_t clen = 0;
+	for (int k = i; k < argc; k++)
+		clen += strlen(argv[k]) + 1;
+	if (clen > SBX_CMD_MAX) {
+		fprintf(stderr, "sandboxd: the command is longer than 256 KiB\n");
+		return S_EXIT_USAGE;
+	}
+	char *cmd = malloc(clen + 1);
+	if (cmd == NULL)
+		return S_EXIT_UNREACHABLE;
+	cmd[0] = '\0';
+	size_t off = 0;
+	for (int k = i; k < argc; k++) {
+		size_t l = strlen(argv[k]);
+		if (k > i)
+			cmd[off++] = ' ';
+		memcpy(cmd + off, argv[k], l);
+		off += l;
+	}
+	cmd[off] = '\0';
+
+	int ec = S_EXIT_UNREACHABLE;
+	char dir[PATH_MAX];
+	s_errs_t errs = {0};
+	ahp_profiles_t *set = NULL;
+	void *zctx = NULL;
+	ahp_rpc_client_t *cl = NULL;
+	int sigfd = -1;
+	char run_id[40];
+	bool created = false;
+
+	if (ahp_home_path(home, "etc/profiles", dir, sizeof(dir)) != 0) {
+		ec = S_EXIT_USAGE;
+		goto out;
+	}
+	set = ahp_profiles_load_dir(dir, NULL, s_on_profile_error, &errs);
+	const ahp_profile_t *p = set ? ahp_profiles_get(set, profile) : NULL;
+	if (p == NULL) {
+		fprintf(stderr, "sandboxd: unknown profile '%s' (profiles are read from %s)\n%s",
+		        profile, dir, errs.buf ? errs.buf : "");
+		ec = S_EXIT_USAGE;
+		goto out;
+	}
+	if (strncmp(cfg->endpoint, "ipc://", 6) == 0) {
+		struct stat st;
+		if (stat(cfg->endpoint + 6, &st) != 0) {
+			fprintf(stderr, "sandboxd: the daemon is not running (no socket %s)\n",
+			        cfg->endpoint + 6);
+			goto out;
+		}
+	}
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	zctx = zmq_ctx_new();
+	cl = zctx ? ahp_rpc_client_new(zctx, cfg->endpoint) : NULL;
+	if (cl == NULL || sigfd < 0) {
+		fprintf(stderr, "sandboxd: cannot connect to %s\n", cfg->endpoint);
+		goto out;
+	}
+
+	ahp_random_id("cli-", run_id, sizeof(run_id));
+	Ahp__Sbx__Limits lim = AHP__SBX__LIMITS__INIT;
+	lim.memory_mb = p->sandbox.memory_mb;
+	lim.pids_max = p->sandbox.pids_max;
+	lim.cpu_seconds = p->sandbox.cpu_seconds;
+	lim.timeout_s = p->sandbox.timeout_s;
+	lim.output_kb = p->sandbox.output_kb;
+	Ahp__Sbx__CreateRequest cr = AHP__SBX__CREATE_REQUEST__INIT;
+	cr.run_id = run_id;
+	cr.profile = p->name;
+	cr.limits = &lim;
+	cr.network = p->sandbox.network == AHP_NET_PROXY ? AHP__SBX__NETWORK_MODE__NET_PROXY
+	                                                 : AHP__SBX__NETWORK_MODE__NET_NONE;
+	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
+	req.body_case = AHP__SBX__REQUEST__BODY_CREATE;
+	req.create = &cr;
+	Ahp__Sbx__Reply *rep = s_call(cl, sigfd, &req, S_CALL_MS, &ec);
+	if (rep == NULL)
+		goto out;
+	created = true; /* even a failed Create may leave state to clean */
+	if (s_reply_failed(rep, "create")) {
+		ahp__sbx__reply__free_unpacked(rep, NULL);
+		ec = S_EXIT_UNREACHABLE;
+		goto out;
+	}
+	ahp__sbx__reply__free_unpacked(rep, NULL);
+
+	uint32_t t = timeout > 0 ? (uint32_t)timeout : p->sandbox.timeout_s;
+	Ahp__Sbx__ExecRequest er = AHP__SBX__EXEC_REQUEST__INIT;
+	er.sandbox_id = run_id;
+	er.exec_id = (char *)"cli-1";
+	er.command = cmd;
+	er.timeout_s = t;
+	req.body_case = AHP__SBX__REQUEST__BODY_EXEC;
+	req.exec = &er;
+	/* the command's own timeout, plus time to start and to collect */
+	rep = s_call(cl, sigfd, &req, (int)(t + 30) * 1000, &ec);
+	if (rep == NULL)
+		goto out;
+	if (s_reply_failed(rep, "exec") || rep->exec == NULL) {
+		ahp__sbx__reply__free_unpacked(rep, NULL);
+		ec = S_EXIT_UNREACHABLE;
+		goto out;
+	}
+	Ahp__Sbx__ExecResult *r = rep->exec;
+	fflush(stdout);
+	s_write_all(1, r->stdout.data, r->stdout.len);
+	s_write_all(2, r->stderr.data, r->stderr.len);
+	if (r->truncated)
+		fprintf(stderr, "sandboxd: output truncated at %u KiB per stream\n",
+		        p->sandbox.output_kb);
+	static const char *const kb[] = {"none", "timeout", "memory", "pids", "cpu"};
+	if (r->killed_by > 0 && (unsigned)r->killed_by < 5)
+		fprintf(stderr, "sandboxd: limit reached: %s\n", kb[r->killed_by]);
+	ec = r->exit_code >= 0 && r->exit_code <= 255 ? r->exit_code : 125;
+	ahp__sbx__reply__free_unpacked(rep, NULL);
+out:
+	if (created && cl != NULL) {
+		s_destroy(cl, -1, run_id, keep);
+		if (keep)
+			fprintf(stderr, "sandboxd: workspace kept at %s/workspaces/%s\n",
+			        cfg->state_dir, run_id);
+	}
+	ahp_rpc_client_destroy(&cl);
+	if (zctx != NULL)
+		zmq_ctx_term(zctx);
+	if (sigfd >= 0)
+		close(sigfd);
+	ahp_profiles_destroy(&set);
+	free(errs.buf);
+	free(cmd);
+	return ec;
+}

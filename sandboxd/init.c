@@ -1,0 +1,852 @@
+/* A sandbox's init (pid 1 inside): builds the root, drops every privilege, runs commands on order.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <sys/fsuid.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include <linux/securebits.h>
+#include <linux/seccomp.h>
+
+#include "sbx.h"
+
+/*
+ * init is clone()d from sandboxd, a multi-threaded process (ZeroMQ's I/O
+ * thread), without exec. Another thread may have held a libc lock (malloc,
+ * stdio) at that instant, so init never calls malloc or stdio: buffers come
+ * from mmap, messages are formatted with snprintf into stack arrays, and
+ * commands are started with clone(CLONE_VM|CLONE_VFORK) like posix_spawn.
+ */
+
+#define S_CTL_FD 3
+#define S_STACK_SIZE (256 * 1024)
+#define S_GRACE_MS 25 /* after the shell exits, how long to wait for pipe EOF */
+
+static int s_ctl = -1;
+static int s_errfd = 2;
+static int s_devnull = -1;
+static int s_sigfd = -1;
+static const sbx_init_args_t *s_args;
+
+/* mmap'd buffers: the order in, the captured output out. */
+static uint8_t *s_inbuf;
+static size_t s_inbuf_len;
+static uint8_t *s_out[2];
+static size_t s_out_cap = SBX_OUTPUT_KB_MAX * 1024;
+static uint8_t *s_stack;
+static char s_cwd[SBX_CWD_MAX];
+
+static void
+s_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+static const char *
+s_errname(int e)
+{
+	const char *n = strerrorname_np(e);
+	return n != NULL ? n : "E?";
+}
+
+/* Reports a setup failure to sandboxd (and its log) and exits. */
+static void __attribute__((noreturn, format(printf, 1, 2))) s_fail(const char *fmt, ...)
+{
+	int e = errno;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	n += snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s", s_errname(e));
+	if ((size_t)n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	sbx_ctl_hdr_t h = {SBX_CTL_FAIL, (uint32_t)n};
+	struct iovec iov[2] = {{&h, sizeof(h)}, {msg, (size_t)n}};
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+	if (s_ctl >= 0)
+		(void)sendmsg(s_ctl, &mh, MSG_NOSIGNAL);
+	char line[600];
+	int l = snprintf(line, sizeof(line), "sandboxd-init: %.*s\n", n, msg);
+	if (l > 0)
+		s_write_all(s_errfd, line, (size_t)l < sizeof(line) ? (size_t)l : sizeof(line) - 1);
+	_exit(1);
+}
+
+static uint64_t
+s_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void *
+s_map(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		s_fail("mmap %zu", len);
+	return p;
+}
+
+/* ---------------------------------------------------------------- setup -- */
+
+static int
+s_fsmount(const char *type, const char *size, const char *mode, unsigned attrs)
+{
+	int fs = fsopen(type, FSOPEN_CLOEXEC);
+	if (fs < 0)
+		s_fail("fsopen %s", type);
+	if (size != NULL && fsconfig(fs, FSCONFIG_SET_STRING, "size", size, 0) != 0)
+		s_fail("fsconfig %s size", type);
+	if (mode != NULL && fsconfig(fs, FSCONFIG_SET_STRING, "mode", mode, 0) != 0)
+		s_fail("fsconfig %s mode", type);
+	if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0)
+		s_fail("fsconfig %s create", type);
+	int m = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
+	if (m < 0)
+		s_fail("fsmount %s", type);
+	close(fs);
+	return m;
+}
+
+static void
+s_setattr(int fd, const char *path, unsigned flags, uint64_t set, const char *what)
+{
+	struct mount_attr a = {.attr_set = set};
+	if (mount_setattr(fd, path, flags, &a, sizeof(a)) != 0)
+		s_fail("mount_setattr %s", what);
+}
+
+/* A detached clone of a host path with the plan's flags applied. -1 when an
+ * optional source is missing. */
+static int
+s_clone_src(const char *src, int flags)
+{
+	int fd = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	if (fd < 0) {
+		if ((flags & SBX_MNT_F_OPTIONAL) && errno == ENOENT)
+			return -1;
+		s_fail("open_tree %s", src);
+	}
+	uint64_t set = MOUNT_ATTR_NOSUID;
+	if (!(flags & SBX_MNT_F_DEV))
+		set |= MOUNT_ATTR_NODEV;
+	if (flags & SBX_MNT_F_RO)
+		set |= MOUNT_ATTR_RDONLY;
+	s_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, set, src);
+	return fd;
+}
+
+/* mkdir -p of a relative path under root (components created 0755). */
+static void
+s_mkdirs(int root, const char *rel, unsigned mode)
+{
+	char p[256];
+	if (snprintf(p, sizeof(p), "%s", rel) >= (int)sizeof(p))
+		s_fail("path too long %s", rel);
+	for (char *s = strchr(p, '/'); s != NULL; s = strchr(s + 1, '/')) {
+		*s = '\0';
+		if (mkdirat(root, p, 0755) != 0 && errno != EEXIST)
+			s_fail("mkdir %s", p);
+		*s = '/';
+	}
+	if (mkdirat(root, p, mode) != 0 && errno != EEXIST)
+		s_fail("mkdir %s", p);
+}
+
+/* Makes the mount point for dst: a directory, or an empty file. Existing
+ * entries (inside a read-only bind such as /etc) are used as they are. */
+static void
+s_mountpoint(int root, const char *dst, bool file)
+{
+	struct stat st;
+	if (fstatat(root, dst, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return;
+	if (!file) {
+		s_mkdirs(root, dst, 0755);
+		return;
+	}
+	const char *slash = strrchr(dst, '/');
+	if (slash != NULL) {
+		char parent[256];
+		snprintf(parent, sizeof(parent), "%.*s", (int)(slash - dst), dst);
+		s_mkdirs(root, parent, 0755);
+	}
+	int fd = openat(root, dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444);
+	if (fd < 0)
+		s_fail("create %s", dst);
+	close(fd);
+}
+
+static void
+s_attach(int src, int root, const char *dst)
+{
+	if (move_mount(src, "", root, dst, MOVE_MOUNT_F_EMPTY_PATH) != 0)
+		s_fail("move_mount %s", dst);
+	close(src);
+}
+
+static void
+s_build_root(void)
+{
+	const sbx_plan_t *plan = s_args->plan;
+	int src[SBX_MNT_MAX];
+
+	/* Every host source is cloned while init still has host-root file
+	 * access (the state dir is 0700 root): afterwards it works with the
+	 * sandbox uid, which the host treats as nobody in particular. */
+	for (int i = 0; i < plan->n; i++) {
+		const sbx_mnt_t *m = &plan->m[i];
+		src[i] = -1;
+		if (m->kind == SBX_MNT_BIND)
+			src[i] = s_clone_src(m->src, m->flags);
+		else if (m->kind == SBX_MNT_WORKSPACE)
+			src[i] = s_clone_src(s_args->workspace, 0);
+		else if (m->kind == SBX_MNT_MASK)
+			src[i] = s_clone_src("/dev/null", SBX_MNT_F_DEV | SBX_MNT_F_RO);
+	}
+	int rootdir = open(s_args->root_dir, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (rootdir < 0)
+		s_fail("open %s", s_args->root_dir);
+
+	/* Files created in a tmpfs of this user namespace need an fsuid mapped
+	 * in it (host root is not), and a new tmpfs root belongs to the fsuid
+	 * that creates it: from here on, files are made as the agent. */
+	setfsgid(SBX_INSIDE_UID);
+	setfsuid(SBX_INSIDE_UID);
+	if ((uid_t)setfsuid((uid_t)-1) != SBX_INSIDE_UID)
+		s_fail("setfsuid");
+
+	int root = s_fsmount("tmpfs", "1m", "0755", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+	if (move_mount(root, "", rootdir, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) !=
+	    0)
+		s_fail("move_mount root");
+	close(rootdir);
+
+	for (int i = 0; i < plan->n; i++) {
+		const sbx_mnt_t *m = &plan->m[i];
+		struct stat st;
+		char sz[32], mode[16];
+		int fd;
+		switch (m->kind) {
+		case SBX_MNT_DIR:
+			s_mkdirs(root, m->dst, m->mode);
+			break;
+		case SBX_MNT_SYMLINK:
+			if (symlinkat(m->src, root, m->dst) != 0 && errno != EEXIST)
+				s_fail("symlink %s", m->dst);
+			break;
+		case SBX_MNT_BIND:
+		case SBX_MNT_WORKSPACE:
+			if (src[i] < 0)
+				break; /* optional and absent */
+			s_mountpoint(root, m->dst, (m->flags & SBX_MNT_F_FILE) != 0);
+			s_attach(src[i], root, m->dst);
+			break;
+		case SBX_MNT_TMPFS:
+			snprintf(sz, sizeof(sz), "%uk", m->size_kb);
+			snprintf(mode, sizeof(mode), "%o", m->mode);
+			fd = s_fsmount("tmpfs", sz, mode, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+			s_mountpoint(root, m->dst, false);
+			s_attach(fd, root, m->dst);
+			break;
+		case SBX_MNT_PROC:
+			fd = s_fsmount("proc", NULL, NULL,
+			               MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+			s_mountpoint(root, m->dst, false);
+			s_attach(fd, root, m->dst);
+			break;
+		case SBX_MNT_MASK:
+			if (fstatat(root, m->dst, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+			    S_ISDIR(st.st_mode)) {
+				close(src[i]);
+				break;
+			}
+			s_attach(src[i], root, m->dst);
+			break;
+		case SBX_MNT_RDONLY:
+			fd = open_tree(root, m->dst,
+			               OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+			if (fd < 0) {
+				if (errno == ENOENT && (m->flags & SBX_MNT_F_OPTIONAL))
+					break;
+				s_fail("open_tree %s", m->dst);
+			}
+			s_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE,
+			          MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, m->dst);
+			s_attach(fd, root, m->dst);
+			break;
+		case SBX_MNT_SEAL:
+			s_setattr(root, m->dst, 0, MOUNT_ATTR_RDONLY, m->dst);
+			break;
+		default:
+			errno = EINVAL;
+			s_fail("plan entry %d", i);
+		}
+	}
+	s_setattr(root, "", AT_EMPTY_PATH, MOUNT_ATTR_RDONLY, "/");
+
+	/* pivot_root(".", ".") stacks the old root on the new one; detaching
+	 * it leaves only the sandbox tree (runc's trick, no temp directory). */
+	if (fchdir(root) != 0)
+		s_fail("fchdir root");
+	if (syscall(SYS_pivot_root, ".", ".") != 0)
+		s_fail("pivot_root");
+	if (umount2(".", MNT_DETACH) != 0)
+		s_fail("umount old root");
+	if (chdir("/") != 0)
+		s_fail("chdir /");
+	close(root);
+}
+
+static int
+s_network(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		s_fail("socket");
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	memcpy(ifr.ifr_name, "lo", 3);
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0)
+		s_fail("SIOCGIFFLAGS lo");
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
+		s_fail("SIOCSIFFLAGS lo");
+	close(s);
+	if (s_args->network != AHP__SBX__NETWORK_MODE__NET_PROXY)
+		return -1;
+
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (l < 0)
+		s_fail("socket listener");
+	int one = 1;
+	(void)setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(SBX_PROXY_PORT)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(l, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		s_fail("bind 127.0.0.1:%d", SBX_PROXY_PORT);
+	if (listen(l, 128) != 0)
+		s_fail("listen");
+	return l;
+}
+
+static void
+s_drop_privileges(void)
+{
+	/* Lock the uid-0 special cases off for good, while CAP_SETPCAP is held. */
+	if (prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+	                                 SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
+	                                 SECBIT_NO_CAP_AMBIENT_RAISE |
+	                                 SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED) != 0)
+		s_fail("securebits");
+	for (int c = 0; c <= 63; c++)
+		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EINVAL)
+			s_fail("capbset drop %d", c);
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
+		s_fail("ambient clear");
+	if (setresgid(SBX_INSIDE_UID, SBX_INSIDE_UID, SBX_INSIDE_UID) != 0)
+		s_fail("setresgid");
+	if (setresuid(SBX_INSIDE_UID, SBX_INSIDE_UID, SBX_INSIDE_UID) != 0)
+		s_fail("setresuid");
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capset, &hdr, data) != 0)
+		s_fail("capset");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		s_fail("no_new_privs");
+	/* Commands share the agent uid: not dumpable keeps them out of init's
+	 * /proc entries and memory. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		s_fail("dumpable");
+	/* Credential changes clear the parent-death signal: set it last. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+		s_fail("pdeathsig");
+}
+
+static void
+s_send_ready(int listener)
+{
+	sbx_ctl_hdr_t h = {SBX_CTL_READY, 0};
+	struct iovec iov = {&h, sizeof(h)};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (listener >= 0) {
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.buf;
+		mh.msg_controllen = sizeof(u.buf);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &listener, sizeof(int));
+	}
+	if (sendmsg(s_ctl, &mh, MSG_NOSIGNAL) < 0)
+		s_fail("send ready");
+	if (listener >= 0)
+		close(listener); /* sandboxd holds the only copy now */
+}
+
+/* ----------------------------------------------------------------- exec -- */
+
+typedef struct {
+	const char *cmd;
+	const char *cwd;
+	const sbx_ctl_exec_t *o;
+	int outw, errw;
+	volatile int err;
+	const char *volatile step;
+} s_child_t;
+
+/* Runs on its own stack in init's memory until execve (CLONE_VFORK keeps
+ * init suspended meanwhile): only async-signal-safe system calls here. */
+static int
+s_child(void *arg)
+{
+	s_child_t *c = arg;
+	sigset_t none;
+	sigemptyset(&none);
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	sigaction(SIGPIPE, &dfl, NULL);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+
+	c->step = "setsid";
+	if (setsid() < 0)
+		goto fail;
+	c->step = "dup2";
+	if (dup2(s_devnull, 0) < 0 || dup2(c->outw, 1) < 0 || dup2(c->errw, 2) < 0)
+		goto fail;
+	syscall(SYS_close_range, 3u, ~0u, 0u);
+	if (chdir(c->cwd) != 0 && chdir("/workspace") != 0)
+		(void)chdir("/");
+
+	c->step = "setrlimit";
+	struct rlimit cpu = {c->o->cpu_seconds, (rlim_t)c->o->cpu_seconds + 1};
+	struct rlimit fsz = {c->o->file_size, c->o->file_size};
+	struct rlimit nof = {c->o->open_files, c->o->open_files};
+	struct rlimit core = {0, 0};
+	if (setrlimit(RLIMIT_CPU, &cpu) != 0 || setrlimit(RLIMIT_FSIZE, &fsz) != 0 ||
+	    setrlimit(RLIMIT_NOFILE, &nof) != 0 || setrlimit(RLIMIT_CORE, &core) != 0)
+		goto fail;
+	/* init runs at -999 so the OOM killer prefers commands; give them the
+	 * normal score back (raising it needs no privilege). */
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)!write(fd, "0", 1);
+		close(fd);
+	}
+	/* Traced so init sees the shell's exit (and its cwd) on a side channel. */
+	c->step = "ptrace";
+	if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0)
+		goto fail;
+	c->step = "seccomp";
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, s_args->filter) != 0)
+		goto fail;
+	char *argv[] = {(char *)"sh", (char *)"-c", (char *)c->cmd, NULL};
+	c->step = "execve /bin/sh";
+	execve("/bin/sh", argv, s_args->env);
+fail:
+	c->err = errno;
+	_exit(127);
+}
+
+typedef struct {
+	int fd;
+	size_t len;
+	bool eof;
+} s_stream_t;
+
+static void
+s_drain(s_stream_t *s, uint8_t *buf, bool *truncated)
+{
+	static uint8_t scratch[16384];
+	for (;;) {
+		ssize_t n;
+		if (s->len < s_out_cap)
+			n = read(s->fd, buf + s->len, s_out_cap - s->len);
+		else
+			n = read(s->fd, scratch, sizeof(scratch));
+		if (n > 0) {
+			if (s->len < s_out_cap)
+				s->len += (size_t)n;
+			else
+				*truncated = true; /* keep reading so the writer never blocks */
+			continue;
+		}
+		if (n == 0)
+			s->eof = true;
+		else if (errno == EINTR)
+			continue;
+		else if (errno != EAGAIN)
+			s->eof = true;
+		return;
+	}
+}
+
+/* Valid UTF-8 without control characters: cwd goes into a proto3 string. */
+static bool
+s_clean_path(const char *p, size_t n)
+{
+	if (n == 0 || p[0] != '/')
+		return false;
+	for (size_t i = 0; i < n;) {
+		unsigned char c = (unsigned char)p[i];
+		if (c < 0x20 || c == 0x7f)
+			return false;
+		size_t k = c < 0x80         ? 1
+		           : (c >> 5) == 6  ? 2
+		           : (c >> 4) == 14 ? 3
+		           : (c >> 3) == 30 ? 4
+		                            : 0;
+		if (k == 0 || i + k > n)
+			return false;
+		for (size_t j = 1; j < k; j++)
+			if (((unsigned char)p[i + j] >> 6) != 2)
+				return false;
+		i += k;
+	}
+	return true;
+}
+
+/* The shell's current directory, read from /proc while it is stopped at
+ * exit (or still running, on timeout). Empty when unknown or unusable. */
+static void
+s_read_cwd(pid_t pid, char *out, size_t len)
+{
+	char link[64], buf[SBX_CWD_MAX + 16];
+	out[0] = '\0';
+	snprintf(link, sizeof(link), "/proc/%d/cwd", (int)pid);
+	ssize_t n = readlink(link, buf, sizeof(buf) - 1);
+	if (n <= 0 || (size_t)n >= len)
+		return;
+	buf[n] = '\0';
+	struct stat st;
+	/* " (deleted)" paths, paths outside our root, odd bytes: keep the old cwd */
+	if (!s_clean_path(buf, (size_t)n) || stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
+		return;
+	memcpy(out, buf, (size_t)n + 1);
+}
+
+static void
+s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
+{
+	int outp[2], errp[2];
+	bool truncated = false, timed_out = false, shell_done = false, opts_set = false;
+	char newcwd[SBX_CWD_MAX];
+	newcwd[0] = '\0';
+	int wstatus = 0;
+	struct rusage ru;
+	memset(&ru, 0, sizeof(ru));
+	uint32_t flags = 0;
+
+	s_out_cap = o->output_cap;
+	if (pipe2(outp, O_CLOEXEC) != 0)
+		s_fail("pipe");
+	if (pipe2(errp, O_CLOEXEC) != 0)
+		s_fail("pipe");
+	s_child_t c = {.cmd = cmd, .cwd = cwd, .o = o, .outw = outp[1], .errw = errp[1]};
+	uint64_t t0 = s_mono_ms();
+	pid_t pid = clone(s_child, s_stack + S_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
+	int spawn_errno = pid < 0 ? errno : c.err;
+	close(outp[1]);
+	close(errp[1]);
+	s_stream_t st[2] = {{outp[0], 0, false}, {errp[0], 0, false}};
+	fcntl(outp[0], F_SETFL, O_NONBLOCK);
+	fcntl(errp[0], F_SETFL, O_NONBLOCK);
+
+	if (pid < 0) {
+		flags |= SBX_DONE_NOSPAWN;
+		shell_done = true;
+		wstatus = 127 << 8;
+		int n = snprintf((char *)s_out[1], s_out_cap,
+		                 "sandboxd: cannot start /bin/sh: %s\n", s_errname(spawn_errno));
+		st[1].len = n > 0 ? (size_t)n < s_out_cap ? (size_t)n : s_out_cap : 0;
+		st[0].eof = st[1].eof = true;
+	} else if (spawn_errno != 0) {
+		char line[160];
+		int n = snprintf(line, sizeof(line), "sandboxd: %s: %s\n", c.step,
+		                 s_errname(spawn_errno));
+		if (n > 0)
+			s_write_all(s_errfd, line, (size_t)n);
+	}
+
+	uint64_t deadline = t0 + o->timeout_ms, exit_at = 0;
+	while (!(st[0].eof && st[1].eof && shell_done)) {
+		uint64_t now = s_mono_ms();
+		if (!shell_done && !timed_out && now >= deadline) {
+			/* Wall clock over: remember where the shell was, then kill
+			 * every process of the sandbox but us (pid 1 is exempt). */
+			s_read_cwd(pid, newcwd, sizeof(newcwd));
+			timed_out = true;
+			kill(-1, SIGKILL);
+		}
+		if (shell_done && now >= exit_at + S_GRACE_MS)
+			break; /* background jobs kept the pipes: stop reading */
+		int tmo;
+		if (shell_done)
+			tmo = (int)(exit_at + S_GRACE_MS - now);
+		else if (timed_out)
+			tmo = 1000;
+		else
+			tmo = (int)(deadline - now);
+		struct pollfd pf[4] = {
+		    {st[0].eof ? -1 : st[0].fd, POLLIN, 0},
+		    {st[1].eof ? -1 : st[1].fd, POLLIN, 0},
+		    {s_sigfd, POLLIN, 0},
+		    {s_ctl, 0, 0}, /* hang-up only: sandboxd gone */
+		};
+		int n = poll(pf, 4, tmo);
+		if (n < 0 && errno != EINTR)
+			s_fail("poll");
+		if (n <= 0)
+			continue;
+		if (pf[3].revents & (POLLHUP | POLLERR))
+			_exit(0); /* the kernel kills the rest of the pid namespace */
+		for (int i = 0; i < 2; i++)
+			if (pf[i].revents)
+				s_drain(&st[i], s_out[i], &truncated);
+		if (pf[2].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(s_sigfd, &si, sizeof(si)) == sizeof(si))
+				;
+			for (;;) {
+				int ws;
+				struct rusage r;
+				pid_t p = wait4(-1, &ws, WNOHANG | __WALL, &r);
+				if (p <= 0)
+					break;
+				if (p != pid)
+					continue; /* an orphan reparented to us */
+				if (WIFSTOPPED(ws)) {
+					int sig = WSTOPSIG(ws), ev = ws >> 16;
+					long inject = 0;
+					if (!opts_set && sig == SIGTRAP && ev == 0) {
+						/* the stop after execve: from now on
+						 * report exit, and exec as an event */
+						opts_set = true;
+						ptrace(PTRACE_SETOPTIONS, pid, NULL,
+						       (void *)(long)(PTRACE_O_TRACEEXIT |
+						                      PTRACE_O_TRACEEXEC |
+						                      PTRACE_O_EXITKILL));
+					} else if (ev == PTRACE_EVENT_EXIT) {
+						if (!timed_out)
+							s_read_cwd(pid, newcwd, sizeof(newcwd));
+					} else if (ev != 0) {
+						/* exec event: nothing to do */
+					} else if (sig != SIGSTOP && sig != SIGTSTP &&
+					           sig != SIGTTIN && sig != SIGTTOU) {
+						inject = sig; /* deliver the shell's signal */
+					}
+					ptrace(PTRACE_CONT, pid, NULL, (void *)inject);
+					continue;
+				}
+				wstatus = ws;
+				ru = r;
+				shell_done = true;
+				exit_at = s_mono_ms();
+			}
+		}
+	}
+	uint32_t duration = (uint32_t)(s_mono_ms() - t0);
+	close(st[0].fd);
+	close(st[1].fd);
+	if (timed_out)
+		flags |= SBX_DONE_TIMEOUT;
+	if (truncated)
+		flags |= SBX_DONE_TRUNCATED;
+
+	sbx_ctl_done_t d = {
+	    .wstatus = wstatus,
+	    .flags = flags,
+	    .duration_ms = duration,
+	    .out_len = (uint32_t)st[0].len,
+	    .err_len = (uint32_t)st[1].len,
+	    .cwd_len = (uint32_t)strlen(newcwd),
+	    .cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
+	              (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec,
+	};
+	if (d.cwd_len > 0)
+		memcpy(s_cwd, newcwd, d.cwd_len + 1);
+	sbx_ctl_hdr_t h = {SBX_CTL_DONE, (uint32_t)(sizeof(d) + d.out_len + d.err_len + d.cwd_len)};
+	struct iovec iov[5] = {{&h, sizeof(h)},
+	                       {&d, sizeof(d)},
+	                       {s_out[0], d.out_len},
+	                       {s_out[1], d.err_len},
+	                       {newcwd, d.cwd_len}};
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 5};
+	if (sendmsg(s_ctl, &mh, MSG_NOSIGNAL) < 0)
+		_exit(0); /* sandboxd is gone */
+	/* Give big outputs' pages back: they count against the memory limit. */
+	for (int i = 0; i < 2; i++)
+		if (st[i].len > 65536)
+			madvise(s_out[i], SBX_OUTPUT_KB_MAX * 1024, MADV_DONTNEED);
+}
+
+/* Validates one EXEC order from sandboxd and runs it. */
+static void
+s_on_order(size_t n)
+{
+	const sbx_ctl_hdr_t *h = (const sbx_ctl_hdr_t *)s_inbuf;
+	if (n < sizeof(*h) || h->len != n - sizeof(*h) || h->type != SBX_CTL_EXEC ||
+	    h->len < sizeof(sbx_ctl_exec_t)) {
+		errno = EPROTO;
+		s_fail("bad order");
+	}
+	sbx_ctl_exec_t o;
+	memcpy(&o, s_inbuf + sizeof(*h), sizeof(o));
+	if (o.cwd_len >= SBX_CWD_MAX || o.cmd_len > SBX_CMD_MAX ||
+	    (size_t)o.cwd_len + o.cmd_len != h->len - sizeof(o) ||
+	    o.output_cap > SBX_OUTPUT_KB_MAX * 1024u) {
+		errno = EPROTO;
+		s_fail("bad order sizes");
+	}
+	/* NUL-terminate in place: the buffer has room past the largest order. */
+	char *cwd = (char *)s_inbuf + sizeof(*h) + sizeof(o);
+	char *cmd = cwd + o.cwd_len + 1;
+	memmove(cmd, cwd + o.cwd_len, o.cmd_len);
+	cmd[o.cmd_len] = '\0';
+	cwd[o.cwd_len] = '\0';
+	if (o.cwd_len == 0)
+		cwd = s_cwd;
+	s_run(&o, cwd, cmd);
+}
+
+static void __attribute__((noreturn)) s_serve(void)
+{
+	for (;;) {
+		struct pollfd pf[2] = {{s_ctl, POLLIN, 0}, {s_sigfd, POLLIN, 0}};
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			s_fail("poll");
+		}
+		if (pf[1].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(s_sigfd, &si, sizeof(si)) == sizeof(si))
+				;
+			while (waitpid(-1, NULL, WNOHANG | __WALL) > 0)
+				; /* orphans of earlier commands */
+		}
+		if (pf[0].revents & POLLIN) {
+			ssize_t n = recv(s_ctl, s_inbuf, s_inbuf_len, MSG_TRUNC);
+			if (n == 0)
+				_exit(0);
+			if (n < 0) {
+				if (errno == EINTR || errno == EAGAIN)
+					continue;
+				_exit(0);
+			}
+			if ((size_t)n > s_inbuf_len - 2) {
+				errno = EMSGSIZE;
+				s_fail("order too large");
+			}
+			s_on_order((size_t)n);
+		} else if (pf[0].revents & (POLLHUP | POLLERR)) {
+			_exit(0);
+		}
+	}
+}
+
+int
+sbx_init_main(void *arg)
+{
+	s_args = arg;
+	s_errfd = s_args->errfd;
+	/* Dies with sandboxd; the pid namespace dies with us. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	setsid();
+
+	/* Only the control socket and the log survive from sandboxd's fds. */
+	if (s_args->ctl != S_CTL_FD && dup3(s_args->ctl, S_CTL_FD, O_CLOEXEC) < 0)
+		_exit(1);
+	s_ctl = S_CTL_FD;
+	if (s_errfd != 2 && dup2(s_errfd, 2) < 0)
+		_exit(1);
+	s_errfd = 2;
+	syscall(SYS_close_range, 4u, ~0u, 0u);
+	s_devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (s_devnull < 0)
+		s_fail("open /dev/null");
+	dup2(s_devnull, 0);
+	dup2(s_devnull, 1);
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_SETMASK, &mask, NULL);
+	struct sigaction ign = {.sa_handler = SIG_IGN};
+	sigaction(SIGPIPE, &ign, NULL);
+
+	s_inbuf_len =
+	    sizeof(sbx_ctl_hdr_t) + sizeof(sbx_ctl_exec_t) + SBX_CWD_MAX + SBX_CMD_MAX + 64;
+	s_inbuf = s_map(s_inbuf_len);
+	s_out[0] = s_map(SBX_OUTPUT_KB_MAX * 1024);
+	s_out[1] = s_map(SBX_OUTPUT_KB_MAX * 1024);
+	s_stack = s_map(S_STACK_SIZE);
+	memcpy(s_cwd, "/workspace", sizeof("/workspace"));
+
+	/* Wait until sandboxd has written our uid/gid maps and cgroups. */
+	sbx_ctl_hdr_t go;
+	ssize_t n = recv(s_ctl, &go, sizeof(go), 0);
+	if (n != (ssize_t)sizeof(go) || go.type != SBX_CTL_GO)
+		_exit(0);
+
+	/* A cgroup namespace rooted at the sandbox's own cgroup. */
+	if (unshare(CLONE_NEWCGROUP) != 0)
+		s_fail("unshare cgroup");
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+		s_fail("make / private");
+	s_build_root();
+	if (sethostname(SBX_HOSTNAME, strlen(SBX_HOSTNAME)) != 0)
+		s_fail("sethostname");
+	int listener = s_network();
+	s_drop_privileges();
+
+	s_sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (s_sigfd < 0)
+		s_fail("signalfd");
+	s_send_ready(listener);
+	s_serve();
+}

@@ -1,0 +1,1095 @@
+/* sandboxd's event loop: the RPC socket, every sandbox's control socket and relays, signals. */
+#include <errno.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "ahp/log.h"
+#include "ahp/rpc.h"
+#include "ahp/util.h"
+#include "sbx.h"
+
+#define S_RPC_MAX_MSG (1024 * 1024) /* commands over 256 KiB get ERR_BAD_REQUEST below this */
+#define S_RPC_BATCH 64              /* requests taken per loop turn */
+#define S_STOP_GRACE_MS 5000
+
+typedef struct {
+	sbx_sandbox_t *sbx;
+	ahp_rpc_req_t *req;
+	bool keep;
+} s_destroy_t;
+
+/* What a poll item belongs to. */
+enum { S_REF_RPC, S_REF_SIG, S_REF_CTL, S_REF_LISTEN, S_REF_RELAY_C, S_REF_RELAY_U };
+typedef struct {
+	int kind;
+	size_t sbx; /* index in self->sbx */
+	int relay;  /* index in the sandbox's relays */
+} s_ref_t;
+
+struct sbx_daemon {
+	sbx_config_t cfg;
+	void *zctx;
+	ahp_rpc_server_t *rpc;
+	int sigfd;
+	sbx_store_t *store;
+	sbx_plan_t *plan;
+	struct sock_fprog filter;
+	sbx_sandbox_t **sbx;
+	size_t n_sbx, cap_sbx;
+	uint8_t *slots; /* bitmap of uid slots in use (live or on disk) */
+	s_destroy_t *destroys;
+	size_t n_destroys, cap_destroys;
+	zmq_pollitem_t *items;
+	s_ref_t *refs;
+	size_t cap_items;
+	bool stopping;
+};
+
+/* ------------------------------------------------------------ validators -- */
+
+bool
+sbx_valid_id(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n == 0 || n > SBX_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* Exec ids become file names: a small charset and no leading dot. */
+bool
+sbx_valid_exec_id(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n == 0 || n > SBX_EXEC_ID_MAX || s[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_' || c == '.' || c == ':'))
+			return false;
+	}
+	return true;
+}
+
+static bool
+s_valid_profile(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n > SBX_PROFILE_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return false;
+	return true;
+}
+
+/* protobuf-c turns string fields into C strings, so an embedded NUL would
+ * silently cut a command short. This walks the wire bytes with the message
+ * descriptors and reports any string field holding a NUL. */
+static bool
+s_wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	*v = 0;
+	for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return true;
+	}
+	return false;
+}
+
+static bool
+s_wire_has_nul(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len, int depth)
+{
+	const uint8_t *end = p + len;
+	if (depth > 8)
+		return false;
+	while (p < end) {
+		uint64_t key, v;
+		if (!s_wire_varint(&p, end, &key))
+			return false; /* malformed: the decoder reports it */
+		int wt = (int)(key & 7);
+		uint32_t num = (uint32_t)(key >> 3);
+		if (wt == 0) {
+			if (!s_wire_varint(&p, end, &v))
+				return false;
+		} else if (wt == 1 || wt == 5) {
+			size_t w = wt == 1 ? 8 : 4;
+			if ((size_t)(end - p) < w)
+				return false;
+			p += w;
+		} else if (wt == 2) {
+			if (!s_wire_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return false;
+			const ProtobufCFieldDescriptor *f =
+			    protobuf_c_message_descriptor_get_field(desc, num);
+			if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING &&
+			    memchr(p, 0, (size_t)v) != NULL)
+				return true;
+			if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+			    s_wire_has_nul(f->descriptor, p, (size_t)v, depth + 1))
+				return true;
+			p += v;
+		} else {
+			return false;
+		}
+	}
+	return false;
+}
+
+/* ---------------------------------------------------------------- replies -- */
+
+static void
+s_send(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Reply *rep)
+{
+	size_t len = ahp__sbx__reply__get_packed_size(rep);
+	uint8_t stackbuf[1024];
+	uint8_t *buf = len <= sizeof(stackbuf) ? stackbuf : malloc(len);
+	if (buf == NULL) {
+		ahp_rpc_req_free(req);
+		return;
+	}
+	ahp__sbx__reply__pack(rep, buf);
+	if (ahp_rpc_server_reply(self->rpc, req, buf, len) != 0)
+		log_warn("rpc: reply failed");
+	if (buf != stackbuf)
+		free(buf);
+}
+
+void
+sbx_reply_error(sbx_daemon_t *self, ahp_rpc_req_t **req, int status, const char *msg)
+{
+	if (req == NULL || *req == NULL)
+		return;
+	Ahp__Error e;
+	ahp_error_set(&e, status, msg);
+	Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
+	rep.error = &e;
+	s_send(self, req, &rep);
+}
+
+void
+sbx_reply_exec_packed(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8_t *res, size_t len)
+{
+	if (req == NULL || *req == NULL)
+		return;
+	/* Reply{exec = <res>}: field 3, length-delimited, wrapped by hand so a
+	 * stored result goes out without being decoded and re-encoded. */
+	uint8_t *buf = malloc(len + 11);
+	if (buf == NULL) {
+		ahp_rpc_req_free(req);
+		return;
+	}
+	size_t n = 0;
+	buf[n++] = (3 << 3) | 2;
+	uint64_t v = len;
+	do {
+		buf[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v != 0);
+	memcpy(buf + n, res, len);
+	if (ahp_rpc_server_reply(self->rpc, req, buf, n + len) != 0)
+		log_warn("rpc: reply failed");
+	free(buf);
+}
+
+void
+sbx_reply_exec(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__ExecResult *res)
+{
+	Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
+	rep.body_case = AHP__SBX__REPLY__BODY_EXEC;
+	rep.exec = (Ahp__Sbx__ExecResult *)res;
+	s_send(self, req, &rep);
+}
+
+void
+sbx_reply_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool existed)
+{
+	Ahp__Sbx__CreateReply cr = AHP__SBX__CREATE_REPLY__INIT;
+	cr.sandbox_id = (char *)id;
+	cr.existed = existed;
+	Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
+	rep.body_case = AHP__SBX__REPLY__BODY_CREATE;
+	rep.create = &cr;
+	s_send(self, req, &rep);
+}
+
+static void
+s_reply_destroyed(sbx_daemon_t *self, ahp_rpc_req_t **req)
+{
+	Ahp__Sbx__DestroyReply dr = AHP__SBX__DESTROY_REPLY__INIT;
+	Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
+	rep.body_case = AHP__SBX__REPLY__BODY_DESTROY;
+	rep.destroy = &dr;
+	s_send(self, req, &rep);
+}
+
+/* -------------------------------------------------------------- accessors -- */
+
+const sbx_config_t *
+sbx_daemon_config(const sbx_daemon_t *self)
+{
+	return &self->cfg;
+}
+
+sbx_store_t *
+sbx_daemon_store(sbx_daemon_t *self)
+{
+	return self->store;
+}
+
+const sbx_plan_t *
+sbx_daemon_plan(const sbx_daemon_t *self)
+{
+	return self->plan;
+}
+
+const struct sock_fprog *
+sbx_daemon_filter(const sbx_daemon_t *self)
+{
+	return &self->filter;
+}
+
+/* ------------------------------------------------------------------ slots -- */
+
+static void
+s_slot_set(sbx_daemon_t *self, uint32_t slot, bool used)
+{
+	if (slot >= self->cfg.uid_count)
+		return;
+	if (used)
+		self->slots[slot / 8] |= (uint8_t)(1u << (slot % 8));
+	else
+		self->slots[slot / 8] &= (uint8_t) ~(1u << (slot % 8));
+}
+
+static int
+s_slot_alloc(sbx_daemon_t *self, uint32_t *slot)
+{
+	for (uint32_t i = 0; i < self->cfg.uid_count; i++) {
+		if (!(self->slots[i / 8] & (1u << (i % 8)))) {
+			s_slot_set(self, i, true);
+			*slot = i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static void
+s_mark_slot(void *arg, const char *id, const sbx_meta_t *meta)
+{
+	(void)id;
+	s_slot_set(arg, meta->slot, true);
+}
+
+/* ------------------------------------------------------------- sandboxes -- */
+
+static sbx_sandbox_t *
+s_find(sbx_daemon_t *self, const char *id)
+{
+	for (size_t i = 0; i < self->n_sbx; i++)
+		if (strcmp(sbx_sandbox_id(self->sbx[i]), id) == 0)
+			return self->sbx[i];
+	return NULL;
+}
+
+/* Removes a dead, fully reaped sandbox from the array (RPC phase only). */
+static void
+s_drop(sbx_daemon_t *self, sbx_sandbox_t *s)
+{
+	for (size_t i = 0; i < self->n_sbx; i++) {
+		if (self->sbx[i] != s)
+			continue;
+		sbx_sandbox_destroy(&self->sbx[i]);
+		self->sbx[i] = self->sbx[--self->n_sbx];
+		return;
+	}
+}
+
+static bool
+s_destroying(const sbx_daemon_t *self, const sbx_sandbox_t *s)
+{
+	for (size_t i = 0; i < self->n_destroys; i++)
+		if (self->destroys[i].sbx == s)
+			return true;
+	return false;
+}
+
+static int
+s_limit(uint32_t v, uint32_t def, uint32_t min, uint32_t max, const char *name, uint32_t *out,
+        char *err, size_t errlen)
+{
+	if (v == 0)
+		v = def;
+	if (v < min || v > max) {
+		snprintf(err, errlen, "limits.%s=%u is out of range [%u, %u]", name, v, min, max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int
+s_limits(const Ahp__Sbx__Limits *in, sbx_limits_t *out, char *err, size_t errlen)
+{
+	Ahp__Sbx__Limits zero = AHP__SBX__LIMITS__INIT;
+	if (in == NULL)
+		in = &zero;
+	if (s_limit(in->memory_mb, 256, 16, 1u << 20, "memory_mb", &out->memory_mb, err, errlen) ||
+	    s_limit(in->pids_max, 64, 8, 65536, "pids_max", &out->pids_max, err, errlen) ||
+	    s_limit(in->cpu_seconds, 10, 1, 86400, "cpu_seconds", &out->cpu_seconds, err, errlen) ||
+	    s_limit(in->timeout_s, 30, 1, 86400, "timeout_s", &out->timeout_s, err, errlen) ||
+	    s_limit(in->output_kb, 64, 1, SBX_OUTPUT_KB_MAX, "output_kb", &out->output_kb, err,
+	            errlen) ||
+	    s_limit(in->file_size_mb, 1024, 1, 1u << 20, "file_size_mb", &out->file_size_mb, err,
+	            errlen) ||
+	    s_limit(in->open_files, 1024, 16, 65536, "open_files", &out->open_files, err, errlen))
+		return -1;
+	return 0;
+}
+
+static int
+s_add_sandbox(sbx_daemon_t *self, sbx_sandbox_t *s)
+{
+	if (self->n_sbx == self->cap_sbx) {
+		size_t cap = self->cap_sbx ? self->cap_sbx * 2 : 16;
+		sbx_sandbox_t **n = realloc(self->sbx, cap * sizeof(*n));
+		if (n == NULL)
+			return -1;
+		self->sbx = n;
+		self->cap_sbx = cap;
+	}
+	self->sbx[self->n_sbx++] = s;
+	return 0;
+}
+
+/* Starts (or restarts around its workspace) the sandbox with this metadata.
+ * NULL with a reply already sent on failure. */
+static sbx_sandbox_t *
+s_start(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, const sbx_meta_t *meta,
+        uint32_t slot)
+{
+	char err[256];
+	sbx_sandbox_t *s = sbx_sandbox_new(self, id, meta, slot);
+	if (s == NULL || s_add_sandbox(self, s) != 0) {
+		sbx_sandbox_destroy(&s);
+		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, "out of memory");
+		return NULL;
+	}
+	if (sbx_sandbox_start(s, err, sizeof(err)) != 0) {
+		log_error("sandbox %s: start failed: %s", id, err);
+		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, err);
+		return NULL; /* stays listed until its init is reaped */
+	}
+	log_info("sandbox %s starting (profile=%s network=%s uid=%u)", id,
+	         meta->profile[0] ? meta->profile : "-",
+	         meta->network == AHP__SBX__NETWORK_MODE__NET_PROXY ? "proxy" : "none",
+	         (unsigned)(self->cfg.uid_base + slot));
+	return s;
+}
+
+/* A sandbox known only from disk (sandboxd restarted): bring it back. */
+static sbx_sandbox_t *
+s_revive(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id)
+{
+	sbx_meta_t meta;
+	if (sbx_store_meta_read(self->store, id, &meta) != 0 || meta.kept)
+		return NULL;
+	if (meta.slot >= self->cfg.uid_count) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL,
+		                "sandbox uid slot is outside uid_count");
+		return NULL;
+	}
+	s_slot_set(self, meta.slot, true);
+	return s_start(self, req, id, &meta, meta.slot);
+}
+
+/* ------------------------------------------------------------------ calls -- */
+
+static void
+s_on_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__CreateRequest *cr)
+{
+	char err[200];
+	if (!sbx_valid_id(cr->run_id)) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
+		                "run_id must match [A-Za-z0-9-]{1,64}");
+		return;
+	}
+	if (!s_valid_profile(cr->profile)) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
+		                "profile must match [a-z0-9-]{0,64}");
+		return;
+	}
+	if (cr->network != AHP__SBX__NETWORK_MODE__NET_NONE &&
+	    cr->network != AHP__SBX__NETWORK_MODE__NET_PROXY) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, "unknown network mode");
+		return;
+	}
+	sbx_meta_t meta;
+	memset(&meta, 0, sizeof(meta));
+	if (s_limits(cr->limits, &meta.lim, err, sizeof(err)) != 0) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, err);
+		return;
+	}
+	ahp_strlcpy(meta.profile, cr->profile ? cr->profile : "", sizeof(meta.profile));
+	meta.network = cr->network;
+
+	sbx_sandbox_t *s = s_find(self, cr->run_id);
+	if (s != NULL && sbx_sandbox_alive(s)) {
+		sbx_sandbox_wait_ready(s, req, true);
+		return;
+	}
+	if (s != NULL) {
+		if (s_destroying(self, s) || !sbx_sandbox_reap_cgroup(s)) {
+			sbx_reply_error(self, req, AHP__STATUS__ERR_CONFLICT,
+			                "the sandbox is being destroyed; retry");
+			return;
+		}
+		s_drop(self, s); /* died on its own: start it again */
+	}
+	/* On disk from before a restart (or kept): same workspace, same uid,
+	 * the limits and network the caller asks for now. */
+	sbx_meta_t old;
+	bool existed = sbx_store_meta_read(self->store, cr->run_id, &old) == 0;
+	uint32_t slot;
+	if (existed) {
+		if (old.slot >= self->cfg.uid_count) {
+			sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL,
+			                "sandbox uid slot is outside uid_count");
+			return;
+		}
+		slot = old.slot;
+		meta.created_ms = old.created_ms;
+		meta.execs = old.execs;
+		memcpy(meta.cwd, old.cwd, sizeof(meta.cwd));
+		s_slot_set(self, slot, true);
+	} else {
+		if (self->n_sbx >= self->cfg.max_sandboxes) {
+			sbx_reply_error(self, req, AHP__STATUS__ERR_LIMIT, "too many sandboxes");
+			return;
+		}
+		if (s_slot_alloc(self, &slot) != 0) {
+			sbx_reply_error(self, req, AHP__STATUS__ERR_LIMIT, "no free sandbox uid");
+			return;
+		}
+	}
+	s = s_start(self, req, cr->run_id, &meta, slot);
+	if (s != NULL)
+		sbx_sandbox_wait_ready(s, req, existed);
+	else if (!existed)
+		s_slot_set(self, slot, false);
+}
+
+static void
+s_on_exec(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__ExecRequest *er)
+{
+	if (!sbx_valid_id(er->sandbox_id)) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, "bad sandbox_id");
+		return;
+	}
+	if (!sbx_valid_exec_id(er->exec_id)) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
+		                "exec_id must match [A-Za-z0-9._:-]{1,128} and not start with '.'");
+		return;
+	}
+	size_t cl = er->command ? strlen(er->command) : 0;
+	if (cl == 0 || cl > SBX_CMD_MAX) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
+		                cl == 0 ? "command is empty" : "command is longer than 256 KiB");
+		return;
+	}
+	if (er->timeout_s > 86400) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
+		                "timeout_s is out of range [0, 86400]");
+		return;
+	}
+	sbx_sandbox_t *s = s_find(self, er->sandbox_id);
+	if (s != NULL && !sbx_sandbox_alive(s)) {
+		if (s_destroying(self, s) || !sbx_sandbox_reap_cgroup(s)) {
+			sbx_reply_error(self, req, AHP__STATUS__ERR_UNAVAILABLE,
+			                "the sandbox is stopping; retry");
+			return;
+		}
+		s_drop(self, s); /* died on its own: revived below */
+		s = NULL;
+	}
+	if (s == NULL) {
+		/* Not running: answer from the records, else bring it back. */
+		uint8_t *buf = NULL;
+		size_t len = 0;
+		int r = sbx_store_exec_lookup(self->store, er->sandbox_id, er->exec_id, &buf, &len);
+		if (r == 2) {
+			sbx_reply_exec_packed(self, req, buf, len);
+			free(buf);
+			return;
+		}
+		if (r == 1) {
+			sbx_reply_error(
+			    self, req, AHP__STATUS__ERR_INTERRUPTED,
+			    "the command's outcome was lost (sandboxd stopped while it ran); "
+			    "it is not run again");
+			return;
+		}
+		s = s_revive(self, req, er->sandbox_id);
+		if (s == NULL) {
+			sbx_reply_error(self, req, AHP__STATUS__ERR_NOT_FOUND, "unknown sandbox");
+			return;
+		}
+	}
+	sbx_sandbox_exec(s, req, er);
+}
+
+static void
+s_on_fetch(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__FetchRequest *fr)
+{
+	if (!sbx_valid_id(fr->sandbox_id) || !sbx_valid_exec_id(fr->exec_id)) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
+		                "bad sandbox_id or exec_id");
+		return;
+	}
+	sbx_sandbox_t *s = s_find(self, fr->sandbox_id);
+	if (s != NULL && sbx_sandbox_alive(s)) {
+		sbx_sandbox_fetch(s, req, fr->exec_id);
+		return;
+	}
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int r = sbx_store_exec_lookup(self->store, fr->sandbox_id, fr->exec_id, &buf, &len);
+	if (r == 2) {
+		/* a damaged record is reported as lost, never as a result */
+		Ahp__Sbx__ExecResult *res = ahp__sbx__exec_result__unpack(NULL, len, buf);
+		if (res != NULL)
+			sbx_reply_exec_packed(self, req, buf, len);
+		else
+			sbx_reply_error(self, req, AHP__STATUS__ERR_INTERRUPTED,
+			                "the stored result is damaged");
+		ahp__sbx__exec_result__free_unpacked(res, NULL);
+		free(buf);
+	} else if (r == 1) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERRUPTED,
+		                "the command's outcome was lost (sandboxd stopped while it ran)");
+	} else if (r == 0) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_NOT_FOUND,
+		                "no such sandbox or exec id");
+	} else {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, "cannot read exec records");
+	}
+}
+
+/* Removes on-disk state (or marks it kept) once a sandbox is gone. */
+static void
+s_forget(sbx_daemon_t *self, const char *id, const sbx_meta_t *meta, bool keep)
+{
+	if (keep || self->cfg.keep_workspaces) {
+		sbx_meta_t m = *meta;
+		m.kept = true;
+		if (sbx_store_meta_write(self->store, id, &m) != 0)
+			log_warn("sandbox %s: writing metadata: %s", id, strerror(errno));
+		return;
+	}
+	if (sbx_store_remove(self->store, id, (uid_t)(self->cfg.uid_base + meta->slot)) != 0)
+		log_warn("sandbox %s: removing its state failed", id);
+	s_slot_set(self, meta->slot, false);
+}
+
+static void
+s_on_destroy(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__DestroyRequest *dr)
+{
+	if (!sbx_valid_id(dr->sandbox_id)) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, "bad sandbox_id");
+		return;
+	}
+	sbx_sandbox_t *s = s_find(self, dr->sandbox_id);
+	if (s != NULL) {
+		if (self->n_destroys == self->cap_destroys) {
+			size_t cap = self->cap_destroys ? self->cap_destroys * 2 : 8;
+			s_destroy_t *n = realloc(self->destroys, cap * sizeof(*n));
+			if (n == NULL) {
+				sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL,
+				                "out of memory");
+				return;
+			}
+			self->destroys = n;
+			self->cap_destroys = cap;
+		}
+		/* Answered when its processes are gone (end of a loop turn). */
+		sbx_sandbox_kill(s, AHP__STATUS__ERR_CANCELLED, "the sandbox was destroyed");
+		self->destroys[self->n_destroys++] = (s_destroy_t){s, *req, dr->keep_workspace};
+		*req = NULL;
+		log_info("sandbox %s destroyed%s", dr->sandbox_id,
+		         dr->keep_workspace ? " (workspace kept)" : "");
+		return;
+	}
+	sbx_meta_t meta;
+	if (sbx_store_meta_read(self->store, dr->sandbox_id, &meta) != 0) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_NOT_FOUND, "unknown sandbox");
+		return;
+	}
+	s_forget(self, dr->sandbox_id, &meta, dr->keep_workspace);
+	log_info("sandbox %s destroyed (was not running)", dr->sandbox_id);
+	s_reply_destroyed(self, req);
+}
+
+typedef struct {
+	sbx_daemon_t *d;
+	Ahp__Sbx__SandboxInfo *infos;
+	Ahp__Sbx__SandboxInfo **ptrs;
+	char (*ids)[SBX_ID_MAX + 1];
+	char (*profiles)[SBX_PROFILE_MAX + 1];
+	size_t n, cap;
+} s_list_t;
+
+static void
+s_list_disk(void *arg, const char *id, const sbx_meta_t *meta)
+{
+	s_list_t *l = arg;
+	if (meta->kept || s_find(l->d, id) != NULL || l->n >= l->cap)
+		return;
+	Ahp__Sbx__SandboxInfo *i = &l->infos[l->n];
+	ahp__sbx__sandbox_info__init(i);
+	ahp_strlcpy(l->ids[l->n], id, sizeof(l->ids[0]));
+	ahp_strlcpy(l->profiles[l->n], meta->profile, sizeof(l->profiles[0]));
+	i->sandbox_id = l->ids[l->n];
+	i->profile = l->profiles[l->n];
+	i->network = meta->network;
+	i->created_ms = meta->created_ms;
+	i->execs = meta->execs;
+	l->ptrs[l->n] = i;
+	l->n++;
+}
+
+static void
+s_on_list(sbx_daemon_t *self, ahp_rpc_req_t **req)
+{
+	s_list_t l = {.d = self, .cap = self->n_sbx + self->cfg.max_sandboxes};
+	l.infos = calloc(l.cap, sizeof(*l.infos));
+	l.ptrs = calloc(l.cap, sizeof(*l.ptrs));
+	l.ids = calloc(l.cap, sizeof(*l.ids));
+	l.profiles = calloc(l.cap, sizeof(*l.profiles));
+	if (l.infos == NULL || l.ptrs == NULL || l.ids == NULL || l.profiles == NULL) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < self->n_sbx; i++) {
+		if (!sbx_sandbox_alive(self->sbx[i]))
+			continue;
+		ahp__sbx__sandbox_info__init(&l.infos[l.n]);
+		sbx_sandbox_info(self->sbx[i], &l.infos[l.n]);
+		l.ptrs[l.n] = &l.infos[l.n];
+		l.n++;
+	}
+	sbx_store_meta_each(self->store, s_list_disk, &l);
+	Ahp__Sbx__ListReply lr = AHP__SBX__LIST_REPLY__INIT;
+	lr.n_sandboxes = l.n;
+	lr.sandboxes = l.ptrs;
+	Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
+	rep.body_case = AHP__SBX__REPLY__BODY_LIST;
+	rep.list = &lr;
+	s_send(self, req, &rep);
+out:
+	free(l.infos);
+	free(l.ptrs);
+	free(l.ids);
+	free(l.profiles);
+}
+
+/* Dispatch: one entry per request kind; anything else is an unknown method. */
+static void
+s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
+{
+	ahp_rpc_req_t *r = *req;
+	if (self->stopping) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_UNAVAILABLE, "sandboxd is stopping");
+		return;
+	}
+	Ahp__Sbx__Request *m = ahp__sbx__request__unpack(NULL, r->body_len, r->body);
+	if (m == NULL) {
+		log_warn("rpc: undecodable request (%zu bytes)", r->body_len);
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, "malformed request");
+		return;
+	}
+	if (s_wire_has_nul(&ahp__sbx__request__descriptor, r->body, r->body_len, 0)) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
+		                "a string field contains a NUL byte");
+		ahp__sbx__request__free_unpacked(m, NULL);
+		return;
+	}
+	switch (m->body_case) {
+	case AHP__SBX__REQUEST__BODY_CREATE:
+		s_on_create(self, req, m->create);
+		break;
+	case AHP__SBX__REQUEST__BODY_EXEC:
+		s_on_exec(self, req, m->exec);
+		break;
+	case AHP__SBX__REQUEST__BODY_FETCH:
+		s_on_fetch(self, req, m->fetch);
+		break;
+	case AHP__SBX__REQUEST__BODY_DESTROY:
+		s_on_destroy(self, req, m->destroy);
+		break;
+	case AHP__SBX__REQUEST__BODY_LIST:
+		s_on_list(self, req);
+		break;
+	default:
+		sbx_reply_error(self, req, AHP__STATUS__ERR_UNKNOWN_METHOD,
+		                "absent or unknown request body");
+	}
+	ahp__sbx__request__free_unpacked(m, NULL);
+	if (*req != NULL) /* every path replies or takes the request */
+		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, "request not answered");
+}
+
+/* --------------------------------------------------------------- the loop -- */
+
+static void
+s_reap(sbx_daemon_t *self)
+{
+	for (;;) {
+		int status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+		if (pid <= 0)
+			return;
+		if (sbx_store_child_exited(self->store, pid, status))
+			continue;
+		for (size_t i = 0; i < self->n_sbx; i++)
+			if (sbx_sandbox_init_pid(self->sbx[i]) == pid) {
+				sbx_sandbox_on_init_exit(self->sbx[i], status);
+				break;
+			}
+	}
+}
+
+/* Finishes destroys whose sandboxes are gone and drops gone sandboxes. */
+static int
+s_collect(sbx_daemon_t *self)
+{
+	int waiting = 0;
+	for (size_t i = 0; i < self->n_sbx;) {
+		sbx_sandbox_t *s = self->sbx[i];
+		if (sbx_sandbox_alive(s)) {
+			i++;
+			continue;
+		}
+		if (!sbx_sandbox_reap_cgroup(s)) {
+			waiting++;
+			i++;
+			continue;
+		}
+		for (size_t k = 0; k < self->n_destroys;) {
+			s_destroy_t *dd = &self->destroys[k];
+			if (dd->sbx != s) {
+				k++;
+				continue;
+			}
+			s_forget(self, sbx_sandbox_id(s), sbx_sandbox_meta(s), dd->keep);
+			s_reply_destroyed(self, &dd->req);
+			self->destroys[k] = self->destroys[--self->n_destroys];
+		}
+		sbx_sandbox_destroy(&self->sbx[i]);
+		self->sbx[i] = self->sbx[--self->n_sbx];
+	}
+	return waiting;
+}
+
+static int
+s_grow_items(sbx_daemon_t *self, size_t need)
+{
+	if (need <= self->cap_items)
+		return 0;
+	size_t cap = need * 2;
+	zmq_pollitem_t *it = realloc(self->items, cap * sizeof(*it));
+	if (it == NULL)
+		return -1;
+	self->items = it;
+	s_ref_t *r = realloc(self->refs, cap * sizeof(*r));
+	if (r == NULL)
+		return -1;
+	self->refs = r;
+	self->cap_items = cap;
+	return 0;
+}
+
+static size_t
+s_build_poll(sbx_daemon_t *self)
+{
+	size_t n = 0, need = 2;
+	for (size_t i = 0; i < self->n_sbx; i++) {
+		sbx_relay_t **rel;
+		need += 2 + 2 * (size_t)sbx_sandbox_relays(self->sbx[i], &rel);
+	}
+	if (s_grow_items(self, need) != 0)
+		fatalx("out of memory for poll items");
+	self->items[n] = (zmq_pollitem_t){ahp_rpc_server_socket(self->rpc), 0, ZMQ_POLLIN, 0};
+	self->refs[n++] = (s_ref_t){S_REF_RPC, 0, 0};
+	self->items[n] = (zmq_pollitem_t){NULL, self->sigfd, ZMQ_POLLIN, 0};
+	self->refs[n++] = (s_ref_t){S_REF_SIG, 0, 0};
+	for (size_t i = 0; i < self->n_sbx; i++) {
+		sbx_sandbox_t *s = self->sbx[i];
+		sbx_relay_t **rel;
+		int nr = sbx_sandbox_relays(s, &rel);
+		/* relays first, in descending order: finishing one moves the last
+		 * into its slot, which was then already handled */
+		for (int k = nr - 1; k >= 0; k--) {
+			int cfd, ufd;
+			short cev, uev;
+			sbx_relay_events(rel[k], &cfd, &cev, &ufd, &uev);
+			self->items[n] = (zmq_pollitem_t){NULL, cfd, cev, 0};
+			self->refs[n++] = (s_ref_t){S_REF_RELAY_C, i, k};
+			self->items[n] = (zmq_pollitem_t){NULL, ufd, uev, 0};
+			self->refs[n++] = (s_ref_t){S_REF_RELAY_U, i, k};
+		}
+		int lfd = sbx_sandbox_listener_fd(s);
+		if (lfd >= 0) {
+			self->items[n] = (zmq_pollitem_t){NULL, lfd, ZMQ_POLLIN, 0};
+			self->refs[n++] = (s_ref_t){S_REF_LISTEN, i, 0};
+		}
+		int cfd = sbx_sandbox_ctl_fd(s);
+		if (cfd >= 0) {
+			self->items[n] = (zmq_pollitem_t){NULL, cfd, ZMQ_POLLIN, 0};
+			self->refs[n++] = (s_ref_t){S_REF_CTL, i, 0};
+		}
+	}
+	return n;
+}
+
+static void
+s_on_signals(sbx_daemon_t *self)
+{
+	struct signalfd_siginfo si;
+	while (read(self->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGCHLD:
+			break; /* reaped below */
+		case SIGTERM:
+		case SIGINT:
+			if (!self->stopping)
+				log_info("stopping (signal %u): destroying live sandboxes, keeping "
+				         "their workspaces",
+				         si.ssi_signo);
+			self->stopping = true;
+			break;
+		case SIGHUP:
+			log_info("SIGHUP: nothing to reload (limits come with each Create)");
+			break;
+		default:
+			break;
+		}
+	}
+	s_reap(self);
+}
+
+static void
+s_stop_all(sbx_daemon_t *self)
+{
+	for (size_t i = 0; i < self->n_sbx; i++)
+		if (sbx_sandbox_alive(self->sbx[i]))
+			sbx_sandbox_kill(self->sbx[i], AHP__STATUS__ERR_UNAVAILABLE,
+			                 "sandboxd is stopping");
+}
+
+int
+sbx_daemon_run(sbx_daemon_t *self)
+{
+	int64_t stop_deadline = 0;
+	for (;;) {
+		if (self->stopping) {
+			s_stop_all(self);
+			if (stop_deadline == 0)
+				stop_deadline = ahp_mono_ms() + S_STOP_GRACE_MS;
+			if (self->n_sbx == 0)
+				break;
+			if (ahp_mono_ms() > stop_deadline) {
+				log_warn("stopping: %zu sandboxes did not finish in time",
+				         self->n_sbx);
+				break;
+			}
+		}
+		/* Collect first: it reorders the sandbox array the poll refs index. */
+		int waiting = s_collect(self);
+		size_t n = s_build_poll(self);
+		long tmo = waiting || self->stopping ? 10 : -1;
+		if (zmq_poll(self->items, (int)n, tmo) < 0) {
+			if (zmq_errno() == EINTR)
+				continue;
+			log_error("zmq_poll: %s", zmq_strerror(zmq_errno()));
+			return -1;
+		}
+		/* Sandbox fds first: handling them never destroys another
+		 * sandbox, and a sandbox killed here keeps its slot in the array
+		 * until s_collect, so later refs stay valid. */
+		for (size_t k = 2; k < n; k++) {
+			short rev = self->items[k].revents;
+			if (rev == 0 && self->refs[k].kind != S_REF_RELAY_C)
+				continue;
+			s_ref_t *ref = &self->refs[k];
+			sbx_sandbox_t *s = self->sbx[ref->sbx];
+			switch (ref->kind) {
+			case S_REF_RELAY_C: {
+				short urev = self->items[k + 1].revents;
+				k++; /* the upstream item is handled with it */
+				if (rev == 0 && urev == 0)
+					break;
+				sbx_relay_t **rel;
+				int nr = sbx_sandbox_relays(s, &rel);
+				if (ref->relay < nr &&
+				    sbx_relay_io(rel[ref->relay], rev, urev) != 0)
+					sbx_sandbox_relay_done(s, ref->relay);
+				break;
+			}
+			case S_REF_LISTEN:
+				sbx_sandbox_on_accept(s);
+				break;
+			case S_REF_CTL:
+				sbx_sandbox_on_ctl(s);
+				break;
+			default:
+				break;
+			}
+		}
+		if (self->items[1].revents)
+			s_on_signals(self);
+		/* Always drain: ZMQ_POLLIN is edge-like after a partial drain. */
+		for (int i = 0; i < S_RPC_BATCH; i++) {
+			ahp_rpc_req_t *req = NULL;
+			if (ahp_rpc_server_recv(self->rpc, &req) <= 0)
+				break;
+			s_dispatch(self, &req);
+		}
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ lifecycle -- */
+
+sbx_daemon_t *
+sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
+{
+	sbx_daemon_t *self = calloc(1, sizeof(*self));
+	if (self == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	self->cfg = *cfg;
+	self->sigfd = -1;
+	self->slots = calloc(cfg->uid_count / 8 + 1, 1);
+	self->plan = calloc(1, sizeof(*self->plan));
+	if (self->slots == NULL || self->plan == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	/* Supplementary groups would follow init into every sandbox (a user
+	 * namespace cannot drop them once setgroups is denied): none at all. */
+	if (setgroups(0, NULL) != 0) {
+		snprintf(err, errlen, "setgroups: %s (sandboxd must run as root)", strerror(errno));
+		goto fail;
+	}
+	self->store = sbx_store_new(cfg->state_dir);
+	if (self->store == NULL) {
+		snprintf(err, errlen, "cannot use state_dir %s", cfg->state_dir);
+		goto fail;
+	}
+	if (sbx_plan_build(&self->cfg, self->store, self->plan, err, errlen) != 0)
+		goto fail;
+	if (sbx_seccomp_build(&self->filter) != 0) {
+		snprintf(err, errlen, "building the seccomp filter failed");
+		goto fail;
+	}
+	/* The instance name keeps two sandboxd's (two homes) apart in cgroups. */
+	uint32_t h = 2166136261u;
+	for (const char *p = cfg->state_dir; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	char inst[16];
+	snprintf(inst, sizeof(inst), "%08x", h);
+	if (sbx_cgroup_setup(inst) != 0) {
+		snprintf(err, errlen, "cgroups: need memory and pids controllers (see the log)");
+		goto fail;
+	}
+	sbx_store_meta_each(self->store, s_mark_slot, self);
+	sbx_store_sweep(self->store);
+
+	/* Signals arrive on a descriptor; block them before ZeroMQ starts its
+	 * threads so those inherit the mask. */
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	self->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (self->sigfd < 0) {
+		snprintf(err, errlen, "signalfd: %s", strerror(errno));
+		goto fail;
+	}
+	self->zctx = zmq_ctx_new();
+	if (self->zctx == NULL) {
+		snprintf(err, errlen, "zmq_ctx_new failed");
+		goto fail;
+	}
+	self->rpc = ahp_rpc_server_new(self->zctx, cfg->endpoint, S_RPC_MAX_MSG);
+	if (self->rpc == NULL) {
+		snprintf(err, errlen, "cannot serve on %s", cfg->endpoint);
+		goto fail;
+	}
+	log_info("serving on %s (cgroups %s, state %s, uid_base %u)", cfg->endpoint,
+	         sbx_cgroup_mode(), cfg->state_dir, cfg->uid_base);
+	return self;
+fail:
+	sbx_daemon_destroy(&self);
+	return NULL;
+}
+
+void
+sbx_daemon_destroy(sbx_daemon_t **self_p)
+{
+	if (self_p == NULL || *self_p == NULL)
+		return;
+	sbx_daemon_t *self = *self_p;
+	for (size_t i = 0; i < self->n_sbx; i++) {
+		pid_t pid = sbx_sandbox_init_pid(self->sbx[i]);
+		sbx_sandbox_kill(self->sbx[i], AHP__STATUS__ERR_UNAVAILABLE,
+		                 "sandboxd is stopping");
+		if (pid > 0) {
+			int st;
+			if (waitpid(pid, &st, 0) == pid)
+				sbx_sandbox_on_init_exit(self->sbx[i], st);
+		}
+		sbx_sandbox_destroy(&self->sbx[i]);
+	}
+	for (size_t i = 0; i < self->n_destroys; i++)
+		sbx_reply_error(self, &self->destroys[i].req, AHP__STATUS__ERR_UNAVAILABLE,
+		                "sandboxd is stopping");
+	free(self->destroys);
+	free(self->sbx);
+	ahp_rpc_server_destroy(&self->rpc);
+	if (self->zctx != NULL)
+		zmq_ctx_term(self->zctx);
+	if (self->sigfd >= 0)
+		close(self->sigfd);
+	sbx_store_destroy(&self->store);
+	free(self->filter.filter);
+	free(self->plan);
+	free(self->slots);
+	free(self->items);
+	free(self->refs);
+	free(self);
+	*self_p = NULL;
+}

@@ -1,0 +1,266 @@
+/* sandboxd: command line, configuration, and the serve / exec / policy modes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ahp/cfg.h"
+#include "ahp/log.h"
+#include "ahp/util.h"
+#include "sbx.h"
+
+const char *const sbx_version = AHP_VERSION;
+
+static const ahp_cfg_def_t s_cfg_defs[] = {
+    {"endpoint", AHP_CFG_STR, 0, 0, "", "RPC endpoint (default ipc://HOME/run/sandboxd.sock)"},
+    {"state_dir", AHP_CFG_STR, 0, 0, "",
+     "workspaces, sandbox metadata, exec results (default HOME/state/sandboxd)"},
+    {"proxy_socket", AHP_CFG_STR, 0, 0, "",
+     "unix socket the egress relay connects to (default HOME/run/credproxy.sock)"},
+    {"ro_bind", AHP_CFG_STR, 0, 0, "",
+     "comma-separated HOSTPATH:SANDBOXPATH read-only binds added to every sandbox"},
+    {"rootfs", AHP_CFG_STR, 0, 0, "",
+     "directory used as the sandbox root instead of the host allowlist (/usr, /bin, ...)"},
+    {"keep_workspaces", AHP_CFG_BOOL, 0, 0, "false", "never delete workspaces on Destroy"},
+    {"uid_base", AHP_CFG_INT, 1000, 2000000000, "200000",
+     "first host uid of the range sandboxes run as (uid 1000 inside)"},
+    {"uid_count", AHP_CFG_INT, 1, 1000000, "65536", "size of that range"},
+    {"tmp_mb", AHP_CFG_INT, 1, 65536, "256",
+     "size of each sandbox's /tmp (tmpfs; also charged to its memory limit)"},
+    {"max_sandboxes", AHP_CFG_INT, 1, 100000, "1024", "sandboxes alive at once"},
+    {"relay_header", AHP_CFG_BOOL, 0, 0, "false",
+     "send \"AHP-SANDBOX <id> <profile>\\r\\n\" upstream before relayed bytes"},
+    {"relay_max_conns", AHP_CFG_INT, 1, 4096, "64", "relayed connections per sandbox"},
+    {NULL, 0, 0, 0, NULL, NULL},
+};
+
+static void
+s_usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "usage: sandboxd [--home DIR] [--set key=value]... [serve]\n"
+	    "       sandboxd [--home DIR] exec --profile P [--keep] [--timeout S] -- CMD...\n"
+	    "       sandboxd [--home DIR] policy\n"
+	    "       sandboxd [--home DIR] --check-config | --help | --version\n"
+	    "\n"
+	    "serve   run the daemon in the foreground (default); SIGTERM stops it, destroying\n"
+	    "        live sandboxes but keeping their workspaces for a restart.\n"
+	    "exec    run CMD (words joined by spaces, run by /bin/sh -c, like ssh) in a\n"
+	    "        one-shot sandbox with profile P's limits and network; prints its output\n"
+	    "        and exits with its exit code (killed: 128+signal; sandboxd unreachable or\n"
+	    "        failing: 125; bad usage or unknown profile: 2). --keep keeps the workspace.\n"
+	    "policy  print the seccomp policy applied to sandboxed commands.\n"
+	    "\n"
+	    "HOME is --home, else $AHP_HOME, else /var/lib/ahp. Config: HOME/etc/sandboxd.conf\n"
+	    "(key = value), overridden by --set. Keys:\n");
+	ahp_cfg_print_help(s_cfg_defs, f);
+}
+
+/* Fills the resolved config; HOME-relative defaults for empty values. */
+static int
+s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	int rc = ahp_strlcpy(out->home, home, sizeof(out->home));
+	const char *v = ahp_cfg_str(c, "state_dir");
+	if (v[0] != '\0')
+		rc |= ahp_strlcpy(out->state_dir, v, sizeof(out->state_dir));
+	else
+		rc |= ahp_home_path(home, "state/sandboxd", out->state_dir, sizeof(out->state_dir));
+	v = ahp_cfg_str(c, "endpoint");
+	if (v[0] != '\0') {
+		rc |= ahp_strlcpy(out->endpoint, v, sizeof(out->endpoint));
+	} else {
+		char p[PATH_MAX];
+		rc |= ahp_home_path(home, "run/sandboxd.sock", p, sizeof(p));
+		if (snprintf(out->endpoint, sizeof(out->endpoint), "ipc://%s", p) >=
+		    (int)sizeof(out->endpoint))
+			rc = -1;
+	}
+	v = ahp_cfg_str(c, "proxy_socket");
+	if (v[0] != '\0') {
+		if (ahp_strlcpy(out->proxy_socket, v, sizeof(out->proxy_socket)) != 0) {
+			snprintf(err, errlen,
+			         "proxy_socket: longer than a unix socket path allows");
+			return -1;
+		}
+	} else if (ahp_home_path(home, "run/credproxy.sock", out->proxy_socket,
+	                         sizeof(out->proxy_socket)) != 0) {
+		snprintf(err, errlen, "HOME is too long for run/credproxy.sock (set proxy_socket)");
+		return -1;
+	}
+	if (out->proxy_socket[0] != '/') {
+		snprintf(err, errlen, "proxy_socket: must be an absolute path");
+		return -1;
+	}
+	rc |= ahp_strlcpy(out->ro_bind, ahp_cfg_str(c, "ro_bind"), sizeof(out->ro_bind));
+	rc |= ahp_strlcpy(out->rootfs, ahp_cfg_str(c, "rootfs"), sizeof(out->rootfs));
+	out->keep_workspaces = ahp_cfg_bool(c, "keep_workspaces") != 0;
+	out->relay_header = ahp_cfg_bool(c, "relay_header") != 0;
+	out->uid_base = (uint32_t)ahp_cfg_int(c, "uid_base");
+	out->uid_count = (uint32_t)ahp_cfg_int(c, "uid_count");
+	out->tmp_mb = (uint32_t)ahp_cfg_int(c, "tmp_mb");
+	out->max_sandboxes = (uint32_t)ahp_cfg_int(c, "max_sandboxes");
+	out->relay_max_conns = (uint32_t)ahp_cfg_int(c, "relay_max_conns");
+	if (rc != 0) {
+		snprintf(err, errlen, "a configured path is too long");
+		return -1;
+	}
+	if (out->state_dir[0] != '/') {
+		snprintf(err, errlen, "state_dir: must be an absolute path");
+		return -1;
+	}
+	if ((uint64_t)out->uid_base + out->uid_count > 0xfffffffeULL) {
+		snprintf(err, errlen, "uid_base + uid_count is beyond the uid space");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+s_write_pidfile(const char *home)
+{
+	char p[PATH_MAX], buf[32];
+	if (ahp_home_path(home, "run/sandboxd.pid", p, sizeof(p)) != 0)
+		return -1;
+	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	ssize_t w = write(fd, buf, (size_t)n);
+	close(fd);
+	return w == n ? 0 : -1;
+}
+
+static int
+s_serve(const sbx_config_t *cfg)
+{
+	if (geteuid() != 0)
+		fatalx("sandboxd serve must run as root (it builds namespaces, maps uids and "
+		       "writes cgroups)");
+	char run[PATH_MAX];
+	if (ahp_home_path(cfg->home, "run", run, sizeof(run)) != 0 || ahp_mkdirs(run, 0700) != 0)
+		fatal("cannot create %s", run);
+	char err[512];
+	sbx_daemon_t *d = sbx_daemon_new(cfg, err, sizeof(err));
+	if (d == NULL)
+		fatalx("%s", err);
+	if (s_write_pidfile(cfg->home) != 0)
+		log_warn("cannot write run/sandboxd.pid: %s", strerror(errno));
+	int rc = sbx_daemon_run(d);
+	sbx_daemon_destroy(&d);
+	char p[PATH_MAX];
+	if (ahp_home_path(cfg->home, "run/sandboxd.pid", p, sizeof(p)) == 0)
+		(void)unlink(p);
+	log_info("stopped");
+	return rc == 0 ? 0 : 1;
+}
+
+static int
+s_check(const sbx_config_t *cfg)
+{
+	char err[512];
+	sbx_plan_t *plan = calloc(1, sizeof(*plan));
+	if (plan == NULL)
+		return 1;
+	sbx_config_t c = *cfg;
+	/* the /etc template is written by serve; here only the plan is checked */
+	int rc = sbx_plan_build(&c, NULL, plan, err, sizeof(err));
+	free(plan);
+	if (rc != 0) {
+		fprintf(stderr, "sandboxd: %s\n", err);
+		return 1;
+	}
+	struct sock_fprog prog;
+	if (sbx_seccomp_build(&prog) != 0) {
+		fprintf(stderr, "sandboxd: the seccomp filter cannot be built\n");
+		return 1;
+	}
+	free(prog.filter);
+	printf("configuration OK\n");
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *home_flag = NULL;
+	const char *sets[64];
+	int n_sets = 0, check = 0, i = 1;
+	for (; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			s_usage(stdout);
+			return 0;
+		}
+		if (strcmp(a, "--version") == 0) {
+			printf("sandboxd %s\n", sbx_version);
+			return 0;
+		}
+		if (strcmp(a, "--check-config") == 0) {
+			check = 1;
+		} else if (strcmp(a, "--home") == 0 && i + 1 < argc) {
+			home_flag = argv[++i];
+		} else if (strncmp(a, "--home=", 7) == 0) {
+			home_flag = a + 7;
+		} else if (strcmp(a, "--set") == 0 && i + 1 < argc) {
+			if (n_sets == (int)(sizeof(sets) / sizeof(sets[0]))) {
+				fprintf(stderr, "sandboxd: too many --set\n");
+				return 2;
+			}
+			sets[n_sets++] = argv[++i];
+		} else if (a[0] == '-') {
+			fprintf(stderr, "sandboxd: unknown option %s\n", a);
+			s_usage(stderr);
+			return 2;
+		} else {
+			break;
+		}
+	}
+	const char *mode = i < argc ? argv[i++] : "serve";
+	bool is_exec = strcmp(mode, "exec") == 0;
+	if (!is_exec && strcmp(mode, "serve") != 0 && strcmp(mode, "policy") != 0) {
+		fprintf(stderr, "sandboxd: unknown command %s\n", mode);
+		s_usage(stderr);
+		return 2;
+	}
+	if (strcmp(mode, "serve") == 0 && i < argc) {
+		fprintf(stderr, "sandboxd: serve takes no arguments\n");
+		return 2;
+	}
+	ahp_log_init("sandboxd", AHP_LOG_INFO);
+
+	const char *home = ahp_home(home_flag);
+	char err[512], conf[PATH_MAX];
+	ahp_cfg_t *c = ahp_cfg_new(s_cfg_defs);
+	if (c == NULL || ahp_home_path(home, "etc/sandboxd.conf", conf, sizeof(conf)) != 0) {
+		fprintf(stderr, "sandboxd: bad home %s\n", home);
+		return is_exec ? 125 : 1;
+	}
+	int rc = ahp_cfg_load_file(c, conf, 1, err, sizeof(err));
+	for (int k = 0; rc == 0 && k < n_sets; k++)
+		rc = ahp_cfg_set(c, sets[k], NULL, err, sizeof(err));
+	if (rc == 0)
+		rc = ahp_cfg_validate(c, err, sizeof(err));
+	sbx_config_t cfg;
+	if (rc == 0)
+		rc = s_resolve(c, home, &cfg, err, sizeof(err));
+	ahp_cfg_destroy(&c);
+	if (rc != 0) {
+		fprintf(stderr, "sandboxd: %s\n", err);
+		return is_exec ? 125 : 1;
+	}
+	if (check)
+		return s_check(&cfg);
+	if (strcmp(mode, "policy") == 0) {
+		sbx_seccomp_describe(stdout);
+		return 0;
+	}
+	if (is_exec)
+		return sbx_cli_exec(home, &cfg, argc - i, argv + i);
+	return s_serve(&cfg);
+}

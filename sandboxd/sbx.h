@@ -1,0 +1,308 @@
+/* sandboxd private header: shared types, the sandboxd<->init wire format, prototypes by file. */
+#ifndef SBX_H
+#define SBX_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <linux/filter.h>
+
+#include "ahp/rpc.h"
+#include "sandboxd.pb-c.h"
+
+#define SBX_ID_MAX 64                         /* run / sandbox id: [A-Za-z0-9-]{1,64} */
+#define SBX_EXEC_ID_MAX 128                   /* exec id: [A-Za-z0-9._:-]{1,128}, no leading '.' */
+#define SBX_PROFILE_MAX 64                    /* profile name, logs only */
+#define SBX_CMD_MAX (256 * 1024)              /* command bytes */
+#define SBX_OUTPUT_KB_MAX 1024                /* per stream; both fit in one reply under 4 MiB */
+#define SBX_REQ_MAX (SBX_CMD_MAX + 16 * 1024) /* RPC request ceiling (ZMQ_MAXMSGSIZE) */
+#define SBX_INSIDE_UID 1000                   /* the agent's uid and gid inside every sandbox */
+#define SBX_PROXY_PORT 3128                   /* egress listener inside proxy-mode sandboxes */
+#define SBX_QUEUE_MAX 64                      /* pending execs per sandbox */
+#define SBX_WAITERS_MAX 16                    /* requests waiting on one exec id */
+#define SBX_CWD_MAX 1024                      /* longest cwd we persist */
+#define SBX_HOSTNAME "sandbox"
+
+/* Limits of one sandbox, already defaulted and range-checked. */
+typedef struct {
+	uint32_t memory_mb;
+	uint32_t pids_max;
+	uint32_t cpu_seconds;
+	uint32_t timeout_s;
+	uint32_t output_kb;
+	uint32_t file_size_mb;
+	uint32_t open_files;
+} sbx_limits_t;
+
+/* Daemon configuration, resolved from the cfg table (main.c). */
+typedef struct {
+	char home[PATH_MAX];
+	char state_dir[PATH_MAX];
+	char endpoint[PATH_MAX + 16];
+	char proxy_socket[108]; /* sun_path */
+	char rootfs[PATH_MAX];  /* empty: host allowlist */
+	char ro_bind[4096];     /* "HOST:SANDBOX,..." */
+	bool keep_workspaces;
+	bool relay_header;
+	uint32_t uid_base;
+	uint32_t uid_count;
+	uint32_t tmp_mb;
+	uint32_t max_sandboxes;
+	uint32_t relay_max_conns;
+} sbx_config_t;
+
+/* ---- sandboxd <-> init control messages (SOCK_SEQPACKET, one message per send) ---- */
+
+enum {
+	SBX_CTL_GO = 1, /* sandboxd -> init: maps written, cgroups joined; build the sandbox */
+	SBX_CTL_READY,  /* init -> sandboxd: serving; carries the proxy listener (SCM_RIGHTS) */
+	SBX_CTL_FAIL,   /* init -> sandboxd: setup failed; payload is a message, then init exits */
+	SBX_CTL_EXEC,   /* sandboxd -> init: sbx_ctl_exec_t + cwd + command */
+	SBX_CTL_DONE,   /* init -> sandboxd: sbx_ctl_done_t + stdout + stderr + cwd */
+};
+
+typedef struct {
+	uint32_t type;
+	uint32_t len; /* payload bytes after this header */
+} sbx_ctl_hdr_t;
+
+typedef struct {
+	uint32_t timeout_ms;
+	uint32_t cpu_seconds;
+	uint32_t output_cap; /* bytes per stream */
+	uint32_t open_files;
+	uint64_t file_size; /* bytes */
+	uint32_t cwd_len;
+	uint32_t cmd_len;
+} sbx_ctl_exec_t;
+
+#define SBX_DONE_TIMEOUT 0x1u   /* the wall clock ran out; everything was killed */
+#define SBX_DONE_TRUNCATED 0x2u /* stdout or stderr went over the cap */
+#define SBX_DONE_NOSPAWN 0x4u   /* /bin/sh could not be started */
+
+typedef struct {
+	int32_t wstatus; /* waitpid() status of /bin/sh */
+	uint32_t flags;
+	uint32_t duration_ms;
+	uint32_t out_len;
+	uint32_t err_len;
+	uint32_t cwd_len; /* 0: unchanged / unknown */
+	uint64_t cpu_us;  /* user + system time of the shell */
+} sbx_ctl_done_t;
+
+#define SBX_CTL_MSG_MAX                                                                            \
+	(sizeof(sbx_ctl_hdr_t) + sizeof(sbx_ctl_done_t) + 2u * SBX_OUTPUT_KB_MAX * 1024u +         \
+	 SBX_CWD_MAX + SBX_CMD_MAX)
+
+/* ---- the root filesystem plan (sandbox.c builds it once, init.c executes it) ---- */
+
+enum sbx_mnt_kind {
+	SBX_MNT_DIR,       /* mkdir dst */
+	SBX_MNT_SYMLINK,   /* symlink dst -> src */
+	SBX_MNT_BIND,      /* bind host src at dst (SBX_MNT_F_*) */
+	SBX_MNT_TMPFS,     /* tmpfs at dst: size_kb, mode */
+	SBX_MNT_PROC,      /* fresh proc at dst */
+	SBX_MNT_MASK,      /* host /dev/null over dst when dst exists */
+	SBX_MNT_RDONLY,    /* make the existing dst read-only (a rebind inside proc) */
+	SBX_MNT_SEAL,      /* make the mount at dst read-only (after filling it) */
+	SBX_MNT_WORKSPACE, /* the sandbox's workspace, read-write */
+};
+
+#define SBX_MNT_F_RO 0x1       /* read-only */
+#define SBX_MNT_F_FILE 0x2     /* the source is not a directory */
+#define SBX_MNT_F_DEV 0x4      /* a device node: keep device access (no nodev) */
+#define SBX_MNT_F_OPTIONAL 0x8 /* skip when the source or target is missing */
+
+typedef struct {
+	int kind;
+	int flags;
+	unsigned mode;
+	unsigned size_kb;
+	char dst[256];      /* inside the sandbox, relative to its root */
+	char src[PATH_MAX]; /* host path, or symlink target */
+} sbx_mnt_t;
+
+#define SBX_MNT_MAX 96
+typedef struct {
+	int n;
+	sbx_mnt_t m[SBX_MNT_MAX];
+} sbx_plan_t;
+
+/* What init needs; filled by sandboxd before clone() (the child gets a copy). */
+typedef struct {
+	int ctl;   /* init's end of the control socketpair */
+	int errfd; /* where init writes its own diagnostics */
+	const sbx_plan_t *plan;
+	const struct sock_fprog *filter; /* seccomp program for commands */
+	char workspace[PATH_MAX];        /* host path of /workspace */
+	char root_dir[PATH_MAX];         /* empty host dir the new root is attached over */
+	int network;                     /* AHP__SBX__NETWORK_MODE__* */
+	char *const *env;                /* command environment */
+} sbx_init_args_t;
+
+typedef struct sbx_daemon sbx_daemon_t;
+typedef struct sbx_sandbox sbx_sandbox_t;
+typedef struct sbx_cgroup sbx_cgroup_t;
+typedef struct sbx_relay sbx_relay_t;
+typedef struct sbx_store sbx_store_t;
+
+/* ---- main.c ---- */
+extern const char *const sbx_version;
+
+/* ---- init.c (runs inside the sandbox) ---- */
+/* clone() entry point of a sandbox's init. Never returns to its caller's code:
+ * exits the process. Uses no malloc (it was cloned from a threaded process). */
+int sbx_init_main(void *args);
+
+/* ---- seccomp.c ---- */
+/* Builds the command filter once (libseccomp), exported as a BPF program.
+ * Caller owns prog->filter (free()). 0 / -1 with a log line. */
+int sbx_seccomp_build(struct sock_fprog *prog);
+/* Writes the policy (syscall -> action) in a human-readable form (docs, --help). */
+void sbx_seccomp_describe(void *file);
+
+/* ---- cgroup.c ---- */
+typedef struct {
+	uint64_t oom_kills;   /* memory controller OOM kills */
+	uint64_t pids_denied; /* forks refused at pids.max */
+} sbx_cg_counters_t;
+
+/* Finds the controllers (v2 when mounted with memory+pids, else v1) and makes
+ * the instance directory named after `instance` under sandboxd's own cgroup;
+ * removes leftovers of an earlier run of the same instance. 0 / -1. */
+int sbx_cgroup_setup(const char *instance);
+/* Describes the mode for logs ("v1", "v2"). */
+const char *sbx_cgroup_mode(void);
+/* Creates the cgroup of one sandbox with its limits. NULL on failure. */
+sbx_cgroup_t *sbx_cgroup_new(const char *id, const sbx_limits_t *lim);
+/* Moves pid into the sandbox's cgroup(s). 0 / -1. */
+int sbx_cgroup_attach(sbx_cgroup_t *self, pid_t pid);
+/* Reads the kill / refusal counters. 0 / -1. */
+int sbx_cgroup_counters(sbx_cgroup_t *self, sbx_cg_counters_t *out);
+/* SIGKILLs every task left in the cgroup and removes it. 0 when gone, -1 (EBUSY)
+ * while tasks are still exiting: call again later. */
+int sbx_cgroup_remove(sbx_cgroup_t *self);
+void sbx_cgroup_destroy(sbx_cgroup_t **self_p);
+
+/* ---- store.c ---- */
+typedef struct {
+	char profile[SBX_PROFILE_MAX + 1];
+	int network;
+	uint32_t slot;
+	sbx_limits_t lim;
+	int64_t created_ms;
+	uint32_t execs;
+	bool kept; /* destroyed with keep_workspace: not recreated on Exec */
+	char cwd[SBX_CWD_MAX];
+} sbx_meta_t;
+
+/* Opens (creating) the state directory layout. NULL on failure. */
+sbx_store_t *sbx_store_new(const char *state_dir);
+void sbx_store_destroy(sbx_store_t **self_p);
+const char *sbx_store_dir(const sbx_store_t *self, const char *sub);
+/* Host path of a sandbox's workspace into buf. 0 / -1. */
+int sbx_store_workspace_path(const sbx_store_t *self, const char *id, char *buf, size_t len);
+/* Makes (or checks) the workspace directory owned by uid. 1 when it already
+ * existed, 0 when created, -1 on failure. */
+int sbx_store_workspace_prepare(sbx_store_t *self, const char *id, uid_t uid);
+int sbx_store_meta_write(sbx_store_t *self, const char *id, const sbx_meta_t *meta);
+/* 0 found, -1 absent or unreadable. */
+int sbx_store_meta_read(sbx_store_t *self, const char *id, sbx_meta_t *meta);
+/* Calls fn for every sandbox with metadata on disk. */
+void sbx_store_meta_each(sbx_store_t *self,
+                         void (*fn)(void *arg, const char *id, const sbx_meta_t *meta), void *arg);
+/* Removes a sandbox's state: workspace (moved to the trash and deleted by a
+ * child running as uid, never following symlinks), metadata, exec results. */
+int sbx_store_remove(sbx_store_t *self, const char *id, uid_t uid);
+/* Starts deleting what is in the trash (a child per entry). Call at start
+ * and after sbx_store_remove. */
+void sbx_store_sweep(sbx_store_t *self);
+/* Reaping hook: returns 1 when pid was a trash deleter (and finishes it). */
+int sbx_store_child_exited(sbx_store_t *self, pid_t pid, int status);
+int sbx_store_busy(const sbx_store_t *self); /* deleters still running */
+/* Deletes everything below dirfd without following symlinks. 0 / -1. */
+int sbx_rmtree_at(int dirfd);
+/* Exec records. intent: 0, or -1 (EEXIST when already recorded). */
+int sbx_store_exec_intent(sbx_store_t *self, const char *id, const char *exec_id);
+int sbx_store_exec_result(sbx_store_t *self, const char *id, const char *exec_id,
+                          const uint8_t *buf, size_t len);
+/* 2: result found (*buf caller frees), 1: intent only, 0: never seen, -1 error. */
+int sbx_store_exec_lookup(sbx_store_t *self, const char *id, const char *exec_id, uint8_t **buf,
+                          size_t *len);
+
+/* ---- relay.c ---- */
+/* One relayed connection: client (inside the sandbox netns) <-> proxy_socket. */
+sbx_relay_t *sbx_relay_new(int client_fd, const char *proxy_socket, const char *header);
+void sbx_relay_destroy(sbx_relay_t **self_p);
+/* Poll interest for both ends (fd -1 when closed). */
+void sbx_relay_events(const sbx_relay_t *self, int *cfd, short *cev, int *ufd, short *uev);
+/* Moves bytes after poll; returns 0 while alive, -1 when finished (destroy it). */
+int sbx_relay_io(sbx_relay_t *self, short crev, short urev);
+
+/* ---- sandbox.c ---- */
+/* Builds the root filesystem plan (host allowlist or rootfs, ro_bind) and the
+ * /etc template under the state dir. 0 / -1 with err. */
+int sbx_plan_build(const sbx_config_t *cfg, const sbx_store_t *store, sbx_plan_t *plan, char *err,
+                   size_t errlen);
+
+/* A live (or starting) sandbox. */
+sbx_sandbox_t *sbx_sandbox_new(sbx_daemon_t *d, const char *id, const sbx_meta_t *meta,
+                               uint32_t slot);
+void sbx_sandbox_destroy(sbx_sandbox_t **self_p);
+const char *sbx_sandbox_id(const sbx_sandbox_t *self);
+/* Starts init (namespaces, cgroups); READY arrives later on the ctl fd. 0 / -1. */
+int sbx_sandbox_start(sbx_sandbox_t *self, char *err, size_t errlen);
+/* Kills the sandbox's processes; pending requests are answered with status. */
+void sbx_sandbox_kill(sbx_sandbox_t *self, int status, const char *why);
+bool sbx_sandbox_alive(const sbx_sandbox_t *self);
+bool sbx_sandbox_ready(const sbx_sandbox_t *self);
+bool sbx_sandbox_gone(const sbx_sandbox_t *self); /* init reaped and cgroup removed */
+pid_t sbx_sandbox_init_pid(const sbx_sandbox_t *self);
+/* Queues a reply to the Create request for when the sandbox is ready. */
+void sbx_sandbox_wait_ready(sbx_sandbox_t *self, ahp_rpc_req_t **req, bool existed);
+/* Exec: takes ownership of *req. Looks up stored results, attaches to a
+ * running or queued exec of the same id, or queues a new one. */
+void sbx_sandbox_exec(sbx_sandbox_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__ExecRequest *er);
+/* Fetch: stored result, wait for a running one, or a typed error. */
+void sbx_sandbox_fetch(sbx_sandbox_t *self, ahp_rpc_req_t **req, const char *exec_id);
+/* Event-loop hooks. */
+int sbx_sandbox_ctl_fd(const sbx_sandbox_t *self);
+int sbx_sandbox_listener_fd(const sbx_sandbox_t *self);
+void sbx_sandbox_on_ctl(sbx_sandbox_t *self);
+void sbx_sandbox_on_accept(sbx_sandbox_t *self);
+void sbx_sandbox_on_init_exit(sbx_sandbox_t *self, int status);
+int sbx_sandbox_relays(sbx_sandbox_t *self, sbx_relay_t ***relays);
+void sbx_sandbox_relay_done(sbx_sandbox_t *self, int i);
+/* Retries cgroup removal after death; 1 when fully gone. */
+int sbx_sandbox_reap_cgroup(sbx_sandbox_t *self);
+void sbx_sandbox_info(const sbx_sandbox_t *self, Ahp__Sbx__SandboxInfo *info);
+const sbx_meta_t *sbx_sandbox_meta(const sbx_sandbox_t *self);
+uint32_t sbx_sandbox_slot(const sbx_sandbox_t *self);
+
+/* ---- loop.c ---- */
+sbx_daemon_t *sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen);
+void sbx_daemon_destroy(sbx_daemon_t **self_p);
+/* Serves until SIGTERM/SIGINT. 0 on a clean stop. */
+int sbx_daemon_run(sbx_daemon_t *self);
+/* Accessors used by sandbox.c. */
+const sbx_config_t *sbx_daemon_config(const sbx_daemon_t *self);
+sbx_store_t *sbx_daemon_store(sbx_daemon_t *self);
+const sbx_plan_t *sbx_daemon_plan(const sbx_daemon_t *self);
+const struct sock_fprog *sbx_daemon_filter(const sbx_daemon_t *self);
+/* Replies; each frees *req. */
+void sbx_reply_error(sbx_daemon_t *self, ahp_rpc_req_t **req, int status, const char *msg);
+void sbx_reply_exec(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__ExecResult *res);
+void sbx_reply_exec_packed(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8_t *res, size_t len);
+void sbx_reply_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool existed);
+
+/* ---- cli.c ---- */
+/* `sandboxd exec ...`; argv starts after "exec". Returns the process exit code. */
+int sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv);
+
+/* ---- shared validators (loop.c) ---- */
+bool sbx_valid_id(const char *s);
+bool sbx_valid_exec_id(const char *s);
+
+#endif

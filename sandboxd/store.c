@@ -1,0 +1,583 @@
+/* sandboxd's state on disk: workspaces, sandbox metadata, exec intents and results, the trash. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ahp/log.h"
+#include "ahp/util.h"
+#include "sbx.h"
+
+/*
+ * Layout under state_dir:
+ *   workspaces/<id>/              the sandbox's /workspace, owned by its host uid
+ *   sandboxes/<id>.meta           key=value: profile, limits, uid slot, cwd...
+ *   execs/<id>/<exec>.intent      written when an exec starts
+ *   execs/<id>/<exec>.result      packed ahp.sbx.ExecResult, when it ends
+ *   trash/<uid>.<rand>/           removed workspaces waiting for deletion
+ *   root/                         empty: each sandbox attaches its new root here
+ *   etc/                          the /etc template every sandbox sees
+ *
+ * Nothing here is fsync()ed on the exec path. The records exist so an
+ * orchestrator that restarts, or a sandboxd that crashes, learns what
+ * happened: both are process crashes and the page cache survives them. After
+ * a machine crash a lost intent makes Fetch answer "not found", which the
+ * orchestrator (which journaled its own intent first) reports as interrupted
+ * just like ERR_INTERRUPTED; the workspace itself is not synced either.
+ */
+
+#define S_RESULT_MAX (SBX_CTL_MSG_MAX + 4096)
+#define S_DELETERS_MAX 4
+#define S_RMTREE_DEPTH 256
+
+struct sbx_store {
+	char dir[PATH_MAX];
+	char ws[PATH_MAX], meta[PATH_MAX], execs[PATH_MAX], trash[PATH_MAX], root[PATH_MAX],
+	    etc[PATH_MAX];
+	pid_t deleters[S_DELETERS_MAX];
+	char deleting[S_DELETERS_MAX][64];
+};
+
+static int
+s_path(char *buf, size_t len, const char *fmt, const char *a, const char *b, const char *c)
+{
+	int n = snprintf(buf, len, fmt, a, b, c);
+	if (n < 0 || (size_t)n >= len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+sbx_store_t *
+sbx_store_new(const char *state_dir)
+{
+	sbx_store_t *self = calloc(1, sizeof(*self));
+	if (self == NULL)
+		return NULL;
+	if (ahp_strlcpy(self->dir, state_dir, sizeof(self->dir)) != 0)
+		goto fail;
+	struct {
+		char *buf;
+		const char *name;
+		int mode;
+	} dirs[] = {{self->ws, "workspaces", 0700}, {self->meta, "sandboxes", 0700},
+	            {self->execs, "execs", 0700},   {self->trash, "trash", 0700},
+	            {self->root, "root", 0755},     {self->etc, "etc", 0755}};
+	if (ahp_mkdirs(state_dir, 0700) != 0)
+		goto fail;
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		if (s_path(dirs[i].buf, PATH_MAX, "%s/%s%s", state_dir, dirs[i].name, "") != 0)
+			goto fail;
+		if (mkdir(dirs[i].buf, (mode_t)dirs[i].mode) != 0 && errno != EEXIST)
+			goto fail;
+		struct stat st;
+		if (lstat(dirs[i].buf, &st) != 0 || !S_ISDIR(st.st_mode)) {
+			errno = ENOTDIR;
+			goto fail;
+		}
+	}
+	return self;
+fail:
+	log_error("state dir %s: %s", state_dir, strerror(errno));
+	free(self);
+	return NULL;
+}
+
+void
+sbx_store_destroy(sbx_store_t **self_p)
+{
+	if (self_p == NULL || *self_p == NULL)
+		return;
+	free(*self_p);
+	*self_p = NULL;
+}
+
+const char *
+sbx_store_dir(const sbx_store_t *self, const char *sub)
+{
+	if (strcmp(sub, "root") == 0)
+		return self->root;
+	if (strcmp(sub, "etc") == 0)
+		return self->etc;
+	if (strcmp(sub, "workspaces") == 0)
+		return self->ws;
+	return self->dir;
+}
+
+int
+sbx_store_workspace_path(const sbx_store_t *self, const char *id, char *buf, size_t len)
+{
+	return s_path(buf, len, "%s/%s%s", self->ws, id, "");
+}
+
+int
+sbx_store_workspace_prepare(sbx_store_t *self, const char *id, uid_t uid)
+{
+	char p[PATH_MAX];
+	if (sbx_store_workspace_path(self, id, p, sizeof(p)) != 0)
+		return -1;
+	int existed = 1;
+	if (mkdir(p, 0700) != 0) {
+		if (errno != EEXIST)
+			return -1;
+	} else {
+		existed = 0;
+	}
+	/* Never follow a link planted where the workspace should be. */
+	int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	struct stat st;
+	int rc = fstat(fd, &st);
+	if (rc == 0 && (st.st_uid != uid || st.st_gid != uid)) {
+		if (existed)
+			log_warn("workspace %s owned by %u, expected %u: taking it over", p,
+			         (unsigned)st.st_uid, (unsigned)uid);
+		rc = fchown(fd, uid, uid);
+	}
+	if (rc == 0 && !existed)
+		rc = fchmod(fd, 0700);
+	close(fd);
+	return rc == 0 ? existed : -1;
+}
+
+/* ---- metadata ---- */
+
+int
+sbx_store_meta_write(sbx_store_t *self, const char *id, const sbx_meta_t *m)
+{
+	char p[PATH_MAX], tmp[PATH_MAX], buf[4096];
+	if (s_path(p, sizeof(p), "%s/%s.meta%s", self->meta, id, "") != 0 ||
+	    s_path(tmp, sizeof(tmp), "%s/.%s.meta%s", self->meta, id, ".tmp") != 0)
+		return -1;
+	int n = snprintf(
+	    buf, sizeof(buf),
+	    "profile=%s\nnetwork=%d\nslot=%u\nmemory_mb=%u\npids_max=%u\ncpu_seconds=%u\n"
+	    "timeout_s=%u\noutput_kb=%u\nfile_size_mb=%u\nopen_files=%u\ncreated_ms=%lld\n"
+	    "execs=%u\nkept=%d\ncwd=%s\n",
+	    m->profile, m->network, m->slot, m->lim.memory_mb, m->lim.pids_max, m->lim.cpu_seconds,
+	    m->lim.timeout_s, m->lim.output_kb, m->lim.file_size_mb, m->lim.open_files,
+	    (long long)m->created_ms, m->execs, m->kept ? 1 : 0, m->cwd);
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return -1;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -1;
+	ssize_t w = write(fd, buf, (size_t)n);
+	close(fd);
+	if (w != n || rename(tmp, p) != 0) {
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+s_u32(const char *v, uint32_t *out)
+{
+	long x;
+	if (ahp_parse_long(v, 0, UINT32_MAX, &x) != 0)
+		return -1;
+	*out = (uint32_t)x;
+	return 0;
+}
+
+int
+sbx_store_meta_read(sbx_store_t *self, const char *id, sbx_meta_t *m)
+{
+	char p[PATH_MAX], *buf = NULL;
+	size_t n;
+	memset(m, 0, sizeof(*m));
+	if (s_path(p, sizeof(p), "%s/%s.meta%s", self->meta, id, "") != 0)
+		return -1;
+	if (ahp_read_file(p, 8192, &buf, &n) != 0)
+		return -1;
+	int rc = 0, seen = 0;
+	char *save = NULL;
+	for (char *l = strtok_r(buf, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+		char *eq = strchr(l, '=');
+		if (eq == NULL) {
+			rc = -1;
+			break;
+		}
+		*eq = '\0';
+		const char *k = l, *v = eq + 1;
+		long x;
+		int r = 0;
+		if (strcmp(k, "profile") == 0)
+			r = ahp_strlcpy(m->profile, v, sizeof(m->profile));
+		else if (strcmp(k, "network") == 0)
+			r = ahp_parse_long(v, 0, 1, &x) == 0 ? (m->network = (int)x, 0) : -1;
+		else if (strcmp(k, "slot") == 0)
+			r = s_u32(v, &m->slot), seen |= 1;
+		else if (strcmp(k, "memory_mb") == 0)
+			r = s_u32(v, &m->lim.memory_mb);
+		else if (strcmp(k, "pids_max") == 0)
+			r = s_u32(v, &m->lim.pids_max);
+		else if (strcmp(k, "cpu_seconds") == 0)
+			r = s_u32(v, &m->lim.cpu_seconds);
+		else if (strcmp(k, "timeout_s") == 0)
+			r = s_u32(v, &m->lim.timeout_s);
+		else if (strcmp(k, "output_kb") == 0)
+			r = s_u32(v, &m->lim.output_kb);
+		else if (strcmp(k, "file_size_mb") == 0)
+			r = s_u32(v, &m->lim.file_size_mb);
+		else if (strcmp(k, "open_files") == 0)
+			r = s_u32(v, &m->lim.open_files);
+		else if (strcmp(k, "created_ms") == 0)
+			r = ahp_parse_long(v, 0, INT64_MAX, &x) == 0 ? (m->created_ms = x, 0) : -1;
+		else if (strcmp(k, "execs") == 0)
+			r = s_u32(v, &m->execs);
+		else if (strcmp(k, "kept") == 0)
+			r = ahp_parse_long(v, 0, 1, &x) == 0 ? (m->kept = x != 0, 0) : -1;
+		else if (strcmp(k, "cwd") == 0)
+			r = v[0] == '/' ? ahp_strlcpy(m->cwd, v, sizeof(m->cwd)) : -1;
+		if (r != 0) {
+			rc = -1;
+			break;
+		}
+	}
+	free(buf);
+	if (rc != 0 || !(seen & 1)) {
+		log_warn("sandbox metadata %s is damaged: ignored", p);
+		return -1;
+	}
+	if (m->cwd[0] == '\0')
+		memcpy(m->cwd, "/workspace", sizeof("/workspace"));
+	return 0;
+}
+
+void
+sbx_store_meta_each(sbx_store_t *self,
+                    void (*fn)(void *arg, const char *id, const sbx_meta_t *meta), void *arg)
+{
+	DIR *d = opendir(self->meta);
+	if (d == NULL)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		size_t l = strlen(e->d_name);
+		if (l <= 5 || l - 5 > SBX_ID_MAX || strcmp(e->d_name + l - 5, ".meta") != 0)
+			continue;
+		char id[SBX_ID_MAX + 1];
+		memcpy(id, e->d_name, l - 5);
+		id[l - 5] = '\0';
+		if (!sbx_valid_id(id))
+			continue;
+		sbx_meta_t m;
+		if (sbx_store_meta_read(self, id, &m) == 0)
+			fn(arg, id, &m);
+	}
+	closedir(d);
+}
+
+/* ---- deletion ---- */
+
+/* Deletes everything below dirfd. Runs in a child that already switched to
+ * the workspace's uid: a symlink is unlinked, never followed (O_NOFOLLOW on
+ * every open), so nothing outside the tree can be reached. */
+static int
+s_rmtree(int dirfd, int depth)
+{
+	if (depth > S_RMTREE_DEPTH)
+		return -1;
+	int dup_fd = dup(dirfd);
+	if (dup_fd < 0)
+		return -1;
+	DIR *d = fdopendir(dup_fd);
+	if (d == NULL) {
+		close(dup_fd);
+		return -1;
+	}
+	int rc = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		struct stat st;
+		if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			int fd = openat(dirfd, e->d_name,
+			                O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (fd < 0 && errno == EACCES) {
+				/* a dir the agent made unreadable: it is ours */
+				int pfd = openat(dirfd, e->d_name,
+				                 O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+				char proc[64];
+				snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+				if (pfd >= 0 && chmod(proc, 0700) == 0)
+					fd =
+					    openat(dirfd, e->d_name,
+					           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+				if (pfd >= 0)
+					close(pfd);
+			}
+			if (fd < 0) {
+				rc = -1;
+				continue;
+			}
+			if (!(st.st_mode & S_IWUSR))
+				(void)fchmod(fd, 0700);
+			if (s_rmtree(fd, depth + 1) != 0)
+				rc = -1;
+			close(fd);
+			if (unlinkat(dirfd, e->d_name, AT_REMOVEDIR) != 0)
+				rc = -1;
+		} else if (unlinkat(dirfd, e->d_name, 0) != 0) {
+			rc = -1;
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+int
+sbx_rmtree_at(int dirfd)
+{
+	return s_rmtree(dirfd, 0);
+}
+
+static void
+s_start_deleter(sbx_store_t *self, int slot, const char *name)
+{
+	long uid;
+	char uidbuf[32];
+	const char *dot = strchr(name, '.');
+	if (dot == NULL || (size_t)(dot - name) >= sizeof(uidbuf))
+		return;
+	memcpy(uidbuf, name, (size_t)(dot - name));
+	uidbuf[dot - name] = '\0';
+	if (ahp_parse_long(uidbuf, 1, UINT32_MAX - 1, &uid) != 0)
+		return;
+	int tfd = open(self->trash, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (tfd < 0)
+		return;
+	int fd = openat(tfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	close(tfd);
+	if (fd < 0) {
+		log_warn("trash entry %s: %s", name, strerror(errno));
+		return;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		/* Delete as the workspace's owner: whatever is inside belongs
+		 * to it, and it cannot touch anything of the host's. */
+		if (setgroups(0, NULL) != 0 || setresgid((gid_t)uid, (gid_t)uid, (gid_t)uid) != 0 ||
+		    setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) != 0 ||
+		    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+			_exit(2);
+		(void)fchmod(fd, 0700);
+		_exit(s_rmtree(fd, 0) == 0 ? 0 : 1);
+	}
+	close(fd);
+	if (pid < 0) {
+		log_warn("fork deleter: %s", strerror(errno));
+		return;
+	}
+	self->deleters[slot] = pid;
+	ahp_strlcpy(self->deleting[slot], name, sizeof(self->deleting[slot]));
+}
+
+void
+sbx_store_sweep(sbx_store_t *self)
+{
+	DIR *d = opendir(self->trash);
+	if (d == NULL)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof(self->deleting[0]))
+			continue;
+		int free_slot = -1;
+		bool running = false;
+		for (int i = 0; i < S_DELETERS_MAX; i++) {
+			if (self->deleters[i] == 0 && free_slot < 0)
+				free_slot = i;
+			if (self->deleters[i] != 0 && strcmp(self->deleting[i], e->d_name) == 0)
+				running = true;
+		}
+		if (running)
+			continue;
+		if (free_slot < 0)
+			break; /* the rest when a deleter finishes */
+		s_start_deleter(self, free_slot, e->d_name);
+	}
+	closedir(d);
+}
+
+int
+sbx_store_child_exited(sbx_store_t *self, pid_t pid, int status)
+{
+	for (int i = 0; i < S_DELETERS_MAX; i++) {
+		if (self->deleters[i] != pid)
+			continue;
+		self->deleters[i] = 0;
+		int tfd = open(self->trash, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (tfd >= 0) {
+			/* The emptied top directory is root's to remove. */
+			if (unlinkat(tfd, self->deleting[i], AT_REMOVEDIR) != 0)
+				log_warn("workspace deletion left %s/%s (status %d): %s",
+				         self->trash, self->deleting[i], status, strerror(errno));
+			close(tfd);
+		}
+		self->deleting[i][0] = '\0';
+		sbx_store_sweep(self);
+		return 1;
+	}
+	return 0;
+}
+
+int
+sbx_store_busy(const sbx_store_t *self)
+{
+	int n = 0;
+	for (int i = 0; i < S_DELETERS_MAX; i++)
+		n += self->deleters[i] != 0;
+	return n;
+}
+
+/* Removes a directory of plain files written by sandboxd (exec records). */
+static void
+s_rm_flat(const char *dir)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return;
+	DIR *d = fdopendir(dfd);
+	if (d == NULL) {
+		close(dfd);
+		return;
+	}
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			(void)unlinkat(dfd, e->d_name, 0);
+	closedir(d);
+	(void)rmdir(dir);
+}
+
+int
+sbx_store_remove(sbx_store_t *self, const char *id, uid_t uid)
+{
+	char ws[PATH_MAX], to[PATH_MAX], p[PATH_MAX], rnd[40];
+	int rc = 0;
+	if (sbx_store_workspace_path(self, id, ws, sizeof(ws)) != 0)
+		return -1;
+	ahp_random_id("", rnd, sizeof(rnd));
+	char name[64];
+	snprintf(name, sizeof(name), "%u.%s", (unsigned)uid, rnd);
+	if (s_path(to, sizeof(to), "%s/%s%s", self->trash, name, "") != 0)
+		return -1;
+	struct stat st;
+	if (lstat(ws, &st) == 0) {
+		if (!S_ISDIR(st.st_mode)) {
+			(void)unlink(ws);
+		} else if (rename(ws, to) != 0) {
+			log_warn("moving workspace %s to the trash: %s", ws, strerror(errno));
+			rc = -1;
+		}
+	}
+	if (s_path(p, sizeof(p), "%s/%s%s", self->execs, id, "") == 0)
+		s_rm_flat(p);
+	if (s_path(p, sizeof(p), "%s/%s.meta%s", self->meta, id, "") == 0)
+		(void)unlink(p);
+	sbx_store_sweep(self);
+	return rc;
+}
+
+/* ---- exec records ---- */
+
+static int
+s_exec_path(sbx_store_t *self, const char *id, const char *exec_id, const char *ext, char *buf,
+            size_t len)
+{
+	char dir[PATH_MAX];
+	if (s_path(dir, sizeof(dir), "%s/%s%s", self->execs, id, "") != 0)
+		return -1;
+	return s_path(buf, len, "%s/%s.%s", dir, exec_id, ext);
+}
+
+int
+sbx_store_exec_intent(sbx_store_t *self, const char *id, const char *exec_id)
+{
+	char p[PATH_MAX], line[64];
+	if (s_exec_path(self, id, exec_id, "intent", p, sizeof(p)) != 0)
+		return -1;
+	int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 && errno == ENOENT) {
+		char dir[PATH_MAX];
+		if (s_path(dir, sizeof(dir), "%s/%s%s", self->execs, id, "") != 0)
+			return -1;
+		if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+			return -1;
+		fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	}
+	if (fd < 0)
+		return -1;
+	int n = snprintf(line, sizeof(line), "started_ms=%lld\n", (long long)ahp_now_ms());
+	ssize_t w = write(fd, line, (size_t)n);
+	close(fd);
+	return w == n ? 0 : -1;
+}
+
+int
+sbx_store_exec_result(sbx_store_t *self, const char *id, const char *exec_id, const uint8_t *buf,
+                      size_t len)
+{
+	char p[PATH_MAX], tmp[PATH_MAX];
+	if (s_exec_path(self, id, exec_id, "result", p, sizeof(p)) != 0 ||
+	    s_exec_path(self, id, exec_id, "result.tmp", tmp, sizeof(tmp)) != 0)
+		return -1;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -1;
+	size_t off = 0;
+	while (off < len) {
+		ssize_t w = write(fd, buf + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	close(fd);
+	/* rename: a reader sees the whole result or none of it */
+	if (off != len || rename(tmp, p) != 0) {
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+int
+sbx_store_exec_lookup(sbx_store_t *self, const char *id, const char *exec_id, uint8_t **buf,
+                      size_t *len)
+{
+	char p[PATH_MAX];
+	*buf = NULL;
+	*len = 0;
+	if (s_exec_path(self, id, exec_id, "result", p, sizeof(p)) != 0)
+		return -1;
+	char *b = NULL;
+	if (ahp_read_file(p, S_RESULT_MAX, &b, len) == 0) {
+		*buf = (uint8_t *)b;
+		return 2;
+	}
+	if (errno != ENOENT)
+		return -1;
+	if (s_exec_path(self, id, exec_id, "intent", p, sizeof(p)) != 0)
+		return -1;
+	if (access(p, F_OK) == 0)
+		return 1;
+	return errno == ENOENT ? 0 : -1;
+}
