@@ -70,13 +70,14 @@ s_report(const char *label, double *v, long n)
 static void
 s_usage(FILE *f)
 {
-	fprintf(
-	    f, "usage: sbx_bench sandbox (--home DIR | --endpoint EP) [--exec N] [--create N] "
-	       "[--warmup N]\n"
-	       "       sbx_bench spawn --label L [--n N] [--warmup N] -- CMD [ARGS...]\n"
-	       "sandbox: N x Exec(\"true\") into one warm sandbox, then N x (Create + Exec true +\n"
-	       "         Destroy); spawn: N x run CMD (stdout/stderr to /dev/null), must exit 0.\n"
-	       "Prints: RESULT <label> n= p50_ms= p99_ms= mean_ms= min_ms= max_ms=\n");
+	fprintf(f,
+	        "usage: sbx_bench sandbox (--home DIR | --endpoint EP) [--exec N] [--create N] "
+	        "[--warmup N]\n"
+	        "       sbx_bench spawn --label L [--n N] [--warmup N] -- CMD [ARGS...]\n"
+	        "sandbox: N x Exec(\"true\") into one warm sandbox, N x List (the RPC round trip\n"
+	        "         alone), then N x (Create + Exec true + Destroy)\n"
+	        "spawn:   N x run CMD (stdout/stderr to /dev/null); it must exit 0\n"
+	        "Prints: RESULT <label> n= p50_ms= p99_ms= mean_ms= min_ms= max_ms=\n");
 }
 
 /* --- sandboxd client --- */
@@ -187,6 +188,21 @@ s_destroy(s_sbx_t *s, const char *id)
 	return 0;
 }
 
+/* List does no sandbox work: its round trip is the RPC transport's share of an exec. */
+static int
+s_list(s_sbx_t *s)
+{
+	Ahp__Sbx__ListRequest lr = AHP__SBX__LIST_REQUEST__INIT;
+	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
+	req.body_case = AHP__SBX__REQUEST__BODY_LIST;
+	req.list = &lr;
+	Ahp__Sbx__Reply *r = s_call(s, &req, "list");
+	if (r == NULL)
+		return -1;
+	ahp__sbx__reply__free_unpacked(r, NULL);
+	return 0;
+}
+
 static int
 s_cmd_sandbox(int argc, char **argv)
 {
@@ -257,6 +273,13 @@ s_cmd_sandbox(int argc, char **argv)
 		goto out;
 	if (n_exec > 0)
 		s_report("sandbox_exec", v, n_exec);
+	for (long i = 0; i < n_exec && rc == 0; i++) {
+		double t0 = s_now();
+		rc = s_list(&s) != 0;
+		v[i] = s_now() - t0;
+	}
+	if (rc == 0 && n_exec > 0)
+		s_report("sandbox_rpc_list", v, n_exec);
 
 	/* Cold path: what the first exec of a run costs, plus tearing the sandbox down. */
 	for (long i = 0; i < n_create && rc == 0; i++) {
