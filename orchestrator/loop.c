@@ -145,12 +145,6 @@ s_signals(orch_t *o)
 	}
 }
 
-static void
-s_unfinished_cb_fail(orch_t *o)
-{
-	orch_journal_failed(o, "listing unfinished runs");
-}
-
 typedef struct {
 	char **ids;
 	size_t n, cap;
@@ -174,10 +168,6 @@ s_collect_id(void *arg, const orch_run_row_t *row)
 	return 0;
 }
 
-typedef struct {
-	orch_t *o;
-} s_restore_ctx_t;
-
 static int
 s_restore_cb(void *arg, const orch_run_row_t *row)
 {
@@ -198,7 +188,7 @@ s_resume_all(orch_t *o)
 {
 	s_ids_t ids = {0};
 	if (orch_journal_runs_unfinished(o->journal, s_collect_id, &ids) != 0)
-		s_unfinished_cb_fail(o);
+		orch_journal_failed(o, "listing unfinished runs");
 	for (size_t i = 0; i < ids.n; i++) {
 		orch_run_row_t row = {0};
 		if (orch_journal_run_get(o->journal, ids.ids[i], s_restore_cb, &row) == 1 &&

@@ -25,7 +25,8 @@
 #define ORCH_EVENTS_MAX 2000           /* events in one reply */
 #define ORCH_LIST_MAX 1000             /* runs in one list reply */
 #define ORCH_RUN_ID_MAX 32
-#define ORCH_CONV_MAX (16 << 20) /* bytes of one run's conversation */
+#define ORCH_CONV_MAX (16 << 20)        /* bytes of one run's conversation */
+#define ORCH_SBX_UNAVAIL_GRACE_MS 10000 /* retrying a sandboxd that says "unavailable" */
 
 typedef struct orch orch_t;
 typedef struct orch_run orch_run_t;
@@ -56,6 +57,7 @@ enum orch_phase {
 	PH_MODEL_INFLIGHT, /* libcurl transfer running */
 	PH_SBX_DUE,        /* send the sandboxd request after commit */
 	PH_SBX_INFLIGHT,   /* waiting for sandboxd's reply */
+	PH_SBX_BACKOFF,    /* not connected yet: send again at due_ms */
 	PH_ENDED,          /* terminal; freed after the turn's commit */
 };
 
@@ -101,7 +103,9 @@ struct orch_run {
 	uint64_t sbx_req;
 	int64_t sbx_deadline;
 	int64_t sbx_started;
-	char *sbx_command; /* the exec in progress */
+	int64_t sbx_unsent_since;  /* first failed send of the current request */
+	int64_t sbx_unavail_since; /* first "unavailable" answer to it */
+	char *sbx_command;         /* the exec in progress */
 };
 
 typedef struct orch_reply {

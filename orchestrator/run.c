@@ -598,6 +598,7 @@ s_tool_begin(orch_run_t *run, int have_intent)
 		return;
 	}
 	run->sbx_retried = 0;
+	run->sbx_unavail_since = 0;
 	if (have_intent) {
 		run->sbx_op = SBX_FETCH;
 	} else {
@@ -630,9 +631,11 @@ s_exec_event(orch_run_t *run, json_t *res, int recovered)
 void
 orch_run_sbx_done(orch_run_t *run, int status, const char *message, const Ahp__Sbx__Reply *reply)
 {
-	if (run->phase != PH_SBX_INFLIGHT && run->phase != PH_SBX_DUE)
+	if (run->phase != PH_SBX_INFLIGHT && run->phase != PH_SBX_DUE &&
+	    run->phase != PH_SBX_BACKOFF)
 		return;
 	int op = run->sbx_op;
+	char lost[320];
 	run->sbx_op = SBX_NONE;
 	run->sbx_req = 0;
 	run->phase = PH_IDLE;
@@ -643,6 +646,24 @@ orch_run_sbx_done(orch_run_t *run, int status, const char *message, const Ahp__S
 	const Ahp__Sbx__ExecResult *er =
 	    reply && status == 0 && reply->body_case == AHP__SBX__REPLY__BODY_EXEC ? reply->exec
 	                                                                           : NULL;
+	/* sandboxd itself said "not now" (stopping, sandbox restarting): ask
+	 * again for a while. Safe for Exec too: sandboxd keys commands by exec
+	 * id and answers a repeated id from its records (the result, or
+	 * interrupted when it had started), never running it twice. */
+	if (reply != NULL && status == AHP__STATUS__ERR_UNAVAILABLE) {
+		int64_t now = ahp_mono_ms();
+		if (run->sbx_unavail_since == 0)
+			run->sbx_unavail_since = now;
+		if (now - run->sbx_unavail_since < ORCH_SBX_UNAVAIL_GRACE_MS) {
+			run->sbx_op = op;
+			if (op == SBX_EXEC && !run->sbx_created)
+				run->sbx_op = SBX_CREATE;
+			run->phase = PH_SBX_BACKOFF;
+			run->due_ms = now + 200;
+			return;
+		}
+	}
+	run->sbx_unavail_since = 0;
 
 	if (op == SBX_CREATE) {
 		if (status == 0) {
@@ -685,6 +706,15 @@ orch_run_sbx_done(orch_run_t *run, int status, const char *message, const Ahp__S
 			return;
 		}
 		json_t *res;
+		if (status == AHP__STATUS__ERR_UNAVAILABLE && message != NULL) {
+			/* sandboxd gave up on a command it may have started (it is
+			 * stopping): the outcome is unknown and it is not re-run. */
+			snprintf(lost, sizeof lost,
+			         "%.200s; the command's outcome is unknown and it was not re-run",
+			         message);
+			status = AHP__STATUS__ERR_INTERRUPTED;
+			message = lost;
+		}
 		if (status == AHP__STATUS__ERR_TIMEOUT)
 			res = orch_tool_error(
 			    "timeout",
@@ -1084,9 +1114,9 @@ orch_runs_timers(orch_t *o, int64_t now, long max)
 	long next = max;
 	for (orch_run_t *r = o->runs, *nx; r != NULL; r = nx) {
 		nx = r->next;
-		if (r->phase == PH_MODEL_BACKOFF) {
+		if (r->phase == PH_MODEL_BACKOFF || r->phase == PH_SBX_BACKOFF) {
 			if (r->due_ms <= now) {
-				r->phase = PH_MODEL_DUE;
+				r->phase = r->phase == PH_MODEL_BACKOFF ? PH_MODEL_DUE : PH_SBX_DUE;
 				orch_post(o, r);
 			} else if (r->due_ms - now < next) {
 				next = (long)(r->due_ms - now);

@@ -14,6 +14,11 @@
 #include "orch.h"
 
 #define SBX_CONTROL_TIMEOUT_MS 10000 /* create / fetch */
+/* The client connects asynchronously (and, with ZMQ_IMMEDIATE, refuses to
+ * queue before it has): right after a start or a sandboxd restart a send
+ * may fail for a moment, so it is retried this long before giving up. */
+#define SBX_CONNECT_GRACE_MS 3000
+#define SBX_CONNECT_RETRY_MS 50
 #define SBX_MONITOR "inproc://orch-sandboxd-monitor"
 
 /* A monitor on the client socket tells us when sandboxd goes away, so a
@@ -197,19 +202,30 @@ orch_sbx_send(orch_run_t *run)
 	default:
 		return;
 	}
-	if (!s_present(o)) {
+	/* On ipc:// a missing socket file means sandboxd is not running (or
+	 * restarting): same grace as a connection not made yet. */
+	int present = s_present(o);
+	if (present) {
+		run->sbx_used = 1;
+		run->sbx_req = s_send(o, &req);
+	}
+	if (!present || run->sbx_req == 0) {
+		int64_t now = ahp_mono_ms();
+		if (run->sbx_unsent_since == 0)
+			run->sbx_unsent_since = now;
+		if (now - run->sbx_unsent_since < SBX_CONNECT_GRACE_MS) {
+			run->phase = PH_SBX_BACKOFF;
+			run->due_ms = now + SBX_CONNECT_RETRY_MS;
+			return;
+		}
+		run->sbx_unsent_since = 0;
 		orch_run_sbx_done(run, AHP__STATUS__ERR_UNAVAILABLE,
-		                  "sandboxd is not running (no socket at the sandboxd endpoint)",
+		                  present ? "sandboxd is not reachable"
+		                          : "sandboxd is not running (no socket at its endpoint)",
 		                  NULL);
 		return;
 	}
-	run->sbx_used = 1;
-	run->sbx_req = s_send(o, &req);
-	if (run->sbx_req == 0) {
-		orch_run_sbx_done(run, AHP__STATUS__ERR_UNAVAILABLE, "sandboxd is not reachable",
-		                  NULL);
-		return;
-	}
+	run->sbx_unsent_since = 0;
 	run->phase = PH_SBX_INFLIGHT;
 	run->sbx_started = ahp_mono_ms();
 	run->sbx_deadline = run->sbx_started + timeout;
