@@ -16,7 +16,6 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
-#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -49,6 +48,7 @@ static int s_ctl = -1;
 static int s_errfd = 2;
 static int s_devnull = -1;
 static int s_sigfd = -1;
+static int s_notify = -1; /* seccomp listener: exit_group of sandboxed processes */
 static const sbx_init_args_t *s_args;
 
 /* mmap'd buffers: the order in, the captured output out. */
@@ -58,6 +58,15 @@ static uint8_t *s_out[2];
 static size_t s_out_cap = SBX_OUTPUT_KB_MAX * 1024;
 static uint8_t *s_stack;
 static char s_cwd[SBX_CWD_MAX];
+
+/* Ends init (or the pre-exec child) with the exit(2) system call: exit_group
+ * goes to init's own seccomp notifier, and init cannot answer itself. Both
+ * are single-threaded, so exit(2) ends the process. */
+static void __attribute__((noreturn)) s_exit(int code)
+{
+	for (;;)
+		syscall(SYS_exit, code);
+}
 
 static void
 s_write_all(int fd, const void *buf, size_t len)
@@ -106,7 +115,7 @@ static void __attribute__((noreturn, format(printf, 1, 2))) s_fail(const char *f
 	int l = snprintf(line, sizeof(line), "sandboxd-init: %.*s\n", n, msg);
 	if (l > 0)
 		s_write_all(s_errfd, line, (size_t)l < sizeof(line) ? (size_t)l : sizeof(line) - 1);
-	_exit(1);
+	s_exit(1);
 }
 
 static uint64_t
@@ -441,7 +450,8 @@ typedef struct {
 } s_child_t;
 
 /* Runs on its own stack in init's memory until execve (CLONE_VFORK keeps
- * init suspended meanwhile): only async-signal-safe system calls here. */
+ * init suspended meanwhile): only async-signal-safe system calls here. The
+ * seccomp filter is inherited from init: nothing to load per command. */
 static int
 s_child(void *arg)
 {
@@ -477,19 +487,12 @@ s_child(void *arg)
 		(void)!write(fd, "0", 1);
 		close(fd);
 	}
-	/* Traced so init sees the shell's exit (and its cwd) on a side channel. */
-	c->step = "ptrace";
-	if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) != 0)
-		goto fail;
-	c->step = "seccomp";
-	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, s_args->filter) != 0)
-		goto fail;
 	char *argv[] = {(char *)"sh", (char *)"-c", (char *)c->cmd, NULL};
 	c->step = "execve /bin/sh";
 	execve("/bin/sh", argv, s_args->env);
 fail:
 	c->err = errno;
-	_exit(127);
+	s_exit(127);
 }
 
 typedef struct {
@@ -569,11 +572,67 @@ s_read_cwd(pid_t pid, char *out, size_t len)
 	memcpy(out, buf, (size_t)n + 1);
 }
 
+/*
+ * The cwd side channel. init's seccomp filter (inherited by every command)
+ * turns exit_group(2) into a notification to init. When the notifying process
+ * is the command's shell, init reads /proc/<pid>/cwd while the shell is held
+ * in the system call, then lets the call continue. Nothing the command prints
+ * or does can forge this: it comes from the kernel's view of the process.
+ */
+static pid_t s_shell = -1;
+static char s_shell_cwd[SBX_CWD_MAX];
+static bool s_shell_cwd_seen;
+
+static void
+s_on_notify(void)
+{
+	struct seccomp_notif req;
+	struct seccomp_notif_resp resp;
+	for (int i = 0; i < 64; i++) {
+		memset(&req, 0, sizeof(req));
+		if (ioctl(s_notify, SECCOMP_IOCTL_NOTIF_RECV, &req) != 0)
+			return; /* nothing pending, or the task died meanwhile */
+		if (s_shell > 0 && (pid_t)req.pid == s_shell && !s_shell_cwd_seen) {
+			s_read_cwd(s_shell, s_shell_cwd, sizeof(s_shell_cwd));
+			/* only trust what was read while the id still names that task */
+			if (ioctl(s_notify, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) != 0)
+				s_shell_cwd[0] = '\0';
+			s_shell_cwd_seen = true;
+		}
+		memset(&resp, 0, sizeof(resp));
+		resp.id = req.id;
+		resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+		(void)ioctl(s_notify, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+		struct pollfd pf = {s_notify, POLLIN, 0};
+		if (poll(&pf, 1, 0) <= 0 || !(pf.revents & POLLIN))
+			return;
+	}
+}
+
+/* Reaps children; true when `shell` was among them (its status in *wstatus). */
+static bool
+s_reap(pid_t shell, int *wstatus, struct rusage *ru)
+{
+	bool done = false;
+	for (;;) {
+		int ws;
+		struct rusage r;
+		pid_t p = wait4(-1, &ws, WNOHANG, &r);
+		if (p <= 0)
+			return done;
+		if (p == shell) {
+			*wstatus = ws;
+			*ru = r;
+			done = true;
+		}
+	}
+}
+
 static void
 s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 {
 	int outp[2], errp[2];
-	bool truncated = false, timed_out = false, shell_done = false, opts_set = false;
+	bool truncated = false, timed_out = false, shell_done = false;
 	char newcwd[SBX_CWD_MAX];
 	newcwd[0] = '\0';
 	int wstatus = 0;
@@ -587,9 +646,12 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 	if (pipe2(errp, O_CLOEXEC) != 0)
 		s_fail("pipe");
 	s_child_t c = {.cmd = cmd, .cwd = cwd, .o = o, .outw = outp[1], .errw = errp[1]};
+	s_shell_cwd[0] = '\0';
+	s_shell_cwd_seen = false;
 	uint64_t t0 = s_mono_ms();
 	pid_t pid = clone(s_child, s_stack + S_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
 	int spawn_errno = pid < 0 ? errno : c.err;
+	s_shell = pid;
 	close(outp[1]);
 	close(errp[1]);
 	s_stream_t st[2] = {{outp[0], 0, false}, {errp[0], 0, false}};
@@ -631,19 +693,22 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 			tmo = 1000;
 		else
 			tmo = (int)(deadline - now);
-		struct pollfd pf[4] = {
+		struct pollfd pf[5] = {
 		    {st[0].eof ? -1 : st[0].fd, POLLIN, 0},
 		    {st[1].eof ? -1 : st[1].fd, POLLIN, 0},
 		    {s_sigfd, POLLIN, 0},
+		    {s_notify, POLLIN, 0},
 		    {s_ctl, 0, 0}, /* hang-up only: sandboxd gone */
 		};
-		int n = poll(pf, 4, tmo);
+		int n = poll(pf, 5, tmo);
 		if (n < 0 && errno != EINTR)
 			s_fail("poll");
 		if (n <= 0)
 			continue;
-		if (pf[3].revents & (POLLHUP | POLLERR))
-			_exit(0); /* the kernel kills the rest of the pid namespace */
+		if (pf[4].revents & (POLLHUP | POLLERR))
+			s_exit(0); /* the kernel kills the rest of the pid namespace */
+		if (pf[3].revents & POLLIN)
+			s_on_notify();
 		for (int i = 0; i < 2; i++)
 			if (pf[i].revents)
 				s_drain(&st[i], s_out[i], &truncated);
@@ -651,37 +716,9 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 			struct signalfd_siginfo si;
 			while (read(s_sigfd, &si, sizeof(si)) == sizeof(si))
 				;
-			for (;;) {
-				int ws;
-				struct rusage r;
-				pid_t p = wait4(-1, &ws, WNOHANG | __WALL, &r);
-				if (p <= 0)
-					break;
-				if (p != pid)
-					continue; /* an orphan reparented to us */
-				if (WIFSTOPPED(ws)) {
-					int sig = WSTOPSIG(ws), ev = ws >> 16;
-					long inject = 0;
-					if (!opts_set && sig == SIGTRAP && ev == 0) {
-						/* the stop after execve: from now on
-						 * report exit, and exec as an event */
-						opts_set = true;
-						ptrace(PTRACE_SETOPTIONS, pid, NULL,
-						       (void *)(long)(PTRACE_O_TRACEEXIT |
-						                      PTRACE_O_TRACEEXEC |
-						                      PTRACE_O_EXITKILL));
-					} else if (ev == PTRACE_EVENT_EXIT) {
-						if (!timed_out)
-							s_read_cwd(pid, newcwd, sizeof(newcwd));
-					} else if (ev != 0) {
-						/* exec event: nothing to do */
-					} else if (sig != SIGSTOP && sig != SIGTSTP &&
-					           sig != SIGTTIN && sig != SIGTTOU) {
-						inject = sig; /* deliver the shell's signal */
-					}
-					ptrace(PTRACE_CONT, pid, NULL, (void *)inject);
-					continue;
-				}
+			int ws;
+			struct rusage r;
+			if (s_reap(shell_done ? -1 : pid, &ws, &r) && !shell_done) {
 				wstatus = ws;
 				ru = r;
 				shell_done = true;
@@ -692,6 +729,9 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 	uint32_t duration = (uint32_t)(s_mono_ms() - t0);
 	close(st[0].fd);
 	close(st[1].fd);
+	s_shell = -1;
+	if (!timed_out && s_shell_cwd_seen)
+		memcpy(newcwd, s_shell_cwd, sizeof(newcwd));
 	if (timed_out)
 		flags |= SBX_DONE_TIMEOUT;
 	if (truncated)
@@ -717,7 +757,7 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 	                       {newcwd, d.cwd_len}};
 	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 5};
 	if (sendmsg(s_ctl, &mh, MSG_NOSIGNAL) < 0)
-		_exit(0); /* sandboxd is gone */
+		s_exit(0); /* sandboxd is gone */
 	/* Give big outputs' pages back: they count against the memory limit. */
 	for (int i = 0; i < 2; i++)
 		if (st[i].len > 65536)
@@ -756,27 +796,31 @@ s_on_order(size_t n)
 static void __attribute__((noreturn)) s_serve(void)
 {
 	for (;;) {
-		struct pollfd pf[2] = {{s_ctl, POLLIN, 0}, {s_sigfd, POLLIN, 0}};
-		if (poll(pf, 2, -1) < 0) {
+		struct pollfd pf[3] = {
+		    {s_ctl, POLLIN, 0}, {s_sigfd, POLLIN, 0}, {s_notify, POLLIN, 0}};
+		if (poll(pf, 3, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			s_fail("poll");
 		}
+		if (pf[2].revents & POLLIN)
+			s_on_notify(); /* background jobs of earlier commands exiting */
 		if (pf[1].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(s_sigfd, &si, sizeof(si)) == sizeof(si))
 				;
-			while (waitpid(-1, NULL, WNOHANG | __WALL) > 0)
-				; /* orphans of earlier commands */
+			int ws;
+			struct rusage ru;
+			(void)s_reap(-1, &ws, &ru); /* orphans of earlier commands */
 		}
 		if (pf[0].revents & POLLIN) {
 			ssize_t n = recv(s_ctl, s_inbuf, s_inbuf_len, MSG_TRUNC);
 			if (n == 0)
-				_exit(0);
+				s_exit(0);
 			if (n < 0) {
 				if (errno == EINTR || errno == EAGAIN)
 					continue;
-				_exit(0);
+				s_exit(0);
 			}
 			if ((size_t)n > s_inbuf_len - 2) {
 				errno = EMSGSIZE;
@@ -784,7 +828,7 @@ static void __attribute__((noreturn)) s_serve(void)
 			}
 			s_on_order((size_t)n);
 		} else if (pf[0].revents & (POLLHUP | POLLERR)) {
-			_exit(0);
+			s_exit(0);
 		}
 	}
 }
@@ -800,10 +844,10 @@ sbx_init_main(void *arg)
 
 	/* Only the control socket and the log survive from sandboxd's fds. */
 	if (s_args->ctl != S_CTL_FD && dup3(s_args->ctl, S_CTL_FD, O_CLOEXEC) < 0)
-		_exit(1);
+		s_exit(1);
 	s_ctl = S_CTL_FD;
 	if (s_errfd != 2 && dup2(s_errfd, 2) < 0)
-		_exit(1);
+		s_exit(1);
 	s_errfd = 2;
 	syscall(SYS_close_range, 4u, ~0u, 0u);
 	s_devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -831,7 +875,7 @@ sbx_init_main(void *arg)
 	sbx_ctl_hdr_t go;
 	ssize_t n = recv(s_ctl, &go, sizeof(go), 0);
 	if (n != (ssize_t)sizeof(go) || go.type != SBX_CTL_GO)
-		_exit(0);
+		s_exit(0);
 
 	/* A cgroup namespace rooted at the sandbox's own cgroup. */
 	if (unshare(CLONE_NEWCGROUP) != 0)
@@ -843,6 +887,13 @@ sbx_init_main(void *arg)
 		s_fail("sethostname");
 	int listener = s_network();
 	s_drop_privileges();
+	/* init runs under the commands' filter too; the listener it gets back
+	 * is the cwd side channel (s_on_notify). */
+	s_notify = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+	                        SECCOMP_FILTER_FLAG_NEW_LISTENER, s_args->filter);
+	if (s_notify < 0)
+		s_fail("seccomp");
+	fcntl(s_notify, F_SETFD, FD_CLOEXEC);
 
 	s_sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (s_sigfd < 0)

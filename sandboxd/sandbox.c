@@ -425,6 +425,7 @@ struct sbx_sandbox {
 	int n_create;
 	sbx_relay_t **relays;
 	int n_relays;
+	sbx_execlog_t *log;
 };
 
 /* One receive buffer for all control sockets: the loop is single-threaded. */
@@ -532,6 +533,7 @@ sbx_sandbox_destroy(sbx_sandbox_t **self_p)
 		(void)sbx_cgroup_remove(self->cg);
 		sbx_cgroup_destroy(&self->cg);
 	}
+	sbx_execlog_close(&self->log);
 	free(self->relays);
 	free(self);
 	*self_p = NULL;
@@ -617,6 +619,12 @@ sbx_sandbox_start(sbx_sandbox_t *self, char *err, size_t errlen)
 
 	if (sbx_store_workspace_prepare(store, self->id, self->uid) < 0) {
 		snprintf(err, errlen, "workspace: %s", strerror(errno));
+		return -1;
+	}
+	if (self->log == NULL)
+		self->log = sbx_execlog_open(store, self->id, true);
+	if (self->log == NULL) {
+		snprintf(err, errlen, "exec log: %s", strerror(errno));
 		return -1;
 	}
 	self->cg = sbx_cgroup_new(self->id, &self->meta.lim);
@@ -735,8 +743,7 @@ s_dispatch(sbx_sandbox_t *self)
 	e->next = NULL;
 	self->cur = e;
 
-	sbx_store_t *store = sbx_daemon_store(self->d);
-	if (sbx_store_exec_intent(store, self->id, e->exec_id) != 0) {
+	if (sbx_execlog_intent(self->log, e->exec_id) != 0) {
 		/* EEXIST: raced with a record on disk; never run twice. */
 		int st = errno == EEXIST ? AHP__STATUS__ERR_INTERRUPTED : AHP__STATUS__ERR_INTERNAL;
 		log_error("sandbox %s: exec %s intent: %s", self->id, e->exec_id, strerror(errno));
@@ -789,7 +796,7 @@ s_answer_stored(sbx_sandbox_t *self, ahp_rpc_req_t **req, const char *exec_id, b
 {
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	int r = sbx_store_exec_lookup(sbx_daemon_store(self->d), self->id, exec_id, &buf, &len);
+	int r = sbx_execlog_lookup(self->log, exec_id, &buf, &len);
 	if (r == 2) {
 		sbx_reply_exec_packed(self->d, req, buf, len);
 		free(buf);
@@ -947,8 +954,7 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 		s_fail_waiters(self, e, AHP__STATUS__ERR_INTERNAL, "out of memory");
 	} else {
 		ahp__sbx__exec_result__pack(&r, packed);
-		if (sbx_store_exec_result(sbx_daemon_store(self->d), self->id, e->exec_id, packed,
-		                          plen) != 0)
+		if (sbx_execlog_result(self->log, e->exec_id, packed, plen) != 0)
 			log_error("sandbox %s: storing result of %s: %s", self->id, e->exec_id,
 			          strerror(errno));
 		for (int i = 0; i < e->n_waiters; i++)

@@ -224,11 +224,17 @@ int sbx_store_child_exited(sbx_store_t *self, pid_t pid, int status);
 int sbx_store_busy(const sbx_store_t *self); /* deleters still running */
 /* Deletes everything below dirfd without following symlinks. 0 / -1. */
 int sbx_rmtree_at(int dirfd);
-/* Exec records. intent: 0, or -1 (EEXIST when already recorded). */
-int sbx_store_exec_intent(sbx_store_t *self, const char *id, const char *exec_id);
-int sbx_store_exec_result(sbx_store_t *self, const char *id, const char *exec_id,
-                          const uint8_t *buf, size_t len);
-/* 2: result found (*buf caller frees), 1: intent only, 0: never seen, -1 error. */
+/* Exec records of one sandbox (an append-only log, kept open while it runs). */
+typedef struct sbx_execlog sbx_execlog_t;
+/* Opens (create: or makes) the log and indexes it. NULL on failure (errno). */
+sbx_execlog_t *sbx_execlog_open(sbx_store_t *store, const char *id, bool create);
+void sbx_execlog_close(sbx_execlog_t **self_p);
+/* Records that an exec starts. -1 with EEXIST when the id is already known. */
+int sbx_execlog_intent(sbx_execlog_t *self, const char *exec_id);
+int sbx_execlog_result(sbx_execlog_t *self, const char *exec_id, const uint8_t *buf, size_t len);
+/* 2: result (*buf caller frees), 1: intent only, 0: never seen, -1 error. */
+int sbx_execlog_lookup(sbx_execlog_t *self, const char *exec_id, uint8_t **buf, size_t *len);
+/* The same for a sandbox that is not running (opens its log read-only). */
 int sbx_store_exec_lookup(sbx_store_t *self, const char *id, const char *exec_id, uint8_t **buf,
                           size_t *len);
 

@@ -167,6 +167,11 @@ s_add_rules(scmp_filter_ctx ctx)
 			return -1;
 	}
 
+	/* exit_group(2) is reported to init, which reads the exiting shell's
+	 * cwd and lets the call continue: the cwd side channel. */
+	if (s_rule(ctx, SCMP_ACT_NOTIFY, "exit_group", 0, NULL) != 0)
+		return -1;
+
 	/* terminal input injection (ioctl cmd is an unsigned int) */
 	const unsigned long ioc[] = {TIOCSTI, TIOCLINUX};
 	for (size_t i = 0; i < 2; i++) {
@@ -279,6 +284,8 @@ sbx_seccomp_describe(void *file)
 	fprintf(f, "%-20s %-8s %s\n", "mknod/mknodat", "EPERM",
 	        "character and block devices (FIFOs allowed)");
 	fprintf(f, "%-20s %-8s %s\n", "ioctl", "EPERM", "TIOCSTI, TIOCLINUX (terminal injection)");
+	fprintf(f, "%-20s %-8s %s\n", "exit_group", "NOTIFY",
+	        "held while init reads the shell's cwd, then continues (never denied)");
 	fprintf(f, "%-20s %-8s %s\n", "personality", "EPERM",
 	        "anything but PER_LINUX, PER_LINUX32, UNAME26 and the query");
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,8 +21,7 @@
  * Layout under state_dir:
  *   workspaces/<id>/              the sandbox's /workspace, owned by its host uid
  *   sandboxes/<id>.meta           key=value: profile, limits, uid slot, cwd...
- *   execs/<id>/<exec>.intent      written when an exec starts
- *   execs/<id>/<exec>.result      packed ahp.sbx.ExecResult, when it ends
+ *   execs/<id>.log                exec intents and results (append-only, below)
  *   trash/<uid>.<rand>/           removed workspaces waiting for deletion
  *   root/                         empty: each sandbox attaches its new root here
  *   etc/                          the /etc template every sandbox sees
@@ -446,26 +446,6 @@ sbx_store_busy(const sbx_store_t *self)
 	return n;
 }
 
-/* Removes a directory of plain files written by sandboxd (exec records). */
-static void
-s_rm_flat(const char *dir)
-{
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dfd < 0)
-		return;
-	DIR *d = fdopendir(dfd);
-	if (d == NULL) {
-		close(dfd);
-		return;
-	}
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-			(void)unlinkat(dfd, e->d_name, 0);
-	closedir(d);
-	(void)rmdir(dir);
-}
-
 int
 sbx_store_remove(sbx_store_t *self, const char *id, uid_t uid)
 {
@@ -487,97 +467,258 @@ sbx_store_remove(sbx_store_t *self, const char *id, uid_t uid)
 			rc = -1;
 		}
 	}
-	if (s_path(p, sizeof(p), "%s/%s%s", self->execs, id, "") == 0)
-		s_rm_flat(p);
+	if (s_path(p, sizeof(p), "%s/%s.log%s", self->execs, id, "") == 0)
+		(void)unlink(p);
 	if (s_path(p, sizeof(p), "%s/%s.meta%s", self->meta, id, "") == 0)
 		(void)unlink(p);
 	sbx_store_sweep(self);
 	return rc;
 }
 
-/* ---- exec records ---- */
+/* ---- exec records: one append-only log per sandbox ---- */
+
+/*
+ * execs/<id>.log holds records written with one write(2) each (no rename, no
+ * new file per exec: on this path every metadata operation costs more than
+ * the command). A record is an 8-byte header {'X', type, id_len, 0, u32 LE
+ * payload length}, the exec id, then the payload: nothing for an intent, a
+ * packed ExecResult for a result. A torn tail (sandboxd killed mid-write) is
+ * cut off when the log is next opened for writing.
+ */
+#define S_REC_HDR 8
+#define S_REC_INTENT 'I'
+#define S_REC_RESULT 'R'
+
+typedef struct {
+	char *id; /* NULL: empty slot */
+	bool has_result;
+	off_t off; /* payload offset of the result */
+	uint32_t len;
+} s_slot_t;
+
+struct sbx_execlog {
+	int fd;
+	off_t end;
+	s_slot_t *tab;
+	size_t cap, n; /* cap is a power of two, at most half full */
+};
+
+static uint32_t
+s_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 16777619u;
+	return h;
+}
+
+static s_slot_t *
+s_slot(sbx_execlog_t *self, const char *id)
+{
+	for (size_t i = s_hash(id) & (self->cap - 1);; i = (i + 1) & (self->cap - 1))
+		if (self->tab[i].id == NULL || strcmp(self->tab[i].id, id) == 0)
+			return &self->tab[i];
+}
+
+static const s_slot_t *
+s_slot_find(sbx_execlog_t *self, const char *id)
+{
+	if (self->cap == 0)
+		return NULL;
+	const s_slot_t *sl = s_slot(self, id);
+	return sl->id != NULL ? sl : NULL;
+}
 
 static int
-s_exec_path(sbx_store_t *self, const char *id, const char *exec_id, const char *ext, char *buf,
-            size_t len)
+s_index(sbx_execlog_t *self, const char *id, bool result, off_t off, uint32_t len)
 {
-	char dir[PATH_MAX];
-	if (s_path(dir, sizeof(dir), "%s/%s%s", self->execs, id, "") != 0)
-		return -1;
-	return s_path(buf, len, "%s/%s.%s", dir, exec_id, ext);
-}
-
-int
-sbx_store_exec_intent(sbx_store_t *self, const char *id, const char *exec_id)
-{
-	char p[PATH_MAX], line[64];
-	if (s_exec_path(self, id, exec_id, "intent", p, sizeof(p)) != 0)
-		return -1;
-	int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0 && errno == ENOENT) {
-		char dir[PATH_MAX];
-		if (s_path(dir, sizeof(dir), "%s/%s%s", self->execs, id, "") != 0)
+	if ((self->n + 1) * 2 > self->cap) {
+		size_t ncap = self->cap ? self->cap * 2 : 64;
+		s_slot_t *old = self->tab;
+		size_t ocap = self->cap;
+		self->tab = calloc(ncap, sizeof(*self->tab));
+		if (self->tab == NULL) {
+			self->tab = old;
 			return -1;
-		if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		}
+		self->cap = ncap;
+		for (size_t i = 0; i < ocap; i++)
+			if (old[i].id != NULL)
+				*s_slot(self, old[i].id) = old[i];
+		free(old);
+	}
+	s_slot_t *sl = s_slot(self, id);
+	if (sl->id == NULL) {
+		sl->id = strdup(id);
+		if (sl->id == NULL)
 			return -1;
-		fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		self->n++;
 	}
-	if (fd < 0)
-		return -1;
-	int n = snprintf(line, sizeof(line), "started_ms=%lld\n", (long long)ahp_now_ms());
-	ssize_t w = write(fd, line, (size_t)n);
-	close(fd);
-	return w == n ? 0 : -1;
-}
-
-int
-sbx_store_exec_result(sbx_store_t *self, const char *id, const char *exec_id, const uint8_t *buf,
-                      size_t len)
-{
-	char p[PATH_MAX], tmp[PATH_MAX];
-	if (s_exec_path(self, id, exec_id, "result", p, sizeof(p)) != 0 ||
-	    s_exec_path(self, id, exec_id, "result.tmp", tmp, sizeof(tmp)) != 0)
-		return -1;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -1;
-	size_t off = 0;
-	while (off < len) {
-		ssize_t w = write(fd, buf + off, len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
-	close(fd);
-	/* rename: a reader sees the whole result or none of it */
-	if (off != len || rename(tmp, p) != 0) {
-		unlink(tmp);
-		return -1;
+	if (result) {
+		sl->has_result = true;
+		sl->off = off;
+		sl->len = len;
 	}
 	return 0;
+}
+
+/* Reads every record header; returns the offset after the last whole one. */
+static off_t
+s_scan(sbx_execlog_t *self)
+{
+	struct stat st;
+	if (fstat(self->fd, &st) != 0)
+		return 0;
+	off_t off = 0;
+	while (off + S_REC_HDR <= st.st_size) {
+		uint8_t h[S_REC_HDR + SBX_EXEC_ID_MAX + 1];
+		ssize_t n = pread(self->fd, h, sizeof(h), off);
+		if (n < S_REC_HDR)
+			break;
+		uint8_t type = h[1], idl = h[2];
+		uint32_t len = (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 |
+		               (uint32_t)h[7] << 24;
+		if (h[0] != 'X' || (type != S_REC_INTENT && type != S_REC_RESULT) || idl == 0 ||
+		    idl > SBX_EXEC_ID_MAX || n < S_REC_HDR + idl ||
+		    off + S_REC_HDR + idl + (off_t)len > st.st_size)
+			break;
+		char id[SBX_EXEC_ID_MAX + 1];
+		memcpy(id, h + S_REC_HDR, idl);
+		id[idl] = '\0';
+		if (!sbx_valid_exec_id(id))
+			break;
+		if (s_index(self, id, type == S_REC_RESULT, off + S_REC_HDR + idl, len) != 0)
+			break;
+		off += S_REC_HDR + idl + (off_t)len;
+	}
+	return off;
+}
+
+sbx_execlog_t *
+sbx_execlog_open(sbx_store_t *store, const char *id, bool create)
+{
+	char p[PATH_MAX];
+	if (s_path(p, sizeof(p), "%s/%s.log%s", store->execs, id, "") != 0)
+		return NULL;
+	int flags = create ? O_RDWR | O_CREAT | O_APPEND : O_RDONLY;
+	int fd = open(p, flags | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return NULL;
+	sbx_execlog_t *self = calloc(1, sizeof(*self));
+	if (self == NULL) {
+		close(fd);
+		return NULL;
+	}
+	self->fd = fd;
+	self->end = s_scan(self);
+	struct stat st;
+	if (create && fstat(fd, &st) == 0 && st.st_size > self->end) {
+		log_warn("exec log %s: dropping %lld torn bytes at its end", p,
+		         (long long)(st.st_size - self->end));
+		if (ftruncate(fd, self->end) != 0)
+			log_warn("exec log %s: truncate: %s", p, strerror(errno));
+	}
+	return self;
+}
+
+void
+sbx_execlog_close(sbx_execlog_t **self_p)
+{
+	if (self_p == NULL || *self_p == NULL)
+		return;
+	sbx_execlog_t *self = *self_p;
+	for (size_t i = 0; i < self->cap; i++)
+		free(self->tab[i].id);
+	free(self->tab);
+	close(self->fd);
+	free(self);
+	*self_p = NULL;
+}
+
+static int
+s_append(sbx_execlog_t *self, uint8_t type, const char *exec_id, const uint8_t *buf, uint32_t len)
+{
+	size_t idl = strlen(exec_id);
+	uint8_t h[S_REC_HDR] = {'X',
+	                        type,
+	                        (uint8_t)idl,
+	                        0,
+	                        (uint8_t)len,
+	                        (uint8_t)(len >> 8),
+	                        (uint8_t)(len >> 16),
+	                        (uint8_t)(len >> 24)};
+	struct iovec iov[3] = {{h, sizeof(h)}, {(void *)exec_id, idl}, {(void *)buf, len}};
+	size_t total = sizeof(h) + idl + len;
+	ssize_t n = writev(self->fd, iov, len ? 3 : 2);
+	if (n != (ssize_t)total) {
+		/* a short write leaves a torn record: cut it so the log stays whole */
+		if (n > 0 && ftruncate(self->fd, self->end) != 0)
+			log_warn("exec log: truncate after short write: %s", strerror(errno));
+		if (n >= 0)
+			errno = ENOSPC;
+		return -1;
+	}
+	off_t payload = self->end + (off_t)(sizeof(h) + idl);
+	self->end += (off_t)total;
+	return s_index(self, exec_id, type == S_REC_RESULT, payload, len);
+}
+
+int
+sbx_execlog_intent(sbx_execlog_t *self, const char *exec_id)
+{
+	if (s_slot_find(self, exec_id) != NULL) {
+		errno = EEXIST;
+		return -1;
+	}
+	return s_append(self, S_REC_INTENT, exec_id, NULL, 0);
+}
+
+int
+sbx_execlog_result(sbx_execlog_t *self, const char *exec_id, const uint8_t *buf, size_t len)
+{
+	if (len > UINT32_MAX) {
+		errno = EFBIG;
+		return -1;
+	}
+	return s_append(self, S_REC_RESULT, exec_id, buf, (uint32_t)len);
+}
+
+int
+sbx_execlog_lookup(sbx_execlog_t *self, const char *exec_id, uint8_t **buf, size_t *len)
+{
+	*buf = NULL;
+	*len = 0;
+	if (self == NULL)
+		return -1;
+	const s_slot_t *sl = s_slot_find(self, exec_id);
+	if (sl == NULL)
+		return 0;
+	if (!sl->has_result)
+		return 1;
+	if (sl->len > S_RESULT_MAX)
+		return -1;
+	uint8_t *b = malloc(sl->len ? sl->len : 1);
+	if (b == NULL)
+		return -1;
+	if (pread(self->fd, b, sl->len, sl->off) != (ssize_t)sl->len) {
+		free(b);
+		return -1;
+	}
+	*buf = b;
+	*len = sl->len;
+	return 2;
 }
 
 int
 sbx_store_exec_lookup(sbx_store_t *self, const char *id, const char *exec_id, uint8_t **buf,
                       size_t *len)
 {
-	char p[PATH_MAX];
 	*buf = NULL;
 	*len = 0;
-	if (s_exec_path(self, id, exec_id, "result", p, sizeof(p)) != 0)
-		return -1;
-	char *b = NULL;
-	if (ahp_read_file(p, S_RESULT_MAX, &b, len) == 0) {
-		*buf = (uint8_t *)b;
-		return 2;
-	}
-	if (errno != ENOENT)
-		return -1;
-	if (s_exec_path(self, id, exec_id, "intent", p, sizeof(p)) != 0)
-		return -1;
-	if (access(p, F_OK) == 0)
-		return 1;
-	return errno == ENOENT ? 0 : -1;
+	sbx_execlog_t *log = sbx_execlog_open(self, id, false);
+	if (log == NULL)
+		return errno == ENOENT ? 0 : -1;
+	int r = sbx_execlog_lookup(log, exec_id, buf, len);
+	sbx_execlog_close(&log);
+	return r;
 }
