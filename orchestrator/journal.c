@@ -63,6 +63,9 @@ enum {
 	ST_EVENT_ADD,
 	ST_EVENTS,
 	ST_EVENT_LAST,
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
 	ST_COUNT
 };
 
@@ -93,6 +96,10 @@ static const char *const s_sql[ST_COUNT] = {
     [ST_EVENTS] = "SELECT seq, ts_ms, kind, text, data FROM events"
                   " WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     [ST_EVENT_LAST] = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1",
+    /* Prepared once: a commit per loop turn should not parse SQL. */
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
 };
 
 struct orch_journal {
@@ -142,12 +149,26 @@ orch_journal_destroy(orch_journal_t **self_p)
 	*self_p = NULL;
 }
 
+/* Runs one of the prepared transaction statements. 0 / -1. */
+static int
+s_tx(orch_journal_t *self, int which, const char *what)
+{
+	sqlite3_stmt *st = self->st[which];
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		log_error("journal %s: %s", what, sqlite3_errmsg(self->db));
+		return -1;
+	}
+	return 0;
+}
+
 int
 orch_journal_begin(orch_journal_t *self)
 {
 	if (self->in_tx)
 		return 0;
-	if (ahp_db_begin(self->db) != 0)
+	if (s_tx(self, ST_BEGIN, "begin") != 0)
 		return -1;
 	self->in_tx = 1;
 	return 0;
@@ -158,8 +179,7 @@ orch_journal_commit(orch_journal_t *self)
 {
 	if (!self->in_tx)
 		return 0;
-	if (ahp_db_commit(self->db) != 0) {
-		log_error("journal commit failed: %s", sqlite3_errmsg(self->db));
+	if (s_tx(self, ST_COMMIT, "commit") != 0) {
 		orch_journal_rollback(self);
 		return -1;
 	}
@@ -176,7 +196,7 @@ orch_journal_rollback(orch_journal_t *self)
 	/* A failed COMMIT may already have ended the transaction. */
 	if (sqlite3_get_autocommit(self->db))
 		return 0;
-	return ahp_db_rollback(self->db);
+	return s_tx(self, ST_ROLLBACK, "rollback");
 }
 
 int
