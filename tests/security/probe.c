@@ -72,6 +72,8 @@ static struct {
 	size_t len;
 } s_res;
 
+static void s_note_ids(void);
+
 /* A value a sibling process holds, read by the process_vm_readv attack. */
 static volatile uint64_t s_sibling_secret = 0x5eC2e7c0ffee1234ULL;
 
@@ -443,6 +445,15 @@ a_read(int argc, char **argv)
 			continue;
 		}
 		char c;
+		struct stat st;
+		/* Masking a path with a bind of /dev/null (as sandboxd does for /proc/kmsg) is
+		 * containment: what opened is not the file. */
+		if (fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)) {
+			s_blocked(EPERM, argv[i]);
+			s_note("%s is masked by /dev/null", argv[i]);
+			close(fd);
+			continue;
+		}
 		ssize_t n = read(fd, &c, 1);
 		s_escape("opened %s (read returned %zd)", argv[i], n);
 		close(fd);
@@ -1257,6 +1268,7 @@ a_kill(int argc, char **argv)
 		s_note("kill(-1, SIGWINCH) reached some process (runner checks the host victim)");
 	else
 		s_blocked(errno, "kill(-1)");
+	s_note_ids();
 	return 0;
 }
 
@@ -1667,7 +1679,8 @@ a_dns(int argc, char **argv)
 }
 
 /* Connects to unix sockets. A path starting with '@' is abstract (per network namespace).
- * For file-system paths, ECONNREFUSED / EACCES mean the socket file is visible => escape. */
+ * For file-system paths, ECONNREFUSED / EACCES mean the socket file is visible => escape
+ * (except EACCES under /proc/: that is the ptrace check on /proc/PID/root). */
 static int
 a_connect_unix(int argc, char **argv)
 {
@@ -1694,8 +1707,9 @@ a_connect_unix(int argc, char **argv)
 			}
 			if (connect(fd, (struct sockaddr *)&sun, len) == 0) {
 				s_escape("connected to unix socket %s", argv[i]);
-			} else if (argv[i][0] != '@' && (errno == ECONNREFUSED || errno == EACCES ||
-			                                 errno == EPROTOTYPE)) {
+			} else if (argv[i][0] != '@' &&
+			           (errno == ECONNREFUSED || errno == EPROTOTYPE ||
+			            (errno == EACCES && strncmp(argv[i], "/proc/", 6) != 0))) {
 				s_escape("socket file visible %s (%s)", argv[i], s_errname(errno));
 			} else {
 				s_blocked(errno, argv[i]);
@@ -2085,27 +2099,32 @@ a_fds(int argc, char **argv)
 	return 0;
 }
 
+/* Notes our ids and the user namespace maps (so the runner learns the host uid). */
+static void
+s_note_ids(void)
+{
+	static const char *const maps[] = {"uid_map", "gid_map", NULL};
+	char map[256], path[64];
+
+	s_note("uid=%d gid=%d pid=%d", (int)getuid(), (int)getgid(), (int)getpid());
+	for (int i = 0; maps[i]; i++) {
+		snprintf(path, sizeof(path), "/proc/self/%s", maps[i]);
+		if (s_read_small(path, map, sizeof(map)) <= 0)
+			continue;
+		for (char *p = map; *p; p++)
+			if (*p == '\n' || *p == '\t')
+				*p = ' ';
+		s_note("%s=%s", maps[i], map);
+	}
+}
+
 /* Informational: who we are inside, for the runner (never an escape by itself). */
 static int
 a_whoami(int argc, char **argv)
 {
-	char map[256];
-
 	(void)argc;
 	(void)argv;
-	s_note("uid=%d gid=%d pid=%d", (int)getuid(), (int)getgid(), (int)getpid());
-	if (s_read_small("/proc/self/uid_map", map, sizeof(map)) > 0) {
-		for (char *p = map; *p; p++)
-			if (*p == '\n' || *p == '\t')
-				*p = ' ';
-		s_note("uid_map=%s", map);
-	}
-	if (s_read_small("/proc/self/gid_map", map, sizeof(map)) > 0) {
-		for (char *p = map; *p; p++)
-			if (*p == '\n' || *p == '\t')
-				*p = ' ';
-		s_note("gid_map=%s", map);
-	}
+	s_note_ids();
 	return 0;
 }
 

@@ -300,12 +300,16 @@ class Home:
 
     def sandbox_host_uid(self):
         """Host uid the sandbox's user is mapped to (from the probe's uid_map)."""
-        res = self.probe("whoami")
-        m = re.search(r"uid=(\d+) .*uid_map=\s*(\d+)\s+(\d+)\s+(\d+)", res["detail"])
-        check(m is not None, f"cannot parse whoami: {res['detail']}")
-        uid, inner, outer, count = (int(x) for x in m.groups())
-        check(inner <= uid < inner + count, f"uid {uid} not in its own map {res['detail']}")
-        return outer + (uid - inner)
+        return host_uid_of(self.probe("whoami"))
+
+
+def host_uid_of(res):
+    """Host uid of the probe that produced res (its detail holds uid= and uid_map=)."""
+    m = re.search(r"uid=(\d+) .*uid_map=\s*(\d+)\s+(\d+)\s+(\d+)", res["detail"])
+    check(m is not None, f"cannot parse the probe's ids: {res['detail']}")
+    uid, inner, outer, count = (int(x) for x in m.groups())
+    check(inner <= uid < inner + count, f"uid {uid} not in its own map {res['detail']}")
+    return outer + (uid - inner)
 
 
 # ------------------------------------------------------------------------------------------
@@ -512,7 +516,10 @@ def _(h):
                               preexec_fn=drop, cwd="/")
     h.children.append(victim)
     check(victim.stdout.readline().strip() == b"ready", "victim did not start")
-    h.probe("kill", victim.pid, h.proc.pid)
+    res = h.probe("kill", victim.pid, h.proc.pid)
+    # Only meaningful if the attacking sandbox really had the victim's host uid.
+    check(host_uid_of(res) == uid, f"precondition: the attacking sandbox ran as host uid "
+          f"{host_uid_of(res)}, not {uid} like the victim")
     time.sleep(0.3)
     check(pid_alive(victim.pid), "ESCAPE: the host victim process was killed from the sandbox")
     h.daemon_alive()
