@@ -321,7 +321,9 @@ s_events(orch_t *o, ahp_rpc_req_t **req_p, const Ahp__Orch__Request *r)
 		return;
 	}
 	orch_run_t *run = orch_run_find(o, e->run_id);
-	if (run != NULL && e->wait_ms > 0 && run->event_seq <= e->after_seq) {
+	/* Past the ceiling of held requests, answer at once (the client polls). */
+	if (run != NULL && e->wait_ms > 0 && run->event_seq <= e->after_seq &&
+	    o->n_waiters < ORCH_WAITERS_MAX) {
 		/* Nothing new yet: hold the request; answered after a commit that
 		 * brings events, when the run ends, or at the deadline. */
 		orch_waiter_t *w = calloc(1, sizeof *w);
@@ -337,6 +339,7 @@ s_events(orch_t *o, ahp_rpc_req_t **req_p, const Ahp__Orch__Request *r)
 		w->deadline = ahp_mono_ms() + e->wait_ms;
 		w->next = o->waiters;
 		o->waiters = w;
+		o->n_waiters++;
 		return;
 	}
 	size_t len = 0;
@@ -549,6 +552,7 @@ orch_api_waiters(orch_t *o, int64_t now, int all)
 			continue;
 		}
 		*pp = w->next;
+		o->n_waiters--;
 		size_t len = 0;
 		uint8_t *buf = s_events_reply(o, run->id, w->after, w->max, &len);
 		if (buf != NULL)

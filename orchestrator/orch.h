@@ -24,6 +24,8 @@
 #define ORCH_EVENTS_WAIT_MAX 30000     /* ms a long-poll may be held */
 #define ORCH_EVENTS_MAX 2000           /* events in one reply */
 #define ORCH_LIST_MAX 1000             /* runs in one list reply */
+#define ORCH_WAITERS_MAX 4096          /* long-polls held at once */
+#define ORCH_RUNS_MAX 100000           /* queued + running runs in memory */
 #define ORCH_RUN_ID_MAX 32
 #define ORCH_CONV_MAX (16 << 20)        /* bytes of one run's conversation */
 #define ORCH_SBX_UNAVAIL_GRACE_MS 10000 /* retrying a sandboxd that says "unavailable" */
@@ -154,6 +156,7 @@ struct orch {
 	orch_run_t *ended;     /* runs that ended this turn */
 	orch_reply_t *replies, **replies_tail;
 	orch_waiter_t *waiters;
+	size_t n_waiters;
 	size_t n_calls_inflight;
 
 	int sigfd;

@@ -885,6 +885,12 @@ orch_run_submit(orch_t *o, const char *profile, const char *task, int *status, c
 		snprintf(err, errlen, "task is not valid UTF-8");
 		return NULL;
 	}
+	if (o->n_runs >= ORCH_RUNS_MAX) {
+		*status = AHP__STATUS__ERR_LIMIT;
+		snprintf(err, errlen, "%d runs are already queued or running; try later",
+		         ORCH_RUNS_MAX);
+		return NULL;
+	}
 	char id[ORCH_RUN_ID_MAX];
 	ahp_random_id("r-", id, sizeof id);
 	orch_run_t *run = s_new(o, id, profile);
