@@ -42,7 +42,7 @@
 
 #define S_CTL_FD 3
 #define S_STACK_SIZE (256 * 1024)
-#define S_GRACE_MS 25 /* after the shell exits, how long to wait for pipe EOF */
+#define S_DRAIN_MS 1000 /* after the shell exits and the rest is killed: wait for pipe EOF */
 
 static int s_ctl = -1;
 static int s_errfd = 2;
@@ -684,11 +684,11 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 			timed_out = true;
 			kill(-1, SIGKILL);
 		}
-		if (shell_done && now >= exit_at + S_GRACE_MS)
-			break; /* background jobs kept the pipes: stop reading */
+		if (shell_done && now >= exit_at + S_DRAIN_MS)
+			break; /* a writer stuck in the kernel: stop reading */
 		int tmo;
 		if (shell_done)
-			tmo = (int)(exit_at + S_GRACE_MS - now);
+			tmo = (int)(exit_at + S_DRAIN_MS - now);
 		else if (timed_out)
 			tmo = 1000;
 		else
@@ -723,6 +723,10 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 				ru = r;
 				shell_done = true;
 				exit_at = s_mono_ms();
+				/* A command's processes end with it: nothing runs
+				 * between commands (a paused run costs nothing, a
+				 * fork bomb dies with the command that started it). */
+				kill(-1, SIGKILL);
 			}
 		}
 	}
@@ -838,6 +842,12 @@ sbx_init_main(void *arg)
 {
 	s_args = arg;
 	s_errfd = s_args->errfd;
+	if (s_args->argv_area != NULL && s_args->argv_len > 0) {
+		static const char name[] = "sandboxd-init";
+		memset(s_args->argv_area, 0, s_args->argv_len);
+		memcpy(s_args->argv_area, name,
+		    sizeof(name) <= s_args->argv_len ? sizeof(name) : s_args->argv_len - 1);
+	}
 	/* Dies with sandboxd; the pid namespace dies with us. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	setsid();

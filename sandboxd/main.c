@@ -13,6 +13,8 @@
 #include "sbx.h"
 
 const char *const sbx_version = AHP_VERSION;
+char *sbx_argv_area;
+size_t sbx_argv_len;
 
 static const ahp_cfg_def_t s_cfg_defs[] = {
     {"endpoint", AHP_CFG_STR, 0, 0, "", "RPC endpoint (default ipc://HOME/run/sandboxd.sock)"},
@@ -188,6 +190,10 @@ s_check(const sbx_config_t *cfg)
 int
 main(int argc, char **argv)
 {
+	if (argc > 0) {
+		sbx_argv_area = argv[0];
+		sbx_argv_len = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
+	}
 	const char *home_flag = NULL;
 	const char *sets[64];
 	int n_sets = 0, check = 0, i = 1;

@@ -649,6 +649,8 @@ sbx_sandbox_start(sbx_sandbox_t *self, char *err, size_t errlen)
 	args.plan = sbx_daemon_plan(self->d);
 	args.filter = sbx_daemon_filter(self->d);
 	args.network = self->meta.network;
+	args.argv_area = sbx_argv_area;
+	args.argv_len = sbx_argv_len;
 	args.env =
 	    self->meta.network == AHP__SBX__NETWORK_MODE__NET_PROXY ? s_env_proxy : s_env_none;
 	if (sbx_store_workspace_path(store, self->id, args.workspace, sizeof(args.workspace)) !=

@@ -140,6 +140,8 @@ typedef struct {
 	char root_dir[PATH_MAX];         /* empty host dir the new root is attached over */
 	int network;                     /* AHP__SBX__NETWORK_MODE__* */
 	char *const *env;                /* command environment */
+	char *argv_area;                 /* sandboxd's argv strings, wiped in init */
+	size_t argv_len;
 } sbx_init_args_t;
 
 typedef struct sbx_daemon sbx_daemon_t;
@@ -150,6 +152,10 @@ typedef struct sbx_store sbx_store_t;
 
 /* ---- main.c ---- */
 extern const char *const sbx_version;
+/* Where sandboxd's argv strings live: init overwrites them so a sandbox's
+ * /proc/1/cmdline shows no host paths. */
+extern char *sbx_argv_area;
+extern size_t sbx_argv_len;
 
 /* ---- init.c (runs inside the sandbox) ---- */
 /* clone() entry point of a sandbox's init. Never returns to its caller's code:

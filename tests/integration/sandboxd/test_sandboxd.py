@@ -1,0 +1,701 @@
+#!/usr/bin/env python3
+"""sandboxd integration tests: a real sandboxd on a throwaway home per test, driven over its
+real RPC socket (sbxclient.py) and through the `sandboxd exec` CLI. Python 3 stdlib only.
+
+usage: test_sandboxd.py --bin DIR TEST     (exit 0 pass, 1 fail, 77 skip: needs root)
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sbxclient  # noqa: E402
+
+TESTS = {}
+
+
+def test(fn):
+    TESTS[fn.__name__[len("t_"):]] = fn
+    return fn
+
+
+class Failure(AssertionError):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def wait_for(pred, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise Failure(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def uid_procs(lo, hi):
+    """Host pids whose real uid is in [lo, hi): processes of our sandboxes."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        uid = int(line.split()[1])
+                        if lo <= uid < hi:
+                            out.append(int(d))
+                        break
+        except OSError:
+            continue
+    return out
+
+
+class Daemon:
+    """sandboxd on its own temp home, with a uid range of its own."""
+
+    def __init__(self, binary, name, conf=""):
+        self.bin = binary
+        # short: ipc:// paths are limited to ~107 bytes
+        self.home = tempfile.mkdtemp(prefix="ahp-sbx-", dir="/tmp")
+        self.uid_base = 300000 + (zlib.crc32(name.encode()) % 400) * 2000
+        for d in ("etc/profiles", "run", "log", "state"):
+            os.makedirs(os.path.join(self.home, d), exist_ok=True)
+        with open(self.path("etc/sandboxd.conf"), "w") as f:
+            f.write(f"uid_base = {self.uid_base}\nuid_count = 1000\n{conf}")
+        self.sock = self.path("run/sandboxd.sock")
+        self.proc = None
+        self.logf = None
+        self.clients = []
+
+    def path(self, rel):
+        return os.path.join(self.home, rel)
+
+    def profile(self, name, network="none", memory_mb=256, pids_max=64, cpu_seconds=10,
+                timeout_s=30, output_kb=64):
+        with open(self.path(f"etc/profiles/{name}.yaml"), "w") as f:
+            f.write(f"name: {name}\nmodel: mock:scripted\nsystem_prompt: |\n  test\n"
+                    f"tools: [exec]\nsandbox:\n  network: {network}\n  memory_mb: {memory_mb}\n"
+                    f"  pids_max: {pids_max}\n  cpu_seconds: {cpu_seconds}\n"
+                    f"  timeout_s: {timeout_s}\n  output_kb: {output_kb}\n")
+
+    def start(self, env_extra=None):
+        if os.path.exists(self.sock):
+            os.unlink(self.sock)
+        self.logf = open(self.path("log/sandboxd.log"), "ab")
+        env = dict(os.environ)
+        env.update(env_extra or {})
+        self.proc = subprocess.Popen([os.path.join(self.bin, "sandboxd"), "--home", self.home,
+                                      "serve"], stdin=subprocess.DEVNULL, stdout=self.logf,
+                                     stderr=self.logf, env=env)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise Failure(f"sandboxd exited with {self.proc.returncode}\n{self.log_tail()}")
+            return os.path.exists(self.sock)
+        wait_for(up, 15, "sandboxd's socket")
+        return self
+
+    def client(self, timeout=10.0):
+        c = sbxclient.Client(self.sock, timeout)
+        self.clients.append(c)
+        return c
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.path("log/sandboxd.log"), errors="replace") as f:
+                return "--- sandboxd log ---\n" + "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def alive(self):
+        check(self.proc is not None and self.proc.poll() is None,
+              "sandboxd died\n" + self.log_tail())
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        for c in self.clients:
+            c.close()
+        self.clients = []
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise Failure(f"sandboxd did not stop on signal {sig} within {timeout}s")
+        rc = self.proc.returncode
+        self.proc = None
+        if self.logf:
+            self.logf.close()
+            self.logf = None
+        return rc
+
+    def sandbox_procs(self):
+        return uid_procs(self.uid_base, self.uid_base + 1000)
+
+    def cleanup(self, keep=False):
+        try:
+            self.stop()
+        except Failure:
+            pass
+        # every sandbox process must be gone once sandboxd has stopped
+        try:
+            wait_for(lambda: not self.sandbox_procs(), 10, "sandbox processes to exit")
+        finally:
+            for p in self.sandbox_procs():
+                os.kill(p, signal.SIGKILL)
+            if keep:
+                print(f"home kept at {self.home}")
+            else:
+                shutil.rmtree(self.home, ignore_errors=True)
+
+    def cli(self, *args, timeout=60):
+        r = subprocess.run([os.path.join(self.bin, "sandboxd"), "--home", self.home] + list(args),
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        return r.returncode, r.stdout, r.stderr
+
+
+def ok(rep, what="call"):
+    """The exec/create/destroy body of a successful reply."""
+    check("error" not in rep and "transport_error" not in rep, f"{what} failed: {rep}")
+    for k in ("exec", "create", "destroy", "list"):
+        if k in rep:
+            return rep[k]
+    raise Failure(f"{what}: reply without a body: {rep}")
+
+
+def err(rep):
+    if "error" in rep:
+        return rep["error"]["status"]
+    if "transport_error" in rep:
+        return rep["transport_error"]["status"]
+    return "ok"
+
+
+def run(c, sbx, eid, cmd, timeout_s=0, timeout=120):
+    return ok(c.exec(sbx, eid, cmd, timeout_s, timeout), f"exec {cmd!r}")
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+@test
+def t_basics(d):
+    d.start(env_extra={"AHP_DAEMON_SECRET": "SECRET-IN-DAEMON-ENV"})
+    c = d.client()
+    cr = ok(c.create("run-a", profile="p"), "create")
+    check(cr["sandbox_id"] == "run-a" and not cr["existed"], f"create reply {cr}")
+    check(ok(c.create("run-a"))["existed"], "a second Create reports existed")
+    r = run(c, "run-a", "1", "echo out; echo err >&2; exit 3")
+    check(r["stdout"] == b"out\n" and r["stderr"] == b"err\n", f"output {r}")
+    check(r["exit_code"] == 3 and r["killed_by"] == "none" and r["cwd"] == "/workspace", f"{r}")
+    r = run(c, "run-a", "2", "kill -TERM $$")
+    check(r["exit_code"] == 128 + 15, f"killed by a signal -> 128+sig, got {r['exit_code']}")
+    r = run(c, "run-a", "3", "id -u; id -g; hostname; env; cat; echo stdin-done")
+    out = r["stdout"].decode()
+    lines = out.splitlines()
+    check(lines[0] == "1000" and lines[1] == "1000", f"uid/gid 1000 inside: {lines[:2]}")
+    check(lines[2] == "sandbox", f"hostname: {lines[2]}")
+    check("SECRET-IN-DAEMON-ENV" not in out, "the daemon's environment leaked into the sandbox")
+    check("HOME=/workspace" in out and "LANG=C.UTF-8" in out, f"minimal env: {out}")
+    check("HTTP_PROXY" not in out, "no proxy variables with network none")
+    check(out.endswith("stdin-done\n"), "stdin is /dev/null (cat returned at once)")
+    r = run(c, "run-a", "4", "echo data > /workspace/f && cat /workspace/f && echo t > /tmp/t && "
+            "cat /tmp/t; touch /x 2>&1; touch /usr/x 2>&1; touch /etc/x 2>&1; "
+            "ls /etc/shadow 2>&1; cat /proc/self/uid_map")
+    out = r["stdout"].decode()
+    check("data\nt\n" in out, f"workspace and /tmp are writable: {out}")
+    check(out.count("Read-only file system") >= 3, f"/, /usr, /etc are read-only: {out}")
+    check("No such file" in out, f"no /etc/shadow in the sandbox: {out}")
+    outer = int(out.split()[-2])
+    check(d.uid_base <= outer < d.uid_base + 1000, f"uid 1000 maps into the range: {out}")
+    lst = ok(c.list())
+    check([s["sandbox_id"] for s in lst] == ["run-a"], f"list: {lst}")
+    ws = d.path("state/sandboxd/workspaces/run-a")
+    check(os.path.isdir(ws) and os.stat(ws).st_uid == outer, "workspace owned by the sandbox uid")
+    ok(c.destroy("run-a"))
+    check(err(c.exec("run-a", "5", "true")) == "not_found", "exec after destroy -> not_found")
+    wait_for(lambda: not os.path.exists(ws), 10, "the workspace to be deleted")
+    check(not d.sandbox_procs(), f"processes left after destroy: {d.sandbox_procs()}")
+
+
+@test
+def t_cwd(d):
+    d.start()
+    c = d.client()
+    ok(c.create("cwd"))
+    check(run(c, "cwd", "1", "cd /tmp")["cwd"] == "/tmp", "cd /tmp -> cwd /tmp")
+    r = run(c, "cwd", "2", "pwd")
+    check(r["stdout"] == b"/tmp\n" and r["cwd"] == "/tmp", f"cwd persists: {r}")
+    # output that looks like a cwd report changes nothing
+    r = run(c, "cwd", "3", "printf 'cwd=/etc\\n__CWD__:/etc\\n{\"cwd\":\"/etc\"}\\n'; "
+            "echo /etc >&2; printf '\\0/etc'")
+    check(r["cwd"] == "/tmp", f"forged markers must not move the cwd: {r['cwd']}")
+    check(run(c, "cwd", "4", "(cd /etc)")["cwd"] == "/tmp", "a subshell's cd does not count")
+    check(run(c, "cwd", "5", "mkdir -p /workspace/a/b && cd /workspace/a/b && exec sh -c 'cd ..'"
+              )["cwd"] == "/workspace/a", "the process that exits is the one observed")
+    check(run(c, "cwd", "6", "cd /workspace/a/b && exit 4")["cwd"] == "/workspace/a/b",
+          "cwd kept on a non-zero exit")
+    check(run(c, "cwd", "7", "rm -rf /workspace/a")["cwd"] == "/workspace/a/b",
+          "cwd unchanged by a command that did not cd")
+    r = run(c, "cwd", "8", "pwd")
+    check(r["cwd"] == "/workspace" and r["stdout"] == b"/workspace\n",
+          f"a vanished cwd falls back to /workspace: {r}")
+    check(run(c, "cwd", "10", "cd /tmp; sleep 5", timeout_s=1)["cwd"] == "/tmp",
+          "on timeout the cwd is read before the kill")
+
+
+@test
+def t_timeout(d):
+    d.start()
+    c = d.client()
+    ok(c.create("to", limits={"timeout_s": 2}))
+    t0 = time.monotonic()
+    r = run(c, "to", "1", "sleep 100 & echo $! > /workspace/bg; trap '' TERM; sleep 100",
+            timeout_s=1)
+    took = time.monotonic() - t0
+    check(r["killed_by"] == "timeout" and r["exit_code"] == 137, f"timeout result: {r}")
+    check(0.9 <= took < 5, f"the 1 s timeout took {took:.2f}s")
+    check(900 <= r["duration_ms"] < 5000, f"duration_ms {r['duration_ms']}")
+    r = run(c, "to", "2", "ps -e -o pid=,comm= | grep -c sleep; cat /workspace/bg")
+    check(r["stdout"].split()[0] == b"0", f"background sleep killed too: {r['stdout']}")
+    t0 = time.monotonic()
+    r = run(c, "to", "3", "sleep 100")
+    check(r["killed_by"] == "timeout" and 1.5 < time.monotonic() - t0 < 6,
+          "the sandbox's timeout_s applies when the exec gives none")
+    check(run(c, "to", "4", "echo fine")["stdout"] == b"fine\n", "usable after a timeout")
+
+
+@test
+def t_output_cap(d):
+    d.start()
+    c = d.client()
+    ok(c.create("oc", limits={"output_kb": 4}))
+    r = run(c, "oc", "1", "head -c 100000 /dev/zero | tr '\\0' a; echo tail-of-err >&2")
+    check(len(r["stdout"]) == 4096 and set(r["stdout"]) == {ord("a")}, f"cap {len(r['stdout'])}")
+    check(r["truncated"] and r["stderr"] == b"tail-of-err\n", f"truncated, stderr whole: {r}")
+    t0 = time.monotonic()
+    r = run(c, "oc", "2", "head -c 200000000 /dev/zero; echo done >&2")
+    check(r["exit_code"] == 0 and r["stderr"] == b"done\n" and r["truncated"],
+          f"a writer past the cap is drained, not blocked: {r['exit_code']} {r['stderr']}")
+    check(time.monotonic() - t0 < 20, "200 MB through the drain took too long")
+    r = run(c, "oc", "3", "echo small")
+    check(r["stdout"] == b"small\n" and not r["truncated"], "small output is not truncated")
+
+
+@test
+def t_memory(d):
+    d.start()
+    c = d.client()
+    ok(c.create("mem", limits={"memory_mb": 64}))
+    r = run(c, "mem", "1", "python3 -c 'x = bytearray(512 * 1024 * 1024); print(len(x))'")
+    check(r["killed_by"] == "memory" and r["exit_code"] == 137, f"memory limit: {r}")
+    check(r["stdout"] == b"", "the allocation never completed")
+    r = run(c, "mem", "2", "python3 -c 'x = bytearray(16 * 1024 * 1024); print(len(x))'")
+    check(r["exit_code"] == 0 and r["killed_by"] == "none", f"16 MB fits in 64 MB: {r}")
+    ok(c.create("other"))
+    check(run(c, "other", "1", "echo up")["stdout"] == b"up\n", "other sandboxes unaffected")
+    d.alive()
+
+
+@test
+def t_pids(d):
+    d.start()
+    c = d.client()
+    ok(c.create("pid", limits={"pids_max": 16}))
+    r = run(c, "pid", "1", "for i in $(seq 40); do sleep 5 & done; wait")
+    check(r["killed_by"] == "pids", f"pids limit reported: {r}")
+    check(b"fork" in r["stderr"].lower(), f"fork failures visible: {r['stderr']}")
+    r = run(c, "pid", "2", "for i in $(seq 10); do sleep 0.1 & done; wait; echo ok")
+    check(r["stdout"] == b"ok\n" and r["killed_by"] == "none",
+          f"leftovers of the last command are gone; 10 children fit: {r}")
+
+
+@test
+def t_cpu(d):
+    d.start()
+    c = d.client()
+    ok(c.create("cpu", limits={"cpu_seconds": 1, "timeout_s": 20}))
+    r = run(c, "cpu", "1", "python3 -c 'while True: pass'")
+    check(r["killed_by"] == "cpu", f"cpu limit: {r}")
+    check(r["duration_ms"] < 10000, f"stopped after about 1 s of CPU: {r['duration_ms']} ms")
+
+
+@test
+def t_fork_bomb(d):
+    d.start()
+    c = d.client()
+    ok(c.create("bomb", limits={"pids_max": 32, "timeout_s": 8}))
+    ok(c.create("calm"))
+    rid = c.send(sbxclient.req_exec("bomb", "b1", "f(){ f|f& };f; sleep 4"))
+    time.sleep(1)
+    # while the bomb runs: sandboxd answers, other sandboxes work, promptly
+    c2 = d.client()
+    for i in range(5):
+        t0 = time.monotonic()
+        r = run(c2, "calm", f"c{i}", "echo alive")
+        check(r["stdout"] == b"alive\n", "the calm sandbox works")
+        check(time.monotonic() - t0 < 3, f"exec during the bomb took {time.monotonic() - t0:.2f}s")
+    check(len(ok(c2.list())) == 2, "list answers during the bomb")
+    got, rep = c.recv(60)
+    check(got == rid, "reply to the bomb")
+    r = ok(rep)
+    check(r["killed_by"] in ("pids", "timeout"), f"the bomb hit the pids limit: {r['killed_by']}")
+    r = run(c, "bomb", "b2", "ps -e -o pid= | wc -l")
+    check(int(r["stdout"]) <= 5, f"the bomb is gone: {r['stdout']} processes")
+    d.alive()
+
+
+@test
+def t_isolation(d):
+    d.start()
+    c = d.client()
+    ok(c.create("alpha"))
+    ok(c.create("beta"))
+    run(c, "alpha", "1", "echo alpha-secret > /workspace/secret-a; mkdir -p /tmp/alpha-tmp")
+    # a long-running command in alpha while beta looks around
+    rid = c.send(sbxclient.req_exec("alpha", "2", "exec -a alpha-marker-proc sleep 5"))
+    time.sleep(0.5)
+    c2 = d.client()
+    r = run(c2, "beta", "1",
+            "ls /workspace /tmp; cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '; echo; "
+            "ps -e -o pid=,comm=; echo grep-start; p=alpha; grep -rl \"$p-secret\" / --exclude-dir=proc "
+            "--exclude-dir=sys --exclude-dir=usr 2>/dev/null; echo grep-done")
+    out = r["stdout"].decode()
+    check("secret-a" not in out and "alpha-tmp" not in out, f"beta sees alpha's files: {out}")
+    check("alpha-marker" not in out and "sleep" not in out, f"beta sees alpha's process: {out}")
+    found = out.split("grep-start\n")[1].split("grep-done")[0]
+    check(found == "", f"alpha's data found from beta: {found}")
+    pids = [int(x.split()[0]) for x in out.splitlines() if x.strip() and x.split()[0].isdigit()
+            and len(x.split()) == 2]
+    check(all(p < 100 for p in pids), f"beta's own pid namespace: {pids}")
+    got, rep = c.recv(30)
+    ok(rep)
+    ra = run(c, "alpha", "3", "cat /proc/self/uid_map")
+    rb = run(c, "beta", "2", "cat /proc/self/uid_map")
+    outer_a, outer_b = int(ra["stdout"].split()[1]), int(rb["stdout"].split()[1])
+    check(outer_a != outer_b, f"each sandbox has its own host uid: {outer_a} {outer_b}")
+
+
+@test
+def t_fetch_after_crash(d):
+    d.start()
+    c = d.client()
+    ok(c.create("fx"))
+    cmd = "echo run >> /workspace/count; sleep 1; echo finished"
+    # the orchestrator sends Exec and dies before the reply
+    crash = d.client()
+    crash.send(sbxclient.req_exec("fx", "ex-1", cmd))
+    time.sleep(0.2)
+    crash.close()
+    # after its restart it asks for the outcome: waits for the running command
+    c2 = d.client()
+    r = ok(c2.fetch("fx", "ex-1", timeout=30))
+    check(r["stdout"] == b"finished\n" and r["exit_code"] == 0, f"fetch while running: {r}")
+    r = ok(c2.fetch("fx", "ex-1"))
+    check(r["stdout"] == b"finished\n", "fetch after the end returns the stored result")
+    r = ok(c2.exec("fx", "ex-1", cmd))
+    check(r["stdout"] == b"finished\n", "a repeated Exec returns the stored result")
+    r = run(c2, "fx", "ex-2", "cat /workspace/count")
+    check(r["stdout"] == b"run\n", f"the command ran exactly once: {r['stdout']}")
+    check(err(c2.fetch("fx", "never")) == "not_found", "unknown exec id -> not_found")
+    check(err(c2.fetch("nosuch", "ex-1")) == "not_found", "unknown sandbox -> not_found")
+
+
+@test
+def t_restart_keeps_workspace(d):
+    d.start()
+    c = d.client()
+    ok(c.create("keep", limits={"memory_mb": 128}))
+    run(c, "keep", "1", "echo kept > /workspace/file; mkdir -p /workspace/sub; cd /workspace/sub")
+    # kill -9 in the middle of a command
+    c.send(sbxclient.req_exec("keep", "2", "echo started >> /workspace/log; sleep 3; "
+                              "echo ended >> /workspace/log"))
+    time.sleep(0.5)
+    d.stop(signal.SIGKILL)
+    wait_for(lambda: not d.sandbox_procs(), 10, "sandboxes to die with sandboxd")
+    d.start()
+    c = d.client()
+    lst = ok(c.list())
+    check(any(s["sandbox_id"] == "keep" for s in lst), f"known after restart: {lst}")
+    check(err(c.fetch("keep", "2")) == "interrupted", "the in-flight command is interrupted")
+    check(err(c.exec("keep", "2", "echo again")) == "interrupted", "and never re-run")
+    r = run(c, "keep", "3", "cat /workspace/file; pwd; cat /workspace/log")
+    check(r["stdout"] == b"kept\n/workspace/sub\nstarted\n",
+          f"workspace and cwd survive, interrupted command stopped: {r['stdout']}")
+    check(ok(c.fetch("keep", "1"))["cwd"] == "/workspace/sub", "earlier results survive")
+    check(ok(c.create("keep"))["existed"], "Create of a known sandbox says existed")
+    # a clean stop keeps workspaces too
+    check(d.stop() == 0, "SIGTERM: clean exit")
+    check(not d.sandbox_procs(), "no sandbox process after SIGTERM")
+    d.start()
+    c = d.client()
+    check(run(c, "keep", "4", "cat /workspace/file")["stdout"] == b"kept\n", "after SIGTERM")
+
+
+@test
+def t_relay(d):
+    proxy = d.path("run/credproxy.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(proxy)
+    srv.listen(16)
+    seen = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            line = data.split(b"\r\n")[0]
+            seen.append(line)
+            body = b"relayed " + line
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                         % len(body) + body)
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    host = socket.socket()
+    host.bind(("127.0.0.1", 0))
+    host.listen(4)
+    host.settimeout(0.2)
+    hport = host.getsockname()[1]
+    d.start()
+    c = d.client()
+    ok(c.create("px", network=1))
+    r = run(c, "px", "1", "curl -sS http://wiki.local/page; echo; "
+            "python3 -c 'import urllib.request as u; "
+            "print(u.urlopen(\"http://svc.example/x\", timeout=5).read().decode())'")
+    out = r["stdout"].decode()
+    check("relayed GET http://wiki.local/page HTTP/1.1" in out, f"curl through the relay: {r}")
+    check("relayed GET http://svc.example/x HTTP/1.1" in out, f"python through the relay: {r}")
+    check(len(seen) == 2, f"the test server saw both: {seen}")
+    r = run(c, "px", "2", "cat /proc/net/route | wc -l; cat /proc/net/dev | tail -n +3 | "
+            f"cut -d: -f1; curl -sS --noproxy '*' -m 3 http://127.0.0.1:{hport}/ ; echo rc=$?; "
+            "getent hosts example.com; echo dns=$?")
+    out = r["stdout"].decode()
+    lines = [x.strip() for x in out.splitlines()]
+    check(lines[0] == "1", f"no routes at all: {out}")
+    check(lines[1] == "lo" and not lines[2].startswith("eth"), f"only lo: {out}")
+    check("rc=7" in out and "dns=2" in out, f"host loopback and DNS unreachable: {out}")
+    try:
+        host.accept()
+        raise Failure("the host's loopback listener was reached from the sandbox")
+    except socket.timeout:
+        pass
+    # none mode: no listener at all
+    ok(c.create("nonet"))
+    r = run(c, "nonet", "1", "curl -sS -m 3 http://127.0.0.1:3128/; echo rc=$?; "
+            "env | grep -ci proxy")
+    check(b"rc=7" in r["stdout"] and r["stdout"].endswith(b"0\n"), f"network none: {r}")
+    # proxy socket gone: the client sees the connection close
+    srv.close()
+    os.unlink(proxy)
+    r = run(c, "px", "3", "curl -sS -m 5 http://wiki.local/; echo rc=$?")
+    check(b"rc=0" not in r["stdout"], f"no upstream, no answer: {r}")
+    host.close()
+
+
+@test
+def t_bad_input(d):
+    d.start()
+    c = d.client()
+    ok(c.create("good"))
+    E = lambda rep: err(rep)  # noqa: E731
+    check(E(c.exec("nosuch", "1", "true")) == "not_found", "exec unknown sandbox")
+    check(E(c.destroy("nosuch")) == "not_found", "destroy unknown sandbox")
+    check(E(c.fetch("nosuch", "1")) == "not_found", "fetch unknown sandbox")
+    check(E(c.exec("good", "1", "x" * (256 * 1024 + 1))) == "bad_request", "command > 256 KiB")
+    check(E(c.exec("good", "1", "echo a\0b")) == "bad_request", "command with NUL")
+    check(E(c.exec("good", "1", "")) == "bad_request", "empty command")
+    for bad in ["../x", "a/b", "", "x" * 65, "a b", "a\nb", "é"]:
+        check(E(c.create(bad)) == "bad_request", f"run_id {bad!r}")
+    for bad in ["../../etc/passwd", ".hidden", "a/b", "", "x" * 129, "a\0b"]:
+        check(E(c.exec("good", bad, "true")) == "bad_request", f"exec_id {bad!r}")
+    check(E(c.create("lim", limits={"memory_mb": 1})) == "bad_request", "memory_mb too small")
+    check(E(c.create("lim", limits={"output_kb": 5000})) == "bad_request", "output_kb too big")
+    check(E(c.create("lim", network=7)) == "bad_request", "unknown network mode")
+    check(E(c.exec("good", "1", "true", timeout_s=10 ** 6)) == "bad_request", "timeout_s range")
+    check(E(c.call(b"")) == "unknown_method", "absent oneof")
+    check(E(c.call(sbxclient.field_bytes(99, b"x", True))) == "unknown_method", "unknown oneof")
+    check(E(c.call(b"\xff\xff\xff")) == "bad_request", "undecodable body")
+    # malformed frames: the daemon answers what it can address and keeps serving
+    for frames in ([b"just-one-frame"], [b"BADHDR" * 3, b"x"],
+                   [sbxclient.Client.header(1, 77), b"", b"third"]):
+        c.send_frames(frames)
+        try:
+            c.recv(2)
+        except TimeoutError:
+            pass
+    c.send_frames([sbxclient.Client.header(1, 99), b"\x0a" + b"\x00" * (1500 * 1024)])
+    try:
+        _, rep = c.recv(5)
+        check(err(rep) in ("too_large", "bad_request"), f"oversized frame: {rep}")
+    except (TimeoutError, ConnectionError):
+        pass  # libzmq may drop a connection over its hard cap
+    c = d.client()
+    check(run(c, "good", "ok", "echo still-serving")["stdout"] == b"still-serving\n",
+          "the daemon keeps serving after bad input")
+    d.alive()
+
+
+@test
+def t_cli(d):
+    d.profile("p", output_kb=4, timeout_s=2)
+    d.profile("px", network="proxy")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "hi")
+    check(rc == 125 and b"not running" in e, f"daemon down -> 125: {rc} {e}")
+    d.start()
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo hi; echo err >&2; exit 7")
+    check(rc == 7 and out == b"hi\n" and e.startswith(b"err\n"), f"cli exec: {rc} {out} {e}")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "sleep", "10")
+    check(rc == 137 and b"timeout" in e, f"killed by the profile's timeout -> 137: {rc} {e}")
+    rc, out, e = d.cli("exec", "--profile", "p", "--timeout", "1", "--", "kill -KILL $$")
+    check(rc == 137, f"killed by SIGKILL -> 137: {rc}")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "head -c 10000 /dev/zero")
+    check(rc == 0 and len(out) == 4096 and b"truncated" in e, f"profile output_kb: {len(out)}")
+    rc, out, e = d.cli("exec", "--profile", "px", "--", "echo $HTTP_PROXY")
+    check(out == b"http://127.0.0.1:3128\n", f"proxy profile: {out}")
+    rc, out, e = d.cli("exec", "--profile", "nosuch", "--", "true")
+    check(rc == 2, f"unknown profile -> 2: {rc}")
+    rc, out, e = d.cli("exec", "--profile", "p")
+    check(rc == 2, f"no command -> 2: {rc}")
+    rc, out, e = d.cli("exec", "--bogus")
+    check(rc == 2, f"bad option -> 2: {rc}")
+    rc, out, e = d.cli("exec", "--profile", "p", "--keep", "--", "echo kept > /workspace/k")
+    check(rc == 0 and b"workspace kept at" in e, f"--keep: {rc} {e}")
+    kept = e.decode().split("workspace kept at ")[1].split()[0]
+    check(open(os.path.join(kept, "k")).read() == "kept\n", "the kept workspace has the file")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo gone > /workspace/g")
+    ws = d.path("state/sandboxd/workspaces")
+    wait_for(lambda: sorted(os.listdir(ws)) == [os.path.basename(kept)], 10,
+             "one-shot workspaces to be removed")
+    rc, out, e = d.cli("--check-config")
+    check(rc == 0 and b"configuration OK" in out, f"--check-config: {out} {e}")
+    rc, out, e = d.cli("policy")
+    check(rc == 0 and b"ptrace" in out, "policy lists the seccomp rules")
+
+
+@test
+def t_cleanup_symlinks(d):
+    victim = d.path("victim")
+    os.makedirs(os.path.join(victim, "dir"))
+    with open(os.path.join(victim, "file"), "w") as f:
+        f.write("precious\n")
+    os.chmod(d.home, 0o755)
+    d.start()
+    c = d.client()
+    ok(c.create("sym"))
+    run(c, "sym", "1",
+        f"cd /workspace && ln -s {victim} vdir && ln -s {victim}/file vfile && ln -s / root && "
+        f"ln -s /etc/passwd pw && mkdir -p deep/a/b && ln -s {victim} deep/a/b/up && "
+        "mkdir locked && touch locked/x && chmod 0 locked && mkdir ro && touch ro/y && chmod 555 ro")
+    ws = d.path("state/sandboxd/workspaces/sym")
+    check(os.path.islink(os.path.join(ws, "vdir")), "the links exist on the host side")
+    ok(c.destroy("sym"))
+    wait_for(lambda: not os.path.exists(ws) and not os.listdir(d.path("state/sandboxd/trash")),
+             10, "workspace deletion")
+    check(open(os.path.join(victim, "file")).read() == "precious\n", "victim file untouched")
+    check(os.path.isdir(os.path.join(victim, "dir")), "victim dir untouched")
+    check(os.path.exists("/etc/passwd"), "host /etc/passwd untouched")
+
+
+@test
+def t_concurrent(d):
+    d.start()
+    c = d.client()
+    n = 16
+    for i in range(n):
+        ok(c.create(f"s{i}", limits={"memory_mb": 64}))
+    rids = {}
+    for i in range(n):
+        for k in range(3):  # three queued execs per sandbox
+            rids[c.send(sbxclient.req_exec(f"s{i}", f"e{k}", f"echo {i}-{k}; sleep 0.2"))] = (i, k)
+    got = {}
+    while len(got) < len(rids):
+        rid, rep = c.recv(60)
+        got[rid] = ok(rep)
+    for rid, (i, k) in rids.items():
+        check(got[rid]["stdout"] == f"{i}-{k}\n".encode(), f"reply for s{i}/e{k}: {got[rid]}")
+    check(len(ok(c.list())) == n, "all listed")
+    for i in range(n):
+        ok(c.destroy(f"s{i}"))
+    check(ok(c.list()) == [], "all destroyed")
+
+
+@test
+def t_sigterm(d):
+    d.start()
+    c = d.client()
+    for i in range(3):
+        ok(c.create(f"t{i}"))
+    c.send(sbxclient.req_exec("t0", "long", "sleep 30"))
+    time.sleep(0.3)
+    check(d.sandbox_procs(), "sandboxes are running")
+    t0 = time.monotonic()
+    check(d.stop() == 0, "clean exit on SIGTERM")
+    check(time.monotonic() - t0 < 5, "SIGTERM handled promptly")
+    check(not d.sandbox_procs(), "no sandbox process left")
+    for i in range(3):
+        check(os.path.isdir(d.path(f"state/sandboxd/workspaces/t{i}")), "workspaces kept")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("test", choices=sorted(TESTS))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("SKIP: sandboxd needs root (namespaces, uid maps, cgroups)")
+        return 77
+    d = Daemon(os.path.abspath(args.bin), args.test)
+    rc = 0
+    try:
+        TESTS[args.test](d)
+        if d.proc is not None:
+            d.alive()
+        print(f"PASS {args.test}")
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        print(f"FAIL {args.test}: {e}\n{d.log_tail()}")
+        rc = 1
+    finally:
+        try:
+            d.cleanup(keep=args.keep)
+        except Failure as e:
+            print(f"FAIL {args.test} cleanup: {e}")
+            rc = 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
