@@ -429,6 +429,52 @@ def _(h):
     h.probe("find_name", marker)
 
 
+def find_host_pid(argv, timeout):
+    """Pid of a host process whose argv is exactly argv (waits up to timeout seconds)."""
+    want = ("\0".join(argv) + "\0").encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if f.read() == want:
+                        return int(d)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    raise Failure(f"no host process {argv} within {timeout}s")
+
+
+@attack("concurrent_sandbox")
+def _(h):
+    """A second sandbox running at the same time cannot see, signal or read the first."""
+    marker = "ahp-live-" + secrets.token_hex(6)
+    tag = f"9.{secrets.randbelow(10**6):06d}"   # a unique `sleep` argument to find A by
+    a = subprocess.Popen([h.sandboxd, "--home", h.dir, "exec", "--profile", "sec", "--",
+                          f"{PROBE_IN_SANDBOX} plant {marker} x && exec sleep {tag}"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    h.children.append(a)
+    pid_a = find_host_pid(["sleep", tag], 15)
+    dirs = h.workspaces_with(marker)
+    check(len(dirs) == 1, f"run A's workspace not found: {dirs}")
+    ws_a = dirs[0]
+    h.probe("proc_pids", f"{pid_a}:{tag}")
+    h.probe("kill", pid_a)
+    h.probe("absent", ws_a, os.path.join(ws_a, marker), f"/proc/{pid_a}/root",
+            f"/proc/1/root{ws_a}")
+    h.probe("find_name", marker)
+    check(pid_alive(pid_a), "ESCAPE: run B killed run A's process")
+    try:
+        out, _ = a.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise Failure("run A did not finish")
+    h.outputs.append(out.decode(errors="replace"))
+    check(a.returncode == 0, f"run A ended with {a.returncode} (disturbed by run B?): {out!r}")
+
+
 # --- writing outside /workspace and /tmp ---
 
 @attack("write_usr")
