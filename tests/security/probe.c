@@ -1022,22 +1022,30 @@ a_setns(int argc, char **argv)
 {
 	static const char *const ns[] = {"mnt", "net",    "pid",  "user", "uts",
 	                                 "ipc", "cgroup", "time", NULL};
-	const char *pid = argc > 0 ? argv[0] : "1";
+	static char *const def[] = {"1", "self"};
 
-	for (int i = 0; ns[i]; i++) {
-		char path[128];
-		int fd;
-		snprintf(path, sizeof(path), "/proc/%s/ns/%s", pid, ns[i]);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			s_blocked(errno, path);
-			continue;
+	if (argc == 0) {
+		argc = 2;
+		argv = (char **)def;
+	}
+	/* Own namespaces too: re-entering one needs CAP_SYS_ADMIN, so success means the
+	 * sandbox kept capabilities or setns is not filtered. */
+	for (int a = 0; a < argc; a++) {
+		for (int i = 0; ns[i]; i++) {
+			char path[128];
+			int fd;
+			snprintf(path, sizeof(path), "/proc/%s/ns/%s", argv[a], ns[i]);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0) {
+				s_blocked(errno, path);
+				continue;
+			}
+			if (setns(fd, 0) == 0)
+				s_escape("setns(%s)", path);
+			else
+				s_blocked(errno, path);
+			close(fd);
 		}
-		if (setns(fd, 0) == 0)
-			s_escape("setns(%s)", path);
-		else
-			s_blocked(errno, path);
-		close(fd);
 	}
 	return 0;
 }
@@ -2156,7 +2164,7 @@ static const struct {
     {"unshare", 0, a_unshare, " unshare(CLONE_NEW*)"},
     {"clone_ns", 0, a_clone_ns, " clone(CLONE_NEW*)"},
     {"clone3", 0, a_clone3, " clone3(CLONE_NEW*)"},
-    {"setns", 0, a_setns, "[PID]  setns into /proc/PID/ns/*"},
+    {"setns", 0, a_setns, "[PID|self...]  setns into /proc/PID/ns/* (default 1 self)"},
     {"ptrace_init", 0, a_ptrace_init, " PTRACE_ATTACH/SEIZE pid 1, open /proc/1/mem"},
     {"ptrace_sibling", 0, a_ptrace_sibling, " PTRACE_ATTACH a child, PTRACE_TRACEME"},
     {"process_vm", 0, a_process_vm, " process_vm_readv/writev child and pid 1"},

@@ -533,7 +533,7 @@ def _(h):
 simple("unshare", "unshare")
 simple("clone_newns", "clone_ns")
 simple("clone3_newns", "clone3")
-simple("setns", "setns", "1")
+simple("setns", "setns", "1", "self")
 simple("ptrace_init", "ptrace_init")
 simple("ptrace_sibling", "ptrace_sibling")
 simple("process_vm_readv", "process_vm")
