@@ -141,7 +141,11 @@ class Home:
         self.secret_credproxy = "AHPSECRET-" + secrets.token_hex(16)
         self.secret_servicesd = "AHPSECRET-" + secrets.token_hex(16)
         self.secret_env = "AHPSECRET-" + secrets.token_hex(16)
-        self._layout()
+        try:
+            self._layout()
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     def path(self, *rel):
         return os.path.join(self.dir, *rel)
@@ -848,6 +852,10 @@ def main():
     if args.attack not in ATTACKS:
         print(f"unknown attack {args.attack!r}; try --list", file=sys.stderr)
         return 2
+    for b in (args.sandboxd, args.probe):
+        if not os.access(b, os.X_OK):
+            print(f"not an executable: {b}", file=sys.stderr)
+            return 2
     if os.geteuid() != 0:
         print("SKIP: sandboxd needs root to build sandboxes", file=sys.stderr)
         return 77
