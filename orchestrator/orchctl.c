@@ -275,6 +275,10 @@ s_print_event(orchctl_t *self, const Ahp__Orch__Event *ev)
 		s_json_print(o);
 		return;
 	}
+	/* The final answer is printed once, in full, as the closing "Result:"
+	 * line; its event only repeats it (possibly cut short). */
+	if (strcmp(ev->kind, "answer") == 0)
+		return;
 	if (ev->text != NULL && *ev->text != '\0')
 		printf("%s\n", ev->text);
 	else
@@ -365,9 +369,13 @@ s_finish(orchctl_t *self, const Ahp__Orch__RunInfo *r)
 		s_print_run_json(r);
 		return code;
 	}
-	if (strcmp(r->state, "succeeded") == 0)
-		printf("Result: %s\n", r->result);
-	else if (strcmp(r->state, "failed") == 0)
+	if (strcmp(r->state, "succeeded") == 0) {
+		/* A multi-line answer's trailing newlines would only add blank lines. */
+		size_t n = strlen(r->result);
+		while (n > 0 && (r->result[n - 1] == '\n' || r->result[n - 1] == '\r'))
+			n--;
+		printf("Result: %.*s\n", (int)n, r->result);
+	} else if (strcmp(r->state, "failed") == 0)
 		printf("Run %s failed: %s\n(resume it with: orchctl resume %s)\n", r->run_id,
 		       r->error[0] ? r->error : "no reason recorded", r->run_id);
 	else if (strcmp(r->state, "cancelled") == 0)
