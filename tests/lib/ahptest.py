@@ -66,13 +66,15 @@ class Stack:
     Use as a context manager: the stack is stopped and the directory removed on exit; on
     failure the daemons' log tails are printed first."""
 
-    def __init__(self, args, name, mock_args=""):
+    def __init__(self, args, name, mock_args="", sandbox=False):
         self.args = args
         self.bin = os.path.abspath(args.bin)
         self.src = os.path.abspath(args.src)
         # Short path: ipc:// socket paths are limited to ~107 bytes.
         self.home = tempfile.mkdtemp(prefix=f"ahp-{name[:12]}-", dir="/tmp")
         self.mock_args = mock_args
+        # Tests that need no exec tool run without sandboxd: fewer moving parts.
+        self.skip = "" if sandbox else "sandboxd"
         self.started = False
         for d in ("etc/profiles", "etc/skills", "etc/mock-llm"):
             os.makedirs(os.path.join(self.home, d), exist_ok=True)
@@ -122,7 +124,8 @@ class Stack:
     # --- stack ---
 
     def _stack(self, *argv, check_rc=True, timeout=60):
-        env = dict(os.environ, AHP_BIN=self.bin, MOCK_LLM_ARGS=self.mock_args)
+        env = dict(os.environ, AHP_BIN=self.bin, MOCK_LLM_ARGS=self.mock_args,
+                   AHP_STACK_SKIP=self.skip)
         p = subprocess.run([os.path.join(self.src, "scripts/stack"), *argv], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            timeout=timeout)
@@ -174,11 +177,27 @@ class Stack:
     def __enter__(self):
         return self
 
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+    def sanitizer_reports(self):
+        """Daemon log lines from ASan/UBSan (SAN=1 builds); [] in a normal build."""
+        found = []
+        for name in sorted(os.listdir(self.path("log"))) if os.path.isdir(self.path("log")) else []:
+            with open(self.path(f"log/{name}"), errors="replace") as f:
+                for line in f:
+                    if any(m in line for m in self.SANITIZER_MARKS):
+                        found.append(f"{name}: {line.rstrip()}")
+        return found
+
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
             self.dump_logs()
         try:
             self.stop()
+            # Daemons report leaks and UB when they exit: a clean stop is part of the test.
+            reports = self.sanitizer_reports()
+            if reports and exc_type is None:
+                raise TestFailure("sanitizer reports in daemon logs:\n" + "\n".join(reports[:20]))
         finally:
             if self.args.keep:
                 print(f"kept {self.home}", file=sys.stderr)

@@ -60,6 +60,8 @@ def main(args):
               f"no skill read event: {[e['text'] for e in evs]}")
         human = st.orchctl("logs", run_id, expect=0).stdout
         for e in evs:
+            if e["kind"] == "answer":  # shown once, as the Result line
+                continue
             check(e["text"] in human, f"logs is missing {e['text']!r}")
         check(f"Result: {want}" in human, "logs has no Result line")
 
