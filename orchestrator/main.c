@@ -1,6 +1,7 @@
 /* orchestrator: arguments, configuration, set-up and the signal plumbing around the event loop. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,7 +159,17 @@ s_pidfile(orch_t *o, int create)
 	char path[PATH_MAX + 32];
 	snprintf(path, sizeof path, "%s/run/orchestrator.pid", o->home);
 	if (!create) {
-		unlink(path);
+		/* Remove it only while it still names us: another instance that
+		 * failed to start must not orphan the live daemon's pid file. */
+		char *buf = NULL;
+		size_t len = 0;
+		long pid = 0;
+		if (ahp_read_file(path, 64, &buf, &len) == 0) {
+			buf[strcspn(buf, "\n")] = '\0';
+			if (ahp_parse_long(buf, 1, LONG_MAX, &pid) == 0 && pid == (long)getpid())
+				unlink(path);
+		}
+		free(buf);
 		return;
 	}
 	FILE *f = fopen(path, "w");
