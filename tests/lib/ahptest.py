@@ -278,10 +278,14 @@ def fingerprint(messages):
 
 
 def run_test(fn):
-    """Runs fn(args), prints PASS/FAIL, exits 0/1."""
+    """Runs fn(args), prints PASS/FAIL, exits 0/1; fn returning 77 means skipped (ctest
+    SKIP_RETURN_CODE)."""
     args = parse_args()
     try:
-        fn(args)
+        rc = fn(args)
+        if rc == 77:
+            print("SKIPPED")
+            sys.exit(77)
     except Exception:  # noqa: BLE001 - any failure fails the test with its traceback
         traceback.print_exc()
         print("FAIL", file=sys.stderr)
