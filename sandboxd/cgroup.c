@@ -298,80 +298,107 @@ sbx_cgroup_mode(void)
 	return s_version == 2 ? "v2" : s_version == 1 ? "v1" : "none";
 }
 
-sbx_cgroup_t *
-sbx_cgroup_new(const char *id, const sbx_limits_t *lim)
+/* Directories of cgroup `name` (v2: only [0]). 0 / -1. */
+static int
+s_dirs(const char *name, char dirs[S_NCTL][PATH_MAX])
 {
-	if (s_version == 0)
-		return NULL;
-	sbx_cgroup_t *self = calloc(1, sizeof(*self));
-	if (self == NULL)
-		return NULL;
-	self->oom_fd = self->pids_fd = -1;
 	int nctl = s_version == 1 ? S_NCTL : 1;
-	for (int i = 0; i < nctl; i++) {
-		if (snprintf(self->dir[i], sizeof(self->dir[i]), "%s/%s", s_inst[i], id) >=
-		    (int)sizeof(self->dir[i])) {
-			errno = ENAMETOOLONG;
-			goto fail;
-		}
-		if (mkdir(self->dir[i], 0755) != 0) {
-			if (errno != EEXIST)
-				goto fail;
-			/* left by a sandbox of the same id that died with us */
-			s_kill_tasks(self->dir[i]);
-			for (int k = 0; k < 50 && rmdir(self->dir[i]) != 0 && errno == EBUSY; k++)
-				usleep(2000);
-			if (mkdir(self->dir[i], 0755) != 0)
-				goto fail;
-		}
+	for (int i = 0; i < S_NCTL; i++)
+		dirs[i][0] = '\0';
+	if (s_version == 0) {
+		errno = ENODEV;
+		return -1;
 	}
+	for (int i = 0; i < nctl; i++)
+		if (snprintf(dirs[i], PATH_MAX, "%s/%s", s_inst[i], name) >= PATH_MAX) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+	return 0;
+}
+
+static int
+s_write_limits(char dirs[S_NCTL][PATH_MAX], const sbx_limits_t *lim)
+{
 	char mem[32], pids[32];
 	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)lim->memory_mb << 20);
 	/* +1: init itself is a task of the cgroup */
 	snprintf(pids, sizeof(pids), "%u", lim->pids_max + 1);
-	const char *memdir = self->dir[0];
-	const char *piddir = s_version == 1 ? self->dir[S_PIDS] : self->dir[0];
-	char p[PATH_MAX];
+	const char *piddir = s_version == 1 ? dirs[S_PIDS] : dirs[0];
 	if (s_version == 1) {
-		if (s_write(memdir, "memory.limit_in_bytes", mem) != 0)
-			goto fail;
+		/* memsw must stay >= the limit: when raising, memsw goes first */
+		if (s_write(dirs[0], "memory.limit_in_bytes", mem) != 0) {
+			(void)s_write(dirs[0], "memory.memsw.limit_in_bytes", mem);
+			if (s_write(dirs[0], "memory.limit_in_bytes", mem) != 0)
+				return -1;
+		}
 		/* No swap on top of the limit, when swap accounting exists. */
-		(void)s_write(memdir, "memory.memsw.limit_in_bytes", mem);
-		if (snprintf(p, sizeof(p), "%s/memory.oom_control", memdir) >= (int)sizeof(p))
-			goto fail;
+		(void)s_write(dirs[0], "memory.memsw.limit_in_bytes", mem);
 	} else {
-		if (s_write(memdir, "memory.max", mem) != 0)
-			goto fail;
-		(void)s_write(memdir, "memory.swap.max", "0");
-		if (snprintf(p, sizeof(p), "%s/memory.events", memdir) >= (int)sizeof(p))
-			goto fail;
+		if (s_write(dirs[0], "memory.max", mem) != 0)
+			return -1;
+		(void)s_write(dirs[0], "memory.swap.max", "0");
 	}
+	return s_write(piddir, "pids.max", pids);
+}
+
+int
+sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid)
+{
+	char dirs[S_NCTL][PATH_MAX];
+	if (s_dirs(name, dirs) != 0)
+		return -1;
+	int nctl = s_version == 1 ? S_NCTL : 1;
+	for (int i = 0; i < nctl; i++) {
+		if (mkdir(dirs[i], 0755) == 0)
+			continue;
+		if (errno != EEXIST)
+			return -1;
+		/* left by a sandbox that died with an earlier sandboxd */
+		s_kill_tasks(dirs[i]);
+		for (int k = 0; k < 50 && rmdir(dirs[i]) != 0 && errno == EBUSY; k++)
+			usleep(2000);
+		if (mkdir(dirs[i], 0755) != 0)
+			return -1;
+	}
+	if (s_write_limits(dirs, lim) != 0)
+		return -1;
+	char v[32];
+	snprintf(v, sizeof(v), "%d", (int)pid);
+	for (int i = 0; i < nctl; i++)
+		if (s_write(dirs[i], "cgroup.procs", v) != 0)
+			return -1;
+	return 0;
+}
+
+sbx_cgroup_t *
+sbx_cgroup_open(const char *name)
+{
+	sbx_cgroup_t *self = calloc(1, sizeof(*self));
+	if (self == NULL)
+		return NULL;
+	self->oom_fd = self->pids_fd = -1;
+	char p[PATH_MAX + 32];
+	if (s_dirs(name, self->dir) != 0)
+		goto fail;
+	snprintf(p, sizeof(p), "%s/%s", self->dir[0],
+	         s_version == 1 ? "memory.oom_control" : "memory.events");
 	self->oom_fd = open(p, O_RDONLY | O_CLOEXEC);
-	if (s_write(piddir, "pids.max", pids) != 0)
-		goto fail;
-	if (snprintf(p, sizeof(p), "%s/pids.events", piddir) >= (int)sizeof(p))
-		goto fail;
+	snprintf(p, sizeof(p), "%s/pids.events", s_version == 1 ? self->dir[S_PIDS] : self->dir[0]);
 	self->pids_fd = open(p, O_RDONLY | O_CLOEXEC);
 	if (self->oom_fd < 0 || self->pids_fd < 0)
 		goto fail;
 	return self;
 fail:
-	log_error("cgroup for %s: %s", id, strerror(errno));
-	sbx_cgroup_remove(self);
+	log_error("cgroup %s: %s", name, strerror(errno));
 	sbx_cgroup_destroy(&self);
 	return NULL;
 }
 
 int
-sbx_cgroup_attach(sbx_cgroup_t *self, pid_t pid)
+sbx_cgroup_set_limits(sbx_cgroup_t *self, const sbx_limits_t *lim)
 {
-	char v[32];
-	snprintf(v, sizeof(v), "%d", (int)pid);
-	int nctl = s_version == 1 ? S_NCTL : 1;
-	for (int i = 0; i < nctl; i++)
-		if (s_write(self->dir[i], "cgroup.procs", v) != 0)
-			return -1;
-	return 0;
+	return s_write_limits(self->dir, lim);
 }
 
 /* Value after `key ` in a flat keyed file. */

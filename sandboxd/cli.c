@@ -226,6 +226,7 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	ahp_rpc_client_t *cl = NULL;
 	int sigfd = -1;
 	char run_id[40];
+	char workspace[PATH_MAX] = "";
 	bool created = false;
 
 	if (ahp_home_path(home, "etc/profiles", dir, sizeof(dir)) != 0) {
@@ -287,6 +288,8 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 		ec = S_EXIT_UNREACHABLE;
 		goto out;
 	}
+	if (rep->create != NULL && rep->create->workspace != NULL)
+		ahp_strlcpy(workspace, rep->create->workspace, sizeof(workspace));
 	ahp__sbx__reply__free_unpacked(rep, NULL);
 
 	uint32_t t = timeout > 0 ? (uint32_t)timeout : p->sandbox.timeout_s;
@@ -322,8 +325,8 @@ out:
 	if (created && cl != NULL) {
 		s_destroy(cl, -1, run_id, keep);
 		if (keep)
-			fprintf(stderr, "sandboxd: workspace kept at %s/workspaces/%s\n",
-			        cfg->state_dir, run_id);
+			fprintf(stderr, "sandboxd: workspace kept at %s (sandbox %s)\n",
+			        workspace[0] ? workspace : "?", run_id);
 	}
 	ahp_rpc_client_destroy(&cl);
 	if (zctx != NULL)

@@ -48,7 +48,8 @@ static int s_ctl = -1;
 static int s_errfd = 2;
 static int s_devnull = -1;
 static int s_sigfd = -1;
-static int s_notify = -1; /* seccomp listener: exit_group of sandboxed processes */
+static char *const *s_env; /* chosen at claim */
+static int s_notify = -1;  /* seccomp listener: exit_group of sandboxed processes */
 static const sbx_init_args_t *s_args;
 
 /* mmap'd buffers: the order in, the captured output out. */
@@ -346,7 +347,7 @@ s_build_root(void)
 	close(root);
 }
 
-static int
+static void
 s_network(void)
 {
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -361,9 +362,13 @@ s_network(void)
 	if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
 		s_fail("SIOCSIFFLAGS lo");
 	close(s);
-	if (s_args->network != AHP__SBX__NETWORK_MODE__NET_PROXY)
-		return -1;
+}
 
+/* The egress listener of proxy mode, made at claim time (an unprivileged
+ * port: no capability needed). sandboxd accepts on it and relays. */
+static int
+s_listen(void)
+{
 	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (l < 0)
 		s_fail("socket listener");
@@ -489,7 +494,7 @@ s_child(void *arg)
 	}
 	char *argv[] = {(char *)"sh", (char *)"-c", (char *)c->cmd, NULL};
 	c->step = "execve /bin/sh";
-	execve("/bin/sh", argv, s_args->env);
+	execve("/bin/sh", argv, s_env);
 fail:
 	c->err = errno;
 	s_exit(127);
@@ -768,13 +773,24 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 			madvise(s_out[i], SBX_OUTPUT_KB_MAX * 1024, MADV_DONTNEED);
 }
 
-/* Validates one EXEC order from sandboxd and runs it. */
+/* Validates one order from sandboxd (CLAIM once, then EXECs) and carries it out. */
 static void
 s_on_order(size_t n)
 {
 	const sbx_ctl_hdr_t *h = (const sbx_ctl_hdr_t *)s_inbuf;
-	if (n < sizeof(*h) || h->len != n - sizeof(*h) || h->type != SBX_CTL_EXEC ||
-	    h->len < sizeof(sbx_ctl_exec_t)) {
+	if (n < sizeof(*h) || h->len != n - sizeof(*h)) {
+		errno = EPROTO;
+		s_fail("bad order");
+	}
+	if (h->type == SBX_CTL_CLAIM && h->len == sizeof(sbx_ctl_claim_t) && s_env == NULL) {
+		sbx_ctl_claim_t cl;
+		memcpy(&cl, s_inbuf + sizeof(*h), sizeof(cl));
+		bool proxy = cl.network == AHP__SBX__NETWORK_MODE__NET_PROXY;
+		s_env = proxy ? s_args->env_proxy : s_args->env_none;
+		s_send_ready(proxy ? s_listen() : -1);
+		return;
+	}
+	if (h->type != SBX_CTL_EXEC || h->len < sizeof(sbx_ctl_exec_t) || s_env == NULL) {
 		errno = EPROTO;
 		s_fail("bad order");
 	}
@@ -846,7 +862,7 @@ sbx_init_main(void *arg)
 		static const char name[] = "sandboxd-init";
 		memset(s_args->argv_area, 0, s_args->argv_len);
 		memcpy(s_args->argv_area, name,
-		    sizeof(name) <= s_args->argv_len ? sizeof(name) : s_args->argv_len - 1);
+		       sizeof(name) <= s_args->argv_len ? sizeof(name) : s_args->argv_len - 1);
 	}
 	/* Dies with sandboxd; the pid namespace dies with us. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
@@ -895,7 +911,7 @@ sbx_init_main(void *arg)
 	s_build_root();
 	if (sethostname(SBX_HOSTNAME, strlen(SBX_HOSTNAME)) != 0)
 		s_fail("sethostname");
-	int listener = s_network();
+	s_network();
 	s_drop_privileges();
 	/* init runs under the commands' filter too; the listener it gets back
 	 * is the cwd side channel (s_on_notify). */
@@ -908,6 +924,9 @@ sbx_init_main(void *arg)
 	s_sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (s_sigfd < 0)
 		s_fail("signalfd");
-	s_send_ready(listener);
+	/* Fault in what the first command touches, so a spare pays for it. */
+	memset(s_stack + S_STACK_SIZE - 65536, 0, 65536);
+	memset(s_inbuf, 0, 65536);
+	s_send_ready(-1);
 	s_serve();
 }

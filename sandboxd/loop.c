@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,15 +20,10 @@
 #define S_RPC_MAX_MSG (1024 * 1024) /* commands over 256 KiB get ERR_BAD_REQUEST below this */
 #define S_RPC_BATCH 64              /* requests taken per loop turn */
 #define S_STOP_GRACE_MS 5000
-
-typedef struct {
-	sbx_sandbox_t *sbx;
-	ahp_rpc_req_t *req;
-	bool keep;
-} s_destroy_t;
+#define S_REAPED_MAX 64 /* inits reaped before the zygote's answer named them */
 
 /* What a poll item belongs to. */
-enum { S_REF_RPC, S_REF_SIG, S_REF_CTL, S_REF_LISTEN, S_REF_RELAY_C, S_REF_RELAY_U };
+enum { S_REF_RPC, S_REF_SIG, S_REF_ZYGOTE, S_REF_CTL, S_REF_LISTEN, S_REF_RELAY_C, S_REF_RELAY_U };
 typedef struct {
 	int kind;
 	size_t sbx; /* index in self->sbx */
@@ -39,14 +35,19 @@ struct sbx_daemon {
 	void *zctx;
 	ahp_rpc_server_t *rpc;
 	int sigfd;
+	int zygote; /* socket to the spawner */
+	pid_t zygote_pid;
 	sbx_store_t *store;
 	sbx_plan_t *plan;
 	struct sock_fprog filter;
-	sbx_sandbox_t **sbx;
+	sbx_sandbox_t **sbx; /* runs' sandboxes, pool spares, destroyed ones still dying */
 	size_t n_sbx, cap_sbx;
-	uint8_t *slots; /* bitmap of uid slots in use (live or on disk) */
-	s_destroy_t *destroys;
-	size_t n_destroys, cap_destroys;
+	uint8_t *slots; /* bitmap of uid slots in use (live, dying, or on disk) */
+	struct {
+		pid_t pid;
+		int status;
+	} reaped[S_REAPED_MAX];
+	int n_reaped;
 	zmq_pollitem_t *items;
 	s_ref_t *refs;
 	size_t cap_items;
@@ -219,11 +220,13 @@ sbx_reply_exec(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__ExecResu
 }
 
 void
-sbx_reply_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool existed)
+sbx_reply_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool existed,
+                 const char *workspace)
 {
 	Ahp__Sbx__CreateReply cr = AHP__SBX__CREATE_REPLY__INIT;
 	cr.sandbox_id = (char *)id;
 	cr.existed = existed;
+	cr.workspace = (char *)workspace;
 	Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
 	rep.body_case = AHP__SBX__REPLY__BODY_CREATE;
 	rep.create = &cr;
@@ -301,6 +304,7 @@ s_mark_slot(void *arg, const char *id, const sbx_meta_t *meta)
 
 /* ------------------------------------------------------------- sandboxes -- */
 
+/* A run's sandbox by id (spares and destroyed ones have ids starting with '.'). */
 static sbx_sandbox_t *
 s_find(sbx_daemon_t *self, const char *id)
 {
@@ -308,6 +312,25 @@ s_find(sbx_daemon_t *self, const char *id)
 		if (strcmp(sbx_sandbox_id(self->sbx[i]), id) == 0)
 			return self->sbx[i];
 	return NULL;
+}
+
+/* The sandbox, alive or dying, that holds uid slot `slot`. */
+static sbx_sandbox_t *
+s_find_slot(sbx_daemon_t *self, uint32_t slot)
+{
+	for (size_t i = 0; i < self->n_sbx; i++)
+		if (sbx_sandbox_slot(self->sbx[i]) == slot)
+			return self->sbx[i];
+	return NULL;
+}
+
+static size_t
+s_count_runs(const sbx_daemon_t *self)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < self->n_sbx; i++)
+		n += sbx_sandbox_id(self->sbx[i])[0] != '.';
+	return n;
 }
 
 /* Removes a dead, fully reaped sandbox from the array (RPC phase only). */
@@ -323,13 +346,16 @@ s_drop(sbx_daemon_t *self, sbx_sandbox_t *s)
 	}
 }
 
-static bool
-s_destroying(const sbx_daemon_t *self, const sbx_sandbox_t *s)
+static void
+s_discard(sbx_daemon_t *self, uint32_t slot)
 {
-	for (size_t i = 0; i < self->n_destroys; i++)
-		if (self->destroys[i].sbx == s)
-			return true;
-	return false;
+	sbx_spawn_req_t req;
+	memset(&req, 0, sizeof(req));
+	req.type = SBX_ZY_DISCARD;
+	req.slot = slot;
+	req.uid = self->cfg.uid_base + slot;
+	if (sbx_daemon_zygote(self, &req) != 0)
+		log_warn("slot %u: cannot ask the zygote to discard its workspace", slot);
 }
 
 static int
@@ -380,8 +406,8 @@ s_add_sandbox(sbx_daemon_t *self, sbx_sandbox_t *s)
 	return 0;
 }
 
-/* Starts (or restarts around its workspace) the sandbox with this metadata.
- * NULL with a reply already sent on failure. */
+/* Starts a sandbox through the zygote: a run's (id) or a pool spare (NULL).
+ * NULL on failure; then a reply has been sent when req is not NULL. */
 static sbx_sandbox_t *
 s_start(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, const sbx_meta_t *meta,
         uint32_t slot)
@@ -394,27 +420,99 @@ s_start(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, const sbx_meta_
 		return NULL;
 	}
 	if (sbx_sandbox_start(s, err, sizeof(err)) != 0) {
-		log_error("sandbox %s: start failed: %s", id, err);
+		log_error("sandbox %s: start failed: %s", sbx_sandbox_id(s), err);
 		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, err);
-		return NULL; /* stays listed until its init is reaped */
+		return NULL; /* listed until it is gone */
 	}
-	log_info("sandbox %s starting (profile=%s network=%s uid=%u)", id,
-	         meta->profile[0] ? meta->profile : "-",
-	         meta->network == AHP__SBX__NETWORK_MODE__NET_PROXY ? "proxy" : "none",
-	         (unsigned)(self->cfg.uid_base + slot));
+	if (id != NULL)
+		log_info("sandbox %s starting (profile=%s network=%s uid=%u)", id,
+		         meta->profile[0] ? meta->profile : "-",
+		         meta->network == AHP__SBX__NETWORK_MODE__NET_PROXY ? "proxy" : "none",
+		         (unsigned)(self->cfg.uid_base + slot));
 	return s;
+}
+
+/* Keeps cfg.pool_size built sandboxes waiting, so a Create only has to claim
+ * one: namespaces, mounts and cgroups are made ahead of time. */
+static void
+s_pool_fill(sbx_daemon_t *self)
+{
+	if (self->stopping || self->zygote < 0)
+		return;
+	uint32_t spares = 0;
+	for (size_t i = 0; i < self->n_sbx; i++) {
+		/* Building competes for CPU and kernel locks with the claim a
+		 * Create is waiting for: refill once it is answered. */
+		if (sbx_sandbox_claiming(self->sbx[i]))
+			return;
+		spares += sbx_sandbox_is_spare(self->sbx[i]) && sbx_sandbox_alive(self->sbx[i]);
+	}
+	sbx_meta_t meta;
+	memset(&meta, 0, sizeof(meta));
+	meta.lim = (sbx_limits_t){256, 64, 10, 30, 64, 1024, 1024};
+	for (; spares < self->cfg.pool_size; spares++) {
+		uint32_t slot;
+		if (s_slot_alloc(self, &slot) != 0)
+			return;
+		if (s_start(self, NULL, NULL, &meta, slot) == NULL)
+			return; /* freed when it is collected */
+	}
+}
+
+/* The ready spare with the lowest uid slot. */
+static sbx_sandbox_t *
+s_ready_spare(sbx_daemon_t *self)
+{
+	sbx_sandbox_t *best = NULL;
+	for (size_t i = 0; i < self->n_sbx; i++) {
+		sbx_sandbox_t *s = self->sbx[i];
+		if (sbx_sandbox_is_spare(s) && sbx_sandbox_ready(s) &&
+		    (best == NULL || sbx_sandbox_slot(s) < sbx_sandbox_slot(best)))
+			best = s;
+	}
+	return best;
+}
+
+/* Keeps uids compact: when a slot below every spare's is freed, the spare
+ * with the highest slot is replaced by one at the freed slot (pool refill
+ * takes the lowest free slot). Runs started one after another then get the
+ * same host uid, and a host's uid use stays at the bottom of its range. */
+static void
+s_pool_compact(sbx_daemon_t *self, uint32_t freed)
+{
+	sbx_sandbox_t *top = NULL;
+	uint32_t spares = 0;
+	for (size_t i = 0; i < self->n_sbx; i++) {
+		sbx_sandbox_t *s = self->sbx[i];
+		if (!sbx_sandbox_is_spare(s) || !sbx_sandbox_alive(s))
+			continue;
+		spares++;
+		if (top == NULL || sbx_sandbox_slot(s) > sbx_sandbox_slot(top))
+			top = s;
+	}
+	if (self->stopping || top == NULL || spares < self->cfg.pool_size ||
+	    sbx_sandbox_slot(top) < freed)
+		return;
+	sbx_sandbox_kill(top, AHP__STATUS__ERR_CANCELLED, "replaced by a lower uid slot");
 }
 
 /* A sandbox known only from disk (sandboxd restarted): bring it back. */
 static sbx_sandbox_t *
-s_revive(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id)
+s_revive(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool *answered)
 {
 	sbx_meta_t meta;
+	*answered = false;
 	if (sbx_store_meta_read(self->store, id, &meta) != 0 || meta.kept)
 		return NULL;
+	*answered = true;
 	if (meta.slot >= self->cfg.uid_count) {
 		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL,
 		                "sandbox uid slot is outside uid_count");
+		return NULL;
+	}
+	if (s_find_slot(self, meta.slot) != NULL) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_UNAVAILABLE,
+		                "the sandbox's previous processes are still exiting; retry");
 		return NULL;
 	}
 	s_slot_set(self, meta.slot, true);
@@ -426,7 +524,7 @@ s_revive(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id)
 static void
 s_on_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__CreateRequest *cr)
 {
-	char err[200];
+	char err[256];
 	if (!sbx_valid_id(cr->run_id)) {
 		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
 		                "run_id must match [A-Za-z0-9-]{1,64}");
@@ -457,44 +555,106 @@ s_on_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__CreateReque
 		return;
 	}
 	if (s != NULL) {
-		if (s_destroying(self, s) || !sbx_sandbox_reap_cgroup(s)) {
-			sbx_reply_error(self, req, AHP__STATUS__ERR_CONFLICT,
-			                "the sandbox is being destroyed; retry");
+		/* died on its own (its init was killed): start it again */
+		if (!sbx_sandbox_reap_cgroup(s) || !sbx_sandbox_gone(s)) {
+			sbx_reply_error(self, req, AHP__STATUS__ERR_UNAVAILABLE,
+			                "the sandbox's processes are still exiting; retry");
 			return;
 		}
-		s_drop(self, s); /* died on its own: start it again */
+		s_drop(self, s);
 	}
 	/* On disk from before a restart (or kept): same workspace, same uid,
 	 * the limits and network the caller asks for now. */
 	sbx_meta_t old;
-	bool existed = sbx_store_meta_read(self->store, cr->run_id, &old) == 0;
-	uint32_t slot;
-	if (existed) {
+	if (sbx_store_meta_read(self->store, cr->run_id, &old) == 0) {
 		if (old.slot >= self->cfg.uid_count) {
 			sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL,
 			                "sandbox uid slot is outside uid_count");
 			return;
 		}
-		slot = old.slot;
+		if (s_find_slot(self, old.slot) != NULL) {
+			sbx_reply_error(
+			    self, req, AHP__STATUS__ERR_CONFLICT,
+			    "the sandbox's previous processes are still exiting; retry");
+			return;
+		}
 		meta.created_ms = old.created_ms;
 		meta.execs = old.execs;
 		memcpy(meta.cwd, old.cwd, sizeof(meta.cwd));
-		s_slot_set(self, slot, true);
-	} else {
-		if (self->n_sbx >= self->cfg.max_sandboxes) {
-			sbx_reply_error(self, req, AHP__STATUS__ERR_LIMIT, "too many sandboxes");
+		s_slot_set(self, old.slot, true);
+		s = s_start(self, req, cr->run_id, &meta, old.slot);
+		if (s != NULL)
+			sbx_sandbox_wait_ready(s, req, true);
+		return;
+	}
+	if (s_count_runs(self) >= self->cfg.max_sandboxes) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_LIMIT, "too many sandboxes");
+		return;
+	}
+	sbx_sandbox_t *spare = s_ready_spare(self);
+	if (spare != NULL) {
+		if (sbx_sandbox_claim(spare, cr->run_id, &meta, err, sizeof(err)) == 0) {
+			log_info("sandbox %s ready (profile=%s network=%s uid=%u, from the pool)",
+			         cr->run_id, meta.profile[0] ? meta.profile : "-",
+			         meta.network == AHP__SBX__NETWORK_MODE__NET_PROXY ? "proxy"
+			                                                           : "none",
+			         (unsigned)(self->cfg.uid_base + sbx_sandbox_slot(spare)));
+			sbx_sandbox_wait_ready(spare, req, false);
 			return;
 		}
-		if (s_slot_alloc(self, &slot) != 0) {
-			sbx_reply_error(self, req, AHP__STATUS__ERR_LIMIT, "no free sandbox uid");
-			return;
-		}
+		log_warn("claiming a spare failed (%s): starting one", err);
+	}
+	uint32_t slot;
+	if (s_slot_alloc(self, &slot) != 0) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_LIMIT, "no free sandbox uid");
+		return;
 	}
 	s = s_start(self, req, cr->run_id, &meta, slot);
 	if (s != NULL)
-		sbx_sandbox_wait_ready(s, req, existed);
-	else if (!existed)
-		s_slot_set(self, slot, false);
+		sbx_sandbox_wait_ready(s, req, false);
+	s_pool_fill(self);
+}
+
+/* Answers an exec id of a sandbox that is not running from its records.
+ * Returns true when answered. */
+static bool
+s_answer_from_disk(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, const char *exec_id,
+                   bool fetch)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	sbx_meta_t meta;
+	int r = 0;
+	if (sbx_store_meta_read(self->store, id, &meta) == 0)
+		r = sbx_store_exec_lookup(self->store, meta.slot, exec_id, &buf, &len);
+	if (r == 2) {
+		/* a damaged record is reported as lost, never as a result */
+		Ahp__Sbx__ExecResult *res = ahp__sbx__exec_result__unpack(NULL, len, buf);
+		if (res != NULL)
+			sbx_reply_exec_packed(self, req, buf, len);
+		else
+			sbx_reply_error(self, req, AHP__STATUS__ERR_INTERRUPTED,
+			                "the stored result is damaged");
+		ahp__sbx__exec_result__free_unpacked(res, NULL);
+		free(buf);
+		return true;
+	}
+	if (r == 1) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERRUPTED,
+		                "the command's outcome was lost (sandboxd stopped while it ran); "
+		                "it is not run again");
+		return true;
+	}
+	if (r < 0) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, "cannot read exec records");
+		return true;
+	}
+	if (fetch) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_NOT_FOUND,
+		                "no such sandbox or exec id");
+		return true;
+	}
+	return false;
 }
 
 static void
@@ -521,37 +681,28 @@ s_on_exec(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__ExecRequest *
 		return;
 	}
 	sbx_sandbox_t *s = s_find(self, er->sandbox_id);
-	if (s != NULL && !sbx_sandbox_alive(s)) {
-		if (s_destroying(self, s) || !sbx_sandbox_reap_cgroup(s)) {
-			sbx_reply_error(self, req, AHP__STATUS__ERR_UNAVAILABLE,
-			                "the sandbox is stopping; retry");
-			return;
-		}
-		s_drop(self, s); /* died on its own: revived below */
-		s = NULL;
+	if (s != NULL && sbx_sandbox_alive(s)) {
+		sbx_sandbox_exec(s, req, er);
+		return;
 	}
+	if (s != NULL) {
+		/* its init died on its own: revived below once fully gone */
+		if (!sbx_sandbox_reap_cgroup(s) || !sbx_sandbox_gone(s)) {
+			sbx_reply_error(self, req, AHP__STATUS__ERR_UNAVAILABLE,
+			                "the sandbox is restarting; retry");
+			return;
+		}
+		s_drop(self, s);
+	}
+	/* Not running: answer from the records, else bring it back. */
+	if (s_answer_from_disk(self, req, er->sandbox_id, er->exec_id, false))
+		return;
+	bool answered;
+	s = s_revive(self, req, er->sandbox_id, &answered);
 	if (s == NULL) {
-		/* Not running: answer from the records, else bring it back. */
-		uint8_t *buf = NULL;
-		size_t len = 0;
-		int r = sbx_store_exec_lookup(self->store, er->sandbox_id, er->exec_id, &buf, &len);
-		if (r == 2) {
-			sbx_reply_exec_packed(self, req, buf, len);
-			free(buf);
-			return;
-		}
-		if (r == 1) {
-			sbx_reply_error(
-			    self, req, AHP__STATUS__ERR_INTERRUPTED,
-			    "the command's outcome was lost (sandboxd stopped while it ran); "
-			    "it is not run again");
-			return;
-		}
-		s = s_revive(self, req, er->sandbox_id);
-		if (s == NULL) {
+		if (!answered)
 			sbx_reply_error(self, req, AHP__STATUS__ERR_NOT_FOUND, "unknown sandbox");
-			return;
-		}
+		return;
 	}
 	sbx_sandbox_exec(s, req, er);
 }
@@ -569,44 +720,7 @@ s_on_fetch(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__FetchRequest
 		sbx_sandbox_fetch(s, req, fr->exec_id);
 		return;
 	}
-	uint8_t *buf = NULL;
-	size_t len = 0;
-	int r = sbx_store_exec_lookup(self->store, fr->sandbox_id, fr->exec_id, &buf, &len);
-	if (r == 2) {
-		/* a damaged record is reported as lost, never as a result */
-		Ahp__Sbx__ExecResult *res = ahp__sbx__exec_result__unpack(NULL, len, buf);
-		if (res != NULL)
-			sbx_reply_exec_packed(self, req, buf, len);
-		else
-			sbx_reply_error(self, req, AHP__STATUS__ERR_INTERRUPTED,
-			                "the stored result is damaged");
-		ahp__sbx__exec_result__free_unpacked(res, NULL);
-		free(buf);
-	} else if (r == 1) {
-		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERRUPTED,
-		                "the command's outcome was lost (sandboxd stopped while it ran)");
-	} else if (r == 0) {
-		sbx_reply_error(self, req, AHP__STATUS__ERR_NOT_FOUND,
-		                "no such sandbox or exec id");
-	} else {
-		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, "cannot read exec records");
-	}
-}
-
-/* Removes on-disk state (or marks it kept) once a sandbox is gone. */
-static void
-s_forget(sbx_daemon_t *self, const char *id, const sbx_meta_t *meta, bool keep)
-{
-	if (keep || self->cfg.keep_workspaces) {
-		sbx_meta_t m = *meta;
-		m.kept = true;
-		if (sbx_store_meta_write(self->store, id, &m) != 0)
-			log_warn("sandbox %s: writing metadata: %s", id, strerror(errno));
-		return;
-	}
-	if (sbx_store_remove(self->store, id, (uid_t)(self->cfg.uid_base + meta->slot)) != 0)
-		log_warn("sandbox %s: removing its state failed", id);
-	s_slot_set(self, meta->slot, false);
+	s_answer_from_disk(self, req, fr->sandbox_id, fr->exec_id, true);
 }
 
 static void
@@ -616,34 +730,41 @@ s_on_destroy(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__DestroyReq
 		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, "bad sandbox_id");
 		return;
 	}
+	bool keep = dr->keep_workspace || self->cfg.keep_workspaces;
 	sbx_sandbox_t *s = s_find(self, dr->sandbox_id);
-	if (s != NULL) {
-		if (self->n_destroys == self->cap_destroys) {
-			size_t cap = self->cap_destroys ? self->cap_destroys * 2 : 8;
-			s_destroy_t *n = realloc(self->destroys, cap * sizeof(*n));
-			if (n == NULL) {
-				sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL,
-				                "out of memory");
-				return;
-			}
-			self->destroys = n;
-			self->cap_destroys = cap;
-		}
-		/* Answered when its processes are gone (end of a loop turn). */
-		sbx_sandbox_kill(s, AHP__STATUS__ERR_CANCELLED, "the sandbox was destroyed");
-		self->destroys[self->n_destroys++] = (s_destroy_t){s, *req, dr->keep_workspace};
-		*req = NULL;
-		log_info("sandbox %s destroyed%s", dr->sandbox_id,
-		         dr->keep_workspace ? " (workspace kept)" : "");
-		return;
-	}
 	sbx_meta_t meta;
-	if (sbx_store_meta_read(self->store, dr->sandbox_id, &meta) != 0) {
+	bool on_disk = sbx_store_meta_read(self->store, dr->sandbox_id, &meta) == 0;
+	if (s == NULL && !on_disk) {
 		sbx_reply_error(self, req, AHP__STATUS__ERR_NOT_FOUND, "unknown sandbox");
 		return;
 	}
-	s_forget(self, dr->sandbox_id, &meta, dr->keep_workspace);
-	log_info("sandbox %s destroyed (was not running)", dr->sandbox_id);
+	if (s != NULL) {
+		meta = *sbx_sandbox_meta(s);
+		sbx_sandbox_kill(s, AHP__STATUS__ERR_CANCELLED, "the sandbox was destroyed");
+	}
+	if (keep) {
+		/* everything stays on disk, the uid slot stays reserved */
+		meta.kept = true;
+		if (sbx_store_meta_write(self->store, dr->sandbox_id, &meta, false) != 0)
+			log_warn("sandbox %s: writing metadata: %s", dr->sandbox_id,
+			         strerror(errno));
+		if (s != NULL)
+			sbx_sandbox_retire(s, false);
+	} else {
+		/* The id is free at once; the workspace and log go (the zygote
+		 * deletes them as the sandbox's uid) and the slot is freed once
+		 * the processes are gone. */
+		if (sbx_store_meta_unlink(self->store, dr->sandbox_id) != 0)
+			log_warn("sandbox %s: removing metadata: %s", dr->sandbox_id,
+			         strerror(errno));
+		if (s != NULL) {
+			sbx_sandbox_retire(s, true);
+		} else if (s_find_slot(self, meta.slot) == NULL) {
+			s_discard(self, meta.slot);
+			s_slot_set(self, meta.slot, false);
+		}
+	}
+	log_info("sandbox %s destroyed%s", dr->sandbox_id, keep ? " (workspace kept)" : "");
 	s_reply_destroyed(self, req);
 }
 
@@ -688,10 +809,11 @@ s_on_list(sbx_daemon_t *self, ahp_rpc_req_t **req)
 		goto out;
 	}
 	for (size_t i = 0; i < self->n_sbx; i++) {
-		if (!sbx_sandbox_alive(self->sbx[i]))
+		sbx_sandbox_t *s = self->sbx[i];
+		if (!sbx_sandbox_alive(s) || sbx_sandbox_id(s)[0] == '.')
 			continue;
 		ahp__sbx__sandbox_info__init(&l.infos[l.n]);
-		sbx_sandbox_info(self->sbx[i], &l.infos[l.n]);
+		sbx_sandbox_info(s, &l.infos[l.n]);
 		l.ptrs[l.n] = &l.infos[l.n];
 		l.n++;
 	}
@@ -756,6 +878,89 @@ s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
 		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, "request not answered");
 }
 
+/* ----------------------------------------------------------------- zygote -- */
+
+int
+sbx_daemon_zygote(sbx_daemon_t *self, const sbx_spawn_req_t *req)
+{
+	if (self->zygote < 0)
+		return -1;
+	return send(self->zygote, req, sizeof(*req), MSG_NOSIGNAL) == (ssize_t)sizeof(*req) ? 0
+	                                                                                    : -1;
+}
+
+static void
+s_on_zygote(sbx_daemon_t *self)
+{
+	for (int turn = 0; turn < 16 && self->zygote >= 0; turn++) {
+		sbx_spawn_rep_t rep;
+		struct iovec iov = {&rep, sizeof(rep)};
+		union {
+			char buf[CMSG_SPACE(sizeof(int) * 4)];
+			struct cmsghdr align;
+		} u;
+		struct msghdr mh = {.msg_iov = &iov,
+		                    .msg_iovlen = 1,
+		                    .msg_control = u.buf,
+		                    .msg_controllen = sizeof(u.buf)};
+		ssize_t n = recvmsg(self->zygote, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		int fd = -1;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); n > 0 && c != NULL;
+		     c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < nfd; i++) {
+				int f;
+				memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				if (fd < 0)
+					fd = f;
+				else
+					close(f);
+			}
+		}
+		if (n <= 0) {
+			log_error("the zygote closed its socket");
+			close(self->zygote);
+			self->zygote = -1;
+			return;
+		}
+		if (n != (ssize_t)sizeof(rep)) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		rep.err[sizeof(rep.err) - 1] = '\0';
+		sbx_sandbox_t *s = s_find_slot(self, rep.slot);
+		if (s == NULL) {
+			if (rep.pid > 0)
+				kill(rep.pid, SIGKILL);
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		sbx_sandbox_on_spawned(s, &rep, fd);
+		/* init may have been reaped before this answer named it */
+		for (int i = 0; rep.pid > 0 && i < self->n_reaped; i++) {
+			if (self->reaped[i].pid != rep.pid)
+				continue;
+			sbx_sandbox_on_init_exit(s, self->reaped[i].status);
+			self->reaped[i] = self->reaped[--self->n_reaped];
+			break;
+		}
+	}
+}
+
+static void
+s_start_zygote(sbx_daemon_t *self)
+{
+	self->zygote = sbx_zygote_start(self->plan, &self->filter, self->store, &self->zygote_pid);
+	if (self->zygote < 0)
+		log_error("cannot start the zygote: %s", strerror(errno));
+}
+
 /* --------------------------------------------------------------- the loop -- */
 
 static void
@@ -766,17 +971,42 @@ s_reap(sbx_daemon_t *self)
 		pid_t pid = waitpid(-1, &status, WNOHANG);
 		if (pid <= 0)
 			return;
-		if (sbx_store_child_exited(self->store, pid, status))
+		if (pid == self->zygote_pid) {
+			log_error("the zygote exited (status %d): restarting it", status);
+			if (self->zygote >= 0)
+				close(self->zygote);
+			self->zygote = -1;
+			self->zygote_pid = 0;
+			/* spawns it had not answered fail; their sandboxes are collected */
+			for (size_t i = 0; i < self->n_sbx; i++) {
+				sbx_spawn_rep_t rep;
+				memset(&rep, 0, sizeof(rep));
+				snprintf(rep.err, sizeof(rep.err), "the zygote died");
+				if (sbx_sandbox_alive(self->sbx[i]) &&
+				    sbx_sandbox_ctl_fd(self->sbx[i]) < 0 &&
+				    sbx_sandbox_init_pid(self->sbx[i]) == 0)
+					sbx_sandbox_on_spawned(self->sbx[i], &rep, -1);
+			}
+			if (!self->stopping)
+				s_start_zygote(self);
 			continue;
-		for (size_t i = 0; i < self->n_sbx; i++)
+		}
+		bool known = false;
+		for (size_t i = 0; i < self->n_sbx && !known; i++)
 			if (sbx_sandbox_init_pid(self->sbx[i]) == pid) {
 				sbx_sandbox_on_init_exit(self->sbx[i], status);
-				break;
+				known = true;
 			}
+		if (!known && self->n_reaped < S_REAPED_MAX) {
+			self->reaped[self->n_reaped].pid = pid;
+			self->reaped[self->n_reaped].status = status;
+			self->n_reaped++;
+		}
 	}
 }
 
-/* Finishes destroys whose sandboxes are gone and drops gone sandboxes. */
+/* Drops sandboxes that are gone (init reaped, cgroup removed); a destroyed
+ * one's workspace deletion starts now. Returns how many are still dying. */
 static int
 s_collect(sbx_daemon_t *self)
 {
@@ -787,23 +1017,22 @@ s_collect(sbx_daemon_t *self)
 			i++;
 			continue;
 		}
-		if (!sbx_sandbox_reap_cgroup(s)) {
+		if (!sbx_sandbox_reap_cgroup(s) || !sbx_sandbox_gone(s)) {
 			waiting++;
 			i++;
 			continue;
 		}
-		for (size_t k = 0; k < self->n_destroys;) {
-			s_destroy_t *dd = &self->destroys[k];
-			if (dd->sbx != s) {
-				k++;
-				continue;
-			}
-			s_forget(self, sbx_sandbox_id(s), sbx_sandbox_meta(s), dd->keep);
-			s_reply_destroyed(self, &dd->req);
-			self->destroys[k] = self->destroys[--self->n_destroys];
+		bool compact = false;
+		uint32_t slot = sbx_sandbox_slot(s);
+		if (sbx_sandbox_discards(s)) {
+			s_discard(self, slot);
+			s_slot_set(self, slot, false);
+			compact = !sbx_sandbox_is_spare(s);
 		}
 		sbx_sandbox_destroy(&self->sbx[i]);
 		self->sbx[i] = self->sbx[--self->n_sbx];
+		if (compact)
+			s_pool_compact(self, slot);
 	}
 	return waiting;
 }
@@ -829,7 +1058,7 @@ s_grow_items(sbx_daemon_t *self, size_t need)
 static size_t
 s_build_poll(sbx_daemon_t *self)
 {
-	size_t n = 0, need = 2;
+	size_t n = 0, need = 3;
 	for (size_t i = 0; i < self->n_sbx; i++) {
 		sbx_relay_t **rel;
 		need += 2 + 2 * (size_t)sbx_sandbox_relays(self->sbx[i], &rel);
@@ -840,6 +1069,8 @@ s_build_poll(sbx_daemon_t *self)
 	self->refs[n++] = (s_ref_t){S_REF_RPC, 0, 0};
 	self->items[n] = (zmq_pollitem_t){NULL, self->sigfd, ZMQ_POLLIN, 0};
 	self->refs[n++] = (s_ref_t){S_REF_SIG, 0, 0};
+	self->items[n] = (zmq_pollitem_t){NULL, self->zygote, ZMQ_POLLIN, 0};
+	self->refs[n++] = (s_ref_t){S_REF_ZYGOTE, 0, 0};
 	for (size_t i = 0; i < self->n_sbx; i++) {
 		sbx_sandbox_t *s = self->sbx[i];
 		sbx_relay_t **rel;
@@ -908,6 +1139,7 @@ int
 sbx_daemon_run(sbx_daemon_t *self)
 {
 	int64_t stop_deadline = 0;
+	s_pool_fill(self);
 	for (;;) {
 		if (self->stopping) {
 			s_stop_all(self);
@@ -923,6 +1155,8 @@ sbx_daemon_run(sbx_daemon_t *self)
 		}
 		/* Collect first: it reorders the sandbox array the poll refs index. */
 		int waiting = s_collect(self);
+		if (!self->stopping && self->zygote < 0 && self->zygote_pid == 0)
+			s_start_zygote(self);
 		size_t n = s_build_poll(self);
 		long tmo = waiting || self->stopping ? 10 : -1;
 		if (zmq_poll(self->items, (int)n, tmo) < 0) {
@@ -934,7 +1168,7 @@ sbx_daemon_run(sbx_daemon_t *self)
 		/* Sandbox fds first: handling them never destroys another
 		 * sandbox, and a sandbox killed here keeps its slot in the array
 		 * until s_collect, so later refs stay valid. */
-		for (size_t k = 2; k < n; k++) {
+		for (size_t k = 3; k < n; k++) {
 			short rev = self->items[k].revents;
 			if (rev == 0 && self->refs[k].kind != S_REF_RELAY_C)
 				continue;
@@ -963,6 +1197,8 @@ sbx_daemon_run(sbx_daemon_t *self)
 				break;
 			}
 		}
+		if (self->items[2].revents)
+			s_on_zygote(self);
 		if (self->items[1].revents)
 			s_on_signals(self);
 		/* Always drain: ZMQ_POLLIN is edge-like after a partial drain. */
@@ -972,11 +1208,25 @@ sbx_daemon_run(sbx_daemon_t *self)
 				break;
 			s_dispatch(self, &req);
 		}
+		s_pool_fill(self);
 	}
 	return 0;
 }
 
 /* ------------------------------------------------------------ lifecycle -- */
+
+static bool
+s_slot_used(void *arg, uint32_t slot)
+{
+	sbx_daemon_t *self = arg;
+	return slot < self->cfg.uid_count && (self->slots[slot / 8] & (1u << (slot % 8)));
+}
+
+static void
+s_discard_cb(void *arg, uint32_t slot)
+{
+	s_discard(arg, slot);
+}
 
 sbx_daemon_t *
 sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
@@ -988,6 +1238,7 @@ sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
 	}
 	self->cfg = *cfg;
 	self->sigfd = -1;
+	self->zygote = -1;
 	self->slots = calloc(cfg->uid_count / 8 + 1, 1);
 	self->plan = calloc(1, sizeof(*self->plan));
 	if (self->slots == NULL || self->plan == NULL) {
@@ -1022,10 +1273,9 @@ sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
 		goto fail;
 	}
 	sbx_store_meta_each(self->store, s_mark_slot, self);
-	sbx_store_sweep(self->store);
 
-	/* Signals arrive on a descriptor; block them before ZeroMQ starts its
-	 * threads so those inherit the mask. */
+	/* Signals arrive on a descriptor; block them before any child or
+	 * thread exists so all inherit the mask. */
 	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
@@ -1039,6 +1289,19 @@ sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "signalfd: %s", strerror(errno));
 		goto fail;
 	}
+	/* The zygote is forked while sandboxd has a single thread. */
+	s_start_zygote(self);
+	if (self->zygote < 0) {
+		snprintf(err, errlen, "cannot start the zygote");
+		goto fail;
+	}
+	/* What a crash left behind: workspaces and logs no record claims
+	 * (destroyed, or pool spares), then whatever waits in the trash. */
+	sbx_store_orphans(self->store, s_slot_used, s_discard_cb, self);
+	sbx_spawn_req_t sweep;
+	memset(&sweep, 0, sizeof(sweep));
+	sweep.type = SBX_ZY_SWEEP;
+	(void)sbx_daemon_zygote(self, &sweep);
 	self->zctx = zmq_ctx_new();
 	if (self->zctx == NULL) {
 		snprintf(err, errlen, "zmq_ctx_new failed");
@@ -1049,8 +1312,8 @@ sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot serve on %s", cfg->endpoint);
 		goto fail;
 	}
-	log_info("serving on %s (cgroups %s, state %s, uid_base %u)", cfg->endpoint,
-	         sbx_cgroup_mode(), cfg->state_dir, cfg->uid_base);
+	log_info("serving on %s (cgroups %s, state %s, uid_base %u, pool %u)", cfg->endpoint,
+	         sbx_cgroup_mode(), cfg->state_dir, cfg->uid_base, cfg->pool_size);
 	return self;
 fail:
 	sbx_daemon_destroy(&self);
@@ -1074,11 +1337,13 @@ sbx_daemon_destroy(sbx_daemon_t **self_p)
 		}
 		sbx_sandbox_destroy(&self->sbx[i]);
 	}
-	for (size_t i = 0; i < self->n_destroys; i++)
-		sbx_reply_error(self, &self->destroys[i].req, AHP__STATUS__ERR_UNAVAILABLE,
-		                "sandboxd is stopping");
-	free(self->destroys);
 	free(self->sbx);
+	if (self->zygote >= 0)
+		close(self->zygote);
+	if (self->zygote_pid > 0) {
+		kill(self->zygote_pid, SIGKILL);
+		waitpid(self->zygote_pid, NULL, 0);
+	}
 	ahp_rpc_server_destroy(&self->rpc);
 	if (self->zctx != NULL)
 		zmq_ctx_term(self->zctx);

@@ -36,6 +36,8 @@ static const ahp_cfg_def_t s_cfg_defs[] = {
     {"relay_header", AHP_CFG_BOOL, 0, 0, "false",
      "send \"AHP-SANDBOX <id> <profile>\\r\\n\" upstream before relayed bytes"},
     {"relay_max_conns", AHP_CFG_INT, 1, 4096, "64", "relayed connections per sandbox"},
+    {"pool_size", AHP_CFG_INT, 0, 64, "2",
+     "sandboxes built ahead of time for new runs (0: build each on demand)"},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
@@ -108,6 +110,7 @@ s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, si
 	out->tmp_mb = (uint32_t)ahp_cfg_int(c, "tmp_mb");
 	out->max_sandboxes = (uint32_t)ahp_cfg_int(c, "max_sandboxes");
 	out->relay_max_conns = (uint32_t)ahp_cfg_int(c, "relay_max_conns");
+	out->pool_size = (uint32_t)ahp_cfg_int(c, "pool_size");
 	if (rc != 0) {
 		snprintf(err, errlen, "a configured path is too long");
 		return -1;

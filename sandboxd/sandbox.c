@@ -18,7 +18,6 @@
 #include "ahp/util.h"
 #include "sbx.h"
 
-#define S_INIT_STACK (256 * 1024)
 #define S_COPY_BUDGET (8u << 20) /* bytes of host /etc copied into the template */
 
 /* ------------------------------------------------------------ the plan -- */
@@ -367,34 +366,13 @@ sbx_plan_build(const sbx_config_t *cfg, const sbx_store_t *store, sbx_plan_t *pl
 
 /* ----------------------------------------------------------- sandboxes -- */
 
-static char *const s_env_none[] = {
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME=/workspace",
-    "USER=agent",
-    "LOGNAME=agent",
-    "SHELL=/bin/sh",
-    "LANG=C.UTF-8",
-    "TERM=dumb",
-    "TMPDIR=/tmp",
-    NULL};
-static char *const s_env_proxy[] = {
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME=/workspace",
-    "USER=agent",
-    "LOGNAME=agent",
-    "SHELL=/bin/sh",
-    "LANG=C.UTF-8",
-    "TERM=dumb",
-    "TMPDIR=/tmp",
-    "HTTP_PROXY=http://127.0.0.1:3128",
-    "HTTPS_PROXY=http://127.0.0.1:3128",
-    "http_proxy=http://127.0.0.1:3128",
-    "https_proxy=http://127.0.0.1:3128",
-    "NO_PROXY=",
-    "no_proxy=",
-    NULL};
-
-enum { S_NEW, S_STARTING, S_READY, S_DEAD };
+/*
+ * Life of a sandbox: SPAWNING (the zygote makes init) -> STARTING (init builds
+ * the root) -> SPARE (built, waiting in the pool for a run) or straight on to
+ * CLAIMING (told its network mode) -> READY (serving execs) -> DEAD (killed;
+ * gone once init is reaped and its cgroup removed).
+ */
+enum { S_SPAWNING, S_STARTING, S_SPARE, S_CLAIMING, S_READY, S_DEAD };
 
 typedef struct s_exec {
 	char exec_id[SBX_EXEC_ID_MAX + 1];
@@ -408,9 +386,11 @@ typedef struct s_exec {
 
 struct sbx_sandbox {
 	sbx_daemon_t *d;
-	char id[SBX_ID_MAX + 1];
+	char id[SBX_ID_MAX + 1]; /* ".spare-<slot>" while in the pool */
+	bool spare;              /* made for the pool: claimed when a run needs it */
 	sbx_meta_t meta;
 	uid_t uid;
+	char cgname[32];
 	int state;
 	pid_t init_pid;
 	int ctl;
@@ -426,19 +406,19 @@ struct sbx_sandbox {
 	sbx_relay_t **relays;
 	int n_relays;
 	sbx_execlog_t *log;
+	bool spawn_pending; /* the zygote has not answered yet */
+	bool discard;       /* set by retire(): workspace, log and slot go once gone */
 };
 
 /* One receive buffer for all control sockets: the loop is single-threaded. */
 static uint8_t *s_rx;
-static uint8_t *s_init_stack;
 
 sbx_sandbox_t *
 sbx_sandbox_new(sbx_daemon_t *d, const char *id, const sbx_meta_t *meta, uint32_t slot)
 {
 	if (s_rx == NULL) {
 		s_rx = malloc(SBX_CTL_MSG_MAX + 64);
-		s_init_stack = malloc(S_INIT_STACK);
-		if (s_rx == NULL || s_init_stack == NULL)
+		if (s_rx == NULL)
 			return NULL;
 	}
 	const sbx_config_t *cfg = sbx_daemon_config(d);
@@ -446,14 +426,23 @@ sbx_sandbox_new(sbx_daemon_t *d, const char *id, const sbx_meta_t *meta, uint32_
 	if (self == NULL)
 		return NULL;
 	self->d = d;
-	ahp_strlcpy(self->id, id, sizeof(self->id));
+	if (id == NULL) {
+		self->spare = true;
+		snprintf(self->id, sizeof(self->id), ".spare-%u", slot);
+	} else {
+		ahp_strlcpy(self->id, id, sizeof(self->id));
+	}
 	self->meta = *meta;
 	self->meta.slot = slot;
 	self->meta.kept = false;
 	if (self->meta.cwd[0] != '/')
 		memcpy(self->meta.cwd, "/workspace", sizeof("/workspace"));
 	self->uid = (uid_t)(cfg->uid_base + slot);
+	/* cgroups are named by uid slot, unique among live sandboxes: a spare's
+	 * cgroup needs no rename when a run claims it */
+	snprintf(self->cgname, sizeof(self->cgname), "s%u", slot);
 	self->ctl = self->listener = -1;
+	self->state = S_SPAWNING;
 	self->relays =
 	    calloc(cfg->relay_max_conns ? cfg->relay_max_conns : 1, sizeof(*self->relays));
 	if (self->relays == NULL) {
@@ -499,7 +488,7 @@ sbx_sandbox_kill(sbx_sandbox_t *self, int status, const char *why)
 {
 	if (self->init_pid > 0)
 		kill(self->init_pid, SIGKILL);
-	if (self->state != S_DEAD)
+	if (self->state != S_DEAD && !self->spare)
 		log_info("sandbox %s stopped: %s", self->id, why);
 	self->state = S_DEAD;
 	s_close_io(self);
@@ -545,22 +534,48 @@ sbx_sandbox_id(const sbx_sandbox_t *self)
 	return self->id;
 }
 
+void
+sbx_sandbox_retire(sbx_sandbox_t *self, bool discard)
+{
+	snprintf(self->id, sizeof(self->id), ".gone-%u", self->meta.slot);
+	self->discard = discard;
+}
+
+bool
+sbx_sandbox_discards(const sbx_sandbox_t *self)
+{
+	return self->discard || self->spare;
+}
+
+bool
+sbx_sandbox_is_spare(const sbx_sandbox_t *self)
+{
+	return self->spare;
+}
+
 bool
 sbx_sandbox_alive(const sbx_sandbox_t *self)
 {
-	return self->state == S_STARTING || self->state == S_READY;
+	return self->state != S_DEAD;
+}
+
+bool
+sbx_sandbox_claiming(const sbx_sandbox_t *self)
+{
+	return self->state == S_CLAIMING;
 }
 
 bool
 sbx_sandbox_ready(const sbx_sandbox_t *self)
 {
-	return self->state == S_READY;
+	return self->state == S_READY || (self->spare && self->state == S_SPARE);
 }
 
 bool
 sbx_sandbox_gone(const sbx_sandbox_t *self)
 {
-	return self->state == S_DEAD && self->init_pid == 0 && self->cg_gone;
+	return self->state == S_DEAD && self->init_pid == 0 && !self->spawn_pending &&
+	       self->cg_gone;
 }
 
 pid_t
@@ -596,130 +611,117 @@ sbx_sandbox_listener_fd(const sbx_sandbox_t *self)
 	return self->listener;
 }
 
-static int
-s_write_proc(pid_t pid, const char *file, const char *val)
-{
-	char p[64];
-	snprintf(p, sizeof(p), "/proc/%d/%s", (int)pid, file);
-	int fd = open(p, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	size_t l = strlen(val);
-	ssize_t n = write(fd, val, l);
-	close(fd);
-	return n == (ssize_t)l ? 0 : -1;
-}
-
 int
 sbx_sandbox_start(sbx_sandbox_t *self, char *err, size_t errlen)
 {
-	sbx_store_t *store = sbx_daemon_store(self->d);
-	int sv[2] = {-1, -1};
-	static sbx_init_args_t args;
-
-	if (sbx_store_workspace_prepare(store, self->id, self->uid) < 0) {
-		snprintf(err, errlen, "workspace: %s", strerror(errno));
+	sbx_spawn_req_t req;
+	memset(&req, 0, sizeof(req));
+	req.type = SBX_ZY_SPAWN;
+	req.slot = self->meta.slot;
+	req.uid = (uint32_t)self->uid;
+	req.lim = self->meta.lim;
+	ahp_strlcpy(req.cgname, self->cgname, sizeof(req.cgname));
+	if (sbx_daemon_zygote(self->d, &req) != 0) {
+		snprintf(err, errlen, "cannot reach the zygote");
+		self->state = S_DEAD;
+		self->cg_gone = true;
 		return -1;
 	}
-	if (self->log == NULL)
-		self->log = sbx_execlog_open(store, self->id, true);
-	if (self->log == NULL) {
-		snprintf(err, errlen, "exec log: %s", strerror(errno));
-		return -1;
-	}
-	self->cg = sbx_cgroup_new(self->id, &self->meta.lim);
-	if (self->cg == NULL) {
-		snprintf(err, errlen, "cgroup setup failed");
-		return -1;
-	}
-	self->cg_gone = false;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-		snprintf(err, errlen, "socketpair: %s", strerror(errno));
-		goto fail;
-	}
-	/* Whole outputs travel as one message: make room (root may force it). */
-	int sz = (int)(SBX_CTL_MSG_MAX + 65536);
-	for (int i = 0; i < 2; i++)
-		if (setsockopt(sv[i], SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) != 0)
-			(void)setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-
-	memset(&args, 0, sizeof(args));
-	args.ctl = sv[1];
-	args.errfd = 2;
-	args.plan = sbx_daemon_plan(self->d);
-	args.filter = sbx_daemon_filter(self->d);
-	args.network = self->meta.network;
-	args.argv_area = sbx_argv_area;
-	args.argv_len = sbx_argv_len;
-	args.env =
-	    self->meta.network == AHP__SBX__NETWORK_MODE__NET_PROXY ? s_env_proxy : s_env_none;
-	if (sbx_store_workspace_path(store, self->id, args.workspace, sizeof(args.workspace)) !=
-	        0 ||
-	    ahp_strlcpy(args.root_dir, sbx_store_dir(store, "root"), sizeof(args.root_dir)) != 0) {
-		snprintf(err, errlen, "path too long");
-		goto fail;
-	}
-	/* The cgroup namespace is made by init after it joined its cgroups. */
-	int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
-	            CLONE_NEWUTS | SIGCHLD;
-	pid_t pid = clone(sbx_init_main, s_init_stack + S_INIT_STACK, flags, &args);
-	if (pid < 0) {
-		snprintf(err, errlen, "clone: %s", strerror(errno));
-		goto fail;
-	}
-	close(sv[1]);
-	sv[1] = -1;
-	self->init_pid = pid;
-	self->ctl = sv[0];
-	sv[0] = -1;
-	fcntl(self->ctl, F_SETFL, O_NONBLOCK);
-
-	char map[64];
-	snprintf(map, sizeof(map), "%d %u 1\n", SBX_INSIDE_UID, (unsigned)self->uid);
-	if (s_write_proc(pid, "setgroups", "deny") != 0 || s_write_proc(pid, "uid_map", map) != 0 ||
-	    s_write_proc(pid, "gid_map", map) != 0) {
-		snprintf(err, errlen, "uid/gid map: %s", strerror(errno));
-		goto fail;
-	}
-	/* Commands reset their own score to 0: the OOM killer picks them first. */
-	(void)s_write_proc(pid, "oom_score_adj", "-999");
-	if (sbx_cgroup_attach(self->cg, pid) != 0) {
-		snprintf(err, errlen, "cgroup attach: %s", strerror(errno));
-		goto fail;
-	}
-	sbx_ctl_hdr_t go = {SBX_CTL_GO, 0};
-	if (send(self->ctl, &go, sizeof(go), MSG_NOSIGNAL) != (ssize_t)sizeof(go)) {
-		snprintf(err, errlen, "start: %s", strerror(errno));
-		goto fail;
-	}
-	self->state = S_STARTING;
-	if (self->meta.created_ms == 0)
-		self->meta.created_ms = ahp_now_ms();
-	if (sbx_store_meta_write(store, self->id, &self->meta) != 0)
-		log_warn("sandbox %s: writing metadata: %s", self->id, strerror(errno));
+	self->state = S_SPAWNING;
+	self->spawn_pending = true;
 	return 0;
-fail:
-	if (sv[0] >= 0)
-		close(sv[0]);
-	if (sv[1] >= 0)
-		close(sv[1]);
-	self->state = S_DEAD;
-	s_close_io(self);
-	if (self->init_pid > 0)
-		kill(self->init_pid, SIGKILL); /* reaped by the loop */
-	else
+}
+
+/* The zygote answered: init exists (pid) and ctl is our end of its socket. */
+void
+sbx_sandbox_on_spawned(sbx_sandbox_t *self, const sbx_spawn_rep_t *rep, int ctl)
+{
+	self->spawn_pending = false;
+	if (rep->pid > 0)
+		self->init_pid = rep->pid;
+	if (rep->pid > 0)
+		self->cg = sbx_cgroup_open(self->cgname);
+	/* the zygote made the log with the workspace */
+	if (self->log == NULL && rep->err[0] == '\0')
+		self->log = sbx_execlog_open(sbx_daemon_store(self->d), self->meta.slot, true);
+	if (self->state != S_SPAWNING || ctl < 0 || rep->err[0] != '\0' || self->cg == NULL ||
+	    self->log == NULL) {
+		if (ctl >= 0)
+			close(ctl);
+		char why[256];
+		snprintf(why, sizeof(why), "sandbox start failed: %s",
+		         rep->err[0] ? rep->err : "no control socket");
+		if (self->state != S_DEAD)
+			log_error("sandbox %s: %s", self->id, why);
+		sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, why);
 		sbx_sandbox_reap_cgroup(self);
-	return -1;
+		return;
+	}
+	self->ctl = ctl;
+	fcntl(ctl, F_SETFL, O_NONBLOCK);
+	self->state = S_STARTING;
+}
+
+/* Tells init its network mode; READY comes back (with the proxy listener). */
+static int
+s_send_claim(sbx_sandbox_t *self)
+{
+	bool fresh = self->meta.created_ms == 0;
+	if (fresh)
+		self->meta.created_ms = ahp_now_ms();
+	if (sbx_store_meta_write(sbx_daemon_store(self->d), self->id, &self->meta, fresh) != 0)
+		log_warn("sandbox %s: writing metadata: %s", self->id, strerror(errno));
+	struct {
+		sbx_ctl_hdr_t h;
+		sbx_ctl_claim_t c;
+	} m = {{SBX_CTL_CLAIM, sizeof(sbx_ctl_claim_t)}, {(uint32_t)self->meta.network}};
+	if (send(self->ctl, &m, sizeof(m), MSG_NOSIGNAL) != (ssize_t)sizeof(m))
+		return -1;
+	self->state = S_CLAIMING;
+	return 0;
+}
+
+int
+sbx_sandbox_claim(sbx_sandbox_t *self, const char *id, const sbx_meta_t *meta, char *err,
+                  size_t errlen)
+{
+	if (!self->spare || self->state != S_SPARE) {
+		snprintf(err, errlen, "not a ready spare");
+		return -1;
+	}
+	ahp_strlcpy(self->id, id, sizeof(self->id));
+	self->spare = false;
+	uint32_t slot = self->meta.slot;
+	self->meta = *meta;
+	self->meta.slot = slot;
+	self->meta.kept = false;
+	memcpy(self->meta.cwd, "/workspace", sizeof("/workspace"));
+	if (sbx_cgroup_set_limits(self->cg, &self->meta.lim) != 0 || s_send_claim(self) != 0) {
+		snprintf(err, errlen, "claiming a spare sandbox: %s", strerror(errno));
+		sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, err);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+s_reply_created(sbx_sandbox_t *self, ahp_rpc_req_t **req, bool existed)
+{
+	char ws[PATH_MAX];
+	if (sbx_store_workspace_path(sbx_daemon_store(self->d), self->meta.slot, ws, sizeof(ws)) !=
+	    0)
+		ws[0] = '\0';
+	sbx_reply_create(self->d, req, self->id, existed, ws);
 }
 
 void
 sbx_sandbox_wait_ready(sbx_sandbox_t *self, ahp_rpc_req_t **req, bool existed)
 {
 	if (self->state == S_READY) {
-		sbx_reply_create(self->d, req, self->id, existed);
+		s_reply_created(self, req, existed);
 		return;
 	}
-	if (self->state != S_STARTING || self->n_create >= SBX_WAITERS_MAX) {
+	if (self->state == S_DEAD || self->n_create >= SBX_WAITERS_MAX) {
 		sbx_reply_error(self->d, req, AHP__STATUS__ERR_UNAVAILABLE,
 		                "sandbox is not starting");
 		return;
@@ -798,7 +800,10 @@ s_answer_stored(sbx_sandbox_t *self, ahp_rpc_req_t **req, const char *exec_id, b
 {
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	int r = sbx_execlog_lookup(self->log, exec_id, &buf, &len);
+	/* a sandbox still being (re)started has no log open yet */
+	int r = self->log != NULL ? sbx_execlog_lookup(self->log, exec_id, &buf, &len)
+	                          : sbx_store_exec_lookup(sbx_daemon_store(self->d),
+	                                                  self->meta.slot, exec_id, &buf, &len);
 	if (r == 2) {
 		sbx_reply_exec_packed(self->d, req, buf, len);
 		free(buf);
@@ -927,7 +932,8 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 		memcpy(self->meta.cwd, cwd, d.cwd_len);
 		self->meta.cwd[d.cwd_len] = '\0';
 		/* the cwd survives a sandboxd restart */
-		if (sbx_store_meta_write(sbx_daemon_store(self->d), self->id, &self->meta) != 0)
+		if (sbx_store_meta_write(sbx_daemon_store(self->d), self->id, &self->meta, false) !=
+		    0)
 			log_warn("sandbox %s: writing metadata: %s", self->id, strerror(errno));
 	}
 	sbx_cg_counters_t now;
@@ -981,7 +987,20 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 static void
 s_on_ready(sbx_sandbox_t *self, int fd)
 {
-	if (self->state != S_STARTING) {
+	if (self->state == S_STARTING) {
+		/* built: a spare waits in the pool, a run's sandbox is claimed now */
+		if (fd >= 0)
+			close(fd);
+		if (self->spare) {
+			self->state = S_SPARE;
+			return;
+		}
+		if (s_send_claim(self) != 0)
+			sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL,
+			                 "claiming the sandbox failed");
+		return;
+	}
+	if (self->state != S_CLAIMING) {
 		if (fd >= 0)
 			close(fd);
 		sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, "unexpected READY from init");
@@ -999,8 +1018,7 @@ s_on_ready(sbx_sandbox_t *self, int fd)
 	}
 	self->state = S_READY;
 	for (int i = 0; i < self->n_create; i++)
-		sbx_reply_create(self->d, &self->create_waiters[i], self->id,
-		                 self->create_existed[i]);
+		s_reply_created(self, &self->create_waiters[i], self->create_existed[i]);
 	self->n_create = 0;
 	s_dispatch(self);
 }
@@ -1109,7 +1127,7 @@ sbx_sandbox_reap_cgroup(sbx_sandbox_t *self)
 {
 	if (self->cg_gone)
 		return 1;
-	if (self->init_pid > 0)
+	if (self->init_pid > 0 || self->spawn_pending)
 		return 0;
 	if (self->cg == NULL || sbx_cgroup_remove(self->cg) == 0) {
 		sbx_cgroup_destroy(&self->cg);

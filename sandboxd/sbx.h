@@ -51,17 +51,24 @@ typedef struct {
 	uint32_t tmp_mb;
 	uint32_t max_sandboxes;
 	uint32_t relay_max_conns;
+	uint32_t pool_size;
 } sbx_config_t;
 
 /* ---- sandboxd <-> init control messages (SOCK_SEQPACKET, one message per send) ---- */
 
 enum {
-	SBX_CTL_GO = 1, /* sandboxd -> init: maps written, cgroups joined; build the sandbox */
-	SBX_CTL_READY,  /* init -> sandboxd: serving; carries the proxy listener (SCM_RIGHTS) */
+	SBX_CTL_GO = 1, /* zygote -> init: maps written, cgroups joined; build the sandbox */
+	SBX_CTL_READY,  /* init -> sandboxd: built (after GO) / claimed (after CLAIM, carrying
+	                   the proxy listener by SCM_RIGHTS in proxy mode) */
 	SBX_CTL_FAIL,   /* init -> sandboxd: setup failed; payload is a message, then init exits */
 	SBX_CTL_EXEC,   /* sandboxd -> init: sbx_ctl_exec_t + cwd + command */
 	SBX_CTL_DONE,   /* init -> sandboxd: sbx_ctl_done_t + stdout + stderr + cwd */
+	SBX_CTL_CLAIM,  /* sandboxd -> init: sbx_ctl_claim_t; a built sandbox gets its run */
 };
+
+typedef struct {
+	uint32_t network; /* AHP__SBX__NETWORK_MODE__* */
+} sbx_ctl_claim_t;
 
 typedef struct {
 	uint32_t type;
@@ -138,8 +145,8 @@ typedef struct {
 	const struct sock_fprog *filter; /* seccomp program for commands */
 	char workspace[PATH_MAX];        /* host path of /workspace */
 	char root_dir[PATH_MAX];         /* empty host dir the new root is attached over */
-	int network;                     /* AHP__SBX__NETWORK_MODE__* */
-	char *const *env;                /* command environment */
+	char *const *env_none;           /* command environment, network none */
+	char *const *env_proxy;          /* ... and proxy (HTTP_PROXY and friends) */
 	char *argv_area;                 /* sandboxd's argv strings, wiped in init */
 	size_t argv_len;
 } sbx_init_args_t;
@@ -181,16 +188,45 @@ typedef struct {
 int sbx_cgroup_setup(const char *instance);
 /* Describes the mode for logs ("v1", "v2"). */
 const char *sbx_cgroup_mode(void);
-/* Creates the cgroup of one sandbox with its limits. NULL on failure. */
-sbx_cgroup_t *sbx_cgroup_new(const char *id, const sbx_limits_t *lim);
-/* Moves pid into the sandbox's cgroup(s). 0 / -1. */
-int sbx_cgroup_attach(sbx_cgroup_t *self, pid_t pid);
+/* Zygote side: makes the cgroup `name` (leftovers of that name are killed and
+ * replaced), writes the limits, moves pid into it. 0 / -1 (errno). */
+int sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid);
+/* sandboxd side: a handle on an existing cgroup (counter files open). NULL on failure. */
+sbx_cgroup_t *sbx_cgroup_open(const char *name);
+/* New limits for a running cgroup (a spare claimed by a run). 0 / -1. */
+int sbx_cgroup_set_limits(sbx_cgroup_t *self, const sbx_limits_t *lim);
 /* Reads the kill / refusal counters. 0 / -1. */
 int sbx_cgroup_counters(sbx_cgroup_t *self, sbx_cg_counters_t *out);
 /* SIGKILLs every task left in the cgroup and removes it. 0 when gone, -1 (EBUSY)
  * while tasks are still exiting: call again later. */
 int sbx_cgroup_remove(sbx_cgroup_t *self);
 void sbx_cgroup_destroy(sbx_cgroup_t **self_p);
+
+/* ---- zygote.c ---- */
+enum {
+	SBX_ZY_SPAWN = 1, /* make the workspace and exec log of a slot, then its init */
+	SBX_ZY_DISCARD,   /* a slot's workspace to the trash, its exec log away; delete */
+	SBX_ZY_SWEEP,     /* delete what is in the trash */
+};
+
+typedef struct {
+	uint32_t type;
+	uint32_t slot; /* the sandbox's uid slot (also the reply's cookie) */
+	uint32_t uid;  /* host uid (and gid) of uid 1000 inside */
+	sbx_limits_t lim;
+	char cgname[32];
+} sbx_spawn_req_t;
+
+typedef struct {
+	uint32_t slot;
+	int32_t pid;   /* > 0 when an init exists: sandboxd's child, reaped by it */
+	char err[200]; /* empty on success */
+} sbx_spawn_rep_t;     /* SPAWN only; + sandboxd's end of the control socket (SCM_RIGHTS) */
+
+/* Forks the zygote (before any thread is started). Returns sandboxd's end of
+ * its socket and sets *pid, or -1. */
+int sbx_zygote_start(const sbx_plan_t *plan, const struct sock_fprog *filter,
+                     const sbx_store_t *store, pid_t *pid);
 
 /* ---- store.c ---- */
 typedef struct {
@@ -207,33 +243,29 @@ typedef struct {
 /* Opens (creating) the state directory layout. NULL on failure. */
 sbx_store_t *sbx_store_new(const char *state_dir);
 void sbx_store_destroy(sbx_store_t **self_p);
+/* "root", "etc", "workspaces", "execs", "trash": directories of the layout. */
 const char *sbx_store_dir(const sbx_store_t *self, const char *sub);
-/* Host path of a sandbox's workspace into buf. 0 / -1. */
-int sbx_store_workspace_path(const sbx_store_t *self, const char *id, char *buf, size_t len);
-/* Makes (or checks) the workspace directory owned by uid. 1 when it already
- * existed, 0 when created, -1 on failure. */
-int sbx_store_workspace_prepare(sbx_store_t *self, const char *id, uid_t uid);
-int sbx_store_meta_write(sbx_store_t *self, const char *id, const sbx_meta_t *meta);
+/* Host path of the workspace of uid slot `slot` into buf. 0 / -1. */
+int sbx_store_workspace_path(const sbx_store_t *self, uint32_t slot, char *buf, size_t len);
+/* fresh: a new record, written in place; else replaced atomically. 0 / -1. */
+int sbx_store_meta_write(sbx_store_t *self, const char *id, const sbx_meta_t *meta, bool fresh);
+int sbx_store_meta_unlink(sbx_store_t *self, const char *id);
 /* 0 found, -1 absent or unreadable. */
 int sbx_store_meta_read(sbx_store_t *self, const char *id, sbx_meta_t *meta);
 /* Calls fn for every sandbox with metadata on disk. */
 void sbx_store_meta_each(sbx_store_t *self,
                          void (*fn)(void *arg, const char *id, const sbx_meta_t *meta), void *arg);
-/* Removes a sandbox's state: workspace (moved to the trash and deleted by a
- * child running as uid, never following symlinks), metadata, exec results. */
-int sbx_store_remove(sbx_store_t *self, const char *id, uid_t uid);
-/* Starts deleting what is in the trash (a child per entry). Call at start
- * and after sbx_store_remove. */
-void sbx_store_sweep(sbx_store_t *self);
-/* Reaping hook: returns 1 when pid was a trash deleter (and finishes it). */
-int sbx_store_child_exited(sbx_store_t *self, pid_t pid, int status);
-int sbx_store_busy(const sbx_store_t *self); /* deleters still running */
+/* Calls fn for each slot with a workspace or exec log on disk that `used`
+ * does not claim (leftovers of a crash). */
+void sbx_store_orphans(sbx_store_t *self, bool (*used)(void *arg, uint32_t slot),
+                       void (*fn)(void *arg, uint32_t slot), void *arg);
 /* Deletes everything below dirfd without following symlinks. 0 / -1. */
 int sbx_rmtree_at(int dirfd);
+
 /* Exec records of one sandbox (an append-only log, kept open while it runs). */
 typedef struct sbx_execlog sbx_execlog_t;
-/* Opens (create: or makes) the log and indexes it. NULL on failure (errno). */
-sbx_execlog_t *sbx_execlog_open(sbx_store_t *store, const char *id, bool create);
+/* Opens (create: or makes) the log of a slot and indexes it. NULL on failure (errno). */
+sbx_execlog_t *sbx_execlog_open(sbx_store_t *store, uint32_t slot, bool create);
 void sbx_execlog_close(sbx_execlog_t **self_p);
 /* Records that an exec starts. -1 with EEXIST when the id is already known. */
 int sbx_execlog_intent(sbx_execlog_t *self, const char *exec_id);
@@ -241,7 +273,7 @@ int sbx_execlog_result(sbx_execlog_t *self, const char *exec_id, const uint8_t *
 /* 2: result (*buf caller frees), 1: intent only, 0: never seen, -1 error. */
 int sbx_execlog_lookup(sbx_execlog_t *self, const char *exec_id, uint8_t **buf, size_t *len);
 /* The same for a sandbox that is not running (opens its log read-only). */
-int sbx_store_exec_lookup(sbx_store_t *self, const char *id, const char *exec_id, uint8_t **buf,
+int sbx_store_exec_lookup(sbx_store_t *self, uint32_t slot, const char *exec_id, uint8_t **buf,
                           size_t *len);
 
 /* ---- relay.c ---- */
@@ -263,14 +295,27 @@ int sbx_plan_build(const sbx_config_t *cfg, const sbx_store_t *store, sbx_plan_t
 sbx_sandbox_t *sbx_sandbox_new(sbx_daemon_t *d, const char *id, const sbx_meta_t *meta,
                                uint32_t slot);
 void sbx_sandbox_destroy(sbx_sandbox_t **self_p);
+/* The run id; ".spare-N" for a pool spare, ".gone-N" once destroyed. */
 const char *sbx_sandbox_id(const sbx_sandbox_t *self);
-/* Starts init (namespaces, cgroups); READY arrives later on the ctl fd. 0 / -1. */
+bool sbx_sandbox_is_spare(const sbx_sandbox_t *self);
+/* Asks the zygote for an init (id NULL at new(): a pool spare). 0 / -1. */
 int sbx_sandbox_start(sbx_sandbox_t *self, char *err, size_t errlen);
+/* The zygote's answer to start(). */
+void sbx_sandbox_on_spawned(sbx_sandbox_t *self, const sbx_spawn_rep_t *rep, int ctl);
+/* A ready spare becomes run `id` with meta's limits and network. 0 / -1. */
+int sbx_sandbox_claim(sbx_sandbox_t *self, const char *id, const sbx_meta_t *meta, char *err,
+                      size_t errlen);
+/* After Destroy (or an unexpected death): the id is free for a new sandbox.
+ * discard: once its processes are gone, its workspace and exec log are
+ * deleted and its uid slot freed (the caller does it, see frees_slot). */
+void sbx_sandbox_retire(sbx_sandbox_t *self, bool discard);
+bool sbx_sandbox_discards(const sbx_sandbox_t *self);
 /* Kills the sandbox's processes; pending requests are answered with status. */
 void sbx_sandbox_kill(sbx_sandbox_t *self, int status, const char *why);
 bool sbx_sandbox_alive(const sbx_sandbox_t *self);
 bool sbx_sandbox_ready(const sbx_sandbox_t *self);
-bool sbx_sandbox_gone(const sbx_sandbox_t *self); /* init reaped and cgroup removed */
+bool sbx_sandbox_claiming(const sbx_sandbox_t *self); /* a Create waits for it */
+bool sbx_sandbox_gone(const sbx_sandbox_t *self);     /* init reaped and cgroup removed */
 pid_t sbx_sandbox_init_pid(const sbx_sandbox_t *self);
 /* Queues a reply to the Create request for when the sandbox is ready. */
 void sbx_sandbox_wait_ready(sbx_sandbox_t *self, ahp_rpc_req_t **req, bool existed);
@@ -294,6 +339,8 @@ const sbx_meta_t *sbx_sandbox_meta(const sbx_sandbox_t *self);
 uint32_t sbx_sandbox_slot(const sbx_sandbox_t *self);
 
 /* ---- loop.c ---- */
+/* Sends a request to the zygote. 0 / -1. */
+int sbx_daemon_zygote(sbx_daemon_t *self, const sbx_spawn_req_t *req);
 sbx_daemon_t *sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen);
 void sbx_daemon_destroy(sbx_daemon_t **self_p);
 /* Serves until SIGTERM/SIGINT. 0 on a clean stop. */
@@ -307,7 +354,8 @@ const struct sock_fprog *sbx_daemon_filter(const sbx_daemon_t *self);
 void sbx_reply_error(sbx_daemon_t *self, ahp_rpc_req_t **req, int status, const char *msg);
 void sbx_reply_exec(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__ExecResult *res);
 void sbx_reply_exec_packed(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8_t *res, size_t len);
-void sbx_reply_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool existed);
+void sbx_reply_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool existed,
+                      const char *workspace);
 
 /* ---- cli.c ---- */
 /* `sandboxd exec ...`; argv starts after "exec". Returns the process exit code. */

@@ -19,12 +19,15 @@
 
 /*
  * Layout under state_dir:
- *   workspaces/<id>/              the sandbox's /workspace, owned by its host uid
- *   sandboxes/<id>.meta           key=value: profile, limits, uid slot, cwd...
- *   execs/<id>.log                exec intents and results (append-only, below)
- *   trash/<uid>.<rand>/           removed workspaces waiting for deletion
+ *   sandboxes/<id>.meta           key=value: profile, limits, uid slot, cwd... (the run id
+ *                                 -> slot map; its absence means "no such sandbox")
+ *   workspaces/s<slot>/           the sandbox's /workspace, owned by its host uid
+ *   execs/s<slot>.log             exec intents and results (append-only, below)
+ *   trash/<uid>.<rand>/           removed workspaces being deleted (by the zygote)
  *   root/                         empty: each sandbox attaches its new root here
  *   etc/                          the /etc template every sandbox sees
+ * Workspaces and logs are named by uid slot, not run id: a pool spare is
+ * built before its run id is known, and claiming it renames nothing.
  *
  * Nothing here is fsync()ed on the exec path. The records exist so an
  * orchestrator that restarts, or a sandboxd that crashes, learns what
@@ -35,15 +38,12 @@
  */
 
 #define S_RESULT_MAX (SBX_CTL_MSG_MAX + 4096)
-#define S_DELETERS_MAX 4
 #define S_RMTREE_DEPTH 256
 
 struct sbx_store {
 	char dir[PATH_MAX];
 	char ws[PATH_MAX], meta[PATH_MAX], execs[PATH_MAX], trash[PATH_MAX], root[PATH_MAX],
 	    etc[PATH_MAX];
-	pid_t deleters[S_DELETERS_MAX];
-	char deleting[S_DELETERS_MAX][64];
 };
 
 static int
@@ -110,50 +110,31 @@ sbx_store_dir(const sbx_store_t *self, const char *sub)
 		return self->etc;
 	if (strcmp(sub, "workspaces") == 0)
 		return self->ws;
+	if (strcmp(sub, "execs") == 0)
+		return self->execs;
+	if (strcmp(sub, "trash") == 0)
+		return self->trash;
 	return self->dir;
 }
 
 int
-sbx_store_workspace_path(const sbx_store_t *self, const char *id, char *buf, size_t len)
+sbx_store_workspace_path(const sbx_store_t *self, uint32_t slot, char *buf, size_t len)
 {
-	return s_path(buf, len, "%s/%s%s", self->ws, id, "");
+	int n = snprintf(buf, len, "%s/s%u", self->ws, slot);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-int
-sbx_store_workspace_prepare(sbx_store_t *self, const char *id, uid_t uid)
+static int
+s_log_path(const sbx_store_t *self, uint32_t slot, char *buf, size_t len)
 {
-	char p[PATH_MAX];
-	if (sbx_store_workspace_path(self, id, p, sizeof(p)) != 0)
-		return -1;
-	int existed = 1;
-	if (mkdir(p, 0700) != 0) {
-		if (errno != EEXIST)
-			return -1;
-	} else {
-		existed = 0;
-	}
-	/* Never follow a link planted where the workspace should be. */
-	int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	struct stat st;
-	int rc = fstat(fd, &st);
-	if (rc == 0 && (st.st_uid != uid || st.st_gid != uid)) {
-		if (existed)
-			log_warn("workspace %s owned by %u, expected %u: taking it over", p,
-			         (unsigned)st.st_uid, (unsigned)uid);
-		rc = fchown(fd, uid, uid);
-	}
-	if (rc == 0 && !existed)
-		rc = fchmod(fd, 0700);
-	close(fd);
-	return rc == 0 ? existed : -1;
+	int n = snprintf(buf, len, "%s/s%u.log", self->execs, slot);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
 /* ---- metadata ---- */
 
 int
-sbx_store_meta_write(sbx_store_t *self, const char *id, const sbx_meta_t *m)
+sbx_store_meta_write(sbx_store_t *self, const char *id, const sbx_meta_t *m, bool fresh)
 {
 	char p[PATH_MAX], tmp[PATH_MAX], buf[4096];
 	if (s_path(p, sizeof(p), "%s/%s.meta%s", self->meta, id, "") != 0 ||
@@ -169,16 +150,30 @@ sbx_store_meta_write(sbx_store_t *self, const char *id, const sbx_meta_t *m)
 	    (long long)m->created_ms, m->execs, m->kept ? 1 : 0, m->cwd);
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return -1;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	/* A new sandbox's record is written in place (one create, no rename:
+	 * this is on Create's path); updates go through a rename so a crash
+	 * between truncate and write cannot leave an empty record. */
+	int fd = open(fresh ? p : tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -1;
 	ssize_t w = write(fd, buf, (size_t)n);
 	close(fd);
+	if (fresh)
+		return w == n ? 0 : -1;
 	if (w != n || rename(tmp, p) != 0) {
 		unlink(tmp);
 		return -1;
 	}
 	return 0;
+}
+
+int
+sbx_store_meta_unlink(sbx_store_t *self, const char *id)
+{
+	char p[PATH_MAX];
+	if (s_path(p, sizeof(p), "%s/%s.meta%s", self->meta, id, "") != 0)
+		return -1;
+	return unlink(p) == 0 || errno == ENOENT ? 0 : -1;
 }
 
 static int
@@ -347,132 +342,38 @@ sbx_rmtree_at(int dirfd)
 	return s_rmtree(dirfd, 0);
 }
 
-static void
-s_start_deleter(sbx_store_t *self, int slot, const char *name)
+/* Slot of a name "s<N>" + suffix, or -1. */
+static long
+s_slot_of(const char *name, const char *suffix)
 {
-	long uid;
-	char uidbuf[32];
-	const char *dot = strchr(name, '.');
-	if (dot == NULL || (size_t)(dot - name) >= sizeof(uidbuf))
-		return;
-	memcpy(uidbuf, name, (size_t)(dot - name));
-	uidbuf[dot - name] = '\0';
-	if (ahp_parse_long(uidbuf, 1, UINT32_MAX - 1, &uid) != 0)
-		return;
-	int tfd = open(self->trash, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (tfd < 0)
-		return;
-	int fd = openat(tfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	close(tfd);
-	if (fd < 0) {
-		log_warn("trash entry %s: %s", name, strerror(errno));
-		return;
-	}
-	pid_t pid = fork();
-	if (pid == 0) {
-		/* Delete as the workspace's owner: whatever is inside belongs
-		 * to it, and it cannot touch anything of the host's. */
-		if (setgroups(0, NULL) != 0 || setresgid((gid_t)uid, (gid_t)uid, (gid_t)uid) != 0 ||
-		    setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) != 0 ||
-		    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-			_exit(2);
-		(void)fchmod(fd, 0700);
-		_exit(s_rmtree(fd, 0) == 0 ? 0 : 1);
-	}
-	close(fd);
-	if (pid < 0) {
-		log_warn("fork deleter: %s", strerror(errno));
-		return;
-	}
-	self->deleters[slot] = pid;
-	ahp_strlcpy(self->deleting[slot], name, sizeof(self->deleting[slot]));
+	size_t l = strlen(name), sl = strlen(suffix);
+	if (l <= sl + 1 || name[0] != 's' || strcmp(name + l - sl, suffix) != 0 || l - sl > 12)
+		return -1;
+	char num[16];
+	memcpy(num, name + 1, l - sl - 1);
+	num[l - sl - 1] = '\0';
+	long v;
+	return ahp_parse_long(num, 0, UINT32_MAX - 1, &v) == 0 ? v : -1;
 }
 
 void
-sbx_store_sweep(sbx_store_t *self)
+sbx_store_orphans(sbx_store_t *self, bool (*used)(void *arg, uint32_t slot),
+                  void (*fn)(void *arg, uint32_t slot), void *arg)
 {
-	DIR *d = opendir(self->trash);
-	if (d == NULL)
-		return;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof(self->deleting[0]))
+	const char *dirs[2] = {self->ws, self->execs};
+	const char *suffix[2] = {"", ".log"};
+	for (int k = 0; k < 2; k++) {
+		DIR *d = opendir(dirs[k]);
+		if (d == NULL)
 			continue;
-		int free_slot = -1;
-		bool running = false;
-		for (int i = 0; i < S_DELETERS_MAX; i++) {
-			if (self->deleters[i] == 0 && free_slot < 0)
-				free_slot = i;
-			if (self->deleters[i] != 0 && strcmp(self->deleting[i], e->d_name) == 0)
-				running = true;
+		struct dirent *e;
+		while ((e = readdir(d)) != NULL) {
+			long slot = s_slot_of(e->d_name, suffix[k]);
+			if (slot >= 0 && !used(arg, (uint32_t)slot))
+				fn(arg, (uint32_t)slot);
 		}
-		if (running)
-			continue;
-		if (free_slot < 0)
-			break; /* the rest when a deleter finishes */
-		s_start_deleter(self, free_slot, e->d_name);
+		closedir(d);
 	}
-	closedir(d);
-}
-
-int
-sbx_store_child_exited(sbx_store_t *self, pid_t pid, int status)
-{
-	for (int i = 0; i < S_DELETERS_MAX; i++) {
-		if (self->deleters[i] != pid)
-			continue;
-		self->deleters[i] = 0;
-		int tfd = open(self->trash, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (tfd >= 0) {
-			/* The emptied top directory is root's to remove. */
-			if (unlinkat(tfd, self->deleting[i], AT_REMOVEDIR) != 0)
-				log_warn("workspace deletion left %s/%s (status %d): %s",
-				         self->trash, self->deleting[i], status, strerror(errno));
-			close(tfd);
-		}
-		self->deleting[i][0] = '\0';
-		sbx_store_sweep(self);
-		return 1;
-	}
-	return 0;
-}
-
-int
-sbx_store_busy(const sbx_store_t *self)
-{
-	int n = 0;
-	for (int i = 0; i < S_DELETERS_MAX; i++)
-		n += self->deleters[i] != 0;
-	return n;
-}
-
-int
-sbx_store_remove(sbx_store_t *self, const char *id, uid_t uid)
-{
-	char ws[PATH_MAX], to[PATH_MAX], p[PATH_MAX], rnd[40];
-	int rc = 0;
-	if (sbx_store_workspace_path(self, id, ws, sizeof(ws)) != 0)
-		return -1;
-	ahp_random_id("", rnd, sizeof(rnd));
-	char name[64];
-	snprintf(name, sizeof(name), "%u.%s", (unsigned)uid, rnd);
-	if (s_path(to, sizeof(to), "%s/%s%s", self->trash, name, "") != 0)
-		return -1;
-	struct stat st;
-	if (lstat(ws, &st) == 0) {
-		if (!S_ISDIR(st.st_mode)) {
-			(void)unlink(ws);
-		} else if (rename(ws, to) != 0) {
-			log_warn("moving workspace %s to the trash: %s", ws, strerror(errno));
-			rc = -1;
-		}
-	}
-	if (s_path(p, sizeof(p), "%s/%s.log%s", self->execs, id, "") == 0)
-		(void)unlink(p);
-	if (s_path(p, sizeof(p), "%s/%s.meta%s", self->meta, id, "") == 0)
-		(void)unlink(p);
-	sbx_store_sweep(self);
-	return rc;
 }
 
 /* ---- exec records: one append-only log per sandbox ---- */
@@ -595,10 +496,10 @@ s_scan(sbx_execlog_t *self)
 }
 
 sbx_execlog_t *
-sbx_execlog_open(sbx_store_t *store, const char *id, bool create)
+sbx_execlog_open(sbx_store_t *store, uint32_t slot, bool create)
 {
 	char p[PATH_MAX];
-	if (s_path(p, sizeof(p), "%s/%s.log%s", store->execs, id, "") != 0)
+	if (s_log_path(store, slot, p, sizeof(p)) != 0)
 		return NULL;
 	int flags = create ? O_RDWR | O_CREAT | O_APPEND : O_RDONLY;
 	int fd = open(p, flags | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -710,12 +611,12 @@ sbx_execlog_lookup(sbx_execlog_t *self, const char *exec_id, uint8_t **buf, size
 }
 
 int
-sbx_store_exec_lookup(sbx_store_t *self, const char *id, const char *exec_id, uint8_t **buf,
+sbx_store_exec_lookup(sbx_store_t *self, uint32_t slot, const char *exec_id, uint8_t **buf,
                       size_t *len)
 {
 	*buf = NULL;
 	*len = 0;
-	sbx_execlog_t *log = sbx_execlog_open(self, id, false);
+	sbx_execlog_t *log = sbx_execlog_open(self, slot, false);
 	if (log == NULL)
 		return errno == ENOENT ? 0 : -1;
 	int r = sbx_execlog_lookup(log, exec_id, buf, len);

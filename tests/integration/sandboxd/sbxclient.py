@@ -129,7 +129,8 @@ def decode_reply(buf):
         out["error"] = decode_error(_one(r, 1))
     if 2 in r:
         c = parse(_one(r, 2))
-        out["create"] = {"sandbox_id": _one(c, 1, b"").decode(), "existed": bool(_one(c, 2, 0))}
+        out["create"] = {"sandbox_id": _one(c, 1, b"").decode(), "existed": bool(_one(c, 2, 0)),
+                         "workspace": _one(c, 3, b"").decode()}
     if 3 in r:
         x = parse(_one(r, 3))
         out["exec"] = {

@@ -205,6 +205,8 @@ def t_basics(d):
     c = d.client()
     cr = ok(c.create("run-a", profile="p"), "create")
     check(cr["sandbox_id"] == "run-a" and not cr["existed"], f"create reply {cr}")
+    ws = cr["workspace"]
+    check(ws.startswith(d.path("state/sandboxd/workspaces/")), f"workspace path {ws}")
     check(ok(c.create("run-a"))["existed"], "a second Create reports existed")
     r = run(c, "run-a", "1", "echo out; echo err >&2; exit 3")
     check(r["stdout"] == b"out\n" and r["stderr"] == b"err\n", f"output {r}")
@@ -231,12 +233,17 @@ def t_basics(d):
     check(d.uid_base <= outer < d.uid_base + 1000, f"uid 1000 maps into the range: {out}")
     lst = ok(c.list())
     check([s["sandbox_id"] for s in lst] == ["run-a"], f"list: {lst}")
-    ws = d.path("state/sandboxd/workspaces/run-a")
     check(os.path.isdir(ws) and os.stat(ws).st_uid == outer, "workspace owned by the sandbox uid")
+    check(open(os.path.join(ws, "f")).read() == "data\n", "the workspace holds the file")
+    procs = uid_procs(outer, outer + 1)
+    check(procs, "the sandbox's init runs as its host uid")
     ok(c.destroy("run-a"))
     check(err(c.exec("run-a", "5", "true")) == "not_found", "exec after destroy -> not_found")
-    wait_for(lambda: not os.path.exists(ws), 10, "the workspace to be deleted")
-    check(not d.sandbox_procs(), f"processes left after destroy: {d.sandbox_procs()}")
+    check(err(c.fetch("run-a", "1")) == "not_found", "its records are gone")
+    wait_for(lambda: not os.path.exists(os.path.join(ws, "f")), 10, "the workspace to be deleted")
+    # (the uid itself may be reused at once by a new pool spare)
+    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in procs), 10,
+             "the sandbox's processes to exit")
 
 
 @test
@@ -592,9 +599,12 @@ def t_cli(d):
     kept = e.decode().split("workspace kept at ")[1].split()[0]
     check(open(os.path.join(kept, "k")).read() == "kept\n", "the kept workspace has the file")
     rc, out, e = d.cli("exec", "--profile", "p", "--", "echo gone > /workspace/g")
+    check(rc == 0, f"one-shot exec: {rc} {e}")
     ws = d.path("state/sandboxd/workspaces")
-    wait_for(lambda: sorted(os.listdir(ws)) == [os.path.basename(kept)], 10,
-             "one-shot workspaces to be removed")
+    with_g = lambda: [w for w in os.listdir(ws)  # noqa: E731
+                      if os.path.exists(os.path.join(ws, w, "g"))]
+    wait_for(lambda: not with_g(), 10, "one-shot workspaces to be removed")
+    check(os.path.exists(os.path.join(kept, "k")), "the kept workspace stays")
     rc, out, e = d.cli("--check-config")
     check(rc == 0 and b"configuration OK" in out, f"--check-config: {out} {e}")
     rc, out, e = d.cli("policy")
@@ -610,16 +620,15 @@ def t_cleanup_symlinks(d):
     os.chmod(d.home, 0o755)
     d.start()
     c = d.client()
-    ok(c.create("sym"))
+    ws = ok(c.create("sym"))["workspace"]
     run(c, "sym", "1",
         f"cd /workspace && ln -s {victim} vdir && ln -s {victim}/file vfile && ln -s / root && "
         f"ln -s /etc/passwd pw && mkdir -p deep/a/b && ln -s {victim} deep/a/b/up && "
         "mkdir locked && touch locked/x && chmod 0 locked && mkdir ro && touch ro/y && chmod 555 ro")
-    ws = d.path("state/sandboxd/workspaces/sym")
     check(os.path.islink(os.path.join(ws, "vdir")), "the links exist on the host side")
     ok(c.destroy("sym"))
-    wait_for(lambda: not os.path.exists(ws) and not os.listdir(d.path("state/sandboxd/trash")),
-             10, "workspace deletion")
+    wait_for(lambda: not os.path.exists(os.path.join(ws, "vdir"))
+             and not os.listdir(d.path("state/sandboxd/trash")), 10, "workspace deletion")
     check(open(os.path.join(victim, "file")).read() == "precious\n", "victim file untouched")
     check(os.path.isdir(os.path.join(victim, "dir")), "victim dir untouched")
     check(os.path.exists("/etc/passwd"), "host /etc/passwd untouched")
@@ -652,8 +661,9 @@ def t_concurrent(d):
 def t_sigterm(d):
     d.start()
     c = d.client()
-    for i in range(3):
-        ok(c.create(f"t{i}"))
+    wss = [ok(c.create(f"t{i}"))["workspace"] for i in range(3)]
+    for i, w in enumerate(wss):
+        run(c, f"t{i}", "mark", f"echo {i} > /workspace/mark")
     c.send(sbxclient.req_exec("t0", "long", "sleep 30"))
     time.sleep(0.3)
     check(d.sandbox_procs(), "sandboxes are running")
@@ -661,8 +671,28 @@ def t_sigterm(d):
     check(d.stop() == 0, "clean exit on SIGTERM")
     check(time.monotonic() - t0 < 5, "SIGTERM handled promptly")
     check(not d.sandbox_procs(), "no sandbox process left")
-    for i in range(3):
-        check(os.path.isdir(d.path(f"state/sandboxd/workspaces/t{i}")), "workspaces kept")
+    for i, w in enumerate(wss):
+        check(open(os.path.join(w, "mark")).read() == f"{i}\n", "workspaces kept")
+
+
+@test
+def t_no_pool(d):
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.start()
+    c = d.client()
+    time.sleep(0.3)
+    check(not d.sandbox_procs(), "pool_size = 0: nothing is built ahead")
+    for net in (0, 1):
+        sid = f"cold{net}"
+        cr = ok(c.create(sid, network=net, limits={"memory_mb": 64}))
+        check(not cr["existed"], f"fresh: {cr}")
+        r = run(c, sid, "1", "echo $HTTP_PROXY; cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+                "2>/dev/null; id -u")
+        want = b"http://127.0.0.1:3128\n" if net else b"\n"
+        check(r["stdout"].startswith(want) and r["stdout"].endswith(b"1000\n"), f"{r}")
+        ok(c.destroy(sid))
+    wait_for(lambda: not d.sandbox_procs(), 10, "all sandbox processes to exit")
 
 
 # ----------------------------------------------------------------------------- main
