@@ -211,15 +211,6 @@ sbx_reply_exec_packed(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8_t *re
 }
 
 void
-sbx_reply_exec(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__ExecResult *res)
-{
-	Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
-	rep.body_case = AHP__SBX__REPLY__BODY_EXEC;
-	rep.exec = (Ahp__Sbx__ExecResult *)res;
-	s_send(self, req, &rep);
-}
-
-void
 sbx_reply_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool existed,
                  const char *workspace)
 {
@@ -1055,6 +1046,21 @@ s_grow_items(sbx_daemon_t *self, size_t need)
 	return 0;
 }
 
+/* zmq_poll has its own flag values (ZMQ_POLLOUT is POLLPRI's, ZMQ_POLLERR is
+ * POLLOUT's) and folds hang-up into ZMQ_POLLERR: translate for relay.c. */
+static short
+s_to_zmq(short ev)
+{
+	return (short)(((ev & POLLIN) ? ZMQ_POLLIN : 0) | ((ev & POLLOUT) ? ZMQ_POLLOUT : 0));
+}
+
+static short
+s_from_zmq(short rev)
+{
+	return (short)(((rev & ZMQ_POLLIN) ? POLLIN : 0) | ((rev & ZMQ_POLLOUT) ? POLLOUT : 0) |
+	               ((rev & ZMQ_POLLERR) ? POLLERR : 0));
+}
+
 static size_t
 s_build_poll(sbx_daemon_t *self)
 {
@@ -1081,9 +1087,9 @@ s_build_poll(sbx_daemon_t *self)
 			int cfd, ufd;
 			short cev, uev;
 			sbx_relay_events(rel[k], &cfd, &cev, &ufd, &uev);
-			self->items[n] = (zmq_pollitem_t){NULL, cfd, cev, 0};
+			self->items[n] = (zmq_pollitem_t){NULL, cfd, s_to_zmq(cev), 0};
 			self->refs[n++] = (s_ref_t){S_REF_RELAY_C, i, k};
-			self->items[n] = (zmq_pollitem_t){NULL, ufd, uev, 0};
+			self->items[n] = (zmq_pollitem_t){NULL, ufd, s_to_zmq(uev), 0};
 			self->refs[n++] = (s_ref_t){S_REF_RELAY_U, i, k};
 		}
 		int lfd = sbx_sandbox_listener_fd(s);
@@ -1183,7 +1189,8 @@ sbx_daemon_run(sbx_daemon_t *self)
 				sbx_relay_t **rel;
 				int nr = sbx_sandbox_relays(s, &rel);
 				if (ref->relay < nr &&
-				    sbx_relay_io(rel[ref->relay], rev, urev) != 0)
+				    sbx_relay_io(rel[ref->relay], s_from_zmq(rev),
+				                 s_from_zmq(urev)) != 0)
 					sbx_sandbox_relay_done(s, ref->relay);
 				break;
 			}

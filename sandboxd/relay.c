@@ -141,6 +141,11 @@ sbx_relay_io(sbx_relay_t *self, short crev, short urev)
 {
 	if ((crev | urev) & POLLNVAL)
 		return -1;
+	/* An error or hang-up (poll reports them unasked) on a side whose
+	 * reading is over means that side is gone; otherwise reading tells. */
+	if (((crev & (POLLERR | POLLHUP)) && self->up.eof) ||
+	    ((urev & (POLLERR | POLLHUP)) && self->down.eof))
+		return -1;
 	if ((crev & (POLLIN | POLLHUP | POLLERR)) && !self->up.eof && self->up.len == 0)
 		if (s_fill(&self->up, self->cfd) != 0)
 			return -1;
@@ -161,10 +166,5 @@ sbx_relay_io(sbx_relay_t *self, short crev, short urev)
 		shutdown(self->cfd, SHUT_WR);
 		self->down.shut = true;
 	}
-	if (self->up.shut && self->down.shut)
-		return -1;
-	/* An error or hang-up on a side we still need to read is the end. */
-	if (((crev & POLLERR) || (urev & POLLERR)))
-		return -1;
-	return 0;
+	return self->up.shut && self->down.shut ? -1 : 0;
 }

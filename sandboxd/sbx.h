@@ -352,7 +352,6 @@ const sbx_plan_t *sbx_daemon_plan(const sbx_daemon_t *self);
 const struct sock_fprog *sbx_daemon_filter(const sbx_daemon_t *self);
 /* Replies; each frees *req. */
 void sbx_reply_error(sbx_daemon_t *self, ahp_rpc_req_t **req, int status, const char *msg);
-void sbx_reply_exec(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__ExecResult *res);
 void sbx_reply_exec_packed(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8_t *res, size_t len);
 void sbx_reply_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool existed,
                       const char *workspace);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -194,11 +195,12 @@ s_add_rules(scmp_filter_ctx ctx)
 #define S_ARG0_HI (offsetof(struct seccomp_data, args[0]) + 4)
 #define S_RET_ERRNO(e) (SECCOMP_RET_ERRNO | ((e)&SECCOMP_RET_DATA))
 
+#if defined(__x86_64__)
 static const struct sock_filter s_personality_prefix[] = {
     /* 0 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
     /* 1 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 0, 12),
     /* 2 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-    /* 3 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 135 /* __NR_personality */, 0, 10),
+    /* 3 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_personality, 0, 10),
     /* 4 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, S_ARG0_HI),
     /* 5 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 6),
     /* 6 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, S_ARG0_LO),
@@ -211,6 +213,10 @@ static const struct sock_filter s_personality_prefix[] = {
     /* 13 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     /* 14: libseccomp's program follows */
 };
+#else
+/* Other architectures: personality() stays allowed (no prefix). */
+static const struct sock_filter s_personality_prefix[] = {};
+#endif
 
 int
 sbx_seccomp_build(struct sock_fprog *prog)

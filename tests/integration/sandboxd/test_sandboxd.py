@@ -96,14 +96,18 @@ class Daemon:
                     f"  pids_max: {pids_max}\n  cpu_seconds: {cpu_seconds}\n"
                     f"  timeout_s: {timeout_s}\n  output_kb: {output_kb}\n")
 
-    def start(self, env_extra=None):
+    def start(self, env_extra=None, wrap=None):
+        """wrap: a shell snippet run first in a private mount namespace (then exec)."""
         if os.path.exists(self.sock):
             os.unlink(self.sock)
         self.logf = open(self.path("log/sandboxd.log"), "ab")
         env = dict(os.environ)
         env.update(env_extra or {})
-        self.proc = subprocess.Popen([os.path.join(self.bin, "sandboxd"), "--home", self.home,
-                                      "serve"], stdin=subprocess.DEVNULL, stdout=self.logf,
+        argv = [os.path.join(self.bin, "sandboxd"), "--home", self.home, "serve"]
+        if wrap:
+            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                    wrap + ' && exec "$0" "$@"'] + argv
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logf,
                                      stderr=self.logf, env=env)
 
         def up():
@@ -483,6 +487,18 @@ def t_relay(d):
             line = data.split(b"\r\n")[0]
             seen.append(line)
             body = b"relayed " + line
+            if b"/big " in line:
+                body = b"x" * (8 << 20)
+            elif b"/up " in line:
+                head, _, rest = data.partition(b"\r\n\r\n")
+                want = int([h.split(b":")[1] for h in head.split(b"\r\n")
+                            if h.lower().startswith(b"content-length:")][0])
+                while len(rest) < want:
+                    chunk = conn.recv(1 << 20)
+                    if not chunk:
+                        break
+                    rest += chunk
+                body = b"got %d" % len(rest)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
                          % len(body) + body)
             conn.close()
@@ -502,6 +518,10 @@ def t_relay(d):
     check("relayed GET http://wiki.local/page HTTP/1.1" in out, f"curl through the relay: {r}")
     check("relayed GET http://svc.example/x HTTP/1.1" in out, f"python through the relay: {r}")
     check(len(seen) == 2, f"the test server saw both: {seen}")
+    # volume both ways: backpressure through the bounded buffers
+    r = run(c, "px", "big", "curl -sS http://files.local/big | wc -c; "
+            "head -c 5000000 /dev/zero | curl -sS --data-binary @- http://files.local/up")
+    check(r["stdout"] == b"8388608\ngot 5000000", f"8 MB down, 5 MB up: {r}")
     r = run(c, "px", "2", "cat /proc/net/route | wc -l; cat /proc/net/dev | tail -n +3 | "
             f"cut -d: -f1; curl -sS --noproxy '*' -m 3 http://127.0.0.1:{hport}/ ; echo rc=$?; "
             "getent hosts example.com; echo dns=$?")
@@ -673,6 +693,68 @@ def t_sigterm(d):
     check(not d.sandbox_procs(), "no sandbox process left")
     for i, w in enumerate(wss):
         check(open(os.path.join(w, "mark")).read() == f"{i}\n", "workspaces kept")
+
+
+@test
+def t_rootfs(d):
+    # A root made of its own /etc and the host's /usr, bound only inside the
+    # daemon's private mount namespace (gone when the test ends).
+    rfs = d.path("rootfs")
+    os.makedirs(os.path.join(rfs, "usr"))
+    os.makedirs(os.path.join(rfs, "etc"))
+    for name in ("bin", "lib", "lib64", "sbin"):
+        os.symlink(f"usr/{name}", os.path.join(rfs, name))
+    with open(os.path.join(rfs, "etc/passwd"), "w") as f:
+        f.write("agent:x:1000:1000::/workspace:/bin/sh\n")
+    with open(os.path.join(rfs, "etc/marker"), "w") as f:
+        f.write("from-rootfs\n")
+    shutil.copy("/etc/ld.so.cache", os.path.join(rfs, "etc/ld.so.cache"))
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write(f"rootfs = {rfs}\n")
+    d.start(wrap=f"mount --bind /usr {rfs}/usr")
+    c = d.client()
+    ok(c.create("rf"))
+    r = run(c, "rf", "1", "cat /etc/marker; ls /; id -un; touch /etc/x 2>&1; "
+            "ls /etc/shadow 2>&1; echo w > /workspace/w && cat /workspace/w")
+    out = r["stdout"].decode()
+    check(out.startswith("from-rootfs\n"), f"the rootfs's /etc is used: {out}")
+    top = out.split("\n")[1:11]
+    check("etc" in top and "usr" in top and "workspace" in top and "home" not in top,
+          f"the top level comes from the rootfs: {top}")
+    check("agent" in out and "Read-only" in out and "No such file" in out and
+          out.endswith("w\n"), f"{out}")
+
+
+@test
+def t_relay_header(d):
+    proxy = d.path("run/credproxy.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(proxy)
+    srv.listen(4)
+    first = []
+
+    def serve():
+        conn, _ = srv.accept()
+        data = b""
+        while data.count(b"\r\n") < 2:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        first.extend(data.split(b"\r\n")[:2])
+        conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("relay_header = true\n")
+    d.start()
+    c = d.client()
+    ok(c.create("hdr", profile="wiki-bot", network=1))
+    r = run(c, "hdr", "1", "curl -sS -o /dev/null -w '%{http_code}' http://wiki.local/x")
+    check(r["stdout"] == b"204", f"through the relay: {r}")
+    check(first[:1] == [b"AHP-SANDBOX hdr wiki-bot"], f"identity line first: {first}")
+    check(first[1].startswith(b"GET http://wiki.local/x"), f"then the request: {first}")
+    srv.close()
 
 
 @test
