@@ -48,6 +48,14 @@ def main(args):
         # when the second looked (the first was not re-run on resume).
         check(res.startswith("first=1") and "second=1" in res and res.endswith("err="),
               f"command re-run or result lost: {res!r}")
+        # The run ended: its workspace (the only place a file named "count" exists) is
+        # removed, wherever sandboxd keeps it, and the host never saw the file elsewhere.
+        sbx_state = os.path.join(st.home, "state/sandboxd")
+
+        def count_files():
+            return [os.path.join(d, "count") for d, _, files in os.walk(sbx_state)
+                    if "count" in files]
+        wait_for(lambda: not count_files(), 15, "the run's workspace to be removed")
     return 0
 
 
