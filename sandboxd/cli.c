@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -43,6 +45,23 @@ s_on_profile_error(void *arg, const char *message)
 	e->len += l;
 	e->buf[e->len++] = '\n';
 	e->buf[e->len] = '\0';
+}
+
+/* A stale socket file would make ZeroMQ wait for the whole call timeout:
+ * ask the kernel whether anything listens there. */
+static bool
+s_listening(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return true; /* let ZeroMQ report it */
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return true;
+	int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	return rc == 0;
 }
 
 static void
@@ -241,13 +260,10 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 		ec = S_EXIT_USAGE;
 		goto out;
 	}
-	if (strncmp(cfg->endpoint, "ipc://", 6) == 0) {
-		struct stat st;
-		if (stat(cfg->endpoint + 6, &st) != 0) {
-			fprintf(stderr, "sandboxd: the daemon is not running (no socket %s)\n",
-			        cfg->endpoint + 6);
-			goto out;
-		}
+	if (strncmp(cfg->endpoint, "ipc://", 6) == 0 && !s_listening(cfg->endpoint + 6)) {
+		fprintf(stderr, "sandboxd: the daemon is not running (nothing listens on %s)\n",
+		        cfg->endpoint + 6);
+		goto out;
 	}
 	sigset_t mask;
 	sigemptyset(&mask);

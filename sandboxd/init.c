@@ -866,6 +866,7 @@ sbx_init_main(void *arg)
 	}
 	/* Dies with sandboxd; the pid namespace dies with us. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	prctl(PR_SET_NAME, "sandboxd-init", 0, 0, 0);
 	setsid();
 
 	/* Only the control socket and the log survive from sandboxd's fds. */

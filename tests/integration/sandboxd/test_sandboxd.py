@@ -629,6 +629,11 @@ def t_cli(d):
     check(rc == 0 and b"configuration OK" in out, f"--check-config: {out} {e}")
     rc, out, e = d.cli("policy")
     check(rc == 0 and b"ptrace" in out, "policy lists the seccomp rules")
+    # a daemon killed hard leaves its socket file: the CLI must not hang on it
+    d.stop(signal.SIGKILL)
+    t0 = time.monotonic()
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "true")
+    check(rc == 125 and time.monotonic() - t0 < 5, f"stale socket -> 125 at once: {rc} {e}")
 
 
 @test
