@@ -170,7 +170,10 @@ s_setattr(int fd, const char *path, unsigned flags, uint64_t set, const char *wh
 static int
 s_clone_src(const char *src, int flags)
 {
-	int fd = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	/* the workspace is named by sandboxd: never through a symlink */
+	unsigned nofollow = (flags & SBX_MNT_F_NOFOLLOW) ? AT_SYMLINK_NOFOLLOW : 0;
+	int fd =
+	    open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | nofollow);
 	if (fd < 0) {
 		if ((flags & SBX_MNT_F_OPTIONAL) && errno == ENOENT)
 			return -1;
@@ -249,7 +252,7 @@ s_build_root(void)
 		if (m->kind == SBX_MNT_BIND)
 			src[i] = s_clone_src(m->src, m->flags);
 		else if (m->kind == SBX_MNT_WORKSPACE)
-			src[i] = s_clone_src(s_args->workspace, 0);
+			src[i] = s_clone_src(s_args->workspace, SBX_MNT_F_NOFOLLOW);
 		else if (m->kind == SBX_MNT_MASK)
 			src[i] = s_clone_src("/dev/null", SBX_MNT_F_DEV | SBX_MNT_F_RO);
 	}
@@ -588,6 +591,19 @@ static pid_t s_shell = -1;
 static char s_shell_cwd[SBX_CWD_MAX];
 static bool s_shell_cwd_seen;
 
+/* True when tid is the shell or one of its threads (a threaded program the
+ * shell exec'd may exit from any thread; the notification names the thread). */
+static bool
+s_of_shell(pid_t tid)
+{
+	if (tid == s_shell)
+		return true;
+	char p[64];
+	struct stat st;
+	snprintf(p, sizeof(p), "/proc/%d/task/%d", (int)s_shell, (int)tid);
+	return stat(p, &st) == 0;
+}
+
 static void
 s_on_notify(void)
 {
@@ -597,7 +613,7 @@ s_on_notify(void)
 		memset(&req, 0, sizeof(req));
 		if (ioctl(s_notify, SECCOMP_IOCTL_NOTIF_RECV, &req) != 0)
 			return; /* nothing pending, or the task died meanwhile */
-		if (s_shell > 0 && (pid_t)req.pid == s_shell && !s_shell_cwd_seen) {
+		if (s_shell > 0 && !s_shell_cwd_seen && s_of_shell((pid_t)req.pid)) {
 			s_read_cwd(s_shell, s_shell_cwd, sizeof(s_shell_cwd));
 			/* only trust what was read while the id still names that task */
 			if (ioctl(s_notify, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) != 0)

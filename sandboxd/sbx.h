@@ -117,10 +117,11 @@ enum sbx_mnt_kind {
 	SBX_MNT_WORKSPACE, /* the sandbox's workspace, read-write */
 };
 
-#define SBX_MNT_F_RO 0x1       /* read-only */
-#define SBX_MNT_F_FILE 0x2     /* the source is not a directory */
-#define SBX_MNT_F_DEV 0x4      /* a device node: keep device access (no nodev) */
-#define SBX_MNT_F_OPTIONAL 0x8 /* skip when the source or target is missing */
+#define SBX_MNT_F_RO 0x1        /* read-only */
+#define SBX_MNT_F_FILE 0x2      /* the source is not a directory */
+#define SBX_MNT_F_DEV 0x4       /* a device node: keep device access (no nodev) */
+#define SBX_MNT_F_OPTIONAL 0x8  /* skip when the source or target is missing */
+#define SBX_MNT_F_NOFOLLOW 0x10 /* the source path itself must not be a symlink */
 
 typedef struct {
 	int kind;

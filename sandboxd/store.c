@@ -186,6 +186,52 @@ s_u32(const char *v, uint32_t *out)
 	return 0;
 }
 
+/* One key=value line of a metadata record into m. 0 / -1. */
+static int
+s_meta_field(sbx_meta_t *m, const char *k, const char *v, bool *seen_slot)
+{
+	struct {
+		const char *key;
+		uint32_t *field;
+	} u32[] = {{"slot", &m->slot},
+	           {"memory_mb", &m->lim.memory_mb},
+	           {"pids_max", &m->lim.pids_max},
+	           {"cpu_seconds", &m->lim.cpu_seconds},
+	           {"timeout_s", &m->lim.timeout_s},
+	           {"output_kb", &m->lim.output_kb},
+	           {"file_size_mb", &m->lim.file_size_mb},
+	           {"open_files", &m->lim.open_files},
+	           {"execs", &m->execs}};
+	for (size_t i = 0; i < sizeof(u32) / sizeof(u32[0]); i++) {
+		if (strcmp(k, u32[i].key) != 0)
+			continue;
+		if (u32[i].field == &m->slot)
+			*seen_slot = true;
+		return s_u32(v, u32[i].field);
+	}
+	long x;
+	if (strcmp(k, "profile") == 0)
+		return ahp_strlcpy(m->profile, v, sizeof(m->profile));
+	if (strcmp(k, "cwd") == 0)
+		return v[0] == '/' ? ahp_strlcpy(m->cwd, v, sizeof(m->cwd)) : -1;
+	if (strcmp(k, "created_ms") == 0) {
+		if (ahp_parse_long(v, 0, INT64_MAX, &x) != 0)
+			return -1;
+		m->created_ms = x;
+		return 0;
+	}
+	if (strcmp(k, "network") == 0 || strcmp(k, "kept") == 0) {
+		if (ahp_parse_long(v, 0, 1, &x) != 0)
+			return -1;
+		if (k[0] == 'n')
+			m->network = (int)x;
+		else
+			m->kept = x != 0;
+		return 0;
+	}
+	return 0; /* a key from a newer version: ignored */
+}
+
 int
 sbx_store_meta_read(sbx_store_t *self, const char *id, sbx_meta_t *m)
 {
@@ -196,53 +242,21 @@ sbx_store_meta_read(sbx_store_t *self, const char *id, sbx_meta_t *m)
 		return -1;
 	if (ahp_read_file(p, 8192, &buf, &n) != 0)
 		return -1;
-	int rc = 0, seen = 0;
+	int rc = 0;
+	bool seen_slot = false;
 	char *save = NULL;
-	for (char *l = strtok_r(buf, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+	for (char *l = strtok_r(buf, "\n", &save); l != NULL && rc == 0;
+	     l = strtok_r(NULL, "\n", &save)) {
 		char *eq = strchr(l, '=');
 		if (eq == NULL) {
 			rc = -1;
 			break;
 		}
 		*eq = '\0';
-		const char *k = l, *v = eq + 1;
-		long x;
-		int r = 0;
-		if (strcmp(k, "profile") == 0)
-			r = ahp_strlcpy(m->profile, v, sizeof(m->profile));
-		else if (strcmp(k, "network") == 0)
-			r = ahp_parse_long(v, 0, 1, &x) == 0 ? (m->network = (int)x, 0) : -1;
-		else if (strcmp(k, "slot") == 0)
-			r = s_u32(v, &m->slot), seen |= 1;
-		else if (strcmp(k, "memory_mb") == 0)
-			r = s_u32(v, &m->lim.memory_mb);
-		else if (strcmp(k, "pids_max") == 0)
-			r = s_u32(v, &m->lim.pids_max);
-		else if (strcmp(k, "cpu_seconds") == 0)
-			r = s_u32(v, &m->lim.cpu_seconds);
-		else if (strcmp(k, "timeout_s") == 0)
-			r = s_u32(v, &m->lim.timeout_s);
-		else if (strcmp(k, "output_kb") == 0)
-			r = s_u32(v, &m->lim.output_kb);
-		else if (strcmp(k, "file_size_mb") == 0)
-			r = s_u32(v, &m->lim.file_size_mb);
-		else if (strcmp(k, "open_files") == 0)
-			r = s_u32(v, &m->lim.open_files);
-		else if (strcmp(k, "created_ms") == 0)
-			r = ahp_parse_long(v, 0, INT64_MAX, &x) == 0 ? (m->created_ms = x, 0) : -1;
-		else if (strcmp(k, "execs") == 0)
-			r = s_u32(v, &m->execs);
-		else if (strcmp(k, "kept") == 0)
-			r = ahp_parse_long(v, 0, 1, &x) == 0 ? (m->kept = x != 0, 0) : -1;
-		else if (strcmp(k, "cwd") == 0)
-			r = v[0] == '/' ? ahp_strlcpy(m->cwd, v, sizeof(m->cwd)) : -1;
-		if (r != 0) {
-			rc = -1;
-			break;
-		}
+		rc = s_meta_field(m, l, eq + 1, &seen_slot);
 	}
 	free(buf);
-	if (rc != 0 || !(seen & 1)) {
+	if (rc != 0 || !seen_slot) {
 		log_warn("sandbox metadata %s is damaged: ignored", p);
 		return -1;
 	}

@@ -267,6 +267,10 @@ def t_cwd(d):
               )["cwd"] == "/workspace/a", "the process that exits is the one observed")
     check(run(c, "cwd", "6", "cd /workspace/a/b && exit 4")["cwd"] == "/workspace/a/b",
           "cwd kept on a non-zero exit")
+    r = run(c, "cwd", "6t", "exec python3 -c 'import os, threading; os.chdir(\"/usr\"); "
+            "t = threading.Thread(target=lambda: os._exit(3)); t.start(); t.join()'")
+    check(r["exit_code"] == 3 and r["cwd"] == "/usr", f"exit from a thread of the shell: {r}")
+    run(c, "cwd", "6u", "cd /workspace/a/b")
     check(run(c, "cwd", "7", "rm -rf /workspace/a")["cwd"] == "/workspace/a/b",
           "cwd unchanged by a command that did not cd")
     r = run(c, "cwd", "8", "pwd")
