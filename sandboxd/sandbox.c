@@ -699,6 +699,9 @@ sbx_sandbox_claim(sbx_sandbox_t *self, const char *id, const sbx_meta_t *meta, c
 	if (sbx_cgroup_set_limits(self->cg, &self->meta.lim) != 0 || s_send_claim(self) != 0) {
 		snprintf(err, errlen, "claiming a spare sandbox: %s", strerror(errno));
 		sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, err);
+		/* nothing of the run stays: no record, the slot is freed once gone */
+		(void)sbx_store_meta_unlink(sbx_daemon_store(self->d), id);
+		sbx_sandbox_retire(self, true);
 		return -1;
 	}
 	return 0;
@@ -924,6 +927,10 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 	}
 	const uint8_t *out = p + sizeof(d), *err = out + d.out_len;
 	const char *cwd = (const char *)(err + d.err_len);
+	/* init checked the path; what crosses the socket is checked again */
+	for (uint32_t i = 0; i < d.cwd_len; i++)
+		if ((unsigned char)cwd[i] < 0x20 || cwd[i] == 0x7f || (i == 0 && cwd[0] != '/'))
+			d.cwd_len = 0;
 	s_exec_t *e = self->cur;
 	self->cur = NULL;
 	self->meta.execs++;
@@ -1043,7 +1050,8 @@ sbx_sandbox_on_ctl(sbx_sandbox_t *self)
 			n = 0;
 		}
 		int fd = -1;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
+		for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c != NULL;
+		     c = CMSG_NXTHDR(&mh, c)) {
 			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 				continue;
 			size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
