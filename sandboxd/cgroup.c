@@ -292,6 +292,15 @@ sbx_cgroup_setup(const char *instance)
 	return -1;
 }
 
+void
+sbx_cgroup_teardown(void)
+{
+	/* empty by now; left in place (EBUSY) if anything still runs in it */
+	int nctl = s_version == 1 ? S_NCTL : s_version == 2 ? 1 : 0;
+	for (int i = 0; i < nctl; i++)
+		(void)rmdir(s_inst[i]);
+}
+
 const char *
 sbx_cgroup_mode(void)
 {
@@ -352,6 +361,8 @@ sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid)
 	for (int i = 0; i < nctl; i++) {
 		if (mkdir(dirs[i], 0755) == 0)
 			continue;
+		if (errno == ENOENT && mkdir(s_inst[i], 0755) == 0 && mkdir(dirs[i], 0755) == 0)
+			continue; /* the instance dir was removed under us: made again */
 		if (errno != EEXIST)
 			return -1;
 		/* left by a sandbox that died with an earlier sandboxd */

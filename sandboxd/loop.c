@@ -1344,6 +1344,7 @@ sbx_daemon_destroy(sbx_daemon_t **self_p)
 		}
 		sbx_sandbox_destroy(&self->sbx[i]);
 	}
+	self->n_sbx = 0;
 	free(self->sbx);
 	if (self->zygote >= 0)
 		close(self->zygote);
@@ -1351,6 +1352,8 @@ sbx_daemon_destroy(sbx_daemon_t **self_p)
 		kill(self->zygote_pid, SIGKILL);
 		waitpid(self->zygote_pid, NULL, 0);
 	}
+	if (self->sigfd >= 0)
+		sbx_cgroup_teardown(); /* a daemon that got as far as making them */
 	ahp_rpc_server_destroy(&self->rpc);
 	if (self->zctx != NULL)
 		zmq_ctx_term(self->zctx);

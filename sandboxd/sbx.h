@@ -187,6 +187,8 @@ typedef struct {
  * the instance directory named after `instance` under sandboxd's own cgroup;
  * removes leftovers of an earlier run of the same instance. 0 / -1. */
 int sbx_cgroup_setup(const char *instance);
+/* Removes the instance directories at exit (when empty). */
+void sbx_cgroup_teardown(void);
 /* Describes the mode for logs ("v1", "v2"). */
 const char *sbx_cgroup_mode(void);
 /* Zygote side: makes the cgroup `name` (leftovers of that name are killed and
