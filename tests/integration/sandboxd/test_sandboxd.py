@@ -154,6 +154,30 @@ class Daemon:
             self.logf = None
         return rc
 
+    def remove_cgroups(self):
+        """Removes this daemon's cgroup instance dirs a hard kill left behind."""
+        h = 2166136261
+        for ch in self.path("state/sandboxd").encode():
+            h = ((h ^ ch) * 16777619) & 0xFFFFFFFF
+        name = "ahp-sandboxd-%08x" % h
+        for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+            if root.count("/") > 7:
+                dirs[:] = []
+                continue
+            if name in dirs:
+                inst = os.path.join(root, name)
+                for sub in os.listdir(inst):
+                    if os.path.isdir(os.path.join(inst, sub)):
+                        try:
+                            os.rmdir(os.path.join(inst, sub))
+                        except OSError:
+                            pass
+                try:
+                    os.rmdir(inst)
+                except OSError:
+                    pass
+                dirs.remove(name)
+
     def sandbox_procs(self):
         return uid_procs(self.uid_base, self.uid_base + 1000)
 
@@ -168,6 +192,7 @@ class Daemon:
         finally:
             for p in self.sandbox_procs():
                 os.kill(p, signal.SIGKILL)
+            self.remove_cgroups()
             if keep:
                 print(f"home kept at {self.home}")
             else:
