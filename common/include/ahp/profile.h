@@ -9,32 +9,32 @@ enum ahp_net_mode { AHP_NET_NONE = 0, AHP_NET_PROXY = 1 };
 
 typedef struct {
 	char *name;
-	char *value;              /* may hold {{secret:NAME}} templates; never a value */
+	char *value; /* may hold {{secret:NAME}} templates; never a value */
 } ahp_kv_t;
 
 typedef struct {
-	char *host;               /* exact or "*.example.com" */
-	char **methods;           /* upper-case; NULL/0 = GET only */
+	char *host;     /* exact or "*.example.com" */
+	char **methods; /* upper-case; NULL/0 = GET only */
 	unsigned n_methods;
 	ahp_kv_t *inject;
 	unsigned n_inject;
 } ahp_egress_t;
 
 typedef struct {
-	char *service;            /* exactly one of service / tool is set */
+	char *service; /* exactly one of service / tool is set */
 	char *tool;
-	char *match;              /* optional POSIX ERE on the command / args JSON */
-	char *expires;            /* as written, e.g. "24h"; "24h" when not written */
-	long expires_s;           /* parsed; default 86400 */
+	char *match;    /* optional POSIX ERE on the command / args JSON */
+	char *expires;  /* as written, e.g. "24h"; "24h" when not written */
+	long expires_s; /* parsed; default 86400 */
 } ahp_approval_t;
 
 typedef struct {
-	int network;              /* enum ahp_net_mode, default none */
-	uint32_t memory_mb;       /* default 256 */
-	uint32_t pids_max;        /* default 64 */
-	uint32_t cpu_seconds;     /* default 10 */
-	uint32_t timeout_s;       /* default 30 */
-	uint32_t output_kb;       /* default 64 */
+	int network;          /* enum ahp_net_mode, default none */
+	uint32_t memory_mb;   /* default 256 */
+	uint32_t pids_max;    /* default 64 */
+	uint32_t cpu_seconds; /* default 10 */
+	uint32_t timeout_s;   /* default 30 */
+	uint32_t output_kb;   /* default 64 */
 } ahp_sandbox_cfg_t;
 
 typedef struct {
@@ -43,14 +43,14 @@ typedef struct {
 } ahp_limits_t;
 
 typedef struct {
-	char *name;               /* [a-z0-9-]{1,64} */
-	char *model;              /* provider:model */
+	char *name;  /* [a-z0-9-]{1,64} */
+	char *model; /* provider:model */
 	char *system_prompt;
 	char **tools;
 	unsigned n_tools;
 	char **services;
 	unsigned n_services;
-	char *skills;             /* as written (relative to the profile's base dir) */
+	char *skills; /* as written (relative to the profile's base dir) */
 	ahp_sandbox_cfg_t sandbox;
 	ahp_egress_t *egress;
 	unsigned n_egress;
@@ -59,10 +59,10 @@ typedef struct {
 	ahp_limits_t limits;
 
 	/* derived, filled by the loader */
-	char *path;               /* the file it came from */
-	char *skills_dir;         /* absolute, realpath()ed; NULL when no skills */
-	char *provider;           /* part of model before ':' */
-	char *model_name;         /* part after ':' */
+	char *path;       /* the file it came from */
+	char *skills_dir; /* absolute, realpath()ed; NULL when no skills */
+	char *provider;   /* part of model before ':' */
+	char *model_name; /* part after ':' */
 } ahp_profile_t;
 
 /* Tools and services the platform knows. A profile naming anything else is
@@ -77,8 +77,7 @@ extern const char *const ahp_known_services[];
  * ("file: message" for file-level errors: not a regular file, a symlink,
  * larger than 256 KiB). {{secret:NAME}} templates are kept, never resolved.
  * Caller owns the result. */
-ahp_profile_t *ahp_profile_load(const char *path, const char *base_dir, char *err,
-    size_t errlen);
+ahp_profile_t *ahp_profile_load(const char *path, const char *base_dir, char *err, size_t errlen);
 void ahp_profile_destroy(ahp_profile_t **self_p);
 
 /* True when the profile lists the tool / service. */
@@ -93,7 +92,7 @@ int ahp_profile_has_service(const ahp_profile_t *p, const char *service);
 typedef struct ahp_profiles ahp_profiles_t;
 typedef void (*ahp_profile_err_fn)(void *arg, const char *message);
 ahp_profiles_t *ahp_profiles_load_dir(const char *dir, const char *base_dir,
-    ahp_profile_err_fn on_error, void *arg);
+                                      ahp_profile_err_fn on_error, void *arg);
 void ahp_profiles_destroy(ahp_profiles_t **self_p);
 /* Borrowed; valid until the set is destroyed. NULL when unknown. */
 const ahp_profile_t *ahp_profiles_get(const ahp_profiles_t *self, const char *name);
