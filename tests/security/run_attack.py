@@ -552,30 +552,38 @@ def _(h):
 
 @attack("signal_outside")
 def _(h):
-    uid = h.sandbox_host_uid()
-    # A victim with the sandbox's own host uid, so only namespaces (not permissions) protect
-    # it; it reports any SIGWINCH (what kill(-1, ...) sends) on its stdout. /bin/sh, not this
-    # interpreter: the victim's uid may not be able to read the interpreter's install dir.
+    # Victims with the sandboxes' own host uids, so only namespaces (not permissions)
+    # protect them; each reports any SIGWINCH (what kill(-1, ...) sends) on its stdout.
+    # sandboxd hands out host uids from a small compact range (pool spares included), so
+    # one victim per uid in that range guarantees one shares the attacker's uid whichever
+    # sandbox serves the attack. /bin/sh, not this interpreter: the victim's uid may not
+    # be able to read the interpreter's install dir.
+    base = h.sandbox_host_uid()
     script = "trap 'echo WINCH' WINCH; echo ready; while :; do sleep 0.1; done"
-
-    def drop():
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    victim = subprocess.Popen(["/bin/sh", "-c", script], stdout=subprocess.PIPE,
-                              preexec_fn=drop, cwd="/")
-    h.children.append(victim)
-    check(victim.stdout.readline().strip() == b"ready", "victim did not start")
-    res = h.probe("kill", victim.pid, h.proc.pid)
-    # Only meaningful if the attacking sandbox really had the victim's host uid.
-    check(host_uid_of(res) == uid, f"precondition: the attacking sandbox ran as host uid "
-          f"{host_uid_of(res)}, not {uid} like the victim")
+    victims = {}
+    for uid in range(max(200000, base - 8), base + 9):
+        def drop(uid=uid):
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        v = subprocess.Popen(["/bin/sh", "-c", script], stdout=subprocess.PIPE,
+                             preexec_fn=drop, cwd="/")
+        h.children.append(v)
+        check(v.stdout.readline().strip() == b"ready", f"victim uid {uid} did not start")
+        victims[uid] = v
+    first = next(iter(victims.values()))
+    res = h.probe("kill", first.pid, h.proc.pid)
+    # Only meaningful if a victim really had the attacking sandbox's host uid.
+    attacker = host_uid_of(res)
+    check(attacker in victims, f"precondition: the attacking sandbox ran as host uid "
+          f"{attacker}, outside the victims' uids {min(victims)}..{max(victims)}")
     time.sleep(0.3)
-    check(pid_alive(victim.pid), "ESCAPE: the host victim process was killed from the sandbox")
     h.daemon_alive()
-    os.set_blocking(victim.stdout.fileno(), False)
-    got = victim.stdout.read() or b""
-    check(b"WINCH" not in got, "ESCAPE: kill(-1) from the sandbox reached a host process")
+    for uid, v in victims.items():
+        check(pid_alive(v.pid), f"ESCAPE: host victim (uid {uid}) was killed from the sandbox")
+        os.set_blocking(v.stdout.fileno(), False)
+        got = v.stdout.read() or b""
+        check(b"WINCH" not in got, f"ESCAPE: kill(-1) from the sandbox reached host uid {uid}")
 
 
 # --- kernel surface ---
