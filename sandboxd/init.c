@@ -424,23 +424,7 @@ static void
 s_send_ready(int listener)
 {
 	sbx_ctl_hdr_t h = {SBX_CTL_READY, 0};
-	struct iovec iov = {&h, sizeof(h)};
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (listener >= 0) {
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
-		mh.msg_controllen = sizeof(u.buf);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &listener, sizeof(int));
-	}
-	if (sendmsg(s_ctl, &mh, MSG_NOSIGNAL) < 0)
+	if (sbx_send_fd(s_ctl, &h, sizeof(h), listener) != 0)
 		s_fail("send ready");
 	if (listener >= 0)
 		close(listener); /* sandboxd holds the only copy now */

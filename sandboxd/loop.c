@@ -885,33 +885,12 @@ s_on_zygote(sbx_daemon_t *self)
 {
 	for (int turn = 0; turn < 16 && self->zygote >= 0; turn++) {
 		sbx_spawn_rep_t rep;
-		struct iovec iov = {&rep, sizeof(rep)};
-		union {
-			char buf[CMSG_SPACE(sizeof(int) * 4)];
-			struct cmsghdr align;
-		} u;
-		struct msghdr mh = {.msg_iov = &iov,
-		                    .msg_iovlen = 1,
-		                    .msg_control = u.buf,
-		                    .msg_controllen = sizeof(u.buf)};
-		ssize_t n = recvmsg(self->zygote, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		int fd;
+		ssize_t n = sbx_recv_fd(self->zygote, &rep, sizeof(rep), MSG_DONTWAIT, &fd);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
-		int fd = -1;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); n > 0 && c != NULL;
-		     c = CMSG_NXTHDR(&mh, c)) {
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (size_t i = 0; i < nfd; i++) {
-				int f;
-				memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-				if (fd < 0)
-					fd = f;
-				else
-					close(f);
-			}
-		}
+		if (n < 0 && errno == EMSGSIZE)
+			continue; /* not a reply the zygote wrote */
 		if (n <= 0) {
 			log_error("the zygote closed its socket");
 			close(self->zygote);

@@ -1034,39 +1034,19 @@ void
 sbx_sandbox_on_ctl(sbx_sandbox_t *self)
 {
 	for (int turn = 0; turn < 8 && self->ctl >= 0; turn++) {
-		struct iovec iov = {s_rx, SBX_CTL_MSG_MAX + 64};
-		union {
-			char buf[CMSG_SPACE(sizeof(int) * 4)];
-			struct cmsghdr align;
-		} u;
-		struct msghdr mh = {.msg_iov = &iov,
-		                    .msg_iovlen = 1,
-		                    .msg_control = u.buf,
-		                    .msg_controllen = sizeof(u.buf)};
-		ssize_t n = recvmsg(self->ctl, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		int fd;
+		ssize_t n = sbx_recv_fd(self->ctl, s_rx, SBX_CTL_MSG_MAX + 64, MSG_DONTWAIT, &fd);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
+			if (errno == EMSGSIZE) {
+				sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL,
+				                 "bad message from init");
+				return;
+			}
 			n = 0;
 		}
-		int fd = -1;
-		for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c != NULL;
-		     c = CMSG_NXTHDR(&mh, c)) {
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (size_t i = 0; i < nfd; i++) {
-				int f;
-				memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-				if (fd < 0)
-					fd = f;
-				else
-					close(f);
-			}
-		}
 		if (n == 0) {
-			if (fd >= 0)
-				close(fd);
 			/* init is gone; SIGCHLD tells how */
 			if (self->state != S_DEAD)
 				sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERRUPTED,
@@ -1074,7 +1054,7 @@ sbx_sandbox_on_ctl(sbx_sandbox_t *self)
 			return;
 		}
 		sbx_ctl_hdr_t h;
-		if ((size_t)n < sizeof(h) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+		if ((size_t)n < sizeof(h)) {
 			if (fd >= 0)
 				close(fd);
 			sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, "bad message from init");

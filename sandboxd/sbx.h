@@ -165,6 +165,16 @@ extern const char *const sbx_version;
 extern char *sbx_argv_area;
 extern size_t sbx_argv_len;
 
+/* ---- fdpass.c ---- */
+/* Sends buf as one message on a unix socket, with fd attached when fd >= 0
+ * (the caller still owns fd). 0 / -1 with errno. */
+int sbx_send_fd(int sock, const void *buf, size_t len, int fd);
+/* Receives one message into buf (flags as recvmsg; MSG_CMSG_CLOEXEC is added).
+ * *fd is the first descriptor it carried or -1; any others are closed. Returns
+ * the byte count, 0 at EOF, -1 with errno (EMSGSIZE: the message or its fds
+ * were cut short; nothing is kept). */
+ssize_t sbx_recv_fd(int sock, void *buf, size_t len, int flags, int *fd);
+
 /* ---- init.c (runs inside the sandbox) ---- */
 /* clone() entry point of a sandbox's init. Never returns to its caller's code:
  * exits the process. Uses no malloc (it was cloned from a threaded process). */

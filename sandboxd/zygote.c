@@ -339,23 +339,7 @@ fail:
 static void
 s_reply(int sock, const sbx_spawn_rep_t *rep, int ctl)
 {
-	struct iovec iov = {(void *)rep, sizeof(*rep)};
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (ctl >= 0) {
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
-		mh.msg_controllen = sizeof(u.buf);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &ctl, sizeof(int));
-	}
-	if (sendmsg(sock, &mh, MSG_NOSIGNAL) < 0)
+	if (sbx_send_fd(sock, rep, sizeof(*rep), ctl) != 0)
 		_exit(0);
 }
 
