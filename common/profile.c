@@ -580,11 +580,26 @@ s_check_list(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 	return 0;
 }
 
+/* Fails unless v's text is one of k->allowed; the hint lists them under
+ * "<adjective> <what>s". */
+static int
+s_check_allowed(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *adjective)
+{
+	char q[80], h[256], label[64];
+
+	if (s_in(k->allowed, s_str(v)))
+		return 0;
+	snprintf(label, sizeof label, "%s %ss", adjective, k->what);
+	return s_fail(c, &v->start_mark,
+	              s_hint_unknown(s_str(v), k->allowed, label, true, h, sizeof h),
+	              "unknown %s '%s'", k->what, s_q(s_str(v), q, sizeof q));
+}
+
 /* A list of distinct names from k->allowed (tools, services, methods). */
 static int
 s_check_names(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 {
-	char q[80], h[256], sub[S_WHERE], label[64];
+	char sub[S_WHERE];
 
 	if (s_want(c, v, YAML_SEQUENCE_NODE, "a list", where, k->example) < 0)
 		return -1;
@@ -595,7 +610,6 @@ s_check_names(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 	if ((long)n > k->max)
 		return s_fail(c, &v->start_mark, NULL, "%s has %zu entries, more than %ld", where,
 		              n, k->max);
-	snprintf(label, sizeof label, "known %ss", k->what);
 	for (size_t i = 0; i < n; i++) {
 		yaml_node_t *item = s_node(c, v->data.sequence.items.start[i], &v->start_mark);
 		if (item == NULL)
@@ -603,11 +617,9 @@ s_check_names(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 		snprintf(sub, sizeof sub, "%s[%zu]", where, i);
 		if (s_want_text(c, item, sub, k->example) < 0)
 			return -1;
+		if (s_check_allowed(c, k, item, "known") < 0)
+			return -1;
 		const char *s = s_str(item);
-		if (!s_in(k->allowed, s))
-			return s_fail(c, &item->start_mark,
-			              s_hint_unknown(s, k->allowed, label, true, h, sizeof h),
-			              "unknown %s '%s'", k->what, s_q(s, q, sizeof q));
 		for (size_t j = 0; j < i; j++) {
 			yaml_node_t *prev =
 			    yaml_document_get_node(c->doc, v->data.sequence.items.start[j]);
@@ -623,31 +635,17 @@ s_check_names(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 static int
 s_check_one_name(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 {
-	char q[80], h[256], label[64];
-
 	if (s_want_text(c, v, where, NULL) < 0)
 		return -1;
-	snprintf(label, sizeof label, "known %ss", k->what);
-	if (!s_in(k->allowed, s_str(v)))
-		return s_fail(c, &v->start_mark,
-		              s_hint_unknown(s_str(v), k->allowed, label, true, h, sizeof h),
-		              "unknown %s '%s'", k->what, s_q(s_str(v), q, sizeof q));
-	return 0;
+	return s_check_allowed(c, k, v, "known");
 }
 
 static int
 s_check_enum(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 {
-	char q[80], h[256], label[64];
-
 	if (s_want_text(c, v, where, NULL) < 0)
 		return -1;
-	snprintf(label, sizeof label, "allowed %ss", k->what);
-	if (!s_in(k->allowed, s_str(v)))
-		return s_fail(c, &v->start_mark,
-		              s_hint_unknown(s_str(v), k->allowed, label, true, h, sizeof h),
-		              "unknown %s '%s'", k->what, s_q(s_str(v), q, sizeof q));
-	return 0;
+	return s_check_allowed(c, k, v, "allowed");
 }
 
 /* Decimal only: libcyaml parses with base 0, so "010" would be octal there. */
