@@ -13,6 +13,8 @@
 #include "ahp/log.h"
 #include "ahp/util.h"
 
+#include "stats.h"
+
 #include "journal.h"
 
 #define GOAL_COMMIT_RATIO 1.3
@@ -32,14 +34,6 @@ typedef struct {
 	int keep;
 } s_opts_t;
 
-static double
-s_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* CPU time of this thread: tells whether a commit's latency is CPU or the disk. */
 static double
 s_cpu(void)
@@ -47,27 +41,6 @@ s_cpu(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int
-s_cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static double
-s_pct(const double *v, long n, double p)
-{
-	if (n <= 0)
-		return 0.0;
-	long i = (long)(p / 100.0 * (double)n + 0.999999) - 1;
-	if (i < 0)
-		i = 0;
-	if (i >= n)
-		i = n - 1;
-	return v[i];
 }
 
 static void
@@ -275,15 +248,15 @@ main(int argc, char **argv)
 			fatalx("warm-up step failed");
 	}
 	long got = 0;
-	double lat_start = s_now();
+	double lat_start = bench_now();
 	for (long i = 0; i < o.n; i++) {
 		for (int side = 0; side < 2; side++) {
 			int journal_side = (side == 0) == (i % 2 == 0);
 			double c0 = s_cpu();
-			double t0 = s_now();
+			double t0 = bench_now();
 			int rc = journal_side ? s_journal_step(j, run, seq++, result)
 			                      : s_raw_step(fd, rec, reclen);
-			double dt = s_now() - t0;
+			double dt = bench_now() - t0;
 			double dc = s_cpu() - c0;
 			if (rc != 0)
 				fatalx("%s step failed", journal_side ? "journal" : "raw");
@@ -296,15 +269,15 @@ main(int argc, char **argv)
 			}
 		}
 		got = i + 1;
-		if (s_now() - lat_start > o.lat_budget)
+		if (bench_now() - lat_start > o.lat_budget)
 			break;
 	}
-	qsort(lj, (size_t)got, sizeof(double), s_cmp_double);
-	qsort(lr, (size_t)got, sizeof(double), s_cmp_double);
-	qsort(cj, (size_t)got, sizeof(double), s_cmp_double);
-	qsort(cr, (size_t)got, sizeof(double), s_cmp_double);
-	double jp50 = s_pct(lj, got, 50) * 1e3, jp99 = s_pct(lj, got, 99) * 1e3;
-	double rp50 = s_pct(lr, got, 50) * 1e3, rp99 = s_pct(lr, got, 99) * 1e3;
+	qsort(lj, (size_t)got, sizeof(double), bench_cmp_double);
+	qsort(lr, (size_t)got, sizeof(double), bench_cmp_double);
+	qsort(cj, (size_t)got, sizeof(double), bench_cmp_double);
+	qsort(cr, (size_t)got, sizeof(double), bench_cmp_double);
+	double jp50 = bench_pct(lj, got, 50) * 1e3, jp99 = bench_pct(lj, got, 99) * 1e3;
+	double rp50 = bench_pct(lr, got, 50) * 1e3, rp99 = bench_pct(lr, got, 99) * 1e3;
 	printf("journal step commit (intent+complete, synchronous=FULL, WAL): n=%ld p50=%.3f ms "
 	       "p99=%.3f ms\n",
 	       got, jp50, jp99);
@@ -313,7 +286,7 @@ main(int argc, char **argv)
 	       reclen, got, rp50, rp99);
 	double ratio = rp50 > 0 ? jp50 / rp50 : 0.0;
 	printf("cpu per commit (this thread, p50): journal %.3f ms, raw %.3f ms\n",
-	       s_pct(cj, got, 50) * 1e3, s_pct(cr, got, 50) * 1e3);
+	       bench_pct(cj, got, 50) * 1e3, bench_pct(cr, got, 50) * 1e3);
 	printf("info journal_commit_vs_fsync_p99=%.2f one_commit_per_step_steps_per_s=%.0f\n",
 	       rp99 > 0 ? jp99 / rp99 : 0.0, jp50 > 0 ? 1e3 / jp50 : 0.0);
 	fflush(stdout);
@@ -336,9 +309,9 @@ main(int argc, char **argv)
 	if (lt == NULL)
 		fatal("calloc");
 	long turns = 0;
-	double g0 = s_now();
-	while (turns < max_turns && s_now() - g0 < o.seconds) {
-		double t0 = s_now();
+	double g0 = bench_now();
+	while (turns < max_turns && bench_now() - g0 < o.seconds) {
+		double t0 = bench_now();
 		if (orch_journal_begin(j) != 0)
 			fatalx("begin failed");
 		for (long r = 0; r < o.runs; r++) {
@@ -349,16 +322,16 @@ main(int argc, char **argv)
 		}
 		if (orch_journal_commit(j) != 0)
 			fatalx("commit failed");
-		lt[turns++] = s_now() - t0;
+		lt[turns++] = bench_now() - t0;
 	}
-	double gel = s_now() - g0;
+	double gel = bench_now() - g0;
 	double steps = (double)turns * (double)o.runs;
 	double sps = gel > 0 ? steps / gel : 0.0;
-	qsort(lt, (size_t)turns, sizeof(double), s_cmp_double);
+	qsort(lt, (size_t)turns, sizeof(double), bench_cmp_double);
 	printf("group commit: runs=%ld turns=%ld steps=%.0f elapsed=%.2f s steps/s=%.0f "
 	       "turn p50=%.2f ms p99=%.2f ms\n",
-	       o.runs, turns, steps, gel, sps, s_pct(lt, turns, 50) * 1e3,
-	       s_pct(lt, turns, 99) * 1e3);
+	       o.runs, turns, steps, gel, sps, bench_pct(lt, turns, 50) * 1e3,
+	       bench_pct(lt, turns, 99) * 1e3);
 	if (jp50 > 0)
 		printf("info group_commit_speedup_vs_one_commit_per_step=%.1fx\n",
 		       sps / (1e3 / jp50));

@@ -16,41 +16,14 @@
 #include "ahp/rpc.h"
 #include "ahp/util.h"
 
+#include "stats.h"
+
 #include "sandboxd.pb-c.h"
 
 #define MAX_ITER 100000
 #define CALL_TIMEOUT_MS 30000
 
 extern char **environ;
-
-static double
-s_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int
-s_cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static double
-s_pct(const double *v, long n, double p)
-{
-	if (n <= 0)
-		return 0.0;
-	long i = (long)(p / 100.0 * (double)n + 0.999999) - 1;
-	if (i < 0)
-		i = 0;
-	if (i >= n)
-		i = n - 1;
-	return v[i];
-}
 
 /* One machine-readable line per measurement; bench/sandbox parses these. */
 static void
@@ -59,9 +32,9 @@ s_report(const char *label, double *v, long n)
 	double sum = 0;
 	for (long i = 0; i < n; i++)
 		sum += v[i];
-	qsort(v, (size_t)n, sizeof(double), s_cmp_double);
+	qsort(v, (size_t)n, sizeof(double), bench_cmp_double);
 	printf("RESULT %s n=%ld p50_ms=%.3f p99_ms=%.3f mean_ms=%.3f min_ms=%.3f max_ms=%.3f\n",
-	       label, n, s_pct(v, n, 50) * 1e3, s_pct(v, n, 99) * 1e3,
+	       label, n, bench_pct(v, n, 50) * 1e3, bench_pct(v, n, 99) * 1e3,
 	       n > 0 ? sum / (double)n * 1e3 : 0, n > 0 ? v[0] * 1e3 : 0,
 	       n > 0 ? v[n - 1] * 1e3 : 0);
 	fflush(stdout);
@@ -263,9 +236,9 @@ s_cmd_sandbox(int argc, char **argv)
 	for (long i = 0; i < warmup && rc == 0; i++)
 		rc = s_exec_true(&s, id, seq++) != 0;
 	for (long i = 0; i < n_exec && rc == 0; i++) {
-		double t0 = s_now();
+		double t0 = bench_now();
 		rc = s_exec_true(&s, id, seq++) != 0;
-		v[i] = s_now() - t0;
+		v[i] = bench_now() - t0;
 	}
 	if (s_destroy(&s, id) != 0)
 		rc = 1;
@@ -274,9 +247,9 @@ s_cmd_sandbox(int argc, char **argv)
 	if (n_exec > 0)
 		s_report("sandbox_exec", v, n_exec);
 	for (long i = 0; i < n_exec && rc == 0; i++) {
-		double t0 = s_now();
+		double t0 = bench_now();
 		rc = s_list(&s) != 0;
-		v[i] = s_now() - t0;
+		v[i] = bench_now() - t0;
 	}
 	if (rc == 0 && n_exec > 0)
 		s_report("sandbox_rpc_list", v, n_exec);
@@ -284,9 +257,9 @@ s_cmd_sandbox(int argc, char **argv)
 	/* Cold path: what the first exec of a run costs, plus tearing the sandbox down. */
 	for (long i = 0; i < n_create && rc == 0; i++) {
 		ahp_random_id("bench-cold-", id, sizeof(id));
-		double t0 = s_now();
+		double t0 = bench_now();
 		rc = s_create(&s, id) != 0 || s_exec_true(&s, id, 0) != 0 || s_destroy(&s, id) != 0;
-		v[i] = s_now() - t0;
+		v[i] = bench_now() - t0;
 	}
 	if (rc == 0 && n_create > 0)
 		s_report("sandbox_create", v, n_create);
@@ -308,7 +281,7 @@ s_spawn_once(char **cmd, int devnull, double *dt)
 	posix_spawn_file_actions_adddup2(&fa, devnull, 1);
 	posix_spawn_file_actions_adddup2(&fa, devnull, 2);
 	pid_t pid;
-	double t0 = s_now();
+	double t0 = bench_now();
 	int err = posix_spawnp(&pid, cmd[0], &fa, NULL, cmd, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	if (err != 0) {
@@ -320,7 +293,7 @@ s_spawn_once(char **cmd, int devnull, double *dt)
 		if (errno != EINTR)
 			fatal("waitpid");
 	}
-	*dt = s_now() - t0;
+	*dt = bench_now() - t0;
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		fprintf(stderr, "sbx_bench: %s failed (status 0x%x)\n", cmd[0], st);
 		return -1;
