@@ -113,7 +113,18 @@ class Daemon:
         def up():
             if self.proc.poll() is not None:
                 raise Failure(f"sandboxd exited with {self.proc.returncode}\n{self.log_tail()}")
-            return os.path.exists(self.sock)
+            if not os.path.exists(self.sock):
+                return False
+            # The file appears at bind(), a moment before listen(): ready means a
+            # connect succeeds, not that the path exists.
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(self.sock)
+                return True
+            except (ConnectionRefusedError, FileNotFoundError):
+                return False
+            finally:
+                probe.close()
         wait_for(up, 15, "sandboxd's socket")
         return self
 
