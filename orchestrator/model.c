@@ -185,13 +185,11 @@ s_normalize(const json_t *reply, uint32_t seq, char *err, size_t errlen)
 	for (size_t i = 0; i < json_array_size(calls); i++) {
 		json_t *tc = json_array_get(calls, i);
 		json_t *fn = json_object_get(tc, "function");
+		/* A call without a usable name is kept under the name "": the run
+		 * answers it with a typed not_found result the model can act on. */
 		const char *name = json_string_value(json_object_get(fn, "name"));
-		if (name == NULL) {
-			snprintf(err, errlen, "tool_calls[%zu].function.name missing", i);
-			json_decref(norm);
-			json_decref(out);
-			return NULL;
-		}
+		if (name == NULL)
+			name = "";
 		const char *id = json_string_value(json_object_get(tc, "id"));
 		char idbuf[48];
 		if (id == NULL || *id == '\0' || strlen(id) > 256) {
@@ -205,7 +203,8 @@ s_normalize(const json_t *reply, uint32_t seq, char *err, size_t errlen)
 		} else if (args == NULL || json_is_null(args)) {
 			astr = json_string("{}");
 		} else {
-			char *s = json_dumps(args, JSON_COMPACT);
+			/* Any JSON value (5, true): the tool then says it is not an object. */
+			char *s = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
 			astr = json_string(s ? s : "{}");
 			free(s);
 		}
