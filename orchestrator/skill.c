@@ -123,7 +123,9 @@ s_collect(const char *root, int (*want)(const char *), s_files_t *f)
 	if (fd < 0)
 		return -1;
 	s_walk(fd, "", 0, f);
-	qsort(f->v, f->n, sizeof *f->v, s_cmp);
+	/* f->v is NULL when nothing matched, and qsort's base must not be. */
+	if (f->n > 1)
+		qsort(f->v, f->n, sizeof *f->v, s_cmp);
 	return 0;
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Skill paths cannot leave the skills dir: '..', absolute paths and symlinks (to a file
 and to a directory) placed in the skills dir are refused with an error tool result, and
-the secret file's content never reaches the model, the journal, the logs or orchctl."""
+the secret file's content never reaches the model, the journal, the logs or orchctl. An
+empty skills dir lists and searches as empty (no crash under the sanitizers)."""
 import json
 import os
 import secrets
@@ -11,6 +12,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../
 from ahptest import Stack, check, run_test
 
 SEP = "\n=====\n"
+
+EMPTY = """
+steps:
+  - tool_calls:
+      - name: skill
+        arguments: { action: list }
+  - tool_calls:
+      - name: skill
+        arguments: { action: search, query: "x" }
+  - content: "{{result.0}} | {{result.1}}"
+"""
 
 
 def scenario(secret_path):
@@ -39,7 +51,14 @@ def main(args):
         text, nreads = scenario(secret)
         st.write_scenario("escape", text)
         st.write_profile("escape", "escape", skills="skills/esc")
+        os.makedirs(st.path("etc/skills/empty"))
+        st.write_scenario("empty", EMPTY)
+        st.write_profile("empty", "empty", skills="skills/empty")
         st.start()
+
+        p = st.orchctl("submit", "empty", "nothing to read", expect=0, timeout=60)
+        check('Result: {"files":[]} | {"matches":[],"truncated":false}' in p.stdout,
+              f"empty skills dir:\n{p.stdout}\n{p.stderr}")
 
         p = st.orchctl("submit", "escape", "read what you should not", timeout=60)
         check(p.returncode in (0, 1), f"submit exit {p.returncode}: {p.stderr}")
