@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 
 PROBE_IN_SANDBOX = "/opt/ahp-test/probe"
 RESULT_RE = re.compile(r'^RESULT attack=(\S+) ok=([01]) errno=(\S+) detail="(.*)"$', re.M)
@@ -164,7 +165,11 @@ class Home:
         shutil.copy2(os.path.abspath(self.args.probe), self.path("probe", "probe"))
         os.chmod(self.path("probe", "probe"), 0o755)
         os.chmod(self.path("probe"), 0o755)
-        self.write("etc/sandboxd.conf", f"ro_bind = {self.path('probe')}:/opt/ahp-test\n")
+        # Each attack gets its own host uid range: ctest runs tests in parallel, and two
+        # daemons handing out the same host uids would blur what a test observes.
+        self.uid_base = 2000000 + (zlib.crc32(self.args.attack.encode()) % 1000) * 1000
+        self.write("etc/sandboxd.conf", f"ro_bind = {self.path('probe')}:/opt/ahp-test\n"
+                   f"uid_base = {self.uid_base}\nuid_count = 1000\n")
         base = ("model: mock:scripted\n"
                 "system_prompt: |\n  Security probe.\n"
                 "tools: [exec]\n")
@@ -561,7 +566,7 @@ def _(h):
     base = h.sandbox_host_uid()
     script = "trap 'echo WINCH' WINCH; echo ready; while :; do sleep 0.1; done"
     victims = {}
-    for uid in range(max(200000, base - 8), base + 9):
+    for uid in range(max(h.uid_base, base - 8), base + 9):
         def drop(uid=uid):
             os.setgroups([])
             os.setgid(uid)
