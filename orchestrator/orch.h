@@ -70,6 +70,7 @@ struct orch_run {
 	orch_run_t *post_next;   /* orch_t post-commit list */
 	int on_post;
 	orch_run_t *ended_next; /* orch_t ended list, freed after commit */
+	orch_run_t *due_next;   /* a walk's collected runs (timers, sandboxd lost) */
 	orch_t *o;
 	char id[ORCH_RUN_ID_MAX];
 	char *profile_name;

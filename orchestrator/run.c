@@ -111,6 +111,17 @@ orch_run_find(orch_t *o, const char *id)
 	return NULL;
 }
 
+/* A run that ended this turn and is not freed yet (the ended list is short:
+ * it is emptied after every turn). */
+static orch_run_t *
+s_find_ended(orch_t *o, const char *id)
+{
+	for (orch_run_t *r = o->ended; r != NULL; r = r->ended_next)
+		if (strcmp(r->id, id) == 0)
+			return r;
+	return NULL;
+}
+
 static const char *
 s_step_str(const orch_run_t *run, char *buf, size_t len)
 {
@@ -1031,6 +1042,19 @@ orch_run_restore(orch_t *o, const orch_run_row_t *row, int resume, int *status, 
 		         row->state);
 		return NULL;
 	}
+	/* The run may have failed earlier in this very turn: its object waits
+	 * on the ended list to be freed, and would then destroy the sandbox the
+	 * new object is about to use. Finish its cleanup now, before the new
+	 * object sends anything: commit the failure (the destroy must follow a
+	 * durable end, as in orch_runs_reap_ended) and send the destroy, which
+	 * sandboxd handles before the new object's requests on this socket. */
+	orch_run_t *old = s_find_ended(o, row->id);
+	if (old != NULL && old->sbx_used) {
+		if (orch_journal_commit(o->journal) != 0)
+			orch_journal_failed(o, "commit");
+		orch_sbx_destroy(o, old->id);
+		old->sbx_used = 0;
+	}
 	orch_run_t *run = s_new(o, row->id, row->profile);
 	if (run == NULL) {
 		*status = AHP__STATUS__ERR_INTERNAL;
@@ -1118,8 +1142,11 @@ long
 orch_runs_timers(orch_t *o, int64_t now, long max)
 {
 	long next = max;
-	for (orch_run_t *r = o->runs, *nx; r != NULL; r = nx) {
-		nx = r->next;
+	/* A timeout can end its run and start a queued one that fails at once,
+	 * unlinking runs mid-walk: collect the timed-out runs first, then
+	 * handle them (ended runs stay allocated until the end of the turn). */
+	orch_run_t *due = NULL, **due_tail = &due;
+	for (orch_run_t *r = o->runs; r != NULL; r = r->next) {
 		if (r->phase == PH_MODEL_BACKOFF || r->phase == PH_SBX_BACKOFF) {
 			if (r->due_ms <= now) {
 				r->phase = r->phase == PH_MODEL_BACKOFF ? PH_MODEL_DUE : PH_SBX_DUE;
@@ -1128,12 +1155,21 @@ orch_runs_timers(orch_t *o, int64_t now, long max)
 				next = (long)(r->due_ms - now);
 			}
 		} else if (r->phase == PH_SBX_INFLIGHT) {
-			if (r->sbx_deadline <= now)
-				orch_run_sbx_done(r, AHP__STATUS__ERR_TIMEOUT,
-				                  "sandboxd did not answer in time", NULL);
-			else if (r->sbx_deadline - now < next)
+			if (r->sbx_deadline <= now) {
+				r->due_next = NULL;
+				*due_tail = r;
+				due_tail = &r->due_next;
+			} else if (r->sbx_deadline - now < next) {
 				next = (long)(r->sbx_deadline - now);
+			}
 		}
+	}
+	for (orch_run_t *r = due, *nx; r != NULL; r = nx) {
+		nx = r->due_next;
+		r->due_next = NULL;
+		if (r->phase == PH_SBX_INFLIGHT)
+			orch_run_sbx_done(r, AHP__STATUS__ERR_TIMEOUT,
+			                  "sandboxd did not answer in time", NULL);
 	}
 	return next;
 }

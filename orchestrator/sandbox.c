@@ -75,8 +75,20 @@ orch_sbx_monitor_socket(orch_t *o)
 static void
 s_lost(orch_t *o)
 {
-	for (orch_run_t *r = o->runs, *nx; r != NULL; r = nx) {
-		nx = r->next;
+	/* Handling one run can end it and start a queued run that fails at
+	 * once, unlinking runs mid-walk: collect first, then handle (ended
+	 * runs stay allocated until the end of the turn). */
+	orch_run_t *lost = NULL, **tail = &lost;
+	for (orch_run_t *r = o->runs; r != NULL; r = r->next) {
+		if (r->phase != PH_SBX_INFLIGHT)
+			continue;
+		r->due_next = NULL;
+		*tail = r;
+		tail = &r->due_next;
+	}
+	for (orch_run_t *r = lost, *nx; r != NULL; r = nx) {
+		nx = r->due_next;
+		r->due_next = NULL;
 		if (r->phase != PH_SBX_INFLIGHT)
 			continue;
 		if (r->sbx_op == SBX_EXEC)
