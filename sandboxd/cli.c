@@ -48,7 +48,9 @@ s_on_profile_error(void *arg, const char *message)
 }
 
 /* A stale socket file would make ZeroMQ wait for the whole call timeout:
- * ask the kernel whether anything listens there. */
+ * ask the kernel whether anything listens there. The file appears at bind(),
+ * a moment before listen(), so a daemon that is just starting gets a short
+ * grace (500 ms) before it is called unreachable. */
 static bool
 s_listening(const char *path)
 {
@@ -56,12 +58,20 @@ s_listening(const char *path)
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return true; /* let ZeroMQ report it */
 	memcpy(sa.sun_path, path, strlen(path) + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return true;
-	int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	close(fd);
-	return rc == 0;
+	for (int attempt = 0; attempt < 10; attempt++) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return true;
+		int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+		int err = errno;
+		close(fd);
+		if (rc == 0)
+			return true;
+		if (err != ECONNREFUSED && err != ENOENT)
+			return false;
+		usleep(50 * 1000);
+	}
+	return false;
 }
 
 static void

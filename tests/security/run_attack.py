@@ -200,7 +200,7 @@ class Home:
                                      stdout=self.log, stderr=self.log, env=env)
         sock = self.path("run", "sandboxd.sock")
         deadline = time.monotonic() + 15
-        while not os.path.exists(sock):
+        while not self._connectable(sock):
             if self.proc.poll() is not None:
                 raise Failure(f"sandboxd exited with {self.proc.returncode} during start\n"
                               + self.log_tail())
@@ -208,6 +208,20 @@ class Home:
                 raise Failure("sandboxd did not create run/sandboxd.sock within 15s\n"
                               + self.log_tail())
             time.sleep(0.05)
+
+    @staticmethod
+    def _connectable(sock):
+        """Ready means a connect succeeds: the file appears at bind(), before listen()."""
+        if not os.path.exists(sock):
+            return False
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(sock)
+            return True
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        finally:
+            s.close()
 
     def log_tail(self, n=40):
         try:
