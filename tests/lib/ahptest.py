@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,6 +40,21 @@ def wait_for(pred, timeout, what, interval=0.05):
         if time.monotonic() > deadline:
             raise TestFailure(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def socket_accepts(path):
+    """True when a unix socket at path accepts a connection. Readiness means this, not that
+    the file exists: the file appears at bind(), a moment before listen()."""
+    if not os.path.exists(path):
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    finally:
+        s.close()
 
 
 def parse_args():

@@ -35,6 +35,9 @@ import threading
 import time
 import zlib
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../lib"))
+from ahptest import socket_accepts  # noqa: E402
+
 PROBE_IN_SANDBOX = "/opt/ahp-test/probe"
 RESULT_RE = re.compile(r'^RESULT attack=(\S+) ok=([01]) errno=(\S+) detail="(.*)"$', re.M)
 EXEC_TIMEOUT = 45
@@ -200,7 +203,7 @@ class Home:
                                      stdout=self.log, stderr=self.log, env=env)
         sock = self.path("run", "sandboxd.sock")
         deadline = time.monotonic() + 15
-        while not self._connectable(sock):
+        while not socket_accepts(sock):
             if self.proc.poll() is not None:
                 raise Failure(f"sandboxd exited with {self.proc.returncode} during start\n"
                               + self.log_tail())
@@ -208,20 +211,6 @@ class Home:
                 raise Failure("sandboxd did not create run/sandboxd.sock within 15s\n"
                               + self.log_tail())
             time.sleep(0.05)
-
-    @staticmethod
-    def _connectable(sock):
-        """Ready means a connect succeeds: the file appears at bind(), before listen()."""
-        if not os.path.exists(sock):
-            return False
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(sock)
-            return True
-        except (ConnectionRefusedError, FileNotFoundError):
-            return False
-        finally:
-            s.close()
 
     def log_tail(self, n=40):
         try:

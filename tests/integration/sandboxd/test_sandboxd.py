@@ -21,32 +21,15 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sbxclient  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
+from ahptest import TestFailure as Failure, check, socket_accepts, wait_for  # noqa: E402
+
 TESTS = {}
 
 
 def test(fn):
     TESTS[fn.__name__[len("t_"):]] = fn
     return fn
-
-
-class Failure(AssertionError):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
-
-
-def wait_for(pred, timeout, what, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise Failure(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def uid_procs(lo, hi):
@@ -113,18 +96,7 @@ class Daemon:
         def up():
             if self.proc.poll() is not None:
                 raise Failure(f"sandboxd exited with {self.proc.returncode}\n{self.log_tail()}")
-            if not os.path.exists(self.sock):
-                return False
-            # The file appears at bind(), a moment before listen(): ready means a
-            # connect succeeds, not that the path exists.
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(self.sock)
-                return True
-            except (ConnectionRefusedError, FileNotFoundError):
-                return False
-            finally:
-                probe.close()
+            return socket_accepts(self.sock)
         wait_for(up, 15, "sandboxd's socket")
         return self
 
