@@ -143,7 +143,7 @@ s_reply_error(orch_t *o, ahp_rpc_req_t **req_p, int status, const char *fmt, ...
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	char *clean = orch_utf8_clean((const uint8_t *)msg, strlen(msg));
+	char *clean = ahp_utf8_sanitize((const uint8_t *)msg, strlen(msg), 0, NULL, NULL);
 	log_warn("request %llu refused: %s: %s", (unsigned long long)(*req_p)->request_id,
 	         ahp_status_str(status), clean ? clean : msg);
 	Ahp__Orch__Reply rep = AHP__ORCH__REPLY__INIT;

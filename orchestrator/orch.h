@@ -12,6 +12,7 @@
 #include "ahp/cfg.h"
 #include "ahp/profile.h"
 #include "ahp/rpc.h"
+#include "ahp/text.h"
 
 #include "journal.h"
 #include "orchestrator.pb-c.h"
@@ -247,8 +248,6 @@ int orch_tool_offered(const ahp_profile_t *p, const char *name);
 /* Builds a {"error":{"status":..,"message":..}} result. New reference. */
 json_t *orch_tool_error(const char *status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Replaces invalid UTF-8 with U+FFFD; NUL bytes become U+FFFD too. Caller frees. */
-char *orch_utf8_clean(const uint8_t *s, size_t len);
 /* "1.2 KB" / "512 B". */
 const char *orch_fmt_size(uint64_t n, char *buf, size_t len);
 

@@ -159,7 +159,7 @@ orch_run_event(orch_run_t *run, const char *kind, json_t *data, const char *fmt,
 	vsnprintf(text, sizeof text, fmt, ap);
 	va_end(ap);
 	/* vsnprintf may have cut a UTF-8 sequence; events are protobuf strings. */
-	char *clean = orch_utf8_clean((const uint8_t *)text, strlen(text));
+	char *clean = ahp_utf8_sanitize((const uint8_t *)text, strlen(text), 0, NULL, NULL);
 	char *d = data != NULL ? json_dumps(data, JSON_COMPACT) : NULL;
 	json_decref(data);
 	run->event_seq++;
@@ -861,16 +861,6 @@ orch_runs_schedule(orch_t *o)
 	busy = 0;
 }
 
-static int
-s_utf8_valid(const char *s)
-{
-	size_t n = strlen(s);
-	char *c = orch_utf8_clean((const uint8_t *)s, n);
-	int ok = c != NULL && strcmp(c, s) == 0;
-	free(c);
-	return ok;
-}
-
 orch_run_t *
 orch_run_submit(orch_t *o, const char *profile, const char *task, int *status, char *err,
                 size_t errlen)
@@ -891,7 +881,7 @@ orch_run_submit(orch_t *o, const char *profile, const char *task, int *status, c
 		snprintf(err, errlen, "task is %zu bytes (max %d)", tl, ORCH_TASK_MAX);
 		return NULL;
 	}
-	if (!s_utf8_valid(task)) {
+	if (!ahp_utf8_valid(task, tl, 0)) {
 		*status = AHP__STATUS__ERR_BAD_REQUEST;
 		snprintf(err, errlen, "task is not valid UTF-8");
 		return NULL;

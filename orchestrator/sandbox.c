@@ -325,12 +325,15 @@ s_killed_str(int k)
 json_t *
 orch_sbx_result_json(const Ahp__Sbx__ExecResult *r)
 {
-	char *out = orch_utf8_clean(r->stdout.data, r->stdout.len);
-	char *err = orch_utf8_clean(r->stderr.data, r->stderr.len);
+	char *out = ahp_utf8_sanitize(r->stdout.data, r->stdout.len, 0, NULL, NULL);
+	char *err = ahp_utf8_sanitize(r->stderr.data, r->stderr.len, 0, NULL, NULL);
+	/* cwd is a directory name chosen by a sandboxed command: any bytes. */
+	char *cwd = r->cwd ? ahp_utf8_sanitize(r->cwd, strlen(r->cwd), 0, NULL, NULL) : NULL;
 	json_t *j =
 	    json_pack("{s:i, s:s, s:s, s:b, s:s, s:I}", "exit_code", (int)r->exit_code, "stdout",
 	              out ? out : "", "stderr", err ? err : "", "truncated", (int)r->truncated,
-	              "cwd", r->cwd ? r->cwd : "", "duration_ms", (json_int_t)r->duration_ms);
+	              "cwd", cwd ? cwd : "", "duration_ms", (json_int_t)r->duration_ms);
+	free(cwd);
 	free(out);
 	free(err);
 	const char *k = s_killed_str(r->killed_by);

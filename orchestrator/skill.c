@@ -300,7 +300,7 @@ s_read(const ahp_profile_t *p, const char *path, char *summary, size_t len)
 		if (lead + need > got)
 			got = lead;
 	}
-	char *content = orch_utf8_clean(buf, got);
+	char *content = ahp_utf8_sanitize(buf, got, 0, NULL, NULL);
 	free(buf);
 	json_t *res =
 	    json_pack("{s:s, s:s, s:b, s:I}", "path", path, "content", content ? content : "",
@@ -348,8 +348,8 @@ s_search(const ahp_profile_t *p, const char *query, char *summary, size_t len)
 					break;
 				}
 				size_t ll = strlen(line);
-				char *text = orch_utf8_clean(
-				    (uint8_t *)line, ll > SKILL_LINE_MAX ? SKILL_LINE_MAX : ll);
+				char *text = ahp_utf8_sanitize(
+				    line, ll > SKILL_LINE_MAX ? SKILL_LINE_MAX : ll, 0, NULL, NULL);
 				json_array_append_new(matches, json_pack("{s:s, s:i, s:s}", "path",
 				                                         f.v[i], "line", lineno,
 				                                         "text", text ? text : ""));

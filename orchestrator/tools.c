@@ -75,72 +75,11 @@ orch_tool_error(const char *status, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	char *clean = orch_utf8_clean((const uint8_t *)msg, strlen(msg));
+	char *clean = ahp_utf8_sanitize((const uint8_t *)msg, strlen(msg), 0, NULL, NULL);
 	json_t *e = json_pack("{s:{s:s, s:s}}", "error", "status", status, "message",
 	                      clean ? clean : "error");
 	free(clean);
 	return e;
-}
-
-/* Length of a valid UTF-8 sequence at s (1-4), or 0 if invalid. */
-static size_t
-s_utf8_seq(const uint8_t *s, size_t left)
-{
-	uint8_t c = s[0];
-	size_t n;
-	uint32_t cp;
-	if (c == 0)
-		return 0;
-	if (c < 0x80)
-		return 1;
-	if ((c & 0xe0) == 0xc0) {
-		n = 2;
-		cp = c & 0x1f;
-	} else if ((c & 0xf0) == 0xe0) {
-		n = 3;
-		cp = c & 0x0f;
-	} else if ((c & 0xf8) == 0xf0) {
-		n = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (left < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	/* Overlong forms, surrogates and out-of-range code points. */
-	if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
-char *
-orch_utf8_clean(const uint8_t *s, size_t len)
-{
-	/* Worst case every byte becomes the 3-byte replacement character. */
-	char *out = malloc(len * 3 + 1);
-	if (out == NULL)
-		return NULL;
-	size_t o = 0;
-	for (size_t i = 0; i < len;) {
-		size_t n = s_utf8_seq(s + i, len - i);
-		if (n == 0) {
-			memcpy(out + o, "\xef\xbf\xbd", 3);
-			o += 3;
-			i++;
-		} else {
-			memcpy(out + o, s + i, n);
-			o += n;
-			i += n;
-		}
-	}
-	out[o] = '\0';
-	return out;
 }
 
 const char *

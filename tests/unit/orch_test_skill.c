@@ -213,10 +213,10 @@ static void
 test_utf8_clean(void **state)
 {
 	(void)state;
-	char *c = orch_utf8_clean((const uint8_t *)"ok\xff\xc3\xa9\xed\xa0\x80", 8);
+	char *c = ahp_utf8_sanitize((const uint8_t *)"ok\xff\xc3\xa9\xed\xa0\x80", 8, 0, NULL, NULL);
 	assert_string_equal(c, "ok\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
 	free(c);
-	c = orch_utf8_clean((const uint8_t *)"a\0b", 3);
+	c = ahp_utf8_sanitize((const uint8_t *)"a\0b", 3, 0, NULL, NULL);
 	assert_string_equal(c, "a\xef\xbf\xbd"
 	                       "b");
 	free(c);

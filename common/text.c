@@ -1,0 +1,176 @@
+/* libahp: the one UTF-8 validator/sanitizer (libunistring) and the one terminal-safe escaper. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <unistr.h>
+
+#include "ahp/text.h"
+
+bool
+ahp_utf8_valid(const void *s, size_t len, int flags)
+{
+	if (len == 0)
+		return true;
+	if (u8_check(s, len) != NULL)
+		return false;
+	if (!(flags & AHP_UTF8_ALLOW_NUL) && memchr(s, '\0', len) != NULL)
+		return false;
+	return true;
+}
+
+char *
+ahp_utf8_sanitize(const void *src, size_t len, int flags, size_t *out_len, bool *changed)
+{
+	const uint8_t *s = src;
+	if (changed != NULL)
+		*changed = false;
+	if (len > AHP_TEXT_MAX)
+		return NULL;
+	/* Each replacement (3 bytes) stands for at least one input byte. */
+	char *out = malloc(len * 3 + 1);
+	if (out == NULL)
+		return NULL;
+	size_t o = 0, i = 0;
+	while (i < len) {
+		const uint8_t *bad = u8_check(s + i, len - i);
+		size_t good = bad != NULL ? (size_t)(bad - (s + i)) : len - i;
+		if (!(flags & AHP_UTF8_ALLOW_NUL)) {
+			const uint8_t *nul = memchr(s + i, '\0', good);
+			if (nul != NULL) {
+				good = (size_t)(nul - (s + i));
+				bad = nul;
+			}
+		}
+		memcpy(out + o, s + i, good);
+		o += good;
+		i += good;
+		if (bad == NULL || i >= len)
+			break;
+		ucs4_t uc;
+		int n = *bad == 0 ? 1 : u8_mbtouc(&uc, bad, len - i);
+		if (n < 1)
+			n = 1;
+		memcpy(out + o, AHP_UTF8_REPLACEMENT, 3);
+		o += 3;
+		i += (size_t)n;
+		if (changed != NULL)
+			*changed = true;
+	}
+	out[o] = '\0';
+	if (out_len != NULL)
+		*out_len = o;
+	return out;
+}
+
+size_t
+ahp_utf8_prefix(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max);
+	if (n < max)
+		return n;
+	/* Back off continuation bytes, then drop a lead byte whose sequence
+	 * does not fit. */
+	size_t i = n;
+	while (i > 0 && ((unsigned char)s[i - 1] & 0xc0) == 0x80 && n - i < 3)
+		i--;
+	if (i == 0)
+		return n;
+	unsigned char lead = (unsigned char)s[i - 1];
+	size_t need = lead < 0x80            ? 1
+	              : (lead & 0xe0) == 0xc0 ? 2
+	              : (lead & 0xf0) == 0xe0 ? 3
+	              : (lead & 0xf8) == 0xf0 ? 4
+	                                      : 1;
+	if (lead >= 0x80 && (n - (i - 1)) < need)
+		return i - 1;
+	return n;
+}
+
+static size_t
+s_put(char *out, size_t o, const char *s, size_t n)
+{
+	memcpy(out + o, s, n);
+	return o + n;
+}
+
+static size_t
+s_hex(char *out, size_t o, unsigned char c)
+{
+	static const char hex[] = "0123456789abcdef";
+	out[o++] = '\\';
+	out[o++] = 'x';
+	out[o++] = hex[c >> 4];
+	out[o++] = hex[c & 15];
+	return o;
+}
+
+static bool
+s_bidi(ucs4_t uc)
+{
+	return (uc >= 0x202a && uc <= 0x202e) || (uc >= 0x2066 && uc <= 0x2069);
+}
+
+char *
+ahp_term_escape(const char *src, size_t len, int flags)
+{
+	const uint8_t *s = (const uint8_t *)src;
+	if (len > AHP_TEXT_MAX)
+		return NULL;
+	/* Worst case: every byte becomes "\xHH" (4 bytes); a 3-byte bidi
+	 * control becomes "\u{XXXX}" (8 bytes < 12). */
+	char *out = malloc(len * 4 + 1);
+	if (out == NULL)
+		return NULL;
+	size_t o = 0;
+	for (size_t i = 0; i < len;) {
+		uint8_t c = s[i];
+		if (c < 0x80) {
+			bool keep = c >= 0x20 && c != 0x7f;
+			if (c == '\n' || c == '\t')
+				keep = !(flags & AHP_TERM_ONE_LINE);
+			if (keep)
+				out[o++] = (char)c;
+			else
+				o = s_hex(out, o, c);
+			i++;
+			continue;
+		}
+		ucs4_t uc;
+		int n = u8_mbtoucr(&uc, s + i, len - i);
+		if (n < 1) {
+			/* Invalid or truncated: show the byte, never pass it on. */
+			o = s_hex(out, o, c);
+			i++;
+			continue;
+		}
+		if (uc >= 0x80 && uc <= 0x9f) {
+			/* C1 controls (CSI is U+009B): show the code point's bytes. */
+			for (int k = 0; k < n; k++)
+				o = s_hex(out, o, s[i + k]);
+		} else if (s_bidi(uc)) {
+			char b[16];
+			int m = snprintf(b, sizeof b, "\\u{%04x}", (unsigned)uc);
+			o = s_put(out, o, b, (size_t)m);
+		} else {
+			o = s_put(out, o, (const char *)s + i, (size_t)n);
+		}
+		i += (size_t)n;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+int
+ahp_term_fputs(const char *s, int flags, FILE *f)
+{
+	if (s == NULL)
+		return 0;
+	char *e = ahp_term_escape(s, strlen(s), flags);
+	if (e == NULL)
+		return EOF;
+	int rc = fputs(e, f);
+	free(e);
+	return rc;
+}
