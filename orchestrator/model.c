@@ -249,6 +249,35 @@ s_snippet(const orch_call_t *c, char *out, size_t len)
 	out[o] = '\0';
 }
 
+void
+orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t *res)
+{
+	json_error_t jerr;
+	json_t *reply = json_loadb(body, len, 0, &jerr);
+	if (reply == NULL) {
+		snprintf(res->error, sizeof res->error, "model reply is not JSON: %s", jerr.text);
+		return;
+	}
+	char err[256];
+	res->message = s_normalize(reply, seq, err, sizeof err);
+	if (res->message == NULL) {
+		snprintf(res->error, sizeof res->error, "malformed model reply: %s", err);
+		json_decref(reply);
+		return;
+	}
+	json_t *usage = json_object_get(reply, "usage");
+	if (json_is_object(usage)) {
+		res->usage = json_incref(usage);
+		json_int_t t = json_integer_value(json_object_get(usage, "total_tokens"));
+		if (t <= 0)
+			t = json_integer_value(json_object_get(usage, "prompt_tokens")) +
+			    json_integer_value(json_object_get(usage, "completion_tokens"));
+		res->tokens = t > 0 ? (uint64_t)t : 0;
+	}
+	res->ok = 1;
+	json_decref(reply);
+}
+
 static void
 s_classify(orch_call_t *c, CURLcode rc, orch_model_result_t *res)
 {
@@ -283,30 +312,7 @@ s_classify(orch_call_t *c, CURLcode rc, orch_model_result_t *res)
 		         snip);
 		return;
 	}
-	json_error_t jerr;
-	json_t *reply = json_loadb(c->buf ? c->buf : "", c->len, 0, &jerr);
-	if (reply == NULL) {
-		snprintf(res->error, sizeof res->error, "model reply is not JSON: %s", jerr.text);
-		return;
-	}
-	char err[256];
-	res->message = s_normalize(reply, c->run->cur_seq, err, sizeof err);
-	if (res->message == NULL) {
-		snprintf(res->error, sizeof res->error, "malformed model reply: %s", err);
-		json_decref(reply);
-		return;
-	}
-	json_t *usage = json_object_get(reply, "usage");
-	if (json_is_object(usage)) {
-		res->usage = json_incref(usage);
-		json_int_t t = json_integer_value(json_object_get(usage, "total_tokens"));
-		if (t <= 0)
-			t = json_integer_value(json_object_get(usage, "prompt_tokens")) +
-			    json_integer_value(json_object_get(usage, "completion_tokens"));
-		res->tokens = t > 0 ? (uint64_t)t : 0;
-	}
-	res->ok = 1;
-	json_decref(reply);
+	orch_model_parse(c->buf ? c->buf : "", c->len, c->run->cur_seq, res);
 }
 
 void

@@ -240,6 +240,11 @@ orch_call_t *orch_model_start(orch_t *o, orch_run_t *run, const char *body, size
 void orch_model_abort(orch_t *o, orch_call_t **call_p);
 /* Reads finished transfers and hands them to their runs. */
 void orch_model_reap(orch_t *o);
+/* Parses an HTTP 200 chat-completions body (untrusted, len bytes, need not be
+ * NUL-terminated) into res: ok with the normalized message, or !ok with a
+ * one-line error. seq names generated tool-call ids. Fields of res other than
+ * the parse outcome (latency, http_status) are left as they are. */
+void orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t *res);
 
 /* tools.c */
 /* Tool definitions (OpenAI "tools" array) the profile gets. New reference. */
