@@ -327,7 +327,8 @@ s_sse_assemble(char *b, size_t len)
 			if (ch != NULL)
 				chunks++;
 			s_concat(msg, "content", json_object_get(delta, "content"));
-			s_concat(msg, "reasoning_content", json_object_get(delta, "reasoning_content"));
+			s_concat(msg, "reasoning_content",
+			         json_object_get(delta, "reasoning_content"));
 			json_t *tcs = json_object_get(delta, "tool_calls");
 			for (size_t k = 0; k < json_array_size(tcs); k++) {
 				json_t *tc = json_array_get(tcs, k);
@@ -335,8 +336,9 @@ s_sse_assemble(char *b, size_t len)
 				if (idx < 0 || idx >= 64)
 					continue;
 				while (json_array_size(calls) <= (size_t)idx)
-					json_array_append_new(calls, json_pack("{s:s, s:{}}", "type",
-					                                       "function", "function"));
+					json_array_append_new(calls,
+					                      json_pack("{s:s, s:{}}", "type",
+					                                "function", "function"));
 				json_t *acc = json_array_get(calls, (size_t)idx);
 				json_t *id = json_object_get(tc, "id");
 				if (json_is_string(id))
@@ -397,8 +399,8 @@ s_join_parts(const json_t *parts)
 		const json_t *p = json_array_get(parts, i);
 		const char *type = json_string_value(json_object_get(p, "type"));
 		const json_t *t = json_object_get(p, "text");
-		if (json_is_string(t) &&
-		    (type == NULL || strcmp(type, "text") == 0 || strcmp(type, "output_text") == 0)) {
+		if (json_is_string(t) && (type == NULL || strcmp(type, "text") == 0 ||
+		                          strcmp(type, "output_text") == 0)) {
 			memcpy(buf + o, json_string_value(t), json_string_length(t));
 			o += json_string_length(t);
 		}
@@ -420,8 +422,7 @@ s_blank(const char *s)
 
 /* Builds the normalized assistant message from choices[0].message. */
 static json_t *
-s_normalize(const json_t *reply, uint32_t seq, orch_model_result_t *res, char *err,
-            size_t errlen)
+s_normalize(const json_t *reply, uint32_t seq, orch_model_result_t *res, char *err, size_t errlen)
 {
 	json_t *choices = json_object_get(reply, "choices");
 	json_t *msg = json_object_get(json_array_get(choices, 0), "message");
@@ -441,7 +442,8 @@ s_normalize(const json_t *reply, uint32_t seq, orch_model_result_t *res, char *e
 	} else if (content == NULL || json_is_string(content) || json_is_null(content)) {
 		text = json_is_string(content) ? json_incref(content) : json_null();
 	} else {
-		snprintf(err, errlen, "message.content is neither a string, a list of parts nor null");
+		snprintf(err, errlen,
+		         "message.content is neither a string, a list of parts nor null");
 		return NULL;
 	}
 	json_t *reasoning = json_object_get(msg, "reasoning_content");
@@ -458,8 +460,8 @@ s_normalize(const json_t *reply, uint32_t seq, orch_model_result_t *res, char *e
 	}
 	if (json_array_size(calls) > MODEL_TOOL_CALLS_MAX) {
 		json_decref(text);
-		snprintf(err, errlen, "%zu tool calls in one reply (max %d)", json_array_size(calls),
-		         MODEL_TOOL_CALLS_MAX);
+		snprintf(err, errlen, "%zu tool calls in one reply (max %d)",
+		         json_array_size(calls), MODEL_TOOL_CALLS_MAX);
 		return NULL;
 	}
 	json_t *out = json_pack("{s:s, s:o}", "role", "assistant", "content", text);
@@ -481,8 +483,8 @@ s_normalize(const json_t *reply, uint32_t seq, orch_model_result_t *res, char *e
 		 * message must answer exactly one call. */
 		int dup = 0;
 		for (size_t k = 0; id != NULL && k < json_array_size(norm); k++)
-			if (strcmp(id, json_string_value(json_object_get(json_array_get(norm, k),
-			                                                 "id"))) == 0)
+			if (strcmp(id, json_string_value(
+			                   json_object_get(json_array_get(norm, k), "id"))) == 0)
 				dup = 1;
 		char idbuf[48];
 		if (id == NULL || *id == '\0' || strlen(id) > 256 || dup) {
@@ -561,7 +563,8 @@ orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t
 	if (b == NULL) {
 		b = malloc(len + 1);
 		if (b == NULL) {
-			snprintf(res->error, sizeof res->error, "out of memory reading the model reply");
+			snprintf(res->error, sizeof res->error,
+			         "out of memory reading the model reply");
 			return;
 		}
 		memcpy(b, body, len);
@@ -572,7 +575,8 @@ orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t
 	res->sanitized = changed || fixed > 0;
 
 	size_t lead = 0;
-	while (lead < n && (b[lead] == ' ' || b[lead] == '\n' || b[lead] == '\r' || b[lead] == '\t'))
+	while (lead < n &&
+	       (b[lead] == ' ' || b[lead] == '\n' || b[lead] == '\r' || b[lead] == '\t'))
 		lead++;
 	json_t *reply;
 	json_error_t jerr;
@@ -589,9 +593,9 @@ orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t
 	}
 	if (res->sanitized) {
 		res->journal = json_object();
-		json_object_set_new(res->journal, "sanitized",
-		                    json_pack("{s:b, s:I}", "invalid_utf8", changed, "escapes",
-		                              (json_int_t)fixed));
+		json_object_set_new(
+		    res->journal, "sanitized",
+		    json_pack("{s:b, s:I}", "invalid_utf8", changed, "escapes", (json_int_t)fixed));
 	}
 	json_t *e = json_object_get(reply, "error");
 	if (e != NULL && !json_is_null(e) && json_object_get(reply, "choices") == NULL) {
@@ -616,9 +620,8 @@ orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t
 		res->tokens = t > 0 ? (uint64_t)t : 0;
 	}
 	char finish_buf[32];
-	const char *finish =
-	    json_string_value(json_object_get(json_array_get(json_object_get(reply, "choices"), 0),
-	                                      "finish_reason"));
+	const char *finish = json_string_value(
+	    json_object_get(json_array_get(json_object_get(reply, "choices"), 0), "finish_reason"));
 	if (finish != NULL) {
 		snprintf(finish_buf, sizeof finish_buf, "%s", finish);
 		finish = finish_buf;

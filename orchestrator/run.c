@@ -376,11 +376,12 @@ orch_run_model_done(orch_run_t *run, orch_model_result_t *res)
 		if (res->retryable && res->retry_after_ms > o->retry_max_ms) {
 			/* retry_max_ms is the ceiling of any one wait: a server that
 			 * asks for longer fails the step; resume tries again. */
-			snprintf(why, sizeof why,
-			         "model call %u: the gateway asked to retry after %ld s "
-			         "(Retry-After), over retry_max_ms (%ld ms): %s%s",
-			         run->model_calls, (res->retry_after_ms + 999) / 1000,
-			         o->retry_max_ms, res->http_status && res->http_status != 200 ? "HTTP " : "", res->error);
+			snprintf(
+			    why, sizeof why,
+			    "model call %u: the gateway asked to retry after %ld s "
+			    "(Retry-After), over retry_max_ms (%ld ms): %s%s",
+			    run->model_calls, (res->retry_after_ms + 999) / 1000, o->retry_max_ms,
+			    res->http_status && res->http_status != 200 ? "HTTP " : "", res->error);
 			s_model_failed(run, res, why);
 			return;
 		}
@@ -402,7 +403,8 @@ orch_run_model_done(orch_run_t *run, orch_model_result_t *res)
 		}
 		if (res->retryable)
 			snprintf(why, sizeof why, "model call %u failed after %d attempts: %s%s",
-			         run->model_calls, run->attempt, res->http_status && res->http_status != 200 ? "HTTP " : "",
+			         run->model_calls, run->attempt,
+			         res->http_status && res->http_status != 200 ? "HTTP " : "",
 			         res->error);
 		else
 			snprintf(why, sizeof why, "model call %u failed: %s", run->model_calls,
