@@ -716,6 +716,7 @@ orch_model_reap(orch_t *o)
 		orch_run_model_done(run, &res);
 		json_decref(res.message);
 		json_decref(res.usage);
+		json_decref(res.journal);
 	}
 }
 
