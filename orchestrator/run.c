@@ -11,7 +11,7 @@
 
 #include "orch.h"
 
-#define EXEC_COMMAND_MAX (64 * 1024) /* bytes of one exec command */
+#define EXEC_COMMAND_MAX AHP_LIM_EXEC_COMMAND_MAX /* bytes of one exec command (limits table) */
 #define ANSWER_TEXT_MAX 1500         /* bytes of the answer shown in its event line */
 
 static const char *const s_state_names[] = {
@@ -866,8 +866,12 @@ orch_run_submit(orch_t *o, const char *profile, const char *task, int *status, c
                 size_t errlen)
 {
 	if (ahp_profiles_get(o->profiles->set, profile) == NULL) {
+		const char *why = orch_profiles_why(o, profile);
 		*status = AHP__STATUS__ERR_NOT_FOUND;
-		snprintf(err, errlen, "profile '%.64s' is not loaded", profile);
+		if (why != NULL)
+			snprintf(err, errlen, "profile '%.64s' is not loaded: %s", profile, why);
+		else
+			snprintf(err, errlen, "profile '%.64s' is not loaded", profile);
 		return NULL;
 	}
 	size_t tl = strlen(task);

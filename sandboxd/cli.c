@@ -230,7 +230,7 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	for (int k = i; k < argc; k++)
 		clen += strlen(argv[k]) + 1;
 	if (clen > SBX_CMD_MAX) {
-		fprintf(stderr, "sandboxd: the command is longer than 256 KiB\n");
+		fprintf(stderr, "sandboxd: the command is longer than %d bytes\n", SBX_CMD_MAX);
 		return S_EXIT_USAGE;
 	}
 	char *cmd = malloc(clen + 1);
