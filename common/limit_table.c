@@ -33,9 +33,9 @@ static const ahp_limit_t s_limits[AHP_LIMIT__COUNT] = {
     S_ROW(EXEC_COMMAND, "exec.command", "bytes", "orchestrator exec tool, sandboxd Exec",
           "length of one exec command"),
     S_ROW(MAX_TURNS, "limits.max_turns", "turns", "profile loader, orchestrator",
-          "model turns of one run; then the run fails (limit reached)"),
+          "model replies with tool calls in one run; then the run fails"),
     S_ROW(MAX_MODEL_CALLS, "limits.max_model_calls", "calls", "profile loader, orchestrator",
-          "model calls of one run, retries included"),
+          "model calls of one run (a retried request counts once); then the run fails"),
     S_ROW(TASK, "task", "bytes", "orchctl, orchestrator Submit",
           "length of a submitted task (not a profile field)"),
 };
