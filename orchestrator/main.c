@@ -49,7 +49,11 @@ s_usage(FILE *out)
 	             "HOME is --home, else $AHP_HOME, else /var/lib/ahp. Configuration is read\n"
 	             "from HOME/etc/orchestrator.conf (optional) then --set overrides.\n"
 	             "SIGTERM stops cleanly (unfinished runs resume at the next start);\n"
-	             "SIGHUP reloads profiles.\n"
+	             "SIGHUP reloads profiles (a file that no longer loads keeps its last good\n"
+	             "version). --check-config loads the configuration and every profile and\n"
+	             "exits 1 on any error (file:line:column); fields that fail closed until\n"
+	             "their daemon exists (approvals, services, egress, ...) print a warning\n"
+	             "and do not fail it (docs/profiles.md).\n"
 	             "\n"
 	             "configuration keys:\n");
 	ahp_cfg_print_help(orch_cfg_defs, out);

@@ -12,7 +12,7 @@
 #include "orch.h"
 
 #define EXEC_COMMAND_MAX AHP_LIM_EXEC_COMMAND_MAX /* bytes of one exec command (limits table) */
-#define ANSWER_TEXT_MAX 1500         /* bytes of the answer shown in its event line */
+#define ANSWER_TEXT_MAX 1500                      /* bytes of the answer shown in its event line */
 
 static const char *const s_state_names[] = {
     [ORCH_QUEUED] = "queued",       [ORCH_RUNNING] = "running", [ORCH_WAITING] = "waiting_approval",

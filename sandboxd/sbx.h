@@ -13,17 +13,17 @@
 #include "ahp/rpc.h"
 #include "sandboxd.pb-c.h"
 
-#define SBX_ID_MAX 64                         /* run / sandbox id: [A-Za-z0-9-]{1,64} */
-#define SBX_EXEC_ID_MAX 128                   /* exec id: [A-Za-z0-9._:-]{1,128}, no leading '.' */
-#define SBX_PROFILE_MAX 64                    /* profile name, logs only */
-#define SBX_CMD_MAX AHP_LIM_EXEC_COMMAND_MAX   /* command bytes (limits table) */
+#define SBX_ID_MAX 64                        /* run / sandbox id: [A-Za-z0-9-]{1,64} */
+#define SBX_EXEC_ID_MAX 128                  /* exec id: [A-Za-z0-9._:-]{1,128}, no leading '.' */
+#define SBX_PROFILE_MAX 64                   /* profile name, logs only */
+#define SBX_CMD_MAX AHP_LIM_EXEC_COMMAND_MAX /* command bytes (limits table) */
 #define SBX_OUTPUT_KB_MAX AHP_LIM_OUTPUT_KB_MAX /* per stream (limits table) */
-#define SBX_REQ_MAX (SBX_CMD_MAX + 16 * 1024) /* RPC request ceiling (ZMQ_MAXMSGSIZE) */
-#define SBX_INSIDE_UID 1000                   /* the agent's uid and gid inside every sandbox */
-#define SBX_PROXY_PORT 3128                   /* egress listener inside proxy-mode sandboxes */
-#define SBX_QUEUE_MAX 64                      /* pending execs per sandbox */
-#define SBX_WAITERS_MAX 16                    /* requests waiting on one exec id */
-#define SBX_CWD_MAX 1024                      /* longest cwd we persist */
+#define SBX_REQ_MAX (SBX_CMD_MAX + 16 * 1024)   /* RPC request ceiling (ZMQ_MAXMSGSIZE) */
+#define SBX_INSIDE_UID 1000                     /* the agent's uid and gid inside every sandbox */
+#define SBX_PROXY_PORT 3128                     /* egress listener inside proxy-mode sandboxes */
+#define SBX_QUEUE_MAX 64                        /* pending execs per sandbox */
+#define SBX_WAITERS_MAX 16                      /* requests waiting on one exec id */
+#define SBX_CWD_MAX 1024                        /* longest cwd we persist */
 #define SBX_HOSTNAME "sandbox"
 
 /* Limits of one sandbox, already defaulted and range-checked. */
