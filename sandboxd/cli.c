@@ -208,9 +208,10 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 		} else if (strcmp(a, "--keep") == 0) {
 			keep = true;
 		} else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
-			if (ahp_parse_long(argv[++i], 1, 86400, &timeout) != 0) {
-				fprintf(stderr,
-				        "sandboxd: --timeout takes seconds in [1, 86400]\n");
+			if (ahp_parse_long(argv[++i], 1, AHP_LIM_EXEC_TIMEOUT_S_MAX, &timeout) !=
+			    0) {
+				fprintf(stderr, "sandboxd: --timeout takes seconds in [1, %d]\n",
+				        AHP_LIM_EXEC_TIMEOUT_S_MAX);
 				return S_EXIT_USAGE;
 			}
 		} else if (a[0] == '-') {
