@@ -11,6 +11,7 @@
 
 #include "ahp/cfg.h"
 #include "ahp/client.h"
+#include "ahp/limit_table.h"
 #include "ahp/profile.h"
 #include "ahp/rpc.h"
 #include "ahp/text.h"
@@ -19,8 +20,8 @@
 #include "orchestrator.pb-c.h"
 #include "sandboxd.pb-c.h"
 
-#define ORCH_TASK_MAX (64 * 1024)      /* bytes of a submitted task */
-#define EXEC_COMMAND_MAX (64 * 1024)   /* bytes of one exec command */
+#define ORCH_TASK_MAX AHP_LIM_TASK_MAX /* bytes of a submitted task (limits table) */
+#define EXEC_COMMAND_MAX AHP_LIM_EXEC_COMMAND_MAX /* bytes of one exec command (limits table) */
 #define ORCH_RPC_MAX_MSG (1024 * 1024) /* ZMQ_MAXMSGSIZE of the orchctl socket */
 #define ORCH_MODEL_REPLY_MAX (8 << 20) /* bytes of one model HTTP reply */
 #define ORCH_EVENT_TEXT_MAX 2048       /* bytes of an event's friendly line */
@@ -208,8 +209,13 @@ extern const ahp_cfg_def_t orch_cfg_defs[];
 orch_profset_t *orch_profset_load(const char *dir, const char *etc_dir);
 orch_profset_t *orch_profset_ref(orch_profset_t *ps);
 void orch_profset_unref(orch_profset_t **ps_p);
-/* Replaces o->profiles with a fresh load (SIGHUP). */
+/* Replaces o->profiles with a fresh load (SIGHUP); a file that no longer
+ * loads keeps its last good version serving. */
 void orch_profiles_reload(orch_t *o);
+/* Why a profile of that name is not loaded: the file:line:column error of the
+ * file that asked for it (by `name:`, else by file name) in the last load;
+ * NULL when no file did. Borrowed until the next reload. */
+const char *orch_profiles_why(const orch_t *o, const char *name);
 
 /* loop.c */
 int orch_loop_setup(orch_t *o);

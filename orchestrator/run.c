@@ -731,8 +731,12 @@ orch_run_submit(orch_t *o, const char *profile, const char *task, int *status, c
                 size_t errlen)
 {
 	if (ahp_profiles_get(o->profiles->set, profile) == NULL) {
+		const char *why = orch_profiles_why(o, profile);
 		*status = AHP__STATUS__ERR_NOT_FOUND;
-		snprintf(err, errlen, "profile '%.64s' is not loaded", profile);
+		if (why != NULL)
+			snprintf(err, errlen, "profile '%.64s' is not loaded: %s", profile, why);
+		else
+			snprintf(err, errlen, "profile '%.64s' is not loaded", profile);
 		return NULL;
 	}
 	size_t tl = strlen(task);

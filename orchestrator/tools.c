@@ -1,5 +1,4 @@
 /* orchestrator: the tool table, the catalogue offered to each profile, and the approval gate. */
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,31 +98,6 @@ orch_call_str(const json_t *tc, const char *field)
 }
 
 /* --- the approval gate --- */
-
-/* TEMPORARY until libahp's ahp_profile_gate lands (same contract): the first
- * approval rule of p that gates a call of tool with this subject. A rule
- * whose regex does not compile gates every call (fail closed). */
-static const ahp_approval_t *
-ahp_profile_gate(const ahp_profile_t *p, const char *tool, const char *service, const char *subject)
-{
-	for (unsigned i = 0; i < p->n_approvals; i++) {
-		const ahp_approval_t *a = &p->approvals[i];
-		if (tool != NULL && (a->tool == NULL || strcmp(a->tool, tool) != 0))
-			continue;
-		if (service != NULL && (a->service == NULL || strcmp(a->service, service) != 0))
-			continue;
-		if (a->match == NULL)
-			return a;
-		regex_t re;
-		if (regcomp(&re, a->match, REG_EXTENDED | REG_NOSUB) != 0)
-			return a;
-		int m = regexec(&re, subject, 0, NULL, 0) == 0;
-		regfree(&re);
-		if (m)
-			return a;
-	}
-	return NULL;
-}
 
 const ahp_approval_t *
 orch_tool_gate(const ahp_profile_t *p, const orch_tool_t *t, const json_t *args)
