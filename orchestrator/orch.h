@@ -270,8 +270,9 @@ void *orch_sbx_monitor_socket(orch_t *o);
 void orch_sbx_monitor_recv(orch_t *o);
 /* Sends the run's due sandboxd request (create, exec or fetch). */
 void orch_sbx_send(orch_run_t *run);
-/* Fire-and-forget destroy of the run's sandbox. */
-void orch_sbx_destroy(orch_t *o, const char *run_id);
+/* Fire-and-forget destroy of the run's sandbox. keep_workspace: sandboxd keeps
+ * its workspace (retained, within its retain_failed_* limits) for a resume. */
+void orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace);
 /* Drains replies and hands them to their runs. */
 void orch_sbx_recv(orch_t *o);
 /* Converts an ExecResult into the tool result. New reference. */

@@ -321,7 +321,7 @@ orch_runs_reap_ended(orch_t *o)
 		}
 		*pp = run->ended_next;
 		if (run->sbx_used)
-			orch_sbx_destroy(o, run->id);
+			orch_sbx_destroy(o, run->id, run->state == ORCH_FAILED);
 		orch_run_free(&run);
 	}
 }
@@ -1042,7 +1042,7 @@ orch_run_restore(orch_t *o, const orch_run_row_t *row, int resume, int *status, 
 	if (old != NULL && old->sbx_used) {
 		if (orch_journal_commit(o->journal) != 0)
 			orch_journal_failed(o, "commit");
-		orch_sbx_destroy(o, old->id);
+		orch_sbx_destroy(o, old->id, 1); /* failed: the resume reuses it */
 		old->sbx_used = 0;
 	}
 	orch_run_t *run = s_new(o, row->id, row->profile);

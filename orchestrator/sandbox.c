@@ -244,13 +244,14 @@ orch_sbx_send(orch_run_t *run)
 }
 
 void
-orch_sbx_destroy(orch_t *o, const char *run_id)
+orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace)
 {
 	if (!s_present(o))
 		return;
 	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
 	Ahp__Sbx__DestroyRequest d = AHP__SBX__DESTROY_REQUEST__INIT;
 	d.sandbox_id = (char *)run_id;
+	d.keep_workspace = keep_workspace != 0;
 	req.body_case = AHP__SBX__REQUEST__BODY_DESTROY;
 	req.destroy = &d;
 	/* The reply matches no run and is dropped; a sandbox left behind is
