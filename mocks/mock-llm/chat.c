@@ -115,7 +115,6 @@ mock_chat(const mock_config_t *cfg, const char *body, size_t len, mock_fail_fn f
 	char msg[1024];
 	char path[4096];
 	char err[512];
-	size_t canon_len = 0;
 	json_t *req = NULL;
 	mock_scenario_t *sc = NULL;
 
@@ -160,15 +159,15 @@ mock_chat(const mock_config_t *cfg, const char *body, size_t len, mock_fail_fn f
 		goto done;
 	}
 	snprintf(out->scenario, sizeof out->scenario, "%s", name);
-	if (mock_fingerprint(messages, out->fingerprint, &canon_len) < 0) {
+	if (mock_fingerprint(messages, out->fingerprint) < 0) {
 		s_error(out, 413, "invalid_request_error", "too_large", "messages too large");
 		goto done;
 	}
 
 	snprintf(path, sizeof path, "%s/%s.yaml", cfg->scenarios, name);
-	/* Read per request: scenarios can be edited while the mock runs, and
-	 * nothing about a conversation is kept here. */
-	sc = mock_scenario_load(path, err, sizeof err);
+	/* Checked per request (reloaded when the file changed): scenarios can
+	 * be edited while the mock runs. Nothing about a conversation is kept. */
+	sc = mock_scenario_get(path, err, sizeof err);
 	if (sc == NULL && errno == ENOENT) {
 		snprintf(msg, sizeof msg, "The model '%s' does not exist (no scenario %s.yaml)",
 		         json_string_value(model), name);
@@ -204,7 +203,7 @@ mock_chat(const mock_config_t *cfg, const char *body, size_t len, mock_fail_fn f
 	char *reply_text = json_dumps(reply, JSON_COMPACT);
 	size_t completion_tokens = reply_text ? (strlen(reply_text) + 3) / 4 : 0;
 	free(reply_text);
-	size_t prompt_tokens = (canon_len + 3) / 4;
+	size_t prompt_tokens = (len + 3) / 4; /* an estimate: the request's size */
 	char id[64];
 	snprintf(id, sizeof id, "chatcmpl-%.24s", out->fingerprint);
 	out->status = 200;
@@ -219,6 +218,6 @@ mock_chat(const mock_config_t *cfg, const char *body, size_t len, mock_fail_fn f
 	if (out->body == NULL)
 		s_error(out, 500, "server_error", "internal", "cannot build reply");
 done:
-	mock_scenario_destroy(&sc);
+	mock_scenario_put(&sc);
 	json_decref(req);
 }
