@@ -121,7 +121,10 @@ mock_chat(const mock_config_t *cfg, const char *body, size_t len, mock_fail_fn f
 	memset(out, 0, sizeof *out);
 	out->step = -1;
 
+	/* The tree is only read here and dropped whole at the end. */
+	mock_arena_begin();
 	req = json_loadb(body, len, JSON_ALLOW_NUL, &jerr);
+	mock_arena_end();
 	if (req == NULL) {
 		snprintf(msg, sizeof msg, "malformed JSON at line %d column %d: %s", jerr.line,
 		         jerr.column, jerr.text);
@@ -208,16 +211,18 @@ mock_chat(const mock_config_t *cfg, const char *body, size_t len, mock_fail_fn f
 	snprintf(id, sizeof id, "chatcmpl-%.24s", out->fingerprint);
 	out->status = 200;
 	out->body = json_pack(
-	    "{s:s, s:s, s:I, s:O, s:s, s:[{s:i, s:o, s:s, s:n}], s:{s:I, s:I, s:I}}", "id", id,
-	    "object", "chat.completion", "created", (json_int_t)time(NULL), "model", model,
-	    "system_fingerprint", "mock-llm", "choices", "index", 0, "message", reply,
-	    "finish_reason", sc->steps[idx].ncalls > 0 ? "tool_calls" : "stop", "logprobs", "usage",
-	    "prompt_tokens", (json_int_t)prompt_tokens, "completion_tokens",
+	    "{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:o, s:s, s:n}], s:{s:I, s:I, s:I}}", "id", id,
+	    "object", "chat.completion", "created", (json_int_t)time(NULL), "model",
+	    json_string_value(model), "system_fingerprint", "mock-llm", "choices", "index", 0,
+	    "message", reply, "finish_reason", sc->steps[idx].ncalls > 0 ? "tool_calls" : "stop",
+	    "logprobs", "usage", "prompt_tokens", (json_int_t)prompt_tokens, "completion_tokens",
 	    (json_int_t)completion_tokens, "total_tokens",
 	    (json_int_t)(prompt_tokens + completion_tokens));
 	if (out->body == NULL)
 		s_error(out, 500, "server_error", "internal", "cannot build reply");
 done:
 	mock_scenario_put(&sc);
-	json_decref(req);
+	/* req is in the arena (nothing made since refers to it): dropped at once */
+	(void)req;
+	mock_arena_reset();
 }

@@ -47,6 +47,16 @@ void mock_format_real(double d, char *buf, size_t len);
  * of it cost the mock more CPU than the orchestrator it measures). 0 / -1. */
 int mock_fingerprint(const json_t *messages, char hex[65]);
 
+/* arena.c: a request's JSON tree lives in a per-thread arena. */
+/* Makes jansson allocate through the arena (once, before any thread starts). */
+void mock_arena_install(void);
+/* jansson allocations of this thread come from its arena until end(). */
+void mock_arena_begin(void);
+void mock_arena_end(void);
+/* Drops everything allocated in this thread's arena: no json_t made between
+ * begin() and end() may be used (or referenced by another value) after it. */
+void mock_arena_reset(void);
+
 /* scenario.c: YAML scenarios, one file per scenario name. */
 typedef struct {
 	char *name;
