@@ -387,8 +387,9 @@ uint64_t orch_sbx_request(orch_t *o, orch_run_t *run, const Ahp__Sbx__Request *r
 int orch_sbx_present(orch_t *o);
 /* Forgets a request whose run no longer waits for it. */
 void orch_sbx_forget(orch_t *o, uint64_t id);
-/* Fire-and-forget destroy of the run's sandbox. */
-void orch_sbx_destroy(orch_t *o, const char *run_id);
+/* Fire-and-forget destroy of the run's sandbox. keep_workspace: sandboxd keeps
+ * its workspace (retained, within its retain_failed_* limits) for a resume. */
+void orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace);
 /* Drains replies and hands them to their runs. */
 void orch_sbx_recv(orch_t *o);
 /* Fires request deadlines; ms until the next (or max). */
