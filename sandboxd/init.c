@@ -30,6 +30,7 @@
 #include <linux/securebits.h>
 #include <linux/seccomp.h>
 
+#include "ahp/text.h"
 #include "sbx.h"
 
 /*
@@ -520,28 +521,18 @@ s_drain(s_stream_t *s, uint8_t *buf, bool *truncated)
 	}
 }
 
-/* Valid UTF-8 without control characters: cwd goes into a proto3 string. */
+/* An absolute path of valid UTF-8 (libahp's one validator: no overlong forms,
+ * surrogates or NUL) without control characters: cwd goes into a proto3
+ * string and is shown to people. A path that fails is "unknown": the caller
+ * keeps the last good cwd, which is also the one reported. */
 static bool
 s_clean_path(const char *p, size_t n)
 {
-	if (n == 0 || p[0] != '/')
+	if (n == 0 || p[0] != '/' || !ahp_utf8_valid(p, n, 0))
 		return false;
-	for (size_t i = 0; i < n;) {
-		unsigned char c = (unsigned char)p[i];
-		if (c < 0x20 || c == 0x7f)
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
 			return false;
-		size_t k = c < 0x80         ? 1
-		           : (c >> 5) == 6  ? 2
-		           : (c >> 4) == 14 ? 3
-		           : (c >> 3) == 30 ? 4
-		                            : 0;
-		if (k == 0 || i + k > n)
-			return false;
-		for (size_t j = 1; j < k; j++)
-			if (((unsigned char)p[i + j] >> 6) != 2)
-				return false;
-		i += k;
-	}
 	return true;
 }
 

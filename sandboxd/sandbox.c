@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ahp/log.h"
+#include "ahp/text.h"
 #include "ahp/util.h"
 #include "sbx.h"
 
@@ -927,7 +928,11 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 	}
 	const uint8_t *out = p + sizeof(d), *err = out + d.out_len;
 	const char *cwd = (const char *)(err + d.err_len);
-	/* init checked the path; what crosses the socket is checked again */
+	/* init checked the path; what crosses the socket is checked again. A
+	 * cwd that is not clean UTF-8 counts as unknown: the last good one stays
+	 * (and is what ExecResult.cwd reports), so it never reaches a proto string. */
+	if (!ahp_utf8_valid(cwd, d.cwd_len, 0))
+		d.cwd_len = 0;
 	for (uint32_t i = 0; i < d.cwd_len; i++)
 		if ((unsigned char)cwd[i] < 0x20 || cwd[i] == 0x7f || (i == 0 && cwd[0] != '/'))
 			d.cwd_len = 0;
