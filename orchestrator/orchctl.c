@@ -1000,9 +1000,8 @@ s_run(orchctl_t *self, int argc, char **argv)
 		return s_usage_error(self, "--task-file goes with submit");
 	if (strcmp(cmd, "submit") == 0) {
 		if (nargs != (self->task_file ? 1 : 2))
-			return s_usage_error(self,
-			                     "usage: orchctl submit PROFILE TASK|- (quote the "
-			                     "task), or submit PROFILE --task-file FILE");
+			return s_usage_error(self, "orchctl submit PROFILE TASK|- (quote the "
+			                           "task), or submit PROFILE --task-file FILE");
 		if (argv[1][0] == '\0')
 			return s_usage_error(self, "the profile must not be empty");
 		const char *src = self->task_file ? self->task_file : argv[2];
@@ -1042,8 +1041,8 @@ s_run(orchctl_t *self, int argc, char **argv)
 		if (self->profile != NULL && strlen(self->profile) > PROFILE_NAME_MAX)
 			return s_usage_error(self, "--profile: a profile name is at most 64 bytes");
 		if (nargs != 0)
-			return s_usage_error(
-			    self, "usage: orchctl list [--state S] [--profile P] [--limit N]");
+			return s_usage_error(self,
+			                     "orchctl list [--state S] [--profile P] [--limit N]");
 		return s_cmd_list(self);
 	}
 	static const struct {
@@ -1061,8 +1060,8 @@ s_run(orchctl_t *self, int argc, char **argv)
 		if (nargs != 1 || !s_run_id_ok(argv[1])) {
 			char msg[160];
 			snprintf(msg, sizeof msg,
-			         nargs != 1 ? "usage: orchctl %s RUN"
-			                    : "usage: orchctl %s RUN (a run id is 1..31 characters "
+			         nargs != 1 ? "orchctl %s RUN"
+			                    : "orchctl %s RUN (a run id is 1..31 characters "
 			                      "of A-Z a-z 0-9 - _)",
 			         cmd);
 			return s_usage_error(self, msg);
