@@ -309,9 +309,9 @@ s_attempt(orchctl_t *self, const uint8_t *buf, size_t len, int timeout_ms, uint8
           size_t *rlen, int *terr, char *err, size_t errlen)
 {
 	int64_t deadline = ahp_mono_ms() + timeout_ms;
-	uint64_t id = 0;
 	/* With ZMQ_IMMEDIATE a send fails until the connection is up. */
-	while ((id = ahp_rpc_client_send(self->client, buf, len)) == 0) {
+	uint64_t id = ahp_rpc_client_send(self->client, buf, len);
+	for (; id == 0; id = ahp_rpc_client_send(self->client, buf, len)) {
 		if (errno != EAGAIN && errno != EINTR) {
 			snprintf(err, errlen, "send failed: %s", zmq_strerror(errno));
 			*terr = AHP__STATUS__ERR_INTERNAL;
