@@ -5,8 +5,8 @@ clipboard with OSC 52, show in `orchctl logs`, `status`, `list`, submit's live t
 and the Result line with every control character visible (\\x0d, \\x1b, \\x07), each
 event on one line; `orchctl logs --json` keeps the exact text.
 
-The commands never run: the stack has no sandboxd, so the exec tool fails after the
-timeline has recorded what the model asked to run."""
+The commands run in a real sandbox (sandboxd needs root; skipped otherwise), where
+`rm -rf /workspace/important` harms nothing; the timeline records them before they run."""
 import json
 import os
 import sys
@@ -44,7 +44,10 @@ def esc(s):
 
 
 def main(args):
-    with Stack(args, "termout") as st:
+    if os.geteuid() != 0:
+        print("term_output needs root for sandboxd; skipped")
+        return 77
+    with Stack(args, "termout", sandbox=True) as st:
         st.demo_skill()
         st.write_scenario("hide", scenario())
         st.write_profile("hide", "hide", tools=("exec",))
