@@ -160,15 +160,15 @@ s_fail_as(orchctl_t *self, int code, const char *status, const char *message, co
 	if (detail == NULL)
 		detail = "";
 	if (self->json) {
-		json_t *e = json_pack("{s:{s:s,s:s%,s:s%,s:i}}", "error", "status", status,
-		                      "message", message, strlen(message), "detail", detail,
-		                      strlen(detail), "exit_code", code);
-		if (e == NULL) /* not UTF-8 (a server's text): still one valid line */
-			e = json_pack("{s:{s:s,s:o,s:o,s:i}}", "error", "status", status, "message",
-			              json_stringn_nocheck(message, strlen(message)), "detail",
-			              json_stringn_nocheck(detail, strlen(detail)), "exit_code",
-			              code);
-		s_json_print(e);
+		/* Text that is not UTF-8 (a file name, an argument) is sanitized:
+		 * the line must stay valid JSON in the documented shape. */
+		char *m = ahp_utf8_sanitize(message, strlen(message), 0, NULL, NULL);
+		char *d = ahp_utf8_sanitize(detail, strlen(detail), 0, NULL, NULL);
+		s_json_print(json_pack("{s:{s:s,s:s,s:s,s:i}}", "error", "status", status,
+		                       "message", m ? m : "", "detail", d ? d : "", "exit_code",
+		                       code));
+		free(m);
+		free(d);
 	}
 	fprintf(stderr, "orchctl: %s: ", status);
 	ahp_term_fputs(message, AHP_TERM_ONE_LINE, stderr);
