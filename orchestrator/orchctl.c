@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <zmq.h>
 
+#include "ahp/limit_table.h"
 #include "ahp/log.h"
 #include "ahp/rpc.h"
 #include "ahp/text.h"

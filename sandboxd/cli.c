@@ -271,9 +271,10 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 		} else if (strcmp(a, "--keep") == 0) {
 			keep = true;
 		} else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
-			if (ahp_parse_long(argv[++i], 1, 86400, &timeout) != 0) {
-				fprintf(stderr,
-				        "sandboxd: --timeout takes seconds in [1, 86400]\n");
+			if (ahp_parse_long(argv[++i], 1, AHP_LIM_EXEC_TIMEOUT_S_MAX, &timeout) !=
+			    0) {
+				fprintf(stderr, "sandboxd: --timeout takes seconds in [1, %d]\n",
+				        AHP_LIM_EXEC_TIMEOUT_S_MAX);
 				return S_EXIT_USAGE;
 			}
 		} else if (a[0] == '-') {
@@ -305,8 +306,9 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 		if (k > i)
 			cmd[off++] = ' ';
 		if (s_shell_quote(cmd, SBX_CMD_MAX, &off, argv[k]) != 0) {
-			fprintf(stderr, "sandboxd: the command is longer than %d KiB once quoted\n",
-			        SBX_CMD_MAX / 1024);
+			fprintf(stderr,
+			        "sandboxd: the command is longer than %d bytes once quoted\n",
+			        SBX_CMD_MAX);
 			free(cmd);
 			return S_EXIT_USAGE;
 		}
