@@ -30,7 +30,6 @@
 #include <linux/securebits.h>
 #include <linux/seccomp.h>
 
-#include "ahp/text.h"
 #include "sbx.h"
 
 /*
@@ -521,14 +520,14 @@ s_drain(s_stream_t *s, uint8_t *buf, bool *truncated)
 	}
 }
 
-/* An absolute path of valid UTF-8 (libahp's one validator: no overlong forms,
- * surrogates or NUL) without control characters: cwd goes into a proto3
- * string and is shown to people. A path that fails is "unknown": the caller
- * keeps the last good cwd, which is also the one reported. */
+/* An absolute path without control characters (it crosses the control socket
+ * and is kept in the sandbox's key=value metadata, one line). Its bytes need
+ * not be UTF-8: the shell stays where the command left it whatever the name,
+ * and sandboxd checks UTF-8 (ahp_utf8_valid) where it reports the cwd. */
 static bool
 s_clean_path(const char *p, size_t n)
 {
-	if (n == 0 || p[0] != '/' || !ahp_utf8_valid(p, n, 0))
+	if (n == 0 || p[0] != '/')
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
@@ -549,7 +548,7 @@ s_read_cwd(pid_t pid, char *out, size_t len)
 		return;
 	buf[n] = '\0';
 	struct stat st;
-	/* " (deleted)" paths, paths outside our root, odd bytes: keep the old cwd */
+	/* " (deleted)" paths, paths outside our root, control bytes: keep the old cwd */
 	if (!s_clean_path(buf, (size_t)n) || stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
 		return;
 	memcpy(out, buf, (size_t)n + 1);

@@ -928,11 +928,7 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 	}
 	const uint8_t *out = p + sizeof(d), *err = out + d.out_len;
 	const char *cwd = (const char *)(err + d.err_len);
-	/* init checked the path; what crosses the socket is checked again. A
-	 * cwd that is not clean UTF-8 counts as unknown: the last good one stays
-	 * (and is what ExecResult.cwd reports), so it never reaches a proto string. */
-	if (!ahp_utf8_valid(cwd, d.cwd_len, 0))
-		d.cwd_len = 0;
+	/* init checked the path; what crosses the socket is checked again */
 	for (uint32_t i = 0; i < d.cwd_len; i++)
 		if ((unsigned char)cwd[i] < 0x20 || cwd[i] == 0x7f || (i == 0 && cwd[0] != '/'))
 			d.cwd_len = 0;
@@ -964,7 +960,13 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 	r.stderr.data = (uint8_t *)err;
 	r.stderr.len = d.err_len;
 	r.truncated = (d.flags & SBX_DONE_TRUNCATED) != 0;
-	r.cwd = self->meta.cwd;
+	/* The next command runs in meta.cwd whatever its bytes, but a proto
+	 * string (and whoever shows it) gets valid UTF-8 only: a directory
+	 * whose name is not UTF-8 is reported as "" (unknown), never raw and
+	 * never as a sanitized name that no directory has. */
+	const char *shown =
+	    ahp_utf8_valid(self->meta.cwd, strlen(self->meta.cwd), 0) ? self->meta.cwd : "";
+	r.cwd = (char *)shown;
 	r.duration_ms = d.duration_ms;
 	r.killed_by = s_killed_by(self, &d, &e->base, &now);
 
@@ -990,7 +992,7 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 		snprintf(so, sizeof(so), "%u", d.out_len);
 		ahp_log_kv(r.killed_by ? AHP_LOG_INFO : AHP_LOG_DEBUG, self->id, e->exec_id,
 		           "exec done", "exit", ec, "killed_by", kb[r.killed_by], "duration_ms",
-		           dur, "stdout_bytes", so, "cwd", self->meta.cwd, NULL);
+		           dur, "stdout_bytes", so, "cwd", shown, NULL);
 	}
 	s_exec_free(e);
 	s_dispatch(self);

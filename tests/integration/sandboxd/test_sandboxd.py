@@ -720,25 +720,29 @@ def t_cli_tty(d):
 @test
 def t_cwd_utf8(d):
     """A cwd that is not valid UTF-8 is never reported (issue 6, section 1): the overlong
-    encoding C0 80 passed init's own checker and stopped the orchestrator. sandboxd now
-    checks with libahp's ahp_utf8_valid; such a cwd counts as unknown, so the last good
-    cwd stays and is reported, and the next command runs there."""
+    encoding C0 80 passed init's own checker and stopped the orchestrator. The shell stays
+    where the command left it (cd carries over whatever the name's bytes), and sandboxd,
+    checking with libahp's ahp_utf8_valid, reports such a cwd as "" (unknown). A name with
+    control characters is refused as before: the last good cwd stays."""
     d.start()
     c = d.client()
     ok(c.create("u8"))
     check(run(c, "u8", "0", "cd /tmp")["cwd"] == "/tmp", "cd /tmp")
     r = run(c, "u8", "1", "d=$(printf '\\300\\200'); mkdir -p \"$d\" && cd \"$d\"")
-    check(r["exit_code"] == 0 and r["cwd"] == "/tmp",
-          f"an overlong-encoded cwd is unknown, the last good one is reported: {r}")
+    check(r["exit_code"] == 0 and r["cwd"] == "", f"an overlong-encoded cwd is reported as '': {r}")
     r = run(c, "u8", "2", "pwd")
-    check(r["stdout"] == b"/tmp\n" and r["cwd"] == "/tmp", f"the next command runs there: {r}")
-    for i, name in enumerate(["\\355\\240\\200", "\\364\\220\\200\\200", "a\\033b"]):
+    check(r["stdout"] == b"/tmp/\xc0\x80\n" and r["cwd"] == "",
+          f"the next command runs in that directory, still reported as '': {r}")
+    for i, name in enumerate(["\\355\\240\\200", "\\364\\220\\200\\200", "\\377"]):
         r = run(c, "u8", f"s{i}", f"d=/tmp/$(printf '{name}'); mkdir -p \"$d\" && cd \"$d\"")
-        check(r["exit_code"] == 0 and r["cwd"] == "/tmp", f"bad cwd {name}: {r}")
+        check(r["exit_code"] == 0 and r["cwd"] == "", f"cwd {name} reported as '': {r}")
     r = run(c, "u8", "3", "mkdir -p /tmp/é && cd /tmp/é")
     check(r["cwd"] == "/tmp/é", f"valid UTF-8 is a cwd like any other: {r}")
+    r = run(c, "u8", "4", "d=/tmp/$(printf 'a\\033b'); mkdir -p \"$d\" && cd \"$d\"")
+    check(r["exit_code"] == 0 and r["cwd"] == "/tmp/é", f"a control character: old cwd: {r}")
+    r = run(c, "u8", "5", "pwd")
+    check(r["stdout"] == "/tmp/é\n".encode() and r["cwd"] == "/tmp/é", f"{r}")
     d.alive()
-
 
 @test
 def t_cleanup_symlinks(d):
