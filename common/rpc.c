@@ -393,7 +393,8 @@ ahp_rpc_allow_add_gid(ahp_rpc_allow_t *self, gid_t gid)
 
 /* One comma-separated list of names; is_group picks the database. */
 static int
-s_allow_names(ahp_rpc_allow_t *out, const char *list, int is_group, char *err, size_t errlen)
+s_allow_names(ahp_rpc_allow_t *out, const char *list, int is_group, int skip_missing, char *err,
+              size_t errlen)
 {
 	const char *what = is_group ? "group" : "user";
 	const char *p = list ? list : "";
@@ -421,6 +422,12 @@ s_allow_names(ahp_rpc_allow_t *out, const char *list, int is_group, char *err, s
 		int rc;
 		if (is_group) {
 			struct group *gr = getgrnam(name);
+			if (gr == NULL && skip_missing) {
+				ahp_log_kv(AHP_LOG_WARN, NULL, NULL,
+				           "rpc: group does not exist; not admitted", "group", name,
+				           NULL);
+				continue;
+			}
 			if (gr == NULL) {
 				snprintf(err, errlen, "group \"%s\" does not exist", name);
 				return -1;
@@ -428,6 +435,12 @@ s_allow_names(ahp_rpc_allow_t *out, const char *list, int is_group, char *err, s
 			rc = ahp_rpc_allow_add_gid(out, gr->gr_gid);
 		} else {
 			struct passwd *pw = getpwnam(name);
+			if (pw == NULL && skip_missing) {
+				ahp_log_kv(AHP_LOG_WARN, NULL, NULL,
+				           "rpc: user does not exist; not admitted", "user", name,
+				           NULL);
+				continue;
+			}
 			if (pw == NULL) {
 				snprintf(err, errlen, "user \"%s\" does not exist", name);
 				return -1;
@@ -443,12 +456,12 @@ s_allow_names(ahp_rpc_allow_t *out, const char *list, int is_group, char *err, s
 }
 
 int
-ahp_rpc_allow_parse(ahp_rpc_allow_t *out, const char *users, const char *groups, char *err,
-                    size_t errlen)
+ahp_rpc_allow_parse(ahp_rpc_allow_t *out, const char *users, const char *groups, int skip_missing,
+                    char *err, size_t errlen)
 {
-	if (s_allow_names(out, users, 0, err, errlen) != 0)
+	if (s_allow_names(out, users, 0, skip_missing, err, errlen) != 0)
 		return -1;
-	return s_allow_names(out, groups, 1, err, errlen);
+	return s_allow_names(out, groups, 1, skip_missing, err, errlen);
 }
 
 int
@@ -456,8 +469,9 @@ ahp_rpc_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
 {
 	if (self == NULL || allow == NULL || !self->is_ipc)
 		return -1;
-	/* connect() on a unix socket needs write permission on its file. */
-	if (chmod(self->endpoint + 6, 0666) < 0) {
+	/* connect() on a unix socket needs write permission on its file. Once
+	 * is enough: a later call (SIGHUP) may come after a privilege drop. */
+	if (!self->allow_set && chmod(self->endpoint + 6, 0666) < 0) {
 		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: chmod socket file failed", "path",
 		           self->endpoint + 6, "error", strerror(errno), NULL);
 		return -1;
@@ -1021,8 +1035,10 @@ ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeout_m
 				continue;
 			}
 			if (terr != 0) {
-				s_set_err(status, errbuf, errlen, terr, "%s: %s",
-				          ahp_status_str(terr), (const char *)b);
+				/* The status travels apart (*status); the text is
+				 * the server's, so that a caller printing both does
+				 * not say the status twice. */
+				s_set_err(status, errbuf, errlen, terr, "%s", (const char *)b);
 				free(b);
 				return -1;
 			}

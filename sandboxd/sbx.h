@@ -52,6 +52,7 @@ typedef struct {
 	uint32_t max_sandboxes;
 	uint32_t relay_max_conns;
 	uint32_t pool_size;
+	ahp_rpc_allow_t allow; /* peers admitted on endpoint */
 } sbx_config_t;
 
 /* ---- sandboxd <-> init control messages (SOCK_SEQPACKET, one message per send) ---- */

@@ -64,10 +64,13 @@ typedef struct {
 /* Fills *out from comma-separated user and group names (either may be NULL
  * or empty), resolved now with getpwnam/getgrnam; keeps what *out already
  * holds (call with a zeroed struct to start empty) and skips duplicates.
- * -1 with err ("user \"x\" does not exist", "too many users") on a name
- * that does not resolve or over AHP_RPC_ALLOW_MAX entries. */
-int ahp_rpc_allow_parse(ahp_rpc_allow_t *out, const char *users, const char *groups, char *err,
-                        size_t errlen);
+ * -1 with err ("user \"x\" does not exist", "more than 32 users") on a name
+ * that does not resolve or over AHP_RPC_ALLOW_MAX entries. With skip_missing
+ * a name that does not resolve is logged and left out instead: for a
+ * daemon's built-in defaults, so that a host without the optional system
+ * users still starts, admitting fewer peers (never more). */
+int ahp_rpc_allow_parse(ahp_rpc_allow_t *out, const char *users, const char *groups,
+                        int skip_missing, char *err, size_t errlen);
 /* Adds one uid / gid (duplicates ignored). 0 / -1 when full. */
 int ahp_rpc_allow_add_uid(ahp_rpc_allow_t *self, uid_t uid);
 int ahp_rpc_allow_add_gid(ahp_rpc_allow_t *self, gid_t gid);
