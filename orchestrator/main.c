@@ -285,7 +285,8 @@ orch_config_reload(orch_t *o)
 		ahp_cfg_destroy(&cfg);
 		return -1;
 	}
-	if (ahp_rpc_server_allow(o->server, &o->allow) != 0)
+	if (strncmp(o->endpoint, "ipc://", 6) == 0 &&
+	    ahp_rpc_server_allow(o->server, &o->allow) != 0)
 		log_warn("config reload: the orchctl allow-list could not be replaced");
 	/* The old cfg holds the old strings; the start-up one is kept apart. */
 	if (o->cfg != o->cfg_start)
