@@ -312,7 +312,21 @@ orch_loop_setup(orch_t *o)
 int
 orch_loop_start(orch_t *o)
 {
-	char err[512];
+	char err[512], dir[PATH_MAX + 16];
+	/* Say what is wrong with a home laid out for root alone (0700 dirs)
+	 * rather than let SQLite say "unable to open database file". */
+	snprintf(dir, sizeof dir, "%s", o->db_path);
+	char *slash = strrchr(dir, '/');
+	if (o->drop && slash != NULL && slash != dir) {
+		*slash = '\0';
+		if (access(dir, W_OK | X_OK) != 0) {
+			log_error("journal directory %s is not writable by user %s (%s); every "
+			          "directory above it must be traversable (scripts/stack lays HOME "
+			          "out so; docs/security.md)",
+			          dir, o->run_user, strerror(errno));
+			return -1;
+		}
+	}
 	o->journal = orch_journal_open(o->db_path, err, sizeof err);
 	if (o->journal == NULL) {
 		log_error("journal: %s", err);
