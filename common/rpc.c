@@ -1,6 +1,8 @@
 /* ZeroMQ RPC: ROUTER servers and DEALER clients with request ids, typed transport errors. */
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,7 +99,19 @@ struct ahp_rpc_server {
 	dev_t sock_dev; /* identity of the ipc socket file we created */
 	ino_t sock_ino;
 	char endpoint[ENDPOINT_MAX];
+	int allow_set; /* 0: whoever can open the 0600 file (owner, root) */
+	ahp_rpc_allow_t allow;
+	/* Supplementary-group verdicts per uid, so that a chatty peer costs
+	 * one group-database lookup per MEMBER_TTL_MS, not one per message. */
+	struct {
+		uid_t uid;
+		int ok;
+		int64_t until;
+	} member[8];
+	unsigned member_next;
 };
+
+#define MEMBER_TTL_MS 10000
 
 /* Refuses to take over a socket path another live server is answering on
  * (libzmq would silently unlink it), and a directory others may write to
@@ -287,14 +301,34 @@ s_transport_error(ahp_rpc_server_t *self, const void *peer, size_t peer_len, uin
 	s_server_send(self, peer, peer_len, AHP_RPC_KIND_ERROR, id, buf, n);
 }
 
-/* The uid of the process at the other end of an ipc:// connection. libzmq
- * reads SO_PEERCRED when the connection is accepted and exposes it in the
- * "Peer-Address" property as "<addr>:<uid>:<gid>:<pid>"; that is race-free,
- * unlike ZMQ_SRCFD (the fd may be closed and reused meanwhile), which is
- * only the fallback. */
-static uint32_t
-s_peer_uid(zmq_msg_t *msg)
+/* The credentials of the process at the other end of an ipc:// connection,
+ * as the kernel recorded them at connect() (SO_PEERCRED). libzmq reads them
+ * when it accepts the connection and exposes them in the "Peer-Address"
+ * property as "<addr>:<uid>:<gid>:<pid>"; that is race-free, unlike
+ * ZMQ_SRCFD (the fd may be closed and reused meanwhile), which is only the
+ * fallback. 0, or -1 when unknown. */
+typedef struct {
+	uint32_t uid, gid;
+	long pid;
+} s_cred_t;
+
+static int
+s_field(const char *from, const char *to, long max, long *out)
 {
+	char num[24];
+	size_t n = (size_t)(to - from);
+	if (n == 0 || n >= sizeof num)
+		return -1;
+	memcpy(num, from, n);
+	num[n] = '\0';
+	return ahp_parse_long(num, 0, max, out);
+}
+
+static int
+s_peer_cred(zmq_msg_t *msg, s_cred_t *c)
+{
+	c->uid = c->gid = (uint32_t)-1;
+	c->pid = 0;
 	const char *pa = zmq_msg_gets(msg, "Peer-Address");
 	if (pa != NULL) {
 		const char *f[3] = {NULL, NULL, NULL}; /* last three colons */
@@ -304,16 +338,14 @@ s_peer_uid(zmq_msg_t *msg)
 				f[1] = f[2];
 				f[2] = p;
 			}
-		if (f[0] != NULL) {
-			char num[16];
-			size_t n = (size_t)(f[1] - f[0] - 1);
-			long uid;
-			if (n > 0 && n < sizeof num) {
-				memcpy(num, f[0] + 1, n);
-				num[n] = '\0';
-				if (ahp_parse_long(num, 0, UINT32_MAX - 1, &uid) == 0)
-					return (uint32_t)uid;
-			}
+		long uid, gid, pid;
+		if (f[0] != NULL && s_field(f[0] + 1, f[1], UINT32_MAX - 1, &uid) == 0 &&
+		    s_field(f[1] + 1, f[2], UINT32_MAX - 1, &gid) == 0 &&
+		    s_field(f[2] + 1, f[2] + 1 + strlen(f[2] + 1), INT32_MAX, &pid) == 0) {
+			c->uid = (uint32_t)uid;
+			c->gid = (uint32_t)gid;
+			c->pid = pid;
+			return 0;
 		}
 	}
 	int fd = zmq_msg_get(msg, ZMQ_SRCFD);
@@ -322,12 +354,209 @@ s_peer_uid(zmq_msg_t *msg)
 	struct ucred cred;
 	socklen_t cl = sizeof cred;
 	if (fd < 0)
-		return (uint32_t)-1;
+		return -1;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 || ss.ss_family != AF_UNIX)
-		return (uint32_t)-1;
+		return -1;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
-		return (uint32_t)-1;
-	return (uint32_t)cred.uid;
+		return -1;
+	c->uid = (uint32_t)cred.uid;
+	c->gid = (uint32_t)cred.gid;
+	c->pid = (long)cred.pid;
+	return 0;
+}
+
+/* --- who may talk to a server --- */
+
+int
+ahp_rpc_allow_add_uid(ahp_rpc_allow_t *self, uid_t uid)
+{
+	for (size_t i = 0; i < self->n_uids; i++)
+		if (self->uids[i] == uid)
+			return 0;
+	if (self->n_uids == AHP_RPC_ALLOW_MAX)
+		return -1;
+	self->uids[self->n_uids++] = uid;
+	return 0;
+}
+
+int
+ahp_rpc_allow_add_gid(ahp_rpc_allow_t *self, gid_t gid)
+{
+	for (size_t i = 0; i < self->n_gids; i++)
+		if (self->gids[i] == gid)
+			return 0;
+	if (self->n_gids == AHP_RPC_ALLOW_MAX)
+		return -1;
+	self->gids[self->n_gids++] = gid;
+	return 0;
+}
+
+/* One comma-separated list of names; is_group picks the database. */
+static int
+s_allow_names(ahp_rpc_allow_t *out, const char *list, int is_group, int skip_missing, char *err,
+              size_t errlen)
+{
+	const char *what = is_group ? "group" : "user";
+	const char *p = list ? list : "";
+	while (*p != '\0') {
+		size_t n = strcspn(p, ",");
+		char name[64];
+		const char *start = p;
+		p += n;
+		if (*p == ',')
+			p++;
+		while (n > 0 && (*start == ' ' || *start == '\t')) {
+			start++;
+			n--;
+		}
+		while (n > 0 && (start[n - 1] == ' ' || start[n - 1] == '\t'))
+			n--;
+		if (n == 0)
+			continue;
+		if (n >= sizeof name) {
+			snprintf(err, errlen, "%s name too long: \"%.*s\"", what, (int)n, start);
+			return -1;
+		}
+		memcpy(name, start, n);
+		name[n] = '\0';
+		int rc;
+		if (is_group) {
+			struct group *gr = getgrnam(name);
+			if (gr == NULL && skip_missing) {
+				ahp_log_kv(AHP_LOG_WARN, NULL, NULL,
+				           "rpc: group does not exist; not admitted", "group", name,
+				           NULL);
+				continue;
+			}
+			if (gr == NULL) {
+				snprintf(err, errlen, "group \"%s\" does not exist", name);
+				return -1;
+			}
+			rc = ahp_rpc_allow_add_gid(out, gr->gr_gid);
+		} else {
+			struct passwd *pw = getpwnam(name);
+			if (pw == NULL && skip_missing) {
+				ahp_log_kv(AHP_LOG_WARN, NULL, NULL,
+				           "rpc: user does not exist; not admitted", "user", name,
+				           NULL);
+				continue;
+			}
+			if (pw == NULL) {
+				snprintf(err, errlen, "user \"%s\" does not exist", name);
+				return -1;
+			}
+			rc = ahp_rpc_allow_add_uid(out, pw->pw_uid);
+		}
+		if (rc != 0) {
+			snprintf(err, errlen, "more than %d %ss", AHP_RPC_ALLOW_MAX, what);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int
+ahp_rpc_allow_parse(ahp_rpc_allow_t *out, const char *users, const char *groups, int skip_missing,
+                    char *err, size_t errlen)
+{
+	if (s_allow_names(out, users, 0, skip_missing, err, errlen) != 0)
+		return -1;
+	return s_allow_names(out, groups, 1, skip_missing, err, errlen);
+}
+
+int
+ahp_rpc_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
+{
+	if (self == NULL || allow == NULL || !self->is_ipc)
+		return -1;
+	/* connect() on a unix socket needs write permission on its file. Once
+	 * is enough: a later call (SIGHUP) may come after a privilege drop. */
+	if (!self->allow_set && chmod(self->endpoint + 6, 0666) < 0) {
+		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: chmod socket file failed", "path",
+		           self->endpoint + 6, "error", strerror(errno), NULL);
+		return -1;
+	}
+	self->allow = *allow;
+	self->allow_set = 1;
+	memset(self->member, 0, sizeof self->member);
+	return 0;
+}
+
+/* Whether uid's supplementary groups (group database) meet an allowed gid. */
+static int
+s_member(ahp_rpc_server_t *self, uid_t uid)
+{
+	int64_t now = ahp_mono_ms();
+	for (size_t i = 0; i < sizeof self->member / sizeof self->member[0]; i++)
+		if (self->member[i].until > now && self->member[i].uid == uid)
+			return self->member[i].ok;
+	int ok = 0;
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	if (getpwuid_r(uid, &pw, buf, sizeof buf, &res) == 0 && res != NULL) {
+		gid_t groups[256];
+		int n = (int)(sizeof groups / sizeof groups[0]);
+		if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) >= 0)
+			for (int i = 0; i < n && !ok; i++)
+				for (size_t j = 0; j < self->allow.n_gids && !ok; j++)
+					ok = groups[i] == self->allow.gids[j];
+	}
+	unsigned k = self->member_next++ % (sizeof self->member / sizeof self->member[0]);
+	self->member[k].uid = uid;
+	self->member[k].ok = ok;
+	self->member[k].until = now + MEMBER_TTL_MS;
+	return ok;
+}
+
+static int
+s_admitted(ahp_rpc_server_t *self, const s_cred_t *c)
+{
+	if (c->uid == (uint32_t)-1)
+		return 0; /* unknown peer: fail closed */
+	for (size_t i = 0; i < self->allow.n_uids; i++)
+		if (self->allow.uids[i] == c->uid)
+			return 1;
+	for (size_t i = 0; i < self->allow.n_gids; i++)
+		if (self->allow.gids[i] == c->gid)
+			return 1;
+	return self->allow.n_gids > 0 && s_member(self, c->uid);
+}
+
+/* The refusal. Only the fixed 16-byte header is read, and only to put the
+ * request id on the reply so that the client can match it (a bad header gets
+ * id 0); the body is never copied, decoded or shown to the daemon. This is
+ * why the check lives here rather than in a ZAP handler: ZAP would refuse the
+ * connection before any frame, but the client could only time out, with no
+ * typed reason. */
+static void
+s_refuse(ahp_rpc_server_t *self, zmq_msg_t *parts, size_t nparts, const s_cred_t *c)
+{
+	uint32_t kind = 0;
+	uint64_t id = 0;
+	if (nparts < 2 ||
+	    ahp_rpc_hdr_unpack(zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]), &kind, &id) != 0 ||
+	    kind != AHP_RPC_KIND_REQUEST)
+		id = 0;
+	log_warn("peer uid=%ld gid=%ld pid=%ld refused on %s",
+	         c->uid == (uint32_t)-1 ? -1L : (long)c->uid,
+	         c->gid == (uint32_t)-1 ? -1L : (long)c->gid, c->pid, self->endpoint);
+	Ahp__TransportError te = AHP__TRANSPORT_ERROR__INIT;
+	Ahp__Error e;
+	uint8_t buf[256];
+	char msg[96];
+	if (c->uid == (uint32_t)-1)
+		snprintf(msg, sizeof msg,
+		         "peer credentials unknown; this socket admits listed users only");
+	else
+		snprintf(msg, sizeof msg, "uid %u (gid %u) may not use this socket", c->uid,
+		         c->gid);
+	ahp_error_set(&e, AHP__STATUS__ERR_PERMISSION_DENIED, msg);
+	te.error = &e;
+	if (ahp__transport_error__get_packed_size(&te) > sizeof buf)
+		return;
+	size_t n = ahp__transport_error__pack(&te, buf);
+	s_server_send(self, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), AHP_RPC_KIND_ERROR,
+	              id, buf, n);
 }
 
 int
@@ -337,7 +566,7 @@ ahp_rpc_server_recv(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p)
 	size_t nparts = 0, extra = 0;
 	int more = 0, rc = 0;
 	size_t more_len = sizeof more;
-	uint32_t uid = (uint32_t)-1;
+	s_cred_t cred = {(uint32_t)-1, (uint32_t)-1, 0};
 
 	*req_p = NULL;
 	for (;;) {
@@ -353,8 +582,10 @@ ahp_rpc_server_recv(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p)
 			rc = -1;
 			goto out;
 		}
+		/* Frame 1 (after the routing id, which libzmq makes up) carries
+		 * the connection's metadata. */
 		if (nparts == 1 && self->is_ipc)
-			uid = s_peer_uid(&m);
+			(void)s_peer_cred(&m, &cred);
 		zmq_getsockopt(self->sock, ZMQ_RCVMORE, &more, &more_len);
 		/* Keep the first three frames; drain the rest of a bad multipart
 		 * message so the next recv starts at a message boundary. */
@@ -366,6 +597,12 @@ ahp_rpc_server_recv(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p)
 		}
 		if (!more)
 			break;
+	}
+
+	/* Who is asking is settled before anything of the message is read. */
+	if (self->allow_set && !s_admitted(self, &cred)) {
+		s_refuse(self, parts, nparts, &cred);
+		goto out;
 	}
 
 	const void *peer = zmq_msg_data(&parts[0]);
@@ -413,7 +650,8 @@ ahp_rpc_server_recv(ahp_rpc_server_t *self, ahp_rpc_req_t **req_p)
 	req->body_len = body_len;
 	if (body_len)
 		memcpy(req->body, zmq_msg_data(&parts[2]), body_len);
-	req->peer_uid = uid;
+	req->peer_uid = cred.uid;
+	req->peer_gid = cred.gid;
 	*req_p = req;
 	rc = 1;
 out:
@@ -797,8 +1035,10 @@ ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeout_m
 				continue;
 			}
 			if (terr != 0) {
-				s_set_err(status, errbuf, errlen, terr, "%s: %s",
-				          ahp_status_str(terr), (const char *)b);
+				/* The status travels apart (*status); the text is
+				 * the server's, so that a caller printing both does
+				 * not say the status twice. */
+				s_set_err(status, errbuf, errlen, terr, "%s", (const char *)b);
 				free(b);
 				return -1;
 			}

@@ -89,6 +89,7 @@ static const char *const s_status_names[] = {
     [AHP__STATUS__ERR_LIMIT] = "limit",
     [AHP__STATUS__ERR_CANCELLED] = "cancelled",
     [AHP__STATUS__ERR_INTERRUPTED] = "interrupted",
+    [AHP__STATUS__ERR_PERMISSION_DENIED] = "permission_denied",
 };
 
 #define STATUS_COUNT ((int)(sizeof s_status_names / sizeof s_status_names[0]))

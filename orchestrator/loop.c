@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <zmq.h>
@@ -210,48 +211,77 @@ s_resume_all(orch_t *o)
 }
 
 static int
-s_ensure_dirs(orch_t *o)
+s_mkdir_parent(const char *file, int mode)
 {
 	char path[PATH_MAX + 16];
-	snprintf(path, sizeof path, "%s/run", o->home);
-	if (ahp_mkdirs(path, 0700) != 0) {
+	snprintf(path, sizeof path, "%s", file);
+	char *slash = strrchr(path, '/');
+	if (slash == NULL || slash == path)
+		return 0;
+	*slash = '\0';
+	if (ahp_mkdirs(path, mode) != 0) {
 		log_error("cannot create %s: %s", path, strerror(errno));
 		return -1;
 	}
-	snprintf(path, sizeof path, "%s", o->db_path);
-	char *slash = strrchr(path, '/');
-	if (slash != NULL && slash != path) {
-		*slash = '\0';
-		if (ahp_mkdirs(path, 0700) != 0) {
+	return 0;
+}
+
+/* The journal used to live at HOME/state/orchestrator.db, in a directory the
+ * orchestrator's user must not own (sandboxd's workspaces are under it);
+ * a home laid out before moves to HOME/state/orchestrator/ once. */
+static int
+s_migrate_db(orch_t *o)
+{
+	static const char *const sfx[] = {"", "-wal", "-shm"};
+	char from[PATH_MAX + 64], to[PATH_MAX + 16];
+	struct stat st;
+	snprintf(from, sizeof from, "%s/state/orchestrator.db", o->home);
+	if (!o->db_default || lstat(o->db_path, &st) == 0 || lstat(from, &st) != 0)
+		return 0;
+	for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
+		snprintf(from, sizeof from, "%s/state/orchestrator.db%s", o->home, sfx[i]);
+		snprintf(to, sizeof to, "%s%s", o->db_path, sfx[i]);
+		if (rename(from, to) != 0 && errno != ENOENT) {
+			log_error("cannot move %s to %s: %s", from, to, strerror(errno));
+			return -1;
+		}
+	}
+	log_info("journal moved from %s/state/orchestrator.db to %s", o->home, o->db_path);
+	return 0;
+}
+
+static int
+s_ensure_dirs(orch_t *o)
+{
+	char path[PATH_MAX + 16];
+	/* 0711 when it will run as another user: it must still reach
+	 * sandboxd's socket, and orchctl users its own (their allow-lists,
+	 * not this mode, decide who is served). */
+	snprintf(path, sizeof path, "%s/run", o->home);
+	if (ahp_mkdirs(path, o->drop ? 0711 : 0700) != 0) {
+		log_error("cannot create %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (o->drop && o->db_default) {
+		snprintf(path, sizeof path, "%s/state", o->home);
+		if (ahp_mkdirs(path, 0711) != 0) {
 			log_error("cannot create %s: %s", path, strerror(errno));
 			return -1;
 		}
 	}
-	if (strncmp(o->endpoint, "ipc://", 6) == 0) {
-		snprintf(path, sizeof path, "%s", o->endpoint + 6);
-		slash = strrchr(path, '/');
-		if (slash != NULL && slash != path) {
-			*slash = '\0';
-			if (ahp_mkdirs(path, 0700) != 0) {
-				log_error("cannot create %s: %s", path, strerror(errno));
-				return -1;
-			}
-		}
-	}
+	if (s_mkdir_parent(o->db_path, 0700) != 0 || s_migrate_db(o) != 0 || orch_own_state(o) != 0)
+		return -1;
+	if (strncmp(o->endpoint, "ipc://", 6) == 0 &&
+	    s_mkdir_parent(o->endpoint + 6, o->drop ? 0711 : 0700) != 0)
+		return -1;
 	return 0;
 }
 
 int
 orch_loop_setup(orch_t *o)
 {
-	char err[512];
 	if (s_ensure_dirs(o) != 0)
 		return -1;
-	o->journal = orch_journal_open(o->db_path, err, sizeof err);
-	if (o->journal == NULL) {
-		log_error("journal: %s", err);
-		return -1;
-	}
 	o->profiles = orch_profset_load(o->profiles_dir, o->etc_dir);
 	if (o->profiles == NULL)
 		return -1;
@@ -263,12 +293,47 @@ orch_loop_setup(orch_t *o)
 		log_error("cannot serve on %s", o->endpoint);
 		return -1;
 	}
-	if (orch_sbx_setup(o) != 0)
+	if (strncmp(o->endpoint, "ipc://", 6) == 0 &&
+	    ahp_rpc_server_allow(o->server, &o->allow) != 0) {
+		log_error("cannot restrict %s to its allowed peers", o->endpoint);
 		return -1;
+	}
 	if (orch_model_init(o) != 0) {
 		log_error("cannot set up libcurl");
 		return -1;
 	}
+	return 0;
+}
+
+/* After the privilege drop. The journal is opened here, as the user that
+ * owns its directory: opened as root it would follow any link planted
+ * there. The sandboxd connection is made here too, so that sandboxd sees
+ * (SO_PEERCRED) the user the orchestrator runs as. */
+int
+orch_loop_start(orch_t *o)
+{
+	char err[512], dir[PATH_MAX + 16];
+	/* Say what is wrong with a home laid out for root alone (0700 dirs)
+	 * rather than let SQLite say "unable to open database file". */
+	snprintf(dir, sizeof dir, "%s", o->db_path);
+	char *slash = strrchr(dir, '/');
+	if (o->drop && slash != NULL && slash != dir) {
+		*slash = '\0';
+		if (access(dir, W_OK | X_OK) != 0) {
+			log_error("journal directory %s is not writable by user %s (%s); every "
+			          "directory above it must be traversable (scripts/stack lays HOME "
+			          "out so; docs/security.md)",
+			          dir, o->run_user, strerror(errno));
+			return -1;
+		}
+	}
+	o->journal = orch_journal_open(o->db_path, err, sizeof err);
+	if (o->journal == NULL) {
+		log_error("journal: %s", err);
+		return -1;
+	}
+	if (orch_sbx_setup(o) != 0)
+		return -1;
 	s_resume_all(o);
 	s_commit(o);
 	return 0;
@@ -320,7 +385,10 @@ orch_loop_run(orch_t *o)
 		s_signals(o);
 		if (o->reload) {
 			o->reload = 0;
+			(void)orch_config_reload(o);
 			orch_profiles_reload(o);
+			/* max_running may have grown. */
+			orch_runs_schedule(o);
 		}
 		int running = 0;
 		curl_multi_perform(o->multi, &running);

@@ -1,11 +1,14 @@
 /* orchestrator: arguments, configuration, set-up and the signal plumbing around the event loop. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,16 +21,29 @@
 
 #include "orch.h"
 
+#define S_USER_DEFAULT "ahp-orchestrator"
+#define S_ORCHCTL_USERS_DEFAULT "root"
+#define S_ORCHCTL_GROUPS_DEFAULT "ahp"
+
+/* Keys that SIGHUP may change; any other key (including ones added later)
+ * keeps its start-up value until a restart, and a change is logged. */
+static const char *const s_reload_keys[] = {
+    "profiles_dir",     "etc_dir",       "gateway_url",    "model_timeout_ms",
+    "model_retries",    "retry_base_ms", "retry_max_ms",   "max_running",
+    "sandbox_slack_ms", "orchctl_users", "orchctl_groups", NULL,
+};
+
 const ahp_cfg_def_t orch_cfg_defs[] = {
     {"endpoint", AHP_CFG_STR, 0, 0, "",
-     "orchctl endpoint (default ipc://HOME/run/orchestrator.sock)"},
-    {"db", AHP_CFG_STR, 0, 0, "", "journal database (default HOME/state/orchestrator.db)"},
+     "orchctl endpoint (default ipc://HOME/run/orchestrator.sock; restart to change)"},
+    {"db", AHP_CFG_STR, 0, 0, "",
+     "journal database (default HOME/state/orchestrator/orchestrator.db; restart to change)"},
     {"profiles_dir", AHP_CFG_STR, 0, 0, "", "profiles directory (default HOME/etc/profiles)"},
     {"etc_dir", AHP_CFG_STR, 0, 0, "", "base for relative skills dirs (default HOME/etc)"},
     {"gateway_url", AHP_CFG_STR, 0, 0, NULL,
      "model gateway base URL; calls go to URL/providers/<provider>/v1/chat/completions"},
     {"sandboxd_endpoint", AHP_CFG_STR, 0, 0, "",
-     "sandboxd endpoint (default ipc://HOME/run/sandboxd.sock)"},
+     "sandboxd endpoint (default ipc://HOME/run/sandboxd.sock; restart to change)"},
     {"model_timeout_ms", AHP_CFG_INT, 100, 600000, "60000", "timeout of one model request"},
     {"model_retries", AHP_CFG_INT, 0, 20, "4",
      "retries of a model call on 429/5xx/timeout/connection errors"},
@@ -36,6 +52,14 @@ const ahp_cfg_def_t orch_cfg_defs[] = {
     {"max_running", AHP_CFG_INT, 1, 100000, "512", "runs executing at once; the rest queue"},
     {"sandbox_slack_ms", AHP_CFG_INT, 100, 600000, "15000",
      "added to a profile's command timeout before sandboxd is considered lost"},
+    {"user", AHP_CFG_STR, 0, 0, S_USER_DEFAULT,
+     "started as root, the orchestrator drops to this user after opening its socket (it "
+     "must exist and not be root; ignored when started as another user; restart to change)"},
+    {"orchctl_users", AHP_CFG_STR, 0, 0, S_ORCHCTL_USERS_DEFAULT,
+     "users (comma-separated) who may use orchctl, besides the orchestrator's own user"},
+    {"orchctl_groups", AHP_CFG_STR, 0, 0, S_ORCHCTL_GROUPS_DEFAULT,
+     "groups whose members may use orchctl (the default group is left out when the host "
+     "has none)"},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
@@ -49,11 +73,13 @@ s_usage(FILE *out)
 	             "HOME is --home, else $AHP_HOME, else /var/lib/ahp. Configuration is read\n"
 	             "from HOME/etc/orchestrator.conf (optional) then --set overrides.\n"
 	             "SIGTERM stops cleanly (unfinished runs resume at the next start);\n"
-	             "SIGHUP reloads profiles (a file that no longer loads keeps its last good\n"
-	             "version). --check-config loads the configuration and every profile and\n"
-	             "exits 1 on any error (file:line:column); fields that fail closed until\n"
-	             "their daemon exists (approvals, services, egress, ...) print a warning\n"
-	             "and do not fail it (docs/profiles.md).\n"
+	             "SIGHUP reloads the configuration (keys marked \"restart to change\"\n"
+	             "keep their value until a restart) and the profiles (a file that no\n"
+	             "longer loads keeps its last good version). Started as root, it opens its\n"
+	             "socket, then runs as `user`. --check-config loads the configuration and\n"
+	             "every profile and exits 1 on any error (file:line:column); fields that\n"
+	             "fail closed until their daemon exists (approvals, services, egress, ...)\n"
+	             "print a warning and do not fail it (docs/profiles.md).\n"
 	             "\n"
 	             "configuration keys:\n");
 	ahp_cfg_print_help(orch_cfg_defs, out);
@@ -61,9 +87,10 @@ s_usage(FILE *out)
 
 /* Fills a path from a config key, or from HOME/sub when the key is empty. */
 static int
-s_path(orch_t *o, const char *key, const char *prefix, const char *sub, char *buf, size_t len)
+s_path(const orch_t *o, const ahp_cfg_t *cfg, const char *key, const char *prefix, const char *sub,
+       char *buf, size_t len)
 {
-	const char *v = ahp_cfg_str(o->cfg, key);
+	const char *v = ahp_cfg_str(cfg, key);
 	int n;
 	if (v != NULL && *v != '\0')
 		n = snprintf(buf, len, "%s", v);
@@ -76,56 +103,280 @@ s_path(orch_t *o, const char *key, const char *prefix, const char *sub, char *bu
 	return 0;
 }
 
-static int
-s_configure(orch_t *o, const char *home_flag, char **sets, int nsets)
+/* A fresh configuration: defaults, HOME/etc/orchestrator.conf, then the
+ * --set overrides. NULL after logging why. */
+static ahp_cfg_t *
+s_cfg_read(orch_t *o)
 {
 	char err[512], path[PATH_MAX + 32];
+	ahp_cfg_t *cfg = ahp_cfg_new(orch_cfg_defs);
+	if (cfg == NULL)
+		return NULL;
+	snprintf(path, sizeof path, "%s/etc/orchestrator.conf", o->home);
+	if (ahp_cfg_load_file(cfg, path, 1, err, sizeof err) != 0) {
+		log_error("%s", err);
+		goto fail;
+	}
+	for (int i = 0; i < o->nsets; i++) {
+		if (ahp_cfg_set(cfg, o->sets[i], NULL, err, sizeof err) != 0) {
+			log_error("--set %s: %s", o->sets[i], err);
+			goto fail;
+		}
+	}
+	if (ahp_cfg_validate(cfg, err, sizeof err) != 0) {
+		log_error("%s", err);
+		goto fail;
+	}
+	const char *gw = ahp_cfg_str(cfg, "gateway_url");
+	if (strncmp(gw, "http://", 7) != 0 && strncmp(gw, "https://", 8) != 0) {
+		log_error("config gateway_url: must start with http:// or https:// (got \"%s\")",
+		          gw);
+		goto fail;
+	}
+	return cfg;
+fail:
+	ahp_cfg_destroy(&cfg);
+	return NULL;
+}
+
+/* Who may use the orchctl socket: the orchestrator's own user, then
+ * orchctl_users and orchctl_groups. A default name the host lacks (the
+ * group ahp before scripts/stack made it) is left out; a configured one must
+ * exist. */
+static int
+s_allow(const orch_t *o, const ahp_cfg_t *cfg, ahp_rpc_allow_t *allow)
+{
+	char err[256];
+	const char *users = ahp_cfg_str(cfg, "orchctl_users");
+	const char *groups = ahp_cfg_str(cfg, "orchctl_groups");
+	memset(allow, 0, sizeof *allow);
+	(void)ahp_rpc_allow_add_uid(allow, o->run_uid);
+	if (ahp_rpc_allow_parse(allow, users, NULL, strcmp(users, S_ORCHCTL_USERS_DEFAULT) == 0,
+	                        err, sizeof err) != 0 ||
+	    ahp_rpc_allow_parse(allow, NULL, groups, strcmp(groups, S_ORCHCTL_GROUPS_DEFAULT) == 0,
+	                        err, sizeof err) != 0) {
+		log_error("config orchctl_users/orchctl_groups: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* The settings SIGHUP may change, from cfg into o. */
+static int
+s_apply_reloadable(orch_t *o, const ahp_cfg_t *cfg)
+{
+	char profiles_dir[sizeof o->profiles_dir], etc_dir[sizeof o->etc_dir];
+	ahp_rpc_allow_t allow;
+	if (s_path(o, cfg, "profiles_dir", "", "etc/profiles", profiles_dir, sizeof profiles_dir) !=
+	        0 ||
+	    s_path(o, cfg, "etc_dir", "", "etc", etc_dir, sizeof etc_dir) != 0 ||
+	    s_allow(o, cfg, &allow) != 0)
+		return -1;
+	memcpy(o->profiles_dir, profiles_dir, sizeof profiles_dir);
+	memcpy(o->etc_dir, etc_dir, sizeof etc_dir);
+	o->allow = allow;
+	/* Read where it is used (each new model request, retry, schedule), so
+	 * a change applies from the next one on; calls in flight keep theirs. */
+	o->gateway_url = ahp_cfg_str(cfg, "gateway_url");
+	o->model_timeout_ms = ahp_cfg_int(cfg, "model_timeout_ms");
+	o->model_retries = ahp_cfg_int(cfg, "model_retries");
+	o->retry_base_ms = ahp_cfg_int(cfg, "retry_base_ms");
+	o->retry_max_ms = ahp_cfg_int(cfg, "retry_max_ms");
+	o->max_running = ahp_cfg_int(cfg, "max_running");
+	o->sbx_timeout_ms = ahp_cfg_int(cfg, "sandbox_slack_ms");
+	return 0;
+}
+
+static int
+s_configure(orch_t *o, const char *home_flag)
+{
 	const char *home = ahp_home(home_flag);
 	if (ahp_strlcpy(o->home, home, sizeof o->home) != 0) {
 		log_error("home path too long");
 		return -1;
 	}
-	o->cfg = ahp_cfg_new(orch_cfg_defs);
+	o->cfg = s_cfg_read(o);
 	if (o->cfg == NULL)
 		return -1;
-	snprintf(path, sizeof path, "%s/etc/orchestrator.conf", o->home);
-	if (ahp_cfg_load_file(o->cfg, path, 1, err, sizeof err) != 0) {
-		log_error("%s", err);
+	o->db_default = ahp_cfg_str(o->cfg, "db")[0] == '\0';
+	if (s_path(o, o->cfg, "endpoint", "ipc://", "run/orchestrator.sock", o->endpoint,
+	           sizeof o->endpoint) != 0 ||
+	    s_path(o, o->cfg, "db", "", "state/orchestrator/orchestrator.db", o->db_path,
+	           sizeof o->db_path) != 0 ||
+	    s_path(o, o->cfg, "sandboxd_endpoint", "ipc://", "run/sandboxd.sock", o->sbx_endpoint,
+	           sizeof o->sbx_endpoint) != 0)
 		return -1;
-	}
-	for (int i = 0; i < nsets; i++) {
-		if (ahp_cfg_set(o->cfg, sets[i], NULL, err, sizeof err) != 0) {
-			log_error("--set %s: %s", sets[i], err);
+	/* Started as root it will run as `user`; otherwise as whoever started it. */
+	o->run_uid = geteuid();
+	o->run_gid = getegid();
+	o->drop = 0;
+	if (geteuid() == 0) {
+		const char *name = ahp_cfg_str(o->cfg, "user");
+		struct passwd *pw = getpwnam(name);
+		if (pw == NULL) {
+			log_error("config user: user \"%s\" does not exist (scripts/stack creates "
+			          "%s; or set user = NAME)",
+			          name, S_USER_DEFAULT);
+			return -1;
+		}
+		if (pw->pw_uid == 0 || pw->pw_gid == 0) {
+			log_error("config user: \"%s\" is root (uid or gid 0); the orchestrator "
+			          "needs no privilege",
+			          name);
+			return -1;
+		}
+		o->run_uid = pw->pw_uid;
+		o->run_gid = pw->pw_gid;
+		o->drop = 1;
+		if (ahp_strlcpy(o->run_user, name, sizeof o->run_user) != 0) {
+			log_error("config user: name too long");
 			return -1;
 		}
 	}
-	if (ahp_cfg_validate(o->cfg, err, sizeof err) != 0) {
-		log_error("%s", err);
-		return -1;
-	}
-	if (s_path(o, "endpoint", "ipc://", "run/orchestrator.sock", o->endpoint,
-	           sizeof o->endpoint) != 0 ||
-	    s_path(o, "db", "", "state/orchestrator.db", o->db_path, sizeof o->db_path) != 0 ||
-	    s_path(o, "profiles_dir", "", "etc/profiles", o->profiles_dir,
-	           sizeof o->profiles_dir) != 0 ||
-	    s_path(o, "etc_dir", "", "etc", o->etc_dir, sizeof o->etc_dir) != 0 ||
-	    s_path(o, "sandboxd_endpoint", "ipc://", "run/sandboxd.sock", o->sbx_endpoint,
-	           sizeof o->sbx_endpoint) != 0)
-		return -1;
-	o->gateway_url = ahp_cfg_str(o->cfg, "gateway_url");
-	if (strncmp(o->gateway_url, "http://", 7) != 0 &&
-	    strncmp(o->gateway_url, "https://", 8) != 0) {
-		log_error("config gateway_url: must start with http:// or https:// (got \"%s\")",
-		          o->gateway_url);
-		return -1;
-	}
-	o->model_timeout_ms = ahp_cfg_int(o->cfg, "model_timeout_ms");
-	o->model_retries = ahp_cfg_int(o->cfg, "model_retries");
-	o->retry_base_ms = ahp_cfg_int(o->cfg, "retry_base_ms");
-	o->retry_max_ms = ahp_cfg_int(o->cfg, "retry_max_ms");
-	o->max_running = ahp_cfg_int(o->cfg, "max_running");
-	o->sbx_timeout_ms = ahp_cfg_int(o->cfg, "sandbox_slack_ms");
+	return s_apply_reloadable(o, o->cfg);
+}
+
+static int
+s_reloadable(const char *key)
+{
+	for (size_t i = 0; s_reload_keys[i] != NULL; i++)
+		if (strcmp(s_reload_keys[i], key) == 0)
+			return 1;
 	return 0;
+}
+
+static int
+s_same(const ahp_cfg_t *a, const ahp_cfg_t *b, const ahp_cfg_def_t *d)
+{
+	switch (d->type) {
+	case AHP_CFG_STR:
+		return strcmp(ahp_cfg_str(a, d->name), ahp_cfg_str(b, d->name)) == 0;
+	case AHP_CFG_INT:
+		return ahp_cfg_int(a, d->name) == ahp_cfg_int(b, d->name);
+	default:
+		return ahp_cfg_bool(a, d->name) == ahp_cfg_bool(b, d->name);
+	}
+}
+
+int
+orch_config_reload(orch_t *o)
+{
+	ahp_cfg_t *cfg = s_cfg_read(o);
+	if (cfg == NULL) {
+		log_error("config reload refused; the running configuration stays");
+		return -1;
+	}
+	char changed[512] = "";
+	size_t used = 0;
+	for (const ahp_cfg_def_t *d = orch_cfg_defs; d->name != NULL; d++) {
+		/* Against the start-up values: an ignored change is reported at
+		 * every reload until the restart that applies it. */
+		if (!s_reloadable(d->name)) {
+			if (!s_same(o->cfg_start, cfg, d))
+				log_warn("config %s changed; ignored until restart", d->name);
+			continue;
+		}
+		if (!s_same(o->cfg, cfg, d) && used < sizeof changed) {
+			int n = snprintf(changed + used, sizeof changed - used, "%s%s",
+			                 used ? "," : "", d->name);
+			if (n > 0)
+				used += (size_t)n;
+		}
+	}
+	if (s_apply_reloadable(o, cfg) != 0) {
+		/* Nothing was applied: o still points into the old cfg. */
+		log_error("config reload refused; the running configuration stays");
+		ahp_cfg_destroy(&cfg);
+		return -1;
+	}
+	if (strncmp(o->endpoint, "ipc://", 6) == 0 &&
+	    ahp_rpc_server_allow(o->server, &o->allow) != 0)
+		log_warn("config reload: the orchctl allow-list could not be replaced");
+	/* The old cfg holds the old strings; the start-up one is kept apart. */
+	if (o->cfg != o->cfg_start)
+		ahp_cfg_destroy(&o->cfg);
+	o->cfg = cfg;
+	log_info("config reloaded changed=%s gateway=%s max_running=%ld", used ? changed : "none",
+	         o->gateway_url, o->max_running);
+	return 0;
+}
+
+/* Chowns one of the orchestrator's own files or directories to its user,
+ * without following a link it may have planted there in an earlier life
+ * (O_NOFOLLOW), nor a hard link to someone else's file (one link only). */
+static int
+s_own(const orch_t *o, const char *path, int is_dir)
+{
+	int fd =
+	    open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | (is_dir ? O_DIRECTORY : 0));
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -1;
+	struct stat st;
+	int rc = -1;
+	if (fstat(fd, &st) == 0 &&
+	    (is_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode) && st.st_nlink == 1))
+		rc = fchown(fd, o->run_uid, o->run_gid);
+	else
+		errno = EPERM;
+	close(fd);
+	return rc;
+}
+
+int
+orch_own_state(orch_t *o)
+{
+	static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
+	char path[PATH_MAX + 16];
+	if (!o->drop)
+		return 0;
+	snprintf(path, sizeof path, "%s", o->db_path);
+	char *slash = strrchr(path, '/');
+	/* Its own state dir, when it is the default one; a configured db's
+	 * directory is the operator's to prepare (docs/security.md). */
+	if (o->db_default && slash != NULL && slash != path) {
+		*slash = '\0';
+		if (s_own(o, path, 1) != 0) {
+			log_error("cannot give %s to %s: %s", path, o->run_user, strerror(errno));
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
+		snprintf(path, sizeof path, "%s%s", o->db_path, sfx[i]);
+		if (s_own(o, path, 0) != 0) {
+			log_error("cannot give %s to %s: %s", path, o->run_user, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* OpenBSD style: once what needs root is open, become run_user for good.
+ * Supplementary groups go first (they need root), the uid last; then prove
+ * that root cannot be regained. */
+static void
+s_drop_privileges(orch_t *o)
+{
+	if (!o->drop)
+		return;
+	if (setgroups(1, &o->run_gid) != 0)
+		fatal("setgroups");
+	if (setresgid(o->run_gid, o->run_gid, o->run_gid) != 0)
+		fatal("setresgid");
+	if (setresuid(o->run_uid, o->run_uid, o->run_uid) != 0)
+		fatal("setresuid");
+	uid_t r, e, s;
+	gid_t rg, eg, sg;
+	if (getresuid(&r, &e, &s) != 0 || r != o->run_uid || e != o->run_uid || s != o->run_uid ||
+	    getresgid(&rg, &eg, &sg) != 0 || rg != o->run_gid || eg != o->run_gid ||
+	    sg != o->run_gid)
+		fatalx("privilege drop did not take");
+	if (setuid(0) == 0 || seteuid(0) == 0 || setgid(0) == 0)
+		fatalx("privilege drop: root could be regained");
+	/* Nothing this process starts may gain privilege either. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
+	log_info("running as user=%s uid=%u gid=%u", o->run_user, (unsigned)o->run_uid,
+	         (unsigned)o->run_gid);
 }
 
 static void
@@ -212,6 +463,7 @@ main(int argc, char **argv)
 {
 	const char *home_flag = NULL;
 	int check = 0;
+	/* Kept for the process's life: SIGHUP re-applies them. */
 	char **sets = calloc((size_t)argc, sizeof *sets);
 	int nsets = 0;
 
@@ -251,13 +503,16 @@ main(int argc, char **argv)
 		fatal("calloc");
 	o->sigfd = -1;
 	o->replies_tail = &o->replies;
-	int cfg_ok = s_configure(o, home_flag, sets, nsets) == 0;
-	free(sets);
+	o->sets = sets;
+	o->nsets = nsets;
+	int cfg_ok = s_configure(o, home_flag) == 0;
+	o->cfg_start = o->cfg;
 	if (check) {
 		size_t bad = cfg_ok ? s_check_profiles(o) : 0;
 		if (cfg_ok && bad == 0)
 			printf("configuration OK\n");
 		ahp_cfg_destroy(&o->cfg);
+		free(sets);
 		free(o);
 		return cfg_ok && bad == 0 ? 0 : 1;
 	}
@@ -271,6 +526,9 @@ main(int argc, char **argv)
 	if (orch_loop_setup(o) != 0)
 		fatalx("set-up failed");
 	s_pidfile(o, 1);
+	s_drop_privileges(o);
+	if (orch_loop_start(o) != 0)
+		fatalx("set-up failed");
 	log_info("serving endpoint=%s db=%s gateway=%s profiles=%zu", o->endpoint, o->db_path,
 	         o->gateway_url, ahp_profiles_count(o->profiles->set));
 	orch_loop_run(o);
@@ -278,7 +536,10 @@ main(int argc, char **argv)
 	orch_loop_teardown(o);
 	s_pidfile(o, 0);
 	close(o->sigfd);
+	if (o->cfg != o->cfg_start)
+		ahp_cfg_destroy(&o->cfg_start);
 	ahp_cfg_destroy(&o->cfg);
+	free(sets);
 	free(o);
 	curl_global_cleanup();
 	return 0;

@@ -194,7 +194,16 @@ typedef struct orch_waiter {
 } orch_waiter_t;
 
 struct orch {
-	ahp_cfg_t *cfg;
+	ahp_cfg_t *cfg;       /* current (SIGHUP replaces it) */
+	ahp_cfg_t *cfg_start; /* as started: what restart-only keys compare against */
+	char **sets;          /* --set overrides, re-applied on reload */
+	int nsets;
+	uid_t run_uid; /* the user it runs as (after the drop when started as root) */
+	gid_t run_gid;
+	char run_user[64];
+	int drop;              /* started as root: drop to run_uid after set-up */
+	int db_default;        /* db is HOME/state/orchestrator/orchestrator.db */
+	ahp_rpc_allow_t allow; /* who may use endpoint */
 	char home[PATH_MAX];
 	char endpoint[PATH_MAX + 16];
 	char db_path[PATH_MAX];
@@ -248,7 +257,17 @@ void orch_profiles_reload(orch_t *o);
 const char *orch_profiles_why(const orch_t *o, const char *name);
 
 /* loop.c */
+/* main.c: re-reads the configuration and applies what may change while
+ * running (logs keys that need a restart). 0 / -1 (old one kept). */
+int orch_config_reload(orch_t *o);
+/* main.c: started as root, gives the state dir and journal files to
+ * run_user (no link followed). 0 / -1. */
+int orch_own_state(orch_t *o);
+/* Set-up in two halves around the privilege drop: _setup acquires what needs
+ * root (dirs, the orchctl socket, profiles); _start opens the journal,
+ * connects to sandboxd and resumes unfinished runs. 0 / -1. */
 int orch_loop_setup(orch_t *o);
+int orch_loop_start(orch_t *o);
 void orch_loop_run(orch_t *o);
 void orch_loop_teardown(orch_t *o);
 /* Queues a reply to go out after this turn's commit. Takes ownership of

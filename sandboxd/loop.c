@@ -1431,6 +1431,11 @@ sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot serve on %s", cfg->endpoint);
 		goto fail;
 	}
+	if (strncmp(cfg->endpoint, "ipc://", 6) == 0 &&
+	    ahp_rpc_server_allow(self->rpc, &cfg->allow) != 0) {
+		snprintf(err, errlen, "cannot restrict %s to its allowed peers", cfg->endpoint);
+		goto fail;
+	}
 	log_info("serving on %s (cgroups %s, state %s, uid_base %u, pool %u)", cfg->endpoint,
 	         sbx_cgroup_mode(), cfg->state_dir, cfg->uid_base, cfg->pool_size);
 	return self;

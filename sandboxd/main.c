@@ -16,6 +16,8 @@ const char *const sbx_version = AHP_VERSION;
 char *sbx_argv_area;
 size_t sbx_argv_len;
 
+#define S_ALLOW_USERS_DEFAULT "root,ahp-orchestrator"
+
 static const ahp_cfg_def_t s_cfg_defs[] = {
     {"endpoint", AHP_CFG_STR, 0, 0, "", "RPC endpoint (default ipc://HOME/run/sandboxd.sock)"},
     {"state_dir", AHP_CFG_STR, 0, 0, "",
@@ -44,6 +46,12 @@ static const ahp_cfg_def_t s_cfg_defs[] = {
      "the oldest is deleted first (0: none is kept)"},
     {"retain_failed_s", AHP_CFG_INT, 1, 315360000, "604800",
      "age after which such a workspace is deleted (seconds)"},
+    {"allow_users", AHP_CFG_STR, 0, 0, S_ALLOW_USERS_DEFAULT,
+     "users whose processes may use the endpoint (SO_PEERCRED): the orchestrator's user, "
+     "and root for `sandboxd exec`; names that do not exist are an error, except in the "
+     "default"},
+    {"allow_groups", AHP_CFG_STR, 0, 0, "",
+     "groups whose members may use the endpoint (comma-separated names)"},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
@@ -121,6 +129,17 @@ s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, si
 	out->retain_failed_s = (uint32_t)ahp_cfg_int(c, "retain_failed_s");
 	if (rc != 0) {
 		snprintf(err, errlen, "a configured path is too long");
+		return -1;
+	}
+	/* Who may talk to sandboxd. The default names the orchestrator's system
+	 * user, which a host may not have yet (sandboxd started on its own):
+	 * it is then left out, admitting only root; a configured name must exist. */
+	const char *users = ahp_cfg_str(c, "allow_users");
+	char aerr[256];
+	if (ahp_rpc_allow_parse(&out->allow, users, ahp_cfg_str(c, "allow_groups"),
+	                        strcmp(users, S_ALLOW_USERS_DEFAULT) == 0, aerr,
+	                        sizeof aerr) != 0) {
+		snprintf(err, errlen, "allow_users/allow_groups: %s", aerr);
 		return -1;
 	}
 	if (out->state_dir[0] != '/') {

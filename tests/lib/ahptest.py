@@ -278,7 +278,7 @@ class Stack:
     # --- journal (read-only look at the orchestrator's SQLite db) ---
 
     def db_rows(self, sql, params=()):
-        uri = "file:" + self.path("state/orchestrator.db") + "?mode=ro"
+        uri = "file:" + self.path("state/orchestrator/orchestrator.db") + "?mode=ro"
         con = sqlite3.connect(uri, uri=True, timeout=10)
         try:
             return con.execute(sql, params).fetchall()

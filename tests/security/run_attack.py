@@ -188,9 +188,10 @@ class Home:
         for d in ("etc/secrets", "etc/secrets/credproxy", "etc/secrets/servicesd"):
             os.chmod(self.path(d), 0o755)
         # A stand-in for the orchestrator's journal.
-        with open(self.path("state", "orchestrator.db"), "wb") as f:
+        os.makedirs(self.path("state", "orchestrator"), exist_ok=True)
+        with open(self.path("state", "orchestrator", "orchestrator.db"), "wb") as f:
             f.write(b"SQLite format 3\0" + b"\0" * 4080)
-        os.chmod(self.path("state", "orchestrator.db"), 0o644)
+        os.chmod(self.path("state", "orchestrator", "orchestrator.db"), 0o644)
 
     # --- daemon ---
 
@@ -389,7 +390,8 @@ def _(h):
 
 @attack("read_orchestrator_db")
 def _(h):
-    paths = host_views(h, "state/orchestrator.db") + ["/var/lib/ahp/state/orchestrator.db"]
+    paths = (host_views(h, "state/orchestrator/orchestrator.db") +
+             ["/var/lib/ahp/state/orchestrator/orchestrator.db"])
     h.probe("absent", *paths)
     h.probe("read", *paths)
     h.probe("find_name", "orchestrator.db")
@@ -792,7 +794,8 @@ def _(h):
     h.write("hostmarker/keep.txt", "keep me\n")
     h.write("hostmarker/sub/keep2.txt", "keep me too\n", mode=0o600)
     hostfile = h.write("hostmarker-file", "host file\n", mode=0o640)
-    watched = [hostdir, hostfile, h.path("etc"), h.path("probe"), h.path("state", "orchestrator.db")]
+    watched = [hostdir, hostfile, h.path("etc"), h.path("probe"),
+               h.path("state", "orchestrator", "orchestrator.db")]
     before = {p: snapshot(p) for p in watched}
 
     cleanup_marker = "ahp-cleanup-" + secrets.token_hex(4)

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -39,7 +41,7 @@ s_setup(void **state)
  * zmq_ctx_term() would then wait for them forever. */
 static int s_done;
 #define TEST_DONE() s_done++
-#define N_CTX_TESTS 8
+#define N_CTX_TESTS 10
 
 static int
 s_teardown(void **state)
@@ -546,6 +548,179 @@ test_call_no_server(void **state)
 	TEST_DONE();
 }
 
+/* --- peer allow-list --- */
+
+#define NOBODY 65534
+
+typedef struct {
+	int status;
+	char err[256];
+	int handled; /* requests the server handed to its caller (the "handler") */
+	uint32_t peer_uid, peer_gid;
+} s_as_result_t;
+
+/* One ahp_rpc_call made by a forked child running as uid:gid (no
+ * supplementary groups), while this process serves srv and counts what it is
+ * handed. Returns when the child has exited. */
+static void
+s_call_as(ahp_rpc_server_t *srv, uid_t uid, gid_t gid, s_as_result_t *out)
+{
+	int pfd[2];
+	memset(out, 0, sizeof *out);
+	assert_int_equal(pipe(pfd), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(pfd[0]);
+		if (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0 ||
+		    setresuid(uid, uid, uid) != 0)
+			_exit(3);
+		/* A fresh context: the parent's I/O threads do not exist here. */
+		void *ctx = zmq_ctx_new();
+		ahp_rpc_client_t *cli = ahp_rpc_client_new(ctx, s_ep);
+		if (cli == NULL)
+			_exit(4);
+		uint8_t *rep = NULL;
+		size_t rlen = 0;
+		s_as_result_t r = {0};
+		r.status = -1;
+		if (ahp_rpc_call(cli, "hello", 5, 3000, 0, 0, &rep, &rlen, &r.status, r.err,
+		                 sizeof r.err) == 0)
+			snprintf(r.err, sizeof r.err, "reply:%.*s", (int)rlen, (const char *)rep);
+		free(rep);
+		ahp_rpc_client_destroy(&cli);
+		zmq_ctx_term(ctx);
+		_exit(write(pfd[1], &r, sizeof r) == (ssize_t)sizeof r ? 0 : 5);
+	}
+	close(pfd[1]);
+	int wst = 0;
+	for (;;) {
+		ahp_rpc_req_t *req = NULL;
+		int rc = ahp_rpc_server_recv(srv, &req);
+		assert_true(rc >= 0);
+		if (rc == 1) {
+			out->handled++;
+			out->peer_uid = req->peer_uid;
+			out->peer_gid = req->peer_gid;
+			assert_int_equal(ahp_rpc_server_reply(srv, &req, "ok", 2), 0);
+			continue;
+		}
+		pid_t w = waitpid(pid, &wst, WNOHANG);
+		assert_true(w >= 0);
+		if (w == pid)
+			break;
+		s_poll_in(ahp_rpc_server_socket(srv), 20);
+	}
+	assert_true(WIFEXITED(wst));
+	assert_int_equal(WEXITSTATUS(wst), 0);
+	s_as_result_t r;
+	assert_int_equal(read(pfd[0], &r, sizeof r), (ssize_t)sizeof r);
+	close(pfd[0]);
+	out->status = r.status;
+	memcpy(out->err, r.err, sizeof out->err);
+}
+
+/* A peer not on the list gets a typed permission_denied, and the server's
+ * caller never sees its request; listed peers (by uid, by gid) get through. */
+static void
+test_peer_allow_list(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		TEST_DONE();
+		skip(); /* needs to run a client under another uid */
+	}
+	/* The other uid must reach the socket: the allow-list decides. */
+	assert_int_equal(chmod(s_dir, 0711), 0);
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0);
+	assert_non_null(srv);
+	ahp_rpc_allow_t allow = {0};
+	char err[128];
+	assert_int_equal(ahp_rpc_allow_parse(&allow, "root", "", 0, err, sizeof err), 0);
+	assert_int_equal(allow.n_uids, 1);
+	assert_int_equal(allow.uids[0], 0);
+	assert_int_equal(ahp_rpc_server_allow(srv, &allow), 0);
+	struct stat st;
+	assert_int_equal(stat(s_ep + 6, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0666);
+
+	s_as_result_t r;
+	s_call_as(srv, NOBODY, NOBODY, &r);
+	assert_int_equal(r.status, AHP__STATUS__ERR_PERMISSION_DENIED);
+	assert_string_equal(r.err, "uid 65534 (gid 65534) may not use this socket");
+	assert_int_equal(r.handled, 0);
+
+	/* Root (listed) is still served by the same server. */
+	ahp_rpc_client_t *cli = ahp_rpc_client_new(s_ctx, s_ep);
+	assert_non_null(cli);
+	s_wait_connected(ahp_rpc_client_socket(cli));
+	assert_true(ahp_rpc_client_send(cli, "x", 1) != 0);
+	ahp_rpc_req_t *req = s_server_get(srv, 3000);
+	assert_non_null(req);
+	assert_int_equal(req->peer_uid, 0);
+	ahp_rpc_req_free(&req);
+	ahp_rpc_client_destroy(&cli);
+
+	/* Listing the peer's group admits it; the uid/gid reach the caller. */
+	assert_int_equal(ahp_rpc_allow_add_gid(&allow, NOBODY), 0);
+	assert_int_equal(ahp_rpc_server_allow(srv, &allow), 0);
+	s_call_as(srv, NOBODY, NOBODY, &r);
+	assert_int_equal(r.status, AHP__STATUS__OK);
+	assert_string_equal(r.err, "reply:ok");
+	assert_int_equal(r.handled, 1);
+	assert_int_equal(r.peer_uid, NOBODY);
+	assert_int_equal(r.peer_gid, NOBODY);
+
+	/* And by uid, with a gid that is not listed. */
+	ahp_rpc_allow_t by_uid = {0};
+	assert_int_equal(ahp_rpc_allow_add_uid(&by_uid, NOBODY), 0);
+	assert_int_equal(ahp_rpc_server_allow(srv, &by_uid), 0);
+	s_call_as(srv, NOBODY, 12345, &r);
+	assert_int_equal(r.status, AHP__STATUS__OK);
+	assert_int_equal(r.handled, 1);
+	/* ...which no longer admits root. */
+	s_call_as(srv, 0, 0, &r);
+	assert_int_equal(r.status, AHP__STATUS__ERR_PERMISSION_DENIED);
+	assert_string_equal(r.err, "uid 0 (gid 0) may not use this socket");
+	assert_int_equal(r.handled, 0);
+
+	ahp_rpc_server_destroy(&srv);
+	assert_int_equal(chmod(s_dir, 0700), 0);
+	TEST_DONE();
+}
+
+static void
+test_allow_parse(void **state)
+{
+	(void)state;
+	ahp_rpc_allow_t a = {0};
+	char err[128] = "";
+	assert_int_equal(ahp_rpc_allow_parse(&a, " root , root,", "root", 0, err, sizeof err), 0);
+	assert_int_equal(a.n_uids, 1);
+	assert_int_equal(a.n_gids, 1);
+	assert_int_equal(a.gids[0], 0);
+	assert_int_equal(ahp_rpc_allow_parse(&a, "root,no-such-user-ahp", NULL, 0, err, sizeof err),
+	                 -1);
+	assert_string_equal(err, "user \"no-such-user-ahp\" does not exist");
+	assert_int_equal(ahp_rpc_allow_parse(&a, NULL, "no-such-group-ahp", 0, err, sizeof err),
+	                 -1);
+	assert_string_equal(err, "group \"no-such-group-ahp\" does not exist");
+	/* Defaults may name users a host does not have: they are left out. */
+	ahp_rpc_allow_t b = {0};
+	assert_int_equal(ahp_rpc_allow_parse(&b, "no-such-user-ahp,root", "no-such-group-ahp", 1,
+	                                     err, sizeof err),
+	                 0);
+	assert_int_equal(b.n_uids, 1);
+	assert_int_equal(b.uids[0], 0);
+	assert_int_equal(b.n_gids, 0);
+	/* A server that is not ipc:// has no peer credentials to check. */
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, "inproc://allow-parse", 0);
+	assert_non_null(srv);
+	assert_int_equal(ahp_rpc_server_allow(srv, &a), -1);
+	ahp_rpc_server_destroy(&srv);
+	TEST_DONE();
+}
+
 /* --- endpoint policy --- */
 
 static void
@@ -600,6 +775,8 @@ main(void)
 	    cmocka_unit_test(test_call_timeout_retries_same_id),
 	    cmocka_unit_test(test_call_no_server),
 	    cmocka_unit_test(test_endpoint_policy),
+	    cmocka_unit_test(test_peer_allow_list),
+	    cmocka_unit_test(test_allow_parse),
 	};
 	return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

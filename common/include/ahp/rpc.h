@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common.pb-c.h"
 
@@ -32,6 +33,7 @@ typedef struct {
 	void *peer; /* opaque routing identity */
 	size_t peer_len;
 	uint32_t peer_uid; /* SO_PEERCRED uid on ipc://, (uint32_t)-1 when unknown */
+	uint32_t peer_gid; /* SO_PEERCRED gid on ipc://, (uint32_t)-1 when unknown */
 } ahp_rpc_req_t;
 
 /* --- server --- */
@@ -48,6 +50,41 @@ typedef struct {
  * times out). inproc:// is accepted too (tests). */
 ahp_rpc_server_t *ahp_rpc_server_new(void *zctx, const char *endpoint, size_t max_msg);
 void ahp_rpc_server_destroy(ahp_rpc_server_t **self_p);
+
+/* Who may talk to a server: peers whose SO_PEERCRED uid is in uids, or whose
+ * gid (primary, or a supplementary group per the group database) is in gids. */
+#define AHP_RPC_ALLOW_MAX 32
+typedef struct {
+	uid_t uids[AHP_RPC_ALLOW_MAX];
+	size_t n_uids;
+	gid_t gids[AHP_RPC_ALLOW_MAX];
+	size_t n_gids;
+} ahp_rpc_allow_t;
+
+/* Fills *out from comma-separated user and group names (either may be NULL
+ * or empty), resolved now with getpwnam/getgrnam; keeps what *out already
+ * holds (call with a zeroed struct to start empty) and skips duplicates.
+ * -1 with err ("user \"x\" does not exist", "more than 32 users") on a name
+ * that does not resolve or over AHP_RPC_ALLOW_MAX entries. With skip_missing
+ * a name that does not resolve is logged and left out instead: for a
+ * daemon's built-in defaults, so that a host without the optional system
+ * users still starts, admitting fewer peers (never more). */
+int ahp_rpc_allow_parse(ahp_rpc_allow_t *out, const char *users, const char *groups,
+                        int skip_missing, char *err, size_t errlen);
+/* Adds one uid / gid (duplicates ignored). 0 / -1 when full. */
+int ahp_rpc_allow_add_uid(ahp_rpc_allow_t *self, uid_t uid);
+int ahp_rpc_allow_add_gid(ahp_rpc_allow_t *self, gid_t gid);
+
+/* Restricts an ipc:// server to the peers in *allow (copied). From then on a
+ * message from any other peer is answered with a transport error
+ * ERR_PERMISSION_DENIED and logged ("peer uid=U gid=G pid=P refused on EP")
+ * before its body is looked at; the daemon never sees it. The socket file
+ * becomes 0666: the allow-list, not the file mode, decides who is admitted
+ * (the directories above it still have to be traversable). Without this call
+ * a server admits whoever can open its 0600 socket file (its owner and root).
+ * May be called again (SIGHUP) to replace the list. 0, or -1 on a non-ipc
+ * server or when the socket file cannot be chmod'ed. */
+int ahp_rpc_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow);
 
 /* The zmq socket, for zmq_poll (ZMQ_POLLIN). */
 void *ahp_rpc_server_socket(ahp_rpc_server_t *self);
