@@ -325,3 +325,22 @@ ahp_error_set(Ahp__Error *e, int status, const char *message)
 	/* protobuf-c does not write through these; the cast only drops const. */
 	e->message = (char *)(message ? message : "");
 }
+
+int
+ahp_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}

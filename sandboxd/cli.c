@@ -76,20 +76,6 @@ s_listening(const char *path)
 }
 
 static void
-s_write_all(int fd, const uint8_t *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return;
-		p += n;
-		len -= (size_t)n;
-	}
-}
-
-static void
 s_cli_usage(void)
 {
 	fprintf(stderr, "usage: sandboxd [--home DIR] exec --profile P [--keep] [--timeout S] -- "
@@ -146,12 +132,12 @@ s_write_output(int fd, const uint8_t *p, size_t len)
 	if (len == 0)
 		return;
 	if (!isatty(fd)) {
-		s_write_all(fd, p, len);
+		(void)ahp_write_all(fd, p, len);
 		return;
 	}
 	char *e = ahp_term_escape((const char *)p, len, 0);
 	if (e != NULL)
-		s_write_all(fd, (const uint8_t *)e, strlen(e));
+		(void)ahp_write_all(fd, (const uint8_t *)e, strlen(e));
 	free(e);
 }
 

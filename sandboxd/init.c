@@ -30,6 +30,8 @@
 #include <linux/securebits.h>
 #include <linux/seccomp.h>
 
+#include "ahp/util.h"
+
 #include "sbx.h"
 
 /*
@@ -69,21 +71,6 @@ static void __attribute__((noreturn)) s_exit(int code)
 		syscall(SYS_exit, code);
 }
 
-static void
-s_write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return;
-		p += n;
-		len -= (size_t)n;
-	}
-}
-
 static const char *
 s_errname(int e)
 {
@@ -115,7 +102,7 @@ static void __attribute__((noreturn, format(printf, 1, 2))) s_fail(const char *f
 	char line[600];
 	int l = snprintf(line, sizeof(line), "sandboxd-init: %.*s\n", n, msg);
 	if (l > 0)
-		s_write_all(s_errfd, line, (size_t)l < sizeof(line) ? (size_t)l : sizeof(line) - 1);
+		(void)ahp_write_all(s_errfd, line, (size_t)l < sizeof(line) ? (size_t)l : sizeof(line) - 1);
 	s_exit(1);
 }
 
@@ -666,7 +653,7 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 		int n = snprintf(line, sizeof(line), "sandboxd: %s: %s\n", c.step,
 		                 s_errname(spawn_errno));
 		if (n > 0)
-			s_write_all(s_errfd, line, (size_t)n);
+			(void)ahp_write_all(s_errfd, line, (size_t)n);
 	}
 
 	uint64_t deadline = t0 + o->timeout_ms, exit_at = 0;

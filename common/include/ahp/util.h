@@ -34,6 +34,10 @@ int ahp_parse_duration(const char *s, long *seconds);
  * Caller owns *buf (NUL-terminated). */
 int ahp_read_file(const char *path, size_t max, char **buf, size_t *len);
 
+/* Writes all len bytes of buf to fd, retrying short writes and EINTR.
+ * 0, or -1 with errno when a write fails or writes nothing. */
+int ahp_write_all(int fd, const void *buf, size_t len);
+
 /* mkdir -p with mode. 0 / -1. */
 int ahp_mkdirs(const char *path, int mode);
 
