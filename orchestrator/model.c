@@ -550,8 +550,27 @@ s_error_object(const json_t *e, orch_model_result_t *res)
 	json_object_set(res->journal, "provider_error", (json_t *)e);
 }
 
-void
-orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t *res)
+/* res->error is one line of valid UTF-8 whatever the reply held: parser
+ * messages quote raw input (jansson's "near '...'"), which may be cut inside
+ * a UTF-8 sequence or carry control bytes. */
+static void
+s_error_clean(orch_model_result_t *res)
+{
+	size_t n = 0;
+	char *c =
+	    ahp_utf8_sanitize(res->error, strnlen(res->error, sizeof res->error), 0, &n, NULL);
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)c[i] < 0x20 || c[i] == 0x7f)
+			c[i] = ' ';
+	snprintf(res->error, sizeof res->error, "%.*s",
+	         (int)ahp_utf8_prefix(c, sizeof res->error - 1), c);
+	free(c);
+}
+
+static void
+s_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t *res)
 {
 	/* A private copy: raw bytes that are not UTF-8 are replaced (jansson
 	 * would refuse the whole reply), then bad escapes are rewritten. */
@@ -654,6 +673,14 @@ orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t
 	res->ok = 1;
 }
 
+void
+orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t *res)
+{
+	s_parse(body, len, seq, res);
+	if (!res->ok)
+		s_error_clean(res);
+}
+
 static void
 s_classify(orch_call_t *c, CURLcode rc, orch_model_result_t *res)
 {
@@ -710,6 +737,8 @@ orch_model_reap(orch_t *o)
 		o->n_calls_inflight--;
 		orch_model_result_t res;
 		s_classify(c, rc, &res);
+		if (!res.ok)
+			s_error_clean(&res);
 		orch_run_t *run = c->run;
 		run->call = NULL;
 		s_call_free(c);

@@ -201,10 +201,13 @@ static const char s_conv_too_big[] = "the conversation grew over its 16 MiB ceil
 /* --- ending --- */
 
 static void
-s_finish(orch_run_t *run, int state, const char *text)
+s_finish(orch_run_t *run, int state, const char *raw)
 {
 	orch_t *o = run->o;
 	int was = run->state;
+	/* The answer or reason may quote untrusted text: store valid UTF-8. */
+	char *clean = ahp_utf8_sanitize(raw, strlen(raw), 0, NULL, NULL);
+	const char *text = clean != NULL ? clean : "(out of memory)";
 	if (run->call != NULL)
 		orch_model_abort(o, &run->call);
 	run->state = state;
@@ -231,6 +234,7 @@ s_finish(orch_run_t *run, int state, const char *text)
 		               state == ORCH_CANCELLED ? "[run] cancelled" : "[run] failed: %s",
 		               text);
 	}
+	free(clean);
 	s_unlink(run);
 	run->ended_next = o->ended;
 	o->ended = run;
