@@ -10,6 +10,7 @@
 #include "ahp/text.h"
 #include "fuzz.h"
 #include "orchestrator.pb-c.h"
+#include "pbwalk.h"
 #include "sandboxd.pb-c.h"
 #include "testmsg.pb-c.h"
 
@@ -60,7 +61,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, size, data);
 		if (m == NULL)
 			return 0;
-		s_round_trip(desc, m);
+		/* Enum values the schema does not name are written as numbers, which
+		 * ahp_json_to_proto refuses by design (jsonpb.h): no round trip then. */
+		fuzz_pb_stats_t st = {0, 0, 0};
+		fuzz_pb_walk(m, &st);
+		if (st.unknown_enums == 0)
+			s_round_trip(desc, m);
+		else
+			json_decref(ahp_proto_to_json(m));
 		protobuf_c_message_free_unpacked(m, NULL);
 		return 0;
 	}

@@ -9,58 +9,32 @@
 #include "ahp/rpc.h"
 #include "fuzz.h"
 #include "orch.h"
+#include "pbwalk.h"
 
 /* sandboxd and the orchestrator cap request bodies at 1 MiB (ZMQ_MAXMSGSIZE). */
 #define FUZZ_RPC_BODY_MAX (1024 * 1024)
 
-/* Reads every string of m (ASan: each is NUL-terminated inside its allocation) and the
- * messages under it. */
-static void
-s_walk(const ProtobufCMessage *m)
-{
-	const ProtobufCMessageDescriptor *d = m->descriptor;
-	for (unsigned i = 0; i < d->n_fields; i++) {
-		const ProtobufCFieldDescriptor *f = &d->fields[i];
-		const char *base = (const char *)m + f->offset;
-		if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
-			uint32_t which;
-			memcpy(&which, (const char *)m + f->quantifier_offset, sizeof which);
-			if (which != f->id)
-				continue;
-		}
-		size_t n = 1;
-		const void *const *v = (const void *const *)base;
-		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-			memcpy(&n, (const char *)m + f->quantifier_offset, sizeof n);
-			v = *(const void *const *const *)base;
-		}
-		if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
-			continue;
-		for (size_t k = 0; k < n; k++) {
-			if (v[k] == NULL)
-				continue;
-			if (f->type == PROTOBUF_C_TYPE_STRING)
-				(void)strlen(v[k]);
-			else
-				s_walk(v[k]);
-		}
-	}
-}
-
-/* The message re-packs into bytes that unpack again. */
+/* The message re-packs, and into bytes that unpack again unless it kept unknown fields:
+ * protobuf-c accepts an overlong-encoded field number 0 as an unknown field, then packs it as
+ * tag 0, which it refuses (no daemon re-packs what it received, so this is noted, not
+ * asserted). */
 static void
 s_repack(const ProtobufCMessage *m)
 {
+	fuzz_pb_stats_t st = {0, 0, 0};
 	FUZZ_CHECK(protobuf_c_message_check(m));
-	s_walk(m);
+	fuzz_pb_walk(m, &st);
 	size_t n = protobuf_c_message_get_packed_size(m);
 	uint8_t *buf = malloc(n ? n : 1);
 	FUZZ_CHECK(buf != NULL);
 	FUZZ_CHECK(protobuf_c_message_pack(m, buf) == n);
 	ProtobufCMessage *m2 = protobuf_c_message_unpack(m->descriptor, NULL, n, buf);
-	FUZZ_CHECK(m2 != NULL);
-	FUZZ_CHECK(protobuf_c_message_get_packed_size(m2) == n);
-	protobuf_c_message_free_unpacked(m2, NULL);
+	if (st.unknown_fields == 0) {
+		FUZZ_CHECK(m2 != NULL);
+		FUZZ_CHECK(protobuf_c_message_get_packed_size(m2) == n);
+	}
+	if (m2 != NULL)
+		protobuf_c_message_free_unpacked(m2, NULL);
 	free(buf);
 }
 

@@ -105,7 +105,10 @@ s_setup(void)
 	s_profile.skills_dir = s_skills;
 }
 
-/* No string of the result holds the secret, and all are valid UTF-8. */
+/* No string of the result holds the secret (unless the input did: the fuzzer learns it from
+ * strstr and puts it in paths that errors echo), and all are valid UTF-8. */
+static int s_input_has_secret;
+
 static void
 s_check(const json_t *v)
 {
@@ -115,7 +118,7 @@ s_check(const json_t *v)
 	switch (json_typeof(v)) {
 	case JSON_STRING:
 		FUZZ_CHECK(ahp_utf8_valid(json_string_value(v), json_string_length(v), 0));
-		FUZZ_CHECK(strstr(json_string_value(v), S_SECRET) == NULL);
+		FUZZ_CHECK(s_input_has_secret || strstr(json_string_value(v), S_SECRET) == NULL);
 		break;
 	case JSON_ARRAY:
 		json_array_foreach(v, i, val) s_check(val);
@@ -150,6 +153,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	if (s_root[0] == '\0')
 		s_setup();
+	s_input_has_secret = memmem(data, size, S_SECRET, strlen(S_SECRET)) != NULL;
 	json_t *args = json_loadb((const char *)data, size, 0, NULL);
 	if (!json_is_object(args)) {
 		json_decref(args);
