@@ -1,6 +1,7 @@
 /* Agent profiles: a libyaml walk validates with file:line:column errors, libcyaml fills the
  * structs. */
 #include "ahp/profile.h"
+#include "ahp/limit_table.h"
 #include "ahp/util.h"
 
 #include <cyaml/cyaml.h>
@@ -69,6 +70,7 @@ typedef struct {
 	size_t errlen;
 	char *skills_dir; /* realpath of skills:, owned until moved */
 	yaml_mark_t name_mark;
+	const char *name_ok;          /* name: once it passed its check; in doc */
 	yaml_node_t *top[S_MAX_KEYS]; /* top-level values, by K_* index */
 } s_ctx_t;
 
@@ -81,7 +83,8 @@ struct s_key {
 	const char *key;
 	bool required;
 	s_check_fn *check;
-	long min, max;              /* integer range, or list length */
+	long min, max;              /* list length */
+	int limit;                  /* S_LIM(id): integer range from the limits table */
 	const char *const *allowed; /* names a scalar or list item may take */
 	const char *what;           /* "tool", "method": for messages */
 	const char *example;        /* hint when the shape is wrong */
@@ -94,18 +97,22 @@ static s_check_fn s_check_name, s_check_model, s_check_text, s_check_names, s_ch
     s_check_regex, s_check_duration, s_check_one_name;
 static s_post_fn s_post_approval;
 
+/* Integer ranges come from the one limits table (ahp/limit_table.h), which
+ * sandboxd's request validation reads too: what loads here is what runs. */
+#define S_LIM(id) (AHP_LIMIT_##id + 1)
+
 static const s_key_t s_sandbox_keys[] = {
     {.key = "network", .check = s_check_enum, .allowed = s_net_modes, .what = "network mode"},
-    {.key = "memory_mb", .check = s_check_uint, .min = 16, .max = 65536},
-    {.key = "pids_max", .check = s_check_uint, .min = 4, .max = 4096},
-    {.key = "cpu_seconds", .check = s_check_uint, .min = 1, .max = 3600},
-    {.key = "timeout_s", .check = s_check_uint, .min = 1, .max = 3600},
-    {.key = "output_kb", .check = s_check_uint, .min = 1, .max = 10240},
+    {.key = "memory_mb", .check = s_check_uint, .limit = S_LIM(MEMORY_MB)},
+    {.key = "pids_max", .check = s_check_uint, .limit = S_LIM(PIDS_MAX)},
+    {.key = "cpu_seconds", .check = s_check_uint, .limit = S_LIM(CPU_SECONDS)},
+    {.key = "timeout_s", .check = s_check_uint, .limit = S_LIM(TIMEOUT_S)},
+    {.key = "output_kb", .check = s_check_uint, .limit = S_LIM(OUTPUT_KB)},
     {.key = NULL}};
 
 static const s_key_t s_limits_keys[] = {
-    {.key = "max_turns", .check = s_check_uint, .min = 1, .max = 1000},
-    {.key = "max_model_calls", .check = s_check_uint, .min = 1, .max = 10000},
+    {.key = "max_turns", .check = s_check_uint, .limit = S_LIM(MAX_TURNS)},
+    {.key = "max_model_calls", .check = s_check_uint, .limit = S_LIM(MAX_MODEL_CALLS)},
     {.key = NULL}};
 
 static const s_key_t s_egress_keys[] = {
@@ -652,9 +659,12 @@ s_check_enum(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 static int
 s_check_uint(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 {
-	char q[80], range[64];
+	char q[80], range[64], msg[128];
+	const ahp_limit_t *lim = ahp_limit((ahp_limit_id_t)(k->limit - 1));
 
-	snprintf(range, sizeof range, "allowed %ld..%ld", k->min, k->max);
+	if (lim == NULL)
+		return s_fail(c, &v->start_mark, NULL, "internal error: %s has no limit", where);
+	snprintf(range, sizeof range, "allowed %u..%u", lim->min, lim->max);
 	if (s_want(c, v, YAML_SCALAR_NODE, "a number", where, range) < 0)
 		return -1;
 	const char *s = s_str(v);
@@ -665,9 +675,9 @@ s_check_uint(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 	if (!ok)
 		return s_fail(c, &v->start_mark, range, "%s must be a whole number, not '%s'",
 		              where, s_q(s, q, sizeof q));
-	unsigned long n = strtoul(s, NULL, 10);
-	if (n < (unsigned long)k->min || n > (unsigned long)k->max)
-		return s_fail(c, &v->start_mark, range, "%s %lu is out of range", where, n);
+	unsigned long long n = strtoull(s, NULL, 10);
+	if (ahp_limit_check((ahp_limit_id_t)(k->limit - 1), n, msg, sizeof msg) < 0)
+		return s_fail(c, &v->start_mark, NULL, "%s", msg);
 	return 0;
 }
 
@@ -710,6 +720,7 @@ s_check_name(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 	if (len > 64 || !s_chars(s_str(v), len, "-"))
 		return s_fail(c, &v->start_mark, hint, "name '%s' is not valid",
 		              s_q(s_str(v), q, sizeof q));
+	c->name_ok = s_str(v);
 	return 0;
 }
 
@@ -1257,23 +1268,38 @@ s_fill(s_ctx_t *c, ahp_profile_t *p)
 	p->skills_dir = c->skills_dir;
 	c->skills_dir = NULL;
 
+	/* libcyaml leaves unwritten fields 0, which no range allows. */
 	if (p->sandbox.memory_mb == 0)
-		p->sandbox.memory_mb = 256;
+		p->sandbox.memory_mb = AHP_LIM_MEMORY_MB_DEF;
 	if (p->sandbox.pids_max == 0)
-		p->sandbox.pids_max = 64;
+		p->sandbox.pids_max = AHP_LIM_PIDS_MAX_DEF;
 	if (p->sandbox.cpu_seconds == 0)
-		p->sandbox.cpu_seconds = 10;
+		p->sandbox.cpu_seconds = AHP_LIM_CPU_SECONDS_DEF;
 	if (p->sandbox.timeout_s == 0)
-		p->sandbox.timeout_s = 30;
+		p->sandbox.timeout_s = AHP_LIM_TIMEOUT_S_DEF;
 	if (p->sandbox.output_kb == 0)
-		p->sandbox.output_kb = 64;
+		p->sandbox.output_kb = AHP_LIM_OUTPUT_KB_DEF;
 	if (p->limits.max_turns == 0)
-		p->limits.max_turns = 30;
+		p->limits.max_turns = AHP_LIM_MAX_TURNS_DEF;
 	if (p->limits.max_model_calls == 0)
-		p->limits.max_model_calls = 50;
+		p->limits.max_model_calls = AHP_LIM_MAX_MODEL_CALLS_DEF;
 
+	p->refs = 1;
+	for (unsigned i = 0; i < p->n_approvals; i++)
+		p->approvals[i].match_re = NULL;
 	for (unsigned i = 0; i < p->n_approvals; i++) {
 		ahp_approval_t *a = &p->approvals[i];
+		/* Compiled once here, so a gate decision is a regexec and cannot
+		 * fail on a pattern; s_check_regex already compiled it once. */
+		if (a->match != NULL) {
+			regex_t *re = calloc(1, sizeof *re);
+			if (re == NULL || regcomp(re, a->match, REG_EXTENDED | REG_NOSUB) != 0) {
+				free(re);
+				oom = true;
+			} else {
+				a->match_re = re;
+			}
+		}
 		if (a->expires == NULL)
 			a->expires = s_dup(S_DEFAULT_EXPIRES, &oom);
 		if (a->expires == NULL || ahp_parse_duration(a->expires, &a->expires_s) < 0)
@@ -1283,8 +1309,12 @@ s_fill(s_ctx_t *c, ahp_profile_t *p)
 	return oom ? -1 : 0;
 }
 
+/* name_out (may be NULL; S_NAME_BUF bytes) receives the profile's name: when
+ * the file failed, the name it asks for if that much was valid, else "". */
+#define S_NAME_BUF 65
 static ahp_profile_t *
-s_load(const char *path, const char *base_dir, char *err, size_t errlen, yaml_mark_t *name_mark)
+s_load(const char *path, const char *base_dir, char *err, size_t errlen, yaml_mark_t *name_mark,
+       char *name_out)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -1294,6 +1324,8 @@ s_load(const char *path, const char *base_dir, char *err, size_t errlen, yaml_ma
 	ahp_profile_t *p = NULL;
 	s_ctx_t c = {.file = path, .err = err, .errlen = errlen, .doc = &doc};
 
+	if (name_out != NULL)
+		name_out[0] = '\0';
 	if (s_read(path, &buf, &len, err, errlen) < 0)
 		return NULL;
 
@@ -1374,6 +1406,8 @@ s_load(const char *path, const char *base_dir, char *err, size_t errlen, yaml_ma
 	if (name_mark)
 		*name_mark = c.name_mark;
 out:
+	if (name_out != NULL)
+		ahp_strlcpy(name_out, c.name_ok ? c.name_ok : "", S_NAME_BUF);
 	free(c.seen);
 	free(c.skills_dir);
 	yaml_document_delete(&doc);
@@ -1395,7 +1429,7 @@ ahp_profile_load(const char *path, const char *base_dir, char *err, size_t errle
 		snprintf(err, errlen, "(null): no profile path");
 		return NULL;
 	}
-	return s_load(path, base_dir, err, errlen, NULL);
+	return s_load(path, base_dir, err, errlen, NULL, NULL);
 }
 
 static void
@@ -1412,6 +1446,11 @@ ahp_profile_destroy(ahp_profile_t **self_p)
 	if (self_p == NULL || *self_p == NULL)
 		return;
 	ahp_profile_t *p = *self_p;
+	*self_p = NULL;
+	if (p->refs > 1) {
+		p->refs--;
+		return;
+	}
 	free(p->name);
 	free(p->model);
 	free(p->system_prompt);
@@ -1434,6 +1473,10 @@ ahp_profile_destroy(ahp_profile_t **self_p)
 		free(p->approvals[i].tool);
 		free(p->approvals[i].match);
 		free(p->approvals[i].expires);
+		if (p->approvals[i].match_re != NULL) {
+			regfree(p->approvals[i].match_re);
+			free(p->approvals[i].match_re);
+		}
 	}
 	free(p->approvals);
 	free(p->path);
@@ -1441,7 +1484,14 @@ ahp_profile_destroy(ahp_profile_t **self_p)
 	free(p->provider);
 	free(p->model_name);
 	free(p);
-	*self_p = NULL;
+}
+
+ahp_profile_t *
+ahp_profile_ref(ahp_profile_t *p)
+{
+	if (p != NULL)
+		p->refs++;
+	return p;
 }
 
 int
@@ -1462,13 +1512,150 @@ ahp_profile_has_service(const ahp_profile_t *p, const char *service)
 	return 0;
 }
 
+const ahp_approval_t *
+ahp_profile_gate(const ahp_profile_t *p, const char *tool, const char *service, const char *subject)
+{
+	if (p == NULL)
+		return NULL;
+	if (subject == NULL)
+		subject = "";
+	for (unsigned i = 0; i < p->n_approvals; i++) {
+		const ahp_approval_t *a = &p->approvals[i];
+		bool applies =
+		    (a->tool != NULL && tool != NULL && strcmp(a->tool, tool) == 0) ||
+		    (a->service != NULL && service != NULL && strcmp(a->service, service) == 0);
+		if (!applies)
+			continue;
+		/* A pattern that could not be compiled never loads; if one is
+		 * missing anyway, gate rather than let the call through. */
+		if (a->match == NULL || a->match_re == NULL ||
+		    regexec(a->match_re, subject, 0, NULL, 0) == 0)
+			return a;
+	}
+	return NULL;
+}
+
+static void __attribute__((format(printf, 4, 5)))
+s_warn(void (*fn)(void *, const char *), void *arg, size_t *n, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	(*n)++;
+	if (fn != NULL)
+		fn(arg, line);
+}
+
+/* Each field here is accepted because the design has it, but the daemon that
+ * would enforce it does not exist yet; docs/profiles.md says how each one
+ * fails closed. Keep this list and that page in step. */
+size_t
+ahp_profile_warnings(const ahp_profile_t *p, void (*fn)(void *arg, const char *line), void *arg)
+{
+	size_t n = 0;
+	if (p == NULL)
+		return 0;
+	if (p->n_approvals > 0)
+		s_warn(fn, arg, &n,
+		       "%s: warning: approvals are configured but no approval service is "
+		       "available; gated calls will be refused",
+		       p->path);
+	if (ahp_profile_has_tool(p, "exec_service"))
+		s_warn(fn, arg, &n,
+		       "%s: warning: tool exec_service is listed but no services daemon is "
+		       "available; it is not offered to the model",
+		       p->path);
+	if (ahp_profile_has_tool(p, "ask_human"))
+		s_warn(fn, arg, &n,
+		       "%s: warning: tool ask_human is listed but no approval service is "
+		       "available; it is not offered to the model",
+		       p->path);
+	if (p->n_services > 0)
+		s_warn(fn, arg, &n,
+		       "%s: warning: services are configured but no services daemon is "
+		       "available; no service can be called",
+		       p->path);
+	if (p->n_egress > 0)
+		s_warn(fn, arg, &n,
+		       "%s: warning: egress rules are configured but no credential proxy is "
+		       "available; the sandbox reaches no host",
+		       p->path);
+	if (p->sandbox.network == AHP_NET_PROXY)
+		s_warn(fn, arg, &n,
+		       "%s: warning: sandbox.network is proxy but no credential proxy is "
+		       "available; connections from the sandbox are refused",
+		       p->path);
+	return n;
+}
+
 /* ---- a directory of profiles ---- */
+
+typedef struct {
+	char *path;
+	char *error;
+	char *name;
+} s_failed_t;
 
 struct ahp_profiles {
 	ahp_profile_t **items;
-	size_t n;
+	size_t n, cap;
 	size_t errors;
+	s_failed_t *failed; /* n_failed <= errors: recording may run out of memory */
+	size_t n_failed, cap_failed;
+	char **warnings;
+	size_t n_warnings, cap_warnings;
 };
+
+/* Records a failure; counted even when recording runs out of memory. */
+static void
+s_record_failure(ahp_profiles_t *self, const char *path, const char *error, const char *name)
+{
+	self->errors++;
+	if (self->n_failed == self->cap_failed) {
+		size_t cap = self->cap_failed ? self->cap_failed * 2 : 8;
+		s_failed_t *f = realloc(self->failed, cap * sizeof *f);
+		if (f == NULL)
+			return;
+		self->failed = f;
+		self->cap_failed = cap;
+	}
+	s_failed_t *f = &self->failed[self->n_failed++];
+	f->path = strdup(path);
+	f->error = strdup(error);
+	f->name = strdup(name);
+}
+
+static void
+s_record_warning(ahp_profiles_t *self, const char *msg)
+{
+	if (self->n_warnings == self->cap_warnings) {
+		size_t cap = self->cap_warnings ? self->cap_warnings * 2 : 8;
+		char **w = realloc(self->warnings, cap * sizeof *w);
+		if (w == NULL)
+			return;
+		self->warnings = w;
+		self->cap_warnings = cap;
+	}
+	char *d = strdup(msg);
+	if (d != NULL)
+		self->warnings[self->n_warnings++] = d;
+}
+
+/* The file name without its directory and .yaml / .yml. */
+static void
+s_stem(const char *file, char *out, size_t len)
+{
+	const char *base = strrchr(file, '/');
+	base = base ? base + 1 : file;
+	size_t l = strlen(base);
+	if (l > 5 && strcmp(base + l - 5, ".yaml") == 0)
+		l -= 5;
+	else if (l > 4 && strcmp(base + l - 4, ".yml") == 0)
+		l -= 4;
+	snprintf(out, len, "%.*s", (int)l, base);
+}
 
 static int
 s_cmp_names(const void *a, const void *b)
@@ -1523,9 +1710,11 @@ ahp_profiles_load_dir(const char *dir, const char *base_dir, ahp_profile_err_fn 
 		if (!s_is_profile_name(de->d_name))
 			continue;
 		if (n == S_MAX_DIR_FILES) {
-			s_report(on_error, arg, "%s: more than %d profiles; the rest are ignored",
+			char msg[PATH_MAX + 64];
+			snprintf(msg, sizeof msg, "%s: more than %d profiles; the rest are ignored",
 			         dir, S_MAX_DIR_FILES);
-			self->errors++;
+			s_report(on_error, arg, "%s", msg);
+			s_record_failure(self, dir, msg, "");
 			break;
 		}
 		names[n] = strdup(de->d_name);
@@ -1539,26 +1728,37 @@ ahp_profiles_load_dir(const char *dir, const char *base_dir, ahp_profile_err_fn 
 	self->items = calloc(n ? n : 1, sizeof *self->items);
 	if (self->items == NULL)
 		goto oom;
+	self->cap = n ? n : 1;
 
 	for (size_t i = 0; i < n; i++) {
-		char path[PATH_MAX], err[1024];
+		char path[PATH_MAX], err[PATH_MAX * 2 + 256], name[S_NAME_BUF], stem[PATH_MAX];
 		yaml_mark_t nm = {0};
 		snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-		ahp_profile_t *p = s_load(path, base_dir, err, sizeof err, &nm);
+		s_stem(names[i], stem, sizeof stem);
+		ahp_profile_t *p = s_load(path, base_dir, err, sizeof err, &nm, name);
 		if (p == NULL) {
 			s_report(on_error, arg, "%s", err);
-			self->errors++;
+			s_record_failure(self, path, err, name[0] ? name : stem);
 			continue;
 		}
 		const ahp_profile_t *prev = ahp_profiles_get(self, p->name);
 		if (prev) {
-			s_report(on_error, arg,
+			snprintf(err, sizeof err,
 			         "%s:%zu:%zu: profile name '%s' is already used by %s (profile "
 			         "names must be unique)",
 			         path, nm.line + 1, nm.column + 1, p->name, prev->path);
+			s_report(on_error, arg, "%s", err);
+			s_record_failure(self, path, err, p->name);
 			ahp_profile_destroy(&p);
-			self->errors++;
 			continue;
+		}
+		/* Allowed, but a reader looking for profile x opens x.yaml. */
+		if (strcmp(stem, p->name) != 0) {
+			snprintf(err, sizeof err,
+			         "%s:%zu:%zu: warning: profile name '%s' differs from the file "
+			         "name (call the file %s.yaml)",
+			         path, nm.line + 1, nm.column + 1, p->name, p->name);
+			s_record_warning(self, err);
 		}
 		self->items[self->n++] = p;
 	}
@@ -1586,6 +1786,15 @@ ahp_profiles_destroy(ahp_profiles_t **self_p)
 	for (size_t i = 0; i < self->n; i++)
 		ahp_profile_destroy(&self->items[i]);
 	free(self->items);
+	for (size_t i = 0; i < self->n_failed; i++) {
+		free(self->failed[i].path);
+		free(self->failed[i].error);
+		free(self->failed[i].name);
+	}
+	free(self->failed);
+	for (size_t i = 0; i < self->n_warnings; i++)
+		free(self->warnings[i]);
+	free(self->warnings);
 	free(self);
 	*self_p = NULL;
 }
@@ -1615,4 +1824,64 @@ size_t
 ahp_profiles_errors(const ahp_profiles_t *self)
 {
 	return self ? self->errors : 0;
+}
+
+static const s_failed_t *
+s_failed(const ahp_profiles_t *self, size_t i)
+{
+	if (self == NULL || i >= self->n_failed)
+		return NULL;
+	return &self->failed[i];
+}
+
+const char *
+ahp_profiles_failed_path(const ahp_profiles_t *self, size_t i)
+{
+	const s_failed_t *f = s_failed(self, i);
+	return f ? f->path : NULL;
+}
+
+const char *
+ahp_profiles_failed_error(const ahp_profiles_t *self, size_t i)
+{
+	const s_failed_t *f = s_failed(self, i);
+	return f ? f->error : NULL;
+}
+
+const char *
+ahp_profiles_failed_name(const ahp_profiles_t *self, size_t i)
+{
+	const s_failed_t *f = s_failed(self, i);
+	return f ? f->name : NULL;
+}
+
+size_t
+ahp_profiles_warning_count(const ahp_profiles_t *self)
+{
+	return self ? self->n_warnings : 0;
+}
+
+const char *
+ahp_profiles_warning(const ahp_profiles_t *self, size_t i)
+{
+	return self && i < self->n_warnings ? self->warnings[i] : NULL;
+}
+
+int
+ahp_profiles_add(ahp_profiles_t *self, const ahp_profile_t *p)
+{
+	if (self == NULL || p == NULL || ahp_profiles_get(self, p->name) != NULL)
+		return -1;
+	if (self->n == self->cap) {
+		size_t cap = self->cap ? self->cap * 2 : 8;
+		ahp_profile_t **items = realloc(self->items, cap * sizeof *items);
+		if (items == NULL)
+			return -1;
+		self->items = items;
+		self->cap = cap;
+	}
+	/* The reference count is bookkeeping, not content: sharing a profile
+	 * between sets changes nothing a reader of either set sees. */
+	self->items[self->n++] = ahp_profile_ref((ahp_profile_t *)p);
+	return 0;
 }

@@ -78,7 +78,7 @@ ahp_utf8_prefix(const char *s, size_t max)
 	if (i == 0)
 		return n;
 	unsigned char lead = (unsigned char)s[i - 1];
-	size_t need = lead < 0x80            ? 1
+	size_t need = lead < 0x80             ? 1
 	              : (lead & 0xe0) == 0xc0 ? 2
 	              : (lead & 0xf0) == 0xe0 ? 3
 	              : (lead & 0xf8) == 0xf0 ? 4

@@ -219,7 +219,7 @@ s_submit(orch_t *o, ahp_rpc_req_t **req_p, const Ahp__Orch__Request *r)
 		return;
 	}
 	int status = 0;
-	char err[256];
+	char err[512]; /* as much as s_reply_error sends: room for a profile's file:line reason */
 	orch_run_t *run =
 	    orch_run_submit(o, s->profile, s->task ? s->task : "", &status, err, sizeof err);
 	if (run == NULL) {

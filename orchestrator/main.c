@@ -49,7 +49,11 @@ s_usage(FILE *out)
 	             "HOME is --home, else $AHP_HOME, else /var/lib/ahp. Configuration is read\n"
 	             "from HOME/etc/orchestrator.conf (optional) then --set overrides.\n"
 	             "SIGTERM stops cleanly (unfinished runs resume at the next start);\n"
-	             "SIGHUP reloads profiles.\n"
+	             "SIGHUP reloads profiles (a file that no longer loads keeps its last good\n"
+	             "version). --check-config loads the configuration and every profile and\n"
+	             "exits 1 on any error (file:line:column); fields that fail closed until\n"
+	             "their daemon exists (approvals, services, egress, ...) print a warning\n"
+	             "and do not fail it (docs/profiles.md).\n"
 	             "\n"
 	             "configuration keys:\n");
 	ahp_cfg_print_help(orch_cfg_defs, out);
@@ -124,17 +128,39 @@ s_configure(orch_t *o, const char *home_flag, char **sets, int nsets)
 	return 0;
 }
 
-/* Reports each bad profile; returns the number of bad files. */
+static void
+s_check_error(void *arg, const char *message)
+{
+	(void)arg;
+	fprintf(stderr, "%s\n", message);
+}
+
+static void
+s_check_warning(void *arg, const char *line)
+{
+	(void)arg;
+	printf("%s\n", line);
+}
+
+/* Reports each bad profile (stderr, file:line:column) and each field that
+ * will fail closed at run time (stdout, "<file>: warning: ..."); returns the
+ * number of bad files. Warnings do not fail the check: the profile is valid,
+ * and what it asks for is refused at run time rather than done unchecked. */
 static size_t
 s_check_profiles(orch_t *o)
 {
-	orch_profset_t *ps = orch_profset_load(o->profiles_dir, o->etc_dir);
-	if (ps == NULL)
+	ahp_profiles_t *set =
+	    ahp_profiles_load_dir(o->profiles_dir, o->etc_dir, s_check_error, NULL);
+	if (set == NULL)
 		return 1;
-	size_t bad = ahp_profiles_errors(ps->set);
-	printf("%zu profile(s) loaded from %s, %zu with errors\n", ahp_profiles_count(ps->set),
+	for (size_t i = 0; i < ahp_profiles_warning_count(set); i++)
+		printf("%s\n", ahp_profiles_warning(set, i));
+	for (size_t i = 0; i < ahp_profiles_count(set); i++)
+		ahp_profile_warnings(ahp_profiles_at(set, i), s_check_warning, NULL);
+	size_t bad = ahp_profiles_errors(set);
+	printf("%zu profile(s) loaded from %s, %zu with errors\n", ahp_profiles_count(set),
 	       o->profiles_dir, bad);
-	orch_profset_unref(&ps);
+	ahp_profiles_destroy(&set);
 	return bad;
 }
 

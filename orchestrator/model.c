@@ -1,5 +1,6 @@
 /* orchestrator: model calls (OpenAI chat completions) as libcurl multi transfers, and reply
  * parsing. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,70 +153,6 @@ orch_model_abort(orch_t *o, orch_call_t **call_p)
 	*call_p = NULL;
 }
 
-/* Builds the normalized assistant message from choices[0].message. */
-static json_t *
-s_normalize(const json_t *reply, uint32_t seq, char *err, size_t errlen)
-{
-	json_t *choices = json_object_get(reply, "choices");
-	json_t *msg = json_object_get(json_array_get(choices, 0), "message");
-	if (!json_is_object(msg)) {
-		snprintf(err, errlen, "reply has no choices[0].message");
-		return NULL;
-	}
-	json_t *content = json_object_get(msg, "content");
-	if (content != NULL && !json_is_string(content) && !json_is_null(content)) {
-		snprintf(err, errlen, "message.content is neither a string nor null");
-		return NULL;
-	}
-	json_t *calls = json_object_get(msg, "tool_calls");
-	if (calls != NULL && !json_is_array(calls) && !json_is_null(calls)) {
-		snprintf(err, errlen, "message.tool_calls is not an array");
-		return NULL;
-	}
-	if (json_array_size(calls) > MODEL_TOOL_CALLS_MAX) {
-		snprintf(err, errlen, "%zu tool calls in one reply (max %d)",
-		         json_array_size(calls), MODEL_TOOL_CALLS_MAX);
-		return NULL;
-	}
-	json_t *out = json_pack("{s:s, s:O}", "role", "assistant", "content",
-	                        json_is_string(content) ? content : json_null());
-	if (json_array_size(calls) == 0)
-		return out;
-	json_t *norm = json_array();
-	for (size_t i = 0; i < json_array_size(calls); i++) {
-		json_t *tc = json_array_get(calls, i);
-		json_t *fn = json_object_get(tc, "function");
-		/* A call without a usable name is kept under the name "": the run
-		 * answers it with a typed not_found result the model can act on. */
-		const char *name = json_string_value(json_object_get(fn, "name"));
-		if (name == NULL)
-			name = "";
-		const char *id = json_string_value(json_object_get(tc, "id"));
-		char idbuf[48];
-		if (id == NULL || *id == '\0' || strlen(id) > 256) {
-			snprintf(idbuf, sizeof idbuf, "call_%u_%zu", seq, i);
-			id = idbuf;
-		}
-		json_t *args = json_object_get(fn, "arguments");
-		json_t *astr;
-		if (json_is_string(args)) {
-			astr = json_incref(args);
-		} else if (args == NULL || json_is_null(args)) {
-			astr = json_string("{}");
-		} else {
-			/* Any JSON value (5, true): the tool then says it is not an object. */
-			char *s = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
-			astr = json_string(s ? s : "{}");
-			free(s);
-		}
-		json_array_append_new(norm, json_pack("{s:s, s:s, s:{s:s, s:o}}", "id", id, "type",
-		                                      "function", "function", "name", name,
-		                                      "arguments", astr));
-	}
-	json_object_set_new(out, "tool_calls", norm);
-	return out;
-}
-
 static int
 s_retryable_curl(CURLcode rc)
 {
@@ -236,10 +173,26 @@ s_retryable_curl(CURLcode rc)
 	}
 }
 
-/* A short, printable excerpt of an error body for the failure reason. */
+/* What an error reply says, for the failure reason: its error.message when
+ * the body is a JSON error object, else a printable excerpt. */
 static void
-s_snippet(const orch_call_t *c, char *out, size_t len)
+s_error_text(const orch_call_t *c, char *out, size_t len)
 {
+	out[0] = '\0';
+	json_t *j = c->len > 0 && c->len < 65536 ? json_loadb(c->buf, c->len, 0, NULL) : NULL;
+	json_t *e = json_object_get(j, "error");
+	const char *m = json_string_value(json_object_get(e, "message"));
+	if (m == NULL)
+		m = json_string_value(e);
+	if (m == NULL)
+		m = json_string_value(json_object_get(j, "message"));
+	if (m != NULL) {
+		size_t n = ahp_utf8_prefix(m, 200);
+		snprintf(out, len, "%.*s%s", (int)n, m, m[n] != '\0' ? " …" : "");
+		json_decref(j);
+		return;
+	}
+	json_decref(j);
 	size_t n = c->len < 160 ? c->len : 160;
 	size_t o = 0;
 	for (size_t i = 0; i < n && o + 1 < len; i++) {
@@ -249,17 +202,409 @@ s_snippet(const orch_call_t *c, char *out, size_t len)
 	out[o] = '\0';
 }
 
+/* --- reply parsing (untrusted: whatever the gateway or provider sends) --- */
+
+static int
+s_hex4(const char *p, uint32_t *cp)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < 4; i++) {
+		char ch = p[i];
+		v <<= 4;
+		if (ch >= '0' && ch <= '9')
+			v |= (uint32_t)(ch - '0');
+		else if (ch >= 'a' && ch <= 'f')
+			v |= (uint32_t)(ch - 'a' + 10);
+		else if (ch >= 'A' && ch <= 'F')
+			v |= (uint32_t)(ch - 'A' + 10);
+		else
+			return -1;
+	}
+	*cp = v;
+	return 0;
+}
+
+/* jansson refuses a whole document for one \u0000 (without JSON_ALLOW_NUL,
+ * which would put NULs into C strings) or one unpaired surrogate escape.
+ * Servers do send both; rewrite each, in place and at the same length, as
+ * \uFFFD, so the reply is accepted and what cannot be stored as sent is
+ * replaced visibly. Walks strings only; returns the number of rewrites. */
+static size_t
+s_fix_escapes(char *b, size_t len)
+{
+	size_t fixed = 0;
+	int in_str = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (!in_str) {
+			if (b[i] == '"')
+				in_str = 1;
+			continue;
+		}
+		if (b[i] == '"') {
+			in_str = 0;
+			continue;
+		}
+		if (b[i] != '\\' || i + 1 >= len)
+			continue;
+		if (b[i + 1] != 'u' || i + 6 > len) {
+			i++; /* a two-character escape */
+			continue;
+		}
+		uint32_t cp;
+		if (s_hex4(b + i + 2, &cp) != 0) {
+			i++;
+			continue;
+		}
+		int bad = cp == 0 || (cp >= 0xdc00 && cp <= 0xdfff);
+		if (cp >= 0xd800 && cp <= 0xdbff) {
+			uint32_t lo;
+			if (i + 12 <= len && b[i + 6] == '\\' && b[i + 7] == 'u' &&
+			    s_hex4(b + i + 8, &lo) == 0 && lo >= 0xdc00 && lo <= 0xdfff) {
+				i += 11; /* a valid pair */
+				continue;
+			}
+			bad = 1;
+		}
+		if (bad) {
+			memcpy(b + i + 2, "FFFD", 4);
+			fixed++;
+		}
+		i += 5;
+	}
+	return fixed;
+}
+
+/* Appends s to the string field key of obj (creating it). */
+static void
+s_concat(json_t *obj, const char *key, const json_t *s)
+{
+	if (!json_is_string(s))
+		return;
+	json_t *old = json_object_get(obj, key);
+	size_t a = json_string_length(old), b = json_string_length(s);
+	if (a + b > ORCH_MODEL_REPLY_MAX)
+		return;
+	char *t = malloc(a + b + 1);
+	if (t == NULL)
+		return;
+	memcpy(t, json_string_value(old) ? json_string_value(old) : "", a);
+	memcpy(t + a, json_string_value(s), b);
+	t[a + b] = '\0';
+	json_object_set_new(obj, key, json_stringn(t, a + b));
+	free(t);
+}
+
+/* An SSE stream ("data: {chunk}" lines, the stream=true shape) sent to a
+ * request that did not ask for one: the chunks' deltas are put together
+ * into the one reply a non-streaming server would have sent. NULL when no
+ * chunk parses. */
+static json_t *
+s_sse_assemble(char *b, size_t len)
+{
+	json_t *msg = json_object(), *calls = json_array(), *usage = NULL;
+	json_t *finish = NULL;
+	int chunks = 0;
+	size_t i = 0;
+	while (i < len) {
+		size_t e = i;
+		while (e < len && b[e] != '\n')
+			e++;
+		size_t n = e - i;
+		if (n > 0 && b[i + n - 1] == '\r')
+			n--;
+		if (n > 5 && strncmp(b + i, "data:", 5) == 0) {
+			const char *d = b + i + 5;
+			size_t dn = n - 5;
+			while (dn > 0 && *d == ' ') {
+				d++;
+				dn--;
+			}
+			json_t *ch = dn == 6 && strncmp(d, "[DONE]", 6) == 0
+			                 ? NULL
+			                 : json_loadb(d, dn, 0, NULL);
+			json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
+			json_t *delta = json_object_get(c0, "delta");
+			if (ch != NULL)
+				chunks++;
+			s_concat(msg, "content", json_object_get(delta, "content"));
+			s_concat(msg, "reasoning_content",
+			         json_object_get(delta, "reasoning_content"));
+			json_t *tcs = json_object_get(delta, "tool_calls");
+			for (size_t k = 0; k < json_array_size(tcs); k++) {
+				json_t *tc = json_array_get(tcs, k);
+				json_int_t idx = json_integer_value(json_object_get(tc, "index"));
+				if (idx < 0 || idx >= 64)
+					continue;
+				while (json_array_size(calls) <= (size_t)idx)
+					json_array_append_new(calls,
+					                      json_pack("{s:s, s:{}}", "type",
+					                                "function", "function"));
+				json_t *acc = json_array_get(calls, (size_t)idx);
+				json_t *id = json_object_get(tc, "id");
+				if (json_is_string(id))
+					json_object_set(acc, "id", id);
+				json_t *fn = json_object_get(tc, "function");
+				json_t *afn = json_object_get(acc, "function");
+				s_concat(afn, "name", json_object_get(fn, "name"));
+				s_concat(afn, "arguments", json_object_get(fn, "arguments"));
+			}
+			json_t *fr = json_object_get(c0, "finish_reason");
+			if (json_is_string(fr)) {
+				json_decref(finish);
+				finish = json_incref(fr);
+			}
+			if (json_is_object(json_object_get(ch, "usage"))) {
+				json_decref(usage);
+				usage = json_incref(json_object_get(ch, "usage"));
+			}
+			json_decref(ch);
+		}
+		i = e + 1;
+	}
+	if (chunks == 0) {
+		json_decref(msg);
+		json_decref(calls);
+		json_decref(usage);
+		json_decref(finish);
+		return NULL;
+	}
+	json_object_set_new(msg, "role", json_string("assistant"));
+	if (json_array_size(calls) > 0)
+		json_object_set(msg, "tool_calls", calls);
+	json_decref(calls);
+	json_t *reply = json_pack("{s:[{s:o, s:o}], s:o?}", "choices", "message", msg,
+	                          "finish_reason", finish ? finish : json_null(), "usage", usage);
+	return reply;
+}
+
+/* Joins the text of a content given as typed parts
+ * ([{"type":"text","text":..}, {"type":"thinking",...}]). New string. */
+static json_t *
+s_join_parts(const json_t *parts)
+{
+	size_t total = 0;
+	for (size_t i = 0; i < json_array_size(parts); i++) {
+		const json_t *p = json_array_get(parts, i);
+		const char *type = json_string_value(json_object_get(p, "type"));
+		const json_t *t = json_object_get(p, "text");
+		if (json_is_string(t) &&
+		    (type == NULL || strcmp(type, "text") == 0 || strcmp(type, "output_text") == 0))
+			total += json_string_length(t);
+	}
+	char *buf = malloc(total + 1);
+	if (buf == NULL)
+		return NULL;
+	size_t o = 0;
+	for (size_t i = 0; i < json_array_size(parts); i++) {
+		const json_t *p = json_array_get(parts, i);
+		const char *type = json_string_value(json_object_get(p, "type"));
+		const json_t *t = json_object_get(p, "text");
+		if (json_is_string(t) && (type == NULL || strcmp(type, "text") == 0 ||
+		                          strcmp(type, "output_text") == 0)) {
+			memcpy(buf + o, json_string_value(t), json_string_length(t));
+			o += json_string_length(t);
+		}
+	}
+	buf[o] = '\0';
+	json_t *s = json_stringn(buf, o);
+	free(buf);
+	return s;
+}
+
+static int
+s_blank(const char *s)
+{
+	for (; s != NULL && *s; s++)
+		if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+			return 0;
+	return 1;
+}
+
+/* Builds the normalized assistant message from choices[0].message. */
+static json_t *
+s_normalize(const json_t *reply, uint32_t seq, orch_model_result_t *res, char *err, size_t errlen)
+{
+	json_t *choices = json_object_get(reply, "choices");
+	json_t *msg = json_object_get(json_array_get(choices, 0), "message");
+	if (!json_is_object(msg)) {
+		snprintf(err, errlen, "reply has no choices[0].message");
+		return NULL;
+	}
+	json_t *content = json_object_get(msg, "content");
+	json_t *text;
+	if (json_is_array(content)) {
+		/* Typed parts: the text parts are the content; every part is kept
+		 * in the journal. */
+		text = s_join_parts(content);
+		if (res->journal == NULL)
+			res->journal = json_object();
+		json_object_set(res->journal, "content_parts", content);
+	} else if (content == NULL || json_is_string(content) || json_is_null(content)) {
+		text = json_is_string(content) ? json_incref(content) : json_null();
+	} else {
+		snprintf(err, errlen,
+		         "message.content is neither a string, a list of parts nor null");
+		return NULL;
+	}
+	json_t *reasoning = json_object_get(msg, "reasoning_content");
+	if (json_is_string(reasoning)) {
+		if (res->journal == NULL)
+			res->journal = json_object();
+		json_object_set(res->journal, "reasoning_content", reasoning);
+	}
+	json_t *calls = json_object_get(msg, "tool_calls");
+	if (calls != NULL && !json_is_array(calls) && !json_is_null(calls)) {
+		json_decref(text);
+		snprintf(err, errlen, "message.tool_calls is not an array");
+		return NULL;
+	}
+	if (json_array_size(calls) > MODEL_TOOL_CALLS_MAX) {
+		json_decref(text);
+		snprintf(err, errlen, "%zu tool calls in one reply (max %d)",
+		         json_array_size(calls), MODEL_TOOL_CALLS_MAX);
+		return NULL;
+	}
+	json_t *out = json_pack("{s:s, s:o}", "role", "assistant", "content", text);
+	if (out == NULL)
+		return NULL;
+	if (json_array_size(calls) == 0)
+		return out;
+	json_t *norm = json_array();
+	for (size_t i = 0; i < json_array_size(calls); i++) {
+		json_t *tc = json_array_get(calls, i);
+		json_t *fn = json_object_get(tc, "function");
+		/* A call without a usable name is kept under the name "": the run
+		 * answers it with a typed not_found result the model can act on. */
+		const char *name = json_string_value(json_object_get(fn, "name"));
+		if (name == NULL)
+			name = "";
+		const char *id = json_string_value(json_object_get(tc, "id"));
+		/* Missing, oversized or repeated ids get one of ours: each tool
+		 * message must answer exactly one call. */
+		int dup = 0;
+		for (size_t k = 0; id != NULL && k < json_array_size(norm); k++)
+			if (strcmp(id, json_string_value(
+			                   json_object_get(json_array_get(norm, k), "id"))) == 0)
+				dup = 1;
+		char idbuf[48];
+		if (id == NULL || *id == '\0' || strlen(id) > 256 || dup) {
+			snprintf(idbuf, sizeof idbuf, "call_%u_%zu", seq, i);
+			id = idbuf;
+		}
+		json_t *args = json_object_get(fn, "arguments");
+		json_t *astr;
+		if (json_is_string(args) && !s_blank(json_string_value(args))) {
+			astr = json_incref(args);
+		} else if (args == NULL || json_is_null(args) || json_is_string(args)) {
+			/* Absent, null or "" (vLLM, Ollama for tools whose parameters
+			 * are all optional): no arguments. */
+			astr = json_string("{}");
+		} else {
+			/* Any JSON value (5, true, an object): its text; the tool then
+			 * says when it is not an object. */
+			char *s = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
+			astr = json_string(s ? s : "{}");
+			free(s);
+		}
+		json_array_append_new(norm, json_pack("{s:s, s:s, s:{s:s, s:o}}", "id", id, "type",
+		                                      "function", "function", "name", name,
+		                                      "arguments", astr));
+	}
+	json_object_set_new(out, "tool_calls", norm);
+	return out;
+}
+
+/* An error object where a reply should be ({"error":{"message":..,"code":..}}:
+ * gateways send it with HTTP 200 for an upstream failure). Fills res. */
+static void
+s_error_object(const json_t *e, orch_model_result_t *res)
+{
+	const char *msg = json_string_value(json_object_get(e, "message"));
+	if (msg == NULL)
+		msg = json_string_value(e);
+	const json_t *code = json_object_get(e, "code");
+	const char *type = json_string_value(json_object_get(e, "type"));
+	long ncode = 0;
+	char cbuf[64] = "";
+	if (json_is_integer(code)) {
+		ncode = (long)json_integer_value(code);
+		snprintf(cbuf, sizeof cbuf, "%ld", ncode);
+	} else if (json_is_string(code)) {
+		snprintf(cbuf, sizeof cbuf, "%.60s", json_string_value(code));
+		char *end;
+		long v = strtol(cbuf, &end, 10);
+		if (*cbuf != '\0' && *end == '\0')
+			ncode = v;
+	}
+	const char *hint = type != NULL ? type : cbuf;
+	res->retryable = ncode == 429 || ncode == 408 || (ncode >= 500 && ncode <= 599) ||
+	                 strstr(hint, "overload") != NULL || strstr(hint, "rate_limit") != NULL ||
+	                 strstr(hint, "server_error") != NULL ||
+	                 strstr(hint, "unavailable") != NULL || strstr(hint, "timeout") != NULL;
+	size_t mlen = msg != NULL ? ahp_utf8_prefix(msg, 300) : 0;
+	snprintf(res->error, sizeof res->error, "provider error%s%s%s: %.*s%s",
+	         *cbuf ? " (code " : "", cbuf, *cbuf ? ")" : "", (int)mlen,
+	         msg != NULL ? msg : "(no message)", msg != NULL && msg[mlen] != '\0' ? " …" : "");
+	if (res->journal == NULL)
+		res->journal = json_object();
+	json_object_set(res->journal, "provider_error", (json_t *)e);
+}
+
 void
 orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t *res)
 {
+	/* A private copy: raw bytes that are not UTF-8 are replaced (jansson
+	 * would refuse the whole reply), then bad escapes are rewritten. */
+	size_t n = len;
+	bool changed = false;
+	char *b = ahp_utf8_valid(body, len, AHP_UTF8_ALLOW_NUL)
+	              ? NULL
+	              : ahp_utf8_sanitize(body, len, AHP_UTF8_ALLOW_NUL, &n, &changed);
+	if (b == NULL) {
+		b = malloc(len + 1);
+		if (b == NULL) {
+			snprintf(res->error, sizeof res->error,
+			         "out of memory reading the model reply");
+			return;
+		}
+		memcpy(b, body, len);
+		b[len] = '\0';
+		n = len;
+	}
+	size_t fixed = s_fix_escapes(b, n);
+	res->sanitized = changed || fixed > 0;
+
+	size_t lead = 0;
+	while (lead < n &&
+	       (b[lead] == ' ' || b[lead] == '\n' || b[lead] == '\r' || b[lead] == '\t'))
+		lead++;
+	json_t *reply;
 	json_error_t jerr;
-	json_t *reply = json_loadb(body, len, 0, &jerr);
+	if (n - lead >= 5 && (strncmp(b + lead, "data:", 5) == 0 || b[lead] == ':')) {
+		reply = s_sse_assemble(b + lead, n - lead);
+		snprintf(jerr.text, sizeof jerr.text, "an event stream with no parsable chunk");
+	} else {
+		reply = json_loadb(b, n, 0, &jerr);
+	}
+	free(b);
 	if (reply == NULL) {
 		snprintf(res->error, sizeof res->error, "model reply is not JSON: %s", jerr.text);
 		return;
 	}
+	if (res->sanitized) {
+		res->journal = json_object();
+		json_object_set_new(
+		    res->journal, "sanitized",
+		    json_pack("{s:b, s:I}", "invalid_utf8", changed, "escapes", (json_int_t)fixed));
+	}
+	json_t *e = json_object_get(reply, "error");
+	if (e != NULL && !json_is_null(e) && json_object_get(reply, "choices") == NULL) {
+		s_error_object(e, res);
+		json_decref(reply);
+		return;
+	}
 	char err[256];
-	res->message = s_normalize(reply, seq, err, sizeof err);
+	res->message = s_normalize(reply, seq, res, err, sizeof err);
 	if (res->message == NULL) {
 		snprintf(res->error, sizeof res->error, "malformed model reply: %s", err);
 		json_decref(reply);
@@ -274,8 +619,39 @@ orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t
 			    json_integer_value(json_object_get(usage, "completion_tokens"));
 		res->tokens = t > 0 ? (uint64_t)t : 0;
 	}
-	res->ok = 1;
+	char finish_buf[32];
+	const char *finish = json_string_value(
+	    json_object_get(json_array_get(json_object_get(reply, "choices"), 0), "finish_reason"));
+	if (finish != NULL) {
+		snprintf(finish_buf, sizeof finish_buf, "%s", finish);
+		finish = finish_buf;
+	}
 	json_decref(reply);
+	if (finish != NULL) {
+		if (res->journal == NULL)
+			res->journal = json_object();
+		json_object_set_new(res->journal, "finish_reason", json_string(finish));
+	}
+	/* A reply cut at the token cap is never a silent success: the step
+	 * fails (its text kept in the journal) and resume asks again. */
+	if (finish != NULL && strcmp(finish, "length") == 0) {
+		snprintf(res->error, sizeof res->error,
+		         "model output truncated (finish_reason=length)");
+		return;
+	}
+	if (finish != NULL && strcmp(finish, "content_filter") == 0) {
+		snprintf(res->error, sizeof res->error,
+		         "model reply withheld by the provider's content filter "
+		         "(finish_reason=content_filter)");
+		return;
+	}
+	if (json_array_size(json_object_get(res->message, "tool_calls")) == 0 &&
+	    s_blank(json_string_value(json_object_get(res->message, "content")))) {
+		snprintf(res->error, sizeof res->error,
+		         "model returned an empty reply (no text and no tool calls)");
+		return;
+	}
+	res->ok = 1;
 }
 
 static void
@@ -299,15 +675,18 @@ s_classify(orch_call_t *c, CURLcode rc, orch_model_result_t *res)
 	res->http_status = code;
 	if (code == 429 || code == 408 || (code >= 500 && code <= 599)) {
 		curl_off_t ra = -1;
+		/* Kept as asked (up to a day): run.c refuses waits over retry_max_ms. */
 		if (curl_easy_getinfo(c->easy, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
-			res->retry_after_ms = ra > 3600 ? 3600000L : (long)ra * 1000L;
+			res->retry_after_ms = ra > 86400 ? 86400000L : (long)ra * 1000L;
 		res->retryable = 1;
-		snprintf(res->error, sizeof res->error, "%ld", code);
+		char snip[240];
+		s_error_text(c, snip, sizeof snip);
+		snprintf(res->error, sizeof res->error, "%ld%s%s", code, *snip ? ": " : "", snip);
 		return;
 	}
 	if (code != 200) {
-		char snip[200];
-		s_snippet(c, snip, sizeof snip);
+		char snip[240];
+		s_error_text(c, snip, sizeof snip);
 		snprintf(res->error, sizeof res->error, "HTTP %ld from the model gateway: %s", code,
 		         snip);
 		return;
@@ -337,6 +716,7 @@ orch_model_reap(orch_t *o)
 		orch_run_model_done(run, &res);
 		json_decref(res.message);
 		json_decref(res.usage);
+		json_decref(res.journal);
 	}
 }
 

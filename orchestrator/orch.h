@@ -10,6 +10,8 @@
 #include <jansson.h>
 
 #include "ahp/cfg.h"
+#include "ahp/client.h"
+#include "ahp/limit_table.h"
 #include "ahp/profile.h"
 #include "ahp/rpc.h"
 #include "ahp/text.h"
@@ -18,7 +20,8 @@
 #include "orchestrator.pb-c.h"
 #include "sandboxd.pb-c.h"
 
-#define ORCH_TASK_MAX (64 * 1024)      /* bytes of a submitted task */
+#define ORCH_TASK_MAX AHP_LIM_TASK_MAX /* bytes of a submitted task (limits table) */
+#define EXEC_COMMAND_MAX AHP_LIM_EXEC_COMMAND_MAX /* bytes of one exec command (limits table) */
 #define ORCH_RPC_MAX_MSG (1024 * 1024) /* ZMQ_MAXMSGSIZE of the orchctl socket */
 #define ORCH_MODEL_REPLY_MAX (8 << 20) /* bytes of one model HTTP reply */
 #define ORCH_EVENT_TEXT_MAX 2048       /* bytes of an event's friendly line */
@@ -58,13 +61,57 @@ enum orch_phase {
 	PH_MODEL_DUE,      /* send the model request after commit */
 	PH_MODEL_BACKOFF,  /* wait until due_ms, then PH_MODEL_DUE */
 	PH_MODEL_INFLIGHT, /* libcurl transfer running */
-	PH_SBX_DUE,        /* send the sandboxd request after commit */
-	PH_SBX_INFLIGHT,   /* waiting for sandboxd's reply */
-	PH_SBX_BACKOFF,    /* not connected yet: send again at due_ms */
+	PH_TOOL_DUE,       /* the tool sends its request after commit */
+	PH_TOOL_INFLIGHT,  /* waiting for the tool's daemon */
+	PH_TOOL_BACKOFF,   /* tool waits until due_ms, then PH_TOOL_DUE */
 	PH_ENDED,          /* terminal; freed after the turn's commit */
 };
 
-enum orch_sbx_op { SBX_NONE, SBX_CREATE, SBX_EXEC, SBX_FETCH };
+/* The conversation, kept as the text of the request body up to the open
+ * messages array: {"model":"m","messages":[m1,m2,... — about 5x smaller
+ * than a jansson tree, and sent without a copy. conv.c. */
+typedef struct {
+	char *buf;
+	size_t len, cap;
+	uint32_t n_messages;
+} orch_conv_t;
+
+/* The tools, one entry each (tools.c holds the table). A tool's state lives
+ * in run->tool_state[slot], owned by the tool's own file. run.c only
+ * sequences steps: it journals the intent, applies the approval gate, calls
+ * start, and completes the step when the tool calls orch_tool_done. */
+enum orch_tool_slot { ORCH_TOOL_SKILL, ORCH_TOOL_EXEC, ORCH_TOOLS_N };
+
+/* How a tool step is started. */
+enum orch_tool_mode {
+	ORCH_TOOL_NEW,     /* the model asked; intent just journaled */
+	ORCH_TOOL_RESUMED, /* intent journaled before a restart, no result: outcome unknown */
+	ORCH_TOOL_RETRY,   /* resume of a step the platform failed before it started */
+};
+
+typedef struct orch_tool {
+	const char *name;
+	int slot; /* enum orch_tool_slot */
+	/* The OpenAI "tools" entry for p (new reference), or NULL when p cannot
+	 * use the tool. */
+	json_t *(*definition)(const ahp_profile_t *p);
+	/* What an approval rule's `match` is tested on: a string inside args
+	 * (borrowed), or NULL for the arguments' JSON text. May be NULL. */
+	const char *(*subject)(const json_t *args);
+	/* Starts the call: completes it at once with orch_tool_done, or sets
+	 * the run's phase (orch_tool_due / orch_tool_backoff / orch_tool_inflight)
+	 * and completes it later. args is borrowed. */
+	void (*start)(orch_run_t *run, const json_t *args, int mode);
+	/* PH_TOOL_DUE after the commit: send what start prepared. May be NULL. */
+	void (*send)(orch_run_t *run);
+	/* A completed step of this tool was replayed from the journal. May be NULL. */
+	void (*replayed)(orch_run_t *run, const json_t *intent);
+	/* The run's end is committed: release what outlives a step (a sandbox).
+	 * Called once. May be NULL. */
+	void (*ended)(orch_run_t *run);
+	/* Frees run->tool_state[slot] (also on shutdown, without ended). May be NULL. */
+	void (*free_state)(orch_run_t *run);
+} orch_tool_t;
 
 struct orch_run {
 	orch_run_t *next, *prev; /* orch_t.runs, submission order */
@@ -81,13 +128,7 @@ struct orch_run {
 	int phase;
 	int64_t created_ms;
 
-	/* The conversation, kept as the text of the request body up to the
-	 * open messages array: {"model":"m","messages":[m1,m2,... — about 5x
-	 * smaller than a jansson tree, and sent without a copy (the suffix is
-	 * appended while a call is in flight and cut off when it returns). */
-	char *conv;
-	size_t conv_len, conv_cap;
-	uint32_t n_messages;
+	orch_conv_t conv;
 	json_t *calls;      /* tool_calls of the last assistant message, or NULL */
 	size_t next_call;   /* first tool call without a completed step */
 	uint32_t seq;       /* highest step seq written */
@@ -100,16 +141,10 @@ struct orch_run {
 	int attempt;       /* attempts of the current model step */
 	int64_t due_ms;    /* monotonic: when a backed-off request is resent */
 
-	int sbx_created; /* sandboxd confirmed Create in this process's life */
-	int sbx_used;    /* a sandbox may exist: destroy it at the end */
-	int sbx_op;      /* enum orch_sbx_op in flight or due */
-	int sbx_retried; /* Exec re-sent once after the sandbox vanished */
-	uint64_t sbx_req;
-	int64_t sbx_deadline;
-	int64_t sbx_started;
-	int64_t sbx_unsent_since;  /* first failed send of the current request */
-	int64_t sbx_unavail_since; /* first "unavailable" answer to it */
-	char *sbx_command;         /* the exec in progress */
+	const orch_tool_t *tool;        /* tool of the step in progress */
+	int tool_sync;                  /* inside tool->start: do not advance */
+	int tools_released;             /* tools' ended hooks have run */
+	void *tool_state[ORCH_TOOLS_N]; /* owned by each tool's file */
 };
 
 typedef struct orch_reply {
@@ -146,7 +181,7 @@ struct orch {
 
 	void *zctx;
 	ahp_rpc_server_t *server;
-	ahp_rpc_client_t *sbx;
+	ahp_client_t *sbx;
 	CURLM *multi;
 	orch_journal_t *journal;
 	orch_profset_t *profiles;
@@ -174,8 +209,13 @@ extern const ahp_cfg_def_t orch_cfg_defs[];
 orch_profset_t *orch_profset_load(const char *dir, const char *etc_dir);
 orch_profset_t *orch_profset_ref(orch_profset_t *ps);
 void orch_profset_unref(orch_profset_t **ps_p);
-/* Replaces o->profiles with a fresh load (SIGHUP). */
+/* Replaces o->profiles with a fresh load (SIGHUP); a file that no longer
+ * loads keeps its last good version serving. */
 void orch_profiles_reload(orch_t *o);
+/* Why a profile of that name is not loaded: the file:line:column error of the
+ * file that asked for it (by `name:`, else by file name) in the last load;
+ * NULL when no file did. Borrowed until the next reload. */
+const char *orch_profiles_why(const orch_t *o, const char *name);
 
 /* loop.c */
 int orch_loop_setup(orch_t *o);
@@ -203,11 +243,11 @@ orch_run_t *orch_run_find(orch_t *o, const char *id);
 void orch_run_cancel(orch_run_t *run);
 /* Starts queued runs while there is room. */
 void orch_runs_schedule(orch_t *o);
-/* Fires backoff and sandboxd deadlines; returns ms until the next one (or max). */
+/* Fires backoff and tool deadlines; returns ms until the next one (or max). */
 long orch_runs_timers(orch_t *o, int64_t now, long max);
 /* After commit: sends what the run's committed intent asked for. */
 void orch_run_post_commit(orch_run_t *run);
-/* After commit and waiters: destroys ended runs' sandboxes and frees them. */
+/* After commit and waiters: releases ended runs' tools (sandboxes) and frees them. */
 void orch_runs_reap_ended(orch_t *o);
 /* Frees a run without touching the journal (shutdown). */
 void orch_run_free(orch_run_t **run_p);
@@ -216,20 +256,67 @@ typedef struct {
 	int ok;           /* 1 = message parsed */
 	int retryable;    /* failure that may succeed later */
 	long http_status; /* 0 when no HTTP reply */
-	char error[512];  /* one line when !ok */
+	char error[512];  /* one line when !ok, valid UTF-8 */
 	long retry_after_ms;
 	json_t *message; /* normalized assistant message (owned) */
 	json_t *usage;   /* owned, may be NULL */
+	json_t *journal; /* extra fields for the step's journal record (owned, may be NULL):
+	                    non-text content parts, finish_reason, sanitizing notes */
+	int sanitized;   /* text in the reply was replaced to be stored and shown */
 	uint64_t tokens;
 	int64_t latency_ms;
 } orch_model_result_t;
 void orch_run_model_done(orch_run_t *run, orch_model_result_t *res);
-/* sandboxd answered (reply NULL and status set on transport failure/timeout). */
-void orch_run_sbx_done(orch_run_t *run, int status, const char *message,
-                       const Ahp__Sbx__Reply *reply);
 /* Writes an event (text is printf-style; data stolen, may be NULL). */
 void orch_run_event(orch_run_t *run, const char *kind, json_t *data, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* The tool interface for the tools' files (run.c). */
+/* Completes the tool step in progress with result (stolen; NULL = internal
+ * error) and status (0 or an ahp.Status), appends the tool message and moves
+ * the run on. */
+void orch_tool_done(orch_run_t *run, json_t *result, int status);
+/* The step could not start for a reason of the platform, not the model's (a
+ * sandbox that cannot be created, a daemon that is not running): the step is
+ * journaled as failed before it started and the run fails with a resumable
+ * reason; `orchctl resume` starts the same step again (ORCH_TOOL_RETRY). */
+void orch_tool_platform_failed(orch_run_t *run, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Phase changes for a tool that waits: send after this turn's commit; send
+ * again at due_ms (monotonic); a request is in flight. */
+void orch_tool_due(orch_run_t *run);
+void orch_tool_backoff(orch_run_t *run, int64_t due_ms);
+void orch_tool_inflight(orch_run_t *run);
+/* True when the run waits on its tool (a reply for it is still wanted). */
+int orch_tool_waiting(const orch_run_t *run);
+
+/* conv.c */
+/* Starts the text: {"model":model,"messages":[system?,user task. 0 / -1. */
+int orch_conv_init(orch_conv_t *c, const char *model, const char *system, const char *task);
+/* Appends one message exactly as json_dumps(messages, JSON_COMPACT) writes
+ * it inside the array. 0 / -1 (over ORCH_CONV_MAX, or msg not encodable). */
+int orch_conv_append(orch_conv_t *c, const json_t *msg);
+/* Same, stealing msg (NULL counts as a failure). */
+int orch_conv_append_new(orch_conv_t *c, json_t *msg);
+/* The whole request body: the conversation, "]", the tools, "}". The text
+ * lives in c's buffer and stays valid until the next append; *len is its
+ * length. NULL when it would grow over ORCH_CONV_MAX. */
+const char *orch_conv_request(orch_conv_t *c, const json_t *tools, size_t *len);
+void orch_conv_free(orch_conv_t *c);
+
+/* replay.c */
+typedef struct {
+	int pending;      /* 0 none, 1 model step, 2 tool step without result */
+	int failed_model; /* the pending model step completed with an error */
+	int retry_tool;   /* the pending tool step failed for a platform reason */
+	int final;        /* the last model reply had no tool calls */
+	int bad;
+	char err[200];
+	uint32_t steps;
+	char *answer; /* content of the final reply, when the last step is one (owned) */
+} orch_replay_t;
+/* Rebuilds run's conversation and counters from its journaled steps. */
+void orch_replay(orch_run_t *run, const char *task, orch_replay_t *rp);
 
 /* model.c */
 int orch_model_init(orch_t *o);
@@ -247,12 +334,28 @@ void orch_model_reap(orch_t *o);
 void orch_model_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t *res);
 
 /* tools.c */
+/* The tool table, NULL-terminated, and a lookup by name (NULL when unknown). */
+extern const orch_tool_t *const orch_tools[];
+const orch_tool_t *orch_tool_find(const char *name);
+/* The tool named name when p may use it, else NULL. */
+const orch_tool_t *orch_tool_offered(const ahp_profile_t *p, const char *name);
 /* Tool definitions (OpenAI "tools" array) the profile gets. New reference. */
 json_t *orch_tools_for(const ahp_profile_t *p);
-int orch_tool_offered(const ahp_profile_t *p, const char *name);
+/* The approval rule that gates this call, or NULL. subject as for
+ * orch_tool_t.subject. */
+const ahp_approval_t *orch_tool_gate(const ahp_profile_t *p, const orch_tool_t *t,
+                                     const json_t *args);
+/* A tool call's "id" or its function's "name" / "arguments". Borrowed. */
+const char *orch_call_str(const json_t *tc, const char *field);
+
+/* toolutil.c (also linked by the skill unit test) */
 /* Builds a {"error":{"status":..,"message":..}} result. New reference. */
 json_t *orch_tool_error(const char *status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* A JSON string of untrusted text: invalid UTF-8 and NUL become U+FFFD, so
+ * it always encodes. New reference; NULL only when out of memory. */
+json_t *orch_json_text(const char *s);
+json_t *orch_json_textn(const char *s, size_t len);
 /* "1.2 KB" / "512 B". */
 const char *orch_fmt_size(uint64_t n, char *buf, size_t len);
 
@@ -261,21 +364,35 @@ const char *orch_fmt_size(uint64_t n, char *buf, size_t len);
  * one-line summary for the timeline. Never NULL. */
 json_t *orch_skill_run(const ahp_profile_t *p, const json_t *args, char *summary, size_t len);
 
-/* sandbox.c */
+/* exec.c: the exec tool */
+extern const orch_tool_t orch_tool_exec;
+/* sandboxd's answer to the run's request (sandbox.c dispatches it). status 0:
+ * reply is the decoded reply; otherwise status/message as ahp_client says. */
+void orch_exec_reply(orch_run_t *run, int status, const char *message,
+                     const Ahp__Sbx__Reply *reply);
+/* Converts an ExecResult into the tool result. New reference. */
+json_t *orch_sbx_result_json(const Ahp__Sbx__ExecResult *r);
+
+/* sandbox.c: the sandboxd client (an ahp_client) */
 int orch_sbx_setup(orch_t *o);
 void orch_sbx_teardown(orch_t *o);
 void *orch_sbx_socket(orch_t *o);
 /* The connection monitor's socket (NULL when unavailable) and its reader. */
 void *orch_sbx_monitor_socket(orch_t *o);
 void orch_sbx_monitor_recv(orch_t *o);
-/* Sends the run's due sandboxd request (create, exec or fetch). */
-void orch_sbx_send(orch_run_t *run);
+/* Sends req for run with a deadline; returns the request id, or 0 when it
+ * cannot be sent now (sandboxd absent or not connected). */
+uint64_t orch_sbx_request(orch_t *o, orch_run_t *run, const Ahp__Sbx__Request *req,
+                          long timeout_ms);
+int orch_sbx_present(orch_t *o);
+/* Forgets a request whose run no longer waits for it. */
+void orch_sbx_forget(orch_t *o, uint64_t id);
 /* Fire-and-forget destroy of the run's sandbox. */
 void orch_sbx_destroy(orch_t *o, const char *run_id);
 /* Drains replies and hands them to their runs. */
 void orch_sbx_recv(orch_t *o);
-/* Converts an ExecResult into the tool result. New reference. */
-json_t *orch_sbx_result_json(const Ahp__Sbx__ExecResult *r);
+/* Fires request deadlines; ms until the next (or max). */
+long orch_sbx_timers(orch_t *o, int64_t now, long max);
 
 /* api.c */
 /* Drains orchctl requests and dispatches them. */

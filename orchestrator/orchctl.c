@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <zmq.h>
 
+#include "ahp/limit_table.h"
 #include "ahp/log.h"
 #include "ahp/rpc.h"
 #include "ahp/util.h"
@@ -33,7 +34,7 @@ enum {
  * a dead daemon is noticed quickly, long enough to cost nothing when idle. */
 #define EVENTS_WAIT_MS 10000
 /* A task is a human's sentence, not a document: refuse before the daemon does. */
-#define TASK_MAX (64 * 1024)
+#define TASK_MAX AHP_LIM_TASK_MAX /* the limits table */
 
 typedef struct {
 	const char *home;

@@ -14,18 +14,30 @@ s_on_error(void *arg, const char *message)
 	log_error("profile skipped: %s", message);
 }
 
-/* Tools a profile may list whose daemons this build does not talk to yet.
- * They are not offered to the model; said once per profile and load. */
+/* Tools a profile may list that this orchestrator does not offer (a skill
+ * tool without skills). exec_service and ask_human are said by
+ * ahp_profile_warnings with the rest of what fails closed. Once per profile
+ * and load. */
 static void
 s_note_missing_tools(const ahp_profile_t *p)
 {
 	for (unsigned i = 0; i < p->n_tools; i++) {
-		if (!orch_tool_offered(p, p->tools[i]))
+		const char *t = p->tools[i];
+		if (strcmp(t, "exec_service") == 0 || strcmp(t, "ask_human") == 0)
+			continue;
+		if (!orch_tool_offered(p, t))
 			log_warn(
 			    "profile %s lists tool %s, which this orchestrator does not provide "
 			    "yet; it is not offered to the model",
-			    p->name, p->tools[i]);
+			    p->name, t);
 	}
+}
+
+static void
+s_warn_line(void *arg, const char *line)
+{
+	(void)arg;
+	log_warn("%s", line);
 }
 
 orch_profset_t *
@@ -41,8 +53,12 @@ orch_profset_load(const char *dir, const char *etc_dir)
 		return NULL;
 	}
 	ps->refs = 1;
-	for (size_t i = 0; i < ahp_profiles_count(ps->set); i++)
+	for (size_t i = 0; i < ahp_profiles_warning_count(ps->set); i++)
+		log_warn("%s", ahp_profiles_warning(ps->set, i));
+	for (size_t i = 0; i < ahp_profiles_count(ps->set); i++) {
 		s_note_missing_tools(ahp_profiles_at(ps->set, i));
+		ahp_profile_warnings(ahp_profiles_at(ps->set, i), s_warn_line, NULL);
+	}
 	return ps;
 }
 
@@ -67,6 +83,23 @@ orch_profset_unref(orch_profset_t **ps_p)
 	free(ps);
 }
 
+/* The profile of the old set that came from path, if any. */
+static const ahp_profile_t *
+s_from_file(const ahp_profiles_t *set, const char *path)
+{
+	for (size_t i = 0; i < ahp_profiles_count(set); i++) {
+		const ahp_profile_t *p = ahp_profiles_at(set, i);
+		if (p->path != NULL && strcmp(p->path, path) == 0)
+			return p;
+	}
+	return NULL;
+}
+
+/* An edit that breaks a profile must not take it away from the runs that
+ * use it: for each file the new load refused, the version that file loaded
+ * last time keeps serving (under its name, unless a good file now holds that
+ * name). The refusal stays recorded in the new set for orch_profiles_why. A
+ * file that was removed takes its profile away. */
 void
 orch_profiles_reload(orch_t *o)
 {
@@ -76,9 +109,37 @@ orch_profiles_reload(orch_t *o)
 		          ahp_profiles_count(o->profiles->set));
 		return;
 	}
+	size_t kept = 0;
+	for (size_t i = 0; i < ahp_profiles_errors(ps->set); i++) {
+		const char *path = ahp_profiles_failed_path(ps->set, i);
+		const ahp_profile_t *old = path ? s_from_file(o->profiles->set, path) : NULL;
+		if (old == NULL || ahp_profiles_get(ps->set, old->name) != NULL)
+			continue;
+		if (ahp_profiles_add(ps->set, old) != 0) {
+			log_error("profile %s: out of memory keeping the last good version",
+			          old->name);
+			continue;
+		}
+		kept++;
+		log_warn("profile %s: keeping the last good version; the edited file was "
+		         "refused: %s",
+		         old->name, ahp_profiles_failed_error(ps->set, i));
+	}
 	/* Running runs keep the set they started with until they end. */
 	orch_profset_unref(&o->profiles);
 	o->profiles = ps;
-	log_info("profiles reloaded: %zu loaded, %zu skipped", ahp_profiles_count(ps->set),
-	         ahp_profiles_errors(ps->set));
+	log_info("profiles reloaded: %zu loaded (%zu last good kept), %zu refused",
+	         ahp_profiles_count(ps->set), kept, ahp_profiles_errors(ps->set));
+}
+
+const char *
+orch_profiles_why(const orch_t *o, const char *name)
+{
+	const ahp_profiles_t *set = o && o->profiles ? o->profiles->set : NULL;
+	for (size_t i = 0; name && i < ahp_profiles_errors(set); i++) {
+		const char *n = ahp_profiles_failed_name(set, i);
+		if (n != NULL && strcmp(n, name) == 0)
+			return ahp_profiles_failed_error(set, i);
+	}
+	return NULL;
 }

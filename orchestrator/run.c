@@ -1,5 +1,5 @@
-/* orchestrator: one state machine per run — the agent loop, its journal writes, replay on resume.
- */
+/* orchestrator: one state machine per run — it sequences model steps and tool steps, journals
+ * each before acting, and applies the approval gate; tools live in their own files. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +11,7 @@
 
 #include "orch.h"
 
-#define EXEC_COMMAND_MAX (64 * 1024) /* bytes of one exec command */
-#define ANSWER_TEXT_MAX 1500         /* bytes of the answer shown in its event line */
+#define ANSWER_TEXT_MAX 1500 /* bytes of the answer shown in its event line */
 
 static const char *const s_state_names[] = {
     [ORCH_QUEUED] = "queued",       [ORCH_RUNNING] = "running", [ORCH_WAITING] = "waiting_approval",
@@ -63,9 +62,11 @@ orch_run_free(orch_run_t **run_p)
 	orch_run_t *run = *run_p;
 	if (run->call != NULL)
 		orch_model_abort(run->o, &run->call);
-	free(run->conv);
+	for (int i = 0; orch_tools[i] != NULL; i++)
+		if (orch_tools[i]->free_state != NULL)
+			orch_tools[i]->free_state(run);
+	orch_conv_free(&run->conv);
 	json_decref(run->calls);
-	free(run->sbx_command);
 	free(run->profile_name);
 	orch_profset_unref(&run->pset);
 	free(run);
@@ -172,15 +173,20 @@ orch_run_event(orch_run_t *run, const char *kind, json_t *data, const char *fmt,
 	free(d);
 }
 
-static void
+/* Journals a step's intent (stolen). -1 when it cannot be encoded (intent
+ * NULL: a json_pack of something untrusted failed): the caller fails the
+ * step or the run, never the daemon. A journal write failure is fatal. */
+static int
 s_step_intent(orch_run_t *run, const char *kind, json_t *intent)
 {
-	char *s = json_dumps(intent, JSON_COMPACT);
+	char *s = intent != NULL ? json_dumps(intent, JSON_COMPACT) : NULL;
 	json_decref(intent);
-	if (s == NULL ||
-	    orch_journal_step_intent(run->o->journal, run->id, run->cur_seq, kind, s) != 0)
+	if (s == NULL)
+		return -1;
+	if (orch_journal_step_intent(run->o->journal, run->id, run->cur_seq, kind, s) != 0)
 		orch_journal_failed(run->o, "step intent");
 	free(s);
+	return 0;
 }
 
 static void
@@ -188,83 +194,6 @@ s_step_complete(orch_run_t *run, int status, const char *result)
 {
 	if (orch_journal_step_complete(run->o->journal, run->id, run->cur_seq, status, result) != 0)
 		orch_journal_failed(run->o, "step complete");
-}
-
-/* --- the conversation text --- */
-
-static int
-s_conv_put(orch_run_t *run, const char *s, size_t n)
-{
-	if (run->conv_len + n + 1 > ORCH_CONV_MAX)
-		return -1;
-	if (run->conv_len + n + 1 > run->conv_cap) {
-		/* Room for the next message or the request suffix, not doubling:
-		 * per-run memory matters more than a few reallocs. */
-		size_t cap = run->conv_len + n + 1;
-		cap += cap / 4 + 512;
-		char *b = realloc(run->conv, cap);
-		if (b == NULL)
-			return -1;
-		run->conv = b;
-		run->conv_cap = cap;
-	}
-	memcpy(run->conv + run->conv_len, s, n);
-	run->conv_len += n;
-	run->conv[run->conv_len] = '\0';
-	return 0;
-}
-
-/* Appends one message exactly as json_dumps(messages, JSON_COMPACT) would
- * write it inside the array. 0 / -1 (over ORCH_CONV_MAX). */
-static int
-s_conv_append(orch_run_t *run, const json_t *msg)
-{
-	char *t = json_dumps(msg, JSON_COMPACT);
-	if (t == NULL)
-		return -1;
-	int rc = 0;
-	if (run->n_messages > 0)
-		rc = s_conv_put(run, ",", 1);
-	if (rc == 0)
-		rc = s_conv_put(run, t, strlen(t));
-	free(t);
-	if (rc == 0)
-		run->n_messages++;
-	return rc;
-}
-
-static int
-s_conv_append_new(orch_run_t *run, json_t *msg)
-{
-	int rc = s_conv_append(run, msg);
-	json_decref(msg);
-	return rc;
-}
-
-/* The first two messages: the system prompt (when any) and the task. */
-static int
-s_conversation_init(orch_run_t *run, const char *system, const char *task)
-{
-	run->conv_len = 0;
-	run->n_messages = 0;
-	json_t *m = json_string(run->profile->model_name ? run->profile->model_name : "");
-	char *model = json_dumps(m, JSON_ENCODE_ANY);
-	json_decref(m);
-	int rc = model ? 0 : -1;
-	if (rc == 0)
-		rc = s_conv_put(run, "{\"model\":", 9);
-	if (rc == 0)
-		rc = s_conv_put(run, model, strlen(model));
-	free(model);
-	if (rc == 0)
-		rc = s_conv_put(run, ",\"messages\":[", 13);
-	if (rc == 0 && system != NULL && *system != '\0')
-		rc = s_conv_append_new(
-		    run, json_pack("{s:s, s:s}", "role", "system", "content", system));
-	if (rc == 0)
-		rc = s_conv_append_new(
-		    run, json_pack("{s:s, s:s}", "role", "user", "content", task ? task : ""));
-	return rc;
 }
 
 static const char s_conv_too_big[] = "the conversation grew over its 16 MiB ceiling";
@@ -285,9 +214,9 @@ s_finish(orch_run_t *run, int state, const char *text)
 	if (state == ORCH_SUCCEEDED) {
 		s_save(run, NULL, text);
 		size_t n = strlen(text);
-		orch_run_event(run, "answer", json_pack("{s:s}", "content", text),
-		               "[answer] %.*s%s", (int)(n > ANSWER_TEXT_MAX ? ANSWER_TEXT_MAX : n),
-		               text, n > ANSWER_TEXT_MAX ? " …" : "");
+		size_t cut = ahp_utf8_prefix(text, ANSWER_TEXT_MAX);
+		orch_run_event(run, "answer", json_pack("{s:o}", "content", orch_json_text(text)),
+		               "[answer] %.*s%s", (int)cut, text, n > cut ? " …" : "");
 		orch_run_event(run, "state",
 		               json_pack("{s:s, s:s, s:i, s:i, s:i, s:I}", "from",
 		                         orch_state_str(was), "to", "succeeded", "model_calls",
@@ -297,8 +226,8 @@ s_finish(orch_run_t *run, int state, const char *text)
 	} else {
 		s_save(run, text, NULL);
 		orch_run_event(run, "state",
-		               json_pack("{s:s, s:s, s:s}", "from", orch_state_str(was), "to",
-		                         orch_state_str(state), "reason", text),
+		               json_pack("{s:s, s:s, s:o}", "from", orch_state_str(was), "to",
+		                         orch_state_str(state), "reason", orch_json_text(text)),
 		               state == ORCH_CANCELLED ? "[run] cancelled" : "[run] failed: %s",
 		               text);
 	}
@@ -306,6 +235,18 @@ s_finish(orch_run_t *run, int state, const char *text)
 	run->ended_next = o->ended;
 	o->ended = run;
 	orch_runs_schedule(o);
+}
+
+/* Runs every tool's ended hook once (after the run's end is committed). */
+static void
+s_release_tools(orch_run_t *run)
+{
+	if (run->tools_released)
+		return;
+	run->tools_released = 1;
+	for (int i = 0; orch_tools[i] != NULL; i++)
+		if (orch_tools[i]->ended != NULL)
+			orch_tools[i]->ended(run);
 }
 
 void
@@ -320,8 +261,7 @@ orch_runs_reap_ended(orch_t *o)
 			continue;
 		}
 		*pp = run->ended_next;
-		if (run->sbx_used)
-			orch_sbx_destroy(o, run->id);
+		s_release_tools(run);
 		orch_run_free(&run);
 	}
 }
@@ -329,7 +269,7 @@ orch_runs_reap_ended(orch_t *o)
 void
 orch_run_cancel(orch_run_t *run)
 {
-	/* A sandboxd reply for an abandoned request matches no run and is dropped. */
+	/* A reply for an abandoned request is dropped: the run no longer waits. */
 	s_finish(run, ORCH_CANCELLED, "cancelled by request");
 }
 
@@ -348,16 +288,19 @@ s_model_begin(orch_run_t *run)
 	}
 	run->cur_seq = ++run->seq;
 	run->model_calls++;
-	json_t *intent = json_pack("{s:i, s:s, s:i}", "call", run->model_calls, "model", p->model,
-	                           "messages", (int)run->n_messages);
+	json_t *intent = json_pack("{s:i, s:o, s:i}", "call", run->model_calls, "model",
+	                           orch_json_text(p->model), "messages", (int)run->conv.n_messages);
 	/* The first call records the system prompt, so a resume after a
 	 * profile reload rebuilds exactly the conversation that was started. */
-	if (run->model_calls == 1)
+	if (intent != NULL && run->model_calls == 1)
 		json_object_set_new(intent, "system",
 		                    p->system_prompt && *p->system_prompt
-		                        ? json_string(p->system_prompt)
+		                        ? orch_json_text(p->system_prompt)
 		                        : json_null());
-	s_step_intent(run, "model", intent);
+	if (s_step_intent(run, "model", intent) != 0) {
+		s_finish(run, ORCH_FAILED, "cannot encode the model step's intent");
+		return;
+	}
 	run->attempt = 0;
 	run->phase = PH_MODEL_DUE;
 	s_save(run, NULL, NULL);
@@ -367,35 +310,27 @@ s_model_begin(orch_run_t *run)
 static void
 s_model_send(orch_run_t *run)
 {
-	/* Close the array and add the tools behind the conversation text; the
-	 * suffix is dropped again as soon as it is sent (conv_len restored). */
-	size_t base = run->conv_len;
 	json_t *tools = orch_tools_for(run->profile);
-	char *tt = json_array_size(tools) > 0 ? json_dumps(tools, JSON_COMPACT) : NULL;
+	size_t len = 0;
+	const char *body = orch_conv_request(&run->conv, tools, &len);
 	json_decref(tools);
-	int rc = s_conv_put(run, "]", 1);
-	if (rc == 0 && tt != NULL)
-		rc = s_conv_put(run, ",\"tools\":", 9);
-	if (rc == 0 && tt != NULL)
-		rc = s_conv_put(run, tt, strlen(tt));
-	if (rc == 0)
-		rc = s_conv_put(run, "}", 1);
-	free(tt);
-	size_t len = run->conv_len;
-	run->conv_len = base;
 	run->attempt++;
 	run->phase = PH_MODEL_INFLIGHT;
-	run->call = rc == 0 ? orch_model_start(run->o, run, run->conv, len) : NULL;
+	run->call = body != NULL ? orch_model_start(run->o, run, body, len) : NULL;
 	if (run->call == NULL) {
 		orch_model_result_t res = {0};
 		snprintf(res.error, sizeof res.error,
-		         "cannot start the HTTP request to the gateway");
+		         body != NULL
+		             ? "cannot start the HTTP request to the gateway"
+		             : "the request would grow over the 16 MiB conversation ceiling");
 		orch_run_model_done(run, &res);
 	}
 }
 
+/* The wait before attempt `attempt + 1`: exponential from retry_base_ms,
+ * full jitter over the upper half, never over retry_max_ms. */
 static long
-s_backoff_ms(orch_t *o, int attempt, long retry_after_ms)
+s_backoff_ms(orch_t *o, int attempt)
 {
 	long wait = o->retry_base_ms;
 	for (int i = 1; i < attempt && wait < o->retry_max_ms; i++)
@@ -406,10 +341,27 @@ s_backoff_ms(orch_t *o, int attempt, long retry_after_ms)
 	uint32_t r = 0;
 	if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r)
 		r = (uint32_t)ahp_mono_us();
-	wait = wait / 2 + (long)(r % (uint32_t)(wait / 2 + 1));
-	if (retry_after_ms > wait)
-		wait = retry_after_ms > 600000 ? 600000 : retry_after_ms;
-	return wait;
+	return wait / 2 + (long)(r % (uint32_t)(wait / 2 + 1));
+}
+
+/* Completes the model step as failed and fails the run with why. */
+static void
+s_model_failed(orch_run_t *run, orch_model_result_t *res, const char *why)
+{
+	json_t *r = json_pack("{s:o, s:i, s:i, s:I}", "error", orch_json_text(why), "http_status",
+	                      (int)res->http_status, "attempts", run->attempt, "latency_ms",
+	                      (json_int_t)res->latency_ms);
+	/* What the model did say is kept for the record (a reply cut short). */
+	if (r != NULL && res->message != NULL)
+		json_object_set(r, "message", res->message);
+	if (r != NULL && res->journal != NULL)
+		json_object_update(r, res->journal);
+	char *rs = r != NULL ? json_dumps(r, JSON_COMPACT) : NULL;
+	json_decref(r);
+	s_step_complete(run, AHP__STATUS__ERR_UNAVAILABLE,
+	                rs != NULL ? rs : "{\"error\":\"model call failed\"}");
+	free(rs);
+	s_finish(run, ORCH_FAILED, why);
 }
 
 void
@@ -420,36 +372,44 @@ orch_run_model_done(orch_run_t *run, orch_model_result_t *res)
 		return;
 	run->phase = PH_IDLE;
 	if (!res->ok) {
+		char why[768];
+		if (res->retryable && res->retry_after_ms > o->retry_max_ms) {
+			/* retry_max_ms is the ceiling of any one wait: a server that
+			 * asks for longer fails the step; resume tries again. */
+			snprintf(
+			    why, sizeof why,
+			    "model call %u: the gateway asked to retry after %ld s "
+			    "(Retry-After), over retry_max_ms (%ld ms): %s%s",
+			    run->model_calls, (res->retry_after_ms + 999) / 1000, o->retry_max_ms,
+			    res->http_status && res->http_status != 200 ? "HTTP " : "", res->error);
+			s_model_failed(run, res, why);
+			return;
+		}
 		if (res->retryable && run->attempt <= o->model_retries) {
-			long wait = s_backoff_ms(o, run->attempt, res->retry_after_ms);
-			orch_run_event(run, "model",
-			               json_pack("{s:i, s:i, s:i, s:s, s:I, s:I}", "call",
-			                         run->model_calls, "attempt", run->attempt,
-			                         "http_status", (int)res->http_status, "error",
-			                         res->error, "wait_ms", (json_int_t)wait,
-			                         "latency_ms", (json_int_t)res->latency_ms),
-			               "[model] retry %d/%ld after %s (wait %ld ms)", run->attempt,
-			               o->model_retries, res->error, wait);
+			long wait = s_backoff_ms(o, run->attempt);
+			if (res->retry_after_ms > wait)
+				wait = res->retry_after_ms;
+			orch_run_event(
+			    run, "model",
+			    json_pack("{s:i, s:i, s:i, s:o, s:I, s:I}", "call", run->model_calls,
+			              "attempt", run->attempt, "http_status", (int)res->http_status,
+			              "error", orch_json_text(res->error), "wait_ms",
+			              (json_int_t)wait, "latency_ms", (json_int_t)res->latency_ms),
+			    "[model] retry %d/%ld after %s (wait %ld ms)", run->attempt,
+			    o->model_retries, res->error, wait);
 			run->phase = PH_MODEL_BACKOFF;
 			run->due_ms = ahp_mono_ms() + wait;
 			return;
 		}
-		char why[768];
 		if (res->retryable)
 			snprintf(why, sizeof why, "model call %u failed after %d attempts: %s%s",
-			         run->model_calls, run->attempt, res->http_status ? "HTTP " : "",
+			         run->model_calls, run->attempt,
+			         res->http_status && res->http_status != 200 ? "HTTP " : "",
 			         res->error);
 		else
 			snprintf(why, sizeof why, "model call %u failed: %s", run->model_calls,
 			         res->error);
-		json_t *r = json_pack("{s:s, s:i, s:i, s:I}", "error", why, "http_status",
-		                      (int)res->http_status, "attempts", run->attempt, "latency_ms",
-		                      (json_int_t)res->latency_ms);
-		char *rs = json_dumps(r, JSON_COMPACT);
-		json_decref(r);
-		s_step_complete(run, AHP__STATUS__ERR_UNAVAILABLE, rs);
-		free(rs);
-		s_finish(run, ORCH_FAILED, why);
+		s_model_failed(run, res, why);
 		return;
 	}
 
@@ -457,35 +417,51 @@ orch_run_model_done(orch_run_t *run, orch_model_result_t *res)
 	json_t *r = json_pack("{s:O, s:O?, s:I, s:I, s:i}", "message", msg, "usage", res->usage,
 	                      "tokens", (json_int_t)res->tokens, "latency_ms",
 	                      (json_int_t)res->latency_ms, "attempts", run->attempt);
-	char *rs = json_dumps(r, JSON_COMPACT);
+	if (r != NULL && res->journal != NULL)
+		json_object_update(r, res->journal);
+	char *rs = r != NULL ? json_dumps(r, JSON_COMPACT) : NULL;
 	json_decref(r);
-	if (rs == NULL)
-		orch_journal_failed(o, "model result encoding");
+	if (rs == NULL) {
+		/* model.c hands over only encodable text; still, a reply that
+		 * cannot be stored fails the step, never the daemon. */
+		res->ok = 0;
+		snprintf(res->error, sizeof res->error, "the model reply cannot be stored");
+		json_t *keep = res->message;
+		res->message = NULL;
+		s_model_failed(run, res, "model reply cannot be stored (encoding failed)");
+		res->message = keep;
+		return;
+	}
 	s_step_complete(run, 0, rs);
 	free(rs);
 	run->tokens += res->tokens;
-	if (s_conv_append(run, msg) != 0) {
+	if (orch_conv_append(&run->conv, msg) != 0) {
 		s_finish(run, ORCH_FAILED, s_conv_too_big);
 		return;
 	}
 
 	json_t *calls = json_object_get(msg, "tool_calls");
 	size_t n = json_array_size(calls);
-	json_t *data = json_pack("{s:i, s:O, s:O?, s:I, s:I}", "call", run->model_calls, "message",
-	                         msg, "usage", res->usage, "tokens", (json_int_t)res->tokens,
-	                         "latency_ms", (json_int_t)res->latency_ms);
+	json_t *data =
+	    json_pack("{s:i, s:O, s:O?, s:I, s:I, s:b}", "call", run->model_calls, "message", msg,
+	              "usage", res->usage, "tokens", (json_int_t)res->tokens, "latency_ms",
+	              (json_int_t)res->latency_ms, "sanitized", res->sanitized);
+	const char *note = res->sanitized ? "; reply sanitized: text the platform cannot store "
+	                                    "or show as sent was replaced with U+FFFD"
+	                                  : "";
 	if (n == 0) {
-		orch_run_event(
-		    run, "model", data, "[model] call %u → final answer (%llu tokens, %lld ms)",
-		    run->model_calls, (unsigned long long)res->tokens, (long long)res->latency_ms);
+		orch_run_event(run, "model", data,
+		               "[model] call %u → final answer (%llu tokens, %lld ms%s)",
+		               run->model_calls, (unsigned long long)res->tokens,
+		               (long long)res->latency_ms, note);
 		const char *content = json_string_value(json_object_get(msg, "content"));
 		s_finish(run, ORCH_SUCCEEDED, content ? content : "");
 		return;
 	}
 	orch_run_event(run, "model", data,
-	               "[model] call %u → %zu tool call%s (%llu tokens, %lld ms)", run->model_calls,
-	               n, n == 1 ? "" : "s", (unsigned long long)res->tokens,
-	               (long long)res->latency_ms);
+	               "[model] call %u → %zu tool call%s (%llu tokens, %lld ms%s)",
+	               run->model_calls, n, n == 1 ? "" : "s", (unsigned long long)res->tokens,
+	               (long long)res->latency_ms, note);
 	json_decref(run->calls);
 	run->calls = json_incref(calls);
 	run->next_call = 0;
@@ -496,271 +472,159 @@ orch_run_model_done(orch_run_t *run, orch_model_result_t *res)
 
 /* --- tool steps --- */
 
-static const char *
-s_call_str(const json_t *tc, const char *field)
+int
+orch_tool_waiting(const orch_run_t *run)
 {
-	if (strcmp(field, "id") == 0)
-		return json_string_value(json_object_get(tc, "id"));
-	return json_string_value(json_object_get(json_object_get(tc, "function"), field));
+	return run->state == ORCH_RUNNING &&
+	       (run->phase == PH_TOOL_DUE || run->phase == PH_TOOL_INFLIGHT ||
+	        run->phase == PH_TOOL_BACKOFF);
 }
 
-/* Completes the current tool step with result (stolen) and appends the tool
- * message; the content is the very text journaled, so replay rebuilds it. */
-static void
-s_tool_complete(orch_run_t *run, json_t *result, int status)
+void
+orch_tool_due(orch_run_t *run)
 {
-	char *text = json_dumps(result, JSON_COMPACT);
+	run->phase = PH_TOOL_DUE;
+	orch_post(run->o, run);
+}
+
+void
+orch_tool_backoff(orch_run_t *run, int64_t due_ms)
+{
+	run->phase = PH_TOOL_BACKOFF;
+	run->due_ms = due_ms;
+}
+
+void
+orch_tool_inflight(orch_run_t *run)
+{
+	run->phase = PH_TOOL_INFLIGHT;
+}
+
+void
+orch_tool_done(orch_run_t *run, json_t *result, int status)
+{
+	if (run->state != ORCH_RUNNING || run->phase == PH_ENDED)
+		return;
+	char *text = result != NULL ? json_dumps(result, JSON_COMPACT) : NULL;
 	json_decref(result);
-	if (text == NULL)
-		orch_journal_failed(run->o, "tool result encoding");
+	if (text == NULL) {
+		/* A result that cannot be encoded fails this step, never the
+		 * daemon: the model is told, and a restart replays this text. */
+		json_t *e = orch_tool_error("internal", "the tool's result could not be encoded");
+		text = e != NULL ? json_dumps(e, JSON_COMPACT) : NULL;
+		json_decref(e);
+		status = AHP__STATUS__ERR_INTERNAL;
+		if (text == NULL) {
+			s_finish(run, ORCH_FAILED, "out of memory completing a tool step");
+			return;
+		}
+	}
 	s_step_complete(run, status, text);
 	json_t *tc = json_array_get(run->calls, run->next_call);
-	int rc = s_conv_append_new(run, json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id",
-	                                          s_call_str(tc, "id"), "content", text));
+	int rc = orch_conv_append_new(&run->conv,
+	                              json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id",
+	                                        orch_call_str(tc, "id"), "content", text));
 	free(text);
 	run->next_call++;
 	run->phase = PH_IDLE;
-	free(run->sbx_command);
-	run->sbx_command = NULL;
+	run->tool = NULL;
 	if (rc != 0) {
 		s_finish(run, ORCH_FAILED, s_conv_too_big);
 		return;
 	}
 	s_save(run, NULL, NULL);
-}
-
-/* Starts tool call run->calls[next_call]. With have_intent the step's intent
- * is already journaled (resume): a skill read runs again, an exec is fetched,
- * never re-run. */
-static void
-s_tool_begin(orch_run_t *run, int have_intent)
-{
-	json_t *tc = json_array_get(run->calls, run->next_call);
-	const char *name = s_call_str(tc, "name");
-	const char *argstr = s_call_str(tc, "arguments");
-	json_error_t jerr;
-	json_t *args = argstr ? json_loads(argstr, 0, &jerr) : NULL;
-	if (!have_intent) {
-		run->cur_seq = ++run->seq;
-		run->tool_calls++;
-		/* Arguments that are not JSON are journaled as the raw string. */
-		json_t *a = args ? json_incref(args) : json_string(argstr ? argstr : "");
-		json_t *intent =
-		    json_pack("{s:s, s:s, s:i, s:o}", "tool_call_id", s_call_str(tc, "id"), "name",
-		              name ? name : "", "index", (int)run->next_call, "arguments", a);
-		s_step_intent(run, "tool", intent);
-	}
-	if (name == NULL || !orch_tool_offered(run->profile, name)) {
-		orch_run_event(run, "tool", json_pack("{s:s?}", "name", name),
-		               "[tool] %.100s → not available to this agent",
-		               name ? name : "(none)");
-		s_tool_complete(run,
-		                orch_tool_error("not_found",
-		                                "tool '%.100s' is not available to this agent",
-		                                name ? name : ""),
-		                AHP__STATUS__ERR_NOT_FOUND);
-		json_decref(args);
-		return;
-	}
-	if (!json_is_object(args)) {
-		orch_run_event(run, "tool",
-		               json_pack("{s:s, s:s?}", "name", name, "arguments", argstr),
-		               "[%s] bad arguments", name);
-		s_tool_complete(run,
-		                orch_tool_error("bad_request",
-		                                "arguments must be a JSON object%s%s",
-		                                args ? "" : ": ", args ? "" : jerr.text),
-		                AHP__STATUS__ERR_BAD_REQUEST);
-		json_decref(args);
-		return;
-	}
-	if (strcmp(name, "skill") == 0) {
-		char summary[512];
-		json_t *res = orch_skill_run(run->profile, args, summary, sizeof summary);
-		orch_run_event(run, "skill",
-		               json_pack("{s:O, s:O}", "arguments", args, "result", res),
-		               "[skill] %s", summary);
-		s_tool_complete(run, res,
-		                json_object_get(res, "error") ? AHP__STATUS__ERR_BAD_REQUEST : 0);
-		json_decref(args);
-		return;
-	}
-	/* exec */
-	const char *cmd = json_string_value(json_object_get(args, "command"));
-	if (cmd == NULL || *cmd == '\0' || strlen(cmd) > EXEC_COMMAND_MAX) {
-		orch_run_event(run, "sandbox", json_pack("{s:O}", "arguments", args),
-		               "[sandbox] bad command");
-		s_tool_complete(
-		    run,
-		    orch_tool_error(
-		        cmd && *cmd ? "too_large" : "bad_request",
-		        "argument 'command' must be a non-empty string of at most %d bytes",
-		        EXEC_COMMAND_MAX),
-		    AHP__STATUS__ERR_BAD_REQUEST);
-		json_decref(args);
-		return;
-	}
-	free(run->sbx_command);
-	run->sbx_command = strdup(cmd);
-	json_decref(args);
-	if (run->sbx_command == NULL) {
-		s_tool_complete(run, orch_tool_error("internal", "out of memory"),
-		                AHP__STATUS__ERR_INTERNAL);
-		return;
-	}
-	run->sbx_retried = 0;
-	run->sbx_unavail_since = 0;
-	if (have_intent) {
-		run->sbx_op = SBX_FETCH;
-	} else {
-		orch_run_event(run, "sandbox", json_pack("{s:s}", "command", run->sbx_command),
-		               "[sandbox] $ %s", run->sbx_command);
-		run->sbx_op = run->sbx_created ? SBX_EXEC : SBX_CREATE;
-	}
-	run->phase = PH_SBX_DUE;
-	orch_post(run->o, run);
-}
-
-static void
-s_exec_event(orch_run_t *run, json_t *res, int recovered)
-{
-	const char *cwd = json_string_value(json_object_get(res, "cwd"));
-	const char *killed = json_string_value(json_object_get(res, "killed_by"));
-	const char *out = json_string_value(json_object_get(res, "stdout"));
-	char extra[64] = "";
-	if (killed != NULL)
-		snprintf(extra, sizeof extra, ", killed by %s", killed);
-	orch_run_event(run, "sandbox",
-	               json_pack("{s:s?, s:O, s:b}", "command", run->sbx_command, "result", res,
-	                         "recovered", recovered),
-	               "[sandbox]   → exit=%d, stdout=%zu chars, cwd=%s%s%s",
-	               (int)json_integer_value(json_object_get(res, "exit_code")),
-	               out ? strlen(out) : 0, cwd ? cwd : "?", extra,
-	               recovered ? " (result recovered after a restart)" : "");
+	if (!run->tool_sync)
+		s_advance(run);
 }
 
 void
-orch_run_sbx_done(orch_run_t *run, int status, const char *message, const Ahp__Sbx__Reply *reply)
+orch_tool_platform_failed(orch_run_t *run, int status, const char *fmt, ...)
 {
-	if (run->phase != PH_SBX_INFLIGHT && run->phase != PH_SBX_DUE &&
-	    run->phase != PH_SBX_BACKOFF)
+	if (run->state != ORCH_RUNNING || run->phase == PH_ENDED)
 		return;
-	int op = run->sbx_op;
-	char lost[320];
-	run->sbx_op = SBX_NONE;
-	run->sbx_req = 0;
+	char msg[512], why[700];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	const char *tool = run->tool != NULL ? run->tool->name : "tool";
+	json_t *r = json_pack("{s:{s:s, s:o}}", "platform_error", "status", ahp_status_str(status),
+	                      "message", orch_json_text(msg));
+	char *text = r != NULL ? json_dumps(r, JSON_COMPACT) : NULL;
+	json_decref(r);
+	/* Journaled as failed before it started: the model never sees it, and
+	 * resume starts the same step again. */
+	s_step_complete(run, status ? status : AHP__STATUS__ERR_INTERNAL,
+	                text != NULL ? text : "{\"platform_error\":{}}");
+	free(text);
 	run->phase = PH_IDLE;
-	if (reply != NULL && reply->error != NULL && reply->error->status != 0) {
-		status = reply->error->status;
-		message = reply->error->message;
-	}
-	const Ahp__Sbx__ExecResult *er =
-	    reply && status == 0 && reply->body_case == AHP__SBX__REPLY__BODY_EXEC ? reply->exec
-	                                                                           : NULL;
-	/* sandboxd itself said "not now" (stopping, sandbox restarting): ask
-	 * again for a while. Safe for Exec too: sandboxd keys commands by exec
-	 * id and answers a repeated id from its records (the result, or
-	 * interrupted when it had started), never running it twice. */
-	if (reply != NULL && status == AHP__STATUS__ERR_UNAVAILABLE) {
-		int64_t now = ahp_mono_ms();
-		if (run->sbx_unavail_since == 0)
-			run->sbx_unavail_since = now;
-		if (now - run->sbx_unavail_since < ORCH_SBX_UNAVAIL_GRACE_MS) {
-			run->sbx_op = op;
-			if (op == SBX_EXEC && !run->sbx_created)
-				run->sbx_op = SBX_CREATE;
-			run->phase = PH_SBX_BACKOFF;
-			run->due_ms = now + 200;
-			return;
-		}
-	}
-	run->sbx_unavail_since = 0;
+	run->tool = NULL;
+	snprintf(why, sizeof why, "platform failure in tool %s: %s", tool, msg);
+	s_finish(run, ORCH_FAILED, why);
+}
 
-	if (op == SBX_CREATE) {
-		if (status == 0) {
-			run->sbx_created = 1;
-			run->sbx_op = SBX_EXEC;
-			run->phase = PH_SBX_DUE;
-			orch_post(run->o, run);
+/* Starts tool call run->calls[next_call]. mode: enum orch_tool_mode. */
+static void
+s_tool_begin(orch_run_t *run, int mode)
+{
+	json_t *tc = json_array_get(run->calls, run->next_call);
+	const char *name = orch_call_str(tc, "name");
+	const char *argstr = orch_call_str(tc, "arguments");
+	json_error_t jerr;
+	json_t *args = argstr ? json_loads(argstr, 0, &jerr) : NULL;
+	if (mode == ORCH_TOOL_NEW) {
+		run->cur_seq = ++run->seq;
+		run->tool_calls++;
+		/* Arguments that are not JSON are journaled as the raw string. */
+		json_t *a = args ? json_incref(args) : orch_json_text(argstr ? argstr : "");
+		json_t *intent = json_pack(
+		    "{s:s, s:o, s:i, s:o}", "tool_call_id", orch_call_str(tc, "id"), "name",
+		    orch_json_text(name ? name : ""), "index", (int)run->next_call, "arguments", a);
+		if (s_step_intent(run, "tool", intent) != 0) {
+			json_decref(args);
+			s_finish(run, ORCH_FAILED, "cannot encode the tool step's intent");
 			return;
 		}
-		orch_run_event(run, "sandbox",
-		               json_pack("{s:s, s:s}", "status", ahp_status_str(status), "message",
-		                         message ? message : ""),
-		               "[sandbox]   → no sandbox: %s",
-		               message ? message : ahp_status_str(status));
-		s_tool_complete(run,
-		                orch_tool_error("unavailable",
-		                                "the sandbox could not be created: %s",
-		                                message ? message : ahp_status_str(status)),
-		                status);
-		s_advance(run);
-		return;
 	}
-	if (op == SBX_EXEC) {
-		if (er != NULL) {
-			json_t *res = orch_sbx_result_json(er);
-			s_exec_event(run, res, 0);
-			s_tool_complete(run, res, 0);
-			s_advance(run);
-			return;
-		}
-		if (status == AHP__STATUS__ERR_NOT_FOUND && !run->sbx_retried) {
-			/* The sandbox vanished (sandboxd restarted): the command did
-			 * not run, so recreate around the same workspace and send it
-			 * once more under the same exec id. */
-			run->sbx_retried = 1;
-			run->sbx_created = 0;
-			run->sbx_op = SBX_CREATE;
-			run->phase = PH_SBX_DUE;
-			orch_post(run->o, run);
-			return;
-		}
-		json_t *res;
-		if (status == AHP__STATUS__ERR_UNAVAILABLE && message != NULL) {
-			/* sandboxd gave up on a command it may have started (it is
-			 * stopping): the outcome is unknown and it is not re-run. */
-			snprintf(lost, sizeof lost,
-			         "%.200s; the command's outcome is unknown and it was not re-run",
-			         message);
-			status = AHP__STATUS__ERR_INTERRUPTED;
-			message = lost;
-		}
-		if (status == AHP__STATUS__ERR_TIMEOUT)
-			res = orch_tool_error(
-			    "timeout",
-			    "sandboxd did not answer in time; the command may or may not have run");
-		else
-			res = orch_tool_error(ahp_status_str(status), "%s",
-			                      message ? message : "exec failed");
-		orch_run_event(run, "sandbox",
-		               json_pack("{s:s?, s:O}", "command", run->sbx_command, "result", res),
-		               "[sandbox]   → %s: %s",
-		               status == AHP__STATUS__ERR_INTERRUPTED ? "interrupted" : "error",
-		               message ? message : ahp_status_str(status));
-		s_tool_complete(run, res, status ? status : AHP__STATUS__ERR_INTERNAL);
-		s_advance(run);
-		return;
+	run->tool_sync = 1;
+	const orch_tool_t *t = name != NULL ? orch_tool_offered(run->profile, name) : NULL;
+	run->tool = t;
+	if (t == NULL) {
+		orch_run_event(
+		    run, "tool", json_pack("{s:o?}", "name", name ? orch_json_text(name) : NULL),
+		    "[tool] %.100s → not available to this agent", name ? name : "(none)");
+		orch_tool_done(run,
+		               orch_tool_error("not_found",
+		                               "tool '%.100s' is not available to this agent",
+		                               name ? name : ""),
+		               AHP__STATUS__ERR_NOT_FOUND);
+	} else if (!json_is_object(args)) {
+		orch_run_event(run, "tool",
+		               json_pack("{s:s, s:o?}", "name", name, "arguments",
+		                         argstr ? orch_json_text(argstr) : NULL),
+		               "[%s] bad arguments", name);
+		orch_tool_done(run,
+		               orch_tool_error("bad_request", "arguments must be a JSON object%s%s",
+		                               args ? "" : ": ", args ? "" : jerr.text),
+		               AHP__STATUS__ERR_BAD_REQUEST);
+	} else if (orch_tool_gate(run->profile, t, args) != NULL) {
+		/* Approval is enforced by the platform (invariant 5). Until an
+		 * approval service exists, a gated call fails closed. */
+		orch_run_event(run, "gate",
+		               json_pack("{s:s, s:O}", "tool", name, "arguments", args),
+		               "[gate] %s call needs approval; no approval service is configured, "
+		               "so it was refused",
+		               name);
+		orch_tool_done(run,
+		               orch_tool_error("permission",
+		                               "approval required, but no approval service is "
+		                               "configured; the call was not run"),
+		               AHP__STATUS__ERR_PERMISSION);
+	} else {
+		t->start(run, args, mode);
 	}
-	if (op == SBX_FETCH) {
-		if (er != NULL) {
-			json_t *res = orch_sbx_result_json(er);
-			s_exec_event(run, res, 1);
-			s_tool_complete(run, res, 0);
-		} else {
-			json_t *res = orch_tool_error("interrupted",
-			                              "the command's outcome was lost (sandboxd or "
-			                              "orchestrator restarted); it "
-			                              "was not re-run");
-			orch_run_event(run, "sandbox",
-			               json_pack("{s:s?, s:O, s:s, s:s?}", "command",
-			                         run->sbx_command, "result", res, "fetch_status",
-			                         ahp_status_str(status), "fetch_message", message),
-			               "[sandbox]   → interrupted: outcome lost, not re-run");
-			s_tool_complete(run, res, AHP__STATUS__ERR_INTERRUPTED);
-		}
-		s_advance(run);
-	}
+	json_decref(args);
+	run->tool_sync = 0;
 }
 
 /* --- driving --- */
@@ -779,7 +643,7 @@ s_advance(orch_run_t *run)
 				s_finish(run, ORCH_FAILED, why);
 				return;
 			}
-			s_tool_begin(run, 0);
+			s_tool_begin(run, ORCH_TOOL_NEW);
 			continue;
 		}
 		json_decref(run->calls);
@@ -815,7 +679,8 @@ s_start(orch_run_t *run, const char *task)
 		s_finish(run, ORCH_FAILED, why);
 		return;
 	}
-	if (s_conversation_init(run, run->profile->system_prompt, task) != 0) {
+	if (orch_conv_init(&run->conv, run->profile->model_name, run->profile->system_prompt,
+	                   task) != 0) {
 		s_finish(run, ORCH_FAILED, s_conv_too_big);
 		return;
 	}
@@ -866,8 +731,12 @@ orch_run_submit(orch_t *o, const char *profile, const char *task, int *status, c
                 size_t errlen)
 {
 	if (ahp_profiles_get(o->profiles->set, profile) == NULL) {
+		const char *why = orch_profiles_why(o, profile);
 		*status = AHP__STATUS__ERR_NOT_FOUND;
-		snprintf(err, errlen, "profile '%.64s' is not loaded", profile);
+		if (why != NULL)
+			snprintf(err, errlen, "profile '%.64s' is not loaded: %s", profile, why);
+		else
+			snprintf(err, errlen, "profile '%.64s' is not loaded", profile);
 		return NULL;
 	}
 	size_t tl = strlen(task);
@@ -911,110 +780,7 @@ orch_run_submit(orch_t *o, const char *profile, const char *task, int *status, c
 	return run;
 }
 
-/* --- replay --- */
-
-typedef struct {
-	orch_run_t *run;
-	const char *task;
-	int pending;      /* 0 none, 1 model step, 2 tool step */
-	int failed_model; /* the pending model step completed with an error */
-	int final;        /* the last model reply had no tool calls */
-	int bad;
-	char err[200];
-	uint32_t steps;
-	char *answer; /* content of the final reply, when the last step is one */
-} s_replay_t;
-
-static int
-s_replay_bad(s_replay_t *rp, uint32_t seq, const char *why)
-{
-	rp->bad = 1;
-	snprintf(rp->err, sizeof rp->err, "journal step %u: %s", seq, why);
-	return 1;
-}
-
-static int
-s_replay_step(void *arg, const orch_step_row_t *row)
-{
-	s_replay_t *rp = arg;
-	orch_run_t *run = rp->run;
-	if (rp->pending)
-		return s_replay_bad(rp, row->seq, "follows an unfinished step");
-	rp->steps++;
-	run->seq = row->seq;
-	json_error_t jerr;
-	if (strcmp(row->kind, "model") == 0) {
-		if (run->n_messages == 0) {
-			json_t *intent = json_loads(row->intent, 0, &jerr);
-			json_t *sys = json_object_get(intent, "system");
-			int rc = s_conversation_init(
-			    run, sys ? json_string_value(sys) : run->profile->system_prompt,
-			    rp->task);
-			json_decref(intent);
-			if (rc != 0)
-				return s_replay_bad(rp, row->seq, s_conv_too_big);
-		}
-		run->model_calls++;
-		rp->final = 0;
-		if (!row->completed || row->status != 0) {
-			rp->pending = 1;
-			rp->failed_model = row->completed;
-			run->cur_seq = row->seq;
-			return 0;
-		}
-		json_t *res = json_loads(row->result, 0, &jerr);
-		json_t *msg = json_object_get(res, "message");
-		if (!json_is_object(msg)) {
-			json_decref(res);
-			return s_replay_bad(rp, row->seq, "model result has no message");
-		}
-		if (s_conv_append(run, msg) != 0) {
-			json_decref(res);
-			return s_replay_bad(rp, row->seq, s_conv_too_big);
-		}
-		run->tokens += (uint64_t)json_integer_value(json_object_get(res, "tokens"));
-		json_t *calls = json_object_get(msg, "tool_calls");
-		json_decref(run->calls);
-		run->calls = json_array_size(calls) ? json_incref(calls) : NULL;
-		run->next_call = 0;
-		if (run->calls != NULL) {
-			run->turns++;
-		} else {
-			const char *content = json_string_value(json_object_get(msg, "content"));
-			rp->final = 1;
-			free(rp->answer);
-			rp->answer = strdup(content ? content : "");
-		}
-		json_decref(res);
-		return 0;
-	}
-	/* tool step */
-	run->tool_calls++;
-	if (run->calls == NULL || run->next_call >= json_array_size(run->calls))
-		return s_replay_bad(rp, row->seq, "tool step without a matching tool call");
-	json_t *intent = json_loads(row->intent, 0, &jerr);
-	const char *id = json_string_value(json_object_get(intent, "tool_call_id"));
-	const char *name = json_string_value(json_object_get(intent, "name"));
-	json_t *tc = json_array_get(run->calls, run->next_call);
-	if (id == NULL || s_call_str(tc, "id") == NULL || strcmp(id, s_call_str(tc, "id")) != 0) {
-		json_decref(intent);
-		return s_replay_bad(rp, row->seq, "tool step does not match the model's tool call");
-	}
-	if (name != NULL && strcmp(name, "exec") == 0)
-		run->sbx_used = 1;
-	json_decref(intent);
-	if (!row->completed) {
-		rp->pending = 2;
-		run->cur_seq = row->seq;
-		return 0;
-	}
-	if (s_conv_append_new(run, json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id",
-	                                     s_call_str(tc, "id"), "content",
-	                                     row->result ? row->result : "{}")) != 0)
-		return s_replay_bad(rp, row->seq, s_conv_too_big);
-	run->next_call++;
-	return 0;
-}
+/* --- restore --- */
 
 orch_run_t *
 orch_run_restore(orch_t *o, const orch_run_row_t *row, int resume, int *status, char *err,
@@ -1039,11 +805,10 @@ orch_run_restore(orch_t *o, const orch_run_row_t *row, int resume, int *status, 
 	 * durable end, as in orch_runs_reap_ended) and send the destroy, which
 	 * sandboxd handles before the new object's requests on this socket. */
 	orch_run_t *old = s_find_ended(o, row->id);
-	if (old != NULL && old->sbx_used) {
+	if (old != NULL && !old->tools_released) {
 		if (orch_journal_commit(o->journal) != 0)
 			orch_journal_failed(o, "commit");
-		orch_sbx_destroy(o, old->id);
-		old->sbx_used = 0;
+		s_release_tools(old);
 	}
 	orch_run_t *run = s_new(o, row->id, row->profile);
 	if (run == NULL) {
@@ -1079,13 +844,13 @@ orch_run_restore(orch_t *o, const orch_run_row_t *row, int resume, int *status, 
 		return run;
 	}
 
-	s_replay_t rp = {.run = run, .task = row->task};
-	if (orch_journal_steps_foreach(o->journal, row->id, s_replay_step, &rp) != 0)
-		orch_journal_failed(o, "reading steps");
-	if (!rp.bad && run->n_messages == 0 &&
-	    s_conversation_init(run, run->profile->system_prompt, row->task) != 0) {
+	orch_replay_t rp = {0};
+	orch_replay(run, row->task, &rp);
+	if (!rp.bad && rp.retry_tool && !resume) {
+		/* Only a resume retries a step the platform failed. */
 		rp.bad = 1;
-		snprintf(rp.err, sizeof rp.err, "%s", s_conv_too_big);
+		snprintf(rp.err, sizeof rp.err, "journal step %u: failed by the platform",
+		         run->cur_seq);
 	}
 	orch_run_event(run, "state",
 	               json_pack("{s:s, s:s, s:i, s:b}", "from", orch_state_str(was), "to",
@@ -1115,7 +880,10 @@ orch_run_restore(orch_t *o, const orch_run_row_t *row, int resume, int *status, 
 		return run;
 	}
 	if (rp.pending == 2) {
-		s_tool_begin(run, 1);
+		if (rp.retry_tool &&
+		    orch_journal_step_reopen(o->journal, run->id, run->cur_seq) != 0)
+			orch_journal_failed(o, "step reopen");
+		s_tool_begin(run, rp.retry_tool ? ORCH_TOOL_RETRY : ORCH_TOOL_RESUMED);
 		s_advance(run);
 		return run;
 	}
@@ -1132,36 +900,19 @@ long
 orch_runs_timers(orch_t *o, int64_t now, long max)
 {
 	long next = max;
-	/* A timeout can end its run and start a queued one that fails at once,
-	 * unlinking runs mid-walk: collect the timed-out runs first, then
-	 * handle them (ended runs stay allocated until the end of the turn). */
-	orch_run_t *due = NULL, **due_tail = &due;
 	for (orch_run_t *r = o->runs; r != NULL; r = r->next) {
-		if (r->phase == PH_MODEL_BACKOFF || r->phase == PH_SBX_BACKOFF) {
-			if (r->due_ms <= now) {
-				r->phase = r->phase == PH_MODEL_BACKOFF ? PH_MODEL_DUE : PH_SBX_DUE;
-				orch_post(o, r);
-			} else if (r->due_ms - now < next) {
-				next = (long)(r->due_ms - now);
-			}
-		} else if (r->phase == PH_SBX_INFLIGHT) {
-			if (r->sbx_deadline <= now) {
-				r->due_next = NULL;
-				*due_tail = r;
-				due_tail = &r->due_next;
-			} else if (r->sbx_deadline - now < next) {
-				next = (long)(r->sbx_deadline - now);
-			}
+		if (r->phase != PH_MODEL_BACKOFF && r->phase != PH_TOOL_BACKOFF)
+			continue;
+		if (r->due_ms <= now) {
+			r->phase = r->phase == PH_MODEL_BACKOFF ? PH_MODEL_DUE : PH_TOOL_DUE;
+			orch_post(o, r);
+		} else if (r->due_ms - now < next) {
+			next = (long)(r->due_ms - now);
 		}
 	}
-	for (orch_run_t *r = due, *nx; r != NULL; r = nx) {
-		nx = r->due_next;
-		r->due_next = NULL;
-		if (r->phase == PH_SBX_INFLIGHT)
-			orch_run_sbx_done(r, AHP__STATUS__ERR_TIMEOUT,
-			                  "sandboxd did not answer in time", NULL);
-	}
-	return next;
+	/* Request deadlines live in the daemon clients; their callbacks may end
+	 * runs, which the walk above no longer touches. */
+	return orch_sbx_timers(o, now, next);
 }
 
 void
@@ -1171,6 +922,6 @@ orch_run_post_commit(orch_run_t *run)
 		return;
 	if (run->phase == PH_MODEL_DUE)
 		s_model_send(run);
-	else if (run->phase == PH_SBX_DUE)
-		orch_sbx_send(run);
+	else if (run->phase == PH_TOOL_DUE && run->tool != NULL && run->tool->send != NULL)
+		run->tool->send(run);
 }

@@ -1,18 +1,18 @@
-/* orchestrator: the tool catalogue offered to the model, and helpers shared by the tools. */
-#include <stdarg.h>
+/* orchestrator: the tool table, the catalogue offered to each profile, and the approval gate. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "orch.h"
 
-/* Tools this orchestrator can run. A profile may list others (their daemons
- * arrive later); those are never offered. */
-static const char *const s_available[] = {"skill", "exec", NULL};
+/* --- the skill tool (stateless: it runs at once) --- */
 
 static json_t *
-s_def_skill(void)
+s_skill_definition(const ahp_profile_t *p)
 {
+	/* A skill tool without a skills directory would only return errors. */
+	if (p->skills_dir == NULL)
+		return NULL;
 	return json_pack(
 	    "{s:s, s:{s:s, s:s, s:{s:s, s:{s:{s:s, s:[sss], s:s}, s:{s:s, s:s}, "
 	    "s:{s:s, s:s}}, s:[s]}}}",
@@ -26,32 +26,51 @@ s_def_skill(void)
 	    "description", "Text to search for", "required", "action");
 }
 
-static json_t *
-s_def_exec(void)
+static void
+s_skill_start(orch_run_t *run, const json_t *args, int mode)
 {
-	return json_pack(
-	    "{s:s, s:{s:s, s:s, s:{s:s, s:{s:{s:s, s:s}}, s:[s]}}}", "type", "function", "function",
-	    "name", "exec", "description",
-	    "Run a shell command (/bin/sh -c) in the agent's sandbox. The working directory "
-	    "persists between calls; /workspace is writable. Returns exit_code, stdout, stderr, "
-	    "truncated, cwd and duration_ms.",
-	    "parameters", "type", "object", "properties", "command", "type", "string",
-	    "description", "The command line", "required", "command");
+	(void)mode; /* reading a file again after a restart is harmless */
+	char summary[512];
+	json_t *res = orch_skill_run(run->profile, args, summary, sizeof summary);
+	orch_run_event(run, "skill", json_pack("{s:O, s:O}", "arguments", args, "result", res),
+	               "[skill] %s", summary);
+	orch_tool_done(run, res, json_object_get(res, "error") ? AHP__STATUS__ERR_BAD_REQUEST : 0);
 }
 
-int
+static const orch_tool_t s_tool_skill = {
+    .name = "skill",
+    .slot = ORCH_TOOL_SKILL,
+    .definition = s_skill_definition,
+    .start = s_skill_start,
+};
+
+/* Tools this orchestrator can run. A profile may list others (their daemons
+ * arrive later); those are never offered, and a call to them is answered
+ * with a typed not_found error. */
+const orch_tool_t *const orch_tools[] = {&s_tool_skill, &orch_tool_exec, NULL};
+
+const orch_tool_t *
+orch_tool_find(const char *name)
+{
+	if (name == NULL)
+		return NULL;
+	for (int i = 0; orch_tools[i] != NULL; i++)
+		if (strcmp(orch_tools[i]->name, name) == 0)
+			return orch_tools[i];
+	return NULL;
+}
+
+const orch_tool_t *
 orch_tool_offered(const ahp_profile_t *p, const char *name)
 {
-	int known = 0;
-	for (int i = 0; s_available[i] != NULL; i++)
-		if (strcmp(s_available[i], name) == 0)
-			known = 1;
-	if (!known || !ahp_profile_has_tool(p, name))
-		return 0;
-	/* A skill tool without a skills directory would only return errors. */
-	if (strcmp(name, "skill") == 0 && p->skills_dir == NULL)
-		return 0;
-	return 1;
+	const orch_tool_t *t = orch_tool_find(name);
+	if (t == NULL || !ahp_profile_has_tool(p, name))
+		return NULL;
+	json_t *def = t->definition(p);
+	if (def == NULL)
+		return NULL;
+	json_decref(def);
+	return t;
 }
 
 json_t *
@@ -60,36 +79,36 @@ orch_tools_for(const ahp_profile_t *p)
 	json_t *tools = json_array();
 	if (tools == NULL)
 		return NULL;
-	if (orch_tool_offered(p, "skill"))
-		json_array_append_new(tools, s_def_skill());
-	if (orch_tool_offered(p, "exec"))
-		json_array_append_new(tools, s_def_exec());
+	for (int i = 0; orch_tools[i] != NULL; i++) {
+		if (!ahp_profile_has_tool(p, orch_tools[i]->name))
+			continue;
+		json_t *def = orch_tools[i]->definition(p);
+		if (def != NULL)
+			json_array_append_new(tools, def);
+	}
 	return tools;
 }
 
-json_t *
-orch_tool_error(const char *status, const char *fmt, ...)
+const char *
+orch_call_str(const json_t *tc, const char *field)
 {
-	char msg[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	char *clean = ahp_utf8_sanitize((const uint8_t *)msg, strlen(msg), 0, NULL, NULL);
-	json_t *e = json_pack("{s:{s:s, s:s}}", "error", "status", status, "message",
-	                      clean ? clean : "error");
-	free(clean);
-	return e;
+	if (strcmp(field, "id") == 0)
+		return json_string_value(json_object_get(tc, "id"));
+	return json_string_value(json_object_get(json_object_get(tc, "function"), field));
 }
 
-const char *
-orch_fmt_size(uint64_t n, char *buf, size_t len)
+/* --- the approval gate --- */
+
+const ahp_approval_t *
+orch_tool_gate(const ahp_profile_t *p, const orch_tool_t *t, const json_t *args)
 {
-	if (n < 1024)
-		snprintf(buf, len, "%llu B", (unsigned long long)n);
-	else if (n < 1024 * 1024)
-		snprintf(buf, len, "%.1f KB", (double)n / 1024.0);
-	else
-		snprintf(buf, len, "%.1f MB", (double)n / (1024.0 * 1024.0));
-	return buf;
+	const char *subject = t->subject != NULL ? t->subject(args) : NULL;
+	char *dump = NULL;
+	if (subject == NULL) {
+		dump = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
+		subject = dump != NULL ? dump : "";
+	}
+	const ahp_approval_t *a = ahp_profile_gate(p, t->name, NULL, subject);
+	free(dump);
+	return a;
 }

@@ -208,9 +208,10 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 		} else if (strcmp(a, "--keep") == 0) {
 			keep = true;
 		} else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
-			if (ahp_parse_long(argv[++i], 1, 86400, &timeout) != 0) {
-				fprintf(stderr,
-				        "sandboxd: --timeout takes seconds in [1, 86400]\n");
+			if (ahp_parse_long(argv[++i], 1, AHP_LIM_EXEC_TIMEOUT_S_MAX, &timeout) !=
+			    0) {
+				fprintf(stderr, "sandboxd: --timeout takes seconds in [1, %d]\n",
+				        AHP_LIM_EXEC_TIMEOUT_S_MAX);
 				return S_EXIT_USAGE;
 			}
 		} else if (a[0] == '-') {
@@ -230,7 +231,7 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	for (int k = i; k < argc; k++)
 		clen += strlen(argv[k]) + 1;
 	if (clen > SBX_CMD_MAX) {
-		fprintf(stderr, "sandboxd: the command is longer than 256 KiB\n");
+		fprintf(stderr, "sandboxd: the command is longer than %d bytes\n", SBX_CMD_MAX);
 		return S_EXIT_USAGE;
 	}
 	char *cmd = malloc(clen + 1);

@@ -350,39 +350,6 @@ s_discard(sbx_daemon_t *self, uint32_t slot)
 }
 
 static int
-s_limit(uint32_t v, uint32_t def, uint32_t min, uint32_t max, const char *name, uint32_t *out,
-        char *err, size_t errlen)
-{
-	if (v == 0)
-		v = def;
-	if (v < min || v > max) {
-		snprintf(err, errlen, "limits.%s=%u is out of range [%u, %u]", name, v, min, max);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
-
-static int
-s_limits(const Ahp__Sbx__Limits *in, sbx_limits_t *out, char *err, size_t errlen)
-{
-	Ahp__Sbx__Limits zero = AHP__SBX__LIMITS__INIT;
-	if (in == NULL)
-		in = &zero;
-	if (s_limit(in->memory_mb, 256, 16, 1u << 20, "memory_mb", &out->memory_mb, err, errlen) ||
-	    s_limit(in->pids_max, 64, 8, 65536, "pids_max", &out->pids_max, err, errlen) ||
-	    s_limit(in->cpu_seconds, 10, 1, 86400, "cpu_seconds", &out->cpu_seconds, err, errlen) ||
-	    s_limit(in->timeout_s, 30, 1, 86400, "timeout_s", &out->timeout_s, err, errlen) ||
-	    s_limit(in->output_kb, 64, 1, SBX_OUTPUT_KB_MAX, "output_kb", &out->output_kb, err,
-	            errlen) ||
-	    s_limit(in->file_size_mb, 1024, 1, 1u << 20, "file_size_mb", &out->file_size_mb, err,
-	            errlen) ||
-	    s_limit(in->open_files, 1024, 16, 65536, "open_files", &out->open_files, err, errlen))
-		return -1;
-	return 0;
-}
-
-static int
 s_add_sandbox(sbx_daemon_t *self, sbx_sandbox_t *s)
 {
 	if (self->n_sbx == self->cap_sbx) {
@@ -440,7 +407,7 @@ s_pool_fill(sbx_daemon_t *self)
 	}
 	sbx_meta_t meta;
 	memset(&meta, 0, sizeof(meta));
-	meta.lim = (sbx_limits_t){256, 64, 10, 30, 64, 1024, 1024};
+	sbx_default_limits(&meta.lim);
 	for (; spares < self->cfg.pool_size; spares++) {
 		uint32_t slot;
 		if (s_slot_alloc(self, &slot) != 0)
@@ -533,7 +500,7 @@ s_on_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__CreateReque
 	}
 	sbx_meta_t meta;
 	memset(&meta, 0, sizeof(meta));
-	if (s_limits(cr->limits, &meta.lim, err, sizeof(err)) != 0) {
+	if (sbx_request_limits(cr->limits, &meta.lim, err, sizeof(err)) != 0) {
 		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, err);
 		return;
 	}
@@ -660,15 +627,9 @@ s_on_exec(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__ExecRequest *
 		                "exec_id must match [A-Za-z0-9._:-]{1,128} and not start with '.'");
 		return;
 	}
-	size_t cl = er->command ? strlen(er->command) : 0;
-	if (cl == 0 || cl > SBX_CMD_MAX) {
-		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
-		                cl == 0 ? "command is empty" : "command is longer than 256 KiB");
-		return;
-	}
-	if (er->timeout_s > 86400) {
-		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
-		                "timeout_s is out of range [0, 86400]");
+	char err[128];
+	if (sbx_exec_request_range(er, err, sizeof(err)) != 0) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, err);
 		return;
 	}
 	sbx_sandbox_t *s = s_find(self, er->sandbox_id);

@@ -9,20 +9,21 @@
 #include <sys/types.h>
 #include <linux/filter.h>
 
+#include "ahp/limit_table.h"
 #include "ahp/rpc.h"
 #include "sandboxd.pb-c.h"
 
-#define SBX_ID_MAX 64                         /* run / sandbox id: [A-Za-z0-9-]{1,64} */
-#define SBX_EXEC_ID_MAX 128                   /* exec id: [A-Za-z0-9._:-]{1,128}, no leading '.' */
-#define SBX_PROFILE_MAX 64                    /* profile name, logs only */
-#define SBX_CMD_MAX (256 * 1024)              /* command bytes */
-#define SBX_OUTPUT_KB_MAX 1024                /* per stream; both fit in one reply under 4 MiB */
-#define SBX_REQ_MAX (SBX_CMD_MAX + 16 * 1024) /* RPC request ceiling (ZMQ_MAXMSGSIZE) */
-#define SBX_INSIDE_UID 1000                   /* the agent's uid and gid inside every sandbox */
-#define SBX_PROXY_PORT 3128                   /* egress listener inside proxy-mode sandboxes */
-#define SBX_QUEUE_MAX 64                      /* pending execs per sandbox */
-#define SBX_WAITERS_MAX 16                    /* requests waiting on one exec id */
-#define SBX_CWD_MAX 1024                      /* longest cwd we persist */
+#define SBX_ID_MAX 64                        /* run / sandbox id: [A-Za-z0-9-]{1,64} */
+#define SBX_EXEC_ID_MAX 128                  /* exec id: [A-Za-z0-9._:-]{1,128}, no leading '.' */
+#define SBX_PROFILE_MAX 64                   /* profile name, logs only */
+#define SBX_CMD_MAX AHP_LIM_EXEC_COMMAND_MAX /* command bytes (limits table) */
+#define SBX_OUTPUT_KB_MAX AHP_LIM_OUTPUT_KB_MAX /* per stream (limits table) */
+#define SBX_REQ_MAX (SBX_CMD_MAX + 16 * 1024)   /* RPC request ceiling (ZMQ_MAXMSGSIZE) */
+#define SBX_INSIDE_UID 1000                     /* the agent's uid and gid inside every sandbox */
+#define SBX_PROXY_PORT 3128                     /* egress listener inside proxy-mode sandboxes */
+#define SBX_QUEUE_MAX 64                        /* pending execs per sandbox */
+#define SBX_WAITERS_MAX 16                      /* requests waiting on one exec id */
+#define SBX_CWD_MAX 1024                        /* longest cwd we persist */
 #define SBX_HOSTNAME "sandbox"
 
 /* Limits of one sandbox, already defaulted and range-checked. */
@@ -394,5 +395,13 @@ int sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **arg
 /* ---- shared validators (loop.c) ---- */
 bool sbx_valid_id(const char *s);
 bool sbx_valid_exec_id(const char *s);
+
+/* request.c: request field ranges, from the one limits table (ahp/limit_table.h) */
+/* Fills out from a CreateRequest's limits (NULL or 0 fields: the defaults).
+ * -1 with "<name> <v> is out of range (allowed <min>..<max>)" in err. */
+int sbx_request_limits(const Ahp__Sbx__Limits *in, sbx_limits_t *out, char *err, size_t errlen);
+void sbx_default_limits(sbx_limits_t *out);
+/* The command length and timeout_s of an ExecRequest. 0 / -1 with a message. */
+int sbx_exec_request_range(const Ahp__Sbx__ExecRequest *er, char *err, size_t errlen);
 
 #endif

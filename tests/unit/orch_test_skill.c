@@ -209,19 +209,6 @@ test_search(void **state)
 	json_decref(res);
 }
 
-static void
-test_utf8_clean(void **state)
-{
-	(void)state;
-	char *c = ahp_utf8_sanitize((const uint8_t *)"ok\xff\xc3\xa9\xed\xa0\x80", 8, 0, NULL, NULL);
-	assert_string_equal(c, "ok\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
-	free(c);
-	c = ahp_utf8_sanitize((const uint8_t *)"a\0b", 3, 0, NULL, NULL);
-	assert_string_equal(c, "a\xef\xbf\xbd"
-	                       "b");
-	free(c);
-}
-
 int
 main(void)
 {
@@ -230,7 +217,6 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_read_ok_and_truncated, s_setup, s_teardown),
 	    cmocka_unit_test_setup_teardown(test_read_escapes_refused, s_setup, s_teardown),
 	    cmocka_unit_test_setup_teardown(test_search, s_setup, s_teardown),
-	    cmocka_unit_test(test_utf8_clean),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -227,7 +227,7 @@ test_error_fixtures(void **state)
 	s_expect_error("bad/bad-type.yaml",
 	               "4:8: tools must be a list, not a string (e.g. tools: [exec, skill])");
 	s_expect_error("bad/out-of-range.yaml",
-	               "6:13: sandbox.pids_max 8192 is out of range (allowed 4..4096)");
+	               "6:13: sandbox.pids_max 8192 is out of range (allowed 8..4096)");
 	s_expect_error("bad/bad-name.yaml", "2:7: name 'Release_Notes' is not valid (use 1 to 64 "
 	                                    "characters from a-z, 0-9 and -)");
 	s_expect_error("bad/unknown-tool.yaml",
@@ -616,6 +616,214 @@ test_load_dir(void **state)
 	assert_null(ahp_profiles_get(NULL, "x"));
 }
 
+/* Issue 6 §4: sandboxd refuses output_kb over 1024 at run time, so the loader
+ * must refuse it too (both read the one limits table). */
+static void
+test_output_kb_over_sandboxd(void **state)
+{
+	const char *dir = *state;
+	char path[PATH_MAX], want[PATH_MAX + 256], err[1024] = "";
+	const char *y = "name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { output_kb: 10240 }\n";
+
+	snprintf(path, sizeof path, "%s/a.yaml", dir);
+	s_write(path, y, strlen(y));
+	assert_null(ahp_profile_load(path, ETC, err, sizeof err));
+	snprintf(want, sizeof want,
+	         "%s:4:23: sandbox.output_kb 10240 is out of range (allowed 1..1024)", path);
+	assert_string_equal(err, want);
+
+	y = "name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { output_kb: 1024 }\n";
+	s_write(path, y, strlen(y));
+	ahp_profile_t *p = ahp_profile_load(path, ETC, err, sizeof err);
+	if (p == NULL)
+		fail_msg("%s", err);
+	assert_int_equal(p->sandbox.output_kb, 1024);
+	ahp_profile_destroy(&p);
+}
+
+/* ahp_profile_gate against full.yaml's approvals:
+ *   [0] service publish_summary   [1] tool exec, match '^(rm|git push)\b'
+ *   [2] tool ask_human, match deploy */
+static void
+test_gate(void **state)
+{
+	(void)state;
+	char err[1024] = "";
+	ahp_profile_t *p = ahp_profile_load(ETC "/profiles/full.yaml", NULL, err, sizeof err);
+	if (p == NULL)
+		fail_msg("%s", err);
+	const ahp_approval_t *a = p->approvals;
+
+	assert_null(a[0].match_re);
+	assert_non_null(a[1].match_re);
+	assert_non_null(a[2].match_re);
+
+	assert_ptr_equal(ahp_profile_gate(p, "exec", NULL, "rm -rf /workspace"), &a[1]);
+	assert_ptr_equal(ahp_profile_gate(p, "exec", NULL, "git push origin main"), &a[1]);
+	assert_null(ahp_profile_gate(p, "exec", NULL, "git pushy")); /* \b */
+	assert_null(ahp_profile_gate(p, "exec", NULL, "ls; rm x"));  /* ^ */
+	assert_null(ahp_profile_gate(p, "exec", NULL, NULL));        /* "" */
+	assert_null(ahp_profile_gate(p, "skill", NULL, "rm -rf /")); /* other tool */
+	assert_ptr_equal(ahp_profile_gate(p, "exec_service", "publish_summary", "{}"), &a[0]);
+	assert_ptr_equal(ahp_profile_gate(p, NULL, "publish_summary", NULL), &a[0]);
+	assert_null(ahp_profile_gate(p, "exec_service", "lookup_wiki", "{\"topic\":\"rm\"}"));
+	assert_ptr_equal(ahp_profile_gate(p, "ask_human", NULL, "{\"question\":\"deploy now?\"}"),
+	                 &a[2]);
+	assert_null(ahp_profile_gate(p, "ask_human", NULL, "{\"question\":\"hello\"}"));
+	assert_null(ahp_profile_gate(NULL, "exec", NULL, "rm"));
+	assert_null(ahp_profile_gate(p, NULL, NULL, "rm"));
+	ahp_profile_destroy(&p);
+
+	/* No approvals: nothing is gated. */
+	p = ahp_profile_load(ETC "/profiles/minimal.yaml", ETC, err, sizeof err);
+	assert_non_null(p);
+	assert_null(ahp_profile_gate(p, "exec", NULL, "rm -rf /"));
+	ahp_profile_destroy(&p);
+}
+
+/* The first rule that gates wins; a rule without match gates every call. */
+static void
+test_gate_order(void **state)
+{
+	const char *dir = *state;
+	char path[PATH_MAX], err[1024] = "";
+	const char *y = "name: a\nmodel: mock:x\nsystem_prompt: p\ntools: [exec, skill]\n"
+	                "approvals:\n  - { tool: exec, match: '^x', expires: 1h }\n"
+	                "  - tool: exec\n  - { tool: skill, match: '\"action\":\"read\"' }\n";
+
+	snprintf(path, sizeof path, "%s/a.yaml", dir);
+	s_write(path, y, strlen(y));
+	ahp_profile_t *p = ahp_profile_load(path, ETC, err, sizeof err);
+	if (p == NULL)
+		fail_msg("%s", err);
+	assert_ptr_equal(ahp_profile_gate(p, "exec", NULL, "xyz"), &p->approvals[0]);
+	assert_int_equal(ahp_profile_gate(p, "exec", NULL, "xyz")->expires_s, 3600);
+	assert_ptr_equal(ahp_profile_gate(p, "exec", NULL, "yz"), &p->approvals[1]);
+	assert_ptr_equal(ahp_profile_gate(p, "exec", NULL, ""), &p->approvals[1]);
+	assert_ptr_equal(ahp_profile_gate(p, "skill", NULL, "{\"action\":\"read\",\"path\":\"a\"}"),
+	                 &p->approvals[2]);
+	assert_null(ahp_profile_gate(p, "skill", NULL, "{\"action\":\"list\"}"));
+	ahp_profile_destroy(&p);
+}
+
+typedef struct {
+	char lines[8][512];
+	int n;
+} s_lines_t;
+
+static void
+s_on_line(void *arg, const char *line)
+{
+	s_lines_t *l = arg;
+	if (l->n < 8)
+		snprintf(l->lines[l->n], sizeof l->lines[0], "%s", line);
+	l->n++;
+}
+
+/* Issue 6 §5: every field that fails closed at run time is said. */
+static void
+test_fail_closed_warnings(void **state)
+{
+	(void)state;
+	char err[1024] = "";
+	s_lines_t l = {0};
+	ahp_profile_t *p = ahp_profile_load(ETC "/profiles/full.yaml", NULL, err, sizeof err);
+	if (p == NULL)
+		fail_msg("%s", err);
+	assert_int_equal(ahp_profile_warnings(p, s_on_line, &l), 6);
+	assert_int_equal(l.n, 6);
+	const char *f = ETC "/profiles/full.yaml";
+	char want[6][512];
+	snprintf(want[0], 512,
+	         "%s: warning: approvals are configured but no approval service is available; "
+	         "gated calls will be refused",
+	         f);
+	snprintf(want[1], 512,
+	         "%s: warning: tool exec_service is listed but no services daemon is available; "
+	         "it is not offered to the model",
+	         f);
+	snprintf(want[2], 512,
+	         "%s: warning: tool ask_human is listed but no approval service is available; it "
+	         "is not offered to the model",
+	         f);
+	snprintf(want[3], 512,
+	         "%s: warning: services are configured but no services daemon is available; no "
+	         "service can be called",
+	         f);
+	snprintf(want[4], 512,
+	         "%s: warning: egress rules are configured but no credential proxy is available; "
+	         "the sandbox reaches no host",
+	         f);
+	snprintf(want[5], 512,
+	         "%s: warning: sandbox.network is proxy but no credential proxy is available; "
+	         "connections from the sandbox are refused",
+	         f);
+	for (int i = 0; i < 6; i++)
+		assert_string_equal(l.lines[i], want[i]);
+	assert_int_equal(ahp_profile_warnings(p, NULL, NULL), 6);
+	ahp_profile_destroy(&p);
+
+	p = ahp_profile_load(ETC "/profiles/minimal.yaml", ETC, err, sizeof err);
+	assert_non_null(p);
+	l.n = 0;
+	assert_int_equal(ahp_profile_warnings(p, s_on_line, &l), 0);
+	assert_int_equal(l.n, 0);
+	ahp_profile_destroy(&p);
+}
+
+/* What a reload needs: the refused files with their reason and the name they
+ * ask for, name/file-name warnings, and a profile shared by two sets. */
+static void
+test_set_records(void **state)
+{
+	(void)state;
+	ahp_profiles_t *set = ahp_profiles_load_dir(DATA "/dir", ETC, NULL, NULL);
+	assert_non_null(set);
+	assert_int_equal(ahp_profiles_errors(set), 1);
+	assert_string_equal(ahp_profiles_failed_path(set, 0), DATA "/dir/b-bad.yaml");
+	assert_string_equal(ahp_profiles_failed_error(set, 0),
+	                    DATA "/dir/b-bad.yaml:4:22: limits.max_turns 0 is out of range "
+	                         "(allowed 1..1000)");
+	assert_string_equal(ahp_profiles_failed_name(set, 0), "bad"); /* its name: */
+	assert_null(ahp_profiles_failed_path(set, 1));
+	assert_int_equal(ahp_profiles_warning_count(set), 1);
+	assert_string_equal(ahp_profiles_warning(set, 0),
+	                    DATA "/dir/a-good.yaml:1:7: warning: profile name 'good' differs "
+	                         "from the file name (call the file good.yaml)");
+	assert_null(ahp_profiles_warning(set, 1));
+
+	/* Two files, one name: the error names both files. */
+	ahp_profiles_t *dup = ahp_profiles_load_dir(DATA "/dup", ETC, NULL, NULL);
+	assert_non_null(dup);
+	assert_int_equal(ahp_profiles_errors(dup), 1);
+	assert_string_equal(ahp_profiles_failed_name(dup, 0), "same");
+	assert_string_equal(ahp_profiles_failed_error(dup, 0),
+	                    DATA "/dup/b.yml:2:7: profile name 'same' is already used by " DATA
+	                         "/dup/a.yaml (profile names must be unique)");
+
+	/* A profile kept from an older set outlives that set. */
+	const ahp_profile_t *good = ahp_profiles_get(set, "good");
+	assert_int_equal(ahp_profiles_add(dup, good), 0);
+	assert_int_equal(ahp_profiles_add(dup, good), -1); /* name taken */
+	ahp_profiles_destroy(&set);
+	assert_int_equal(ahp_profiles_count(dup), 2);
+	assert_ptr_equal(ahp_profiles_get(dup, "good"), good);
+	assert_string_equal(good->system_prompt, "Be brief.");
+	ahp_profiles_destroy(&dup);
+
+	/* A file that cannot even say its name is known by its file name. */
+	char dir[] = "/tmp/ahp-test-profile-XXXXXX", path[PATH_MAX];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/x-1.yaml", dir);
+	s_write(path, "name: [\n", 8);
+	set = ahp_profiles_load_dir(dir, ETC, NULL, NULL);
+	assert_int_equal(ahp_profiles_errors(set), 1);
+	assert_string_equal(ahp_profiles_failed_name(set, 0), "x-1");
+	ahp_profiles_destroy(&set);
+	unlink(path);
+	rmdir(dir);
+}
+
 /* The demo profile shipped in profiles/ loads against the repo's skills/. */
 static void
 test_demo_profile(void **state)
@@ -651,6 +859,11 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_symlink_and_size, setup_tmp, teardown_tmp),
 	    cmocka_unit_test_setup_teardown(test_hostile_yaml, setup_tmp, teardown_tmp),
 	    cmocka_unit_test(test_load_dir),
+	    cmocka_unit_test_setup_teardown(test_output_kb_over_sandboxd, setup_tmp, teardown_tmp),
+	    cmocka_unit_test(test_gate),
+	    cmocka_unit_test_setup_teardown(test_gate_order, setup_tmp, teardown_tmp),
+	    cmocka_unit_test(test_fail_closed_warnings),
+	    cmocka_unit_test(test_set_records),
 	    cmocka_unit_test(test_demo_profile),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -105,7 +105,9 @@ t_escape(void **state)
 	s_check_escape("\x1b]52;c;ZXZpbA==\x07", 0, "\\x1b]52;c;ZXZpbA==\\x07");
 	s_check_escape("\x1b]0;owned\x1b\\", 0, "\\x1b]0;owned\\x1b\\");
 	/* C1 CSI (U+009B) and DEL. */
-	s_check_escape("a\xc2\x9b" "31mb\x7f", 0, "a\\xc2\\x9b31mb\\x7f");
+	s_check_escape("a\xc2\x9b"
+	               "31mb\x7f",
+	               0, "a\\xc2\\x9b31mb\\x7f");
 	/* Newline and tab pass unless one line is asked for. */
 	s_check_escape("a\tb\nc", 0, "a\tb\nc");
 	s_check_escape("a\tb\nc", AHP_TERM_ONE_LINE, "a\\x09b\\x0ac");

@@ -2,6 +2,7 @@
 #ifndef AHP_PROFILE_H
 #define AHP_PROFILE_H
 
+#include <regex.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,9 +24,11 @@ typedef struct {
 typedef struct {
 	char *service; /* exactly one of service / tool is set */
 	char *tool;
-	char *match;    /* optional POSIX ERE on the command / args JSON */
-	char *expires;  /* as written, e.g. "24h"; "24h" when not written */
-	long expires_s; /* parsed; default 86400 */
+	char *match;       /* optional POSIX ERE on the command / args JSON */
+	char *expires;     /* as written, e.g. "24h"; "24h" when not written */
+	long expires_s;    /* parsed; default 86400 */
+	regex_t *match_re; /* match compiled once at load (REG_EXTENDED | REG_NOSUB); NULL
+	                      without match */
 } ahp_approval_t;
 
 typedef struct {
@@ -63,6 +66,7 @@ typedef struct {
 	char *skills_dir; /* absolute, realpath()ed; NULL when no skills */
 	char *provider;   /* part of model before ':' */
 	char *model_name; /* part after ':' */
+	unsigned refs;    /* ahp_profile_ref / ahp_profile_destroy; 1 after load */
 } ahp_profile_t;
 
 /* Tools and services the platform knows. A profile naming anything else is
@@ -78,11 +82,33 @@ extern const char *const ahp_known_services[];
  * larger than 256 KiB). {{secret:NAME}} templates are kept, never resolved.
  * Caller owns the result. */
 ahp_profile_t *ahp_profile_load(const char *path, const char *base_dir, char *err, size_t errlen);
+/* Drops one reference (a loaded profile has one) and frees the profile with the
+ * last; NULL-safe, nulls *self_p. */
 void ahp_profile_destroy(ahp_profile_t **self_p);
+/* Takes one more reference (single-threaded users only); returns p. A set that
+ * keeps an older set's profile through ahp_profiles_add shares it this way. */
+ahp_profile_t *ahp_profile_ref(ahp_profile_t *p);
 
 /* True when the profile lists the tool / service. */
 int ahp_profile_has_tool(const ahp_profile_t *p, const char *tool);
 int ahp_profile_has_service(const ahp_profile_t *p, const char *service);
+
+/* The first approval rule of p that gates this call, NULL when none does.
+ * A tool rule gates a call of that tool (tool equal) whose subject its match
+ * regex matches, or every call of it when it has no match. A service rule
+ * gates a call of that service (service equal; tool is then the calling tool,
+ * e.g. exec_service) the same way. subject is what match applies to: the
+ * command for exec, the arguments' JSON text otherwise (NULL reads as "").
+ * tool or service may be NULL (not a tool call / not a service call). Pure:
+ * no state, no allocation; the result is borrowed from p. */
+const ahp_approval_t *ahp_profile_gate(const ahp_profile_t *p, const char *tool,
+                                       const char *service, const char *subject);
+
+/* Fields this build accepts but cannot enforce yet, so that run time refuses
+ * them (fail closed): one line each, "<file>: warning: <what>". Calls fn once
+ * per line; returns the number of lines. --check-config prints them. */
+size_t ahp_profile_warnings(const ahp_profile_t *p, void (*fn)(void *arg, const char *line),
+                            void *arg);
 
 /* A set of profiles loaded from a directory (*.yaml, *.yml, in name order,
  * hidden files skipped). Bad files are reported through on_error
@@ -100,5 +126,24 @@ size_t ahp_profiles_count(const ahp_profiles_t *self);
 const ahp_profile_t *ahp_profiles_at(const ahp_profiles_t *self, size_t i);
 /* Number of files that failed to load in the last load. */
 size_t ahp_profiles_errors(const ahp_profiles_t *self);
+
+/* Files that failed in this load, in name order: i < ahp_profiles_errors()
+ * (fewer only when recording ran out of memory).
+ * path is the file, error the same file-prefixed message on_error got, name
+ * the `name:` the file asks for when it could be read ("" when not; else the
+ * file name without .yaml/.yml). Borrowed; NULL when i is out of range. */
+const char *ahp_profiles_failed_path(const ahp_profiles_t *self, size_t i);
+const char *ahp_profiles_failed_error(const ahp_profiles_t *self, size_t i);
+const char *ahp_profiles_failed_name(const ahp_profiles_t *self, size_t i);
+
+/* Warnings of this load that did not stop a file from loading (a file name
+ * that differs from its `name:`), file-prefixed. Borrowed; NULL out of range. */
+size_t ahp_profiles_warning_count(const ahp_profiles_t *self);
+const char *ahp_profiles_warning(const ahp_profiles_t *self, size_t i);
+
+/* Adds p to the set with a new reference (the set's own copy of an older
+ * set's profile: last good version kept on reload). -1 when the name is
+ * already in the set or out of memory. */
+int ahp_profiles_add(ahp_profiles_t *self, const ahp_profile_t *p);
 
 #endif

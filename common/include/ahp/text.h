@@ -24,9 +24,9 @@ bool ahp_utf8_valid(const void *s, size_t len, int flags);
 /* Copies s[0..len) into a new NUL-terminated string in which every ill-formed
  * subsequence (as libunistring's u8_mbtouc delimits it: a truncated sequence
  * or an encoded surrogate is one unit, a stray byte is one) and, unless
- * AHP_UTF8_ALLOW_NUL, every NUL byte is replaced by U+FFFD. Caller frees the result. *out_len (may be NULL) gets its length;
- * *changed (may be NULL) is set to true when anything was replaced.
- * NULL only when out of memory or when len > AHP_TEXT_MAX. */
+ * AHP_UTF8_ALLOW_NUL, every NUL byte is replaced by U+FFFD. Caller frees the result. *out_len (may
+ * be NULL) gets its length; *changed (may be NULL) is set to true when anything was replaced. NULL
+ * only when out of memory or when len > AHP_TEXT_MAX. */
 #define AHP_TEXT_MAX ((size_t)256 << 20)
 char *ahp_utf8_sanitize(const void *s, size_t len, int flags, size_t *out_len, bool *changed);
 

@@ -1,9 +1,19 @@
 #!/usr/bin/env python3
-"""Malformed and oversized model replies, from a crafted model stub on 127.0.0.1: a bad
-tool call (no id, arguments that are not a JSON object, no or unknown name, a tool the
-profile does not offer) goes back to the model as a typed tool error and the run goes
-on; a reply that cannot be used at all (too large, not JSON, no message) fails the run
-with a clear, valid-UTF-8 reason; the daemon keeps serving throughout."""
+"""Model replies as real OpenAI-compatible servers send them, one table row each, from a
+crafted model stub on 127.0.0.1.
+
+- A bad tool call (no id, arguments that are not a JSON object, no or unknown name, a
+  tool the profile does not offer) goes back to the model as a typed tool error and the
+  run goes on.
+- Shapes servers were seen to send are accepted: arguments as an object or "", duplicate
+  ids, no usage, parallel calls, content as typed parts, \u0000 or lone surrogates or raw
+  invalid bytes in the text (sanitized, and the timeline says so), an unasked-for SSE
+  stream.
+- A reply that is no usable answer fails the run with a clear, valid-UTF-8 reason: too
+  large, not JSON, no message, cut at the token cap (finish_reason=length), empty, an
+  error object sent with HTTP 200 (its message and code kept), a Retry-After longer than
+  retry_max_ms.
+The daemon keeps serving throughout."""
 import http.server
 import json
 import os
@@ -38,6 +48,24 @@ def tools(*calls):
     return reply({"role": "assistant", "content": None, "tool_calls": list(calls)})
 
 
+def finish(message, reason):
+    return json.dumps({"choices": [{"index": 0, "message": message,
+                                    "finish_reason": reason}]}).encode()
+
+
+def sse(*chunks):
+    out = b""
+    for c in chunks:
+        out += b"data: " + json.dumps({"choices": [c]}).encode() + b"\n\n"
+    return out + b"data: [DONE]\n\n"
+
+
+def raw_content(text_json):
+    """A reply whose content is the given JSON string literal, sent as is."""
+    return (b'{"choices":[{"message":{"role":"assistant","content":' + text_json +
+            b'},"finish_reason":"stop"}]}')
+
+
 # First reply per scenario (the model field); the second reply echoes the last tool
 # message back as the final answer, so the run's result is what the model was told.
 FIRST = {
@@ -55,6 +83,40 @@ FIRST = {
     # Unterminated, multi-byte text: the parser's error excerpt may cut a character.
     "cututf8": ('{"choices":[{"message":{"content":"' + "é" * 400).encode(),
     "toomany": tools(*[call("skill", cid=f"c{i}") for i in range(65)]),
+    # Shapes real servers send.
+    "argobject": tools(call("skill", args=None, fn_extra={"arguments": {"action": "list"}})),
+    "argempty": tools(call("skill", args="")),
+    "dupids": tools(call("skill", cid="same"), call("skill", cid="same")),
+    "parallel": tools(call("skill", cid="a"),
+                      call("skill", args='{"action":"read","path":"release-notes/SKILL.md"}',
+                           cid="b")),
+    "nousage": finish({"role": "assistant", "content": "no usage here"}, "stop"),
+    "parts": reply({"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "let me think"},
+        {"type": "text", "text": "Hello "}, {"type": "text", "text": "world"}]}),
+    "nul": raw_content(b'"a\\u0000b"'),
+    "surrogate": raw_content(b'"x\\ud800y\\udc00z"'),
+    "pair": raw_content(b'"smile \\ud83d\\ude00"'),
+    "rawbytes": raw_content(b'"x\xff\xc0\x80y"'),
+    "sse": sse({"index": 0, "delta": {"role": "assistant", "content": "Hel"}},
+               {"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}),
+    "ssetools": sse({"index": 0, "delta": {"tool_calls": [
+                        {"index": 0, "id": "s1", "type": "function",
+                         "function": {"name": "skill", "arguments": '{"act'}}]}},
+                    {"index": 0, "delta": {"tool_calls": [
+                        {"index": 0, "function": {"arguments": 'ion":"list"}'}}]},
+                     "finish_reason": "tool_calls"}),
+    "length": finish({"role": "assistant", "content": "half a sen"}, "length"),
+    "filtered": finish({"role": "assistant", "content": ""}, "content_filter"),
+    "empty": finish({"role": "assistant", "content": ""}, "stop"),
+    "blank": finish({"role": "assistant", "content": "  \n"}, "stop"),
+    "nullonly": finish({"role": "assistant", "content": None}, "stop"),
+    "err200": json.dumps({"error": {"message": "upstream overloaded", "code": 502}}).encode(),
+    "err200key": json.dumps({"error": {"message": "invalid key", "type": "auth",
+                                       "code": "invalid_api_key"}}).encode(),
+    "err400": (400, {}, json.dumps({"error": {"message": "context too long"}}).encode()),
+    "retryafter": (429, {"Retry-After": "3600"},
+                   json.dumps({"error": {"message": "slow down"}}).encode()),
 }
 
 # Scenario -> (expected final state, substring of the result/error)
@@ -72,7 +134,38 @@ EXPECT = {
     "nochoices": ("failed", "no choices[0].message"),
     "cututf8": ("failed", "not JSON"),
     "toomany": ("failed", "65 tool calls"),
+    "argobject": ("succeeded", '"files":["release-notes/SKILL.md"'),
+    "argempty": ("succeeded", "action"),
+    "dupids": ("succeeded", '"files":["release-notes/SKILL.md"'),
+    "parallel": ("succeeded", '"path":"release-notes/SKILL.md"'),
+    "nousage": ("succeeded", "no usage here"),
+    "parts": ("succeeded", "Hello world"),
+    "nul": ("succeeded", "a\ufffdb"),
+    "surrogate": ("succeeded", "x\ufffdy\ufffdz"),
+    "pair": ("succeeded", "smile \U0001f600"),
+    "rawbytes": ("succeeded", "x\ufffd"),
+    "sse": ("succeeded", "Hello"),
+    "ssetools": ("succeeded", '"files":["release-notes/SKILL.md"'),
+    "length": ("failed", "model call 1 failed: model output truncated (finish_reason=length)"),
+    "filtered": ("failed", "(finish_reason=content_filter)"),
+    "empty": ("failed", "model returned an empty reply (no text and no tool calls)"),
+    "blank": ("failed", "model returned an empty reply (no text and no tool calls)"),
+    "nullonly": ("failed", "model returned an empty reply (no text and no tool calls)"),
+    "err200": ("failed",
+               "model call 1 failed after 1 attempts: provider error (code 502): "
+               "upstream overloaded"),
+    "err200key": ("failed",
+                  "model call 1 failed: provider error (code invalid_api_key): invalid key"),
+    "err400": ("failed", "model call 1 failed: HTTP 400 from the model gateway: "
+                         "context too long"),
+    "retryafter": ("failed", "the gateway asked to retry after 3600 s (Retry-After), over "
+                             "retry_max_ms (1000 ms): HTTP 429: slow down"),
 }
+
+# Rows whose answer had text replaced: the model event says so, exactly.
+SANITIZED = {"nul", "surrogate", "rawbytes"}
+# Rows whose valid text must arrive unchanged (no replacement character at all).
+EXACT = {"pair": "smile \U0001f600", "parts": "Hello world", "sse": "Hello"}
 
 
 class Stub(http.server.BaseHTTPRequestHandler):
@@ -91,8 +184,14 @@ class Stub(http.server.BaseHTTPRequestHandler):
                           "content": tool_msgs[-1]["content"] if tool_msgs else "none"})
         else:
             body = FIRST.get(req["model"], reply({"role": "assistant", "content": "plain"}))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        status, headers = 200, {}
+        if isinstance(body, tuple):
+            status, headers, body = body
+        self.send_response(status)
+        self.send_header("Content-Type", "text/event-stream" if body.startswith(b"data:")
+                         else "application/json")
+        for k, v in headers.items():
+            self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -110,7 +209,7 @@ def main(args):
             for name in list(FIRST) + ["plain"]:
                 st.write_profile(name.replace("_", "-"), name)
             st.write_conf(gateway_url=f"http://127.0.0.1:{srv.server_address[1]}",
-                          model_retries=0)
+                          model_retries=0, retry_max_ms=1000)
             st.start()
             runs = {name: st.submit(name, "go") for name in FIRST}
             bad = []
@@ -122,9 +221,28 @@ def main(args):
                     bad.append(f"{name}: state {r['state']} (error {r['error'][:300]!r})")
                 elif want_text not in text:
                     bad.append(f"{name}: {want_text!r} not in {text[:400]!r}")
-                elif "\ufffd" in text:
+                elif name in EXACT and text != EXACT[name]:
+                    bad.append(f"{name}: result {text!r} != {EXACT[name]!r}")
+                elif name in SANITIZED:
+                    ev = [e for e in st.events(rid) if e["kind"] == "model"]
+                    if not ev or ev[-1]["data"].get("sanitized") is not True or \
+                            "reply sanitized" not in ev[-1]["text"]:
+                        bad.append(f"{name}: timeline does not say it was sanitized: {ev}")
+                elif "\ufffd" in text and name not in ("nul", "surrogate", "rawbytes"):
                     # orchctl replaces invalid UTF-8 it was given; the reason must be valid.
                     bad.append(f"{name}: invalid UTF-8 in {text[:400]!r}")
+            # Non-text parts are kept in the journal, and the cut reply's text too.
+            rows = st.db_rows("SELECT result FROM steps WHERE run_id=? AND kind='model'",
+                              (runs["parts"],))
+            first = json.loads(rows[0][0])
+            if first.get("content_parts", [{}])[0].get("thinking") != "let me think":
+                bad.append(f"parts: thinking part not journaled: {first}")
+            rows = st.db_rows("SELECT status, result FROM steps WHERE run_id=?",
+                              (runs["length"],))
+            cut = json.loads(rows[0][1])
+            if rows[0][0] == 0 or cut.get("message", {}).get("content") != "half a sen" or \
+                    cut.get("finish_reason") != "length":
+                bad.append(f"length: step not journaled as failed with its text: {rows}")
             check(not bad, "\n".join(bad))
             # Still serving.
             p = st.orchctl("submit", "plain", "hello", expect=0, timeout=60)

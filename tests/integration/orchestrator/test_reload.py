@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """SIGHUP reloads profiles: a new file becomes usable; a bad file is reported with
-file:line in the log and skipped while the others keep working; --check-config on a bad
-profiles dir exits non-zero naming file:line."""
+file:line in the log and skipped while the others keep working; a profile broken by an edit
+keeps its last good version serving, and a profile that is not loaded says why on submit;
+two files with one name are an error naming both; --check-config on a bad profiles dir
+exits non-zero naming file:line (also for a limit sandboxd would refuse), and warns (exit 0)
+about fields that fail closed."""
 import os
 import signal
 import subprocess
@@ -53,12 +56,70 @@ def main(args):
                  "bad.yaml:3 in the orchestrator log", interval=0.2)
         run_ok(st, "alpha", "third")
         run_ok(st, "beta", "fourth")
-        st.orchctl("submit", "--detach", "broken", "x", expect=4)
+        # ...and submitting to it says why it is not loaded (issue 6 §7).
+        p = st.orchctl("submit", "--detach", "broken", "x", expect=4)
+        bad_path = st.path("etc/profiles/bad.yaml")
+        check(f"profile 'broken' is not loaded: {bad_path}:3:1: unknown key 'flavour'"
+              in p.stderr, f"submit error lacks the reason:\n{p.stderr}")
         pid = st.pid("orchestrator")
         check(pid and os.path.exists(f"/proc/{pid}"), "orchestrator died on reload")
 
-        # --check-config validates and exits: non-zero with file:line on a bad dir...
+        # An edit that breaks alpha (a limit sandboxd would refuse) keeps the last good
+        # version serving; the log says which file was refused and why.
+        alpha_path = st.path("etc/profiles/alpha.yaml")
+        st.write_profile("alpha", "short", extra="sandbox: { output_kb: 10240 }\n")
+        reason = f"{alpha_path}:7:23: sandbox.output_kb 10240 is out of range (allowed 1..1024)"
+        st.kill("orchestrator", signal.SIGHUP, wait=False)
+        wait_for(lambda: "keeping the last good version" in st.log("orchestrator"), 15,
+                 "last good version kept in the log", interval=0.2)
+        log = st.log("orchestrator")
+        kept = [l for l in log.splitlines() if "keeping the last good version" in l]
+        check(len(kept) == 1 and "profile alpha" in kept[0] and reason in kept[0],
+              f"log line does not name alpha and the reason:\n{kept}")
+        run_ok(st, "alpha", "fifth")
+
+        # --check-config refuses what sandboxd would refuse, with file:line:column.
         orch = os.path.join(st.bin, "orchestrator")
+        p = subprocess.run([orch, "--home", st.home, "--check-config"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=30)
+        check(p.returncode == 1, f"--check-config accepted output_kb 10240:\n{p.stdout}")
+        check(reason in p.stdout, f"--check-config output lacks the reason:\n{p.stdout}")
+        check("configuration OK" not in p.stdout, p.stdout)
+
+        # The file is removed and a broken one asks for the name: nothing to keep,
+        # and submit names the new file's line.
+        os.unlink(alpha_path)
+        st.write("etc/profiles/alpha-v2.yaml",
+                 "name: alpha\nmodel: mock:short\nsystem_prompt: p\nlimits: { max_turns: 0 }\n")
+        st.kill("orchestrator", signal.SIGHUP, wait=False)
+        v2 = st.path("etc/profiles/alpha-v2.yaml")
+        want = (f"profile 'alpha' is not loaded: {v2}:4:22: limits.max_turns 0 is out of "
+                "range (allowed 1..1000)")
+        wait_for(lambda: want in st.orchctl("submit", "--detach", "alpha", "x").stderr, 15,
+                 "the reason in the submit error", interval=0.2)
+        st.orchctl("submit", "--detach", "alpha", "x", expect=4)
+        os.unlink(v2)
+
+        # Two files with one name: an error naming both; a file name that differs
+        # from name: is a warning, and the profile loads.
+        st.write_profile("gamma", "short")
+        st.write_profile("gamma", "short", file_name="gamma-copy.yaml")
+        st.write_profile("delta", "short", file_name="d.yaml")
+        st.kill("orchestrator", signal.SIGHUP, wait=False)
+        dup = (f"{st.path('etc/profiles/gamma.yaml')}:1:7: profile name 'gamma' is already "
+               f"used by {st.path('etc/profiles/gamma-copy.yaml')} (profile names must be "
+               "unique)")
+        wait_for(lambda: dup in st.log("orchestrator"), 15, "duplicate name error",
+                 interval=0.2)
+        check(f"{st.path('etc/profiles/d.yaml')}:1:7: warning: profile name 'delta' differs "
+              "from the file name (call the file delta.yaml)" in st.log("orchestrator"),
+              "no warning for d.yaml")
+        run_ok(st, "gamma", "sixth")
+        run_ok(st, "delta", "seventh")
+        os.unlink(st.path("etc/profiles/gamma-copy.yaml"))
+        os.unlink(st.path("etc/profiles/d.yaml"))
+
+        # --check-config validates and exits: non-zero with file:line on a bad dir...
         p = subprocess.run([orch, "--home", st.home, "--check-config"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=30)
         check(p.returncode != 0, f"--check-config accepted a bad profile:\n{p.stdout}")
@@ -68,6 +129,18 @@ def main(args):
         p = subprocess.run([orch, "--home", st.home, "--check-config"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=30)
         check(p.returncode == 0, f"--check-config on a good dir failed:\n{p.stdout}")
+        check("configuration OK" in p.stdout, p.stdout)
+
+        # Approvals with no approval service: valid, so exit 0, but warned (issue 6 §5).
+        st.write_profile("gated", "short", tools=("skill", "exec"),
+                         extra="approvals:\n  - tool: exec\n    match: '^rm'\n")
+        p = subprocess.run([orch, "--home", st.home, "--check-config"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=30)
+        check(p.returncode == 0, f"--check-config refused a profile with approvals:\n{p.stdout}")
+        check(f"{st.path('etc/profiles/gated.yaml')}: warning: approvals are configured but "
+              "no approval service is available; gated calls will be refused\n" in p.stdout,
+              f"no approvals warning:\n{p.stdout}")
+        check("configuration OK" in p.stdout, p.stdout)
 
 
 run_test(main)
