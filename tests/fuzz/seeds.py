@@ -254,6 +254,9 @@ put("profile", "bad-secret.yaml", "name: s\nmodel: a:b\nsystem_prompt: x\negress
 put("profile", "tags-and-docs.yaml", "--- !!map\nname: !!str t\nmodel: a:b\n"
     "system_prompt: x\n...\n---\nname: second\n")
 put("profile", "empty.yaml", "")
+# Found by fuzzing: a quoted value cut at 60 bytes ended inside a UTF-8 sequence.
+put("profile", "regress-quote-cuts-utf8.yaml",
+    "name: x\nmodel: " + "a" * 59 + "\u00e9b\nsystem_prompt: x\n")
 
 # ---- skill: tool arguments (JSON) or a bare path for action=read -----------
 def sk(name, args):
