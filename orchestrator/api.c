@@ -63,6 +63,20 @@ s_info_from_row(s_pool_t *pool, const orch_run_row_t *row, Ahp__Orch__RunInfo *i
 	info->model_calls = row->model_calls;
 	info->tool_calls = row->tool_calls;
 	info->tokens = row->tokens;
+	info->resumable = row->state != NULL && strcmp(row->state, "failed") == 0 &&
+	                  orch_failure_resumable(row->error);
+}
+
+int
+orch_failure_resumable(const char *reason)
+{
+	static const char *const limits[] = {"max_turns (", "max_model_calls ("};
+	if (reason == NULL)
+		return 1;
+	for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++)
+		if (strncmp(reason, limits[i], strlen(limits[i])) == 0)
+			return 0;
+	return 1;
 }
 
 typedef struct {
@@ -429,7 +443,8 @@ s_cancel(orch_t *o, ahp_rpc_req_t **req_p, const Ahp__Orch__Request *r)
 			s_reply_error(o, req_p, AHP__STATUS__ERR_NOT_FOUND, "no run %s", id);
 		else
 			s_reply_error(o, req_p, AHP__STATUS__ERR_INVALID_STATE,
-			              "run %s is %s; only queued or running runs can be cancelled",
+			              "run %s is %s; only a queued, running or waiting run can be "
+			              "cancelled",
 			              id, row.row.state);
 		s_pool_free(&row.pool);
 		return;

@@ -359,8 +359,10 @@ s_ended(orch_run_t *run)
 		orch_sbx_forget(run->o, x->req);
 		x->req = 0;
 	}
+	/* A failed run keeps its workspace (within sandboxd's retention) so
+	 * that `orchctl resume` continues with its files. */
 	if (x->used)
-		orch_sbx_destroy(run->o, run->id);
+		orch_sbx_destroy(run->o, run->id, run->state == ORCH_FAILED);
 	x->used = 0;
 	x->created = 0;
 }

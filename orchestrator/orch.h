@@ -3,8 +3,13 @@
 #define ORCH_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#include <unictype.h>
+#include <unistr.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -33,6 +38,31 @@
 #define ORCH_RUN_ID_MAX 32
 #define ORCH_CONV_MAX (16 << 20)        /* bytes of one run's conversation */
 #define ORCH_SBX_UNAVAIL_GRACE_MS 10000 /* retrying a sandboxd that says "unavailable" */
+
+/* True when task (valid UTF-8) has no character but Unicode White_Space: a
+ * run would start with nothing to do. Inline so that orchctl, which refuses
+ * such a task before sending it, and orch_run_submit share one check. */
+static inline bool
+orch_task_blank(const char *task)
+{
+	const uint8_t *p = (const uint8_t *)task;
+	size_t n = strlen(task);
+	while (n > 0) {
+		ucs4_t uc;
+		int k = u8_mbtouc(&uc, p, n);
+		if (k < 1 || !uc_is_property_white_space(uc))
+			return false;
+		p += k;
+		n -= (size_t)k;
+	}
+	return true;
+}
+
+/* 1 when a run that failed with this reason can usefully be resumed, 0 when
+ * resuming would only fail the same way: a limit of the profile was reached
+ * (reasons starting "max_turns (" or "max_model_calls (", see run.c). NULL
+ * or empty counts as resumable. Sets RunInfo.resumable for orchctl. */
+int orch_failure_resumable(const char *reason);
 
 typedef struct orch orch_t;
 typedef struct orch_run orch_run_t;
@@ -387,8 +417,9 @@ uint64_t orch_sbx_request(orch_t *o, orch_run_t *run, const Ahp__Sbx__Request *r
 int orch_sbx_present(orch_t *o);
 /* Forgets a request whose run no longer waits for it. */
 void orch_sbx_forget(orch_t *o, uint64_t id);
-/* Fire-and-forget destroy of the run's sandbox. */
-void orch_sbx_destroy(orch_t *o, const char *run_id);
+/* Fire-and-forget destroy of the run's sandbox. keep_workspace: sandboxd keeps
+ * its workspace (retained, within its retain_failed_* limits) for a resume. */
+void orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace);
 /* Drains replies and hands them to their runs. */
 void orch_sbx_recv(orch_t *o);
 /* Fires request deadlines; ms until the next (or max). */

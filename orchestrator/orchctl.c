@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <zmq.h>
@@ -15,7 +16,9 @@
 #include "ahp/limit_table.h"
 #include "ahp/log.h"
 #include "ahp/rpc.h"
+#include "ahp/text.h"
 #include "ahp/util.h"
+#include "orch.h" /* the daemon's limits (ORCH_TASK_MAX, ...): one value, not a copy */
 #include "orchestrator.pb-c.h"
 
 /* Exit codes; documented in --help and docs/operations.md. */
@@ -33,8 +36,11 @@ enum {
 /* Long-poll hold; the server caps it at 30 s. Short enough that a Ctrl-C or
  * a dead daemon is noticed quickly, long enough to cost nothing when idle. */
 #define EVENTS_WAIT_MS 10000
-/* A task is a human's sentence, not a document: refuse before the daemon does. */
-#define TASK_MAX AHP_LIM_TASK_MAX /* the limits table */
+/* While following, how long an orchestrator that stopped answering (restart,
+ * upgrade) is waited for before giving up with exit 3. */
+#define RECONNECT_MS 60000
+/* Profile names the orchestrator accepts in a list filter. */
+#define PROFILE_NAME_MAX 64
 
 typedef struct {
 	const char *home;
@@ -46,8 +52,13 @@ typedef struct {
 	const char *state;
 	const char *profile;
 	long limit;
+	const char *task_file;
 	void *zctx;
 	ahp_rpc_client_t *client;
+	void *mon;          /* PAIR socket receiving the client socket's monitor events */
+	void *mon_of;       /* the client socket mon watches */
+	int reconnect;      /* ride out an orchestrator restart (following a run) */
+	int64_t lost_since; /* mono ms the orchestrator stopped answering, 0 = answering */
 } orchctl_t;
 
 static volatile sig_atomic_t s_interrupted = 0;
@@ -62,63 +73,127 @@ s_on_sigint(int sig)
 static void
 s_usage(FILE *out)
 {
-	fputs("usage: orchctl [--home DIR] [--json] [--timeout MS] [--endpoint EP] COMMAND ...\n"
-	      "\n"
-	      "Commands:\n"
-	      "  submit PROFILE TASK [--detach]  start a run; prints its id, then follows its\n"
-	      "                                  timeline until it ends or waits for a human\n"
-	      "  status RUN                      state, counters, error or result of a run\n"
-	      "  logs RUN [--follow]             the whole timeline of a run (past runs too);\n"
-	      "                                  --follow keeps streaming until the run ends\n"
-	      "  list [--state S] [--profile P] [--limit N]\n"
-	      "                                  recent runs, newest first (default limit 100)\n"
-	      "  cancel RUN                      cancel a queued, running or waiting run\n"
-	      "  resume RUN [--detach]           continue a failed run from its failure point,\n"
-	      "                                  reusing every journaled step; then follows it\n"
-	      "\n"
-	      "Options:\n"
-	      "  --home DIR      platform home (else $AHP_HOME, else /var/lib/ahp); the\n"
-	      "                  orchestrator is reached at ipc://DIR/run/orchestrator.sock\n"
-	      "  --endpoint EP   talk to this endpoint instead (e.g. ipc:///path/orch.sock)\n"
-	      "  --json          machine-readable output: one JSON object per line. Events are\n"
-	      "                  {\"seq\",\"ts_ms\",\"kind\",\"text\",\"data\"}; a run is\n"
-	      "                  {\"run\":{...}}; submit/resume first print {\"run_id\":...};\n"
-	      "                  list prints {\"runs\":[...]}; errors {\"error\":{...}}\n"
-	      "  --timeout MS    per-request timeout (default 3000); status, logs and list\n"
-	      "                  are retried twice on timeout; submit, cancel and resume\n"
-	      "                  never are\n"
-	      "  --help, --version\n"
-	      "\n"
-	      "Exit codes:\n"
-	      "  0  ok; for submit, resume and logs --follow: the run succeeded (or is\n"
-	      "     waiting for a human)\n"
-	      "  1  the followed run failed or was cancelled\n"
-	      "  2  usage error\n"
-	      "  3  orchestrator unreachable or timed out\n"
-	      "  4  run or profile not found\n"
-	      "  5  any other error reported by the orchestrator\n",
-	      out);
+	fprintf(
+	    out,
+	    "usage: orchctl [--home DIR] [--json] [--timeout MS] [--endpoint EP] COMMAND ...\n"
+	    "\n"
+	    "Commands:\n"
+	    "  submit PROFILE TASK [--detach]  start a run; prints its id, then follows its\n"
+	    "                                  timeline until it ends or waits for a human.\n"
+	    "                                  TASK '-' reads the task from stdin; or give\n"
+	    "                                  --task-file FILE instead of TASK. The task is\n"
+	    "                                  used byte for byte (a trailing newline too)\n"
+	    "  status RUN                      state, counters, error or result of a run\n"
+	    "  logs RUN [--follow]             the whole timeline of a run (past runs too);\n"
+	    "                                  --follow keeps streaming until the run ends\n"
+	    "  list [--state S] [--profile P] [--limit N]\n"
+	    "                                  recent runs, newest first (default limit 100);\n"
+	    "                                  S is queued, running, waiting_approval,\n"
+	    "                                  succeeded, failed or cancelled\n"
+	    "  cancel RUN                      cancel a queued, running or waiting run; a run\n"
+	    "                                  that has ended cannot be (exit 5, invalid_state)\n"
+	    "  resume RUN [--detach]           continue a failed run from its failure point,\n"
+	    "                                  reusing every journaled step; then follows it\n"
+	    "\n"
+	    "Options:\n"
+	    "  --home DIR      platform home (else $AHP_HOME, else /var/lib/ahp); the\n"
+	    "                  orchestrator is reached at ipc://DIR/run/orchestrator.sock\n"
+	    "  --endpoint EP   talk to this endpoint instead (e.g. ipc:///path/orch.sock)\n"
+	    "  --json          machine-readable output: one JSON object per line, text\n"
+	    "                  exactly as stored. Events are "
+	    "{\"seq\",\"ts_ms\",\"kind\",\"text\",\n"
+	    "                  \"data\"}; a run is {\"run\":{...}}; submit/resume first print\n"
+	    "                  {\"run_id\":...}; list prints {\"runs\":[...]}. Every error,\n"
+	    "                  usage errors included, is one line on stdout:\n"
+	    "                  "
+	    "{\"error\":{\"status\":S,\"message\":M,\"detail\":D,\"exit_code\":N}}\n"
+	    "                  (S: \"usage\" or the orchestrator's status name, e.g.\n"
+	    "                  \"not_found\"), and the same error as text on stderr\n"
+	    "  --timeout MS    per-request timeout, 100..600000 (default %d); status,\n"
+	    "                  logs and list are retried twice on timeout; submit, cancel\n"
+	    "                  and resume never are. While following a run, an orchestrator\n"
+	    "                  that stops answering (a restart) is waited for up to %d s\n"
+	    "                  (\"reconnecting\" on stderr)\n"
+	    "  --help, --version\n"
+	    "\n"
+	    "Limits:\n"
+	    "  task            1..%d bytes of UTF-8, not only white space, no NUL\n"
+	    "  RUN             1..%d characters of A-Z a-z 0-9 - _\n"
+	    "  --profile P     at most %d bytes; --limit N: 1..100000 (the orchestrator\n"
+	    "                  returns at most %d runs)\n"
+	    "\n"
+	    "Output: text from the model, tools and the orchestrator is shown with control\n"
+	    "characters escaped (ESC as \\x1b, CR as \\x0d, ...); a timeline line is always\n"
+	    "one line. Use --json for the exact text.\n"
+	    "\n"
+	    "Exit codes:\n"
+	    "  0  ok; for submit, resume and logs --follow: the run succeeded (or is\n"
+	    "     waiting for a human)\n"
+	    "  1  the followed run failed or was cancelled\n"
+	    "  2  usage error\n"
+	    "  3  orchestrator unreachable or timed out\n"
+	    "  4  run or profile not found\n"
+	    "  5  any other error reported by the orchestrator\n",
+	    DEFAULT_TIMEOUT_MS, RECONNECT_MS / 1000, ORCH_TASK_MAX, ORCH_RUN_ID_MAX - 1,
+	    PROFILE_NAME_MAX, ORCH_LIST_MAX);
+}
+
+static void
+s_json_print(json_t *j)
+{
+	if (j == NULL)
+		return;
+	json_dumpf(j, stdout, JSON_COMPACT);
+	fputc('\n', stdout);
+	fflush(stdout);
+	json_decref(j);
+}
+
+/* The one error shape (documented in --help and docs/operations.md): with
+ * --json, {"error":{"status","message","detail","exit_code"}} on stdout;
+ * always "orchctl: STATUS: MESSAGE (DETAIL)" on stderr, with server text
+ * escaped for the terminal. Returns code. */
+static int
+s_fail_as(orchctl_t *self, int code, const char *status, const char *message, const char *detail)
+{
+	if (message == NULL)
+		message = "";
+	if (detail == NULL)
+		detail = "";
+	if (self->json) {
+		/* Text that is not UTF-8 (a file name, an argument) is sanitized:
+		 * the line must stay valid JSON in the documented shape. */
+		char *m = ahp_utf8_sanitize(message, strlen(message), 0, NULL, NULL);
+		char *d = ahp_utf8_sanitize(detail, strlen(detail), 0, NULL, NULL);
+		s_json_print(json_pack("{s:{s:s,s:s,s:s,s:i}}", "error", "status", status,
+		                       "message", m ? m : "", "detail", d ? d : "", "exit_code",
+		                       code));
+		free(m);
+		free(d);
+	}
+	fprintf(stderr, "orchctl: %s: ", status);
+	ahp_term_fputs(message, AHP_TERM_ONE_LINE, stderr);
+	if (*detail != '\0') {
+		fputs(" (", stderr);
+		ahp_term_fputs(detail, AHP_TERM_ONE_LINE, stderr);
+		fputc(')', stderr);
+	}
+	fputc('\n', stderr);
+	return code;
 }
 
 /* Prints an error in the chosen output mode and returns the exit code. */
 static int
 s_fail(orchctl_t *self, int code, int status, const char *message, const char *detail)
 {
-	if (self->json) {
-		json_t *e =
-		    json_pack("{s:{s:s,s:s,s:s}}", "error", "status", ahp_status_str(status),
-		              "message", message ? message : "", "detail", detail ? detail : "");
-		if (e != NULL) {
-			json_dumpf(e, stdout, JSON_COMPACT);
-			fputc('\n', stdout);
-			json_decref(e);
-		}
-	}
-	if (detail != NULL && *detail != '\0')
-		fprintf(stderr, "orchctl: %s: %s (%s)\n", ahp_status_str(status), message, detail);
-	else
-		fprintf(stderr, "orchctl: %s: %s\n", ahp_status_str(status), message);
-	return code;
+	return s_fail_as(self, code, ahp_status_str(status), message, detail);
+}
+
+/* A bad command line: exit 2, in the same shape as every other error. */
+static int
+s_usage_error(orchctl_t *self, const char *msg)
+{
+	return s_fail_as(self, XC_USAGE, "usage", msg, "see orchctl --help");
 }
 
 static int
@@ -167,8 +242,144 @@ s_connect(orchctl_t *self)
 	return 0;
 }
 
+/* Watches the client socket for disconnections, so that a daemon that goes
+ * away while a long-poll is held is noticed at once, not at the timeout. */
+static void
+s_monitor(orchctl_t *self)
+{
+	void *sock = ahp_rpc_client_socket(self->client);
+	if (sock == NULL || sock == self->mon_of)
+		return;
+	if (self->mon != NULL)
+		zmq_close(self->mon);
+	self->mon = NULL;
+	self->mon_of = sock;
+	char ep[64];
+	snprintf(ep, sizeof ep, "inproc://orchctl-mon.%p", sock);
+	if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_DISCONNECTED) != 0)
+		return; /* no early notice; timeouts still apply */
+	void *m = zmq_socket(self->zctx, ZMQ_PAIR);
+	int linger = 0;
+	if (m == NULL || zmq_setsockopt(m, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+	    zmq_connect(m, ep) != 0) {
+		if (m != NULL)
+			zmq_close(m);
+		return;
+	}
+	self->mon = m;
+}
+
+/* True when the monitor reported a disconnection (drains its events). */
+static int
+s_monitor_lost(orchctl_t *self)
+{
+	int lost = 0;
+	for (;;) {
+		zmq_msg_t f;
+		zmq_msg_init(&f);
+		if (zmq_msg_recv(&f, self->mon, ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(&f);
+			return lost;
+		}
+		if (zmq_msg_size(&f) >= 2) {
+			uint16_t ev;
+			memcpy(&ev, zmq_msg_data(&f), sizeof ev);
+			if (ev == ZMQ_EVENT_DISCONNECTED)
+				lost = 1;
+		}
+		int more = zmq_msg_more(&f);
+		zmq_msg_close(&f);
+		while (more) { /* the address frame */
+			zmq_msg_init(&f);
+			if (zmq_msg_recv(&f, self->mon, ZMQ_DONTWAIT) < 0)
+				more = 0;
+			else
+				more = zmq_msg_more(&f);
+			zmq_msg_close(&f);
+		}
+	}
+}
+
+enum { S_OK, S_TIMEOUT, S_NOSERVER, S_LOST, S_ERROR, S_INTR };
+
+/* One attempt: send, then wait for the reply with our id until timeout_ms.
+ * Returns S_OK with the reply in *rbuf, *rlen (caller frees), or why not (transport
+ * errors: S_ERROR with *terr and err filled). */
+static int
+s_attempt(orchctl_t *self, const uint8_t *buf, size_t len, int timeout_ms, uint8_t **rbuf,
+          size_t *rlen, int *terr, char *err, size_t errlen)
+{
+	int64_t deadline = ahp_mono_ms() + timeout_ms;
+	/* With ZMQ_IMMEDIATE a send fails until the connection is up. */
+	uint64_t id = ahp_rpc_client_send(self->client, buf, len);
+	for (; id == 0; id = ahp_rpc_client_send(self->client, buf, len)) {
+		if (errno != EAGAIN && errno != EINTR) {
+			snprintf(err, errlen, "send failed: %s", zmq_strerror(errno));
+			*terr = AHP__STATUS__ERR_INTERNAL;
+			return S_ERROR;
+		}
+		if (s_interrupted)
+			return S_INTR;
+		if (ahp_mono_ms() >= deadline)
+			return S_NOSERVER;
+		usleep(20 * 1000);
+	}
+	s_monitor_lost(self); /* events from before this request do not count */
+	for (;;) {
+		int64_t left = deadline - ahp_mono_ms();
+		if (left <= 0)
+			return S_TIMEOUT;
+		zmq_pollitem_t it[2] = {{ahp_rpc_client_socket(self->client), 0, ZMQ_POLLIN, 0},
+		                        {self->mon, 0, ZMQ_POLLIN, 0}};
+		int n = zmq_poll(it, self->mon ? 2 : 1, (long)left);
+		if (s_interrupted)
+			return S_INTR;
+		if (n < 0) {
+			if (zmq_errno() == EINTR)
+				continue;
+			snprintf(err, errlen, "poll failed: %s", zmq_strerror(zmq_errno()));
+			*terr = AHP__STATUS__ERR_INTERNAL;
+			return S_ERROR;
+		}
+		if (self->mon != NULL && (it[1].revents & ZMQ_POLLIN) && s_monitor_lost(self))
+			return S_LOST;
+		if (!(it[0].revents & ZMQ_POLLIN))
+			continue;
+		uint64_t rid = 0;
+		uint8_t *b = NULL;
+		size_t bl = 0;
+		int te = 0;
+		int r = ahp_rpc_client_recv(self->client, &rid, &b, &bl, &te);
+		if (r < 0) {
+			snprintf(err, errlen, "receive failed: %s", zmq_strerror(errno));
+			*terr = AHP__STATUS__ERR_INTERNAL;
+			return S_ERROR;
+		}
+		if (r == 0)
+			continue;
+		if (rid != id) { /* a late reply to an earlier attempt */
+			free(b);
+			continue;
+		}
+		if (te != 0) {
+			snprintf(err, errlen, "%s", b ? (const char *)b : "");
+			free(b);
+			*terr = te;
+			return S_ERROR;
+		}
+		*rbuf = b;
+		*rlen = bl;
+		return S_OK;
+	}
+}
+
 /* One request/reply. Returns 0 with *reply_p (caller frees with
- * ahp__orch__reply__free_unpacked) or an exit code after printing why. */
+ * ahp__orch__reply__free_unpacked) or an exit code after printing why.
+ * Retries (idempotent requests only) are done here rather than inside
+ * ahp_rpc_call so that "no server at all" ends at once, only a server that
+ * was there and did not answer in time is asked again, and, while
+ * following (self->reconnect), a restarting orchestrator is waited for
+ * with a line on stderr instead of silence. */
 static int
 s_call(orchctl_t *self, const Ahp__Orch__Request *req, int idempotent, int extra_ms,
        Ahp__Orch__Reply **reply_p)
@@ -177,6 +388,7 @@ s_call(orchctl_t *self, const Ahp__Orch__Request *req, int idempotent, int extra
 	int rc = s_connect(self);
 	if (rc != 0)
 		return rc;
+	s_monitor(self);
 	size_t len = ahp__orch__request__get_packed_size(req);
 	uint8_t *buf = malloc(len ? len : 1);
 	if (buf == NULL)
@@ -184,29 +396,57 @@ s_call(orchctl_t *self, const Ahp__Orch__Request *req, int idempotent, int extra
 	ahp__orch__request__pack(req, buf);
 	uint8_t *rbuf = NULL;
 	size_t rlen = 0;
-	int status = 0;
+	int terr = 0;
 	char err[512] = "";
-	/* Retries are done here rather than inside ahp_rpc_call so that "no
-	 * server at all" (unavailable) ends at once: only a server that was
-	 * there and did not answer in time is worth asking again. */
-	int attempts = idempotent ? 1 + IDEMPOTENT_RETRIES : 1;
-	for (int i = 0; i < attempts; i++) {
-		status = 0;
+	int r = S_TIMEOUT;
+	for (int attempt = 0;; attempt++) {
+		terr = 0;
 		err[0] = '\0';
-		rc = ahp_rpc_call(self->client, buf, len, self->timeout_ms + extra_ms, 0, 0, &rbuf,
-		                  &rlen, &status, err, sizeof err);
-		if (rc == 0 || status != AHP__STATUS__ERR_TIMEOUT || s_interrupted)
+		/* Once the daemon is known to be away, poll it briefly: the held
+		 * long-poll would only delay noticing that it is back. */
+		int t = self->lost_since ? self->timeout_ms : self->timeout_ms + extra_ms;
+		r = s_attempt(self, buf, len, t, &rbuf, &rlen, &terr, err, sizeof err);
+		if (r == S_OK || r == S_ERROR || r == S_INTR)
+			break;
+		if (self->reconnect && idempotent) {
+			int64_t now = ahp_mono_ms();
+			if (self->lost_since == 0) {
+				self->lost_since = now;
+				fputs("orchctl: orchestrator not answering; reconnecting…\n",
+				      stderr);
+			}
+			if (now - self->lost_since < RECONNECT_MS) {
+				if (r == S_LOST || r == S_NOSERVER)
+					usleep(100 * 1000);
+				continue;
+			}
+			break;
+		}
+		/* Only a server that was there and did not answer is asked again. */
+		if (!idempotent || r != S_TIMEOUT || attempt >= IDEMPOTENT_RETRIES)
 			break;
 	}
 	free(buf);
-	if (rc != 0) {
-		if (s_interrupted)
-			return XC_UNREACHABLE;
-		if (status == AHP__STATUS__ERR_TIMEOUT || status == AHP__STATUS__ERR_UNAVAILABLE)
-			return s_fail(self, XC_UNREACHABLE, status,
-			              err[0] ? err : "orchestrator did not answer", NULL);
-		return s_fail(self, s_code_for_status(status), status,
-		              err[0] ? err : "request failed", NULL);
+	if (r == S_OK && self->lost_since != 0) {
+		self->lost_since = 0;
+		fputs("orchctl: reconnected\n", stderr);
+	}
+	switch (r) {
+	case S_OK:
+		break;
+	case S_INTR:
+		return XC_UNREACHABLE;
+	case S_ERROR:
+		return s_fail(self, s_code_for_status(terr), terr, err[0] ? err : "request failed",
+		              NULL);
+	case S_NOSERVER:
+	case S_LOST:
+		return s_fail(self, XC_UNREACHABLE, AHP__STATUS__ERR_UNAVAILABLE,
+		              "no orchestrator answering", self->endpoint);
+	default:
+		snprintf(err, sizeof err, "the orchestrator did not answer within %d ms",
+		         self->timeout_ms + extra_ms);
+		return s_fail(self, XC_UNREACHABLE, AHP__STATUS__ERR_TIMEOUT, err, NULL);
 	}
 	Ahp__Orch__Reply *reply = ahp__orch__reply__unpack(NULL, rlen, rbuf);
 	free(rbuf);
@@ -225,27 +465,17 @@ s_call(orchctl_t *self, const Ahp__Orch__Request *req, int idempotent, int extra
 
 /* --- output --- */
 
-static void
-s_json_print(json_t *j)
-{
-	if (j == NULL)
-		return;
-	json_dumpf(j, stdout, JSON_COMPACT);
-	fputc('\n', stdout);
-	fflush(stdout);
-	json_decref(j);
-}
-
 /* Caller owns the result. */
 static json_t *
 s_run_json(const Ahp__Orch__RunInfo *r)
 {
-	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "run_id", r->run_id,
-	                 "profile", r->profile, "state", r->state, "task", r->task, "error",
-	                 r->error, "result", r->result, "created_ms", (json_int_t)r->created_ms,
-	                 "updated_ms", (json_int_t)r->updated_ms, "turns", (json_int_t)r->turns,
-	                 "model_calls", (json_int_t)r->model_calls, "tool_calls",
-	                 (json_int_t)r->tool_calls, "tokens", (json_int_t)r->tokens);
+	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:b}", "run_id",
+	                 r->run_id, "profile", r->profile, "state", r->state, "task", r->task,
+	                 "error", r->error, "result", r->result, "created_ms",
+	                 (json_int_t)r->created_ms, "updated_ms", (json_int_t)r->updated_ms,
+	                 "turns", (json_int_t)r->turns, "model_calls", (json_int_t)r->model_calls,
+	                 "tool_calls", (json_int_t)r->tool_calls, "tokens", (json_int_t)r->tokens,
+	                 "resumable", (int)r->resumable);
 }
 
 static void
@@ -280,10 +510,17 @@ s_print_event(orchctl_t *self, const Ahp__Orch__Event *ev)
 	 * line; its event only repeats it (possibly cut short). */
 	if (strcmp(ev->kind, "answer") == 0)
 		return;
+	/* Untrusted text (a model's command, a tool's output): a CR, an erase
+	 * sequence or a newline in it must not hide or fake what ran, so each
+	 * event is exactly one line with every control character visible. */
 	if (ev->text != NULL && *ev->text != '\0')
-		printf("%s\n", ev->text);
-	else
-		printf("[%s]\n", ev->kind);
+		ahp_term_fputs(ev->text, AHP_TERM_ONE_LINE, stdout);
+	else {
+		fputc('[', stdout);
+		ahp_term_fputs(ev->kind, AHP_TERM_ONE_LINE, stdout);
+		fputc(']', stdout);
+	}
+	fputc('\n', stdout);
 	fflush(stdout);
 }
 
@@ -300,16 +537,34 @@ s_fmt_time(int64_t ms, char *buf, size_t len)
 	strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
 }
 
+/* One "name  value" line of status; value escaped for the terminal (multi-line
+ * text keeps its newlines, indented under the value column). */
+static void
+s_print_field(const char *name, const char *value, int flags)
+{
+	printf("%-13s", name);
+	char *e = ahp_term_escape(value, strlen(value), flags);
+	const char *p = e ? e : "?";
+	const char *nl = strchr(p, '\n');
+	while (nl != NULL) {
+		printf("%.*s\n%13s", (int)(nl - p), p, "");
+		p = nl + 1;
+		nl = strchr(p, '\n');
+	}
+	printf("%s\n", p);
+	free(e);
+}
+
 static void
 s_print_status(const Ahp__Orch__RunInfo *r)
 {
 	char c[32], u[32];
 	s_fmt_time(r->created_ms, c, sizeof c);
 	s_fmt_time(r->updated_ms, u, sizeof u);
-	printf("run          %s\n", r->run_id);
-	printf("profile      %s\n", r->profile);
-	printf("state        %s\n", r->state);
-	printf("task         %s\n", r->task);
+	s_print_field("run", r->run_id, AHP_TERM_ONE_LINE);
+	s_print_field("profile", r->profile, AHP_TERM_ONE_LINE);
+	s_print_field("state", r->state, AHP_TERM_ONE_LINE);
+	s_print_field("task", r->task, 0);
 	printf("created      %s\n", c);
 	printf("updated      %s\n", u);
 	printf("turns        %u\n", r->turns);
@@ -317,33 +572,40 @@ s_print_status(const Ahp__Orch__RunInfo *r)
 	printf("tool calls   %u\n", r->tool_calls);
 	printf("tokens       %llu\n", (unsigned long long)r->tokens);
 	if (r->error != NULL && *r->error != '\0')
-		printf("error        %s\n", r->error);
+		s_print_field("error", r->error, AHP_TERM_ONE_LINE);
+	if (strcmp(r->state, "failed") == 0)
+		printf("resumable    %s\n", r->resumable ? "yes" : "no (a limit was reached)");
 	if (r->result != NULL && *r->result != '\0')
-		printf("result       %s\n", r->result);
+		s_print_field("result", r->result, 0);
 }
 
-/* Prints at most max_cols characters of s on one line, never splitting a
- * UTF-8 sequence; control characters shown as spaces. */
+/* Prints at most max_cols characters of s on one line, escaped for the
+ * terminal (the escaper's output is valid UTF-8, so counting lead bytes
+ * counts characters). */
 static void
 s_print_cell(const char *s, size_t max_cols)
 {
+	char *e = ahp_term_escape(s, strlen(s), AHP_TERM_ONE_LINE);
+	if (e == NULL)
+		return;
 	const unsigned char *p;
 	size_t total = 0;
-	for (p = (const unsigned char *)s; *p != '\0'; p++)
+	for (p = (const unsigned char *)e; *p != '\0'; p++)
 		if ((*p & 0xc0) != 0x80)
 			total++;
 	size_t limit = total > max_cols ? max_cols - 1 : total;
 	size_t cols = 0;
-	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+	for (p = (const unsigned char *)e; *p != '\0'; p++) {
 		if ((*p & 0xc0) != 0x80) {
 			if (cols == limit)
 				break;
 			cols++;
 		}
-		fputc((*p < 0x20 || *p == 0x7f) ? ' ' : *p, stdout);
+		fputc(*p, stdout);
 	}
 	if (total > max_cols)
 		fputs("…", stdout);
+	free(e);
 }
 
 static int
@@ -375,11 +637,21 @@ s_finish(orchctl_t *self, const Ahp__Orch__RunInfo *r)
 		size_t n = strlen(r->result);
 		while (n > 0 && (r->result[n - 1] == '\n' || r->result[n - 1] == '\r'))
 			n--;
-		printf("Result: %.*s\n", (int)n, r->result);
-	} else if (strcmp(r->state, "failed") == 0)
-		printf("Run %s failed: %s\n(resume it with: orchctl resume %s)\n", r->run_id,
-		       r->error[0] ? r->error : "no reason recorded", r->run_id);
-	else if (strcmp(r->state, "cancelled") == 0)
+		char *e = ahp_term_escape(r->result, n, 0);
+		printf("Result: %s\n", e ? e : "?");
+		free(e);
+	} else if (strcmp(r->state, "failed") == 0) {
+		printf("Run %s failed: ", r->run_id);
+		ahp_term_fputs(r->error[0] ? r->error : "no reason recorded", AHP_TERM_ONE_LINE,
+		               stdout);
+		/* Resuming a run that hit max_turns or max_model_calls would
+		 * only hit the same limit again. */
+		if (r->resumable)
+			printf("\n(resume it with: orchctl resume %s)\n", r->run_id);
+		else
+			printf("\n(a limit of the profile was reached: resuming cannot help; "
+			       "raise the limit and submit again)\n");
+	} else if (strcmp(r->state, "cancelled") == 0)
 		printf("Run %s was cancelled.\n", r->run_id);
 	else if (s_is_waiting(r->state))
 		printf("Run %s is %s; follow it later with: orchctl logs --follow %s\n", r->run_id,
@@ -396,6 +668,7 @@ s_stream(orchctl_t *self, const char *run_id, uint64_t *after, int follow, int s
          int finish)
 {
 	int drain = 0;
+	self->reconnect = follow;
 	for (;;) {
 		if (s_interrupted) {
 			fprintf(
@@ -450,13 +723,49 @@ s_stream(orchctl_t *self, const char *run_id, uint64_t *after, int follow, int s
 
 /* --- commands --- */
 
+/* Reads a task from f (stdin or --task-file) into a new string of at most
+ * ORCH_TASK_MAX + 1 bytes (one more than allowed, so that too long is seen);
+ * *len gets its length (NUL bytes in it included). NULL on a read error. */
+static char *
+s_read_task(FILE *f, size_t *len)
+{
+	char *buf = malloc(ORCH_TASK_MAX + 2);
+	if (buf == NULL)
+		return NULL;
+	size_t n = fread(buf, 1, ORCH_TASK_MAX + 1, f);
+	if (ferror(f)) {
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+/* The task checks the orchestrator makes too, done first so that a bad task
+ * is a usage error (exit 2) with its reason. */
+static int
+s_check_task(orchctl_t *self, const char *task, size_t len)
+{
+	char msg[128];
+	if (len == 0)
+		return s_usage_error(self, "the task is empty");
+	if (len > ORCH_TASK_MAX) {
+		snprintf(msg, sizeof msg, "the task is longer than %d bytes", ORCH_TASK_MAX);
+		return s_usage_error(self, msg);
+	}
+	if (memchr(task, '\0', len) != NULL)
+		return s_usage_error(self, "the task contains a NUL byte");
+	if (!ahp_utf8_valid(task, len, 0))
+		return s_usage_error(self, "the task is not valid UTF-8");
+	if (orch_task_blank(task))
+		return s_usage_error(self, "the task is only white space");
+	return 0;
+}
+
 static int
 s_cmd_submit(orchctl_t *self, const char *profile, const char *task)
 {
-	if (strlen(task) > TASK_MAX) {
-		fprintf(stderr, "orchctl: task is longer than %d bytes\n", TASK_MAX);
-		return XC_USAGE;
-	}
 	Ahp__Orch__Request req = AHP__ORCH__REQUEST__INIT;
 	Ahp__Orch__SubmitRequest sr = AHP__ORCH__SUBMIT_REQUEST__INIT;
 	sr.profile = (char *)profile;
@@ -665,11 +974,14 @@ s_cmd_resume(orchctl_t *self, const char *run_id)
 
 /* --- main --- */
 
+/* The id alphabet the orchestrator accepts (api.c): checked here so that a
+ * mistyped id is a usage error, not a server's bad_request. */
 static int
-s_usage_error(const char *msg)
+s_run_id_ok(const char *id)
 {
-	fprintf(stderr, "orchctl: %s\n(see orchctl --help)\n", msg);
-	return XC_USAGE;
+	size_t n = strlen(id);
+	return n > 0 && n < ORCH_RUN_ID_MAX &&
+	       strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") == n;
 }
 
 static int
@@ -679,23 +991,59 @@ s_run(orchctl_t *self, int argc, char **argv)
 	int nargs = argc - 1;
 	int is_list = strcmp(cmd, "list") == 0;
 	if (!is_list && (self->state || self->profile || self->limit))
-		return s_usage_error("--state, --profile and --limit go with list");
+		return s_usage_error(self, "--state, --profile and --limit go with list");
 	if (self->detach && strcmp(cmd, "submit") != 0 && strcmp(cmd, "resume") != 0)
-		return s_usage_error("--detach goes with submit and resume");
+		return s_usage_error(self, "--detach goes with submit and resume");
 	if (self->follow && strcmp(cmd, "logs") != 0)
-		return s_usage_error("--follow goes with logs");
+		return s_usage_error(self, "--follow goes with logs");
 
+	if (self->task_file && strcmp(cmd, "submit") != 0)
+		return s_usage_error(self, "--task-file goes with submit");
 	if (strcmp(cmd, "submit") == 0) {
-		if (nargs != 2)
-			return s_usage_error("usage: orchctl submit PROFILE TASK (quote the task)");
-		if (argv[1][0] == '\0' || argv[2][0] == '\0')
-			return s_usage_error("profile and task must not be empty");
-		return s_cmd_submit(self, argv[1], argv[2]);
+		if (nargs != (self->task_file ? 1 : 2))
+			return s_usage_error(self, "orchctl submit PROFILE TASK|- (quote the "
+			                           "task), or submit PROFILE --task-file FILE");
+		if (argv[1][0] == '\0')
+			return s_usage_error(self, "the profile must not be empty");
+		const char *src = self->task_file ? self->task_file : argv[2];
+		if (!self->task_file && strcmp(src, "-") != 0) {
+			int rc = s_check_task(self, src, strlen(src));
+			return rc != 0 ? rc : s_cmd_submit(self, argv[1], src);
+		}
+		int from_stdin = strcmp(src, "-") == 0;
+		FILE *f = from_stdin ? stdin : fopen(src, "rb");
+		size_t len = 0;
+		char *task = f ? s_read_task(f, &len) : NULL;
+		int err = errno;
+		if (f != NULL && !from_stdin)
+			fclose(f);
+		if (task == NULL) {
+			char msg[PATH_MAX + 64];
+			snprintf(msg, sizeof msg, "cannot read the task from %s: %s",
+			         from_stdin ? "stdin" : src, strerror(err));
+			return s_usage_error(self, msg);
+		}
+		int rc = s_check_task(self, task, len);
+		if (rc == 0)
+			rc = s_cmd_submit(self, argv[1], task);
+		free(task);
+		return rc;
 	}
 	if (is_list) {
+		static const char *const states[] = {"queued",    "running", "waiting_approval",
+		                                     "succeeded", "failed",  "cancelled"};
+		int known = self->state == NULL;
+		for (size_t i = 0; !known && i < sizeof states / sizeof states[0]; i++)
+			known = strcmp(self->state, states[i]) == 0;
+		if (!known)
+			return s_usage_error(self,
+			                     "--state takes queued, running, waiting_approval, "
+			                     "succeeded, failed or cancelled");
+		if (self->profile != NULL && strlen(self->profile) > PROFILE_NAME_MAX)
+			return s_usage_error(self, "--profile: a profile name is at most 64 bytes");
 		if (nargs != 0)
-			return s_usage_error(
-			    "usage: orchctl list [--state S] [--profile P] [--limit N]");
+			return s_usage_error(self,
+			                     "orchctl list [--state S] [--profile P] [--limit N]");
 		return s_cmd_list(self);
 	}
 	static const struct {
@@ -710,16 +1058,20 @@ s_run(orchctl_t *self, int argc, char **argv)
 	for (size_t i = 0; i < sizeof one_run / sizeof one_run[0]; i++) {
 		if (strcmp(cmd, one_run[i].name) != 0)
 			continue;
-		if (nargs != 1 || argv[1][0] == '\0') {
-			char msg[96];
-			snprintf(msg, sizeof msg, "usage: orchctl %s RUN", cmd);
-			return s_usage_error(msg);
+		if (nargs != 1 || !s_run_id_ok(argv[1])) {
+			char msg[160];
+			snprintf(msg, sizeof msg,
+			         nargs != 1 ? "orchctl %s RUN"
+			                    : "orchctl %s RUN (a run id is 1..31 characters "
+			                      "of A-Z a-z 0-9 - _)",
+			         cmd);
+			return s_usage_error(self, msg);
 		}
 		return one_run[i].fn(self, argv[1]);
 	}
 	char msg[160];
 	snprintf(msg, sizeof msg, "unknown command '%.64s'", cmd);
-	return s_usage_error(msg);
+	return s_usage_error(self, msg);
 }
 
 /* Options may come before or after the command ("logs RUN --follow"), as
@@ -728,8 +1080,8 @@ s_run(orchctl_t *self, int argc, char **argv)
 static int
 s_parse_args(orchctl_t *self, int argc, char **argv, const char **endpoint, char **rest, int *nrest)
 {
-	static const char *const with_value[] = {"--home",    "--timeout", "--endpoint", "--state",
-	                                         "--profile", "--limit",   NULL};
+	static const char *const with_value[] = {"--home",    "--timeout", "--endpoint",  "--state",
+	                                         "--profile", "--limit",   "--task-file", NULL};
 	int only_operands = 0;
 	*nrest = 0;
 	for (int i = 1; i < argc; i++) {
@@ -746,7 +1098,7 @@ s_parse_args(orchctl_t *self, int argc, char **argv, const char **endpoint, char
 		const char *eq = strchr(a, '=');
 		size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
 		if (nlen >= sizeof name)
-			return s_usage_error("unknown option");
+			return s_usage_error(self, "unknown option");
 		memcpy(name, a, nlen);
 		name[nlen] = '\0';
 		int needs_val = 0;
@@ -760,26 +1112,29 @@ s_parse_args(orchctl_t *self, int argc, char **argv, const char **endpoint, char
 			else if (i + 1 < argc)
 				val = argv[++i];
 			else
-				return s_usage_error("option needs a value");
+				return s_usage_error(self, "option needs a value");
 		} else if (eq != NULL) {
-			return s_usage_error("option takes no value");
+			return s_usage_error(self, "option takes no value");
 		}
 		long v = 0;
 		if (strcmp(name, "--home") == 0) {
 			self->home = val;
 		} else if (strcmp(name, "--endpoint") == 0) {
 			*endpoint = val;
+		} else if (strcmp(name, "--task-file") == 0) {
+			self->task_file = val;
 		} else if (strcmp(name, "--state") == 0) {
 			self->state = val;
 		} else if (strcmp(name, "--profile") == 0) {
 			self->profile = val;
 		} else if (strcmp(name, "--timeout") == 0) {
 			if (ahp_parse_long(val, 100, 600000, &v) != 0)
-				return s_usage_error("--timeout takes milliseconds in 100..600000");
+				return s_usage_error(self,
+				                     "--timeout takes milliseconds in 100..600000");
 			self->timeout_ms = (int)v;
 		} else if (strcmp(name, "--limit") == 0) {
 			if (ahp_parse_long(val, 1, 100000, &v) != 0)
-				return s_usage_error("--limit takes a number in 1..100000");
+				return s_usage_error(self, "--limit takes a number in 1..100000");
 			self->limit = v;
 		} else if (strcmp(name, "--json") == 0) {
 			self->json = 1;
@@ -796,12 +1151,12 @@ s_parse_args(orchctl_t *self, int argc, char **argv, const char **endpoint, char
 		} else {
 			char msg[96];
 			snprintf(msg, sizeof msg, "unknown option '%s'", name);
-			return s_usage_error(msg);
+			return s_usage_error(self, msg);
 		}
 	}
 	if (*nrest == 0) {
 		s_usage(stderr);
-		return XC_USAGE;
+		return s_usage_error(self, "no COMMAND given");
 	}
 	return -1;
 }
@@ -812,6 +1167,10 @@ main(int argc, char **argv)
 	orchctl_t self = {0};
 	self.timeout_ms = DEFAULT_TIMEOUT_MS;
 	ahp_log_init("orchctl", AHP_LOG_WARN);
+	/* Known before parsing, so that a usage error is JSON too. */
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--json") == 0)
+			self.json = 1;
 
 	char **rest = calloc((size_t)argc + 1, sizeof *rest);
 	if (rest == NULL)
@@ -826,14 +1185,14 @@ main(int argc, char **argv)
 	if (endpoint != NULL) {
 		if (ahp_strlcpy(self.endpoint, endpoint, sizeof self.endpoint) != 0) {
 			free(rest);
-			return s_usage_error("--endpoint is too long");
+			return s_usage_error(&self, "--endpoint is too long");
 		}
 	} else {
 		char path[PATH_MAX];
 		if (ahp_home_path(ahp_home(self.home), "run/orchestrator.sock", path,
 		                  sizeof path) != 0) {
 			free(rest);
-			return s_usage_error("home path is too long");
+			return s_usage_error(&self, "home path is too long");
 		}
 		snprintf(self.endpoint, sizeof self.endpoint, "ipc://%s", path);
 	}
@@ -847,6 +1206,8 @@ main(int argc, char **argv)
 
 	rc = s_run(&self, nrest, rest);
 	free(rest);
+	if (self.mon != NULL)
+		zmq_close(self.mon);
 	ahp_rpc_client_destroy(&self.client);
 	if (self.zctx != NULL)
 		zmq_ctx_term(self.zctx);

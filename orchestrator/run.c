@@ -755,6 +755,11 @@ orch_run_submit(orch_t *o, const char *profile, const char *task, int *status, c
 		snprintf(err, errlen, "task is not valid UTF-8");
 		return NULL;
 	}
+	if (orch_task_blank(task)) {
+		*status = AHP__STATUS__ERR_BAD_REQUEST;
+		snprintf(err, errlen, "task is only white space");
+		return NULL;
+	}
 	if (o->n_runs >= ORCH_RUNS_MAX) {
 		*status = AHP__STATUS__ERR_LIMIT;
 		snprintf(err, errlen, "%d runs are already queued or running; try later",

@@ -111,11 +111,12 @@ orch_sbx_forget(orch_t *o, uint64_t id)
 }
 
 void
-orch_sbx_destroy(orch_t *o, const char *run_id)
+orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace)
 {
 	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
 	Ahp__Sbx__DestroyRequest d = AHP__SBX__DESTROY_REQUEST__INIT;
 	d.sandbox_id = (char *)run_id;
+	d.keep_workspace = keep_workspace != 0;
 	req.body_case = AHP__SBX__REQUEST__BODY_DESTROY;
 	req.destroy = &d;
 	size_t len;

@@ -14,6 +14,7 @@
 #include "ahp/log.h"
 #include "ahp/profile.h"
 #include "ahp/rpc.h"
+#include "ahp/text.h"
 #include "ahp/util.h"
 #include "sbx.h"
 
@@ -75,10 +76,83 @@ s_listening(const char *path)
 }
 
 static void
+s_write_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+static void
 s_cli_usage(void)
 {
 	fprintf(stderr, "usage: sandboxd [--home DIR] exec --profile P [--keep] [--timeout S] -- "
-	                "CMD...\n");
+	                "CMD [ARG...]\n"
+	                "  CMD and its ARGs run exactly as given (each word is quoted for the\n"
+	                "  sandbox's /bin/sh -c); for a shell line use: -- sh -c 'LINE'\n");
+}
+
+/* Appends word to cmd (at *off, capacity cap) quoted for /bin/sh -c, so that
+ * the shell sees exactly this one word: words of only safe characters go
+ * as they are (readable in logs), anything else inside single quotes, each
+ * ' written as '\''. -1 when it does not fit. */
+static int
+s_shell_quote(char *cmd, size_t cap, size_t *off, const char *word)
+{
+	static const char safe[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                           "0123456789@%+=:,./_-";
+	size_t n = strlen(word);
+	bool plain = n > 0 && strspn(word, safe) == n;
+	size_t need = plain ? n : 2 + n;
+	if (!plain)
+		for (size_t i = 0; i < n; i++)
+			if (word[i] == '\'')
+				need += 3;
+	if (*off + need + 2 > cap)
+		return -1;
+	if (plain) {
+		memcpy(cmd + *off, word, n);
+		*off += n;
+		return 0;
+	}
+	cmd[(*off)++] = '\'';
+	for (size_t i = 0; i < n; i++) {
+		if (word[i] == '\'') {
+			memcpy(cmd + *off, "'\\''", 4);
+			*off += 4;
+		} else {
+			cmd[(*off)++] = word[i];
+		}
+	}
+	cmd[(*off)++] = '\'';
+	return 0;
+}
+
+/* Writes a stream of the command's output. To a terminal, control
+ * characters are shown escaped (ahp_term_escape: ESC as \x1b ...), as `cat -v`
+ * does: a sandboxed command is untrusted and must not retitle the window,
+ * write the clipboard (OSC 52) or overwrite what was printed before. To a
+ * pipe or a file the bytes pass exactly, as `cat` does: scripts and the
+ * security tests need the command's real output, and no terminal reads it. */
+static void
+s_write_output(int fd, const uint8_t *p, size_t len)
+{
+	if (len == 0)
+		return;
+	if (!isatty(fd)) {
+		s_write_all(fd, p, len);
+		return;
+	}
+	char *e = ahp_term_escape((const char *)p, len, 0);
+	if (e != NULL)
+		s_write_all(fd, (const uint8_t *)e, strlen(e));
+	free(e);
 }
 
 /* Sends a request and waits for its reply, giving up early on SIGINT /
@@ -132,7 +206,9 @@ s_call(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int timeou
 			continue;
 		}
 		if (terr != 0) {
-			fprintf(stderr, "sandboxd: %s: %s\n", ahp_status_str(terr), (char *)b);
+			fprintf(stderr, "sandboxd: %s: ", ahp_status_str(terr));
+			ahp_term_fputs((char *)b, AHP_TERM_ONE_LINE, stderr);
+			fputc('\n', stderr);
 			free(b);
 			break;
 		}
@@ -153,23 +229,10 @@ s_reply_failed(const Ahp__Sbx__Reply *rep, const char *what)
 {
 	if (rep->error == NULL || rep->error->status == AHP__STATUS__OK)
 		return false;
-	fprintf(stderr, "sandboxd: %s: %s: %s\n", what, ahp_status_str(rep->error->status),
-	        rep->error->message ? rep->error->message : "");
+	fprintf(stderr, "sandboxd: %s: %s: ", what, ahp_status_str(rep->error->status));
+	ahp_term_fputs(rep->error->message, AHP_TERM_ONE_LINE, stderr);
+	fputc('\n', stderr);
 	return true;
-}
-
-static void
-s_write_all(int fd, const uint8_t *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return;
-		p += n;
-		len -= (size_t)n;
-	}
 }
 
 static void
@@ -226,25 +289,29 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 		s_cli_usage();
 		return S_EXIT_USAGE;
 	}
-	/* CMD words are joined with spaces for /bin/sh -c, as ssh does. */
-	size_t clen = 0;
-	for (int k = i; k < argc; k++)
-		clen += strlen(argv[k]) + 1;
-	if (clen > SBX_CMD_MAX) {
-		fprintf(stderr, "sandboxd: the command is longer than %d bytes\n", SBX_CMD_MAX);
+	/* The words are the command's argv: each is quoted for the sandbox's
+	 * /bin/sh -c, so `-- sh -c 'echo one; echo two'` runs exactly that.
+	 * (Joining them with spaces, as ssh does, silently changed what ran.)
+	 * The exec protocol keeps one command string. */
+	if (argv[i][0] == '\0') {
+		fprintf(stderr, "sandboxd: exec: the command name is empty\n");
+		s_cli_usage();
 		return S_EXIT_USAGE;
 	}
-	char *cmd = malloc(clen + 1);
+	char *cmd = malloc(SBX_CMD_MAX + 1);
 	if (cmd == NULL)
 		return S_EXIT_UNREACHABLE;
-	cmd[0] = '\0';
 	size_t off = 0;
 	for (int k = i; k < argc; k++) {
-		size_t l = strlen(argv[k]);
 		if (k > i)
 			cmd[off++] = ' ';
-		memcpy(cmd + off, argv[k], l);
-		off += l;
+		if (s_shell_quote(cmd, SBX_CMD_MAX, &off, argv[k]) != 0) {
+			fprintf(stderr,
+			        "sandboxd: the command is longer than %d bytes once quoted\n",
+			        SBX_CMD_MAX);
+			free(cmd);
+			return S_EXIT_USAGE;
+		}
 	}
 	cmd[off] = '\0';
 
@@ -338,8 +405,8 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	}
 	Ahp__Sbx__ExecResult *r = rep->exec;
 	fflush(stdout);
-	s_write_all(1, r->stdout.data, r->stdout.len);
-	s_write_all(2, r->stderr.data, r->stderr.len);
+	s_write_output(1, r->stdout.data, r->stdout.len);
+	s_write_output(2, r->stderr.data, r->stderr.len);
 	if (r->truncated)
 		fprintf(stderr, "sandboxd: output truncated at %u KiB per stream\n",
 		        p->sandbox.output_kb);

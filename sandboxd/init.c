@@ -520,28 +520,18 @@ s_drain(s_stream_t *s, uint8_t *buf, bool *truncated)
 	}
 }
 
-/* Valid UTF-8 without control characters: cwd goes into a proto3 string. */
+/* An absolute path without control characters (it crosses the control socket
+ * and is kept in the sandbox's key=value metadata, one line). Its bytes need
+ * not be UTF-8: the shell stays where the command left it whatever the name,
+ * and sandboxd checks UTF-8 (ahp_utf8_valid) where it reports the cwd. */
 static bool
 s_clean_path(const char *p, size_t n)
 {
 	if (n == 0 || p[0] != '/')
 		return false;
-	for (size_t i = 0; i < n;) {
-		unsigned char c = (unsigned char)p[i];
-		if (c < 0x20 || c == 0x7f)
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
 			return false;
-		size_t k = c < 0x80         ? 1
-		           : (c >> 5) == 6  ? 2
-		           : (c >> 4) == 14 ? 3
-		           : (c >> 3) == 30 ? 4
-		                            : 0;
-		if (k == 0 || i + k > n)
-			return false;
-		for (size_t j = 1; j < k; j++)
-			if (((unsigned char)p[i + j] >> 6) != 2)
-				return false;
-		i += k;
-	}
 	return true;
 }
 
@@ -558,7 +548,7 @@ s_read_cwd(pid_t pid, char *out, size_t len)
 		return;
 	buf[n] = '\0';
 	struct stat st;
-	/* " (deleted)" paths, paths outside our root, odd bytes: keep the old cwd */
+	/* " (deleted)" paths, paths outside our root, control bytes: keep the old cwd */
 	if (!s_clean_path(buf, (size_t)n) || stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
 		return;
 	memcpy(out, buf, (size_t)n + 1);

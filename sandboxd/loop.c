@@ -21,6 +21,10 @@
 #define S_RPC_BATCH 64              /* requests taken per loop turn */
 #define S_STOP_GRACE_MS 5000
 #define S_REAPED_MAX 64 /* inits reaped before the zygote's answer named them */
+/* Retention is checked at least this often (wall-clock deadlines survive a
+ * clock step this way) and, while a retained sandbox is still dying, soon. */
+#define S_RETAIN_CHECK_MS 60000
+#define S_RETAIN_RETRY_MS 100
 
 /* What a poll item belongs to. */
 enum { S_REF_RPC, S_REF_SIG, S_REF_ZYGOTE, S_REF_CTL, S_REF_LISTEN, S_REF_RELAY_C, S_REF_RELAY_U };
@@ -29,6 +33,13 @@ typedef struct {
 	size_t sbx; /* index in self->sbx */
 	int relay;  /* index in the sandbox's relays */
 } s_ref_t;
+
+/* A workspace kept by a Destroy with keep_workspace, under retention. */
+typedef struct {
+	char id[SBX_ID_MAX + 1];
+	uint32_t slot;
+	int64_t kept_ms; /* wall clock */
+} s_retained_t;
 
 struct sbx_daemon {
 	sbx_config_t cfg;
@@ -51,6 +62,9 @@ struct sbx_daemon {
 	zmq_pollitem_t *items;
 	s_ref_t *refs;
 	size_t cap_items;
+	s_retained_t *retained; /* oldest first */
+	size_t n_retained, cap_retained;
+	int64_t retain_due_ms; /* wall clock of the next retention pass; 0: now */
 	bool stopping;
 };
 
@@ -286,13 +300,6 @@ s_slot_alloc(sbx_daemon_t *self, uint32_t *slot)
 	return -1;
 }
 
-static void
-s_mark_slot(void *arg, const char *id, const sbx_meta_t *meta)
-{
-	(void)id;
-	s_slot_set(arg, meta->slot, true);
-}
-
 /* ------------------------------------------------------------- sandboxes -- */
 
 /* A run's sandbox by id (spares and destroyed ones have ids starting with '.'). */
@@ -347,6 +354,150 @@ s_discard(sbx_daemon_t *self, uint32_t slot)
 	req.uid = self->cfg.uid_base + slot;
 	if (sbx_daemon_zygote(self, &req) != 0)
 		log_warn("slot %u: cannot ask the zygote to discard its workspace", slot);
+}
+
+/* -------------------------------------------------------------- retention -- */
+
+/*
+ * A Destroy with keep_workspace (the orchestrator sends it for a failed run,
+ * so that a resume finds the files the conversation talks about) keeps the
+ * workspace, exec log, metadata and uid slot; a later Create of the same id
+ * reuses them. Those kept workspaces are retained within retain_failed_max
+ * (oldest deleted first) and retain_failed_s; the list lives in memory, is
+ * rebuilt from the metadata at start, and a pass runs at start, after each
+ * such Destroy and when the oldest comes of age. Deletion is the Destroy
+ * path's: the zygote moves the workspace to the trash and deletes it as its
+ * uid without following symlinks.
+ */
+
+static ssize_t
+s_retained_find(const sbx_daemon_t *self, const char *id)
+{
+	for (size_t i = 0; i < self->n_retained; i++)
+		if (strcmp(self->retained[i].id, id) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+/* Lists a kept workspace in kept_ms order (once per id). 0 / -1 (out of memory). */
+static int
+s_retained_add(sbx_daemon_t *self, const char *id, uint32_t slot, int64_t kept_ms)
+{
+	if (s_retained_find(self, id) >= 0)
+		return 0;
+	if (self->n_retained == self->cap_retained) {
+		size_t cap = self->cap_retained ? self->cap_retained * 2 : 16;
+		s_retained_t *n = realloc(self->retained, cap * sizeof(*n));
+		if (n == NULL)
+			return -1;
+		self->retained = n;
+		self->cap_retained = cap;
+	}
+	size_t i = self->n_retained;
+	while (i > 0 && self->retained[i - 1].kept_ms > kept_ms)
+		i--;
+	memmove(&self->retained[i + 1], &self->retained[i],
+	        (self->n_retained - i) * sizeof(self->retained[0]));
+	ahp_strlcpy(self->retained[i].id, id, sizeof(self->retained[i].id));
+	self->retained[i].slot = slot;
+	self->retained[i].kept_ms = kept_ms;
+	self->n_retained++;
+	self->retain_due_ms = 0;
+	return 0;
+}
+
+static void
+s_retained_remove_at(sbx_daemon_t *self, size_t i)
+{
+	memmove(&self->retained[i], &self->retained[i + 1],
+	        (self->n_retained - i - 1) * sizeof(self->retained[0]));
+	self->n_retained--;
+}
+
+/* The id is in use again (recreated) or deleted: no longer retained. */
+static void
+s_retained_forget(sbx_daemon_t *self, const char *id)
+{
+	ssize_t i = s_retained_find(self, id);
+	if (i >= 0)
+		s_retained_remove_at(self, (size_t)i);
+}
+
+/* Deletes the retained workspaces over the count limit, oldest first, and
+ * those past the age limit; a sandbox still dying in its slot is deleted on a
+ * later pass. Sets when the next pass is due. */
+static void
+s_retain(sbx_daemon_t *self)
+{
+	int64_t now = ahp_now_ms();
+	if (self->n_retained == 0 || self->retain_due_ms > now)
+		return;
+	int64_t next = now + S_RETAIN_CHECK_MS;
+	int64_t max_age = (int64_t)self->cfg.retain_failed_s * 1000;
+	size_t excess = self->n_retained > self->cfg.retain_failed_max
+	                    ? self->n_retained - self->cfg.retain_failed_max
+	                    : 0;
+	for (size_t i = 0; i < self->n_retained;) {
+		s_retained_t *r = &self->retained[i];
+		bool too_old = now - r->kept_ms >= max_age;
+		if (excess == 0 && !too_old) {
+			/* sorted by age: the rest are younger */
+			if (r->kept_ms + max_age < next)
+				next = r->kept_ms + max_age;
+			break;
+		}
+		const char *why =
+		    excess > 0 ? "over retain_failed_max" : "older than retain_failed_s";
+		if (excess > 0)
+			excess--;
+		sbx_meta_t meta;
+		if (s_find(self, r->id) != NULL ||
+		    sbx_store_meta_read(self->store, r->id, &meta) != 0 || !meta.kept ||
+		    meta.slot != r->slot) {
+			/* recreated, or its record changed under us: not ours to delete */
+			s_retained_remove_at(self, i);
+			continue;
+		}
+		if (s_find_slot(self, r->slot) != NULL) {
+			next = now + S_RETAIN_RETRY_MS; /* its processes are still exiting */
+			i++;
+			continue;
+		}
+		if (sbx_store_meta_unlink(self->store, r->id) != 0) {
+			log_warn("sandbox %s: removing metadata: %s", r->id, strerror(errno));
+			i++;
+			continue;
+		}
+		s_discard(self, r->slot);
+		s_slot_set(self, r->slot, false);
+		log_info("sandbox %s: retained workspace deleted (%s; kept %llds ago)", r->id, why,
+		         (long long)((now - r->kept_ms) / 1000));
+		s_retained_remove_at(self, i);
+	}
+	self->retain_due_ms = next;
+}
+
+/* Milliseconds until the next retention pass, or -1 when none is pending. */
+static long
+s_retain_timeout(const sbx_daemon_t *self)
+{
+	if (self->n_retained == 0)
+		return -1;
+	int64_t ms = self->retain_due_ms - ahp_now_ms();
+	if (ms < 0)
+		return 0;
+	return ms > S_RETAIN_CHECK_MS ? S_RETAIN_CHECK_MS : (long)ms;
+}
+
+/* At start: every slot on disk is in use; kept workspaces are retained. */
+static void
+s_mark_slot(void *arg, const char *id, const sbx_meta_t *meta)
+{
+	sbx_daemon_t *self = arg;
+	s_slot_set(self, meta->slot, true);
+	if (meta->kept && meta->kept_ms > 0 && !self->cfg.keep_workspaces &&
+	    s_retained_add(self, id, meta->slot, meta->kept_ms) != 0)
+		log_warn("sandbox %s: out of memory listing its retained workspace", id);
 }
 
 static int
@@ -531,11 +682,13 @@ s_on_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__CreateReque
 			return;
 		}
 		if (s_find_slot(self, old.slot) != NULL) {
+			/* right after its Destroy (a failed run resumed at once) */
 			sbx_reply_error(
-			    self, req, AHP__STATUS__ERR_CONFLICT,
+			    self, req, AHP__STATUS__ERR_UNAVAILABLE,
 			    "the sandbox's previous processes are still exiting; retry");
 			return;
 		}
+		s_retained_forget(self, cr->run_id);
 		meta.created_ms = old.created_ms;
 		meta.execs = old.execs;
 		memcpy(meta.cwd, old.cwd, sizeof(meta.cwd));
@@ -682,7 +835,11 @@ s_on_destroy(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__DestroyReq
 		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, "bad sandbox_id");
 		return;
 	}
-	bool keep = dr->keep_workspace || self->cfg.keep_workspaces;
+	/* keep_workspaces keeps every workspace for good; keep_workspace keeps
+	 * one under retention (retain_failed_max 0: none). */
+	bool retain =
+	    !self->cfg.keep_workspaces && dr->keep_workspace && self->cfg.retain_failed_max > 0;
+	bool keep = retain || self->cfg.keep_workspaces;
 	sbx_sandbox_t *s = s_find(self, dr->sandbox_id);
 	sbx_meta_t meta;
 	bool on_disk = sbx_store_meta_read(self->store, dr->sandbox_id, &meta) == 0;
@@ -696,12 +853,18 @@ s_on_destroy(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__DestroyReq
 	}
 	if (keep) {
 		/* everything stays on disk, the uid slot stays reserved */
+		bool again = meta.kept && meta.kept_ms > 0; /* a repeated Destroy */
 		meta.kept = true;
+		if (retain && !again)
+			meta.kept_ms = ahp_now_ms();
 		if (sbx_store_meta_write(self->store, dr->sandbox_id, &meta, false) != 0)
 			log_warn("sandbox %s: writing metadata: %s", dr->sandbox_id,
 			         strerror(errno));
 		if (s != NULL)
 			sbx_sandbox_retire(s, false);
+		if (retain && s_retained_add(self, dr->sandbox_id, meta.slot, meta.kept_ms) != 0)
+			log_warn("sandbox %s: out of memory listing its retained workspace",
+			         dr->sandbox_id);
 	} else {
 		/* The id is free at once; the workspace and log go (the zygote
 		 * deletes them as the sandbox's uid) and the slot is freed once
@@ -709,6 +872,7 @@ s_on_destroy(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__DestroyReq
 		if (sbx_store_meta_unlink(self->store, dr->sandbox_id) != 0)
 			log_warn("sandbox %s: removing metadata: %s", dr->sandbox_id,
 			         strerror(errno));
+		s_retained_forget(self, dr->sandbox_id);
 		if (s != NULL) {
 			sbx_sandbox_retire(s, true);
 		} else if (s_find_slot(self, meta.slot) == NULL) {
@@ -716,7 +880,10 @@ s_on_destroy(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__DestroyReq
 			s_slot_set(self, meta.slot, false);
 		}
 	}
-	log_info("sandbox %s destroyed%s", dr->sandbox_id, keep ? " (workspace kept)" : "");
+	log_info("sandbox %s destroyed%s", dr->sandbox_id,
+	         retain ? " (workspace retained)"
+	         : keep ? " (workspace kept)"
+	                : "");
 	s_reply_destroyed(self, req);
 }
 
@@ -1103,8 +1270,13 @@ sbx_daemon_run(sbx_daemon_t *self)
 		int waiting = s_collect(self);
 		if (!self->stopping && self->zygote < 0 && self->zygote_pid == 0)
 			s_start_zygote(self);
+		if (!self->stopping && self->zygote >= 0)
+			s_retain(self);
 		size_t n = s_build_poll(self);
 		long tmo = waiting || self->stopping ? 10 : -1;
+		long rtmo = self->stopping ? -1 : s_retain_timeout(self);
+		if (rtmo >= 0 && (tmo < 0 || rtmo < tmo))
+			tmo = rtmo;
 		if (zmq_poll(self->items, (int)n, tmo) < 0) {
 			if (zmq_errno() == EINTR)
 				continue;
@@ -1305,6 +1477,7 @@ sbx_daemon_destroy(sbx_daemon_t **self_p)
 	free(self->slots);
 	free(self->items);
 	free(self->refs);
+	free(self->retained);
 	free(self);
 	*self_p = NULL;
 }

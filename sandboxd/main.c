@@ -26,7 +26,8 @@ static const ahp_cfg_def_t s_cfg_defs[] = {
      "comma-separated HOSTPATH:SANDBOXPATH read-only binds added to every sandbox"},
     {"rootfs", AHP_CFG_STR, 0, 0, "",
      "directory used as the sandbox root instead of the host allowlist (/usr, /bin, ...)"},
-    {"keep_workspaces", AHP_CFG_BOOL, 0, 0, "false", "never delete workspaces on Destroy"},
+    {"keep_workspaces", AHP_CFG_BOOL, 0, 0, "false",
+     "never delete workspaces on Destroy (no retain_failed_* limit applies)"},
     {"uid_base", AHP_CFG_INT, 1000, 2000000000, "200000",
      "first host uid of the range sandboxes run as (uid 1000 inside)"},
     {"uid_count", AHP_CFG_INT, 1, 1000000, "65536", "size of that range"},
@@ -38,6 +39,11 @@ static const ahp_cfg_def_t s_cfg_defs[] = {
     {"relay_max_conns", AHP_CFG_INT, 1, 4096, "64", "relayed connections per sandbox"},
     {"pool_size", AHP_CFG_INT, 0, 64, "2",
      "sandboxes built ahead of time for new runs (0: build each on demand)"},
+    {"retain_failed_max", AHP_CFG_INT, 0, 100000, "32",
+     "workspaces kept by a Destroy with keep_workspace (failed runs, exec --keep) at most; "
+     "the oldest is deleted first (0: none is kept)"},
+    {"retain_failed_s", AHP_CFG_INT, 1, 315360000, "604800",
+     "age after which such a workspace is deleted (seconds)"},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
@@ -111,6 +117,8 @@ s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, si
 	out->max_sandboxes = (uint32_t)ahp_cfg_int(c, "max_sandboxes");
 	out->relay_max_conns = (uint32_t)ahp_cfg_int(c, "relay_max_conns");
 	out->pool_size = (uint32_t)ahp_cfg_int(c, "pool_size");
+	out->retain_failed_max = (uint32_t)ahp_cfg_int(c, "retain_failed_max");
+	out->retain_failed_s = (uint32_t)ahp_cfg_int(c, "retain_failed_s");
 	if (rc != 0) {
 		snprintf(err, errlen, "a configured path is too long");
 		return -1;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ahp/log.h"
+#include "ahp/text.h"
 #include "ahp/util.h"
 #include "sbx.h"
 
@@ -959,7 +960,13 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 	r.stderr.data = (uint8_t *)err;
 	r.stderr.len = d.err_len;
 	r.truncated = (d.flags & SBX_DONE_TRUNCATED) != 0;
-	r.cwd = self->meta.cwd;
+	/* The next command runs in meta.cwd whatever its bytes, but a proto
+	 * string (and whoever shows it) gets valid UTF-8 only: a directory
+	 * whose name is not UTF-8 is reported as "" (unknown), never raw and
+	 * never as a sanitized name that no directory has. */
+	const char *shown =
+	    ahp_utf8_valid(self->meta.cwd, strlen(self->meta.cwd), 0) ? self->meta.cwd : "";
+	r.cwd = (char *)shown;
 	r.duration_ms = d.duration_ms;
 	r.killed_by = s_killed_by(self, &d, &e->base, &now);
 
@@ -985,7 +992,7 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 		snprintf(so, sizeof(so), "%u", d.out_len);
 		ahp_log_kv(r.killed_by ? AHP_LOG_INFO : AHP_LOG_DEBUG, self->id, e->exec_id,
 		           "exec done", "exit", ec, "killed_by", kb[r.killed_by], "duration_ms",
-		           dur, "stdout_bytes", so, "cwd", self->meta.cwd, NULL);
+		           dur, "stdout_bytes", so, "cwd", shown, NULL);
 	}
 	s_exec_free(e);
 	s_dispatch(self);

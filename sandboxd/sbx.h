@@ -53,6 +53,8 @@ typedef struct {
 	uint32_t max_sandboxes;
 	uint32_t relay_max_conns;
 	uint32_t pool_size;
+	uint32_t retain_failed_max; /* workspaces kept by Destroy keep_workspace, at most */
+	uint32_t retain_failed_s;   /* ... and for at most this long */
 } sbx_config_t;
 
 /* ---- sandboxd <-> init control messages (SOCK_SEQPACKET, one message per send) ---- */
@@ -268,7 +270,8 @@ typedef struct {
 	sbx_limits_t lim;
 	int64_t created_ms;
 	uint32_t execs;
-	bool kept; /* destroyed with keep_workspace: not recreated on Exec */
+	bool kept;       /* destroyed with keep_workspace: not recreated on Exec */
+	int64_t kept_ms; /* when it was kept (retention applies); 0: kept for good */
 	char cwd[SBX_CWD_MAX];
 } sbx_meta_t;
 

@@ -144,10 +144,10 @@ sbx_store_meta_write(sbx_store_t *self, const char *id, const sbx_meta_t *m, boo
 	    buf, sizeof(buf),
 	    "profile=%s\nnetwork=%d\nslot=%u\nmemory_mb=%u\npids_max=%u\ncpu_seconds=%u\n"
 	    "timeout_s=%u\noutput_kb=%u\nfile_size_mb=%u\nopen_files=%u\ncreated_ms=%lld\n"
-	    "execs=%u\nkept=%d\ncwd=%s\n",
+	    "execs=%u\nkept=%d\nkept_ms=%lld\ncwd=%s\n",
 	    m->profile, m->network, m->slot, m->lim.memory_mb, m->lim.pids_max, m->lim.cpu_seconds,
 	    m->lim.timeout_s, m->lim.output_kb, m->lim.file_size_mb, m->lim.open_files,
-	    (long long)m->created_ms, m->execs, m->kept ? 1 : 0, m->cwd);
+	    (long long)m->created_ms, m->execs, m->kept ? 1 : 0, (long long)m->kept_ms, m->cwd);
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return -1;
 	/* A new sandbox's record is written in place (one create, no rename:
@@ -214,10 +214,13 @@ s_meta_field(sbx_meta_t *m, const char *k, const char *v, bool *seen_slot)
 		return ahp_strlcpy(m->profile, v, sizeof(m->profile));
 	if (strcmp(k, "cwd") == 0)
 		return v[0] == '/' ? ahp_strlcpy(m->cwd, v, sizeof(m->cwd)) : -1;
-	if (strcmp(k, "created_ms") == 0) {
+	if (strcmp(k, "created_ms") == 0 || strcmp(k, "kept_ms") == 0) {
 		if (ahp_parse_long(v, 0, INT64_MAX, &x) != 0)
 			return -1;
-		m->created_ms = x;
+		if (k[0] == 'c')
+			m->created_ms = x;
+		else
+			m->kept_ms = x;
 		return 0;
 	}
 	if (strcmp(k, "network") == 0 || strcmp(k, "kept") == 0) {

@@ -1,5 +1,6 @@
-/* mock-llm: canonical JSON of a conversation and its SHA-256 fingerprint. */
+/* mock-llm: canonical JSON and the SHA-256 fingerprint of a place in a conversation. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,52 @@ typedef struct {
 	json_t *value;
 } s_member_t;
 
+/* Where canonical bytes go: a buffer (mock_canon_dump), or straight into a
+ * SHA-256 context through a small staging buffer (mock_fingerprint), so a
+ * fingerprint never holds a copy of the conversation. */
+typedef struct {
+	mock_buf_t *buf; /* or */
+	EVP_MD_CTX *md;  /* ... this */
+	size_t total;    /* bytes so far, at most max */
+	size_t max;
+	size_t n; /* staged bytes */
+	char stage[8192];
+} s_sink_t;
+
+static int
+s_flush(s_sink_t *k)
+{
+	if (k->n > 0 && EVP_DigestUpdate(k->md, k->stage, k->n) != 1)
+		return -1;
+	k->n = 0;
+	return 0;
+}
+
+static int
+s_put(s_sink_t *k, const void *p, size_t len)
+{
+	if (k->buf != NULL)
+		return mock_buf_put(k->buf, p, len);
+	if (len > k->max - k->total)
+		return -1;
+	k->total += len;
+	if (len > sizeof k->stage - k->n) {
+		if (s_flush(k) < 0)
+			return -1;
+		if (len > sizeof k->stage)
+			return EVP_DigestUpdate(k->md, p, len) == 1 ? 0 : -1;
+	}
+	memcpy(k->stage + k->n, p, len);
+	k->n += len;
+	return 0;
+}
+
+static int
+s_puts(s_sink_t *k, const char *str)
+{
+	return s_put(k, str, strlen(str));
+}
+
 static int
 s_member_cmp(const void *a, const void *b)
 {
@@ -32,12 +79,12 @@ s_member_cmp(const void *a, const void *b)
 }
 
 static int
-s_put_string(mock_buf_t *out, const char *s, size_t len)
+s_put_string(s_sink_t *out, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t run = 0; /* start of the pending unescaped run */
 
-	if (mock_buf_put(out, "\"", 1) < 0)
+	if (s_put(out, "\"", 1) < 0)
 		return -1;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
@@ -74,13 +121,13 @@ s_put_string(mock_buf_t *out, const char *s, size_t len)
 		} else {
 			continue;
 		}
-		if (mock_buf_put(out, s + run, i - run) < 0 || mock_buf_put(out, esc, n) < 0)
+		if (s_put(out, s + run, i - run) < 0 || s_put(out, esc, n) < 0)
 			return -1;
 		run = i + 1;
 	}
-	if (mock_buf_put(out, s + run, len - run) < 0)
+	if (s_put(out, s + run, len - run) < 0)
 		return -1;
-	return mock_buf_put(out, "\"", 1);
+	return s_put(out, "\"", 1);
 }
 
 /* Enough for the longest padding repr() uses: up to 16 integer digits. */
@@ -138,15 +185,20 @@ mock_format_real(double d, char *buf, size_t len)
 	}
 }
 
-int
-mock_canon_dump(const json_t *v, mock_buf_t *out)
+/* Members sorted by key, as Python's sort_keys (code point order is byte
+ * order in UTF-8). Most objects are small: sorted on the stack. */
+#define S_SMALL_OBJECT 16
+
+static int
+s_dump(const json_t *v, s_sink_t *out)
 {
 	char num[48];
 
 	switch (json_typeof(v)) {
 	case JSON_OBJECT: {
 		size_t n = json_object_size(v);
-		s_member_t *m = calloc(n ? n : 1, sizeof *m);
+		s_member_t small[S_SMALL_OBJECT];
+		s_member_t *m = n <= S_SMALL_OBJECT ? small : calloc(n, sizeof *m);
 		size_t i = 0;
 		int rc = 0;
 		if (m == NULL)
@@ -159,73 +211,102 @@ mock_canon_dump(const json_t *v, mock_buf_t *out)
 			i++;
 		}
 		qsort(m, i, sizeof *m, s_member_cmp);
-		rc = mock_buf_put(out, "{", 1);
+		rc = s_put(out, "{", 1);
 		for (size_t k = 0; rc == 0 && k < i; k++) {
 			if (k > 0)
-				rc = mock_buf_put(out, ",", 1);
+				rc = s_put(out, ",", 1);
 			if (rc == 0)
 				rc = s_put_string(out, m[k].key, m[k].len);
 			if (rc == 0)
-				rc = mock_buf_put(out, ":", 1);
+				rc = s_put(out, ":", 1);
 			if (rc == 0)
-				rc = mock_canon_dump(m[k].value, out);
+				rc = s_dump(m[k].value, out);
 		}
-		free(m);
-		return rc == 0 ? mock_buf_put(out, "}", 1) : -1;
+		if (m != small)
+			free(m);
+		return rc == 0 ? s_put(out, "}", 1) : -1;
 	}
 	case JSON_ARRAY: {
-		if (mock_buf_put(out, "[", 1) < 0)
+		if (s_put(out, "[", 1) < 0)
 			return -1;
 		for (size_t k = 0; k < json_array_size(v); k++) {
-			if (k > 0 && mock_buf_put(out, ",", 1) < 0)
+			if (k > 0 && s_put(out, ",", 1) < 0)
 				return -1;
-			if (mock_canon_dump(json_array_get(v, k), out) < 0)
+			if (s_dump(json_array_get(v, k), out) < 0)
 				return -1;
 		}
-		return mock_buf_put(out, "]", 1);
+		return s_put(out, "]", 1);
 	}
 	case JSON_STRING:
 		return s_put_string(out, json_string_value(v), json_string_length(v));
 	case JSON_INTEGER:
 		snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-		return mock_buf_puts(out, num);
+		return s_puts(out, num);
 	case JSON_REAL:
 		mock_format_real(json_real_value(v), num, sizeof num);
-		return mock_buf_puts(out, num);
+		return s_puts(out, num);
 	case JSON_TRUE:
-		return mock_buf_puts(out, "true");
+		return s_puts(out, "true");
 	case JSON_FALSE:
-		return mock_buf_puts(out, "false");
+		return s_puts(out, "false");
 	case JSON_NULL:
-		return mock_buf_puts(out, "null");
+		return s_puts(out, "null");
 	}
 	return -1;
 }
 
 int
-mock_fingerprint(const json_t *messages, char hex[65], size_t *canon_len)
+mock_canon_dump(const json_t *v, mock_buf_t *out)
+{
+	s_sink_t k = {.buf = out};
+	return s_dump(v, &k);
+}
+
+int
+mock_fingerprint(const json_t *messages, char hex[65])
 {
 	static const char digits[] = "0123456789abcdef";
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
-	mock_buf_t b;
+	size_t n = json_array_size(messages), head = n;
+	char count[32];
+	s_sink_t *k = malloc(sizeof *k);
+	int rc = -1;
 
-	mock_buf_init(&b, MOCK_CANON_MAX);
-	if (mock_canon_dump(messages, &b) < 0) {
-		mock_buf_free(&b);
+	if (k == NULL)
 		return -1;
+	for (size_t i = 0; i < n; i++) {
+		const char *role =
+		    json_string_value(json_object_get(json_array_get(messages, i), "role"));
+		if (role != NULL && strcmp(role, "user") == 0) {
+			head = i + 1;
+			break;
+		}
 	}
-	if (EVP_Digest(b.data, b.len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
-		mock_buf_free(&b);
-		return -1;
-	}
+	memset(k, 0, offsetof(s_sink_t, stage));
+	k->max = MOCK_CANON_MAX;
+	k->md = EVP_MD_CTX_new();
+	if (k->md == NULL || EVP_DigestInit_ex(k->md, EVP_sha256(), NULL) != 1)
+		goto out;
+	/* [head, n] */
+	if (s_put(k, "[[", 2) < 0)
+		goto out;
+	for (size_t i = 0; i < head; i++)
+		if ((i > 0 && s_put(k, ",", 1) < 0) || s_dump(json_array_get(messages, i), k) < 0)
+			goto out;
+	snprintf(count, sizeof count, "],%zu]", n);
+	if (s_puts(k, count) < 0 || s_flush(k) < 0)
+		goto out;
+	if (EVP_DigestFinal_ex(k->md, md, &mdlen) != 1 || mdlen != 32)
+		goto out;
 	for (unsigned int i = 0; i < mdlen; i++) {
 		hex[2 * i] = digits[md[i] >> 4];
 		hex[2 * i + 1] = digits[md[i] & 0xf];
 	}
 	hex[64] = '\0';
-	if (canon_len != NULL)
-		*canon_len = b.len;
-	mock_buf_free(&b);
-	return 0;
+	rc = 0;
+out:
+	EVP_MD_CTX_free(k->md);
+	free(k);
+	return rc;
 }

@@ -115,14 +115,16 @@ mock_chat(const mock_config_t *cfg, const char *body, size_t len, mock_fail_fn f
 	char msg[1024];
 	char path[4096];
 	char err[512];
-	size_t canon_len = 0;
 	json_t *req = NULL;
 	mock_scenario_t *sc = NULL;
 
 	memset(out, 0, sizeof *out);
 	out->step = -1;
 
+	/* The tree is only read here and dropped whole at the end. */
+	mock_arena_begin();
 	req = json_loadb(body, len, JSON_ALLOW_NUL, &jerr);
+	mock_arena_end();
 	if (req == NULL) {
 		snprintf(msg, sizeof msg, "malformed JSON at line %d column %d: %s", jerr.line,
 		         jerr.column, jerr.text);
@@ -160,15 +162,15 @@ mock_chat(const mock_config_t *cfg, const char *body, size_t len, mock_fail_fn f
 		goto done;
 	}
 	snprintf(out->scenario, sizeof out->scenario, "%s", name);
-	if (mock_fingerprint(messages, out->fingerprint, &canon_len) < 0) {
+	if (mock_fingerprint(messages, out->fingerprint) < 0) {
 		s_error(out, 413, "invalid_request_error", "too_large", "messages too large");
 		goto done;
 	}
 
 	snprintf(path, sizeof path, "%s/%s.yaml", cfg->scenarios, name);
-	/* Read per request: scenarios can be edited while the mock runs, and
-	 * nothing about a conversation is kept here. */
-	sc = mock_scenario_load(path, err, sizeof err);
+	/* Checked per request (reloaded when the file changed): scenarios can
+	 * be edited while the mock runs. Nothing about a conversation is kept. */
+	sc = mock_scenario_get(path, err, sizeof err);
 	if (sc == NULL && errno == ENOENT) {
 		snprintf(msg, sizeof msg, "The model '%s' does not exist (no scenario %s.yaml)",
 		         json_string_value(model), name);
@@ -204,21 +206,23 @@ mock_chat(const mock_config_t *cfg, const char *body, size_t len, mock_fail_fn f
 	char *reply_text = json_dumps(reply, JSON_COMPACT);
 	size_t completion_tokens = reply_text ? (strlen(reply_text) + 3) / 4 : 0;
 	free(reply_text);
-	size_t prompt_tokens = (canon_len + 3) / 4;
+	size_t prompt_tokens = (len + 3) / 4; /* an estimate: the request's size */
 	char id[64];
 	snprintf(id, sizeof id, "chatcmpl-%.24s", out->fingerprint);
 	out->status = 200;
 	out->body = json_pack(
-	    "{s:s, s:s, s:I, s:O, s:s, s:[{s:i, s:o, s:s, s:n}], s:{s:I, s:I, s:I}}", "id", id,
-	    "object", "chat.completion", "created", (json_int_t)time(NULL), "model", model,
-	    "system_fingerprint", "mock-llm", "choices", "index", 0, "message", reply,
-	    "finish_reason", sc->steps[idx].ncalls > 0 ? "tool_calls" : "stop", "logprobs", "usage",
-	    "prompt_tokens", (json_int_t)prompt_tokens, "completion_tokens",
+	    "{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:o, s:s, s:n}], s:{s:I, s:I, s:I}}", "id", id,
+	    "object", "chat.completion", "created", (json_int_t)time(NULL), "model",
+	    json_string_value(model), "system_fingerprint", "mock-llm", "choices", "index", 0,
+	    "message", reply, "finish_reason", sc->steps[idx].ncalls > 0 ? "tool_calls" : "stop",
+	    "logprobs", "usage", "prompt_tokens", (json_int_t)prompt_tokens, "completion_tokens",
 	    (json_int_t)completion_tokens, "total_tokens",
 	    (json_int_t)(prompt_tokens + completion_tokens));
 	if (out->body == NULL)
 		s_error(out, 500, "server_error", "internal", "cannot build reply");
 done:
-	mock_scenario_destroy(&sc);
-	json_decref(req);
+	mock_scenario_put(&sc);
+	/* req is in the arena (nothing made since refers to it): dropped at once */
+	(void)req;
+	mock_arena_reset();
 }

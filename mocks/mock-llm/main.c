@@ -194,6 +194,7 @@ main(int argc, char **argv)
 		fatalx("--scenarios %s: not a directory", cfg.scenarios);
 
 	json_object_seed(0);
+	mock_arena_install();
 	s_raise_nofile();
 	s_check_scenarios(cfg.scenarios);
 

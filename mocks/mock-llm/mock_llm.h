@@ -35,13 +35,27 @@ void mock_buf_free(mock_buf_t *self);
 
 /* canon.c: canonical JSON (byte-identical to Python's json.dumps(v,
  * sort_keys=True, separators=(',',':'), ensure_ascii=False)) and the
- * conversation fingerprint. */
+ * request fingerprint. */
 int mock_canon_dump(const json_t *v, mock_buf_t *out);
 /* Python repr() of a double into buf (>= 32 bytes). */
 void mock_format_real(double d, char *buf, size_t len);
-/* SHA-256 hex of the canonical JSON of messages into hex[65]; *canon_len
- * gets the canonical size (for token estimates). 0 / -1. */
-int mock_fingerprint(const json_t *messages, char hex[65], size_t *canon_len);
+/* The fingerprint of a request: SHA-256 hex (into hex[65]) of the canonical
+ * JSON of [HEAD, N], HEAD the messages up to and including the first user
+ * message (all of them when there is none) and N the number of messages.
+ * System prompt and task identify a conversation and N the place in it; a
+ * request costs the same whatever the conversation's length (hashing all
+ * of it cost the mock more CPU than the orchestrator it measures). 0 / -1. */
+int mock_fingerprint(const json_t *messages, char hex[65]);
+
+/* arena.c: a request's JSON tree lives in a per-thread arena. */
+/* Makes jansson allocate through the arena (once, before any thread starts). */
+void mock_arena_install(void);
+/* jansson allocations of this thread come from its arena until end(). */
+void mock_arena_begin(void);
+void mock_arena_end(void);
+/* Drops everything allocated in this thread's arena: no json_t made between
+ * begin() and end() may be used (or referenced by another value) after it. */
+void mock_arena_reset(void);
 
 /* scenario.c: YAML scenarios, one file per scenario name. */
 typedef struct {
@@ -58,6 +72,7 @@ typedef struct {
 typedef struct {
 	size_t nsteps;
 	mock_step_t *steps;
+	unsigned refs; /* mock_scenario_get's references (under the cache lock) */
 } mock_scenario_t;
 
 /* True when name is a safe scenario name: [A-Za-z0-9._-]{1,64}, not
@@ -67,6 +82,13 @@ int mock_scenario_name_ok(const char *name);
  * on failure (errno ENOENT when the file does not exist). Caller owns it. */
 mock_scenario_t *mock_scenario_load(const char *path, char *err, size_t errlen);
 void mock_scenario_destroy(mock_scenario_t **self_p);
+/* The scenario at path, loaded once and shared until the file changes (its
+ * device, inode, size, mtime or ctime): parsing the YAML on every request
+ * cost the mock more CPU than the orchestrator it measures. Read-only for
+ * the caller, who releases it with mock_scenario_put. NULL as
+ * mock_scenario_load (a bad file is not cached: its error repeats). */
+mock_scenario_t *mock_scenario_get(const char *path, char *err, size_t errlen);
+void mock_scenario_put(mock_scenario_t **self_p);
 /* Sorted array of the valid scenario names in dir. Caller owns it. */
 json_t *mock_scenario_list(const char *dir);
 

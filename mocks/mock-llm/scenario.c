@@ -1,9 +1,11 @@
 /* mock-llm: loads and validates YAML scenarios (a list of scripted assistant turns). */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <yaml.h>
 
@@ -369,6 +371,100 @@ mock_scenario_destroy(mock_scenario_t **self_p)
 	free(self->steps);
 	free(self);
 	*self_p = NULL;
+}
+
+/* ---- the cache behind mock_scenario_get ---- */
+
+#define S_CACHE_MAX 64
+
+typedef struct {
+	char *path;
+	struct stat st; /* what was on disk when it was loaded */
+	mock_scenario_t *sc;
+} s_cached_t;
+
+static pthread_mutex_t s_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static s_cached_t s_cache[S_CACHE_MAX];
+static size_t s_cache_next; /* the slot replaced when all are taken */
+
+static int
+s_same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	       a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* Drops one reference; the last frees it. Under s_cache_mu. */
+static void
+s_release(mock_scenario_t **sc_p)
+{
+	if (*sc_p != NULL && --(*sc_p)->refs == 0)
+		mock_scenario_destroy(sc_p);
+	*sc_p = NULL;
+}
+
+mock_scenario_t *
+mock_scenario_get(const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	if (stat(path, &st) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		errno = e;
+		return NULL;
+	}
+	pthread_mutex_lock(&s_cache_mu);
+	for (size_t i = 0; i < S_CACHE_MAX; i++) {
+		s_cached_t *c = &s_cache[i];
+		if (c->path != NULL && strcmp(c->path, path) == 0 && s_same_file(&c->st, &st)) {
+			c->sc->refs++;
+			pthread_mutex_unlock(&s_cache_mu);
+			return c->sc;
+		}
+	}
+	pthread_mutex_unlock(&s_cache_mu);
+
+	/* Parsed outside the lock. A change between the stat above and this
+	 * read leaves an entry that no longer matches the file: reloaded on the
+	 * next request, never served stale. */
+	mock_scenario_t *sc = mock_scenario_load(path, err, errlen);
+	if (sc == NULL)
+		return NULL;
+	sc->refs = 1;
+	char *key = strdup(path);
+	if (key == NULL)
+		return sc; /* served uncached, freed by put */
+	pthread_mutex_lock(&s_cache_mu);
+	s_cached_t *slot = NULL;
+	for (size_t i = 0; i < S_CACHE_MAX && slot == NULL; i++)
+		if (s_cache[i].path != NULL && strcmp(s_cache[i].path, path) == 0)
+			slot = &s_cache[i];
+	for (size_t i = 0; i < S_CACHE_MAX && slot == NULL; i++)
+		if (s_cache[i].path == NULL)
+			slot = &s_cache[i];
+	if (slot == NULL) {
+		slot = &s_cache[s_cache_next];
+		s_cache_next = (s_cache_next + 1) % S_CACHE_MAX;
+	}
+	free(slot->path);
+	s_release(&slot->sc);
+	slot->path = key;
+	slot->st = st;
+	slot->sc = sc;
+	sc->refs++; /* the cache's own */
+	pthread_mutex_unlock(&s_cache_mu);
+	return sc;
+}
+
+void
+mock_scenario_put(mock_scenario_t **self_p)
+{
+	if (self_p == NULL || *self_p == NULL)
+		return;
+	pthread_mutex_lock(&s_cache_mu);
+	s_release(self_p);
+	pthread_mutex_unlock(&s_cache_mu);
 }
 
 static int

@@ -287,9 +287,14 @@ class Stack:
 
 
 def fingerprint(messages):
-    """mock-llm's conversation fingerprint (CONVENTIONS.md)."""
+    """mock-llm's request fingerprint: SHA-256 of the canonical JSON of [HEAD, N], HEAD the
+    messages up to and including the first user message (system prompt and task: the
+    conversation) and N the number of messages (the place in it). See docs/operations.md."""
     import hashlib
-    canon = json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    head = next((i + 1 for i, m in enumerate(messages) if m.get("role") == "user"),
+                len(messages))
+    canon = json.dumps([messages[:head], len(messages)], sort_keys=True, separators=(",", ":"),
+                       ensure_ascii=False)
     return hashlib.sha256(canon.encode()).hexdigest()
 
 

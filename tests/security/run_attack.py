@@ -465,7 +465,7 @@ def _(h):
     marker = "ahp-live-" + secrets.token_hex(6)
     tag = f"9.{secrets.randbelow(10**6):06d}"   # a unique `sleep` argument to find A by
     a = subprocess.Popen([h.sandboxd, "--home", h.dir, "exec", "--profile", "sec", "--",
-                          f"{PROBE_IN_SANDBOX} plant {marker} x && exec sleep {tag}"],
+                          "sh", "-c", f"{PROBE_IN_SANDBOX} plant {marker} x && exec sleep {tag}"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT)
     h.children.append(a)
@@ -825,8 +825,8 @@ def _(h):
     anywhere in the sandbox, in anything it printed, in its workspace or in sandboxd's log
     and state."""
     h.probe("scan", "AHPSECRET-", keep=True)
-    # One argv word: the CLI runs its command with /bin/sh -c.
-    h.exec(["env; tr '\\0' '\\n' < /proc/self/environ; ls -la / /etc /workspace /tmp 2>&1; "
+    # The CLI passes its words as argv: a shell line goes through sh -c.
+    h.exec(["sh", "-c", "env; tr '\\0' '\\n' < /proc/self/environ; ls -la / /etc /workspace /tmp 2>&1; "
             "cat /etc/* 2>/dev/null | head -c 200000"], keep=True)
     h.daemon_alive()
     values = [h.secret_credproxy, h.secret_servicesd, h.secret_env]

@@ -23,8 +23,13 @@ CHAT = "/providers/mock/v1/chat/completions"
 
 
 def fingerprint(messages):
-    """The conversation fingerprint as CONVENTIONS.md defines it."""
-    canon = json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The request fingerprint as docs/operations.md defines it: SHA-256 of the canonical
+    JSON of [HEAD, N], HEAD the messages up to and including the first user message and N
+    the number of messages."""
+    head = next((i + 1 for i, m in enumerate(messages) if m.get("role") == "user"),
+                len(messages))
+    canon = json.dumps([messages[:head], len(messages)], sort_keys=True, separators=(",", ":"),
+                       ensure_ascii=False)
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
 
@@ -227,13 +232,15 @@ def test_templates(m, expected_fps):
 
 def test_fingerprint_canon(m, expected_fps):
     """Fingerprints must equal Python's json.dumps for escapes, non-ASCII and floats."""
+    # Everything up to the first user message is hashed: the odd values are put there.
     messages = [
         {"role": "system", "content": "slash / backslash \\ quote \" tab \t nl \n"},
-        {"role": "user", "content": "ctl \x1b[31m \x7f \x00 é ☃ 😀 \u2028 \ufeff"},
-        {"role": "user", "content": "n", "z": 1, "a": [0.1, 1e16, 1e15, 1e-05, 0.0001, 1.0,
-                                                       -0.0, 123456789.123, 2.5e-300, 10,
-                                                       -7, True, False, None]},
-        {"role": "user", "content": "keys", "ü": 1, "u": 2, "U": 3, "é": {"b": 1, "a": 2}},
+        {"role": "system", "content": "n", "z": 1, "a": [0.1, 1e16, 1e15, 1e-05, 0.0001, 1.0,
+                                                         -0.0, 123456789.123, 2.5e-300, 10,
+                                                         -7, True, False, None]},
+        {"role": "user", "content": "ctl \x1b[31m \x7f \x00 é ☃ 😀 \u2028 \ufeff",
+         "ü": 1, "u": 2, "U": 3, "é": {"b": 1, "a": 2}},
+        {"role": "user", "content": "after the first user message: not hashed"},
     ]
     # Sent once with ASCII escapes and once raw: the mock hashes the parsed value.
     for ensure_ascii in (True, False):
@@ -245,6 +252,20 @@ def test_fingerprint_canon(m, expected_fps):
     expected_fps[fp] = expected_fps.get(fp, 0) + 2
     check(m.stats()["by_fingerprint"].get(fp) == 2,
           f"fingerprint {fp} not counted twice: {m.stats()['by_fingerprint']}")
+    # The place in the conversation counts, not what comes after the task: a different last
+    # message at the same place is the same request (a repeated call), one more is another.
+    other = messages[:3] + [{"role": "user", "content": "something else"}]
+    check(fingerprint(other) == fp, "the Python definition hashes only the head and N")
+    status, _, body = m.chat("echo", other)
+    ok_reply(status, body, "same place, other tail")
+    longer = messages + [{"role": "user", "content": "one more"}]
+    status, _, body = m.chat("echo", longer)
+    ok_reply(status, body, "one message more")
+    expected_fps[fp] += 1
+    expected_fps[fingerprint(longer)] = 1
+    got = m.stats()["by_fingerprint"]
+    check(got.get(fp) == 3 and got.get(fingerprint(longer)) == 1 and fingerprint(longer) != fp,
+          f"same place counted together, the next apart: {got}")
 
 
 def test_restart(binary, scen, tmp):

@@ -610,15 +610,15 @@ def t_cli(d):
     rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "hi")
     check(rc == 125 and b"not running" in e, f"daemon down -> 125: {rc} {e}")
     d.start()
-    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo hi; echo err >&2; exit 7")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "sh", "-c", "echo hi; echo err >&2; exit 7")
     check(rc == 7 and out == b"hi\n" and e.startswith(b"err\n"), f"cli exec: {rc} {out} {e}")
     rc, out, e = d.cli("exec", "--profile", "p", "--", "sleep", "10")
     check(rc == 137 and b"timeout" in e, f"killed by the profile's timeout -> 137: {rc} {e}")
-    rc, out, e = d.cli("exec", "--profile", "p", "--timeout", "1", "--", "kill -KILL $$")
+    rc, out, e = d.cli("exec", "--profile", "p", "--timeout", "1", "--", "sh", "-c", "kill -KILL $$")
     check(rc == 137, f"killed by SIGKILL -> 137: {rc}")
-    rc, out, e = d.cli("exec", "--profile", "p", "--", "head -c 10000 /dev/zero")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "head", "-c", "10000", "/dev/zero")
     check(rc == 0 and len(out) == 4096 and b"truncated" in e, f"profile output_kb: {len(out)}")
-    rc, out, e = d.cli("exec", "--profile", "px", "--", "echo $HTTP_PROXY")
+    rc, out, e = d.cli("exec", "--profile", "px", "--", "sh", "-c", "echo $HTTP_PROXY")
     check(out == b"http://127.0.0.1:3128\n", f"proxy profile: {out}")
     rc, out, e = d.cli("exec", "--profile", "nosuch", "--", "true")
     check(rc == 2, f"unknown profile -> 2: {rc}")
@@ -626,11 +626,11 @@ def t_cli(d):
     check(rc == 2, f"no command -> 2: {rc}")
     rc, out, e = d.cli("exec", "--bogus")
     check(rc == 2, f"bad option -> 2: {rc}")
-    rc, out, e = d.cli("exec", "--profile", "p", "--keep", "--", "echo kept > /workspace/k")
+    rc, out, e = d.cli("exec", "--profile", "p", "--keep", "--", "sh", "-c", "echo kept > /workspace/k")
     check(rc == 0 and b"workspace kept at" in e, f"--keep: {rc} {e}")
     kept = e.decode().split("workspace kept at ")[1].split()[0]
     check(open(os.path.join(kept, "k")).read() == "kept\n", "the kept workspace has the file")
-    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo gone > /workspace/g")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "sh", "-c", "echo gone > /workspace/g")
     check(rc == 0, f"one-shot exec: {rc} {e}")
     ws = d.path("state/sandboxd/workspaces")
     with_g = lambda: [w for w in os.listdir(ws)  # noqa: E731
@@ -647,6 +647,102 @@ def t_cli(d):
     rc, out, e = d.cli("exec", "--profile", "p", "--", "true")
     check(rc == 125 and time.monotonic() - t0 < 5, f"stale socket -> 125 at once: {rc} {e}")
 
+
+@test
+def t_cli_argv(d):
+    """`sandboxd exec -- WORDS` runs WORDS as argv, each word exactly (issue 6, section 7):
+    joining them with spaces turned `sh -c 'echo one; echo two'` into an empty line and
+    `two`. An empty command name is a usage error."""
+    d.profile("p")
+    d.start()
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "sh", "-c", "echo one; echo two")
+    check(rc == 0 and out == b"one\ntwo\n", f"sh -c 'echo one; echo two': {rc} {out!r} {e!r}")
+    # every shell metacharacter, quote and space reaches the program as it was given
+    words = ["a b", "it's", "$HOME", "`id`", "*", "", "x\ty", '"q"', "\\", "-n", "~", "a;b|c&"]
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "printf", "[%s]\\n", *words)
+    want = "".join(f"[{w}]\n" for w in words).encode()
+    check(rc == 0 and out == want, f"words passed exactly: {rc} {out!r} != {want!r} {e!r}")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "")
+    check(rc == 2 and b"the command name is empty" in e and out == b"",
+          f"-- '' is a usage error: {rc} {out!r} {e!r}")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo hi")
+    check(rc == 127 and out == b"", f"one word is one command name, not a shell line: {rc} {e!r}")
+    # output to a pipe is passed exactly, control characters included (like cat)
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "printf", "a\\033]52;c;eA==\\007\\rb")
+    check(rc == 0 and out == b"a\x1b]52;c;eA==\x07\rb", f"pipe output is exact: {out!r}")
+
+
+@test
+def t_cli_tty(d):
+    """To a terminal `sandboxd exec` shows control characters escaped (like cat -v), on
+    stdout and stderr: an OSC 52 clipboard write or a CR overwrite cannot act."""
+    import pty
+    d.profile("p")
+    d.start()
+    cmd = "printf 'x\\033]52;c;eA==\\007\\ry\\n'; printf 'e\\033[2Kf' >&2"
+
+    def on_tty(fd_name):
+        master, slave = pty.openpty()
+        # raw mode: the pty must not translate \n into \r\n
+        import termios
+        import tty
+        tty.setraw(slave, termios.TCSANOW)
+        kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        kw[fd_name] = slave
+        p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
+                              "--profile", "p", "--", "sh", "-c", cmd],
+                             stdin=subprocess.DEVNULL, **kw)
+        os.close(slave)
+        got = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            got += chunk
+        os.close(master)
+        other = p.stderr if fd_name == "stdout" else p.stdout
+        rest = other.read()
+        p.wait(60)
+        return p.returncode, got, rest
+
+    rc, tty_out, pipe_err = on_tty("stdout")
+    check(rc == 0 and tty_out == b"x\\x1b]52;c;eA==\\x07\\x0dy\n",
+          f"stdout on a terminal is escaped: {rc} {tty_out!r}")
+    check(pipe_err == b"e\x1b[2Kf", f"stderr to a pipe stays exact: {pipe_err!r}")
+    rc, tty_err, pipe_out = on_tty("stderr")
+    check(rc == 0 and tty_err == b"e\\x1b[2Kf", f"stderr on a terminal is escaped: {tty_err!r}")
+    check(pipe_out == b"x\x1b]52;c;eA==\x07\ry\n", f"stdout to a pipe stays exact: {pipe_out!r}")
+
+
+@test
+def t_cwd_utf8(d):
+    """A cwd that is not valid UTF-8 is never reported (issue 6, section 1): the overlong
+    encoding C0 80 passed init's own checker and stopped the orchestrator. The shell stays
+    where the command left it (cd carries over whatever the name's bytes), and sandboxd,
+    checking with libahp's ahp_utf8_valid, reports such a cwd as "" (unknown). A name with
+    control characters is refused as before: the last good cwd stays."""
+    d.start()
+    c = d.client()
+    ok(c.create("u8"))
+    check(run(c, "u8", "0", "cd /tmp")["cwd"] == "/tmp", "cd /tmp")
+    r = run(c, "u8", "1", "d=$(printf '\\300\\200'); mkdir -p \"$d\" && cd \"$d\"")
+    check(r["exit_code"] == 0 and r["cwd"] == "", f"an overlong-encoded cwd is reported as '': {r}")
+    r = run(c, "u8", "2", "pwd")
+    check(r["stdout"] == b"/tmp/\xc0\x80\n" and r["cwd"] == "",
+          f"the next command runs in that directory, still reported as '': {r}")
+    for i, name in enumerate(["\\355\\240\\200", "\\364\\220\\200\\200", "\\377"]):
+        r = run(c, "u8", f"s{i}", f"d=/tmp/$(printf '{name}'); mkdir -p \"$d\" && cd \"$d\"")
+        check(r["exit_code"] == 0 and r["cwd"] == "", f"cwd {name} reported as '': {r}")
+    r = run(c, "u8", "3", "mkdir -p /tmp/é && cd /tmp/é")
+    check(r["cwd"] == "/tmp/é", f"valid UTF-8 is a cwd like any other: {r}")
+    r = run(c, "u8", "4", "d=/tmp/$(printf 'a\\033b'); mkdir -p \"$d\" && cd \"$d\"")
+    check(r["exit_code"] == 0 and r["cwd"] == "/tmp/é", f"a control character: old cwd: {r}")
+    r = run(c, "u8", "5", "pwd")
+    check(r["stdout"] == "/tmp/é\n".encode() and r["cwd"] == "/tmp/é", f"{r}")
+    d.alive()
 
 @test
 def t_cleanup_symlinks(d):
