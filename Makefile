@@ -2,12 +2,13 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+FUZZ_SECONDS ?= 60
 ifeq ($(SAN),1)
 BUILD := build-san
 CMAKE_FLAGS += -DAHP_SANITIZE=ON
 endif
 
-.PHONY: all deps configure build test demo bench clean format
+.PHONY: all deps configure build test fuzz demo bench clean format
 
 all: build
 
@@ -23,6 +24,10 @@ build: configure
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
 
+# libFuzzer targets (clang, ASan + UBSan) in ./build-fuzz, each run FUZZ_SECONDS from its seeds.
+fuzz: deps
+	@sh tests/fuzz/run build-fuzz $(FUZZ_SECONDS) $(JOBS) $(FUZZ_TARGETS)
+
 demo: build
 	@AHP_BUILD=$(BUILD) sh scripts/demo
 
@@ -33,4 +38,4 @@ format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz

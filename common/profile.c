@@ -2,6 +2,7 @@
  * structs. */
 #include "ahp/profile.h"
 #include "ahp/limit_table.h"
+#include "ahp/text.h"
 #include "ahp/util.h"
 
 #include <cyaml/cyaml.h>
@@ -262,10 +263,10 @@ static const char *
 s_q(const char *s, char *buf, size_t len)
 {
 	size_t o = 0;
-	for (const unsigned char *p = (const unsigned char *)s; *p && o + 5 < len; p++) {
-		if (o >= 60) {
-			memcpy(buf + o, "...", 3);
-			o += 3;
+	bool cut = false;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (o >= 60 || o + 5 >= len) {
+			cut = o >= 60;
 			break;
 		}
 		if (*p < 0x20 || *p == 0x7f)
@@ -274,6 +275,11 @@ s_q(const char *s, char *buf, size_t len)
 			buf[o++] = (char)*p;
 	}
 	buf[o] = '\0';
+	/* A cut must not end inside a UTF-8 sequence: the message stays valid text. */
+	o = ahp_utf8_prefix(buf, o);
+	buf[o] = '\0';
+	if (cut)
+		memcpy(buf + o, "...", 4);
 	return buf;
 }
 

@@ -858,53 +858,71 @@ ahp_rpc_client_recv(ahp_rpc_client_t *self, uint64_t *request_id, uint8_t **body
 			if (!more)
 				break;
 		}
-		uint32_t kind = 0;
-		uint64_t id = 0;
-		int ok = nparts == 2 && extra == 0 &&
-		         ahp_rpc_hdr_unpack(zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), &kind,
-		                            &id) == 0 &&
-		         kind != AHP_RPC_KIND_REQUEST;
-		if (!ok) {
+		int rc = -1, e = EPROTO;
+		if (nparts == 2 && extra == 0) {
+			rc = ahp_rpc_reply_decode(zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]),
+			                          zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]),
+			                          request_id, body, len, terr);
+			e = errno;
+		}
+		for (size_t i = 0; i < nparts; i++)
+			zmq_msg_close(&parts[i]);
+		if (rc != 0) {
+			if (e == ENOMEM) {
+				errno = ENOMEM;
+				return -1;
+			}
 			ahp_log_kv(AHP_LOG_WARN, NULL, NULL, "rpc: malformed reply dropped",
 			           "endpoint", self->endpoint, NULL);
-			for (size_t i = 0; i < nparts; i++)
-				zmq_msg_close(&parts[i]);
 			continue;
 		}
-		size_t n = zmq_msg_size(&parts[1]);
-		if (kind == AHP_RPC_KIND_ERROR) {
-			Ahp__TransportError *te =
-			    ahp__transport_error__unpack(NULL, n, zmq_msg_data(&parts[1]));
-			const char *text = "transport error";
-			int status = AHP__STATUS__ERR_INTERNAL;
-			if (te && te->error) {
-				if (te->error->status != AHP__STATUS__OK)
-					status = te->error->status;
-				if (te->error->message && *te->error->message)
-					text = te->error->message;
-			}
-			*body = (uint8_t *)strdup(text);
-			*len = *body ? strlen(text) : 0;
-			*terr = status;
-			if (te)
-				ahp__transport_error__free_unpacked(te, NULL);
-		} else {
-			*body = malloc(n + 1); /* NUL-terminated for convenience */
-			if (*body) {
-				memcpy(*body, zmq_msg_data(&parts[1]), n);
-				(*body)[n] = 0;
-				*len = n;
-			}
-		}
-		zmq_msg_close(&parts[0]);
-		zmq_msg_close(&parts[1]);
-		if (*body == NULL) {
-			errno = ENOMEM;
-			return -1;
-		}
-		*request_id = id;
 		return 1;
 	}
+}
+
+int
+ahp_rpc_reply_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *frame, size_t n,
+                     uint64_t *request_id, uint8_t **body, size_t *len, int *terr)
+{
+	uint32_t kind = 0;
+	uint64_t id = 0;
+	*body = NULL;
+	*len = 0;
+	*terr = 0;
+	errno = EPROTO;
+	if (ahp_rpc_hdr_unpack(hdr, hdr_len, &kind, &id) != 0 || kind == AHP_RPC_KIND_REQUEST)
+		return -1;
+	if (kind == AHP_RPC_KIND_ERROR) {
+		Ahp__TransportError *te = ahp__transport_error__unpack(NULL, n, frame);
+		const char *text = "transport error";
+		int status = AHP__STATUS__ERR_INTERNAL;
+		if (te && te->error) {
+			if (te->error->status != AHP__STATUS__OK)
+				status = te->error->status;
+			if (te->error->message && *te->error->message)
+				text = te->error->message;
+		}
+		*body = (uint8_t *)strdup(text);
+		*len = *body ? strlen(text) : 0;
+		*terr = status;
+		if (te)
+			ahp__transport_error__free_unpacked(te, NULL);
+	} else {
+		*body = malloc(n + 1); /* NUL-terminated for convenience */
+		if (*body) {
+			if (n)
+				memcpy(*body, frame, n);
+			(*body)[n] = 0;
+			*len = n;
+		}
+	}
+	if (*body == NULL) {
+		*terr = 0;
+		errno = ENOMEM;
+		return -1;
+	}
+	*request_id = id;
+	return 0;
 }
 
 static int

@@ -750,44 +750,63 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 			madvise(s_out[i], SBX_OUTPUT_KB_MAX * 1024, MADV_DONTNEED);
 }
 
-/* Validates one order from sandboxd (CLAIM once, then EXECs) and carries it out. */
-static void
-s_on_order(size_t n)
+int
+sbx_init_parse_order(uint8_t *buf, size_t n, size_t cap, bool claimed, sbx_order_t *out,
+                     const char **why)
 {
-	const sbx_ctl_hdr_t *h = (const sbx_ctl_hdr_t *)s_inbuf;
-	if (n < sizeof(*h) || h->len != n - sizeof(*h)) {
-		errno = EPROTO;
-		s_fail("bad order");
+	sbx_ctl_hdr_t h;
+	memset(out, 0, sizeof(*out));
+	*why = "bad order";
+	if (n < sizeof(h) || cap < n + 2)
+		return -1;
+	memcpy(&h, buf, sizeof(h));
+	if (h.len != n - sizeof(h))
+		return -1;
+	if (h.type == SBX_CTL_CLAIM && h.len == sizeof(sbx_ctl_claim_t) && !claimed) {
+		out->type = SBX_CTL_CLAIM;
+		memcpy(&out->claim, buf + sizeof(h), sizeof(out->claim));
+		return 0;
 	}
-	if (h->type == SBX_CTL_CLAIM && h->len == sizeof(sbx_ctl_claim_t) && s_env == NULL) {
-		sbx_ctl_claim_t cl;
-		memcpy(&cl, s_inbuf + sizeof(*h), sizeof(cl));
-		bool proxy = cl.network == AHP__SBX__NETWORK_MODE__NET_PROXY;
-		s_env = proxy ? s_args->env_proxy : s_args->env_none;
-		s_send_ready(proxy ? s_listen() : -1);
-		return;
-	}
-	if (h->type != SBX_CTL_EXEC || h->len < sizeof(sbx_ctl_exec_t) || s_env == NULL) {
-		errno = EPROTO;
-		s_fail("bad order");
-	}
+	if (h.type != SBX_CTL_EXEC || h.len < sizeof(sbx_ctl_exec_t) || !claimed)
+		return -1;
 	sbx_ctl_exec_t o;
-	memcpy(&o, s_inbuf + sizeof(*h), sizeof(o));
+	memcpy(&o, buf + sizeof(h), sizeof(o));
 	if (o.cwd_len >= SBX_CWD_MAX || o.cmd_len > SBX_CMD_MAX ||
-	    (size_t)o.cwd_len + o.cmd_len != h->len - sizeof(o) ||
+	    (size_t)o.cwd_len + o.cmd_len != h.len - sizeof(o) ||
 	    o.output_cap > SBX_OUTPUT_KB_MAX * 1024u) {
-		errno = EPROTO;
-		s_fail("bad order sizes");
+		*why = "bad order sizes";
+		return -1;
 	}
-	/* NUL-terminate in place: the buffer has room past the largest order. */
-	char *cwd = (char *)s_inbuf + sizeof(*h) + sizeof(o);
+	/* NUL-terminate in place: cap leaves room for the two terminators. */
+	char *cwd = (char *)buf + sizeof(h) + sizeof(o);
 	char *cmd = cwd + o.cwd_len + 1;
 	memmove(cmd, cwd + o.cwd_len, o.cmd_len);
 	cmd[o.cmd_len] = '\0';
 	cwd[o.cwd_len] = '\0';
-	if (o.cwd_len == 0)
-		cwd = s_cwd;
-	s_run(&o, cwd, cmd);
+	out->type = SBX_CTL_EXEC;
+	out->exec = o;
+	out->cwd = o.cwd_len == 0 ? NULL : cwd;
+	out->cmd = cmd;
+	return 0;
+}
+
+/* Validates one order from sandboxd (CLAIM once, then EXECs) and carries it out. */
+static void
+s_on_order(size_t n)
+{
+	sbx_order_t o;
+	const char *why;
+	if (sbx_init_parse_order(s_inbuf, n, s_inbuf_len, s_env != NULL, &o, &why) != 0) {
+		errno = EPROTO;
+		s_fail("%s", why);
+	}
+	if (o.type == SBX_CTL_CLAIM) {
+		bool proxy = o.claim.network == AHP__SBX__NETWORK_MODE__NET_PROXY;
+		s_env = proxy ? s_args->env_proxy : s_args->env_none;
+		s_send_ready(proxy ? s_listen() : -1);
+		return;
+	}
+	s_run(&o.exec, o.cwd != NULL ? o.cwd : s_cwd, o.cmd);
 }
 
 static void __attribute__((noreturn)) s_serve(void)

@@ -184,6 +184,24 @@ ssize_t sbx_recv_fd(int sock, void *buf, size_t len, int flags, int *fd);
  * exits the process. Uses no malloc (it was cloned from a threaded process). */
 int sbx_init_main(void *args);
 
+/* One order from sandboxd, as sbx_init_parse_order validated it. */
+typedef struct {
+	uint32_t type; /* SBX_CTL_CLAIM or SBX_CTL_EXEC */
+	sbx_ctl_claim_t claim;
+	sbx_ctl_exec_t exec;
+	char *cwd; /* EXEC: NUL-terminated inside the buffer; NULL = keep the current one */
+	char *cmd; /* EXEC: NUL-terminated inside the buffer */
+} sbx_order_t;
+
+/* Validates the n-byte order sandboxd sent, in buf of cap bytes (cap >= n + 2:
+ * cwd and command are NUL-terminated in place, so buf is modified). claimed:
+ * a CLAIM was carried out already (a second CLAIM, or an EXEC before the
+ * first, is refused). Returns 0 with *out filled (pointers into buf), or -1
+ * with *why set to a static reason. Pure (no allocation, no I/O), so init may
+ * call it and the fuzzer can. */
+int sbx_init_parse_order(uint8_t *buf, size_t n, size_t cap, bool claimed, sbx_order_t *out,
+                         const char **why);
+
 /* ---- seccomp.c ---- */
 /* Builds the command filter once (libseccomp), exported as a BPF program.
  * Caller owns prog->filter (free()). 0 / -1 with a log line. */

@@ -145,5 +145,11 @@ enum { AHP_RPC_KIND_REQUEST = 1, AHP_RPC_KIND_REPLY = 2, AHP_RPC_KIND_ERROR = 3 
 void ahp_rpc_hdr_pack(uint8_t out[AHP_RPC_HDR_LEN], uint32_t kind, uint64_t request_id);
 /* 0 when buf is a valid header (sets kind, request_id), -1 otherwise. */
 int ahp_rpc_hdr_unpack(const uint8_t *buf, size_t len, uint32_t *kind, uint64_t *request_id);
+/* Decodes a reply as ahp_rpc_client_recv does, from its two frames: header
+ * (hdr_len bytes) and body (n bytes; untrusted). Returns 0 with *request_id and
+ * *body, *len and *terr as ahp_rpc_client_recv documents (caller frees *body), or
+ * -1 with errno EPROTO (not a reply header) or ENOMEM, *body NULL. */
+int ahp_rpc_reply_decode(const uint8_t *hdr, size_t hdr_len, const uint8_t *frame, size_t n,
+                         uint64_t *request_id, uint8_t **body, size_t *len, int *terr);
 
 #endif

@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Writes the fuzz seed corpus (tests/fuzz/<target>/): small, hand-made inputs, each one shape
+a parser must handle. Run from anywhere; rewrites only the files it names. Protobuf bodies are
+encoded with protoc --encode from proto/*.proto, so they follow the schema."""
+import json
+import os
+import struct
+import subprocess
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROTO = os.path.join(HERE, "..", "..", "proto")
+
+
+def put(target, name, data):
+    if isinstance(data, str):
+        data = data.encode()
+    os.makedirs(os.path.join(HERE, target), exist_ok=True)
+    with open(os.path.join(HERE, target, name), "wb") as f:
+        f.write(data)
+
+
+def encode(msg, text):
+    return subprocess.run(
+        ["protoc", "--proto_path=" + PROTO, "--encode=" + msg,
+         "common.proto", "sandboxd.proto", "orchestrator.proto", "testmsg.proto"],
+        input=text.encode(), capture_output=True, check=True).stdout
+
+
+# ---- model: HTTP 200 chat-completions bodies --------------------------------
+def reply(message, **extra):
+    r = {"id": "chatcmpl-1", "object": "chat.completion",
+         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+    r.update(extra)
+    return json.dumps(r)
+
+
+def call(i, name, args, **extra):
+    c = {"id": "call_%d" % i, "type": "function", "function": {"name": name, "arguments": args}}
+    c.update(extra)
+    return c
+
+
+usage = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+put("model", "text", reply({"role": "assistant", "content": "Hello."}, usage=usage))
+put("model", "tool-call", reply({"role": "assistant", "content": None, "tool_calls": [
+    call(0, "exec", "{\"command\":\"ls -la /workspace\"}")]}, usage=usage))
+put("model", "args-object", reply({"role": "assistant", "content": None, "tool_calls": [
+    call(0, "skill", {"action": "read", "path": "demo/SKILL.md"})]}))
+put("model", "args-number", reply({"role": "assistant", "tool_calls": [call(0, "exec", 5)]}))
+put("model", "args-empty-string", reply({"role": "assistant", "tool_calls": [
+    call(0, "skill", "")]}))
+put("model", "no-ids-no-args", reply({"role": "assistant", "tool_calls": [
+    {"type": "function", "function": {"name": "exec"}}, {"function": {"name": 7}}, {}]}))
+put("model", "duplicate-ids", reply({"role": "assistant", "tool_calls": [
+    call(1, "exec", "{}"), call(1, "exec", "{}")]}))
+put("model", "parallel", reply({"role": "assistant", "content": "Two at once.", "tool_calls": [
+    call(i, "exec", "{\"command\":\"echo %d\"}" % i) for i in range(4)]},
+    usage={"prompt_tokens": 3, "completion_tokens": 4}))
+put("model", "too-many-calls", reply({"role": "assistant", "tool_calls": [
+    call(i, "exec", "{}") for i in range(65)]}))
+put("model", "long-id", reply({"role": "assistant", "tool_calls": [
+    call(0, "exec", "{}", id="x" * 300)]}))
+put("model", "error-body", json.dumps({"error": {"message": "upstream connect error",
+                                                 "type": "server_error", "code": 502}}))
+put("model", "finish-length", reply({"role": "assistant", "content": "The answer is"}).replace(
+    '"stop"', '"length"'))
+put("model", "content-parts", reply({"role": "assistant", "content": [
+    {"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "Done."}]}))
+put("model", "nul-escape", '{"choices":[{"message":{"role":"assistant","content":"a\\u0000b"}}]}')
+put("model", "lone-surrogate",
+    '{"choices":[{"message":{"role":"assistant","content":"x\\ud800y"}}]}')
+put("model", "unicode",
+    '{"choices":[{"message":{"role":"assistant","content":"caf\u00e9 \\ud83d\\ude00 \u202e"}}]}')
+put("model", "invalid-utf8-raw",
+    b'{"choices":[{"message":{"role":"assistant","content":"\xc0\x80 \xed\xa0\x80 \xff"}}]}')
+put("model", "not-json-near", b'{"choices": [\xe2\x82\xac\xe2\x82')
+put("model", "sse", "data: " + reply({"role": "assistant", "content": "hi"}) +
+    "\n\ndata: [DONE]\n\n")
+put("model", "empty", "")
+put("model", "usage-negative", reply({"role": "assistant", "content": "x"},
+                                     usage={"total_tokens": -5, "prompt_tokens": 9e18,
+                                            "completion_tokens": 9223372036854775807}))
+put("model", "deep-nesting", "[" * 3000 + "]" * 3000)
+put("model", "choices-not-array", json.dumps({"choices": {"0": {"message": {}}}}))
+put("model", "tool-calls-null", reply({"role": "assistant", "content": "ok", "tool_calls": None}))
+
+# ---- jsonpb: selector byte (type | 0x80 for protobuf bytes) + payload -------
+TYPES = ["ahp.sbx.Request", "ahp.sbx.Reply", "ahp.sbx.ExecResult", "ahp.orch.Request",
+         "ahp.orch.Reply", "ahp.Error", "ahp.test.Outer", "ahp.test.Scalars"]
+
+
+def jp(name, t, payload):
+    put("jsonpb", name, bytes([TYPES.index(t)]) + json.dumps(payload).encode())
+
+
+def jpb(name, t, text):
+    put("jsonpb", name, bytes([0x80 | TYPES.index(t)]) + encode(t, text))
+
+
+jp("sbx-create", "ahp.sbx.Request", {"create": {"run_id": "run-1", "profile": "demo",
+                                                 "limits": {"memory_mb": 256, "output_kb": 64},
+                                                 "network": "NET_PROXY"}})
+jp("sbx-exec", "ahp.sbx.Request", {"exec": {"sandbox_id": "run-1", "exec_id": "e-1",
+                                             "command": "ls -la", "timeout_s": "5"}})
+jp("sbx-two-oneof", "ahp.sbx.Request", {"fetch": {"sandbox_id": "a"}, "list": {}})
+jp("sbx-reply-exec", "ahp.sbx.Reply", {"error": {"status": "OK"}, "exec": {
+    "exec_id": "e-1", "exit_code": -1, "stdout": "aGVsbG8K", "stderr": "_-8=",
+    "cwd": "/workspace", "killed_by": 2}})
+jp("exec-result-bad-b64", "ahp.sbx.ExecResult", {"stdout": "a", "truncated": True})
+jp("orch-submit", "ahp.orch.Request", {"submit": {"profile": "demo", "task": "Say hi \u00e9"}})
+jp("orch-events", "ahp.orch.Request", {"events": {"run_id": "r", "after_seq": "18446744073709551615",
+                                                  "wait_ms": 30000.0}})
+jp("orch-reply-list", "ahp.orch.Reply", {"list": {"runs": [
+    {"run_id": "r1", "state": "failed", "tokens": 9007199254740993, "created_ms": -1}]}})
+jp("error-unknown-enum", "ahp.Error", {"status": "ERR_NOPE", "message": "x"})
+jp("error-unknown-field", "ahp.Error", {"status": 3, "what": 1})
+jp("outer-all", "ahp.test.Outer", {"inner": {"name": "n", "n": 2, "tags": ["a", "b"]},
+                                   "items": [{"name": "i"}], "nums": [1, "-2", 3.0],
+                                   "colors": ["RED", 2], "blobs": ["", "AA=="],
+                                   "detail": {"name": "d"}, "status": "ERR_LIMIT",
+                                   "plain": -2147483648, "words": ["w"]})
+jp("outer-null-fields", "ahp.test.Outer", {"inner": None, "text": None, "code": 5})
+jp("scalars-edges", "ahp.test.Scalars", {
+    "i32": 2147483647, "i64": "-9223372036854775808", "u32": 4294967295,
+    "u64": "18446744073709551615", "s32": -1, "s64": -1, "f32": 1, "f64": "1",
+    "sf32": -5, "sf64": 5, "fl": "NaN", "db": "-Infinity", "b": False,
+    "s": "\u00fc\u2603", "by": "-_-_", "color": "GREEN"})
+jp("scalars-out-of-range", "ahp.test.Scalars", {"i32": 2147483648, "fl": 1e300})
+put("jsonpb", "scalars-fraction", bytes([7]) + b'{"u32": 1.5, "db": 1e999}')
+put("jsonpb", "not-object", bytes([6]) + b'[1,2,3]')
+jpb("pb-sbx-exec", "ahp.sbx.Request",
+    'exec { sandbox_id: "run-1" exec_id: "e-2" command: "echo hi" timeout_s: 3 }')
+jpb("pb-exec-result", "ahp.sbx.ExecResult",
+    'exec_id: "e" exit_code: 1 stdout: "\\377\\376" cwd: "/workspace/d" killed_by: KILLED_TIMEOUT')
+jpb("pb-orch-reply", "ahp.orch.Reply",
+    'error { status: ERR_NOT_FOUND message: "no such run" } '
+    'events { events { seq: 1 kind: "model" text: "[model] ok" data: "{}" } }')
+jpb("pb-scalars", "ahp.test.Scalars",
+    'i64: -1 u64: 18446744073709551615 fl: -0.0 db: 1e-310 by: "\\000\\001" color: RED')
+jpb("pb-outer", "ahp.test.Outer",
+    'items { name: "a" } items { tags: "x" } nums: 1 nums: -1 colors: GREEN code: 7')
+# Protobuf strings are not checked by protobuf-c: an invalid UTF-8 cwd (issue 6's instance).
+put("jsonpb", "pb-exec-result-bad-utf8-cwd",
+    bytes([0x80 | TYPES.index("ahp.sbx.ExecResult")]) + b"\x32\x04/\xc0\x80d")
+
+# ---- rpc: 16-byte header (AHP1, kind, request id) + body --------------------
+def hdr(kind, rid):
+    return b"AHP1" + struct.pack(">IQ", kind, rid)
+
+
+put("rpc", "req-sbx-create", hdr(1, 1) + encode(
+    "ahp.sbx.Request", 'create { run_id: "run-1" profile: "demo" limits { memory_mb: 256 } }'))
+put("rpc", "req-sbx-exec", hdr(1, 2) + encode(
+    "ahp.sbx.Request", 'exec { sandbox_id: "run-1" exec_id: "e" command: "pwd" }'))
+put("rpc", "req-orch-submit", hdr(1, 3) + encode(
+    "ahp.orch.Request", 'submit { profile: "demo" task: "hello" }'))
+put("rpc", "req-orch-events", hdr(1, 0xFFFFFFFFFFFFFFFF) + encode(
+    "ahp.orch.Request", 'events { run_id: "r" after_seq: 5 wait_ms: 100 max: 10 }'))
+put("rpc", "req-empty-body", hdr(1, 9))
+put("rpc", "reply-sbx-exec", hdr(2, 2) + encode(
+    "ahp.sbx.Reply", 'exec { exec_id: "e" exit_code: 0 stdout: "hi\\n" cwd: "/workspace" }'))
+# The instance of issue 6: a cwd that is not UTF-8 coming back from sandboxd.
+put("rpc", "reply-sbx-exec-bad-cwd", hdr(2, 2) + b"\x1a\x08\x32\x06/\xc0\x80\xed\xa0")
+put("rpc", "reply-sbx-list", hdr(2, 4) + encode(
+    "ahp.sbx.Reply", 'list { sandboxes { sandbox_id: "a" network: NET_PROXY created_ms: 1 } }'))
+put("rpc", "reply-orch-status", hdr(2, 5) + encode(
+    "ahp.orch.Reply", 'status { run_id: "r" state: "running" tokens: 12 }'))
+put("rpc", "transport-error", hdr(3, 6) + encode(
+    "ahp.TransportError", 'error { status: ERR_TOO_LARGE message: "message of 9 bytes" }'))
+put("rpc", "transport-error-empty", hdr(3, 0))
+put("rpc", "bad-magic", b"AHP2" + struct.pack(">IQ", 1, 1) + b"\x0a\x00")
+put("rpc", "bad-kind", hdr(4, 1))
+put("rpc", "short-header", b"AHP1\x00\x00")
+put("rpc", "truncated-varint", hdr(2, 7) + b"\x1a\xff\xff\xff\xff\x0f")
+
+# ---- init: claimed-flag byte + one order (sbx_ctl_hdr_t + payload) ---------
+CLAIM, EXEC = 6, 4
+
+
+def order(t, payload):
+    return struct.pack("<II", t, len(payload)) + payload
+
+
+def exec_order(cwd, cmd, timeout=30000, cap=65536, cwd_len=None, cmd_len=None):
+    e = struct.pack("<IIIIQII", timeout, 10, cap, 256, 64 << 20,
+                    len(cwd) if cwd_len is None else cwd_len,
+                    len(cmd) if cmd_len is None else cmd_len)
+    return order(EXEC, e + cwd + cmd)
+
+
+put("init", "claim-none", b"\x00" + order(CLAIM, struct.pack("<I", 0)))
+put("init", "claim-proxy", b"\x00" + order(CLAIM, struct.pack("<I", 1)))
+put("init", "claim-twice", b"\x01" + order(CLAIM, struct.pack("<I", 0)))
+put("init", "exec", b"\x01" + exec_order(b"/workspace/src", b"make -j2 && ls"))
+put("init", "exec-keep-cwd", b"\x01" + exec_order(b"", b"pwd"))
+put("init", "exec-before-claim", b"\x00" + exec_order(b"", b"id"))
+put("init", "exec-empty-command", b"\x01" + exec_order(b"/", b""))
+put("init", "exec-bad-lengths", b"\x01" + exec_order(b"/w", b"ls", cwd_len=3, cmd_len=1))
+put("init", "exec-cwd-too-long", b"\x01" + exec_order(b"/" + b"a" * 1023, b"ls"))
+put("init", "exec-cap-too-big", b"\x01" + exec_order(b"", b"ls", cap=1024 * 1024 + 1))
+put("init", "exec-len-overflow", b"\x01" + exec_order(b"", b"ls", cwd_len=0xFFFFFFFF,
+                                                       cmd_len=3))
+put("init", "go", b"\x01" + order(1, b""))
+put("init", "short", b"\x01\x04\x00")
+put("init", "header-len-lies", b"\x01" + struct.pack("<II", EXEC, 1000) + b"\x00" * 40)
+
+# ---- profile: YAML files ---------------------------------------------------
+put("profile", "minimal.yaml", "name: minimal\nmodel: mock:scripted\nsystem_prompt: Be brief.\n")
+put("profile", "full.yaml", """name: full-profile-1
+model: openai:gpt-4o/2024-08:latest
+system_prompt: |
+  You write release notes.
+tools: [exec, skill, exec_service, ask_human]
+services: [lookup_wiki, publish_summary]
+skills: skills/demo
+sandbox:
+  network: proxy
+  memory_mb: 512
+  pids_max: 128
+  cpu_seconds: 20
+  timeout_s: 60
+  output_kb: 128
+egress:
+  - host: wiki.local
+    methods: [GET, HEAD]
+    inject: { Authorization: "Bearer {{secret:wiki-token}}", X-Trace: static }
+  - host: "*.example.com"
+    methods: [POST, DELETE]
+approvals:
+  - service: publish_summary
+    expires: 2h
+  - tool: exec
+    match: '^(rm|git push)\\b'
+limits: { max_turns: 12, max_model_calls: 34 }
+""")
+put("profile", "skills-escape.yaml", "name: esc\nmodel: a:b\nsystem_prompt: x\n"
+    "tools: [skill]\nskills: ../../../../etc\n")
+put("profile", "bad-regex.yaml", "name: r\nmodel: a:b\nsystem_prompt: x\ntools: [exec]\n"
+    "approvals:\n  - tool: exec\n    match: '(['\n")
+put("profile", "out-of-range.yaml", "name: big\nmodel: a:b\nsystem_prompt: x\n"
+    "sandbox: { output_kb: 10240, memory_mb: -1 }\n")
+put("profile", "unknown-keys.yaml", "name: u\nmodel: a:b\nsystem_prompt: x\nbogus: 1\n"
+    "sandbox: { swap: 3 }\n")
+put("profile", "duplicate-key.yaml", "name: a\nname: b\nmodel: a:b\nsystem_prompt: x\n")
+put("profile", "aliases.yaml", "name: &n al\nmodel: a:b\nsystem_prompt: *n\n"
+    "tools: &t [exec, exec, *n]\nservices: *t\n")
+put("profile", "laughs.yaml", "a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b]\nname: *c\n")
+put("profile", "invalid-utf8.yaml", b"name: bad\nmodel: a:b\nsystem_prompt: \"\xc0\x80\xff\"\n")
+put("profile", "control-chars.yaml", "name: cc\nmodel: a:b\nsystem_prompt: \"\\e]0;x\\a\\0\"\n")
+put("profile", "syntax-error.yaml", "name: [unclosed\nmodel: {a: \n")
+put("profile", "bad-secret.yaml", "name: s\nmodel: a:b\nsystem_prompt: x\negress:\n"
+    "  - host: h\n    inject: { A: \"{{secret:}}{{secret:a b}}{{secret\" }\n")
+put("profile", "tags-and-docs.yaml", "--- !!map\nname: !!str t\nmodel: a:b\n"
+    "system_prompt: x\n...\n---\nname: second\n")
+put("profile", "empty.yaml", "")
+# Found by fuzzing: a quoted value cut at 60 bytes ended inside a UTF-8 sequence.
+put("profile", "regress-quote-cuts-utf8.yaml",
+    "name: x\nmodel: " + "a" * 59 + "\u00e9b\nsystem_prompt: x\n")
+
+# ---- skill: tool arguments (JSON) or a bare path for action=read -----------
+def sk(name, args):
+    put("skill", name, json.dumps(args))
+
+
+sk("list", {"action": "list"})
+sk("read", {"action": "read", "path": "demo/SKILL.md"})
+sk("read-dir", {"action": "read", "path": "docs"})
+sk("read-fifo", {"action": "read", "path": "docs/pipe.md"})
+sk("read-symlink-file", {"action": "read", "path": "escape.md"})
+sk("read-symlink-dir", {"action": "read", "path": "outside/SKILL.md"})
+sk("read-dotdot", {"action": "read", "path": "demo/../../secret.md"})
+sk("read-absolute", {"action": "read", "path": "/etc/passwd"})
+sk("read-hidden", {"action": "read", "path": ".hidden/SKILL.md"})
+sk("read-bad-utf8-content", {"action": "read", "path": "docs/bad-utf8.md"})
+sk("read-missing-path", {"action": "read"})
+sk("read-path-number", {"action": "read", "path": 7})
+sk("read-long-path", {"action": "read", "path": "a/" * 520})
+sk("search", {"action": "search", "query": "needle"})
+sk("search-empty", {"action": "search", "query": ""})
+sk("search-unicode", {"action": "search", "query": "\u00e9t\u00e9"})
+sk("unknown-action", {"action": "delete\u001b[2J", "path": "x"})
+sk("no-action", {"path": "demo/SKILL.md"})
+put("skill", "path-raw", "docs/guide.md")
+put("skill", "path-dot-components", "./demo//SKILL.md")
+put("skill", "path-trailing-slash", "demo/")
