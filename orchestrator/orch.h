@@ -25,16 +25,16 @@
 #include "orchestrator.pb-c.h"
 #include "sandboxd.pb-c.h"
 
-#define ORCH_TASK_MAX AHP_LIM_TASK_MAX /* bytes of a submitted task (limits table) */
+#define ORCH_TASK_MAX AHP_LIM_TASK_MAX            /* bytes of a submitted task (limits table) */
 #define EXEC_COMMAND_MAX AHP_LIM_EXEC_COMMAND_MAX /* bytes of one exec command (limits table) */
-#define ORCH_RPC_MAX_MSG (1024 * 1024) /* ZMQ_MAXMSGSIZE of the orchctl socket */
-#define ORCH_MODEL_REPLY_MAX (8 << 20) /* bytes of one model HTTP reply */
-#define ORCH_EVENT_TEXT_MAX 2048       /* bytes of an event's friendly line */
-#define ORCH_EVENTS_WAIT_MAX 30000     /* ms a long-poll may be held */
-#define ORCH_EVENTS_MAX 2000           /* events in one reply */
-#define ORCH_LIST_MAX 1000             /* runs in one list reply */
-#define ORCH_WAITERS_MAX 4096          /* long-polls held at once */
-#define ORCH_RUNS_MAX 100000           /* queued + running runs in memory */
+#define ORCH_RPC_MAX_MSG (1024 * 1024)            /* ZMQ_MAXMSGSIZE of the orchctl socket */
+#define ORCH_MODEL_REPLY_MAX (8 << 20)            /* bytes of one model HTTP reply */
+#define ORCH_EVENT_TEXT_MAX 2048                  /* bytes of an event's friendly line */
+#define ORCH_EVENTS_WAIT_MAX 30000                /* ms a long-poll may be held */
+#define ORCH_EVENTS_MAX 2000                      /* events in one reply */
+#define ORCH_LIST_MAX 1000                        /* runs in one list reply */
+#define ORCH_WAITERS_MAX 4096                     /* long-polls held at once */
+#define ORCH_RUNS_MAX 100000                      /* queued + running runs in memory */
 #define ORCH_RUN_ID_MAX 32
 #define ORCH_CONV_MAX (16 << 20)        /* bytes of one run's conversation */
 #define ORCH_SBX_UNAVAIL_GRACE_MS 10000 /* retrying a sandboxd that says "unavailable" */
@@ -240,8 +240,10 @@ struct orch {
 	int reload;
 };
 
-/* main.c */
+/* config.c */
 extern const ahp_cfg_def_t orch_cfg_defs[];
+/* Reads HOME's orchestrator.conf (home_flag: --home, or NULL) into o. 0 / -1 (logged). */
+int orch_configure(orch_t *o, const char *home_flag);
 
 /* profiles.c */
 /* Loads dir; bad files are logged and skipped. Caller owns the result (refs = 1). */
@@ -257,10 +259,10 @@ void orch_profiles_reload(orch_t *o);
 const char *orch_profiles_why(const orch_t *o, const char *name);
 
 /* loop.c */
-/* main.c: re-reads the configuration and applies what may change while
+/* config.c: re-reads the configuration and applies what may change while
  * running (logs keys that need a restart). 0 / -1 (old one kept). */
 int orch_config_reload(orch_t *o);
-/* main.c: started as root, gives the state dir and journal files to
+/* config.c: started as root, gives the state dir and journal files to
  * run_user (no link followed). 0 / -1. */
 int orch_own_state(orch_t *o);
 /* Set-up in two halves around the privilege drop: _setup acquires what needs

@@ -74,15 +74,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		/* A failed step may keep the message (e.g. finish_reason=length). */
 		FUZZ_CHECK(res.error[0] != '\0');
-		/* The error becomes the run's reason: journal and terminal text, one line.
-		 * PENDING (model.c): "model reply is not JSON: %s" passes jansson's text on,
-		 * whose "near '...'" quotes raw input: it cuts a multi-byte character and
-		 * carries newlines and control bytes (tests/fuzz/pending/model/). Enable
-		 * once model.c sanitizes it. */
-#ifdef FUZZ_PENDING_MODEL_ERROR_TEXT
+		/* The error becomes the run's reason: journal and terminal text, one
+		 * line of valid UTF-8 (model.c cleans parser messages that quote raw
+		 * input; regression seeds regress-error-text-*). */
 		FUZZ_CHECK(ahp_utf8_valid(res.error, strlen(res.error), 0));
 		FUZZ_CHECK(strchr(res.error, '\n') == NULL);
-#endif
 	}
 	json_decref(res.message);
 	json_decref(res.usage);
