@@ -102,7 +102,8 @@ static void __attribute__((noreturn, format(printf, 1, 2))) s_fail(const char *f
 	char line[600];
 	int l = snprintf(line, sizeof(line), "sandboxd-init: %.*s\n", n, msg);
 	if (l > 0)
-		(void)ahp_write_all(s_errfd, line, (size_t)l < sizeof(line) ? (size_t)l : sizeof(line) - 1);
+		(void)ahp_write_all(s_errfd, line,
+		                    (size_t)l < sizeof(line) ? (size_t)l : sizeof(line) - 1);
 	s_exit(1);
 }
 

@@ -55,7 +55,7 @@ typedef struct {
 	uint32_t pool_size;
 	uint32_t retain_failed_max; /* workspaces kept by Destroy keep_workspace, at most */
 	uint32_t retain_failed_s;   /* ... and for at most this long */
-	ahp_rpc_allow_t allow; /* peers admitted on endpoint */
+	ahp_rpc_allow_t allow;      /* peers admitted on endpoint */
 } sbx_config_t;
 
 /* ---- sandboxd <-> init control messages (SOCK_SEQPACKET, one message per send) ---- */
