@@ -97,10 +97,13 @@ s_start(orch_run_t *run, const json_t *args, int mode)
 		 * run the command again. */
 		x->op = OP_FETCH;
 	} else {
-		if (mode == ORCH_TOOL_NEW)
-			orch_run_event(run, "sandbox",
-			               json_pack("{s:o}", "command", orch_json_text(x->command)),
-			               "[sandbox] $ %s", x->command);
+		orch_run_event(run, "sandbox",
+		               json_pack("{s:o, s:b}", "command", orch_json_text(x->command),
+		                         "retry", mode == ORCH_TOOL_RETRY),
+		               "[sandbox] $ %s%s", x->command,
+		               mode == ORCH_TOOL_RETRY ? "   (again: the platform failed it before "
+		                                         "it started)"
+		                                       : "");
 		/* A retry follows a failure before the command started (sandbox
 		 * not created, sandboxd absent): start it as if new. sandboxd keys
 		 * commands by exec id, so it can never run twice. */
