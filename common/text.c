@@ -32,24 +32,30 @@ ahp_utf8_sanitize(const void *src, size_t len, int flags, size_t *out_len, bool 
 	char *out = malloc(len * 3 + 1);
 	if (out == NULL)
 		return NULL;
+	/* Linear in len: each pass scans only up to the next problem, and the
+	 * next NUL is found once, not again after every replacement before it
+	 * (u8_check accepts NUL, so it cannot find it for us). */
+	int want_nul = !(flags & AHP_UTF8_ALLOW_NUL);
+	size_t next_nul = 0; /* offset of the first NUL at or after i (len: none) */
+	int have_nul = 0;
 	size_t o = 0, i = 0;
 	while (i < len) {
-		const uint8_t *bad = u8_check(s + i, len - i);
-		size_t good = bad != NULL ? (size_t)(bad - (s + i)) : len - i;
-		if (!(flags & AHP_UTF8_ALLOW_NUL)) {
-			const uint8_t *nul = memchr(s + i, '\0', good);
-			if (nul != NULL) {
-				good = (size_t)(nul - (s + i));
-				bad = nul;
-			}
+		if (want_nul && (!have_nul || next_nul < i)) {
+			const uint8_t *z = memchr(s + i, '\0', len - i);
+			next_nul = z != NULL ? (size_t)(z - s) : len;
+			have_nul = 1;
 		}
+		size_t limit = want_nul ? next_nul - i : len - i;
+		const uint8_t *bad = u8_check(s + i, limit);
+		size_t good = bad != NULL ? (size_t)(bad - (s + i)) : limit;
 		memcpy(out + o, s + i, good);
 		o += good;
 		i += good;
-		if (bad == NULL || i >= len)
+		if (i >= len)
 			break;
+		/* At an ill-formed sequence or at the NUL. */
 		ucs4_t uc;
-		int n = *bad == 0 ? 1 : u8_mbtouc(&uc, bad, len - i);
+		int n = s[i] == 0 ? 1 : u8_mbtouc(&uc, s + i, len - i);
 		if (n < 1)
 			n = 1;
 		memcpy(out + o, AHP_UTF8_REPLACEMENT, 3);

@@ -71,6 +71,41 @@ t_sanitize(void **state)
 	free(out);
 }
 
+/* Large inputs full of problems finish (the ctest timeout bounds this test):
+ * the sanitizer is linear, not quadratic, in NULs and in invalid bytes. */
+static void
+t_sanitize_large(void **state)
+{
+	(void)state;
+	size_t n = 8u << 20;
+	char *in = calloc(1, n); /* 8 MiB of NUL */
+	assert_non_null(in);
+	size_t outlen = 0;
+	bool changed = false;
+	char *out = ahp_utf8_sanitize(in, n, 0, &outlen, &changed);
+	assert_non_null(out);
+	assert_int_equal(outlen, 3 * n);
+	assert_true(changed);
+	assert_memory_equal(out + 3 * (n - 1), R, 3);
+	free(out);
+	/* Invalid bytes with one NUL far behind them. */
+	memset(in, 0xff, n - 1);
+	in[n - 1] = '\0';
+	out = ahp_utf8_sanitize(in, n, 0, &outlen, NULL);
+	assert_non_null(out);
+	assert_int_equal(outlen, 3 * n);
+	free(out);
+	/* Valid text between NULs. */
+	for (size_t i = 0; i < n; i++)
+		in[i] = (i % 2) ? 'a' : '\0';
+	out = ahp_utf8_sanitize(in, n, 0, &outlen, NULL);
+	assert_non_null(out);
+	assert_int_equal(outlen, n / 2 * 4);
+	assert_memory_equal(out, R "a" R "a", 8);
+	free(out);
+	free(in);
+}
+
 static void
 t_prefix(void **state)
 {
@@ -123,9 +158,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(t_valid),
-	    cmocka_unit_test(t_sanitize),
-	    cmocka_unit_test(t_prefix),
+	    cmocka_unit_test(t_valid),          cmocka_unit_test(t_sanitize),
+	    cmocka_unit_test(t_sanitize_large), cmocka_unit_test(t_prefix),
 	    cmocka_unit_test(t_escape),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
