@@ -294,74 +294,152 @@ s_concat(json_t *obj, const char *key, const json_t *s)
 	free(t);
 }
 
-/* An SSE stream ("data: {chunk}" lines, the stream=true shape) sent to a
+/* Sets obj[key] to s (the name of a streamed tool call: servers send it
+ * whole, some in every delta, so it is set, never concatenated). */
+static void
+s_set_name(json_t *obj, const json_t *s)
+{
+	if (json_is_string(s) && json_string_length(s) > 0)
+		json_object_set(obj, "name", (json_t *)s);
+}
+
+/* Applies one chunk of a stream to the reply being put together. 0, or -1
+ * with err (an error chunk, a tool call index out of range). */
+static int
+s_sse_chunk(const json_t *ch, json_t *msg, json_t *calls, json_t **finish, json_t **usage,
+            char *err, size_t errlen)
+{
+	json_t *e = json_object_get(ch, "error");
+	if (e != NULL && !json_is_null(e)) {
+		const char *m = json_string_value(json_object_get(e, "message"));
+		size_t n = m != NULL ? ahp_utf8_prefix(m, 300) : 0;
+		snprintf(err, errlen, "the stream carried an error: %.*s", (int)n,
+		         m != NULL ? m : "(no message)");
+		return -1;
+	}
+	json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
+	json_t *delta = json_object_get(c0, "delta");
+	s_concat(msg, "content", json_object_get(delta, "content"));
+	s_concat(msg, "reasoning_content", json_object_get(delta, "reasoning_content"));
+	json_t *tcs = json_object_get(delta, "tool_calls");
+	for (size_t k = 0; k < json_array_size(tcs); k++) {
+		json_t *tc = json_array_get(tcs, k);
+		json_t *ji = json_object_get(tc, "index");
+		json_int_t idx = json_is_integer(ji) ? json_integer_value(ji) : (json_int_t)k;
+		if (idx < 0 || idx >= MODEL_TOOL_CALLS_MAX) {
+			snprintf(err, errlen,
+			         "streamed tool call index %lld is out of range (0..%d)",
+			         (long long)idx, MODEL_TOOL_CALLS_MAX - 1);
+			return -1;
+		}
+		while (json_array_size(calls) <= (size_t)idx)
+			json_array_append_new(
+			    calls, json_pack("{s:s, s:{}}", "type", "function", "function"));
+		json_t *acc = json_array_get(calls, (size_t)idx);
+		json_t *id = json_object_get(tc, "id");
+		if (json_is_string(id) && json_string_length(id) > 0)
+			json_object_set(acc, "id", id);
+		json_t *fn = json_object_get(tc, "function");
+		json_t *afn = json_object_get(acc, "function");
+		s_set_name(afn, json_object_get(fn, "name"));
+		s_concat(afn, "arguments", json_object_get(fn, "arguments"));
+	}
+	json_t *fr = json_object_get(c0, "finish_reason");
+	if (json_is_string(fr)) {
+		json_decref(*finish);
+		*finish = json_incref(fr);
+	}
+	if (json_is_object(json_object_get(ch, "usage"))) {
+		json_decref(*usage);
+		*usage = json_incref(json_object_get(ch, "usage"));
+	}
+	return 0;
+}
+
+/* An SSE stream ("data: {chunk}" events, the stream=true shape) sent to a
  * request that did not ask for one: the chunks' deltas are put together
- * into the one reply a non-streaming server would have sent. NULL when no
- * chunk parses. */
+ * into the one reply a non-streaming server would have sent. An event's
+ * data lines are joined with "\n" (the SSE rule); comments are skipped.
+ * The stream must be whole: a chunk that does not parse, an error chunk, or
+ * a stream that ends with neither [DONE] nor a finish_reason fails (a half
+ * answer must never pass for a whole one). NULL with err. */
 static json_t *
-s_sse_assemble(char *b, size_t len)
+s_sse_assemble(const char *b, size_t len, char *err, size_t errlen)
 {
 	json_t *msg = json_object(), *calls = json_array(), *usage = NULL;
 	json_t *finish = NULL;
-	int chunks = 0;
+	char *data = malloc(len + 1); /* the current event's data lines */
+	size_t dlen = 0;
+	int chunks = 0, done = 0, failed = 0, have_data = 0;
 	size_t i = 0;
-	while (i < len) {
+	if (msg == NULL || calls == NULL || data == NULL) {
+		snprintf(err, errlen, "out of memory");
+		failed = 1;
+	}
+	while (!failed && i <= len) {
 		size_t e = i;
 		while (e < len && b[e] != '\n')
 			e++;
 		size_t n = e - i;
 		if (n > 0 && b[i + n - 1] == '\r')
 			n--;
-		if (n > 5 && strncmp(b + i, "data:", 5) == 0) {
-			const char *d = b + i + 5;
-			size_t dn = n - 5;
-			while (dn > 0 && *d == ' ') {
-				d++;
-				dn--;
+		if (n == 0 || e >= len) {
+			/* A blank line (or the end) dispatches the event. */
+			if (n > 0 && n >= 5 && strncmp(b + i, "data:", 5) == 0) {
+				size_t k = 5 + (n > 5 && b[i + 5] == ' ');
+				if (have_data)
+					data[dlen++] = '\n';
+				memcpy(data + dlen, b + i + k, n - k);
+				dlen += n - k;
+				have_data = 1;
 			}
-			json_t *ch = dn == 6 && strncmp(d, "[DONE]", 6) == 0
-			                 ? NULL
-			                 : json_loadb(d, dn, 0, NULL);
-			json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
-			json_t *delta = json_object_get(c0, "delta");
-			if (ch != NULL)
-				chunks++;
-			s_concat(msg, "content", json_object_get(delta, "content"));
-			s_concat(msg, "reasoning_content",
-			         json_object_get(delta, "reasoning_content"));
-			json_t *tcs = json_object_get(delta, "tool_calls");
-			for (size_t k = 0; k < json_array_size(tcs); k++) {
-				json_t *tc = json_array_get(tcs, k);
-				json_int_t idx = json_integer_value(json_object_get(tc, "index"));
-				if (idx < 0 || idx >= 64)
-					continue;
-				while (json_array_size(calls) <= (size_t)idx)
-					json_array_append_new(calls,
-					                      json_pack("{s:s, s:{}}", "type",
-					                                "function", "function"));
-				json_t *acc = json_array_get(calls, (size_t)idx);
-				json_t *id = json_object_get(tc, "id");
-				if (json_is_string(id))
-					json_object_set(acc, "id", id);
-				json_t *fn = json_object_get(tc, "function");
-				json_t *afn = json_object_get(acc, "function");
-				s_concat(afn, "name", json_object_get(fn, "name"));
-				s_concat(afn, "arguments", json_object_get(fn, "arguments"));
+			if (have_data) {
+				if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0) {
+					done = 1;
+				} else {
+					json_error_t jerr;
+					json_t *ch = json_loadb(data, dlen, 0, &jerr);
+					if (ch == NULL) {
+						snprintf(err, errlen,
+						         "stream chunk %d is not JSON: %s",
+						         chunks + 1, jerr.text);
+						failed = 1;
+					} else {
+						chunks++;
+						if (s_sse_chunk(ch, msg, calls, &finish, &usage,
+						                err, errlen) != 0)
+							failed = 1;
+						json_decref(ch);
+					}
+				}
 			}
-			json_t *fr = json_object_get(c0, "finish_reason");
-			if (json_is_string(fr)) {
-				json_decref(finish);
-				finish = json_incref(fr);
-			}
-			if (json_is_object(json_object_get(ch, "usage"))) {
-				json_decref(usage);
-				usage = json_incref(json_object_get(ch, "usage"));
-			}
-			json_decref(ch);
+			dlen = 0;
+			have_data = 0;
+		} else if (n >= 5 && strncmp(b + i, "data:", 5) == 0) {
+			size_t k = 5 + (n > 5 && b[i + 5] == ' ');
+			if (have_data)
+				data[dlen++] = '\n';
+			memcpy(data + dlen, b + i + k, n - k);
+			dlen += n - k;
+			have_data = 1;
 		}
+		/* Comments (":..."), event:, id:, retry: lines carry no data. */
+		if (done)
+			break;
 		i = e + 1;
 	}
-	if (chunks == 0) {
+	free(data);
+	if (!failed && chunks == 0) {
+		snprintf(err, errlen, "an event stream with no chunk");
+		failed = 1;
+	}
+	if (!failed && !done && finish == NULL) {
+		snprintf(err, errlen,
+		         "the event stream ended before [DONE] or a finish_reason "
+		         "(cut short)");
+		failed = 1;
+	}
+	if (failed) {
 		json_decref(msg);
 		json_decref(calls);
 		json_decref(usage);
@@ -372,9 +450,8 @@ s_sse_assemble(char *b, size_t len)
 	if (json_array_size(calls) > 0)
 		json_object_set(msg, "tool_calls", calls);
 	json_decref(calls);
-	json_t *reply = json_pack("{s:[{s:o, s:o}], s:o?}", "choices", "message", msg,
-	                          "finish_reason", finish ? finish : json_null(), "usage", usage);
-	return reply;
+	return json_pack("{s:[{s:o, s:o}], s:o?}", "choices", "message", msg, "finish_reason",
+	                 finish ? finish : json_null(), "usage", usage);
 }
 
 /* Joins the text of a content given as typed parts
@@ -600,8 +677,13 @@ s_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t *res)
 	json_t *reply;
 	json_error_t jerr;
 	if (n - lead >= 5 && (strncmp(b + lead, "data:", 5) == 0 || b[lead] == ':')) {
-		reply = s_sse_assemble(b + lead, n - lead);
-		snprintf(jerr.text, sizeof jerr.text, "an event stream with no parsable chunk");
+		char serr[400];
+		reply = s_sse_assemble(b + lead, n - lead, serr, sizeof serr);
+		if (reply == NULL) {
+			free(b);
+			snprintf(res->error, sizeof res->error, "unusable event stream: %s", serr);
+			return;
+		}
 	} else {
 		reply = json_loadb(b, n, 0, &jerr);
 	}

@@ -60,6 +60,12 @@ def sse(*chunks):
     return out + b"data: [DONE]\n\n"
 
 
+def sse_raw(*events, done=True):
+    """Events given as raw data payloads (str); each becomes one 'data:' event."""
+    out = b"".join(b"data: " + e.encode() + b"\n\n" for e in events)
+    return out + (b"data: [DONE]\n\n" if done else b"")
+
+
 def raw_content(text_json):
     """A reply whose content is the given JSON string literal, sent as is."""
     return (b'{"choices":[{"message":{"role":"assistant","content":' + text_json +
@@ -106,6 +112,25 @@ FIRST = {
                     {"index": 0, "delta": {"tool_calls": [
                         {"index": 0, "function": {"arguments": 'ion":"list"}'}}]},
                      "finish_reason": "tool_calls"}),
+    # A stream that was cut, carried an error, or cannot be read is no answer.
+    "ssecut": sse_raw('{"choices":[{"index":0,"delta":{"content":"The answer is"}}]}',
+                      done=False),
+    "sseerr": sse_raw('{"choices":[{"index":0,"delta":{"content":"partial "}}]}',
+                      '{"error":{"message":"upstream overloaded","code":502}}'),
+    "ssegarbage": sse_raw('{"choices":[{"index":0,"delta":{"content":"a"}}]}', "{oops"),
+    "ssebadindex": sse_raw('{"choices":[{"index":0,"delta":{"content":"Running","tool_calls":'
+                           '[{"index":64,"id":"t","function":{"name":"skill",'
+                           '"arguments":"{}"}}]},"finish_reason":"tool_calls"}]}'),
+    # SSE rules real servers rely on: an event's data lines are joined with a newline, a
+    # comment line is skipped, a repeated tool name is one name.
+    "ssemultiline": (b': keep-alive\n\ndata: {"choices":[{"index":0,"delta":\n'
+                     b'data: {"content":"ab"}}]}\n\n'
+                     b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'),
+    "ssenamerep": sse_raw('{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"n1",'
+                          '"function":{"name":"skill","arguments":"{\\"action\\":"}}]}}]}',
+                          '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,'
+                          '"function":{"name":"skill","arguments":"\\"list\\"}"}}]},'
+                          '"finish_reason":"tool_calls"}]}'),
     "length": finish({"role": "assistant", "content": "half a sen"}, "length"),
     "filtered": finish({"role": "assistant", "content": ""}, "content_filter"),
     "empty": finish({"role": "assistant", "content": ""}, "stop"),
@@ -146,6 +171,14 @@ EXPECT = {
     "rawbytes": ("succeeded", "x\ufffd"),
     "sse": ("succeeded", "Hello"),
     "ssetools": ("succeeded", '"files":["release-notes/SKILL.md"'),
+    "ssecut": ("failed", "model call 1 failed: unusable event stream: the event stream ended "
+                         "before [DONE] or a finish_reason (cut short)"),
+    "sseerr": ("failed", "unusable event stream: the stream carried an error: "
+                         "upstream overloaded"),
+    "ssegarbage": ("failed", "unusable event stream: stream chunk 2 is not JSON"),
+    "ssebadindex": ("failed", "streamed tool call index 64 is out of range (0..63)"),
+    "ssemultiline": ("succeeded", "ab"),
+    "ssenamerep": ("succeeded", '"files":["release-notes/SKILL.md"'),
     "length": ("failed", "model call 1 failed: model output truncated (finish_reason=length)"),
     "filtered": ("failed", "(finish_reason=content_filter)"),
     "empty": ("failed", "model returned an empty reply (no text and no tool calls)"),
@@ -165,7 +198,8 @@ EXPECT = {
 # Rows whose answer had text replaced: the model event says so, exactly.
 SANITIZED = {"nul", "surrogate", "rawbytes"}
 # Rows whose valid text must arrive unchanged (no replacement character at all).
-EXACT = {"pair": "smile \U0001f600", "parts": "Hello world", "sse": "Hello"}
+EXACT = {"pair": "smile \U0001f600", "parts": "Hello world", "sse": "Hello",
+         "ssemultiline": "ab"}
 
 
 class Stub(http.server.BaseHTTPRequestHandler):
