@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <unistr.h>
+
 #include "ahp/log.h"
 
 /* A line is written with one write(2) so that lines from several processes
@@ -86,9 +88,34 @@ ahp_log_escape(const char *s, char *buf, size_t len)
 		}
 		buf[o++] = '"';
 	}
+	const unsigned char *end = (const unsigned char *)s + strlen(s);
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		char esc[4];
+		char esc[16];
 		size_t n = 0;
+		if (*p >= 0x80) {
+			/* Valid UTF-8 passes (C1 controls excepted); anything else is
+			 * shown byte by byte, so a log line is always valid UTF-8. */
+			ucs4_t uc;
+			int k = u8_mbtoucr(&uc, p, (size_t)(end - p));
+			if (k > 0 && uc > 0x9f) {
+				memcpy(esc, p, (size_t)k);
+				n = (size_t)k;
+			} else {
+				k = k > 0 ? k : 1;
+				for (int j = 0; j < k; j++) {
+					esc[n++] = '\\';
+					esc[n++] = 'x';
+					esc[n++] = hex[p[j] >> 4];
+					esc[n++] = hex[p[j] & 0xf];
+				}
+			}
+			if (o + n > limit)
+				break;
+			memcpy(buf + o, esc, n);
+			o += n;
+			p += k - 1;
+			continue;
+		}
 		switch (*p) {
 		case '"':
 			esc[n++] = '\\';

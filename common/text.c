@@ -1,4 +1,5 @@
 /* libahp: the one UTF-8 validator/sanitizer (libunistring) and the one terminal-safe escaper. */
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,5 +179,20 @@ ahp_term_fputs(const char *s, int flags, FILE *f)
 		return EOF;
 	int rc = fputs(e, f);
 	free(e);
+	return rc;
+}
+
+int
+ahp_term_printf(FILE *f, const char *fmt, ...)
+{
+	char *text = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vasprintf(&text, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return EOF;
+	int rc = ahp_term_fputs(text, 0, f);
+	free(text);
 	return rc;
 }

@@ -75,14 +75,14 @@ static void
 s_check_error(void *arg, const char *message)
 {
 	(void)arg;
-	fprintf(stderr, "%s\n", message);
+	ahp_term_printf(stderr, "%s\n", message);
 }
 
 static void
 s_check_warning(void *arg, const char *line)
 {
 	(void)arg;
-	printf("%s\n", line);
+	ahp_term_printf(stdout, "%s\n", line);
 }
 
 /* Reports each bad profile (stderr, file:line:column) and each field that
@@ -97,12 +97,12 @@ s_check_profiles(orch_t *o)
 	if (set == NULL)
 		return 1;
 	for (size_t i = 0; i < ahp_profiles_warning_count(set); i++)
-		printf("%s\n", ahp_profiles_warning(set, i));
+		ahp_term_printf(stdout, "%s\n", ahp_profiles_warning(set, i));
 	for (size_t i = 0; i < ahp_profiles_count(set); i++)
 		ahp_profile_warnings(ahp_profiles_at(set, i), s_check_warning, NULL);
 	size_t bad = ahp_profiles_errors(set);
-	printf("%zu profile(s) loaded from %s, %zu with errors\n", ahp_profiles_count(set),
-	       o->profiles_dir, bad);
+	ahp_term_printf(stdout, "%zu profile(s) loaded from %s, %zu with errors\n",
+	                ahp_profiles_count(set), o->profiles_dir, bad);
 	ahp_profiles_destroy(&set);
 	return bad;
 }
@@ -183,7 +183,7 @@ main(int argc, char **argv)
 		} else if (strncmp(a, "--set=", 6) == 0) {
 			sets[nsets++] = argv[i] + 6;
 		} else {
-			fprintf(stderr, "orchestrator: unknown argument \"%s\"\n", a);
+			ahp_term_printf(stderr, "orchestrator: unknown argument \"%s\"\n", a);
 			s_usage(stderr);
 			free(sets);
 			return 2;

@@ -78,7 +78,8 @@ s_listening(const char *path)
 static void
 s_cli_usage(void)
 {
-	fprintf(stderr, "usage: sandboxd [--home DIR] exec --profile P [--keep] [--timeout S] -- "
+	ahp_term_printf(stderr,
+	                "usage: sandboxd [--home DIR] exec --profile P [--keep] [--timeout S] -- "
 	                "CMD [ARG...]\n"
 	                "  CMD and its ARGs run exactly as given (each word is quoted for the\n"
 	                "  sandbox's /bin/sh -c); for a shell line use: -- sh -c 'LINE'\n");
@@ -162,8 +163,8 @@ s_call(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int timeou
 	while (rep == NULL) {
 		int64_t left = deadline - ahp_mono_ms();
 		if (left <= 0) {
-			fprintf(stderr, "sandboxd: no answer from the daemon within %d s\n",
-			        timeout_ms / 1000);
+			ahp_term_printf(stderr, "sandboxd: no answer from the daemon within %d s\n",
+			                timeout_ms / 1000);
 			break;
 		}
 		if (id == 0) {
@@ -192,7 +193,7 @@ s_call(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int timeou
 			continue;
 		}
 		if (terr != 0) {
-			fprintf(stderr, "sandboxd: %s: ", ahp_status_str(terr));
+			ahp_term_printf(stderr, "sandboxd: %s: ", ahp_status_str(terr));
 			ahp_term_fputs((char *)b, AHP_TERM_ONE_LINE, stderr);
 			fputc('\n', stderr);
 			free(b);
@@ -201,7 +202,7 @@ s_call(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int timeou
 		rep = ahp__sbx__reply__unpack(NULL, n, b);
 		free(b);
 		if (rep == NULL) {
-			fprintf(stderr, "sandboxd: undecodable reply\n");
+			ahp_term_printf(stderr, "sandboxd: undecodable reply\n");
 			break;
 		}
 	}
@@ -215,7 +216,7 @@ s_reply_failed(const Ahp__Sbx__Reply *rep, const char *what)
 {
 	if (rep->error == NULL || rep->error->status == AHP__STATUS__OK)
 		return false;
-	fprintf(stderr, "sandboxd: %s: %s: ", what, ahp_status_str(rep->error->status));
+	ahp_term_printf(stderr, "sandboxd: %s: %s: ", what, ahp_status_str(rep->error->status));
 	ahp_term_fputs(rep->error->message, AHP_TERM_ONE_LINE, stderr);
 	fputc('\n', stderr);
 	return true;
@@ -259,12 +260,13 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 		} else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
 			if (ahp_parse_long(argv[++i], 1, AHP_LIM_EXEC_TIMEOUT_S_MAX, &timeout) !=
 			    0) {
-				fprintf(stderr, "sandboxd: --timeout takes seconds in [1, %d]\n",
-				        AHP_LIM_EXEC_TIMEOUT_S_MAX);
+				ahp_term_printf(stderr,
+				                "sandboxd: --timeout takes seconds in [1, %d]\n",
+				                AHP_LIM_EXEC_TIMEOUT_S_MAX);
 				return S_EXIT_USAGE;
 			}
 		} else if (a[0] == '-') {
-			fprintf(stderr, "sandboxd: exec: unknown option %s\n", a);
+			ahp_term_printf(stderr, "sandboxd: exec: unknown option %s\n", a);
 			s_cli_usage();
 			return S_EXIT_USAGE;
 		} else {
@@ -280,7 +282,7 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	 * (Joining them with spaces, as ssh does, silently changed what ran.)
 	 * The exec protocol keeps one command string. */
 	if (argv[i][0] == '\0') {
-		fprintf(stderr, "sandboxd: exec: the command name is empty\n");
+		ahp_term_printf(stderr, "sandboxd: exec: the command name is empty\n");
 		s_cli_usage();
 		return S_EXIT_USAGE;
 	}
@@ -292,9 +294,9 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 		if (k > i)
 			cmd[off++] = ' ';
 		if (s_shell_quote(cmd, SBX_CMD_MAX, &off, argv[k]) != 0) {
-			fprintf(stderr,
-			        "sandboxd: the command is longer than %d bytes once quoted\n",
-			        SBX_CMD_MAX);
+			ahp_term_printf(
+			    stderr, "sandboxd: the command is longer than %d bytes once quoted\n",
+			    SBX_CMD_MAX);
 			free(cmd);
 			return S_EXIT_USAGE;
 		}
@@ -319,14 +321,16 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	set = ahp_profiles_load_dir(dir, NULL, s_on_profile_error, &errs);
 	const ahp_profile_t *p = set ? ahp_profiles_get(set, profile) : NULL;
 	if (p == NULL) {
-		fprintf(stderr, "sandboxd: unknown profile '%s' (profiles are read from %s)\n%s",
-		        profile, dir, errs.buf ? errs.buf : "");
+		ahp_term_printf(stderr,
+		                "sandboxd: unknown profile '%s' (profiles are read from %s)\n%s",
+		                profile, dir, errs.buf ? errs.buf : "");
 		ec = S_EXIT_USAGE;
 		goto out;
 	}
 	if (strncmp(cfg->endpoint, "ipc://", 6) == 0 && !s_listening(cfg->endpoint + 6)) {
-		fprintf(stderr, "sandboxd: the daemon is not running (nothing listens on %s)\n",
-		        cfg->endpoint + 6);
+		ahp_term_printf(stderr,
+		                "sandboxd: the daemon is not running (nothing listens on %s)\n",
+		                cfg->endpoint + 6);
 		goto out;
 	}
 	sigset_t mask;
@@ -339,7 +343,7 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	zctx = zmq_ctx_new();
 	cl = zctx ? ahp_rpc_client_new(zctx, cfg->endpoint) : NULL;
 	if (cl == NULL || sigfd < 0) {
-		fprintf(stderr, "sandboxd: cannot connect to %s\n", cfg->endpoint);
+		ahp_term_printf(stderr, "sandboxd: cannot connect to %s\n", cfg->endpoint);
 		goto out;
 	}
 
@@ -394,19 +398,19 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	s_write_output(1, r->stdout.data, r->stdout.len);
 	s_write_output(2, r->stderr.data, r->stderr.len);
 	if (r->truncated)
-		fprintf(stderr, "sandboxd: output truncated at %u KiB per stream\n",
-		        p->sandbox.output_kb);
+		ahp_term_printf(stderr, "sandboxd: output truncated at %u KiB per stream\n",
+		                p->sandbox.output_kb);
 	static const char *const kb[] = {"none", "timeout", "memory", "pids", "cpu"};
 	if (r->killed_by > 0 && (unsigned)r->killed_by < 5)
-		fprintf(stderr, "sandboxd: limit reached: %s\n", kb[r->killed_by]);
+		ahp_term_printf(stderr, "sandboxd: limit reached: %s\n", kb[r->killed_by]);
 	ec = r->exit_code >= 0 && r->exit_code <= 255 ? r->exit_code : 125;
 	ahp__sbx__reply__free_unpacked(rep, NULL);
 out:
 	if (created && cl != NULL) {
 		s_destroy(cl, -1, run_id, keep);
 		if (keep)
-			fprintf(stderr, "sandboxd: workspace kept at %s (sandbox %s)\n",
-			        workspace[0] ? workspace : "?", run_id);
+			ahp_term_printf(stderr, "sandboxd: workspace kept at %s (sandbox %s)\n",
+			                workspace[0] ? workspace : "?", run_id);
 	}
 	ahp_rpc_client_destroy(&cl);
 	if (zctx != NULL)

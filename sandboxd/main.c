@@ -9,6 +9,7 @@
 
 #include "ahp/cfg.h"
 #include "ahp/log.h"
+#include "ahp/text.h"
 #include "ahp/util.h"
 #include "sbx.h"
 
@@ -204,12 +205,12 @@ s_check(const sbx_config_t *cfg)
 	int rc = sbx_plan_build(&c, NULL, plan, err, sizeof(err));
 	free(plan);
 	if (rc != 0) {
-		fprintf(stderr, "sandboxd: %s\n", err);
+		ahp_term_printf(stderr, "sandboxd: %s\n", err);
 		return 1;
 	}
 	struct sock_fprog prog;
 	if (sbx_seccomp_build(&prog) != 0) {
-		fprintf(stderr, "sandboxd: the seccomp filter cannot be built\n");
+		ahp_term_printf(stderr, "sandboxd: the seccomp filter cannot be built\n");
 		return 1;
 	}
 	free(prog.filter);
@@ -245,12 +246,12 @@ main(int argc, char **argv)
 			home_flag = a + 7;
 		} else if (strcmp(a, "--set") == 0 && i + 1 < argc) {
 			if (n_sets == (int)(sizeof(sets) / sizeof(sets[0]))) {
-				fprintf(stderr, "sandboxd: too many --set\n");
+				ahp_term_printf(stderr, "sandboxd: too many --set\n");
 				return 2;
 			}
 			sets[n_sets++] = argv[++i];
 		} else if (a[0] == '-') {
-			fprintf(stderr, "sandboxd: unknown option %s\n", a);
+			ahp_term_printf(stderr, "sandboxd: unknown option %s\n", a);
 			s_usage(stderr);
 			return 2;
 		} else {
@@ -260,12 +261,12 @@ main(int argc, char **argv)
 	const char *mode = i < argc ? argv[i++] : "serve";
 	bool is_exec = strcmp(mode, "exec") == 0;
 	if (!is_exec && strcmp(mode, "serve") != 0 && strcmp(mode, "policy") != 0) {
-		fprintf(stderr, "sandboxd: unknown command %s\n", mode);
+		ahp_term_printf(stderr, "sandboxd: unknown command %s\n", mode);
 		s_usage(stderr);
 		return 2;
 	}
 	if (strcmp(mode, "serve") == 0 && i < argc) {
-		fprintf(stderr, "sandboxd: serve takes no arguments\n");
+		ahp_term_printf(stderr, "sandboxd: serve takes no arguments\n");
 		return 2;
 	}
 	ahp_log_init("sandboxd", AHP_LOG_INFO);
@@ -274,7 +275,7 @@ main(int argc, char **argv)
 	char err[512], conf[PATH_MAX];
 	ahp_cfg_t *c = ahp_cfg_new(s_cfg_defs);
 	if (c == NULL || ahp_home_path(home, "etc/sandboxd.conf", conf, sizeof(conf)) != 0) {
-		fprintf(stderr, "sandboxd: bad home %s\n", home);
+		ahp_term_printf(stderr, "sandboxd: bad home %s\n", home);
 		return is_exec ? 125 : 1;
 	}
 	int rc = ahp_cfg_load_file(c, conf, 1, err, sizeof(err));
@@ -287,7 +288,7 @@ main(int argc, char **argv)
 		rc = s_resolve(c, home, &cfg, err, sizeof(err));
 	ahp_cfg_destroy(&c);
 	if (rc != 0) {
-		fprintf(stderr, "sandboxd: %s\n", err);
+		ahp_term_printf(stderr, "sandboxd: %s\n", err);
 		return is_exec ? 125 : 1;
 	}
 	if (check)

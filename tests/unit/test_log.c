@@ -28,6 +28,12 @@ test_quotes_and_spaces(void **state)
 	(void)state;
 	char buf[64];
 	assert_string_equal(ahp_log_escape("a b", buf, sizeof buf), "\"a b\"");
+	/* Invalid UTF-8 and C1 controls are shown as bytes; valid UTF-8 passes
+	 * (a file named "a\x1b]0;PWN\x07\xff.yaml" must not reach a log raw). */
+	assert_string_equal(ahp_log_escape("a\x1b]0;PWN\x07\xff.yaml", buf, sizeof buf),
+	                    "\"a\\x1b]0;PWN\\x07\\xff.yaml\"");
+	assert_string_equal(ahp_log_escape("caf\xc3\xa9\xc2\x9b\xc0\x80", buf, sizeof buf),
+	                    "caf\xc3\xa9\\xc2\\x9b\\xc0\\x80");
 	assert_string_equal(ahp_log_escape("say \"hi\"", buf, sizeof buf), "\"say \\\"hi\\\"\"");
 	assert_string_equal(ahp_log_escape("k=v", buf, sizeof buf), "\"k=v\"");
 	assert_string_equal(ahp_log_escape("a\\b", buf, sizeof buf), "\"a\\\\b\"");

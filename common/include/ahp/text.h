@@ -47,6 +47,12 @@ size_t ahp_utf8_prefix(const char *s, size_t max);
 #define AHP_TERM_ONE_LINE 0x1
 char *ahp_term_escape(const char *s, size_t len, int flags);
 
+/* printf to f for a terminal: the formatted text (which may quote untrusted
+ * names: a file, a profile, a server's message) goes through
+ * ahp_term_escape(..., 0), so '\n' and '\t' pass and every other control is
+ * shown. For CLI messages. Returns what fputs returns (EOF on error). */
+int ahp_term_printf(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* ahp_term_escape(s, strlen(s), flags) written to f. Returns what fputs returns
  * (EOF on error); s NULL prints nothing. */
 int ahp_term_fputs(const char *s, int flags, FILE *f);
