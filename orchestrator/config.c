@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "ahp/cfg.h"
 #include "ahp/log.h"
 #include "ahp/util.h"
@@ -78,6 +80,26 @@ s_path(const orch_t *o, const ahp_cfg_t *cfg, const char *key, const char *prefi
 
 /* A fresh configuration: defaults, HOME/etc/orchestrator.conf, then the
  * --set overrides. NULL after logging why. */
+/* Why url cannot be the model gateway (NULL when it can): checked with
+ * libcurl's own URL parser, so what passes here is what every model call
+ * will use (a trailing "# comment" or a space would fail every call). */
+static const char *
+s_gateway_url_error(const char *url)
+{
+	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+		return "must start with http:// or https://";
+	for (const char *p = url; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '#' || *p == '?')
+			return "must be a bare URL: no spaces, control characters, '#' or '?' "
+			       "(comments go on their own line)";
+	CURLU *u = curl_url();
+	if (u == NULL)
+		return "out of memory";
+	CURLUcode rc = curl_url_set(u, CURLUPART_URL, url, 0);
+	curl_url_cleanup(u);
+	return rc == CURLUE_OK ? NULL : curl_url_strerror(rc);
+}
+
 static ahp_cfg_t *
 s_cfg_read(orch_t *o)
 {
@@ -101,9 +123,9 @@ s_cfg_read(orch_t *o)
 		goto fail;
 	}
 	const char *gw = ahp_cfg_str(cfg, "gateway_url");
-	if (strncmp(gw, "http://", 7) != 0 && strncmp(gw, "https://", 8) != 0) {
-		log_error("config gateway_url: must start with http:// or https:// (got \"%s\")",
-		          gw);
+	const char *why = s_gateway_url_error(gw);
+	if (why != NULL) {
+		log_error("config gateway_url: %s (got \"%s\")", why, gw);
 		goto fail;
 	}
 	return cfg;
