@@ -70,11 +70,14 @@ s_info_from_row(s_pool_t *pool, const orch_run_row_t *row, Ahp__Orch__RunInfo *i
 int
 orch_failure_resumable(const char *reason)
 {
-	static const char *const limits[] = {"max_turns (", "max_model_calls ("};
+	/* Failures a resume as it is would meet again: a profile limit (until
+	 * it is raised), the conversation ceiling, a journal replay cannot use. */
+	static const char *const again[] = {"max_turns (", "max_model_calls (",
+	                                    "the conversation grew over", "journal step "};
 	if (reason == NULL)
 		return 1;
-	for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++)
-		if (strncmp(reason, limits[i], strlen(limits[i])) == 0)
+	for (size_t i = 0; i < sizeof again / sizeof again[0]; i++)
+		if (strncmp(reason, again[i], strlen(again[i])) == 0)
 			return 0;
 	return 1;
 }

@@ -574,7 +574,8 @@ s_print_status(const Ahp__Orch__RunInfo *r)
 	if (r->error != NULL && *r->error != '\0')
 		s_print_field("error", r->error, AHP_TERM_ONE_LINE);
 	if (strcmp(r->state, "failed") == 0)
-		printf("resumable    %s\n", r->resumable ? "yes" : "no (a limit was reached)");
+		printf("resumable    %s\n",
+		       r->resumable ? "yes" : "no (it would fail the same way)");
 	if (r->result != NULL && *r->result != '\0')
 		s_print_field("result", r->result, 0);
 }
@@ -644,13 +645,17 @@ s_finish(orchctl_t *self, const Ahp__Orch__RunInfo *r)
 		printf("Run %s failed: ", r->run_id);
 		ahp_term_fputs(r->error[0] ? r->error : "no reason recorded", AHP_TERM_ONE_LINE,
 		               stdout);
-		/* Resuming a run that hit max_turns or max_model_calls would
-		 * only hit the same limit again. */
+		/* A run that hit max_turns or max_model_calls would only hit the
+		 * same limit again, unless the profile's limit is raised first
+		 * (resume binds the profile as loaded now). */
 		if (r->resumable)
 			printf("\n(resume it with: orchctl resume %s)\n", r->run_id);
+		else if (strncmp(r->error, "max_", 4) == 0)
+			printf(
+			    "\n(a limit of the profile was reached: resuming as it is stops at the "
+			    "same limit; raise the limit in the profile, reload, then resume)\n");
 		else
-			printf("\n(a limit of the profile was reached: resuming cannot help; "
-			       "raise the limit and submit again)\n");
+			printf("\n(resuming cannot help: it would fail the same way)\n");
 	} else if (strcmp(r->state, "cancelled") == 0)
 		printf("Run %s was cancelled.\n", r->run_id);
 	else if (s_is_waiting(r->state))

@@ -189,14 +189,15 @@ def main(args):
             p = st.orchctl("submit", prof, "loop forever", expect=1, timeout=60)
             rid = p.stdout.splitlines()[0]
             check(f"Run {rid} failed: {reason}\n(a limit of the profile was reached: resuming "
-                  "cannot help; raise the limit and submit again)\n" in p.stdout,
+                  "as it is stops at the same limit; raise the limit in the profile, reload, "
+                  "then resume)\n" in p.stdout,
                   f"{prof}: no limit line:\n{p.stdout}")
             check("orchctl resume" not in p.stdout, f"{prof}: a resume hint:\n{p.stdout}")
             r = st.status(rid)
             check(r["state"] == "failed" and r["error"] == reason and r["resumable"] is False,
                   f"{prof}: {r}")
             s = st.orchctl("status", rid, expect=0).stdout
-            check("resumable    no (a limit was reached)\n" in s, f"status:\n{s}")
+            check("resumable    no (it would fail the same way)\n" in s, f"status:\n{s}")
             p = st.orchctl("logs", rid, expect=0)
             check("orchctl resume" not in p.stdout, f"logs shows a resume hint:\n{p.stdout}")
         # a failure that resuming can fix keeps its hint
