@@ -113,10 +113,15 @@ s_hex(char *out, size_t o, unsigned char c)
 	return o;
 }
 
+/* Characters a terminal does not show but that change what it shows: bidi
+ * embeddings, overrides, isolates and marks (reorder a line), the line and
+ * paragraph separators (a line break to some terminals), the BOM / zero
+ * width no-break space. */
 static bool
-s_bidi(ucs4_t uc)
+s_invisible(ucs4_t uc)
 {
-	return (uc >= 0x202a && uc <= 0x202e) || (uc >= 0x2066 && uc <= 0x2069);
+	return (uc >= 0x202a && uc <= 0x202e) || (uc >= 0x2066 && uc <= 0x2069) || uc == 0x200e ||
+	       uc == 0x200f || uc == 0x061c || uc == 0x2028 || uc == 0x2029 || uc == 0xfeff;
 }
 
 char *
@@ -156,7 +161,7 @@ ahp_term_escape(const char *src, size_t len, int flags)
 			/* C1 controls (CSI is U+009B): show the code point's bytes. */
 			for (int k = 0; k < n; k++)
 				o = s_hex(out, o, s[i + k]);
-		} else if (s_bidi(uc)) {
+		} else if (s_invisible(uc)) {
 			char b[16];
 			int m = snprintf(b, sizeof b, "\\u{%04x}", (unsigned)uc);
 			o = s_put(out, o, b, (size_t)m);

@@ -202,16 +202,18 @@ s_result_event(orch_run_t *run, exec_state_t *x, json_t *res, int recovered)
 	const char *cwd = json_string_value(json_object_get(res, "cwd"));
 	const char *killed = json_string_value(json_object_get(res, "killed_by"));
 	const char *out = json_string_value(json_object_get(res, "stdout"));
-	char extra[64] = "";
-	if (killed != NULL)
-		snprintf(extra, sizeof extra, ", killed by %s", killed);
-	orch_run_event(
-	    run, "sandbox",
-	    json_pack("{s:o?, s:O, s:b}", "command", x->command ? orch_json_text(x->command) : NULL,
-	              "result", res, "recovered", recovered),
-	    "[sandbox]   → exit=%d, stdout=%zu chars, cwd=%s%s%s",
-	    (int)json_integer_value(json_object_get(res, "exit_code")), out ? strlen(out) : 0,
-	    cwd ? cwd : "?", extra, recovered ? " (result recovered after a restart)" : "");
+	char extra[96] = "";
+	int truncated = json_is_true(json_object_get(res, "truncated"));
+	snprintf(extra, sizeof extra, "%s%s%s", truncated ? ", output truncated" : "",
+	         killed != NULL ? ", killed by " : "", killed != NULL ? killed : "");
+	orch_run_event(run, "sandbox",
+	               json_pack("{s:o?, s:O, s:b}", "command",
+	                         x->command ? orch_json_text(x->command) : NULL, "result", res,
+	                         "recovered", recovered),
+	               "[sandbox]   → exit=%d, stdout=%zu bytes, cwd=%s%s%s",
+	               (int)json_integer_value(json_object_get(res, "exit_code")),
+	               out ? strlen(out) : 0, cwd && *cwd ? cwd : "(unknown)", extra,
+	               recovered ? " (result recovered after a restart)" : "");
 }
 
 void

@@ -670,7 +670,9 @@ s_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t *res)
 	size_t fixed = s_fix_escapes(b, n);
 	res->sanitized = changed || fixed > 0;
 
-	size_t lead = 0;
+	/* A byte order mark before the body (some Windows-hosted gateways) is
+	 * not JSON: skip it with the leading white space. */
+	size_t lead = n >= 3 && memcmp(b, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
 	while (lead < n &&
 	       (b[lead] == ' ' || b[lead] == '\n' || b[lead] == '\r' || b[lead] == '\t'))
 		lead++;
@@ -685,7 +687,7 @@ s_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t *res)
 			return;
 		}
 	} else {
-		reply = json_loadb(b, n, 0, &jerr);
+		reply = json_loadb(b + lead, n - lead, 0, &jerr);
 	}
 	free(b);
 	if (reply == NULL) {

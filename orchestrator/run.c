@@ -575,7 +575,7 @@ s_tool_begin(orch_run_t *run, int mode)
 	const char *name = orch_call_str(tc, "name");
 	const char *argstr = orch_call_str(tc, "arguments");
 	json_error_t jerr;
-	json_t *args = argstr ? json_loads(argstr, 0, &jerr) : NULL;
+	json_t *args = argstr ? json_loads(argstr, JSON_DECODE_ANY, &jerr) : NULL;
 	if (mode == ORCH_TOOL_NEW) {
 		run->cur_seq = ++run->seq;
 		run->tool_calls++;
@@ -603,13 +603,19 @@ s_tool_begin(orch_run_t *run, int mode)
 		                               name ? name : ""),
 		               AHP__STATUS__ERR_NOT_FOUND);
 	} else if (!json_is_object(args)) {
+		/* Not JSON at all (jansson says why, e.g. a \u0000 escape), or
+		 * JSON that is not an object: two different mistakes to report. */
+		char why[200];
+		if (args == NULL)
+			snprintf(why, sizeof why, "arguments are not valid JSON: %s", jerr.text);
+		else
+			snprintf(why, sizeof why, "arguments must be a JSON object");
 		orch_run_event(run, "tool",
-		               json_pack("{s:s, s:o?}", "name", name, "arguments",
-		                         argstr ? orch_json_text(argstr) : NULL),
-		               "[%s] bad arguments", name);
-		orch_tool_done(run,
-		               orch_tool_error("bad_request", "arguments must be a JSON object%s%s",
-		                               args ? "" : ": ", args ? "" : jerr.text),
+		               json_pack("{s:s, s:o?, s:o}", "name", name, "arguments",
+		                         argstr ? orch_json_text(argstr) : NULL, "error",
+		                         orch_json_text(why)),
+		               "[%s] bad arguments: %s", name, why);
+		orch_tool_done(run, orch_tool_error("bad_request", "%s", why),
 		               AHP__STATUS__ERR_BAD_REQUEST);
 	} else if (orch_tool_gate(run->profile, t, args) != NULL) {
 		/* Approval is enforced by the platform (invariant 5). Until an

@@ -149,6 +149,10 @@ t_escape(void **state)
 	/* Printable Unicode passes; bidi overrides are shown. */
 	s_check_escape("caf\xc3\xa9 \xf0\x9f\x98\x80", 0, "caf\xc3\xa9 \xf0\x9f\x98\x80");
 	s_check_escape("x\xe2\x80\xaey", 0, "x\\u{202e}y");
+	s_check_escape("a\xe2\x80\xa8"
+	               "b\xef\xbb\xbf"
+	               "c\xe2\x80\x8f",
+	               0, "a\\u{2028}b\\u{feff}c\\u{200f}");
 	/* Invalid UTF-8 bytes are shown, never passed on. */
 	s_check_escape("\xc0\x80/\xff", 0, "\\xc0\\x80/\\xff");
 	s_check_escape("", 0, "");

@@ -40,10 +40,11 @@ size_t ahp_utf8_prefix(const char *s, size_t max);
  * C0 controls except '\n' and '\t' (and '\t' too with AHP_TERM_ONE_LINE, which
  * also escapes '\n'), DEL, C1 controls (U+0080..U+009F), and so every ESC that
  * could introduce a CSI/OSC/DCS sequence, become "\xHH" (ESC is "\x1b").
- * Invalid UTF-8 is shown as "\xHH" per byte, never passed on. The Unicode
- * bidirectional controls (U+202A..U+202E, U+2066..U+2069) that can reorder
- * what a terminal displays become "\u{XXXX}". Caller frees; NULL when out of
- * memory. */
+ * Invalid UTF-8 is shown as "\xHH" per byte, never passed on. Invisible
+ * characters that change what a terminal displays become "\u{XXXX}": the
+ * bidirectional controls (U+202A..U+202E, U+2066..U+2069, U+200E, U+200F,
+ * U+061C), the line and paragraph separators U+2028, U+2029, and U+FEFF. Caller frees; NULL when
+ * out of memory. */
 #define AHP_TERM_ONE_LINE 0x1
 char *ahp_term_escape(const char *s, size_t len, int flags);
 

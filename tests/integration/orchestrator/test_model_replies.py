@@ -96,6 +96,8 @@ FIRST = {
     "parallel": tools(call("skill", cid="a"),
                       call("skill", args='{"action":"read","path":"release-notes/SKILL.md"}',
                            cid="b")),
+    "bom": b"\xef\xbb\xbf" + reply({"role": "assistant", "content": "after a BOM"}),
+    "argnul": tools(call("skill", args='{"action":"li\\u0000st"}')),
     "nousage": finish({"role": "assistant", "content": "no usage here"}, "stop"),
     "parts": reply({"role": "assistant", "content": [
         {"type": "thinking", "thinking": "let me think"},
@@ -147,7 +149,7 @@ FIRST = {
 # Scenario -> (expected final state, substring of the result/error)
 EXPECT = {
     "noid": ("succeeded", '"files":["release-notes/SKILL.md"'),
-    "badjson": ("succeeded", '"status":"bad_request"'),
+    "badjson": ("succeeded", '"status":"bad_request","message":"arguments are not valid JSON'),
     "argnum": ("succeeded", "arguments must be a JSON object"),
     "argarray": ("succeeded", "arguments must be a JSON object"),
     "unknown": ("succeeded", '"status":"not_found"'),
@@ -164,6 +166,8 @@ EXPECT = {
     "dupids": ("succeeded", '"files":["release-notes/SKILL.md"'),
     "parallel": ("succeeded", '"path":"release-notes/SKILL.md"'),
     "nousage": ("succeeded", "no usage here"),
+    "bom": ("succeeded", "after a BOM"),
+    "argnul": ("succeeded", r'arguments are not valid JSON: \\u0000 is not allowed'),
     "parts": ("succeeded", "Hello world"),
     "nul": ("succeeded", "a\ufffdb"),
     "surrogate": ("succeeded", "x\ufffdy\ufffdz"),
