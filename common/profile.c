@@ -1891,3 +1891,20 @@ ahp_profiles_add(ahp_profiles_t *self, const ahp_profile_t *p)
 	self->items[self->n++] = ahp_profile_ref((ahp_profile_t *)p);
 	return 0;
 }
+
+int
+ahp_profiles_replace(ahp_profiles_t *self, const ahp_profile_t *p, const char *message)
+{
+	if (self == NULL || p == NULL)
+		return -1;
+	for (size_t i = 0; i < self->n; i++) {
+		if (strcmp(self->items[i]->name, p->name) != 0)
+			continue;
+		ahp_profile_t *evicted = self->items[i];
+		s_record_failure(self, evicted->path, message, evicted->name);
+		self->items[i] = ahp_profile_ref((ahp_profile_t *)p);
+		ahp_profile_destroy(&evicted);
+		return 0;
+	}
+	return -1;
+}

@@ -97,9 +97,9 @@ s_from_file(const ahp_profiles_t *set, const char *path)
 
 /* An edit that breaks a profile must not take it away from the runs that
  * use it: for each file the new load refused, the version that file loaded
- * last time keeps serving (under its name, unless a good file now holds that
- * name). The refusal stays recorded in the new set for orch_profiles_why. A
- * file that was removed takes its profile away. */
+ * last time keeps serving under its name — also when another file, refused
+ * before as a duplicate of that name, now loads alone. The refusal stays recorded in the new set
+ * for orch_profiles_why. A file that was removed takes its profile away. */
 void
 orch_profiles_reload(orch_t *o)
 {
@@ -113,7 +113,28 @@ orch_profiles_reload(orch_t *o)
 	for (size_t i = 0; i < ahp_profiles_errors(ps->set); i++) {
 		const char *path = ahp_profiles_failed_path(ps->set, i);
 		const ahp_profile_t *old = path ? s_from_file(o->profiles->set, path) : NULL;
-		if (old == NULL || ahp_profiles_get(ps->set, old->name) != NULL)
+		if (old == NULL)
+			continue;
+		const ahp_profile_t *cur = ahp_profiles_get(ps->set, old->name);
+		if (cur != NULL && strcmp(cur->path, old->path) != 0) {
+			/* Another file claims the name only because the file that held
+			 * it broke (it was a refused duplicate before): the name stays
+			 * with its file's last good version, the claimant stays refused. */
+			char msg[1200];
+			snprintf(msg, sizeof msg,
+			         "%s: profile name '%s' is already used by %s (kept at its last "
+			         "good version while that file is broken)",
+			         cur->path, old->name, old->path);
+			if (ahp_profiles_replace(ps->set, old, msg) != 0)
+				continue;
+			kept++;
+			log_warn("%s", msg);
+			log_warn("profile %s: keeping the last good version; the edited file was "
+			         "refused: %s",
+			         old->name, ahp_profiles_failed_error(ps->set, i));
+			continue;
+		}
+		if (cur != NULL)
 			continue;
 		if (ahp_profiles_add(ps->set, old) != 0) {
 			log_error("profile %s: out of memory keeping the last good version",

@@ -146,4 +146,10 @@ const char *ahp_profiles_warning(const ahp_profiles_t *self, size_t i);
  * already in the set or out of memory. */
 int ahp_profiles_add(ahp_profiles_t *self, const ahp_profile_t *p);
 
+/* Puts p (new reference) in the place of the set's profile of the same name,
+ * which is dropped and recorded as a failure of its file with message
+ * (file-prefixed by the caller). -1 when no profile has that name or out of
+ * memory (the set is then unchanged). */
+int ahp_profiles_replace(ahp_profiles_t *self, const ahp_profile_t *p, const char *message);
+
 #endif

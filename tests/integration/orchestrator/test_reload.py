@@ -5,6 +5,7 @@ keeps its last good version serving, and a profile that is not loaded says why o
 two files with one name are an error naming both; --check-config on a bad profiles dir
 exits non-zero naming file:line (also for a limit sandboxd would refuse), and warns (exit 0)
 about fields that fail closed."""
+import json
 import os
 import signal
 import subprocess
@@ -102,8 +103,9 @@ def main(args):
 
         # Two files with one name: an error naming both; a file name that differs
         # from name: is a warning, and the profile loads.
-        st.write_profile("gamma", "short")
-        st.write_profile("gamma", "short", file_name="gamma-copy.yaml")
+        st.write_profile("gamma", "short", system_prompt="from gamma.yaml")
+        st.write_profile("gamma", "short", system_prompt="from the copy",
+                         file_name="gamma-copy.yaml")
         st.write_profile("delta", "short", file_name="d.yaml")
         st.kill("orchestrator", signal.SIGHUP, wait=False)
         dup = (f"{st.path('etc/profiles/gamma.yaml')}:1:7: profile name 'gamma' is already "
@@ -116,6 +118,26 @@ def main(args):
               "no warning for d.yaml")
         run_ok(st, "gamma", "sixth")
         run_ok(st, "delta", "seventh")
+
+        def system_prompt_of_last_gamma_run():
+            rid = st.db_rows("SELECT id FROM runs WHERE profile='gamma' "
+                             "ORDER BY created_ms DESC LIMIT 1")[0][0]
+            intent = st.db_rows("SELECT intent FROM steps WHERE run_id=? AND seq=1", (rid,))
+            return json.loads(intent[0][0])["system"].strip()
+        check(system_prompt_of_last_gamma_run() == "from the copy", "gamma not from the copy")
+        # The file serving gamma breaks: its last good version keeps the name; the file
+        # refused as a duplicate before does not take it over.
+        copy = st.path("etc/profiles/gamma-copy.yaml")
+        st.write_profile("gamma", "short", system_prompt="from the copy",
+                         file_name="gamma-copy.yaml", extra="limits: { max_turns: 0 }\n")
+        st.kill("orchestrator", signal.SIGHUP, wait=False)
+        taken = (f"{st.path('etc/profiles/gamma.yaml')}: profile name 'gamma' is already used "
+                 f"by {copy} (kept at its last good version while that file is broken)")
+        wait_for(lambda: taken in st.log("orchestrator"), 15, "gamma kept for its file",
+                 interval=0.2)
+        run_ok(st, "gamma", "eighth")
+        check(system_prompt_of_last_gamma_run() == "from the copy",
+              "a broken file's name was taken over by the refused duplicate")
         os.unlink(st.path("etc/profiles/gamma-copy.yaml"))
         os.unlink(st.path("etc/profiles/d.yaml"))
 
