@@ -88,18 +88,16 @@ orch_conv_init(orch_conv_t *c, const char *model, const char *system, const char
 }
 
 const char *
-orch_conv_request(orch_conv_t *c, const json_t *tools, size_t *len)
+orch_conv_request(orch_conv_t *c, const char *tools, size_t *len)
 {
 	size_t base = c->len;
-	char *tt = json_array_size(tools) > 0 ? json_dumps(tools, JSON_COMPACT) : NULL;
 	int rc = s_put(c, "]", 1);
-	if (rc == 0 && tt != NULL)
+	if (rc == 0 && tools != NULL)
 		rc = s_put(c, ",\"tools\":", 9);
-	if (rc == 0 && tt != NULL)
-		rc = s_put(c, tt, strlen(tt));
+	if (rc == 0 && tools != NULL)
+		rc = s_put(c, tools, strlen(tools));
 	if (rc == 0)
 		rc = s_put(c, "}", 1);
-	free(tt);
 	*len = c->len;
 	/* The suffix stays in the buffer past len until the next append. */
 	c->len = base;

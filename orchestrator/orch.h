@@ -159,6 +159,8 @@ struct orch_run {
 	int64_t created_ms;
 
 	orch_conv_t conv;
+	char *tools_text; /* the profile's "tools" array as JSON text, made once per run */
+	int tools_made;
 	json_t *calls;      /* tool_calls of the last assistant message, or NULL */
 	size_t next_call;   /* first tool call without a completed step */
 	uint32_t seq;       /* highest step seq written */
@@ -349,10 +351,11 @@ int orch_conv_init(orch_conv_t *c, const char *model, const char *system, const 
 int orch_conv_append(orch_conv_t *c, const json_t *msg);
 /* Same, stealing msg (NULL counts as a failure). */
 int orch_conv_append_new(orch_conv_t *c, json_t *msg);
-/* The whole request body: the conversation, "]", the tools, "}". The text
- * lives in c's buffer and stays valid until the next append; *len is its
- * length. NULL when it would grow over ORCH_CONV_MAX. */
-const char *orch_conv_request(orch_conv_t *c, const json_t *tools, size_t *len);
+/* The whole request body: the conversation, "]", the tools (the JSON text
+ * of the "tools" array, or NULL for none), "}". The text lives in c's buffer
+ * and stays valid until the next append; *len is its length. NULL when it
+ * would grow over ORCH_CONV_MAX. */
+const char *orch_conv_request(orch_conv_t *c, const char *tools, size_t *len);
 void orch_conv_free(orch_conv_t *c);
 
 /* replay.c */

@@ -66,6 +66,7 @@ orch_run_free(orch_run_t **run_p)
 		if (orch_tools[i]->free_state != NULL)
 			orch_tools[i]->free_state(run);
 	orch_conv_free(&run->conv);
+	free(run->tools_text);
 	json_decref(run->calls);
 	free(run->profile_name);
 	orch_profset_unref(&run->pset);
@@ -314,10 +315,17 @@ s_model_begin(orch_run_t *run)
 static void
 s_model_send(orch_run_t *run)
 {
-	json_t *tools = orch_tools_for(run->profile);
+	/* The profile a run is bound to never changes under it: its tool
+	 * definitions are encoded once, not at every model call. */
+	if (!run->tools_made) {
+		json_t *tools = orch_tools_for(run->profile);
+		run->tools_text =
+		    json_array_size(tools) > 0 ? json_dumps(tools, JSON_COMPACT) : NULL;
+		json_decref(tools);
+		run->tools_made = 1;
+	}
 	size_t len = 0;
-	const char *body = orch_conv_request(&run->conv, tools, &len);
-	json_decref(tools);
+	const char *body = orch_conv_request(&run->conv, run->tools_text, &len);
 	run->attempt++;
 	run->phase = PH_MODEL_INFLIGHT;
 	run->call = body != NULL ? orch_model_start(run->o, run, body, len) : NULL;
