@@ -693,9 +693,9 @@ s_check_text(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 	(void)k;
 	if (s_want_text(c, v, where, NULL) < 0)
 		return -1;
-	for (const char *p = s_str(v); *p; p++)
-		if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
-			return 0;
+	/* Blank is Unicode White_Space, as for a task (U+3000 says nothing either). */
+	if (!ahp_text_blank(s_str(v)))
+		return 0;
 	return s_fail(c, &v->start_mark, NULL, "%s must not be blank", where);
 }
 

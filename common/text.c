@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unictype.h>
 #include <unistr.h>
 
 #include "ahp/text.h"
@@ -200,4 +201,20 @@ ahp_term_printf(FILE *f, const char *fmt, ...)
 	int rc = ahp_term_fputs(text, 0, f);
 	free(text);
 	return rc;
+}
+
+bool
+ahp_text_blank(const char *s)
+{
+	const uint8_t *p = (const uint8_t *)s;
+	size_t n = strlen(s);
+	while (n > 0) {
+		ucs4_t uc;
+		int k = u8_mbtoucr(&uc, p, n);
+		if (k < 1 || !uc_is_property_white_space(uc))
+			return false;
+		p += k;
+		n -= (size_t)k;
+	}
+	return true;
 }

@@ -8,9 +8,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <unictype.h>
-#include <unistr.h>
-
 #include <curl/curl.h>
 #include <jansson.h>
 
@@ -38,25 +35,6 @@
 #define ORCH_RUN_ID_MAX 32
 #define ORCH_CONV_MAX (16 << 20)        /* bytes of one run's conversation */
 #define ORCH_SBX_UNAVAIL_GRACE_MS 10000 /* retrying a sandboxd that says "unavailable" */
-
-/* True when task (valid UTF-8) has no character but Unicode White_Space: a
- * run would start with nothing to do. Inline so that orchctl, which refuses
- * such a task before sending it, and orch_run_submit share one check. */
-static inline bool
-orch_task_blank(const char *task)
-{
-	const uint8_t *p = (const uint8_t *)task;
-	size_t n = strlen(task);
-	while (n > 0) {
-		ucs4_t uc;
-		int k = u8_mbtouc(&uc, p, n);
-		if (k < 1 || !uc_is_property_white_space(uc))
-			return false;
-		p += k;
-		n -= (size_t)k;
-	}
-	return true;
-}
 
 /* 1 when a run that failed with this reason can usefully be resumed, 0 when
  * resuming would only fail the same way: a limit of the profile was reached

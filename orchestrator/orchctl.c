@@ -763,7 +763,7 @@ s_check_task(orchctl_t *self, const char *task, size_t len)
 		return s_usage_error(self, "the task contains a NUL byte");
 	if (!ahp_utf8_valid(task, len, 0))
 		return s_usage_error(self, "the task is not valid UTF-8");
-	if (orch_task_blank(task))
+	if (ahp_text_blank(task))
 		return s_usage_error(self, "the task is only white space");
 	return 0;
 }

@@ -773,7 +773,7 @@ orch_run_submit(orch_t *o, const char *profile, const char *task, int *status, c
 		snprintf(err, errlen, "task is not valid UTF-8");
 		return NULL;
 	}
-	if (orch_task_blank(task)) {
+	if (ahp_text_blank(task)) {
 		*status = AHP__STATUS__ERR_BAD_REQUEST;
 		snprintf(err, errlen, "task is only white space");
 		return NULL;

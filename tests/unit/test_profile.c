@@ -347,6 +347,9 @@ static const struct {
     {"name: a\nmodel: mock:x\nsystem_prompt: p\ntools: [exec, skill, exec]\n", 0,
      "4:22: tool 'exec' is listed twice"},
     {"name: a\nmodel: mock:x\nsystem_prompt: \"  \"\n", 0, "3:16: system_prompt must not be blank"},
+    /* Unicode White_Space only (U+3000, U+00A0, U+2028) is blank too. */
+    {"name: a\nmodel: mock:x\nsystem_prompt: \"\\u3000\\u00a0\\u2028\"\n", 0,
+     "3:16: system_prompt must not be blank"},
     {"name: a\nmodel: mock:x\nsystem_prompt:\n", 0, "3:15: system_prompt must not be empty"},
     {"name: a\nmodel: mock:x\nsystem_prompt: \"a\\0b\"\n", 0,
      "3:16: value contains a NUL character"},

@@ -107,6 +107,18 @@ t_sanitize_large(void **state)
 }
 
 static void
+t_blank(void **state)
+{
+	(void)state;
+	assert_true(ahp_text_blank(""));
+	assert_true(ahp_text_blank(" \t\r\n"));
+	assert_true(ahp_text_blank("\xe3\x80\x80\xc2\xa0\xe2\x80\xa8")); /* U+3000 U+00A0 U+2028 */
+	assert_false(ahp_text_blank(" x "));
+	assert_false(ahp_text_blank("\xe2\x80\x8b")); /* U+200B is not White_Space */
+	assert_false(ahp_text_blank(" \xff"));        /* invalid UTF-8 is not blank */
+}
+
+static void
 t_prefix(void **state)
 {
 	(void)state;
@@ -164,7 +176,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(t_valid),          cmocka_unit_test(t_sanitize),
 	    cmocka_unit_test(t_sanitize_large), cmocka_unit_test(t_prefix),
-	    cmocka_unit_test(t_escape),
+	    cmocka_unit_test(t_blank),          cmocka_unit_test(t_escape),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,6 +35,11 @@ char *ahp_utf8_sanitize(const void *s, size_t len, int flags, size_t *out_len, b
  * was valid). Never reads past the terminator. */
 size_t ahp_utf8_prefix(const char *s, size_t max);
 
+/* True when s (NUL-terminated) has no character but Unicode White_Space
+ * (U+0020, U+3000, U+00A0, U+2028, ...): a task, prompt or field that says
+ * nothing. Invalid UTF-8 is not blank. */
+bool ahp_text_blank(const char *s);
+
 /* Terminal safety (invariant 8). Returns a new NUL-terminated string in which
  * every character a terminal would act on is shown as visible text instead:
  * C0 controls except '\n' and '\t' (and '\t' too with AHP_TERM_ONE_LINE, which
