@@ -1114,10 +1114,15 @@ s_parse_args(orchctl_t *self, int argc, char **argv, const char **endpoint, char
 		if (needs_val) {
 			if (eq != NULL)
 				val = eq + 1;
-			else if (i + 1 < argc)
+			else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
 				val = argv[++i];
-			else
-				return s_usage_error(self, "option needs a value");
+			else {
+				/* "--home --json list" must not take --json for a home:
+				 * a value that starts with "--" is given as --name=VALUE. */
+				char msg[96];
+				snprintf(msg, sizeof msg, "option %s needs a value", name);
+				return s_usage_error(self, msg);
+			}
 		} else if (eq != NULL) {
 			return s_usage_error(self, "option takes no value");
 		}
@@ -1160,7 +1165,8 @@ s_parse_args(orchctl_t *self, int argc, char **argv, const char **endpoint, char
 		}
 	}
 	if (*nrest == 0) {
-		s_usage(stderr);
+		if (!self->json)
+			s_usage(stderr);
 		return s_usage_error(self, "no COMMAND given");
 	}
 	return -1;

@@ -169,6 +169,11 @@ def main(args):
                  "see orchctl --help", 2)
         p = st.orchctl("--json")
         json_err(p, "usage", "no COMMAND given", "see orchctl --help", 2)
+        check(p.stderr == "orchctl: usage: no COMMAND given (see orchctl --help)\n",
+              f"--json with no command printed more than the usage line: {p.stderr!r}")
+        # An option's value is never the next option.
+        json_err(st.orchctl("--home", "--json", "list"), "usage",
+                 "option --home needs a value", "see orchctl --help", 2)
 
         # --- server errors: the same shape ---
         json_err(st.orchctl("--json", "status", "r-nosuch"), "not_found", "no run r-nosuch",
