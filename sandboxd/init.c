@@ -928,3 +928,29 @@ sbx_init_main(void *arg)
 	s_send_ready(-1);
 	s_serve();
 }
+
+int
+sbx_init_parse_done(const uint8_t *p, size_t len, uint32_t cap, sbx_result_view_t *v,
+                    const char **why)
+{
+	if (len < sizeof(v->done)) {
+		*why = "protocol error from init";
+		return -1;
+	}
+	memcpy(&v->done, p, sizeof(v->done));
+	sbx_ctl_done_t *d = &v->done;
+	/* Each size is checked before the sum, so the sum cannot wrap. */
+	if (d->out_len > cap || d->err_len > cap || d->cwd_len >= SBX_CWD_MAX ||
+	    (size_t)d->out_len + d->err_len + d->cwd_len != len - sizeof(*d)) {
+		*why = "bad result sizes from init";
+		return -1;
+	}
+	v->out = p + sizeof(*d);
+	v->err = v->out + d->out_len;
+	v->cwd = (const char *)(v->err + d->err_len);
+	for (uint32_t i = 0; i < d->cwd_len; i++)
+		if ((unsigned char)v->cwd[i] < 0x20 || v->cwd[i] == 0x7f ||
+		    (i == 0 && v->cwd[0] != '/'))
+			d->cwd_len = 0;
+	return 0;
+}

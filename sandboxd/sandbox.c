@@ -914,24 +914,16 @@ s_killed_by(const sbx_sandbox_t *self, const sbx_ctl_done_t *d, const sbx_cg_cou
 static void
 s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 {
-	sbx_ctl_done_t d;
-	if (self->cur == NULL || len < sizeof(d)) {
-		sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, "protocol error from init");
+	sbx_result_view_t v;
+	const char *why = "protocol error from init";
+	if (self->cur == NULL ||
+	    sbx_init_parse_done(p, len, self->meta.lim.output_kb * 1024u, &v, &why) != 0) {
+		sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, why);
 		return;
 	}
-	memcpy(&d, p, sizeof(d));
-	uint32_t cap = self->meta.lim.output_kb * 1024u;
-	if (d.out_len > cap || d.err_len > cap || d.cwd_len >= SBX_CWD_MAX ||
-	    (size_t)d.out_len + d.err_len + d.cwd_len != len - sizeof(d)) {
-		sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, "bad result sizes from init");
-		return;
-	}
-	const uint8_t *out = p + sizeof(d), *err = out + d.out_len;
-	const char *cwd = (const char *)(err + d.err_len);
-	/* init checked the path; what crosses the socket is checked again */
-	for (uint32_t i = 0; i < d.cwd_len; i++)
-		if ((unsigned char)cwd[i] < 0x20 || cwd[i] == 0x7f || (i == 0 && cwd[0] != '/'))
-			d.cwd_len = 0;
+	sbx_ctl_done_t d = v.done;
+	const uint8_t *out = v.out, *err = v.err;
+	const char *cwd = v.cwd;
 	s_exec_t *e = self->cur;
 	self->cur = NULL;
 	self->meta.execs++;

@@ -202,6 +202,24 @@ typedef struct {
 int sbx_init_parse_order(uint8_t *buf, size_t n, size_t cap, bool claimed, sbx_order_t *out,
                          const char **why);
 
+/* One result from init, as sbx_init_parse_done validated it (pointers into
+ * the message). */
+typedef struct {
+	sbx_ctl_done_t done;
+	const uint8_t *out; /* done.out_len bytes */
+	const uint8_t *err; /* done.err_len bytes */
+	const char *cwd;    /* done.cwd_len bytes, not NUL-terminated; cwd_len 0: unknown */
+} sbx_result_view_t;
+
+/* Validates a DONE payload of len bytes (after its header) that init sent for
+ * a command whose output cap was cap bytes per stream: sizes within the caps
+ * and adding up to len exactly. A cwd that is not absolute or holds control
+ * characters is dropped (cwd_len 0): init checked it, but what crosses the
+ * socket is checked again. Returns 0 with *v filled, or -1 with *why set to a
+ * static reason. Pure, so the fuzzer can call it. */
+int sbx_init_parse_done(const uint8_t *p, size_t len, uint32_t cap, sbx_result_view_t *v,
+                        const char **why);
+
 /* ---- seccomp.c ---- */
 /* Builds the command filter once (libseccomp), exported as a BPF program.
  * Caller owns prog->filter (free()). 0 / -1 with a log line. */

@@ -204,6 +204,28 @@ put("init", "go", b"\x01" + order(1, b""))
 put("init", "short", b"\x01\x04\x00")
 put("init", "header-len-lies", b"\x01" + struct.pack("<II", EXEC, 1000) + b"\x00" * 40)
 
+# ---- done: cap selector (2 bytes, KiB - 1) + init's DONE payload --------------
+def done(out, err, cwd, wstatus=0, flags=0, out_len=None, err_len=None, cwd_len=None,
+         kb=64):
+    d = struct.pack("<iIIIIIQ", wstatus, flags, 12,
+                    len(out) if out_len is None else out_len,
+                    len(err) if err_len is None else err_len,
+                    len(cwd) if cwd_len is None else cwd_len, 1500)
+    return struct.pack("<H", kb - 1) + d + out + err + cwd
+
+
+put("done", "ok", done(b"hello\n", b"", b"/workspace"))
+put("done", "cwd-unknown", done(b"x", b"y", b""))
+put("done", "cwd-relative", done(b"", b"", b"workspace"))
+put("done", "cwd-control", done(b"", b"", b"/w\x1b]0;x\x07"))
+put("done", "cwd-not-utf8", done(b"", b"", b"/workspace/\xc0\x80"))
+put("done", "nul-output", done(b"\x00" * 300, b"\xff\xfe", b"/"))
+put("done", "over-cap", done(b"a" * 1025, b"", b"/", kb=1))
+put("done", "sizes-lie", done(b"abc", b"", b"/", out_len=2))
+put("done", "sizes-wrap", done(b"", b"", b"/", out_len=0xFFFFFFFF, err_len=2))
+put("done", "short", struct.pack("<H", 0) + b"\x00" * 10)
+put("done", "signalled", done(b"", b"killed", b"", wstatus=9, flags=1))
+
 # ---- profile: YAML files ---------------------------------------------------
 put("profile", "minimal.yaml", "name: minimal\nmodel: mock:scripted\nsystem_prompt: Be brief.\n")
 put("profile", "full.yaml", """name: full-profile-1
