@@ -787,6 +787,24 @@ s_check_skills(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 		return s_fail(c, &v->start_mark, h, "skills path '%s' is not a directory",
 		              s_q(s, q, sizeof q));
 	}
+	/* The model reads whatever lies under the skills directory: it must stay
+	 * inside the platform's etc/ directory (after symlinks), never /etc or a
+	 * home directory a profile happens to name. */
+	char *base = realpath(c->base_dir, NULL);
+	size_t bl = base != NULL ? strlen(base) : 0;
+	int inside = base != NULL && strncmp(real, base, bl) == 0 &&
+	             (real[bl] == '/' || real[bl] == '\0' || (bl == 1 && base[0] == '/'));
+	if (!inside) {
+		char hint[PATH_MAX + 64];
+		snprintf(hint, sizeof hint, "skills live under %s",
+		         base != NULL ? base : c->base_dir);
+		free(base);
+		free(real);
+		return s_fail(c, &v->start_mark, hint,
+		              "skills directory '%s' is outside the platform's etc directory",
+		              s_q(s, q, sizeof q));
+	}
+	free(base);
 	free(c->skills_dir);
 	c->skills_dir = real;
 	return 0;

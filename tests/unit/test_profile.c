@@ -252,6 +252,13 @@ test_error_fixtures(void **state)
 	s_expect_error("bad/skills-missing.yaml",
 	               "4:11: skills directory 'skills/nope' does not exist (looked for " ETC
 	               "/skills/nope)");
+	/* The model reads what the skills directory holds: never outside etc/. */
+	s_expect_error("bad/skills-outside.yaml",
+	               "4:9: skills directory '/etc' is outside the platform's etc directory "
+	               "(skills live under " ETC ")");
+	s_expect_error("bad/skills-dotdot.yaml",
+	               "4:9: skills directory '../bad' is outside the platform's etc directory "
+	               "(skills live under " ETC ")");
 	s_expect_error("bad/syntax-error.yaml",
 	               "4:14: YAML syntax error: did not find expected ',' or ']' (while parsing "
 	               "a flow sequence at line 3, column 8)");
@@ -433,7 +440,8 @@ test_valid_variants(void **state)
 	         "...\n",
 	         real);
 	s_write(path, yaml, strlen(yaml));
-	ahp_profile_t *p = ahp_profile_load(path, "/nonexistent", err, sizeof err);
+	/* An absolute skills path is fine inside the etc dir. */
+	ahp_profile_t *p = ahp_profile_load(path, ETC, err, sizeof err);
 	if (p == NULL)
 		fail_msg("%s", err);
 	assert_string_equal(p->provider, "local");
