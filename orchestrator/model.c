@@ -383,39 +383,9 @@ s_sse_assemble(const char *b, size_t len, char *err, size_t errlen)
 		size_t n = e - i;
 		if (n > 0 && b[i + n - 1] == '\r')
 			n--;
-		if (n == 0 || e >= len) {
-			/* A blank line (or the end) dispatches the event. */
-			if (n > 0 && n >= 5 && strncmp(b + i, "data:", 5) == 0) {
-				size_t k = 5 + (n > 5 && b[i + 5] == ' ');
-				if (have_data)
-					data[dlen++] = '\n';
-				memcpy(data + dlen, b + i + k, n - k);
-				dlen += n - k;
-				have_data = 1;
-			}
-			if (have_data) {
-				if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0) {
-					done = 1;
-				} else {
-					json_error_t jerr;
-					json_t *ch = json_loadb(data, dlen, 0, &jerr);
-					if (ch == NULL) {
-						snprintf(err, errlen,
-						         "stream chunk %d is not JSON: %s",
-						         chunks + 1, jerr.text);
-						failed = 1;
-					} else {
-						chunks++;
-						if (s_sse_chunk(ch, msg, calls, &finish, &usage,
-						                err, errlen) != 0)
-							failed = 1;
-						json_decref(ch);
-					}
-				}
-			}
-			dlen = 0;
-			have_data = 0;
-		} else if (n >= 5 && strncmp(b + i, "data:", 5) == 0) {
+		/* A data line adds to the event; comments (":..."), event:, id: and
+		 * retry: lines carry no data. */
+		if (n >= 5 && strncmp(b + i, "data:", 5) == 0) {
 			size_t k = 5 + (n > 5 && b[i + 5] == ' ');
 			if (have_data)
 				data[dlen++] = '\n';
@@ -423,7 +393,28 @@ s_sse_assemble(const char *b, size_t len, char *err, size_t errlen)
 			dlen += n - k;
 			have_data = 1;
 		}
-		/* Comments (":..."), event:, id:, retry: lines carry no data. */
+		/* A blank line (or the end) dispatches the event. */
+		if ((n == 0 || e >= len) && have_data) {
+			if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0) {
+				done = 1;
+			} else {
+				json_error_t jerr;
+				json_t *ch = json_loadb(data, dlen, 0, &jerr);
+				if (ch == NULL) {
+					snprintf(err, errlen, "stream chunk %d is not JSON: %s",
+					         chunks + 1, jerr.text);
+					failed = 1;
+				} else {
+					chunks++;
+					if (s_sse_chunk(ch, msg, calls, &finish, &usage, err,
+					                errlen) != 0)
+						failed = 1;
+					json_decref(ch);
+				}
+			}
+			dlen = 0;
+			have_data = 0;
+		}
 		if (done)
 			break;
 		i = e + 1;
