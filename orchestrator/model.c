@@ -488,6 +488,20 @@ s_blank(const char *s)
 	return 1;
 }
 
+/* A function name a provider accepts back: [A-Za-z0-9_-]{1,64}. */
+static int
+s_tool_name_ok(const char *n)
+{
+	size_t len = n != NULL ? strlen(n) : 0;
+	if (len == 0 || len > 64)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
+		      (n[i] >= '0' && n[i] <= '9') || n[i] == '_' || n[i] == '-'))
+			return 0;
+	return 1;
+}
+
 /* Builds the normalized assistant message from choices[0].message. */
 static json_t *
 s_normalize(const json_t *reply, uint32_t seq, orch_model_result_t *res, char *err, size_t errlen)
@@ -541,11 +555,26 @@ s_normalize(const json_t *reply, uint32_t seq, orch_model_result_t *res, char *e
 	for (size_t i = 0; i < json_array_size(calls); i++) {
 		json_t *tc = json_array_get(calls, i);
 		json_t *fn = json_object_get(tc, "function");
-		/* A call without a usable name is kept under the name "": the run
-		 * answers it with a typed not_found result the model can act on. */
+		/* The name goes back to the provider in the next request, where one
+		 * that is not a valid function name ([A-Za-z0-9_-]{1,64}, OpenAI's
+		 * rule) would get the whole request refused (HTTP 400) and the run
+		 * would end before the model could correct itself. Such a call is kept
+		 * under ORCH_INVALID_TOOL_NAME: the run answers it with a typed
+		 * not_found result, and the name as sent stays in the journal. */
 		const char *name = json_string_value(json_object_get(fn, "name"));
-		if (name == NULL)
-			name = "";
+		if (!s_tool_name_ok(name)) {
+			if (res->journal == NULL)
+				res->journal = json_object();
+			json_t *bad = json_object_get(res->journal, "invalid_tool_names");
+			if (bad == NULL) {
+				bad = json_array();
+				json_object_set_new(res->journal, "invalid_tool_names", bad);
+			}
+			json_array_append(bad, json_object_get(fn, "name")
+			                           ? json_object_get(fn, "name")
+			                           : json_null());
+			name = ORCH_INVALID_TOOL_NAME;
+		}
 		const char *id = json_string_value(json_object_get(tc, "id"));
 		/* Missing, oversized or repeated ids get one of ours: each tool
 		 * message must answer exactly one call. */

@@ -33,6 +33,9 @@
 #define ORCH_WAITERS_MAX 4096                     /* long-polls held at once */
 #define ORCH_RUNS_MAX 100000                      /* queued + running runs in memory */
 #define ORCH_RUN_ID_MAX 32
+/* The name a tool call whose name is not a valid function name is kept
+ * under (model.c); no tool has it, so the model is told not_found. */
+#define ORCH_INVALID_TOOL_NAME "invalid_tool_name"
 #define ORCH_CONV_MAX (16 << 20)        /* bytes of one run's conversation */
 #define ORCH_SBX_UNAVAIL_GRACE_MS 10000 /* retrying a sandboxd that says "unavailable" */
 

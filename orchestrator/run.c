@@ -605,11 +605,21 @@ s_tool_begin(orch_run_t *run, int mode)
 		orch_run_event(
 		    run, "tool", json_pack("{s:o?}", "name", name ? orch_json_text(name) : NULL),
 		    "[tool] %.100s → not available to this agent", name ? name : "(none)");
-		orch_tool_done(run,
-		               orch_tool_error("not_found",
-		                               "tool '%.100s' is not available to this agent",
-		                               name ? name : ""),
-		               AHP__STATUS__ERR_NOT_FOUND);
+		if (name != NULL && strcmp(name, ORCH_INVALID_TOOL_NAME) == 0)
+			orch_tool_done(
+			    run,
+			    orch_tool_error("not_found",
+			                    "the tool call had no valid tool name (a name "
+			                    "is 1-64 of A-Z a-z 0-9 _ -); this agent's "
+			                    "tools are listed in the request"),
+			    AHP__STATUS__ERR_NOT_FOUND);
+		else
+			orch_tool_done(
+			    run,
+			    orch_tool_error("not_found",
+			                    "tool '%.100s' is not available to this agent",
+			                    name ? name : ""),
+			    AHP__STATUS__ERR_NOT_FOUND);
 	} else if (!json_is_object(args)) {
 		/* Not JSON at all (jansson says why, e.g. a \u0000 escape), or
 		 * JSON that is not an object: two different mistakes to report. */

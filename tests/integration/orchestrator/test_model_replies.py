@@ -82,6 +82,8 @@ FIRST = {
     "unknown": tools(call("frobnicate")),
     "notoffered": tools(call("exec", args='{"command":"id"}')),
     "noname": tools(call(None)),
+    # A name a provider would refuse back (HTTP 400 on the next request) is replaced.
+    "badname": tools(call("my tool!\x1b[31m")),
     "notobject": tools("just a string"),
     "huge": reply({"role": "assistant", "content": "x" * (9 << 20)}),
     "garbage": b"this is not json at all",
@@ -155,6 +157,8 @@ EXPECT = {
     "unknown": ("succeeded", '"status":"not_found"'),
     "notoffered": ("succeeded", '"status":"not_found"'),
     "noname": ("succeeded", '"status":"not_found"'),
+    "badname": ("succeeded", '"status":"not_found","message":"the tool call had no valid '
+                            'tool name'),
     "notobject": ("succeeded", '"status":"not_found"'),
     "huge": ("failed", "larger than"),
     "garbage": ("failed", "not JSON"),
@@ -269,6 +273,15 @@ def main(args):
                 elif "\ufffd" in text and name not in ("nul", "surrogate", "rawbytes"):
                     # orchctl replaces invalid UTF-8 it was given; the reason must be valid.
                     bad.append(f"{name}: invalid UTF-8 in {text[:400]!r}")
+            # The invalid name went back to the model as invalid_tool_name; the journal
+            # keeps the name as the model sent it.
+            rows = st.db_rows("SELECT result FROM steps WHERE run_id=? AND kind='model' "
+                              "ORDER BY seq", (runs["badname"],))
+            first = json.loads(rows[0][0])
+            if first.get("invalid_tool_names") != ["my tool!\x1b[31m"] or \
+                    first["message"]["tool_calls"][0]["function"]["name"] != \
+                    "invalid_tool_name":
+                bad.append(f"badname: journal {first}")
             # Non-text parts are kept in the journal, and the cut reply's text too.
             rows = st.db_rows("SELECT result FROM steps WHERE run_id=? AND kind='model'",
                               (runs["parts"],))
