@@ -72,8 +72,8 @@ orch_failure_resumable(const char *reason)
 {
 	/* Failures a resume as it is would meet again: a profile limit (until
 	 * it is raised), the conversation ceiling, a journal replay cannot use. */
-	static const char *const again[] = {"max_turns (", "max_model_calls (",
-	                                    "the conversation grew over", "journal step "};
+	static const char *const again[] = {ORCH_WHY_MAX_TURNS, ORCH_WHY_MAX_MODEL_CALLS,
+	                                    ORCH_WHY_CONV_TOO_BIG, ORCH_WHY_JOURNAL};
 	if (reason == NULL)
 		return 1;
 	for (size_t i = 0; i < sizeof again / sizeof again[0]; i++)

@@ -160,8 +160,10 @@ s_send(orch_run_t *run)
 	default:
 		return;
 	}
-	int present = orch_sbx_present(o);
-	x->req = present ? orch_sbx_request(o, run, &req, timeout) : 0;
+	/* The client checks that sandboxd's socket exists before sending; only
+	 * a refused send asks again, to say which of the two it was. */
+	x->req = orch_sbx_request(o, run, &req, timeout);
+	int present = x->req != 0 || orch_sbx_present(o);
 	if (present)
 		x->used = 1;
 	if (x->req == 0) {
@@ -291,21 +293,18 @@ orch_exec_reply(orch_run_t *run, int status, const char *message, const Ahp__Sbx
 			return;
 		}
 		json_t *res;
-		if (status == AHP__STATUS__ERR_UNAVAILABLE && message != NULL) {
+		if (status == AHP__STATUS__ERR_INTERRUPTED && reply == NULL) {
+			/* Only the client's connection monitor says this: sandboxd
+			 * went away with the command in flight. */
+			message = "sandboxd went away while the command ran; its outcome was lost "
+			          "and it was not re-run";
+		} else if (status == AHP__STATUS__ERR_UNAVAILABLE && message != NULL) {
 			/* sandboxd gave up on a command it may have started (it is
 			 * stopping): the outcome is unknown and it is not re-run. */
 			snprintf(lost, sizeof lost,
 			         "%.200s; the command's outcome is unknown and it was not re-run",
 			         message);
 			status = AHP__STATUS__ERR_INTERRUPTED;
-			message = lost;
-		}
-		if (status == AHP__STATUS__ERR_INTERRUPTED && reply == NULL && message != NULL &&
-		    strstr(message, "went away") != NULL) {
-			snprintf(
-			    lost, sizeof lost,
-			    "sandboxd went away while the command ran; its outcome was lost and "
-			    "it was not re-run");
 			message = lost;
 		}
 		if (status == AHP__STATUS__ERR_TIMEOUT)

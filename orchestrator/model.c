@@ -822,7 +822,7 @@ s_classify(orch_call_t *c, CURLcode rc, orch_model_result_t *res)
 		         snip);
 		return;
 	}
-	orch_model_parse(c->buf ? c->buf : "", c->len, c->run->cur_seq, res);
+	s_parse(c->buf ? c->buf : "", c->len, c->run->cur_seq, res);
 }
 
 void
@@ -841,6 +841,8 @@ orch_model_reap(orch_t *o)
 		o->n_calls_inflight--;
 		orch_model_result_t res;
 		s_classify(c, rc, &res);
+		/* Every failure text, from HTTP or from parsing, is made one line of
+		 * valid UTF-8 here, once. */
 		if (!res.ok)
 			s_error_clean(&res);
 		orch_run_t *run = c->run;

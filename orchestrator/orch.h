@@ -33,6 +33,13 @@
 #define ORCH_WAITERS_MAX 4096                     /* long-polls held at once */
 #define ORCH_RUNS_MAX 100000                      /* queued + running runs in memory */
 #define ORCH_RUN_ID_MAX 32
+/* Run failure reasons that a resume as it is would meet again; written by
+ * run.c and replay.c, recognised by orch_failure_resumable (api.c). */
+#define ORCH_WHY_MAX_TURNS "max_turns ("             /* "max_turns (N) reached" */
+#define ORCH_WHY_MAX_MODEL_CALLS "max_model_calls (" /* "max_model_calls (N) reached" */
+#define ORCH_WHY_CONV_TOO_BIG "the conversation grew over its 16 MiB ceiling"
+#define ORCH_WHY_JOURNAL "journal step " /* "journal step N: why" */
+
 /* The name a tool call whose name is not a valid function name is kept
  * under (model.c); no tool has it, so the model is told not_found. */
 #define ORCH_INVALID_TOOL_NAME "invalid_tool_name"
@@ -40,9 +47,9 @@
 #define ORCH_SBX_UNAVAIL_GRACE_MS 10000 /* retrying a sandboxd that says "unavailable" */
 
 /* 1 when a run that failed with this reason can usefully be resumed, 0 when
- * resuming would only fail the same way: a limit of the profile was reached
- * (reasons starting "max_turns (" or "max_model_calls (", see run.c). NULL
- * or empty counts as resumable. Sets RunInfo.resumable for orchctl. */
+ * resuming as it is would only fail the same way (the ORCH_WHY_* reasons: a
+ * profile limit, the conversation ceiling, a journal that cannot be
+ * replayed). NULL or empty counts as resumable. Sets RunInfo.resumable. */
 int orch_failure_resumable(const char *reason);
 
 typedef struct orch orch_t;
@@ -103,8 +110,10 @@ enum orch_tool_mode {
 typedef struct orch_tool {
 	const char *name;
 	int slot; /* enum orch_tool_slot */
-	/* The OpenAI "tools" entry for p (new reference), or NULL when p cannot
-	 * use the tool. */
+	/* 0 when p lists the tool but cannot use it (skill without a skills
+	 * directory): it is then neither offered nor run. May be NULL (usable). */
+	int (*usable)(const ahp_profile_t *p);
+	/* The OpenAI "tools" entry for p (new reference). */
 	json_t *(*definition)(const ahp_profile_t *p);
 	/* What an approval rule's `match` is tested on: a string inside args
 	 * (borrowed), or NULL for the arguments' JSON text. May be NULL. */

@@ -650,7 +650,9 @@ s_finish(orchctl_t *self, const Ahp__Orch__RunInfo *r)
 		 * (resume binds the profile as loaded now). */
 		if (r->resumable)
 			printf("\n(resume it with: orchctl resume %s)\n", r->run_id);
-		else if (strncmp(r->error, "max_", 4) == 0)
+		else if (strncmp(r->error, ORCH_WHY_MAX_TURNS, strlen(ORCH_WHY_MAX_TURNS)) == 0 ||
+		         strncmp(r->error, ORCH_WHY_MAX_MODEL_CALLS,
+		                 strlen(ORCH_WHY_MAX_MODEL_CALLS)) == 0)
 			printf(
 			    "\n(a limit of the profile was reached: resuming as it is stops at the "
 			    "same limit; raise the limit in the profile, reload, then resume)\n");

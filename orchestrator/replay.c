@@ -12,13 +12,11 @@ typedef struct {
 	orch_replay_t *rp;
 } s_ctx_t;
 
-static const char s_too_big[] = "the conversation grew over its 16 MiB ceiling";
-
 static int
 s_bad(orch_replay_t *rp, uint32_t seq, const char *why)
 {
 	rp->bad = 1;
-	snprintf(rp->err, sizeof rp->err, "journal step %u: %s", seq, why);
+	snprintf(rp->err, sizeof rp->err, ORCH_WHY_JOURNAL "%u: %s", seq, why);
 	return 1;
 }
 
@@ -38,7 +36,7 @@ s_model_step(s_ctx_t *c, const orch_step_row_t *row)
 		                        c->task);
 		json_decref(intent);
 		if (rc != 0)
-			return s_bad(rp, row->seq, s_too_big);
+			return s_bad(rp, row->seq, ORCH_WHY_CONV_TOO_BIG);
 	}
 	run->model_calls++;
 	rp->final = 0;
@@ -56,7 +54,7 @@ s_model_step(s_ctx_t *c, const orch_step_row_t *row)
 	}
 	if (orch_conv_append(&run->conv, msg) != 0) {
 		json_decref(res);
-		return s_bad(rp, row->seq, s_too_big);
+		return s_bad(rp, row->seq, ORCH_WHY_CONV_TOO_BIG);
 	}
 	run->tokens += (uint64_t)json_integer_value(json_object_get(res, "tokens"));
 	json_t *calls = json_object_get(msg, "tool_calls");
@@ -119,7 +117,7 @@ s_tool_step(s_ctx_t *c, const orch_step_row_t *row)
 	                         json_pack("{s:s, s:s, s:o}", "role", "tool", "tool_call_id", tcid,
 	                                   "content",
 	                                   orch_json_text(row->result ? row->result : "{}"))) != 0)
-		return s_bad(rp, row->seq, s_too_big);
+		return s_bad(rp, row->seq, ORCH_WHY_CONV_TOO_BIG);
 	run->next_call++;
 	return 0;
 }
@@ -147,6 +145,6 @@ orch_replay(orch_run_t *run, const char *task, orch_replay_t *rp)
 	    orch_conv_init(&run->conv, run->profile->model_name, run->profile->system_prompt,
 	                   task) != 0) {
 		rp->bad = 1;
-		snprintf(rp->err, sizeof rp->err, "%s", s_too_big);
+		snprintf(rp->err, sizeof rp->err, "%s", ORCH_WHY_CONV_TOO_BIG);
 	}
 }

@@ -197,8 +197,6 @@ s_step_complete(orch_run_t *run, int status, const char *result)
 		orch_journal_failed(run->o, "step complete");
 }
 
-static const char s_conv_too_big[] = "the conversation grew over its 16 MiB ceiling";
-
 /* --- ending --- */
 
 static void
@@ -286,7 +284,7 @@ s_model_begin(orch_run_t *run)
 	const ahp_profile_t *p = run->profile;
 	if (run->model_calls >= p->limits.max_model_calls) {
 		char why[96];
-		snprintf(why, sizeof why, "max_model_calls (%u) reached",
+		snprintf(why, sizeof why, ORCH_WHY_MAX_MODEL_CALLS "%u) reached",
 		         p->limits.max_model_calls);
 		s_finish(run, ORCH_FAILED, why);
 		return;
@@ -448,7 +446,7 @@ orch_run_model_done(orch_run_t *run, orch_model_result_t *res)
 	free(rs);
 	run->tokens += res->tokens;
 	if (orch_conv_append(&run->conv, msg) != 0) {
-		s_finish(run, ORCH_FAILED, s_conv_too_big);
+		s_finish(run, ORCH_FAILED, ORCH_WHY_CONV_TOO_BIG);
 		return;
 	}
 
@@ -541,7 +539,7 @@ orch_tool_done(orch_run_t *run, json_t *result, int status)
 	run->phase = PH_IDLE;
 	run->tool = NULL;
 	if (rc != 0) {
-		s_finish(run, ORCH_FAILED, s_conv_too_big);
+		s_finish(run, ORCH_FAILED, ORCH_WHY_CONV_TOO_BIG);
 		return;
 	}
 	s_save(run, NULL, NULL);
@@ -666,7 +664,7 @@ s_advance(orch_run_t *run)
 		if (run->calls != NULL && run->next_call < n) {
 			if (run->next_call == 0 && run->turns > run->profile->limits.max_turns) {
 				char why[96];
-				snprintf(why, sizeof why, "max_turns (%u) reached",
+				snprintf(why, sizeof why, ORCH_WHY_MAX_TURNS "%u) reached",
 				         run->profile->limits.max_turns);
 				s_finish(run, ORCH_FAILED, why);
 				return;
@@ -709,7 +707,7 @@ s_start(orch_run_t *run, const char *task)
 	}
 	if (orch_conv_init(&run->conv, run->profile->model_name, run->profile->system_prompt,
 	                   task) != 0) {
-		s_finish(run, ORCH_FAILED, s_conv_too_big);
+		s_finish(run, ORCH_FAILED, ORCH_WHY_CONV_TOO_BIG);
 		return;
 	}
 	s_save(run, NULL, NULL);
@@ -882,7 +880,8 @@ orch_run_restore(orch_t *o, const orch_run_row_t *row, int resume, int *status, 
 	if (!rp.bad && rp.retry_tool && !resume) {
 		/* Only a resume retries a step the platform failed. */
 		rp.bad = 1;
-		snprintf(rp.err, sizeof rp.err, "journal step %u: failed by the platform",
+		snprintf(rp.err, sizeof rp.err,
+		         "platform failure in journaled step %u; orchctl resume starts it again",
 		         run->cur_seq);
 	}
 	orch_run_event(run, "state",

@@ -7,12 +7,17 @@
 
 /* --- the skill tool (stateless: it runs at once) --- */
 
+/* A skill tool without a skills directory would only return errors. */
+static int
+s_skill_usable(const ahp_profile_t *p)
+{
+	return p->skills_dir != NULL;
+}
+
 static json_t *
 s_skill_definition(const ahp_profile_t *p)
 {
-	/* A skill tool without a skills directory would only return errors. */
-	if (p->skills_dir == NULL)
-		return NULL;
+	(void)p;
 	return json_pack(
 	    "{s:s, s:{s:s, s:s, s:{s:s, s:{s:{s:s, s:[sss], s:s}, s:{s:s, s:s}, "
 	    "s:{s:s, s:s}}, s:[s]}}}",
@@ -40,6 +45,7 @@ s_skill_start(orch_run_t *run, const json_t *args, int mode)
 static const orch_tool_t s_tool_skill = {
     .name = "skill",
     .slot = ORCH_TOOL_SKILL,
+    .usable = s_skill_usable,
     .definition = s_skill_definition,
     .start = s_skill_start,
 };
@@ -64,12 +70,8 @@ const orch_tool_t *
 orch_tool_offered(const ahp_profile_t *p, const char *name)
 {
 	const orch_tool_t *t = orch_tool_find(name);
-	if (t == NULL || !ahp_profile_has_tool(p, name))
+	if (t == NULL || !ahp_profile_has_tool(p, name) || (t->usable != NULL && !t->usable(p)))
 		return NULL;
-	json_t *def = t->definition(p);
-	if (def == NULL)
-		return NULL;
-	json_decref(def);
 	return t;
 }
 
@@ -79,13 +81,9 @@ orch_tools_for(const ahp_profile_t *p)
 	json_t *tools = json_array();
 	if (tools == NULL)
 		return NULL;
-	for (int i = 0; orch_tools[i] != NULL; i++) {
-		if (!ahp_profile_has_tool(p, orch_tools[i]->name))
-			continue;
-		json_t *def = orch_tools[i]->definition(p);
-		if (def != NULL)
-			json_array_append_new(tools, def);
-	}
+	for (int i = 0; orch_tools[i] != NULL; i++)
+		if (orch_tool_offered(p, orch_tools[i]->name) != NULL)
+			json_array_append_new(tools, orch_tools[i]->definition(p));
 	return tools;
 }
 
