@@ -31,7 +31,8 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
-from ahptest import TestFailure, check, pid_alive, run_test, socket_accepts, wait_for  # noqa: E402,F401
+from ahptest import (Stack, TestFailure, check, pid_alive, run_test, socket_accepts,  # noqa: E402,F401
+                     wait_for)
 
 CP_USER = "ahp-credproxy"
 # Names the hosts_file maps to 127.0.0.1 (credproxy resolves them; no DNS involved).
@@ -860,3 +861,126 @@ def refused(resp, status, *words, profile="wiki-bot"):
     text = resp.body.decode("utf-8", "replace")
     check(text.strip() and "\n" not in text.strip(), f"refusal body is not one line: {text!r}")
     return why
+
+
+# ----------------------------------------------------------------------- the whole stack
+
+
+def stack_secret(st, name, value):
+    """A credproxy secret in a Stack home (Stack.write_secret when the stack has it)."""
+    ws = getattr(st, "write_secret", None)
+    if ws is not None:
+        ws(name, value)
+    else:
+        p = st.path(f"etc/secrets/credproxy/{name}")
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        os.chmod(os.path.dirname(os.path.dirname(p)), 0o700)
+        os.chmod(os.path.dirname(p), 0o700)
+        with open(p, "w") as f:
+            f.write(value + "\n")
+        os.chmod(p, 0o600)
+    return value
+
+
+def stack_credproxy_conf(st, **kv):
+    """HOME/etc/credproxy.conf for a Stack home: the test hosts file plus kv."""
+    hosts = st.write("etc/hosts-test", "".join(f"127.0.0.1 {h}\n" for h in TEST_HOSTS))
+    conf = {"hosts_file": hosts, **kv}
+    return st.write("etc/credproxy.conf", "".join(f"{k} = {v}\n" for k, v in conf.items()))
+
+
+def stack_providers_add(st, line):
+    """Adds line to HOME/etc/providers.conf (kept if the stack rewrites its own lines)."""
+    p = st.path("etc/providers.conf")
+    old = ""
+    if os.path.exists(p):
+        with open(p) as f:
+            old = f.read()
+    if line not in old.splitlines():
+        with open(p, "w") as f:
+            f.write(old + ("" if old.endswith("\n") or not old else "\n") + line + "\n")
+        os.chmod(p, 0o644)
+        return True
+    return False
+
+
+def sbx_exec(st, profile, script, timeout=90, keep=False):
+    """`sandboxd --home H exec --profile P -- sh -c script`: (rc, stdout, stderr) as text."""
+    argv = [os.path.join(st.bin, "sandboxd"), "--home", st.home, "exec", "--profile", profile]
+    if keep:
+        argv.append("--keep")
+    argv += ["--", "sh", "-c", script]
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout, text=True, errors="replace")
+    check(p.returncode != 125, f"sandboxd exec could not reach sandboxd: {p.stderr}")
+    return p.returncode, p.stdout, p.stderr
+
+
+def host_ipv4():
+    """The host's first global IPv4 address, or None."""
+    p = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for ln in p.stdout.splitlines():
+        parts = ln.split()
+        if "inet" in parts:
+            return parts[parts.index("inet") + 1].split("/")[0]
+    return None
+
+
+
+class KeyedLLMHandler(http.server.BaseHTTPRequestHandler):
+    """A model provider that requires "Authorization: Bearer <server.key>" (401 otherwise)
+    and answers by forwarding to mock-llm (server.upstream() gives its port)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def _handle(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        rec = Recorded(self.command, self.path, list(self.headers.items()), body, "keyed")
+        with self.server.lock:
+            self.server.seen.append(rec)
+        if self.headers.get_all("Authorization") != ["Bearer " + self.server.key]:
+            msg = b'{"error":{"message":"invalid api key","type":"auth"}}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            self.wfile.write(msg)
+            return
+        import urllib.request
+        import urllib.error
+        req = urllib.request.Request(f"http://127.0.0.1:{self.server.upstream()}{self.path}",
+                                     data=body if self.command == "POST" else None,
+                                     method=self.command,
+                                     headers={"Content-Type": self.headers.get(
+                                         "Content-Type", "application/json")})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                status, ctype, out = r.status, r.headers.get("Content-Type"), r.read()
+        except urllib.error.HTTPError as e:
+            status, ctype, out = e.code, e.headers.get("Content-Type"), e.read()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype or "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = do_POST = _handle
+
+
+def keyed_llm_fixture(key, upstream_port_fn):
+    f = Fixture("keyed", handler=KeyedLLMHandler)
+    f.srv.key = key
+    f.srv.upstream = upstream_port_fn
+    return f
+
+
+def keyed_profile(st, name, scenario, provider="keyed", tools=(), extra=""):
+    """A profile whose model is provider:scenario (Stack.write_profile says mock:)."""
+    text = (f"name: {name}\nmodel: {provider}:{scenario}\nsystem_prompt: |\n  test agent\n"
+            f"tools: [{', '.join(tools)}]\n{extra}")
+    return st.write(f"etc/profiles/{name}.yaml", text)
