@@ -85,20 +85,31 @@ def run(cp, std):
     n = len(echo.seen)
     r = cp.api_ask(post("/providers/nosuch/v1/chat/completions"))
     check(r.status == 404 and r.why and "nosuch" in r.why, f"unknown provider: {r!r}")
-    for path in ("/v1/chat/completions", "/providers/", "/providers//v1/x",
-                 "/providers/mock/../open/v1/x", "/providers/mock/%2e%2e/x"):
+    wrong = []
+    for path in ("/v1/chat/completions", "/providers/", "/providers//v1/x"):
         r = cp.api_ask(post(path))
-        check(400 <= r.status < 500 and r.why, f"{path}: {r!r}")
+        if not (400 <= r.status < 500 and r.why):
+            wrong.append(f"{path}: {r.status} {r.why!r}")
+    # Dot segments would leave the provider's base path (limited's is /ratelimit): refused
+    # as on the relay (cp_path_check), never forwarded.
+    for path in ("/providers/mock/../open/v1/x", "/providers/mock/%2e%2e/x",
+                 "/providers/limited/../../x", "/providers/limited/v1/..%2f..%2fx"):
+        r = cp.api_ask(post(path))
+        if r.status != 400 or not r.why:
+            wrong.append(f"{path}: {r.status} {r.why!r}, upstream saw "
+                         f"{[s.path for s in echo.seen[n:]]}")
     # An absolute-form (forward proxy) request is not a provider route.
     r = cp.api_ask(post(f"http://127.0.0.1:{std.E}/v1/chat/completions"))
     check(400 <= r.status < 500, f"absolute-form on the api socket: {r!r}")
-    check(len(echo.seen) == n, f"refused provider requests were forwarded: {echo.seen[n:]}")
+    if len(echo.seen) != n:
+        wrong.append(f"refused provider requests were forwarded: {[s.path for s in echo.seen[n:]]}")
 
     time.sleep(0.3)
     lines = [ln for ln in cp.egress_lines() if "host=mock" in ln or "mock" in ln]
     check(lines, "no egress line for a provider call")
     std.assert_log_clean()
     check(cp.alive(), "credproxy died")
+    check(not wrong, "provider route requests handled wrongly:\n" + "\n".join(wrong))
 
 
 if __name__ == "__main__":

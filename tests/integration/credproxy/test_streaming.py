@@ -11,8 +11,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (Conn, CredProxy, Standard, check, get, need_credproxy,  # noqa: E402
-                   run_test, wait_readable)
+from cplib import (Conn, CredProxy, Standard, TestFailure, check, get,  # noqa: E402
+                   need_credproxy, run_test, wait_readable)
 
 IDLE_S = 3
 
@@ -23,7 +23,7 @@ def main(args):
     with CredProxy(args, "stream") as cp:
         std = Standard(cp)
         try:
-            cp.start(f"idle_timeout_s={IDLE_S}", f"connect_timeout_s={IDLE_S}")
+            cp.start()
             run(cp, std)
         finally:
             std.stop()
@@ -45,14 +45,19 @@ def sse_first_event(std, c, what):
     while b"data: first\n\n" not in got:
         check(time.monotonic() - t0 < 8, f"{what}: the first event did not arrive while the "
               f"upstream held the stream open (got {got!r}); the response is buffered")
-        if chunked:
-            got += c.read_chunk()
-        else:
-            if not c.buf:
-                check(wait_readable(c.sock, 8), f"{what}: nothing to read; got {got!r}")
-                c._more()
-            got += c.buf
-            c.buf = b""
+        try:
+            if chunked:
+                got += c.read_chunk()
+            else:
+                if not c.buf:
+                    check(wait_readable(c.sock, 8), f"{what}: nothing to read; got {got!r}")
+                    c._more()
+                got += c.buf
+                c.buf = b""
+        except (EOFError, OSError) as e:
+            raise TestFailure(f"{what}: the first event did not arrive while the upstream held "
+                              f"the stream open ({time.monotonic() - t0:.1f}s, got {got!r}); "
+                              f"then the read failed: {e!r}")
     check(b"last" not in got, f"{what}: the stream ended before release?")
     std.echo.release()
     if chunked:
@@ -72,17 +77,36 @@ def run(cp, std):
 
     # --- SSE through a rule without injection, one with injection (scrubber), and the
     # provider route (what the orchestrator's streaming model calls use).
-    with cp.conn() as c:
-        c.send(get("stream.local", "/sse", E))
-        sse_first_event(std, c, "SSE via stream.local (no injection)")
-    with cp.conn() as c:
-        c.send(get("wiki.local", "/snippets/sse", E))
-        sse_first_event(std, c, "SSE via wiki.local (injection, scrubbed)")
-    with Conn(path=cp.api) as c:
-        body = b'{"model":"m","stream":true,"messages":[]}'
-        c.send(b"POST /providers/mock/v1/sse HTTP/1.1\r\nHost: localhost\r\n"
-               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        sse_first_event(std, c, "SSE on the provider route")
+    # Each case runs; wrong outcomes are collected and reported together at the end.
+    failures = []
+
+    def case(what, fn):
+        try:
+            fn()
+        except (TestFailure, OSError, EOFError) as e:
+            failures.append(f"{what}: {e}")
+            std.echo.release()
+
+    def sse_plain():
+        with cp.conn() as c:
+            c.send(get("stream.local", "/sse", E))
+            sse_first_event(std, c, "SSE via stream.local (no injection)")
+
+    def sse_injected():
+        with cp.conn() as c:
+            c.send(get("wiki.local", "/snippets/sse", E))
+            sse_first_event(std, c, "SSE via wiki.local (injection, scrubbed)")
+
+    def sse_provider():
+        with Conn(path=cp.api) as c:
+            body = b'{"model":"m","stream":true,"messages":[]}'
+            c.send(b"POST /providers/mock/v1/sse HTTP/1.1\r\nHost: localhost\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                   % (len(body), body))
+            sse_first_event(std, c, "SSE on the provider route")
+    case("SSE without injection", sse_plain)
+    case("SSE with injection", sse_injected)
+    case("SSE on the provider route", sse_provider)
 
     # --- large bodies both ways (streamed; checked byte for byte).
     payload = bytes(range(256)) * (4 * 4096)  # 4 MiB
@@ -102,15 +126,17 @@ def run(cp, std):
         r = c.response()
         check(r.status == 200 and r.body.endswith(b"\nhello chunked world"), f"chunked up: {r!r}")
 
-    # --- a slow upstream within the timeout; one past it: 504.
+    # --- a slow upstream within the timeout; one past it: 504 (a short response_timeout_s).
+    cp.stop()
+    cp.start(f"response_timeout_s={IDLE_S}", f"connect_timeout_s={IDLE_S}")
     t0 = time.monotonic()
     r = cp.ask(get("stream.local", "/slow?s=1", E), timeout=30)
     check(r.status == 200 and r.body == b"slow\n", f"slow upstream (1 s): {r!r}")
     t0 = time.monotonic()
     r = cp.ask(get("stream.local", f"/slow?s={IDLE_S * 3}", E), timeout=60)
     took = time.monotonic() - t0
-    check(r.status == 504 and r.why, f"upstream slower than idle_timeout_s: {r!r}")
-    check(IDLE_S - 0.5 <= took <= IDLE_S * 2 + 1, f"504 after {took:.1f}s (idle_timeout_s={IDLE_S})")
+    check(r.status == 504 and r.why, f"upstream slower than response_timeout_s: {r!r}")
+    check(IDLE_S - 0.5 <= took <= IDLE_S * 2 + 1, f"504 after {took:.1f}s (response_timeout_s={IDLE_S})")
 
     # --- nothing listening on the named port: 502 (connect refused), with a reason.
     s = socket.socket()
@@ -125,6 +151,7 @@ def run(cp, std):
     check(r.status == 502 and r.why, f"upstream not listening: {r!r}")
     check(cp.alive(), "credproxy died")
     std.assert_log_clean()
+    check(not failures, "\n".join(failures))
 
 
 if __name__ == "__main__":
