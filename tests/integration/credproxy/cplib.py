@@ -984,3 +984,22 @@ def keyed_profile(st, name, scenario, provider="keyed", tools=(), extra=""):
     text = (f"name: {name}\nmodel: {provider}:{scenario}\nsystem_prompt: |\n  test agent\n"
             f"tools: [{', '.join(tools)}]\n{extra}")
     return st.write(f"etc/profiles/{name}.yaml", text)
+
+
+class Cases:
+    """Runs named cases, collecting wrong outcomes so that every case runs and all are
+    reported together (check() at the end fails the test with the list)."""
+
+    def __init__(self):
+        self.failures = []
+
+    def run(self, name, fn, *a):
+        try:
+            return fn(*a)
+        except (TestFailure, OSError, EOFError) as e:
+            self.failures.append(f"{name}: {e}")
+            return None
+
+    def check(self):
+        check(not self.failures, f"{len(self.failures)} case(s) failed:\n" +
+              "\n".join(self.failures))

@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (Conn, CredProxy, Standard, assert_no_secret, check,  # noqa: E402
+from cplib import (Cases, Conn, CredProxy, Standard, assert_no_secret, check,  # noqa: E402
                    need_credproxy, run_test)
 
 
@@ -64,6 +64,7 @@ def handshake_fails(cp, authority, ctx, sni, what):
 
 def run(cp, std):
     T, wiki, tls = std.T, std.wiki, std.tls
+    cases = Cases()
     key, crt = cp.path("state/credproxy/ca.key"), cp.ca
     check(os.path.exists(crt) and os.path.exists(key), "no platform CA after start")
     check(stat.S_IMODE(os.stat(key).st_mode) == 0o600, f"ca.key mode {oct(os.stat(key).st_mode)}")
@@ -94,19 +95,33 @@ def run(cp, std):
     check(seen[1].body == b"hi", f"body over TLS: {seen[1]}")
     check(r1.header("X-Seen-Authorization") == "Bearer [redacted:wiki-token]", f"{r1!r}")
     assert_no_secret(r1.raw_head + r1.body + r2.raw_head + r2.body, wiki, "intercepted responses")
-    # Inside the tunnel the Host must still be the CONNECT host.
-    r3 = t.request(f"GET /z HTTP/1.1\r\nHost: evil.example\r\n\r\n".encode())
-    check(r3.status == 400 and r3.why, f"Host mismatch inside the tunnel: {r3!r}")
+    # Inside the tunnel the Host must still be the CONNECT host: 400, like any refusal
+    # inside an intercepted tunnel, sent over TLS.
+    def host_mismatch():
+        r3 = t.request(f"GET /z HTTP/1.1\r\nHost: evil.example\r\n\r\n".encode())
+        check(r3.status == 400 and r3.why, f"Host mismatch inside the tunnel: {r3!r}")
+    cases.run("Host mismatch inside an intercepted tunnel", host_mismatch)
     c.close()
     check(len(tls.seen) == n + 2, f"mismatched Host reached the upstream: {tls.seen[n:]}")
+    # A path the rule does not allow inside the tunnel: 403 over TLS.
+    def refused_inside():
+        c, r = connect(cp, f"tls.local:{T}")
+        t = wrap(c, only_cp, "tls.local")
+        r = t.request(f"DELETE /x HTTP/1.1\r\nHost: tls.local:{T}\r\n\r\n".encode())
+        c.close()
+        check(r.status == 403 and "method" in r.why and "profile wiki-bot" in r.why,
+              f"DELETE inside an intercepted tunnel: {r!r}")
+    cases.run("a refusal inside an intercepted tunnel", refused_inside)
 
     # The leaf is cached: the same certificate on the next connection.
-    c, r = connect(cp, f"tls.local:{T}")
-    t = wrap(c, only_cp, "tls.local")
-    check(t.sock.getpeercert(binary_form=True) == der1, "a new leaf for the same host")
-    check(t.request(f"GET /again HTTP/1.1\r\nHost: tls.local:{T}\r\n\r\n".encode()).status == 200,
-          "second intercepted connection")
-    c.close()
+    def cached():
+        c, r = connect(cp, f"tls.local:{T}")
+        t = wrap(c, only_cp, "tls.local")
+        check(t.sock.getpeercert(binary_form=True) == der1, "a new leaf for the same host")
+        check(t.request(f"GET /again HTTP/1.1\r\nHost: tls.local:{T}\r\n\r\n".encode())
+              .status == 200, "second intercepted connection")
+        c.close()
+    cases.run("leaf cache", cached)
 
     # --- SNI other than the CONNECT host, or none: the handshake fails.
     loose = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -124,29 +139,34 @@ def run(cp, std):
     check(len(tls.seen) == n, "plain HTTP in an intercepted tunnel reached the upstream")
 
     # --- blind tunnel: the upstream's own certificate, no credential.
-    test_ca = ssl.create_default_context(cafile=std.test_ca)
-    c, r = connect(cp, f"plain.local:{T}", "run-blind")
-    check(r.status == 200, f"CONNECT plain.local: {r!r}")
-    t = wrap(c, test_ca, "plain.local")
-    with open(std.leaf) as f:
-        leaf_der = ssl.PEM_cert_to_DER_cert(f.read())
-    check(t.sock.getpeercert(binary_form=True) == leaf_der, "blind tunnel: not the upstream's cert")
-    r = t.request(f"GET /blind HTTP/1.1\r\nHost: plain.local:{T}\r\n"
-                  f"Authorization: Bearer agent-own\r\n\r\n".encode())
-    check(r.status == 200, f"blind tunnel request: {r!r}")
-    up = tls.seen[-1]
-    check(up.path == "/blind" and up.header_all("Authorization") == ["Bearer agent-own"],
-          f"blind tunnel must pass bytes untouched: {up}")
-    c.close()
+    def blind():
+        test_ca = ssl.create_default_context(cafile=std.test_ca)
+        c, r = connect(cp, f"plain.local:{T}", "run-blind")
+        check(r.status == 200, f"CONNECT plain.local: {r!r}")
+        t = wrap(c, test_ca, "plain.local")
+        with open(std.leaf) as f:
+            leaf_der = ssl.PEM_cert_to_DER_cert(f.read())
+        check(t.sock.getpeercert(binary_form=True) == leaf_der,
+              "blind tunnel: not the upstream's cert")
+        r = t.request(f"GET /blind HTTP/1.1\r\nHost: plain.local:{T}\r\n"
+                      f"Authorization: Bearer agent-own\r\n\r\n".encode())
+        check(r.status == 200, f"blind tunnel request: {r!r}")
+        up = tls.seen[-1]
+        check(up.path == "/blind" and up.header_all("Authorization") == ["Bearer agent-own"],
+              f"blind tunnel must pass bytes untouched: {up}")
+        c.close()
+    cases.run("blind tunnel", blind)
 
     # --- an upstream certificate no trusted CA signed: 502 (at CONNECT, or for the first
     # request inside the tunnel), never a request to it.
-    c, r = connect(cp, f"bad.local:{std.B}")
-    if r.status == 200:
-        t = wrap(c, only_cp, "bad.local")
-        r = t.request(f"GET /x HTTP/1.1\r\nHost: bad.local:{std.B}\r\n\r\n".encode())
-    check(r.status == 502 and r.why, f"untrusted upstream certificate: {r!r}")
-    c.close()
+    def untrusted():
+        c, r = connect(cp, f"bad.local:{std.B}")
+        if r.status == 200:
+            t = wrap(c, only_cp, "bad.local")
+            r = t.request(f"GET /x HTTP/1.1\r\nHost: bad.local:{std.B}\r\n\r\n".encode())
+        c.close()
+        check(r.status == 502 and r.why, f"untrusted upstream certificate: {r!r}")
+    cases.run("untrusted upstream certificate", untrusted)
     check(std.bad.seen == [], f"request sent to an unverified upstream: {std.bad.seen}")
 
     time.sleep(0.3)
@@ -167,6 +187,7 @@ def run(cp, std):
     check(t.request(f"GET /after HTTP/1.1\r\nHost: tls.local:{T}\r\n\r\n".encode()).status == 200,
           "interception after a restart")
     c.close()
+    cases.check()
 
 
 if __name__ == "__main__":
