@@ -48,8 +48,10 @@ def run(cp, std):
         """One bad input; a wrong outcome is collected (every case runs, all are reported)."""
         try:
             bad1(name, raw, status, profile, must_close)
-        except (TestFailure, OSError, EOFError) as e:
-            failures.append(f"{name}: {e}")
+        except TestFailure as e:
+            failures.append(str(e))
+        except (OSError, EOFError) as e:
+            failures.append(f"{name}: {e!r}")
             still_serving(name)
 
     def bad1(name, raw, status, profile, must_close):
@@ -218,6 +220,33 @@ def run(cp, std):
     n_up = len(echo.seen)
     r = cp.api_ask(b"GET /providers/open/v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n")
     check(r.status == 200 and len(echo.seen) == n_up + 1, f"api socket after bad input: {r!r}")
+
+    # --- peers: only relay_users (root) on the relay socket, api_users on the api socket.
+    # A client running as nobody is refused (closed, or no permission to connect at all).
+    if os.geteuid() == 0:
+        import subprocess
+        probe = ("import socket, sys\n"
+                 "s = socket.socket(socket.AF_UNIX)\n"
+                 "s.settimeout(5)\n"
+                 "try:\n"
+                 "    s.connect(sys.argv[1])\n"
+                 "    s.sendall(bytes.fromhex(sys.argv[2]))\n"
+                 "    print('GOT', s.recv(100))\n"
+                 "except OSError as e:\n"
+                 "    print('ERR', e.errno)\n")
+        for sock, data in ((cp.relay, proxy_v2("run-nobody", "wiki-bot") + req),
+                           (cp.api, b"GET /providers/open/v1/models HTTP/1.1\r\n"
+                                    b"Host: localhost\r\n\r\n")):
+            n_up = len(echo.seen)
+            p = subprocess.run(["/usr/bin/python3", "-c", probe, sock, data.hex()],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               timeout=20, preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+            out = p.stdout.strip()
+            if not (out.startswith("ERR") or out == "GOT b''"):
+                failures.append(f"uid 65534 on {os.path.basename(sock)}: {out}")
+            if len(echo.seen) != n_up:
+                failures.append(f"uid 65534 on {os.path.basename(sock)} reached the upstream")
+        still_serving("peers that are not allowed")
 
     # --- many bad connections at once do not starve a good one.
     socks = []

@@ -11,8 +11,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (Conn, CredProxy, Standard, check, get, need_credproxy,  # noqa: E402
-                   proxy_v2, refused, run_test)
+from cplib import (Conn, CredProxy, Standard, assert_no_secret, check, get,  # noqa: E402
+                   need_credproxy, proxy_v2, refused, run_test)
 
 
 def main(args):
@@ -164,6 +164,25 @@ def run(cp, std, E, wiki):
     ka = [ln for ln in lines if "run=run-ka" in ln]
     check(len(ka) >= 3, f"keep-alive requests logged one line each: {ka}")
     std.assert_log_clean()
+    # The durable egress log has the same records, and no value.
+    import sqlite3
+    db = cp.path("state/credproxy/egress.db")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    con.row_factory = sqlite3.Row
+    try:
+        rows = [dict(r) for r in con.execute("SELECT * FROM egress")]
+    finally:
+        con.close()
+    check(any(r.get("path") == "/snippets/durability" and r.get("status") == 200
+              and r.get("run") == "run-1" for r in rows), f"egress.db rows: {rows[:5]}")
+    check(any(r.get("host") == "evil.example" and r.get("status") == 403 for r in rows),
+          "egress.db lacks the refusal of evil.example")
+    for suffix in ("", "-wal"):
+        if os.path.exists(db + suffix):
+            with open(db + suffix, "rb") as f:
+                data = f.read()
+            for s in std.all_secrets():
+                assert_no_secret(data, s, "egress.db" + suffix)
     check(cp.alive(), "credproxy died")
     # A fresh PROXY-headed connection still works at the end.
     with Conn(path=cp.relay, header=proxy_v2("run-end", "wiki-bot")) as c:
