@@ -157,6 +157,7 @@ struct s_conn {
 	char u_host[CP_HOST_MAX + 1];
 	uint16_t u_port;
 	bool u_tls, u_ok;
+	bool u_reused; /* this exchange reuses a kept-alive upstream connection */
 
 	/* request */
 	http_parser rp;
@@ -748,6 +749,7 @@ s_exchange_begin(s_conn_t *c)
 
 static void s_send_request_head(s_conn_t *c);
 static void s_tunnel_connected(s_conn_t *c);
+static void s_go_upstream(s_conn_t *c);
 
 static void
 s_upstream_connected(s_conn_t *c)
@@ -782,6 +784,18 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	char why[CP_REASON_MAX];
+	/* A kept-alive upstream may close just as a request is sent on it
+	 * (RFC 9112 section 9.3.1): a request without a body that got no byte
+	 * of answer is sent once more on a new connection. */
+	if (c->st == CS_EXCHANGE && c->u_reused && !c->resp_head_sent && c->sp.nread == 0 &&
+	    c->sp.status_code == 0 && !c->req_chunked && c->req_cl == 0 &&
+	    (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+		bufferevent_free(c->u);
+		c->u = NULL;
+		c->u_ok = false;
+		s_go_upstream(c);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		snprintf(why, sizeof why, "upstream %s:%u did not answer in time", c->host,
 		         c->port);
@@ -965,9 +979,11 @@ s_go_upstream(s_conn_t *c)
 	if (c->u != NULL && c->u_ok && c->u_tls == c->tls_up && c->u_port == c->port &&
 	    strcmp(c->u_host, c->host) == 0) {
 		c->st = CS_UPSTREAM;
+		c->u_reused = true;
 		s_send_request_head(c);
 		return;
 	}
+	c->u_reused = false;
 	if (c->u != NULL) {
 		bufferevent_free(c->u);
 		c->u = NULL;
