@@ -1888,6 +1888,8 @@ s_peer_allowed(int fd, const ahp_rpc_allow_t *allow, struct ucred *cred)
 	return false;
 }
 
+static void s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role);
+
 static void
 s_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
@@ -1910,6 +1912,13 @@ s_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, in
 			return;
 		}
 	}
+	s_adopt(px, fd, l->role);
+}
+
+/* Takes a connected client socket (owned from here) and serves it in role. */
+static void
+s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role)
+{
 	if (px->nconns >= px->cfg.max_conns) {
 		static const char busy[] =
 		    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
@@ -1926,7 +1935,7 @@ s_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, in
 		return;
 	}
 	c->px = px;
-	c->role = l->role;
+	c->role = role;
 	evutil_make_socket_nonblocking(fd);
 	c->c = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(px->base, s_timer_cb, c);
@@ -1955,12 +1964,12 @@ s_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, in
 	c->rp.data = c;
 	bufferevent_setcb(c->c, s_client_read, s_client_write, s_client_event, c);
 	bufferevent_setwatermark(c->c, EV_WRITE, S_HIGH / 2, 0);
-	if (l->role == ROLE_RELAY) {
+	if (role == ROLE_RELAY) {
 		c->st = CS_PREAMBLE;
 		s_timer_set(c, px->cfg.header_timeout_s);
 		bufferevent_enable(c->c, EV_READ);
 	} else {
-		if (l->role == ROLE_DEV) {
+		if (role == ROLE_DEV) {
 			snprintf(c->run, sizeof c->run, "dev");
 			snprintf(c->profile, sizeof c->profile, "%s", px->dev_profile);
 		}
@@ -2100,6 +2109,12 @@ cp_proxy_new(struct event_base *base, const cp_proxy_cfg_t *cfg, char *err, size
 		return NULL;
 	}
 	return px;
+}
+
+void
+cp_proxy_adopt(cp_proxy_t *self, int fd, int role)
+{
+	s_adopt(self, fd, role == 0 ? ROLE_RELAY : role == 1 ? ROLE_API : ROLE_DEV);
 }
 
 void
