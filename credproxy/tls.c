@@ -297,8 +297,9 @@ s_set_serial(X509 *x)
 {
 	BIGNUM *bn = BN_new();
 	int ok = bn != NULL;
-	while (ok && (ok = BN_rand(bn, 128, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY)) && BN_is_zero(bn))
-		;
+	do {
+		ok = ok && BN_rand(bn, 128, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY);
+	} while (ok && BN_is_zero(bn)); /* zero is no serial number */
 	ok = ok && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL;
 	BN_free(bn);
 	return ok ? 0 : -1;
@@ -480,6 +481,15 @@ out:
 	return rc;
 }
 
+/* An encrypted ca.key is refused rather than prompted for on the terminal
+ * (OpenSSL's default when no callback is given). */
+static int
+s_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf, (void)size, (void)rwflag, (void)u;
+	return -1;
+}
+
 /* Loads ca.key and ca.crt from state_dir, or makes what is missing: no key
  * means a new CA (a certificate without its key is useless); a key without
  * a certificate (a crash between the two writes) gets a new certificate. */
@@ -520,7 +530,8 @@ s_ca_load(cp_tls_t *self, const char *dir, char *err, size_t errlen)
 		}
 	} else {
 		BIO *b = BIO_new_mem_buf(kbuf, (int)klen);
-		self->ca_key = b != NULL ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+		self->ca_key =
+		    b != NULL ? PEM_read_bio_PrivateKey(b, NULL, s_no_passphrase, NULL) : NULL;
 		BIO_free(b);
 		if (self->ca_key == NULL) {
 			s_err(err, errlen, "%s/ca.key: not a PEM private key", dir);
@@ -559,13 +570,29 @@ s_ca_load(cp_tls_t *self, const char *dir, char *err, size_t errlen)
 		goto out;
 	}
 
+	if (self->ca_not_after - time(NULL) < (time_t)LEAF_DAYS * 86400) {
+		char when[32];
+		snprintf(when, sizeof when, "%lld", (long long)self->ca_not_after);
+		ahp_log_kv(AHP_LOG_WARN, NULL, NULL,
+		           "tls: the platform CA expires within 30 days: move ca.key and ca.crt "
+		           "away to make a new one",
+		           "path", self->ca_path, "not_after", when, NULL);
+	}
+
 	char fp[2 * EVP_MAX_MD_SIZE + 1];
 	s_fingerprint(self->ca_cert, fp, sizeof fp);
+	/* A certificate left without its key is replaced: say so. */
+	bool stale_crt = kr == 1 && fstatat(dfd, "ca.crt", &st, AT_SYMLINK_NOFOLLOW) == 0;
 	if (kr == 1 && s_write_pem(dfd, dir, "ca.key", NULL, self->ca_key, err, errlen) < 0)
 		goto out;
 	if (cr == 1 && s_write_pem(dfd, dir, "ca.crt", self->ca_cert, NULL, err, errlen) < 0)
 		goto out;
-	if (kr == 1)
+	if (stale_crt)
+		ahp_log_kv(AHP_LOG_WARN, NULL, NULL,
+		           "tls: ca.key was missing: made a new platform CA and replaced ca.crt "
+		           "(sandboxes started before trust the old one)",
+		           "path", self->ca_path, "sha256", fp, NULL);
+	else if (kr == 1)
 		ahp_log_kv(AHP_LOG_INFO, NULL, NULL, "tls: made a new platform CA", "path",
 		           self->ca_path, "sha256", fp, NULL);
 	else if (cr == 1)

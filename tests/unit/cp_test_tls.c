@@ -58,13 +58,21 @@ s_file(const char *dir, const char *name, char *buf, size_t len)
 	snprintf(buf, len, "%s/%s", dir, name);
 }
 
+/* cp_tls_new; a refusal's text lands in s_err. */
 static cp_tls_t *
 s_tls(const char *dir, const char *ca_file)
 {
 	s_err[0] = '\0';
-	cp_tls_t *t = cp_tls_new(dir, ca_file, s_err, sizeof s_err);
+	return cp_tls_new(dir, ca_file, s_err, sizeof s_err);
+}
+
+/* cp_tls_new that must succeed (and says why when it does not). */
+static cp_tls_t *
+s_tls_ok(const char *dir, const char *ca_file)
+{
+	cp_tls_t *t = s_tls(dir, ca_file);
 	if (t == NULL)
-		print_message("cp_tls_new: %s\n", s_err);
+		fail_msg("cp_tls_new: %s", s_err);
 	return t;
 }
 
@@ -221,8 +229,7 @@ test_ca_create(void **state)
 	(void)state;
 	char dir[128], key[160], crt[160];
 	s_path("create/state/credproxy", dir, sizeof dir);
-	cp_tls_t *t = s_tls(dir, NULL);
-	assert_non_null(t);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
 	s_file(dir, "ca.key", key, sizeof key);
 	s_file(dir, "ca.crt", crt, sizeof crt);
 	assert_string_equal(cp_tls_ca_path(t), crt);
@@ -293,8 +300,7 @@ static void
 s_make_ca(const char *name, char *dir, size_t dlen, char *key, char *crt, size_t len)
 {
 	s_path(name, dir, dlen);
-	cp_tls_t *t = s_tls(dir, NULL);
-	assert_non_null(t);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
 	cp_tls_destroy(&t);
 	s_file(dir, "ca.key", key, len);
 	s_file(dir, "ca.crt", crt, len);
@@ -309,8 +315,7 @@ test_ca_reuse(void **state)
 	s_make_ca("reuse", dir, sizeof dir, key, crt, sizeof key);
 	X509 *ca1 = s_read_cert(crt);
 	s_fp(ca1, a);
-	cp_tls_t *t = s_tls(dir, NULL);
-	assert_non_null(t);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
 	X509 *ca2 = s_read_cert(crt);
 	s_fp(ca2, b);
 	assert_memory_equal(a, b, 32);
@@ -339,8 +344,7 @@ test_ca_key_mode(void **state)
 	assert_int_equal(chmod(key, 0640), 0);
 	assert_null(s_tls(dir, NULL));
 	assert_int_equal(chmod(key, 0400), 0);
-	cp_tls_t *t = s_tls(dir, NULL);
-	assert_non_null(t);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
 	cp_tls_destroy(&t);
 }
 
@@ -381,8 +385,20 @@ test_ca_bad_files(void **state)
 	         dir);
 	assert_string_equal(s_err, want);
 
-	/* Not PEM at all. */
+	/* Encrypted: refused, never prompted for. */
+	EVP_PKEY *pk = EVP_EC_gen("P-256");
+	assert_non_null(pk);
 	FILE *f = fopen(key, "w");
+	assert_non_null(f);
+	assert_true(PEM_write_PrivateKey(f, pk, EVP_aes_256_cbc(), NULL, 0, NULL, "secret"));
+	fclose(f);
+	EVP_PKEY_free(pk);
+	assert_null(s_tls(dir, NULL));
+	snprintf(want, sizeof want, "%s/ca.key: not a PEM private key", dir);
+	assert_int_equal(strncmp(s_err, want, strlen(want)), 0);
+
+	/* Not PEM at all. */
+	f = fopen(key, "w");
 	assert_non_null(f);
 	fputs("not a key\n", f);
 	fclose(f);
@@ -412,8 +428,7 @@ test_ca_crt_missing(void **state)
 	s_make_ca("crtmissing", dir, sizeof dir, key, crt, sizeof key);
 	X509 *ca1 = s_read_cert(crt);
 	assert_int_equal(unlink(crt), 0);
-	cp_tls_t *t = s_tls(dir, NULL);
-	assert_non_null(t);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
 	X509 *ca2 = s_read_cert(crt);
 	assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(ca1), X509_get0_pubkey(ca2)), 1);
 	assert_int_equal(s_mode(crt), 0644);
@@ -455,8 +470,7 @@ test_leaf(void **state)
 	(void)state;
 	char dir[128], key[160], crt[160];
 	s_make_ca("leaf", dir, sizeof dir, key, crt, sizeof key);
-	cp_tls_t *t = s_tls(dir, NULL);
-	assert_non_null(t);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
 	SSL *s = cp_tls_server_ssl(t, "wiki.local");
 	assert_non_null(s);
 	X509 *leaf = SSL_get_certificate(s);
@@ -537,8 +551,7 @@ test_bad_hosts(void **state)
 	(void)state;
 	char dir[128], key[160], crt[160];
 	s_make_ca("badhosts", dir, sizeof dir, key, crt, sizeof key);
-	cp_tls_t *t = s_tls(dir, NULL);
-	assert_non_null(t);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
 	char big[300];
 	memset(big, 'a', sizeof big - 1);
 	big[sizeof big - 1] = '\0';
@@ -559,8 +572,7 @@ test_cache(void **state)
 	(void)state;
 	char dir[128], key[160], crt[160];
 	s_make_ca("cache", dir, sizeof dir, key, crt, sizeof key);
-	cp_tls_t *t = s_tls(dir, NULL);
-	assert_non_null(t);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
 
 	uint64_t t0 = s_now_ns();
 	SSL *a = cp_tls_server_ssl(t, "wiki.local");
@@ -612,8 +624,7 @@ test_server_handshake(void **state)
 	(void)state;
 	char dir[128], key[160], crt[160], proto[32];
 	s_make_ca("server", dir, sizeof dir, key, crt, sizeof key);
-	cp_tls_t *t = s_tls(dir, NULL);
-	assert_non_null(t);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
 	SSL_CTX *cctx = s_client_ctx(crt, "\x02h2\x08http/1.1", 12);
 
 	/* SNI wiki.local: verified against ca.crt, ALPN http/1.1 (not h2). */
@@ -729,8 +740,7 @@ test_resumption(void **state)
 	(void)state;
 	char dir[128], key[160], crt[160];
 	s_make_ca("resume", dir, sizeof dir, key, crt, sizeof key);
-	cp_tls_t *t = s_tls(dir, NULL);
-	assert_non_null(t);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
 	SSL_CTX *cctx = s_client_ctx(crt, "\x08http/1.1", 9);
 
 	SSL *c = s_client(cctx, "wiki.local", "wiki.local");
@@ -824,10 +834,8 @@ test_client(void **state)
 	(void)state;
 	char dir[128], key[160], crt[160], proto[32];
 	s_make_ca("client", dir, sizeof dir, key, crt, sizeof key);
-	cp_tls_t *t = s_tls(dir, NULL);
-	cp_tls_t *up = s_tls(dir, crt); /* trusts ca.crt for upstreams */
-	assert_non_null(t);
-	assert_non_null(up);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
+	cp_tls_t *up = s_tls_ok(dir, crt); /* trusts ca.crt for upstreams */
 	SSL_CTX *sctx;
 
 	/* The right name: verified, SNI sent, ALPN http/1.1 offered. */
