@@ -740,6 +740,8 @@ s_client_hello(SSL *ssl, int *al, void *arg)
 	if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len)) {
 		if (want->ip)
 			return SSL_CLIENT_HELLO_SUCCESS;
+		ahp_log_kv(AHP_LOG_WARN, NULL, NULL, "tls: client sent no SNI", "host", want->host,
+		           NULL);
 		*al = SSL_AD_UNRECOGNIZED_NAME;
 		return SSL_CLIENT_HELLO_ERROR;
 	}
@@ -763,6 +765,13 @@ s_client_hello(SSL *ssl, int *al, void *arg)
 		ok = c == (unsigned char)want->host[i];
 	}
 	if (!ok) {
+		/* The name is the client's: bounded here, escaped by the log. */
+		char sni[CP_HOST_MAX + 3];
+		snprintf(sni, sizeof sni, "%.*s", (int)(n < sizeof sni - 1 ? n : sizeof sni - 1),
+		         (const char *)name);
+		ahp_log_kv(AHP_LOG_WARN, NULL, NULL,
+		           "tls: client SNI does not name the CONNECT host", "host", want->host,
+		           "sni", sni, NULL);
 		*al = SSL_AD_UNRECOGNIZED_NAME;
 		return SSL_CLIENT_HELLO_ERROR;
 	}
