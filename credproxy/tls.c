@@ -28,26 +28,31 @@
 #define BACKDATE_S 3600      /* a client whose clock is a little behind still accepts */
 #define REMINT_S (24 * 3600) /* a cached leaf is minted again a day before it expires */
 #define PEM_MAX (64 * 1024)  /* ca.key / ca.crt larger than this are refused */
-#define LEAF_CACHE_MAX 1024  /* cached leaves; the least recently used goes first */
+#define LEAF_CACHE_MAX 1024  /* cached hosts (leaf, upstream sessions); LRU goes first */
 #define LEAF_BUCKETS 2048    /* power of two */
 #define CN_MAX 64            /* ub-common-name, RFC 5280 appendix A */
 #define CA_CN_PREFIX "ahp credproxy CA "
 #define SESSION_CACHE_MAX 8192 /* server-side TLS sessions kept for resumption */
+#define UP_SESSIONS 4          /* upstream TLS sessions kept per host */
 
 /* The only application protocol spoken on either side (ALPN wire format). */
 static const unsigned char s_alpn[] = "\x08http/1.1";
 #define ALPN_LEN (sizeof s_alpn - 1)
 
-/* One cached leaf certificate. */
-typedef struct s_leaf {
-	struct s_leaf *hnext;       /* bucket chain */
-	struct s_leaf *prev, *next; /* LRU list, most recently used first */
+/* What is cached per host: its leaf certificate (minted on the first
+ * interception) and the latest sessions with its upstream (resumed by the
+ * next upstream connections, as nginx's proxy_ssl_session_reuse does). */
+typedef struct s_host {
+	struct s_host *hnext;       /* bucket chain */
+	struct s_host *prev, *next; /* LRU list, most recently used first */
 	uint64_t hash;
-	X509 *cert;
+	X509 *cert; /* NULL until minted */
 	time_t not_after;
 	unsigned char sid_ctx[SHA256_DIGEST_LENGTH]; /* session id context: SHA-256(host) */
+	SSL_SESSION *up[UP_SESSIONS];                /* oldest first */
+	unsigned n_up;
 	char host[];
-} s_leaf_t;
+} s_host_t;
 
 struct cp_tls {
 	char ca_path[PATH_MAX];
@@ -62,13 +67,14 @@ struct cp_tls {
 	EVP_PKEY *leaf_key;
 	SSL_CTX *server_ctx;
 	SSL_CTX *client_ctx;
-	s_leaf_t *buckets[LEAF_BUCKETS];
-	s_leaf_t *lru_head, *lru_tail;
-	size_t n_leaves;
+	s_host_t *buckets[LEAF_BUCKETS];
+	s_host_t *lru_head, *lru_tail;
+	size_t n_hosts;
 	uint64_t seed;
 };
 
-/* What an intercepting SSL expects in the client's SNI (SSL ex_data). */
+/* The host of an SSL (ex_data): what an intercepting SSL expects in the
+ * client's SNI, and what an upstream SSL's sessions are cached under. */
 typedef struct {
 	bool ip;
 	char host[];
@@ -630,84 +636,99 @@ s_hash(uint64_t seed, const char *s)
 }
 
 static void
-s_lru_unlink(cp_tls_t *self, s_leaf_t *l)
+s_lru_unlink(cp_tls_t *self, s_host_t *e)
 {
-	if (l->prev != NULL)
-		l->prev->next = l->next;
+	if (e->prev != NULL)
+		e->prev->next = e->next;
 	else
-		self->lru_head = l->next;
-	if (l->next != NULL)
-		l->next->prev = l->prev;
+		self->lru_head = e->next;
+	if (e->next != NULL)
+		e->next->prev = e->prev;
 	else
-		self->lru_tail = l->prev;
-	l->prev = l->next = NULL;
+		self->lru_tail = e->prev;
+	e->prev = e->next = NULL;
 }
 
 static void
-s_lru_push(cp_tls_t *self, s_leaf_t *l)
+s_lru_push(cp_tls_t *self, s_host_t *e)
 {
-	l->prev = NULL;
-	l->next = self->lru_head;
+	e->prev = NULL;
+	e->next = self->lru_head;
 	if (self->lru_head != NULL)
-		self->lru_head->prev = l;
-	self->lru_head = l;
+		self->lru_head->prev = e;
+	self->lru_head = e;
 	if (self->lru_tail == NULL)
-		self->lru_tail = l;
+		self->lru_tail = e;
 }
 
-/* Unlinks l from the cache and frees it (an SSL using its certificate
- * holds its own reference). */
+/* Unlinks e from the cache and frees it (an SSL using its certificate or
+ * one of its sessions holds its own reference). */
 static void
-s_leaf_drop(cp_tls_t *self, s_leaf_t *l)
+s_host_drop(cp_tls_t *self, s_host_t *e)
 {
-	s_leaf_t **pp = &self->buckets[l->hash & (LEAF_BUCKETS - 1)];
-	while (*pp != l)
+	s_host_t **pp = &self->buckets[e->hash & (LEAF_BUCKETS - 1)];
+	while (*pp != e)
 		pp = &(*pp)->hnext;
-	*pp = l->hnext;
-	s_lru_unlink(self, l);
-	self->n_leaves--;
-	X509_free(l->cert);
-	free(l);
+	*pp = e->hnext;
+	s_lru_unlink(self, e);
+	self->n_hosts--;
+	X509_free(e->cert);
+	for (unsigned i = 0; i < e->n_up; i++)
+		SSL_SESSION_free(e->up[i]);
+	free(e);
 }
 
-/* The cached leaf for host (canonical), minted when absent or about to
- * expire. NULL on failure. */
-static s_leaf_t *
-s_leaf_get(cp_tls_t *self, const char *host, bool ip)
+/* The entry of host (canonical), made the most recently used; with create,
+ * a new empty one when absent (the least recently used goes when the cache
+ * is full). NULL when absent or out of memory. */
+static s_host_t *
+s_host_find(cp_tls_t *self, const char *host, bool create)
 {
 	uint64_t h = s_hash(self->seed, host);
-	s_leaf_t *l = self->buckets[h & (LEAF_BUCKETS - 1)];
-	while (l != NULL && (l->hash != h || strcmp(l->host, host) != 0))
-		l = l->hnext;
-	if (l != NULL) {
-		/* Re-mint a day before expiry: the daemon may run for months. */
-		if (time(NULL) + REMINT_S < l->not_after) {
-			s_lru_unlink(self, l);
-			s_lru_push(self, l);
-			return l;
-		}
-		s_leaf_drop(self, l);
+	s_host_t *e = self->buckets[h & (LEAF_BUCKETS - 1)];
+	while (e != NULL && (e->hash != h || strcmp(e->host, host) != 0))
+		e = e->hnext;
+	if (e != NULL) {
+		s_lru_unlink(self, e);
+		s_lru_push(self, e);
+		return e;
 	}
-
+	if (!create)
+		return NULL;
 	size_t n = strlen(host);
-	l = calloc(1, sizeof *l + n + 1);
-	if (l == NULL)
+	e = calloc(1, sizeof *e + n + 1);
+	if (e == NULL)
 		return NULL;
-	memcpy(l->host, host, n + 1);
-	l->hash = h;
-	l->cert = s_leaf_issue(self, host, ip, &l->not_after);
-	if (l->cert == NULL) {
-		free(l);
+	memcpy(e->host, host, n + 1);
+	e->hash = h;
+	SHA256((const unsigned char *)host, n, e->sid_ctx);
+	if (self->n_hosts == LEAF_CACHE_MAX)
+		s_host_drop(self, self->lru_tail);
+	e->hnext = self->buckets[h & (LEAF_BUCKETS - 1)];
+	self->buckets[h & (LEAF_BUCKETS - 1)] = e;
+	s_lru_push(self, e);
+	self->n_hosts++;
+	return e;
+}
+
+/* The entry of host with its leaf, minted when absent or about to expire
+ * (a day before: the daemon may run for months). NULL on failure. */
+static s_host_t *
+s_leaf_get(cp_tls_t *self, const char *host, bool ip)
+{
+	s_host_t *e = s_host_find(self, host, true);
+	if (e == NULL)
 		return NULL;
-	}
-	SHA256((const unsigned char *)host, n, l->sid_ctx);
-	if (self->n_leaves == LEAF_CACHE_MAX)
-		s_leaf_drop(self, self->lru_tail);
-	l->hnext = self->buckets[h & (LEAF_BUCKETS - 1)];
-	self->buckets[h & (LEAF_BUCKETS - 1)] = l;
-	s_lru_push(self, l);
-	self->n_leaves++;
-	return l;
+	if (e->cert != NULL && time(NULL) + REMINT_S < e->not_after)
+		return e;
+	time_t not_after;
+	X509 *x = s_leaf_issue(self, host, ip, &not_after);
+	if (x == NULL)
+		return NULL;
+	X509_free(e->cert);
+	e->cert = x;
+	e->not_after = not_after;
+	return e;
 }
 
 /* ---- server side -------------------------------------------------------- */
@@ -822,8 +843,68 @@ s_server_ctx(cp_tls_t *self)
 
 /* ---- client side -------------------------------------------------------- */
 
+/*
+ * A new upstream session (TLS 1.2 at the end of a handshake, TLS 1.3 on each
+ * NewSessionTicket, both after the certificate was verified): a copy is
+ * cached under the SSL's host. A copy, because OpenSSL marks the SSL's own
+ * session unusable when the connection ends without close_notify.
+ */
+static int
+s_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	cp_tls_t *self = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	const s_expect_t *want = SSL_get_ex_data(ssl, s_ex_expect);
+	if (self == NULL || want == NULL || !SSL_SESSION_is_resumable(sess))
+		return 0;
+	s_host_t *e = s_host_find(self, want->host, true);
+	SSL_SESSION *copy = e != NULL ? SSL_SESSION_dup(sess) : NULL;
+	if (copy == NULL)
+		return 0;
+	if (e->n_up == UP_SESSIONS) {
+		SSL_SESSION_free(e->up[0]);
+		memmove(e->up, e->up + 1, (UP_SESSIONS - 1) * sizeof e->up[0]);
+		e->n_up--;
+	}
+	e->up[e->n_up++] = copy;
+	return 0; /* OpenSSL keeps its reference to sess */
+}
+
+/*
+ * Offers ssl the newest usable session cached for host. A TLS 1.3 session
+ * is taken out of the cache (RFC 8446 appendix C.4: a ticket is used once;
+ * the resumed connection brings new ones); a TLS 1.2 one stays and ssl gets
+ * a copy.
+ */
+static void
+s_offer_session(cp_tls_t *self, const char *host, SSL *ssl)
+{
+	s_host_t *e = s_host_find(self, host, false);
+	time_t now = time(NULL);
+	while (e != NULL && e->n_up > 0) {
+		SSL_SESSION *sess = e->up[--e->n_up];
+		if (!SSL_SESSION_is_resumable(sess) ||
+		    (time_t)SSL_SESSION_get_time(sess) + (time_t)SSL_SESSION_get_timeout(sess) <=
+		        now) {
+			SSL_SESSION_free(sess);
+			continue;
+		}
+		if (SSL_SESSION_get_protocol_version(sess) == TLS1_3_VERSION) {
+			SSL_set_session(ssl, sess);
+			SSL_SESSION_free(sess);
+			return;
+		}
+		SSL_SESSION *copy = SSL_SESSION_dup(sess);
+		e->up[e->n_up++] = sess;
+		if (copy != NULL) {
+			SSL_set_session(ssl, copy);
+			SSL_SESSION_free(copy);
+		}
+		return;
+	}
+}
+
 static SSL_CTX *
-s_client_ctx(const char *ca_file, char *err, size_t errlen)
+s_client_ctx(cp_tls_t *self, const char *ca_file, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
@@ -845,12 +926,34 @@ s_client_ctx(const char *ca_file, char *err, size_t errlen)
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/* Upstream sessions live in the per-host cache, not OpenSSL's. */
+	SSL_CTX_set_app_data(ctx, self);
+	SSL_CTX_set_session_cache_mode(ctx,
+	                               SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, s_new_session);
 	X509_VERIFY_PARAM_set_hostflags(SSL_CTX_get0_param(ctx),
 	                                X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
 	return ctx;
 }
 
 /* ---- interface ---------------------------------------------------------- */
+
+/* Records host (canonical) as ssl's host. 0 / -1. */
+static int
+s_set_host(SSL *ssl, const char *host, bool ip)
+{
+	size_t n = strlen(host);
+	s_expect_t *want = malloc(sizeof *want + n + 1);
+	if (want == NULL)
+		return -1;
+	want->ip = ip;
+	memcpy(want->host, host, n + 1);
+	if (!SSL_set_ex_data(ssl, s_ex_expect, want)) {
+		free(want);
+		return -1;
+	}
+	return 0;
+}
 
 cp_tls_t *
 cp_tls_new(const char *state_dir, const char *upstream_ca_file, char *err, size_t errlen)
@@ -886,7 +989,7 @@ cp_tls_new(const char *state_dir, const char *upstream_ca_file, char *err, size_
 		s_err(err, errlen, "interception TLS context");
 		goto fail;
 	}
-	self->client_ctx = s_client_ctx(upstream_ca_file, err, errlen);
+	self->client_ctx = s_client_ctx(self, upstream_ca_file, err, errlen);
 	if (self->client_ctx == NULL)
 		goto fail;
 	return self;
@@ -902,7 +1005,7 @@ cp_tls_destroy(cp_tls_t **self_p)
 		return;
 	cp_tls_t *self = *self_p;
 	while (self->lru_head != NULL)
-		s_leaf_drop(self, self->lru_head);
+		s_host_drop(self, self->lru_head);
 	SSL_CTX_free(self->server_ctx);
 	SSL_CTX_free(self->client_ctx);
 	EVP_PKEY_free(self->leaf_key);
@@ -928,25 +1031,13 @@ cp_tls_server_ssl(cp_tls_t *self, const char *host)
 		           host != NULL ? host : "", NULL);
 		return NULL;
 	}
-	s_leaf_t *l = s_leaf_get(self, h, ip);
+	s_host_t *l = s_leaf_get(self, h, ip);
 	if (l == NULL) {
 		s_log_ssl("tls: minting a leaf certificate failed", h);
 		return NULL;
 	}
-	size_t n = strlen(h);
-	s_expect_t *want = malloc(sizeof *want + n + 1);
 	SSL *ssl = SSL_new(self->server_ctx);
-	if (want == NULL || ssl == NULL) {
-		free(want);
-		goto fail;
-	}
-	want->ip = ip;
-	memcpy(want->host, h, n + 1);
-	if (!SSL_set_ex_data(ssl, s_ex_expect, want)) {
-		free(want);
-		goto fail;
-	}
-	if (!SSL_use_certificate(ssl, l->cert) ||
+	if (ssl == NULL || s_set_host(ssl, h, ip) < 0 || !SSL_use_certificate(ssl, l->cert) ||
 	    !SSL_set_session_id_context(ssl, l->sid_ctx, sizeof l->sid_ctx))
 		goto fail;
 	SSL_set_accept_state(ssl);
@@ -968,13 +1059,14 @@ cp_tls_client_ssl(cp_tls_t *self, const char *host)
 		return NULL;
 	}
 	SSL *ssl = SSL_new(self->client_ctx);
-	if (ssl == NULL)
+	if (ssl == NULL || s_set_host(ssl, h, ip) < 0)
 		goto fail;
 	X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
 	/* RFC 6066: SNI carries names only, never an address. */
 	if (ip ? !X509_VERIFY_PARAM_set1_ip_asc(param, h)
 	       : (!SSL_set_tlsext_host_name(ssl, h) || !X509_VERIFY_PARAM_set1_host(param, h, 0)))
 		goto fail;
+	s_offer_session(self, h, ssl);
 	SSL_set_connect_state(ssl);
 	return ssl;
 fail:

@@ -908,16 +908,99 @@ test_client(void **state)
 	cp_tls_destroy(&up);
 }
 
+/* One upstream connection to the server context sctx: whether it resumed. */
+static bool
+s_upstream_conn(cp_tls_t *up, SSL_CTX *sctx, const char *host, hs_t *h, uint64_t *ns)
+{
+	SSL *s = SSL_new(sctx);
+	assert_non_null(s);
+	SSL_set_accept_state(s);
+	SSL *c = cp_tls_client_ssl(up, host);
+	assert_non_null(c);
+	uint64_t t0 = s_now_ns();
+	*h = s_handshake(c, s);
+	if (ns != NULL)
+		*ns = s_now_ns() - t0;
+	bool reused = SSL_session_reused(c) == 1;
+	if (h->c_ok && h->s_ok) {
+		assert_int_equal(SSL_get_verify_result(c), X509_V_OK);
+		s_exchange(c, s); /* the client reads the TLS 1.3 tickets */
+	}
+	/* No close_notify, as connections often end: the cached copy of the
+	 * session must survive it. */
+	SSL_free(c);
+	SSL_free(s);
+	return reused;
+}
+
+/* Upstream sessions are cached per host and resumed by the next connection. */
+static void
+test_client_resumption(void **state)
+{
+	(void)state;
+	char dir[128], key[160], crt[160];
+	s_make_ca("upresume", dir, sizeof dir, key, crt, sizeof key);
+	cp_tls_t *t = s_tls_ok(dir, NULL);
+	cp_tls_t *up = s_tls_ok(dir, crt);
+	SSL_CTX *sctx;
+	SSL_free(s_upstream(t, "a.test", &sctx));
+	hs_t h;
+	uint64_t full_ns, resumed_ns;
+
+	/* TLS 1.3: each connection resumes with a ticket the one before
+	 * brought. */
+	assert_false(s_upstream_conn(up, sctx, "a.test", &h, &full_ns));
+	assert_true(h.c_ok && h.s_ok);
+	assert_true(s_upstream_conn(up, sctx, "a.test", &h, &resumed_ns));
+	assert_true(h.c_ok && h.s_ok);
+	assert_true(s_upstream_conn(up, sctx, "a.test", &h, NULL));
+	assert_true(h.c_ok && h.s_ok);
+	print_message("tls: upstream handshake in memory, full %.1f us, resumed %.1f us\n",
+	              (double)full_ns / 1e3, (double)resumed_ns / 1e3);
+	/* Never offered to another host: b.test gets a full handshake, and
+	 * the certificate for a.test fails it. */
+	assert_false(s_upstream_conn(up, sctx, "b.test", &h, NULL));
+	assert_false(h.c_ok);
+	assert_int_equal(h.c_reason, SSL_R_CERTIFICATE_VERIFY_FAILED);
+	/* An instance with another trust store has sessions of its own. */
+	cp_tls_t *up2 = s_tls_ok(dir, crt);
+	assert_false(s_upstream_conn(up2, sctx, "a.test", &h, NULL));
+	assert_true(h.c_ok && h.s_ok);
+	cp_tls_destroy(&up2);
+	SSL_CTX_free(sctx);
+
+	/* TLS 1.2: the session stays cached and is resumed again and again. */
+	SSL_free(s_upstream(t, "c.test", &sctx));
+	assert_true(SSL_CTX_set_max_proto_version(sctx, TLS1_2_VERSION));
+	assert_false(s_upstream_conn(up, sctx, "c.test", &h, NULL));
+	assert_true(h.c_ok && h.s_ok);
+	assert_true(s_upstream_conn(up, sctx, "c.test", &h, NULL));
+	assert_true(h.c_ok && h.s_ok);
+	assert_true(s_upstream_conn(up, sctx, "c.test", &h, NULL));
+	assert_true(h.c_ok && h.s_ok);
+	SSL_CTX_free(sctx);
+
+	cp_tls_destroy(&t);
+	cp_tls_destroy(&up);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_ca_create),    cmocka_unit_test(test_ca_reuse),
-	    cmocka_unit_test(test_ca_key_mode),  cmocka_unit_test(test_ca_key_symlink),
-	    cmocka_unit_test(test_ca_bad_files), cmocka_unit_test(test_ca_crt_missing),
-	    cmocka_unit_test(test_leaf),         cmocka_unit_test(test_bad_hosts),
-	    cmocka_unit_test(test_cache),        cmocka_unit_test(test_server_handshake),
-	    cmocka_unit_test(test_resumption),   cmocka_unit_test(test_client),
+	    cmocka_unit_test(test_ca_create),
+	    cmocka_unit_test(test_ca_reuse),
+	    cmocka_unit_test(test_ca_key_mode),
+	    cmocka_unit_test(test_ca_key_symlink),
+	    cmocka_unit_test(test_ca_bad_files),
+	    cmocka_unit_test(test_ca_crt_missing),
+	    cmocka_unit_test(test_leaf),
+	    cmocka_unit_test(test_bad_hosts),
+	    cmocka_unit_test(test_cache),
+	    cmocka_unit_test(test_server_handshake),
+	    cmocka_unit_test(test_resumption),
+	    cmocka_unit_test(test_client),
+	    cmocka_unit_test(test_client_resumption),
 	};
 	return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
