@@ -325,6 +325,10 @@ void cp_proxy_set_tls(cp_proxy_t *self, cp_tls_t *tls);
 void cp_proxy_set_egress(cp_proxy_t *self, cp_egress_t *egress);
 /* Installs a new generation (owned); exchanges in flight keep theirs. */
 void cp_proxy_set_gen(cp_proxy_t *self, cp_gen_t *gen);
+/* Serves an already connected client socket (owned from here) as if a
+ * listener had accepted it, without a peer check: role 0 = relay (PROXY v2
+ * header expected), 1 = api, 2 = dev (dev_profile). For tests and fuzzing. */
+void cp_proxy_adopt(cp_proxy_t *self, int fd, int role);
 /* Closes listeners and every connection. NULL-safe. */
 void cp_proxy_destroy(cp_proxy_t **self_p);
 

@@ -408,7 +408,14 @@ main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
-	m.base = event_base_new();
+	/* Single-threaded: no locks. The changelist coalesces the add/delete
+	 * pairs bufferevents make on every write into one epoll_ctl, or none. */
+	struct event_config *ec = event_config_new();
+	if (ec == NULL)
+		fatalx("event_config_new failed");
+	event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	m.base = event_base_new_with_config(ec);
+	event_config_free(ec);
 	if (m.base == NULL)
 		fatalx("event_base_new failed");
 	cp_proxy_cfg_t pc = {

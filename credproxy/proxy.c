@@ -145,6 +145,8 @@ struct s_conn {
 	struct event *reaper;  /* deferred free */
 	struct evdns_getaddrinfo_request *dns_req;
 	bool closing, dead;
+	bool lingering;
+	int linger; /* 10 ms polls left before a TLS close gives up flushing */
 	char run[AHP_PP2_VALUE_MAX + 1], profile[AHP_PP2_VALUE_MAX + 1];
 
 	/* inside an intercepted CONNECT */
@@ -157,6 +159,7 @@ struct s_conn {
 	char u_host[CP_HOST_MAX + 1];
 	uint16_t u_port;
 	bool u_tls, u_ok;
+	bool u_reused; /* this exchange reuses a kept-alive upstream connection */
 
 	/* request */
 	http_parser rp;
@@ -195,6 +198,7 @@ struct s_conn {
 };
 
 static void s_conn_close(s_conn_t *c);
+static void s_close_when_flushed(s_conn_t *c);
 static void s_client_read(struct bufferevent *bev, void *arg);
 static void s_client_write(struct bufferevent *bev, void *arg);
 static void s_client_event(struct bufferevent *bev, short what, void *arg);
@@ -393,7 +397,43 @@ s_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (c->st == CS_PREAMBLE)
 		log_info("relay connection closed: no PROXY header in time");
+	if (c->st == CS_CLOSING && c->linger-- > 0) {
+		s_close_when_flushed(c);
+		return;
+	}
 	s_conn_close(c);
+}
+
+/* Bytes still on their way to the client: in the bufferevent, and below
+ * it when TLS is layered on the socket's bufferevent. */
+static size_t
+s_out_pending(s_conn_t *c)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(c->c));
+	struct bufferevent *under = bufferevent_get_underlying(c->c);
+	if (under != NULL)
+		n += evbuffer_get_length(bufferevent_get_output(under));
+	return n;
+}
+
+/* Closes once the last response has left (the TLS layer's own buffer
+ * included, which no callback reports: it is polled every 10 ms, for at
+ * most 2 s). */
+static void
+s_close_when_flushed(s_conn_t *c)
+{
+	if (s_out_pending(c) == 0) {
+		s_conn_close(c);
+		return;
+	}
+	if (bufferevent_get_underlying(c->c) != NULL) {
+		if (c->linger == 0 && !c->lingering) {
+			c->lingering = true;
+			c->linger = 200;
+		}
+		struct timeval tv = {.tv_sec = 0, .tv_usec = 10000};
+		evtimer_add(c->timer, &tv);
+	}
 }
 
 static void
@@ -700,8 +740,7 @@ s_exchange_end(s_conn_t *c)
 	if (!c->client_keepalive || c->resp_close || !c->req_done) {
 		c->st = CS_CLOSING;
 		bufferevent_disable(c->c, EV_READ);
-		if (evbuffer_get_length(bufferevent_get_output(c->c)) == 0)
-			s_conn_close(c);
+		s_close_when_flushed(c);
 		return;
 	}
 	s_exchange_begin(c);
@@ -748,6 +787,7 @@ s_exchange_begin(s_conn_t *c)
 
 static void s_send_request_head(s_conn_t *c);
 static void s_tunnel_connected(s_conn_t *c);
+static void s_go_upstream(s_conn_t *c);
 
 static void
 s_upstream_connected(s_conn_t *c)
@@ -782,6 +822,18 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	char why[CP_REASON_MAX];
+	/* A kept-alive upstream may close just as a request is sent on it
+	 * (RFC 9112 section 9.3.1): a request without a body that got no byte
+	 * of answer is sent once more on a new connection. */
+	if (c->st == CS_EXCHANGE && c->u_reused && !c->resp_head_sent && c->sp.nread == 0 &&
+	    c->sp.status_code == 0 && !c->req_chunked && c->req_cl == 0 &&
+	    (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+		bufferevent_free(c->u);
+		c->u = NULL;
+		c->u_ok = false;
+		s_go_upstream(c);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		snprintf(why, sizeof why, "upstream %s:%u did not answer in time", c->host,
 		         c->port);
@@ -795,8 +847,7 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_EOF && c->st == CS_TUNNEL) {
 		/* Pass the close on once the client has what was sent. */
 		c->st = CS_CLOSING;
-		if (evbuffer_get_length(bufferevent_get_output(c->c)) == 0)
-			s_conn_close(c);
+		s_close_when_flushed(c);
 		s_record(c, true, "");
 		return;
 	}
@@ -965,9 +1016,11 @@ s_go_upstream(s_conn_t *c)
 	if (c->u != NULL && c->u_ok && c->u_tls == c->tls_up && c->u_port == c->port &&
 	    strcmp(c->u_host, c->host) == 0) {
 		c->st = CS_UPSTREAM;
+		c->u_reused = true;
 		s_send_request_head(c);
 		return;
 	}
+	c->u_reused = false;
 	if (c->u != NULL) {
 		bufferevent_free(c->u);
 		c->u = NULL;
@@ -1816,8 +1869,7 @@ s_client_write(struct bufferevent *bev, void *arg)
 	if (c->closing)
 		return;
 	if (c->st == CS_CLOSING) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			s_conn_close(c);
+		s_close_when_flushed(c);
 		return;
 	}
 	if (c->u != NULL && (c->st == CS_EXCHANGE || c->st == CS_TUNNEL)) {
@@ -1834,6 +1886,8 @@ s_client_event(struct bufferevent *bev, short what, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
+	if (what & BEV_EVENT_CONNECTED)
+		return; /* the intercepted client's TLS handshake is done */
 	if (c->st == CS_TUNNEL && (what & BEV_EVENT_EOF) && c->u != NULL) {
 		/* Half-close: pass the client's EOF on, keep reading the upstream. */
 		s_record(c, true, "");
@@ -1872,6 +1926,8 @@ s_peer_allowed(int fd, const ahp_rpc_allow_t *allow, struct ucred *cred)
 	return false;
 }
 
+static void s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role);
+
 static void
 s_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
@@ -1894,6 +1950,13 @@ s_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, in
 			return;
 		}
 	}
+	s_adopt(px, fd, l->role);
+}
+
+/* Takes a connected client socket (owned from here) and serves it in role. */
+static void
+s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role)
+{
 	if (px->nconns >= px->cfg.max_conns) {
 		static const char busy[] =
 		    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
@@ -1910,7 +1973,7 @@ s_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, in
 		return;
 	}
 	c->px = px;
-	c->role = l->role;
+	c->role = role;
 	evutil_make_socket_nonblocking(fd);
 	c->c = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(px->base, s_timer_cb, c);
@@ -1939,12 +2002,12 @@ s_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, in
 	c->rp.data = c;
 	bufferevent_setcb(c->c, s_client_read, s_client_write, s_client_event, c);
 	bufferevent_setwatermark(c->c, EV_WRITE, S_HIGH / 2, 0);
-	if (l->role == ROLE_RELAY) {
+	if (role == ROLE_RELAY) {
 		c->st = CS_PREAMBLE;
 		s_timer_set(c, px->cfg.header_timeout_s);
 		bufferevent_enable(c->c, EV_READ);
 	} else {
-		if (l->role == ROLE_DEV) {
+		if (role == ROLE_DEV) {
 			snprintf(c->run, sizeof c->run, "dev");
 			snprintf(c->profile, sizeof c->profile, "%s", px->dev_profile);
 		}
@@ -2084,6 +2147,12 @@ cp_proxy_new(struct event_base *base, const cp_proxy_cfg_t *cfg, char *err, size
 		return NULL;
 	}
 	return px;
+}
+
+void
+cp_proxy_adopt(cp_proxy_t *self, int fd, int role)
+{
+	s_adopt(self, fd, role == 0 ? ROLE_RELAY : role == 1 ? ROLE_API : ROLE_DEV);
 }
 
 void
