@@ -40,6 +40,13 @@ TEST_HOSTS = ("wiki.local", "echo.local", "redir.local", "other.local", "tls.loc
               "plain.local", "a.corp.local", "b.corp.local", "git.local", "api.local",
               "stream.local", "slow.local", "noinject.local", "bad.local")
 
+# Names under *.corp.local mapped to special-purpose addresses: a wildcard rule reaching any
+# of them is refused (403, the class named) before anything is connected to.
+SPECIAL_HOSTS = {"priv.corp.local": "10.1.2.3", "meta.corp.local": "169.254.169.254",
+                 "cgnat.corp.local": "100.64.0.1", "zero.corp.local": "0.0.0.0"}
+# (IPv6 entries are not used: credproxy resolves with AI_ADDRCONFIG, and a host without a
+# global IPv6 address gets no AAAA answers; the IPv6 classes are unit-tested in addr.)
+
 # ----------------------------------------------------------------------- PROXY v2
 
 PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -366,6 +373,11 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        """A client (credproxy) that goes away mid-response is no fixture error."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
 
 class Fixture:
     """An echo server on 127.0.0.1:<random port>, optionally TLS (certfile/keyfile)."""
@@ -570,7 +582,8 @@ class CredProxy:
         self.sets = []
         self.secrets = {}
         self.conf = {}
-        self.write("etc/hosts", "".join(f"127.0.0.1 {h}\n" for h in TEST_HOSTS))
+        self.write("etc/hosts", "".join(f"127.0.0.1 {h}\n" for h in TEST_HOSTS) +
+                   "".join(f"{a} {h}\n" for h, a in SPECIAL_HOSTS.items()))
         self.conf["hosts_file"] = self.path("etc/hosts")
 
     def path(self, rel):

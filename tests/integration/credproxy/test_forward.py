@@ -11,8 +11,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (Conn, CredProxy, Standard, assert_no_secret, check, get,  # noqa: E402
-                   need_credproxy, proxy_v2, refused, run_test)
+from cplib import (SPECIAL_HOSTS, Conn, CredProxy, Standard, assert_no_secret,  # noqa: E402
+                   check, get, need_credproxy, proxy_v2, refused, run_test)
 
 
 def main(args):
@@ -118,6 +118,13 @@ def run(cp, std, E, wiki):
     refused(r, 403, "loopback")
     r = cp.ask(f"CONNECT b.corp.local:{E} HTTP/1.1\r\nHost: b.corp.local:{E}\r\n\r\n".encode())
     refused(r, 403, "loopback")
+    for h, words in (("priv.corp.local", ["private"]), ("meta.corp.local", []),
+                     ("cgnat.corp.local", ["cgnat"]), ("zero.corp.local", [])):
+        r = cp.ask(get(h, "/", E))
+        why = refused(r, 403, *words)
+        check(any(k in why for k in ("loopback", "private", "link-local", "metadata", "cgnat",
+                                     "unspecified", "ipv4-mapped", "unique-local", "special")),
+              f"{h}: the reason does not name the address class: {why!r}")
     check(len(echo.seen) == n, f"special address reached: {echo.seen[n:]}")
 
     # --- CONNECT to a port no rule names; to a host no rule names.
