@@ -265,6 +265,8 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
     /slow?s=N      sleeps N s first    /ratelimit 429 + Retry-After: 7
     /b64           body: base64 forms  /pct       body: percent-encoded forms
     /status?c=N    answers N           else       200, headers and body reflected
+    /garbage       not HTTP            /hugehead  a 48 KiB response header
+    /truncated     Content-Length 100, 10 bytes sent, then closed
     Every response reflects the Authorization header in X-Seen-Authorization."""
 
     protocol_version = "HTTP/1.1"
@@ -324,6 +326,23 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
                        "application/json", extra=[("Retry-After", "7")])
         elif "/status" in p:
             self._send(int(q.get("c", "200")), b"status\n")
+        elif "/garbage" in p:
+            self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+            self.wfile.flush()
+            self.close_connection = True
+        elif "/hugehead" in p:
+            self.send_response(200)
+            self.send_header("X-Huge", "h" * (48 * 1024))
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+        elif "/truncated" in p:
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.wfile.flush()
+            self.close_connection = True
         elif "/slow" in p:
             time.sleep(float(q.get("s", "5")))
             self._send(200, b"slow\n")

@@ -126,6 +126,38 @@ def run(cp, std):
         r = c.response()
         check(r.status == 200 and r.body.endswith(b"\nhello chunked world"), f"chunked up: {r!r}")
 
+    # --- a broken upstream: not HTTP, a head over max_header_bytes: 502 with a reason; a
+    # body cut short: the client sees the connection end early (never a complete-looking
+    # response), and credproxy goes on serving.
+    def upstream_garbage():
+        r = cp.ask(get("stream.local", "/garbage", E))
+        check(r.status == 502 and r.why, f"upstream sent no HTTP: {r!r}")
+    def upstream_hugehead():
+        r = cp.ask(get("stream.local", "/hugehead", E))
+        check(r.status == 502 and r.why, f"upstream head of 48 KiB: {r!r}")
+    def upstream_truncated():
+        with cp.conn() as c:
+            c.send(get("stream.local", "/truncated", E))
+            try:
+                h = c.read_head()
+            except EOFError:
+                raise TestFailure("the connection was closed without a response: the client "
+                                  "gets neither the upstream's head nor a 502 with a reason")
+            if h.status == 502:
+                check(h.why, f"502 without a reason: {h!r}")
+                return
+            check(h.status == 200, f"truncated: {h!r}")
+            try:
+                body = c.read_body(h)
+            except (EOFError, OSError):
+                return
+            raise TestFailure(f"a body cut short by the upstream looked complete: {body!r}")
+    case("upstream not HTTP", upstream_garbage)
+    case("upstream head too large", upstream_hugehead)
+    case("upstream body cut short", upstream_truncated)
+    r = cp.ask(get("stream.local", "/after-broken", E))
+    check(r.status == 200, f"after broken upstreams: {r!r}")
+
     # --- a slow upstream within the timeout; one past it: 504 (a short response_timeout_s).
     cp.stop()
     cp.start(f"response_timeout_s={IDLE_S}", f"connect_timeout_s={IDLE_S}")
