@@ -1122,13 +1122,32 @@ s_header_name_ok(const char *s, size_t len)
 static bool
 s_header_reserved(const char *name)
 {
-	static const char *const reserved[] = {"Host",       "Content-Length", "Transfer-Encoding",
-	                                       "Connection", "Keep-Alive",     "TE",
-	                                       "Trailer",    "Upgrade",        NULL};
+	static const char *const reserved[] = {
+	    "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
+	    "TE",   "Trailer",        "Upgrade",           NULL};
 	for (size_t i = 0; reserved[i]; i++)
 		if (strcasecmp(name, reserved[i]) == 0)
 			return true;
 	return strncasecmp(name, "Proxy-", 6) == 0;
+}
+
+int
+ahp_inject_header_check(const char *name, const char **why)
+{
+	const char *dummy;
+	if (why == NULL)
+		why = &dummy;
+	if (name == NULL || !s_header_name_ok(name, strlen(name))) {
+		*why = "not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~, at "
+		       "most 128)";
+		return -1;
+	}
+	if (s_header_reserved(name)) {
+		*why = "Host, Content-Length, Transfer-Encoding, Connection, Keep-Alive, TE, "
+		       "Trailer, Upgrade and Proxy-* cannot be injected (credproxy sets them)";
+		return -1;
+	}
+	return 0;
 }
 
 /* inject: { Header-Name: "value with {{secret:NAME}}" }. */

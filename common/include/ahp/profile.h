@@ -39,6 +39,15 @@ typedef struct {
  */
 int ahp_host_check(const char *s, size_t len, const char **why);
 
+/*
+ * A header name a rule (or a provider) may inject: an RFC 9110 token of at
+ * most 128 bytes, and none of the headers that frame or route a request
+ * (Host, Content-Length, Transfer-Encoding, Connection, Keep-Alive, TE,
+ * Trailer, Upgrade, Proxy-*; compared case-insensitively). 0, or -1 with
+ * *why set to a static reason.
+ */
+int ahp_inject_header_check(const char *name, const char **why);
+
 typedef struct {
 	char *service; /* exactly one of service / tool is set */
 	char *tool;

@@ -1,0 +1,389 @@
+/* credproxy scrubber: streaming redaction of injected secrets that an upstream reflects,
+ * raw and in their common encodings (base64 standard and URL-safe, percent-encoding). */
+#include "cp.h"
+
+#include <event2/buffer.h>
+#include <openssl/evp.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_MIN_SECRET 8
+#define S_PATTERNS_PER_SECRET 9 /* raw, 2 x 3 base64 cores, 2 percent forms */
+#define S_LABEL_MAX 160         /* "[redacted:" NAME "]", NAME at most 128 */
+
+typedef struct {
+	uint8_t *bytes;
+	size_t len;
+	unsigned secret; /* index into names */
+} s_pat_t;
+
+struct cp_scrub {
+	s_pat_t *pats;
+	unsigned n_pats;
+	char **names;
+	unsigned n_names;
+	size_t window; /* the longest pattern */
+	uint8_t *hold; /* bytes held back between feeds, then the work buffer */
+	size_t hold_len, hold_cap;
+	/* per-pass search state */
+	size_t *next; /* next occurrence of each pattern at or after from[] */
+	size_t *from;
+};
+
+#define S_NONE SIZE_MAX
+
+/* ---- patterns ---- */
+
+static int
+s_add(s_pat_t *pats, unsigned *n, const uint8_t *b, size_t len, unsigned secret)
+{
+	if (len < S_MIN_SECRET)
+		return 0;
+	for (unsigned i = 0; i < *n; i++)
+		if (pats[i].len == len && memcmp(pats[i].bytes, b, len) == 0)
+			return 0; /* the same bytes once: e.g. a percent form equal to raw */
+	uint8_t *c = malloc(len);
+	if (c == NULL)
+		return -1;
+	memcpy(c, b, len);
+	pats[*n] = (s_pat_t){.bytes = c, .len = len, .secret = secret};
+	(*n)++;
+	return 0;
+}
+
+/*
+ * A secret inside a longer base64 stream starts at one of three offsets
+ * within a 3-byte group. For skip = 0, 1, 2 leading bytes, the whole groups
+ * that follow encode to the same characters whatever surrounds them: that
+ * core is the pattern (the at most two boundary characters on each side mix
+ * in neighbouring bytes and are left as they are).
+ */
+static int
+s_add_base64(s_pat_t *pats, unsigned *n, const uint8_t *v, size_t len, unsigned secret)
+{
+	for (size_t skip = 0; skip < 3 && skip < len; skip++) {
+		size_t groups = (len - skip) / 3;
+		if (groups == 0)
+			continue;
+		size_t elen = groups * 4;
+		uint8_t *enc = malloc(elen + 1);
+		if (enc == NULL)
+			return -1;
+		EVP_EncodeBlock(enc, v + skip, (int)(groups * 3));
+		int rc = s_add(pats, n, enc, elen, secret);
+		for (size_t i = 0; rc == 0 && i < elen; i++) {
+			if (enc[i] == '+')
+				enc[i] = '-';
+			else if (enc[i] == '/')
+				enc[i] = '_';
+		}
+		if (rc == 0)
+			rc = s_add(pats, n, enc, elen, secret);
+		explicit_bzero(enc, elen + 1);
+		free(enc);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* RFC 3986 section 2.3: unreserved bytes stay as they are, the rest %XX. */
+static int
+s_add_percent(s_pat_t *pats, unsigned *n, const uint8_t *v, size_t len, unsigned secret)
+{
+	static const char up[] = "0123456789ABCDEF", lo[] = "0123456789abcdef";
+	uint8_t *enc = malloc(len * 3);
+	if (enc == NULL)
+		return -1;
+	for (int pass = 0; pass < 2; pass++) {
+		const char *hex = pass ? lo : up;
+		size_t o = 0;
+		for (size_t i = 0; i < len; i++) {
+			uint8_t c = v[i];
+			bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			                  (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+			                  c == '_' || c == '~';
+			if (unreserved) {
+				enc[o++] = c;
+			} else {
+				enc[o++] = '%';
+				enc[o++] = (uint8_t)hex[c >> 4];
+				enc[o++] = (uint8_t)hex[c & 15];
+			}
+		}
+		if (s_add(pats, n, enc, o, secret) < 0) {
+			explicit_bzero(enc, len * 3);
+			free(enc);
+			return -1;
+		}
+	}
+	explicit_bzero(enc, len * 3);
+	free(enc);
+	return 0;
+}
+
+void
+cp_scrub_destroy(cp_scrub_t **self_p)
+{
+	if (self_p == NULL || *self_p == NULL)
+		return;
+	cp_scrub_t *self = *self_p;
+	*self_p = NULL;
+	for (unsigned i = 0; i < self->n_pats; i++) {
+		explicit_bzero(self->pats[i].bytes, self->pats[i].len);
+		free(self->pats[i].bytes);
+	}
+	free(self->pats);
+	for (unsigned i = 0; i < self->n_names; i++)
+		free(self->names[i]);
+	free(self->names);
+	if (self->hold != NULL) {
+		/* Held bytes may be the start of a secret. */
+		explicit_bzero(self->hold, self->hold_cap);
+		free(self->hold);
+	}
+	free(self->next);
+	free(self->from);
+	free(self);
+}
+
+cp_scrub_t *
+cp_scrub_new(const cp_secret_ref_t *secrets, unsigned n)
+{
+	cp_scrub_t *self = calloc(1, sizeof *self);
+	if (self == NULL)
+		return NULL;
+	if (n > 0) {
+		self->names = calloc(n, sizeof *self->names);
+		self->pats = calloc((size_t)n * S_PATTERNS_PER_SECRET, sizeof *self->pats);
+		if (self->names == NULL || self->pats == NULL)
+			goto fail;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		const cp_secret_ref_t *s = &secrets[i];
+		if (s->value == NULL || s->len < S_MIN_SECRET)
+			continue;
+		unsigned idx = self->n_names;
+		self->names[idx] = strdup(s->name ? s->name : "secret");
+		if (self->names[idx] == NULL)
+			goto fail;
+		self->n_names++;
+		if (s_add(self->pats, &self->n_pats, s->value, s->len, idx) < 0 ||
+		    s_add_base64(self->pats, &self->n_pats, s->value, s->len, idx) < 0 ||
+		    s_add_percent(self->pats, &self->n_pats, s->value, s->len, idx) < 0)
+			goto fail;
+	}
+	for (unsigned i = 0; i < self->n_pats; i++)
+		if (self->pats[i].len > self->window)
+			self->window = self->pats[i].len;
+	if (self->n_pats > 0) {
+		self->next = calloc(self->n_pats, sizeof *self->next);
+		self->from = calloc(self->n_pats, sizeof *self->from);
+		if (self->next == NULL || self->from == NULL)
+			goto fail;
+	}
+	return self;
+fail:
+	cp_scrub_destroy(&self);
+	return NULL;
+}
+
+/* ---- matching ---- */
+
+/* Where the output goes: an evbuffer or a bounded string. */
+typedef struct {
+	struct evbuffer *ev;
+	char *str;
+	size_t cap, len; /* str: cap includes the NUL */
+	bool failed;
+} s_sink_t;
+
+static void
+s_put(s_sink_t *k, const void *b, size_t len)
+{
+	if (len == 0 || k->failed)
+		return;
+	if (k->ev != NULL) {
+		if (evbuffer_add(k->ev, b, len) < 0)
+			k->failed = true;
+		return;
+	}
+	if (k->cap == 0)
+		return;
+	size_t room = k->cap - 1 - k->len;
+	if (len > room)
+		len = room;
+	memcpy(k->str + k->len, b, len);
+	k->len += len;
+	k->str[k->len] = '\0';
+}
+
+static void
+s_put_label(s_sink_t *k, const char *name)
+{
+	char label[S_LABEL_MAX];
+	int n = snprintf(label, sizeof label, "[redacted:%s]", name);
+	if (n > 0)
+		s_put(k, label, (size_t)n < sizeof label ? (size_t)n : sizeof label - 1);
+}
+
+/* Next occurrence of pattern i starting at or after pos; S_NONE if none.
+ * Cached: a pattern is searched again only once the cursor passes its last
+ * hit, so a pass over n bytes costs O(n) per pattern (memmem is glibc's
+ * two-way search, linear). */
+static size_t
+s_next(cp_scrub_t *self, unsigned i, const uint8_t *buf, size_t len, size_t pos)
+{
+	if (self->from[i] <= pos && (self->next[i] == S_NONE || self->next[i] >= pos))
+		return self->next[i];
+	const s_pat_t *p = &self->pats[i];
+	size_t r = S_NONE;
+	if (pos < len && len - pos >= p->len) {
+		const uint8_t *hit = memmem(buf + pos, len - pos, p->bytes, p->len);
+		if (hit != NULL)
+			r = (size_t)(hit - buf);
+	}
+	self->from[i] = pos;
+	self->next[i] = r;
+	return r;
+}
+
+/*
+ * Scans buf[0, len): emits clean bytes and labels to k. Matches starting
+ * before limit are taken (leftmost, then longest); an occurrence of any
+ * pattern that starts inside a taken region and ends beyond it extends the
+ * region (overlapping secrets are both redacted, each named once). Returns
+ * where output stopped (bytes before it are done) and adds to *count.
+ */
+static size_t
+s_scan(cp_scrub_t *self, const uint8_t *buf, size_t len, size_t limit, s_sink_t *k, int *count)
+{
+	size_t pos = 0, emitted = 0;
+	for (unsigned i = 0; i < self->n_pats; i++) {
+		self->from[i] = SIZE_MAX;
+		self->next[i] = S_NONE;
+	}
+	while (pos < limit) {
+		size_t best = S_NONE, blen = 0;
+		unsigned bi = 0;
+		for (unsigned i = 0; i < self->n_pats; i++) {
+			size_t at = s_next(self, i, buf, len, pos);
+			if (at == S_NONE)
+				continue;
+			if (at < best || (at == best && self->pats[i].len > blen)) {
+				best = at;
+				blen = self->pats[i].len;
+				bi = i;
+			}
+		}
+		if (best == S_NONE || best >= limit)
+			break;
+		size_t end = best + blen;
+		unsigned labels[8], nl = 0;
+		labels[nl++] = self->pats[bi].secret;
+		/* Extend by overlapping occurrences that reach further. */
+		for (bool grew = true; grew;) {
+			grew = false;
+			for (unsigned i = 0; i < self->n_pats; i++) {
+				size_t at = s_next(self, i, buf, len, best + 1);
+				if (at == S_NONE || at >= end)
+					continue;
+				/* search on from at + 1 for later overlaps of the same pattern */
+				while (at != S_NONE && at < end && at + self->pats[i].len <= end)
+					at = s_next(self, i, buf, len, at + 1);
+				if (at == S_NONE || at >= end)
+					continue;
+				end = at + self->pats[i].len;
+				grew = true;
+				unsigned sec = self->pats[i].secret;
+				bool seen = false;
+				for (unsigned j = 0; j < nl; j++)
+					seen = seen || labels[j] == sec;
+				if (!seen && nl < sizeof labels / sizeof labels[0])
+					labels[nl++] = sec;
+			}
+		}
+		s_put(k, buf + emitted, best - emitted);
+		for (unsigned j = 0; j < nl; j++)
+			s_put_label(k, self->names[labels[j]]);
+		*count += (int)nl;
+		emitted = pos = end;
+	}
+	if (limit > emitted) {
+		s_put(k, buf + emitted, limit - emitted);
+		emitted = limit;
+	}
+	return emitted;
+}
+
+int
+cp_scrub_feed(cp_scrub_t *self, const void *in, size_t len, struct evbuffer *out, bool final)
+{
+	s_sink_t k = {.ev = out};
+	int count = 0;
+
+	if (self == NULL || out == NULL || (in == NULL && len > 0))
+		return -1;
+	if (self->n_pats == 0) {
+		if (len > 0 && evbuffer_add(out, in, len) < 0)
+			return -1;
+		return 0;
+	}
+	if (self->hold_len + len > self->hold_cap) {
+		size_t need = self->hold_len + len;
+		if (need < self->hold_len)
+			return -1;
+		size_t cap = self->hold_cap ? self->hold_cap : 256;
+		while (cap < need)
+			cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+		uint8_t *b = malloc(cap);
+		if (b == NULL)
+			return -1;
+		if (self->hold != NULL) {
+			memcpy(b, self->hold, self->hold_len);
+			explicit_bzero(self->hold, self->hold_cap);
+			free(self->hold);
+		}
+		self->hold = b;
+		self->hold_cap = cap;
+	}
+	if (len > 0)
+		memcpy(self->hold + self->hold_len, in, len);
+	size_t total = self->hold_len + len;
+	/* A match could still begin in the last window-1 bytes and end in data
+	 * not yet seen: those wait, unless this is the end. */
+	size_t limit = final ? total : (total > self->window - 1 ? total - (self->window - 1) : 0);
+	size_t done = s_scan(self, self->hold, total, limit, &k, &count);
+	if (k.failed)
+		return -1;
+	memmove(self->hold, self->hold + done, total - done);
+	explicit_bzero(self->hold + (total - done), done < total ? done : total);
+	self->hold_len = total - done;
+	return count;
+}
+
+int
+cp_scrub_string(const cp_secret_ref_t *secrets, unsigned n, const char *in, size_t len, char *out,
+                size_t outlen)
+{
+	s_sink_t k = {.str = out, .cap = outlen};
+	int count = 0;
+
+	if (out != NULL && outlen > 0)
+		out[0] = '\0';
+	if (in == NULL)
+		return 0;
+	cp_scrub_t *self = cp_scrub_new(secrets, n);
+	if (self == NULL) {
+		/* No memory to search: give nothing back rather than the raw value. */
+		return 0;
+	}
+	if (self->n_pats == 0)
+		s_put(&k, in, len);
+	else
+		s_scan(self, (const uint8_t *)in, len, len, &k, &count);
+	cp_scrub_destroy(&self);
+	return count;
+}
