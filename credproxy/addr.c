@@ -13,7 +13,7 @@ typedef struct {
 /* Most specific first: the first match wins. */
 static const s_v4_t s_v4[] = {
     {0xA9FEA9FEu, 32, "metadata"},      /* 169.254.169.254: AWS, GCP, Azure, OpenStack IMDS */
-    {0xA8FE8110u, 32, "metadata"},      /* 168.63.129.16: Azure wire server (a public address) */
+    {0xA83F8110u, 32, "metadata"},      /* 168.63.129.16: Azure wire server (a public address) */
     {0x646464C8u, 32, "metadata"},      /* 100.100.100.200: Alibaba Cloud (inside 100.64/10) */
     {0xFFFFFFFFu, 32, "broadcast"},     /* 255.255.255.255/32, RFC 919 */
     {0x00000000u, 8, "unspecified"},    /* 0.0.0.0/8 "this network", RFC 791 */
