@@ -25,8 +25,13 @@ struct cp_scrub {
 	char **names;
 	unsigned n_names;
 	size_t window; /* the longest pattern */
-	uint8_t *hold; /* bytes held back between feeds, then the work buffer */
+	uint8_t *hold; /* bytes kept between feeds, then the work buffer */
 	size_t hold_len, hold_cap;
+	/* The first ctx bytes of hold are the end of the last redaction (already
+	 * replaced by its labels), kept so that a secret overlapping it whose end
+	 * arrives in the next feed still extends it. labels: who it named. */
+	size_t ctx;
+	unsigned labels[8], n_labels;
 	/* per-pass search state */
 	size_t *next; /* next occurrence of each pattern at or after from[] */
 	size_t *from;
@@ -54,39 +59,46 @@ s_add(s_pat_t *pats, unsigned *n, const uint8_t *b, size_t len, unsigned secret)
 }
 
 /*
- * A secret inside a longer base64 stream starts at one of three offsets
- * within a 3-byte group. For skip = 0, 1, 2 leading bytes, the whole groups
- * that follow encode to the same characters whatever surrounds them: that
- * core is the pattern (the at most two boundary characters on each side mix
- * in neighbouring bytes and are left as they are).
+ * A secret inside a longer base64 stream starts at bit 8a of a 24-bit group,
+ * a = 0, 1 or 2. Character j of the encoding covers bits [6j, 6j + 6); those
+ * that fall wholly inside the secret's bits are the same whatever surrounds
+ * it, so they are the pattern for that alignment: encode a zero bytes, the
+ * secret and zero fill, keep characters ceil(8a/6) .. floor(8(a+len)/6). At
+ * most one character on each side (4 bits of the secret) mixes with its
+ * neighbours and is left as it is.
  */
 static int
 s_add_base64(s_pat_t *pats, unsigned *n, const uint8_t *v, size_t len, unsigned secret)
 {
-	for (size_t skip = 0; skip < 3 && skip < len; skip++) {
-		size_t groups = (len - skip) / 3;
-		if (groups == 0)
-			continue;
-		size_t elen = groups * 4;
-		uint8_t *enc = malloc(elen + 1);
-		if (enc == NULL)
-			return -1;
-		EVP_EncodeBlock(enc, v + skip, (int)(groups * 3));
-		int rc = s_add(pats, n, enc, elen, secret);
-		for (size_t i = 0; rc == 0 && i < elen; i++) {
+	if (len > SIZE_MAX / 2 - 8)
+		return -1;
+	size_t raw = (len + 2 + 2) / 3 * 3; /* a <= 2 leading zeros, then fill */
+	uint8_t *in = calloc(raw, 1), *enc = malloc(raw / 3 * 4 + 1);
+	int rc = in && enc ? 0 : -1;
+	for (size_t a = 0; rc == 0 && a < 3; a++) {
+		memset(in, 0, raw);
+		memcpy(in + a, v, len);
+		EVP_EncodeBlock(enc, in, (int)raw);
+		size_t start = (8 * a + 5) / 6, end = 8 * (a + len) / 6;
+		rc = s_add(pats, n, enc + start, end - start, secret);
+		for (size_t i = start; rc == 0 && i < end; i++) {
 			if (enc[i] == '+')
 				enc[i] = '-';
 			else if (enc[i] == '/')
 				enc[i] = '_';
 		}
 		if (rc == 0)
-			rc = s_add(pats, n, enc, elen, secret);
-		explicit_bzero(enc, elen + 1);
-		free(enc);
-		if (rc < 0)
-			return -1;
+			rc = s_add(pats, n, enc + start, end - start, secret);
 	}
-	return 0;
+	if (in != NULL) {
+		explicit_bzero(in, raw);
+		free(in);
+	}
+	if (enc != NULL) {
+		explicit_bzero(enc, raw / 3 * 4 + 1);
+		free(enc);
+	}
+	return rc;
 }
 
 /* RFC 3986 section 2.3: unreserved bytes stay as they are, the rest %XX. */
@@ -250,20 +262,62 @@ s_next(cp_scrub_t *self, unsigned i, const uint8_t *buf, size_t len, size_t pos)
 	return r;
 }
 
+/* Grows the region [start, *end) by every occurrence that starts inside it
+ * and ends beyond it; a secret not yet named is added to labels and emitted.
+ * Returns the number of labels added. */
+static int
+s_extend(cp_scrub_t *self, const uint8_t *buf, size_t len, size_t start, size_t *end,
+         unsigned *labels, unsigned *nl, s_sink_t *k)
+{
+	int added = 0;
+	for (bool grew = true; grew;) {
+		grew = false;
+		for (unsigned i = 0; i < self->n_pats; i++) {
+			size_t at = s_next(self, i, buf, len, start);
+			/* skip occurrences that end inside the region */
+			while (at != S_NONE && at < *end && at + self->pats[i].len <= *end)
+				at = s_next(self, i, buf, len, at + 1);
+			if (at == S_NONE || at >= *end)
+				continue;
+			*end = at + self->pats[i].len;
+			grew = true;
+			unsigned sec = self->pats[i].secret;
+			bool seen = false;
+			for (unsigned j = 0; j < *nl; j++)
+				seen = seen || labels[j] == sec;
+			if (!seen) {
+				if (*nl < 8)
+					labels[(*nl)++] = sec;
+				s_put_label(k, self->names[sec]);
+				added++;
+			}
+		}
+	}
+	return added;
+}
+
 /*
- * Scans buf[0, len): emits clean bytes and labels to k. Matches starting
- * before limit are taken (leftmost, then longest); an occurrence of any
- * pattern that starts inside a taken region and ends beyond it extends the
- * region (overlapping secrets are both redacted, each named once). Returns
- * where output stopped (bytes before it are done) and adds to *count.
+ * Scans buf[0, len), whose first ctx bytes close the previous redaction:
+ * emits clean bytes and labels to k. Matches starting before limit are taken
+ * (leftmost, then longest); an occurrence that starts inside a redaction and
+ * ends beyond it extends it (overlapping secrets are all redacted, each named
+ * once). Returns where output stopped and sets *rstart to where the last
+ * redaction began when it ends there (else to the return value).
  */
 static size_t
-s_scan(cp_scrub_t *self, const uint8_t *buf, size_t len, size_t limit, s_sink_t *k, int *count)
+s_scan(cp_scrub_t *self, const uint8_t *buf, size_t len, size_t limit, size_t ctx, s_sink_t *k,
+       int *count, size_t *rstart)
 {
-	size_t pos = 0, emitted = 0;
+	size_t pos = ctx, emitted = ctx;
 	for (unsigned i = 0; i < self->n_pats; i++) {
 		self->from[i] = SIZE_MAX;
 		self->next[i] = S_NONE;
+	}
+	*rstart = 0;
+	if (ctx > 0) {
+		size_t end = ctx;
+		*count += s_extend(self, buf, len, 0, &end, self->labels, &self->n_labels, k);
+		emitted = pos = end;
 	}
 	while (pos < limit) {
 		size_t best = S_NONE, blen = 0;
@@ -280,40 +334,21 @@ s_scan(cp_scrub_t *self, const uint8_t *buf, size_t len, size_t limit, s_sink_t 
 		}
 		if (best == S_NONE || best >= limit)
 			break;
-		size_t end = best + blen;
-		unsigned labels[8], nl = 0;
-		labels[nl++] = self->pats[bi].secret;
-		/* Extend by overlapping occurrences that reach further. */
-		for (bool grew = true; grew;) {
-			grew = false;
-			for (unsigned i = 0; i < self->n_pats; i++) {
-				size_t at = s_next(self, i, buf, len, best + 1);
-				if (at == S_NONE || at >= end)
-					continue;
-				/* search on from at + 1 for later overlaps of the same pattern */
-				while (at != S_NONE && at < end && at + self->pats[i].len <= end)
-					at = s_next(self, i, buf, len, at + 1);
-				if (at == S_NONE || at >= end)
-					continue;
-				end = at + self->pats[i].len;
-				grew = true;
-				unsigned sec = self->pats[i].secret;
-				bool seen = false;
-				for (unsigned j = 0; j < nl; j++)
-					seen = seen || labels[j] == sec;
-				if (!seen && nl < sizeof labels / sizeof labels[0])
-					labels[nl++] = sec;
-			}
-		}
 		s_put(k, buf + emitted, best - emitted);
-		for (unsigned j = 0; j < nl; j++)
-			s_put_label(k, self->names[labels[j]]);
-		*count += (int)nl;
+		size_t end = best + blen;
+		unsigned sec = self->pats[bi].secret;
+		self->labels[0] = sec;
+		self->n_labels = 1;
+		s_put_label(k, self->names[sec]);
+		*count +=
+		    1 + s_extend(self, buf, len, best + 1, &end, self->labels, &self->n_labels, k);
 		emitted = pos = end;
+		*rstart = best;
 	}
 	if (limit > emitted) {
 		s_put(k, buf + emitted, limit - emitted);
 		emitted = limit;
+		*rstart = emitted;
 	}
 	return emitted;
 }
@@ -355,12 +390,22 @@ cp_scrub_feed(cp_scrub_t *self, const void *in, size_t len, struct evbuffer *out
 	/* A match could still begin in the last window-1 bytes and end in data
 	 * not yet seen: those wait, unless this is the end. */
 	size_t limit = final ? total : (total > self->window - 1 ? total - (self->window - 1) : 0);
-	size_t done = s_scan(self, self->hold, total, limit, &k, &count);
+	size_t rstart = 0;
+	size_t done = s_scan(self, self->hold, total, limit, self->ctx, &k, &count, &rstart);
 	if (k.failed)
 		return -1;
-	memmove(self->hold, self->hold + done, total - done);
-	explicit_bzero(self->hold + (total - done), done < total ? done : total);
-	self->hold_len = total - done;
+	/* Keep up to window-1 bytes of a redaction that ends where output
+	 * stopped: an overlapping secret may still extend it. */
+	size_t ctx = final ? 0 : done - rstart;
+	if (ctx > self->window - 1)
+		ctx = self->window - 1;
+	size_t keep_from = done - ctx;
+	memmove(self->hold, self->hold + keep_from, total - keep_from);
+	explicit_bzero(self->hold + (total - keep_from), keep_from);
+	self->hold_len = total - keep_from;
+	self->ctx = ctx;
+	if (final)
+		self->n_labels = 0;
 	return count;
 }
 
@@ -382,8 +427,10 @@ cp_scrub_string(const cp_secret_ref_t *secrets, unsigned n, const char *in, size
 	}
 	if (self->n_pats == 0)
 		s_put(&k, in, len);
-	else
-		s_scan(self, (const uint8_t *)in, len, len, &k, &count);
+	else {
+		size_t rstart;
+		s_scan(self, (const uint8_t *)in, len, len, 0, &k, &count, &rstart);
+	}
 	cp_scrub_destroy(&self);
 	return count;
 }
