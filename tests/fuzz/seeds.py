@@ -306,3 +306,24 @@ sk("no-action", {"path": "demo/SKILL.md"})
 put("skill", "path-raw", "docs/guide.md")
 put("skill", "path-dot-components", "./demo//SKILL.md")
 put("skill", "path-trailing-slash", "demo/")
+
+
+# ---- cphost: a host, authority or path, and (after the first byte, a chunk size) a
+# response stream for the scrubber -------------------------------------------
+for name, text in [
+        ("host", "wiki.local"), ("host-upper-dot", "Wiki.LOCAL."), ("host-ipv4", "127.0.0.1"),
+        ("host-ipv4-short", "127.1"), ("host-hex", "0x7f.0.0.1"), ("host-int", "2130706433"),
+        ("host-octal", "0177.0.0.1"), ("host-ipv6", "[::ffff:127.0.0.1]"),
+        ("host-ipv6-zone", "[fe80::1%eth0]"), ("host-idn", "b\u00fccher.example"),
+        ("host-punycode", "xn--bcher-kva.example"), ("host-long-label", "a" * 64 + ".b"),
+        ("authority", "wiki.local:8443"), ("authority-v6", "[::1]:443"),
+        ("authority-userinfo", "user:pw@wiki.local:80"), ("authority-bad-port", "x:65536"),
+        ("path", "/snippets/durability"), ("path-dotdot", "/a/%2e%2E/b"),
+        ("path-semicolon", "/a/..;/b"), ("path-encoded-slash", "/a%2Fb"),
+        ("path-bad-percent", "/a%zz")]:
+    put("cphost", name, text)
+put("cphost", "scrub-raw", "\x05hello s3cr3t-wiki-token bye")
+put("cphost", "scrub-base64", "\x01YXMzY3IzdC13aWtpLXRva2VuIQ== YWJzM2NyM3Qtd2lraS10b2tlbiE=")
+put("cphost", "scrub-percent", "\x07q=tok%2Fen%2Bval%3Due%26x&r=tok%2fen%2bval%3due%26x")
+put("cphost", "scrub-overlap", "\x02aaaaaaaaaaas3cr3t-wiki-tokenaaaaaaaaa")
+put("cphost", "scrub-nul", b"\x03s3cr3t\x00-wiki-token\x00s3cr3t-wiki-token")
