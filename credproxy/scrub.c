@@ -387,6 +387,8 @@ cp_scrub_feed(cp_scrub_t *self, const void *in, size_t len, struct evbuffer *out
 	if (len > 0)
 		memcpy(self->hold + self->hold_len, in, len);
 	size_t total = self->hold_len + len;
+	if (total == 0)
+		return 0; /* nothing seen yet: hold may not even exist */
 	/* A match could still begin in the last window-1 bytes and end in data
 	 * not yet seen: those wait, unless this is the end. */
 	size_t limit = final ? total : (total > self->window - 1 ? total - (self->window - 1) : 0);

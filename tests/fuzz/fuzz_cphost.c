@@ -109,8 +109,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		                         sizeof str);
 		FUZZ_CHECK(c3 == c1);
 		FUZZ_CHECK(strlen(str) <= n1);
-		FUZZ_CHECK(memchr(p1, '\0', n1) != NULL ||
-		           (strlen(str) == n1 && memcmp(str, p1, n1) == 0));
+		FUZZ_CHECK(n1 == 0 ? str[0] == '\0'
+		                   : memchr(p1, '\0', n1) != NULL ||
+		                         (strlen(str) == n1 && memcmp(str, p1, n1) == 0));
 	}
 	evbuffer_free(whole);
 	evbuffer_free(parts);
