@@ -449,7 +449,18 @@ s_expand(cp_policy_t *self, ahp_secrets_t *secrets, cp_rule_t *r, const ahp_kv_t
 		p = close + 2;
 	}
 	buf[o] = '\0';
-	out->value = buf;
+	/* Keep only what the value needs: a rule may inject 32 headers. The
+	 * copy is made by hand so the larger buffer is wiped, not left to
+	 * realloc. */
+	char *fit = malloc(o + 1);
+	if (fit == NULL) {
+		s_wipe_free(buf, cap + 1);
+		s_failf(b, "out of memory", NULL);
+		return -1;
+	}
+	memcpy(fit, buf, o + 1);
+	s_wipe_free(buf, cap + 1);
+	out->value = fit;
 	out->value_len = o;
 	return 0;
 toolong:
