@@ -255,6 +255,22 @@ approvals:
     match: '^(rm|git push)\\b'
 limits: { max_turns: 12, max_model_calls: 34 }
 """)
+put("profile", "egress-ports-paths.yaml", """name: egress
+model: mock:x
+system_prompt: p
+sandbox: { network: proxy }
+egress:
+  - host: wiki.local:8443
+    methods: [GET, POST]
+    paths: [/snippets/, /health]
+    inject: { Authorization: "Bearer {{secret:Wiki_Token.1}}" }
+  - host: "[fd00::1]:8080"
+  - host: "*.example.com"
+    paths: [/a/../b, "/x?y"]
+  - host: 127.1
+  - host: "*"
+    inject: { Host: evil.example, Proxy-Authorization: x }
+""")
 put("profile", "skills-escape.yaml", "name: esc\nmodel: a:b\nsystem_prompt: x\n"
     "tools: [skill]\nskills: ../../../../etc\n")
 put("profile", "bad-regex.yaml", "name: r\nmodel: a:b\nsystem_prompt: x\ntools: [exec]\n"
