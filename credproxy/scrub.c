@@ -35,6 +35,7 @@ struct cp_scrub {
 	/* per-pass search state */
 	size_t *next; /* next occurrence of each pattern at or after from[] */
 	size_t *from;
+	size_t *cur; /* s_extend: per pattern, the first occurrence not yet judged */
 };
 
 #define S_NONE SIZE_MAX
@@ -158,6 +159,7 @@ cp_scrub_destroy(cp_scrub_t **self_p)
 	}
 	free(self->next);
 	free(self->from);
+	free(self->cur);
 	free(self);
 }
 
@@ -193,7 +195,8 @@ cp_scrub_new(const cp_secret_ref_t *secrets, unsigned n)
 	if (self->n_pats > 0) {
 		self->next = calloc(self->n_pats, sizeof *self->next);
 		self->from = calloc(self->n_pats, sizeof *self->from);
-		if (self->next == NULL || self->from == NULL)
+		self->cur = calloc(self->n_pats, sizeof *self->cur);
+		if (self->next == NULL || self->from == NULL || self->cur == NULL)
 			goto fail;
 	}
 	return self;
@@ -264,32 +267,39 @@ s_next(cp_scrub_t *self, unsigned i, const uint8_t *buf, size_t len, size_t pos)
 
 /* Grows the region [start, *end) by every occurrence that starts inside it
  * and ends beyond it; a secret not yet named is added to labels and emitted.
+ * Each pattern's cursor only moves forward (the region only grows), so a
+ * long run of overlapping occurrences costs linear time, not quadratic.
  * Returns the number of labels added. */
 static int
 s_extend(cp_scrub_t *self, const uint8_t *buf, size_t len, size_t start, size_t *end,
          unsigned *labels, unsigned *nl, s_sink_t *k)
 {
 	int added = 0;
+	for (unsigned i = 0; i < self->n_pats; i++)
+		self->cur[i] = start;
 	for (bool grew = true; grew;) {
 		grew = false;
 		for (unsigned i = 0; i < self->n_pats; i++) {
-			size_t at = s_next(self, i, buf, len, start);
-			/* skip occurrences that end inside the region */
-			while (at != S_NONE && at < *end && at + self->pats[i].len <= *end)
-				at = s_next(self, i, buf, len, at + 1);
-			if (at == S_NONE || at >= *end)
-				continue;
-			*end = at + self->pats[i].len;
-			grew = true;
-			unsigned sec = self->pats[i].secret;
-			bool seen = false;
-			for (unsigned j = 0; j < *nl; j++)
-				seen = seen || labels[j] == sec;
-			if (!seen) {
-				if (*nl < 8)
-					labels[(*nl)++] = sec;
-				s_put_label(k, self->names[sec]);
-				added++;
+			size_t plen = self->pats[i].len;
+			for (;;) {
+				size_t at = s_next(self, i, buf, len, self->cur[i]);
+				if (at == S_NONE || at >= *end)
+					break; /* none, or not reached yet: judged later */
+				self->cur[i] = at + 1;
+				if (at + plen <= *end)
+					continue; /* inside the region already */
+				*end = at + plen;
+				grew = true;
+				unsigned sec = self->pats[i].secret;
+				bool seen = false;
+				for (unsigned j = 0; j < *nl; j++)
+					seen = seen || labels[j] == sec;
+				if (!seen) {
+					if (*nl < 8)
+						labels[(*nl)++] = sec;
+					s_put_label(k, self->names[sec]);
+					added++;
+				}
 			}
 		}
 	}

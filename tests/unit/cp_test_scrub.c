@@ -249,6 +249,38 @@ test_linear_clean_stream(void **state)
 		fail_msg("16 MiB took %.3fs, 1 MiB %.3fs: not linear", sixteen, one);
 }
 
+/* A run of overlapping occurrences (a periodic secret, 1 MiB of it) is one
+ * redaction, in linear time, whole or in chunks. */
+static void
+test_linear_overlapping_run(void **state)
+{
+	(void)state;
+	static const cp_secret_ref_t aa[] = {REF("aa", "aaaaaaaa")};
+	size_t size = 1 << 20;
+	char *in = malloc(size + 3);
+	assert_non_null(in);
+	memset(in + 1, 'a', size);
+	in[0] = '<';
+	in[size + 1] = '>';
+	in[size + 2] = '\0';
+	size_t chunks[] = {0, 4096, 7};
+	for (size_t c = 0; c < 3; c++) {
+		struct timespec t0, t1;
+		int count;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		char *got = s_run(aa, 1, in, size + 2, chunks[c], &count);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		assert_string_equal(got, "<[redacted:aa]>");
+		assert_int_equal(count, 1);
+		double secs =
+		    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		if (secs > 2.0)
+			fail_msg("chunk %zu: %.3fs for 1 MiB", chunks[c], secs);
+		free(got);
+	}
+	free(in);
+}
+
 static void
 test_string(void **state)
 {
@@ -283,6 +315,7 @@ main(void)
 	    cmocka_unit_test(test_short_and_none),
 	    cmocka_unit_test(test_hold_back),
 	    cmocka_unit_test(test_linear_clean_stream),
+	    cmocka_unit_test(test_linear_overlapping_run),
 	    cmocka_unit_test(test_string),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
