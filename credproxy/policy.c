@@ -308,12 +308,11 @@ typedef struct {
 	unsigned index;
 } s_build_t;
 
-static cp_rule_t *
+static void
 s_failf(s_build_t *b, const char *what, const char *detail)
 {
 	snprintf(b->err, b->errlen, "%s: egress[%u]: %s%s%s", b->profile, b->index, what,
 	         detail ? ": " : "", detail ? detail : "");
-	return NULL;
 }
 
 /* The policy's copy of secret name (one per name, shared by rules). NULL with
@@ -370,8 +369,9 @@ s_secret(cp_policy_t *self, ahp_secrets_t *secrets, const char *name, s_build_t 
 	return s;
 }
 
-/* Adds a ref to the rule's secret list once. Refs are indices until the
- * build ends (the table may move); s_fix_refs turns them into pointers. */
+/* Adds a ref to the rule's secret list once. Refs hold the secret's index
+ * in len until the build ends (the table may still move); cp_policy_new then
+ * turns them into pointers. */
 static int
 s_rule_add_secret(cp_rule_t *r, size_t idx)
 {
