@@ -1865,6 +1865,7 @@ s_client_read(struct bufferevent *bev, void *arg)
 static void
 s_client_write(struct bufferevent *bev, void *arg)
 {
+	(void)bev;
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
