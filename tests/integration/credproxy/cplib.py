@@ -392,6 +392,16 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def get_request(self):
+        # http.server writes a head and a body in two sends: without TCP_NODELAY each
+        # kept-alive response waits for a delayed ACK (~40 ms).
+        conn, addr = super().get_request()
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        return conn, addr
+
     def handle_error(self, request, client_address):
         """A client (credproxy) that goes away mid-response is no fixture error."""
         if not isinstance(sys.exc_info()[1], OSError):
