@@ -165,6 +165,28 @@ def run(st, echo, fx, llm_key, cores):
         for s in secrets:
             assert_no_secret(mem, s, "sandboxd's memory (gcore)")
 
+    # --- credproxy itself: its own unprivileged user, the only one that can read the
+    # secrets; the secrets are not in its environment either.
+    import pwd
+    import stat
+    cpid = st.pid("credproxy")
+    cp_uid = pwd.getpwnam("ahp-credproxy").pw_uid
+    with open(f"/proc/{cpid}/status") as f:
+        uids = [ln.split()[1:] for ln in f if ln.startswith("Uid:")][0]
+    check(all(int(u) == cp_uid for u in uids), f"credproxy runs as uids {uids}, not {cp_uid}")
+    with open(f"/proc/{cpid}/environ", "rb") as f:
+        env = f.read()
+    for s in secrets:
+        assert_no_secret(env, s, "credproxy's environment")
+    sd = st.path("etc/secrets/credproxy")
+    sst = os.stat(sd)
+    check(sst.st_uid == cp_uid and stat.S_IMODE(sst.st_mode) == 0o700,
+          f"secrets dir owner {sst.st_uid} mode {oct(sst.st_mode)}")
+    for n in os.listdir(sd):
+        fst = os.stat(os.path.join(sd, n))
+        check(fst.st_uid == cp_uid and stat.S_IMODE(fst.st_mode) == 0o600,
+              f"secret {n}: owner {fst.st_uid} mode {oct(fst.st_mode)}")
+
     # --- every file in HOME but credproxy's secrets: journal (db, WAL), logs, workspaces,
     # sandboxd and credproxy state (egress.db), configuration. Stop first so that every
     # log and WAL is flushed.
