@@ -308,6 +308,7 @@ typedef struct {
 	const void *relay_allow; /* ahp_rpc_allow_t: who may connect to relay_socket */
 	const void *api_allow;   /* ... to api_socket */
 	const char *hosts_file;  /* extra name -> address pairs, or "" */
+	const char *resolv_conf; /* nameservers; "" = none (hosts files only) */
 	size_t max_header_bytes; /* request or response head */
 	unsigned max_headers;
 	unsigned header_timeout_s; /* a request head must arrive within this */
@@ -336,6 +337,8 @@ void cp_proxy_set_gen(cp_proxy_t *self, cp_gen_t *gen);
  * listener had accepted it, without a peer check: role 0 = relay (PROXY v2
  * header expected), 1 = api, 2 = dev (dev_profile). For tests and fuzzing. */
 void cp_proxy_adopt(cp_proxy_t *self, int fd, int role);
+/* Client connections open now (tests, fuzzing). */
+unsigned cp_proxy_conns(const cp_proxy_t *self);
 /* Closes listeners and every connection. NULL-safe. */
 void cp_proxy_destroy(cp_proxy_t **self_p);
 
