@@ -332,7 +332,11 @@ s_flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	s_flush(arg);
+	cp_egress_t *self = arg;
+	/* The first turn opens a database deferred by cp_egress_new. */
+	if (self->db == NULL)
+		(void)s_db(self);
+	s_flush(self);
 }
 
 /* --- the logfmt line --- */
@@ -618,6 +622,8 @@ cp_egress_new(struct event_base *base, const char *db_path, const char *ctl_endp
 	 * start, with its reason. */
 	if (geteuid() != 0 && s_db_open(self, err, errlen) != 0)
 		goto fail;
+	if (self->db == NULL)
+		event_active(self->flush_ev, EV_TIMEOUT, 0);
 
 	self->ctl = ahp_rpc_server_new(NULL, ctl_endpoint, CTL_MAX_MSG);
 	if (self->ctl == NULL) {
