@@ -36,7 +36,7 @@ struct evbuffer;
 struct event_base;
 
 #define CP_HOST_MAX 253   /* RFC 1035 text form, no trailing dot */
-#define CP_REASON_MAX 200 /* one-line refusal reason, shown to the client */
+#define CP_REASON_MAX 512 /* one-line refusal reason, shown to the client */
 
 /* ---- policy.c ---------------------------------------------------------- */
 
@@ -285,5 +285,55 @@ void cp_egress_destroy(cp_egress_t **self_p);
  * caller: a full queue or a database error is logged and counted. self NULL:
  * the line alone. */
 void cp_egress_record(cp_egress_t *self, const cp_egress_rec_t *rec);
+
+/* ---- proxy.c ----------------------------------------------------------- */
+
+/* What one configuration generation holds: rules, providers, the secrets
+ * they were built from. Reference-counted: an exchange keeps the generation
+ * it started with across a SIGHUP reload. */
+typedef struct cp_gen cp_gen_t;
+
+/* Takes ownership of all three (NULL providers = none). Refcount 1. */
+cp_gen_t *cp_gen_new(cp_policy_t *policy, cp_providers_t *providers, ahp_secrets_t *secrets);
+void cp_gen_unref(cp_gen_t *gen);
+
+typedef struct {
+	const char *relay_socket; /* sandboxd relays here; PROXY v2 header required */
+	const char *api_socket;   /* /providers/<name>/... for the orchestrator */
+	const char *dev_listen;   /* "127.0.0.1:PORT" or "" */
+	const char *dev_profile;
+	const void *relay_allow; /* ahp_rpc_allow_t: who may connect to relay_socket */
+	const void *api_allow;   /* ... to api_socket */
+	const char *hosts_file;  /* extra name -> address pairs, or "" */
+	size_t max_header_bytes; /* request or response head */
+	unsigned max_headers;
+	unsigned header_timeout_s; /* a request head must arrive within this */
+	unsigned idle_timeout_s;   /* no byte either way for this long closes */
+	unsigned connect_timeout_s;
+	unsigned response_timeout_s; /* no byte from the upstream for this long: 504 */
+	unsigned max_conns;
+} cp_proxy_cfg_t;
+
+typedef struct cp_proxy cp_proxy_t;
+
+/*
+ * Binds the listeners (unix sockets are made 0666: who may connect is
+ * decided by SO_PEERCRED against the allow lists, before a byte is read)
+ * and sets up DNS. Serving starts when the event loop runs. NULL with err.
+ */
+cp_proxy_t *cp_proxy_new(struct event_base *base, const cp_proxy_cfg_t *cfg, char *err,
+                         size_t errlen);
+/* Late parts: TLS and the egress log are opened after the privilege drop.
+ * Borrowed; both outlive the proxy. */
+void cp_proxy_set_tls(cp_proxy_t *self, cp_tls_t *tls);
+void cp_proxy_set_egress(cp_proxy_t *self, cp_egress_t *egress);
+/* Installs a new generation (owned); exchanges in flight keep theirs. */
+void cp_proxy_set_gen(cp_proxy_t *self, cp_gen_t *gen);
+/* Serves an already connected client socket (owned from here) as if a
+ * listener had accepted it, without a peer check: role 0 = relay (PROXY v2
+ * header expected), 1 = api, 2 = dev (dev_profile). For tests and fuzzing. */
+void cp_proxy_adopt(cp_proxy_t *self, int fd, int role);
+/* Closes listeners and every connection. NULL-safe. */
+void cp_proxy_destroy(cp_proxy_t **self_p);
 
 #endif

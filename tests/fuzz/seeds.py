@@ -306,3 +306,47 @@ sk("no-action", {"path": "demo/SKILL.md"})
 put("skill", "path-raw", "docs/guide.md")
 put("skill", "path-dot-components", "./demo//SKILL.md")
 put("skill", "path-trailing-slash", "demo/")
+
+# ---- proxyv2: the bytes at the start of a relay connection ------------------
+PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def pp2(tlvs, ver_cmd=0x21, fam=0x00, length=None, addr=b""):
+    body = addr + tlvs
+    return (PP2_SIG + bytes([ver_cmd, fam])
+            + struct.pack(">H", len(body) if length is None else length) + body)
+
+
+def tlv(t, v):
+    return bytes([t]) + struct.pack(">H", len(v)) + v
+
+
+RUN, PROFILE = 0xE0, 0xE1
+ok_tlvs = tlv(RUN, b"run-1") + tlv(PROFILE, b"wiki-bot")
+put("proxyv2", "ok", pp2(ok_tlvs))
+put("proxyv2", "ok-then-request", pp2(ok_tlvs) + b"GET http://wiki.local/ HTTP/1.1\r\n\r\n")
+put("proxyv2", "ok-profile-first", pp2(tlv(PROFILE, b"p") + tlv(RUN, b"cli-0123456789abcdef")))
+put("proxyv2", "ok-longest", pp2(tlv(RUN, b"r" * 128) + tlv(PROFILE, b"A.Z_a:z-09" * 12 + b"ab")))
+put("proxyv2", "ok-unknown-tlvs", pp2(tlv(0x04, b"") + tlv(0x01, b"h2") + ok_tlvs
+                                      + tlv(0x03, b"\x01\x02\x03\x04") + tlv(0xEE, b"\x00\xff")))
+put("proxyv2", "ok-ipv4", pp2(ok_tlvs, fam=0x11, addr=b"\x7f\x00\x00\x01" * 2 + b"\x1f\x90" * 2))
+put("proxyv2", "ok-unix", pp2(ok_tlvs, fam=0x31, addr=b"\x00" * 216))
+put("proxyv2", "partial", pp2(ok_tlvs)[:20])
+put("proxyv2", "http", b"GET http://wiki.local/ HTTP/1.1\r\nHost: wiki.local\r\n\r\n")
+put("proxyv2", "v1-text", b"PROXY TCP4 127.0.0.1 127.0.0.1 1 2\r\n")
+put("proxyv2", "version-1", pp2(ok_tlvs, ver_cmd=0x11))
+put("proxyv2", "local", pp2(ok_tlvs, ver_cmd=0x20))
+put("proxyv2", "family-unknown", pp2(ok_tlvs, fam=0x40))
+put("proxyv2", "ipv6-short", pp2(ok_tlvs, fam=0x21))
+put("proxyv2", "too-long", pp2(ok_tlvs + tlv(0x04, b"\x00" * 600)))
+put("proxyv2", "length-max", pp2(ok_tlvs, length=0xFFFF))
+put("proxyv2", "tlv-overrun", pp2(tlv(RUN, b"run-1") + bytes([PROFILE, 0x00, 0x40]) + b"p"))
+put("proxyv2", "tlv-cut", pp2(ok_tlvs + b"\xE2\x00"))
+put("proxyv2", "run-twice", pp2(ok_tlvs + tlv(RUN, b"other")))
+put("proxyv2", "profile-twice", pp2(tlv(PROFILE, b"a") + ok_tlvs))
+put("proxyv2", "run-missing", pp2(tlv(PROFILE, b"p")))
+put("proxyv2", "profile-missing", pp2(tlv(RUN, b"r")))
+put("proxyv2", "run-empty", pp2(tlv(RUN, b"") + tlv(PROFILE, b"p")))
+put("proxyv2", "run-too-long", pp2(tlv(RUN, b"r" * 129) + tlv(PROFILE, b"p")))
+put("proxyv2", "profile-bad-byte", pp2(tlv(RUN, b"r") + tlv(PROFILE, b"wiki bot\r\n")))
+put("proxyv2", "profile-nul", pp2(tlv(RUN, b"r") + tlv(PROFILE, b"a\x00b")))
