@@ -34,6 +34,7 @@ typedef struct s_ent {
 	uint64_t req;      /* request in flight, 0 = none */
 	int64_t sent_ms;   /* wall clock when the request in flight was sent */
 	int again;         /* a read was asked while one was in flight */
+	unsigned fails;    /* reads in a row that got no answer (this process) */
 } s_ent_t;
 
 struct orch_egress {
@@ -261,9 +262,11 @@ s_done(void *owner, uint64_t id, int status, const char *message, const uint8_t 
 	if (status != 0) {
 		s_warn(eg, e->run_id, "cannot read the run's egress from credproxy",
 		       message ? message : ahp_status_str(status));
+		e->fails++;
 		e->due = now + EGRESS_POLL_MS;
 		return;
 	}
+	e->fails = 0;
 	Ahp__Cp__Reply *rep = ahp__cp__reply__unpack(NULL, len, body);
 	if (rep == NULL || (rep->error != NULL && rep->error->status != 0) ||
 	    rep->body_case != AHP__CP__REPLY__BODY_EGRESS_LIST || rep->egress_list == NULL) {
@@ -377,6 +380,7 @@ s_send(orch_t *o, s_ent_t *e, int64_t now)
 	if (e->req != 0)
 		return;
 	/* credproxy not running (no socket), or not connected yet. */
+	e->fails++;
 	e->due = now + (ahp_client_present(o->egress->cl) ? EGRESS_CONNECT_MS : EGRESS_POLL_MS);
 }
 
@@ -390,7 +394,10 @@ orch_egress_timers(orch_t *o, int64_t now, long max)
 	s_ent_t *e = o->egress->ents;
 	while (e != NULL) {
 		s_ent_t *following = e->next;
-		if (e->ended && e->req == 0 && wall - e->ended_ms > EGRESS_GIVE_UP_MS) {
+		/* Given up only after failing here too: an orchestrator that
+		 * was down for long still reads what its runs left. */
+		if (e->ended && e->req == 0 && e->fails >= 3 &&
+		    wall - e->ended_ms > EGRESS_GIVE_UP_MS) {
 			ahp_log_kv(
 			    AHP_LOG_WARN, e->run_id, NULL,
 			    "egress: credproxy's log could not be read for an hour after the "
