@@ -5,7 +5,7 @@
  * Internal interfaces shared by the daemon's files. Everything a sandbox or
  * an upstream sends is untrusted; the pure parts (policy, addr, scrub,
  * providers) never allocate from an untrusted length without a bound and are
- * unit-tested (tests/unit/test_cp_*.c) and fuzzed.
+ * unit-tested (tests/unit/cp_test_*.c) and fuzzed (tests/fuzz/fuzz_cphost.c).
  *
  * Files:
  *   main.c      CLI (serve, --check-config, --help), config, privileges, signals
@@ -82,11 +82,13 @@ typedef struct {
 	const char *profile; /* the profile the rule belongs to */
 	unsigned index;      /* position in that profile's egress: list */
 	char *host;          /* normalised; "*.example.com" matches sub-domains only */
-	bool wildcard;
+	bool wildcard;       /* false: the rule names its host explicitly, which is what
+	                        lets it reach a special address (cp_addr_special) */
 	uint16_t port;       /* 0: ports 80 and 443 only */
 	char **methods;      /* upper-case; GET when the profile gives none */
 	unsigned n_methods;
-	char **paths;        /* path prefixes; none = any path */
+	char **paths;        /* path prefixes; none = any path. "/a/" matches what starts
+	                        with it, "/a" matches "/a" and "/a/..." (not "/ab") */
 	unsigned n_paths;
 	cp_inject_t *inject;
 	unsigned n_inject;
@@ -138,9 +140,10 @@ void cp_policy_decide(const cp_policy_t *self, const char *profile, const char *
 
 /*
  * Checks a request path before prefix matching: it must start with '/',
- * hold no dot segments ("." / "..", also percent-encoded), no encoded '/',
- * '\\' or NUL, and no control bytes. 0 when it may be matched as is, -1 with
- * *why otherwise (the request is refused: 400).
+ * hold no dot segments ("." / "..", also percent-encoded, also before a ';'
+ * as in "/..;/"), no encoded '/', '\\' or NUL, no raw '\\', no malformed
+ * percent-encoding, and no control bytes or spaces. 0 when it may be matched
+ * as is, -1 with *why otherwise (the request is refused: 400).
  */
 int cp_path_check(const char *path, size_t len, const char **why);
 
@@ -163,11 +166,15 @@ typedef struct cp_scrub cp_scrub_t;
 
 /*
  * A streaming redactor for one response. Each secret is searched for as its
- * raw bytes, in standard and URL-safe base64 (every alignment) and
- * percent-encoded (upper and lower hex); a match is replaced by
- * "[redacted:NAME]". Secrets shorter than 8 bytes are not searched (they
- * would match ordinary text). At most window-1 bytes are held back between
- * calls. Caller owns the result; NULL on allocation failure.
+ * raw bytes, in standard and URL-safe base64 (every alignment: the
+ * characters that depend on the secret alone; at most one character on each
+ * side mixes with its neighbours and stays) and percent-encoded (RFC 3986
+ * unreserved bytes as they are, the rest %XX in upper or lower hex); a match
+ * is replaced by "[redacted:NAME]", overlapping matches by one label per
+ * secret. Secrets shorter than 8 bytes are not searched (they would match
+ * ordinary text). At most window-1 bytes (the longest pattern) are held back
+ * between calls. The scrubber copies what it needs (wiped on destroy).
+ * Caller owns the result; NULL on allocation failure.
  */
 cp_scrub_t *cp_scrub_new(const cp_secret_ref_t *secrets, unsigned n);
 void cp_scrub_destroy(cp_scrub_t **self_p);

@@ -145,6 +145,8 @@ struct s_conn {
 	struct event *reaper;  /* deferred free */
 	struct evdns_getaddrinfo_request *dns_req;
 	bool closing, dead;
+	bool lingering;
+	int linger; /* 10 ms polls left before a TLS close gives up flushing */
 	char run[AHP_PP2_VALUE_MAX + 1], profile[AHP_PP2_VALUE_MAX + 1];
 
 	/* inside an intercepted CONNECT */
@@ -196,6 +198,7 @@ struct s_conn {
 };
 
 static void s_conn_close(s_conn_t *c);
+static void s_close_when_flushed(s_conn_t *c);
 static void s_client_read(struct bufferevent *bev, void *arg);
 static void s_client_write(struct bufferevent *bev, void *arg);
 static void s_client_event(struct bufferevent *bev, short what, void *arg);
@@ -394,7 +397,43 @@ s_timer_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (c->st == CS_PREAMBLE)
 		log_info("relay connection closed: no PROXY header in time");
+	if (c->st == CS_CLOSING && c->linger-- > 0) {
+		s_close_when_flushed(c);
+		return;
+	}
 	s_conn_close(c);
+}
+
+/* Bytes still on their way to the client: in the bufferevent, and below
+ * it when TLS is layered on the socket's bufferevent. */
+static size_t
+s_out_pending(s_conn_t *c)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(c->c));
+	struct bufferevent *under = bufferevent_get_underlying(c->c);
+	if (under != NULL)
+		n += evbuffer_get_length(bufferevent_get_output(under));
+	return n;
+}
+
+/* Closes once the last response has left (the TLS layer's own buffer
+ * included, which no callback reports: it is polled every 10 ms, for at
+ * most 2 s). */
+static void
+s_close_when_flushed(s_conn_t *c)
+{
+	if (s_out_pending(c) == 0) {
+		s_conn_close(c);
+		return;
+	}
+	if (bufferevent_get_underlying(c->c) != NULL) {
+		if (c->linger == 0 && !c->lingering) {
+			c->lingering = true;
+			c->linger = 200;
+		}
+		struct timeval tv = {.tv_sec = 0, .tv_usec = 10000};
+		evtimer_add(c->timer, &tv);
+	}
 }
 
 static void
@@ -701,8 +740,7 @@ s_exchange_end(s_conn_t *c)
 	if (!c->client_keepalive || c->resp_close || !c->req_done) {
 		c->st = CS_CLOSING;
 		bufferevent_disable(c->c, EV_READ);
-		if (evbuffer_get_length(bufferevent_get_output(c->c)) == 0)
-			s_conn_close(c);
+		s_close_when_flushed(c);
 		return;
 	}
 	s_exchange_begin(c);
@@ -809,8 +847,7 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_EOF && c->st == CS_TUNNEL) {
 		/* Pass the close on once the client has what was sent. */
 		c->st = CS_CLOSING;
-		if (evbuffer_get_length(bufferevent_get_output(c->c)) == 0)
-			s_conn_close(c);
+		s_close_when_flushed(c);
 		s_record(c, true, "");
 		return;
 	}
@@ -1828,12 +1865,12 @@ s_client_read(struct bufferevent *bev, void *arg)
 static void
 s_client_write(struct bufferevent *bev, void *arg)
 {
+	(void)bev;
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
 	if (c->st == CS_CLOSING) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			s_conn_close(c);
+		s_close_when_flushed(c);
 		return;
 	}
 	if (c->u != NULL && (c->st == CS_EXCHANGE || c->st == CS_TUNNEL)) {
@@ -1850,6 +1887,8 @@ s_client_event(struct bufferevent *bev, short what, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
+	if (what & BEV_EVENT_CONNECTED)
+		return; /* the intercepted client's TLS handshake is done */
 	if (c->st == CS_TUNNEL && (what & BEV_EVENT_EOF) && c->u != NULL) {
 		/* Half-close: pass the client's EOF on, keep reading the upstream. */
 		s_record(c, true, "");

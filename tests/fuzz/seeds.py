@@ -255,6 +255,22 @@ approvals:
     match: '^(rm|git push)\\b'
 limits: { max_turns: 12, max_model_calls: 34 }
 """)
+put("profile", "egress-ports-paths.yaml", """name: egress
+model: mock:x
+system_prompt: p
+sandbox: { network: proxy }
+egress:
+  - host: wiki.local:8443
+    methods: [GET, POST]
+    paths: [/snippets/, /health]
+    inject: { Authorization: "Bearer {{secret:Wiki_Token.1}}" }
+  - host: "[fd00::1]:8080"
+  - host: "*.example.com"
+    paths: [/a/../b, "/x?y"]
+  - host: 127.1
+  - host: "*"
+    inject: { Host: evil.example, Proxy-Authorization: x }
+""")
 put("profile", "skills-escape.yaml", "name: esc\nmodel: a:b\nsystem_prompt: x\n"
     "tools: [skill]\nskills: ../../../../etc\n")
 put("profile", "bad-regex.yaml", "name: r\nmodel: a:b\nsystem_prompt: x\ntools: [exec]\n"
@@ -350,3 +366,23 @@ put("proxyv2", "run-empty", pp2(tlv(RUN, b"") + tlv(PROFILE, b"p")))
 put("proxyv2", "run-too-long", pp2(tlv(RUN, b"r" * 129) + tlv(PROFILE, b"p")))
 put("proxyv2", "profile-bad-byte", pp2(tlv(RUN, b"r") + tlv(PROFILE, b"wiki bot\r\n")))
 put("proxyv2", "profile-nul", pp2(tlv(RUN, b"r") + tlv(PROFILE, b"a\x00b")))
+
+# ---- cphost: a host, authority or path, and (after the first byte, a chunk size) a
+# response stream for the scrubber -------------------------------------------
+for name, text in [
+        ("host", "wiki.local"), ("host-upper-dot", "Wiki.LOCAL."), ("host-ipv4", "127.0.0.1"),
+        ("host-ipv4-short", "127.1"), ("host-hex", "0x7f.0.0.1"), ("host-int", "2130706433"),
+        ("host-octal", "0177.0.0.1"), ("host-ipv6", "[::ffff:127.0.0.1]"),
+        ("host-ipv6-zone", "[fe80::1%eth0]"), ("host-idn", "b\u00fccher.example"),
+        ("host-punycode", "xn--bcher-kva.example"), ("host-long-label", "a" * 64 + ".b"),
+        ("authority", "wiki.local:8443"), ("authority-v6", "[::1]:443"),
+        ("authority-userinfo", "user:pw@wiki.local:80"), ("authority-bad-port", "x:65536"),
+        ("path", "/snippets/durability"), ("path-dotdot", "/a/%2e%2E/b"),
+        ("path-semicolon", "/a/..;/b"), ("path-encoded-slash", "/a%2Fb"),
+        ("path-bad-percent", "/a%zz")]:
+    put("cphost", name, text)
+put("cphost", "scrub-raw", "\x05hello s3cr3t-wiki-token bye")
+put("cphost", "scrub-base64", "\x01YXMzY3IzdC13aWtpLXRva2VuIQ== YWJzM2NyM3Qtd2lraS10b2tlbiE=")
+put("cphost", "scrub-percent", "\x07q=tok%2Fen%2Bval%3Due%26x&r=tok%2fen%2bval%3due%26x")
+put("cphost", "scrub-overlap", "\x02aaaaaaaaaaas3cr3t-wiki-tokenaaaaaaaaa")
+put("cphost", "scrub-nul", b"\x03s3cr3t\x00-wiki-token\x00s3cr3t-wiki-token")
