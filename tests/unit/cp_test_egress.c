@@ -84,18 +84,21 @@ s_open(fixture_t *f, const ahp_rpc_allow_t *allow)
 	assert_non_null(f->cl);
 }
 
+/* The client goes with the server: a request sent just as a server closes
+ * may be queued on the dying connection and lost, so each server gets a
+ * client of its own. */
 static void
 s_close(fixture_t *f)
 {
 	cp_egress_destroy(&f->eg);
 	assert_null(f->eg);
+	ahp_rpc_client_destroy(&f->cl);
 }
 
 static void
 s_done(fixture_t *f)
 {
 	s_close(f);
-	ahp_rpc_client_destroy(&f->cl);
 	event_base_free(f->base);
 	f->base = NULL;
 }
