@@ -127,7 +127,8 @@ s_cut(const char *s, size_t max)
 }
 
 /* Copies the record's strings into one block: each valid UTF-8 (protobuf
- * strings, and what the orchestrator shows), each bounded. 0 / -1. */
+ * strings, and what the orchestrator shows), each bounded. The usual ASCII
+ * record costs one allocation; only invalid text is sanitized. 0 / -1. */
 static int
 s_rec_copy(s_rec_t *r, const cp_egress_rec_t *in)
 {
@@ -137,17 +138,24 @@ s_rec_copy(s_rec_t *r, const cp_egress_rec_t *in)
 	                                CP_HOST_MAX,      EGRESS_PATH_MAX,  EGRESS_FIELD_MAX,
 	                                EGRESS_FIELD_MAX, EGRESS_FIELD_MAX};
 	char *clean[F_N] = {0};
+	const char *text[F_N];
 	size_t len[F_N], total = 0;
 	int rc = -1;
 	for (int i = 0; i < F_N; i++) {
 		const char *s = src[i] ? src[i] : "";
-		size_t n = strlen(s);
+		size_t n = strnlen(s, max[i] * 4 + 1);
 		if (n > max[i] * 4)
-			n = max[i] * 4; /* bound the sanitizer's work too */
-		clean[i] = ahp_utf8_sanitize(s, n, 0, NULL, NULL);
-		if (clean[i] == NULL)
-			goto out;
-		len[i] = s_cut(clean[i], max[i]);
+			n = max[i] * 4; /* bounds the sanitizer's work too */
+		text[i] = s;
+		if (!ahp_utf8_valid(s, n, 0)) {
+			clean[i] = ahp_utf8_sanitize(s, n, 0, NULL, NULL);
+			if (clean[i] == NULL)
+				goto out;
+			text[i] = clean[i];
+			n = strlen(clean[i]);
+		}
+		/* Cut at max bytes, never inside a UTF-8 sequence. */
+		len[i] = n <= max[i] ? n : s_cut(text[i], max[i]);
 		total += len[i] + 1;
 	}
 	char *block = malloc(total);
@@ -155,7 +163,7 @@ s_rec_copy(s_rec_t *r, const cp_egress_rec_t *in)
 		goto out;
 	char *p = block;
 	for (int i = 0; i < F_N; i++) {
-		memcpy(p, clean[i], len[i]);
+		memcpy(p, text[i], len[i]);
 		p[len[i]] = '\0';
 		r->str[i] = p;
 		p += len[i] + 1;
