@@ -591,6 +591,48 @@ test_untrusted_strings(void **state)
 	s_done(&f);
 }
 
+/* A database that cannot be opened: refused at once when not root; as root
+ * (opened in the loop, after the privilege drop) queries say it is not open
+ * and records are dropped, the control socket keeps serving. */
+static void
+test_db_unavailable(void **state)
+{
+	(void)state;
+	char bad[160], err[256] = "";
+	snprintf(bad, sizeof bad, "%s/missing-dir/egress.db", s_dir);
+	struct event_base *base = event_base_new();
+	assert_non_null(base);
+	cp_egress_t *eg = cp_egress_new(base, bad, s_ep, NULL, err, sizeof err);
+	if (geteuid() != 0) {
+		assert_null(eg);
+		assert_non_null(strstr(err, "missing-dir/egress.db"));
+		event_base_free(base);
+		return;
+	}
+	assert_non_null(eg);
+	fixture_t f = {.base = base, .eg = eg};
+	f.cl = ahp_rpc_client_new(NULL, s_ep);
+	assert_non_null(f.cl);
+	s_record(&f, "run-u", "GET", "wiki.local", "/x", 200, true, "");
+	s_turn(&f);
+	uint8_t buf[256];
+	size_t n = s_pack_list(buf, sizeof buf, "run-u", 0, 0);
+	uint64_t id = s_send(&f, buf, n);
+	size_t len;
+	int terr;
+	uint8_t *body = s_wait(&f, id, &len, &terr);
+	assert_int_equal(terr, 0);
+	Ahp__Cp__Reply *rep = ahp__cp__reply__unpack(NULL, len, body);
+	free(body);
+	assert_non_null(rep);
+	assert_non_null(rep->error);
+	assert_int_equal(rep->error->status, AHP__STATUS__ERR_UNAVAILABLE);
+	assert_string_equal(rep->error->message,
+	                    "the egress log database is not open (see credproxy's log)");
+	ahp__cp__reply__free_unpacked(rep, NULL);
+	s_done(&f);
+}
+
 /* The logfmt line has exactly the contract's fields, in order. */
 static void
 test_log_line(void **state)
@@ -672,6 +714,7 @@ main(void)
 	    cmocka_unit_test_setup(test_allow_list, s_fresh),
 	    cmocka_unit_test_setup(test_queue_bounded, s_fresh),
 	    cmocka_unit_test_setup(test_untrusted_strings, s_fresh),
+	    cmocka_unit_test_setup(test_db_unavailable, s_fresh),
 	    cmocka_unit_test(test_log_line),
 	};
 	return cmocka_run_group_tests(tests, s_setup, s_teardown);
