@@ -442,6 +442,11 @@ main(int argc, char **argv)
 	m.proxy = cp_proxy_new(m.base, &pc, err, sizeof err);
 	if (m.proxy == NULL)
 		fatalx("%s", err);
+	/* The control socket is bound as root too (run/ may be root's); the
+	 * egress database is opened on the first loop turn, after the drop. */
+	m.egress = cp_egress_new(m.base, m.db_path, m.ctl_endpoint, &m.api_allow, err, sizeof err);
+	if (m.egress == NULL)
+		fatalx("egress log: %s", err);
 	s_drop_privileges(&m);
 	if (ahp_mkdirs(m.state_dir, 0700) != 0)
 		fatal("mkdir %s", m.state_dir);
@@ -449,9 +454,6 @@ main(int argc, char **argv)
 	if (m.tls == NULL)
 		fatalx("TLS: %s", err);
 	cp_proxy_set_tls(m.proxy, m.tls);
-	m.egress = cp_egress_new(m.base, m.db_path, m.ctl_endpoint, &m.api_allow, err, sizeof err);
-	if (m.egress == NULL)
-		fatalx("egress log: %s", err);
 	cp_proxy_set_egress(m.proxy, m.egress);
 	int problems = 0;
 	cp_gen_t *g = s_load(&m, false, &problems);
