@@ -11,8 +11,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (SPECIAL_HOSTS, Conn, CredProxy, Standard, assert_no_secret,  # noqa: E402
-                   check, get, need_credproxy, proxy_v2, refused, run_test)
+from cplib import (Conn, CredProxy, Standard, assert_no_secret, check, get,  # noqa: E402
+                   need_credproxy, proxy_v2, refused, run_test)
 
 
 def main(args):
@@ -92,8 +92,8 @@ def run(cp, std, E, wiki):
     r = cp.ask((f"GET http://user:pw@wiki.local:{E}/snippets/x HTTP/1.1\r\n"
                 f"Host: wiki.local:{E}\r\n\r\n").encode())
     check(r.status == 400 and r.why, f"userinfo in the target: {r!r}")
-    r = cp.ask((f"GET http://wiki.local@evil.example/ HTTP/1.1\r\n"
-                f"Host: evil.example\r\n\r\n").encode())
+    r = cp.ask(("GET http://wiki.local@evil.example/ HTTP/1.1\r\n"
+                "Host: evil.example\r\n\r\n").encode())
     check(r.status == 400 and r.why, f"userinfo naming an allowed host: {r!r}")
     for h in ("2130706433", "0x7f.1", "127.1", "0177.0.0.1", "0x7f000001"):
         r = cp.ask(get(h, "/"))
@@ -131,7 +131,7 @@ def run(cp, std, E, wiki):
     for target in ("wiki.local:22", "wiki.local:443", "evil.example:8443", "evil.example:443"):
         r = cp.ask(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
         refused(r, 403)
-    r = cp.ask(f"CONNECT wiki.local:22 HTTP/1.1\r\nHost: wiki.local:22\r\n\r\n".encode())
+    r = cp.ask("CONNECT wiki.local:22 HTTP/1.1\r\nHost: wiki.local:22\r\n\r\n".encode())
     refused(r, 403, "port")
 
     # --- an unknown profile in the PROXY header: 403 naming it.

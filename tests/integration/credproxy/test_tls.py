@@ -98,7 +98,7 @@ def run(cp, std):
     # Inside the tunnel the Host must still be the CONNECT host: 400, like any refusal
     # inside an intercepted tunnel, sent over TLS.
     def host_mismatch():
-        r3 = t.request(f"GET /z HTTP/1.1\r\nHost: evil.example\r\n\r\n".encode())
+        r3 = t.request("GET /z HTTP/1.1\r\nHost: evil.example\r\n\r\n".encode())
         check(r3.status == 400 and r3.why, f"Host mismatch inside the tunnel: {r3!r}")
     cases.run("Host mismatch inside an intercepted tunnel", host_mismatch)
     c.close()
