@@ -386,18 +386,32 @@ s_flush_cb(evutil_socket_t fd, short what, void *arg)
 
 /* --- the logfmt line --- */
 
+/* Decimal text of v into b (24 bytes): a line per request, no printf. */
+static void
+s_utoa(char b[24], uint64_t v)
+{
+	char t[24];
+	int i = 0;
+	do
+		t[i++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	for (int k = 0; k < i; k++)
+		b[k] = t[i - 1 - k];
+	b[i] = '\0';
+}
+
 static void
 s_log_line(const cp_egress_rec_t *r)
 {
 	if (!ahp_log_enabled(AHP_LOG_INFO))
 		return;
-	char port[8], status[12], up[24], down[24], ms[12], red[12];
-	snprintf(port, sizeof port, "%u", (unsigned)r->port);
-	snprintf(status, sizeof status, "%d", r->status);
-	snprintf(up, sizeof up, "%" PRIu64, r->bytes_up);
-	snprintf(down, sizeof down, "%" PRIu64, r->bytes_down);
-	snprintf(ms, sizeof ms, "%" PRIu32, r->duration_ms);
-	snprintf(red, sizeof red, "%u", r->redactions);
+	char port[24], status[24], up[24], down[24], ms[24], red[24];
+	s_utoa(port, r->port);
+	s_utoa(status, r->status > 0 ? (uint64_t)r->status : 0);
+	s_utoa(up, r->bytes_up);
+	s_utoa(down, r->bytes_down);
+	s_utoa(ms, r->duration_ms);
+	s_utoa(red, r->redactions);
 #define S(x) ((x) != NULL ? (x) : "")
 	/* Names only: injected holds header names, never what they carried. */
 	ahp_log_kv(AHP_LOG_INFO, NULL, NULL, "egress", "run", S(r->run), "profile", S(r->profile),

@@ -142,10 +142,12 @@ struct s_conn {
 	cp_gen_t *gen; /* held for the exchange */
 	enum role role;
 	enum cstate st;
-	struct bufferevent *c; /* client */
-	struct bufferevent *u; /* upstream or NULL */
-	struct event *timer;   /* header / idle timeout */
-	struct event *reaper;  /* deferred free */
+	struct bufferevent *c;          /* client */
+	struct bufferevent *u;          /* upstream or NULL */
+	struct event *timer;            /* header / idle timeout */
+	struct event *reaper;           /* deferred free */
+	struct event *flush;            /* end of turn: write plain sockets' output now */
+	struct evbuffer_cb_entry *c_cb; /* on c's output while c is a plain socket */
 	struct evdns_getaddrinfo_request *dns_req;
 	bool closing, dead;
 	bool lingering;
@@ -313,6 +315,38 @@ s_hop_by_hop(const s_head_t *h, const char *name, size_t len)
 	return false;
 }
 
+/* Head building without printf: this runs for every request. */
+static void
+s_adds(struct evbuffer *o, const char *str)
+{
+	evbuffer_add(o, str, strlen(str));
+}
+
+static void
+s_addu(struct evbuffer *o, uint64_t v)
+{
+	char b[24];
+	int i = (int)sizeof b;
+	do
+		b[--i] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	evbuffer_add(o, b + i, sizeof b - (size_t)i);
+}
+
+/* A chunk-size line (RFC 9112 section 7.1): hex digits, CRLF. */
+static void
+s_add_chunk_size(struct evbuffer *o, size_t v)
+{
+	char b[24];
+	int i = (int)sizeof b;
+	b[--i] = '\n';
+	b[--i] = '\r';
+	do
+		b[--i] = "0123456789abcdef"[v & 15];
+	while ((v >>= 4) != 0);
+	evbuffer_add(o, b + i, sizeof b - (size_t)i);
+}
+
 static uint64_t
 s_ms(void)
 {
@@ -386,6 +420,85 @@ s_refuse(s_conn_t *c, int status, const char *reason, bool close)
 			c->u_ok = false;
 		}
 	}
+}
+
+/* ---- writing plain sockets ----
+ *
+ * libevent writes a bufferevent's output when epoll says the socket is
+ * writable: an epoll_ctl to add the write event, a wake-up, the write, an
+ * epoll_ctl to remove it — for every response. For plain sockets (not TLS)
+ * the write event stays disabled; whatever a loop turn added to an output
+ * is written at the end of that turn with one writev, and only what the
+ * socket does not take (a slow reader) falls back to libevent's write
+ * event, which is disabled again once the output drains. */
+
+static bool
+s_sync_capable(s_conn_t *c, struct bufferevent *bev)
+{
+	if (bev == NULL || bufferevent_get_underlying(bev) != NULL)
+		return false;
+	if (bev == c->c)
+		return c->c_cb != NULL;
+	return bev == c->u && c->u_ok && !c->u_tls;
+}
+
+static void s_client_write(struct bufferevent *bev, void *arg);
+static void s_upstream_write(struct bufferevent *bev, void *arg);
+
+/* Writes bev's output now; returns false when c closed meanwhile. */
+static void
+s_sync_write(s_conn_t *c, struct bufferevent *bev)
+{
+	if (c->closing || !s_sync_capable(c, bev))
+		return;
+	if (bufferevent_get_enabled(bev) & EV_WRITE)
+		return; /* libevent is already draining it */
+	struct evbuffer *o = bufferevent_get_output(bev);
+	if (evbuffer_get_length(o) == 0)
+		return;
+	int n = evbuffer_write(o, bufferevent_getfd(bev));
+	if (n < 0 || evbuffer_get_length(o) > 0) {
+		/* A full socket, or an error: libevent's write path takes over
+		 * (and reports the error through the event callback). */
+		bufferevent_enable(bev, EV_WRITE);
+		return;
+	}
+	/* Drained: what libevent's write callback would have been told. */
+	if (bev == c->c)
+		s_client_write(bev, c);
+	else
+		s_upstream_write(bev, c);
+}
+
+static void
+s_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	s_conn_t *c = arg;
+	if (c->closing)
+		return;
+	s_sync_write(c, c->u);
+	if (!c->closing)
+		s_sync_write(c, c->c);
+}
+
+static void
+s_outbuf_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	(void)buf;
+	s_conn_t *c = arg;
+	if (info->n_added > 0 && !c->closing)
+		event_active(c->flush, EV_TIMEOUT, 0);
+}
+
+/* A plain bufferevent whose output libevent has drained goes back to
+ * being written at the end of the turn. */
+static void
+s_sync_resume(s_conn_t *c, struct bufferevent *bev)
+{
+	if (s_sync_capable(c, bev) && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_disable(bev, EV_WRITE);
 }
 
 /* ---- timers ---- */
@@ -554,7 +667,7 @@ s_req_body(http_parser *p, const char *at, size_t len)
 		return 0; /* refused request: the body is read and dropped */
 	struct evbuffer *out = bufferevent_get_output(c->u);
 	if (c->req_chunked)
-		evbuffer_add_printf(out, "%zx\r\n", len);
+		s_add_chunk_size(out, len);
 	evbuffer_add(out, at, len);
 	if (c->req_chunked)
 		evbuffer_add(out, "\r\n", 2);
@@ -663,7 +776,7 @@ s_down(s_conn_t *c, const void *data, size_t len)
 		return;
 	struct evbuffer *out = bufferevent_get_output(c->c);
 	if (c->resp_chunked)
-		evbuffer_add_printf(out, "%zx\r\n", len);
+		s_add_chunk_size(out, len);
 	evbuffer_add(out, data, len);
 	if (c->resp_chunked)
 		evbuffer_add(out, "\r\n", 2);
@@ -700,6 +813,7 @@ s_reaper_cb(evutil_socket_t fd, short what, void *arg)
 		bufferevent_free(c->u);
 	event_free(c->timer);
 	event_free(c->reaper);
+	event_free(c->flush);
 	s_head_reset(&c->rh);
 	s_head_reset(&c->sh);
 	cp_scrub_destroy(&c->scrub_keep);
@@ -811,6 +925,10 @@ static void
 s_upstream_connected(s_conn_t *c)
 {
 	c->u_ok = true;
+	if (!c->u_tls) {
+		evbuffer_add_cb(bufferevent_get_output(c->u), s_outbuf_cb, c);
+		s_sync_resume(c, c->u);
+	}
 	if (c->is_connect) {
 		s_tunnel_connected(c);
 		return;
@@ -1119,14 +1237,22 @@ s_send_request_head(s_conn_t *c)
 	s_head_t *h = &c->rh;
 	struct evbuffer *out = bufferevent_get_output(c->u);
 	c->st = CS_EXCHANGE;
-	evbuffer_add_printf(out, "%s %s HTTP/1.1\r\n", c->method, c->target);
+	s_adds(out, c->method);
+	evbuffer_add(out, " ", 1);
+	s_adds(out, c->target);
+	evbuffer_add(out, " HTTP/1.1\r\nHost: ", 17);
 	bool dflt = c->port == (c->tls_up ? 443 : 80);
-	if (strchr(c->host, ':'))
-		evbuffer_add_printf(out, dflt ? "Host: [%s]\r\n" : "Host: [%s]:%u\r\n", c->host,
-		                    c->port);
-	else
-		evbuffer_add_printf(out, dflt ? "Host: %s\r\n" : "Host: %s:%u\r\n", c->host,
-		                    c->port);
+	bool v6 = strchr(c->host, ':') != NULL;
+	if (v6)
+		evbuffer_add(out, "[", 1);
+	s_adds(out, c->host);
+	if (v6)
+		evbuffer_add(out, "]", 1);
+	if (!dflt) {
+		evbuffer_add(out, ":", 1);
+		s_addu(out, c->port);
+	}
+	evbuffer_add(out, "\r\n", 2);
 	const cp_inject_t *inj = c->rule ? c->rule->inject : NULL;
 	unsigned n_inj = c->rule ? c->rule->n_inject : 0;
 	for (unsigned i = 0; i < h->n; i++) {
@@ -1153,9 +1279,12 @@ s_send_request_head(s_conn_t *c)
 		evbuffer_add(out, h->buf + h->h[i].v_off, h->h[i].v_len);
 		evbuffer_add(out, "\r\n", 2);
 	}
-	for (unsigned k = 0; k < n_inj; k++)
-		evbuffer_add_printf(out, "%s: %.*s\r\n", inj[k].name, (int)inj[k].value_len,
-		                    inj[k].value);
+	for (unsigned k = 0; k < n_inj; k++) {
+		s_adds(out, inj[k].name);
+		evbuffer_add(out, ": ", 2);
+		evbuffer_add(out, inj[k].value, inj[k].value_len);
+		evbuffer_add(out, "\r\n", 2);
+	}
 	if (c->provider != NULL && c->provider->auth != CP_AUTH_NONE) {
 		size_t sl = 0;
 		const char *sv = ahp_secrets_get(c->gen->secrets, c->provider->secret, &sl);
@@ -1174,8 +1303,11 @@ s_send_request_head(s_conn_t *c)
 	if (c->req_chunked)
 		evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
 	else if (c->req_cl > 0 || strcmp(c->method, "POST") == 0 || strcmp(c->method, "PUT") == 0 ||
-	         strcmp(c->method, "PATCH") == 0)
-		evbuffer_add_printf(out, "Content-Length: %llu\r\n", (unsigned long long)c->req_cl);
+	         strcmp(c->method, "PATCH") == 0) {
+		evbuffer_add(out, "Content-Length: ", 16);
+		s_addu(out, c->req_cl);
+		evbuffer_add(out, "\r\n", 2);
+	}
 	evbuffer_add(out, "\r\n", 2);
 	/* The response parser for this exchange. */
 	http_parser_init(&c->sp, HTTP_RESPONSE);
@@ -1242,7 +1374,11 @@ s_send_response_head(s_conn_t *c)
 	}
 	struct evbuffer *out = bufferevent_get_output(c->c);
 	const char *text = http_status_str((enum http_status)status);
-	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, text);
+	evbuffer_add(out, "HTTP/1.1 ", 9);
+	s_addu(out, (uint64_t)status);
+	evbuffer_add(out, " ", 1);
+	s_adds(out, text);
+	evbuffer_add(out, "\r\n", 2);
 	for (unsigned i = 0; i < h->n; i++) {
 		const char *n = h->buf + h->h[i].n_off;
 		size_t nl = h->h[i].n_len;
@@ -1273,8 +1409,9 @@ s_send_response_head(s_conn_t *c)
 	c->resp_chunked = false;
 	if (!no_body) {
 		if (up_cl && c->scrub == NULL) {
-			evbuffer_add_printf(out, "Content-Length: %llu\r\n",
-			                    (unsigned long long)c->sp.content_length);
+			evbuffer_add(out, "Content-Length: ", 16);
+			s_addu(out, c->sp.content_length);
+			evbuffer_add(out, "\r\n", 2);
 		} else if (client11) {
 			c->resp_chunked = true;
 			evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
@@ -1393,6 +1530,7 @@ s_upstream_write(struct bufferevent *bev, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
+	s_sync_resume(c, c->u);
 	/* The upstream drained below the low mark: the client may send again,
 	 * starting with what is already buffered. */
 	if (c->st == CS_TUNNEL || c->st == CS_EXCHANGE) {
@@ -1841,6 +1979,13 @@ s_intercept(s_conn_t *c)
 	s_record(c, true, "intercepted");
 	evbuffer_add_printf(bufferevent_get_output(c->c),
 	                    "HTTP/1.1 200 Connection established\r\n\r\n");
+	/* The plain socket goes back to libevent's own writing: the TLS layer
+	 * drives it from now on. */
+	if (c->c_cb != NULL) {
+		evbuffer_remove_cb_entry(bufferevent_get_output(c->c), c->c_cb);
+		c->c_cb = NULL;
+		bufferevent_enable(c->c, EV_WRITE);
+	}
 	struct bufferevent *tls = bufferevent_openssl_filter_new(
 	    c->px->base, c->c, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 	if (tls == NULL) {
@@ -2010,6 +2155,7 @@ s_client_write(struct bufferevent *bev, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
+	s_sync_resume(c, c->c);
 	if (c->st == CS_CLOSING) {
 		s_close_when_flushed(c);
 		return;
@@ -2120,7 +2266,8 @@ s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role)
 	c->c = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(px->base, s_timer_cb, c);
 	c->reaper = event_new(px->base, -1, 0, s_reaper_cb, c);
-	if (c->c == NULL || c->timer == NULL || c->reaper == NULL) {
+	c->flush = event_new(px->base, -1, 0, s_flush_cb, c);
+	if (c->c == NULL || c->timer == NULL || c->reaper == NULL || c->flush == NULL) {
 		if (c->c)
 			bufferevent_free(c->c);
 		else
@@ -2129,9 +2276,14 @@ s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role)
 			event_free(c->timer);
 		if (c->reaper)
 			event_free(c->reaper);
+		if (c->flush)
+			event_free(c->flush);
 		free(c);
 		return;
 	}
+	c->c_cb = evbuffer_add_cb(bufferevent_get_output(c->c), s_outbuf_cb, c);
+	if (c->c_cb != NULL)
+		bufferevent_disable(c->c, EV_WRITE);
 	c->next = px->conns;
 	if (px->conns)
 		px->conns->prev = c;
