@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""Findings of the security review of credproxy (cp-break), one case each; every case
+states the behaviour issue 7 and docs/credproxy.md promise, so each fails until fixed:
+
+- bodyless_status_body: a 1xx, 204 or 304 answer to an injected request that carries a
+  body anyway (Content-Length) must not deliver that body unscrubbed (the secret reached
+  the client raw: the scrubber is only set up when the status may have a body).
+- transfer_coding: "Transfer-Encoding: gzip, chunked" (or deflate, or gzip alone) on an
+  answer to an injected request is a compressed answer like Content-Encoding: gzip and must
+  be refused (502); credproxy dropped the header and passed the compressed bytes on.
+- partial_percent: a secret percent-encoded as Python's urllib.parse.quote() writes it
+  ('/' left as is, the other reserved bytes as %XX) must be redacted.
+- tls_backpressure: a client that does not read an intercepted HTTPS response must not make
+  credproxy buffer it (RSS grew by the whole body: the back-pressure check looks at the
+  TLS filter's output only, which drains at once into the socket bufferevent below it).
+- reload_broken_profile: SIGHUP with a profile file that no longer parses keeps the previous
+  set in force (docs: "if any of them fails, the previous set stays in force"); credproxy
+  dropped the profile and refused its requests with "unknown profile".
+- half_close: a client that sends its request and then shuts down its write side (nc -N,
+  HTTP/1.0-style scripts) still gets the response; credproxy closed the connection at once.
+- nofile: credproxy raises its soft RLIMIT_NOFILE to the hard limit (as mock-llm does): at
+  the usual soft limit of 1024 a few hundred relayed connections make every upstream
+  connect fail (502 "cannot connect to upstream", no errno) long before max_conns.
+"""
+import binascii
+import os
+import resource
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cplib import (Cases, CredProxy, Standard, TestFailure, assert_no_secret, check,  # noqa: E402
+                   get, need_credproxy, run_test, wait_for)
+
+BIG = 512 * 1024 * 1024  # the body the TLS fixture streams
+RSS_GROWTH_MAX_KB = 64 * 1024
+
+
+class RawUpstream:
+    """127.0.0.1:<port>; GET /r/<hex> answers the hex-decoded bytes, with SECRET replaced by
+    the last word of the Authorization header it received (the injected secret)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        try:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(65536)
+                if not d:
+                    return
+                buf += d
+            head = buf.split(b"\r\n\r\n")[0].split(b"\r\n")
+            path = head[0].split(b" ")[1]
+            auth = b""
+            for ln in head[1:]:
+                k, _, v = ln.partition(b":")
+                if k.strip().lower() == b"authorization":
+                    auth = v.strip().split(b" ")[-1]
+            out = binascii.unhexlify(path[3:].split(b"?")[0]).replace(b"SECRET", auth)
+            c.sendall(out)
+            time.sleep(0.5)
+        except (OSError, ValueError):
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
+def rpath(resp):
+    return "/r/" + binascii.hexlify(resp).decode()
+
+
+class BigTLS:
+    """A TLS upstream that answers every request with a BIG-byte body, as fast as it can."""
+
+    def __init__(self, crt, key):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(crt, key)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        try:
+            t = self.ctx.wrap_socket(c, server_side=True)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = t.recv(65536)
+                if not d:
+                    return
+                buf += d
+            t.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG)
+            chunk = b"x" * 65536
+            for _ in range(BIG // len(chunk)):
+                if self.stopped:
+                    return
+                t.sendall(chunk)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    return 0
+
+
+def main(args):
+    if need_credproxy(args):
+        return 77
+    with CredProxy(args, "break") as cp:
+        std = Standard(cp, with_tls=True)
+        raw = RawUpstream()
+        big = BigTLS(std.leaf, cp.path("test-ca/leaf.key"))
+        try:
+            with open(cp.path("etc/hosts"), "a") as f:
+                f.write("127.0.0.1 raw.local\n")
+            with open(cp.path("etc/profiles/wiki-bot.yaml"), "a") as f:
+                f.write(f'  - host: "raw.local:{raw.port}"\n'
+                        "    methods: [GET, POST]\n"
+                        "    inject:\n"
+                        '      Authorization: "Bearer {{secret:wiki-token}}"\n'
+                        f'  - host: "tls.local:{big.port}"\n'
+                        "    inject:\n"
+                        '      Authorization: "Bearer {{secret:wiki-token}}"\n')
+            cp.start()
+            run(cp, std, raw, big)
+        finally:
+            raw.stop()
+            big.stop()
+            std.stop()
+    return 0
+
+
+def run(cp, std, raw, big):
+    R, E = raw.port, std.E
+    wiki = std.wiki
+    cases = Cases()
+
+    def all_bytes(raw_req, wait=2.0):
+        """Everything the client receives for raw_req within wait seconds."""
+        c = cp.conn()
+        c.send(raw_req)
+        c.sock.settimeout(wait)
+        out = b""
+        t0 = time.time()
+        try:
+            while time.time() - t0 < wait:
+                d = c.sock.recv(65536)
+                if not d:
+                    break
+                out += d
+        except socket.timeout:
+            pass
+        c.close()
+        return out
+
+    def still_serving(after):
+        r = cp.ask(get("wiki.local", "/snippets/good", E))
+        check(r.status == 200 and cp.alive(), f"after {after}: {r!r}")
+
+    # --- 1xx / 204 / 304 with a body: no unscrubbed byte reaches the client.
+    def bodyless_status_body():
+        fails = []
+        pad = b"leak:SECRET".ljust(80, b".")
+        for name, resp in (
+                ("204", b"HTTP/1.1 204 No Content\r\nContent-Length: 80\r\n\r\n" + pad),
+                ("304", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 80\r\n\r\n" + pad),
+                ("100", b"HTTP/1.1 100 Continue\r\nContent-Length: 80\r\n\r\n" + pad +
+                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")):
+            out = all_bytes(get("raw.local", rpath(resp), R))
+            if wiki.encode() in out:
+                fails.append(f"{name} + Content-Length: the raw secret reached the client: "
+                             f"{out[:160]!r}")
+        check(not fails, "; ".join(fails))
+        still_serving("bodyless_status_body")
+
+    # --- a transfer-coding other than chunked is compression the scrubber cannot see into.
+    def transfer_coding():
+        import gzip
+        import zlib
+        gz = gzip.compress(b"leak:" + wiki.encode())
+        df = zlib.compress(b"leak:" + wiki.encode())
+        fails = []
+        for name, resp in (
+                ("gzip, chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                 b"%x\r\n%s\r\n0\r\n\r\n" % (len(gz), gz)),
+                ("deflate, chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: deflate, chunked"
+                 b"\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(df), df)),
+                ("gzip", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close"
+                 b"\r\n\r\n" + gz)):
+            out = all_bytes(get("raw.local", rpath(resp), R))
+            status = out.split(b"\r\n", 1)[0]
+            if not status.startswith(b"HTTP/1.1 502"):
+                fails.append(f"Transfer-Encoding: {name}: expected 502, got {status!r} "
+                             f"({len(out)} bytes, the compressed secret passed on)")
+        check(not fails, "; ".join(fails))
+        still_serving("transfer_coding")
+
+    # --- percent-encoded as urllib.parse.quote() writes it ('/' kept).
+    def partial_percent():
+        q = urllib.parse.quote(wiki).encode()
+        check(q != wiki.encode(), "the secret has bytes quote() changes")
+        resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(q), q)
+        # The fixture answers SECRET with the raw secret: send quote(secret) literally.
+        out = all_bytes(get("raw.local", rpath(resp), R))
+        check(b"HTTP/1.1 200" in out, f"quote(): {out[:200]!r}")
+        check(q not in out, f"quote(secret) reached the client unredacted: {out[-120:]!r}")
+
+    # --- an intercepted HTTPS client that does not read: memory stays bounded.
+    def tls_backpressure():
+        pid = cp.proc.pid
+        before = rss_kb(pid)
+        c = cp.conn(timeout=30)
+        c.send(f"CONNECT tls.local:{big.port} HTTP/1.1\r\nHost: tls.local:{big.port}\r\n\r\n"
+               .encode())
+        r = c.read_head()
+        check(r.status == 200, f"CONNECT: {r!r}")
+        ctx = ssl.create_default_context(cafile=cp.ca)
+        s = ctx.wrap_socket(c.sock, server_hostname="tls.local")
+        s.sendall(f"GET /big HTTP/1.1\r\nHost: tls.local:{big.port}\r\n\r\n".encode())
+        s.recv(100)  # the answer has started; from here on the client reads nothing
+        peak = before
+        t0 = time.time()
+        while time.time() - t0 < 10:
+            time.sleep(0.5)
+            peak = max(peak, rss_kb(pid))
+        s.close()
+        check(peak - before <= RSS_GROWTH_MAX_KB,
+              f"credproxy's RSS grew from {before} kB to {peak} kB for one client that does "
+              f"not read an intercepted response (limit +{RSS_GROWTH_MAX_KB} kB)")
+        still_serving("tls_backpressure")
+
+    # --- SIGHUP with a profile that no longer parses: the previous set stays.
+    def reload_broken_profile():
+        p = cp.path("etc/profiles/wiki-bot.yaml")
+        with open(p) as f:
+            good_text = f.read()
+        n_log = len(cp.log_lines())
+        try:
+            with open(p, "a") as f:
+                f.write("  - host: [unterminated\n")
+            cp.proc.send_signal(1)
+            wait_for(lambda: any("reload" in ln for ln in cp.log_lines()[n_log:]), 10,
+                     "the reload's log line")
+            time.sleep(0.3)
+            r = cp.ask(get("wiki.local", "/snippets/after-bad-reload", E))
+            check(r.status == 200,
+                  f"after a SIGHUP with a broken wiki-bot.yaml: {r.status} {r.why!r} "
+                  f"(log: {[ln[-120:] for ln in cp.log_lines()[n_log:]]})")
+        finally:
+            with open(p, "w") as f:
+                f.write(good_text)
+            n_log = len(cp.log_lines())
+            cp.proc.send_signal(1)
+            wait_for(lambda: any("reload" in ln for ln in cp.log_lines()[n_log:]), 10,
+                     "the reload's log line")
+            time.sleep(0.3)
+
+    # --- half-close after the request.
+    def half_close():
+        with cp.conn() as c:
+            c.send(get("echo.local", "/slow?s=0.3", E))
+            c.sock.shutdown(socket.SHUT_WR)
+            try:
+                r = c.response()
+            except EOFError:
+                raise TestFailure("the connection was closed without the response after "
+                                  "the client shut down its write side")
+            check(r.status == 200, f"half-close: {r!r}")
+
+    # --- the soft RLIMIT_NOFILE is raised.
+    def nofile():
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard <= 1024:
+            return
+        exe = cp.exe
+        home = cp.home
+        p = subprocess.Popen(
+            ["sh", "-c", f'ulimit -Sn 1024; exec "{exe}" --home "{home}" '
+             f'--set relay_socket={home}/run/nf.sock --set api_socket={home}/run/nf-api.sock '
+             f'--set ctl_endpoint=ipc://{home}/run/nf-ctl.sock serve'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: os.path.exists(f"{home}/run/nf-api.sock") or p.poll() is not None,
+                     15, "the second credproxy")
+            check(p.poll() is None, f"the second credproxy exited {p.returncode}")
+            with open(f"/proc/{p.pid}/limits") as f:
+                line = [ln for ln in f if ln.startswith("Max open files")][0]
+            got = int(line.split()[3])
+            check(got > 1024, f"credproxy kept a soft open-files limit of {got} (hard {hard}); "
+                  "max_conns is 4096 and each relayed connection needs two descriptors")
+        finally:
+            p.terminate()
+            p.wait(10)
+
+    for name, fn in (("bodyless_status_body", bodyless_status_body),
+                     ("transfer_coding", transfer_coding),
+                     ("partial_percent", partial_percent),
+                     ("tls_backpressure", tls_backpressure),
+                     ("reload_broken_profile", reload_broken_profile),
+                     ("half_close", half_close),
+                     ("nofile", nofile)):
+        cases.run(name, fn)
+    check(cp.alive(), "credproxy died")
+    std.assert_log_clean()
+    assert_no_secret(cp.log(), wiki, "credproxy.log")
+    cases.check()
+
+
+if __name__ == "__main__":
+    run_test(main)
