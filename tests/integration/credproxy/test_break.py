@@ -10,6 +10,11 @@ states the behaviour issue 7 and docs/credproxy.md promise, so each fails until 
   be refused (502); credproxy dropped the header and passed the compressed bytes on.
 - partial_percent: a secret percent-encoded as Python's urllib.parse.quote() writes it
   ('/' left as is, the other reserved bytes as %XX) must be redacted.
+- desync_reuse: an upstream connection kept alive after an injected exchange is reused for
+  a request whose rule injects nothing (same host and port); bytes the upstream sends late
+  for the first exchange are read as the second's answer, with no scrubber, so the secret
+  reaches the client raw. Scrub with every secret the connection has carried, or do not
+  reuse it across rules with different secrets.
 - tls_backpressure: a client that does not read an intercepted HTTPS response must not make
   credproxy buffer it (RSS grew by the whole body: the back-pressure check looks at the
   TLS filter's output only, which drains at once into the socket bufferevent below it).
@@ -43,7 +48,8 @@ RSS_GROWTH_MAX_KB = 64 * 1024
 
 class RawUpstream:
     """127.0.0.1:<port>; GET /r/<hex> answers the hex-decoded bytes, with SECRET replaced by
-    the last word of the Authorization header it received (the injected secret)."""
+    the last word of the Authorization header it received (the injected secret); a PAUSE in
+    it sends what follows 0.5 s later. Other paths: 200 "ok". Keeps the connection alive."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -65,21 +71,30 @@ class RawUpstream:
     def _one(self, c):
         try:
             buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = c.recv(65536)
-                if not d:
-                    return
-                buf += d
-            head = buf.split(b"\r\n\r\n")[0].split(b"\r\n")
-            path = head[0].split(b" ")[1]
-            auth = b""
-            for ln in head[1:]:
-                k, _, v = ln.partition(b":")
-                if k.strip().lower() == b"authorization":
-                    auth = v.strip().split(b" ")[-1]
-            out = binascii.unhexlify(path[3:].split(b"?")[0]).replace(b"SECRET", auth)
-            c.sendall(out)
-            time.sleep(0.5)
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                head = head.split(b"\r\n")
+                path = head[0].split(b" ")[1]
+                auth = b""
+                for ln in head[1:]:
+                    k, _, v = ln.partition(b":")
+                    if k.strip().lower() == b"authorization":
+                        auth = v.strip().split(b" ")[-1]
+                if not path.startswith(b"/r/"):
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    continue
+                out = binascii.unhexlify(path[3:].split(b"?")[0]).replace(b"SECRET", auth)
+                # PAUSE: what follows is sent 0.5 s later.
+                parts = out.split(b"PAUSE")
+                for i, part in enumerate(parts):
+                    if i:
+                        time.sleep(0.5)
+                    c.sendall(part)
         except (OSError, ValueError):
             pass
         finally:
@@ -164,6 +179,8 @@ def main(args):
                         "    methods: [GET, POST]\n"
                         "    inject:\n"
                         '      Authorization: "Bearer {{secret:wiki-token}}"\n'
+                        f'  - host: "raw.local:{raw.port}"\n'
+                        "    methods: [DELETE]\n"
                         f'  - host: "tls.local:{big.port}"\n'
                         "    inject:\n"
                         '      Authorization: "Bearer {{secret:wiki-token}}"\n')
@@ -247,9 +264,23 @@ def run(cp, std, raw, big):
         check(q != wiki.encode(), "the secret has bytes quote() changes")
         resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(q), q)
         # The fixture answers SECRET with the raw secret: send quote(secret) literally.
-        out = all_bytes(get("raw.local", rpath(resp), R))
-        check(b"HTTP/1.1 200" in out, f"quote(): {out[:200]!r}")
-        check(q not in out, f"quote(secret) reached the client unredacted: {out[-120:]!r}")
+        r = cp.ask(get("raw.local", rpath(resp), R))
+        check(r.status == 200, f"quote(): {r!r}")
+        check(q not in r.body, f"quote(secret) reached the client unredacted: {r.body!r}")
+
+    # --- a kept-alive upstream connection that carried a secret serves a non-injected
+    # request next: what the upstream sends late for the first (here a second response)
+    # becomes the answer to the second, unscrubbed.
+    def desync_reuse():
+        resp = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokPAUSE"
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\nleak:SECRET" % (5 + len(wiki)))
+        req1 = get("raw.local", rpath(resp), R)
+        req2 = f"DELETE http://raw.local:{R}/x HTTP/1.1\r\nHost: raw.local:{R}\r\n\r\n".encode()
+        out = all_bytes(req1 + req2, wait=2.5)
+        check(wiki.encode() not in out,
+              f"the secret sent with the first request reached the client as the answer to "
+              f"the second (pipelined, same upstream connection): {out!r}")
+        still_serving("desync_reuse")
 
     # --- an intercepted HTTPS client that does not read: memory stays bounded.
     def tls_backpressure():
@@ -341,6 +372,7 @@ def run(cp, std, raw, big):
     for name, fn in (("bodyless_status_body", bodyless_status_body),
                      ("transfer_coding", transfer_coding),
                      ("partial_percent", partial_percent),
+                     ("desync_reuse", desync_reuse),
                      ("tls_backpressure", tls_backpressure),
                      ("reload_broken_profile", reload_broken_profile),
                      ("half_close", half_close),
