@@ -15,6 +15,8 @@ states the behaviour issue 7 and docs/credproxy.md promise, so each fails until 
   for the first exchange are read as the second's answer, with no scrubber, so the secret
   reaches the client raw. Scrub with every secret the connection has carried, or do not
   reuse it across rules with different secrets.
+- plaintext_injection: a rule without a port ("ports 80 and 443") that injects lets the
+  agent ask for http://host/ and credproxy sends the credential in clear text on port 80.
 - tls_backpressure: a client that does not read an intercepted HTTPS response must not make
   credproxy buffer it (RSS grew by the whole body: the back-pressure check looks at the
   TLS filter's output only, which drains at once into the socket bufferevent below it).
@@ -181,6 +183,9 @@ def main(args):
                         '      Authorization: "Bearer {{secret:wiki-token}}"\n'
                         f'  - host: "raw.local:{raw.port}"\n'
                         "    methods: [DELETE]\n"
+                        '  - host: "api.local"\n'
+                        "    inject:\n"
+                        '      Authorization: "Bearer {{secret:wiki-token}}"\n'
                         f'  - host: "tls.local:{big.port}"\n'
                         "    inject:\n"
                         '      Authorization: "Bearer {{secret:wiki-token}}"\n')
@@ -282,6 +287,41 @@ def run(cp, std, raw, big):
               f"the second (pipelined, same upstream connection): {out!r}")
         still_serving("desync_reuse")
 
+    # --- a rule without a port (80 and 443) that injects: a plain http:// request sends the
+    # credential in clear text over the network (a rule for an HTTPS API, say
+    # api.github.com, leaks its token to anyone on the path when the agent asks for
+    # http://api.github.com/). Expected: no credential on a plain-HTTP upstream connection
+    # unless the rule names that port (refused, or sent without the injected headers).
+    def plaintext_injection():
+        try:
+            lsn = socket.socket()
+            lsn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            lsn.bind(("127.0.0.1", 80))
+            lsn.listen(4)
+        except OSError:
+            return  # port 80 is taken here: nothing to show
+        got = []
+
+        def serve():
+            try:
+                c, _ = lsn.accept()
+                c.settimeout(5)
+                got.append(c.recv(65536))
+                c.sendall(b"HTTP/1.1 301 Moved\r\nLocation: https://api.local/\r\n"
+                          b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+                c.close()
+            except OSError:
+                pass
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        try:
+            r = cp.ask(get("api.local", "/user"))
+            th.join(5)
+            check(not got or wiki.encode() not in got[0],
+                  f"the credential went to api.local:80 in clear text ({r.status}): {got[0]!r}")
+        finally:
+            lsn.close()
+
     # --- an intercepted HTTPS client that does not read: memory stays bounded.
     def tls_backpressure():
         pid = cp.proc.pid
@@ -373,6 +413,7 @@ def run(cp, std, raw, big):
                      ("transfer_coding", transfer_coding),
                      ("partial_percent", partial_percent),
                      ("desync_reuse", desync_reuse),
+                     ("plaintext_injection", plaintext_injection),
                      ("tls_backpressure", tls_backpressure),
                      ("reload_broken_profile", reload_broken_profile),
                      ("half_close", half_close),
