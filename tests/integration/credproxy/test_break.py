@@ -17,6 +17,9 @@ states the behaviour issue 7 and docs/credproxy.md promise, so each fails until 
   reuse it across rules with different secrets.
 - plaintext_injection: a rule without a port ("ports 80 and 443") that injects lets the
   agent ask for http://host/ and credproxy sends the credential in clear text on port 80.
+- no_post_retry: a POST with an empty body on a kept-alive upstream connection that the
+  upstream closes without answering is sent a second time (RFC 9112 section 9.3.1 forbids
+  retrying non-idempotent requests): a side effect can happen twice.
 - tls_backpressure: a client that does not read an intercepted HTTPS response must not make
   credproxy buffer it (RSS grew by the whole body: the back-pressure check looks at the
   TLS filter's output only, which drains at once into the socket bufferevent below it).
@@ -51,7 +54,8 @@ RSS_GROWTH_MAX_KB = 64 * 1024
 class RawUpstream:
     """127.0.0.1:<port>; GET /r/<hex> answers the hex-decoded bytes, with SECRET replaced by
     the last word of the Authorization header it received (the injected secret); a PAUSE in
-    it sends what follows 0.5 s later. Other paths: 200 "ok". Keeps the connection alive."""
+    it sends what follows 0.5 s later. A path holding /drop: read, then closed without an
+    answer. Other paths: 200 "ok". Keeps the connection alive; records request lines."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -60,6 +64,7 @@ class RawUpstream:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.stopped = False
+        self.lines = []  # request lines, as received
         threading.Thread(target=self._loop, daemon=True).start()
 
     def _loop(self):
@@ -87,6 +92,9 @@ class RawUpstream:
                     k, _, v = ln.partition(b":")
                     if k.strip().lower() == b"authorization":
                         auth = v.strip().split(b" ")[-1]
+                self.lines.append(head[0])
+                if b"/drop" in path:
+                    return  # read the request, closed without an answer
                 if not path.startswith(b"/r/"):
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     continue
@@ -182,7 +190,7 @@ def main(args):
                         "    inject:\n"
                         '      Authorization: "Bearer {{secret:wiki-token}}"\n'
                         f'  - host: "raw.local:{raw.port}"\n'
-                        "    methods: [DELETE]\n"
+                        "    methods: [DELETE, POST]\n"
                         '  - host: "api.local"\n'
                         "    inject:\n"
                         '      Authorization: "Bearer {{secret:wiki-token}}"\n'
@@ -286,6 +294,23 @@ def run(cp, std, raw, big):
               f"the secret sent with the first request reached the client as the answer to "
               f"the second (pipelined, same upstream connection): {out!r}")
         still_serving("desync_reuse")
+
+    # --- a POST without a body on a kept-alive upstream connection that closes without
+    # answering is not sent again (RFC 9112 section 9.3.1: a proxy MUST NOT retry a
+    # non-idempotent request by itself); the client gets the 502 and decides.
+    def no_post_retry():
+        n = len(raw.lines)
+        with cp.conn() as c:
+            r = c.request(f"DELETE http://raw.local:{R}/first HTTP/1.1\r\n"
+                          f"Host: raw.local:{R}\r\n\r\n")
+            check(r.status == 200, f"first: {r!r}")
+            r = c.request(f"POST http://raw.local:{R}/drop-deploy HTTP/1.1\r\n"
+                          f"Host: raw.local:{R}\r\nContent-Length: 0\r\n\r\n")
+        time.sleep(0.3)
+        posts = [ln for ln in raw.lines[n:] if ln.startswith(b"POST ")]
+        check(len(posts) == 1, f"the upstream got the POST {len(posts)} times: {posts} "
+              f"(client saw {r.status} {r.why!r})")
+        still_serving("no_post_retry")
 
     # --- a rule without a port (80 and 443) that injects: a plain http:// request sends the
     # credential in clear text over the network (a rule for an HTTPS API, say
@@ -414,6 +439,7 @@ def run(cp, std, raw, big):
                      ("partial_percent", partial_percent),
                      ("desync_reuse", desync_reuse),
                      ("plaintext_injection", plaintext_injection),
+                     ("no_post_retry", no_post_retry),
                      ("tls_backpressure", tls_backpressure),
                      ("reload_broken_profile", reload_broken_profile),
                      ("half_close", half_close),
