@@ -20,6 +20,10 @@ states the behaviour issue 7 and docs/credproxy.md promise, so each fails until 
 - no_post_retry: a POST with an empty body on a kept-alive upstream connection that the
   upstream closes without answering is sent a second time (RFC 9112 section 9.3.1 forbids
   retrying non-idempotent requests): a side effect can happen twice.
+- header_name: response header names are not scrubbed; a secret that is a token (most API
+  keys) reflected as a field name reaches the client raw.
+- long_header: on a scrubbed exchange a response header value is cut at 8191 bytes without
+  a word (cp_scrub_string into a fixed char v[8192] in s_send_response_head).
 - tls_backpressure: a client that does not read an intercepted HTTPS response must not make
   credproxy buffer it (RSS grew by the whole body: the back-pressure check looks at the
   TLS filter's output only, which drains at once into the socket bufferevent below it).
@@ -49,6 +53,7 @@ from cplib import (Cases, CredProxy, Standard, TestFailure, assert_no_secret, ch
 
 BIG = 512 * 1024 * 1024  # the body the TLS fixture streams
 RSS_GROWTH_MAX_KB = 64 * 1024
+ALNUM = "sk9f8e7d6c5b4a39281706"  # a secret that is also a valid header field name
 
 
 class RawUpstream:
@@ -93,6 +98,10 @@ class RawUpstream:
                     if k.strip().lower() == b"authorization":
                         auth = v.strip().split(b" ")[-1]
                 self.lines.append(head[0])
+                if path == b"/long":
+                    c.sendall(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 12000 + b"END\r\n"
+                              b"Content-Length: 2\r\n\r\nok")
+                    continue
                 if b"/drop" in path:
                     return  # read the request, closed without an answer
                 if not path.startswith(b"/r/"):
@@ -182,6 +191,7 @@ def main(args):
         raw = RawUpstream()
         big = BigTLS(std.leaf, cp.path("test-ca/leaf.key"))
         try:
+            cp.write_secret("alnum-key", ALNUM)
             with open(cp.path("etc/hosts"), "a") as f:
                 f.write("127.0.0.1 raw.local\n")
             with open(cp.path("etc/profiles/wiki-bot.yaml"), "a") as f:
@@ -191,6 +201,10 @@ def main(args):
                         '      Authorization: "Bearer {{secret:wiki-token}}"\n'
                         f'  - host: "raw.local:{raw.port}"\n'
                         "    methods: [DELETE, POST]\n"
+                        f'  - host: "raw.local:{raw.port}"\n'
+                        "    methods: [PATCH]\n"
+                        "    inject:\n"
+                        '      X-Key: "{{secret:alnum-key}}"\n'
                         '  - host: "api.local"\n'
                         "    inject:\n"
                         '      Authorization: "Bearer {{secret:wiki-token}}"\n'
@@ -311,6 +325,24 @@ def run(cp, std, raw, big):
         check(len(posts) == 1, f"the upstream got the POST {len(posts)} times: {posts} "
               f"(client saw {r.status} {r.why!r})")
         still_serving("no_post_retry")
+
+    # --- the secret reflected as a response header *name* (a token secret, as most API
+    # keys are) is redacted or refused like one in a value.
+    def header_name():
+        # (The fixture fills in Authorization only: the name is written here.)
+        resp = b"HTTP/1.1 200 OK\r\n%s: x\r\nContent-Length: 2\r\n\r\nok" % ALNUM.encode()
+        out = all_bytes(f"PATCH http://raw.local:{R}{rpath(resp)} HTTP/1.1\r\n"
+                        f"Host: raw.local:{R}\r\n\r\n".encode())
+        check(out.startswith(b"HTTP/1.1 "), f"no answer: {out!r}")
+        check(ALNUM.encode() not in out, f"the secret as a header name reached the client: "
+              f"{out[:200]!r}")
+
+    # --- a long response header on a scrubbed exchange reaches the client whole.
+    def long_header():
+        r = cp.ask(get("raw.local", "/long", R))
+        v = r.header("X-Big") or ""
+        check(r.status == 200 and len(v) == 12003 and v.endswith("END"),
+              f"X-Big arrived with {len(v)} of 12003 bytes (ends {v[-8:]!r})")
 
     # --- a rule without a port (80 and 443) that injects: a plain http:// request sends the
     # credential in clear text over the network (a rule for an HTTPS API, say
@@ -434,16 +466,21 @@ def run(cp, std, raw, big):
             p.terminate()
             p.wait(10)
 
+    only = os.environ.get("BREAK_ONLY")
     for name, fn in (("bodyless_status_body", bodyless_status_body),
                      ("transfer_coding", transfer_coding),
                      ("partial_percent", partial_percent),
                      ("desync_reuse", desync_reuse),
                      ("plaintext_injection", plaintext_injection),
                      ("no_post_retry", no_post_retry),
+                     ("header_name", header_name),
+                     ("long_header", long_header),
                      ("tls_backpressure", tls_backpressure),
                      ("reload_broken_profile", reload_broken_profile),
                      ("half_close", half_close),
                      ("nofile", nofile)):
+        if only and name not in only.split(","):
+            continue
         cases.run(name, fn)
     check(cp.alive(), "credproxy died")
     std.assert_log_clean()
