@@ -24,6 +24,9 @@ states the behaviour issue 7 and docs/credproxy.md promise, so each fails until 
   keys) reflected as a field name reaches the client raw.
 - long_header: on a scrubbed exchange a response header value is cut at 8191 bytes without
   a word (cp_scrub_string into a fixed char v[8192] in s_send_response_head).
+- blind_tunnel_methods: methods/paths of a rule that injects nothing are not enforced over
+  HTTPS: the CONNECT becomes a blind tunnel, and a DELETE the rule refuses over http://
+  goes through inside it (an operator's "read-only" rule is not read-only for https).
 - tls_backpressure: a client that does not read an intercepted HTTPS response must not make
   credproxy buffer it (RSS grew by the whole body: the back-pressure check looks at the
   TLS filter's output only, which drains at once into the socket bufferevent below it).
@@ -344,6 +347,31 @@ def run(cp, std, raw, big):
         check(r.status == 200 and len(v) == 12003 and v.endswith("END"),
               f"X-Big arrived with {len(v)} of 12003 bytes (ends {v[-8:]!r})")
 
+    # --- a rule that restricts methods (plain.local:T allows GET only) but injects nothing:
+    # over HTTPS the CONNECT becomes a blind tunnel and the restriction is gone. Expected:
+    # the DELETE is refused (403) however it travels (intercept rules with methods or
+    # paths, or refuse such a CONNECT).
+    def blind_tunnel_methods():
+        T = std.T
+        r = cp.ask(get("plain.local", "/x", T, method="DELETE"))
+        check(r.status == 403, f"plain http DELETE: {r!r}")
+        c = cp.conn()
+        c.send(f"CONNECT plain.local:{T} HTTP/1.1\r\nHost: plain.local:{T}\r\n\r\n".encode())
+        r = c.read_head()
+        if r.status != 200:
+            c.close()
+            return  # refused outright: the restriction holds
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(c.sock, server_hostname="plain.local")
+        s.sendall(f"DELETE /admin/everything HTTP/1.1\r\nHost: plain.local:{T}\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        line = s.recv(200).split(b"\r\n")[0]
+        s.close()
+        check(line.startswith(b"HTTP/1.1 403"),
+              f"a DELETE the rule does not allow went through the HTTPS tunnel: {line!r}")
+
     # --- a rule without a port (80 and 443) that injects: a plain http:// request sends the
     # credential in clear text over the network (a rule for an HTTPS API, say
     # api.github.com, leaks its token to anyone on the path when the agent asks for
@@ -473,6 +501,7 @@ def run(cp, std, raw, big):
                      ("desync_reuse", desync_reuse),
                      ("plaintext_injection", plaintext_injection),
                      ("no_post_retry", no_post_retry),
+                     ("blind_tunnel_methods", blind_tunnel_methods),
                      ("header_name", header_name),
                      ("long_header", long_header),
                      ("tls_backpressure", tls_backpressure),
