@@ -35,6 +35,10 @@ states the behaviour issue 7 and docs/credproxy.md promise, so each fails until 
   dropped the profile and refused its requests with "unknown profile".
 - half_close: a client that sends its request and then shuts down its write side (nc -N,
   HTTP/1.0-style scripts) still gets the response; credproxy closed the connection at once.
+- check_config_start_failures: --check-config says "configuration OK" for a missing
+  hosts_file or upstream_ca_file and a non-loopback dev_listen, each of which makes `serve`
+  exit 1 at start (the upstream_ca_file one as the cryptic "TLS: upstream_ca_file ...:
+  system lib").
 - nofile: credproxy raises its soft RLIMIT_NOFILE to the hard limit (as mock-llm does): at
   the usual soft limit of 1024 a few hundred relayed connections make every upstream
   connect fail (502 "cannot connect to upstream", no errno) long before max_conns.
@@ -469,6 +473,19 @@ def run(cp, std, raw, big):
                                   "the client shut down its write side")
             check(r.status == 200, f"half-close: {r!r}")
 
+    # --- --check-config fails on settings that make `serve` exit 1 at start.
+    def check_config_start_failures():
+        fails = []
+        for kv, why in (("hosts_file=/nonexistent/hosts", "hosts_file cannot be read"),
+                        ("upstream_ca_file=/nonexistent/ca.pem", "TLS: upstream_ca_file"),
+                        ("dev_listen=0.0.0.0:3999", "not a loopback address")):
+            p = cp.cli("--set", kv, "--set", "dev_profile=wiki-bot", "--check-config")
+            if p.returncode != 1:
+                fails.append(f"--check-config --set {kv}: exit {p.returncode} "
+                             f"({(p.stdout + p.stderr).strip().splitlines()[-1:]}), but "
+                             f"serve exits 1 ({why})")
+        check(not fails, "; ".join(fails))
+
     # --- the soft RLIMIT_NOFILE is raised.
     def nofile():
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -507,6 +524,7 @@ def run(cp, std, raw, big):
                      ("tls_backpressure", tls_backpressure),
                      ("reload_broken_profile", reload_broken_profile),
                      ("half_close", half_close),
+                     ("check_config_start_failures", check_config_start_failures),
                      ("nofile", nofile)):
         if only and name not in only.split(","):
             continue
