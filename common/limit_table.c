@@ -38,6 +38,9 @@ static const ahp_limit_t s_limits[AHP_LIMIT__COUNT] = {
           "model calls of one run (a retried request counts once); then the run fails"),
     S_ROW(TASK, "task", "bytes", "orchctl, orchestrator Submit",
           "length of a submitted task (not a profile field)"),
+    S_ROW(EGRESS_PATHS, "egress[].paths", "prefixes", "profile loader",
+          "path prefixes one egress rule allows; none written = any path"),
+    S_ROW(EGRESS_PATH, "egress[].paths[]", "bytes", "profile loader", "length of one path prefix"),
 };
 
 const ahp_limit_t *

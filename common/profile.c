@@ -8,6 +8,7 @@
 #include <cyaml/cyaml.h>
 #include <yaml.h>
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -95,7 +96,7 @@ struct s_key {
 
 static s_check_fn s_check_name, s_check_model, s_check_text, s_check_names, s_check_skills,
     s_check_map, s_check_list, s_check_uint, s_check_enum, s_check_host, s_check_inject,
-    s_check_regex, s_check_duration, s_check_one_name;
+    s_check_regex, s_check_duration, s_check_one_name, s_check_paths;
 static s_post_fn s_post_approval;
 
 /* Integer ranges come from the one limits table (ahp/limit_table.h), which
@@ -125,6 +126,10 @@ static const s_key_t s_egress_keys[] = {
      .allowed = s_methods,
      .what = "method",
      .example = "e.g. methods: [GET, POST]; leave methods out for GET only"},
+    {.key = "paths",
+     .check = s_check_paths,
+     .limit = S_LIM(EGRESS_PATHS),
+     .example = "e.g. paths: [/snippets/, /api/v1/]; leave paths out for any path"},
     {.key = "inject", .check = s_check_inject, .max = S_MAX_INJECT},
     {.key = NULL}};
 
@@ -220,6 +225,8 @@ static const cyaml_schema_field_t s_cy_egress_fields[] = {
     CYAML_FIELD_STRING_PTR("host", CYAML_FLAG_DEFAULT, ahp_egress_t, host, 0, CYAML_UNLIMITED),
     CYAML_FIELD_SEQUENCE_COUNT("methods", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, ahp_egress_t,
                                methods, n_methods, &s_cy_string, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_SEQUENCE_COUNT("paths", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, ahp_egress_t,
+                               paths, n_paths, &s_cy_string, 0, CYAML_UNLIMITED),
     CYAML_FIELD_IGNORE("inject", CYAML_FLAG_OPTIONAL), CYAML_FIELD_END};
 static const cyaml_schema_value_t s_cy_egress = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, ahp_egress_t, s_cy_egress_fields)};
@@ -810,35 +817,251 @@ s_check_skills(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 	return 0;
 }
 
-/* Exact host name or "*.suffix"; lower-case letters, digits, '-' and '.'. */
+/* The last label is a number (WHATWG URL "ends in a number"): all digits, or
+ * 0x / 0X followed by hex digits only. */
+static bool
+s_ends_in_number(const char *s, size_t len)
+{
+	size_t start = len;
+	while (start > 0 && s[start - 1] != '.')
+		start--;
+	const char *l = s + start;
+	size_t ll = len - start;
+	if (ll == 0)
+		return false;
+	size_t i = 0;
+	bool hex = ll >= 2 && l[0] == '0' && (l[1] == 'x' || l[1] == 'X');
+	if (hex)
+		i = 2;
+	for (; i < ll; i++) {
+		char ch = l[i];
+		bool dig = ch >= '0' && ch <= '9';
+		bool hx = hex && ((ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F'));
+		if (!dig && !hx)
+			return false;
+	}
+	return true;
+}
+
+int
+ahp_host_check(const char *s, size_t len, const char **why)
+{
+	const char *dummy;
+	if (why == NULL)
+		why = &dummy;
+	if (s == NULL || len == 0) {
+		*why = "empty host";
+		return -1;
+	}
+	if (len > S_MAX_HOST) {
+		*why = "longer than 253 bytes";
+		return -1;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch >= 0x80) {
+			*why = "non-ASCII (write an international name in punycode, xn--...)";
+			return -1;
+		}
+		bool ok =
+		    (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.';
+		if (!ok) {
+			*why = "only a-z, 0-9, '-' and '.' may appear";
+			return -1;
+		}
+	}
+	if (s_ends_in_number(s, len)) {
+		char buf[S_MAX_HOST + 1];
+		struct in_addr a;
+		memcpy(buf, s, len);
+		buf[len] = '\0';
+		/* glibc's inet_pton takes exactly four decimal parts 0..255, no
+		 * leading zeros: the one spelling of an IPv4 address. */
+		if (inet_pton(AF_INET, buf, &a) != 1) {
+			*why = "a numeric host must be a dotted quad like 127.0.0.1";
+			return -1;
+		}
+		return 0;
+	}
+	/* Labels: 1..63 characters, no leading or trailing '-'. */
+	for (size_t i = 0, start = 0; i <= len; i++) {
+		if (i < len && s[i] != '.')
+			continue;
+		size_t l = i - start;
+		if (l == 0) {
+			*why = "empty label";
+			return -1;
+		}
+		if (l > 63) {
+			*why = "a label is longer than 63 bytes";
+			return -1;
+		}
+		if (s[start] == '-' || s[i - 1] == '-') {
+			*why = "a label starts or ends with '-'";
+			return -1;
+		}
+		start = i + 1;
+	}
+	return 0;
+}
+
+/* host[:port] as written in a rule: a lower-case name, "*.suffix", a dotted
+ * quad or a bracketed IPv6 address, then optionally ":1..65535". */
 static int
 s_check_host(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 {
-	char q[80];
-	const char *hint =
-	    "an exact lower-case host like wiki.local or a wildcard like *.example.com";
+	char q[80], buf[64];
+	const char *hint = "write a lower-case host like wiki.local, wiki.local:8443, "
+	                   "[fd00::1]:8080 or a wildcard like *.example.com";
+	const char *why = NULL;
 
 	(void)k;
 	if (s_want_text(c, v, where, hint) < 0)
 		return -1;
 	const char *s = s_str(v);
-	size_t len = v->data.scalar.length;
-	if (len > 2 && s[0] == '*' && s[1] == '.') {
-		s += 2;
-		len -= 2;
+	size_t len = v->data.scalar.length, hl = len;
+	const char *port = NULL;
+	if (s[0] == '[') {
+		const char *close = memchr(s, ']', len);
+		if (close == NULL) {
+			why = "an IPv6 address needs a closing ']'";
+			goto bad;
+		}
+		hl = (size_t)(close - s) + 1;
+		if (hl < len && s[hl] != ':') {
+			why = "only :port may follow ']'";
+			goto bad;
+		}
+	} else {
+		const char *colon = memchr(s, ':', len);
+		if (colon != NULL)
+			hl = (size_t)(colon - s);
+		if (colon != NULL && memchr(colon + 1, ':', len - hl - 1) != NULL) {
+			why = "an IPv6 address goes in brackets, e.g. [::1]:8080";
+			goto bad;
+		}
 	}
-	bool ok = len >= 1 && len <= S_MAX_HOST && s_chars(s, len, "-.");
-	/* Labels: 1..63 characters, no leading or trailing '-'. */
-	for (size_t i = 0, start = 0; ok && i <= len; i++) {
-		if (i < len && s[i] != '.')
-			continue;
-		size_t l = i - start;
-		ok = l >= 1 && l <= 63 && s[start] != '-' && s[i - 1] != '-';
-		start = i + 1;
+	if (hl < len)
+		port = s + hl + 1;
+	if (port != NULL) {
+		size_t pl = len - hl - 1;
+		bool ok = pl >= 1 && pl <= 5 && port[0] != '0';
+		for (size_t i = 0; ok && i < pl; i++)
+			ok = port[i] >= '0' && port[i] <= '9';
+		if (!ok || strtoul(port, NULL, 10) > 65535) {
+			why = "the port must be a number 1..65535";
+			goto bad;
+		}
 	}
-	if (!ok)
-		return s_fail(c, &v->start_mark, hint, "%s '%s' is not a valid host name", where,
-		              s_q(s_str(v), q, sizeof q));
+	if (s[0] == '[') {
+		struct in6_addr a6;
+		size_t il = hl - 2;
+		if (il == 0 || il >= sizeof buf) {
+			why = "not an IPv6 address";
+			goto bad;
+		}
+		memcpy(buf, s + 1, il);
+		buf[il] = '\0';
+		if (inet_pton(AF_INET6, buf, &a6) != 1) {
+			why = "not an IPv6 address";
+			goto bad;
+		}
+		return 0;
+	}
+	if (hl == 1 && s[0] == '*') {
+		why = "a bare * would allow every host; name the hosts";
+		goto bad;
+	}
+	bool wildcard = hl > 2 && s[0] == '*' && s[1] == '.';
+	const char *name = wildcard ? s + 2 : s;
+	size_t nl = wildcard ? hl - 2 : hl;
+	if (nl > 0 && name[nl - 1] == '.') {
+		why = "no trailing dot";
+		goto bad;
+	}
+	for (size_t i = 0; i < nl; i++)
+		if (name[i] >= 'A' && name[i] <= 'Z') {
+			why = "upper-case letters (host names are matched in lower case)";
+			goto bad;
+		}
+	if (ahp_host_check(name, nl, &why) < 0)
+		goto bad;
+	if (wildcard && s_ends_in_number(name, nl)) {
+		why = "a wildcard names sub-domains, not an IP address";
+		goto bad;
+	}
+	return 0;
+bad:
+	return s_fail(c, &v->start_mark, hint, "%s '%s' is not a valid host: %s", where,
+	              s_q(s, q, sizeof q), why);
+}
+
+/* A path prefix: starts with '/', printable ASCII without space, '?' or '#',
+ * no "." or ".." segment (a request holding one is refused before matching,
+ * so such a prefix could never match). Length from the limits table. */
+static int
+s_check_paths(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
+{
+	char sub[S_WHERE], q[80], msg[128];
+	const ahp_limit_t *np = ahp_limit(AHP_LIMIT_EGRESS_PATHS);
+	const ahp_limit_t *pl = ahp_limit(AHP_LIMIT_EGRESS_PATH);
+	const char *hint = "a path prefix starts with '/', e.g. /snippets/; printable ASCII "
+	                   "without spaces, '?', '#' or . and .. segments";
+
+	(void)k;
+	if (s_want(c, v, YAML_SEQUENCE_NODE, "a list", where,
+	           "e.g. paths: [/snippets/]; leave paths out for any path") < 0)
+		return -1;
+	size_t n = s_seq_len(v);
+	if (n < np->min)
+		return s_fail(c, &v->start_mark,
+		              "e.g. paths: [/snippets/]; leave paths out for any path",
+		              "%s must list at least %u path", where, np->min);
+	if (n > np->max)
+		return s_fail(c, &v->start_mark, NULL, "%s has %zu entries, more than %u", where, n,
+		              np->max);
+	for (size_t i = 0; i < n; i++) {
+		yaml_node_t *item = s_node(c, v->data.sequence.items.start[i], &v->start_mark);
+		if (item == NULL)
+			return -1;
+		snprintf(sub, sizeof sub, "%s[%zu]", where, i);
+		if (s_want_text(c, item, sub, hint) < 0)
+			return -1;
+		const char *p = s_str(item);
+		size_t len = item->data.scalar.length;
+		if (ahp_limit_check(AHP_LIMIT_EGRESS_PATH, len, msg, sizeof msg) < 0)
+			return s_fail(c, &item->start_mark, NULL,
+			              "%s: length %zu is out of range "
+			              "(allowed %u..%u bytes)",
+			              sub, len, pl->min, pl->max);
+		bool ok = p[0] == '/';
+		for (size_t j = 0; ok && j < len; j++) {
+			unsigned char ch = (unsigned char)p[j];
+			ok = ch > 0x20 && ch < 0x7f && ch != '?' && ch != '#';
+		}
+		/* Dot segments: "/./", "/../", or a trailing "/." or "/..". */
+		for (size_t j = 0; ok && j < len; j++) {
+			if (p[j] != '/')
+				continue;
+			size_t e = j + 1;
+			while (e < len && p[e] == '.')
+				e++;
+			size_t dots = e - j - 1;
+			if ((dots == 1 || dots == 2) && (e == len || p[e] == '/'))
+				ok = false;
+		}
+		if (!ok)
+			return s_fail(c, &item->start_mark, hint,
+			              "%s '%s' is not a valid path prefix", sub,
+			              s_q(p, q, sizeof q));
+		for (size_t j = 0; j < i; j++) {
+			yaml_node_t *prev =
+			    yaml_document_get_node(c->doc, v->data.sequence.items.start[j]);
+			if (strcmp(s_str(prev), p) == 0)
+				return s_fail(c, &item->start_mark, NULL,
+				              "path '%s' is listed twice", s_q(p, q, sizeof q));
+		}
+	}
 	return 0;
 }
 
@@ -848,7 +1071,7 @@ static int
 s_check_template(s_ctx_t *c, yaml_node_t *v, const char *where)
 {
 	char q[80], t[S_MAX_SECRET_NAME + 16];
-	const char *hint = "only {{secret:NAME}} is allowed, NAME made of a-z 0-9 . _ -";
+	const char *hint = "only {{secret:NAME}} is allowed, NAME made of A-Z a-z 0-9 . _ -";
 	const char *p = s_str(v);
 
 	for (;;) {
@@ -862,7 +1085,8 @@ s_check_template(s_ctx_t *c, yaml_node_t *v, const char *where)
 		const char *in = open + 2;
 		size_t ilen = (size_t)(close - in);
 		bool ok = ilen > 7 && ilen - 7 <= S_MAX_SECRET_NAME &&
-		          strncmp(in, "secret:", 7) == 0 && s_chars(in + 7, ilen - 7, "._-");
+		          strncmp(in, "secret:", 7) == 0 &&
+		          s_chars(in + 7, ilen - 7, "._-ABCDEFGHIJKLMNOPQRSTUVWXYZ");
 		if (!ok) {
 			size_t tl = (size_t)(close + 2 - open);
 			if (tl >= sizeof t)
@@ -892,6 +1116,40 @@ s_header_name_ok(const char *s, size_t len)
 	return true;
 }
 
+/* Headers that frame or route the request (RFC 9110 sections 7.2, 7.6.1, 8.6;
+ * RFC 9112 section 6.1): credproxy writes them itself, and an injected one
+ * would let a profile smuggle a second request or redirect the first. */
+static bool
+s_header_reserved(const char *name)
+{
+	static const char *const reserved[] = {
+	    "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
+	    "TE",   "Trailer",        "Upgrade",           NULL};
+	for (size_t i = 0; reserved[i]; i++)
+		if (strcasecmp(name, reserved[i]) == 0)
+			return true;
+	return strncasecmp(name, "Proxy-", 6) == 0;
+}
+
+int
+ahp_inject_header_check(const char *name, const char **why)
+{
+	const char *dummy;
+	if (why == NULL)
+		why = &dummy;
+	if (name == NULL || !s_header_name_ok(name, strlen(name))) {
+		*why = "not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~, at "
+		       "most 128)";
+		return -1;
+	}
+	if (s_header_reserved(name)) {
+		*why = "Host, Content-Length, Transfer-Encoding, Connection, Keep-Alive, TE, "
+		       "Trailer, Upgrade and Proxy-* cannot be injected (credproxy sets them)";
+		return -1;
+	}
+	return 0;
+}
+
 /* inject: { Header-Name: "value with {{secret:NAME}}" }. */
 static int
 s_check_inject(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
@@ -915,6 +1173,13 @@ s_check_inject(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 			return s_fail(c, &kn->start_mark,
 			              "letters, digits and !#$%&'*+-.^_`|~, at most 128",
 			              "%s: not a valid HTTP header name", where);
+		if (s_header_reserved(s_str(kn)))
+			return s_fail(c, &kn->start_mark,
+			              "Host, Content-Length, Transfer-Encoding, Connection, "
+			              "Keep-Alive, TE, Trailer, Upgrade and Proxy-* are set by "
+			              "credproxy",
+			              "%s: header '%s' cannot be injected", where,
+			              s_q(s_str(kn), q, sizeof q));
 		for (size_t j = 0; j < i; j++) {
 			yaml_node_t *prev =
 			    yaml_document_get_node(c->doc, v->data.mapping.pairs.start[j].key);
@@ -1485,6 +1750,7 @@ ahp_profile_destroy(ahp_profile_t **self_p)
 		ahp_egress_t *e = &p->egress[i];
 		free(e->host);
 		s_free_strv(e->methods, e->n_methods);
+		s_free_strv(e->paths, e->n_paths);
 		for (unsigned j = 0; e->inject && j < e->n_inject; j++) {
 			free(e->inject[j].name);
 			free(e->inject[j].value);
@@ -1600,16 +1866,6 @@ ahp_profile_warnings(const ahp_profile_t *p, void (*fn)(void *arg, const char *l
 		s_warn(fn, arg, &n,
 		       "%s: warning: services are configured but no services daemon is "
 		       "available; no service can be called",
-		       p->path);
-	if (p->n_egress > 0)
-		s_warn(fn, arg, &n,
-		       "%s: warning: egress rules are configured but no credential proxy is "
-		       "available; the sandbox reaches no host",
-		       p->path);
-	if (p->sandbox.network == AHP_NET_PROXY)
-		s_warn(fn, arg, &n,
-		       "%s: warning: sandbox.network is proxy but no credential proxy is "
-		       "available; connections from the sandbox are refused",
 		       p->path);
 	return n;
 }

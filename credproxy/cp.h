@@ -5,7 +5,7 @@
  * Internal interfaces shared by the daemon's files. Everything a sandbox or
  * an upstream sends is untrusted; the pure parts (policy, addr, scrub,
  * providers) never allocate from an untrusted length without a bound and are
- * unit-tested (tests/unit/test_cp_*.c) and fuzzed.
+ * unit-tested (tests/unit/cp_test_*.c) and fuzzed (tests/fuzz/fuzz_cphost.c).
  *
  * Files:
  *   main.c      CLI (serve, --check-config, --help), config, privileges, signals
@@ -36,7 +36,7 @@ struct evbuffer;
 struct event_base;
 
 #define CP_HOST_MAX 253   /* RFC 1035 text form, no trailing dot */
-#define CP_REASON_MAX 200 /* one-line refusal reason, shown to the client */
+#define CP_REASON_MAX 512 /* one-line refusal reason, shown to the client */
 
 /* ---- policy.c ---------------------------------------------------------- */
 
@@ -82,11 +82,13 @@ typedef struct {
 	const char *profile; /* the profile the rule belongs to */
 	unsigned index;      /* position in that profile's egress: list */
 	char *host;          /* normalised; "*.example.com" matches sub-domains only */
-	bool wildcard;
+	bool wildcard;       /* false: the rule names its host explicitly, which is what
+	                        lets it reach a special address (cp_addr_special) */
 	uint16_t port;       /* 0: ports 80 and 443 only */
 	char **methods;      /* upper-case; GET when the profile gives none */
 	unsigned n_methods;
-	char **paths;        /* path prefixes; none = any path */
+	char **paths;        /* path prefixes; none = any path. "/a/" matches what starts
+	                        with it, "/a" matches "/a" and "/a/..." (not "/ab") */
 	unsigned n_paths;
 	cp_inject_t *inject;
 	unsigned n_inject;
@@ -138,9 +140,10 @@ void cp_policy_decide(const cp_policy_t *self, const char *profile, const char *
 
 /*
  * Checks a request path before prefix matching: it must start with '/',
- * hold no dot segments ("." / "..", also percent-encoded), no encoded '/',
- * '\\' or NUL, and no control bytes. 0 when it may be matched as is, -1 with
- * *why otherwise (the request is refused: 400).
+ * hold no dot segments ("." / "..", also percent-encoded, also before a ';'
+ * as in "/..;/"), no encoded '/', '\\' or NUL, no raw '\\', no malformed
+ * percent-encoding, and no control bytes or spaces. 0 when it may be matched
+ * as is, -1 with *why otherwise (the request is refused: 400).
  */
 int cp_path_check(const char *path, size_t len, const char **why);
 
@@ -163,11 +166,15 @@ typedef struct cp_scrub cp_scrub_t;
 
 /*
  * A streaming redactor for one response. Each secret is searched for as its
- * raw bytes, in standard and URL-safe base64 (every alignment) and
- * percent-encoded (upper and lower hex); a match is replaced by
- * "[redacted:NAME]". Secrets shorter than 8 bytes are not searched (they
- * would match ordinary text). At most window-1 bytes are held back between
- * calls. Caller owns the result; NULL on allocation failure.
+ * raw bytes, in standard and URL-safe base64 (every alignment: the
+ * characters that depend on the secret alone; at most one character on each
+ * side mixes with its neighbours and stays) and percent-encoded (RFC 3986
+ * unreserved bytes as they are, the rest %XX in upper or lower hex); a match
+ * is replaced by "[redacted:NAME]", overlapping matches by one label per
+ * secret. Secrets shorter than 8 bytes are not searched (they would match
+ * ordinary text). At most window-1 bytes (the longest pattern) are held back
+ * between calls. The scrubber copies what it needs (wiped on destroy).
+ * Caller owns the result; NULL on allocation failure.
  */
 cp_scrub_t *cp_scrub_new(const cp_secret_ref_t *secrets, unsigned n);
 void cp_scrub_destroy(cp_scrub_t **self_p);
@@ -281,5 +288,55 @@ void cp_egress_destroy(cp_egress_t **self_p);
 /* Writes the logfmt line and queues the record for the log. Never fails the
  * caller: a full queue or a database error is logged and counted. */
 void cp_egress_record(cp_egress_t *self, const cp_egress_rec_t *rec);
+
+/* ---- proxy.c ----------------------------------------------------------- */
+
+/* What one configuration generation holds: rules, providers, the secrets
+ * they were built from. Reference-counted: an exchange keeps the generation
+ * it started with across a SIGHUP reload. */
+typedef struct cp_gen cp_gen_t;
+
+/* Takes ownership of all three (NULL providers = none). Refcount 1. */
+cp_gen_t *cp_gen_new(cp_policy_t *policy, cp_providers_t *providers, ahp_secrets_t *secrets);
+void cp_gen_unref(cp_gen_t *gen);
+
+typedef struct {
+	const char *relay_socket; /* sandboxd relays here; PROXY v2 header required */
+	const char *api_socket;   /* /providers/<name>/... for the orchestrator */
+	const char *dev_listen;   /* "127.0.0.1:PORT" or "" */
+	const char *dev_profile;
+	const void *relay_allow; /* ahp_rpc_allow_t: who may connect to relay_socket */
+	const void *api_allow;   /* ... to api_socket */
+	const char *hosts_file;  /* extra name -> address pairs, or "" */
+	size_t max_header_bytes; /* request or response head */
+	unsigned max_headers;
+	unsigned header_timeout_s; /* a request head must arrive within this */
+	unsigned idle_timeout_s;   /* no byte either way for this long closes */
+	unsigned connect_timeout_s;
+	unsigned response_timeout_s; /* no byte from the upstream for this long: 504 */
+	unsigned max_conns;
+} cp_proxy_cfg_t;
+
+typedef struct cp_proxy cp_proxy_t;
+
+/*
+ * Binds the listeners (unix sockets are made 0666: who may connect is
+ * decided by SO_PEERCRED against the allow lists, before a byte is read)
+ * and sets up DNS. Serving starts when the event loop runs. NULL with err.
+ */
+cp_proxy_t *cp_proxy_new(struct event_base *base, const cp_proxy_cfg_t *cfg, char *err,
+                         size_t errlen);
+/* Late parts: TLS and the egress log are opened after the privilege drop.
+ * Borrowed; both outlive the proxy. */
+void cp_proxy_set_tls(cp_proxy_t *self, cp_tls_t *tls);
+void cp_proxy_set_egress(cp_proxy_t *self, cp_egress_t *egress);
+/* Installs a new generation (owned); exchanges in flight keep theirs. */
+void cp_proxy_set_gen(cp_proxy_t *self, cp_gen_t *gen);
+/* Serves an already connected client socket (owned from here) as if a
+ * listener had accepted it, without a peer check: role 0 = relay (PROXY v2
+ * header expected), 1 = api, 2 = dev (dev_profile). For tests and fuzzing. */
+void cp_proxy_adopt(cp_proxy_t *self, int fd, int role);
+/* Closes listeners and every connection. NULL-safe. */
+void cp_proxy_destroy(cp_proxy_t **self_p);
 
 #endif

@@ -13,6 +13,7 @@
 #include <zmq.h>
 
 #include "ahp/log.h"
+#include "ahp/proxyv2.h"
 #include "ahp/rpc.h"
 #include "ahp/util.h"
 #include "sbx.h"
@@ -111,6 +112,14 @@ s_valid_profile(const char *s)
 		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
 			return false;
 	return true;
+}
+
+/* True when run id and profile fit the PROXY v2 header (ahp/proxyv2.h). */
+static bool
+s_proxy_nameable(const char *run_id, const char *profile)
+{
+	uint8_t hdr[AHP_PP2_HEADER_MAX];
+	return ahp_proxyv2_encode(run_id, profile ? profile : "", hdr, sizeof(hdr)) > 0;
 }
 
 /* protobuf-c turns string fields into C strings, so an embedded NUL would
@@ -614,6 +623,14 @@ s_revive(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool *answered
 	if (sbx_store_meta_read(self->store, id, &meta) != 0 || meta.kept)
 		return NULL;
 	*answered = true;
+	if (meta.network == AHP__SBX__NETWORK_MODE__NET_PROXY) {
+		if (!s_proxy_nameable(id, meta.profile)) {
+			sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
+			                SBX_PROXY_NAME_ERROR);
+			return NULL;
+		}
+		(void)sbx_ca_refresh(&self->cfg, self->store);
+	}
 	if (meta.slot >= self->cfg.uid_count) {
 		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL,
 		                "sandbox uid slot is outside uid_count");
@@ -648,6 +665,15 @@ s_on_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__CreateReque
 	    cr->network != AHP__SBX__NETWORK_MODE__NET_PROXY) {
 		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, "unknown network mode");
 		return;
+	}
+	if (cr->network == AHP__SBX__NETWORK_MODE__NET_PROXY) {
+		/* fail closed: every relayed connection must name run and profile */
+		if (!s_proxy_nameable(cr->run_id, cr->profile)) {
+			sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST,
+			                SBX_PROXY_NAME_ERROR);
+			return;
+		}
+		(void)sbx_ca_refresh(&self->cfg, self->store);
 	}
 	sbx_meta_t meta;
 	memset(&meta, 0, sizeof(meta));
@@ -1377,6 +1403,8 @@ sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
 	}
 	if (sbx_plan_build(&self->cfg, self->store, self->plan, err, errlen) != 0)
 		goto fail;
+	/* into the fresh /etc template: read as root, before any sandbox exists */
+	(void)sbx_ca_refresh(&self->cfg, self->store);
 	if (sbx_seccomp_build(&self->filter) != 0) {
 		snprintf(err, errlen, "building the seccomp filter failed");
 		goto fail;

@@ -24,7 +24,13 @@ static const ahp_cfg_def_t s_cfg_defs[] = {
     {"state_dir", AHP_CFG_STR, 0, 0, "",
      "workspaces, sandbox metadata, exec results (default HOME/state/sandboxd)"},
     {"proxy_socket", AHP_CFG_STR, 0, 0, "",
-     "unix socket the egress relay connects to (default HOME/run/credproxy.sock)"},
+     "unix socket the egress relay connects to (default HOME/run/credproxy.sock); every "
+     "relayed connection starts with a PROXY protocol v2 header naming the sandbox's run "
+     "and profile"},
+    {"proxy_ca_file", AHP_CFG_STR, 0, 0, "",
+     "the platform CA certificate (PEM) added to the trust store of the sandboxes "
+     "(/etc/ssl/certs/ca-certificates.crt, /etc/ahp/ca.crt) (default "
+     "HOME/state/credproxy/ca.crt; missing: system bundle only)"},
     {"ro_bind", AHP_CFG_STR, 0, 0, "",
      "comma-separated HOSTPATH:SANDBOXPATH read-only binds added to every sandbox"},
     {"rootfs", AHP_CFG_STR, 0, 0, "",
@@ -37,8 +43,6 @@ static const ahp_cfg_def_t s_cfg_defs[] = {
     {"tmp_mb", AHP_CFG_INT, 1, 65536, "256",
      "size of each sandbox's /tmp (tmpfs; also charged to its memory limit)"},
     {"max_sandboxes", AHP_CFG_INT, 1, 100000, "1024", "sandboxes alive at once"},
-    {"relay_header", AHP_CFG_BOOL, 0, 0, "false",
-     "send \"AHP-SANDBOX <id> <profile>\\r\\n\" upstream before relayed bytes"},
     {"relay_max_conns", AHP_CFG_INT, 1, 4096, "64", "relayed connections per sandbox"},
     {"pool_size", AHP_CFG_INT, 0, 64, "2",
      "sandboxes built ahead of time for new runs (0: build each on demand)"},
@@ -116,10 +120,19 @@ s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, si
 		snprintf(err, errlen, "proxy_socket: must be an absolute path");
 		return -1;
 	}
+	v = ahp_cfg_str(c, "proxy_ca_file");
+	if (v[0] != '\0')
+		rc |= ahp_strlcpy(out->proxy_ca_file, v, sizeof(out->proxy_ca_file));
+	else
+		rc |= ahp_home_path(home, "state/credproxy/ca.crt", out->proxy_ca_file,
+		                    sizeof(out->proxy_ca_file));
+	if (out->proxy_ca_file[0] != '/') {
+		snprintf(err, errlen, "proxy_ca_file: must be an absolute path");
+		return -1;
+	}
 	rc |= ahp_strlcpy(out->ro_bind, ahp_cfg_str(c, "ro_bind"), sizeof(out->ro_bind));
 	rc |= ahp_strlcpy(out->rootfs, ahp_cfg_str(c, "rootfs"), sizeof(out->rootfs));
 	out->keep_workspaces = ahp_cfg_bool(c, "keep_workspaces") != 0;
-	out->relay_header = ahp_cfg_bool(c, "relay_header") != 0;
 	out->uid_base = (uint32_t)ahp_cfg_int(c, "uid_base");
 	out->uid_count = (uint32_t)ahp_cfg_int(c, "uid_count");
 	out->tmp_mb = (uint32_t)ahp_cfg_int(c, "tmp_mb");

@@ -30,19 +30,31 @@ struct sbx_relay {
 	s_dir_t down; /* upstream -> client */
 };
 
+/* Closes the client's connection with a reset: its connect succeeded (the
+ * listener accepted), so a plain close would read as an empty reply; an RST
+ * says "refused" to curl and friends. */
+static void
+s_reset(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
 sbx_relay_t *
-sbx_relay_new(int client_fd, const char *proxy_socket, const char *header)
+sbx_relay_new(int client_fd, const char *proxy_socket, const uint8_t *header, size_t hlen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (proxy_socket == NULL || proxy_socket[0] == '\0' ||
-	    strlen(proxy_socket) >= sizeof(sa.sun_path)) {
-		close(client_fd);
+	    strlen(proxy_socket) >= sizeof(sa.sun_path) || header == NULL || hlen == 0 ||
+	    hlen > S_BUF) {
+		s_reset(client_fd);
 		return NULL;
 	}
 	memcpy(sa.sun_path, proxy_socket, strlen(proxy_socket) + 1);
 	int ufd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (ufd < 0) {
-		close(client_fd);
+		s_reset(client_fd);
 		return NULL;
 	}
 	/* A unix connect completes at once or fails (EAGAIN when the listener's
@@ -50,24 +62,20 @@ sbx_relay_new(int client_fd, const char *proxy_socket, const char *header)
 	if (connect(ufd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
 		log_debug("relay: connect %s: %s", proxy_socket, strerror(errno));
 		close(ufd);
-		close(client_fd);
+		s_reset(client_fd);
 		return NULL;
 	}
 	sbx_relay_t *self = calloc(1, sizeof(*self));
 	if (self == NULL) {
 		close(ufd);
-		close(client_fd);
+		s_reset(client_fd);
 		return NULL;
 	}
 	self->cfd = client_fd;
 	self->ufd = ufd;
-	if (header != NULL) {
-		size_t hl = strlen(header);
-		if (hl > S_BUF)
-			hl = S_BUF;
-		memcpy(self->up.buf, header, hl);
-		self->up.len = hl;
-	}
+	/* The header goes first: the client is not read until it is sent. */
+	memcpy(self->up.buf, header, hlen);
+	self->up.len = hlen;
 	return self;
 }
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ahp/log.h"
+#include "ahp/proxyv2.h"
 #include "ahp/text.h"
 #include "ahp/util.h"
 #include "sbx.h"
@@ -406,6 +407,8 @@ struct sbx_sandbox {
 	int n_create;
 	sbx_relay_t **relays;
 	int n_relays;
+	uint8_t pp2[AHP_PP2_HEADER_MAX]; /* proxy mode: the PROXY v2 header of every relay */
+	size_t pp2_len;
 	sbx_execlog_t *log;
 	bool spawn_pending; /* the zygote has not answered yet */
 	bool discard;       /* set by retire(): workspace, log and slot go once gone */
@@ -1017,6 +1020,16 @@ s_on_ready(sbx_sandbox_t *self, int fd)
 			sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, "init sent no listener");
 			return;
 		}
+		/* Every relayed connection names its run and profile; one that
+		 * cannot be named is not relayed at all (Create checks first). */
+		ssize_t n =
+		    ahp_proxyv2_encode(self->id, self->meta.profile, self->pp2, sizeof(self->pp2));
+		if (n <= 0) {
+			close(fd);
+			sbx_sandbox_kill(self, AHP__STATUS__ERR_BAD_REQUEST, SBX_PROXY_NAME_ERROR);
+			return;
+		}
+		self->pp2_len = (size_t)n;
 		self->listener = fd;
 		fcntl(fd, F_SETFL, O_NONBLOCK);
 	} else if (fd >= 0) {
@@ -1128,22 +1141,15 @@ void
 sbx_sandbox_on_accept(sbx_sandbox_t *self)
 {
 	const sbx_config_t *cfg = sbx_daemon_config(self->d);
-	char header[160];
-	const char *hdr = NULL;
-	if (cfg->relay_header) {
-		snprintf(header, sizeof(header), "AHP-SANDBOX %s %s\r\n", self->id,
-		         self->meta.profile[0] ? self->meta.profile : "-");
-		hdr = header;
-	}
 	for (int i = 0; i < 16 && self->listener >= 0; i++) {
 		if ((uint32_t)self->n_relays >= cfg->relay_max_conns)
 			return;
 		int c = accept4(self->listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (c < 0)
 			return;
-		sbx_relay_t *r = sbx_relay_new(c, cfg->proxy_socket, hdr);
+		sbx_relay_t *r = sbx_relay_new(c, cfg->proxy_socket, self->pp2, self->pp2_len);
 		if (r == NULL)
-			continue; /* proxy absent: the client sees the connection close */
+			continue; /* proxy absent: the client's connection is reset */
 		self->relays[self->n_relays++] = r;
 	}
 }

@@ -25,6 +25,14 @@
 #define SBX_WAITERS_MAX 16                      /* requests waiting on one exec id */
 #define SBX_CWD_MAX 1024                        /* longest cwd we persist */
 #define SBX_HOSTNAME "sandbox"
+/* Create refuses a proxy-mode sandbox whose run id or profile cannot go into the
+ * PROXY v2 header credproxy requires (ahp/proxyv2.h): */
+#define SBX_PROXY_NAME_ERROR                                                                       \
+	"network proxy needs a profile name and a run id of 1..128 bytes of [A-Za-z0-9._:-] "      \
+	"(credproxy applies that profile's egress rules)"
+#define SBX_CA_FILE_MAX (64 * 1024)                        /* proxy_ca_file, bytes */
+#define SBX_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt" /* inside: system bundle + CA */
+#define SBX_CA_CERT "/etc/ahp/ca.crt"                      /* inside: the platform CA alone */
 
 /* Limits of one sandbox, already defaulted and range-checked. */
 typedef struct {
@@ -42,11 +50,11 @@ typedef struct {
 	char home[PATH_MAX];
 	char state_dir[PATH_MAX];
 	char endpoint[PATH_MAX + 16];
-	char proxy_socket[108]; /* sun_path */
-	char rootfs[PATH_MAX];  /* empty: host allowlist */
-	char ro_bind[4096];     /* "HOST:SANDBOX,..." */
+	char proxy_socket[108];       /* sun_path */
+	char proxy_ca_file[PATH_MAX]; /* credproxy's CA certificate; "" = none */
+	char rootfs[PATH_MAX];        /* empty: host allowlist */
+	char ro_bind[4096];           /* "HOST:SANDBOX,..." */
 	bool keep_workspaces;
-	bool relay_header;
 	uint32_t uid_base;
 	uint32_t uid_count;
 	uint32_t tmp_mb;
@@ -330,9 +338,27 @@ int sbx_execlog_lookup(sbx_execlog_t *self, const char *exec_id, uint8_t **buf, 
 int sbx_store_exec_lookup(sbx_store_t *self, uint32_t slot, const char *exec_id, uint8_t **buf,
                           size_t *len);
 
+/* ---- ca.c ---- */
+/* Puts the platform CA (cfg->proxy_ca_file: PEM, at most SBX_CA_FILE_MAX
+ * bytes, only CA certificates, re-encoded) into the /etc template every
+ * sandbox mounts read-only: SBX_CA_BUNDLE becomes the host's bundle plus the
+ * CA, SBX_CA_CERT the CA alone. Reads the file again only when it changed
+ * (stat), so it is cheap to call before each proxy-mode sandbox; files are
+ * replaced by rename, so running sandboxes see the new ones. A missing or
+ * unusable file is logged once and leaves the trust store as it was (proxy
+ * mode still works for plain HTTP and tunnels). Not done with rootfs (its own
+ * /etc). Returns 1 when the CA is installed, 0 when there is none, -1 when
+ * the file is unusable. Runs as root in sandboxd, never in a sandbox. */
+int sbx_ca_refresh(const sbx_config_t *cfg, sbx_store_t *store);
+
 /* ---- relay.c ---- */
-/* One relayed connection: client (inside the sandbox netns) <-> proxy_socket. */
-sbx_relay_t *sbx_relay_new(int client_fd, const char *proxy_socket, const char *header);
+/* One relayed connection: client (inside the sandbox netns) <-> proxy_socket.
+ * header (hlen bytes, at most AHP_PP2_HEADER_MAX: the PROXY v2 header naming
+ * the sandbox) is sent upstream before any byte of the client. Takes
+ * client_fd; when proxy_socket cannot be reached, the client's connection is
+ * reset (RST) and NULL returned: a sandbox never gets around the proxy. */
+sbx_relay_t *sbx_relay_new(int client_fd, const char *proxy_socket, const uint8_t *header,
+                           size_t hlen);
 void sbx_relay_destroy(sbx_relay_t **self_p);
 /* Poll interest for both ends (fd -1 when closed). */
 void sbx_relay_events(const sbx_relay_t *self, int *cfd, short *cev, int *ufd, short *uev);

@@ -56,13 +56,27 @@ static char *const s_env_proxy[] = {
     "LANG=C.UTF-8",
     "TERM=dumb",
     "TMPDIR=/tmp",
+    /* Everything goes to the relay (credproxy behind it). Only the sandbox's
+     * own loopback is exempt: it is a network namespace of its own, so that
+     * reaches servers the agent started inside and nothing else. */
     "HTTP_PROXY=http://127.0.0.1:3128",
     "HTTPS_PROXY=http://127.0.0.1:3128",
+    "ALL_PROXY=http://127.0.0.1:3128",
     "http_proxy=http://127.0.0.1:3128",
     "https_proxy=http://127.0.0.1:3128",
-    "NO_PROXY=",
-    "no_proxy=",
-    NULL};
+    "all_proxy=http://127.0.0.1:3128",
+    "NO_PROXY=localhost,127.0.0.1,::1",
+    "no_proxy=localhost,127.0.0.1,::1",
+    /* The trust bundle with the platform CA (ca.c), for tools that do not
+     * read the system path or bring their own store; node adds it to its own. */
+    "SSL_CERT_FILE=" SBX_CA_BUNDLE,
+    "CURL_CA_BUNDLE=" SBX_CA_BUNDLE,
+    "REQUESTS_CA_BUNDLE=" SBX_CA_BUNDLE,
+    "GIT_SSL_CAINFO=" SBX_CA_BUNDLE,
+    "PIP_CERT=" SBX_CA_BUNDLE,
+    "NODE_EXTRA_CA_CERTS=" SBX_CA_BUNDLE,
+    NULL,
+};
 
 static const sbx_plan_t *s_plan;
 static const struct sock_fprog *s_filter;

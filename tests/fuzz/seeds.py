@@ -255,6 +255,22 @@ approvals:
     match: '^(rm|git push)\\b'
 limits: { max_turns: 12, max_model_calls: 34 }
 """)
+put("profile", "egress-ports-paths.yaml", """name: egress
+model: mock:x
+system_prompt: p
+sandbox: { network: proxy }
+egress:
+  - host: wiki.local:8443
+    methods: [GET, POST]
+    paths: [/snippets/, /health]
+    inject: { Authorization: "Bearer {{secret:Wiki_Token.1}}" }
+  - host: "[fd00::1]:8080"
+  - host: "*.example.com"
+    paths: [/a/../b, "/x?y"]
+  - host: 127.1
+  - host: "*"
+    inject: { Host: evil.example, Proxy-Authorization: x }
+""")
 put("profile", "skills-escape.yaml", "name: esc\nmodel: a:b\nsystem_prompt: x\n"
     "tools: [skill]\nskills: ../../../../etc\n")
 put("profile", "bad-regex.yaml", "name: r\nmodel: a:b\nsystem_prompt: x\ntools: [exec]\n"
@@ -306,3 +322,67 @@ sk("no-action", {"path": "demo/SKILL.md"})
 put("skill", "path-raw", "docs/guide.md")
 put("skill", "path-dot-components", "./demo//SKILL.md")
 put("skill", "path-trailing-slash", "demo/")
+
+# ---- proxyv2: the bytes at the start of a relay connection ------------------
+PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def pp2(tlvs, ver_cmd=0x21, fam=0x00, length=None, addr=b""):
+    body = addr + tlvs
+    return (PP2_SIG + bytes([ver_cmd, fam])
+            + struct.pack(">H", len(body) if length is None else length) + body)
+
+
+def tlv(t, v):
+    return bytes([t]) + struct.pack(">H", len(v)) + v
+
+
+RUN, PROFILE = 0xE0, 0xE1
+ok_tlvs = tlv(RUN, b"run-1") + tlv(PROFILE, b"wiki-bot")
+put("proxyv2", "ok", pp2(ok_tlvs))
+put("proxyv2", "ok-then-request", pp2(ok_tlvs) + b"GET http://wiki.local/ HTTP/1.1\r\n\r\n")
+put("proxyv2", "ok-profile-first", pp2(tlv(PROFILE, b"p") + tlv(RUN, b"cli-0123456789abcdef")))
+put("proxyv2", "ok-longest", pp2(tlv(RUN, b"r" * 128) + tlv(PROFILE, b"A.Z_a:z-09" * 12 + b"ab")))
+put("proxyv2", "ok-unknown-tlvs", pp2(tlv(0x04, b"") + tlv(0x01, b"h2") + ok_tlvs
+                                      + tlv(0x03, b"\x01\x02\x03\x04") + tlv(0xEE, b"\x00\xff")))
+put("proxyv2", "ok-ipv4", pp2(ok_tlvs, fam=0x11, addr=b"\x7f\x00\x00\x01" * 2 + b"\x1f\x90" * 2))
+put("proxyv2", "ok-unix", pp2(ok_tlvs, fam=0x31, addr=b"\x00" * 216))
+put("proxyv2", "partial", pp2(ok_tlvs)[:20])
+put("proxyv2", "http", b"GET http://wiki.local/ HTTP/1.1\r\nHost: wiki.local\r\n\r\n")
+put("proxyv2", "v1-text", b"PROXY TCP4 127.0.0.1 127.0.0.1 1 2\r\n")
+put("proxyv2", "version-1", pp2(ok_tlvs, ver_cmd=0x11))
+put("proxyv2", "local", pp2(ok_tlvs, ver_cmd=0x20))
+put("proxyv2", "family-unknown", pp2(ok_tlvs, fam=0x40))
+put("proxyv2", "ipv6-short", pp2(ok_tlvs, fam=0x21))
+put("proxyv2", "too-long", pp2(ok_tlvs + tlv(0x04, b"\x00" * 600)))
+put("proxyv2", "length-max", pp2(ok_tlvs, length=0xFFFF))
+put("proxyv2", "tlv-overrun", pp2(tlv(RUN, b"run-1") + bytes([PROFILE, 0x00, 0x40]) + b"p"))
+put("proxyv2", "tlv-cut", pp2(ok_tlvs + b"\xE2\x00"))
+put("proxyv2", "run-twice", pp2(ok_tlvs + tlv(RUN, b"other")))
+put("proxyv2", "profile-twice", pp2(tlv(PROFILE, b"a") + ok_tlvs))
+put("proxyv2", "run-missing", pp2(tlv(PROFILE, b"p")))
+put("proxyv2", "profile-missing", pp2(tlv(RUN, b"r")))
+put("proxyv2", "run-empty", pp2(tlv(RUN, b"") + tlv(PROFILE, b"p")))
+put("proxyv2", "run-too-long", pp2(tlv(RUN, b"r" * 129) + tlv(PROFILE, b"p")))
+put("proxyv2", "profile-bad-byte", pp2(tlv(RUN, b"r") + tlv(PROFILE, b"wiki bot\r\n")))
+put("proxyv2", "profile-nul", pp2(tlv(RUN, b"r") + tlv(PROFILE, b"a\x00b")))
+
+# ---- cphost: a host, authority or path, and (after the first byte, a chunk size) a
+# response stream for the scrubber -------------------------------------------
+for name, text in [
+        ("host", "wiki.local"), ("host-upper-dot", "Wiki.LOCAL."), ("host-ipv4", "127.0.0.1"),
+        ("host-ipv4-short", "127.1"), ("host-hex", "0x7f.0.0.1"), ("host-int", "2130706433"),
+        ("host-octal", "0177.0.0.1"), ("host-ipv6", "[::ffff:127.0.0.1]"),
+        ("host-ipv6-zone", "[fe80::1%eth0]"), ("host-idn", "b\u00fccher.example"),
+        ("host-punycode", "xn--bcher-kva.example"), ("host-long-label", "a" * 64 + ".b"),
+        ("authority", "wiki.local:8443"), ("authority-v6", "[::1]:443"),
+        ("authority-userinfo", "user:pw@wiki.local:80"), ("authority-bad-port", "x:65536"),
+        ("path", "/snippets/durability"), ("path-dotdot", "/a/%2e%2E/b"),
+        ("path-semicolon", "/a/..;/b"), ("path-encoded-slash", "/a%2Fb"),
+        ("path-bad-percent", "/a%zz")]:
+    put("cphost", name, text)
+put("cphost", "scrub-raw", "\x05hello s3cr3t-wiki-token bye")
+put("cphost", "scrub-base64", "\x01YXMzY3IzdC13aWtpLXRva2VuIQ== YWJzM2NyM3Qtd2lraS10b2tlbiE=")
+put("cphost", "scrub-percent", "\x07q=tok%2Fen%2Bval%3Due%26x&r=tok%2fen%2bval%3due%26x")
+put("cphost", "scrub-overlap", "\x02aaaaaaaaaaas3cr3t-wiki-tokenaaaaaaaaa")
+put("cphost", "scrub-nul", b"\x03s3cr3t\x00-wiki-token\x00s3cr3t-wiki-token")

@@ -119,6 +119,8 @@ test_full_profile(void **state)
 	assert_int_equal(e->n_methods, 2);
 	assert_string_equal(e->methods[0], "GET");
 	assert_string_equal(e->methods[1], "HEAD");
+	assert_null(e->paths);
+	assert_int_equal(e->n_paths, 0);
 	assert_int_equal(e->n_inject, 2);
 	assert_string_equal(e->inject[0].name, "Authorization");
 	/* The template is kept as written: the loader never resolves secrets. */
@@ -134,9 +136,12 @@ test_full_profile(void **state)
 	assert_string_equal(e->inject[0].name, "X-Api-Key");
 	assert_string_equal(e->inject[0].value, "{{secret:api.key_1}}-{{secret:other}}");
 	e = &p->egress[2];
-	assert_string_equal(e->host, "api.internal");
+	assert_string_equal(e->host, "api.internal:8443");
 	assert_null(e->methods);
 	assert_int_equal(e->n_methods, 0);
+	assert_int_equal(e->n_paths, 2);
+	assert_string_equal(e->paths[0], "/v1/");
+	assert_string_equal(e->paths[1], "/health");
 	assert_null(e->inject);
 	assert_int_equal(e->n_inject, 0);
 
@@ -246,7 +251,7 @@ test_error_fixtures(void **state)
 	s_expect_error("bad/bad-secret-template.yaml",
 	               "7:22: egress[0].inject.Authorization: unsupported template "
 	               "'{{secrets:wiki-token}}' (only {{secret:NAME}} is allowed, NAME made of "
-	               "a-z 0-9 . _ -)");
+	               "A-Z a-z 0-9 . _ -)");
 	s_expect_error("bad/missing-required.yaml", "2:1: missing required key 'system_prompt' "
 	                                            "(required keys: name, model, system_prompt)");
 	s_expect_error("bad/skills-missing.yaml",
@@ -298,14 +303,121 @@ static const struct {
     {"name: a\nmodel: mock:x\nsystem_prompt: p\ntools: [exec]\napprovals:\n  - tool: shell\n", 0,
      "6:11: unknown tool 'shell' (known tools: exec, skill, exec_service, ask_human)"},
     {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: wiki_local\n", 0,
-     "5:11: egress[0].host 'wiki_local' is not a valid host name (an exact lower-case host "
-     "like wiki.local or a wildcard like *.example.com)"},
+     "5:11: egress[0].host 'wiki_local' is not a valid host: only a-z, 0-9, '-' and '.' may appear "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
     {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: Wiki.Local\n", 0,
-     "5:11: egress[0].host 'Wiki.Local' is not a valid host name (an exact lower-case host "
-     "like wiki.local or a wildcard like *.example.com)"},
+     "5:11: egress[0].host 'Wiki.Local' is not a valid host: upper-case letters (host names are "
+     "matched in lower case) "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
     {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: a.*.com\n", 0,
-     "5:11: egress[0].host 'a.*.com' is not a valid host name (an exact lower-case host "
-     "like wiki.local or a wildcard like *.example.com)"},
+     "5:11: egress[0].host 'a.*.com' is not a valid host: only a-z, 0-9, '-' and '.' may appear "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: \"*\"\n", 0,
+     "5:11: egress[0].host '*' is not a valid host: a bare * would allow every host; name the "
+     "hosts "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: \"*.\"\n", 0,
+     "5:11: egress[0].host '*.' is not a valid host: no trailing dot "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: wiki.local.\n", 0,
+     "5:11: egress[0].host 'wiki.local.' is not a valid host: no trailing dot "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: a..b\n", 0,
+     "5:11: egress[0].host 'a..b' is not a valid host: empty label "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: -a.b\n", 0,
+     "5:11: egress[0].host '-a.b' is not a valid host: a label starts or ends with '-' "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: "
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.b\n",
+     0,
+     "5:11: egress[0].host 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' is "
+     "not a valid host: a label is longer than 63 bytes "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: 127.1\n", 0,
+     "5:11: egress[0].host '127.1' is not a valid host: a numeric host must be a dotted quad like "
+     "127.0.0.1 "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: 0x7f.0.0.1\n", 0,
+     "5:11: egress[0].host '0x7f.0.0.1' is not a valid host: a numeric host must be a dotted quad "
+     "like 127.0.0.1 "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: 2130706433\n", 0,
+     "5:11: egress[0].host '2130706433' is not a valid host: a numeric host must be a dotted quad "
+     "like 127.0.0.1 "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: 0177.0.0.1\n", 0,
+     "5:11: egress[0].host '0177.0.0.1' is not a valid host: a numeric host must be a dotted quad "
+     "like 127.0.0.1 "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: a.0x10\n", 0,
+     "5:11: egress[0].host 'a.0x10' is not a valid host: a numeric host must be a dotted quad like "
+     "127.0.0.1 "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: \"*.1.2.3.4\"\n", 0,
+     "5:11: egress[0].host '*.1.2.3.4' is not a valid host: a wildcard names sub-domains, not an "
+     "IP address "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: wé.local\n", 0,
+     "5:11: egress[0].host 'wé.local' is not a valid host: non-ASCII (write an international name "
+     "in punycode, xn--...) "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: wiki.local:0\n", 0,
+     "5:11: egress[0].host 'wiki.local:0' is not a valid host: the port must be a number 1..65535 "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: wiki.local:65536\n", 0,
+     "5:11: egress[0].host 'wiki.local:65536' is not a valid host: the port must be a number "
+     "1..65535 "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: wiki.local:080\n", 0,
+     "5:11: egress[0].host 'wiki.local:080' is not a valid host: the port must be a number "
+     "1..65535 "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: \"wiki.local:\"\n", 0,
+     "5:11: egress[0].host 'wiki.local:' is not a valid host: the port must be a number 1..65535 "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: wiki.local:80:81\n", 0,
+     "5:11: egress[0].host 'wiki.local:80:81' is not a valid host: an IPv6 address goes in "
+     "brackets, e.g. [::1]:8080 "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: \"[::1\"\n", 0,
+     "5:11: egress[0].host '[::1' is not a valid host: an IPv6 address needs a closing ']' "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: \"[::g]\"\n", 0,
+     "5:11: egress[0].host '[::g]' is not a valid host: not an IPv6 address "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: \"[::1]x\"\n", 0,
+     "5:11: egress[0].host '[::1]x' is not a valid host: only :port may follow ']' "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: \"::1\"\n", 0,
+     "5:11: egress[0].host '::1' is not a valid host: an IPv6 address goes in brackets, e.g. "
+     "[::1]:8080 "
+     "(write a lower-case host like wiki.local, wiki.local:8443, [fd00::1]:8080 or a wildcard like "
+     "*.example.com)"},
     {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - methods: [GET]\n", 0,
      "5:5: missing required key 'host' in egress[0] (required keys: host)"},
     {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
@@ -325,12 +437,79 @@ static const struct {
      "    inject: { X-A: \"Bearer {{secret:wiki\" }\n",
      0,
      "6:20: egress[0].inject.X-A: unterminated template '{{secret:wiki' (only "
-     "{{secret:NAME}} is allowed, NAME made of a-z 0-9 . _ -)"},
+     "{{secret:NAME}} is allowed, NAME made of A-Z a-z 0-9 . _ -)"},
     {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
-     "    inject: { X-A: \"{{secret:Wiki}}\" }\n",
+     "    inject: { X-A: \"{{secret:wiki/x}}\" }\n",
      0,
-     "6:20: egress[0].inject.X-A: unsupported template '{{secret:Wiki}}' (only "
-     "{{secret:NAME}} is allowed, NAME made of a-z 0-9 . _ -)"},
+     "6:20: egress[0].inject.X-A: unsupported template '{{secret:wiki/x}}' (only "
+     "{{secret:NAME}} is allowed, NAME made of A-Z a-z 0-9 . _ -)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
+     "    inject: { X-A: \"{{secret:}}\" }\n",
+     0,
+     "6:20: egress[0].inject.X-A: unsupported template '{{secret:}}' (only "
+     "{{secret:NAME}} is allowed, NAME made of A-Z a-z 0-9 . _ -)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
+     "    inject: { X-A: \"a\\0b\" }\n",
+     0, "6:20: value contains a NUL character"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
+     "    inject: { X-A: \"a\\nb\" }\n",
+     0,
+     "6:20: egress[0].inject.X-A contains a control character (header values cannot hold "
+     "line breaks or control characters)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
+     "    inject: { host: evil.example }\n",
+     0,
+     "6:15: egress[0].inject: header 'host' cannot be injected (Host, Content-Length, "
+     "Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade and Proxy-* are set by "
+     "credproxy)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
+     "    inject: { Content-Length: \"0\" }\n",
+     0,
+     "6:15: egress[0].inject: header 'Content-Length' cannot be injected (Host, "
+     "Content-Length, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade and "
+     "Proxy-* are set by credproxy)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
+     "    inject: { Transfer-Encoding: chunked }\n",
+     0,
+     "6:15: egress[0].inject: header 'Transfer-Encoding' cannot be injected (Host, "
+     "Content-Length, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade and "
+     "Proxy-* are set by credproxy)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
+     "    inject: { connection: close }\n",
+     0,
+     "6:15: egress[0].inject: header 'connection' cannot be injected (Host, "
+     "Content-Length, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade and "
+     "Proxy-* are set by credproxy)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
+     "    inject: { Proxy-Authorization: x }\n",
+     0,
+     "6:15: egress[0].inject: header 'Proxy-Authorization' cannot be injected (Host, "
+     "Content-Length, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade and "
+     "Proxy-* are set by credproxy)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n    paths: []\n", 0,
+     "6:12: egress[0].paths must list at least 1 path (e.g. paths: [/snippets/]; leave "
+     "paths out for any path)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n    paths: /x/\n", 0,
+     "6:12: egress[0].paths must be a list, not a string (e.g. paths: [/snippets/]; leave "
+     "paths out for any path)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n    paths: [x/]\n", 0,
+     "6:13: egress[0].paths[0] 'x/' is not a valid path prefix (a path prefix starts with "
+     "'/', e.g. /snippets/; printable ASCII without spaces, '?', '#' or . and .. segments)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
+     "    paths: [/a/../b/]\n",
+     0,
+     "6:13: egress[0].paths[0] '/a/../b/' is not a valid path prefix (a path prefix starts "
+     "with '/', e.g. /snippets/; printable ASCII without spaces, '?', '#' or . and .. "
+     "segments)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
+     "    paths: [\"/a?b\"]\n",
+     0,
+     "6:13: egress[0].paths[0] '/a?b' is not a valid path prefix (a path prefix starts "
+     "with '/', e.g. /snippets/; printable ASCII without spaces, '?', '#' or . and .. "
+     "segments)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
+     "    paths: [/a/, /b/, /a/]\n",
+     0, "6:23: path '/a/' is listed twice"},
     {"name: a\nmodel: mock:x\nsystem_prompt: p\negress:\n  - host: w\n"
      "    inject: \"Authorization: x\"\n",
      0,
@@ -437,6 +616,9 @@ test_valid_variants(void **state)
 	         "skills: %s\n"
 	         "sandbox: { memory_mb: \"16\", pids_max: 4096, network: none }\n"
 	         "egress:\n  - host: \"*.b.example\"\n    inject: {}\n  - host: 127.0.0.1\n"
+	         "  - host: \"[fd00::1]:8080\"\n  - host: \"*.b.example:8443\"\n"
+	         "  - host: xn--bcher-kva.example\n  - host: 10.0.0.1:65535\n"
+	         "    paths: [/, /a/b]\n    inject: { X-Key: \"{{secret:Key_1.x}}\" }\n"
 	         "...\n",
 	         real);
 	s_write(path, yaml, strlen(yaml));
@@ -451,10 +633,17 @@ test_valid_variants(void **state)
 	assert_string_equal(p->skills_dir, real);
 	assert_int_equal(p->sandbox.memory_mb, 16);
 	assert_int_equal(p->sandbox.pids_max, 4096);
-	assert_int_equal(p->n_egress, 2);
+	assert_int_equal(p->n_egress, 6);
 	assert_string_equal(p->egress[0].host, "*.b.example");
 	assert_int_equal(p->egress[0].n_inject, 0);
 	assert_string_equal(p->egress[1].host, "127.0.0.1");
+	assert_string_equal(p->egress[2].host, "[fd00::1]:8080");
+	assert_string_equal(p->egress[3].host, "*.b.example:8443");
+	assert_string_equal(p->egress[4].host, "xn--bcher-kva.example");
+	assert_string_equal(p->egress[5].host, "10.0.0.1:65535");
+	assert_int_equal(p->egress[5].n_paths, 2);
+	assert_string_equal(p->egress[5].paths[1], "/a/b");
+	assert_string_equal(p->egress[5].inject[0].value, "{{secret:Key_1.x}}");
 	ahp_profile_destroy(&p);
 	free(real);
 
@@ -741,10 +930,11 @@ test_fail_closed_warnings(void **state)
 	ahp_profile_t *p = ahp_profile_load(ETC "/profiles/full.yaml", NULL, err, sizeof err);
 	if (p == NULL)
 		fail_msg("%s", err);
-	assert_int_equal(ahp_profile_warnings(p, s_on_line, &l), 6);
-	assert_int_equal(l.n, 6);
+	/* egress and sandbox.network: proxy are enforced by credproxy: no warning. */
+	assert_int_equal(ahp_profile_warnings(p, s_on_line, &l), 4);
+	assert_int_equal(l.n, 4);
 	const char *f = ETC "/profiles/full.yaml";
-	char want[6][512];
+	char want[4][512];
 	snprintf(want[0], 512,
 	         "%s: warning: approvals are configured but no approval service is available; "
 	         "gated calls will be refused",
@@ -761,17 +951,9 @@ test_fail_closed_warnings(void **state)
 	         "%s: warning: services are configured but no services daemon is available; no "
 	         "service can be called",
 	         f);
-	snprintf(want[4], 512,
-	         "%s: warning: egress rules are configured but no credential proxy is available; "
-	         "the sandbox reaches no host",
-	         f);
-	snprintf(want[5], 512,
-	         "%s: warning: sandbox.network is proxy but no credential proxy is available; "
-	         "connections from the sandbox are refused",
-	         f);
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < 4; i++)
 		assert_string_equal(l.lines[i], want[i]);
-	assert_int_equal(ahp_profile_warnings(p, NULL, NULL), 6);
+	assert_int_equal(ahp_profile_warnings(p, NULL, NULL), 4);
 	ahp_profile_destroy(&p);
 
 	p = ahp_profile_load(ETC "/profiles/minimal.yaml", ETC, err, sizeof err);

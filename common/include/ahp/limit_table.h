@@ -63,6 +63,15 @@
 #define AHP_LIM_TASK_MAX (64 * 1024)
 #define AHP_LIM_TASK_DEF 0
 
+/* Egress rules (profile `egress[].paths`): path prefixes per rule and the length
+ * of one; the profile loader checks them, credproxy matches within them. */
+#define AHP_LIM_EGRESS_PATHS_MIN 1
+#define AHP_LIM_EGRESS_PATHS_MAX 32
+#define AHP_LIM_EGRESS_PATHS_DEF 0
+#define AHP_LIM_EGRESS_PATH_MIN 1
+#define AHP_LIM_EGRESS_PATH_MAX 1024
+#define AHP_LIM_EGRESS_PATH_DEF 0
+
 typedef enum {
 	AHP_LIMIT_MEMORY_MB,
 	AHP_LIMIT_PIDS_MAX,
@@ -76,6 +85,8 @@ typedef enum {
 	AHP_LIMIT_MAX_TURNS,
 	AHP_LIMIT_MAX_MODEL_CALLS,
 	AHP_LIMIT_TASK,
+	AHP_LIMIT_EGRESS_PATHS,
+	AHP_LIMIT_EGRESS_PATH,
 	AHP_LIMIT__COUNT
 } ahp_limit_id_t;
 

@@ -14,12 +14,39 @@ typedef struct {
 } ahp_kv_t;
 
 typedef struct {
-	char *host;     /* exact or "*.example.com" */
+	char *host;     /* as written: exact or "*.example.com", optionally ":port"
+	                   ("wiki.local:8443", "[::1]:8080"); lower-case, checked at load */
 	char **methods; /* upper-case; NULL/0 = GET only */
 	unsigned n_methods;
+	char **paths; /* path prefixes, each starting with '/'; NULL/0 = any path */
+	unsigned n_paths;
 	ahp_kv_t *inject;
 	unsigned n_inject;
 } ahp_egress_t;
+
+/*
+ * Host-name syntax shared by the profile loader and credproxy (one check, so
+ * what loads is what matches). s (len bytes, need not be NUL-terminated) is a
+ * lower-case host without brackets, port or trailing dot. Accepted: a strict
+ * dotted-quad IPv4 address ("127.0.0.1"), or LDH labels (a-z 0-9 '-', 1..63
+ * bytes, no leading/trailing '-'), 253 bytes in all, whose last label is not
+ * a number. A last label that is a number (all digits, or 0x + hex: the
+ * WHATWG URL "ends in a number" rule) makes the host an IPv4 candidate, which
+ * must then be a dotted quad: "127.1", "0x7f.1", "2130706433", "0177.0.0.1"
+ * are refused, never read the way inet_aton would. Non-ASCII is refused (an
+ * international name arrives as punycode, xn--). 0, or -1 with *why set to a
+ * static reason.
+ */
+int ahp_host_check(const char *s, size_t len, const char **why);
+
+/*
+ * A header name a rule (or a provider) may inject: an RFC 9110 token of at
+ * most 128 bytes, and none of the headers that frame or route a request
+ * (Host, Content-Length, Transfer-Encoding, Connection, Keep-Alive, TE,
+ * Trailer, Upgrade, Proxy-*; compared case-insensitively). 0, or -1 with
+ * *why set to a static reason.
+ */
+int ahp_inject_header_check(const char *name, const char **why);
 
 typedef struct {
 	char *service; /* exactly one of service / tool is set */

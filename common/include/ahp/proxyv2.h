@@ -16,10 +16,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define AHP_PP2_TYPE_RUN 0xE0     /* PP2_TYPE_MIN_CUSTOM */
+#define AHP_PP2_TYPE_RUN 0xE0 /* PP2_TYPE_MIN_CUSTOM */
 #define AHP_PP2_TYPE_PROFILE 0xE1
 #define AHP_PP2_VALUE_MAX 128
-#define AHP_PP2_HEADER_MAX 512    /* whole header; a longer one is refused */
+#define AHP_PP2_HEADER_MAX 512 /* whole header; a longer one is refused */
 
 /*
  * Writes the header for (run, profile) to buf. Returns its length in bytes,
@@ -32,9 +32,12 @@ ssize_t ahp_proxyv2_encode(const char *run, const char *profile, uint8_t *buf, s
  * Parses a header at the start of buf (len bytes received so far). Returns
  * the header's length once it is complete and valid, 0 when more bytes are
  * needed, or -1 with *why (static, one line) when it is not a valid header:
- * wrong signature, version or command, a length over AHP_PP2_HEADER_MAX, a
- * TLV overrunning the header, a run or profile TLV missing, repeated, empty,
- * too long or with a byte outside the set. Unknown TLV types are skipped.
+ * wrong signature, version or command, an unknown address family, a length
+ * over AHP_PP2_HEADER_MAX, an address block or TLV overrunning the header, a
+ * run or profile TLV missing, repeated, empty, too long or with a byte
+ * outside the set. A prefix that already cannot start a valid header is
+ * refused at once. The address block of a known family is skipped (none is
+ * written), and so are unknown TLV types.
  * run and profile (each AHP_PP2_VALUE_MAX + 1 bytes) get NUL-terminated
  * values on success.
  */

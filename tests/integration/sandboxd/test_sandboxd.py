@@ -7,9 +7,11 @@ usage: test_sandboxd.py --bin DIR TEST     (exit 0 pass, 1 fail, 77 skip: needs 
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -206,6 +208,83 @@ def err(rep):
 
 def run(c, sbx, eid, cmd, timeout_s=0, timeout=120):
     return ok(c.exec(sbx, eid, cmd, timeout_s, timeout), f"exec {cmd!r}")
+
+
+# ----------------------------------------------------------------------------- the relay's peer
+
+PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def pp2_expected(run, profile):
+    """The exact PROXY v2 header sandboxd must send (common/include/ahp/proxyv2.h): v2 PROXY,
+    AF_UNSPEC, then the run TLV (0xE0) and the profile TLV (0xE1)."""
+    def tlv(t, v):
+        return bytes([t]) + struct.pack(">H", len(v)) + v
+    body = tlv(0xE0, run.encode()) + tlv(0xE1, profile.encode())
+    return PP2_SIG + b"\x21\x00" + struct.pack(">H", len(body)) + body
+
+
+def recv_exact(conn, n):
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_head(conn, data=b""):
+    """Reads up to the end of an HTTP head (or of a line for a raw client)."""
+    while b"\r\n\r\n" not in data and not (data.endswith(b"\n") and
+                                             not data.startswith((b"GET ", b"POST ", b"CONNECT "))):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class FakeCredproxy:
+    """Stands in for credproxy on its relay socket: reads each connection's PROXY v2 header
+    (16 fixed bytes, then the length they give), records it, then lets handler(conn) answer
+    the rest. Connections are served concurrently."""
+
+    def __init__(self, path, handler):
+        self.path = path
+        self.handler = handler
+        self.headers = []
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(16)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        try:
+            conn.settimeout(30)
+            fixed = recv_exact(conn, 16)
+            rest = b""
+            if len(fixed) == 16 and fixed.startswith(PP2_SIG):
+                rest = recv_exact(conn, struct.unpack(">H", fixed[14:16])[0])
+            self.headers.append(fixed + rest)
+            self.handler(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.srv.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
 
 
 # ----------------------------------------------------------------------------- tests
@@ -478,43 +557,28 @@ def t_restart_keeps_workspace(d):
 
 @test
 def t_relay(d):
-    proxy = d.path("run/credproxy.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(proxy)
-    srv.listen(16)
     seen = []
 
-    def serve():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
+    def answer(conn):
+        data = recv_head(conn)
+        line = data.split(b"\r\n")[0]
+        seen.append(line)
+        body = b"relayed " + line
+        if b"/big " in line:
+            body = b"x" * (8 << 20)
+        elif b"/up " in line:
+            head, _, rest = data.partition(b"\r\n\r\n")
+            want = int([h.split(b":")[1] for h in head.split(b"\r\n")
+                        if h.lower().startswith(b"content-length:")][0])
+            while len(rest) < want:
+                chunk = conn.recv(1 << 20)
                 if not chunk:
                     break
-                data += chunk
-            line = data.split(b"\r\n")[0]
-            seen.append(line)
-            body = b"relayed " + line
-            if b"/big " in line:
-                body = b"x" * (8 << 20)
-            elif b"/up " in line:
-                head, _, rest = data.partition(b"\r\n\r\n")
-                want = int([h.split(b":")[1] for h in head.split(b"\r\n")
-                            if h.lower().startswith(b"content-length:")][0])
-                while len(rest) < want:
-                    chunk = conn.recv(1 << 20)
-                    if not chunk:
-                        break
-                    rest += chunk
-                body = b"got %d" % len(rest)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                         % len(body) + body)
-            conn.close()
-    threading.Thread(target=serve, daemon=True).start()
+                rest += chunk
+            body = b"got %d" % len(rest)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                     % len(body) + body)
+    proxy = FakeCredproxy(d.path("run/credproxy.sock"), answer)
     host = socket.socket()
     host.bind(("127.0.0.1", 0))
     host.listen(4)
@@ -522,7 +586,7 @@ def t_relay(d):
     hport = host.getsockname()[1]
     d.start()
     c = d.client()
-    ok(c.create("px", network=1))
+    ok(c.create("px", profile="relay-test", network=1))
     r = run(c, "px", "1", "curl -sS http://wiki.local/page; echo; "
             "python3 -c 'import urllib.request as u; "
             "print(u.urlopen(\"http://svc.example/x\", timeout=5).read().decode())'")
@@ -530,6 +594,8 @@ def t_relay(d):
     check("relayed GET http://wiki.local/page HTTP/1.1" in out, f"curl through the relay: {r}")
     check("relayed GET http://svc.example/x HTTP/1.1" in out, f"python through the relay: {r}")
     check(len(seen) == 2, f"the test server saw both: {seen}")
+    check(proxy.headers == [pp2_expected("px", "relay-test")] * 2,
+          f"each connection starts with the PROXY v2 header: {proxy.headers}")
     # volume both ways: backpressure through the bounded buffers
     r = run(c, "px", "big", "curl -sS http://files.local/big | wc -c; "
             "head -c 5000000 /dev/zero | curl -sS --data-binary @- http://files.local/up")
@@ -552,11 +618,12 @@ def t_relay(d):
     r = run(c, "nonet", "1", "curl -sS -m 3 http://127.0.0.1:3128/; echo rc=$?; "
             "env | grep -ci proxy")
     check(b"rc=7" in r["stdout"] and r["stdout"].endswith(b"0\n"), f"network none: {r}")
-    # proxy socket gone: the client sees the connection close
-    srv.close()
-    os.unlink(proxy)
+    check(len(proxy.headers) == 4 and proxy.headers[2:] == [pp2_expected("px", "relay-test")] * 2,
+          f"headers of the volume test: {proxy.headers[2:]}")
+    # proxy socket gone: the client's connection is reset
+    proxy.close()
     r = run(c, "px", "3", "curl -sS -m 5 http://wiki.local/; echo rc=$?")
-    check(b"rc=0" not in r["stdout"], f"no upstream, no answer: {r}")
+    check(r["stdout"] in (b"rc=7\n", b"rc=56\n"), f"no upstream: connection reset: {r}")
     host.close()
 
 
@@ -838,36 +905,175 @@ def t_rootfs(d):
           out.endswith("w\n"), f"{out}")
 
 
-@test
-def t_relay_header(d):
-    proxy = d.path("run/credproxy.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(proxy)
-    srv.listen(4)
-    first = []
+def make_ca(workdir):
+    """A test CA (CA:TRUE, as credproxy makes its own) and a leaf for wiki.local signed by it.
+    Returns (ca_pem, leaf_pem)."""
+    os.makedirs(workdir, exist_ok=True)
+    ossl = lambda *a: subprocess.run(["openssl", *a], cwd=workdir, check=True,  # noqa: E731
+                                     capture_output=True)
+    ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-subj", "/CN=ahp-test-ca", "-days", "2", "-keyout", "ca.key", "-out", "ca.crt")
+    ossl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-subj", "/CN=wiki.local", "-keyout", "leaf.key", "-out", "leaf.csr")
+    ossl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-days", "1", "-out", "leaf.crt")
+    return (open(os.path.join(workdir, "ca.crt")).read(),
+            open(os.path.join(workdir, "leaf.crt")).read())
 
-    def serve():
-        conn, _ = srv.accept()
-        data = b""
-        while data.count(b"\r\n") < 2:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        first.extend(data.split(b"\r\n")[:2])
-        conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-        conn.close()
-    threading.Thread(target=serve, daemon=True).start()
-    with open(d.path("etc/sandboxd.conf"), "a") as f:
-        f.write("relay_header = true\n")
+
+def proxy_answer(conn):
+    """A credproxy stand-in: proxied HTTP requests get 200 naming the request line; a raw
+    client gets its line echoed."""
+    data = recv_head(conn)
+    line = data.split(b"\r\n")[0].split(b"\n")[0]
+    if data.startswith((b"GET ", b"CONNECT ")):
+        body = b"proxied " + line
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                     % len(body) + body)
+    else:
+        conn.sendall(b"echo:" + line + b"\n")
+
+
+RAW_CLIENT = ("python3 -c 'import socket\ntry:\n"
+              "    s = socket.create_connection((\"127.0.0.1\", 3128), 5)\n"
+              "    s.sendall(b\"hello\\n\"); print(s.recv(100).decode().strip() or \"eof\")\n"
+              "except OSError as e:\n    print(type(e).__name__)'")
+
+
+@test
+def t_proxy(d):
+    """Proxy mode end to end against a fake credproxy (issue 7): the exact PROXY v2 header
+    (run, profile) on every relayed connection, from curl -x, a raw socket and `sandboxd
+    exec`; the proxy and CA variables; the platform CA (default proxy_ca_file) in the trust
+    bundle, read-only, trusted by openssl and Python; no credproxy: the connection is reset."""
+    ca_pem, leaf_pem = make_ca(d.path("ca-work"))
+    os.makedirs(d.path("state/credproxy"))
+    shutil.copy(d.path("ca-work/ca.crt"), d.path("state/credproxy/ca.crt"))
+    proxy = FakeCredproxy(d.path("run/credproxy.sock"), proxy_answer)
+    d.profile("wiki-bot", network="proxy")
     d.start()
     c = d.client()
-    ok(c.create("hdr", profile="wiki-bot", network=1))
-    r = run(c, "hdr", "1", "curl -sS -o /dev/null -w '%{http_code}' http://wiki.local/x")
-    check(r["stdout"] == b"204", f"through the relay: {r}")
-    check(first[:1] == [b"AHP-SANDBOX hdr wiki-bot"], f"identity line first: {first}")
-    check(first[1].startswith(b"GET http://wiki.local/x"), f"then the request: {first}")
-    srv.close()
+    ok(c.create("hdr-1", profile="wiki-bot", network=1, limits={"output_kb": 1024}))
+    r = run(c, "hdr-1", "1", "curl -sS -x http://127.0.0.1:3128 http://wiki.local/x; echo; "
+            + RAW_CLIENT)
+    check(r["stdout"] == b"proxied GET http://wiki.local/x HTTP/1.1\necho:hello\n",
+          f"curl -x and a raw socket through the relay: {r}")
+    check(proxy.headers == [pp2_expected("hdr-1", "wiki-bot")] * 2,
+          f"the exact PROXY v2 header first on each connection: {proxy.headers}")
+
+    # the environment: every proxy variable names the relay; CA variables name the bundle
+    r = run(c, "hdr-1", "2", "env")
+    env = dict(x.split("=", 1) for x in r["stdout"].decode().splitlines() if "=" in x)
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    want = {k: "http://127.0.0.1:3128" for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                                                  "http_proxy", "https_proxy", "all_proxy")}
+    want.update({k: bundle for k in ("SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE",
+                                     "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO", "PIP_CERT")})
+    want.update({"NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1"})
+    got = {k: env.get(k) for k in want}
+    check(got == want, f"proxy-mode environment: {got}")
+
+    # the trust store: host bundle + the CA, and the CA alone; read-only
+    r = run(c, "hdr-1", "3", f"cat {bundle}")
+    host_bundle = open(bundle, "rb").read() if os.path.exists(bundle) else b""
+    check(r["stdout"].startswith(host_bundle) and r["stdout"].endswith(ca_pem.encode())
+          and len(r["stdout"]) in (len(host_bundle) + len(ca_pem),
+                                   len(host_bundle) + 1 + len(ca_pem)),
+          f"the bundle is the host's plus the test CA ({len(r['stdout'])} bytes)")
+    r = run(c, "hdr-1", "4", "cat /etc/ahp/ca.crt; (: > /etc/ahp/ca.crt) 2>&1; "
+            f"(: > {bundle}) 2>&1; awk '$5 == \"/etc\" {{print $6}}' /proc/self/mountinfo")
+    lines = r["stdout"][len(ca_pem):].decode().splitlines()
+    check(r["stdout"].startswith(ca_pem.encode()) and len(lines) == 3 and
+          all("Permission denied" in x or "Read-only" in x for x in lines[:2]) and
+          lines[2].startswith("ro,"), f"/etc/ahp/ca.crt is the CA; /etc is read-only: {r}")
+    r = run(c, "hdr-1", "5", f"printf '%s' '{leaf_pem}' > /tmp/leaf.crt && "
+            "openssl verify /tmp/leaf.crt; python3 -c 'import ssl; print(sum(1 for x in "
+            "ssl.create_default_context().get_ca_certs() if (((\"commonName\", "
+            "\"ahp-test-ca\"),),) == x[\"subject\"]))'")
+    check(r["stdout"] == b"/tmp/leaf.crt: OK\n1\n",
+          f"openssl and Python trust a leaf of the platform CA: {r}")
+
+    # `sandboxd exec`: the one-shot's run id (cli-<16 hex>) and the profile
+    rc, out, e = d.cli("exec", "--profile", "wiki-bot", "--", "curl", "-sS",
+                       "http://wiki.local/cli")
+    check(rc == 0 and out == b"proxied GET http://wiki.local/cli HTTP/1.1",
+          f"sandboxd exec through the relay: {rc} {out} {e}")
+    last = proxy.headers[-1]
+    m = re.fullmatch(rb"cli-[0-9a-f]{16}", last[19:19 + last[18]])
+    check(len(proxy.headers) == 3 and m is not None and
+          last == pp2_expected(m.group(0).decode(), "wiki-bot"),
+          f"the one-shot's header names its run and profile: {last}")
+
+    # no credproxy: a socket file nobody listens on, then none at all
+    proxy.close()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(d.path("run/credproxy.sock"))
+    for what in ("stale socket", "no socket"):
+        r = run(c, "hdr-1", f"down-{what[:2]}",
+                RAW_CLIENT + "; curl -sS -m 5 http://wiki.local/; echo rc=$?")
+        # the reset comes during or right after the handshake: curl says
+        # "Couldn't connect" (7) or "Connection reset by peer" (56)
+        check(r["stdout"] in (b"ConnectionResetError\nrc=7\n", b"ConnectionResetError\nrc=56\n"),
+              f"{what}: the in-sandbox connection is reset: {r}")
+        stale.close()
+        if os.path.exists(d.path("run/credproxy.sock")):
+            os.unlink(d.path("run/credproxy.sock"))
+    d.alive()
+
+
+@test
+def t_proxy_refusals(d):
+    """Fail closed: a proxy-mode sandbox whose profile cannot be named in the PROXY v2 header
+    is refused (network none needs no name); the old relay_header key stops sandboxd; no CA
+    file: one warning, the system bundle only, and a CA that appears later is picked up, also
+    by sandboxes already running; a CA file that is no CA certificate, or a symlink, is not
+    used."""
+    d.start()
+    c = d.client()
+    rep = c.create("noprof", network=1)
+    check(err(rep) == "bad_request" and "network proxy needs a profile name"
+          in rep["error"]["message"], f"proxy mode without a profile: {rep}")
+    ok(c.create("noprof-none"))
+    # no CA yet: the host's bundle as it is, a single warning for two sandboxes
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    ok(c.create("early", profile="p", network=1, limits={"output_kb": 1024}))
+    ok(c.create("early2", profile="p", network=1))
+    host_bundle = open(bundle, "rb").read()
+    r = run(c, "early", "1", f"cat {bundle}; ls /etc/ahp 2>&1 | head -1")
+    check(r["stdout"].startswith(host_bundle) and
+          r["stdout"][len(host_bundle):].endswith(b"No such file or directory\n"),
+          f"without the CA: the host bundle, no /etc/ahp: {r['stdout'][-200:]}")
+    log = open(d.path("log/sandboxd.log"), errors="replace").read()
+    check(log.count("proxy_ca_file") == 1 and "No such file" in log,
+          f"one warning about the missing CA: {log}")
+    # the CA appears (credproxy started later): the next proxy Create installs it
+    ca_pem, _ = make_ca(d.path("ca-work"))
+    os.makedirs(d.path("state/credproxy"))
+    shutil.copy(d.path("ca-work/ca.crt"), d.path("state/credproxy/ca.crt"))
+    ok(c.create("late", profile="p", network=1))
+    for sid in ("late", "early"):
+        r = run(c, sid, "2", "cat /etc/ahp/ca.crt")
+        check(r["stdout"] == ca_pem.encode(), f"{sid} sees the CA: {r}")
+    # not a CA: a leaf certificate replaces it; the installed CA stays
+    shutil.copy(d.path("ca-work/leaf.crt"), d.path("state/credproxy/ca.crt"))
+    ok(c.create("leaf", profile="p", network=1))
+    r = run(c, "leaf", "1", "cat /etc/ahp/ca.crt")
+    check(r["stdout"] == ca_pem.encode(), f"a leaf is not installed: {r}")
+    log = open(d.path("log/sandboxd.log"), errors="replace").read()
+    check("is not a CA certificate; not used" in log, f"said in the log: {log[-500:]}")
+    # a symlink (credproxy's directory pointing sandboxd at another file) is refused
+    os.unlink(d.path("state/credproxy/ca.crt"))
+    os.symlink("/etc/hostname", d.path("state/credproxy/ca.crt"))
+    ok(c.create("link", profile="p", network=1))
+    log = open(d.path("log/sandboxd.log"), errors="replace").read()
+    check(log.count("proxy_ca_file") >= 2 and "Too many levels of symbolic links" in log,
+          f"symlink refused: {log[-500:]}")
+    d.stop()
+    # the removed relay_header key fails closed: sandboxd does not start
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("relay_header = false\n")
+    rc, out, e = d.cli("--check-config")
+    check(rc == 1 and b"unknown key 'relay_header'" in e, f"relay_header refused: {rc} {e}")
 
 
 @test
@@ -880,7 +1086,7 @@ def t_no_pool(d):
     check(not d.sandbox_procs(), "pool_size = 0: nothing is built ahead")
     for net in (0, 1):
         sid = f"cold{net}"
-        cr = ok(c.create(sid, network=net, limits={"memory_mb": 64}))
+        cr = ok(c.create(sid, profile="p", network=net, limits={"memory_mb": 64}))
         check(not cr["existed"], f"fresh: {cr}")
         r = run(c, sid, "1", "echo $HTTP_PROXY; cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
                 "2>/dev/null; id -u")
