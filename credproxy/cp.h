@@ -279,14 +279,18 @@ typedef struct cp_egress cp_egress_t;
 /*
  * Opens (creating) the egress log at db_path (WAL; records are committed in
  * one transaction per event-loop turn) and binds the control endpoint
- * (ipc://...; peers checked against allow before a frame is decoded).
+ * (ipc://...; peers checked against allow before a frame is decoded; allow
+ * NULL = the socket file's owner and root only). Called as root (before the
+ * privilege drop, for the socket), the database is opened in the first loop
+ * turn instead, so that its files belong to the user credproxy runs as.
  * NULL with err on failure.
  */
 cp_egress_t *cp_egress_new(struct event_base *base, const char *db_path, const char *ctl_endpoint,
                            const void *allow /* ahp_rpc_allow_t */, char *err, size_t errlen);
 void cp_egress_destroy(cp_egress_t **self_p);
 /* Writes the logfmt line and queues the record for the log. Never fails the
- * caller: a full queue or a database error is logged and counted. */
+ * caller: a full queue or a database error is logged and counted. self NULL:
+ * the line alone. */
 void cp_egress_record(cp_egress_t *self, const cp_egress_rec_t *rec);
 
 /* ---- proxy.c ----------------------------------------------------------- */
@@ -308,6 +312,7 @@ typedef struct {
 	const void *relay_allow; /* ahp_rpc_allow_t: who may connect to relay_socket */
 	const void *api_allow;   /* ... to api_socket */
 	const char *hosts_file;  /* extra name -> address pairs, or "" */
+	const char *resolv_conf; /* nameservers; "" = none (hosts files only) */
 	size_t max_header_bytes; /* request or response head */
 	unsigned max_headers;
 	unsigned header_timeout_s; /* a request head must arrive within this */
@@ -336,6 +341,8 @@ void cp_proxy_set_gen(cp_proxy_t *self, cp_gen_t *gen);
  * listener had accepted it, without a peer check: role 0 = relay (PROXY v2
  * header expected), 1 = api, 2 = dev (dev_profile). For tests and fuzzing. */
 void cp_proxy_adopt(cp_proxy_t *self, int fd, int role);
+/* Client connections open now (tests, fuzzing). */
+unsigned cp_proxy_conns(const cp_proxy_t *self);
 /* Closes listeners and every connection. NULL-safe. */
 void cp_proxy_destroy(cp_proxy_t **self_p);
 

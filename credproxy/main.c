@@ -48,6 +48,8 @@ static const ahp_cfg_def_t s_cfg_defs[] = {
      "the platform CA and the egress log; default HOME/state/credproxy"},
     {"upstream_ca_file", AHP_CFG_STR, 0, 0, "",
      "CA bundle that verifies upstream TLS servers (\"\" = the system store)"},
+    {"resolv_conf", AHP_CFG_STR, 0, 0, "/etc/resolv.conf",
+     "nameservers for upstream names (\"\" = none: only /etc/hosts and hosts_file answer)"},
     {"hosts_file", AHP_CFG_STR, 0, 0, "",
      "extra name -> address pairs (/etc/hosts format) for names without DNS"},
     {"dev_listen", AHP_CFG_STR, 0, 0, "",
@@ -426,6 +428,7 @@ main(int argc, char **argv)
 	    .relay_allow = &m.relay_allow,
 	    .api_allow = &m.api_allow,
 	    .hosts_file = ahp_cfg_str(m.cfg, "hosts_file"),
+	    .resolv_conf = ahp_cfg_str(m.cfg, "resolv_conf"),
 	    .max_header_bytes = (size_t)ahp_cfg_int(m.cfg, "max_header_bytes"),
 	    .max_headers = (unsigned)ahp_cfg_int(m.cfg, "max_headers"),
 	    .header_timeout_s = (unsigned)ahp_cfg_int(m.cfg, "header_timeout_s"),
@@ -439,6 +442,11 @@ main(int argc, char **argv)
 	m.proxy = cp_proxy_new(m.base, &pc, err, sizeof err);
 	if (m.proxy == NULL)
 		fatalx("%s", err);
+	/* The control socket is bound as root too (run/ may be root's); the
+	 * egress database is opened on the first loop turn, after the drop. */
+	m.egress = cp_egress_new(m.base, m.db_path, m.ctl_endpoint, &m.api_allow, err, sizeof err);
+	if (m.egress == NULL)
+		fatalx("egress log: %s", err);
 	s_drop_privileges(&m);
 	if (ahp_mkdirs(m.state_dir, 0700) != 0)
 		fatal("mkdir %s", m.state_dir);
@@ -446,9 +454,6 @@ main(int argc, char **argv)
 	if (m.tls == NULL)
 		fatalx("TLS: %s", err);
 	cp_proxy_set_tls(m.proxy, m.tls);
-	m.egress = cp_egress_new(m.base, m.db_path, m.ctl_endpoint, &m.api_allow, err, sizeof err);
-	if (m.egress == NULL)
-		fatalx("egress log: %s", err);
 	cp_proxy_set_egress(m.proxy, m.egress);
 	int problems = 0;
 	cp_gen_t *g = s_load(&m, false, &problems);

@@ -146,7 +146,8 @@ struct s_conn {
 	struct evdns_getaddrinfo_request *dns_req;
 	bool closing, dead;
 	bool lingering;
-	int linger; /* 10 ms polls left before a TLS close gives up flushing */
+	bool dns_no_servers; /* a query was cancelled: nobody to ask */
+	int linger;          /* 10 ms polls left before a TLS close gives up flushing */
 	char run[AHP_PP2_VALUE_MAX + 1], profile[AHP_PP2_VALUE_MAX + 1];
 
 	/* inside an intercepted CONNECT */
@@ -393,6 +394,12 @@ s_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (c->st == CS_HEAD && c->head_started && !c->head_done) {
 		s_refuse(c, 408, "the request head did not arrive in time", true);
+		return;
+	}
+	if (c->st == CS_UPSTREAM && c->dns_req != NULL) {
+		char why[CP_REASON_MAX];
+		snprintf(why, sizeof why, "cannot resolve %s in time", c->host);
+		s_refuse(c, 504, why, true);
 		return;
 	}
 	if (c->st == CS_PREAMBLE)
@@ -965,6 +972,18 @@ s_resolved(int result, struct evutil_addrinfo *res, void *arg)
 		return;
 	}
 	char why[CP_REASON_MAX];
+	evtimer_del(c->timer);
+	if (c->dns_no_servers) {
+		c->dns_no_servers = false;
+		if (res)
+			evutil_freeaddrinfo(res);
+		snprintf(
+		    why, sizeof why,
+		    "cannot resolve %s: not in the hosts files, and no nameserver is configured",
+		    c->host);
+		s_refuse(c, 502, why, true);
+		return;
+	}
 	if (result != 0 || res == NULL) {
 		snprintf(why, sizeof why, "cannot resolve %s: %s", c->host,
 		         result ? evutil_gai_strerror(result) : "no address");
@@ -1061,8 +1080,18 @@ s_go_upstream(s_conn_t *c)
 	struct evdns_getaddrinfo_request *r =
 	    evdns_getaddrinfo(c->px->dns, c->host, NULL, &hints, s_resolved, c);
 	/* The callback may already have run (hosts file, cache): r is then NULL. */
-	if (r != NULL && !c->closing && c->st == CS_UPSTREAM && c->u == NULL)
+	if (r != NULL && !c->closing && c->st == CS_UPSTREAM && c->u == NULL) {
 		c->dns_req = r;
+		if (evdns_base_count_nameservers(c->px->dns) == 0) {
+			/* Not in the hosts files, and nobody to ask: libevent would
+			 * queue the query until a nameserver appears. */
+			c->dns_no_servers = true;
+			c->dns_req = NULL;
+			evdns_getaddrinfo_cancel(r);
+			return;
+		}
+		s_timer_set(c, c->px->cfg.connect_timeout_s);
+	}
 }
 
 /* Writes the request head upstream and lets the body flow. */
@@ -1481,6 +1510,14 @@ s_request(s_conn_t *c)
 	c->req_chunked = (c->rp.flags & F_CHUNKED) != 0;
 	c->req_cl = (c->rp.flags & F_CONTENTLENGTH) ? c->rp.content_length : 0;
 	bool has_body = c->req_chunked || c->req_cl > 0;
+	/* Each request uses the configuration in force when its head arrived
+	 * (a kept-alive connection must not keep pre-SIGHUP rules). */
+	if (c->gen != c->px->gen) {
+		cp_gen_unref(c->gen);
+		c->gen = c->px->gen;
+		if (c->gen)
+			c->gen->refs++;
+	}
 	if (c->gen == NULL || c->gen->policy == NULL) {
 		s_refuse(c, 503, "credproxy has no policy loaded", true);
 		return;
@@ -2118,15 +2155,22 @@ cp_proxy_new(struct event_base *base, const cp_proxy_cfg_t *cfg, char *err, size
 		px->api_allow = *(const ahp_rpc_allow_t *)cfg->api_allow;
 	snprintf(px->dev_profile, sizeof px->dev_profile, "%s",
 	         cfg->dev_profile ? cfg->dev_profile : "");
-	px->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-	                                   EVDNS_BASE_NAMESERVERS_NO_DEFAULT);
-	if (px->dns == NULL)
-		px->dns = evdns_base_new(base, 0); /* no resolv.conf: hosts files only */
+	px->dns = evdns_base_new(base, 0);
 	if (px->dns == NULL) {
 		snprintf(err, errlen, "cannot set up the DNS resolver");
 		free(px);
 		return NULL;
 	}
+	/* Nameservers from resolv_conf; none at all when it is "" (then only
+	 * /etc/hosts and hosts_file answer: tests, fuzzing, air-gapped hosts). */
+	if (cfg->resolv_conf && cfg->resolv_conf[0]) {
+		int r = evdns_base_resolv_conf_parse(px->dns, DNS_OPTIONS_ALL, cfg->resolv_conf);
+		if (r != 0 && r != 6 /* no nameservers listed */)
+			log_warn(
+			    "resolv_conf %s: cannot be read (error %d); only hosts files answer",
+			    cfg->resolv_conf, r);
+	}
+
 	evdns_base_load_hosts(px->dns, NULL);
 	if (cfg->hosts_file && cfg->hosts_file[0] &&
 	    evdns_base_load_hosts(px->dns, cfg->hosts_file) != 0) {
@@ -2135,7 +2179,7 @@ cp_proxy_new(struct event_base *base, const cp_proxy_cfg_t *cfg, char *err, size
 		free(px);
 		return NULL;
 	}
-	px->cfg.hosts_file = NULL;
+	px->cfg.hosts_file = px->cfg.resolv_conf = NULL;
 	px->cfg.relay_socket = px->cfg.api_socket = px->cfg.dev_listen = NULL;
 	px->cfg.dev_profile = NULL;
 	if ((cfg->relay_socket && cfg->relay_socket[0] &&
@@ -2154,6 +2198,12 @@ void
 cp_proxy_adopt(cp_proxy_t *self, int fd, int role)
 {
 	s_adopt(self, fd, role == 0 ? ROLE_RELAY : role == 1 ? ROLE_API : ROLE_DEV);
+}
+
+unsigned
+cp_proxy_conns(const cp_proxy_t *self)
+{
+	return self->nconns;
 }
 
 void

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -26,9 +27,9 @@
 /* Keys that SIGHUP may change; any other key (including ones added later)
  * keeps its start-up value until a restart, and a change is logged. */
 static const char *const s_reload_keys[] = {
-    "profiles_dir",     "etc_dir",       "gateway_url",    "model_timeout_ms",
-    "model_retries",    "retry_base_ms", "retry_max_ms",   "max_running",
-    "sandbox_slack_ms", "orchctl_users", "orchctl_groups", NULL,
+    "profiles_dir",  "etc_dir",        "gateway_url",  "gateway_socket", "model_timeout_ms",
+    "model_retries", "retry_base_ms",  "retry_max_ms", "max_running",    "sandbox_slack_ms",
+    "orchctl_users", "orchctl_groups", NULL,
 };
 
 const ahp_cfg_def_t orch_cfg_defs[] = {
@@ -38,8 +39,15 @@ const ahp_cfg_def_t orch_cfg_defs[] = {
      "journal database (default HOME/state/orchestrator/orchestrator.db; restart to change)"},
     {"profiles_dir", AHP_CFG_STR, 0, 0, "", "profiles directory (default HOME/etc/profiles)"},
     {"etc_dir", AHP_CFG_STR, 0, 0, "", "base for relative skills dirs (default HOME/etc)"},
-    {"gateway_url", AHP_CFG_STR, 0, 0, NULL,
-     "model gateway base URL; calls go to URL/providers/<provider>/v1/chat/completions"},
+    {"gateway_url", AHP_CFG_STR, 0, 0, "http://credproxy",
+     "model gateway base URL; calls go to URL/providers/<provider>/v1/chat/completions "
+     "(over gateway_socket when it is set: the host part is then only the Host header)"},
+    {"gateway_socket", AHP_CFG_STR, 0, 0, "",
+     "unix socket the model calls go through: credproxy's provider route (default "
+     "HOME/run/credproxy-api.sock; \"\" = connect to gateway_url over TCP)"},
+    {"credproxy_endpoint", AHP_CFG_STR, 0, 0, "",
+     "credproxy's control endpoint, where the runs' egress records are read (default "
+     "ipc://HOME/run/credproxy-ctl.sock; restart to change)"},
     {"sandboxd_endpoint", AHP_CFG_STR, 0, 0, "",
      "sandboxd endpoint (default ipc://HOME/run/sandboxd.sock; restart to change)"},
     {"model_timeout_ms", AHP_CFG_INT, 100, 600000, "60000", "timeout of one model request"},
@@ -107,6 +115,12 @@ s_cfg_read(orch_t *o)
 	ahp_cfg_t *cfg = ahp_cfg_new(orch_cfg_defs);
 	if (cfg == NULL)
 		return NULL;
+	/* A default that depends on HOME; "" in the file or --set means TCP. */
+	snprintf(path, sizeof path, "%s/run/credproxy-api.sock", o->home);
+	if (ahp_cfg_set(cfg, "gateway_socket", path, err, sizeof err) != 0) {
+		log_error("gateway_socket: %s", err);
+		goto fail;
+	}
 	snprintf(path, sizeof path, "%s/etc/orchestrator.conf", o->home);
 	if (ahp_cfg_load_file(cfg, path, 1, err, sizeof err) != 0) {
 		log_error("%s", err);
@@ -126,6 +140,14 @@ s_cfg_read(orch_t *o)
 	const char *why = s_gateway_url_error(gw);
 	if (why != NULL) {
 		log_error("config gateway_url: %s (got \"%s\")", why, gw);
+		goto fail;
+	}
+	const char *gs = ahp_cfg_str(cfg, "gateway_socket");
+	struct sockaddr_un sun;
+	if (strlen(gs) >= sizeof sun.sun_path || (gs[0] != '\0' && gs[0] != '/')) {
+		log_error("config gateway_socket: must be \"\" or an absolute path of at most %zu "
+		          "bytes (got \"%s\")",
+		          sizeof sun.sun_path - 1, gs);
 		goto fail;
 	}
 	return cfg;
@@ -173,6 +195,7 @@ s_apply_reloadable(orch_t *o, const ahp_cfg_t *cfg)
 	/* Read where it is used (each new model request, retry, schedule), so
 	 * a change applies from the next one on; calls in flight keep theirs. */
 	o->gateway_url = ahp_cfg_str(cfg, "gateway_url");
+	o->gateway_socket = ahp_cfg_str(cfg, "gateway_socket");
 	o->model_timeout_ms = ahp_cfg_int(cfg, "model_timeout_ms");
 	o->model_retries = ahp_cfg_int(cfg, "model_retries");
 	o->retry_base_ms = ahp_cfg_int(cfg, "retry_base_ms");
@@ -199,7 +222,9 @@ orch_configure(orch_t *o, const char *home_flag)
 	    s_path(o, o->cfg, "db", "", "state/orchestrator/orchestrator.db", o->db_path,
 	           sizeof o->db_path) != 0 ||
 	    s_path(o, o->cfg, "sandboxd_endpoint", "ipc://", "run/sandboxd.sock", o->sbx_endpoint,
-	           sizeof o->sbx_endpoint) != 0)
+	           sizeof o->sbx_endpoint) != 0 ||
+	    s_path(o, o->cfg, "credproxy_endpoint", "ipc://", "run/credproxy-ctl.sock",
+	           o->cp_endpoint, sizeof o->cp_endpoint) != 0)
 		return -1;
 	/* Started as root it will run as `user`; otherwise as whoever started it. */
 	o->run_uid = geteuid();
@@ -291,8 +316,9 @@ orch_config_reload(orch_t *o)
 	if (o->cfg != o->cfg_start)
 		ahp_cfg_destroy(&o->cfg);
 	o->cfg = cfg;
-	log_info("config reloaded changed=%s gateway=%s max_running=%ld", used ? changed : "none",
-	         o->gateway_url, o->max_running);
+	log_info("config reloaded changed=%s gateway=%s gateway_socket=%s max_running=%ld",
+	         used ? changed : "none", o->gateway_url,
+	         o->gateway_socket[0] ? o->gateway_socket : "\"\"", o->max_running);
 	return 0;
 }
 

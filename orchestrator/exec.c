@@ -92,6 +92,10 @@ s_start(orch_run_t *run, const json_t *args, int mode)
 	x->retried = 0;
 	x->unavail_since = 0;
 	x->unsent_since = 0;
+	/* Its requests go through credproxy, whose log the run's egress
+	 * events are read from. */
+	if (run->profile->sandbox.network == AHP_NET_PROXY)
+		orch_egress_track(run);
 	if (mode == ORCH_TOOL_RESUMED) {
 		/* The outcome was lost with a restart: ask sandboxd for it, never
 		 * run the command again. */
@@ -228,6 +232,9 @@ orch_exec_reply(orch_run_t *run, int status, const char *message, const Ahp__Sbx
 	char lost[320];
 	x->op = OP_NONE;
 	x->req = 0;
+	/* The command's requests are in credproxy's log by now. */
+	if (op == OP_EXEC || op == OP_FETCH)
+		orch_egress_pull(run->o, run->id);
 	if (reply != NULL && reply->error != NULL && reply->error->status != 0) {
 		status = reply->error->status;
 		message = reply->error->message;
@@ -367,6 +374,7 @@ s_ended(orch_run_t *run)
 	 * that `orchctl resume` continues with its files. */
 	if (x->used)
 		orch_sbx_destroy(run->o, run->id, run->state == ORCH_FAILED);
+	orch_egress_ended(run->o, run->id);
 	x->used = 0;
 	x->created = 0;
 }

@@ -48,6 +48,14 @@ static const char *const s_migrations[] = {
     " text TEXT NOT NULL,"
     " data TEXT,"
     " UNIQUE (run_id, seq));",
+    /* 2: where each run's egress records (credproxy) have been read up to. */
+    "CREATE TABLE egress_cursors ("
+    " run_id TEXT PRIMARY KEY,"
+    " last_seq INTEGER NOT NULL DEFAULT 0,"
+    " log_id TEXT NOT NULL DEFAULT '',"
+    " events INTEGER NOT NULL DEFAULT 0,"
+    " done INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX egress_cursors_open ON egress_cursors(done);",
 };
 
 enum {
@@ -63,6 +71,10 @@ enum {
 	ST_EVENT_ADD,
 	ST_EVENTS,
 	ST_EVENT_LAST,
+	ST_EGRESS_TRACK,
+	ST_EGRESS_SET,
+	ST_EGRESS_DONE,
+	ST_EGRESS_OPEN,
 	ST_BEGIN,
 	ST_COMMIT,
 	ST_ROLLBACK,
@@ -96,6 +108,14 @@ static const char *const s_sql[ST_COUNT] = {
     [ST_EVENTS] = "SELECT seq, ts_ms, kind, text, data FROM events"
                   " WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     [ST_EVENT_LAST] = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1",
+    [ST_EGRESS_TRACK] = "INSERT INTO egress_cursors (run_id) VALUES (?1)"
+                        " ON CONFLICT (run_id) DO UPDATE SET done = 0",
+    [ST_EGRESS_SET] = "UPDATE egress_cursors SET last_seq = ?2, log_id = ?3, events = ?4"
+                      " WHERE run_id = ?1",
+    [ST_EGRESS_DONE] = "UPDATE egress_cursors SET done = 1 WHERE run_id = ?1",
+    [ST_EGRESS_OPEN] = "SELECT c.run_id, c.last_seq, c.log_id, r.state, r.updated_ms, c.events"
+                       " FROM egress_cursors c LEFT JOIN runs r ON r.id = c.run_id"
+                       " WHERE c.done = 0 ORDER BY c.rowid",
     /* Prepared once: a commit per loop turn should not parse SQL. */
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -533,6 +553,62 @@ orch_journal_event_last_seq(orch_journal_t *self, const char *run_id, uint64_t *
 		*seq = (uint64_t)sqlite3_column_int64(st, 0);
 	} else {
 		log_error("journal last event: %s", sqlite3_errmsg(self->db));
+		ret = -1;
+	}
+	sqlite3_reset(st);
+	return ret;
+}
+
+int
+orch_journal_egress_track(orch_journal_t *self, const char *run_id)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_EGRESS_TRACK);
+	s_bind_text(st, 1, run_id);
+	return s_write(self, st, "egress track") == 1 ? 0 : -1;
+}
+
+int
+orch_journal_egress_cursor(orch_journal_t *self, const char *run_id, uint64_t last_seq,
+                           const char *log_id, uint64_t events)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_EGRESS_SET);
+	s_bind_text(st, 1, run_id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)last_seq);
+	s_bind_text(st, 3, log_id ? log_id : "");
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)events);
+	return s_write(self, st, "egress cursor") == 1 ? 0 : -1;
+}
+
+int
+orch_journal_egress_done(orch_journal_t *self, const char *run_id)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_EGRESS_DONE);
+	s_bind_text(st, 1, run_id);
+	return s_write(self, st, "egress done") < 0 ? -1 : 0;
+}
+
+int
+orch_journal_egress_open(orch_journal_t *self, orch_egress_fn fn, void *arg)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_EGRESS_OPEN);
+	int rc, ret = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		orch_egress_row_t row;
+		row.run_id = s_col_text(st, 0);
+		row.last_seq = (uint64_t)sqlite3_column_int64(st, 1);
+		row.log_id = s_col_text(st, 2);
+		row.state = s_col_text(st, 3);
+		row.updated_ms = sqlite3_column_int64(st, 4);
+		row.events = (uint64_t)sqlite3_column_int64(st, 5);
+		if (row.run_id == NULL)
+			continue;
+		if (fn(arg, &row) != 0) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		log_error("journal egress cursors: %s", sqlite3_errmsg(self->db));
 		ret = -1;
 	}
 	sqlite3_reset(st);

@@ -46,10 +46,22 @@ typedef struct {
 	const char *data; /* JSON or NULL */
 } orch_event_row_t;
 
+/* A run's egress cursor: how far its records in credproxy's egress log have
+ * been journaled as events. Strings borrowed for the callback. */
+typedef struct {
+	const char *run_id;
+	uint64_t last_seq;  /* highest record seq journaled */
+	const char *log_id; /* the egress log that seq belongs to ("" = none yet) */
+	const char *state;  /* the run's state, NULL when the run row is missing */
+	int64_t updated_ms; /* the run row's updated_ms (when it ended, for an ended run) */
+	uint64_t events;    /* records seen (the run's egress events are bounded) */
+} orch_egress_row_t;
+
 /* Callbacks return 0 to continue, non-zero to stop the iteration. */
 typedef int (*orch_run_fn)(void *arg, const orch_run_row_t *row);
 typedef int (*orch_step_fn)(void *arg, const orch_step_row_t *row);
 typedef int (*orch_event_fn)(void *arg, const orch_event_row_t *row);
+typedef int (*orch_egress_fn)(void *arg, const orch_egress_row_t *row);
 
 /* Opens (creating and migrating) the journal at path. NULL on failure with a
  * message in err. Caller owns the result. */
@@ -103,5 +115,17 @@ int orch_journal_events_foreach(orch_journal_t *self, const char *run_id, uint64
                                 uint32_t max, orch_event_fn fn, void *arg);
 /* Highest event seq of run_id (0 when none). 0 / -1. */
 int orch_journal_event_last_seq(orch_journal_t *self, const char *run_id, uint64_t *seq);
+
+/* --- egress cursors (orchestrator/egress.c) --- */
+/* Starts following run_id's egress (cursor 0), or follows it again (a resumed
+ * run) from where its cursor is. 0 / -1. */
+int orch_journal_egress_track(orch_journal_t *self, const char *run_id);
+/* Moves run_id's cursor (written in the transaction of the events it covers). */
+int orch_journal_egress_cursor(orch_journal_t *self, const char *run_id, uint64_t last_seq,
+                               const char *log_id, uint64_t events);
+/* Every record of the run has been read: stop following it. 0 / -1. */
+int orch_journal_egress_done(orch_journal_t *self, const char *run_id);
+/* Every cursor still followed, oldest first, with its run's state. 0 / -1. */
+int orch_journal_egress_open(orch_journal_t *self, orch_egress_fn fn, void *arg);
 
 #endif

@@ -221,8 +221,10 @@ main(int argc, char **argv)
 	s_drop_privileges(o);
 	if (orch_loop_start(o) != 0)
 		fatalx("set-up failed");
-	log_info("serving endpoint=%s db=%s gateway=%s profiles=%zu", o->endpoint, o->db_path,
-	         o->gateway_url, ahp_profiles_count(o->profiles->set));
+	log_info("serving endpoint=%s db=%s gateway=%s gateway_socket=%s credproxy=%s profiles=%zu",
+	         o->endpoint, o->db_path, o->gateway_url,
+	         o->gateway_socket[0] ? o->gateway_socket : "\"\"", o->cp_endpoint,
+	         ahp_profiles_count(o->profiles->set));
 	orch_loop_run(o);
 	log_info("stopping");
 	orch_loop_teardown(o);

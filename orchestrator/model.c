@@ -19,6 +19,7 @@ struct orch_call {
 	size_t len, cap;
 	int overflow;
 	int64_t started;
+	char *sock; /* the unix socket it goes through, or NULL */
 };
 
 static struct curl_slist *s_headers;
@@ -69,6 +70,7 @@ s_call_free(orch_call_t *c)
 	if (c->easy != NULL)
 		curl_easy_cleanup(c->easy);
 	free(c->buf);
+	free(c->sock);
 	free(c);
 }
 
@@ -114,6 +116,17 @@ orch_model_start(orch_t *o, orch_run_t *run, const char *body, size_t len)
 	}
 	CURL *e = c->easy;
 	curl_easy_setopt(e, CURLOPT_URL, url);
+	/* Through credproxy's provider route: it holds the provider's key, so
+	 * the orchestrator never does. The URL's host is then only the Host
+	 * header. */
+	if (o->gateway_socket != NULL && o->gateway_socket[0] != '\0') {
+		c->sock = strdup(o->gateway_socket);
+		if (c->sock == NULL) {
+			s_call_free(c);
+			return NULL;
+		}
+		curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, c->sock);
+	}
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_POST, 1L);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
@@ -797,8 +810,13 @@ s_classify(orch_call_t *c, CURLcode rc, orch_model_result_t *res)
 			return;
 		}
 		res->retryable = s_retryable_curl(rc);
-		snprintf(res->error, sizeof res->error, "%s",
-		         rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : curl_easy_strerror(rc));
+		if (rc == CURLE_COULDNT_CONNECT && c->sock != NULL)
+			snprintf(res->error, sizeof res->error,
+			         "cannot connect to the model gateway (credproxy) at %s", c->sock);
+		else
+			snprintf(res->error, sizeof res->error, "%s",
+			         rc == CURLE_OPERATION_TIMEDOUT ? "timeout"
+			                                        : curl_easy_strerror(rc));
 		return;
 	}
 	long code = 0;

@@ -55,6 +55,7 @@ int orch_failure_resumable(const char *reason);
 typedef struct orch orch_t;
 typedef struct orch_run orch_run_t;
 typedef struct orch_call orch_call_t;
+typedef struct orch_egress orch_egress_t;
 
 /* A loaded set of profiles. Runs hold a reference so that a SIGHUP reload
  * never frees a profile a run is using. */
@@ -202,7 +203,9 @@ struct orch {
 	char profiles_dir[PATH_MAX];
 	char etc_dir[PATH_MAX];
 	char sbx_endpoint[PATH_MAX + 16];
+	char cp_endpoint[PATH_MAX + 16]; /* credproxy's control socket (egress records) */
 	const char *gateway_url;
+	const char *gateway_socket; /* "" = gateway_url over TCP */
 	long model_timeout_ms;
 	long model_retries;
 	long retry_base_ms;
@@ -213,6 +216,7 @@ struct orch {
 	void *zctx;
 	ahp_rpc_server_t *server;
 	ahp_client_t *sbx;
+	orch_egress_t *egress; /* egress.c: the credproxy client and the followed runs */
 	CURLM *multi;
 	orch_journal_t *journal;
 	orch_profset_t *profiles;
@@ -313,6 +317,10 @@ void orch_run_model_done(orch_run_t *run, orch_model_result_t *res);
 /* Writes an event (text is printf-style; data stolen, may be NULL). */
 void orch_run_event(orch_run_t *run, const char *kind, json_t *data, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The same for a run that may no longer be in memory (ended and freed): its
+ * next event seq is then read from the journal. */
+void orch_run_event_id(orch_t *o, const char *run_id, const char *kind, json_t *data,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* The tool interface for the tools' files (run.c). */
 /* Completes the tool step in progress with result (stolen; NULL = internal
@@ -438,6 +446,32 @@ void orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace);
 void orch_sbx_recv(orch_t *o);
 /* Fires request deadlines; ms until the next (or max). */
 long orch_sbx_timers(orch_t *o, int64_t now, long max);
+
+/* egress.c: the runs' egress, read from credproxy's log and journaled as
+ * "egress" events. A run is followed from its first exec in a sandbox that
+ * reaches the network through credproxy (network: proxy) until its log has
+ * settled after it ended; reads happen after each exec step, when the run
+ * ends and every EGRESS_POLL_MS meanwhile. credproxy not running only delays
+ * them (never fails a run). */
+#define ORCH_EGRESS_EVENTS_MAX 10000 /* egress events journaled per run; then one summary */
+/* Connects the client and loads the cursors still followed (after the
+ * journal is open). 0 / -1. */
+int orch_egress_setup(orch_t *o);
+void orch_egress_teardown(orch_t *o);
+void *orch_egress_socket(orch_t *o);
+void *orch_egress_monitor_socket(orch_t *o);
+/* Drains replies (journaling their records) and the connection monitor. */
+void orch_egress_recv(orch_t *o);
+/* Sends the reads that are due and fires request deadlines; ms until the
+ * next (or max). */
+long orch_egress_timers(orch_t *o, int64_t now, long max);
+/* The run's sandbox may make requests through credproxy: follow it (journaled
+ * in this turn's transaction). Idempotent. */
+void orch_egress_track(orch_run_t *run);
+/* Read the run's new records now (an exec step ended). */
+void orch_egress_pull(orch_t *o, const char *run_id);
+/* The run's end is committed: read until its log has settled, then stop. */
+void orch_egress_ended(orch_t *o, const char *run_id);
 
 /* api.c */
 /* Drains orchctl requests and dispatches them. */

@@ -152,26 +152,57 @@ s_save(orch_run_t *run, const char *error, const char *result)
 		orch_journal_failed(run->o, "run update");
 }
 
-void
-orch_run_event(orch_run_t *run, const char *kind, json_t *data, const char *fmt, ...)
+/* Writes one event of run_id: run is its object when it is in memory (its
+ * event_seq is the last seq), NULL when it is not (the journal says). */
+static void
+s_vevent(orch_t *o, orch_run_t *run, const char *run_id, const char *kind, json_t *data,
+         const char *fmt, va_list ap)
 {
 	char text[ORCH_EVENT_TEXT_MAX], step[16];
-	va_list ap;
-	va_start(ap, fmt);
 	vsnprintf(text, sizeof text, fmt, ap);
-	va_end(ap);
 	/* vsnprintf may have cut a UTF-8 sequence; events are protobuf strings. */
 	char *clean = ahp_utf8_sanitize((const uint8_t *)text, strlen(text), 0, NULL, NULL);
 	char *d = data != NULL ? json_dumps(data, JSON_COMPACT) : NULL;
 	json_decref(data);
-	run->event_seq++;
-	if (orch_journal_event_add(run->o->journal, run->id, run->event_seq, ahp_now_ms(), kind,
-	                           clean ? clean : "", d) != 0)
-		orch_journal_failed(run->o, "event");
-	ahp_log(AHP_LOG_INFO, run->id, s_step_str(run, step, sizeof step), "%s",
+	uint64_t seq;
+	if (run != NULL) {
+		seq = ++run->event_seq;
+	} else {
+		if (orch_journal_event_last_seq(o->journal, run_id, &seq) != 0)
+			orch_journal_failed(o, "reading events");
+		seq++;
+	}
+	if (orch_journal_event_add(o->journal, run_id, seq, ahp_now_ms(), kind, clean ? clean : "",
+	                           d) != 0)
+		orch_journal_failed(o, "event");
+	ahp_log(AHP_LOG_INFO, run_id, run != NULL ? s_step_str(run, step, sizeof step) : NULL, "%s",
 	        clean ? clean : "");
 	free(clean);
 	free(d);
+}
+
+void
+orch_run_event(orch_run_t *run, const char *kind, json_t *data, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	s_vevent(run->o, run, run->id, kind, data, fmt, ap);
+	va_end(ap);
+}
+
+void
+orch_run_event_id(orch_t *o, const char *run_id, const char *kind, json_t *data, const char *fmt,
+                  ...)
+{
+	/* The active object first: a run resumed this turn may also still
+	 * wait on the ended list. */
+	orch_run_t *run = orch_run_find(o, run_id);
+	if (run == NULL)
+		run = s_find_ended(o, run_id);
+	va_list ap;
+	va_start(ap, fmt);
+	s_vevent(o, run, run_id, kind, data, fmt, ap);
+	va_end(ap);
 }
 
 /* Journals a step's intent (stolen). -1 when it cannot be encoded (intent

@@ -386,3 +386,35 @@ put("cphost", "scrub-base64", "\x01YXMzY3IzdC13aWtpLXRva2VuIQ== YWJzM2NyM3Qtd2lr
 put("cphost", "scrub-percent", "\x07q=tok%2Fen%2Bval%3Due%26x&r=tok%2fen%2bval%3due%26x")
 put("cphost", "scrub-overlap", "\x02aaaaaaaaaaas3cr3t-wiki-tokenaaaaaaaaa")
 put("cphost", "scrub-nul", b"\x03s3cr3t\x00-wiki-token\x00s3cr3t-wiki-token")
+
+# ---- cpreq: role byte (0 relay, 1 api, 2 dev) + what the client sends -------
+CPREQ_PP2 = pp2(tlv(RUN, b"run-1") + tlv(PROFILE, b"fz"))
+for name, role, text in [
+        ("dev-get", 2, b"GET http://a.local/ HTTP/1.1\r\nHost: a.local\r\n\r\n"),
+        ("dev-pipeline", 2, b"GET http://a.local/1 HTTP/1.1\r\n\r\nGET http://nope.local/ HTTP/1.1\r\n\r\n"
+                            b"HEAD http://a.local/2 HTTP/1.0\r\n\r\n"),
+        ("dev-post-chunked", 2, b"POST http://a.local/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                b"5\r\nhello\r\n0\r\n\r\n"),
+        ("dev-post-cl", 2, b"PUT http://a.local/p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"),
+        ("dev-cl-te", 2, b"POST http://a.local/ HTTP/1.1\r\nContent-Length: 3\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("dev-obs-fold", 2, b"GET http://a.local/ HTTP/1.1\r\nX: a\r\n b\r\n\r\n"),
+        ("dev-host-mismatch", 2, b"GET http://a.local/ HTTP/1.1\r\nHost: b.local\r\n\r\n"),
+        ("dev-path", 2, b"GET http://b.local:9/x/../y HTTP/1.1\r\n\r\nGET http://b.local:9/x/%2e%2e/ HTTP/1.1\r\n\r\n"),
+        ("dev-numeric", 2, b"GET http://2130706433/ HTTP/1.1\r\n\r\nGET http://[::ffff:127.0.0.1]/ HTTP/1.1\r\n\r\n"),
+        ("dev-wildcard-loopback", 2, b"GET http://c.w.local/ HTTP/1.1\r\n\r\n"),
+        ("dev-unresolvable", 2, b"GET http://d.w.local/ HTTP/1.1\r\n\r\n"),
+        ("dev-connect", 2, b"CONNECT b.local:9 HTTP/1.1\r\nHost: b.local:9\r\n\r\n\x16\x03\x01\x00\x05hello"),
+        ("dev-connect-intercept", 2, b"CONNECT a.local:443 HTTP/1.1\r\n\r\n\x16\x03\x01\x00\x05hello"),
+        ("dev-connect-refused", 2, b"CONNECT evil.local:25 HTTP/1.1\r\n\r\n"),
+        ("dev-userinfo", 2, b"GET http://u:p@a.local/ HTTP/1.1\r\n\r\n"),
+        ("dev-upgrade", 2, b"GET http://a.local/ HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+        ("dev-garbage", 2, b"\x00\x01\x02 not http at all\r\n\r\n"),
+        ("api-provider", 1, b"POST /providers/keyed/v1/chat/completions HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
+        ("api-healthz", 1, b"GET /healthz HTTP/1.1\r\n\r\nGET /providers/nope/x HTTP/1.1\r\n\r\n"),
+        ("api-connect", 1, b"CONNECT a.local:443 HTTP/1.1\r\n\r\n"),
+        ("relay-ok", 0, CPREQ_PP2 + b"GET http://a.local/ HTTP/1.1\r\n\r\n"),
+        ("relay-unknown-profile", 0, pp2(tlv(RUN, b"r") + tlv(PROFILE, b"other")) + b"GET http://a.local/ HTTP/1.1\r\n\r\n"),
+        ("relay-no-header", 0, b"GET http://a.local/ HTTP/1.1\r\n\r\n"),
+]:
+    put("cpreq", name, bytes([role]) + text)

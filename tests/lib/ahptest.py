@@ -4,6 +4,8 @@ orchctl and mock-llm wrappers, process control and bounded waits. Python 3 stdli
 import argparse
 import json
 import os
+import pwd
+import re
 import shutil
 import signal
 import socket
@@ -82,7 +84,9 @@ class Stack:
     Use as a context manager: the stack is stopped and the directory removed on exit; on
     failure the daemons' log tails are printed first."""
 
-    def __init__(self, args, name, mock_args="", sandbox=False):
+    CP_USER = "ahp-credproxy"
+
+    def __init__(self, args, name, mock_args="", sandbox=False, credproxy=True):
         self.args = args
         self.bin = os.path.abspath(args.bin)
         self.src = os.path.abspath(args.src)
@@ -90,7 +94,10 @@ class Stack:
         self.home = tempfile.mkdtemp(prefix=f"ahp-{name[:12]}-", dir="/tmp")
         self.mock_args = mock_args
         # Tests that need no exec tool run without sandboxd: fewer moving parts.
-        self.skip = "" if sandbox else "sandboxd"
+        # credproxy is the model route (providers.conf names mock-llm); without
+        # it the stack points gateway_url at mock-llm directly.
+        self.skip = " ".join(d for d, on in (("sandboxd", sandbox), ("credproxy", credproxy))
+                             if not on)
         self.started = False
         for d in ("etc/profiles", "etc/skills", "etc/mock-llm"):
             os.makedirs(os.path.join(self.home, d), exist_ok=True)
@@ -127,8 +134,52 @@ class Stack:
         return self.write(f"etc/skills/{rel}", text)
 
     def write_conf(self, **kv):
+        """Writes orchestrator.conf. A gateway_url given without gateway_socket is reached
+        over TCP (gateway_socket = ""), not through credproxy's provider route."""
+        if "gateway_url" in kv and "gateway_socket" not in kv:
+            kv["gateway_socket"] = '""'
         lines = "".join(f"{k} = {v}\n" for k, v in kv.items())
         return self.write("etc/orchestrator.conf", lines)
+
+    def write_credproxy_conf(self, **kv):
+        lines = "".join(f"{k} = {v}\n" for k, v in kv.items())
+        return self.write("etc/credproxy.conf", lines)
+
+    def write_providers(self, text):
+        """Writes etc/providers.conf (NAME BASE-URL AUTH [SECRET] lines). scripts/stack adds
+        its mock-llm line unless text names a provider 'mock'. SIGHUP credproxy (hup) for a
+        running stack to take it."""
+        return self.write("etc/providers.conf", text)
+
+    def _cp_ids(self):
+        """uid/gid credproxy runs as when the stack starts it as root, or None."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            pw = pwd.getpwnam(self.CP_USER)
+        except KeyError:
+            return None  # scripts/stack creates it and chowns the dir at start
+        return pw.pw_uid, pw.pw_gid
+
+    def write_secret(self, name, value):
+        """One secret file etc/secrets/credproxy/NAME (0600, credproxy's user); value str or
+        bytes, written as is (no newline added)."""
+        d = self.path("etc/secrets/credproxy")
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)
+        p = os.path.join(d, name)
+        data = value.encode() if isinstance(value, str) else value
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.chmod(p, 0o600)
+        ids = self._cp_ids()
+        if ids is not None:
+            os.chown(d, *ids)
+            os.chown(p, *ids)
+        return p
 
     def demo_skill(self):
         """A skill dir 'skills/demo' the default test profiles point at."""
@@ -161,6 +212,10 @@ class Stack:
     def restart(self, daemon):
         self._stack("restart", self.home, daemon)
 
+    def hup(self, daemon):
+        """SIGHUP (reload) to a running daemon."""
+        self.kill(daemon, signal.SIGHUP, wait=False)
+
     def pid(self, daemon):
         try:
             with open(self.path(f"run/{daemon}.pid")) as f:
@@ -184,7 +239,7 @@ class Stack:
             return ""
 
     def dump_logs(self, out=sys.stderr):
-        for d in ("orchestrator", "mock-llm", "sandboxd"):
+        for d in ("orchestrator", "credproxy", "mock-llm", "sandboxd"):
             text = self.log(d)
             if text:
                 tail = "\n".join(text.splitlines()[-40:])
@@ -275,6 +330,45 @@ class Stack:
     def stats(self):
         return self.mock_get("/stats")
 
+    # --- credproxy ---
+
+    def ca_cert(self):
+        """The platform CA certificate credproxy made (what sandboxes trust)."""
+        return self.path("state/credproxy/ca.crt")
+
+    def egress_log(self, run=None):
+        """credproxy's egress log lines (msg=egress) as dicts of their logfmt fields, oldest
+        first; run: only that run's ("" = provider routes)."""
+        out = []
+        for line in self.log("credproxy").splitlines():
+            if " msg=egress " not in line:
+                continue
+            kv = parse_logfmt(line)
+            if run is None or kv.get("run") == run:
+                out.append(kv)
+        return out
+
+    def egress_rows(self, sql="SELECT * FROM egress ORDER BY seq", params=()):
+        """Rows of credproxy's durable egress log (read-only), as dicts."""
+        uri = "file:" + self.path("state/credproxy/egress.db") + "?mode=ro"
+        con = sqlite3.connect(uri, uri=True, timeout=10)
+        con.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in con.execute(sql, params).fetchall()]
+        finally:
+            con.close()
+
+    def egress_events(self, run_id):
+        """The run's egress events (kind "egress") from its timeline, oldest first."""
+        return [e for e in self.events(run_id) if e["kind"] == "egress"]
+
+    def wait_egress(self, run_id, n, timeout=30):
+        """Waits until the run's timeline holds at least n egress events; returns them."""
+        def pred():
+            ev = self.egress_events(run_id)
+            return ev if len(ev) >= n else None
+        return wait_for(pred, timeout, f"{n} egress event(s) of run {run_id}", interval=0.2)
+
     # --- journal (read-only look at the orchestrator's SQLite db) ---
 
     def db_rows(self, sql, params=()):
@@ -284,6 +378,22 @@ class Stack:
             return con.execute(sql, params).fetchall()
         finally:
             con.close()
+
+
+_LOGFMT = re.compile(r'([A-Za-z0-9_.-]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_logfmt(line):
+    """A logfmt line (libahp's log) as a dict; quoted values unescaped (\\" \\\\ \\n \\r
+    \\t; \\xHH is kept as written: it stands for a byte that was not shown)."""
+    out = {}
+    for k, v in _LOGFMT.findall(line):
+        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+            v = re.sub(r'\\(["\\nrt])',
+                       lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m.group(1), m.group(1)),
+                       v[1:-1])
+        out[k] = v
+    return out
 
 
 def fingerprint(messages):

@@ -41,7 +41,9 @@ def free_port():
 
 
 def main(args):
-    with Stack(args, "reloadcfg") as st:
+    # The orchestrator's own gateway_url is what moves here: without credproxy the stack
+    # points it at mock-llm (test_model_route covers the route through credproxy).
+    with Stack(args, "reloadcfg", credproxy=False) as st:
         st.demo_skill()
         st.write_scenario("short", SCENARIO)
         st.write_profile("alpha", "short")
