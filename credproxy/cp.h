@@ -258,7 +258,7 @@ const cp_provider_t *cp_providers_at(const cp_providers_t *self, size_t i);
  * secret value (injected holds header names only). */
 typedef struct {
 	const char *run;      /* "" for provider routes */
-	const char *profile;  /* "" for provider routes; the provider name goes in host */
+	const char *profile;  /* "" for provider routes (their rule is "provider:NAME") */
 	const char *method;   /* "CONNECT" for tunnels */
 	const char *host;
 	uint16_t port;
@@ -288,6 +288,9 @@ typedef struct cp_egress cp_egress_t;
 cp_egress_t *cp_egress_new(struct event_base *base, const char *db_path, const char *ctl_endpoint,
                            const void *allow /* ahp_rpc_allow_t */, char *err, size_t errlen);
 void cp_egress_destroy(cp_egress_t **self_p);
+/* Records older than days (> 0) are deleted, checked at most once an hour
+ * when records are written; 0 keeps everything. */
+void cp_egress_set_retention(cp_egress_t *self, long days);
 /* Writes the logfmt line and queues the record for the log. Never fails the
  * caller: a full queue or a database error is logged and counted. self NULL:
  * the line alone. */

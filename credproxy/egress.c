@@ -114,6 +114,9 @@ struct cp_egress {
 
 	ahp_rpc_server_t *ctl;
 	struct event *ctl_ev;
+
+	int64_t retain_ms;     /* records older than this are deleted; 0 = kept */
+	int64_t next_prune_ms; /* monotonic */
 };
 
 /* --- strings --- */
@@ -298,6 +301,39 @@ s_bind_rec(sqlite3_stmt *st, const s_rec_t *r)
 
 /* Commits every queued record in one transaction. A database that cannot
  * take them loses them (counted, logged): the proxy never waits for it. */
+/* Deletes records older than the retention, at most once an hour (the
+ * egress log must not grow without bound). */
+static void
+s_prune(cp_egress_t *self)
+{
+	int64_t now = ahp_mono_ms();
+	if (self->retain_ms <= 0 || now < self->next_prune_ms || self->db == NULL)
+		return;
+	self->next_prune_ms = now + 3600 * 1000;
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(self->db, "DELETE FROM egress WHERE ts_ms < ?1", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return;
+	sqlite3_bind_int64(st, 1, ahp_now_ms() - self->retain_ms);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		ahp_log_kv(AHP_LOG_WARN, NULL, NULL, "egress log: pruning failed", "error",
+		           sqlite3_errmsg(self->db), NULL);
+	else if (sqlite3_changes(self->db) > 0) {
+		char n[24];
+		snprintf(n, sizeof n, "%d", sqlite3_changes(self->db));
+		ahp_log_kv(AHP_LOG_INFO, NULL, NULL, "egress log: pruned old records", "deleted", n,
+		           NULL);
+	}
+	sqlite3_finalize(st);
+}
+
+void
+cp_egress_set_retention(cp_egress_t *self, long days)
+{
+	self->retain_ms = days > 0 ? (int64_t)days * 86400 * 1000 : 0;
+	self->next_prune_ms = 0;
+}
+
 static void
 s_flush(cp_egress_t *self)
 {
@@ -333,6 +369,7 @@ s_flush(cp_egress_t *self)
 	for (size_t i = 0; i < n; i++)
 		s_rec_free(&self->queue[i]);
 	self->n_queued = 0;
+	s_prune(self);
 }
 
 static void

@@ -68,6 +68,8 @@ static const ahp_cfg_def_t s_cfg_defs[] = {
     {"connect_timeout_s", AHP_CFG_INT, 1, 600, "10", "seconds to connect to an upstream"},
     {"response_timeout_s", AHP_CFG_INT, 1, 86400, "600",
      "seconds without a byte from the upstream before 504 / close"},
+    {"egress_retain_days", AHP_CFG_INT, 0, 36500, "30",
+     "days the egress log keeps a record (0 = forever)"},
     {"max_conns", AHP_CFG_INT, 1, 1000000, "4096", "client connections at once"},
     {"log_level", AHP_CFG_STR, 0, 0, "info", "debug | info | warn | error"},
     {NULL, 0, 0, 0, NULL, NULL},
@@ -454,6 +456,7 @@ main(int argc, char **argv)
 	if (m.tls == NULL)
 		fatalx("TLS: %s", err);
 	cp_proxy_set_tls(m.proxy, m.tls);
+	cp_egress_set_retention(m.egress, ahp_cfg_int(m.cfg, "egress_retain_days"));
 	cp_proxy_set_egress(m.proxy, m.egress);
 	int problems = 0;
 	cp_gen_t *g = s_load(&m, false, &problems);

@@ -168,6 +168,7 @@ struct s_conn {
 	size_t head_bytes;
 	bool head_started, head_done, req_done, obs_nl;
 	bool req_chunked;
+	bool url_too_long;
 	uint64_t req_cl;
 
 	/* the current exchange */
@@ -460,8 +461,11 @@ s_on_url(http_parser *p, const char *at, size_t len)
 		c->rh.url_started = true;
 		c->rh.url_off = c->rh.len;
 	}
-	if (c->rh.url_len + len > S_URL_MAX ||
-	    s_head_append(&c->rh, at, len, c->px->cfg.max_header_bytes) != 0)
+	if (c->rh.url_len + len > S_URL_MAX) {
+		c->url_too_long = true;
+		return -1;
+	}
+	if (s_head_append(&c->rh, at, len, c->px->cfg.max_header_bytes) != 0)
 		return -1;
 	c->rh.url_len += len;
 	return 0;
@@ -766,6 +770,7 @@ s_exchange_begin(s_conn_t *c)
 	c->head_bytes = 0;
 	c->head_started = c->head_done = c->req_done = c->obs_nl = false;
 	c->req_chunked = false;
+	c->url_too_long = false;
 	c->method[0] = c->host[0] = c->path_log[0] = c->injected[0] = '\0';
 	c->port = 0;
 	c->rule = NULL;
@@ -795,6 +800,7 @@ s_exchange_begin(s_conn_t *c)
 static void s_send_request_head(s_conn_t *c);
 static void s_tunnel_connected(s_conn_t *c);
 static void s_go_upstream(s_conn_t *c);
+static int s_head_bad_name(const s_head_t *h);
 
 static void
 s_upstream_connected(s_conn_t *c)
@@ -870,8 +876,15 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 			s_exchange_end(c);
 			return;
 		}
+		/* What arrived goes to the client, then the close tells it the
+		 * body is cut short (the framing it was promised is not met). */
 		s_record(c, true, "upstream closed mid-response");
-		s_conn_close(c);
+		bufferevent_free(c->u);
+		c->u = NULL;
+		c->u_ok = false;
+		c->st = CS_CLOSING;
+		bufferevent_disable(c->c, EV_READ);
+		s_close_when_flushed(c);
 		return;
 	}
 	unsigned long e = 0;
@@ -1185,6 +1198,13 @@ s_send_response_head(s_conn_t *c)
 	bool up_chunked = (c->sp.flags & F_CHUNKED) != 0;
 	bool up_cl = (c->sp.flags & F_CONTENTLENGTH) != 0;
 	bool client11 = c->rp.http_major == 1 && c->rp.http_minor >= 1;
+	if (s_head_bad_name(h) >= 0) {
+		char why[CP_REASON_MAX];
+		snprintf(why, sizeof why,
+		         "upstream %s sent a header field name that is not a token", c->host);
+		s_refuse(c, 502, why, true);
+		return;
+	}
 	if (c->n_secrets > 0 && !no_body) {
 		int ce = s_head_find(h, "content-encoding");
 		if (ce == -2 ||
@@ -1442,6 +1462,29 @@ s_host_agrees(s_conn_t *c, const char **why)
 	return 0;
 }
 
+/* RFC 9110 section 5.6.2: a field name is a token. http-parser lets some
+ * other bytes through (a space before the colon); a name we would forward
+ * differently from how the next hop reads it is refused (RFC 9112 section
+ * 5.1 requires a 400 for whitespace before the colon). -1 when all are good,
+ * else the index of the first bad one. */
+static int
+s_head_bad_name(const s_head_t *h)
+{
+	static const char tchar[] = "!#$%&'*+-.^_`|~";
+	for (unsigned i = 0; i < h->n; i++) {
+		const char *n = h->buf + h->h[i].n_off;
+		if (h->h[i].n_len == 0)
+			return (int)i;
+		for (uint32_t k = 0; k < h->h[i].n_len; k++) {
+			unsigned char ch = (unsigned char)n[k];
+			if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+			      (ch >= '0' && ch <= '9') || (ch != 0 && strchr(tchar, ch) != NULL)))
+				return (int)i;
+		}
+	}
+	return -1;
+}
+
 static void
 s_injected_names(s_conn_t *c)
 {
@@ -1520,6 +1563,18 @@ s_request(s_conn_t *c)
 	}
 	if (c->gen == NULL || c->gen->policy == NULL) {
 		s_refuse(c, 503, "credproxy has no policy loaded", true);
+		return;
+	}
+	if (c->rp.http_major != 1) {
+		if (c->rp.http_major == 0)
+			s_refuse(c, 400, "the request line has no HTTP/1.x version", true);
+		else
+			s_refuse(c, 505, "only HTTP/1.0 and HTTP/1.1 are spoken here", true);
+		return;
+	}
+	if (s_head_bad_name(&c->rh) >= 0) {
+		s_refuse(c, 400, "a header field name is not a token (whitespace before ':'?)",
+		         true);
 		return;
 	}
 	if (c->role == ROLE_API && c->in_tls) {
@@ -1614,6 +1669,13 @@ s_request(s_conn_t *c)
 			return;
 		}
 		const char *rest = name + nl;
+		/* The caller must not climb out of the provider's base path with
+		 * its key attached. */
+		if (rest[0] != '\0' && rest[0] != '?' &&
+		    cp_path_check(rest, strcspn(rest, "?"), &why) != 0) {
+			s_refuse(c, 400, why, true);
+			return;
+		}
 		char *t = NULL;
 		if (asprintf(&t, "%s%s%s", c->provider->base_path, rest[0] == '/' ? "" : "/",
 		             rest) < 0) {
@@ -1846,7 +1908,9 @@ s_process(s_conn_t *c)
 		evbuffer_drain(in, done);
 		if (e != HPE_OK && e != HPE_PAUSED) {
 			if (c->st == CS_HEAD) {
-				if (s_too_many)
+				if (c->url_too_long)
+					s_refuse(c, 414, "request target longer than 8 KiB", true);
+				else if (s_too_many)
 					s_refuse(c, 431, "too many header fields", true);
 				else if (c->rh.len >= c->px->cfg.max_header_bytes ||
 				         c->head_bytes > c->px->cfg.max_header_bytes ||

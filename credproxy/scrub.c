@@ -363,6 +363,25 @@ s_scan(cp_scrub_t *self, const uint8_t *buf, size_t len, size_t limit, size_t ct
 	return emitted;
 }
 
+/* Where the bytes that must wait begin: the leftmost position in the last
+ * window-1 bytes from which the rest of buf is a proper prefix of a pattern
+ * (a match could begin there and end in data not yet seen). Everything
+ * before it is final now, so a stream such as SSE is not held back by the
+ * scrubber unless its tail could really be the start of a secret. */
+static size_t
+s_wait_from(const cp_scrub_t *self, const uint8_t *buf, size_t total)
+{
+	size_t lo = total > self->window - 1 ? total - (self->window - 1) : 0;
+	for (size_t p = lo; p < total; p++) {
+		size_t rest = total - p;
+		for (unsigned i = 0; i < self->n_pats; i++)
+			if (self->pats[i].len > rest && self->pats[i].bytes[0] == buf[p] &&
+			    memcmp(self->pats[i].bytes, buf + p, rest) == 0)
+				return p;
+	}
+	return total;
+}
+
 int
 cp_scrub_feed(cp_scrub_t *self, const void *in, size_t len, struct evbuffer *out, bool final)
 {
@@ -401,7 +420,7 @@ cp_scrub_feed(cp_scrub_t *self, const void *in, size_t len, struct evbuffer *out
 		return 0; /* nothing seen yet: hold may not even exist */
 	/* A match could still begin in the last window-1 bytes and end in data
 	 * not yet seen: those wait, unless this is the end. */
-	size_t limit = final ? total : (total > self->window - 1 ? total - (self->window - 1) : 0);
+	size_t limit = final ? total : s_wait_from(self, self->hold, total);
 	size_t rstart = 0;
 	size_t done = s_scan(self, self->hold, total, limit, self->ctx, &k, &count, &rstart);
 	if (k.failed)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <sqlite3.h>
 #include <zmq.h>
 
 #include "ahp/log.h"
@@ -383,6 +384,39 @@ test_survives_reopen(void **state)
 	s_done(&f);
 }
 
+/* With a retention, records older than it are deleted when records are next
+ * written; newer ones stay. */
+static void
+test_retention(void **state)
+{
+	(void)state;
+	fixture_t f = {0};
+	s_open(&f, NULL);
+	for (int i = 0; i < 4; i++)
+		s_record(&f, "run-r", "GET", "wiki.local", "/old", 200, true, "");
+	s_turn(&f);
+	s_close(&f);
+	/* Age three of them by 40 days behind the daemon's back. */
+	sqlite3 *db = NULL;
+	assert_int_equal(sqlite3_open(s_db, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	                              "UPDATE egress SET ts_ms = ts_ms - 40*86400*1000"
+	                              " WHERE seq IN (SELECT seq FROM egress LIMIT 3)",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	s_open(&f, NULL);
+	cp_egress_set_retention(f.eg, 30);
+	s_record(&f, "run-r", "GET", "wiki.local", "/new", 200, true, "");
+	s_turn(&f);
+	Ahp__Cp__Reply *rep = s_list(&f, "run-r", 0, 0);
+	assert_int_equal(rep->egress_list->n_records, 2);
+	assert_string_equal(rep->egress_list->records[0]->path, "/old");
+	assert_string_equal(rep->egress_list->records[1]->path, "/new");
+	ahp__cp__reply__free_unpacked(rep, NULL);
+	s_done(&f);
+}
+
 /* Each bad request gets its typed error; the socket keeps serving. */
 static void
 test_bad_requests(void **state)
@@ -709,6 +743,7 @@ main(void)
 	    cmocka_unit_test_setup(test_record_and_query, s_fresh),
 	    cmocka_unit_test_setup(test_query_sees_uncommitted, s_fresh),
 	    cmocka_unit_test_setup(test_survives_reopen, s_fresh),
+	    cmocka_unit_test_setup(test_retention, s_fresh),
 	    cmocka_unit_test_setup(test_bad_requests, s_fresh),
 	    cmocka_unit_test_setup(test_many_pipelined, s_fresh),
 	    cmocka_unit_test_setup(test_allow_list, s_fresh),

@@ -185,20 +185,26 @@ test_hold_back(void **state)
 	(void)state;
 	cp_scrub_t *s = cp_scrub_new(s_wiki, 1);
 	struct evbuffer *out = evbuffer_new();
-	/* The longest pattern is the raw secret (17) or its base64 (22 chars). */
+	/* Only a tail that could begin a pattern waits: text that cannot (an
+	 * SSE event's "\n\n") goes out at once, so streams are not delayed. */
 	char in[100];
 	memset(in, 'x', sizeof in);
 	assert_int_equal(cp_scrub_feed(s, in, sizeof in, out, false), 0);
-	assert_int_equal(evbuffer_get_length(out), sizeof in - 21);
+	assert_int_equal(evbuffer_get_length(out), sizeof in);
+	/* The start of the secret waits for what follows... */
 	assert_int_equal(cp_scrub_feed(s, "s3cr3t", 6, out, false), 0);
-	assert_int_equal(evbuffer_get_length(out), sizeof in + 6 - 21);
-	/* Complete, but a longer pattern could start as early: it waits. */
-	assert_int_equal(cp_scrub_feed(s, "-wiki-token", 11, out, false), 0);
-	assert_int_equal(cp_scrub_feed(s, NULL, 0, out, true), 1);
+	assert_int_equal(evbuffer_get_length(out), sizeof in);
+	/* ... and once complete it is redacted without waiting for the end. */
+	assert_int_equal(cp_scrub_feed(s, "-wiki-token", 11, out, false), 1);
+	assert_int_equal(evbuffer_get_length(out), sizeof in + strlen("[redacted:wiki-token]"));
+	assert_int_equal(cp_scrub_feed(s, NULL, 0, out, true), 0);
 	char *got = s_drain(out);
 	assert_int_equal(strlen(got), sizeof in + strlen("[redacted:wiki-token]"));
 	assert_string_equal(got + sizeof in, "[redacted:wiki-token]");
 	free(got);
+	/* An SSE event: nothing of it is held. */
+	assert_int_equal(cp_scrub_feed(s, "data: first\n\n", 13, out, false), 0);
+	assert_int_equal(evbuffer_get_length(out), 13);
 	evbuffer_free(out);
 	cp_scrub_destroy(&s);
 	cp_scrub_destroy(NULL);
@@ -243,10 +249,12 @@ test_linear_clean_stream(void **state)
 	double one = s_time_clean(1 << 20, 16384);
 	double whole = s_time_clean(1 << 20, 1 << 20);
 	double sixteen = s_time_clean(16 << 20, 16384);
-	assert_true(one < 1.0);
-	assert_true(whole < 1.0);
-	if (sixteen > 20 * (one + 0.001))
-		fail_msg("16 MiB took %.3fs, 1 MiB %.3fs: not linear", sixteen, one);
+	/* Loose bounds, not a ratio (a loaded CI machine must not fail this):
+	 * a quadratic scrubber takes minutes on 16 MiB, a linear one well under
+	 * a second. */
+	assert_true(one < 5.0);
+	assert_true(whole < 5.0);
+	assert_true(sixteen < 20.0);
 }
 
 /* A run of overlapping occurrences (a periodic secret, 1 MiB of it) is one
