@@ -184,20 +184,60 @@ s_append_pair(char *line, size_t size, size_t *off, const char *key, const char 
 }
 
 static void
-s_write_line(char *line, size_t off, size_t size)
+s_write_all(const char *buf, size_t len)
 {
-	if (off >= size - 1)
-		off = size - 2;
-	line[off++] = '\n';
 	size_t done = 0;
-	while (done < off) {
-		ssize_t w = write(STDERR_FILENO, line + done, off - done);
+	while (done < len) {
+		ssize_t w = write(STDERR_FILENO, buf + done, len - done);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
 			return;
 		done += (size_t)w;
 	}
+}
+
+/* Held lines (ahp_log_hold): info and debug lines wait here for
+ * ahp_log_flush; a warning or an error flushes them first, so order holds. */
+static char s_held[64 * 1024];
+static size_t s_held_len;
+static int s_holding;
+
+void
+ahp_log_hold(int on)
+{
+	if (!on)
+		ahp_log_flush();
+	s_holding = on;
+}
+
+void
+ahp_log_flush(void)
+{
+	int saved = errno;
+	if (s_held_len > 0)
+		s_write_all(s_held, s_held_len);
+	s_held_len = 0;
+	errno = saved;
+}
+
+static void
+s_write_line(char *line, size_t off, size_t size, int level)
+{
+	if (off >= size - 1)
+		off = size - 2;
+	line[off++] = '\n';
+	if (s_holding && level <= AHP_LOG_INFO) {
+		if (s_held_len + off > sizeof s_held)
+			ahp_log_flush();
+		if (off <= sizeof s_held) {
+			memcpy(s_held + s_held_len, line, off);
+			s_held_len += off;
+			return;
+		}
+	}
+	ahp_log_flush();
+	s_write_all(line, off);
 }
 
 static size_t
@@ -217,13 +257,13 @@ s_head(char *line, size_t size, const char *level, const char *run, const char *
 }
 
 static void
-s_emit(const char *level, const char *run, const char *step, const char *msg)
+s_emit(int lv, const char *level, const char *run, const char *step, const char *msg)
 {
 	char line[LOG_LINE_MAX];
 	int saved = errno;
 	size_t off = s_head(line, sizeof line, level, run, step);
 	s_append_pair(line, sizeof line, &off, "msg", msg);
-	s_write_line(line, off, sizeof line);
+	s_write_line(line, off, sizeof line, lv);
 	errno = saved;
 }
 
@@ -236,7 +276,7 @@ ahp_vlog(int level, const char *run, const char *step, const char *fmt, va_list 
 	if (level < AHP_LOG_DEBUG || level > AHP_LOG_ERROR)
 		level = AHP_LOG_ERROR;
 	vsnprintf(msg, sizeof msg, fmt, ap);
-	s_emit(s_level_names[level], run, step, msg);
+	s_emit(level, s_level_names[level], run, step, msg);
 }
 
 void
@@ -272,7 +312,7 @@ ahp_log_kv(int level, const char *run, const char *step, const char *msg, ...)
 		s_append_pair(line, sizeof line, &off, k, v ? v : "");
 	}
 	va_end(ap);
-	s_write_line(line, off, sizeof line);
+	s_write_line(line, off, sizeof line, level);
 	errno = saved;
 }
 
@@ -291,7 +331,7 @@ static void __attribute__((noreturn)) s_vfatal(int with_errno, const char *fmt, 
 		size_t n = strlen(msg);
 		snprintf(msg + n, sizeof msg - n, ": %s", strerror(saved));
 	}
-	s_emit("fatal", NULL, NULL, msg);
+	s_emit(AHP_LOG_ERROR, "fatal", NULL, NULL, msg);
 	exit(1);
 }
 

@@ -184,6 +184,14 @@ void cp_scrub_destroy(cp_scrub_t **self_p);
  * call, or -1 when out could not grow.
  */
 int cp_scrub_feed(cp_scrub_t *self, const void *in, size_t len, struct evbuffer *out, bool final);
+/* Forgets the stream (held bytes wiped) so the same patterns serve the next
+ * response; building the patterns (base64 and percent forms) is the costly
+ * part, done once per connection and rule. NULL-safe. */
+void cp_scrub_reset(cp_scrub_t *self);
+/* Redacts a whole value (a header) with self's patterns into out
+ * (NUL-terminated, truncated to outlen), leaving the stream state alone.
+ * Returns the number of redactions. */
+int cp_scrub_apply(cp_scrub_t *self, const char *in, size_t len, char *out, size_t outlen);
 /* Redacts a whole header value in place into out (NUL-terminated, truncated
  * to outlen). Returns the number of redactions. */
 int cp_scrub_string(const cp_secret_ref_t *secrets, unsigned n, const char *in, size_t len,

@@ -313,6 +313,15 @@ s_on_signal(evutil_socket_t sig, short what, void *arg)
 }
 
 static void
+s_log_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	ahp_log_flush();
+}
+
+static void
 s_drop_privileges(s_main_t *m)
 {
 	const char *user = ahp_cfg_str(m->cfg, "user");
@@ -473,7 +482,16 @@ main(int argc, char **argv)
 	}
 	log_info("serving relay=%s api=%s ctl=%s ca=%s profiles=%s", m.relay_socket, m.api_socket,
 	         m.ctl_endpoint, cp_tls_ca_path(m.tls), m.profiles_dir);
+	/* A line per request: held and written every 50 ms (warnings and errors
+	 * at once), one write instead of thousands a second. */
+	struct event *lf = event_new(m.base, -1, EV_PERSIST, s_log_flush_cb, NULL);
+	struct timeval lft = {.tv_sec = 0, .tv_usec = 50000};
+	if (lf == NULL || event_add(lf, &lft) != 0)
+		fatalx("cannot start the log flush timer");
+	ahp_log_hold(1);
 	event_base_dispatch(m.base);
+	ahp_log_hold(0);
+	event_free(lf);
 	for (int i = 0; i < 3; i++)
 		event_free(sig[i]);
 	cp_proxy_destroy(&m.proxy);

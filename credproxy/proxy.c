@@ -55,6 +55,7 @@
 
 struct cp_gen {
 	int refs;
+	uint64_t id; /* unique for the process's life (addresses may be reused) */
 	cp_policy_t *policy;
 	cp_providers_t *providers;
 	ahp_secrets_t *secrets;
@@ -66,7 +67,9 @@ cp_gen_new(cp_policy_t *policy, cp_providers_t *providers, ahp_secrets_t *secret
 	cp_gen_t *g = calloc(1, sizeof *g);
 	if (g == NULL)
 		return NULL;
+	static uint64_t s_next_id;
 	g->refs = 1;
+	g->id = ++s_next_id;
 	g->policy = policy;
 	g->providers = providers;
 	g->secrets = secrets;
@@ -180,8 +183,10 @@ struct s_conn {
 	char path_log[256];
 	const cp_rule_t *rule;
 	const cp_provider_t *provider;
-	bool special_ok; /* special addresses allowed (rule names the host exactly) */
-	cp_scrub_t *scrub;
+	bool special_ok;        /* special addresses allowed (rule names the host exactly) */
+	cp_scrub_t *scrub;      /* the response's redactor, or NULL */
+	cp_scrub_t *scrub_keep; /* kept for the next exchange with the same secrets */
+	uintptr_t scrub_key[3]; /* gen id, secrets, first value: what scrub_keep was built for */
 	cp_secret_ref_t provider_secret;
 	const cp_secret_ref_t *secrets;
 	unsigned n_secrets;
@@ -697,7 +702,7 @@ s_reaper_cb(evutil_socket_t fd, short what, void *arg)
 	event_free(c->reaper);
 	s_head_reset(&c->rh);
 	s_head_reset(&c->sh);
-	cp_scrub_destroy(&c->scrub);
+	cp_scrub_destroy(&c->scrub_keep);
 	free(c->target);
 	cp_gen_unref(c->gen);
 	free(c);
@@ -764,7 +769,7 @@ s_exchange_begin(s_conn_t *c)
 {
 	s_head_reset(&c->rh);
 	s_head_reset(&c->sh);
-	cp_scrub_destroy(&c->scrub);
+	c->scrub = NULL; /* c->scrub_keep holds it */
 	free(c->target);
 	c->target = NULL;
 	c->head_bytes = 0;
@@ -1217,11 +1222,23 @@ s_send_response_head(s_conn_t *c)
 			s_refuse(c, 502, why, true);
 			return;
 		}
-		c->scrub = cp_scrub_new(c->secrets, c->n_secrets);
-		if (c->scrub == NULL) {
+	}
+	if (c->n_secrets > 0) {
+		/* The patterns are built once per connection and secrets. */
+		uintptr_t key[3] = {(uintptr_t)c->gen->id, (uintptr_t)c->secrets,
+		                    (uintptr_t)c->secrets[0].value};
+		if (c->scrub_keep == NULL || memcmp(key, c->scrub_key, sizeof key) != 0) {
+			cp_scrub_destroy(&c->scrub_keep);
+			c->scrub_keep = cp_scrub_new(c->secrets, c->n_secrets);
+			memcpy(c->scrub_key, key, sizeof key);
+		} else {
+			cp_scrub_reset(c->scrub_keep);
+		}
+		if (c->scrub_keep == NULL) {
 			s_refuse(c, 502, "out of memory", true);
 			return;
 		}
+		c->scrub = no_body ? NULL : c->scrub_keep;
 	}
 	struct evbuffer *out = bufferevent_get_output(c->c);
 	const char *text = http_status_str((enum http_status)status);
@@ -1239,8 +1256,8 @@ s_send_response_head(s_conn_t *c)
 		evbuffer_add(out, ": ", 2);
 		if (c->n_secrets > 0) {
 			char v[8192];
-			int r = cp_scrub_string(c->secrets, c->n_secrets, h->buf + h->h[i].v_off,
-			                        h->h[i].v_len, v, sizeof v);
+			int r = cp_scrub_apply(c->scrub_keep, h->buf + h->h[i].v_off, h->h[i].v_len,
+			                       v, sizeof v);
 			if (r > 0)
 				c->redactions += r;
 			evbuffer_add(out, v, strlen(v));
@@ -1272,6 +1289,22 @@ s_send_response_head(s_conn_t *c)
 	c->resp_head_sent = true;
 }
 
+/* Over TLS every chain of the output buffer becomes its own SSL_write (a
+ * TLS record and a write(2)): a small response built in pieces is made one
+ * chain first. */
+static void
+s_coalesce(s_conn_t *c)
+{
+	if (c->closing || c->c == NULL || bufferevent_get_underlying(c->c) == NULL)
+		return;
+	struct evbuffer *out = bufferevent_get_output(c->c);
+	size_t n = evbuffer_get_length(out);
+	if (n > 0 && n <= 16384 && evbuffer_get_contiguous_space(out) < n)
+		evbuffer_pullup(out, -1);
+}
+
+static void s_upstream_read_1(struct bufferevent *bev, s_conn_t *c);
+
 /* Upstream bytes: parse the response; stream the body down. */
 static void
 s_upstream_read(struct bufferevent *bev, void *arg)
@@ -1279,6 +1312,13 @@ s_upstream_read(struct bufferevent *bev, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
+	s_upstream_read_1(bev, c);
+	s_coalesce(c);
+}
+
+static void
+s_upstream_read_1(struct bufferevent *bev, s_conn_t *c)
+{
 	struct evbuffer *in = bufferevent_get_input(bev);
 	if (c->st == CS_TUNNEL) {
 		size_t n = evbuffer_get_length(in);

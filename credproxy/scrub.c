@@ -465,3 +465,36 @@ cp_scrub_string(const cp_secret_ref_t *secrets, unsigned n, const char *in, size
 	cp_scrub_destroy(&self);
 	return count;
 }
+
+void
+cp_scrub_reset(cp_scrub_t *self)
+{
+	if (self == NULL)
+		return;
+	if (self->hold != NULL)
+		explicit_bzero(self->hold, self->hold_len);
+	self->hold_len = 0;
+	self->ctx = 0;
+	self->n_labels = 0;
+}
+
+int
+cp_scrub_apply(cp_scrub_t *self, const char *in, size_t len, char *out, size_t outlen)
+{
+	s_sink_t k = {.str = out, .cap = outlen};
+	int count = 0;
+
+	if (out != NULL && outlen > 0)
+		out[0] = '\0';
+	if (self == NULL || in == NULL)
+		return 0;
+	if (self->n_pats == 0) {
+		s_put(&k, in, len);
+	} else {
+		/* A whole value: every match is complete, nothing is held, and
+		 * the stream's held bytes are not touched. */
+		size_t rstart;
+		s_scan(self, (const uint8_t *)in, len, len, 0, &k, &count, &rstart);
+	}
+	return count;
+}

@@ -3,10 +3,10 @@
 through a keyed provider (the key injected by credproxy) runs exec in a proxy-mode sandbox,
 whose curl gets a wiki token injected by credproxy from an upstream that reflects it (raw and
 base64). Afterwards no secret value — raw, base64 at any alignment or percent-encoded — is
-in: the orchestrator's /proc/PID/environ or memory (gcore), its journal (db and WAL), any
+in: the orchestrator's /proc/PID/environ or memory, its journal (db and WAL), any
 file under HOME/log, any file anywhere in HOME outside etc/secrets (workspaces, sandboxd and
 credproxy state, egress.db), the sandbox's environment and files, or the memory of a process
-in a sandbox that just received a reflected secret. Needs root (sandboxd) and gdb's gcore."""
+in a sandbox that just received a reflected secret. Needs root (sandboxd; reading /proc/PID/mem)."""
 import os
 import shutil
 import signal
@@ -37,16 +37,29 @@ def scenario(E):
             "  - content: \"done exit={{result.0.exit_code}} {{result.0.stdout}}\"\n")
 
 
-def gcore(pid, outdir):
-    """A core of pid (the process keeps running); its bytes."""
-    prefix = os.path.join(outdir, "core")
-    p = subprocess.run(["gcore", "-o", prefix, str(pid)], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, timeout=120)
-    path = f"{prefix}.{pid}"
-    check(p.returncode == 0 and os.path.exists(path), f"gcore {pid} failed:\n{p.stdout[-2000:]}")
-    with open(path, "rb") as f:
-        data = f.read()
-    os.unlink(path)
+def read_memory(pid, outdir):
+    """The memory of pid (the process keeps running): every readable mapping, read through
+    /proc/PID/mem as gcore would dump it. Mappings over 1 GiB are left out: they are the
+    sanitizers' shadow memory (terabytes of reservation in a SAN build), never data the
+    process wrote a secret into; outdir is unused (kept for the callers)."""
+    del outdir
+    chunks = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if "r" not in fields[1] or hi - lo > (1 << 30):
+                continue
+            name = fields[5] if len(fields) > 5 else ""
+            if name in ("[vvar]", "[vsyscall]"):
+                continue
+            try:
+                mem.seek(lo)
+                chunks.append(mem.read(hi - lo))
+            except OSError:
+                continue  # a guard page or a mapping that went away
+    data = b"".join(chunks)
+    check(len(data) > 0, f"could not read any memory of pid {pid}")
     return data
 
 
@@ -55,9 +68,6 @@ def main(args):
         print("needs root for sandboxd; skipped")
         return 77
     if need_credproxy(args):
-        return 77
-    if shutil.which("gcore") is None:
-        print("no gcore (gdb); skipped")
         return 77
     echo = Fixture("echo")
     cores = tempfile.mkdtemp(prefix="ahp-cores-")
@@ -134,7 +144,7 @@ def run(st, echo, fx, llm_key, cores):
             env = f.read()
         for s in secrets:
             assert_no_secret(env, s, "a sandboxed process's environment")
-        mem = gcore(pid, cores)
+        mem = read_memory(pid, cores)
         check(b"[redacted:wiki-token]" in mem, "the sandboxed process's memory lacks the "
               "redacted reflection (wrong process?)")
         for s in secrets:
@@ -153,17 +163,17 @@ def run(st, echo, fx, llm_key, cores):
     opid = st.pid("orchestrator")
     with open(f"/proc/{opid}/environ", "rb") as f:
         env = f.read()
-    mem = gcore(opid, cores)
+    mem = read_memory(opid, cores)
     check(b"leak check" in mem, "the orchestrator's core lacks the task (wrong process?)")
     for s in secrets:
         assert_no_secret(env, s, "the orchestrator's environment")
-        assert_no_secret(mem, s, "the orchestrator's memory (gcore)")
+        assert_no_secret(mem, s, "the orchestrator's memory")
     # sandboxd too: it relays the bytes, and must not keep them.
     spid = st.pid("sandboxd")
     if spid:
-        mem = gcore(spid, cores)
+        mem = read_memory(spid, cores)
         for s in secrets:
-            assert_no_secret(mem, s, "sandboxd's memory (gcore)")
+            assert_no_secret(mem, s, "sandboxd's memory")
 
     # --- credproxy itself: its own unprivileged user, the only one that can read the
     # secrets; the secrets are not in its environment either.

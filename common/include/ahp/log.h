@@ -23,6 +23,13 @@ void ahp_vlog(int level, const char *run, const char *step, const char *fmt, va_
 void ahp_log_kv(int level, const char *run, const char *step, const char *msg, ...)
     __attribute__((sentinel));
 
+/* With on, info and debug lines are held in memory (64 KiB at most) until
+ * ahp_log_flush, a warning or an error, or ahp_log_hold(0): for a daemon
+ * that logs a line per request and flushes on a timer, one write instead of
+ * one per line. Off by default. */
+void ahp_log_hold(int on);
+void ahp_log_flush(void);
+
 /* True when a line at level would be written (skip costly formatting). */
 int ahp_log_enabled(int level);
 
