@@ -36,6 +36,7 @@ struct evbuffer;
 struct event_base;
 
 #define CP_HOST_MAX 253   /* RFC 1035 text form, no trailing dot */
+#define CP_LABEL_MAX 140   /* "[redacted:NAME]" with the longest secret name, plus NUL */
 #define CP_REASON_MAX 512 /* one-line refusal reason, shown to the client */
 
 /* ---- policy.c ---------------------------------------------------------- */

@@ -9,10 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 
 #include "ahp/cfg.h"
@@ -210,7 +213,7 @@ s_profile_error_log(void *arg, const char *message)
 /* Loads profiles, secrets and providers into a new generation. With check,
  * problems go to stderr and every one counts; otherwise they are logged. */
 static cp_gen_t *
-s_load(s_main_t *m, bool check, int *problems)
+s_load(s_main_t *m, bool check, bool reload, int *problems)
 {
 	char err[512];
 	int bad = 0;
@@ -227,6 +230,32 @@ s_load(s_main_t *m, bool check, int *problems)
 	}
 	size_t perr = ahp_profiles_errors(profiles);
 	*problems += (int)perr;
+	if (reload && perr > 0) {
+		/* A profile that no longer loads must not lose its rules (its
+		 * sandboxes would be refused everything) nor keep rules nobody
+		 * can see: the whole previous set stays. */
+		log_error("%zu profile(s) failed to load (see above)", perr);
+		ahp_profiles_destroy(&profiles);
+		return NULL;
+	}
+	if (check) {
+		/* A rule that injects nothing tunnels HTTPS untouched: its methods
+		 * and paths can only be enforced on plain http. */
+		for (size_t i = 0; i < ahp_profiles_count(profiles); i++) {
+			const ahp_profile_t *p = ahp_profiles_at(profiles, i);
+			for (unsigned j = 0; j < p->n_egress; j++) {
+				const ahp_egress_t *e = &p->egress[j];
+				if (e->n_inject == 0)
+					ahp_term_printf(
+					    stdout,
+					    "%s: warning: egress[%u] (%s) injects nothing, so "
+					    "https to it is tunnelled untouched: its methods "
+					    "(GET when none are listed) and paths are "
+					    "enforced for plain http only\n",
+					    p->path, j, e->host);
+			}
+		}
+	}
 	ahp_secrets_t *secrets = ahp_secrets_load(m->secrets_dir);
 	if (secrets == NULL) {
 		if (check)
@@ -291,6 +320,77 @@ s_load(s_main_t *m, bool check, int *problems)
 	return g;
 }
 
+/* What serve would refuse at start besides the profiles: the files the
+ * configuration names, and dev_listen. Returns the number of problems. */
+static int
+s_check_files(s_main_t *m)
+{
+	int bad = 0;
+	const char *f[] = {"hosts_file", "upstream_ca_file"};
+	for (int i = 0; i < 2; i++) {
+		const char *v = ahp_cfg_str(m->cfg, f[i]);
+		if (v[0] == '\0')
+			continue;
+		FILE *fp = fopen(v, "r");
+		if (fp == NULL) {
+			ahp_term_printf(stderr, "credproxy: %s %s: %s\n", f[i], v, strerror(errno));
+			bad++;
+			continue;
+		}
+		if (i == 1) {
+			X509 *x = PEM_read_X509(fp, NULL, NULL, NULL);
+			if (x == NULL) {
+				ahp_term_printf(
+				    stderr,
+				    "credproxy: upstream_ca_file %s: no PEM certificate in it\n",
+				    v);
+				bad++;
+			}
+			X509_free(x);
+		}
+		fclose(fp);
+	}
+	const char *dl = ahp_cfg_str(m->cfg, "dev_listen");
+	if (dl[0] != '\0') {
+		struct sockaddr_storage ss;
+		int sl = (int)sizeof ss;
+		memset(&ss, 0, sizeof ss);
+		const char *cls = evutil_parse_sockaddr_port(dl, (struct sockaddr *)&ss, &sl) == 0
+		                      ? cp_addr_special((struct sockaddr *)&ss)
+		                      : NULL;
+		if (cls == NULL || strcmp(cls, "loopback") != 0) {
+			ahp_term_printf(stderr,
+			                "credproxy: dev_listen %s: not a loopback host:port\n", dl);
+			bad++;
+		}
+	}
+	return bad;
+}
+
+/* Each client connection may hold two descriptors (client, upstream): the
+ * soft limit goes up to the hard one, and max_conns down to what fits. */
+static unsigned
+s_nofile(unsigned max_conns)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return max_conns;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	rlim_t need = (rlim_t)max_conns * 2 + 64;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+		unsigned fit = rl.rlim_cur > 64 ? (unsigned)((rl.rlim_cur - 64) / 2) : 1;
+		log_warn("max_conns %u needs %lu descriptors but the limit is %lu: serving %u "
+		         "connections at most (raise the hard RLIMIT_NOFILE)",
+		         max_conns, (unsigned long)need, (unsigned long)rl.rlim_cur, fit);
+		return fit;
+	}
+	return max_conns;
+}
+
 static void
 s_on_signal(evutil_socket_t sig, short what, void *arg)
 {
@@ -298,7 +398,7 @@ s_on_signal(evutil_socket_t sig, short what, void *arg)
 	s_main_t *m = arg;
 	if (sig == SIGHUP) {
 		int problems = 0;
-		cp_gen_t *g = s_load(m, false, &problems);
+		cp_gen_t *g = s_load(m, false, true, &problems);
 		if (g == NULL) {
 			log_error(
 			    "reload failed; keeping the previous profiles, secrets and providers");
@@ -411,7 +511,8 @@ main(int argc, char **argv)
 	}
 	if (check) {
 		int problems = 0;
-		cp_gen_t *g = s_load(&m, true, &problems);
+		cp_gen_t *g = s_load(&m, true, false, &problems);
+		problems += s_check_files(&m);
 		cp_gen_unref(g);
 		if (problems == 0 && g != NULL)
 			printf("configuration OK\n");
@@ -446,7 +547,7 @@ main(int argc, char **argv)
 	    .idle_timeout_s = (unsigned)ahp_cfg_int(m.cfg, "idle_timeout_s"),
 	    .connect_timeout_s = (unsigned)ahp_cfg_int(m.cfg, "connect_timeout_s"),
 	    .response_timeout_s = (unsigned)ahp_cfg_int(m.cfg, "response_timeout_s"),
-	    .max_conns = (unsigned)ahp_cfg_int(m.cfg, "max_conns"),
+	    .max_conns = s_nofile((unsigned)ahp_cfg_int(m.cfg, "max_conns")),
 	};
 	/* Sockets are bound while still root (the run dir may be root's); the
 	 * rest (secrets, CA key, egress log) is opened as the daemon's user. */
@@ -468,7 +569,7 @@ main(int argc, char **argv)
 	cp_egress_set_retention(m.egress, ahp_cfg_int(m.cfg, "egress_retain_days"));
 	cp_proxy_set_egress(m.proxy, m.egress);
 	int problems = 0;
-	cp_gen_t *g = s_load(&m, false, &problems);
+	cp_gen_t *g = s_load(&m, false, false, &problems);
 	if (g == NULL)
 		fatalx("cannot load profiles, secrets or providers (see above)");
 	cp_proxy_set_gen(m.proxy, g);

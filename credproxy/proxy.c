@@ -165,7 +165,10 @@ struct s_conn {
 	char u_host[CP_HOST_MAX + 1];
 	uint16_t u_port;
 	bool u_tls, u_ok;
-	bool u_reused; /* this exchange reuses a kept-alive upstream connection */
+	bool u_reused;      /* this exchange reuses a kept-alive upstream connection */
+	bool u_dirty;       /* the upstream sent what it must not: never reuse it */
+	uintptr_t u_key[2]; /* gen id and secrets of the exchanges u has carried */
+	bool sent;          /* the request (with any credential) went upstream */
 
 	/* request */
 	http_parser rp;
@@ -365,6 +368,8 @@ s_record(s_conn_t *c, bool allowed, const char *reason)
 		snprintf(rule, sizeof rule, "%s#%u", c->rule->profile, c->rule->index);
 	else if (c->provider != NULL)
 		snprintf(rule, sizeof rule, "provider:%s", c->provider->name);
+	/* A request that went upstream was allowed, whatever failed after. */
+	allowed = allowed || c->sent;
 	cp_egress_rec_t r = {
 	    .run = c->run,
 	    .profile = c->profile,
@@ -729,6 +734,17 @@ static int
 s_resp_body(http_parser *p, const char *at, size_t len)
 {
 	s_conn_t *c = p->data;
+	int st = p->status_code;
+	if ((st >= 100 && st < 200) || st == 204 || st == 304 || strcmp(c->method, "HEAD") == 0) {
+		/* A body where none may be (RFC 9110 section 6.4.1) is not passed
+		 * on — it would bypass the scrubber and the framing — and the
+		 * connection that sent it is not reused. */
+		(void)at;
+		(void)len;
+		p->flags |= F_CONNECTION_CLOSE;
+		c->u_dirty = true;
+		return 0;
+	}
 	if (c->scrub != NULL) {
 		struct evbuffer *tmp = evbuffer_new();
 		if (tmp == NULL)
@@ -861,7 +877,7 @@ s_exchange_end(s_conn_t *c)
 	if (c->resp_chunked)
 		evbuffer_add(bufferevent_get_output(c->c), "0\r\n\r\n", 5);
 	s_record(c, true, "");
-	bool keep_up = c->u != NULL && http_should_keep_alive(&c->sp) && c->req_done;
+	bool keep_up = c->u != NULL && http_should_keep_alive(&c->sp) && c->req_done && !c->u_dirty;
 	if (!keep_up && c->u != NULL) {
 		bufferevent_free(c->u);
 		c->u = NULL;
@@ -897,6 +913,7 @@ s_exchange_begin(s_conn_t *c)
 	c->secrets = NULL;
 	c->n_secrets = 0;
 	c->status = 0;
+	c->sent = false;
 	c->up_bytes = c->down_bytes = 0;
 	c->redactions = 0;
 	c->resp_head_ready = c->resp_head_sent = c->resp_chunked = c->resp_close = false;
@@ -963,6 +980,8 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 	 * of answer is sent once more on a new connection. */
 	if (c->st == CS_EXCHANGE && c->u_reused && !c->resp_head_sent && c->sp.nread == 0 &&
 	    c->sp.status_code == 0 && !c->req_chunked && c->req_cl == 0 &&
+	    (strcmp(c->method, "GET") == 0 || strcmp(c->method, "HEAD") == 0 ||
+	     strcmp(c->method, "OPTIONS") == 0) &&
 	    (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
 		bufferevent_free(c->u);
 		c->u = NULL;
@@ -1065,6 +1084,9 @@ s_connect(s_conn_t *c, const struct sockaddr *sa, socklen_t salen)
 	}
 	snprintf(c->u_host, sizeof c->u_host, "%s", c->host);
 	c->u_port = c->port;
+	c->u_dirty = false;
+	c->u_key[0] = (uintptr_t)(c->gen ? c->gen->id : 0);
+	c->u_key[1] = (uintptr_t)c->secrets;
 	bufferevent_setcb(c->u, s_upstream_read, s_upstream_write, s_upstream_event, c);
 	struct timeval ct = {.tv_sec = c->px->cfg.connect_timeout_s};
 	bufferevent_set_timeouts(c->u, &ct, &ct);
@@ -1168,8 +1190,12 @@ s_resolved(int result, struct evutil_addrinfo *res, void *arg)
 static void
 s_go_upstream(s_conn_t *c)
 {
-	if (c->u != NULL && c->u_ok && c->u_tls == c->tls_up && c->u_port == c->port &&
-	    strcmp(c->u_host, c->host) == 0) {
+	/* A kept-alive upstream is reused only for the same secrets: a late or
+	 * extra response on it is then scrubbed for what it may reflect. */
+	uintptr_t key[2] = {(uintptr_t)(c->gen ? c->gen->id : 0), (uintptr_t)c->secrets};
+	if (c->u != NULL && c->u_ok && !c->u_dirty && c->u_tls == c->tls_up &&
+	    c->u_port == c->port && strcmp(c->u_host, c->host) == 0 &&
+	    memcmp(key, c->u_key, sizeof key) == 0) {
 		c->st = CS_UPSTREAM;
 		c->u_reused = true;
 		s_send_request_head(c);
@@ -1237,6 +1263,7 @@ s_send_request_head(s_conn_t *c)
 	s_head_t *h = &c->rh;
 	struct evbuffer *out = bufferevent_get_output(c->u);
 	c->st = CS_EXCHANGE;
+	c->sent = true;
 	s_adds(out, c->method);
 	evbuffer_add(out, " ", 1);
 	s_adds(out, c->target);
@@ -1335,6 +1362,18 @@ s_send_response_head(s_conn_t *c)
 	bool up_chunked = (c->sp.flags & F_CHUNKED) != 0;
 	bool up_cl = (c->sp.flags & F_CONTENTLENGTH) != 0;
 	bool client11 = c->rp.http_major == 1 && c->rp.http_minor >= 1;
+	int rte = s_head_find(h, "transfer-encoding");
+	if (rte == -2 ||
+	    (rte >= 0 && !s_ieq(h->buf + h->h[rte].v_off, h->h[rte].v_len, "chunked"))) {
+		/* A transfer coding other than chunked (gzip, chunked ...) would
+		 * reach the client decoded of its chunks only: wrong bytes, and
+		 * bytes the scrubber cannot read. */
+		char why[CP_REASON_MAX];
+		snprintf(why, sizeof why, "upstream %s used a transfer coding other than chunked",
+		         c->host);
+		s_refuse(c, 502, why, true);
+		return;
+	}
 	if (s_head_bad_name(h) >= 0) {
 		char why[CP_REASON_MAX];
 		snprintf(why, sizeof why,
@@ -1388,15 +1427,32 @@ s_send_response_head(s_conn_t *c)
 		} else if (s_hop_by_hop(h, n, nl)) {
 			continue;
 		}
+		if (c->n_secrets > 0) {
+			/* A field whose name holds a secret is dropped (a redacted
+			 * name would not be a token). */
+			char nb[512];
+			int rn = cp_scrub_apply(c->scrub_keep, n, nl, nb, sizeof nb);
+			if (rn > 0 || nl >= sizeof nb) {
+				c->redactions += rn > 0 ? rn : 0;
+				continue;
+			}
+		}
 		evbuffer_add(out, n, nl);
 		evbuffer_add(out, ": ", 2);
 		if (c->n_secrets > 0) {
-			char v[8192];
-			int r = cp_scrub_apply(c->scrub_keep, h->buf + h->h[i].v_off, h->h[i].v_len,
-			                       v, sizeof v);
+			/* Room for the worst case: every 8 bytes (the shortest secret
+			 * searched) become one label. */
+			size_t vl = h->h[i].v_len, cap = vl + (vl / 8 + 1) * (CP_LABEL_MAX + 1) + 1;
+			char *v = malloc(cap);
+			if (v == NULL) {
+				s_refuse(c, 502, "out of memory", true);
+				return;
+			}
+			int r = cp_scrub_apply(c->scrub_keep, h->buf + h->h[i].v_off, vl, v, cap);
 			if (r > 0)
 				c->redactions += r;
 			evbuffer_add(out, v, strlen(v));
+			free(v);
 		} else {
 			evbuffer_add(out, h->buf + h->h[i].v_off, h->h[i].v_len);
 		}
@@ -1743,7 +1799,7 @@ s_request(s_conn_t *c)
 		s_refuse(c, 503, "credproxy has no policy loaded", true);
 		return;
 	}
-	if (c->rp.http_major != 1) {
+	if (c->rp.http_major != 1 || c->rp.http_minor > 1) {
 		if (c->rp.http_major == 0)
 			s_refuse(c, 400, "the request line has no HTTP/1.x version", true);
 		else
@@ -1920,6 +1976,22 @@ s_request(s_conn_t *c)
 		}
 		return;
 	}
+	if (!c->tls_up && d.rule->n_inject > 0 && d.rule->port == 0) {
+		/* A rule without a port covers 80 and 443; its credential goes
+		 * over TLS only. Plain http with a credential must be asked for
+		 * by naming the port (host: wiki.local:80). */
+		char why[CP_REASON_MAX];
+		snprintf(why, sizeof why,
+		         "the credentials of rule %s#%u go over https only (use https://%s/, or "
+		         "name port 80 in the rule to allow plain http)",
+		         d.rule->profile, d.rule->index, c->host);
+		s_refuse(c, 403, why, has_body || !c->client_keepalive);
+		if (c->st != CS_CLOSING) {
+			s_finish_head(c);
+			s_exchange_begin(c);
+		}
+		return;
+	}
 	c->rule = d.rule;
 	c->special_ok = !d.rule->wildcard;
 	c->secrets = d.rule->secrets;
@@ -1979,6 +2051,10 @@ s_intercept(s_conn_t *c)
 	s_record(c, true, "intercepted");
 	evbuffer_add_printf(bufferevent_get_output(c->c),
 	                    "HTTP/1.1 200 Connection established\r\n\r\n");
+	/* The TLS layer stops writing into the socket's buffer above S_HIGH, so
+	 * its own output backs up and the upstream stops being read (memory
+	 * stays bounded for a client that reads slowly). */
+	bufferevent_setwatermark(c->c, EV_WRITE, S_HIGH / 2, S_HIGH);
 	/* The plain socket goes back to libevent's own writing: the TLS layer
 	 * drives it from now on. */
 	if (c->c_cb != NULL) {
@@ -2176,6 +2252,15 @@ s_client_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	if (what & BEV_EVENT_CONNECTED)
 		return; /* the intercepted client's TLS handshake is done */
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->head_done &&
+	    (c->req_done || (!c->req_chunked && c->req_cl == 0)) &&
+	    (c->st == CS_UPSTREAM || c->st == CS_EXCHANGE)) {
+		/* The client half-closed after its request (shutdown(SHUT_WR)):
+		 * it still reads the answer, and the connection ends after it. */
+		c->client_keepalive = false;
+		bufferevent_disable(c->c, EV_READ);
+		return;
+	}
 	if (c->st == CS_TUNNEL && (what & BEV_EVENT_EOF) && c->u != NULL) {
 		/* Half-close: pass the client's EOF on, keep reading the upstream. */
 		s_record(c, true, "");

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #define S_MIN_SECRET 8
-#define S_PATTERNS_PER_SECRET 9 /* raw, 2 x 3 base64 cores, 2 percent forms */
-#define S_LABEL_MAX 160         /* "[redacted:" NAME "]", NAME at most 128 */
+#define S_PATTERNS_PER_SECRET 12 /* raw, 2 x 3 base64 cores, 4 percent forms, JSON */
+#define S_LABEL_MAX 160          /* "[redacted:" NAME "]", NAME at most 128 */
 
 typedef struct {
 	uint8_t *bytes;
@@ -102,7 +102,9 @@ s_add_base64(s_pat_t *pats, unsigned *n, const uint8_t *v, size_t len, unsigned 
 	return rc;
 }
 
-/* RFC 3986 section 2.3: unreserved bytes stay as they are, the rest %XX. */
+/* RFC 3986 section 2.3: unreserved bytes stay as they are, the rest %XX,
+ * in upper and lower hex; and the same with '/' kept, as path encoders
+ * (Python's urllib.parse.quote, JavaScript's encodeURI) write it. */
 static int
 s_add_percent(s_pat_t *pats, unsigned *n, const uint8_t *v, size_t len, unsigned secret)
 {
@@ -110,14 +112,14 @@ s_add_percent(s_pat_t *pats, unsigned *n, const uint8_t *v, size_t len, unsigned
 	uint8_t *enc = malloc(len * 3);
 	if (enc == NULL)
 		return -1;
-	for (int pass = 0; pass < 2; pass++) {
-		const char *hex = pass ? lo : up;
+	for (int pass = 0; pass < 4; pass++) {
+		const char *hex = (pass & 1) ? lo : up;
 		size_t o = 0;
 		for (size_t i = 0; i < len; i++) {
 			uint8_t c = v[i];
 			bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
 			                  (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-			                  c == '_' || c == '~';
+			                  c == '_' || c == '~' || ((pass & 2) && c == '/');
 			if (unreserved) {
 				enc[o++] = c;
 			} else {
@@ -135,6 +137,26 @@ s_add_percent(s_pat_t *pats, unsigned *n, const uint8_t *v, size_t len, unsigned
 	explicit_bzero(enc, len * 3);
 	free(enc);
 	return 0;
+}
+
+/* The secret as a JSON string body writes it when '/', '"' or '\\' are
+ * escaped (RFC 8259 section 7; many encoders escape '/'). */
+static int
+s_add_json(s_pat_t *pats, unsigned *n, const uint8_t *v, size_t len, unsigned secret)
+{
+	uint8_t *enc = malloc(len * 2 + 1);
+	if (enc == NULL)
+		return -1;
+	size_t o = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (v[i] == '/' || v[i] == '"' || v[i] == '\\')
+			enc[o++] = '\\';
+		enc[o++] = v[i];
+	}
+	int rc = s_add(pats, n, enc, o, secret);
+	explicit_bzero(enc, len * 2 + 1);
+	free(enc);
+	return rc;
 }
 
 void
@@ -186,7 +208,8 @@ cp_scrub_new(const cp_secret_ref_t *secrets, unsigned n)
 		self->n_names++;
 		if (s_add(self->pats, &self->n_pats, s->value, s->len, idx) < 0 ||
 		    s_add_base64(self->pats, &self->n_pats, s->value, s->len, idx) < 0 ||
-		    s_add_percent(self->pats, &self->n_pats, s->value, s->len, idx) < 0)
+		    s_add_percent(self->pats, &self->n_pats, s->value, s->len, idx) < 0 ||
+		    s_add_json(self->pats, &self->n_pats, s->value, s->len, idx) < 0)
 			goto fail;
 	}
 	for (unsigned i = 0; i < self->n_pats; i++)

@@ -338,7 +338,9 @@ class Stack:
 
     def egress_log(self, run=None):
         """credproxy's egress log lines (msg=egress) as dicts of their logfmt fields, oldest
-        first; run: only that run's ("" = provider routes)."""
+        first; run: only that run's ("" = provider routes). credproxy writes its info lines
+        every 50 ms, so this waits that long first."""
+        time.sleep(0.15)
         out = []
         for line in self.log("credproxy").splitlines():
             if " msg=egress " not in line:

@@ -48,8 +48,12 @@ def main(args):
         check(st.stats()["chat_completions"] == before + 1, "the call did not reach mock-llm")
         # cp.h puts the provider's name in host; credproxy may log the upstream's host and
         # name the provider in rule ("provider:mock").
-        routed = [e for e in st.egress_log(run="")
-                  if e.get("host") == "mock" or e.get("rule") == "provider:mock"]
+        # credproxy writes its info lines every 50 ms: wait for this one.
+        def routed_now():
+            return [e for e in st.egress_log(run="")
+                    if e.get("host") == "mock" or e.get("rule") == "provider:mock"]
+        wait_for(lambda: routed_now(), 5, "the provider route's log line")
+        routed = routed_now()
         check(routed and routed[-1]["method"] == "POST" and
               routed[-1]["path"] == "/v1/chat/completions" and routed[-1]["status"] == "200" and
               routed[-1]["decision"] == "allow", f"provider route not logged: {routed}")
