@@ -1122,9 +1122,9 @@ s_header_name_ok(const char *s, size_t len)
 static bool
 s_header_reserved(const char *name)
 {
-	static const char *const reserved[] = {
-	    "Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
-	    "TE",   "Trailer",        "Upgrade",           NULL};
+	static const char *const reserved[] = {"Host",       "Content-Length", "Transfer-Encoding",
+	                                       "Connection", "Keep-Alive",     "TE",
+	                                       "Trailer",    "Upgrade",        NULL};
 	for (size_t i = 0; reserved[i]; i++)
 		if (strcasecmp(name, reserved[i]) == 0)
 			return true;

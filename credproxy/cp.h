@@ -36,7 +36,7 @@ struct evbuffer;
 struct event_base;
 
 #define CP_HOST_MAX 253   /* RFC 1035 text form, no trailing dot */
-#define CP_LABEL_MAX 140   /* "[redacted:NAME]" with the longest secret name, plus NUL */
+#define CP_LABEL_MAX 140  /* "[redacted:NAME]" with the longest secret name, plus NUL */
 #define CP_REASON_MAX 512 /* one-line refusal reason, shown to the client */
 
 /* ---- policy.c ---------------------------------------------------------- */
@@ -88,8 +88,8 @@ typedef struct {
 	uint16_t port;       /* 0: ports 80 and 443 only */
 	char **methods;      /* upper-case; GET when the profile gives none */
 	unsigned n_methods;
-	char **paths;        /* path prefixes; none = any path. "/a/" matches what starts
-	                        with it, "/a" matches "/a" and "/a/..." (not "/ab") */
+	char **paths; /* path prefixes; none = any path. "/a/" matches what starts
+	                 with it, "/a" matches "/a" and "/a/..." (not "/ab") */
 	unsigned n_paths;
 	cp_inject_t *inject;
 	unsigned n_inject;
@@ -124,7 +124,7 @@ enum cp_verdict {
 
 typedef struct {
 	enum cp_verdict verdict;
-	const cp_rule_t *rule; /* the rule that allowed; NULL when refused */
+	const cp_rule_t *rule;      /* the rule that allowed; NULL when refused */
 	char reason[CP_REASON_MAX]; /* e.g. "no rule for evil.example in profile release-notes" */
 } cp_decision_t;
 
@@ -209,8 +209,7 @@ typedef struct cp_tls cp_tls_t;
  * (NULL or "" = the system trust store) verifies upstream servers.
  * NULL with err on failure.
  */
-cp_tls_t *cp_tls_new(const char *state_dir, const char *upstream_ca_file, char *err,
-                     size_t errlen);
+cp_tls_t *cp_tls_new(const char *state_dir, const char *upstream_ca_file, char *err, size_t errlen);
 void cp_tls_destroy(cp_tls_t **self_p);
 /* Path of ca.crt (what sandboxd mounts into sandboxes). Borrowed. */
 const char *cp_tls_ca_path(const cp_tls_t *self);
@@ -234,14 +233,14 @@ SSL *cp_tls_client_ssl(cp_tls_t *self, const char *host);
 enum cp_auth { CP_AUTH_NONE = 0, CP_AUTH_BEARER, CP_AUTH_X_API_KEY, CP_AUTH_HEADER };
 
 typedef struct {
-	char *name;        /* [a-z0-9-]{1,64}, as in the model string "name:model" */
-	char *scheme;      /* "http" or "https" */
-	char *host;        /* normalised */
+	char *name;   /* [a-z0-9-]{1,64}, as in the model string "name:model" */
+	char *scheme; /* "http" or "https" */
+	char *host;   /* normalised */
 	uint16_t port;
-	char *base_path;   /* without trailing '/', "" for none */
+	char *base_path; /* without trailing '/', "" for none */
 	enum cp_auth auth;
-	char *header;      /* CP_AUTH_HEADER: the header name */
-	char *secret;      /* secret name; NULL with CP_AUTH_NONE */
+	char *header; /* CP_AUTH_HEADER: the header name */
+	char *secret; /* secret name; NULL with CP_AUTH_NONE */
 } cp_provider_t;
 
 typedef struct cp_providers cp_providers_t;
@@ -266,15 +265,15 @@ const cp_provider_t *cp_providers_at(const cp_providers_t *self, size_t i);
 /* One request's outcome. Strings are borrowed for the call; none holds a
  * secret value (injected holds header names only). */
 typedef struct {
-	const char *run;      /* "" for provider routes */
-	const char *profile;  /* "" for provider routes (their rule is "provider:NAME") */
-	const char *method;   /* "CONNECT" for tunnels */
+	const char *run;     /* "" for provider routes */
+	const char *profile; /* "" for provider routes (their rule is "provider:NAME") */
+	const char *method;  /* "CONNECT" for tunnels */
 	const char *host;
 	uint16_t port;
-	const char *path;     /* "" for CONNECT */
-	int status;           /* HTTP status sent to the client; 0 if none */
-	uint64_t bytes_up;    /* request body bytes forwarded upstream */
-	uint64_t bytes_down;  /* response body bytes sent to the client */
+	const char *path;    /* "" for CONNECT */
+	int status;          /* HTTP status sent to the client; 0 if none */
+	uint64_t bytes_up;   /* request body bytes forwarded upstream */
+	uint64_t bytes_down; /* response body bytes sent to the client */
 	uint32_t duration_ms;
 	bool allowed;         /* the decision */
 	const char *rule;     /* "profile#i" that allowed, or "" */

@@ -393,9 +393,12 @@ main(int argc, char **argv)
 	int opt;
 	while ((opt = getopt_long(argc, argv, "c:d:H:", longopts, NULL)) != -1) {
 		switch (opt) {
-		case 'c':
-			o.conns = atoi(optarg);
-			break;
+		case 'c': {
+			char *end = NULL;
+			long v = strtol(optarg, &end, 10);
+			o.conns =
+			    (end != optarg && *end == '\0' && v > 0 && v <= 100000) ? (int)v : -1;
+		} break;
 		case 'd':
 			o.seconds = atof(optarg);
 			break;
