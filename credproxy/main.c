@@ -522,6 +522,15 @@ main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	/* The sockets exist (and the stack calls credproxy ready) before the
+	 * handlers below do: a SIGHUP or SIGTERM sent meanwhile waits, blocked,
+	 * instead of killing the process by its default action. */
+	sigset_t early;
+	sigemptyset(&early);
+	sigaddset(&early, SIGHUP);
+	sigaddset(&early, SIGTERM);
+	sigaddset(&early, SIGINT);
+	sigprocmask(SIG_BLOCK, &early, NULL);
 	/* Single-threaded: no locks. The changelist coalesces the add/delete
 	 * pairs bufferevents make on every write into one epoll_ctl, or none. */
 	struct event_config *ec = event_config_new();
@@ -581,6 +590,7 @@ main(int argc, char **argv)
 		if (sig[i] == NULL || event_add(sig[i], NULL) != 0)
 			fatalx("cannot install signal handlers");
 	}
+	sigprocmask(SIG_UNBLOCK, &early, NULL); /* a pending one is handled now */
 	log_info("serving relay=%s api=%s ctl=%s ca=%s profiles=%s", m.relay_socket, m.api_socket,
 	         m.ctl_endpoint, cp_tls_ca_path(m.tls), m.profiles_dir);
 	/* A line per request: held and written every 50 ms (warnings and errors
