@@ -427,6 +427,17 @@ s_refuse(s_conn_t *c, int status, const char *reason, bool close)
 	}
 }
 
+/* Lets a paused parser go on. http-parser asserts (aborts the process) when
+ * a parser in an error state is paused or resumed, and a parser reaches one
+ * on whatever bytes a client sends: this is the only way it is resumed. */
+static void
+s_parser_resume(http_parser *p)
+{
+	enum http_errno e = HTTP_PARSER_ERRNO(p);
+	if (e == HPE_OK || e == HPE_PAUSED)
+		http_parser_pause(p, 0);
+}
+
 /* ---- writing plain sockets ----
  *
  * libevent writes a bufferevent's output when epoll says the socket is
@@ -925,7 +936,16 @@ s_exchange_begin(s_conn_t *c)
 		if (c->gen)
 			c->gen->refs++;
 	}
-	http_parser_pause(&c->rp, 0);
+	enum http_errno pe = HTTP_PARSER_ERRNO(&c->rp);
+	if (pe != HPE_OK && pe != HPE_PAUSED) {
+		/* What followed the last request is not HTTP: its answer was
+		 * the last one on this connection. */
+		c->st = CS_CLOSING;
+		bufferevent_disable(c->c, EV_READ);
+		s_close_when_flushed(c);
+		return;
+	}
+	s_parser_resume(&c->rp);
 	c->st = CS_HEAD;
 	s_timer_set(c, c->px->cfg.idle_timeout_s);
 	bufferevent_enable(c->c, EV_READ);
@@ -1008,7 +1028,7 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_EOF && c->st == CS_EXCHANGE && c->resp_head_sent) {
 		/* A close-delimited body ends here; anything else is truncation. */
-		http_parser_pause(&c->sp, 0);
+		s_parser_resume(&c->sp);
 		http_parser_execute(&c->sp, &s_resp_settings, NULL, 0);
 		if (c->resp_done) {
 			c->resp_close = c->resp_close || !c->resp_chunked;
@@ -1341,7 +1361,7 @@ s_send_request_head(s_conn_t *c)
 	c->sp.data = c;
 	s_head_reset(&c->sh);
 	c->resp_head_ready = c->resp_head_sent = c->resp_done = false;
-	http_parser_pause(&c->rp, 0);
+	s_parser_resume(&c->rp);
 	evtimer_del(c->timer); /* the upstream's read timeout guards the exchange */
 	bufferevent_enable(c->c, EV_READ);
 	s_process(c); /* body bytes already read */
@@ -1533,7 +1553,7 @@ s_upstream_read_1(struct bufferevent *bev, s_conn_t *c)
 	while (evbuffer_get_length(in) > 0 && !c->closing) {
 		size_t len = evbuffer_get_contiguous_space(in);
 		const char *data = (const char *)evbuffer_pullup(in, (ssize_t)len);
-		http_parser_pause(&c->sp, 0);
+		s_parser_resume(&c->sp);
 		size_t done = http_parser_execute(&c->sp, &s_resp_settings, data, len);
 		enum http_errno e = HTTP_PARSER_ERRNO(&c->sp);
 		evbuffer_drain(in, done);
@@ -1767,7 +1787,7 @@ s_finish_head(s_conn_t *c)
 	if (len == 0)
 		return;
 	const char *data = (const char *)evbuffer_pullup(in, (ssize_t)len);
-	http_parser_pause(&c->rp, 0);
+	s_parser_resume(&c->rp);
 	size_t done = http_parser_execute(&c->rp, &s_req_settings, data, len);
 	evbuffer_drain(in, done);
 }

@@ -418,3 +418,8 @@ for name, role, text in [
         ("relay-no-header", 0, b"GET http://a.local/ HTTP/1.1\r\n\r\n"),
 ]:
     put("cpreq", name, bytes([role]) + text)
+# A refused keep-alive request followed by bytes that are not HTTP: resuming the parser in its
+# error state made http-parser abort the process (found by make fuzz).
+put("cpreq", "crash-paused-parser-in-error",
+    b"\x02POST http://GETa.local/ HTTP/1.1\r\nTransfer-Encodingnkettp://GETd\r\n\r\n"
+    b"5\r\nhello\r\n0\r\ro\r\n0\r\n\r\n")
