@@ -8,6 +8,7 @@
 #include <zmq.h>
 
 #include "ahp/client.h"
+#include "ahp/text.h"
 #include "ahp/log.h"
 #include "ahp/rpc.h"
 #include "ahp/util.h"
@@ -211,8 +212,8 @@ ahp_client_recv(ahp_client_t *self)
 		free(p);
 		if (terr != 0) {
 			char msg[256];
-			snprintf(msg, sizeof msg, "%s refused the request: %.200s", self->name,
-			         body ? (char *)body : "");
+			snprintf(msg, sizeof msg, "%s refused the request: %.*s", self->name,
+			         AHP_UTF8_CUT(body ? (char *)body : "", 200));
 			self->done(owner, id, terr, msg, NULL, 0);
 		} else {
 			self->done(owner, id, 0, NULL, body, len);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ahp/jsonpb.h"
+#include "ahp/text.h"
 
 /* JSON from a model is untrusted: nesting and array sizes are capped before
  * anything is allocated from them. */
@@ -40,6 +41,9 @@ s_fail(s_ctx_t *c, const char *fmt, ...)
 		snprintf(c->err, c->errlen, "%s", msg);
 	else
 		snprintf(c->err, c->errlen, "field '%s': %s", c->path, msg);
+	/* Quoted input is cut at character boundaries above; a message cut by
+	 * errlen is cut the same way, so the error stays valid UTF-8. */
+	c->err[ahp_utf8_prefix(c->err, c->errlen - 1)] = '\0';
 	return -1;
 }
 
@@ -194,13 +198,16 @@ s_get_int(s_ctx_t *c, const json_t *j, int64_t min, int64_t max, const char *tna
 		const char *s = json_string_value(j);
 		char *end = NULL;
 		if (!((*s >= '0' && *s <= '9') || (*s == '-' && s[1] >= '0' && s[1] <= '9')))
-			return s_fail(c, "expected integer, got string \"%.32s\"", s);
+			return s_fail(c, "expected integer, got string \"%.*s\"",
+			              (int)ahp_utf8_prefix(s, 32), s);
 		errno = 0;
 		long long ll = strtoll(s, &end, 10);
 		if (*end != '\0')
-			return s_fail(c, "expected integer, got string \"%.32s\"", s);
+			return s_fail(c, "expected integer, got string \"%.*s\"",
+			              (int)ahp_utf8_prefix(s, 32), s);
 		if (errno == ERANGE)
-			return s_fail(c, "%.32s is out of range for %s", s, tname);
+			return s_fail(c, "%.*s is out of range for %s", (int)ahp_utf8_prefix(s, 32),
+			              s, tname);
 		v = ll;
 	} else {
 		return s_fail(c, "expected integer, got %s", s_json_type(j));
@@ -220,13 +227,16 @@ s_get_uint(s_ctx_t *c, const json_t *j, uint64_t max, const char *tname, uint64_
 		char *end = NULL;
 		/* strtoull would quietly wrap "-1"; only digits are accepted. */
 		if (!(*s >= '0' && *s <= '9'))
-			return s_fail(c, "expected non-negative integer, got string \"%.32s\"", s);
+			return s_fail(c, "expected non-negative integer, got string \"%.*s\"",
+			              (int)ahp_utf8_prefix(s, 32), s);
 		errno = 0;
 		unsigned long long ull = strtoull(s, &end, 10);
 		if (*end != '\0')
-			return s_fail(c, "expected integer, got string \"%.32s\"", s);
+			return s_fail(c, "expected integer, got string \"%.*s\"",
+			              (int)ahp_utf8_prefix(s, 32), s);
 		if (errno == ERANGE)
-			return s_fail(c, "%.32s is out of range for %s", s, tname);
+			return s_fail(c, "%.*s is out of range for %s", (int)ahp_utf8_prefix(s, 32),
+			              s, tname);
 		v = ull;
 	} else {
 		int64_t sv = 0;
@@ -258,7 +268,8 @@ s_get_double(s_ctx_t *c, const json_t *j, double *out)
 		else if (strcmp(s, "-Infinity") == 0)
 			*out = -INFINITY;
 		else
-			return s_fail(c, "expected number, got string \"%.32s\"", s);
+			return s_fail(c, "expected number, got string \"%.*s\"",
+			              (int)ahp_utf8_prefix(s, 32), s);
 		return 0;
 	}
 	return s_fail(c, "expected number, got %s", s_json_type(j));
@@ -338,8 +349,8 @@ s_value_from_json(s_ctx_t *c, const ProtobufCFieldDescriptor *f, const json_t *j
 			ev = protobuf_c_enum_descriptor_get_value_by_name(ed, json_string_value(j));
 			if (ev == NULL) {
 				s_enum_names(ed, names, sizeof names);
-				return s_fail(c,
-				              "unknown enum value \"%.64s\" (expected one of %s)",
+				return s_fail(c, "unknown enum value \"%.*s\" (expected one of %s)",
+				              (int)ahp_utf8_prefix(json_string_value(j), 64),
 				              json_string_value(j), names);
 			}
 		} else if (json_is_integer(j)) {

@@ -640,7 +640,7 @@ s_error_object(const json_t *e, orch_model_result_t *res)
 		ncode = (long)json_integer_value(code);
 		snprintf(cbuf, sizeof cbuf, "%ld", ncode);
 	} else if (json_is_string(code)) {
-		snprintf(cbuf, sizeof cbuf, "%.60s", json_string_value(code));
+		snprintf(cbuf, sizeof cbuf, "%.*s", AHP_UTF8_CUT(json_string_value(code), 60));
 		char *end;
 		long v = strtol(cbuf, &end, 10);
 		if (*cbuf != '\0' && *end == '\0')

@@ -631,9 +631,10 @@ s_tool_begin(orch_run_t *run, int mode)
 	const orch_tool_t *t = name != NULL ? orch_tool_offered(run->profile, name) : NULL;
 	run->tool = t;
 	if (t == NULL) {
-		orch_run_event(
-		    run, "tool", json_pack("{s:o?}", "name", name ? orch_json_text(name) : NULL),
-		    "[tool] %.100s → not available to this agent", name ? name : "(none)");
+		orch_run_event(run, "tool",
+		               json_pack("{s:o?}", "name", name ? orch_json_text(name) : NULL),
+		               "[tool] %.*s → not available to this agent",
+		               AHP_UTF8_CUT(name ? name : "(none)", 100));
 		if (name != NULL && strcmp(name, ORCH_INVALID_TOOL_NAME) == 0)
 			orch_tool_done(
 			    run,
@@ -643,12 +644,11 @@ s_tool_begin(orch_run_t *run, int mode)
 			                    "tools are listed in the request"),
 			    AHP__STATUS__ERR_NOT_FOUND);
 		else
-			orch_tool_done(
-			    run,
-			    orch_tool_error("not_found",
-			                    "tool '%.100s' is not available to this agent",
-			                    name ? name : ""),
-			    AHP__STATUS__ERR_NOT_FOUND);
+			orch_tool_done(run,
+			               orch_tool_error("not_found",
+			                               "tool '%.*s' is not available to this agent",
+			                               AHP_UTF8_CUT(name ? name : "", 100)),
+			               AHP__STATUS__ERR_NOT_FOUND);
 	} else if (!json_is_object(args)) {
 		/* Not JSON at all (jansson says why, e.g. a \u0000 escape), or
 		 * JSON that is not an object: two different mistakes to report. */

@@ -269,13 +269,13 @@ s_read(const ahp_profile_t *p, const char *path, char *summary, size_t len)
 {
 	const char *why = s_path_problem(path);
 	if (why != NULL) {
-		snprintf(summary, len, "read %.200s → refused", path);
+		snprintf(summary, len, "read %.*s → refused", AHP_UTF8_CUT(path, 200));
 		return orch_tool_error("permission", "%s", why);
 	}
 	int fd = s_open_contained(p->skills_dir, path);
 	if (fd < 0) {
 		int err = errno;
-		snprintf(summary, len, "read %.200s → %s", path, strerror(err));
+		snprintf(summary, len, "read %.*s → %s", AHP_UTF8_CUT(path, 200), strerror(err));
 		return s_open_error(path, err);
 	}
 	size_t got = 0;
@@ -284,7 +284,7 @@ s_read(const ahp_profile_t *p, const char *path, char *summary, size_t len)
 	int err = errno;
 	close(fd);
 	if (buf == NULL) {
-		snprintf(summary, len, "read %.200s → %s", path, strerror(err));
+		snprintf(summary, len, "read %.*s → %s", AHP_UTF8_CUT(path, 200), strerror(err));
 		return s_open_error(path, err);
 	}
 	int truncated = size > got;
@@ -307,8 +307,8 @@ s_read(const ahp_profile_t *p, const char *path, char *summary, size_t len)
 	              "truncated", truncated, "bytes", (json_int_t)size);
 	free(content);
 	char sz[32];
-	snprintf(summary, len, "read %.200s (%s%s)", path, orch_fmt_size(size, sz, sizeof sz),
-	         truncated ? ", truncated" : "");
+	snprintf(summary, len, "read %.*s (%s%s)", AHP_UTF8_CUT(path, 200),
+	         orch_fmt_size(size, sz, sizeof sz), truncated ? ", truncated" : "");
 	return res;
 }
 
@@ -361,8 +361,9 @@ s_search(const ahp_profile_t *p, const char *query, char *summary, size_t len)
 		free(buf);
 	}
 	s_files_free(&f);
-	snprintf(summary, len, "search \"%.100s\" → %zu match%s%s", query, json_array_size(matches),
-	         json_array_size(matches) == 1 ? "" : "es", truncated ? " (truncated)" : "");
+	snprintf(summary, len, "search \"%.*s\" → %zu match%s%s", AHP_UTF8_CUT(query, 100),
+	         json_array_size(matches), json_array_size(matches) == 1 ? "" : "es",
+	         truncated ? " (truncated)" : "");
 	return json_pack("{s:o, s:b}", "matches", matches, "truncated", truncated);
 }
 
@@ -399,7 +400,7 @@ orch_skill_run(const ahp_profile_t *p, const json_t *args, char *summary, size_t
 		}
 		return s_search(p, q, summary, len);
 	}
-	snprintf(summary, len, "unknown action %.50s", action);
+	snprintf(summary, len, "unknown action %.*s", AHP_UTF8_CUT(action, 50));
 	return orch_tool_error("bad_request", "unknown action '%s' (use list, read or search)",
 	                       action);
 }

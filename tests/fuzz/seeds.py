@@ -423,3 +423,8 @@ for name, role, text in [
 put("cpreq", "crash-paused-parser-in-error",
     b"\x02POST http://GETa.local/ HTTP/1.1\r\nTransfer-Encodingnkettp://GETd\r\n\r\n"
     b"5\r\nhello\r\n0\r\ro\r\n0\r\n\r\n")
+# An integer given as a string with non-ASCII characters: the error quoted 32 bytes of it and
+# cut a character in two, so the error was not UTF-8 (found by make fuzz).
+put("jsonpb", "crash-error-cuts-utf8", __import__("base64").b64decode(
+    "B3siaTMyIjogMjE0NzQ4MzY0NywgImk2NCI6ICItIzkyMjMzNzQ0MDdtZVltb3J5X20zNzA5NTUxNjE1XHUwMGZj"
+    "XHUyNjAzIiwgImJ5IjogIi1fLV8iLCAiY29sb3IiOiAiR1JFRU4ifQ=="))

@@ -34,6 +34,10 @@ char *ahp_utf8_sanitize(const void *s, size_t len, int flags, size_t *out_len, b
  * bytes long and does not end inside a UTF-8 sequence (for cutting text that
  * was valid). Never reads past the terminator. */
 size_t ahp_utf8_prefix(const char *s, size_t max);
+/* The two printf arguments of "%.*s" that quote at most max bytes of s
+ * without cutting a character: printf("%.*s", AHP_UTF8_CUT(s, 64)). s is
+ * evaluated twice. */
+#define AHP_UTF8_CUT(s, max) (int)ahp_utf8_prefix((s), (max)), (s)
 
 /* True when s (NUL-terminated) has no character but Unicode White_Space
  * (U+0020, U+3000, U+00A0, U+2028, ...): a task, prompt or field that says
