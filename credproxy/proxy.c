@@ -151,6 +151,7 @@ struct s_conn {
 	struct evdns_getaddrinfo_request *dns_req;
 	bool closing, dead;
 	bool lingering;
+	bool draining;       /* answered and shut for writing: discarding input until EOF */
 	bool dns_no_servers; /* a query was cancelled: nobody to ask */
 	int linger;          /* 10 ms polls left before a TLS close gives up flushing */
 	char run[AHP_PP2_VALUE_MAX + 1], profile[AHP_PP2_VALUE_MAX + 1];
@@ -527,6 +528,10 @@ s_timer_cb(evutil_socket_t fd, short what, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
+	if (c->draining) {
+		s_conn_close(c);
+		return;
+	}
 	if (c->st == CS_HEAD && c->head_started && !c->head_done) {
 		s_refuse(c, 408, "the request head did not arrive in time", true);
 		return;
@@ -562,9 +567,40 @@ s_out_pending(s_conn_t *c)
  * included, which no callback reports: it is polled every 10 ms, for at
  * most 2 s). */
 static void
+s_drain_read(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void
+s_drain_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	(void)what;
+	s_conn_close(arg);
+}
+
+static void
 s_close_when_flushed(s_conn_t *c)
 {
 	if (s_out_pending(c) == 0) {
+		if (!c->draining && bufferevent_get_underlying(c->c) == NULL) {
+			/* A lingering close (RFC 9112 section 9.6): closing with
+			 * unread bytes of the client's request in the socket would
+			 * send a reset, which can destroy the answer before the
+			 * client reads it. Stop writing, read and discard until the
+			 * client closes, for 2 s at most. */
+			c->draining = true;
+			shutdown(bufferevent_getfd(c->c), SHUT_WR);
+			s_drain_read(c->c, c);
+			bufferevent_setcb(c->c, s_drain_read, NULL, s_drain_event, c);
+			bufferevent_enable(c->c, EV_READ);
+			struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
+			evtimer_add(c->timer, &tv);
+			return;
+		}
 		s_conn_close(c);
 		return;
 	}
@@ -2121,13 +2157,9 @@ s_preamble(s_conn_t *c)
 		return;
 	}
 	evbuffer_drain(in, (size_t)n);
-	if (c->gen == NULL || !cp_policy_has_profile(c->gen->policy, c->profile)) {
-		char m[CP_REASON_MAX];
-		snprintf(m, sizeof m, "unknown profile %s", c->profile);
-		c->st = CS_HEAD;
-		s_refuse(c, 403, m, true);
-		return;
-	}
+	/* An unknown profile is refused per request, by the policy (403 naming
+	 * it): refusing here, before the client has sent its request, would
+	 * reset a connection the client is still writing to. */
 	c->st = CS_HEAD;
 	s_timer_set(c, c->px->cfg.idle_timeout_s);
 }
