@@ -1100,10 +1100,10 @@ s_check_template(s_ctx_t *c, yaml_node_t *v, const char *where)
 	}
 }
 
-static bool
-s_header_name_ok(const char *s, size_t len)
+bool
+ahp_http_token(const char *s, size_t len)
 {
-	if (len == 0 || len > S_MAX_HEADER_NAME)
+	if (len == 0)
 		return false;
 	for (size_t i = 0; i < len; i++) {
 		char ch = s[i];
@@ -1114,6 +1114,12 @@ s_header_name_ok(const char *s, size_t len)
 			return false;
 	}
 	return true;
+}
+
+static bool
+s_header_name_ok(const char *s, size_t len)
+{
+	return len <= S_MAX_HEADER_NAME && ahp_http_token(s, len);
 }
 
 /* Headers that frame or route the request (RFC 9110 sections 7.2, 7.6.1, 8.6;

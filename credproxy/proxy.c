@@ -1415,7 +1415,6 @@ s_send_response_head(s_conn_t *c)
 	c->status = status;
 	bool no_body = strcmp(c->method, "HEAD") == 0 || (status >= 100 && status < 200) ||
 	               status == 204 || status == 304;
-	bool up_chunked = (c->sp.flags & F_CHUNKED) != 0;
 	bool up_cl = (c->sp.flags & F_CONTENTLENGTH) != 0;
 	bool client11 = c->rp.http_major == 1 && c->rp.http_minor >= 1;
 	int rte = s_head_find(h, "transfer-encoding");
@@ -1531,7 +1530,6 @@ s_send_response_head(s_conn_t *c)
 			c->resp_close = true;
 		}
 	}
-	(void)up_chunked;
 	if (!c->client_keepalive || c->resp_close)
 		evbuffer_add(out, "Connection: close\r\n", 19);
 	evbuffer_add(out, "\r\n", 2);
@@ -1760,18 +1758,9 @@ s_host_agrees(s_conn_t *c, const char **why)
 static int
 s_head_bad_name(const s_head_t *h)
 {
-	static const char tchar[] = "!#$%&'*+-.^_`|~";
-	for (unsigned i = 0; i < h->n; i++) {
-		const char *n = h->buf + h->h[i].n_off;
-		if (h->h[i].n_len == 0)
+	for (unsigned i = 0; i < h->n; i++)
+		if (!ahp_http_token(h->buf + h->h[i].n_off, h->h[i].n_len))
 			return (int)i;
-		for (uint32_t k = 0; k < h->h[i].n_len; k++) {
-			unsigned char ch = (unsigned char)n[k];
-			if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-			      (ch >= '0' && ch <= '9') || (ch != 0 && strchr(tchar, ch) != NULL)))
-				return (int)i;
-		}
-	}
 	return -1;
 }
 

@@ -467,24 +467,14 @@ int
 cp_scrub_string(const cp_secret_ref_t *secrets, unsigned n, const char *in, size_t len, char *out,
                 size_t outlen)
 {
-	s_sink_t k = {.str = out, .cap = outlen};
-	int count = 0;
-
 	if (out != NULL && outlen > 0)
 		out[0] = '\0';
 	if (in == NULL)
 		return 0;
 	cp_scrub_t *self = cp_scrub_new(secrets, n);
-	if (self == NULL) {
-		/* No memory to search: give nothing back rather than the raw value. */
-		return 0;
-	}
-	if (self->n_pats == 0)
-		s_put(&k, in, len);
-	else {
-		size_t rstart;
-		s_scan(self, (const uint8_t *)in, len, len, 0, &k, &count, &rstart);
-	}
+	if (self == NULL)
+		return 0; /* no memory to search: give nothing back rather than the raw value */
+	int count = cp_scrub_apply(self, in, len, out, outlen);
 	cp_scrub_destroy(&self);
 	return count;
 }

@@ -3,6 +3,7 @@
 #define AHP_PROFILE_H
 
 #include <regex.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,9 @@ int ahp_host_check(const char *s, size_t len, const char **why);
  * *why set to a static reason.
  */
 int ahp_inject_header_check(const char *name, const char **why);
+/* True when s[0, len) is an RFC 9110 token (section 5.6.2): one or more of
+ * letters, digits and !#$%&'*+-.^_`|~ — what a header field name must be. */
+bool ahp_http_token(const char *s, size_t len);
 
 typedef struct {
 	char *service; /* exactly one of service / tool is set */
