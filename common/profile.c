@@ -57,7 +57,12 @@
 #define S_DEFAULT_EXPIRES_S 86400L
 
 const char *const ahp_known_tools[] = {"exec", "skill", "exec_service", "ask_human", NULL};
-const char *const ahp_known_services[] = {"lookup_wiki", "publish_summary", NULL};
+/* The registry's names (one list: common/include/ahp/services.def). */
+#define AHP_SERVICE(name, retry, summary) #name,
+const char *const ahp_known_services[] = {
+#include "ahp/services.def"
+    NULL};
+#undef AHP_SERVICE
 static const char *const s_methods[] = {"GET",   "HEAD",   "POST",    "PUT",
                                         "PATCH", "DELETE", "OPTIONS", NULL};
 static const char *const s_net_modes[] = {"none", "proxy", NULL};
