@@ -18,7 +18,7 @@
  *                   JSON Schemas; the exec_service tool definition for a profile
  *   errors.c        typed errors: HTTP statuses and libcurl transport errors -> svc_error_t
  *   conf.c          services.conf: each service's upstream URL, secret and timeout
- *   services/*.c    one handler per service
+ *   services/NAME.c one handler per service
  *
  * Adding a service: a message pair in proto/services.proto, its constraints in
  * constraints.c, a handler file services/<name>.c (svc_handler_<name>), and one line in
@@ -65,8 +65,8 @@ typedef struct {
 
 /* Fills err (any earlier content is replaced). Returns -1, so that a failing function can
  * `return svc_error(err, ...)`. field may be NULL. */
-int svc_error(svc_error_t *err, const char *code, int retryable, const char *field,
-              const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int svc_error(svc_error_t *err, const char *code, int retryable, const char *field, const char *fmt,
+              ...) __attribute__((format(printf, 5, 6)));
 
 /* ---- the HTTP request a handler asks for (made by engine.c on libcurl multi) ---- */
 
@@ -93,8 +93,8 @@ char *svc_url_join(const char *base, ...) __attribute__((sentinel));
 /* ---- a service's handler (servicesd/services/<name>.c) ---- */
 
 typedef struct {
-	const char *secret;     /* default secret name in servicesd's secrets dir */
-	long timeout_ms;        /* default per-call timeout (services.conf may override) */
+	const char *secret; /* default secret name in servicesd's secrets dir */
+	long timeout_ms;    /* default per-call timeout (services.conf may override) */
 	/* Builds the upstream request from validated args. base_url: from services.conf;
 	 * token: the secret's value (borrowed, NUL-terminated; NULL when the service has no
 	 * secret); key: the idempotency key ("run:step"), sent upstream by SVC_RETRY_KEYED
@@ -214,5 +214,67 @@ int svc_conf_load(const char *path, svc_conf_t *out, char *err, size_t errlen);
 void svc_conf_free(svc_conf_t *c);
 /* The entry for s, or NULL when s is not configured. */
 const svc_conf_entry_t *svc_conf_find(const svc_conf_t *c, const svc_service_t *s);
+
+/* ---- store.c: the idempotency store (SQLite, one file) ---- */
+
+/* A key's record: none, an intent (the side effect may have started), or an outcome. */
+enum svc_store_state { SVC_STORE_NONE, SVC_STORE_INTENT, SVC_STORE_DONE };
+
+#define SVC_KEY_MAX 96    /* "run:step": a 64-byte run id, ':', a uint32 */
+#define SVC_DIGEST_LEN 64 /* hex SHA-256 of the service name and canonical arguments */
+
+typedef struct svc_store svc_store_t;
+
+/* Opens (creating, with its directory's parent existing) the store at path: WAL,
+ * synchronous=FULL (ahp_db_open). NULL with err. */
+svc_store_t *svc_store_open(const char *path, char *err, size_t errlen);
+void svc_store_close(svc_store_t **self_p);
+/* The record of key. Returns its state (enum svc_store_state), or -1 on a database
+ * error. digest (SVC_DIGEST_LEN + 1 bytes) gets the recorded digest for INTENT and DONE;
+ * for DONE *reply and *len get the recorded packed ahp.svcd.CallReply (caller frees). */
+int svc_store_get(svc_store_t *self, const char *key, char *digest, uint8_t **reply, size_t *len);
+/* Writes inside the current batch (svc_store_begin .. svc_store_commit). The intent row
+ * must be committed before the side effect starts; the outcome replaces it. 0 / -1. */
+int svc_store_begin(svc_store_t *self);
+int svc_store_intent(svc_store_t *self, const char *key, const char *run, const char *profile,
+                     uint32_t step, const char *service, const char *digest);
+int svc_store_done(svc_store_t *self, const char *key, const uint8_t *reply, size_t len);
+/* Commits the batch (durable on return: synchronous=FULL). -1 on failure: the daemon
+ * must stop, since it cannot know what reached the disk. */
+int svc_store_commit(svc_store_t *self);
+/* Deletes outcomes finished before cutoff_ms (wall clock); intents are kept. Returns the
+ * number deleted, -1 on error. */
+int svc_store_prune(svc_store_t *self, int64_t cutoff_ms);
+
+/* ---- engine.c: the event loop ---- */
+
+#include "ahp/profile.h"
+#include "ahp/rpc.h"
+#include "ahp/secrets.h"
+
+typedef struct svc_engine svc_engine_t;
+
+/* Binds endpoint (ipc:// as root, before the privilege drop), restricted to allow
+ * (copied). max_inflight: upstream calls at once (more wait their turn). NULL with err. */
+svc_engine_t *svc_engine_new(const char *endpoint, const ahp_rpc_allow_t *allow,
+                             unsigned max_inflight, char *err, size_t errlen);
+/* Opens the idempotency store (after the drop, as the daemon's user). 0 / -1 with err. */
+int svc_engine_open_store(svc_engine_t *self, const char *db_path, char *err, size_t errlen);
+/* Installs a generation: profiles, secrets and services.conf (all owned by the engine
+ * from now on; the previous ones are freed). Calls already admitted keep what they
+ * were built with. */
+void svc_engine_set_gen(svc_engine_t *self, ahp_profiles_t *profiles, ahp_secrets_t *secrets,
+                        svc_conf_t *conf);
+/* Replaces the socket's allow-list. 0 / -1. */
+int svc_engine_set_allow(svc_engine_t *self, const ahp_rpc_allow_t *allow);
+/* How long finished outcomes are kept (days, 0 = forever): pruned hourly. */
+void svc_engine_set_retention(svc_engine_t *self, long days);
+/* Runs the loop until on_signal returns non-zero. sigfd is a signalfd (SIGHUP, SIGTERM,
+ * SIGINT) read by the loop; on_signal(arg, signo) is called for each. Calls in flight
+ * when it stops are left as intents in the store (the next start handles them by their
+ * service's retry policy). */
+void svc_engine_run(svc_engine_t *self, int sigfd, int (*on_signal)(void *arg, int signo),
+                    void *arg);
+void svc_engine_destroy(svc_engine_t **self_p);
 
 #endif
