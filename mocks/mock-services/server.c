@@ -189,7 +189,7 @@ s_log_request(struct MHD_Connection *conn, const char *method, const char *url, 
 	                 u && strlen(u) > S_LOG_URL_MAX ? "…" : "", auth, status);
 	if (n > 0)
 		ahp_write_all(STDERR_FILENO, line,
-		              (size_t)n < sizeof line ? (size_t)n : sizeof line);
+		              (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 	free(m);
 	free(u);
 }

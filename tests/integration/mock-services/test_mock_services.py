@@ -79,7 +79,8 @@ class Mock:
         self.port = wait_for(port, 10, "the port file")
 
     def tail(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read()[-3000:].decode("utf-8", "replace")
 
@@ -125,7 +126,11 @@ class Mock:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError("mock-services did not stop on its signal")
-        self.log.close()
+            # A clean stop exits 0 (a sanitizer's report would make it nonzero).
+            check(self.proc.returncode == 0,
+                  f"mock-services exited {self.proc.returncode}: {self.tail()}")
+        if not self.log.closed:
+            self.log.close()
         return self.proc.returncode
 
 
@@ -580,7 +585,11 @@ def main():
     finally:
         m = ctx["mock"]
         if m.proc.poll() is None:
-            m.stop()
+            try:
+                m.stop()
+            except AssertionError as e:
+                print(f"FAIL {args.test} at stop: {e}")
+                rc = 1
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
