@@ -54,7 +54,7 @@ const svc_constraint_t svc_constraints[] = {
      .description = "When the message was posted, in unix seconds.",
      .minimum = 0,
      .maximum = 253402300799}, /* 9999-12-31T23:59:59Z */
-    {NULL},
+    {.message = NULL},
 };
 
 #define S_N (sizeof svc_constraints / sizeof svc_constraints[0] - 1)
