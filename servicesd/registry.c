@@ -7,14 +7,14 @@
 #include "ahp/services.def"
 #undef AHP_SERVICE
 
-#define AHP_SERVICE(name_, retry_, summary_)                                                   \
-	static const svc_service_t s_##name_ = {                                                  \
-	    .name = #name_,                                                                       \
-	    .summary = summary_,                                                                  \
-	    .args = &ahp__svc__##name_##_args__descriptor,                                        \
-	    .result = &ahp__svc__##name_##_result__descriptor,                                    \
-	    .retry = retry_,                                                                      \
-	    .handler = &svc_handler_##name_,                                                      \
+#define AHP_SERVICE(name_, retry_, summary_)                                                       \
+	static const svc_service_t s_##name_ = {                                                   \
+	    .name = #name_,                                                                        \
+	    .summary = summary_,                                                                   \
+	    .args = &ahp__svc__##name_##_args__descriptor,                                         \
+	    .result = &ahp__svc__##name_##_result__descriptor,                                     \
+	    .retry = retry_,                                                                       \
+	    .handler = &svc_handler_##name_,                                                       \
 	};
 #include "ahp/services.def"
 #undef AHP_SERVICE
