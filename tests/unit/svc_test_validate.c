@@ -83,6 +83,94 @@ test_init(void **state)
 	}
 }
 
+/* The daemon's table with entry i replaced by e (or appended when i is the end), checked. */
+static void
+s_bad_table(size_t i, svc_constraint_t e, const char *want)
+{
+	svc_constraint_t t[64];
+	size_t n = 0;
+	char err[256];
+	while (svc_constraints[n].message != NULL)
+		n++;
+	assert_true(n + 2 < 64);
+	memcpy(t, svc_constraints, (n + 1) * sizeof t[0]);
+	t[i] = e;
+	if (i == n)
+		t[n + 1] = svc_constraints[n];
+	assert_int_equal(svc_constraints_check(t, err, sizeof err), -1);
+	assert_string_equal(err, want);
+}
+
+static void
+test_bad_tables(void **state)
+{
+	(void)state;
+	char err[256];
+	size_t n = 0;
+	while (svc_constraints[n].message != NULL)
+		n++;
+	assert_int_equal(svc_constraints_check(svc_constraints, err, sizeof err), 0);
+	/* Entry 0 is LookupWikiArgs.topic, 8 PublishSummaryResult.posted_at. */
+	assert_string_equal(svc_constraints[0].field, "topic");
+	assert_string_equal(svc_constraints[8].field, "posted_at");
+	svc_constraint_t e = svc_constraints[0];
+
+	e.message = "ahp.svc.Nope";
+	s_bad_table(n, e, "constraints: no message ahp.svc.Nope in the registry");
+	e = svc_constraints[0];
+	e.field = "subject";
+	s_bad_table(n, e, "constraints: ahp.svc.LookupWikiArgs has no field subject");
+	e = svc_constraints[0];
+	s_bad_table(n, e, "constraints: ahp.svc.LookupWikiArgs.topic is listed twice");
+	e.description = "";
+	s_bad_table(0, e, "constraints: ahp.svc.LookupWikiArgs.topic has no description");
+	e = svc_constraints[0];
+	e.pattern = "[a-z]+";
+	s_bad_table(0, e,
+	            "constraints: ahp.svc.LookupWikiArgs.topic: the pattern is not anchored "
+	            "with ^ and $");
+	e.pattern = "^[a-z$";
+	s_bad_table(0, e,
+	            "constraints: ahp.svc.LookupWikiArgs.topic: pattern ^[a-z$: Unmatched [, "
+	            "[^, [:, [., or [=");
+	e = svc_constraints[0];
+	e.min_length = 10;
+	e.max_length = 5;
+	s_bad_table(0, e,
+	            "constraints: ahp.svc.LookupWikiArgs.topic: min_length 10 is over "
+	            "max_length 5");
+	e = svc_constraints[0];
+	e.minimum = 1;
+	e.maximum = 2;
+	s_bad_table(0, e,
+	            "constraints: ahp.svc.LookupWikiArgs.topic: a range needs an integer field");
+	e = svc_constraints[0];
+	e.max_items = 3;
+	s_bad_table(0, e,
+	            "constraints: ahp.svc.LookupWikiArgs.topic: max_items needs a repeated field");
+	e = svc_constraints[8];
+	e.max_length = 3;
+	s_bad_table(8, e,
+	            "constraints: ahp.svc.PublishSummaryResult.posted_at: pattern and lengths "
+	            "need a string field");
+	e = svc_constraints[8];
+	e.minimum = 5;
+	e.maximum = 4;
+	s_bad_table(8, e,
+	            "constraints: ahp.svc.PublishSummaryResult.posted_at: the range 5..4 does "
+	            "not fit the field's type");
+	/* A field without an entry (its description). */
+	e = svc_constraints[n - 1];
+	e.field = "message_id";
+	s_bad_table(8, e, "constraints: ahp.svc.PublishSummaryResult.message_id is listed twice");
+	svc_constraint_t t[64];
+	memcpy(t, svc_constraints, (n + 1) * sizeof t[0]);
+	t[8] = t[n];
+	assert_int_equal(svc_constraints_check(t, err, sizeof err), -1);
+	assert_string_equal(err, "constraints: ahp.svc.PublishSummaryResult.posted_at has no entry "
+	                         "(its description)");
+}
+
 static void
 test_args_ok(void **state)
 {
@@ -292,6 +380,41 @@ test_result_parse(void **state)
 	                                 "pattern ^[0-9a-f]{12}$, got \"zz\"");
 }
 
+/* A valid result can still be too large to send back: 100 excerpts of 4000 control
+ * characters are 2.4 MB of JSON escapes. */
+static void
+test_result_too_large(void **state)
+{
+	(void)state;
+	svc_error_t err;
+	Ahp__Svc__LookupWikiResult r = AHP__SVC__LOOKUP_WIKI_RESULT__INIT;
+	Ahp__Svc__WikiSnippet sn[100];
+	Ahp__Svc__WikiSnippet *ptr[100];
+	char *ex = malloc(4001);
+	assert_non_null(ex);
+	memset(ex, 1, 4000);
+	ex[4000] = '\0';
+	for (int i = 0; i < 100; i++) {
+		ahp__svc__wiki_snippet__init(&sn[i]);
+		sn[i].url = "u";
+		sn[i].excerpt = ex;
+		ptr[i] = &sn[i];
+	}
+	r.topic = "x";
+	r.snippets = ptr;
+	r.n_snippets = 100;
+	assert_int_equal(svc_message_check(&r.base, &err), 0);
+	assert_null(svc_result_json(&r.base, &err));
+	assert_string_equal(err.code, "too_large");
+	assert_string_equal(err.message,
+	                    "the result is 2402526 bytes as JSON; at most 524288 are returned");
+	r.n_snippets = 20; /* 480 KB */
+	char *js = svc_result_json(&r.base, &err);
+	assert_non_null(js);
+	free(js);
+	free(ex);
+}
+
 static void
 test_schema(void **state)
 {
@@ -417,10 +540,11 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_init),          cmocka_unit_test(test_args_ok),
-	    cmocka_unit_test(test_args_errors),   cmocka_unit_test(test_args_too_large),
-	    cmocka_unit_test(test_message_check), cmocka_unit_test(test_result_parse),
-	    cmocka_unit_test(test_schema),        cmocka_unit_test(test_tool_definition),
+	    cmocka_unit_test(test_init),           cmocka_unit_test(test_bad_tables),
+	    cmocka_unit_test(test_args_ok),        cmocka_unit_test(test_args_errors),
+	    cmocka_unit_test(test_args_too_large), cmocka_unit_test(test_message_check),
+	    cmocka_unit_test(test_result_parse),   cmocka_unit_test(test_result_too_large),
+	    cmocka_unit_test(test_schema),         cmocka_unit_test(test_tool_definition),
 	    cmocka_unit_test(test_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
