@@ -140,7 +140,7 @@ s_configure(s_main_t *m, char **sets, int nsets, char *err, size_t errlen)
 	if (strncmp(m->endpoint, "ipc://", 6) != 0) {
 		/* tcp:// would need CURVE keys, which this version does not have: a
 		 * service socket anyone on the network could call is refused. */
-		snprintf(err, errlen, "endpoint %s: only ipc:// endpoints are supported",
+		snprintf(err, errlen, "endpoint %.200s: only ipc:// endpoints are supported",
 		         m->endpoint);
 		return -1;
 	}
@@ -468,6 +468,14 @@ main(int argc, char **argv)
 	if (m.engine == NULL)
 		fatalx("%s", err);
 	s_drop_privileges(&m);
+	char dbdir[PATH_MAX];
+	snprintf(dbdir, sizeof dbdir, "%s", m.db_path);
+	char *slash = strrchr(dbdir, '/');
+	if (slash != NULL && slash != dbdir) {
+		*slash = '\0';
+		if (ahp_mkdirs(dbdir, 0700) != 0)
+			fatal("mkdir %s", dbdir);
+	}
 	if (svc_engine_open_store(m.engine, m.db_path, err, sizeof err) != 0)
 		fatalx("idempotency store: %s", err);
 	svc_engine_set_retention(m.engine, ahp_cfg_int(m.cfg, "retain_days"));
