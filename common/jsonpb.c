@@ -693,8 +693,12 @@ s_msg_to_json(const ProtobufCMessage *msg, int depth)
 {
 	const ProtobufCMessageDescriptor *desc = msg->descriptor;
 	const char *base = (const char *)msg;
-	if (depth > 100)
+	/* What is written must read back (ahp_json_to_proto's limits): deeper
+	 * nesting or longer repeated fields are refused here, not there. */
+	if (depth >= JSONPB_MAX_DEPTH) {
+		errno = E2BIG;
 		return NULL;
+	}
 	json_t *obj = json_object();
 	if (obj == NULL)
 		return NULL;
@@ -705,6 +709,11 @@ s_msg_to_json(const ProtobufCMessage *msg, int depth)
 			size_t n = *(const size_t *)(base + f->quantifier_offset);
 			const char *arr = *(char *const *)(base + f->offset);
 			size_t es = s_elem_size(f->type);
+			if (n > JSONPB_MAX_REPEATED) {
+				json_decref(obj);
+				errno = E2BIG;
+				return NULL;
+			}
 			v = json_array();
 			for (size_t k = 0; v != NULL && k < n; k++) {
 				json_t *e = s_value_to_json(f, arr + k * es, depth);

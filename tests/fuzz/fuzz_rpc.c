@@ -21,7 +21,7 @@
 static void
 s_repack(const ProtobufCMessage *m)
 {
-	fuzz_pb_stats_t st = {0, 0, 0};
+	fuzz_pb_stats_t st = {0};
 	FUZZ_CHECK(protobuf_c_message_check(m));
 	fuzz_pb_walk(m, &st);
 	size_t n = protobuf_c_message_get_packed_size(m);

@@ -24,14 +24,19 @@ s_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
 void
 fuzz_pb_walk(const ProtobufCMessage *m, fuzz_pb_stats_t *st)
 {
+	fuzz_pb_walk_at(m, st, 0);
+}
+
+void
+fuzz_pb_walk_at(const ProtobufCMessage *m, fuzz_pb_stats_t *st, int depth)
+{
 	const ProtobufCMessageDescriptor *d = m->descriptor;
 	st->unknown_fields += m->n_unknown_fields;
+	if (depth > st->max_depth)
+		st->max_depth = depth;
 	for (unsigned i = 0; i < d->n_fields; i++) {
 		const ProtobufCFieldDescriptor *f = &d->fields[i];
 		if (!s_present(m, f))
-			continue;
-		if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE &&
-		    f->type != PROTOBUF_C_TYPE_ENUM)
 			continue;
 		const char *base = (const char *)m + f->offset;
 		size_t n = 1;
@@ -39,7 +44,12 @@ fuzz_pb_walk(const ProtobufCMessage *m, fuzz_pb_stats_t *st)
 		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 			memcpy(&n, (const char *)m + f->quantifier_offset, sizeof n);
 			memcpy(&elems, base, sizeof elems);
+			if (n > st->max_repeated)
+				st->max_repeated = n;
 		}
+		if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE &&
+		    f->type != PROTOBUF_C_TYPE_ENUM)
+			continue;
 		for (size_t k = 0; k < n; k++) {
 			if (f->type == PROTOBUF_C_TYPE_ENUM) {
 				int v;
@@ -56,7 +66,7 @@ fuzz_pb_walk(const ProtobufCMessage *m, fuzz_pb_stats_t *st)
 				(void)strlen(p);
 				st->strings++;
 			} else {
-				fuzz_pb_walk(p, st);
+				fuzz_pb_walk_at(p, st, depth + 1);
 			}
 		}
 	}

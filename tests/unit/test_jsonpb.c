@@ -1,4 +1,5 @@
 /* Unit tests for JSON <-> protobuf conversion: round trips, accepted forms, each error kind. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -332,6 +333,34 @@ test_proto2_optional_and_required(void **state)
 	protobuf_c_message_free_unpacked(m, NULL);
 }
 
+/* What ahp_proto_to_json writes reads back: a repeated field over the reader's
+ * 100000-element cap is refused by the writer too (E2BIG), not written as JSON that
+ * ahp_json_to_proto then refuses (found by make fuzz: 100001 packed int64s). */
+static void
+test_writer_keeps_reader_limits(void **state)
+{
+	(void)state;
+	Ahp__Test__Outer o = AHP__TEST__OUTER__INIT;
+	int64_t *nums = calloc(100001, sizeof *nums);
+	assert_non_null(nums);
+	o.nums = nums;
+	o.n_nums = 100000;
+	json_t *j = ahp_proto_to_json(&o.base);
+	assert_non_null(j);
+	assert_int_equal(json_array_size(json_object_get(j, "nums")), 100000);
+	char err[256];
+	ProtobufCMessage *back =
+	    ahp_json_to_proto(&ahp__test__outer__descriptor, j, err, sizeof err);
+	assert_non_null(back);
+	protobuf_c_message_free_unpacked(back, NULL);
+	json_decref(j);
+	o.n_nums = 100001;
+	errno = 0;
+	assert_null(ahp_proto_to_json(&o.base));
+	assert_int_equal(errno, E2BIG);
+	free(nums);
+}
+
 static void
 test_schema(void **state)
 {
@@ -369,6 +398,7 @@ main(void)
 	    cmocka_unit_test(test_errors),
 	    cmocka_unit_test(test_depth_cap),
 	    cmocka_unit_test(test_proto2_optional_and_required),
+	    cmocka_unit_test(test_writer_keeps_reader_limits),
 	    cmocka_unit_test(test_schema),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

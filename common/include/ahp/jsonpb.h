@@ -12,7 +12,10 @@
  * {"exit_code":0} should not have to know proto3 defaults); unset message
  * fields, unset oneof members and proto2 optionals without has_ are left
  * out. uint64 above INT64_MAX is written as a decimal string, NaN/Infinity
- * as the strings "NaN", "Infinity", "-Infinity". NULL on allocation failure. */
+ * as the strings "NaN", "Infinity", "-Infinity". What it writes,
+ * ahp_json_to_proto reads back: a message nested 32 levels or deeper, or with a
+ * repeated field of more than 100000 elements (the reader's limits), gives NULL
+ * with errno E2BIG. NULL on allocation failure too. */
 json_t *ahp_proto_to_json(const ProtobufCMessage *msg);
 
 /* Builds a message of type desc from a JSON object. Unknown fields, wrong
