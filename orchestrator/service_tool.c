@@ -16,7 +16,6 @@
 #define SVC_RETRY_BASE_MS 250    /* first wait before a re-send; doubles */
 #define SVC_UNSENT_RETRY_MS 50   /* a send refused (not connected yet) is tried again */
 #define SVC_SHOW_ARGS_MAX 80     /* bytes of "k=v, ..." shown in the timeline */
-#define SVC_SHOW_VALUE_MAX 40    /* bytes of one value shown before "…" */
 
 /* A run's exec_service state: the step in progress, and the wait for the
  * tool's definition before the first model call. */
@@ -97,15 +96,14 @@ orch_service_tools_ready(orch_run_t *run, char *why, size_t len)
 
 /* --- the timeline --- */
 
-/* Appends s (len bytes) to buf as a quoted string: '"' and '\' escaped,
- * control bytes as \xHH, at most SVC_SHOW_VALUE_MAX bytes of s then "…". */
+/* Appends s (len bytes) to buf, quoted when quote: '"' and '\' escaped,
+ * control bytes as \xHH. *n counts what would have been written. */
 static void
-s_put_quoted(char *buf, size_t cap, size_t *n, const char *s, size_t len)
+s_put_escaped(char *buf, size_t cap, size_t *n, const char *s, size_t len, int quote)
 {
-	size_t cut = len > SVC_SHOW_VALUE_MAX ? ahp_utf8_prefix(s, SVC_SHOW_VALUE_MAX) : len;
-	if (*n < cap)
+	if (quote && *n < cap)
 		*n += (size_t)snprintf(buf + *n, cap - *n, "\"");
-	for (size_t i = 0; i < cut && *n < cap; i++) {
+	for (size_t i = 0; i < len && *n < cap; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c == '"' || c == '\\')
 			*n += (size_t)snprintf(buf + *n, cap - *n, "\\%c", c);
@@ -114,43 +112,41 @@ s_put_quoted(char *buf, size_t cap, size_t *n, const char *s, size_t len)
 		else
 			*n += (size_t)snprintf(buf + *n, cap - *n, "%c", c);
 	}
-	if (*n < cap)
-		*n += (size_t)snprintf(buf + *n, cap - *n, "%s\"", cut < len ? "…" : "");
+	if (quote && *n < cap)
+		*n += (size_t)snprintf(buf + *n, cap - *n, "\"");
 }
 
-/* "name(k=v, k2=v2)" when the pairs take at most SVC_SHOW_ARGS_MAX bytes,
- * else "name". Strings are quoted and escaped, other values are their JSON. */
+/* The call as the timeline shows it: "name(k=v, k2=v2)" — strings quoted and
+ * escaped, other values as their JSON — when those pairs take at most
+ * SVC_SHOW_ARGS_MAX bytes, else just "name" (a long value, such as a
+ * publish's content, is in the event's data, not its line). */
 static const char *
 s_label(const char *name, const json_t *args, char *out, size_t outlen)
 {
-	char buf[512];
+	char buf[SVC_SHOW_ARGS_MAX + 2];
 	size_t n = 0;
 	const char *k;
 	json_t *v;
 	json_object_foreach((json_t *)args, k, v)
 	{
+		if (n > 0 && n < sizeof buf)
+			n += (size_t)snprintf(buf + n, sizeof buf - n, ", ");
+		s_put_escaped(buf, sizeof buf, &n, k, strlen(k), 0);
+		if (n < sizeof buf)
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "=");
 		if (n >= sizeof buf)
 			break;
-		n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%.*s=", n > 0 ? ", " : "",
-		                      AHP_UTF8_CUT(k, 64));
 		if (json_is_string(v)) {
-			s_put_quoted(buf, sizeof buf, &n, json_string_value(v),
-			             json_string_length(v));
+			s_put_escaped(buf, sizeof buf, &n, json_string_value(v),
+			              json_string_length(v), 1);
 		} else {
 			char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-			if (d != NULL && n < sizeof buf) {
-				size_t dl = strlen(d);
-				size_t cut = dl > SVC_SHOW_VALUE_MAX
-				                 ? ahp_utf8_prefix(d, SVC_SHOW_VALUE_MAX)
-				                 : dl;
-				n += (size_t)snprintf(buf + n, sizeof buf - n, "%.*s%s", (int)cut,
-				                      d, cut < dl ? "…" : "");
-			}
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "%s", d != NULL ? d : "?");
 			free(d);
 		}
 	}
 	if (n <= SVC_SHOW_ARGS_MAX)
-		snprintf(out, outlen, "%s(%s)", name, n > 0 ? buf : "");
+		snprintf(out, outlen, "%s(%.*s)", name, (int)n, buf);
 	else
 		snprintf(out, outlen, "%s", name);
 	return out;
