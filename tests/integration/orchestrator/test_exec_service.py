@@ -241,6 +241,28 @@ def test_flow_and_narrow(args):
                       for t in texts), f"narrow timeline {texts}")
             check(st.services_stats()["posts"] == 1, "the refused publish reached the mock")
 
+            # 2b. widened again and reloaded (SIGHUP to both): the next run's description
+            # is fetched again and lists publish_summary, which servicesd now allows.
+            st.write_profile("svc-narrow", "svc-narrow", tools=("exec_service",), skills=None,
+                             services=both)
+            n_orch = st.log("orchestrator").count("profiles reloaded")
+            n_svc = st.log("servicesd").count("reloaded profiles")
+            st.hup("servicesd")
+            st.hup("orchestrator")
+            wait_for(lambda: st.log("orchestrator").count("profiles reloaded") > n_orch and
+                     st.log("servicesd").count("reloaded profiles") > n_svc, 10, "the reloads")
+            seen = len(Recorder.bodies)
+            p = st.orchctl("submit", "svc-narrow", TASK, expect=0, timeout=60)
+            wrun = p.stdout.splitlines()[0].strip()
+            r = st.status(wrun)
+            check(re.fullmatch(r"lookup \S+; publish  retryable=", r["result"]),
+                  f"widened answer {r['result']!r}")
+            tool = service_tool([b for b in Recorder.bodies[seen:]
+                                 if b.get("model") == "svc-narrow"][0])
+            enum = tool["function"]["parameters"]["properties"]["service_name"].get("enum")
+            check(enum == ["lookup_wiki", "publish_summary"], f"widened enum {enum}")
+            check(st.services_stats()["posts"] == 2, "the widened publish did not post")
+
             # 3. malformed calls: typed errors naming the field.
             p = st.orchctl("submit", "svc-bad", TASK, expect=0, timeout=60)
             brun = p.stdout.splitlines()[0].strip()
@@ -252,7 +274,7 @@ def test_flow_and_narrow(args):
             texts = [e["text"] for e in service_events(st, brun)]
             check(len(texts) == 6 and texts[0].startswith("[service] exec_service → validation: "),
                   f"bad timeline {texts}")
-            check(st.services_stats()["posts"] == 1, "a malformed publish reached the mock")
+            check(st.services_stats()["posts"] == 2, "a malformed publish reached the mock")
 
             # 4. a service: approval rule gates publish_summary only.
             p = st.orchctl("submit", "svc-gated", TASK, expect=0, timeout=60)
@@ -262,7 +284,7 @@ def test_flow_and_narrow(args):
             gates = [e for e in st.events(grun) if e["kind"] == "gate"]
             check(len(gates) == 1 and "exec_service call needs approval" in gates[0]["text"],
                   f"gate events {gates}")
-            check(st.services_stats()["posts"] == 1, "the gated publish reached the mock")
+            check(st.services_stats()["posts"] == 2, "the gated publish reached the mock")
     finally:
         srv.shutdown()
 
