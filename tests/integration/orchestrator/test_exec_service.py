@@ -14,7 +14,8 @@
   once it is back;
 - kill -9 of the orchestrator while a publish is in flight: after a restart the run
   completes, the publish is answered from servicesd's store (replayed), and mock-services
-  saw exactly one post.
+  saw exactly one post; kill -9 of servicesd at the same point: the orchestrator sends the
+  call again once servicesd is back, and there is still exactly one post.
 
 Needs servicesd and mock-services; skipped (77) when they are not built."""
 import http.server
@@ -332,6 +333,24 @@ def test_absent_and_crash(args):
         check(pb[-1]["text"].endswith("(replayed)") and pb[-1]["data"]["replayed"] is True,
               f"publish after restart {[e['text'] for e in pb]}")
         check(pb[-1]["data"]["result"] == pub, "replayed result differs")
+        st.services_reset()
+
+        # 7. kill -9 servicesd while the publish is in flight, and start it again: the
+        # orchestrator learns of the loss at once (interrupted), sends the same key again
+        # once servicesd is back, servicesd sends the publish again with the same
+        # Idempotency-Key (publish_summary is KEYED), and the webhook has one post.
+        run_id = st.submit("svc-full", TASK)
+        wait_for(publishing, 30, "the publish step to start")
+        time.sleep(0.3)
+        st.kill("servicesd")
+        st.restart("servicesd")
+        r = st.wait_state(run_id, timeout=60)
+        pub = check_flow(st, run_id, replayed_ok=True)
+        texts = [e["text"] for e in service_events(st, run_id)]
+        check(any(t.startswith("[service] publish_summary → interrupted; sending again "
+                               "(attempt 2/3") for t in texts), f"timeline {texts}")
+        s = st.services_stats()
+        check(s["posts"] == 1 and s["by_webhook"] == {"team-updates": 1}, f"stats {s}")
 
 
 def main(args):
