@@ -78,7 +78,10 @@ steps:
   - tool_calls:
       - name: exec_service
         arguments: { service_name: publish_summary, args: { webhook_id: "a b", content: x } }
-  - content: "{{result.0.error.code}}/{{result.0.error.field}} {{result.1.error.code}}/{{result.1.error.field}} {{result.2.error.code}}/{{result.2.error.field}} {{result.3.error.code}}/{{result.3.error.field}} {{result.4.error.code}} {{result.5.error.code}}/{{result.5.error.field}}"
+  - tool_calls:
+      - name: exec_service
+        arguments: { service_name: lookup_wiki, args: { topic: "say \"hi\"\tnow" } }
+  - content: "{{result.0.error.code}}/{{result.0.error.field}} {{result.1.error.code}}/{{result.1.error.field}} {{result.2.error.code}}/{{result.2.error.field}} {{result.3.error.code}}/{{result.3.error.field}} {{result.4.error.code}} {{result.5.error.code}}/{{result.5.error.field}} {{result.6.error.code}}"
 """
 
 GATED = """
@@ -270,11 +273,14 @@ def test_flow_and_narrow(args):
             r = st.status(brun)
             check(r["state"] == "succeeded", f"bad state {r['state']}: {r.get('error')}")
             want = ("validation/service_name validation/args validation/topic "
-                    "validation/topic unknown_service validation/webhook_id")
+                    "validation/topic unknown_service validation/webhook_id validation")
             check(r["result"] == want, f"bad answer {r['result']!r} != {want!r}")
             texts = [e["text"] for e in service_events(st, brun)]
-            check(len(texts) == 6 and texts[0].startswith("[service] exec_service → validation: "),
-                  f"bad timeline {texts}")
+            check(len(texts) == 7 and texts[0].startswith("[service] exec_service → validation: ")
+                  and texts[5].startswith('[service] publish_summary(webhook_id="a b", '
+                                          'content="x") → validation: ')
+                  and texts[6].startswith('[service] lookup_wiki(topic="say \\"hi\\"\\x09now") '
+                                          '→ validation: '), f"bad timeline {texts}")
             check(st.services_stats()["posts"] == 2, "a malformed publish reached the mock")
 
             # 4. a service: approval rule gates publish_summary only.
