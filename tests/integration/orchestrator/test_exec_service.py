@@ -80,7 +80,7 @@ steps:
         arguments: { service_name: publish_summary, args: { webhook_id: "a b", content: x } }
   - tool_calls:
       - name: exec_service
-        arguments: { service_name: lookup_wiki, args: { topic: "say \"hi\"\tnow" } }
+        arguments: { service_name: lookup_wiki, args: { topic: "say \\"hi\\"\\tnow" } }
   - content: "{{result.0.error.code}}/{{result.0.error.field}} {{result.1.error.code}}/{{result.1.error.field}} {{result.2.error.code}}/{{result.2.error.field}} {{result.3.error.code}}/{{result.3.error.field}} {{result.4.error.code}} {{result.5.error.code}}/{{result.5.error.field}} {{result.6.error.code}}"
 """
 
