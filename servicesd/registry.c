@@ -7,14 +7,14 @@
 #include "ahp/services.def"
 #undef AHP_SERVICE
 
-#define AHP_SERVICE(name, retry_, summary_)                                                    \
-	static const svc_service_t s_##name = {                                                   \
-	    .name = #name,                                                                        \
-	    .summary = summary_,                                                                  \
-	    .args = &ahp__svc__##name##_args__descriptor,                                         \
-	    .result = &ahp__svc__##name##_result__descriptor,                                     \
-	    .retry = retry_,                                                                      \
-	    .handler = &svc_handler_##name,                                                       \
+#define AHP_SERVICE(n_, retry_, summary_)                                                          \
+	static const svc_service_t s_##n_ = {                                                      \
+	    .name = #n_,                                                                           \
+	    .summary = summary_,                                                                   \
+	    .args = &ahp__svc__##n_##_args__descriptor,                                            \
+	    .result = &ahp__svc__##n_##_result__descriptor,                                        \
+	    .retry = retry_,                                                                       \
+	    .handler = &svc_handler_##n_,                                                          \
 	};
 #include "ahp/services.def"
 #undef AHP_SERVICE

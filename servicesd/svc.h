@@ -18,7 +18,7 @@
  *                   JSON Schemas; the exec_service tool definition for a profile
  *   errors.c        typed errors: HTTP statuses and libcurl transport errors -> svc_error_t
  *   conf.c          services.conf: each service's upstream URL, secret and timeout
- *   services/*.c    one handler per service
+ *   services/<name>.c  one handler per service
  *
  * Adding a service: a message pair in proto/services.proto, its constraints in
  * constraints.c, a handler file services/<name>.c (svc_handler_<name>), and one line in
@@ -30,6 +30,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <regex.h>
 
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
@@ -65,8 +67,8 @@ typedef struct {
 
 /* Fills err (any earlier content is replaced). Returns -1, so that a failing function can
  * `return svc_error(err, ...)`. field may be NULL. */
-int svc_error(svc_error_t *err, const char *code, int retryable, const char *field,
-              const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int svc_error(svc_error_t *err, const char *code, int retryable, const char *field, const char *fmt,
+              ...) __attribute__((format(printf, 5, 6)));
 
 /* ---- the HTTP request a handler asks for (made by engine.c on libcurl multi) ---- */
 
@@ -81,20 +83,22 @@ typedef struct {
 	int n_headers;
 } svc_http_t;
 
-/* Appends one "Name: value" header line (formatted). 0, or -1 when full or out of memory. */
+/* Appends one "Name: value" header line (formatted). 0, or -1 when full, out of memory, or
+ * the line holds CR, LF or NUL (a secret or value that would inject another header). */
 int svc_http_header(svc_http_t *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Frees what h owns; header lines are wiped first (they may carry a credential). */
 void svc_http_free(svc_http_t *h);
 /* Appends to base (no trailing '/' needed) the path segments given, each percent-encoded
- * as an RFC 3986 path segment ("a/b" -> "a%2Fb"). NULL-terminated list. Caller owns the
- * result; NULL on allocation failure. */
+ * as an RFC 3986 path segment ("a/b" -> "a%2Fb"; a segment of dots only, "." or "..", has
+ * its dots encoded as %2E so that dot-segment removal cannot drop it). NULL-terminated list.
+ * Caller owns the result; NULL on allocation failure. */
 char *svc_url_join(const char *base, ...) __attribute__((sentinel));
 
 /* ---- a service's handler (servicesd/services/<name>.c) ---- */
 
 typedef struct {
-	const char *secret;     /* default secret name in servicesd's secrets dir */
-	long timeout_ms;        /* default per-call timeout (services.conf may override) */
+	const char *secret; /* default secret name in servicesd's secrets dir */
+	long timeout_ms;    /* default per-call timeout (services.conf may override) */
 	/* Builds the upstream request from validated args. base_url: from services.conf;
 	 * token: the secret's value (borrowed, NUL-terminated; NULL when the service has no
 	 * secret); key: the idempotency key ("run:step"), sent upstream by SVC_RETRY_KEYED
@@ -154,6 +158,13 @@ const svc_constraint_t *svc_constraint_find(const ProtobufCMessageDescriptor *de
  * bounds fit the field's type). Called once at start; a bad table stops the daemon.
  * 0, or -1 with a message in err. */
 int svc_constraints_init(char *err, size_t errlen);
+/* The checks of svc_constraints_init on any table ending with {NULL} (the daemon's, or a
+ * test's), its patterns compiled and freed. 0, or -1 with a message in err. */
+int svc_constraints_check(const svc_constraint_t *table, char *err, size_t errlen);
+/* The compiled pattern of c (an entry of svc_constraints), or NULL when it has none or the
+ * table did not compile. Compiles the table on first use when svc_constraints_init was not
+ * called (unit tests, fuzzing). Borrowed, valid for the life of the process. */
+const regex_t *svc_constraint_regex(const svc_constraint_t *c);
 
 /* ---- validate.c ---- */
 
@@ -175,6 +186,13 @@ json_t *svc_schema(const ProtobufCMessageDescriptor *desc);
  * schemas of its arguments and result; with none, the description says "No services are
  * currently enabled for this agent." New reference. */
 json_t *svc_tool_definition(char *const *names, unsigned n);
+/* An upstream's 2xx answer (body, len bytes, untrusted, at most SVC_BODY_MAX) -> the Result
+ * message of type desc, for the handlers' response(). Members the message does not have are
+ * dropped at every level (upstreams add fields); not JSON, not an object, a wrong type, a
+ * missing required field or a constraint violation is bad_response naming the field. Caller
+ * frees the result with protobuf_c_message_free_unpacked. */
+ProtobufCMessage *svc_result_parse(const ProtobufCMessageDescriptor *desc, const uint8_t *body,
+                                   size_t len, svc_error_t *err);
 /* A result's JSON text (compact), at most SVC_RESULT_MAX bytes. Caller frees. NULL with
  * err (code too_large or internal). */
 char *svc_result_json(const ProtobufCMessage *result, svc_error_t *err);
@@ -187,7 +205,9 @@ char *svc_result_json(const ProtobufCMessage *result, svc_error_t *err);
 int svc_http_status_error(long status, const uint8_t *body, size_t len, svc_error_t *err);
 /* A libcurl transport failure -> err: connect refused/unreachable -> unavailable,
  * timeouts -> timeout, name resolution -> dns, TLS -> tls, anything else -> unavailable;
- * all retryable except tls. detail is curl's error buffer (may be empty). Returns -1. */
+ * all retryable except tls; CURLE_FILESIZE_EXCEEDED (the engine's CURLOPT_MAXFILESIZE at
+ * SVC_BODY_MAX) -> bad_response, not retryable. detail is curl's error buffer (may be
+ * empty). Returns -1. */
 int svc_curl_error(int curlcode, const char *detail, svc_error_t *err);
 
 /* ---- conf.c: services.conf ---- */
@@ -208,11 +228,74 @@ typedef struct {
 	size_t n;
 } svc_conf_t;
 
-/* Reads path (a missing file is an empty configuration). 0, or -1 with err. *out is
- * replaced only on success; free with svc_conf_free. */
+/* Reads path (a missing file is an empty configuration; at most 64 KiB, lines at most 4096
+ * bytes). 0, or -1 with err. *out is overwritten only on success, and its old content is
+ * not freed: load into a fresh svc_conf_t and swap (SIGHUP). Free with svc_conf_free. */
 int svc_conf_load(const char *path, svc_conf_t *out, char *err, size_t errlen);
 void svc_conf_free(svc_conf_t *c);
 /* The entry for s, or NULL when s is not configured. */
 const svc_conf_entry_t *svc_conf_find(const svc_conf_t *c, const svc_service_t *s);
+
+/* ---- store.c: the idempotency store (SQLite, one file) ---- */
+
+/* A key's record: none, an intent (the side effect may have started), or an outcome. */
+enum svc_store_state { SVC_STORE_NONE, SVC_STORE_INTENT, SVC_STORE_DONE };
+
+#define SVC_KEY_MAX 96    /* "run:step": a 64-byte run id, ':', a uint32 */
+#define SVC_DIGEST_LEN 64 /* hex SHA-256 of the service name and canonical arguments */
+
+typedef struct svc_store svc_store_t;
+
+/* Opens (creating, with its directory's parent existing) the store at path: WAL,
+ * synchronous=FULL (ahp_db_open). NULL with err. */
+svc_store_t *svc_store_open(const char *path, char *err, size_t errlen);
+void svc_store_close(svc_store_t **self_p);
+/* The record of key. Returns its state (enum svc_store_state), or -1 on a database
+ * error. digest (SVC_DIGEST_LEN + 1 bytes) gets the recorded digest for INTENT and DONE;
+ * for DONE *reply and *len get the recorded packed ahp.svcd.CallReply (caller frees). */
+int svc_store_get(svc_store_t *self, const char *key, char *digest, uint8_t **reply, size_t *len);
+/* Writes inside the current batch (svc_store_begin .. svc_store_commit). The intent row
+ * must be committed before the side effect starts; the outcome replaces it. 0 / -1. */
+int svc_store_begin(svc_store_t *self);
+int svc_store_intent(svc_store_t *self, const char *key, const char *run, const char *profile,
+                     uint32_t step, const char *service, const char *digest);
+int svc_store_done(svc_store_t *self, const char *key, const uint8_t *reply, size_t len);
+/* Commits the batch (durable on return: synchronous=FULL). -1 on failure: the daemon
+ * must stop, since it cannot know what reached the disk. */
+int svc_store_commit(svc_store_t *self);
+/* Deletes outcomes finished before cutoff_ms (wall clock); intents are kept. Returns the
+ * number deleted, -1 on error. */
+int svc_store_prune(svc_store_t *self, int64_t cutoff_ms);
+
+/* ---- engine.c: the event loop ---- */
+
+#include "ahp/profile.h"
+#include "ahp/rpc.h"
+#include "ahp/secrets.h"
+
+typedef struct svc_engine svc_engine_t;
+
+/* Binds endpoint (ipc:// as root, before the privilege drop), restricted to allow
+ * (copied). max_inflight: upstream calls at once (more wait their turn). NULL with err. */
+svc_engine_t *svc_engine_new(const char *endpoint, const ahp_rpc_allow_t *allow,
+                             unsigned max_inflight, char *err, size_t errlen);
+/* Opens the idempotency store (after the drop, as the daemon's user). 0 / -1 with err. */
+int svc_engine_open_store(svc_engine_t *self, const char *db_path, char *err, size_t errlen);
+/* Installs a generation: profiles, secrets and services.conf (all owned by the engine
+ * from now on; the previous ones are freed). Calls already admitted keep what they
+ * were built with. */
+void svc_engine_set_gen(svc_engine_t *self, ahp_profiles_t *profiles, ahp_secrets_t *secrets,
+                        svc_conf_t *conf);
+/* Replaces the socket's allow-list. 0 / -1. */
+int svc_engine_set_allow(svc_engine_t *self, const ahp_rpc_allow_t *allow);
+/* How long finished outcomes are kept (days, 0 = forever): pruned hourly. */
+void svc_engine_set_retention(svc_engine_t *self, long days);
+/* Runs the loop until on_signal returns non-zero. sigfd is a signalfd (SIGHUP, SIGTERM,
+ * SIGINT) read by the loop; on_signal(arg, signo) is called for each. Calls in flight
+ * when it stops are left as intents in the store (the next start handles them by their
+ * service's retry policy). */
+void svc_engine_run(svc_engine_t *self, int sigfd, int (*on_signal)(void *arg, int signo),
+                    void *arg);
+void svc_engine_destroy(svc_engine_t **self_p);
 
 #endif
