@@ -1850,7 +1850,7 @@ s_warn(void (*fn)(void *, const char *), void *arg, size_t *n, const char *fmt, 
 }
 
 /* Each field here is accepted because the design has it, but the daemon that
- * would enforce it does not exist yet; docs/profiles.md says how each one
+ * would enforce it (approvald) does not exist yet; docs/profiles.md says how each one
  * fails closed. Keep this list and that page in step. */
 size_t
 ahp_profile_warnings(const ahp_profile_t *p, void (*fn)(void *arg, const char *line), void *arg)
@@ -1863,20 +1863,10 @@ ahp_profile_warnings(const ahp_profile_t *p, void (*fn)(void *arg, const char *l
 		       "%s: warning: approvals are configured but no approval service is "
 		       "available; gated calls will be refused",
 		       p->path);
-	if (ahp_profile_has_tool(p, "exec_service"))
-		s_warn(fn, arg, &n,
-		       "%s: warning: tool exec_service is listed but no services daemon is "
-		       "available; it is not offered to the model",
-		       p->path);
 	if (ahp_profile_has_tool(p, "ask_human"))
 		s_warn(fn, arg, &n,
 		       "%s: warning: tool ask_human is listed but no approval service is "
 		       "available; it is not offered to the model",
-		       p->path);
-	if (p->n_services > 0)
-		s_warn(fn, arg, &n,
-		       "%s: warning: services are configured but no services daemon is "
-		       "available; no service can be called",
 		       p->path);
 	return n;
 }

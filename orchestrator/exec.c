@@ -39,8 +39,9 @@ s_state(orch_run_t *run)
 }
 
 static json_t *
-s_definition(const ahp_profile_t *p)
+s_definition(orch_t *o, const ahp_profile_t *p)
 {
+	(void)o;
 	(void)p;
 	return json_pack(
 	    "{s:s, s:{s:s, s:s, s:{s:s, s:{s:{s:s, s:s}}, s:[s]}}}", "type", "function", "function",

@@ -332,7 +332,7 @@ orch_loop_start(orch_t *o)
 		log_error("journal: %s", err);
 		return -1;
 	}
-	if (orch_sbx_setup(o) != 0 || orch_egress_setup(o) != 0)
+	if (orch_sbx_setup(o) != 0 || orch_svc_setup(o) != 0 || orch_egress_setup(o) != 0)
 		return -1;
 	s_resume_all(o);
 	s_commit(o);
@@ -371,18 +371,23 @@ orch_loop_run(orch_t *o)
 		void *mon = orch_sbx_monitor_socket(o);
 		void *cp = orch_egress_socket(o);
 		void *cpmon = orch_egress_monitor_socket(o);
-		struct curl_waitfd extra[6];
+		void *svc = orch_svc_socket(o);
+		void *svcmon = orch_svc_monitor_socket(o);
+		struct curl_waitfd extra[8];
 		unsigned n = 0;
 		s_add_zmq(extra, &n, srv);
 		s_add_zmq(extra, &n, sbx);
 		s_add_zmq(extra, &n, mon);
 		s_add_zmq(extra, &n, cp);
 		s_add_zmq(extra, &n, cpmon);
+		s_add_zmq(extra, &n, svc);
+		s_add_zmq(extra, &n, svcmon);
 		extra[n++] = (struct curl_waitfd){.fd = o->sigfd, .events = CURL_WAIT_POLLIN};
 		/* ZMQ_FD is edge-triggered and sends may have consumed an edge:
 		 * ask the sockets themselves right before sleeping. */
 		if (s_zmq_readable(srv) || s_zmq_readable(sbx) || s_zmq_readable(mon) ||
-		    s_zmq_readable(cp) || s_zmq_readable(cpmon))
+		    s_zmq_readable(cp) || s_zmq_readable(cpmon) || s_zmq_readable(svc) ||
+		    s_zmq_readable(svcmon))
 			timeout = 0;
 		CURLMcode mc = curl_multi_poll(o->multi, extra, n, (int)timeout, NULL);
 		if (mc != CURLM_OK && mc != CURLM_UNRECOVERABLE_POLL)
@@ -403,6 +408,8 @@ orch_loop_run(orch_t *o)
 		orch_sbx_recv(o);
 		/* After the replies: one that arrived before a disconnect counts. */
 		orch_sbx_monitor_recv(o);
+		orch_svc_recv(o);
+		orch_svc_monitor_recv(o);
 		orch_egress_recv(o);
 		orch_runs_timers(o, ahp_mono_ms(), POLL_MAX_MS);
 		orch_egress_timers(o, ahp_mono_ms(), POLL_MAX_MS);
@@ -437,8 +444,10 @@ orch_loop_teardown(orch_t *o)
 	if (o->server != NULL)
 		s_linger0(ahp_rpc_server_socket(o->server));
 	s_linger0(orch_sbx_socket(o));
+	s_linger0(orch_svc_socket(o));
 	ahp_rpc_server_destroy(&o->server);
 	orch_sbx_teardown(o);
+	orch_svc_teardown(o);
 	orch_egress_teardown(o);
 	if (o->zctx != NULL)
 		zmq_ctx_term(o->zctx);

@@ -21,6 +21,7 @@
 #include "journal.h"
 #include "orchestrator.pb-c.h"
 #include "sandboxd.pb-c.h"
+#include "servicesd.pb-c.h"
 
 #define ORCH_TASK_MAX AHP_LIM_TASK_MAX            /* bytes of a submitted task (limits table) */
 #define EXEC_COMMAND_MAX AHP_LIM_EXEC_COMMAND_MAX /* bytes of one exec command (limits table) */
@@ -62,6 +63,7 @@ typedef struct orch_egress orch_egress_t;
 typedef struct {
 	ahp_profiles_t *set;
 	int refs;
+	uint64_t generation; /* 1, 2, ... per load in this process: a reload is a new one */
 } orch_profset_t;
 
 enum orch_state {
@@ -99,7 +101,7 @@ typedef struct {
  * in run->tool_state[slot], owned by the tool's own file. run.c only
  * sequences steps: it journals the intent, applies the approval gate, calls
  * start, and completes the step when the tool calls orch_tool_done. */
-enum orch_tool_slot { ORCH_TOOL_SKILL, ORCH_TOOL_EXEC, ORCH_TOOLS_N };
+enum orch_tool_slot { ORCH_TOOL_SKILL, ORCH_TOOL_EXEC, ORCH_TOOL_SERVICE, ORCH_TOOLS_N };
 
 /* How a tool step is started. */
 enum orch_tool_mode {
@@ -114,11 +116,18 @@ typedef struct orch_tool {
 	/* 0 when p lists the tool but cannot use it (skill without a skills
 	 * directory): it is then neither offered nor run. May be NULL (usable). */
 	int (*usable)(const ahp_profile_t *p);
-	/* The OpenAI "tools" entry for p (new reference). */
-	json_t *(*definition)(const ahp_profile_t *p);
+	/* The OpenAI "tools" entry for p (new reference; NULL when it is not
+	 * known: the tool is then left out). o: for what the daemon told. */
+	json_t *(*definition)(orch_t *o, const ahp_profile_t *p);
 	/* What an approval rule's `match` is tested on: a string inside args
 	 * (borrowed), or NULL for the arguments' JSON text. May be NULL. */
 	const char *(*subject)(const json_t *args);
+	/* A tool that calls services (exec_service): the service a call names
+	 * (borrowed, NULL when it names none), which `service:` approval rules
+	 * gate, and the service's own arguments inside args (borrowed, NULL when
+	 * absent), which their `match` is tested on. May be NULL. */
+	const char *(*service)(const json_t *args);
+	const json_t *(*service_args)(const json_t *args);
 	/* Starts the call: completes it at once with orch_tool_done, or sets
 	 * the run's phase (orch_tool_due / orch_tool_backoff / orch_tool_inflight)
 	 * and completes it later. args is borrowed. */
@@ -203,7 +212,8 @@ struct orch {
 	char profiles_dir[PATH_MAX];
 	char etc_dir[PATH_MAX];
 	char sbx_endpoint[PATH_MAX + 16];
-	char cp_endpoint[PATH_MAX + 16]; /* credproxy's control socket (egress records) */
+	char cp_endpoint[PATH_MAX + 16];  /* credproxy's control socket (egress records) */
+	char svc_endpoint[PATH_MAX + 16]; /* servicesd (exec_service) */
 	const char *gateway_url;
 	const char *gateway_socket; /* "" = gateway_url over TCP */
 	long model_timeout_ms;
@@ -216,7 +226,9 @@ struct orch {
 	void *zctx;
 	ahp_rpc_server_t *server;
 	ahp_client_t *sbx;
-	orch_egress_t *egress; /* egress.c: the credproxy client and the followed runs */
+	orch_egress_t *egress;           /* egress.c: the credproxy client and the followed runs */
+	ahp_client_t *svc;               /* services.c: the servicesd client */
+	struct orch_svc_desc *svc_descs; /* services.c: exec_service definitions per profile */
 	CURLM *multi;
 	orch_journal_t *journal;
 	orch_profset_t *profiles;
@@ -392,9 +404,10 @@ const orch_tool_t *orch_tool_find(const char *name);
 /* The tool named name when p may use it, else NULL. */
 const orch_tool_t *orch_tool_offered(const ahp_profile_t *p, const char *name);
 /* Tool definitions (OpenAI "tools" array) the profile gets. New reference. */
-json_t *orch_tools_for(const ahp_profile_t *p);
+json_t *orch_tools_for(orch_t *o, const ahp_profile_t *p);
 /* The approval rule that gates this call, or NULL. subject as for
- * orch_tool_t.subject. */
+ * orch_tool_t.subject; for a tool that calls services, `service:` rules gate
+ * the service it names (orch_tool_t.service / service_args). */
 const ahp_approval_t *orch_tool_gate(const ahp_profile_t *p, const orch_tool_t *t,
                                      const json_t *args);
 /* A tool call's "id" or its function's "name" / "arguments". Borrowed. */
@@ -446,6 +459,50 @@ void orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace);
 void orch_sbx_recv(orch_t *o);
 /* Fires request deadlines; ms until the next (or max). */
 long orch_sbx_timers(orch_t *o, int64_t now, long max);
+
+/* services.c: the servicesd client (an ahp_client) and the exec_service
+ * definitions it fetches. A request's owner is either a run's exec_service
+ * state (service_tool.c) or a cached definition; both begin with an
+ * orch_svc_owner_t so the reply reaches the right one. */
+#define ORCH_SVC_CALL_TIMEOUT_MS 130000   /* above servicesd's per-service ceiling (120 s) */
+#define ORCH_SVC_DESCRIBE_TIMEOUT_MS 5000 /* one Describe */
+#define ORCH_SVC_GRACE_MS 10000           /* servicesd unreachable this long fails the run */
+enum orch_svc_owner_kind { ORCH_SVC_OWNER_CALL = 1, ORCH_SVC_OWNER_DESC };
+typedef struct {
+	int kind; /* enum orch_svc_owner_kind */
+} orch_svc_owner_t;
+int orch_svc_setup(orch_t *o);
+/* Forgets the requests in flight and frees the cached definitions. */
+void orch_svc_teardown(orch_t *o);
+void *orch_svc_socket(orch_t *o);
+void *orch_svc_monitor_socket(orch_t *o);
+void orch_svc_recv(orch_t *o);
+void orch_svc_monitor_recv(orch_t *o);
+long orch_svc_timers(orch_t *o, int64_t now, long max);
+int orch_svc_present(orch_t *o);
+/* Sends req (borrowed) for owner with a deadline; the request id, or 0 when
+ * it cannot be sent now (servicesd absent or not connected yet). */
+uint64_t orch_svc_request(orch_t *o, orch_svc_owner_t *owner, const Ahp__Svcd__Request *req,
+                          long timeout_ms);
+void orch_svc_forget(orch_t *o, uint64_t id);
+/* Whether the exec_service definition for profile p (of the current profile
+ * set) is known: 1 ready; 0 not yet (a Describe is started when none is in
+ * flight: ask again shortly); -1 the last Describe failed, with why (one
+ * line) — the caller decides how long it keeps asking. */
+int orch_svc_describe_ready(orch_t *o, const ahp_profile_t *p, char *why, size_t len);
+/* The cached exec_service definition for p (new reference), NULL when none. */
+json_t *orch_svc_definition(orch_t *o, const ahp_profile_t *p);
+
+/* service_tool.c: the exec_service tool */
+extern const orch_tool_t orch_tool_service;
+/* servicesd's answer to a run's Call (services.c dispatches it). status 0:
+ * reply is the decoded reply; otherwise status/message as ahp_client says. */
+void orch_service_reply(orch_svc_owner_t *owner, int status, const char *message,
+                        const Ahp__Svcd__Reply *reply);
+/* Before a run's first model call: 1 when its tools can be made now, 0 when
+ * it should wait (the run is put in PH_MODEL_BACKOFF), -1 when it cannot
+ * (why filled: servicesd unreachable for ORCH_SVC_GRACE_MS). */
+int orch_service_tools_ready(orch_run_t *run, char *why, size_t len);
 
 /* egress.c: the runs' egress, read from credproxy's log and journaled as
  * "egress" events. A run is followed from its first exec in a sandbox that

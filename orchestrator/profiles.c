@@ -15,15 +15,14 @@ s_on_error(void *arg, const char *message)
 }
 
 /* Tools a profile may list that this orchestrator does not offer (a skill
- * tool without skills). exec_service and ask_human are said by
- * ahp_profile_warnings with the rest of what fails closed. Once per profile
- * and load. */
+ * tool without skills). ask_human is said by ahp_profile_warnings with the
+ * rest of what fails closed. Once per profile and load. */
 static void
 s_note_missing_tools(const ahp_profile_t *p)
 {
 	for (unsigned i = 0; i < p->n_tools; i++) {
 		const char *t = p->tools[i];
-		if (strcmp(t, "exec_service") == 0 || strcmp(t, "ask_human") == 0)
+		if (strcmp(t, "ask_human") == 0)
 			continue;
 		if (!orch_tool_offered(p, t))
 			log_warn(
@@ -53,6 +52,8 @@ orch_profset_load(const char *dir, const char *etc_dir)
 		return NULL;
 	}
 	ps->refs = 1;
+	static uint64_t generation;
+	ps->generation = ++generation;
 	for (size_t i = 0; i < ahp_profiles_warning_count(ps->set); i++)
 		log_warn("%s", ahp_profiles_warning(ps->set, i));
 	for (size_t i = 0; i < ahp_profiles_count(ps->set); i++) {

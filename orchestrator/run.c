@@ -12,6 +12,7 @@
 #include "orch.h"
 
 #define ANSWER_TEXT_MAX 1500 /* bytes of the answer shown in its event line */
+#define TOOLS_WAIT_MS 50     /* a run waiting for a tool's definition asks again after this */
 
 static const char *const s_state_names[] = {
     [ORCH_QUEUED] = "queued",       [ORCH_RUNNING] = "running", [ORCH_WAITING] = "waiting_approval",
@@ -341,13 +342,35 @@ s_model_begin(orch_run_t *run)
 	orch_post(run->o, run);
 }
 
+static void s_model_failed(orch_run_t *run, orch_model_result_t *res, const char *why);
+
 static void
 s_model_send(orch_run_t *run)
 {
 	/* The profile a run is bound to never changes under it: its tool
 	 * definitions are encoded once, not at every model call. */
 	if (!run->tools_made) {
-		json_t *tools = orch_tools_for(run->profile);
+		/* exec_service's definition is servicesd's: wait for it (a
+		 * short backoff that is not an attempt), or fail resumably when
+		 * servicesd cannot be reached. */
+		char why[300];
+		int ready = orch_service_tools_ready(run, why, sizeof why);
+		if (ready == 0) {
+			run->phase = PH_MODEL_BACKOFF;
+			run->due_ms = ahp_mono_ms() + TOOLS_WAIT_MS;
+			return;
+		}
+		if (ready < 0) {
+			orch_model_result_t res = {0};
+			char reason[400];
+			snprintf(res.error, sizeof res.error, "%s", why);
+			snprintf(reason, sizeof reason,
+			         "model call %u: the exec_service tool cannot be described: %s",
+			         run->model_calls, why);
+			s_model_failed(run, &res, reason);
+			return;
+		}
+		json_t *tools = orch_tools_for(run->o, run->profile);
 		run->tools_text =
 		    json_array_size(tools) > 0 ? json_dumps(tools, JSON_COMPACT) : NULL;
 		json_decref(tools);
@@ -975,7 +998,8 @@ orch_runs_timers(orch_t *o, int64_t now, long max)
 	}
 	/* Request deadlines live in the daemon clients; their callbacks may end
 	 * runs, which the walk above no longer touches. */
-	return orch_sbx_timers(o, now, next);
+	next = orch_sbx_timers(o, now, next);
+	return orch_svc_timers(o, now, next);
 }
 
 void

@@ -15,8 +15,9 @@ s_skill_usable(const ahp_profile_t *p)
 }
 
 static json_t *
-s_skill_definition(const ahp_profile_t *p)
+s_skill_definition(orch_t *o, const ahp_profile_t *p)
 {
+	(void)o;
 	(void)p;
 	return json_pack(
 	    "{s:s, s:{s:s, s:s, s:{s:s, s:{s:{s:s, s:[sss], s:s}, s:{s:s, s:s}, "
@@ -53,7 +54,7 @@ static const orch_tool_t s_tool_skill = {
 /* Tools this orchestrator can run. A profile may list others (their daemons
  * arrive later); those are never offered, and a call to them is answered
  * with a typed not_found error. */
-const orch_tool_t *const orch_tools[] = {&s_tool_skill, &orch_tool_exec, NULL};
+const orch_tool_t *const orch_tools[] = {&s_tool_skill, &orch_tool_exec, &orch_tool_service, NULL};
 
 const orch_tool_t *
 orch_tool_find(const char *name)
@@ -76,14 +77,18 @@ orch_tool_offered(const ahp_profile_t *p, const char *name)
 }
 
 json_t *
-orch_tools_for(const ahp_profile_t *p)
+orch_tools_for(orch_t *o, const ahp_profile_t *p)
 {
 	json_t *tools = json_array();
 	if (tools == NULL)
 		return NULL;
-	for (int i = 0; orch_tools[i] != NULL; i++)
-		if (orch_tool_offered(p, orch_tools[i]->name) != NULL)
-			json_array_append_new(tools, orch_tools[i]->definition(p));
+	for (int i = 0; orch_tools[i] != NULL; i++) {
+		if (orch_tool_offered(p, orch_tools[i]->name) == NULL)
+			continue;
+		json_t *d = orch_tools[i]->definition(o, p);
+		if (d != NULL)
+			json_array_append_new(tools, d);
+	}
 	return tools;
 }
 
@@ -101,12 +106,21 @@ const ahp_approval_t *
 orch_tool_gate(const ahp_profile_t *p, const orch_tool_t *t, const json_t *args)
 {
 	const char *subject = t->subject != NULL ? t->subject(args) : NULL;
+	/* A service call: `service:` rules gate it by the service it names,
+	 * and match on that service's arguments (`{}` when it gives none). */
+	const char *service = t->service != NULL ? t->service(args) : NULL;
+	const json_t *on = args;
+	if (t->service_args != NULL) {
+		on = t->service_args(args);
+		if (on == NULL)
+			subject = "{}";
+	}
 	char *dump = NULL;
 	if (subject == NULL) {
-		dump = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
+		dump = json_dumps(on, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
 		subject = dump != NULL ? dump : "";
 	}
-	const ahp_approval_t *a = ahp_profile_gate(p, t->name, NULL, subject);
+	const ahp_approval_t *a = ahp_profile_gate(p, t->name, service, subject);
 	free(dump);
 	return a;
 }

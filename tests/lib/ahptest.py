@@ -85,18 +85,24 @@ class Stack:
     failure the daemons' log tails are printed first."""
 
     CP_USER = "ahp-credproxy"
+    SVC_USER = "ahp-servicesd"
 
-    def __init__(self, args, name, mock_args="", sandbox=False, credproxy=True):
+    def __init__(self, args, name, mock_args="", sandbox=False, credproxy=True, services=False,
+                 services_args=""):
         self.args = args
         self.bin = os.path.abspath(args.bin)
         self.src = os.path.abspath(args.src)
         # Short path: ipc:// socket paths are limited to ~107 bytes.
         self.home = tempfile.mkdtemp(prefix=f"ahp-{name[:12]}-", dir="/tmp")
         self.mock_args = mock_args
+        self.services_args = services_args
         # Tests that need no exec tool run without sandboxd: fewer moving parts.
         # credproxy is the model route (providers.conf names mock-llm); without
-        # it the stack points gateway_url at mock-llm directly.
-        self.skip = " ".join(d for d, on in (("sandboxd", sandbox), ("credproxy", credproxy))
+        # it the stack points gateway_url at mock-llm directly. servicesd and
+        # mock-services only for the tests of exec_service (services=True).
+        self.skip = " ".join(d for d, on in (("sandboxd", sandbox), ("credproxy", credproxy),
+                                             ("servicesd", services),
+                                             ("mock-services", services))
                              if not on)
         self.started = False
         for d in ("etc/profiles", "etc/skills", "etc/mock-llm"):
@@ -117,11 +123,14 @@ class Stack:
 
     def write_profile(self, name, scenario, tools=("skill",), skills="skills/demo",
                       system_prompt="You are a test agent. Follow the skill.", extra="",
-                      file_name=None):
+                      file_name=None, services=None):
+        """services: the profile's `services:` list (None = no such line)."""
         text = (f"name: {name}\n"
                 f"model: mock:{scenario}\n"
                 f"system_prompt: |\n  {system_prompt}\n"
                 f"tools: [{', '.join(tools)}]\n")
+        if services is not None:
+            text += f"services: [{', '.join(services)}]\n"
         if skills:
             text += f"skills: {skills}\n"
         text += extra
@@ -151,20 +160,32 @@ class Stack:
         running stack to take it."""
         return self.write("etc/providers.conf", text)
 
-    def _cp_ids(self):
-        """uid/gid credproxy runs as when the stack starts it as root, or None."""
+    def write_services_conf(self, text):
+        """Writes etc/services.conf (NAME url=URL [secret=NAME] [timeout_ms=N] lines).
+        scripts/stack adds its lookup_wiki / publish_summary lines pointing at mock-services
+        unless text names that service. SIGHUP servicesd (hup) for a running stack."""
+        return self.write("etc/services.conf", text)
+
+    def _cp_ids(self, user=CP_USER):
+        """uid/gid credproxy (or user) runs as when the stack starts it as root, or None."""
         if os.geteuid() != 0:
             return None
         try:
-            pw = pwd.getpwnam(self.CP_USER)
+            pw = pwd.getpwnam(user)
         except KeyError:
             return None  # scripts/stack creates it and chowns the dir at start
         return pw.pw_uid, pw.pw_gid
 
-    def write_secret(self, name, value):
-        """One secret file etc/secrets/credproxy/NAME (0600, credproxy's user); value str or
-        bytes, written as is (no newline added)."""
-        d = self.path("etc/secrets/credproxy")
+    def write_service_secret(self, name, value):
+        """One secret file etc/secrets/servicesd/NAME (0600, servicesd's user), e.g.
+        wiki-token / webhook-token, which mock-services reads too (restart it, and SIGHUP
+        servicesd, for a running stack to take a new value). Written as is."""
+        return self.write_secret(name, value, daemon="servicesd")
+
+    def write_secret(self, name, value, daemon="credproxy"):
+        """One secret file etc/secrets/DAEMON/NAME (0600, that daemon's user; credproxy by
+        default); value str or bytes, written as is (no newline added)."""
+        d = self.path(f"etc/secrets/{daemon}")
         os.makedirs(d, mode=0o700, exist_ok=True)
         os.chmod(d, 0o700)
         p = os.path.join(d, name)
@@ -175,7 +196,7 @@ class Stack:
         finally:
             os.close(fd)
         os.chmod(p, 0o600)
-        ids = self._cp_ids()
+        ids = self._cp_ids(self.SVC_USER if daemon == "servicesd" else self.CP_USER)
         if ids is not None:
             os.chown(d, *ids)
             os.chown(p, *ids)
@@ -192,7 +213,7 @@ class Stack:
 
     def _stack(self, *argv, check_rc=True, timeout=60):
         env = dict(os.environ, AHP_BIN=self.bin, MOCK_LLM_ARGS=self.mock_args,
-                   AHP_STACK_SKIP=self.skip)
+                   MOCK_SERVICES_ARGS=self.services_args, AHP_STACK_SKIP=self.skip)
         p = subprocess.run([os.path.join(self.src, "scripts/stack"), *argv], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            timeout=timeout)
@@ -239,7 +260,8 @@ class Stack:
             return ""
 
     def dump_logs(self, out=sys.stderr):
-        for d in ("orchestrator", "credproxy", "mock-llm", "sandboxd"):
+        for d in ("orchestrator", "credproxy", "mock-llm", "sandboxd", "servicesd",
+                  "mock-services"):
             text = self.log(d)
             if text:
                 tail = "\n".join(text.splitlines()[-40:])
@@ -329,6 +351,26 @@ class Stack:
 
     def stats(self):
         return self.mock_get("/stats")
+
+    # --- mock-services ---
+
+    def services_port(self):
+        with open(self.path("run/mock-services.port")) as f:
+            return int(f.read().strip())
+
+    def services_request(self, path, method="GET"):
+        url = f"http://127.0.0.1:{self.services_port()}{path}"
+        req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def services_stats(self):
+        """mock-services' GET /stats: requests, snippets, webhooks, posts, by_webhook,
+        by_topic, idempotent_replays."""
+        return self.services_request("/stats")
+
+    def services_reset(self):
+        return self.services_request("/stats/reset", method="POST")
 
     # --- credproxy ---
 
