@@ -332,6 +332,10 @@ s_complete(orch_run_t *run, svc_call_t *x, const Ahp__Svcd__CallReply *cr)
 	s_label(x->service, x->args, label, sizeof label);
 	const char *replayed = cr->replayed ? " (replayed)" : "";
 	const Ahp__Svcd__ServiceError *se = cr->error;
+	/* Lives as long as se may point at it (a compound literal in the block
+	 * below would end with that block). */
+	static const Ahp__Svcd__ServiceError not_object = {
+	    .code = "bad_response", .message = "servicesd sent a result that is not a JSON object"};
 	json_t *res = NULL;
 	if (se == NULL || se->code == NULL || *se->code == '\0') {
 		const char *rj = cr->result_json ? cr->result_json : "";
@@ -342,10 +346,7 @@ s_complete(orch_run_t *run, svc_call_t *x, const Ahp__Svcd__CallReply *cr)
 		if (!json_is_object(res)) {
 			json_decref(res);
 			res = NULL;
-			se = &(Ahp__Svcd__ServiceError){.code = "bad_response",
-			                                .message =
-			                                    "servicesd sent a result that is not "
-			                                    "a JSON object"};
+			se = &not_object;
 		}
 	}
 	if (res != NULL) {
