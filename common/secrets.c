@@ -26,19 +26,21 @@ struct ahp_secrets {
 	size_t n;
 };
 
-static int
-s_valid_name(const char *name)
+bool
+ahp_secrets_name_valid(const char *name)
 {
-	size_t n = strlen(name);
+	if (name == NULL || name[0] == '.')
+		return false;
+	size_t n = strnlen(name, SECRET_NAME_MAX + 1);
 	if (n == 0 || n > SECRET_NAME_MAX)
-		return 0;
+		return false;
 	for (const char *p = name; *p; p++) {
 		char c = *p;
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		      c == '-' || c == '_' || c == '.'))
-			return 0;
+			return false;
 	}
-	return 1;
+	return true;
 }
 
 /* Reads one secret file relative to dfd. Names are logged, never values. */
@@ -147,7 +149,7 @@ ahp_secrets_load(const char *dir)
 		/* Dotfiles are skipped: ".", "..", editor and mount artefacts. */
 		if (de->d_name[0] == '.')
 			continue;
-		if (!s_valid_name(de->d_name)) {
+		if (!ahp_secrets_name_valid(de->d_name)) {
 			ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "secrets: invalid file name", "dir",
 			           dir, "name", de->d_name, NULL);
 			ok = 0;

@@ -31,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <regex.h>
+
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
 
@@ -81,7 +83,8 @@ typedef struct {
 	int n_headers;
 } svc_http_t;
 
-/* Appends one "Name: value" header line (formatted). 0, or -1 when full or out of memory. */
+/* Appends one "Name: value" header line (formatted). 0, or -1 when full, out of memory, or
+ * the line holds CR, LF or NUL (a secret or value that would inject another header). */
 int svc_http_header(svc_http_t *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Frees what h owns; header lines are wiped first (they may carry a credential). */
 void svc_http_free(svc_http_t *h);
@@ -154,6 +157,10 @@ const svc_constraint_t *svc_constraint_find(const ProtobufCMessageDescriptor *de
  * bounds fit the field's type). Called once at start; a bad table stops the daemon.
  * 0, or -1 with a message in err. */
 int svc_constraints_init(char *err, size_t errlen);
+/* The compiled pattern of c (an entry of svc_constraints), or NULL when it has none or the
+ * table did not compile. Compiles the table on first use when svc_constraints_init was not
+ * called (unit tests, fuzzing). Borrowed, valid for the life of the process. */
+const regex_t *svc_constraint_regex(const svc_constraint_t *c);
 
 /* ---- validate.c ---- */
 
@@ -175,6 +182,13 @@ json_t *svc_schema(const ProtobufCMessageDescriptor *desc);
  * schemas of its arguments and result; with none, the description says "No services are
  * currently enabled for this agent." New reference. */
 json_t *svc_tool_definition(char *const *names, unsigned n);
+/* An upstream's 2xx answer (body, len bytes, untrusted, at most SVC_BODY_MAX) -> the Result
+ * message of type desc, for the handlers' response(). Members the message does not have are
+ * dropped at every level (upstreams add fields); not JSON, not an object, a wrong type, a
+ * missing required field or a constraint violation is bad_response naming the field. Caller
+ * frees the result with protobuf_c_message_free_unpacked. */
+ProtobufCMessage *svc_result_parse(const ProtobufCMessageDescriptor *desc, const uint8_t *body,
+                                   size_t len, svc_error_t *err);
 /* A result's JSON text (compact), at most SVC_RESULT_MAX bytes. Caller frees. NULL with
  * err (code too_large or internal). */
 char *svc_result_json(const ProtobufCMessage *result, svc_error_t *err);
@@ -187,7 +201,9 @@ char *svc_result_json(const ProtobufCMessage *result, svc_error_t *err);
 int svc_http_status_error(long status, const uint8_t *body, size_t len, svc_error_t *err);
 /* A libcurl transport failure -> err: connect refused/unreachable -> unavailable,
  * timeouts -> timeout, name resolution -> dns, TLS -> tls, anything else -> unavailable;
- * all retryable except tls. detail is curl's error buffer (may be empty). Returns -1. */
+ * all retryable except tls; CURLE_FILESIZE_EXCEEDED (the engine's CURLOPT_MAXFILESIZE at
+ * SVC_BODY_MAX) -> bad_response, not retryable. detail is curl's error buffer (may be
+ * empty). Returns -1. */
 int svc_curl_error(int curlcode, const char *detail, svc_error_t *err);
 
 /* ---- conf.c: services.conf ---- */
@@ -208,8 +224,9 @@ typedef struct {
 	size_t n;
 } svc_conf_t;
 
-/* Reads path (a missing file is an empty configuration). 0, or -1 with err. *out is
- * replaced only on success; free with svc_conf_free. */
+/* Reads path (a missing file is an empty configuration; at most 64 KiB, lines at most 4096
+ * bytes). 0, or -1 with err. *out is overwritten only on success, and its old content is
+ * not freed: load into a fresh svc_conf_t and swap (SIGHUP). Free with svc_conf_free. */
 int svc_conf_load(const char *path, svc_conf_t *out, char *err, size_t errlen);
 void svc_conf_free(svc_conf_t *c);
 /* The entry for s, or NULL when s is not configured. */

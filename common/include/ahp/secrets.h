@@ -2,6 +2,7 @@
 #ifndef AHP_SECRETS_H
 #define AHP_SECRETS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct ahp_secrets ahp_secrets_t;
@@ -18,6 +19,9 @@ size_t ahp_secrets_count(ahp_secrets_t *self);
 /* Name of the i-th secret (borrowed), NULL past the end. Names match
  * [A-Za-z0-9._-]{1,128}; files starting with '.' are skipped. */
 const char *ahp_secrets_name_at(ahp_secrets_t *self, size_t i);
+/* True when name is one the reader loads: [A-Za-z0-9._-]{1,128}, not starting with '.'
+ * (dot files are skipped). For configuration that names a secret (servicesd's services.conf). */
+bool ahp_secrets_name_valid(const char *name);
 /* Constant-time comparison of two byte strings (lengths compared too).
  * 1 when equal, 0 otherwise. Time depends on alen only: pass the secret
  * (known) value as b. */
