@@ -312,6 +312,25 @@ s_health(s_main_t *m)
 	return 0;
 }
 
+/* The store's directory (made 0700 when missing, whoever the daemon runs as); with uid
+ * not (uid_t)-1 it is given to that user. */
+static void
+s_db_dir(s_main_t *m, uid_t uid, gid_t gid)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", m->db_path);
+	char *slash = strrchr(dir, '/');
+	if (slash == NULL || slash == dir)
+		return;
+	*slash = '\0';
+	if (ahp_mkdirs(dir, 0700) != 0)
+		fatal("mkdir %s", dir);
+	struct stat st;
+	if (uid != (uid_t)-1 && stat(dir, &st) == 0 && st.st_uid != uid &&
+	    chown(dir, uid, gid) != 0)
+		fatal("chown %s", dir);
+}
+
 static void
 s_drop_privileges(s_main_t *m)
 {
@@ -320,6 +339,7 @@ s_drop_privileges(s_main_t *m)
 		if (geteuid() == 0)
 			log_warn("running as root (user = \"\"): the services' secrets would be "
 			         "exposed to a root bug");
+		s_db_dir(m, (uid_t)-1, (gid_t)-1);
 		return;
 	}
 	struct passwd *pw = getpwnam(user);
@@ -328,17 +348,7 @@ s_drop_privileges(s_main_t *m)
 	uid_t uid = pw->pw_uid;
 	gid_t gid = pw->pw_gid;
 	/* The store's directory belongs to this user alone. */
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof dir, "%s", m->db_path);
-	char *slash = strrchr(dir, '/');
-	if (slash != NULL && slash != dir) {
-		*slash = '\0';
-		if (ahp_mkdirs(dir, 0700) != 0)
-			fatal("mkdir %s", dir);
-		struct stat st;
-		if (stat(dir, &st) == 0 && st.st_uid != uid && chown(dir, uid, gid) != 0)
-			fatal("chown %s", dir);
-	}
+	s_db_dir(m, uid, gid);
 	if (setgroups(1, &gid) != 0)
 		fatal("setgroups");
 	if (setresgid(gid, gid, gid) != 0)
