@@ -755,8 +755,13 @@ s_handle(svc_engine_t *self, ahp_rpc_req_t **req_p)
 		s_handle_describe(self, req_p, in->describe);
 		break;
 	case AHP__SVCD__REQUEST__BODY__NOT_SET:
-		s_reply_status(self, req_p, AHP__STATUS__ERR_BAD_REQUEST,
-		               "the request has no body");
+		/* A body this version does not know arrives as an unknown field. */
+		if (in->base.n_unknown_fields > 0)
+			s_reply_status(self, req_p, AHP__STATUS__ERR_UNKNOWN_METHOD,
+			               "this servicesd does not know that request");
+		else
+			s_reply_status(self, req_p, AHP__STATUS__ERR_BAD_REQUEST,
+			               "the request has no body");
 		break;
 	default:
 		s_reply_status(self, req_p, AHP__STATUS__ERR_UNKNOWN_METHOD,
