@@ -8,11 +8,10 @@ what it was admitted with."""
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from svclib import (Servicesd, call_req, check, err_of, need_servicesd, ok_result,  # noqa: E402
-                    run_test)
+                    run_test, wait_for)
 
 WIKI = "lookup_wiki"
 PUB = "publish_summary"
@@ -33,7 +32,7 @@ def main(args):
         s.point_at(slow)
         s.hup()
         bg = s.popen(call_req(PUB, PARGS, step=100), timeout=15000)
-        time.sleep(0.3)
+        wait_for(lambda: ("run-1:100", "intent", PUB) in s.rows(), 10, "the call's intent")
         s.point_at(m)
         s.write_profile("both", [WIKI])
         s.hup()
