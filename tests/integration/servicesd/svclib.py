@@ -27,6 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../
 from ahptest import (TestFailure, check, parse_logfmt, pid_alive, run_test,  # noqa: E402,F401
                      socket_accepts, wait_for)
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
 WIKI_TOKEN = "wiki-tok-3f9a1c0e5b7d"
 WEBHOOK_TOKEN = "hook-tok-8e2d4a6c1f0b"
 
@@ -48,6 +50,12 @@ def need_servicesd(args):
             print(f"no {n} in {args.tools if tools else args.bin}: skipped")
             return 77
     return None
+
+
+def no_sanitizer_reports(text, what):
+    """Fails on ASan/UBSan output (SAN=1 builds) in text."""
+    bad = [ln for ln in text.splitlines() if any(m in ln for m in SANITIZER_MARKS)]
+    check(not bad, f"sanitizer reports from {what}:\n" + "\n".join(bad[:20]))
 
 
 def free_port():
@@ -239,9 +247,10 @@ class Servicesd:
 
     def cli(self, *argv, timeout=30):
         self.write_conf()
-        return subprocess.run([self.exe, "--home", self.home, *argv], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=timeout,
-                              errors="replace")
+        p = subprocess.run([self.exe, "--home", self.home, *argv], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=timeout, errors="replace")
+        no_sanitizer_reports(p.stderr, "servicesd " + " ".join(argv))
+        return p
 
     def start(self, *sets):
         self.write_conf()
@@ -328,6 +337,7 @@ class Servicesd:
                     "--clear-groups", *argv]
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=timeout / 1000 + 30)
+        no_sanitizer_reports(p.stderr, "svccall")
         if expect_rc is not None:
             check(p.returncode == expect_rc,
                   f"svccall exit {p.returncode}, expected {expect_rc}:\n{p.stdout}\n{p.stderr}")
@@ -368,15 +378,33 @@ class Servicesd:
         self.stop()
         for m in self.mocks:
             m.stop()
-        if exc_type is not None:
-            sys.stderr.write(f"--- servicesd log ({self.home}):\n{self.log()[-6000:]}\n")
-            for m in self.mocks:
-                sys.stderr.write(f"--- {m.name} log:\n{m.log()[-3000:]}\n")
+        failed = exc_type is not None
+        try:
+            if not failed:
+                # Daemons report leaks and UB when they exit: a clean stop is part of
+                # the test.
+                no_sanitizer_reports(self.log(), "servicesd")
+                for m in self.mocks:
+                    no_sanitizer_reports(m.log(), m.name)
+        except TestFailure:
+            failed = True
+            raise
+        finally:
+            if failed:
+                self._dump()
+            self._cleanup()
+        return False
+
+    def _dump(self):
+        sys.stderr.write(f"--- servicesd log ({self.home}):\n{self.log()[-6000:]}\n")
+        for m in self.mocks:
+            sys.stderr.write(f"--- {m.name} log:\n{m.log()[-3000:]}\n")
+
+    def _cleanup(self):
         if getattr(self.args, "keep", False):
             print(f"kept {self.home}")
         else:
             shutil.rmtree(self.home, ignore_errors=True)
-        return False
 
 
 def call_req(service, args, run="run-1", step=1, profile="both"):
