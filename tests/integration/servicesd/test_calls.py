@@ -22,6 +22,7 @@ def main(args):
     with Servicesd(args, "calls") as s:
         m = s.standard()
         s.write_profile("notool", ["lookup_wiki"], tools=("skill",))
+        s.write_profile("none", None)
         s.start()
         lookups(s, m)
         publishes(s, m)
@@ -96,6 +97,15 @@ def describes(s):
     check("publish_summary" not in d["tool_json"], "the wiki profile's tool mentions "
           "publish_summary")
     check("lookup_wiki:" in tool["function"]["description"], f"{tool}")
+
+    # exec_service with no services: the tool says so, and every call is refused.
+    d = s.describe("none")["describe"]
+    tool = json.loads(d["tool_json"])
+    check(d.get("services", []) == [] and "No services are currently enabled"
+          in tool["function"]["description"], f"describe none: {d}")
+    e = err_of(s.call("lookup_wiki", {"topic": "x"}, run="run-n", step=1, profile="none"),
+               "not_allowed")
+    check("does not allow" in e["message"], f"{e}")
 
     r = s.describe("no-such-profile")
     e = r.get("error") or {}

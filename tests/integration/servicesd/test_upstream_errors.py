@@ -9,6 +9,7 @@ answered from the store (replayed) without another upstream request."""
 import http.server
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -32,7 +33,36 @@ def main(args):
                                     (400, "http_error", False)):
         injected(args, status, code, retryable)
     bad_responses(args)
+    tls_and_dns(args)
     return 0
+
+
+def tls_and_dns(args):
+    """https:// to a plain-HTTP upstream -> tls (not retryable); a name that does not
+    resolve -> dns (retryable), asserted when this host's resolver answers NXDOMAIN fast."""
+    s = Servicesd(args, "tlsdns")
+    with s:
+        m = s.mock()
+        s.write_tokens()
+        s.write_services(f"lookup_wiki url=https://127.0.0.1:{m.port}\n"
+                         "publish_summary url=http://nosuch-host.invalid timeout_ms=5000\n")
+        s.write_profile("both", [WIKI, PUB])
+        s.start()
+        e = err_of(s.call(WIKI, {"topic": "durability"}, run="run-1", step=1), "tls")
+        check(e["retryable"] is False and e["http_status"] == 0, f"tls: {e}")
+        check(m.stats()["snippets"] == 0, "a TLS failure produced an HTTP request")
+        t = time.monotonic()
+        try:
+            socket.getaddrinfo("nosuch-host.invalid", 80)
+            fast_nx = False
+        except socket.gaierror:
+            fast_nx = time.monotonic() - t < 1.0
+        if not fast_nx:
+            print("this host's resolver does not refuse .invalid quickly: dns case skipped")
+            return
+        e = err_of(s.call(PUB, {"webhook_id": "t", "content": "x"}, run="run-1", step=2),
+                   "dns")
+        check(e["retryable"] is True and "nosuch-host.invalid" in e["message"], f"dns: {e}")
 
 
 def home(args, name, mock_extra=(), timeout_ms=None, wiki=WIKI_TOKEN, url=None):
