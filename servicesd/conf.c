@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 
@@ -72,6 +73,9 @@ s_url_problem(const char *url)
 	static char why[128];
 	const char *problem = NULL;
 	char *part = NULL;
+	/* Said plainly before libcurl's parser gives its own reason for "host:port". */
+	if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
+		return "url must start with http:// or https://";
 	CURLU *u = curl_url();
 	if (u == NULL)
 		return "out of memory";

@@ -54,7 +54,7 @@ const svc_constraint_t svc_constraints[] = {
      .description = "When the message was posted, in unix seconds.",
      .minimum = 0,
      .maximum = 253402300799}, /* 9999-12-31T23:59:59Z */
-    {NULL},
+    {.message = NULL},
 };
 
 #define S_N (sizeof svc_constraints / sizeof svc_constraints[0] - 1)
@@ -63,15 +63,22 @@ static regex_t s_regex[S_N];
 static int s_compiled[S_N];
 static int s_state; /* 0 not yet, 1 ready, -1 failed */
 
+static const svc_constraint_t *
+s_find(const svc_constraint_t *table, const char *message, const char *field)
+{
+	for (const svc_constraint_t *c = table; c->message != NULL; c++)
+		if (strcmp(c->message, message) == 0 && c->field != NULL &&
+		    strcmp(c->field, field) == 0)
+			return c;
+	return NULL;
+}
+
 const svc_constraint_t *
 svc_constraint_find(const ProtobufCMessageDescriptor *desc, const char *field)
 {
 	if (desc == NULL || field == NULL)
 		return NULL;
-	for (const svc_constraint_t *c = svc_constraints; c->message != NULL; c++)
-		if (strcmp(c->message, desc->name) == 0 && strcmp(c->field, field) == 0)
-			return c;
-	return NULL;
+	return s_find(svc_constraints, desc->name, field);
 }
 
 /* The message named name among the registry's messages and the messages they contain. */
@@ -139,7 +146,7 @@ s_is_int(ProtobufCType t, int64_t *lo, int64_t *hi)
 
 /* Checks one entry against the descriptors. 0, or -1 with err. */
 static int
-s_check_entry(const svc_constraint_t *c, char *err, size_t errlen)
+s_check_entry(const svc_constraint_t *table, const svc_constraint_t *c, char *err, size_t errlen)
 {
 	const ProtobufCMessageDescriptor *d = s_registry_desc(c->message);
 	if (d == NULL) {
@@ -157,7 +164,7 @@ s_check_entry(const svc_constraint_t *c, char *err, size_t errlen)
 		         c->field);
 		return -1;
 	}
-	if (svc_constraint_find(d, c->field) != c) {
+	if (s_find(table, c->message, c->field) != c) {
 		snprintf(err, errlen, "constraints: %s.%s is listed twice", c->message, c->field);
 		return -1;
 	}
@@ -207,19 +214,20 @@ s_check_entry(const svc_constraint_t *c, char *err, size_t errlen)
 
 /* Every field of d (and of the messages it contains) has an entry. */
 static int
-s_check_covered(const ProtobufCMessageDescriptor *d, int depth, char *err, size_t errlen)
+s_check_covered(const svc_constraint_t *table, const ProtobufCMessageDescriptor *d, int depth,
+                char *err, size_t errlen)
 {
 	if (depth > 32)
 		return 0;
 	for (unsigned i = 0; i < d->n_fields; i++) {
 		const ProtobufCFieldDescriptor *f = &d->fields[i];
-		if (svc_constraint_find(d, f->name) == NULL) {
+		if (s_find(table, d->name, f->name) == NULL) {
 			snprintf(err, errlen, "constraints: %s.%s has no entry (its description)",
 			         d->name, f->name);
 			return -1;
 		}
 		if (f->type == PROTOBUF_C_TYPE_MESSAGE &&
-		    s_check_covered(f->descriptor, depth + 1, err, errlen) < 0)
+		    s_check_covered(table, f->descriptor, depth + 1, err, errlen) < 0)
 			return -1;
 	}
 	return 0;
@@ -236,6 +244,47 @@ s_free_compiled(void)
 }
 
 int
+svc_constraints_check(const svc_constraint_t *table, char *err, size_t errlen)
+{
+	char buf[256];
+	if (err == NULL || errlen == 0) {
+		err = buf;
+		errlen = sizeof buf;
+	}
+	err[0] = '\0';
+	if (table == NULL)
+		return -1;
+	for (const svc_constraint_t *c = table; c->message != NULL; c++) {
+		if (c->field == NULL) {
+			snprintf(err, errlen, "constraints: an entry of %s names no field",
+			         c->message);
+			return -1;
+		}
+		if (s_check_entry(table, c, err, errlen) < 0)
+			return -1;
+	}
+	for (int i = 0; svc_registry[i] != NULL; i++)
+		if (s_check_covered(table, svc_registry[i]->args, 0, err, errlen) < 0 ||
+		    s_check_covered(table, svc_registry[i]->result, 0, err, errlen) < 0)
+			return -1;
+	for (const svc_constraint_t *c = table; c->message != NULL; c++) {
+		regex_t re;
+		if (c->pattern == NULL)
+			continue;
+		int rc = regcomp(&re, c->pattern, REG_EXTENDED | REG_NOSUB);
+		if (rc != 0) {
+			char why[128];
+			regerror(rc, &re, why, sizeof why);
+			snprintf(err, errlen, "constraints: %s.%s: pattern %s: %s", c->message,
+			         c->field, c->pattern, why);
+			return -1;
+		}
+		regfree(&re);
+	}
+	return 0;
+}
+
+int
 svc_constraints_init(char *err, size_t errlen)
 {
 	char buf[256];
@@ -246,33 +295,25 @@ svc_constraints_init(char *err, size_t errlen)
 	err[0] = '\0';
 	if (s_state == 1)
 		return 0;
-	for (size_t i = 0; i < S_N; i++)
-		if (s_check_entry(&svc_constraints[i], err, errlen) < 0)
-			goto fail;
-	for (int i = 0; svc_registry[i] != NULL; i++)
-		if (s_check_covered(svc_registry[i]->args, 0, err, errlen) < 0 ||
-		    s_check_covered(svc_registry[i]->result, 0, err, errlen) < 0)
-			goto fail;
+	if (svc_constraints_check(svc_constraints, err, errlen) < 0) {
+		s_state = -1;
+		return -1;
+	}
 	for (size_t i = 0; i < S_N; i++) {
 		const svc_constraint_t *c = &svc_constraints[i];
 		if (c->pattern == NULL)
 			continue;
-		int rc = regcomp(&s_regex[i], c->pattern, REG_EXTENDED | REG_NOSUB);
-		if (rc != 0) {
-			char why[128];
-			regerror(rc, &s_regex[i], why, sizeof why);
-			snprintf(err, errlen, "constraints: %s.%s: pattern %s: %s", c->message,
-			         c->field, c->pattern, why);
-			goto fail;
+		if (regcomp(&s_regex[i], c->pattern, REG_EXTENDED | REG_NOSUB) != 0) {
+			snprintf(err, errlen, "constraints: %s.%s: pattern %s does not compile",
+			         c->message, c->field, c->pattern);
+			s_free_compiled();
+			s_state = -1;
+			return -1;
 		}
 		s_compiled[i] = 1;
 	}
 	s_state = 1;
 	return 0;
-fail:
-	s_free_compiled();
-	s_state = -1;
-	return -1;
 }
 
 const regex_t *

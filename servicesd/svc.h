@@ -89,8 +89,9 @@ int svc_http_header(svc_http_t *h, const char *fmt, ...) __attribute__((format(p
 /* Frees what h owns; header lines are wiped first (they may carry a credential). */
 void svc_http_free(svc_http_t *h);
 /* Appends to base (no trailing '/' needed) the path segments given, each percent-encoded
- * as an RFC 3986 path segment ("a/b" -> "a%2Fb"). NULL-terminated list. Caller owns the
- * result; NULL on allocation failure. */
+ * as an RFC 3986 path segment ("a/b" -> "a%2Fb"; a segment of dots only, "." or "..", has
+ * its dots encoded as %2E so that dot-segment removal cannot drop it). NULL-terminated list.
+ * Caller owns the result; NULL on allocation failure. */
 char *svc_url_join(const char *base, ...) __attribute__((sentinel));
 
 /* ---- a service's handler (servicesd/services/<name>.c) ---- */
@@ -157,6 +158,9 @@ const svc_constraint_t *svc_constraint_find(const ProtobufCMessageDescriptor *de
  * bounds fit the field's type). Called once at start; a bad table stops the daemon.
  * 0, or -1 with a message in err. */
 int svc_constraints_init(char *err, size_t errlen);
+/* The checks of svc_constraints_init on any table ending with {NULL} (the daemon's, or a
+ * test's), its patterns compiled and freed. 0, or -1 with a message in err. */
+int svc_constraints_check(const svc_constraint_t *table, char *err, size_t errlen);
 /* The compiled pattern of c (an entry of svc_constraints), or NULL when it has none or the
  * table did not compile. Compiles the table on first use when svc_constraints_init was not
  * called (unit tests, fuzzing). Borrowed, valid for the life of the process. */

@@ -428,3 +428,56 @@ put("cpreq", "crash-paused-parser-in-error",
 put("jsonpb", "crash-error-cuts-utf8", __import__("base64").b64decode(
     "B3siaTMyIjogMjE0NzQ4MzY0NywgImk2NCI6ICItIzkyMjMzNzQ0MDdtZVltb3J5X20zNzA5NTUxNjE1XHUwMGZj"
     "XHUyNjAzIiwgImJ5IjogIi1fLV8iLCAiY29sb3IiOiAiR1JFRU4ifQ=="))
+
+# ---- svcargs: selector byte (service index << 1 | 1 for an upstream's answer) + payload --
+# Service indexes follow common/include/ahp/services.def: 0 lookup_wiki, 1 publish_summary.
+def sa(name, service, payload, answer=False):
+    if not isinstance(payload, (bytes, str)):
+        payload = json.dumps(payload)
+    if isinstance(payload, str):
+        payload = payload.encode()
+    put("svcargs", name, bytes([service << 1 | (1 if answer else 0)]) + payload)
+
+
+sa("lookup-ok", 0, {"topic": "durability"})
+sa("lookup-spaces-dots", 0, {"topic": "sandboxing 1.0_beta-2"})
+sa("lookup-dotdot", 0, {"topic": ".."})
+sa("lookup-slash", 0, {"topic": "a b/c"})
+sa("lookup-unknown-field", 0, {"topic": "x", "limit": 3})
+sa("lookup-wrong-type", 0, {"topic": 5})
+sa("lookup-missing", 0, {})
+sa("lookup-null", 0, {"topic": None})
+sa("lookup-too-long", 0, {"topic": "a" * 129})
+sa("lookup-unicode", 0, '{"topic": "caf\\u00e9 \\ud83d\\ude00 \\u202e"}')
+sa("lookup-nul", 0, '{"topic": "a\\u0000b"}')
+sa("lookup-not-object", 0, '["durability"]')
+sa("lookup-not-json", 0, b'{"topic": \xe2\x82')
+sa("lookup-duplicate-key", 0, '{"topic": "a", "topic": "b"}')
+sa("lookup-deep", 0, "[" * 3000 + "]" * 3000)
+sa("publish-ok", 1, {"webhook_id": "ops.team-1", "content": "Durability: fsync, WAL.\n"})
+sa("publish-pattern", 1, {"webhook_id": "a/b", "content": "x"})
+sa("publish-empty-content", 1, {"webhook_id": "a", "content": ""})
+sa("publish-long-content", 1, {"webhook_id": "a", "content": "\u20ac" * 4001})
+sa("publish-content-number", 1, {"webhook_id": "a", "content": 1.5})
+sa("publish-control-id", 1, '{"webhook_id": "\\u001b[2J", "content": "x"}')
+sa("answer-lookup-ok", 0, {"topic": "durability", "snippets": [
+    {"url": "https://wiki.example/durability", "excerpt": "fsync before acknowledging."},
+    {"url": "https://wiki.example/wal", "excerpt": "Write-ahead logs.", "rank": 2}],
+    "took_ms": 3}, answer=True)
+sa("answer-lookup-empty", 0, {"topic": "nothing", "snippets": []}, answer=True)
+sa("answer-lookup-wrong-type", 0, {"topic": "x", "snippets": [{"url": 3, "excerpt": "e"}]},
+   answer=True)
+sa("answer-lookup-too-many", 0, {"topic": "x", "snippets": [
+    {"url": "u", "excerpt": "e"}] * 101}, answer=True)
+sa("answer-lookup-nested-extra", 0, {"topic": "x", "snippets": [
+    {"url": "u", "excerpt": "e", "meta": {"a": [1, {"b": None}]}}]}, answer=True)
+sa("answer-lookup-html", 0, "<html><body>502 Bad Gateway</body></html>", answer=True)
+sa("answer-publish-ok", 1, {"message_id": "4f12a87bc394", "posted_at": 1764495000},
+   answer=True)
+sa("answer-publish-string-time", 1, {"message_id": "4f12a87bc394", "posted_at": "1764495000"},
+   answer=True)
+sa("answer-publish-bad-id", 1, {"message_id": "4F12", "posted_at": 1}, answer=True)
+sa("answer-publish-negative", 1, {"message_id": "4f12a87bc394", "posted_at": -1}, answer=True)
+sa("answer-publish-huge-time", 1, '{"message_id": "4f12a87bc394", "posted_at": 1e300}',
+   answer=True)
+sa("answer-publish-empty", 1, b"", answer=True)
