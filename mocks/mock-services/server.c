@@ -189,7 +189,7 @@ s_log_request(struct MHD_Connection *conn, const char *method, const char *url, 
 	                 u && strlen(u) > S_LOG_URL_MAX ? "…" : "", auth, status);
 	if (n > 0)
 		ahp_write_all(STDERR_FILENO, line,
-		              (size_t)n < sizeof line ? (size_t)n : sizeof line);
+		              (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 	free(m);
 	free(u);
 }
@@ -550,6 +550,44 @@ s_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
+static int
+s_hex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decoding of the path (in place, as libmicrohttpd's own), except that
+ * %00 becomes the byte 0xC0, which never occurs in UTF-8: a NUL would cut the
+ * C string, and "/webhooks/a%00b" would post to webhook "a". This way such a
+ * path is a bad topic or a bad webhook id. Returns the new length. */
+static size_t
+s_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	(void)cls;
+	(void)conn;
+	char *w = s;
+	const char *r = s;
+	while (*r != '\0') {
+		int hi = r[0] == '%' ? s_hex(r[1]) : -1;
+		int lo = hi >= 0 ? s_hex(r[2]) : -1;
+		if (lo >= 0) {
+			int v = hi * 16 + lo;
+			*w++ = v == 0 ? (char)0xC0 : (char)v;
+			r += 3;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
+}
+
 static void
 s_mhd_log(void *cls, const char *fmt, va_list ap)
 {
@@ -594,14 +632,15 @@ ms_server_new(const ms_config_t *cfg, int fd)
 	 * handler, and /healthz and /stats must answer meanwhile. The memory
 	 * limit bounds the request line and headers (libmicrohttpd answers 414
 	 * or 431 past it, without calling us). */
-	self->daemon = MHD_start_daemon(
-	    MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-	        MHD_USE_ERROR_LOG,
-	    0, NULL, NULL, s_handler, self, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL,
-	    MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned int)MS_CONNECTIONS_MAX, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	    (size_t)MS_HEADERS_MAX, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
-	    MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_END);
+	self->daemon =
+	    MHD_start_daemon(MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD |
+	                         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG,
+	                     0, NULL, NULL, s_handler, self, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log,
+	                     NULL, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+	                     (unsigned int)MS_CONNECTIONS_MAX, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	                     (size_t)MS_HEADERS_MAX, MHD_OPTION_CONNECTION_TIMEOUT,
+	                     (unsigned int)120, MHD_OPTION_NOTIFY_COMPLETED, s_completed, self,
+	                     MHD_OPTION_UNESCAPE_CALLBACK, s_unescape, NULL, MHD_OPTION_END);
 	if (self->daemon == NULL) {
 		close(fd);
 		ms_server_destroy(&self);
