@@ -23,21 +23,21 @@
 static void
 s_usage(FILE *f)
 {
-	fprintf(f,
-	        "usage: svcload direct URL [-H 'Name: value']... [--n N] [--warmup N]\n"
-	        "       svcload direct-conc URL [-H ...]... [--conns C] [--seconds S]\n"
-	        "       svcload call ENDPOINT --profile P --service S --args JSON [--n N]\n"
-	        "                    [--warmup N] [--replay]\n"
-	        "       svcload conc ENDPOINT --profile P --service S --args JSON\n"
-	        "                    [--outstanding C] [--seconds S]\n"
-	        "direct:      N sequential GETs on one keep-alive libcurl handle; each must be 200\n"
-	        "direct-conc: C keep-alive connections (libcurl multi), each re-requesting as soon\n"
-	        "             as its answer arrives, for S seconds\n"
-	        "call:        N sequential Calls on one connection, each with a new key (step), or\n"
-	        "             with --replay N Calls of one key already answered (from the store)\n"
-	        "conc:        C Calls outstanding at all times (new keys), for S seconds\n"
-	        "Prints RESULT <mode> n= p50_us= p99_us= mean_us= (latency) or\n"
-	        "RESULT <mode> n= seconds= per_s= (throughput); exit 1 if any answer failed.\n");
+	fprintf(
+	    f, "usage: svcload direct URL [-H 'Name: value']... [--n N] [--warmup N]\n"
+	       "       svcload direct-conc URL [-H ...]... [--conns C] [--seconds S]\n"
+	       "       svcload call ENDPOINT --profile P --service S --args JSON [--n N]\n"
+	       "                    [--warmup N] [--replay]\n"
+	       "       svcload conc ENDPOINT --profile P --service S --args JSON\n"
+	       "                    [--outstanding C] [--seconds S]\n"
+	       "direct:      N sequential GETs on one keep-alive libcurl handle; each must be 200\n"
+	       "direct-conc: C keep-alive connections (libcurl multi), each re-requesting as soon\n"
+	       "             as its answer arrives, for S seconds\n"
+	       "call:        N sequential Calls on one connection, each with a new key (step), or\n"
+	       "             with --replay N Calls of one key already answered (from the store)\n"
+	       "conc:        C Calls outstanding at all times (new keys), for S seconds\n"
+	       "Prints RESULT <mode> n= p50_us= p99_us= mean_us= (latency) or\n"
+	       "RESULT <mode> n= seconds= per_s= (throughput); exit 1 if any answer failed.\n");
 }
 
 typedef struct {
@@ -263,18 +263,21 @@ s_recv(svc_t *s, uint64_t *id, int want_replayed)
 			if (rep != NULL && rep->error == NULL &&
 			    rep->body_case == AHP__SVCD__REPLY__BODY_CALL && rep->call != NULL &&
 			    rep->call->error == NULL && rep->call->result_json[0] != '\0' &&
-			    (want_replayed < 0 || rep->call->replayed == (protobuf_c_boolean)want_replayed))
+			    (want_replayed < 0 ||
+			     rep->call->replayed == (protobuf_c_boolean)want_replayed))
 				ok = 1;
 			else {
 				static int said;
 				if (!said++)
 					fprintf(stderr, "svcload: a call failed: %s\n",
-					        terr                                 ? (char *)body
-					        : rep == NULL                        ? "undecodable reply"
-					        : rep->error != NULL                 ? rep->error->message
-					        : rep->call && rep->call->error      ? rep->call->error->message
-					        : rep->call && rep->call->replayed   ? "replayed"
-					                                             : "not replayed");
+					        terr                 ? (char *)body
+					        : rep == NULL        ? "undecodable reply"
+					        : rep->error != NULL ? rep->error->message
+					        : rep->call && rep->call->error
+					            ? rep->call->error->message
+					        : rep->call && rep->call->replayed
+					            ? "replayed"
+					            : "not replayed");
 			}
 			if (rep != NULL)
 				ahp__svcd__reply__free_unpacked(rep, NULL);
@@ -337,7 +340,7 @@ static int
 s_conc(const opts_t *o, svc_t *s)
 {
 	uint32_t step = 1;
-	long outstanding = 0, done = 0, bad = 0;
+	long outstanding = 0, done = 0, bad = 0, total = 0;
 	for (long i = 0; i < o->conns; i++) {
 		if (s_send(s, step++) == 0) {
 			fprintf(stderr, "svcload: cannot send to %s\n", o->target);
@@ -354,6 +357,7 @@ s_conc(const opts_t *o, svc_t *s)
 			return 1;
 		}
 		outstanding--;
+		total++;
 		double now = bench_now();
 		if (start == 0 && now >= warm_until) {
 			start = now;
@@ -371,8 +375,9 @@ s_conc(const opts_t *o, svc_t *s)
 			outstanding++;
 		}
 	}
-	printf("RESULT conc n=%ld seconds=%ld per_s=%.0f errors=%ld outstanding=%ld\n", done,
-	       o->seconds, (double)done / (double)o->seconds, bad, o->conns);
+	/* total: every call answered, warm-up and drain included (for CPU per call). */
+	printf("RESULT conc n=%ld seconds=%ld per_s=%.0f errors=%ld outstanding=%ld total=%ld\n",
+	       done, o->seconds, (double)done / (double)o->seconds, bad, o->conns, total);
 	return bad > 0 ? 1 : 0;
 }
 

@@ -137,7 +137,8 @@ s_body(const char *spec, uint8_t **buf, size_t *len)
 		return -1;
 	}
 	char err[512] = "";
-	ProtobufCMessage *m = ahp_json_to_proto(&ahp__svcd__request__descriptor, j, err, sizeof err);
+	ProtobufCMessage *m =
+	    ahp_json_to_proto(&ahp__svcd__request__descriptor, j, err, sizeof err);
 	json_decref(j);
 	if (m == NULL) {
 		fprintf(stderr, "svccall: request is not an ahp.svcd.Request: %s\n", err);
@@ -178,9 +179,10 @@ s_decode(const uint8_t *body, size_t len, int terr)
 		    protobuf_c_enum_descriptor_get_value(&ahp__status__descriptor, terr);
 		json_t *te = json_object();
 		json_object_set_new(te, "status", json_string(v != NULL ? v->name : "UNKNOWN"));
-		json_object_set_new(te, "message",
-		                    json_stringn(body != NULL ? (const char *)body : "",
-		                                 body != NULL ? strnlen((const char *)body, len) : 0));
+		json_object_set_new(
+		    te, "message",
+		    json_stringn(body != NULL ? (const char *)body : "",
+		                 body != NULL ? strnlen((const char *)body, len) : 0));
 		json_object_set_new(out, "transport_error", te);
 		return out;
 	}
@@ -192,8 +194,8 @@ s_decode(const uint8_t *body, size_t len, int terr)
 	json_t *j = ahp_proto_to_json(&r->base);
 	/* The status as its name too, so tests need not know the numbers. */
 	if (j != NULL && r->error != NULL) {
-		const ProtobufCEnumValue *v =
-		    protobuf_c_enum_descriptor_get_value(&ahp__status__descriptor, r->error->status);
+		const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+		    &ahp__status__descriptor, r->error->status);
 		json_object_set_new(json_object_get(j, "error"), "status_name",
 		                    json_string(v != NULL ? v->name : "UNKNOWN"));
 	}
