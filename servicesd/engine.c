@@ -551,10 +551,11 @@ s_handle_call(svc_engine_t *self, ahp_rpc_req_t **req_p, const Ahp__Svcd__CallRe
 	}
 	const svc_service_t *svc = svc_find(in->service, strlen(in->service));
 	if (svc == NULL) {
+		/* The name is the caller's bytes: echoed escaped (valid UTF-8, one line). */
+		const char *name = ahp_log_escape(in->service, esc, sizeof esc);
 		svc_error(&err, "unknown_service", 0, "service_name",
-		          "there is no service named %s",
-		          ahp_log_escape(in->service, esc, sizeof esc));
-		s_reply_typed(self, req_p, in->service, &err);
+		          "there is no service named %s", name);
+		s_reply_typed(self, req_p, name, &err);
 		return;
 	}
 	const ahp_profile_t *p =

@@ -32,6 +32,24 @@ def bad_call(**kw):
     return {"call": c}
 
 
+def ld(field, b):
+    """A length-delimited protobuf field (wire type 2)."""
+    n, v = len(b), b""
+    while True:
+        x, n = n & 0x7F, n >> 7
+        v += bytes([x | (0x80 if n else 0)])
+        if not n:
+            return bytes([field << 3 | 2]) + v + b
+
+
+def raw_call(service=b"lookup_wiki", profile=b"both", args=b'{"topic": "x"}', step=1):
+    """A Request{call} built by hand, so that its strings can hold bytes that are not UTF-8
+    (a conforming encoder would refuse them; servicesd must not echo them)."""
+    c = ld(1, b"run-raw") + ld(2, profile) + bytes([3 << 3, step]) + ld(4, service) + \
+        ld(5, args)
+    return "hex:" + ld(1, c).hex()
+
+
 def main(args):
     if need_servicesd(args):
         return 77
@@ -82,11 +100,29 @@ def main(args):
         else:
             print("no rawsend: frame-level cases skipped")
 
+        # Strings that are not UTF-8: every answer stays valid UTF-8, the bytes escaped.
+        outs = s.send(raw_call(service=b"look\xffup"), raw_call(profile=b"bo\xffth"),
+                      raw_call(args=b'{"topic": "\xff\xfe"}', step=3),
+                      "hex:" + ld(2, ld(1, b"pro\xfffile")).hex())
+        cr = outs[0]["reply"]["call"]
+        check(cr["error"]["code"] == "unknown_service" and cr["service"] == "look\\xffup"
+              and cr["error"]["message"] == "there is no service named look\\xffup",
+              f"an unknown name that is not UTF-8 must come back escaped: {cr}")
+        cr = outs[1]["reply"]["call"]
+        check(cr["error"]["code"] == "not_allowed" and "bo\\xffth" in cr["error"]["message"],
+              f"{cr}")
+        cr = outs[2]["reply"]["call"]
+        check(cr["error"]["code"] == "validation" and "not valid JSON" in cr["error"]["message"]
+              and "\ufffd" not in json.dumps(cr), f"{cr}")
+        e = err(outs[3], "ERR_NOT_FOUND")
+        check("pro\\xfffile" in e["message"], f"{e}")
+
         check(s.alive(), "servicesd died on a malformed request")
         cr = s.call("lookup_wiki", {"topic": "durability"}, run="run-ok", step=1)
         check(ok_result(cr)["topic"] == "durability", f"serving after bad input: {cr}")
         check(m.stats()["requests"] == 1, f"bad input reached the mock: {m.stats()}")
         check(s.rows() == [("run-ok:1", "done", "lookup_wiki")], f"rows: {s.rows()}")
+        check("pro\xfffile" not in s.log(), "raw bytes in the log")
     return 0
 
 
