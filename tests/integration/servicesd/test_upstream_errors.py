@@ -15,8 +15,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from svclib import (Servicesd, WIKI_TOKEN, check, err_of, free_port, need_servicesd,  # noqa: E402
-                    run_test)
+from svclib import (WEBHOOK_TOKEN, WIKI_TOKEN, Servicesd, check, err_of,  # noqa: E402
+                    free_port, need_servicesd, run_test)
 
 WIKI = "lookup_wiki"
 PUB = "publish_summary"
@@ -179,6 +179,18 @@ class Fixture(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
+    def do_POST(self):
+        """/webhooks/<case>: a 200 whose message_id breaks the result's contract."""
+        n = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(n)
+        Fixture.seen.append((self.path, self.headers.get("Authorization")))
+        body = json.dumps({"message_id": "NOT-HEX!", "posted_at": 1}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *a):
         pass
 
@@ -202,9 +214,14 @@ def bad_responses(args):
             cr = s.call(WIKI, {"topic": "redirect"}, run="run-1", step=10)
             e = err_of(cr, "http_error")
             check(e["http_status"] == 302 and e["retryable"] is False, f"redirect: {e}")
+            cr = s.call(PUB, {"webhook_id": "team", "content": "x"}, run="run-1", step=11)
+            e = err_of(cr, "bad_response")
+            check(e["field"] == "message_id" and e["http_status"] == 200
+                  and e["retryable"] is False, f"bad message_id: {e}")
             paths = [p for p, _ in Fixture.seen]
             check("/stolen" not in paths, f"the redirect was followed: {paths}")
-            check(all(a == f"Bearer {WIKI_TOKEN}" for _, a in Fixture.seen),
+            check(all(a == (f"Bot {WEBHOOK_TOKEN}" if p.startswith("/webhooks/")
+                            else f"Bearer {WIKI_TOKEN}") for p, a in Fixture.seen),
                   f"authorization sent: {Fixture.seen}")
     finally:
         srv.shutdown()
