@@ -12,8 +12,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from svclib import (Servicesd, WEBHOOK_TOKEN, check, err_of, need_servicesd, ok_result,  # noqa: E402
-                    run_test)
+from svclib import (WEBHOOK_TOKEN, Servicesd, check, err_of, need_servicesd,  # noqa: E402
+                    ok_result, run_test)
 
 
 def main(args):
