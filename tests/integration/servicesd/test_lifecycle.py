@@ -3,8 +3,10 @@
 answering in 300 ms, six calls sent together take three waves; with the default, fifty take
 one. SIGTERM while a call is in flight stops at once (it does not wait for the upstream) and
 leaves the call as an intent; after a restart the same key, a SAFE service, runs again and is
-answered, logged as resumed."""
+answered, logged as resumed. A second servicesd on the same home is refused the live one's
+socket, which keeps serving."""
 import os
+import subprocess
 import sys
 import time
 
@@ -20,7 +22,22 @@ def main(args):
         return 77
     queue(args)
     sigterm(args)
+    second(args)
     return 0
+
+
+def second(args):
+    """A second servicesd on the same home cannot take the socket of a live one."""
+    with Servicesd(args, "second") as s:
+        s.standard()
+        s.start()
+        p = subprocess.run([s.exe, "--home", s.home, "serve"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=30)
+        check(p.returncode != 0, f"a second servicesd started: exit {p.returncode}\n{p.stdout}")
+        check("servicesd.sock" in p.stdout, f"the refusal names the socket:\n{p.stdout}")
+        check(s.alive(), "the first servicesd died")
+        cr = s.call(WIKI, {"topic": "durability"}, run="run-2", step=1)
+        check(ok_result(cr)["topic"] == "durability", f"first still serving: {cr}")
 
 
 def timed_batch(s, n, run):
