@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""servicesd --check-config and --health. A good home: exit 0, "configuration OK", each
-configured service listed, no socket bound, no secret value printed. A configured service
+"""servicesd --check-config and --health. A good home: exit 0, "configuration OK", the
+effective configuration (every key, the paths resolved), each configured service listed, no socket bound, no secret value printed. A configured service
 whose secret is missing: exit 1 naming the service and the secret. A bad services.conf line
 (unknown service, a URL that is not http(s), a timeout out of range, a duplicate): exit 1 with
 path:line. An unknown config key: exit 1. --health: 1 while nothing serves, 0 once servicesd
@@ -9,8 +9,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from svclib import (WEBHOOK_TOKEN, WIKI_TOKEN, Servicesd, check, need_servicesd,  # noqa: E402
-                    run_test)
+from svclib import (WEBHOOK_TOKEN, WIKI_TOKEN, Servicesd, check, me,  # noqa: E402
+                    need_servicesd, run_test)
 
 
 def out_of(p):
@@ -34,6 +34,14 @@ def main(args):
               and f"service publish_summary: {m.url} secret=webhook-token" in p.stdout,
               f"services not listed:\n{p.stdout}")
         check("2 profile(s)" in p.stdout and "2 configured service(s)" in p.stdout, p.stdout)
+        # The effective configuration: every key, and the paths resolved against HOME.
+        lines = p.stdout.splitlines()
+        check("max_inflight = 256" in lines and "user = " in lines
+              and f"allow_users = {me()}" in lines, f"no effective config:\n{p.stdout}")
+        check(f"effective endpoint=ipc://{s.sock} profiles_dir={s.path('etc/profiles')} "
+              f"secrets_dir={s.path('etc/secrets/servicesd')} "
+              f"services_file={s.path('etc/services.conf')} db={s.db}" in lines,
+              f"no resolved paths:\n{p.stdout}")
         check(not os.path.exists(s.sock), "--check-config bound the socket")
         no_secrets(p, "good home")
 
