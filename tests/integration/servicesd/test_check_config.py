@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """servicesd --check-config and --health. A good home: exit 0, "configuration OK", the
-effective configuration (every key, the paths resolved), each configured service listed, no socket bound, no secret value printed. A configured service
-whose secret is missing: exit 1 naming the service and the secret. A bad services.conf line
-(unknown service, a URL that is not http(s), a timeout out of range, a duplicate): exit 1 with
-path:line. An unknown config key: exit 1. --health: 1 while nothing serves, 0 once servicesd
-is up, 1 again after it stopped."""
+effective configuration (every key, the paths resolved), each configured service listed, no
+socket bound, no secret value printed. A configured service whose secret is missing: exit 1
+naming the service and the secret. A bad services.conf line (unknown service, a URL that is
+not http(s), a timeout out of range, a duplicate): exit 1 with path:line. An unknown config
+key: exit 1. --health: 1 while nothing serves, 0 once servicesd is up, 1 again after it
+stopped."""
 import os
 import sys
 
