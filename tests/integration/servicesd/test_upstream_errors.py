@@ -2,8 +2,8 @@
 """Upstream failures become typed errors with exact codes: a wrong token (servicesd's secret
 file) -> unauthorized with http_status 401; nothing listening -> unavailable, retryable; an
 upstream slower than services.conf's timeout_ms=300 (mock --hang-ms) -> timeout, retryable,
-after about 300 ms; injected 503/429 -> http_error retryable, 404 -> not_found, 400 ->
-http_error not retryable; a 2xx that is not the result (not JSON, wrong shape, over 1 MiB) ->
+after about 300 ms; injected 503/500/429/408 -> http_error retryable, 403 -> unauthorized,
+404 -> not_found, 400/409 -> http_error not retryable; a 2xx that is not the result (not JSON, wrong shape, over 1 MiB) ->
 bad_response; a redirect is not followed. Each outcome is recorded: the same key again is
 answered from the store (replayed) without another upstream request."""
 import http.server
@@ -29,8 +29,9 @@ def main(args):
     refused(args)
     timeout(args)
     for status, code, retryable in ((503, "http_error", True), (429, "http_error", True),
-                                    (500, "http_error", True), (404, "not_found", False),
-                                    (400, "http_error", False)):
+                                    (500, "http_error", True), (408, "http_error", True),
+                                    (403, "unauthorized", False), (404, "not_found", False),
+                                    (400, "http_error", False), (409, "http_error", False)):
         injected(args, status, code, retryable)
     bad_responses(args)
     tls_and_dns(args)
