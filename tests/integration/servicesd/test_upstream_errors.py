@@ -3,9 +3,11 @@
 file) -> unauthorized with http_status 401; nothing listening -> unavailable, retryable; an
 upstream slower than services.conf's timeout_ms=300 (mock --hang-ms) -> timeout, retryable,
 after about 300 ms; injected 503/500/429/408 -> http_error retryable, 403 -> unauthorized,
-404 -> not_found, 400/409 -> http_error not retryable; a 2xx that is not the result (not JSON, wrong shape, over 1 MiB) ->
-bad_response; a redirect is not followed. Each outcome is recorded: the same key again is
-answered from the store (replayed) without another upstream request."""
+404 -> not_found, 400/409 -> http_error not retryable; a 2xx that is not the result (not
+JSON, wrong shape, over 1 MiB, a message_id that is not 12 hex digits) -> bad_response; a
+redirect is not followed; https to a plain upstream -> tls; an unresolvable name -> dns. Each
+outcome is recorded: the same key again is answered from the store (replayed) without
+another upstream request."""
 import http.server
 import json
 import os
