@@ -140,8 +140,6 @@ s_configure(s_main_t *m, char **sets, int nsets, char *err, size_t errlen)
 	if (strncmp(m->endpoint, "ipc://", 6) != 0) {
 		/* tcp:// would need CURVE keys, which this version does not have: a
 		 * service socket anyone on the network could call is refused. */
-		/* Cut: a path-sized endpoint would not fit the message (and -O2's
-		 * -Wformat-truncation says so). */
 		snprintf(err, errlen, "endpoint %.200s: only ipc:// endpoints are supported",
 		         m->endpoint);
 		return -1;
@@ -314,25 +312,6 @@ s_health(s_main_t *m)
 	return 0;
 }
 
-/* The store's directory (made 0700 when missing, whoever the daemon runs as); with uid
- * not (uid_t)-1 it is given to that user. */
-static void
-s_db_dir(s_main_t *m, uid_t uid, gid_t gid)
-{
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof dir, "%s", m->db_path);
-	char *slash = strrchr(dir, '/');
-	if (slash == NULL || slash == dir)
-		return;
-	*slash = '\0';
-	if (ahp_mkdirs(dir, 0700) != 0)
-		fatal("mkdir %s", dir);
-	struct stat st;
-	if (uid != (uid_t)-1 && stat(dir, &st) == 0 && st.st_uid != uid &&
-	    chown(dir, uid, gid) != 0)
-		fatal("chown %s", dir);
-}
-
 static void
 s_drop_privileges(s_main_t *m)
 {
@@ -341,7 +320,6 @@ s_drop_privileges(s_main_t *m)
 		if (geteuid() == 0)
 			log_warn("running as root (user = \"\"): the services' secrets would be "
 			         "exposed to a root bug");
-		s_db_dir(m, (uid_t)-1, (gid_t)-1);
 		return;
 	}
 	struct passwd *pw = getpwnam(user);
@@ -350,7 +328,17 @@ s_drop_privileges(s_main_t *m)
 	uid_t uid = pw->pw_uid;
 	gid_t gid = pw->pw_gid;
 	/* The store's directory belongs to this user alone. */
-	s_db_dir(m, uid, gid);
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", m->db_path);
+	char *slash = strrchr(dir, '/');
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		if (ahp_mkdirs(dir, 0700) != 0)
+			fatal("mkdir %s", dir);
+		struct stat st;
+		if (stat(dir, &st) == 0 && st.st_uid != uid && chown(dir, uid, gid) != 0)
+			fatal("chown %s", dir);
+	}
 	if (setgroups(1, &gid) != 0)
 		fatal("setgroups");
 	if (setresgid(gid, gid, gid) != 0)
@@ -488,6 +476,14 @@ main(int argc, char **argv)
 	if (m.engine == NULL)
 		fatalx("%s", err);
 	s_drop_privileges(&m);
+	char dbdir[PATH_MAX];
+	snprintf(dbdir, sizeof dbdir, "%s", m.db_path);
+	char *slash = strrchr(dbdir, '/');
+	if (slash != NULL && slash != dbdir) {
+		*slash = '\0';
+		if (ahp_mkdirs(dbdir, 0700) != 0)
+			fatal("mkdir %s", dbdir);
+	}
 	if (svc_engine_open_store(m.engine, m.db_path, err, sizeof err) != 0)
 		fatalx("idempotency store: %s", err);
 	svc_engine_set_retention(m.engine, ahp_cfg_int(m.cfg, "retain_days"));
