@@ -18,7 +18,7 @@
  *                   JSON Schemas; the exec_service tool definition for a profile
  *   errors.c        typed errors: HTTP statuses and libcurl transport errors -> svc_error_t
  *   conf.c          services.conf: each service's upstream URL, secret and timeout
- *   services/NAME.c one handler per service
+ *   services/<name>.c  one handler per service
  *
  * Adding a service: a message pair in proto/services.proto, its constraints in
  * constraints.c, a handler file services/<name>.c (svc_handler_<name>), and one line in
