@@ -2,6 +2,7 @@
  * the fair baseline) and typed calls through servicesd over its RPC API (libahp's rpc client,
  * one DEALER connection), sequentially for latency or with many outstanding for throughput. */
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -404,38 +405,62 @@ main(int argc, char **argv)
 	}
 	o.mode = argv[1];
 	o.target = argv[2];
-	for (int i = 3; i < argc; i++) {
-		const char *a = argv[i];
-		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (strcmp(a, "--replay") == 0) {
+	static const struct option longopts[] = {
+	    {"n", required_argument, NULL, 'n'},
+	    {"warmup", required_argument, NULL, 'w'},
+	    {"conns", required_argument, NULL, 'c'},
+	    {"outstanding", required_argument, NULL, 'c'},
+	    {"seconds", required_argument, NULL, 's'},
+	    {"profile", required_argument, NULL, 'p'},
+	    {"service", required_argument, NULL, 'S'},
+	    {"args", required_argument, NULL, 'a'},
+	    {"replay", no_argument, NULL, 'r'},
+	    {NULL, 0, NULL, 0},
+	};
+	/* MODE and TARGET come first; the options follow them. */
+	optind = 3;
+	int ch;
+	while ((ch = getopt_long(argc, argv, "H:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'H':
+			if (o.n_headers == MAX_HEADERS) {
+				fprintf(stderr, "svcload: at most %d -H\n", MAX_HEADERS);
+				return 2;
+			}
+			o.headers[o.n_headers++] = optarg;
+			break;
+		case 'n':
+			o.n = s_num("--n", optarg, 1, MAX_N);
+			break;
+		case 'w':
+			o.warmup = s_num("--warmup", optarg, 0, MAX_N);
+			break;
+		case 'c':
+			o.conns = s_num("--conns", optarg, 1, MAX_CONNS);
+			break;
+		case 's':
+			o.seconds = s_num("--seconds", optarg, 1, 600);
+			break;
+		case 'p':
+			o.profile = optarg;
+			break;
+		case 'S':
+			o.service = optarg;
+			break;
+		case 'a':
+			o.args = optarg;
+			break;
+		case 'r':
 			o.replay = 1;
-			continue;
-		}
-		if (v == NULL) {
+			break;
+		default:
 			s_usage(stderr);
 			return 2;
 		}
-		i++;
-		if (strcmp(a, "-H") == 0 && o.n_headers < MAX_HEADERS)
-			o.headers[o.n_headers++] = v;
-		else if (strcmp(a, "--n") == 0)
-			o.n = s_num(a, v, 1, MAX_N);
-		else if (strcmp(a, "--warmup") == 0)
-			o.warmup = s_num(a, v, 0, MAX_N);
-		else if (strcmp(a, "--conns") == 0 || strcmp(a, "--outstanding") == 0)
-			o.conns = s_num(a, v, 1, MAX_CONNS);
-		else if (strcmp(a, "--seconds") == 0)
-			o.seconds = s_num(a, v, 1, 600);
-		else if (strcmp(a, "--profile") == 0)
-			o.profile = v;
-		else if (strcmp(a, "--service") == 0)
-			o.service = v;
-		else if (strcmp(a, "--args") == 0)
-			o.args = v;
-		else {
-			s_usage(stderr);
-			return 2;
-		}
+	}
+	if (optind != argc) {
+		s_usage(stderr);
+		return 2;
 	}
 	if (strcmp(o.mode, "direct") == 0 || strcmp(o.mode, "direct-conc") == 0) {
 		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

@@ -215,8 +215,14 @@ main(int argc, char **argv)
 	long timeout_ms = 10000;
 	int first = 2;
 	if (strcmp(argv[2], "--timeout") == 0) {
+		if (argc < 5) {
+			s_usage(stderr);
+			return 2;
+		}
 		char *end = NULL;
-		if (argc < 5 || (timeout_ms = strtol(argv[3], &end, 10)) < 1 || *end != '\0' ||
+		errno = 0;
+		timeout_ms = strtol(argv[3], &end, 10);
+		if (errno != 0 || end == argv[3] || *end != '\0' || timeout_ms < 1 ||
 		    timeout_ms > 600000) {
 			s_usage(stderr);
 			return 2;
