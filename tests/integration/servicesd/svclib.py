@@ -19,12 +19,11 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
-from ahptest import (TestFailure, check, parse_logfmt, pid_alive, run_test,  # noqa: E402,F401
+from ahptest import (TestFailure, check, parse_logfmt, run_test,  # noqa: E402,F401
                      socket_accepts, wait_for)
 
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
@@ -429,12 +428,3 @@ def err_of(cr, code):
     check(not cr.get("result_json"), f"error with a result_json: {cr}")
     return e
 
-
-def wait_proc_gone(pid, timeout=10):
-    wait_for(lambda: not pid_alive(pid), timeout, f"pid {pid} to exit")
-
-
-def elapsed(fn):
-    t = time.monotonic()
-    v = fn()
-    return v, time.monotonic() - t
