@@ -551,10 +551,11 @@ s_handle_call(svc_engine_t *self, ahp_rpc_req_t **req_p, const Ahp__Svcd__CallRe
 	}
 	const svc_service_t *svc = svc_find(in->service, strlen(in->service));
 	if (svc == NULL) {
+		/* The name is the caller's bytes: echoed escaped (valid UTF-8, one line). */
+		const char *name = ahp_log_escape(in->service, esc, sizeof esc);
 		svc_error(&err, "unknown_service", 0, "service_name",
-		          "there is no service named %s",
-		          ahp_log_escape(in->service, esc, sizeof esc));
-		s_reply_typed(self, req_p, in->service, &err);
+		          "there is no service named %s", name);
+		s_reply_typed(self, req_p, name, &err);
 		return;
 	}
 	const ahp_profile_t *p =
@@ -755,8 +756,13 @@ s_handle(svc_engine_t *self, ahp_rpc_req_t **req_p)
 		s_handle_describe(self, req_p, in->describe);
 		break;
 	case AHP__SVCD__REQUEST__BODY__NOT_SET:
-		s_reply_status(self, req_p, AHP__STATUS__ERR_BAD_REQUEST,
-		               "the request has no body");
+		/* A body this version does not know arrives as an unknown field. */
+		if (in->base.n_unknown_fields > 0)
+			s_reply_status(self, req_p, AHP__STATUS__ERR_UNKNOWN_METHOD,
+			               "this servicesd does not know that request");
+		else
+			s_reply_status(self, req_p, AHP__STATUS__ERR_BAD_REQUEST,
+			               "the request has no body");
 		break;
 	default:
 		s_reply_status(self, req_p, AHP__STATUS__ERR_UNKNOWN_METHOD,

@@ -435,6 +435,14 @@ main(int argc, char **argv)
 		return rc;
 	}
 	if (check) {
+		/* The effective configuration: every key, then the paths as resolved
+		 * against HOME (no key holds a secret). */
+		ahp_cfg_print(m.cfg, stdout);
+		ahp_term_printf(
+		    stdout,
+		    "effective endpoint=%s profiles_dir=%s secrets_dir=%s services_file=%s "
+		    "db=%s\n",
+		    m.endpoint, m.profiles_dir, m.secrets_dir, m.services_file, m.db_path);
 		ahp_profiles_t *profiles = NULL;
 		ahp_secrets_t *secrets = NULL;
 		svc_conf_t conf = {0};
