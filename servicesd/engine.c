@@ -3,8 +3,9 @@
  *
  * A loop turn: read every request and every finished transfer, write their intents and
  * outcomes in one transaction, commit, and only then start the new upstream calls and
- * send the replies. So no side effect starts before its intent is on disk, and no caller
- * hears of an outcome that a crash could still lose. */
+ * send the replies. So no side effect starts before its intent is on disk (fsync'd), and
+ * no caller hears of an outcome that a crash of the process could still lose (store.c
+ * says why outcomes need no fsync). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@ typedef struct call {
 	char key[SVC_KEY_MAX];
 	char digest[SVC_DIGEST_LEN + 1];
 	char run[72];
+	char profile[72];
 	uint32_t step;
 	const svc_service_t *svc;
 	ProtobufCMessage *args;
@@ -277,7 +279,13 @@ s_finish(svc_engine_t *self, call_t *c, Ahp__Svcd__CallReply *cr)
 	if (buf == NULL)
 		fatalx("out of memory recording the outcome of %s", c->key);
 	ahp__svcd__call_reply__pack(cr, buf);
-	if (svc_store_done(self->store, c->key, buf, len) != 0)
+	svc_store_call_t sc = {.key = c->key,
+	                       .run = c->run,
+	                       .profile = c->profile,
+	                       .service = c->svc->name,
+	                       .digest = c->digest,
+	                       .step = c->step};
+	if (svc_store_done(self->store, &sc, buf, len) != 0)
 		fatalx("cannot record the outcome of %s; stopping so that a restart answers from "
 		       "the store",
 		       c->key);
@@ -657,6 +665,7 @@ s_handle_call(svc_engine_t *self, ahp_rpc_req_t **req_p, const Ahp__Svcd__CallRe
 	snprintf(c->key, sizeof c->key, "%s", key);
 	snprintf(c->digest, sizeof c->digest, "%s", digest);
 	snprintf(c->run, sizeof c->run, "%s", in->run_id);
+	snprintf(c->profile, sizeof c->profile, "%s", in->profile);
 	c->step = in->step;
 	c->svc = svc;
 	c->args = args;
@@ -689,8 +698,16 @@ s_handle_call(svc_engine_t *self, ahp_rpc_req_t **req_p, const Ahp__Svcd__CallRe
 		s_call_free(c);
 		return;
 	}
-	if (state == SVC_STORE_NONE && svc_store_intent(self->store, key, in->run_id, in->profile,
-	                                                in->step, svc->name, digest) != 0)
+	/* A read has no side effect to protect: its outcome is its only row (and
+	 * a crash before it simply runs it again, as its policy says). */
+	svc_store_call_t sc = {.key = key,
+	                       .run = in->run_id,
+	                       .profile = in->profile,
+	                       .service = svc->name,
+	                       .digest = digest,
+	                       .step = in->step};
+	if (state == SVC_STORE_NONE && svc->retry != SVC_RETRY_SAFE &&
+	    svc_store_intent(self->store, &sc) != 0)
 		fatalx("cannot record the intent of %s; stopping before any side effect", key);
 	if (state == SVC_STORE_INTENT) {
 		char step[16];

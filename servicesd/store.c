@@ -1,5 +1,6 @@
 /* servicesd: the idempotency store — an intent row before a side effect, its outcome after
- * (SQLite, WAL, synchronous=FULL). */
+ * (SQLite, WAL). A loop turn's rows are kept in memory and written in one transaction at
+ * its end, fsync'd only when the batch holds an intent (svc.h, svc_store_commit). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,10 +27,22 @@ static const char *const s_migrations[] = {
     "CREATE INDEX calls_finished ON calls(finished_ms) WHERE state = 'done';",
 };
 
+/* One row of the batch. */
+typedef struct row {
+	struct row *next;
+	int state; /* SVC_STORE_INTENT or SVC_STORE_DONE */
+	char key[SVC_KEY_MAX], run[72], profile[72], service[SVC_NAME_MAX + 1];
+	char digest[SVC_DIGEST_LEN + 1];
+	uint32_t step;
+	int64_t at_ms;
+	uint8_t *reply;
+	size_t len;
+} row_t;
+
 struct svc_store {
 	sqlite3 *db;
-	sqlite3_stmt *get, *intent, *done, *prune;
-	int in_batch;
+	sqlite3_stmt *get, *intent, *done, *prune, *sync_full, *sync_normal;
+	row_t *head, **tail;
 };
 
 svc_store_t *
@@ -40,6 +53,7 @@ svc_store_open(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	self->tail = &self->head;
 	self->db = ahp_db_open(path, s_migrations, sizeof s_migrations / sizeof s_migrations[0],
 	                       err, errlen);
 	if (self->db == NULL) {
@@ -51,12 +65,18 @@ svc_store_open(const char *path, char *err, size_t errlen)
 	self->intent = ahp_db_prepare(
 	    self->db, "INSERT OR IGNORE INTO calls (key, run, profile, step, service, digest, "
 	              "state, created_ms) VALUES (?, ?, ?, ?, ?, ?, 'intent', ?)");
+	/* An outcome replaces its intent, or is the call's only row. */
 	self->done = ahp_db_prepare(
-	    self->db, "UPDATE calls SET state = 'done', reply = ?, finished_ms = ? WHERE key = ?");
+	    self->db, "INSERT INTO calls (key, run, profile, step, service, digest, state, "
+	              "reply, created_ms, finished_ms) VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?, ?) "
+	              "ON CONFLICT(key) DO UPDATE SET state = 'done', reply = excluded.reply, "
+	              "finished_ms = excluded.finished_ms");
 	self->prune =
 	    ahp_db_prepare(self->db, "DELETE FROM calls WHERE state = 'done' AND finished_ms < ?");
+	self->sync_full = ahp_db_prepare(self->db, "PRAGMA synchronous = FULL");
+	self->sync_normal = ahp_db_prepare(self->db, "PRAGMA synchronous = NORMAL");
 	if (self->get == NULL || self->intent == NULL || self->done == NULL ||
-	    self->prune == NULL) {
+	    self->prune == NULL || self->sync_full == NULL || self->sync_normal == NULL) {
 		snprintf(err, errlen, "%s: cannot prepare statements: %s", path,
 		         sqlite3_errmsg(self->db));
 		svc_store_close(&self);
@@ -65,18 +85,33 @@ svc_store_open(const char *path, char *err, size_t errlen)
 	return self;
 }
 
+static void
+s_rows_free(svc_store_t *self)
+{
+	row_t *r = self->head;
+	while (r != NULL) {
+		row_t *next = r->next;
+		free(r->reply);
+		free(r);
+		r = next;
+	}
+	self->head = NULL;
+	self->tail = &self->head;
+}
+
 void
 svc_store_close(svc_store_t **self_p)
 {
 	svc_store_t *self = *self_p;
 	if (self == NULL)
 		return;
-	if (self->in_batch)
-		ahp_db_rollback(self->db);
+	s_rows_free(self);
 	sqlite3_finalize(self->get);
 	sqlite3_finalize(self->intent);
 	sqlite3_finalize(self->done);
 	sqlite3_finalize(self->prune);
+	sqlite3_finalize(self->sync_full);
+	sqlite3_finalize(self->sync_normal);
 	ahp_db_close(&self->db);
 	free(self);
 	*self_p = NULL;
@@ -85,11 +120,28 @@ svc_store_close(svc_store_t **self_p)
 int
 svc_store_get(svc_store_t *self, const char *key, char *digest, uint8_t **reply, size_t *len)
 {
-	sqlite3_stmt *st = self->get;
-	int state = SVC_STORE_NONE;
 	*reply = NULL;
 	*len = 0;
 	digest[0] = '\0';
+	/* The batch first: its latest row for key is the newest truth. */
+	const row_t *found = NULL;
+	for (const row_t *r = self->head; r != NULL; r = r->next)
+		if (strcmp(r->key, key) == 0)
+			found = r;
+	if (found != NULL) {
+		snprintf(digest, SVC_DIGEST_LEN + 1, "%s", found->digest);
+		if (found->state == SVC_STORE_DONE) {
+			*reply = malloc(found->len ? found->len : 1);
+			if (*reply == NULL)
+				return -1;
+			if (found->len > 0)
+				memcpy(*reply, found->reply, found->len);
+			*len = found->len;
+		}
+		return found->state;
+	}
+	sqlite3_stmt *st = self->get;
+	int state = SVC_STORE_NONE;
 	sqlite3_reset(st);
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
@@ -118,71 +170,108 @@ svc_store_get(svc_store_t *self, const char *key, char *digest, uint8_t **reply,
 	return state;
 }
 
-int
-svc_store_begin(svc_store_t *self)
+static row_t *
+s_row(svc_store_t *self, int state, const svc_store_call_t *call)
 {
-	if (self->in_batch)
-		return 0;
-	if (ahp_db_begin(self->db) != 0)
-		return -1;
-	self->in_batch = 1;
-	return 0;
+	row_t *r = calloc(1, sizeof *r);
+	if (r == NULL)
+		return NULL;
+	r->state = state;
+	snprintf(r->key, sizeof r->key, "%s", call->key);
+	snprintf(r->run, sizeof r->run, "%s", call->run);
+	snprintf(r->profile, sizeof r->profile, "%s", call->profile);
+	snprintf(r->service, sizeof r->service, "%s", call->service);
+	snprintf(r->digest, sizeof r->digest, "%s", call->digest);
+	r->step = call->step;
+	r->at_ms = ahp_now_ms();
+	*self->tail = r;
+	self->tail = &r->next;
+	return r;
 }
 
 int
-svc_store_intent(svc_store_t *self, const char *key, const char *run, const char *profile,
-                 uint32_t step, const char *service, const char *digest)
+svc_store_intent(svc_store_t *self, const svc_store_call_t *call)
 {
-	if (svc_store_begin(self) != 0)
+	return s_row(self, SVC_STORE_INTENT, call) != NULL ? 0 : -1;
+}
+
+int
+svc_store_done(svc_store_t *self, const svc_store_call_t *call, const uint8_t *reply, size_t len)
+{
+	uint8_t *copy = malloc(len ? len : 1);
+	if (copy == NULL)
 		return -1;
-	sqlite3_stmt *st = self->intent;
-	sqlite3_reset(st);
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, run, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, profile, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, step);
-	sqlite3_bind_text(st, 5, service, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 6, digest, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 7, ahp_now_ms());
+	if (len > 0)
+		memcpy(copy, reply, len);
+	row_t *r = s_row(self, SVC_STORE_DONE, call);
+	if (r == NULL) {
+		free(copy);
+		return -1;
+	}
+	r->reply = copy;
+	r->len = len;
+	return 0;
+}
+
+static int
+s_step(svc_store_t *self, sqlite3_stmt *st, const char *what)
+{
 	int rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
-		log_error("store: intent %s: %s", key, sqlite3_errmsg(self->db));
+		log_error("store: %s: %s", what, sqlite3_errmsg(self->db));
 		return -1;
 	}
 	return 0;
 }
 
-int
-svc_store_done(svc_store_t *self, const char *key, const uint8_t *reply, size_t len)
+static int
+s_write(svc_store_t *self, const row_t *r)
 {
-	if (svc_store_begin(self) != 0)
-		return -1;
-	sqlite3_stmt *st = self->done;
+	sqlite3_stmt *st = r->state == SVC_STORE_INTENT ? self->intent : self->done;
 	sqlite3_reset(st);
-	sqlite3_bind_blob(st, 1, len > 0 ? reply : (const void *)"", (int)len, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, ahp_now_ms());
-	sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
-		log_error("store: outcome %s: %s", key, sqlite3_errmsg(self->db));
-		return -1;
+	sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, r->run, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, r->profile, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, r->step);
+	sqlite3_bind_text(st, 5, r->service, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, r->digest, -1, SQLITE_STATIC);
+	if (r->state == SVC_STORE_INTENT) {
+		sqlite3_bind_int64(st, 7, r->at_ms);
+		return s_step(self, st, "intent");
 	}
-	return 0;
+	sqlite3_bind_blob(st, 7, r->len > 0 ? (const void *)r->reply : (const void *)"",
+	                  (int)r->len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 8, r->at_ms);
+	sqlite3_bind_int64(st, 9, r->at_ms);
+	return s_step(self, st, "outcome");
 }
 
 int
 svc_store_commit(svc_store_t *self)
 {
-	if (!self->in_batch)
+	if (self->head == NULL)
 		return 0;
-	self->in_batch = 0;
-	if (ahp_db_commit(self->db) != 0) {
-		ahp_db_rollback(self->db);
+	int intents = 0;
+	for (const row_t *r = self->head; r != NULL; r = r->next)
+		intents |= r->state == SVC_STORE_INTENT;
+	/* The sync level is per connection and set outside a transaction. */
+	if (s_step(self, intents ? self->sync_full : self->sync_normal, "synchronous") != 0 ||
+	    ahp_db_begin(self->db) != 0) {
+		s_rows_free(self);
 		return -1;
 	}
-	return 0;
+	for (const row_t *r = self->head; r != NULL; r = r->next)
+		if (s_write(self, r) != 0) {
+			ahp_db_rollback(self->db);
+			s_rows_free(self);
+			return -1;
+		}
+	int rc = ahp_db_commit(self->db);
+	if (rc != 0)
+		ahp_db_rollback(self->db);
+	s_rows_free(self);
+	return rc;
 }
 
 int

@@ -246,21 +246,33 @@ enum svc_store_state { SVC_STORE_NONE, SVC_STORE_INTENT, SVC_STORE_DONE };
 
 typedef struct svc_store svc_store_t;
 
-/* Opens (creating, with its directory's parent existing) the store at path: WAL,
- * synchronous=FULL (ahp_db_open). NULL with err. */
+/* What a row says about one call (all borrowed; copied by the store). */
+typedef struct {
+	const char *key, *run, *profile, *service, *digest;
+	uint32_t step;
+} svc_store_call_t;
+
+/* Opens (creating; its directory must exist) the store at path: WAL (ahp_db_open). NULL
+ * with err. */
 svc_store_t *svc_store_open(const char *path, char *err, size_t errlen);
 void svc_store_close(svc_store_t **self_p);
-/* The record of key. Returns its state (enum svc_store_state), or -1 on a database
- * error. digest (SVC_DIGEST_LEN + 1 bytes) gets the recorded digest for INTENT and DONE;
- * for DONE *reply and *len get the recorded packed ahp.svcd.CallReply (caller frees). */
+/* The record of key, including rows written in the current batch. Returns its state
+ * (enum svc_store_state), or -1 on a database error. digest (SVC_DIGEST_LEN + 1 bytes)
+ * gets the recorded digest for INTENT and DONE; for DONE *reply and *len get the recorded
+ * packed ahp.svcd.CallReply (caller frees). */
 int svc_store_get(svc_store_t *self, const char *key, char *digest, uint8_t **reply, size_t *len);
-/* Writes inside the current batch (svc_store_begin .. svc_store_commit). The intent row
- * must be committed before the side effect starts; the outcome replaces it. 0 / -1. */
-int svc_store_begin(svc_store_t *self);
-int svc_store_intent(svc_store_t *self, const char *key, const char *run, const char *profile,
-                     uint32_t step, const char *service, const char *digest);
-int svc_store_done(svc_store_t *self, const char *key, const uint8_t *reply, size_t len);
-/* Commits the batch (durable on return: synchronous=FULL). -1 on failure: the daemon
+/* Adds a row to the current batch (kept in memory until svc_store_commit): an intent
+ * before a side effect starts, or a call's outcome (which replaces its intent, or stands
+ * alone for a service that records no intent). 0, or -1 when out of memory. */
+int svc_store_intent(svc_store_t *self, const svc_store_call_t *call);
+int svc_store_done(svc_store_t *self, const svc_store_call_t *call, const uint8_t *reply,
+                   size_t len);
+/* Writes the batch in one transaction. An intent is on the disk when this returns
+ * (synchronous=FULL: fsync of the WAL); a batch of outcomes only is committed with
+ * synchronous=NORMAL — durable against any crash of the process, but not fsync'd, since
+ * an outcome lost to a power cut is recovered by the service's retry policy (the key is
+ * asked again: a safe call runs again, a keyed one is deduplicated upstream, a never one
+ * finds its fsync'd intent and reports outcome_unknown). 0, or -1 on failure: the daemon
  * must stop, since it cannot know what reached the disk. */
 int svc_store_commit(svc_store_t *self);
 /* Deletes outcomes finished before cutoff_ms (wall clock); intents are kept. Returns the
