@@ -42,7 +42,8 @@ int
 main(int argc, char **argv)
 {
 	if (argc < 4) {
-		fputs("usage: apprsend ENDPOINT orch|human JSON|--hex HEX [--timeout MS]\n", stderr);
+		fputs("usage: apprsend ENDPOINT orch|human JSON|--hex HEX [--timeout MS]\n",
+		      stderr);
 		return 2;
 	}
 	const char *ep = argv[1];
@@ -67,9 +68,10 @@ main(int argc, char **argv)
 			return 2;
 		}
 		char err[256];
-		ProtobufCMessage *m = ahp_json_to_proto(
-		    orch ? &ahp__appr__orch_request__descriptor : &ahp__appr__human_request__descriptor,
-		    j, err, sizeof err);
+		ProtobufCMessage *m =
+		    ahp_json_to_proto(orch ? &ahp__appr__orch_request__descriptor
+		                           : &ahp__appr__human_request__descriptor,
+		                      j, err, sizeof err);
 		json_decref(j);
 		if (m == NULL) {
 			fprintf(stderr, "apprsend: %s\n", err);
@@ -90,7 +92,8 @@ main(int argc, char **argv)
 	size_t rlen = 0;
 	int status = 0;
 	char err[512] = "";
-	int rc = ahp_rpc_call(cl, body, len, timeout, 0, 0, &reply, &rlen, &status, err, sizeof err);
+	int rc =
+	    ahp_rpc_call(cl, body, len, timeout, 0, 0, &reply, &rlen, &status, err, sizeof err);
 	free(body);
 	ahp_rpc_client_destroy(&cl);
 	json_t *out;
@@ -99,8 +102,8 @@ main(int argc, char **argv)
 			puts("{\"timeout\":true}");
 			return 3;
 		}
-		out = json_pack("{s:{s:s,s:s}}", "transport_error", "status", ahp_status_str(status),
-		                "message", err);
+		out = json_pack("{s:{s:s,s:s}}", "transport_error", "status",
+		                ahp_status_str(status), "message", err);
 	} else {
 		ProtobufCMessage *m = protobuf_c_message_unpack(
 		    orch ? &ahp__appr__orch_reply__descriptor : &ahp__appr__human_reply__descriptor,
