@@ -463,7 +463,9 @@ main(int argc, char **argv)
 		ahp_cfg_destroy(&m.cfg);
 		appr_approvers_free(&m.approvers);
 		free(sets);
-		return cmd >= 0 || check || health ? (cmd >= 0 ? 2 : 1) : 2;
+		/* The CLI's and serve's configuration errors are usage errors (2);
+		 * --check-config and --health report them as failures (1). */
+		return cmd < 0 && (check || health) ? 1 : 2;
 	}
 	int rc;
 	if (cmd >= 0)

@@ -518,10 +518,14 @@ s_handle_decide(appr_server_t *self, ahp_rpc_req_t **req_p, const Ahp__Appr__Dec
 		s_free_req(&a);
 		return;
 	}
-	if (a->state != AHP__APPR__STATE__STATE_PENDING && a->decision != NULL) {
-		snprintf(msg, sizeof msg, "#%" PRIu64 " was already %s by %s at %s", a->id,
-		         appr_state_str(a->state), a->decision->by,
-		         appr_fmt_time(a->decision->at_ms, at, sizeof at));
+	if (a->state != AHP__APPR__STATE__STATE_PENDING) {
+		if (a->decision != NULL)
+			snprintf(msg, sizeof msg, "#%" PRIu64 " was already %s by %s at %s", a->id,
+			         appr_state_str(a->state), a->decision->by,
+			         appr_fmt_time(a->decision->at_ms, at, sizeof at));
+		else
+			snprintf(msg, sizeof msg, "#%" PRIu64 " is already %s", a->id,
+			         appr_state_str(a->state));
 		s_human_error(self, req_p, AHP__STATUS__ERR_INVALID_STATE, msg);
 		s_free_req(&a);
 		return;
