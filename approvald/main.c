@@ -64,7 +64,7 @@ s_usage(FILE *f)
 	fprintf(f,
 	        "usage: approvald [--home DIR] [--set key=value]... serve\n"
 	        "       approvald [--home DIR] [--set key=value]... --check-config | --health\n"
-	        "       approvald [--home DIR] [--json] list [--all] [--run RUN]\n"
+	        "       approvald [--home DIR] [--json] list [--all] [--run RUN] [--limit N]\n"
 	        "       approvald [--home DIR] [--json] show ID\n"
 	        "       approvald [--home DIR] [--json] approve ID [-m TEXT]\n"
 	        "       approvald [--home DIR] [--json] reject ID [-m TEXT]\n"
