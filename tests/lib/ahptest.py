@@ -88,7 +88,7 @@ class Stack:
     SVC_USER = "ahp-servicesd"
 
     def __init__(self, args, name, mock_args="", sandbox=False, credproxy=True, services=False,
-                 services_args=""):
+                 services_args="", approvals=False):
         self.args = args
         self.bin = os.path.abspath(args.bin)
         self.src = os.path.abspath(args.src)
@@ -99,10 +99,12 @@ class Stack:
         # Tests that need no exec tool run without sandboxd: fewer moving parts.
         # credproxy is the model route (providers.conf names mock-llm); without
         # it the stack points gateway_url at mock-llm directly. servicesd and
-        # mock-services only for the tests of exec_service (services=True).
+        # mock-services only for the tests of exec_service (services=True), approvald
+        # only for those of approvals (approvals=True).
         self.skip = " ".join(d for d, on in (("sandboxd", sandbox), ("credproxy", credproxy),
                                              ("servicesd", services),
-                                             ("mock-services", services))
+                                             ("mock-services", services),
+                                             ("approvald", approvals))
                              if not on)
         self.started = False
         for d in ("etc/profiles", "etc/skills", "etc/mock-llm"):
@@ -261,7 +263,7 @@ class Stack:
 
     def dump_logs(self, out=sys.stderr):
         for d in ("orchestrator", "credproxy", "mock-llm", "sandboxd", "servicesd",
-                  "mock-services"):
+                  "mock-services", "approvald"):
             text = self.log(d)
             if text:
                 tail = "\n".join(text.splitlines()[-40:])
@@ -318,6 +320,28 @@ class Stack:
             if line.strip():
                 out.append(json.loads(line))
         return out
+
+    # --- approvald ---
+
+    def approvald(self, *argv, timeout=60, expect=None, user=None):
+        """Runs approvald's human CLI (list, show, approve, reject, answer) against this home;
+        returns the CompletedProcess. expect: exit code that must be returned (None = any);
+        user: run it as that user (setpriv; needs root)."""
+        cmd = [os.path.join(self.bin, "approvald"), "--home", self.home, *argv]
+        if user is not None:
+            pw = pwd.getpwnam(user)
+            cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups",
+                   *cmd]
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout, errors="replace")
+        if expect is not None and p.returncode != expect:
+            raise TestFailure(f"approvald {' '.join(argv)}: exit {p.returncode}, expected "
+                              f"{expect}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+        return p
+
+    def approvald_json(self, *argv, expect=0, timeout=60):
+        """approvald --json ...: the reply as a dict."""
+        return json.loads(self.approvald("--json", *argv, expect=expect, timeout=timeout).stdout)
 
     def submit(self, profile, task):
         """Submits with --detach; returns the run id."""
