@@ -29,6 +29,9 @@
 #define RECV_BATCH 256 /* requests read per turn before the turn's commit */
 /* The RPC body cap: a Call carries at most SVC_ARGS_MAX of arguments plus small fields. */
 #define SVC_RPC_MAX_MSG (SVC_ARGS_MAX + 64 * 1024)
+/* A credential this long or longer is looked for in what an upstream answers (shorter
+ * ones would match ordinary text). */
+#define S_REDACT_MIN 8
 
 typedef struct waiter {
 	struct waiter *next;
@@ -56,7 +59,9 @@ typedef struct call {
 	int body_over;
 	int64_t started_ms; /* monotonic */
 	waiter_t *waiters;
-	int queued; /* on self->queue: admitted, waiting for the commit or a free slot */
+	int queued;   /* on self->queue: admitted, waiting for the commit or a free slot */
+	char *secret; /* owned copy of the credential sent (wiped on free), to keep an upstream
+	               * that echoes it from passing it on to the model; NULL without one */
 } call_t;
 
 /* A reply to send after the turn's commit. */
@@ -224,6 +229,10 @@ s_call_free(call_t *c)
 	if (c->easy != NULL)
 		curl_easy_cleanup(c->easy);
 	free(c->body);
+	if (c->secret != NULL) {
+		explicit_bzero(c->secret, strlen(c->secret));
+		free(c->secret);
+	}
 	while (c->waiters != NULL) {
 		waiter_t *w = c->waiters;
 		c->waiters = w->next;
@@ -299,11 +308,33 @@ s_finish(svc_engine_t *self, call_t *c, Ahp__Svcd__CallReply *cr)
 	s_call_free(c);
 }
 
+/* Replaces every occurrence of the call's credential in msg (NUL-terminated) with
+ * "[secret]": an upstream's error body is quoted to the model and the log, and an upstream
+ * may echo the Authorization header it got (or quote it in a field that fails validation). */
+static void
+s_redact(const call_t *c, char *msg)
+{
+	static const char mark[] = "[secret]";
+	if (c->secret == NULL)
+		return;
+	size_t slen = strlen(c->secret);
+	char *at = msg;
+	/* slen >= S_REDACT_MIN == sizeof mark - 1: the text never grows. */
+	while ((at = strstr(at, c->secret)) != NULL) {
+		memmove(at + sizeof mark - 1, at + slen, strlen(at + slen) + 1);
+		memcpy(at, mark, sizeof mark - 1);
+		at += sizeof mark - 1;
+	}
+}
+
 static void
 s_finish_error(svc_engine_t *self, call_t *c, const svc_error_t *err, uint32_t duration_ms)
 {
+	svc_error_t e = *err;
+	s_redact(c, e.message);
+	s_redact(c, e.field);
 	Ahp__Svcd__ServiceError pe = AHP__SVCD__SERVICE_ERROR__INIT;
-	s_error_to_pb(err, &pe);
+	s_error_to_pb(&e, &pe);
 	Ahp__Svcd__CallReply cr = AHP__SVCD__CALL_REPLY__INIT;
 	cr.service = (char *)c->svc->name;
 	cr.error = &pe;
@@ -320,6 +351,12 @@ s_transfer_done(svc_engine_t *self, call_t *c, CURLcode code)
 	uint32_t dur = ms > 0 ? (uint32_t)ms : 0;
 	long status = 0;
 	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (code != CURLE_OK && c->body_over && status >= 100 && (status < 200 || status > 299)) {
+		/* An error status with a body over the cap: the status decides (a 503 stays
+		 * retryable, a 401 unauthorized); the body is only quoted, and its start is
+		 * here. */
+		code = CURLE_OK;
+	}
 	if (code != CURLE_OK) {
 		if (c->body_over)
 			svc_error(&err, "bad_response", 0, NULL,
@@ -358,6 +395,17 @@ s_transfer_done(svc_engine_t *self, call_t *c, CURLcode code)
 	if (text == NULL) {
 		err.http_status = (int)status;
 		protobuf_c_message_free_unpacked(res, NULL);
+		s_finish_error(self, c, &err, dur);
+		return;
+	}
+	if (c->secret != NULL && strstr(text, c->secret) != NULL) {
+		/* The upstream echoed the credential it was sent: never the model's. */
+		free(text);
+		protobuf_c_message_free_unpacked(res, NULL);
+		svc_error(&err, "bad_response", 0, NULL,
+		          "the upstream's answer contains the service's credential; it is not "
+		          "passed on");
+		err.http_status = (int)status;
 		s_finish_error(self, c, &err, dur);
 		return;
 	}
@@ -511,12 +559,20 @@ s_prepare(svc_engine_t *self, call_t *c, svc_error_t *err)
 	if (ce->secret != NULL && ce->secret[0] != '\0') {
 		size_t tlen = 0;
 		token = ahp_secrets_get(self->secrets, ce->secret, &tlen);
-		if (token == NULL) {
-			log_error("service %s: secret %s is missing from the secrets dir",
-			          c->svc->name, ce->secret);
+		/* An empty secret would send "Bearer ", one with a NUL a cut token, one with
+		 * a CR or LF (after the one trailing newline the reader strips) a broken
+		 * header: each is a missing credential, not the call's fault. */
+		if (token == NULL || tlen == 0 || strlen(token) != tlen ||
+		    strpbrk(token, "\r\n") != NULL) {
+			log_error(
+			    "service %s: secret %s is missing from the secrets dir, empty, or "
+			    "holds a NUL, CR or LF byte",
+			    c->svc->name, ce->secret);
 			return svc_error(err, "unavailable", 1, NULL,
 			                 "service %s has no credential configured", c->svc->name);
 		}
+		if (tlen >= S_REDACT_MIN && (c->secret = strdup(token)) == NULL)
+			return svc_error(err, "internal", 1, NULL, "out of memory");
 	}
 	c->timeout_ms = ce->timeout_ms > 0 ? ce->timeout_ms : c->svc->handler->timeout_ms;
 	if (c->timeout_ms <= 0 || c->timeout_ms > SVC_TIMEOUT_MAX_MS)

@@ -232,20 +232,25 @@ s_load(s_main_t *m, int check, int reload, ahp_profiles_t **profiles_p, ahp_secr
 	for (size_t i = 0; i < c.n; i++) {
 		const svc_conf_entry_t *e = &c.entries[i];
 		size_t len = 0;
+		const char *v = NULL;
 		if (e->secret != NULL && e->secret[0] != '\0' &&
-		    ahp_secrets_get(secrets, e->secret, &len) == NULL) {
+		    ((v = ahp_secrets_get(secrets, e->secret, &len)) == NULL || len == 0 ||
+		     strlen(v) != len || strpbrk(v, "\r\n") != NULL)) {
+			/* Empty, or holding a NUL, CR or LF: the engine refuses it as it
+			 * refuses a missing one (it would send "Bearer ", a cut token or a
+			 * broken header). */
+			const char *what = v == NULL
+			                       ? "which is not in"
+			                       : "which is empty or holds a NUL, CR or LF byte, in";
 			if (check) {
-				ahp_term_printf(
-				    stderr,
-				    "servicesd: service %s needs secret %s, which is not "
-				    "in %s\n",
-				    e->service->name, e->secret, m->secrets_dir);
+				ahp_term_printf(stderr,
+				                "servicesd: service %s needs secret %s, %s %s\n",
+				                e->service->name, e->secret, what, m->secrets_dir);
 				problems++;
 			} else {
-				log_warn(
-				    "service %s needs secret %s, which is not in %s: its calls "
-				    "fail as unavailable",
-				    e->service->name, e->secret, m->secrets_dir);
+				log_warn("service %s needs secret %s, %s %s: its calls fail as "
+				         "unavailable",
+				         e->service->name, e->secret, what, m->secrets_dir);
 			}
 		}
 	}
