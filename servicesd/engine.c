@@ -363,6 +363,22 @@ s_transfer_done(svc_engine_t *self, call_t *c, CURLcode code)
 			          "the upstream's answer is over %d bytes", SVC_BODY_MAX);
 		else
 			svc_curl_error((int)code, c->errbuf, &err);
+		long sent = 0;
+		if (err.retryable && c->svc->retry != SVC_RETRY_SAFE &&
+		    curl_easy_getinfo(c->easy, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK &&
+		    sent > 0) {
+			/* The request went out and no answer came back (a timeout, a lost
+			 * connection): the side effect may have happened. A retry by the model
+			 * is a new step, hence a new Idempotency-Key the upstream cannot match
+			 * with this one: telling it "retryable" invites a second post. */
+			char why[SVC_MESSAGE_MAX], code[sizeof err.code];
+			snprintf(why, sizeof why, "%s", err.message);
+			snprintf(code, sizeof code, "%s", err.code);
+			svc_error(&err, code, 0, NULL,
+			          "%s; the request was sent, so %s may have taken effect: check "
+			          "before calling it again",
+			          why, c->svc->name);
+		}
 		s_finish_error(self, c, &err, dur);
 		return;
 	}

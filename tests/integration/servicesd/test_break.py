@@ -13,7 +13,11 @@ Faults found (fixed in servicesd/engine.c and servicesd/main.c):
 - an empty secret file sent "Authorization: Bearer " upstream (-> unauthorized), a secret
   with a NUL byte sent a cut token, and a secret with an inner newline gave a non-retryable
   `internal` error, where each is a missing credential (unavailable, retryable, nothing
-  sent, and an error from --check-config).
+  sent, and an error from --check-config);
+- a publish that timed out after its request was sent said retryable=true: the model's
+  retry is a new step with a new Idempotency-Key, and mock-services (--hang-ms longer than
+  the timeout) then shows two posts. Now not retryable, with a message saying it may have
+  taken effect.
 Also checked (they held): hostile frames, odd JSON arguments, redirects not followed (the
 credential never reaches the other host), slow drip / hang -> timeout, endless chunked and
 huge bodies -> bad_response, 200 concurrent duplicates -> one post, kill -9 of servicesd at
@@ -109,6 +113,9 @@ class Upstream(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if mode == "hang":
+            time.sleep(3)
+            return self._send(200, json.dumps({"message_id": "0123456789ab", "posted_at": 1}))
         if mode == "badutf8":
             return self._send(200, b'{"topic":"t","snippets":[{"url":"https://x/1","excerpt":"\xff"}]}')
         self._send(404, "nope")
@@ -246,6 +253,24 @@ def test_hostile_upstreams(t, up):
     check(e.get("code") == "bad_response", f"invalid UTF-8: {e}")
 
 
+def test_publish_timeout_not_retryable(t, up):
+    """A publish whose request went out and got no answer may have posted: the model's retry
+    would be a new step with a new Idempotency-Key (mock-services --hang-ms posts twice), so
+    the error must not invite one. Was: timeout, retryable=true."""
+    t.conf(f"publish_summary url={up}/hang timeout_ms=1000\nlookup_wiki url={up}/hang timeout_ms=1000\n")
+    e = err(t.call("publish_summary", {"webhook_id": "w", "content": "c"}))
+    check(e.get("code") == "timeout" and e.get("retryable") is False and
+          e.get("message", "").endswith("; the request was sent, so publish_summary may have "
+                                        "taken effect: check before calling it again"),
+          f"publish timeout: {e}")
+    # A safe service keeps retryable; nothing sent (connection refused) keeps it too.
+    e = err(t.call("lookup_wiki", {"topic": "t"}))
+    check(e.get("code") == "timeout" and e.get("retryable") is True, f"lookup timeout: {e}")
+    t.conf("publish_summary url=http://127.0.0.1:1\n")
+    e = err(t.call("publish_summary", {"webhook_id": "w", "content": "c"}))
+    check(e.get("code") == "unavailable" and e.get("retryable") is True, f"refused: {e}")
+
+
 def test_hostile_frames(t):
     out = t.raw("hex:", "hex:ff", "hex:0a0201", 'json:{"call":{}}',
                 'json:{"describe":{"profile":"../../x"}}')
@@ -312,6 +337,7 @@ def main(args):
             test_echoed_credential(t, up)
             test_bad_secrets(t, up, check_config)
             test_hostile_upstreams(t, up)
+            test_publish_timeout_not_retryable(t, up)
             st.write_service_secret("wiki-token", WIKI)
             st.hup("servicesd")
             test_duplicates_and_kill(t)
