@@ -81,6 +81,11 @@ struct svc_engine {
 	ahp_secrets_t *secrets;
 	svc_conf_t conf;
 	unsigned max_inflight, running;
+	/* Upstream calls running per service (svc_registry order), each capped at
+	 * max_inflight less one slot for every other service: a service whose upstream
+	 * hangs can fill its own slots but never the last one another service needs. */
+	unsigned *running_by;
+	unsigned n_services;
 	call_t *calls;                    /* every call not finished */
 	call_t *queue_head, **queue_tail; /* admitted, not started */
 	pending_t *replies, **replies_tail;
@@ -438,6 +443,16 @@ s_transfer_done(svc_engine_t *self, call_t *c, CURLcode code)
 	free(text);
 }
 
+/* c's position in svc_registry (every call's service comes from svc_find). */
+static unsigned
+s_svc_index(const svc_engine_t *self, const svc_service_t *svc)
+{
+	for (unsigned i = 0; i < self->n_services; i++)
+		if (svc_registry[i] == svc)
+			return i;
+	fatalx("service %s is not in the registry", svc->name);
+}
+
 static void
 s_reap(svc_engine_t *self)
 {
@@ -455,6 +470,7 @@ s_reap(svc_engine_t *self)
 			continue;
 		}
 		self->running--;
+		self->running_by[s_svc_index(self, c->svc)]--;
 		s_transfer_done(self, c, code);
 	}
 }
@@ -539,15 +555,25 @@ s_easy_setup(call_t *c)
 	return bad ? -1 : 0;
 }
 
-/* After the commit: starts queued calls while slots are free. */
+/* After the commit: starts queued calls, in order, while slots are free; a call whose
+ * service has used its share waits, and the calls behind it may start. */
 static void
 s_start_queued(svc_engine_t *self)
 {
-	while (self->queue_head != NULL && self->running < self->max_inflight) {
-		call_t *c = self->queue_head;
-		self->queue_head = c->queue_next;
-		if (self->queue_head == NULL)
-			self->queue_tail = &self->queue_head;
+	unsigned others = self->n_services > 0 ? self->n_services - 1 : 0;
+	unsigned cap = self->max_inflight > others ? self->max_inflight - others : 1;
+	call_t **pp = &self->queue_head;
+	while (*pp != NULL && self->running < self->max_inflight) {
+		call_t *c = *pp;
+		unsigned idx = s_svc_index(self, c->svc);
+		if (self->running_by[idx] >= cap) {
+			pp = &c->queue_next;
+			continue;
+		}
+		*pp = c->queue_next;
+		if (self->queue_tail == &c->queue_next)
+			self->queue_tail = pp;
+		c->queue_next = NULL;
 		c->queued = 0;
 		c->started_ms = ahp_mono_ms();
 		if (s_easy_setup(c) != 0 ||
@@ -559,6 +585,7 @@ s_start_queued(svc_engine_t *self)
 			continue;
 		}
 		self->running++;
+		self->running_by[idx]++;
 	}
 }
 
@@ -959,6 +986,14 @@ svc_engine_new(const char *endpoint, const ahp_rpc_allow_t *allow, unsigned max_
 	self->queue_tail = &self->queue_head;
 	self->replies_tail = &self->replies;
 	self->max_inflight = max_inflight > 0 ? max_inflight : 1;
+	while (svc_registry[self->n_services] != NULL)
+		self->n_services++;
+	self->running_by = calloc(self->n_services + 1, sizeof *self->running_by);
+	if (self->running_by == NULL) {
+		snprintf(err, errlen, "out of memory");
+		svc_engine_destroy(&self);
+		return NULL;
+	}
 	self->zctx = zmq_ctx_new();
 	if (self->zctx == NULL) {
 		snprintf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(errno));
@@ -1055,6 +1090,7 @@ svc_engine_destroy(svc_engine_t **self_p)
 	ahp_profiles_destroy(&self->profiles);
 	ahp_secrets_destroy(&self->secrets);
 	svc_conf_free(&self->conf);
+	free(self->running_by);
 	free(self);
 	*self_p = NULL;
 }

@@ -40,7 +40,9 @@ static const ahp_cfg_def_t s_cfg_defs[] = {
      "the idempotency store (SQLite); default HOME/state/servicesd/servicesd.db"},
     {"user", AHP_CFG_STR, 0, 0, "ahp-servicesd",
      "started as root, run as this user once the socket is bound (\"\" = stay root)"},
-    {"max_inflight", AHP_CFG_INT, 1, 100000, "256", "upstream calls at once; more wait their turn"},
+    {"max_inflight", AHP_CFG_INT, 1, 100000, "256",
+     "upstream calls at once; more wait their turn (one service gets at most all but one per "
+     "other service)"},
     {"retain_days", AHP_CFG_INT, 0, 36500, "30",
      "days a recorded outcome answers a repeated key (0 = forever)"},
     {"log_level", AHP_CFG_STR, 0, 0, "info", "debug | info | warn | error"},

@@ -17,7 +17,10 @@ Faults found (fixed in servicesd/engine.c and servicesd/main.c):
 - a publish that timed out after its request was sent said retryable=true: the model's
   retry is a new step with a new Idempotency-Key, and mock-services (--hang-ms longer than
   the timeout) then shows two posts. Now not retryable, with a message saying it may have
-  taken effect.
+  taken effect;
+- with every upstream slot (max_inflight) taken by calls to one hanging upstream, a call to
+  another service waited for their timeout (one slow service blocked the others). Now one
+  service holds at most all but one slot per other service.
 Also checked (they held): hostile frames, odd JSON arguments, redirects not followed (the
 credential never reaches the other host), slow drip / hang -> timeout, endless chunked and
 huge bodies -> bad_response, 200 concurrent duplicates -> one post, kill -9 of servicesd at
@@ -271,6 +274,24 @@ def test_publish_timeout_not_retryable(t, up):
     check(e.get("code") == "unavailable" and e.get("retryable") is True, f"refused: {e}")
 
 
+def test_slow_service_does_not_starve(t, up):
+    """max_inflight = 2 (servicesd.conf): two publishes to a hanging webhook used to take
+    both slots, and a lookup waited for their timeout (20 s in review). Now a service may
+    hold all but one slot per other service: the lookup answers at once."""
+    t.conf(f"publish_summary url={up}/hang timeout_ms=2500\nlookup_wiki url={up}/ok\n")
+    slow = [subprocess.Popen([t.svcraw, t.ep, "--timeout", "20000",
+                              t.req("publish_summary", {"webhook_id": f"s{i}", "content": "c"})],
+                             stdout=subprocess.PIPE) for i in range(2)]
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    c = t.call("lookup_wiki", {"topic": "t"})
+    took = time.monotonic() - t0
+    check(err(c) == {} and took < 1.0, f"lookup behind two hanging publishes: {took:.1f}s {c}")
+    for p in slow:
+        out = json.loads(p.communicate()[0])
+        check(err(out["call"]).get("code") == "timeout", f"slow publish: {out}")
+
+
 def test_hostile_frames(t):
     out = t.raw("hex:", "hex:ff", "hex:0a0201", 'json:{"call":{}}',
                 'json:{"describe":{"profile":"../../x"}}')
@@ -322,6 +343,7 @@ def main(args):
                    services_args="--latency-ms 300") as st:
             st.write_service_secret("wiki-token", WIKI)
             st.write_service_secret("webhook-token", HOOK)
+            st.write("etc/servicesd.conf", "max_inflight = 2\n")
             st.write_profile("brk", "none", tools=("exec_service",), skills="",
                              services=("lookup_wiki", "publish_summary"))
             st.start()
@@ -338,6 +360,7 @@ def main(args):
             test_bad_secrets(t, up, check_config)
             test_hostile_upstreams(t, up)
             test_publish_timeout_not_retryable(t, up)
+            test_slow_service_does_not_starve(t, up)
             st.write_service_secret("wiki-token", WIKI)
             st.hup("servicesd")
             test_duplicates_and_kill(t)
