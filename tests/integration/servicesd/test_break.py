@@ -20,7 +20,11 @@ Faults found (fixed in servicesd/engine.c and servicesd/main.c):
   taken effect;
 - with every upstream slot (max_inflight) taken by calls to one hanging upstream, a call to
   another service waited for their timeout (one slow service blocked the others). Now one
-  service holds at most all but one slot per other service.
+  service holds at most all but one slot per other service;
+- a profile narrowed and reloaded in the orchestrator but not (yet) in servicesd still
+  published: servicesd's copy granted it and the orchestrator sent whatever the model
+  named. Now the orchestrator refuses a registered service its own profile does not list
+  (orchestrator/service_tool.c).
 Also checked (they held): hostile frames, odd JSON arguments, redirects not followed (the
 credential never reaches the other host), slow drip / hang -> timeout, endless chunked and
 huge bodies -> bad_response, 200 concurrent duplicates -> one post, kill -9 of servicesd at
@@ -292,6 +296,42 @@ def test_slow_service_does_not_starve(t, up):
         check(err(out["call"]).get("code") == "timeout", f"slow publish: {out}")
 
 
+NARROW_FLOW = """
+steps:
+  - tool_calls:
+      - name: exec_service
+        arguments: { service_name: lookup_wiki, args: { topic: durability } }
+  - tool_calls:
+      - name: exec_service
+        arguments: { service_name: publish_summary, args: { webhook_id: narrowed, content: hi } }
+  - content: "done"
+"""
+
+
+def test_narrowed_profile_stale_servicesd(t):
+    """A profile narrowed to [lookup_wiki] and reloaded in the orchestrator only (servicesd
+    not yet HUPed): the publish went through on servicesd's older copy. Now the orchestrator
+    refuses a registered service its own profile does not list (not_allowed), nothing is
+    posted."""
+    st = t.st
+    st.write_profile("brknarrow", "brk-narrow", tools=("exec_service",), skills="",
+                     services=("lookup_wiki",))
+    st.hup("orchestrator")
+    time.sleep(1)
+    run_id = st.submit("brknarrow", "narrowed")
+    r = st.wait_state(run_id, timeout=60)
+    check(r["state"] == "succeeded", f"run {r}")
+    rows = st.db_rows("SELECT result FROM steps WHERE run_id=? AND kind='tool' ORDER BY seq",
+                      (run_id,))
+    res = [json.loads(x[0]) for x in rows]
+    check(len(res) == 2 and res[0].get("topic") == "durability", f"results {res}")
+    check(res[1] == {"error": {"code": "not_allowed", "retryable": False, "field": "service_name",
+                               "message": "profile brknarrow does not allow this service "
+                                          "(publish_summary)"}}, f"publish result {res[1]}")
+    check(st.services_stats()["by_webhook"].get("narrowed") is None,
+          f"posted: {st.services_stats()}")
+
+
 def test_hostile_frames(t):
     out = t.raw("hex:", "hex:ff", "hex:0a0201", 'json:{"call":{}}',
                 'json:{"describe":{"profile":"../../x"}}')
@@ -344,6 +384,10 @@ def main(args):
             st.write_service_secret("wiki-token", WIKI)
             st.write_service_secret("webhook-token", HOOK)
             st.write("etc/servicesd.conf", "max_inflight = 2\n")
+            st.write_scenario("brk-narrow", NARROW_FLOW)
+            # Both services at start: servicesd loads this copy and keeps it (no HUP).
+            st.write_profile("brknarrow", "brk-narrow", tools=("exec_service",), skills="",
+                             services=("lookup_wiki", "publish_summary"))
             st.write_profile("brk", "none", tools=("exec_service",), skills="",
                              services=("lookup_wiki", "publish_summary"))
             st.start()
@@ -364,6 +408,7 @@ def main(args):
             st.write_service_secret("wiki-token", WIKI)
             st.hup("servicesd")
             test_duplicates_and_kill(t)
+            test_narrowed_profile_stale_servicesd(t)
             for d in ("servicesd", "orchestrator", "mock-services"):
                 text = st.log(d)
                 check(WIKI not in text and HOOK not in text, f"a secret value is in {d}'s log")
