@@ -209,6 +209,25 @@ s_refuse(orch_run_t *run, const char *name, const json_t *args, const char *code
 	orch_tool_done(run, res, s_code_status(code));
 }
 
+/* Refuses a well-formed call the profile does not allow, in the shape servicesd's refusal
+ * has: the line shows the call as s_label does, the event's arguments are the service's. */
+static void
+s_refuse_service(orch_run_t *run, const char *name, const json_t *sargs, const char *message)
+{
+	char label[256];
+	json_t *empty = sargs == NULL ? json_object() : NULL;
+	const json_t *on = sargs != NULL ? sargs : empty;
+	s_label(name, on, label, sizeof label);
+	json_t *res = s_error("not_allowed", message, 0, "service_name", 0);
+	orch_run_event(run, "service",
+	               json_pack("{s:o, s:O, s:O?, s:i, s:b}", "service", orch_json_text(name),
+	                         "arguments", on, "error", json_object_get(res, "error"),
+	                         "duration_ms", 0, "replayed", 0),
+	               "[service] %s → not_allowed: %s", label, message);
+	json_decref(empty);
+	orch_tool_done(run, res, s_code_status("not_allowed"));
+}
+
 /* True when name is in the registry (services.def). */
 static int
 s_known_service(const char *name)
@@ -274,7 +293,7 @@ s_start(orch_run_t *run, const json_t *args, int mode)
 		char msg[160];
 		snprintf(msg, sizeof msg, "profile %.*s does not allow this service (%s)",
 		         AHP_UTF8_CUT(run->profile->name, 64), name);
-		s_refuse(run, name, args, "not_allowed", "service_name", msg);
+		s_refuse_service(run, name, s_service_args(args), msg);
 		return;
 	}
 	const json_t *a = json_object_get(args, "args");
