@@ -115,6 +115,8 @@ main(int argc, char **argv)
 		size_t len = 0;
 		if (s_body(argv[i + r], &buf, &len) != 0) {
 			free(buf);
+			free(ids);
+			ahp_rpc_client_destroy(&cl);
 			return 2;
 		}
 		for (int c = 0; c < copies; c++) {
@@ -125,6 +127,9 @@ main(int argc, char **argv)
 				usleep(10000);
 			if (id == 0) {
 				fprintf(stderr, "svcraw: send failed\n");
+				free(buf);
+				free(ids);
+				ahp_rpc_client_destroy(&cl);
 				return 2;
 			}
 			ids[sent++] = id;
