@@ -209,10 +209,39 @@ s_refuse(orch_run_t *run, const char *name, const json_t *args, const char *code
 	orch_tool_done(run, res, s_code_status(code));
 }
 
+/* Refuses a well-formed call the profile does not allow, in the shape servicesd's refusal
+ * has: the line shows the call as s_label does, the event's arguments are the service's. */
+static void
+s_refuse_service(orch_run_t *run, const char *name, const json_t *sargs, const char *message)
+{
+	char label[256];
+	json_t *empty = sargs == NULL ? json_object() : NULL;
+	const json_t *on = sargs != NULL ? sargs : empty;
+	s_label(name, on, label, sizeof label);
+	json_t *res = s_error("not_allowed", message, 0, "service_name", 0);
+	orch_run_event(run, "service",
+	               json_pack("{s:o, s:O, s:O?, s:i, s:b}", "service", orch_json_text(name),
+	                         "arguments", on, "error", json_object_get(res, "error"),
+	                         "duration_ms", 0, "replayed", 0),
+	               "[service] %s → not_allowed: %s", label, message);
+	json_decref(empty);
+	orch_tool_done(run, res, s_code_status("not_allowed"));
+}
+
+/* True when name is in the registry (services.def). */
+static int
+s_known_service(const char *name)
+{
+	for (const char *const *k = ahp_known_services; *k != NULL; k++)
+		if (strcmp(*k, name) == 0)
+			return 1;
+	return 0;
+}
+
 static void
 s_start(orch_run_t *run, const json_t *args, int mode)
 {
-	(void)mode; /* new, resumed or retried: the same key, servicesd dedupes */
+	/* New, resumed or retried: the same key, servicesd dedupes. */
 	svc_call_t *x = s_state(run);
 	if (x == NULL) {
 		orch_tool_done(run, s_error("internal", "out of memory", 0, NULL, 0),
@@ -252,6 +281,19 @@ s_start(orch_run_t *run, const json_t *args, int mode)
 		s_refuse(run, NULL, args, "validation", "service_name",
 		         "service_name must be a string of 1-64 bytes naming one of the services "
 		         "in the tool description");
+		return;
+	}
+	/* The run's profile as this orchestrator has it must list the service. servicesd
+	 * refuses it too, but its copy of the profiles is reloaded separately and may be
+	 * older: a profile narrowed here must not keep a grant there. Unknown names go on to
+	 * servicesd (its unknown_service lists what exists); a resumed step too (servicesd
+	 * decides what a call already sent gets). */
+	if (mode == ORCH_TOOL_NEW && s_known_service(name) &&
+	    !ahp_profile_has_service(run->profile, name)) {
+		char msg[160];
+		snprintf(msg, sizeof msg, "profile %.*s does not allow this service (%s)",
+		         AHP_UTF8_CUT(run->profile->name, 64), name);
+		s_refuse_service(run, name, s_service_args(args), msg);
 		return;
 	}
 	const json_t *a = json_object_get(args, "args");

@@ -30,6 +30,9 @@
 #define RECV_BATCH 256 /* requests read per turn before the turn's commit */
 /* The RPC body cap: a Call carries at most SVC_ARGS_MAX of arguments plus small fields. */
 #define SVC_RPC_MAX_MSG (SVC_ARGS_MAX + 64 * 1024)
+/* A credential this long or longer is looked for in what an upstream answers (shorter
+ * ones would match ordinary text). */
+#define S_REDACT_MIN 8
 
 typedef struct waiter {
 	struct waiter *next;
@@ -58,7 +61,9 @@ typedef struct call {
 	int body_over;
 	int64_t started_ms; /* monotonic */
 	waiter_t *waiters;
-	int queued; /* on self->queue: admitted, waiting for the commit or a free slot */
+	int queued;   /* on self->queue: admitted, waiting for the commit or a free slot */
+	char *secret; /* owned copy of the credential sent (wiped on free), to keep an upstream
+	               * that echoes it from passing it on to the model; NULL without one */
 } call_t;
 
 /* A reply to send after the turn's commit. */
@@ -78,6 +83,11 @@ struct svc_engine {
 	ahp_secrets_t *secrets;
 	svc_conf_t conf;
 	unsigned max_inflight, running;
+	/* Upstream calls running per service (svc_registry order), each capped at
+	 * max_inflight less one slot for every other service: a service whose upstream
+	 * hangs can fill its own slots but never the last one another service needs. */
+	unsigned *running_by;
+	unsigned n_services;
 	call_t *calls;                    /* every call not finished */
 	call_t *queue_head, **queue_tail; /* admitted, not started */
 	pending_t *replies, **replies_tail;
@@ -226,6 +236,10 @@ s_call_free(call_t *c)
 	if (c->easy != NULL)
 		curl_easy_cleanup(c->easy);
 	free(c->body);
+	if (c->secret != NULL) {
+		explicit_bzero(c->secret, strlen(c->secret));
+		free(c->secret);
+	}
 	while (c->waiters != NULL) {
 		waiter_t *w = c->waiters;
 		c->waiters = w->next;
@@ -307,11 +321,33 @@ s_finish(svc_engine_t *self, call_t *c, Ahp__Svcd__CallReply *cr)
 	s_call_free(c);
 }
 
+/* Replaces every occurrence of the call's credential in msg (NUL-terminated) with
+ * "[secret]": an upstream's error body is quoted to the model and the log, and an upstream
+ * may echo the Authorization header it got (or quote it in a field that fails validation). */
+static void
+s_redact(const call_t *c, char *msg)
+{
+	static const char mark[] = "[secret]";
+	if (c->secret == NULL)
+		return;
+	size_t slen = strlen(c->secret);
+	char *at = msg;
+	/* slen >= S_REDACT_MIN == sizeof mark - 1: the text never grows. */
+	while ((at = strstr(at, c->secret)) != NULL) {
+		memmove(at + sizeof mark - 1, at + slen, strlen(at + slen) + 1);
+		memcpy(at, mark, sizeof mark - 1);
+		at += sizeof mark - 1;
+	}
+}
+
 static void
 s_finish_error(svc_engine_t *self, call_t *c, const svc_error_t *err, uint32_t duration_ms)
 {
+	svc_error_t e = *err;
+	s_redact(c, e.message);
+	s_redact(c, e.field);
 	Ahp__Svcd__ServiceError pe = AHP__SVCD__SERVICE_ERROR__INIT;
-	s_error_to_pb(err, &pe);
+	s_error_to_pb(&e, &pe);
 	Ahp__Svcd__CallReply cr = AHP__SVCD__CALL_REPLY__INIT;
 	cr.service = (char *)c->svc->name;
 	cr.error = &pe;
@@ -328,12 +364,34 @@ s_transfer_done(svc_engine_t *self, call_t *c, CURLcode code)
 	uint32_t dur = ms > 0 ? (uint32_t)ms : 0;
 	long status = 0;
 	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (code != CURLE_OK && c->body_over && status >= 100 && (status < 200 || status > 299)) {
+		/* An error status with a body over the cap: the status decides (a 503 stays
+		 * retryable, a 401 unauthorized); the body is only quoted, and its start is
+		 * here. */
+		code = CURLE_OK;
+	}
 	if (code != CURLE_OK) {
 		if (c->body_over)
 			svc_error(&err, "bad_response", 0, NULL,
 			          "the upstream's answer is over %d bytes", SVC_BODY_MAX);
 		else
 			svc_curl_error((int)code, c->errbuf, &err);
+		long sent = 0;
+		if (err.retryable && c->svc->retry != SVC_RETRY_SAFE &&
+		    curl_easy_getinfo(c->easy, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK &&
+		    sent > 0) {
+			/* The request went out and no answer came back (a timeout, a lost
+			 * connection): the side effect may have happened. A retry by the model
+			 * is a new step, hence a new Idempotency-Key the upstream cannot match
+			 * with this one: telling it "retryable" invites a second post. */
+			char why[SVC_MESSAGE_MAX], code[sizeof err.code];
+			snprintf(why, sizeof why, "%s", err.message);
+			snprintf(code, sizeof code, "%s", err.code);
+			svc_error(&err, code, 0, NULL,
+			          "%s; the request was sent, so %s may have taken effect: check "
+			          "before calling it again",
+			          why, c->svc->name);
+		}
 		s_finish_error(self, c, &err, dur);
 		return;
 	}
@@ -369,6 +427,17 @@ s_transfer_done(svc_engine_t *self, call_t *c, CURLcode code)
 		s_finish_error(self, c, &err, dur);
 		return;
 	}
+	if (c->secret != NULL && strstr(text, c->secret) != NULL) {
+		/* The upstream echoed the credential it was sent: never the model's. */
+		free(text);
+		protobuf_c_message_free_unpacked(res, NULL);
+		svc_error(&err, "bad_response", 0, NULL,
+		          "the upstream's answer contains the service's credential; it is not "
+		          "passed on");
+		err.http_status = (int)status;
+		s_finish_error(self, c, &err, dur);
+		return;
+	}
 	char summary[SVC_SUMMARY_MAX] = "";
 	if (c->svc->handler->summarize != NULL)
 		c->svc->handler->summarize(res, summary, sizeof summary);
@@ -380,6 +449,16 @@ s_transfer_done(svc_engine_t *self, call_t *c, CURLcode code)
 	cr.duration_ms = dur;
 	s_finish(self, c, &cr);
 	free(text);
+}
+
+/* c's position in svc_registry (every call's service comes from svc_find). */
+static unsigned
+s_svc_index(const svc_engine_t *self, const svc_service_t *svc)
+{
+	for (unsigned i = 0; i < self->n_services; i++)
+		if (svc_registry[i] == svc)
+			return i;
+	fatalx("service %s is not in the registry", svc->name);
 }
 
 static void
@@ -399,6 +478,7 @@ s_reap(svc_engine_t *self)
 			continue;
 		}
 		self->running--;
+		self->running_by[s_svc_index(self, c->svc)]--;
 		s_transfer_done(self, c, code);
 	}
 }
@@ -483,15 +563,25 @@ s_easy_setup(call_t *c)
 	return bad ? -1 : 0;
 }
 
-/* After the commit: starts queued calls while slots are free. */
+/* After the commit: starts queued calls, in order, while slots are free; a call whose
+ * service has used its share waits, and the calls behind it may start. */
 static void
 s_start_queued(svc_engine_t *self)
 {
-	while (self->queue_head != NULL && self->running < self->max_inflight) {
-		call_t *c = self->queue_head;
-		self->queue_head = c->queue_next;
-		if (self->queue_head == NULL)
-			self->queue_tail = &self->queue_head;
+	unsigned others = self->n_services > 0 ? self->n_services - 1 : 0;
+	unsigned cap = self->max_inflight > others ? self->max_inflight - others : 1;
+	call_t **pp = &self->queue_head;
+	while (*pp != NULL && self->running < self->max_inflight) {
+		call_t *c = *pp;
+		unsigned idx = s_svc_index(self, c->svc);
+		if (self->running_by[idx] >= cap) {
+			pp = &c->queue_next;
+			continue;
+		}
+		*pp = c->queue_next;
+		if (self->queue_tail == &c->queue_next)
+			self->queue_tail = pp;
+		c->queue_next = NULL;
 		c->queued = 0;
 		c->started_ms = ahp_mono_ms();
 		if (s_easy_setup(c) != 0 ||
@@ -503,6 +593,7 @@ s_start_queued(svc_engine_t *self)
 			continue;
 		}
 		self->running++;
+		self->running_by[idx]++;
 	}
 }
 
@@ -519,12 +610,20 @@ s_prepare(svc_engine_t *self, call_t *c, svc_error_t *err)
 	if (ce->secret != NULL && ce->secret[0] != '\0') {
 		size_t tlen = 0;
 		token = ahp_secrets_get(self->secrets, ce->secret, &tlen);
-		if (token == NULL) {
-			log_error("service %s: secret %s is missing from the secrets dir",
-			          c->svc->name, ce->secret);
+		/* An empty secret would send "Bearer ", one with a NUL a cut token, one with
+		 * a CR or LF (after the one trailing newline the reader strips) a broken
+		 * header: each is a missing credential, not the call's fault. */
+		if (token == NULL || tlen == 0 || strlen(token) != tlen ||
+		    strpbrk(token, "\r\n") != NULL) {
+			log_error(
+			    "service %s: secret %s is missing from the secrets dir, empty, or "
+			    "holds a NUL, CR or LF byte",
+			    c->svc->name, ce->secret);
 			return svc_error(err, "unavailable", 1, NULL,
 			                 "service %s has no credential configured", c->svc->name);
 		}
+		if (tlen >= S_REDACT_MIN && (c->secret = strdup(token)) == NULL)
+			return svc_error(err, "internal", 1, NULL, "out of memory");
 	}
 	c->timeout_ms = ce->timeout_ms > 0 ? ce->timeout_ms : c->svc->handler->timeout_ms;
 	if (c->timeout_ms <= 0 || c->timeout_ms > SVC_TIMEOUT_MAX_MS)
@@ -910,6 +1009,14 @@ svc_engine_new(const char *endpoint, const ahp_rpc_allow_t *allow, unsigned max_
 	self->queue_tail = &self->queue_head;
 	self->replies_tail = &self->replies;
 	self->max_inflight = max_inflight > 0 ? max_inflight : 1;
+	while (svc_registry[self->n_services] != NULL)
+		self->n_services++;
+	self->running_by = calloc(self->n_services + 1, sizeof *self->running_by);
+	if (self->running_by == NULL) {
+		snprintf(err, errlen, "out of memory");
+		svc_engine_destroy(&self);
+		return NULL;
+	}
 	self->zctx = zmq_ctx_new();
 	if (self->zctx == NULL) {
 		snprintf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(errno));
@@ -1006,6 +1113,7 @@ svc_engine_destroy(svc_engine_t **self_p)
 	ahp_profiles_destroy(&self->profiles);
 	ahp_secrets_destroy(&self->secrets);
 	svc_conf_free(&self->conf);
+	free(self->running_by);
 	free(self);
 	*self_p = NULL;
 }

@@ -40,7 +40,9 @@ static const ahp_cfg_def_t s_cfg_defs[] = {
      "the idempotency store (SQLite); default HOME/state/servicesd/servicesd.db"},
     {"user", AHP_CFG_STR, 0, 0, "ahp-servicesd",
      "started as root, run as this user once the socket is bound (\"\" = stay root)"},
-    {"max_inflight", AHP_CFG_INT, 1, 100000, "256", "upstream calls at once; more wait their turn"},
+    {"max_inflight", AHP_CFG_INT, 1, 100000, "256",
+     "upstream calls at once; more wait their turn (one service gets at most all but one per "
+     "other service)"},
     {"retain_days", AHP_CFG_INT, 0, 36500, "30",
      "days a recorded outcome answers a repeated key (0 = forever)"},
     {"log_level", AHP_CFG_STR, 0, 0, "info", "debug | info | warn | error"},
@@ -232,20 +234,25 @@ s_load(s_main_t *m, int check, int reload, ahp_profiles_t **profiles_p, ahp_secr
 	for (size_t i = 0; i < c.n; i++) {
 		const svc_conf_entry_t *e = &c.entries[i];
 		size_t len = 0;
+		const char *v = NULL;
 		if (e->secret != NULL && e->secret[0] != '\0' &&
-		    ahp_secrets_get(secrets, e->secret, &len) == NULL) {
+		    ((v = ahp_secrets_get(secrets, e->secret, &len)) == NULL || len == 0 ||
+		     strlen(v) != len || strpbrk(v, "\r\n") != NULL)) {
+			/* Empty, or holding a NUL, CR or LF: the engine refuses it as it
+			 * refuses a missing one (it would send "Bearer ", a cut token or a
+			 * broken header). */
+			const char *what = v == NULL
+			                       ? "which is not in"
+			                       : "which is empty or holds a NUL, CR or LF byte, in";
 			if (check) {
-				ahp_term_printf(
-				    stderr,
-				    "servicesd: service %s needs secret %s, which is not "
-				    "in %s\n",
-				    e->service->name, e->secret, m->secrets_dir);
+				ahp_term_printf(stderr,
+				                "servicesd: service %s needs secret %s, %s %s\n",
+				                e->service->name, e->secret, what, m->secrets_dir);
 				problems++;
 			} else {
-				log_warn(
-				    "service %s needs secret %s, which is not in %s: its calls "
-				    "fail as unavailable",
-				    e->service->name, e->secret, m->secrets_dir);
+				log_warn("service %s needs secret %s, %s %s: its calls fail as "
+				         "unavailable",
+				         e->service->name, e->secret, what, m->secrets_dir);
 			}
 		}
 	}
