@@ -113,9 +113,12 @@ def main(args):
                "unique)")
         wait_for(lambda: dup in st.log("orchestrator"), 15, "duplicate name error",
                  interval=0.2)
-        check(f"{st.path('etc/profiles/d.yaml')}:1:7: warning: profile name 'delta' differs "
-              "from the file name (call the file delta.yaml)" in st.log("orchestrator"),
-              "no warning for d.yaml")
+        # The reload's lines are written one by one: wait for this one too, not only
+        # for the error above (the check raced the log under ASan).
+        warn = (f"{st.path('etc/profiles/d.yaml')}:1:7: warning: profile name 'delta' differs "
+                "from the file name (call the file delta.yaml)")
+        wait_for(lambda: warn in st.log("orchestrator"), 15, "the warning for d.yaml",
+                 interval=0.2)
         run_ok(st, "gamma", "sixth")
         run_ok(st, "delta", "seventh")
 
