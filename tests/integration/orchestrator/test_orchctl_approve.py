@@ -15,7 +15,8 @@ request decided elsewhere while the prompt is open closes the prompt. Off a term
 Part 2 (when the orchestrator waits for approvals): the real stack with servicesd and
 approvald; a profile gates publish_summary; `orchctl submit` on a terminal approves it
 inline (mock-services gets exactly one post, the run succeeds) and, in a second run,
-rejects it with a reason (no post; the model's tool result carries the reason)."""
+rejects it with a reason (no post; the model's tool result carries the reason); an ask_human
+question answered at `answer #N: ` reaches the model as {"answer", "by"}."""
 
 import json
 import os
@@ -28,7 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../approvald"))
-from ahptest import Stack, TestFailure, check, run_test, wait_for  # noqa: E402
+from ahptest import Stack, TestFailure, check, run_test  # noqa: E402
 from apprlib import ME, Approvald, approvald_built  # noqa: E402
 
 ARGS = {"webhook_id": "team-updates", "content": "Durability digest"}
@@ -365,6 +366,24 @@ steps:
 """
 
 
+ASK_PROFILE = """\
+name: ask-inline
+model: mock:ask
+system_prompt: |
+  Ask, then answer.
+tools: [ask_human]
+limits: { max_turns: 4, max_model_calls: 4 }
+"""
+
+ASK_SCENARIO = """\
+steps:
+  - tool_calls:
+      - name: ask_human
+        arguments: { question: "Which channel?" }
+  - content: "{{result.0}}"
+"""
+
+
 def part2(args):
     for b in ("servicesd", "mock-services", "approvald"):
         if not os.access(os.path.join(args.bin, b), os.X_OK):
@@ -376,6 +395,8 @@ def part2(args):
     with Stack(args, "octlappr", services=True, approvals=True) as st:
         st.write("etc/profiles/digest-gated.yaml", GATED_PROFILE)
         st.write_scenario("gated", GATED_SCENARIO)
+        st.write("etc/profiles/ask-inline.yaml", ASK_PROFILE)
+        st.write_scenario("ask", ASK_SCENARIO)
         st.start()
         argv = [os.path.join(st.bin, "orchctl"), "--home", st.home, "submit", "digest-gated",
                 "Post the digest"]
@@ -422,6 +443,23 @@ def part2(args):
         err = json.loads(rows[0][0])["error"]
         check(err["code"] == "rejected" and err["by"] == ME and
               err["message"] == f"rejected by {ME}: wrong channel", f"tool result {err}")
+
+        # A question answered inline reaches the model as the tool result.
+        p = PtyProc([os.path.join(st.bin, "orchctl"), "--home", st.home, "submit", "ask-inline",
+                     "Ask which channel"])
+        try:
+            at = p.expect('[question] waiting on #3: "Which channel?"', timeout=60)
+            at = p.expect("answer #3: ", start=at)
+            p.send("team-updates, verified by ops on call\n")
+            p.expect(f"answered #3 by {ME}\n", start=at)
+            check(p.finish(timeout=60) == 0, p.out)
+        finally:
+            p.kill()
+        run3 = p.out.splitlines()[0].strip()
+        r = st.status(run3)
+        check(r["state"] == "succeeded" and json.loads(r["result"]) ==
+              {"answer": "team-updates, verified by ops on call", "by": ME}, f"run 3: {r}")
+        check(st.services_stats()["posts"] == 1, f"posts {st.services_stats()}")
 
 
 def main(args):
