@@ -318,6 +318,31 @@ def part1_cases(args, ap, fake):
     finally:
         p.kill()
 
+    # --- the user may not decide (another approvald that admits only nobody): why, the
+    # command; followed on.
+    with Approvald(args, "octl2", decide_users="nobody") as other:
+        other.start()
+        o1 = other.created(fake.run_id, 13, args=ARGS)
+        check(o1["id"] == r6["id"] or int(o1["id"]) == 1, f"other's request {o1}")
+        fake.events = [e for e in fake.events if e["seq"] <= 1]
+        fake.wait_on(o1)
+        p = PtyProc(orchctl_argv(args, ap.home, "--approvald", other.human_ep, "submit",
+                                 "team-digest", "x"))
+        try:
+            at = p.expect(PROMPT.format(o1["id"]))
+            p.send("y\n")
+            at = p.expect(f"orchctl: approvald refused: {ME} may not decide (", start=at)
+            p.expect("(decide with: approvald approve 1 | approvald reject 1)\n", start=at)
+            time.sleep(0.6)
+            check(p.proc.poll() is None, f"orchctl stopped following:\n{p.out}")
+            fake.add("approval", "[approval] #1 approved by nobody")
+            fake.set("succeeded", "done")
+            check(p.finish() == 0, p.out)
+        finally:
+            p.kill()
+        check(other.get(fake.run_id, 13)["request"]["state"] == "STATE_PENDING",
+              "decided by a user who may not")
+
     # --- no prompt: off a terminal, --no-prompt, --json.
     r7 = ap.created(fake.run_id, 15, args=ARGS)
     fake.wait_on(r7)
