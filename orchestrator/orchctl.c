@@ -102,7 +102,8 @@ s_usage(FILE *out)
 {
 	fprintf(
 	    out,
-	    "usage: orchctl [--home DIR] [--json] [--timeout MS] [--endpoint EP] COMMAND ...\n"
+	    "usage: orchctl [--home DIR] [--json] [--timeout MS] [--endpoint EP]\n"
+	    "               [--approvald EP] [--no-prompt] COMMAND ...\n"
 	    "\n"
 	    "Commands:\n"
 	    "  submit PROFILE TASK [--detach]  start a run; prints its id, then follows its\n"
