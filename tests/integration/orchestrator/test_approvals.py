@@ -15,7 +15,10 @@ orchestrator, approvald, servicesd, mock-services, sandboxd, mock-llm.
 - an approval is bound to its run, step and arguments: a forged journal row with another digest
   is refused (approval_mismatch), and arguments changed under a waiting step are refused by
   approvald (conflict) — nothing is published either way;
-- cancel while waiting: approvald shows the request cancelled by the orchestrator.
+- cancel while waiting: approvald shows the request cancelled by the orchestrator;
+- kill -9 of the orchestrator after an approval, while the approved publish is in flight
+  (mock-services holds it): after the restart the run completes and there is still exactly
+  one post.
 
 Needs root (sandboxd, approvald's user), servicesd, mock-services and approvald; skipped (77)
 otherwise."""
@@ -123,6 +126,31 @@ def journal_write(st, sql, params=()):
         con.commit()
     finally:
         con.close()
+
+
+def test_crash_after_approve(args):
+    with Stack(args, "apprcrash", credproxy=False, services=True, approvals=True,
+               services_args="--hang-ms 2000") as st:
+        st.write_scenario("pub", PUB)
+        st.write_profile("pub", "pub", tools=("exec_service",), skills=None,
+                         services=SERVICES, extra="approvals:\n  - service: publish_summary\n")
+        st.start()
+        rid = st.submit("pub", "go")
+        rq = wait_waiting(st, rid)
+        st.approvald("approve", str(rq), expect=0)
+        wait_for(lambda: posts(st) == 1, 15, "the mock to take the post")
+        check(st.db_rows("SELECT state FROM approvals WHERE run_id=?", (rid,)) ==
+              [("approved",)], "the approval is not journaled with the start")
+        st.kill("orchestrator")
+        st.restart("orchestrator")
+        r = st.wait_state(rid)
+        check(r["state"] == "succeeded" and re.fullmatch(r"published=[0-9a-f]{12} error=: +by=",
+                                                         r["result"]), f"after crash: {r}")
+        time.sleep(2.5)  # anything sent twice would have landed by now
+        s = st.services_stats()
+        check(s["posts"] == 1, f"posts after the crash: {s}")
+        check(len([e for e in approval_events(st, rid) if e["data"].get("state") == "waiting"])
+              == 1, "the approved step waited again after the restart")
 
 
 def main(args):
@@ -309,6 +337,7 @@ def main(args):
         st.approvald("approve", str(cq), expect=0)
         time.sleep(1)
         check(posts(st) == 6, f"a mismatched approval published: {st.services_stats()}")
+    test_crash_after_approve(args)
 
 
 run_test(main)
