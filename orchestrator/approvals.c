@@ -372,8 +372,27 @@ s_apply(orch_run_t *run, const Ahp__Appr__ApprovalRequest *r)
 	orch_gate_t *g = run->gate;
 	const Ahp__Appr__Decision *d = r->decision;
 	int state = r->state;
-	if (state == AHP__APPR__STATE__STATE_PENDING || state == AHP__APPR__STATE__STATE_CANCELLED)
-		return; /* cancelled: the run is being cancelled */
+	if (state == AHP__APPR__STATE__STATE_PENDING)
+		return;
+	if (state == AHP__APPR__STATE__STATE_CANCELLED) {
+		/* The run is being cancelled (the Cancel follows its committed
+		 * end). Should a live run meet one anyway, it never runs the
+		 * call: it stays waiting, where orchctl cancel ends it. */
+		if (g->st != G_WAITING) {
+			log_warn(
+			    "run %s step %u: approvald request #%llu is cancelled; the run waits "
+			    "until it is cancelled too",
+			    run->id, run->cur_seq, (unsigned long long)r->id);
+			if (g->req != 0) {
+				ahp_client_forget(run->o->appr->cl, g->req);
+				g->req = 0;
+			}
+			g->st = G_WAITING;
+			run->due_ms = 0;
+			orch_run_wait(run);
+		}
+		return;
+	}
 	if (g->req != 0) {
 		ahp_client_forget(run->o->appr->cl, g->req);
 		g->req = 0;
