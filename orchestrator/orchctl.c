@@ -729,18 +729,32 @@ s_parse_hash_id(const char *p)
 }
 
 /* Follows what the run waits on through one event. A waiting event is kind "approval" or
- * "question" whose text holds "waiting on #N" (its data's "id", when present, wins); a
- * later event of those kinds naming "#N" right after its "[kind] " tag (the decision
- * line, e.g. "[approval] #7 approved by alice: ...") means N was decided. */
+ * "question" whose text starts "[approval] waiting on #N" / "[question] waiting on #N" (its
+ * data's "id", when present, wins); a later one starting "[approval] #N " / "[question] #N "
+ * (the decision line, e.g. "[approval] #7 approved by alice: ...") means N was decided.
+ * Only the start of the text counts: the rest quotes the call's arguments or a comment,
+ * which must not pass for a request the user would then be asked about. */
 static void
 s_track(orchctl_wait_t *w, const Ahp__Orch__Event *ev)
 {
 	int question = strcmp(ev->kind, "question") == 0;
 	if (!question && strcmp(ev->kind, "approval") != 0)
 		return;
+	const char *tag = question ? "[question] " : "[approval] ";
 	const char *text = ev->text != NULL ? ev->text : "";
-	const char *waiting = strstr(text, "waiting on #");
-	uint64_t id = 0;
+	if (strncmp(text, tag, strlen(tag)) != 0)
+		return;
+	text += strlen(tag);
+	static const char waiting[] = "waiting on ";
+	if (strncmp(text, waiting, sizeof waiting - 1) != 0) {
+		uint64_t named = s_parse_hash_id(text);
+		if (named != 0 && named == w->id)
+			w->id = 0;
+		return;
+	}
+	uint64_t id = s_parse_hash_id(text + sizeof waiting - 1);
+	if (id == 0)
+		return;
 	if (ev->data != NULL && *ev->data == '{') {
 		json_t *d = json_loads(ev->data, 0, NULL);
 		json_t *jid = d != NULL ? json_object_get(d, "id") : NULL;
@@ -748,21 +762,10 @@ s_track(orchctl_wait_t *w, const Ahp__Orch__Event *ev)
 			id = (uint64_t)json_integer_value(jid);
 		json_decref(d);
 	}
-	if (waiting != NULL) {
-		if (id == 0)
-			id = s_parse_hash_id(waiting + strlen("waiting on "));
-		if (id == 0)
-			return;
-		if (id != w->id)
-			w->hold = 0; /* a new request: what was held for is over */
-		w->id = id;
-		w->question = question;
-		return;
-	}
-	const char *tag_end = strstr(text, "] ");
-	uint64_t named = tag_end != NULL ? s_parse_hash_id(tag_end + 2) : 0;
-	if (named != 0 && named == w->id)
-		w->id = 0;
+	if (id != w->id)
+		w->hold = 0; /* a new request: what was held for is over */
+	w->id = id;
+	w->question = question;
 }
 
 /* Sends DecideRequest{id, state, comment} to approvald's humans' socket as the user running

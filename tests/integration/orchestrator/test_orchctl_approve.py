@@ -277,7 +277,11 @@ def part1_cases(args, ap, fake):
         p.expect("(decide with: approvald approve 4 | approvald reject 4)\n", start=at)
         time.sleep(0.6)
         check(p.proc.poll() is None, f"orchctl stopped following:\n{p.out}")
-        fake.add("approval", f"[approval] #4 approved by {ME}: from the CLI")
+        # The decision line quotes the comment: text that reads like a waiting line there
+        # is not a request to ask about (only the line's start counts).
+        fake.add("approval", f"[approval] #4 approved by {ME}: from the CLI, waiting on #99")
+        time.sleep(1.5)
+        check("#99?" not in p.out and p.proc.poll() is None, f"a comment prompted:\n{p.out}")
         fake.set("succeeded", "done")
         check(p.finish() == 0, p.out)
         check(ap.cli_json("show", "4")["decision"]["comment"] == "from the CLI", "#4 changed")
