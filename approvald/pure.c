@@ -9,8 +9,7 @@
 #include <time.h>
 
 #include <jansson.h>
-#include <openssl/evp.h>
-
+#include "ahp/digest.h"
 #include "ahp/text.h"
 #include "ahp/util.h"
 #include "approvald.h"
@@ -76,22 +75,16 @@ appr_digest(const char *action, const char *json, size_t len, char out[APPR_DIGE
 	char *canon = appr_canonical(json, len, err, errlen);
 	if (canon == NULL)
 		return -1;
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-	         EVP_DigestUpdate(ctx, action, strlen(action)) == 1 &&
-	         EVP_DigestUpdate(ctx, "\n", 1) == 1 &&
-	         EVP_DigestUpdate(ctx, canon, strlen(canon)) == 1 &&
-	         EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 32;
-	EVP_MD_CTX_free(ctx);
+	/* The one digest libahp defines, over the canonical object (so the
+	 * orchestrator, which computes it from the parsed arguments, agrees). */
+	json_t *j = json_loads(canon, 0, NULL);
 	free(canon);
-	if (!ok) {
+	int rc = j != NULL ? ahp_call_digest(action, j, out) : -1;
+	json_decref(j);
+	if (rc != 0) {
 		snprintf(err, errlen, "cannot compute SHA-256");
 		return -1;
 	}
-	for (unsigned i = 0; i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
 	return 0;
 }
 

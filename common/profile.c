@@ -1836,39 +1836,17 @@ ahp_profile_gate(const ahp_profile_t *p, const char *tool, const char *service, 
 	return NULL;
 }
 
-static void __attribute__((format(printf, 4, 5)))
-s_warn(void (*fn)(void *, const char *), void *arg, size_t *n, const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	(*n)++;
-	if (fn != NULL)
-		fn(arg, line);
-}
-
-/* Each field here is accepted because the design has it, but the daemon that
- * would enforce it (approvald) does not exist yet; docs/profiles.md says how each one
- * fails closed. Keep this list and that page in step. */
+/* Every field a profile may hold is enforced by a daemon now (approvals and
+ * ask_human by approvald, since issue 9): there is nothing to warn about. The
+ * function stays for callers that list warnings; docs/profiles.md keeps the
+ * list, empty. */
 size_t
 ahp_profile_warnings(const ahp_profile_t *p, void (*fn)(void *arg, const char *line), void *arg)
 {
-	size_t n = 0;
-	if (p == NULL)
-		return 0;
-	if (p->n_approvals > 0)
-		s_warn(fn, arg, &n,
-		       "%s: warning: approvals are configured but no approval service is "
-		       "available; gated calls will be refused",
-		       p->path);
-	if (ahp_profile_has_tool(p, "ask_human"))
-		s_warn(fn, arg, &n,
-		       "%s: warning: tool ask_human is listed but no approval service is "
-		       "available; it is not offered to the model",
-		       p->path);
-	return n;
+	(void)p;
+	(void)fn;
+	(void)arg;
+	return 0;
 }
 
 /* ---- a directory of profiles ---- */

@@ -53,6 +53,9 @@ const ahp_cfg_def_t orch_cfg_defs[] = {
     {"servicesd_endpoint", AHP_CFG_STR, 0, 0, "",
      "servicesd endpoint, where exec_service calls go (default "
      "ipc://HOME/run/servicesd.sock; restart to change)"},
+    {"approvald_endpoint", AHP_CFG_STR, 0, 0, "",
+     "approvald's orchestrator endpoint, where gated calls and ask_human wait for a human "
+     "(default ipc://HOME/run/approvald.sock; restart to change)"},
     {"model_timeout_ms", AHP_CFG_INT, 100, 600000, "60000", "timeout of one model request"},
     {"model_retries", AHP_CFG_INT, 0, 20, "4",
      "retries of a model call on 429/5xx/timeout/connection errors"},
@@ -229,7 +232,9 @@ orch_configure(orch_t *o, const char *home_flag)
 	    s_path(o, o->cfg, "credproxy_endpoint", "ipc://", "run/credproxy-ctl.sock",
 	           o->cp_endpoint, sizeof o->cp_endpoint) != 0 ||
 	    s_path(o, o->cfg, "servicesd_endpoint", "ipc://", "run/servicesd.sock", o->svc_endpoint,
-	           sizeof o->svc_endpoint) != 0)
+	           sizeof o->svc_endpoint) != 0 ||
+	    s_path(o, o->cfg, "approvald_endpoint", "ipc://", "run/approvald.sock",
+	           o->appr_endpoint, sizeof o->appr_endpoint) != 0)
 		return -1;
 	/* Started as root it will run as `user`; otherwise as whoever started it. */
 	o->run_uid = geteuid();

@@ -380,6 +380,21 @@ s_ended(orch_run_t *run)
 	x->created = 0;
 }
 
+void
+orch_exec_park(orch_run_t *run)
+{
+	exec_state_t *x = run->tool_state[ORCH_TOOL_EXEC];
+	if (x == NULL || !x->used)
+		return;
+	if (x->req != 0) {
+		orch_sbx_forget(run->o, x->req);
+		x->req = 0;
+	}
+	orch_sbx_destroy(run->o, run->id, 1);
+	x->used = 0;
+	x->created = 0;
+}
+
 static void
 s_free_state(orch_run_t *run)
 {

@@ -56,6 +56,22 @@ static const char *const s_migrations[] = {
     " events INTEGER NOT NULL DEFAULT 0,"
     " done INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX egress_cursors_open ON egress_cursors(done);",
+    /* 3: human decisions on gated calls and questions (approvald), as applied to
+     * the step they are for, and how far approvald's decision log has been read. */
+    "CREATE TABLE approvals ("
+    " run_id TEXT NOT NULL,"
+    " step INTEGER NOT NULL,"
+    " id INTEGER NOT NULL,"
+    " state TEXT NOT NULL,"
+    " by TEXT NOT NULL,"
+    " at_ms INTEGER NOT NULL,"
+    " comment TEXT NOT NULL,"
+    " digest TEXT NOT NULL,"
+    " PRIMARY KEY (run_id, step));"
+    "CREATE TABLE approval_cursor ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " log_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL);",
 };
 
 enum {
@@ -75,6 +91,10 @@ enum {
 	ST_EGRESS_SET,
 	ST_EGRESS_DONE,
 	ST_EGRESS_OPEN,
+	ST_APPR_PUT,
+	ST_APPR_GET,
+	ST_APPR_CURSOR_SET,
+	ST_APPR_CURSOR_GET,
 	ST_BEGIN,
 	ST_COMMIT,
 	ST_ROLLBACK,
@@ -116,6 +136,13 @@ static const char *const s_sql[ST_COUNT] = {
     [ST_EGRESS_OPEN] = "SELECT c.run_id, c.last_seq, c.log_id, r.state, r.updated_ms, c.events"
                        " FROM egress_cursors c LEFT JOIN runs r ON r.id = c.run_id"
                        " WHERE c.done = 0 ORDER BY c.rowid",
+    [ST_APPR_PUT] = "INSERT OR REPLACE INTO approvals (run_id, step, id, state, by, at_ms,"
+                    " comment, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_APPR_GET] = "SELECT id, state, by, at_ms, comment, digest FROM approvals"
+                    " WHERE run_id = ?1 AND step = ?2",
+    [ST_APPR_CURSOR_SET] = "INSERT OR REPLACE INTO approval_cursor (id, log_id, seq)"
+                           " VALUES (1, ?1, ?2)",
+    [ST_APPR_CURSOR_GET] = "SELECT log_id, seq FROM approval_cursor WHERE id = 1",
     /* Prepared once: a commit per loop turn should not parse SQL. */
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
@@ -609,6 +636,78 @@ orch_journal_egress_open(orch_journal_t *self, orch_egress_fn fn, void *arg)
 	}
 	if (rc != SQLITE_DONE) {
 		log_error("journal egress cursors: %s", sqlite3_errmsg(self->db));
+		ret = -1;
+	}
+	sqlite3_reset(st);
+	return ret;
+}
+
+int
+orch_journal_approval_put(orch_journal_t *self, const char *run_id, const orch_approval_row_t *row)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_APPR_PUT);
+	s_bind_text(st, 1, run_id);
+	sqlite3_bind_int64(st, 2, row->step);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)row->id);
+	s_bind_text(st, 4, row->state);
+	s_bind_text(st, 5, row->by ? row->by : "");
+	sqlite3_bind_int64(st, 6, row->at_ms);
+	s_bind_text(st, 7, row->comment ? row->comment : "");
+	s_bind_text(st, 8, row->digest ? row->digest : "");
+	return s_write(self, st, "approval") == 1 ? 0 : -1;
+}
+
+int
+orch_journal_approval_get(orch_journal_t *self, const char *run_id, uint32_t step,
+                          orch_approval_fn fn, void *arg)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_APPR_GET);
+	s_bind_text(st, 1, run_id);
+	sqlite3_bind_int64(st, 2, step);
+	int rc = sqlite3_step(st), ret = 0;
+	if (rc == SQLITE_ROW) {
+		orch_approval_row_t row = {
+		    .step = step,
+		    .id = (uint64_t)sqlite3_column_int64(st, 0),
+		    .state = s_col_text(st, 1),
+		    .by = s_col_text(st, 2),
+		    .at_ms = sqlite3_column_int64(st, 3),
+		    .comment = s_col_text(st, 4),
+		    .digest = s_col_text(st, 5),
+		};
+		fn(arg, &row);
+		ret = 1;
+	} else if (rc != SQLITE_DONE) {
+		log_error("journal approval: %s", sqlite3_errmsg(self->db));
+		ret = -1;
+	}
+	sqlite3_reset(st);
+	return ret;
+}
+
+int
+orch_journal_approval_cursor_set(orch_journal_t *self, const char *log_id, uint64_t seq)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_APPR_CURSOR_SET);
+	s_bind_text(st, 1, log_id ? log_id : "");
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
+	return s_write(self, st, "approval cursor") == 1 ? 0 : -1;
+}
+
+int
+orch_journal_approval_cursor_get(orch_journal_t *self, char *log_id, size_t len, uint64_t *seq)
+{
+	sqlite3_stmt *st = s_stmt(self, ST_APPR_CURSOR_GET);
+	int rc = sqlite3_step(st), ret = 0;
+	*seq = 0;
+	if (len > 0)
+		log_id[0] = '\0';
+	if (rc == SQLITE_ROW) {
+		const char *l = s_col_text(st, 0);
+		snprintf(log_id, len, "%s", l ? l : "");
+		*seq = (uint64_t)sqlite3_column_int64(st, 1);
+	} else if (rc != SQLITE_DONE) {
+		log_error("journal approval cursor: %s", sqlite3_errmsg(self->db));
 		ret = -1;
 	}
 	sqlite3_reset(st);

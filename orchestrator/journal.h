@@ -57,6 +57,19 @@ typedef struct {
 	uint64_t events;    /* records seen (the run's egress events are bounded) */
 } orch_egress_row_t;
 
+/* A human decision applied to a gated step or a question (approvald's, checked
+ * against the step). Strings borrowed for the callback. */
+typedef struct {
+	uint32_t step;
+	uint64_t id;         /* approvald's request number */
+	const char *state;   /* "approved" "rejected" "answered" "cancelled" "mismatch" */
+	const char *by;      /* user name, "expiry", "orchestrator" */
+	int64_t at_ms;       /* when it was decided (wall clock ms) */
+	const char *comment; /* -m text, or a question's answer */
+	const char *digest;  /* the request's digest (hex SHA-256) */
+} orch_approval_row_t;
+typedef void (*orch_approval_fn)(void *arg, const orch_approval_row_t *row);
+
 /* Callbacks return 0 to continue, non-zero to stop the iteration. */
 typedef int (*orch_run_fn)(void *arg, const orch_run_row_t *row);
 typedef int (*orch_step_fn)(void *arg, const orch_step_row_t *row);
@@ -127,5 +140,16 @@ int orch_journal_egress_cursor(orch_journal_t *self, const char *run_id, uint64_
 int orch_journal_egress_done(orch_journal_t *self, const char *run_id);
 /* Every cursor still followed, oldest first, with its run's state. 0 / -1. */
 int orch_journal_egress_open(orch_journal_t *self, orch_egress_fn fn, void *arg);
+
+/* Approvals (migration 3). put records the decision of (run_id, row->step)
+ * (replacing one); get calls fn with it: 1 found, 0 none, -1 error. */
+int orch_journal_approval_put(orch_journal_t *self, const char *run_id,
+                              const orch_approval_row_t *row);
+int orch_journal_approval_get(orch_journal_t *self, const char *run_id, uint32_t step,
+                              orch_approval_fn fn, void *arg);
+/* approvald's decision log read up to seq of log log_id (one row). get: "" and
+ * 0 when none yet. 0 / -1. */
+int orch_journal_approval_cursor_set(orch_journal_t *self, const char *log_id, uint64_t seq);
+int orch_journal_approval_cursor_get(orch_journal_t *self, char *log_id, size_t len, uint64_t *seq);
 
 #endif

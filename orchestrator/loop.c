@@ -332,7 +332,8 @@ orch_loop_start(orch_t *o)
 		log_error("journal: %s", err);
 		return -1;
 	}
-	if (orch_sbx_setup(o) != 0 || orch_svc_setup(o) != 0 || orch_egress_setup(o) != 0)
+	if (orch_sbx_setup(o) != 0 || orch_svc_setup(o) != 0 || orch_egress_setup(o) != 0 ||
+	    orch_appr_setup(o) != 0)
 		return -1;
 	s_resume_all(o);
 	s_commit(o);
@@ -373,7 +374,9 @@ orch_loop_run(orch_t *o)
 		void *cpmon = orch_egress_monitor_socket(o);
 		void *svc = orch_svc_socket(o);
 		void *svcmon = orch_svc_monitor_socket(o);
-		struct curl_waitfd extra[8];
+		void *appr = orch_appr_socket(o);
+		void *apprmon = orch_appr_monitor_socket(o);
+		struct curl_waitfd extra[10];
 		unsigned n = 0;
 		s_add_zmq(extra, &n, srv);
 		s_add_zmq(extra, &n, sbx);
@@ -382,12 +385,14 @@ orch_loop_run(orch_t *o)
 		s_add_zmq(extra, &n, cpmon);
 		s_add_zmq(extra, &n, svc);
 		s_add_zmq(extra, &n, svcmon);
+		s_add_zmq(extra, &n, appr);
+		s_add_zmq(extra, &n, apprmon);
 		extra[n++] = (struct curl_waitfd){.fd = o->sigfd, .events = CURL_WAIT_POLLIN};
 		/* ZMQ_FD is edge-triggered and sends may have consumed an edge:
 		 * ask the sockets themselves right before sleeping. */
 		if (s_zmq_readable(srv) || s_zmq_readable(sbx) || s_zmq_readable(mon) ||
 		    s_zmq_readable(cp) || s_zmq_readable(cpmon) || s_zmq_readable(svc) ||
-		    s_zmq_readable(svcmon))
+		    s_zmq_readable(svcmon) || s_zmq_readable(appr) || s_zmq_readable(apprmon))
 			timeout = 0;
 		CURLMcode mc = curl_multi_poll(o->multi, extra, n, (int)timeout, NULL);
 		if (mc != CURLM_OK && mc != CURLM_UNRECOVERABLE_POLL)
@@ -411,6 +416,7 @@ orch_loop_run(orch_t *o)
 		orch_svc_recv(o);
 		orch_svc_monitor_recv(o);
 		orch_egress_recv(o);
+		orch_appr_recv(o);
 		orch_runs_timers(o, ahp_mono_ms(), POLL_MAX_MS);
 		orch_egress_timers(o, ahp_mono_ms(), POLL_MAX_MS);
 		s_end_turn(o);
@@ -445,9 +451,11 @@ orch_loop_teardown(orch_t *o)
 		s_linger0(ahp_rpc_server_socket(o->server));
 	s_linger0(orch_sbx_socket(o));
 	s_linger0(orch_svc_socket(o));
+	s_linger0(orch_appr_socket(o));
 	ahp_rpc_server_destroy(&o->server);
 	orch_sbx_teardown(o);
 	orch_svc_teardown(o);
+	orch_appr_teardown(o);
 	orch_egress_teardown(o);
 	if (o->zctx != NULL)
 		zmq_ctx_term(o->zctx);

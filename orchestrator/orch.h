@@ -57,6 +57,8 @@ typedef struct orch orch_t;
 typedef struct orch_run orch_run_t;
 typedef struct orch_call orch_call_t;
 typedef struct orch_egress orch_egress_t;
+typedef struct orch_gate orch_gate_t; /* approvals.c: a step waiting on a human */
+typedef struct orch_appr orch_appr_t; /* approvals.c: the approvald client */
 
 /* A loaded set of profiles. Runs hold a reference so that a SIGHUP reload
  * never frees a profile a run is using. */
@@ -85,6 +87,8 @@ enum orch_phase {
 	PH_TOOL_DUE,       /* the tool sends its request after commit */
 	PH_TOOL_INFLIGHT,  /* waiting for the tool's daemon */
 	PH_TOOL_BACKOFF,   /* tool waits until due_ms, then PH_TOOL_DUE */
+	PH_GATE,           /* the step waits on approvald or a human (run->gate, approvals.c);
+	                      due_ms != 0: send the Create again then */
 	PH_ENDED,          /* terminal; freed after the turn's commit */
 };
 
@@ -101,7 +105,13 @@ typedef struct {
  * in run->tool_state[slot], owned by the tool's own file. run.c only
  * sequences steps: it journals the intent, applies the approval gate, calls
  * start, and completes the step when the tool calls orch_tool_done. */
-enum orch_tool_slot { ORCH_TOOL_SKILL, ORCH_TOOL_EXEC, ORCH_TOOL_SERVICE, ORCH_TOOLS_N };
+enum orch_tool_slot {
+	ORCH_TOOL_SKILL,
+	ORCH_TOOL_EXEC,
+	ORCH_TOOL_SERVICE,
+	ORCH_TOOL_ASK,
+	ORCH_TOOLS_N
+};
 
 /* How a tool step is started. */
 enum orch_tool_mode {
@@ -177,6 +187,7 @@ struct orch_run {
 	int tool_sync;                  /* inside tool->start: do not advance */
 	int tools_released;             /* tools' ended hooks have run */
 	void *tool_state[ORCH_TOOLS_N]; /* owned by each tool's file */
+	orch_gate_t *gate;              /* the step waits on a human (approvals.c), or NULL */
 };
 
 typedef struct orch_reply {
@@ -212,8 +223,9 @@ struct orch {
 	char profiles_dir[PATH_MAX];
 	char etc_dir[PATH_MAX];
 	char sbx_endpoint[PATH_MAX + 16];
-	char cp_endpoint[PATH_MAX + 16];  /* credproxy's control socket (egress records) */
-	char svc_endpoint[PATH_MAX + 16]; /* servicesd (exec_service) */
+	char cp_endpoint[PATH_MAX + 16];   /* credproxy's control socket (egress records) */
+	char svc_endpoint[PATH_MAX + 16];  /* servicesd (exec_service) */
+	char appr_endpoint[PATH_MAX + 16]; /* approvald's orchestrator socket */
 	const char *gateway_url;
 	const char *gateway_socket; /* "" = gateway_url over TCP */
 	long model_timeout_ms;
@@ -228,6 +240,7 @@ struct orch {
 	ahp_client_t *sbx;
 	orch_egress_t *egress;           /* egress.c: the credproxy client and the followed runs */
 	ahp_client_t *svc;               /* services.c: the servicesd client */
+	orch_appr_t *appr;               /* approvals.c: the approvald client and its Watch */
 	struct orch_svc_desc *svc_descs; /* services.c: exec_service definitions per profile */
 	CURLM *multi;
 	orch_journal_t *journal;
@@ -352,6 +365,15 @@ void orch_tool_backoff(orch_run_t *run, int64_t due_ms);
 void orch_tool_inflight(orch_run_t *run);
 /* True when the run waits on its tool (a reply for it is still wanted). */
 int orch_tool_waiting(const orch_run_t *run);
+/* The gated step in progress was approved (or, mode RESUMED, had been before a
+ * restart): starts run->tool with the step's journaled arguments, and moves
+ * the run on when it completes at once. */
+void orch_tool_start_gated(orch_run_t *run, int mode);
+/* A run starts / stops waiting for a human: state waiting_approval (journaled),
+ * it no longer counts against max_running, and its sandbox is stopped (the
+ * workspace kept). Idempotent. */
+void orch_run_wait(orch_run_t *run);
+void orch_run_unwait(orch_run_t *run);
 
 /* conv.c */
 /* Starts the text: {"model":model,"messages":[system?,user task. 0 / -1. */
@@ -437,6 +459,10 @@ void orch_exec_reply(orch_run_t *run, int status, const char *message,
                      const Ahp__Sbx__Reply *reply);
 /* Converts an ExecResult into the tool result. New reference. */
 json_t *orch_sbx_result_json(const Ahp__Sbx__ExecResult *r);
+
+/* Stops the run's sandbox while it waits on a human: destroyed with its
+ * workspace kept; the next exec creates it again around that workspace. */
+void orch_exec_park(orch_run_t *run);
 
 /* sandbox.c: the sandboxd client (an ahp_client) */
 int orch_sbx_setup(orch_t *o);
@@ -529,6 +555,36 @@ void orch_egress_track(orch_run_t *run);
 void orch_egress_pull(orch_t *o, const char *run_id);
 /* The run's end is committed: read until its log has settled, then stop. */
 void orch_egress_ended(orch_t *o, const char *run_id);
+
+/* approvals.c: waiting for humans (approvald, proto/approvald.proto). */
+#define ORCH_APPR_GRACE_MS 10000 /* approvald unreachable this long fails the step (resumable) */
+/* Connects the client and loads the Watch cursor (after the journal is open). 0 / -1. */
+int orch_appr_setup(orch_t *o);
+void orch_appr_teardown(orch_t *o);
+void *orch_appr_socket(orch_t *o);
+void *orch_appr_monitor_socket(orch_t *o);
+/* Drains replies and the connection monitor. */
+void orch_appr_recv(orch_t *o);
+/* Keeps the Watch outstanding and fires request deadlines; ms until the next. */
+long orch_appr_timers(orch_t *o, int64_t now, long max);
+/* A call `rule` gates (run->tool, args borrowed): the step waits for a human.
+ * mode NEW: a Create goes to approvald after the commit; RESUMED / RETRY: a
+ * decision the journal holds for (run, step) is applied first. */
+void orch_gate_begin(orch_run_t *run, const orch_tool_t *t, const json_t *args,
+                     const ahp_approval_t *rule, int mode);
+/* ask_human: question (valid UTF-8, 1..4000 bytes) waits for an answer. */
+void orch_gate_question(orch_run_t *run, const char *question, int mode);
+/* PH_GATE after the commit: send the Create. */
+void orch_gate_send(orch_run_t *run);
+/* The run's end is committed: cancel its pending request, free the gate. */
+void orch_gate_ended(orch_run_t *run);
+/* Frees run->gate without a word to approvald (shutdown). */
+void orch_gate_free(orch_run_t *run);
+/* "name(k="v", k2=3)" for the timeline: strings quoted, escaped and cut at 40
+ * bytes with "…", the whole cut near 200 bytes. Returns out. */
+const char *orch_appr_label(const char *name, const json_t *args, char *out, size_t outlen);
+/* tools.c: the ask_human tool. */
+extern const orch_tool_t orch_tool_ask;
 
 /* api.c */
 /* Drains orchctl requests and dispatches them. */

@@ -1,12 +1,17 @@
 /* orchctl: the operator's CLI for the orchestrator (submit, follow, inspect, cancel, resume runs).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +23,7 @@
 #include "ahp/rpc.h"
 #include "ahp/text.h"
 #include "ahp/util.h"
+#include "approvald.pb-c.h"
 #include "orch.h" /* the daemon's limits (ORCH_TASK_MAX, ...): one value, not a copy */
 #include "orchestrator.pb-c.h"
 
@@ -41,6 +47,14 @@ enum {
 #define RECONNECT_MS 60000
 /* Profile names the orchestrator accepts in a list filter. */
 #define PROFILE_NAME_MAX 64
+/* An inline decision (approvald's DecideRequest) is sent once, never retried (a retry after a
+ * lost reply would be told "already decided"), and waited for this long: a commit. */
+#define DECIDE_TIMEOUT_MS 10000
+/* A reason or an answer typed at the prompt: approvald's comment limit (APPR_TEXT_MAX). */
+#define DECIDE_TEXT_MAX 4096
+/* While a prompt waits for a line, how often the run is looked at (a decision made
+ * elsewhere, a cancel) so that the prompt does not outlive what it asks about. */
+#define PROMPT_PEEK_MS 1000
 
 typedef struct {
 	const char *home;
@@ -59,7 +73,20 @@ typedef struct {
 	void *mon_of;       /* the client socket mon watches */
 	int reconnect;      /* ride out an orchestrator restart (following a run) */
 	int64_t lost_since; /* mono ms the orchestrator stopped answering, 0 = answering */
+	int no_prompt;      /* --no-prompt */
+	int prompt;         /* decide inline: following, stdin and stdout terminals, no --json */
+	int quiet;          /* errors are not printed (a look at the run while prompting) */
+	char appr_endpoint[PATH_MAX + 16]; /* approvald's humans' socket */
 } orchctl_t;
+
+/* What a followed run waits on, from its events (the orchestrator's "[approval] waiting on
+ * #N: ..." / "[question] waiting on #N: ..." lines and the decision lines after them). */
+typedef struct {
+	uint64_t id;       /* the request of the latest waiting event; 0 once decided */
+	int question;      /* it is an ask_human question */
+	uint64_t prompted; /* the request the prompt was last offered for */
+	int hold;          /* decided (or tried to) inline: keep following while the run waits */
+} orchctl_wait_t;
 
 static volatile sig_atomic_t s_interrupted = 0;
 
@@ -75,7 +102,8 @@ s_usage(FILE *out)
 {
 	fprintf(
 	    out,
-	    "usage: orchctl [--home DIR] [--json] [--timeout MS] [--endpoint EP] COMMAND ...\n"
+	    "usage: orchctl [--home DIR] [--json] [--timeout MS] [--endpoint EP]\n"
+	    "               [--approvald EP] [--no-prompt] COMMAND ...\n"
 	    "\n"
 	    "Commands:\n"
 	    "  submit PROFILE TASK [--detach]  start a run; prints its id, then follows its\n"
@@ -109,6 +137,9 @@ s_usage(FILE *out)
 	    "{\"error\":{\"status\":S,\"message\":M,\"detail\":D,\"exit_code\":N}}\n"
 	    "                  (S: \"usage\" or the orchestrator's status name, e.g.\n"
 	    "                  \"not_found\"), and the same error as text on stderr\n"
+	    "  --approvald EP  approvald's humans' socket for inline decisions (default\n"
+	    "                  ipc://DIR/run/approvald-human.sock)\n"
+	    "  --no-prompt     never offer a decision inline (see Approvals below)\n"
 	    "  --timeout MS    per-request timeout, 100..600000 (default %d); status,\n"
 	    "                  logs and list are retried twice on timeout; submit, cancel\n"
 	    "                  and resume never are. While following a run, an orchestrator\n"
@@ -125,6 +156,18 @@ s_usage(FILE *out)
 	    "Output: text from the model, tools and the orchestrator is shown with control\n"
 	    "characters escaped (ESC as \\x1b, CR as \\x0d, ...); a timeline line is always\n"
 	    "one line. Use --json for the exact text.\n"
+	    "\n"
+	    "Approvals: while following a run (submit, resume, logs --follow) with stdin\n"
+	    "and stdout on a terminal and without --json or --no-prompt, a run that waits\n"
+	    "for a human is answered inline, as the user running orchctl (approvald checks\n"
+	    "that user may decide):\n"
+	    "  approve #7? [y]es / [n]o / [s]kip:   n asks for an optional reason\n"
+	    "  answer #8:                           one line; an empty line skips\n"
+	    "then the run is followed on. Skip (or Ctrl-D) leaves it waiting: submit and\n"
+	    "resume stop following as they do off a terminal; decide later with approvald\n"
+	    "approve|reject|answer N. If approvald refuses or is unreachable, the reason and\n"
+	    "that command are printed and the run is followed on (Ctrl-C stops following;\n"
+	    "the run keeps waiting).\n"
 	    "\n"
 	    "Exit codes:\n"
 	    "  0  ok; for submit, resume and logs --follow: the run succeeded (or is\n"
@@ -156,6 +199,8 @@ s_json_print(json_t *j)
 static int
 s_fail_as(orchctl_t *self, int code, const char *status, const char *message, const char *detail)
 {
+	if (self->quiet)
+		return code;
 	if (message == NULL)
 		message = "";
 	if (detail == NULL)
@@ -667,14 +712,369 @@ s_finish(orchctl_t *self, const Ahp__Orch__RunInfo *r)
 	return code;
 }
 
+/* --- inline decisions --- */
+
+/* "#N" at p: N (>= 1), or 0. */
+static uint64_t
+s_parse_hash_id(const char *p)
+{
+	if (p == NULL || *p != '#' || p[1] < '0' || p[1] > '9')
+		return 0;
+	char *end = NULL;
+	errno = 0;
+	unsigned long long v = strtoull(p + 1, &end, 10);
+	if (errno != 0 || end == p + 1)
+		return 0;
+	return (uint64_t)v;
+}
+
+/* Follows what the run waits on through one event. A waiting event is kind "approval" or
+ * "question" whose text starts "[approval] waiting on #N" / "[question] waiting on #N" (its
+ * data's "id", when present, wins); a later one starting "[approval] #N " / "[question] #N "
+ * (the decision line, e.g. "[approval] #7 approved by alice: ...") means N was decided.
+ * Only the start of the text counts: the rest quotes the call's arguments or a comment,
+ * which must not pass for a request the user would then be asked about. */
+static void
+s_track(orchctl_wait_t *w, const Ahp__Orch__Event *ev)
+{
+	int question = strcmp(ev->kind, "question") == 0;
+	if (!question && strcmp(ev->kind, "approval") != 0)
+		return;
+	const char *tag = question ? "[question] " : "[approval] ";
+	const char *text = ev->text != NULL ? ev->text : "";
+	if (strncmp(text, tag, strlen(tag)) != 0)
+		return;
+	text += strlen(tag);
+	static const char waiting[] = "waiting on ";
+	if (strncmp(text, waiting, sizeof waiting - 1) != 0) {
+		uint64_t named = s_parse_hash_id(text);
+		if (named != 0 && named == w->id)
+			w->id = 0;
+		return;
+	}
+	uint64_t id = s_parse_hash_id(text + sizeof waiting - 1);
+	if (id == 0)
+		return;
+	if (ev->data != NULL && *ev->data == '{') {
+		json_t *d = json_loads(ev->data, 0, NULL);
+		json_t *jid = d != NULL ? json_object_get(d, "id") : NULL;
+		if (json_is_integer(jid) && json_integer_value(jid) > 0)
+			id = (uint64_t)json_integer_value(jid);
+		json_decref(d);
+	}
+	if (id != w->id)
+		w->hold = 0; /* a new request: what was held for is over */
+	w->id = id;
+	w->question = question;
+}
+
+/* Sends DecideRequest{id, state, comment} to approvald's humans' socket as the user running
+ * orchctl, once (not retried), and prints the outcome. 0 when recorded, -1 after printing
+ * why not with the CLI command that does the same. */
+static int
+s_decide(orchctl_t *self, uint64_t id, int state, const char *comment)
+{
+	const char *ep = self->appr_endpoint;
+	char why[PATH_MAX + 1024] = "";
+	int status = 0;
+	Ahp__Appr__HumanReply *hr = NULL;
+	struct stat st;
+	if (strncmp(ep, "ipc://", 6) == 0 && stat(ep + 6, &st) != 0) {
+		snprintf(why, sizeof why, "approvald not running (no socket at %s)", ep + 6);
+	} else {
+		Ahp__Appr__DecideRequest d = AHP__APPR__DECIDE_REQUEST__INIT;
+		d.id = id;
+		d.state = state;
+		d.comment = (char *)comment;
+		Ahp__Appr__HumanRequest req = AHP__APPR__HUMAN_REQUEST__INIT;
+		req.body_case = AHP__APPR__HUMAN_REQUEST__BODY_DECIDE;
+		req.decide = &d;
+		size_t len = ahp__appr__human_request__get_packed_size(&req);
+		uint8_t *buf = malloc(len ? len : 1);
+		ahp_rpc_client_t *cl = buf != NULL ? ahp_rpc_client_new(self->zctx, ep) : NULL;
+		uint8_t *rbuf = NULL;
+		size_t rlen = 0;
+		char err[512] = "";
+		if (cl == NULL) {
+			snprintf(why, sizeof why, "cannot connect to approvald at %s", ep);
+		} else {
+			ahp__appr__human_request__pack(&req, buf);
+			if (ahp_rpc_call(cl, buf, len, DECIDE_TIMEOUT_MS, 0, 0, &rbuf, &rlen,
+			                 &status, err, sizeof err) != 0) {
+				if (status == AHP__STATUS__ERR_PERMISSION_DENIED) {
+					struct passwd *pw = getpwuid(getuid());
+					snprintf(why, sizeof why,
+					         "approvald refused: %s may not decide (%s)",
+					         pw != NULL ? pw->pw_name : "this user", err);
+				} else if (status == AHP__STATUS__ERR_TIMEOUT ||
+				           status == AHP__STATUS__ERR_UNAVAILABLE) {
+					snprintf(why, sizeof why,
+					         "approvald not reachable at %s: %s", ep, err);
+				} else {
+					snprintf(why, sizeof why, "approvald: %s: %s",
+					         ahp_status_str(status), err);
+				}
+			} else if ((hr = ahp__appr__human_reply__unpack(NULL, rlen, rbuf)) ==
+			           NULL) {
+				snprintf(why, sizeof why, "approvald's reply is unreadable");
+			} else if (hr->error != NULL && hr->error->status != AHP__STATUS__OK) {
+				snprintf(why, sizeof why, "approvald refused: %s",
+				         hr->error->message != NULL && *hr->error->message
+				             ? hr->error->message
+				             : ahp_status_str(hr->error->status));
+			} else if (hr->request == NULL) {
+				snprintf(why, sizeof why, "approvald's reply has no request");
+			}
+		}
+		free(rbuf);
+		free(buf);
+		ahp_rpc_client_destroy(&cl);
+	}
+	if (why[0] != '\0') {
+		if (hr != NULL)
+			ahp__appr__human_reply__free_unpacked(hr, NULL);
+		fputs("orchctl: ", stderr);
+		ahp_term_fputs(why, AHP_TERM_ONE_LINE, stderr);
+		if (state == AHP__APPR__STATE__STATE_ANSWERED)
+			fprintf(stderr, "\n(answer it with: approvald answer %" PRIu64 " TEXT)\n",
+			        id);
+		else
+			fprintf(stderr,
+			        "\n(decide with: approvald approve %" PRIu64
+			        " | approvald reject %" PRIu64 ")\n",
+			        id, id);
+		fflush(stderr);
+		return -1;
+	}
+	const Ahp__Appr__ApprovalRequest *r = hr->request;
+	const char *what = r->state == AHP__APPR__STATE__STATE_APPROVED   ? "approved"
+	                   : r->state == AHP__APPR__STATE__STATE_REJECTED ? "rejected"
+	                   : r->state == AHP__APPR__STATE__STATE_ANSWERED ? "answered"
+	                                                                  : "decided";
+	printf("%s #%" PRIu64 " by ", what, r->id);
+	ahp_term_fputs(r->decision != NULL ? r->decision->by : "?", AHP_TERM_ONE_LINE, stdout);
+	if (r->state == AHP__APPR__STATE__STATE_REJECTED && r->decision != NULL &&
+	    r->decision->comment != NULL && *r->decision->comment != '\0') {
+		fputs(": ", stdout);
+		ahp_term_fputs(r->decision->comment, AHP_TERM_ONE_LINE, stdout);
+	}
+	fputc('\n', stdout);
+	fflush(stdout);
+	ahp__appr__human_reply__free_unpacked(hr, NULL);
+	return 0;
+}
+
+/* Prints a page of events and follows what the run waits on through them. */
+static void
+s_take_events(orchctl_t *self, const Ahp__Orch__EventsReply *ev, uint64_t *after, orchctl_wait_t *w)
+{
+	for (size_t i = 0; i < ev->n_events; i++) {
+		s_print_event(self, ev->events[i]);
+		s_track(w, ev->events[i]);
+		if (ev->events[i]->seq > *after)
+			*after = ev->events[i]->seq;
+	}
+}
+
+/* While a prompt is open: one quick look at the run (no wait, errors not printed). New
+ * events are printed on a line of their own (*broke set once the prompt line is ended).
+ * 1 when the prompt is moot: its request was decided elsewhere or the run no longer waits. */
+static int
+s_peek(orchctl_t *self, const char *run_id, uint64_t *after, orchctl_wait_t *w, int *broke)
+{
+	uint64_t id = w->id;
+	Ahp__Orch__Request req = AHP__ORCH__REQUEST__INIT;
+	Ahp__Orch__EventsRequest er = AHP__ORCH__EVENTS_REQUEST__INIT;
+	er.run_id = (char *)run_id;
+	er.after_seq = *after;
+	req.body_case = AHP__ORCH__REQUEST__BODY_EVENTS;
+	req.events = &er;
+	Ahp__Orch__Reply *reply = NULL;
+	int reconnect = self->reconnect;
+	self->quiet = 1;
+	self->reconnect = 0;
+	int rc = s_call(self, &req, 0, 0, &reply);
+	self->quiet = 0;
+	self->reconnect = reconnect;
+	if (rc != 0)
+		return 0; /* the orchestrator is away: the prompt stays; following notices */
+	int moot = 0;
+	if (reply->body_case == AHP__ORCH__REPLY__BODY_EVENTS && reply->events != NULL &&
+	    reply->events->run != NULL) {
+		if (reply->events->n_events > 0 && !*broke) {
+			fputc('\n', stdout);
+			*broke = 1;
+		}
+		s_take_events(self, reply->events, after, w);
+		moot = w->id != id || !s_is_waiting(reply->events->run->state);
+	}
+	ahp__orch__reply__free_unpacked(reply, NULL);
+	return moot;
+}
+
+enum { L_LINE, L_EOF, L_INTR, L_MOOT, L_LONG };
+
+/* Reads one line from the terminal (stdin, canonical mode: readable once a whole line is
+ * typed) into buf (len bytes, NUL-terminated, without its line break), looking at the run
+ * every PROMPT_PEEK_MS meanwhile. L_LINE, L_EOF (Ctrl-D), L_INTR (Ctrl-C), L_MOOT (see
+ * s_peek; typed-ahead input is discarded) or L_LONG (a line of len bytes or more, read to
+ * its end and dropped). */
+static int
+s_read_line(orchctl_t *self, const char *run_id, uint64_t *after, orchctl_wait_t *w, char *buf,
+            size_t len, const char *prompt)
+{
+	size_t n = 0;
+	int too_long = 0;
+	fputs(prompt, stdout);
+	fflush(stdout);
+	for (;;) {
+		if (s_interrupted)
+			return L_INTR;
+		struct pollfd pfd = {STDIN_FILENO, POLLIN, 0};
+		int r = poll(&pfd, 1, PROMPT_PEEK_MS);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return L_EOF;
+		}
+		if (r == 0) {
+			int broke = 0;
+			if (s_peek(self, run_id, after, w, &broke)) {
+				tcflush(STDIN_FILENO, TCIFLUSH);
+				return L_MOOT;
+			}
+			if (broke) { /* events were printed: ask again below them */
+				fputs(prompt, stdout);
+				fflush(stdout);
+			}
+			continue;
+		}
+		char c[512];
+		ssize_t got = read(STDIN_FILENO, c, sizeof c);
+		if (got < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return L_EOF;
+		}
+		if (got == 0)
+			return n > 0 ? (buf[n] = '\0', L_LINE) : L_EOF;
+		for (ssize_t i = 0; i < got; i++) {
+			if (c[i] == '\n') {
+				if (too_long)
+					return L_LONG;
+				while (n > 0 && buf[n - 1] == '\r')
+					n--;
+				buf[n] = '\0';
+				return L_LINE;
+			}
+			if (n + 1 >= len)
+				too_long = 1;
+			else
+				buf[n++] = c[i];
+		}
+	}
+}
+
+enum { P_DECIDED, P_REFUSED, P_SKIPPED, P_MOOT, P_INTR };
+
+/* Offers the decision of w->id on the terminal and sends it. */
+static int
+s_prompt(orchctl_t *self, const char *run_id, uint64_t *after, orchctl_wait_t *w)
+{
+	uint64_t id = w->id;
+	char line[DECIDE_TEXT_MAX + 2];
+	char prompt[96];
+	int state = AHP__APPR__STATE__STATE_ANSWERED;
+	const char *comment = "";
+	if (w->question)
+		snprintf(prompt, sizeof prompt, "answer #%" PRIu64 ": ", id);
+	else
+		snprintf(prompt, sizeof prompt,
+		         "approve #%" PRIu64 "? [y]es / [n]o / [s]kip: ", id);
+	for (;;) {
+		int r = s_read_line(self, run_id, after, w, line, sizeof line, prompt);
+		if (r == L_INTR)
+			return P_INTR;
+		if (r == L_MOOT)
+			return P_MOOT;
+		if (r == L_EOF) {
+			fputc('\n', stdout);
+			break;
+		}
+		if (r == L_LONG) {
+			printf("at most %d bytes\n", DECIDE_TEXT_MAX);
+			continue;
+		}
+		if (w->question) {
+			if (ahp_text_blank(line))
+				break;
+			if (!ahp_utf8_valid(line, strlen(line), 0)) {
+				printf("the answer is not valid UTF-8\n");
+				continue;
+			}
+			comment = line;
+			return s_decide(self, id, state, comment) == 0 ? P_DECIDED : P_REFUSED;
+		}
+		char *a = line;
+		while (*a == ' ' || *a == '\t')
+			a++;
+		size_t al = strlen(a);
+		while (al > 0 && (a[al - 1] == ' ' || a[al - 1] == '\t'))
+			a[--al] = '\0';
+		if (strcasecmp(a, "y") == 0 || strcasecmp(a, "yes") == 0) {
+			state = AHP__APPR__STATE__STATE_APPROVED;
+		} else if (strcasecmp(a, "n") == 0 || strcasecmp(a, "no") == 0) {
+			state = AHP__APPR__STATE__STATE_REJECTED;
+			for (;;) {
+				r = s_read_line(self, run_id, after, w, line, sizeof line,
+				                "reason: ");
+				if (r == L_INTR)
+					return P_INTR;
+				if (r == L_MOOT)
+					return P_MOOT;
+				if (r == L_LONG) {
+					printf("at most %d bytes\n", DECIDE_TEXT_MAX);
+					continue;
+				}
+				if (r == L_EOF)
+					line[0] = '\0';
+				if (!ahp_utf8_valid(line, strlen(line), 0)) {
+					printf("the reason is not valid UTF-8\n");
+					continue;
+				}
+				break;
+			}
+			comment = line;
+		} else if (strcasecmp(a, "s") == 0 || strcasecmp(a, "skip") == 0) {
+			break;
+		} else {
+			printf("y approves, n rejects, s skips (the run keeps waiting)\n");
+			continue;
+		}
+		return s_decide(self, id, state, comment) == 0 ? P_DECIDED : P_REFUSED;
+	}
+	if (w->question)
+		printf("skipped; answer later with: approvald answer %" PRIu64 " TEXT\n", id);
+	else
+		printf("skipped; decide later with: approvald approve %" PRIu64
+		       " | approvald reject %" PRIu64 "\n",
+		       id, id);
+	fflush(stdout);
+	return P_SKIPPED;
+}
+
 /* Streams events of run_id after *after. Stops when the run has ended (or,
  * when stop_on_wait, waits for a human) and nothing is left to print, or
- * after one page when !follow. Prints the closing lines when `finish`. */
+ * after one page when !follow. Prints the closing lines when `finish`.
+ * Following with self->prompt, a run that waits on a request is offered to
+ * the user first (s_prompt); decided (or refused by approvald) inline, the
+ * run is followed on even when stop_on_wait. */
 static int
 s_stream(orchctl_t *self, const char *run_id, uint64_t *after, int follow, int stop_on_wait,
          int finish)
 {
 	int drain = 0;
+	orchctl_wait_t w = {0};
 	self->reconnect = follow;
 	for (;;) {
 		if (s_interrupted) {
@@ -706,13 +1106,19 @@ s_stream(orchctl_t *self, const char *run_id, uint64_t *after, int follow, int s
 			              "unexpected reply to an events request", NULL);
 		}
 		const Ahp__Orch__EventsReply *ev = reply->events;
-		for (size_t i = 0; i < ev->n_events; i++) {
-			s_print_event(self, ev->events[i]);
-			if (ev->events[i]->seq > *after)
-				*after = ev->events[i]->seq;
-		}
+		s_take_events(self, ev, after, &w);
 		const char *state = ev->run->state;
-		int done_state = s_is_terminal(state) || (stop_on_wait && s_is_waiting(state));
+		int waiting = s_is_waiting(state);
+		if (follow && self->prompt && waiting && w.id != 0 && w.prompted != w.id) {
+			/* All of the page is shown first: the waiting line says what is asked. */
+			ahp__orch__reply__free_unpacked(reply, NULL);
+			w.prompted = w.id;
+			int p = s_prompt(self, run_id, after, &w);
+			w.hold = p == P_DECIDED || p == P_REFUSED;
+			drain = 1; /* look again at once: skipped, submit ends now */
+			continue;
+		}
+		int done_state = s_is_terminal(state) || (stop_on_wait && waiting && !w.hold);
 		int done = 0;
 		if (ev->n_events == 0 && (done_state || !follow))
 			done = 1;
@@ -1085,10 +1491,12 @@ s_run(orchctl_t *self, int argc, char **argv)
  * --name VALUE or --name=VALUE; "--" ends them. Operands are collected in
  * order into rest (argc + 1 slots). Returns -1 to go on, else an exit code. */
 static int
-s_parse_args(orchctl_t *self, int argc, char **argv, const char **endpoint, char **rest, int *nrest)
+s_parse_args(orchctl_t *self, int argc, char **argv, const char **endpoint,
+             const char **appr_endpoint, char **rest, int *nrest)
 {
-	static const char *const with_value[] = {"--home",    "--timeout", "--endpoint",  "--state",
-	                                         "--profile", "--limit",   "--task-file", NULL};
+	static const char *const with_value[] = {"--home",      "--timeout",   "--endpoint",
+	                                         "--state",     "--profile",   "--limit",
+	                                         "--task-file", "--approvald", NULL};
 	int only_operands = 0;
 	*nrest = 0;
 	for (int i = 1; i < argc; i++) {
@@ -1133,6 +1541,10 @@ s_parse_args(orchctl_t *self, int argc, char **argv, const char **endpoint, char
 			self->home = val;
 		} else if (strcmp(name, "--endpoint") == 0) {
 			*endpoint = val;
+		} else if (strcmp(name, "--approvald") == 0) {
+			*appr_endpoint = val;
+		} else if (strcmp(name, "--no-prompt") == 0) {
+			self->no_prompt = 1;
 		} else if (strcmp(name, "--task-file") == 0) {
 			self->task_file = val;
 		} else if (strcmp(name, "--state") == 0) {
@@ -1189,8 +1601,9 @@ main(int argc, char **argv)
 	if (rest == NULL)
 		return XC_DAEMON;
 	const char *endpoint = NULL;
+	const char *appr_endpoint = NULL;
 	int nrest = 0;
-	int rc = s_parse_args(&self, argc, argv, &endpoint, rest, &nrest);
+	int rc = s_parse_args(&self, argc, argv, &endpoint, &appr_endpoint, rest, &nrest);
 	if (rc >= 0) {
 		free(rest);
 		return rc;
@@ -1209,6 +1622,24 @@ main(int argc, char **argv)
 		}
 		snprintf(self.endpoint, sizeof self.endpoint, "ipc://%s", path);
 	}
+	if (appr_endpoint != NULL) {
+		if (ahp_strlcpy(self.appr_endpoint, appr_endpoint, sizeof self.appr_endpoint) !=
+		    0) {
+			free(rest);
+			return s_usage_error(&self, "--approvald is too long");
+		}
+	} else {
+		char path[PATH_MAX];
+		if (ahp_home_path(ahp_home(self.home), "run/approvald-human.sock", path,
+		                  sizeof path) != 0) {
+			free(rest);
+			return s_usage_error(&self, "home path is too long");
+		}
+		snprintf(self.appr_endpoint, sizeof self.appr_endpoint, "ipc://%s", path);
+	}
+	/* Never prompt off a terminal (a pipe, a script, cron) nor into --json output. */
+	self.prompt =
+	    !self.no_prompt && !self.json && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
 
 	/* Ctrl-C while following stops following, not the run. */
 	struct sigaction sa;

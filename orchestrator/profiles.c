@@ -15,15 +15,12 @@ s_on_error(void *arg, const char *message)
 }
 
 /* Tools a profile may list that this orchestrator does not offer (a skill
- * tool without skills). ask_human is said by ahp_profile_warnings with the
- * rest of what fails closed. Once per profile and load. */
+ * tool without skills). Once per profile and load. */
 static void
 s_note_missing_tools(const ahp_profile_t *p)
 {
 	for (unsigned i = 0; i < p->n_tools; i++) {
 		const char *t = p->tools[i];
-		if (strcmp(t, "ask_human") == 0)
-			continue;
 		if (!orch_tool_offered(p, t))
 			log_warn(
 			    "profile %s lists tool %s, which this orchestrator does not provide "

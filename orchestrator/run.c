@@ -66,6 +66,7 @@ orch_run_free(orch_run_t **run_p)
 	for (int i = 0; orch_tools[i] != NULL; i++)
 		if (orch_tools[i]->free_state != NULL)
 			orch_tools[i]->free_state(run);
+	orch_gate_free(run);
 	orch_conv_free(&run->conv);
 	free(run->tools_text);
 	json_decref(run->calls);
@@ -243,7 +244,7 @@ s_finish(orch_run_t *run, int state, const char *raw)
 		orch_model_abort(o, &run->call);
 	run->state = state;
 	run->phase = PH_ENDED;
-	if (was == ORCH_RUNNING || was == ORCH_WAITING)
+	if (was == ORCH_RUNNING) /* a waiting run does not count (orch_run_wait) */
 		o->n_running--;
 	if (state == ORCH_SUCCEEDED) {
 		s_save(run, NULL, text);
@@ -279,6 +280,7 @@ s_release_tools(orch_run_t *run)
 	if (run->tools_released)
 		return;
 	run->tools_released = 1;
+	orch_gate_ended(run);
 	for (int i = 0; orch_tools[i] != NULL; i++)
 		if (orch_tools[i]->ended != NULL)
 			orch_tools[i]->ended(run);
@@ -636,6 +638,7 @@ s_tool_begin(orch_run_t *run, int mode)
 	const char *argstr = orch_call_str(tc, "arguments");
 	json_error_t jerr;
 	json_t *args = argstr ? json_loads(argstr, JSON_DECODE_ANY, &jerr) : NULL;
+	const ahp_approval_t *rule;
 	if (mode == ORCH_TOOL_NEW) {
 		run->cur_seq = ++run->seq;
 		run->tool_calls++;
@@ -687,24 +690,73 @@ s_tool_begin(orch_run_t *run, int mode)
 		               "[%s] bad arguments: %s", name, why);
 		orch_tool_done(run, orch_tool_error("bad_request", "%s", why),
 		               AHP__STATUS__ERR_BAD_REQUEST);
-	} else if (orch_tool_gate(run->profile, t, args) != NULL) {
-		/* Approval is enforced by the platform (invariant 5). Until an
-		 * approval service exists, a gated call fails closed. */
-		orch_run_event(run, "gate",
-		               json_pack("{s:s, s:O}", "tool", name, "arguments", args),
-		               "[gate] %s call needs approval; no approval service is configured, "
-		               "so it was refused",
-		               name);
-		orch_tool_done(run,
-		               orch_tool_error("permission",
-		                               "approval required, but no approval service is "
-		                               "configured; the call was not run"),
-		               AHP__STATUS__ERR_PERMISSION);
+	} else if ((rule = orch_tool_gate(run->profile, t, args)) != NULL) {
+		/* Approval is enforced by the platform (invariant 5): the call
+		 * waits for a human's decision on exactly these arguments. */
+		orch_gate_begin(run, t, args, rule, mode);
 	} else {
 		t->start(run, args, mode);
 	}
 	json_decref(args);
 	run->tool_sync = 0;
+}
+
+void
+orch_tool_start_gated(orch_run_t *run, int mode)
+{
+	orch_run_unwait(run);
+	if (run->state != ORCH_RUNNING || run->tool == NULL)
+		return;
+	json_t *tc = json_array_get(run->calls, run->next_call);
+	const char *argstr = orch_call_str(tc, "arguments");
+	json_t *args = argstr ? json_loads(argstr, JSON_DECODE_ANY, NULL) : NULL;
+	run->phase = PH_IDLE;
+	if (!json_is_object(args)) {
+		/* The gate only ever sees an object: a journal that says
+		 * otherwise is refused, never run. */
+		json_decref(args);
+		orch_tool_done(run, orch_tool_error("internal", "the step's arguments are lost"),
+		               AHP__STATUS__ERR_INTERNAL);
+		return;
+	}
+	int sync = run->tool_sync;
+	run->tool_sync = 1;
+	run->tool->start(run, args, mode);
+	run->tool_sync = sync;
+	json_decref(args);
+	if (!sync)
+		s_advance(run);
+}
+
+void
+orch_run_wait(orch_run_t *run)
+{
+	if (run->state != ORCH_RUNNING)
+		return;
+	orch_t *o = run->o;
+	run->state = ORCH_WAITING;
+	o->n_running--;
+	s_save(run, NULL, NULL);
+	orch_run_event(run, "state",
+	               json_pack("{s:s, s:s}", "from", "running", "to", "waiting_approval"),
+	               "[run] running → waiting_approval");
+	/* Nothing runs while a human decides: the sandbox's processes stop
+	 * (its workspace stays), and another run may take the slot. */
+	orch_exec_park(run);
+	orch_runs_schedule(o);
+}
+
+void
+orch_run_unwait(orch_run_t *run)
+{
+	if (run->state != ORCH_WAITING)
+		return;
+	run->state = ORCH_RUNNING;
+	run->o->n_running++;
+	s_save(run, NULL, NULL);
+	orch_run_event(run, "state",
+	               json_pack("{s:s, s:s}", "from", "waiting_approval", "to", "running"),
+	               "[run] waiting_approval → running");
 }
 
 /* --- driving --- */
@@ -987,6 +1039,14 @@ orch_runs_timers(orch_t *o, int64_t now, long max)
 {
 	long next = max;
 	for (orch_run_t *r = o->runs; r != NULL; r = r->next) {
+		if (r->phase == PH_GATE && r->due_ms != 0) {
+			/* A Create approvald did not take yet. */
+			if (r->due_ms <= now)
+				orch_post(o, r);
+			else if (r->due_ms - now < next)
+				next = (long)(r->due_ms - now);
+			continue;
+		}
 		if (r->phase != PH_MODEL_BACKOFF && r->phase != PH_TOOL_BACKOFF)
 			continue;
 		if (r->due_ms <= now) {
@@ -999,12 +1059,17 @@ orch_runs_timers(orch_t *o, int64_t now, long max)
 	/* Request deadlines live in the daemon clients; their callbacks may end
 	 * runs, which the walk above no longer touches. */
 	next = orch_sbx_timers(o, now, next);
+	next = orch_appr_timers(o, now, next);
 	return orch_svc_timers(o, now, next);
 }
 
 void
 orch_run_post_commit(orch_run_t *run)
 {
+	if (run->phase == PH_GATE && (run->state == ORCH_RUNNING || run->state == ORCH_WAITING)) {
+		orch_gate_send(run);
+		return;
+	}
 	if (run->state != ORCH_RUNNING)
 		return;
 	if (run->phase == PH_MODEL_DUE)

@@ -51,10 +51,69 @@ static const orch_tool_t s_tool_skill = {
     .start = s_skill_start,
 };
 
+/* --- ask_human: a free-form question for a person, answered with approvald --- */
+
+#define ASK_QUESTION_MAX 4000 /* bytes of a question */
+
+static json_t *
+s_ask_definition(orch_t *o, const ahp_profile_t *p)
+{
+	(void)o;
+	(void)p;
+	return json_pack("{s:s, s:{s:s, s:s, s:{s:s, s:{s:{s:s, s:s, s:i, s:i}}, s:[s]}}}", "type",
+	                 "function", "function", "name", "ask_human", "description",
+	                 "Ask a person a question and wait for the answer (it may take hours). "
+	                 "Returns {answer, by}, or an error when nobody answered in time.",
+	                 "parameters", "type", "object", "properties", "question", "type", "string",
+	                 "description", "The question, in full", "minLength", 1, "maxLength",
+	                 ASK_QUESTION_MAX, "required", "question");
+}
+
+static void
+s_ask_start(orch_run_t *run, const json_t *args, int mode)
+{
+	const json_t *jq = json_object_get(args, "question");
+	const char *q = json_string_value(jq);
+	size_t n = json_string_length(jq);
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)args, k, v)
+	{
+		if (strcmp(k, "question") != 0) {
+			orch_tool_done(run,
+			               orch_tool_error("bad_request",
+			                               "unknown argument '%.*s': ask_human takes "
+			                               "question only",
+			                               AHP_UTF8_CUT(k, 64)),
+			               AHP__STATUS__ERR_BAD_REQUEST);
+			return;
+		}
+	}
+	if (q == NULL || n == 0 || n > ASK_QUESTION_MAX || strlen(q) != n || ahp_text_blank(q)) {
+		orch_tool_done(run,
+		               orch_tool_error("bad_request",
+		                               "argument 'question' must be a non-blank string of "
+		                               "1-%d bytes without NUL characters",
+		                               ASK_QUESTION_MAX),
+		               AHP__STATUS__ERR_BAD_REQUEST);
+		return;
+	}
+	/* Asked again after a restart: approvald's Create is idempotent. */
+	orch_gate_question(run, q, mode);
+}
+
+const orch_tool_t orch_tool_ask = {
+    .name = "ask_human",
+    .slot = ORCH_TOOL_ASK,
+    .definition = s_ask_definition,
+    .start = s_ask_start,
+};
+
 /* Tools this orchestrator can run. A profile may list others (their daemons
  * arrive later); those are never offered, and a call to them is answered
  * with a typed not_found error. */
-const orch_tool_t *const orch_tools[] = {&s_tool_skill, &orch_tool_exec, &orch_tool_service, NULL};
+const orch_tool_t *const orch_tools[] = {&s_tool_skill, &orch_tool_exec, &orch_tool_service,
+                                         &orch_tool_ask, NULL};
 
 const orch_tool_t *
 orch_tool_find(const char *name)

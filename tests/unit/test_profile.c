@@ -931,22 +931,10 @@ test_fail_closed_warnings(void **state)
 	if (p == NULL)
 		fail_msg("%s", err);
 	/* egress and sandbox.network: proxy are enforced by credproxy: no warning. */
-	/* exec_service and services are enforced by servicesd: no warning either. */
-	assert_int_equal(ahp_profile_warnings(p, s_on_line, &l), 2);
-	assert_int_equal(l.n, 2);
-	const char *f = ETC "/profiles/full.yaml";
-	char want[2][512];
-	snprintf(want[0], 512,
-	         "%s: warning: approvals are configured but no approval service is available; "
-	         "gated calls will be refused",
-	         f);
-	snprintf(want[1], 512,
-	         "%s: warning: tool ask_human is listed but no approval service is available; it "
-	         "is not offered to the model",
-	         f);
-	for (int i = 0; i < 2; i++)
-		assert_string_equal(l.lines[i], want[i]);
-	assert_int_equal(ahp_profile_warnings(p, NULL, NULL), 2);
+	/* exec_service and services are enforced by servicesd, approvals and
+	 * ask_human by approvald: no warning either. */
+	assert_int_equal(ahp_profile_warnings(p, s_on_line, &l), 0);
+	assert_int_equal(l.n, 0);
 	ahp_profile_destroy(&p);
 
 	p = ahp_profile_load(ETC "/profiles/minimal.yaml", ETC, err, sizeof err);
