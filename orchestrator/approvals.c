@@ -32,7 +32,12 @@
 #define APPR_ASK_EXPIRES_S 86400   /* ask_human's questions wait a day */
 
 enum owner_kind { OWNER_GATE = 1, OWNER_WATCH };
-enum gate_st { G_DUE, G_INFLIGHT, G_BACKOFF, G_WAITING };
+enum gate_st { G_DUE, G_INFLIGHT, G_BACKOFF, G_WAITING, G_QUEUED };
+
+/* Creates in flight at once. After a restart every waiting run asks again; sent all at
+ * once, 10,000 replies overflowed approvald's send queue (ZeroMQ's high-water mark, 1000)
+ * and the dropped ones failed their runs. The rest wait in a FIFO (no timer each). */
+#define APPR_CREATES_MAX 256
 
 /* The step in progress of a run that waits on a human. */
 struct orch_gate {
@@ -49,8 +54,9 @@ struct orch_gate {
 	char digest[AHP_CALL_DIGEST_LEN + 1];
 	char *action;
 	char *args_json;
-	char *question; /* the rule that gated it, or the question */
-	json_t *args;   /* the call's arguments as approvald gets them */
+	char *question;      /* the rule that gated it, or the question */
+	json_t *args;        /* the call's arguments as approvald gets them */
+	orch_gate_t *q_next; /* orch_appr_t queue while G_QUEUED */
 };
 
 struct orch_appr {
@@ -60,6 +66,8 @@ struct orch_appr {
 	int64_t watch_at; /* monotonic ms: when the next Watch may go */
 	uint64_t cursor;
 	char log_id[64];
+	unsigned creates;              /* Creates in flight */
+	orch_gate_t *q_head, **q_tail; /* gates waiting for a Create slot, oldest first */
 };
 
 /* --- the client --- */
@@ -68,6 +76,8 @@ static void s_create_done(orch_gate_t *g, int status, const char *message,
                           const Ahp__Appr__OrchReply *reply);
 static void s_watch_done(orch_t *o, int status, const char *message,
                          const Ahp__Appr__OrchReply *reply);
+
+static void s_dequeue(orch_appr_t *a);
 
 static orch_t *s_o; /* the one orchestrator (the client's callback has no context) */
 
@@ -102,6 +112,7 @@ orch_appr_setup(orch_t *o)
 	if (a == NULL)
 		return -1;
 	a->owner = OWNER_WATCH;
+	a->q_tail = &a->q_head;
 	a->cl = ahp_client_new(o->zctx, "approvald", o->appr_endpoint, s_done);
 	if (a->cl == NULL) {
 		free(a);
@@ -253,20 +264,49 @@ orch_appr_label(const char *name, const json_t *args, char *out, size_t outlen)
 
 /* --- gates --- */
 
+/* Drops g's Create in flight (its answer no longer matters) and frees its slot. */
+static void
+s_forget_create(orch_appr_t *a, orch_gate_t *g)
+{
+	if (g->req == 0 || a == NULL)
+		return;
+	ahp_client_forget(a->cl, g->req);
+	g->req = 0;
+	a->creates--;
+	s_dequeue(a);
+}
+
 static void
 s_gate_free(orch_gate_t **g_p)
 {
 	orch_gate_t *g = *g_p;
 	if (g == NULL)
 		return;
-	if (g->req != 0 && g->run->o->appr != NULL)
-		ahp_client_forget(g->run->o->appr->cl, g->req);
+	orch_appr_t *a = g->run->o->appr;
+	int freed_slot = 0;
+	if (g->req != 0 && a != NULL) {
+		ahp_client_forget(a->cl, g->req);
+		a->creates--;
+		freed_slot = 1;
+	}
+	if (g->st == G_QUEUED && a != NULL) {
+		orch_gate_t **pp = &a->q_head;
+		while (*pp != NULL && *pp != g)
+			pp = &(*pp)->q_next;
+		if (*pp == g) {
+			*pp = g->q_next;
+			if (a->q_tail == &g->q_next)
+				a->q_tail = pp;
+		}
+	}
 	free(g->action);
 	free(g->args_json);
 	free(g->question);
 	json_decref(g->args);
 	free(g);
 	*g_p = NULL;
+	if (freed_slot)
+		s_dequeue(a);
 }
 
 void
@@ -383,20 +423,14 @@ s_apply(orch_run_t *run, const Ahp__Appr__ApprovalRequest *r)
 			    "run %s step %u: approvald request #%llu is cancelled; the run waits "
 			    "until it is cancelled too",
 			    run->id, run->cur_seq, (unsigned long long)r->id);
-			if (g->req != 0) {
-				ahp_client_forget(run->o->appr->cl, g->req);
-				g->req = 0;
-			}
+			s_forget_create(run->o->appr, g);
 			g->st = G_WAITING;
 			run->due_ms = 0;
 			orch_run_wait(run);
 		}
 		return;
 	}
-	if (g->req != 0) {
-		ahp_client_forget(run->o->appr->cl, g->req);
-		g->req = 0;
-	}
+	s_forget_create(run->o->appr, g);
 	orch_run_unwait(run);
 	char what[300];
 	if (r->run_id == NULL || strcmp(r->run_id, run->id) != 0 || r->step != run->cur_seq ||
@@ -592,6 +626,16 @@ orch_gate_send(orch_run_t *run)
 	orch_gate_t *g = run->gate;
 	if (g == NULL || run->phase != PH_GATE || (g->st != G_DUE && g->st != G_BACKOFF))
 		return;
+	orch_appr_t *a = run->o->appr;
+	if (a != NULL && a->creates >= APPR_CREATES_MAX) {
+		/* Waiting for a slot is not a failure: no grace is counted. */
+		g->st = G_QUEUED;
+		g->q_next = NULL;
+		*a->q_tail = g;
+		a->q_tail = &g->q_next;
+		run->due_ms = 0;
+		return;
+	}
 	Ahp__Appr__OrchRequest req = AHP__APPR__ORCH_REQUEST__INIT;
 	Ahp__Appr__CreateRequest c = AHP__APPR__CREATE_REQUEST__INIT;
 	c.run_id = run->id;
@@ -612,13 +656,36 @@ orch_gate_send(orch_run_t *run)
 		return;
 	}
 	g->st = G_INFLIGHT;
+	if (a != NULL)
+		a->creates++;
+}
+
+/* A Create slot is free: send the oldest queued gate's. */
+static void
+s_dequeue(orch_appr_t *a)
+{
+	while (a->q_head != NULL && a->creates < APPR_CREATES_MAX) {
+		orch_gate_t *g = a->q_head;
+		a->q_head = g->q_next;
+		if (a->q_head == NULL)
+			a->q_tail = &a->q_head;
+		g->q_next = NULL;
+		g->st = G_DUE;
+		orch_gate_send(g->run);
+	}
 }
 
 static void
 s_create_done(orch_gate_t *g, int status, const char *message, const Ahp__Appr__OrchReply *reply)
 {
 	orch_run_t *run = g->run;
+	orch_appr_t *a = run->o->appr;
 	g->req = 0;
+	if (a != NULL) {
+		a->creates--;
+		/* Before this reply is handled (it may free g): the next in line goes. */
+		s_dequeue(a);
+	}
 	if (run->phase != PH_GATE || g->st != G_INFLIGHT)
 		return;
 	if (status == 0 &&
