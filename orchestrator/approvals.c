@@ -68,6 +68,7 @@ struct orch_appr {
 	char log_id[64];
 	unsigned creates;              /* Creates in flight */
 	orch_gate_t *q_head, **q_tail; /* gates waiting for a Create slot, oldest first */
+	int64_t heard_ms;              /* monotonic ms of approvald's last answer (0 = none yet) */
 };
 
 /* --- the client --- */
@@ -93,6 +94,8 @@ s_done(void *owner, uint64_t id, int status, const char *message, const uint8_t 
 			message = "undecodable reply from approvald";
 		}
 	}
+	if (reply != NULL && s_o != NULL && s_o->appr != NULL)
+		s_o->appr->heard_ms = ahp_mono_ms();
 	if (reply != NULL && reply->error != NULL && reply->error->status != 0) {
 		status = reply->error->status;
 		message = reply->error->message;
@@ -601,7 +604,12 @@ s_retry(orch_run_t *run, orch_gate_t *g, const char *why)
 	int64_t now = ahp_mono_ms();
 	if (g->unsent_since == 0)
 		g->unsent_since = now;
-	if (now - g->unsent_since < ORCH_APPR_GRACE_MS) {
+	/* approvald answering others meanwhile is not unreachable: it is busy
+	 * (thousands of waiting runs asking again after a restart fill the
+	 * socket's queue), and this step keeps its turn. */
+	int64_t heard = run->o->appr != NULL ? run->o->appr->heard_ms : 0;
+	if (now - g->unsent_since < ORCH_APPR_GRACE_MS ||
+	    (heard != 0 && now - heard < ORCH_APPR_GRACE_MS)) {
 		g->st = G_BACKOFF;
 		run->due_ms = now + APPR_RETRY_MS;
 		return;
