@@ -82,6 +82,17 @@ s_segment(const char *seg)
 	return out;
 }
 
+int
+svc_path_segment_check(const char *value, const char *field, svc_error_t *err)
+{
+	size_t n = value != NULL ? strlen(value) : 0;
+	if (n == 0 || strspn(value, ".") == n)
+		return svc_error(
+		    err, "validation", 0, field,
+		    "%s: must not be empty, \".\" or \"..\" (it is a URL path segment)", field);
+	return 0;
+}
+
 char *
 svc_url_join(const char *base, ...)
 {

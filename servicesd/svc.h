@@ -88,6 +88,11 @@ typedef struct {
 int svc_http_header(svc_http_t *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Frees what h owns; header lines are wiped first (they may carry a credential). */
 void svc_http_free(svc_http_t *h);
+/* A value a handler puts in a URL path as one segment: refused when empty or made of dots
+ * only ("." or ".."), which an upstream that decodes %2E and normalises dot segments
+ * (RFC 3986 5.2.4) would turn into a request for another path, with the credential.
+ * Returns 0, or -1 with err (code validation naming field). */
+int svc_path_segment_check(const char *value, const char *field, svc_error_t *err);
 /* Appends to base (no trailing '/' needed) the path segments given, each percent-encoded
  * as an RFC 3986 path segment ("a/b" -> "a%2Fb"; a segment of dots only, "." or "..", has
  * its dots encoded as %2E so that dot-segment removal cannot drop it). NULL-terminated list.

@@ -11,6 +11,8 @@ s_request(const ProtobufCMessage *args, const char *base_url, const char *token,
 	const Ahp__Svc__LookupWikiArgs *a = (const Ahp__Svc__LookupWikiArgs *)args;
 	(void)key; /* a lookup is safe to repeat: no key upstream */
 	req->method = "GET";
+	if (svc_path_segment_check(a->topic, "topic", err) != 0)
+		return -1;
 	req->url = svc_url_join(base_url, "snippets", a->topic ? a->topic : "", NULL);
 	if (req->url == NULL)
 		return svc_error(err, "internal", 0, NULL, "out of memory");

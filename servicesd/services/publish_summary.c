@@ -14,6 +14,8 @@ s_request(const ProtobufCMessage *args, const char *base_url, const char *token,
 {
 	const Ahp__Svc__PublishSummaryArgs *a = (const Ahp__Svc__PublishSummaryArgs *)args;
 	req->method = "POST";
+	if (svc_path_segment_check(a->webhook_id, "webhook_id", err) != 0)
+		return -1;
 	req->url = svc_url_join(base_url, "webhooks", a->webhook_id ? a->webhook_id : "", NULL);
 	if (req->url == NULL)
 		return svc_error(err, "internal", 0, NULL, "out of memory");

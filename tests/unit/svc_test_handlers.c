@@ -156,6 +156,42 @@ test_publish_request(void **state)
 	protobuf_c_message_free_unpacked(a, NULL);
 }
 
+/* A dot-only path segment is refused before any request is built: "%2E%2E" is ".." to an
+ * upstream that decodes and normalises paths, so webhook_id ".." would post, with the
+ * token, to the webhook base (found in review; the pattern alone allows it). */
+static void
+test_dot_segments(void **state)
+{
+	(void)state;
+	const char *ids[] = {".", "..", "..."};
+	for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+		char json[128];
+		snprintf(json, sizeof json, "{\"webhook_id\": \"%s\", \"content\": \"x\"}", ids[i]);
+		ProtobufCMessage *a = s_args("publish_summary", json);
+		svc_error_t err;
+		svc_http_t req;
+		memset(&req, 0, sizeof req);
+		assert_int_equal(
+		    svc_handler_publish_summary.request(a, "http://h", "tok", "r:1", &req, &err),
+		    -1);
+		assert_string_equal(err.code, "validation");
+		assert_string_equal(err.field, "webhook_id");
+		assert_null(req.url);
+		assert_int_equal(req.n_headers, 0);
+		svc_http_free(&req);
+		protobuf_c_message_free_unpacked(a, NULL);
+	}
+	ProtobufCMessage *a = s_args("lookup_wiki", "{\"topic\": \"..\"}");
+	svc_error_t err;
+	svc_http_t req;
+	memset(&req, 0, sizeof req);
+	assert_int_equal(svc_handler_lookup_wiki.request(a, "http://h", "tok", "r:1", &req, &err),
+	                 -1);
+	assert_string_equal(err.field, "topic");
+	svc_http_free(&req);
+	protobuf_c_message_free_unpacked(a, NULL);
+}
+
 static ProtobufCMessage *
 s_response(const svc_handler_t *h, const char *body, svc_error_t *err)
 {
@@ -281,10 +317,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_registry),         cmocka_unit_test(test_url_join),
-	    cmocka_unit_test(test_http_headers),     cmocka_unit_test(test_lookup_request),
-	    cmocka_unit_test(test_publish_request),  cmocka_unit_test(test_lookup_response),
-	    cmocka_unit_test(test_publish_response),
+	    cmocka_unit_test(test_registry),        cmocka_unit_test(test_url_join),
+	    cmocka_unit_test(test_http_headers),    cmocka_unit_test(test_lookup_request),
+	    cmocka_unit_test(test_publish_request), cmocka_unit_test(test_dot_segments),
+	    cmocka_unit_test(test_lookup_response), cmocka_unit_test(test_publish_response),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
