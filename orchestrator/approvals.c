@@ -229,7 +229,14 @@ s_put_value(char *buf, size_t cap, size_t *n, const char *s, size_t len)
 		m += 3;
 		tmp[m] = '\0';
 	}
-	s_put(buf, cap, n, tmp, m, 1);
+	/* Quoted as it is: tmp is escaped already (escaping it again doubled every '\'). */
+	if (*n + m + 2 >= cap)
+		return;
+	buf[(*n)++] = '"';
+	memcpy(buf + *n, tmp, m);
+	*n += m;
+	buf[(*n)++] = '"';
+	buf[*n] = '\0';
 }
 
 const char *
@@ -244,7 +251,18 @@ orch_appr_label(const char *name, const json_t *args, char *out, size_t outlen)
 	{
 		if (n > 0)
 			s_put(buf, sizeof buf, &n, ", ", 2, 0);
-		s_put(buf, sizeof buf, &n, k, strlen(k), 0);
+		/* A name that is not a plain name ([A-Za-z0-9_]{1,40}) is quoted and cut like
+		 * a value: the model chooses it, and `webhook_id="team", content="…")` with
+		 * padding would otherwise pass for other arguments and push the real ones out. */
+		size_t kl = strlen(k);
+		int plain = kl >= 1 && kl <= APPR_LABEL_VALUE_MAX;
+		for (size_t i = 0; plain && i < kl; i++)
+			plain = (k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
+			        (k[i] >= '0' && k[i] <= '9') || k[i] == '_';
+		if (plain)
+			s_put(buf, sizeof buf, &n, k, kl, 0);
+		else
+			s_put_value(buf, sizeof buf, &n, k, kl);
 		s_put(buf, sizeof buf, &n, "=", 1, 0);
 		if (json_is_string(v)) {
 			s_put_value(buf, sizeof buf, &n, json_string_value(v),
