@@ -589,15 +589,20 @@ orch_gate_begin(orch_run_t *run, const orch_tool_t *t, const json_t *args,
 		a = json_deep_copy(args);
 	}
 	char desc[400];
-	unsigned idx = (unsigned)(rule - p->approvals);
-	if (rule->service != NULL)
+	unsigned idx = rule != NULL ? (unsigned)(rule - p->approvals) : 0;
+	long ex = rule != NULL ? rule->expires_s : APPR_ASK_EXPIRES_S;
+	if (rule == NULL)
+		snprintf(desc, sizeof desc,
+		         "approvals: the rule that gated this step is no longer in profile %s; "
+		         "the decision is still needed",
+		         p->name);
+	else if (rule->service != NULL)
 		snprintf(desc, sizeof desc, "approvals[%u]: service %s", idx, rule->service);
 	else if (rule->match != NULL)
 		snprintf(desc, sizeof desc, "approvals[%u]: tool %s matching %s", idx, rule->tool,
 		         rule->match);
 	else
 		snprintf(desc, sizeof desc, "approvals[%u]: tool %s", idx, rule->tool);
-	long ex = rule->expires_s;
 	if (ex < 1)
 		ex = 1;
 	if (ex > 2592000)
