@@ -991,6 +991,10 @@ s_prompt(orchctl_t *self, const char *run_id, uint64_t *after, orchctl_wait_t *w
 	else
 		snprintf(prompt, sizeof prompt,
 		         "approve #%" PRIu64 "? [y]es / [n]o / [s]kip: ", id);
+	/* What was typed before this prompt was shown (a "y" typed twice, or ahead while the
+	 * run went on to its next gated call) must not decide a request the user has not
+	 * seen: it is discarded. */
+	tcflush(STDIN_FILENO, TCIFLUSH);
 	for (;;) {
 		int r = s_read_line(self, run_id, after, w, line, sizeof line, prompt);
 		if (r == L_INTR)

@@ -7,13 +7,20 @@ say no: the step must keep waiting for that request's decision (same request, no
 published), and run once only when approved — never on the strength of the edit alone. A reject
 of such a step publishes nothing.
 
-Needs root, servicesd, mock-services and approvald; skipped (77) otherwise."""
+Typed-ahead input (orchctl's inline prompt, on a pseudo-terminal, against approvald alone and
+fakeorch): a "y" typed while the run went on after #1 was approved must not approve #2, which
+the user has not seen yet; #2 stays pending until answered at its own prompt.
+
+The stack part needs root, servicesd, mock-services and approvald (skipped otherwise)."""
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
-from ahptest import Stack, check, run_test, wait_for
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../approvald"))
+from ahptest import Stack, check, run_test, wait_for  # noqa: E402
+from apprlib import ME, Approvald, approvald_built  # noqa: E402
+from test_orchctl_approve import ARGS, PROMPT, FakeRun, PtyProc, orchctl_argv  # noqa: E402
 
 PUB = """
 steps:
@@ -39,7 +46,48 @@ def wait_waiting(st, rid, n):
     return wait_for(pred, 30, f"run {rid} to wait ({n})")
 
 
+def typeahead(args):
+    with Approvald(args, "typeahead") as ap:
+        ap.start()
+        fake = FakeRun(args, ap.home)
+        p = None
+        try:
+            fake.add("run", "[run] started")
+            r1 = ap.created(fake.run_id, 3, args=ARGS)
+            fake.wait_on(r1)
+            p = PtyProc(orchctl_argv(args, ap.home, "logs", "--follow", fake.run_id))
+            at = p.expect(PROMPT.format(r1["id"]))
+            p.send("y\n")
+            at = p.expect(f"approved #1 by {ME}\n", start=at)
+            p.send("y\n")  # typed ahead: #2 is not on the screen yet
+            time.sleep(0.5)
+            fake.add("approval", f"[approval] #1 approved by {ME}")
+            fake.set("running")
+            r2 = ap.created(fake.run_id, 5, args={"webhook_id": "all-company",
+                                                  "content": "rm"})
+            fake.wait_on(r2)
+            at = p.expect(PROMPT.format(r2["id"]), start=at)
+            time.sleep(1.0)
+            check(ap.cli_json("show", str(r2["id"]))["state"] == "STATE_PENDING",
+                  f"typed-ahead input decided #2 unseen:\n{p.out}")
+            p.send("n\n")
+            at = p.expect("reason: ", start=at)
+            p.send("seen now\n")
+            p.expect(f"rejected #2 by {ME}: seen now\n", start=at)
+            d = ap.cli_json("show", str(r2["id"]))
+            check(d["state"] == "STATE_REJECTED" and d["decision"]["comment"] == "seen now",
+                  f"#2: {d}")
+            fake.set("succeeded", "done")
+            check(p.finish() == 0, p.out)
+        finally:
+            if p is not None:
+                p.kill()
+            fake.stop()
+
+
 def main(args):
+    if approvald_built(args) and os.path.exists(os.path.join(args.bin, "orchctl")):
+        typeahead(args)
     if os.geteuid() != 0:
         print("skipped: needs root (approvald's user)")
         return 77
