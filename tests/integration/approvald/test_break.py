@@ -1,7 +1,8 @@
 """Attacks on approvald found by review (issue 9). An argument name is the model's text too:
 one holding `="team", content="…")` and padding must not pass, in `approvald list`, for other
 arguments while pushing the real ones (webhook_id="attacker") out of the line: a name that is
-not a plain name ([A-Za-z0-9_]{1,40}) is shown quoted and cut like a value."""
+not a plain name ([A-Za-z0-9_]{1,40}) is shown quoted and cut like a value. A Watch cursor past
+the log's end is answered from the start."""
 
 from ahptest import check, run_test
 from apprlib import Approvald, approvald_built
@@ -34,6 +35,17 @@ def main(args):
         p = ap.cli("show", "9223372036854775807", expect=1)
         check(p.stderr == "approvald: no request #9223372036854775807\n", p.stderr)
         check(ap.cli_json("show", "1")["state"] == "STATE_PENDING", "#1 was decided")
+
+        # A Watch cursor past the log's end (a database restored from an older copy keeps
+        # its log_id) is answered from the start: else decisions up to it never arrive.
+        ap.cli("approve", "2", expect=0)
+        log_id = ap.watch()["log_id"]
+        for after in (5, "18446744073709551615"):
+            w = ap.watch(after_seq=after, log_id=log_id)
+            check([int(r["id"]) for r in w.get("decided", [])] == [2] and
+                  int(w["last_seq"]) == 1, f"watch after {after}: {w}")
+        w = ap.watch(after_seq=1, log_id=log_id)
+        check(w.get("decided", []) == [] and int(w["last_seq"]) == 1, f"watch after 1: {w}")
     return 0
 
 
