@@ -11,6 +11,9 @@ Typed-ahead input (orchctl's inline prompt, on a pseudo-terminal, against approv
 fakeorch): a "y" typed while the run went on after #1 was approved must not approve #2, which
 the user has not seen yet; #2 stays pending until answered at its own prompt.
 
+The same prompt must not decide approvald's #N when #N is another run's request (a waiting line
+older than approvald's database, which numbers from 1 again).
+
 The stack part needs root, servicesd, mock-services and approvald (skipped otherwise)."""
 import os
 import sys
@@ -85,7 +88,36 @@ def typeahead(args):
             fake.stop()
 
 
+def other_run(args):
+    """The waiting line's #1 is, in approvald's database (made anew since), another run's
+    request: the inline prompt must not decide it."""
+    with Approvald(args, "otherrun") as ap:
+        ap.start()
+        fake = FakeRun(args, ap.home)
+        p = None
+        try:
+            fake.add("run", "[run] started")
+            other = ap.created("r-other", 2, args={"webhook_id": "all-company",
+                                                   "content": "not yours"})
+            fake.wait_on(other)  # fake's run r-appr1 says it waits on #1
+            p = PtyProc(orchctl_argv(args, ap.home, "logs", "--follow", fake.run_id))
+            at = p.expect(PROMPT.format(other["id"]))
+            p.send("y\n")
+            p.expect("orchctl: approvald's #1 is for run r-other, not run r-appr1 (its "
+                     "database is newer than the waiting line); not decided\n", start=at)
+            check(ap.cli_json("show", "1")["state"] == "STATE_PENDING",
+                  f"another run's request was decided:\n{p.out}")
+            fake.set("cancelled")
+            p.finish()
+        finally:
+            if p is not None:
+                p.kill()
+            fake.stop()
+
+
 def main(args):
+    if approvald_built(args) and os.path.exists(os.path.join(args.bin, "orchctl")):
+        other_run(args)
     if approvald_built(args) and os.path.exists(os.path.join(args.bin, "orchctl")):
         typeahead(args)
     if os.geteuid() != 0:
