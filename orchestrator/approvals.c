@@ -515,8 +515,10 @@ s_journaled(orch_run_t *run, orch_gate_t *g)
 	s_row_t r = {0};
 	if (orch_journal_approval_get(run->o->journal, run->id, run->cur_seq, s_row_cb, &r) < 0)
 		orch_journal_failed(run->o, "reading an approval");
-	if (!r.found)
+	if (!r.found || strcmp(r.state, "pending") == 0) {
+		free(r.comment);
 		return 0;
+	}
 	int kind = g->kind, mode = g->mode;
 	if (strcmp(r.digest, g->digest) != 0) {
 		char what[300];
@@ -571,7 +573,31 @@ s_begin(orch_run_t *run, int kind, const char *action, json_t *args, const char 
 	run->gate = g;
 	if (mode != ORCH_TOOL_NEW && s_journaled(run, g))
 		return;
+	if (mode == ORCH_TOOL_NEW) {
+		/* Journaled with the step's intent, before the Create leaves: a restart then
+		 * knows this step was put to a human even if the orchestrator died before
+		 * approvald's answer (and the run's waiting_approval) reached the journal. */
+		orch_approval_row_t row = {.step = run->cur_seq,
+		                           .id = 0,
+		                           .state = "pending",
+		                           .by = "",
+		                           .at_ms = ahp_now_ms(),
+		                           .comment = "",
+		                           .digest = g->digest};
+		if (orch_journal_approval_put(run->o->journal, run->id, &row) != 0)
+			orch_journal_failed(run->o, "approval");
+	}
 	s_gate_due(run);
+}
+
+int
+orch_gate_asked(orch_run_t *run)
+{
+	s_row_t r = {0};
+	if (orch_journal_approval_get(run->o->journal, run->id, run->cur_seq, s_row_cb, &r) < 0)
+		orch_journal_failed(run->o, "reading an approval");
+	free(r.comment);
+	return r.found;
 }
 
 void

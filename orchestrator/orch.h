@@ -578,6 +578,9 @@ void orch_gate_begin(orch_run_t *run, const orch_tool_t *t, const json_t *args,
                      const ahp_approval_t *rule, int mode);
 /* ask_human: question (valid UTF-8, 1..4000 bytes) waits for an answer. */
 void orch_gate_question(orch_run_t *run, const char *question, int mode);
+/* 1 when the journal says run's current step was put to a human (a request asked for, or
+ * decided): a restart keeps it gated whatever the profile says now. */
+int orch_gate_asked(orch_run_t *run);
 /* PH_GATE after the commit: send the Create. */
 void orch_gate_send(orch_run_t *run);
 /* The run's end is committed: cancel its pending request, free the gate. */

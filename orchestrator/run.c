@@ -655,7 +655,7 @@ s_tool_begin(orch_run_t *run, int mode)
 	}
 	run->tool_sync = 1;
 	/* Only the step pending at the restart was waiting: later ones gate by the profile. */
-	int regate = mode != ORCH_TOOL_NEW && run->regate;
+	int regate = mode != ORCH_TOOL_NEW && (run->regate || orch_gate_asked(run));
 	run->regate = 0;
 	const orch_tool_t *t = name != NULL ? orch_tool_offered(run->profile, name) : NULL;
 	run->tool = t;

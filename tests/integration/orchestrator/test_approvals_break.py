@@ -5,7 +5,8 @@ A run waits on a gated publish_summary; the orchestrator is killed, the profile 
 `approvals:` rule, and the orchestrator starts again. The human was asked and may be about to
 say no: the step must keep waiting for that request's decision (same request, nothing
 published), and run once only when approved — never on the strength of the edit alone. A reject
-of such a step publishes nothing.
+of such a step publishes nothing. The same when the orchestrator died after sending the Create
+but before approvald's answer (the run not yet waiting_approval).
 
 Typed-ahead input (orchctl's inline prompt, on a pseudo-terminal, against approvald alone and
 fakeorch): a "y" typed while the run went on after #1 was approved must not approve #2, which
@@ -16,6 +17,7 @@ older than approvald's database, which numbers from 1 again).
 
 The stack part needs root, servicesd, mock-services and approvald (skipped otherwise)."""
 import os
+import signal
 import sys
 import time
 
@@ -134,6 +136,9 @@ def main(args):
                          extra=GATE)
         st.write_profile("pr", "r", tools=("exec_service",), skills=None, services=SERVICES,
                          extra=GATE)
+        st.write_scenario("w", PUB % "in the window")
+        st.write_profile("pw", "w", tools=("exec_service",), skills=None, services=SERVICES,
+                         extra=GATE)
         st.start()
         ra = st.submit("pa", "go")
         rr = st.submit("pr", "go")
@@ -151,6 +156,32 @@ def main(args):
         s = st.services_stats()
         check(s["posts"] == 0, f"published without a decision after the rule went: {s}")
         check(st.status(ra)["state"] == "waiting_approval", f"{st.status(ra)}")
+
+        # The same when the orchestrator dies before approvald's answer to the Create
+        # reached it (approvald stopped, so the run is not waiting_approval yet).
+        st.kill("orchestrator")
+        st.restart("orchestrator")
+        ap_pid = st.pid("approvald")
+        os.kill(ap_pid, signal.SIGSTOP)
+        try:
+            rw = st.submit("pw", "go")
+            time.sleep(1.5)  # the Create is sent and unanswered
+            check(st.status(rw)["state"] == "running", f"{st.status(rw)}")
+            st.kill("orchestrator")
+            st.write_profile("pw", "w", tools=("exec_service",), skills=None,
+                             services=SERVICES)
+        finally:
+            os.kill(ap_pid, signal.SIGCONT)
+        st.restart("orchestrator")
+        qw = wait_waiting(st, rw, 1)
+        time.sleep(1)
+        s = st.services_stats()
+        check(s["posts"] == 0, f"published without a decision (Create window): {s}")
+        st.approvald("reject", str(qw), "-m", "not this one", expect=0)
+        r = st.wait_state(rw)
+        check(r["state"] == "succeeded" and r["result"] == "published= error=rejected",
+              f"window run: {r}")
+        check(wait_waiting(st, ra, 3) == qa, "the first run lost its request")
 
         st.approvald("reject", str(qr), "-m", "no", expect=0)
         r = st.wait_state(rr)
