@@ -267,6 +267,25 @@ s_put_quoted(s_buf_t *b, const char *s, size_t max)
 
 #define S_VALUE_MAX 40
 
+/* An argument name as the call shows it: bare when it is a plain name ([A-Za-z0-9_]{1,40}),
+ * else quoted and cut like a value — a name holding `="team", content="…")` and spaces would
+ * otherwise pass for other arguments and push the real ones out of the line. */
+static void
+s_put_key(s_buf_t *b, const char *key)
+{
+	size_t n = strlen(key);
+	int plain = n >= 1 && n <= S_VALUE_MAX;
+	for (size_t i = 0; plain && i < n; i++) {
+		char c = key[i];
+		plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		        (c >= '0' && c <= '9') || c == '_';
+	}
+	if (plain)
+		s_puts(b, key);
+	else
+		s_put_quoted(b, key, S_VALUE_MAX);
+}
+
 char *
 appr_render_call(const Ahp__Appr__ApprovalRequest *r, size_t max)
 {
@@ -301,7 +320,7 @@ appr_render_call(const Ahp__Appr__ApprovalRequest *r, size_t max)
 			if (!first)
 				s_puts(&b, ", ");
 			first = 0;
-			s_puts(&b, key);
+			s_put_key(&b, key);
 			s_puts(&b, "=");
 			if (json_is_string(v)) {
 				s_put_quoted(&b, json_string_value(v), S_VALUE_MAX);

@@ -359,6 +359,11 @@ s_handle_watch(appr_server_t *self, ahp_rpc_req_t **req_p, const Ahp__Appr__Watc
 	if (in->log_id != NULL && in->log_id[0] != '\0' &&
 	    strcmp(in->log_id, appr_store_log_id(self->store)) != 0)
 		after = 0;
+	/* A cursor past this log's end (a database restored from an older copy keeps its
+	 * log_id, and its next seqs are ones the caller believes it has seen) starts again too:
+	 * otherwise the decisions up to the old cursor would never reach the caller. */
+	if (after > appr_store_last_seq(self->store))
+		after = 0;
 	if (s_watch_answer(self, req_p, after, limit, in->wait_ms > 0))
 		return;
 	if (self->n_held >= APPR_WATCH_HELD_MAX) {

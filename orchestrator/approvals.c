@@ -229,7 +229,14 @@ s_put_value(char *buf, size_t cap, size_t *n, const char *s, size_t len)
 		m += 3;
 		tmp[m] = '\0';
 	}
-	s_put(buf, cap, n, tmp, m, 1);
+	/* Quoted as it is: tmp is escaped already (escaping it again doubled every '\'). */
+	if (*n + m + 2 >= cap)
+		return;
+	buf[(*n)++] = '"';
+	memcpy(buf + *n, tmp, m);
+	*n += m;
+	buf[(*n)++] = '"';
+	buf[*n] = '\0';
 }
 
 const char *
@@ -244,7 +251,18 @@ orch_appr_label(const char *name, const json_t *args, char *out, size_t outlen)
 	{
 		if (n > 0)
 			s_put(buf, sizeof buf, &n, ", ", 2, 0);
-		s_put(buf, sizeof buf, &n, k, strlen(k), 0);
+		/* A name that is not a plain name ([A-Za-z0-9_]{1,40}) is quoted and cut like
+		 * a value: the model chooses it, and `webhook_id="team", content="…")` with
+		 * padding would otherwise pass for other arguments and push the real ones out. */
+		size_t kl = strlen(k);
+		int plain = kl >= 1 && kl <= APPR_LABEL_VALUE_MAX;
+		for (size_t i = 0; plain && i < kl; i++)
+			plain = (k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
+			        (k[i] >= '0' && k[i] <= '9') || k[i] == '_';
+		if (plain)
+			s_put(buf, sizeof buf, &n, k, kl, 0);
+		else
+			s_put_value(buf, sizeof buf, &n, k, kl);
 		s_put(buf, sizeof buf, &n, "=", 1, 0);
 		if (json_is_string(v)) {
 			s_put_value(buf, sizeof buf, &n, json_string_value(v),
@@ -497,8 +515,10 @@ s_journaled(orch_run_t *run, orch_gate_t *g)
 	s_row_t r = {0};
 	if (orch_journal_approval_get(run->o->journal, run->id, run->cur_seq, s_row_cb, &r) < 0)
 		orch_journal_failed(run->o, "reading an approval");
-	if (!r.found)
+	if (!r.found || strcmp(r.state, "pending") == 0) {
+		free(r.comment);
 		return 0;
+	}
 	int kind = g->kind, mode = g->mode;
 	if (strcmp(r.digest, g->digest) != 0) {
 		char what[300];
@@ -553,7 +573,31 @@ s_begin(orch_run_t *run, int kind, const char *action, json_t *args, const char 
 	run->gate = g;
 	if (mode != ORCH_TOOL_NEW && s_journaled(run, g))
 		return;
+	if (mode == ORCH_TOOL_NEW) {
+		/* Journaled with the step's intent, before the Create leaves: a restart then
+		 * knows this step was put to a human even if the orchestrator died before
+		 * approvald's answer (and the run's waiting_approval) reached the journal. */
+		orch_approval_row_t row = {.step = run->cur_seq,
+		                           .id = 0,
+		                           .state = "pending",
+		                           .by = "",
+		                           .at_ms = ahp_now_ms(),
+		                           .comment = "",
+		                           .digest = g->digest};
+		if (orch_journal_approval_put(run->o->journal, run->id, &row) != 0)
+			orch_journal_failed(run->o, "approval");
+	}
 	s_gate_due(run);
+}
+
+int
+orch_gate_asked(orch_run_t *run)
+{
+	s_row_t r = {0};
+	if (orch_journal_approval_get(run->o->journal, run->id, run->cur_seq, s_row_cb, &r) < 0)
+		orch_journal_failed(run->o, "reading an approval");
+	free(r.comment);
+	return r.found;
 }
 
 void
@@ -571,15 +615,20 @@ orch_gate_begin(orch_run_t *run, const orch_tool_t *t, const json_t *args,
 		a = json_deep_copy(args);
 	}
 	char desc[400];
-	unsigned idx = (unsigned)(rule - p->approvals);
-	if (rule->service != NULL)
+	unsigned idx = rule != NULL ? (unsigned)(rule - p->approvals) : 0;
+	long ex = rule != NULL ? rule->expires_s : APPR_ASK_EXPIRES_S;
+	if (rule == NULL)
+		snprintf(desc, sizeof desc,
+		         "approvals: the rule that gated this step is no longer in profile %s; "
+		         "the decision is still needed",
+		         p->name);
+	else if (rule->service != NULL)
 		snprintf(desc, sizeof desc, "approvals[%u]: service %s", idx, rule->service);
 	else if (rule->match != NULL)
 		snprintf(desc, sizeof desc, "approvals[%u]: tool %s matching %s", idx, rule->tool,
 		         rule->match);
 	else
 		snprintf(desc, sizeof desc, "approvals[%u]: tool %s", idx, rule->tool);
-	long ex = rule->expires_s;
 	if (ex < 1)
 		ex = 1;
 	if (ex > 2592000)

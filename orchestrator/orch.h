@@ -188,6 +188,8 @@ struct orch_run {
 	int tools_released;             /* tools' ended hooks have run */
 	void *tool_state[ORCH_TOOLS_N]; /* owned by each tool's file */
 	orch_gate_t *gate;              /* the step waits on a human (approvals.c), or NULL */
+	int regate; /* restarted while waiting_approval: its pending step stays gated even when
+	             * the profile no longer has the rule (the human's request is still open) */
 };
 
 typedef struct orch_reply {
@@ -568,12 +570,17 @@ void orch_appr_recv(orch_t *o);
 /* Keeps the Watch outstanding and fires request deadlines; ms until the next. */
 long orch_appr_timers(orch_t *o, int64_t now, long max);
 /* A call `rule` gates (run->tool, args borrowed): the step waits for a human.
+ * rule NULL: a step that waited before a restart whose profile lost the rule; it still
+ * needs the decision of the request already open (its expiry as approvald has it).
  * mode NEW: a Create goes to approvald after the commit; RESUMED / RETRY: a
  * decision the journal holds for (run, step) is applied first. */
 void orch_gate_begin(orch_run_t *run, const orch_tool_t *t, const json_t *args,
                      const ahp_approval_t *rule, int mode);
 /* ask_human: question (valid UTF-8, 1..4000 bytes) waits for an answer. */
 void orch_gate_question(orch_run_t *run, const char *question, int mode);
+/* 1 when the journal says run's current step was put to a human (a request asked for, or
+ * decided): a restart keeps it gated whatever the profile says now. */
+int orch_gate_asked(orch_run_t *run);
 /* PH_GATE after the commit: send the Create. */
 void orch_gate_send(orch_run_t *run);
 /* The run's end is committed: cancel its pending request, free the gate. */

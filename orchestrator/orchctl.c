@@ -768,11 +768,78 @@ s_track(orchctl_wait_t *w, const Ahp__Orch__Event *ev)
 	w->question = question;
 }
 
-/* Sends DecideRequest{id, state, comment} to approvald's humans' socket as the user running
- * orchctl, once (not retried), and prints the outcome. 0 when recorded, -1 after printing
- * why not with the CLI command that does the same. */
+/* Why a call to approvald's humans' socket at ep failed (status and err from ahp_rpc_call). */
+static void
+s_call_why(const char *ep, int status, const char *err, char *why, size_t whylen)
+{
+	if (status == AHP__STATUS__ERR_PERMISSION_DENIED) {
+		struct passwd *pw = getpwuid(getuid());
+		snprintf(why, whylen, "approvald refused: %s may not decide (%s)",
+		         pw != NULL ? pw->pw_name : "this user", err);
+	} else if (status == AHP__STATUS__ERR_TIMEOUT || status == AHP__STATUS__ERR_UNAVAILABLE) {
+		snprintf(why, whylen, "approvald not reachable at %s: %s", ep, err);
+	} else {
+		snprintf(why, whylen, "approvald: %s: %s", ahp_status_str(status), err);
+	}
+}
+
+/* 0 when approvald's request #id belongs to run_id; else -1 with why. The id comes from the
+ * run's waiting line, which may be older than approvald's database (a database made anew
+ * numbers its requests from 1 again): #id must not decide another run's request. */
 static int
-s_decide(orchctl_t *self, uint64_t id, int state, const char *comment)
+s_request_of_run(ahp_rpc_client_t *cl, const char *ep, uint64_t id, const char *run_id, char *why,
+                 size_t whylen)
+{
+	Ahp__Appr__ShowRequest sh = AHP__APPR__SHOW_REQUEST__INIT;
+	sh.id = id;
+	Ahp__Appr__HumanRequest req = AHP__APPR__HUMAN_REQUEST__INIT;
+	req.body_case = AHP__APPR__HUMAN_REQUEST__BODY_SHOW;
+	req.show = &sh;
+	size_t len = ahp__appr__human_request__get_packed_size(&req);
+	uint8_t buf[64];
+	if (len > sizeof buf) {
+		snprintf(why, whylen, "cannot encode a show of #%" PRIu64, id);
+		return -1;
+	}
+	ahp__appr__human_request__pack(&req, buf);
+	uint8_t *rbuf = NULL;
+	size_t rlen = 0;
+	int status = 0;
+	char err[512] = "";
+	if (ahp_rpc_call(cl, buf, len, DECIDE_TIMEOUT_MS, 1, 1, &rbuf, &rlen, &status, err,
+	                 sizeof err) != 0) {
+		s_call_why(ep, status, err, why, whylen);
+		return -1;
+	}
+	Ahp__Appr__HumanReply *hr = ahp__appr__human_reply__unpack(NULL, rlen, rbuf);
+	free(rbuf);
+	int rc = -1;
+	if (hr == NULL)
+		snprintf(why, whylen, "approvald's reply is unreadable");
+	else if (hr->error != NULL && hr->error->status != AHP__STATUS__OK)
+		snprintf(why, whylen, "approvald refused: %s",
+		         hr->error->message != NULL && *hr->error->message
+		             ? hr->error->message
+		             : ahp_status_str(hr->error->status));
+	else if (hr->request == NULL || hr->request->run_id == NULL)
+		snprintf(why, whylen, "approvald's reply has no request");
+	else if (strcmp(hr->request->run_id, run_id) != 0)
+		snprintf(why, whylen,
+		         "approvald's #%" PRIu64 " is for run %.64s, not run %.64s (its database "
+		         "is newer than the waiting line); not decided",
+		         id, hr->request->run_id, run_id);
+	else
+		rc = 0;
+	if (hr != NULL)
+		ahp__appr__human_reply__free_unpacked(hr, NULL);
+	return rc;
+}
+
+/* Sends DecideRequest{id, state, comment} to approvald's humans' socket as the user running
+ * orchctl, once (not retried), after checking that #id is run_id's; prints the outcome. 0 when
+ * recorded, -1 after printing why not with the CLI command that does the same. */
+static int
+s_decide(orchctl_t *self, const char *run_id, uint64_t id, int state, const char *comment)
 {
 	const char *ep = self->appr_endpoint;
 	char why[PATH_MAX + 1024] = "";
@@ -797,23 +864,13 @@ s_decide(orchctl_t *self, uint64_t id, int state, const char *comment)
 		char err[512] = "";
 		if (cl == NULL) {
 			snprintf(why, sizeof why, "cannot connect to approvald at %s", ep);
+		} else if (s_request_of_run(cl, ep, id, run_id, why, sizeof why) != 0) {
+			/* why says whose request #id is (or why it could not be read) */
 		} else {
 			ahp__appr__human_request__pack(&req, buf);
 			if (ahp_rpc_call(cl, buf, len, DECIDE_TIMEOUT_MS, 0, 0, &rbuf, &rlen,
 			                 &status, err, sizeof err) != 0) {
-				if (status == AHP__STATUS__ERR_PERMISSION_DENIED) {
-					struct passwd *pw = getpwuid(getuid());
-					snprintf(why, sizeof why,
-					         "approvald refused: %s may not decide (%s)",
-					         pw != NULL ? pw->pw_name : "this user", err);
-				} else if (status == AHP__STATUS__ERR_TIMEOUT ||
-				           status == AHP__STATUS__ERR_UNAVAILABLE) {
-					snprintf(why, sizeof why,
-					         "approvald not reachable at %s: %s", ep, err);
-				} else {
-					snprintf(why, sizeof why, "approvald: %s: %s",
-					         ahp_status_str(status), err);
-				}
+				s_call_why(ep, status, err, why, sizeof why);
 			} else if ((hr = ahp__appr__human_reply__unpack(NULL, rlen, rbuf)) ==
 			           NULL) {
 				snprintf(why, sizeof why, "approvald's reply is unreadable");
@@ -991,6 +1048,10 @@ s_prompt(orchctl_t *self, const char *run_id, uint64_t *after, orchctl_wait_t *w
 	else
 		snprintf(prompt, sizeof prompt,
 		         "approve #%" PRIu64 "? [y]es / [n]o / [s]kip: ", id);
+	/* What was typed before this prompt was shown (a "y" typed twice, or ahead while the
+	 * run went on to its next gated call) must not decide a request the user has not
+	 * seen: it is discarded. */
+	tcflush(STDIN_FILENO, TCIFLUSH);
 	for (;;) {
 		int r = s_read_line(self, run_id, after, w, line, sizeof line, prompt);
 		if (r == L_INTR)
@@ -1013,7 +1074,8 @@ s_prompt(orchctl_t *self, const char *run_id, uint64_t *after, orchctl_wait_t *w
 				continue;
 			}
 			comment = line;
-			return s_decide(self, id, state, comment) == 0 ? P_DECIDED : P_REFUSED;
+			return s_decide(self, run_id, id, state, comment) == 0 ? P_DECIDED
+			                                                       : P_REFUSED;
 		}
 		char *a = line;
 		while (*a == ' ' || *a == '\t')
@@ -1051,7 +1113,7 @@ s_prompt(orchctl_t *self, const char *run_id, uint64_t *after, orchctl_wait_t *w
 			printf("y approves, n rejects, s skips (the run keeps waiting)\n");
 			continue;
 		}
-		return s_decide(self, id, state, comment) == 0 ? P_DECIDED : P_REFUSED;
+		return s_decide(self, run_id, id, state, comment) == 0 ? P_DECIDED : P_REFUSED;
 	}
 	if (w->question)
 		printf("skipped; answer later with: approvald answer %" PRIu64 " TEXT\n", id);

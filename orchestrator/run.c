@@ -654,6 +654,9 @@ s_tool_begin(orch_run_t *run, int mode)
 		}
 	}
 	run->tool_sync = 1;
+	/* Only the step pending at the restart was waiting: later ones gate by the profile. */
+	int regate = mode != ORCH_TOOL_NEW && (run->regate || orch_gate_asked(run));
+	run->regate = 0;
 	const orch_tool_t *t = name != NULL ? orch_tool_offered(run->profile, name) : NULL;
 	run->tool = t;
 	if (t == NULL) {
@@ -690,9 +693,12 @@ s_tool_begin(orch_run_t *run, int mode)
 		               "[%s] bad arguments: %s", name, why);
 		orch_tool_done(run, orch_tool_error("bad_request", "%s", why),
 		               AHP__STATUS__ERR_BAD_REQUEST);
-	} else if ((rule = orch_tool_gate(run->profile, t, args)) != NULL) {
+	} else if ((rule = orch_tool_gate(run->profile, t, args)) != NULL || regate) {
 		/* Approval is enforced by the platform (invariant 5): the call
-		 * waits for a human's decision on exactly these arguments. */
+		 * waits for a human's decision on exactly these arguments. A step
+		 * that already waited keeps waiting for that decision even when a
+		 * reload took the rule away: the human was asked, and may be about
+		 * to say no; it never runs on the strength of an edit alone. */
 		orch_gate_begin(run, t, args, rule, mode);
 	} else {
 		t->start(run, args, mode);
@@ -971,6 +977,7 @@ orch_run_restore(orch_t *o, const orch_run_row_t *row, int resume, int *status, 
 		}
 	}
 	int was = state;
+	run->regate = was == ORCH_WAITING;
 	run->state = ORCH_RUNNING;
 	o->n_running++;
 	s_link(run);

@@ -324,8 +324,9 @@ def main(args):
         fq, cq = wait_waiting(st, forged), wait_waiting(st, changed)
         step = st.db_rows("SELECT MAX(seq) FROM steps WHERE run_id=?", (forged,))[0][0]
         st.kill("orchestrator")
-        journal_write(st, "INSERT INTO approvals VALUES (?, ?, ?, 'approved', 'mallory', 0, "
-                      "'', ?)", (forged, step, fq, "0" * 64))
+        # (OR REPLACE: the step's "pending" row, journaled when it was put to a human.)
+        journal_write(st, "INSERT OR REPLACE INTO approvals VALUES (?, ?, ?, 'approved', "
+                      "'mallory', 0, '', ?)", (forged, step, fq, "0" * 64))
         journal_write(st, "UPDATE steps SET result = replace(result, 'weekly digest', "
                       "'weekly DIGEST') WHERE run_id = ? AND kind = 'model'", (changed,))
         st.restart("orchestrator")
