@@ -265,6 +265,11 @@ def main(args):
         # The destroy is asynchronous; sandboxd's pool refills to its idle size.
         wait_for(lambda: run_procs() == ([], len(idle_sbx)), 10,
                  "the sandbox's processes to stop")
+        # A thread of libcurl's resolver may live a moment after a model call; a waiting
+        # run must not keep one: the count returns to its idle value and stays there.
+        wait_for(lambda: threads(orch_pid) == idle_threads, 10,
+                 f"orchestrator threads to return to {idle_threads} (idle)")
+        time.sleep(0.3)
         check(threads(orch_pid) == idle_threads,
               f"orchestrator threads {threads(orch_pid)} != {idle_threads} idle")
         st.approvald("approve", str(rq), expect=0)
