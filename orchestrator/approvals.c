@@ -269,8 +269,10 @@ orch_appr_label(const char *name, const json_t *args, char *out, size_t outlen)
 			            json_string_length(v));
 		} else {
 			char *d = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+			/* The cut leaves at least 4 bytes of d after it: room for "…" and NUL. */
 			if (d != NULL && strlen(d) > APPR_LABEL_VALUE_MAX)
-				strcpy(d + ahp_utf8_prefix(d, APPR_LABEL_VALUE_MAX), "…");
+				memcpy(d + ahp_utf8_prefix(d, APPR_LABEL_VALUE_MAX), "…",
+				       sizeof "…");
 			s_put(buf, sizeof buf, &n, d ? d : "?", d ? strlen(d) : 1, 0);
 			free(d);
 		}

@@ -142,7 +142,8 @@ int orch_journal_egress_done(orch_journal_t *self, const char *run_id);
 int orch_journal_egress_open(orch_journal_t *self, orch_egress_fn fn, void *arg);
 
 /* Approvals (migration 3). put records the decision of (run_id, row->step)
- * (replacing one; state "pending", id 0: the step was put to a human, no decision yet); get calls fn with it: 1 found, 0 none, -1 error. */
+ * (replacing one; state "pending", id 0: the step was put to a human, no decision yet); get calls
+ * fn with it: 1 found, 0 none, -1 error. */
 int orch_journal_approval_put(orch_journal_t *self, const char *run_id,
                               const orch_approval_row_t *row);
 int orch_journal_approval_get(orch_journal_t *self, const char *run_id, uint32_t step,

@@ -83,8 +83,14 @@ main(int argc, char **argv)
 		protobuf_c_message_free_unpacked(m, NULL);
 		i++;
 	}
-	if (i + 1 < argc && strcmp(argv[i], "--timeout") == 0)
-		timeout = atoi(argv[i + 1]);
+	if (i + 1 < argc && strcmp(argv[i], "--timeout") == 0) {
+		long t;
+		if (ahp_parse_long(argv[i + 1], 1, 3600000, &t) != 0) {
+			fprintf(stderr, "apprsend: --timeout takes 1..3600000 (ms)\n");
+			return 2;
+		}
+		timeout = (int)t;
+	}
 	ahp_rpc_client_t *cl = ahp_rpc_client_new(NULL, ep);
 	if (cl == NULL)
 		return 2;

@@ -90,12 +90,18 @@ main(int argc, char **argv)
 		return 2;
 	}
 	for (; i + 1 < argc; i += 2) {
-		if (strcmp(argv[i], "--timeout") == 0)
-			timeout_ms = atoi(argv[i + 1]);
-		else if (strcmp(argv[i], "--copies") == 0)
-			copies = atoi(argv[i + 1]);
-		else
+		long v = 0;
+		if (strcmp(argv[i], "--timeout") == 0) {
+			if (ahp_parse_long(argv[i + 1], 1, 3600000, &v) != 0)
+				v = 0; /* refused below */
+			timeout_ms = (int)v;
+		} else if (strcmp(argv[i], "--copies") == 0) {
+			if (ahp_parse_long(argv[i + 1], 1, 10000, &v) != 0)
+				v = 0;
+			copies = (int)v;
+		} else {
 			break;
+		}
 	}
 	if (timeout_ms <= 0 || copies <= 0 || copies > 10000 || i >= argc) {
 		fputs("svcraw: bad options\n", stderr);
