@@ -1,14 +1,11 @@
 /* credproxy: arguments, configuration, the privilege drop, signals and reloads around the
  * proxy engine (proxy.c). */
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,6 +17,7 @@
 
 #include "ahp/cfg.h"
 #include "ahp/log.h"
+#include "ahp/priv.h"
 #include "ahp/profile.h"
 #include "ahp/rpc.h"
 #include "ahp/secrets.h"
@@ -424,40 +422,12 @@ s_log_flush_cb(evutil_socket_t fd, short what, void *arg)
 static void
 s_drop_privileges(s_main_t *m)
 {
-	const char *user = ahp_cfg_str(m->cfg, "user");
-	if (geteuid() != 0 || user[0] == '\0') {
-		if (geteuid() == 0)
-			log_warn("running as root (user = \"\"): secrets are readable by any root "
-			         "process anyway, but a bug here would be a root bug");
-		return;
-	}
-	struct passwd *pw = getpwnam(user);
-	if (pw == NULL)
-		fatalx("user \"%s\" does not exist (create it, or set user = \"\")", user);
-	uid_t uid = pw->pw_uid;
-	gid_t gid = pw->pw_gid;
-	/* The state dir holds the CA key: only this user may enter it. */
-	if (ahp_mkdirs(m->state_dir, 0700) != 0)
-		fatal("mkdir %s", m->state_dir);
-	struct stat st;
-	if (stat(m->state_dir, &st) == 0 && st.st_uid != uid) {
-		if (chown(m->state_dir, uid, gid) != 0)
-			fatal("chown %s", m->state_dir);
-	}
-	if (setgroups(1, &gid) != 0)
-		fatal("setgroups");
-	if (setresgid(gid, gid, gid) != 0)
-		fatal("setresgid");
-	if (setresuid(uid, uid, uid) != 0)
-		fatal("setresuid");
-	if (setuid(0) == 0 || seteuid(0) == 0)
-		fatalx("privilege drop: root could be regained");
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
-	/* No core dump or ptrace from the same uid: memory holds secrets. */
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
-		fatal("prctl(PR_SET_DUMPABLE)");
-	log_info("running as user=%s uid=%u gid=%u", user, (unsigned)uid, (unsigned)gid);
+	/* The state dir holds the CA key: only this user may enter it. Memory holds
+	 * secrets: not dumpable. */
+	if (ahp_priv_drop(ahp_cfg_str(m->cfg, "user"), m->state_dir, AHP_PRIV_NOT_DUMPABLE) == 0 &&
+	    geteuid() == 0)
+		log_warn("running as root (user = \"\"): secrets are readable by any root "
+		         "process anyway, but a bug here would be a root bug");
 }
 
 int

@@ -1,20 +1,18 @@
 /* servicesd: arguments, configuration, the privilege drop, signals and reloads around the
  * event loop (engine.c). */
 #include <errno.h>
-#include <grp.h>
 #include <limits.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "ahp/cfg.h"
 #include "ahp/log.h"
+#include "ahp/priv.h"
 #include "ahp/profile.h"
 #include "ahp/rpc.h"
 #include "ahp/secrets.h"
@@ -322,44 +320,18 @@ s_health(s_main_t *m)
 static void
 s_drop_privileges(s_main_t *m)
 {
-	const char *user = ahp_cfg_str(m->cfg, "user");
-	if (geteuid() != 0 || user[0] == '\0') {
-		if (geteuid() == 0)
-			log_warn("running as root (user = \"\"): the services' secrets would be "
-			         "exposed to a root bug");
-		return;
-	}
-	struct passwd *pw = getpwnam(user);
-	if (pw == NULL)
-		fatalx("user \"%s\" does not exist (create it, or set user = \"\")", user);
-	uid_t uid = pw->pw_uid;
-	gid_t gid = pw->pw_gid;
-	/* The store's directory belongs to this user alone. */
+	/* The store's directory belongs to this user alone; memory holds secrets. */
 	char dir[PATH_MAX];
 	snprintf(dir, sizeof dir, "%s", m->db_path);
 	char *slash = strrchr(dir, '/');
-	if (slash != NULL && slash != dir) {
+	if (slash != NULL && slash != dir)
 		*slash = '\0';
-		if (ahp_mkdirs(dir, 0700) != 0)
-			fatal("mkdir %s", dir);
-		struct stat st;
-		if (stat(dir, &st) == 0 && st.st_uid != uid && chown(dir, uid, gid) != 0)
-			fatal("chown %s", dir);
-	}
-	if (setgroups(1, &gid) != 0)
-		fatal("setgroups");
-	if (setresgid(gid, gid, gid) != 0)
-		fatal("setresgid");
-	if (setresuid(uid, uid, uid) != 0)
-		fatal("setresuid");
-	if (setuid(0) == 0 || seteuid(0) == 0)
-		fatalx("privilege drop: root could be regained");
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		fatal("prctl(PR_SET_NO_NEW_PRIVS)");
-	/* No core dump or ptrace from the same uid: memory holds secrets. */
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
-		fatal("prctl(PR_SET_DUMPABLE)");
-	log_info("running as user=%s uid=%u gid=%u", user, (unsigned)uid, (unsigned)gid);
+	else
+		dir[0] = '\0';
+	if (ahp_priv_drop(ahp_cfg_str(m->cfg, "user"), dir, AHP_PRIV_NOT_DUMPABLE) == 0 &&
+	    geteuid() == 0)
+		log_warn("running as root (user = \"\"): the services' secrets would be "
+		         "exposed to a root bug");
 }
 
 static int
