@@ -24,6 +24,7 @@
 #include "ahp/text.h"
 #include "ahp/util.h"
 #include "cp.h"
+#include "credproxy.pb-c.h"
 
 static const ahp_cfg_def_t s_cfg_defs[] = {
     {"relay_socket", AHP_CFG_STR, 0, 0, "",
@@ -96,6 +97,7 @@ s_usage(FILE *f)
 	    f,
 	    "usage: credproxy [--home DIR] [--set key=value]... [serve]\n"
 	    "       credproxy [--home DIR] [--set key=value]... --check-config\n"
+	    "       credproxy [--home DIR] [--set key=value]... --health\n"
 	    "       credproxy --help | --version\n"
 	    "\n"
 	    "The egress proxy: sandboxes reach only the hosts their profile's egress rules\n"
@@ -108,6 +110,8 @@ s_usage(FILE *f)
 	    "                SIGTERM stops.\n"
 	    "--check-config  load the configuration, every profile's egress rules, the\n"
 	    "                secrets they name and the providers; exit 1 on any error.\n"
+	    "--health        ask the running daemon for an answer on ctl_endpoint; exit 0\n"
+	    "                when it gives one within 2 s, else 1.\n"
 	    "\n"
 	    "HOME is --home, else $AHP_HOME, else /var/lib/ahp. Config: HOME/etc/credproxy.conf\n"
 	    "(key = value), overridden by --set. Keys:\n");
@@ -419,6 +423,48 @@ s_log_flush_cb(evutil_socket_t fd, short what, void *arg)
 	ahp_log_flush();
 }
 
+/* --health: one EgressListRequest (run "", limit 1) on ctl_endpoint, which the
+ * event loop answers; any reply (even an error) means the loop is serving. An
+ * ipc:// socket file that does not exist fails at once. */
+static int
+s_health(s_main_t *m)
+{
+	char err[256] = "";
+	struct stat st;
+	if (strncmp(m->ctl_endpoint, "ipc://", 6) == 0 && stat(m->ctl_endpoint + 6, &st) != 0) {
+		snprintf(err, sizeof err, "%s: %s", m->ctl_endpoint + 6, strerror(errno));
+		ahp_term_printf(stderr, "credproxy: not healthy at %s: %s\n", m->ctl_endpoint, err);
+		return 1;
+	}
+	ahp_rpc_client_t *cl = ahp_rpc_client_new(NULL, m->ctl_endpoint);
+	if (cl == NULL) {
+		ahp_term_printf(stderr, "credproxy: not healthy at %s: cannot connect\n",
+		                m->ctl_endpoint);
+		return 1;
+	}
+	Ahp__Cp__EgressListRequest el = AHP__CP__EGRESS_LIST_REQUEST__INIT;
+	el.run_id = "";
+	el.limit = 1;
+	Ahp__Cp__Request r = AHP__CP__REQUEST__INIT;
+	r.body_case = AHP__CP__REQUEST__BODY_EGRESS_LIST;
+	r.egress_list = &el;
+	uint8_t buf[64];
+	size_t len = ahp__cp__request__pack(&r, buf);
+	uint8_t *reply = NULL;
+	size_t rlen = 0;
+	int status = 0;
+	/* Not idempotent-retried: one attempt of 2 s. */
+	int rc = ahp_rpc_call(cl, buf, len, 2000, 0, 0, &reply, &rlen, &status, err, sizeof err);
+	free(reply);
+	ahp_rpc_client_destroy(&cl);
+	if (rc != 0 && status != AHP__STATUS__ERR_PERMISSION_DENIED) {
+		ahp_term_printf(stderr, "credproxy: not healthy at %s: %s\n", m->ctl_endpoint, err);
+		return 1;
+	}
+	printf("credproxy: serving at %s\n", m->ctl_endpoint);
+	return 0;
+}
+
 static void
 s_drop_privileges(s_main_t *m)
 {
@@ -434,7 +480,7 @@ int
 main(int argc, char **argv)
 {
 	const char *home_flag = NULL;
-	bool check = false;
+	bool check = false, health = false;
 	char **sets = calloc((size_t)argc + 1, sizeof *sets);
 	int nsets = 0;
 	ahp_log_init("credproxy", AHP_LOG_INFO);
@@ -452,6 +498,8 @@ main(int argc, char **argv)
 			return 0;
 		} else if (strcmp(a, "--check-config") == 0) {
 			check = true;
+		} else if (strcmp(a, "--health") == 0) {
+			health = true;
 		} else if (strcmp(a, "--home") == 0 && i + 1 < argc) {
 			home_flag = argv[++i];
 		} else if (strncmp(a, "--home=", 7) == 0) {
@@ -477,7 +525,13 @@ main(int argc, char **argv)
 		ahp_term_printf(stderr, "credproxy: %s\n", err);
 		ahp_cfg_destroy(&m.cfg);
 		free(sets);
-		return check ? 1 : 2;
+		return check || health ? 1 : 2;
+	}
+	if (health) {
+		int rc = s_health(&m);
+		ahp_cfg_destroy(&m.cfg);
+		free(sets);
+		return rc;
 	}
 	if (check) {
 		int problems = 0;

@@ -26,7 +26,8 @@ static void
 s_usage(FILE *out)
 {
 	fprintf(out, "usage: orchestrator [--home DIR] [--set key=value]... [--check-config]\n"
-	             "                    [--help] [--version]\n"
+	             "       orchestrator [--home DIR] [--set key=value]... --health\n"
+	             "       orchestrator --help | --version\n"
 	             "\n"
 	             "Runs agent profiles: the agent loop, the step journal and the orchctl API.\n"
 	             "HOME is --home, else $AHP_HOME, else /var/lib/ahp. Configuration is read\n"
@@ -39,9 +40,52 @@ s_usage(FILE *out)
 	             "every profile and exits 1 on any error (file:line:column); fields that\n"
 	             "fail closed until their daemon exists (approvals, services, egress, ...)\n"
 	             "print a warning and do not fail it (docs/profiles.md).\n"
+	             "--health asks the running daemon for an answer on its endpoint; exit 0\n"
+	             "when it gives one within 2 s, else 1.\n"
 	             "\n"
 	             "configuration keys:\n");
 	ahp_cfg_print_help(orch_cfg_defs, out);
+}
+
+/* --health: one Status request with an empty run id, which the loop answers at
+ * once with ERR_BAD_REQUEST; any reply (even an error) means the loop is
+ * serving. An ipc:// socket file that does not exist fails at once. */
+static int
+s_health(orch_t *o)
+{
+	char err[256] = "";
+	struct stat st;
+	if (strncmp(o->endpoint, "ipc://", 6) == 0 && stat(o->endpoint + 6, &st) != 0) {
+		snprintf(err, sizeof err, "%s: %s", o->endpoint + 6, strerror(errno));
+		ahp_term_printf(stderr, "orchestrator: not healthy at %s: %s\n", o->endpoint, err);
+		return 1;
+	}
+	ahp_rpc_client_t *cl = ahp_rpc_client_new(NULL, o->endpoint);
+	if (cl == NULL) {
+		ahp_term_printf(stderr, "orchestrator: not healthy at %s: cannot connect\n",
+		                o->endpoint);
+		return 1;
+	}
+	Ahp__Orch__RunRef ref = AHP__ORCH__RUN_REF__INIT;
+	ref.run_id = "";
+	Ahp__Orch__Request r = AHP__ORCH__REQUEST__INIT;
+	r.body_case = AHP__ORCH__REQUEST__BODY_STATUS;
+	r.status = &ref;
+	uint8_t buf[64];
+	size_t len = ahp__orch__request__pack(&r, buf);
+	uint8_t *reply = NULL;
+	size_t rlen = 0;
+	int status = 0;
+	/* Not idempotent-retried: one attempt of 2 s. */
+	int rc = ahp_rpc_call(cl, buf, len, 2000, 0, 0, &reply, &rlen, &status, err, sizeof err);
+	free(reply);
+	ahp_rpc_client_destroy(&cl);
+	if (rc != 0 && status != AHP__STATUS__ERR_PERMISSION_DENIED) {
+		ahp_term_printf(stderr, "orchestrator: not healthy at %s: %s\n", o->endpoint, err);
+		return 1;
+	}
+	printf("orchestrator: serving at %s\n", o->endpoint);
+	return 0;
 }
 
 /* Fills a path from a config key, or from HOME/sub when the key is empty. */
@@ -154,7 +198,7 @@ int
 main(int argc, char **argv)
 {
 	const char *home_flag = NULL;
-	int check = 0;
+	int check = 0, health = 0;
 	/* Kept for the process's life: SIGHUP re-applies them. */
 	char **sets = calloc((size_t)argc, sizeof *sets);
 	int nsets = 0;
@@ -174,6 +218,8 @@ main(int argc, char **argv)
 			return 0;
 		} else if (strcmp(a, "--check-config") == 0) {
 			check = 1;
+		} else if (strcmp(a, "--health") == 0) {
+			health = 1;
 		} else if (strcmp(a, "--home") == 0 && i + 1 < argc) {
 			home_flag = argv[++i];
 		} else if (strncmp(a, "--home=", 7) == 0) {
@@ -199,6 +245,13 @@ main(int argc, char **argv)
 	o->nsets = nsets;
 	int cfg_ok = orch_configure(o, home_flag) == 0;
 	o->cfg_start = o->cfg;
+	if (health) {
+		int rc = cfg_ok ? s_health(o) : 1;
+		ahp_cfg_destroy(&o->cfg);
+		free(sets);
+		free(o);
+		return rc;
+	}
 	if (check) {
 		size_t bad = cfg_ok ? s_check_profiles(o) : 0;
 		if (cfg_ok && bad == 0)

@@ -68,7 +68,8 @@ s_usage(FILE *f)
 	    "usage: sandboxd [--home DIR] [--set key=value]... [serve]\n"
 	    "       sandboxd [--home DIR] exec --profile P [--keep] [--timeout S] -- CMD...\n"
 	    "       sandboxd [--home DIR] policy\n"
-	    "       sandboxd [--home DIR] --check-config | --help | --version\n"
+	    "       sandboxd [--home DIR] [--set key=value]... --check-config | --health\n"
+	    "       sandboxd --help | --version\n"
 	    "\n"
 	    "serve   run the daemon in the foreground (default); SIGTERM stops it, destroying\n"
 	    "        live sandboxes but keeping their workspaces for a restart.\n"
@@ -77,6 +78,8 @@ s_usage(FILE *f)
 	    "        and exits with its exit code (killed: 128+signal; sandboxd unreachable or\n"
 	    "        failing: 125; bad usage or unknown profile: 2). --keep keeps the workspace.\n"
 	    "policy  print the seccomp policy applied to sandboxed commands.\n"
+	    "--health  ask the running daemon for an answer on its endpoint; exit 0 when\n"
+	    "        it gives one within 2 s, else 1.\n"
 	    "\n"
 	    "HOME is --home, else $AHP_HOME, else /var/lib/ahp. Config: HOME/etc/sandboxd.conf\n"
 	    "(key = value), overridden by --set. Keys:\n");
@@ -231,6 +234,49 @@ s_check(const sbx_config_t *cfg)
 	return 0;
 }
 
+/* --health: one Fetch with empty ids, which the loop refuses at once
+ * (ERR_BAD_REQUEST) without touching a sandbox or the disk; any reply (even an
+ * error) means the loop is serving. An ipc:// socket file that does not exist
+ * fails at once. */
+static int
+s_health(const sbx_config_t *cfg)
+{
+	char err[256] = "";
+	struct stat st;
+	if (strncmp(cfg->endpoint, "ipc://", 6) == 0 && stat(cfg->endpoint + 6, &st) != 0) {
+		snprintf(err, sizeof err, "%s: %s", cfg->endpoint + 6, strerror(errno));
+		ahp_term_printf(stderr, "sandboxd: not healthy at %s: %s\n", cfg->endpoint, err);
+		return 1;
+	}
+	ahp_rpc_client_t *cl = ahp_rpc_client_new(NULL, cfg->endpoint);
+	if (cl == NULL) {
+		ahp_term_printf(stderr, "sandboxd: not healthy at %s: cannot connect\n",
+		                cfg->endpoint);
+		return 1;
+	}
+	Ahp__Sbx__FetchRequest f = AHP__SBX__FETCH_REQUEST__INIT;
+	f.sandbox_id = "";
+	f.exec_id = "";
+	Ahp__Sbx__Request r = AHP__SBX__REQUEST__INIT;
+	r.body_case = AHP__SBX__REQUEST__BODY_FETCH;
+	r.fetch = &f;
+	uint8_t buf[64];
+	size_t len = ahp__sbx__request__pack(&r, buf);
+	uint8_t *reply = NULL;
+	size_t rlen = 0;
+	int status = 0;
+	/* Not idempotent-retried: one attempt of 2 s. */
+	int rc = ahp_rpc_call(cl, buf, len, 2000, 0, 0, &reply, &rlen, &status, err, sizeof err);
+	free(reply);
+	ahp_rpc_client_destroy(&cl);
+	if (rc != 0 && status != AHP__STATUS__ERR_PERMISSION_DENIED) {
+		ahp_term_printf(stderr, "sandboxd: not healthy at %s: %s\n", cfg->endpoint, err);
+		return 1;
+	}
+	printf("sandboxd: serving at %s\n", cfg->endpoint);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -240,7 +286,7 @@ main(int argc, char **argv)
 	}
 	const char *home_flag = NULL;
 	const char *sets[64];
-	int n_sets = 0, check = 0, i = 1;
+	int n_sets = 0, check = 0, health = 0, i = 1;
 	for (; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -253,6 +299,8 @@ main(int argc, char **argv)
 		}
 		if (strcmp(a, "--check-config") == 0) {
 			check = 1;
+		} else if (strcmp(a, "--health") == 0) {
+			health = 1;
 		} else if (strcmp(a, "--home") == 0 && i + 1 < argc) {
 			home_flag = argv[++i];
 		} else if (strncmp(a, "--home=", 7) == 0) {
@@ -304,6 +352,8 @@ main(int argc, char **argv)
 		ahp_term_printf(stderr, "sandboxd: %s\n", err);
 		return is_exec ? 125 : 1;
 	}
+	if (health)
+		return s_health(&cfg);
 	if (check)
 		return s_check(&cfg);
 	if (strcmp(mode, "policy") == 0) {
