@@ -224,9 +224,6 @@ s_configure(s_main_t *m, int cli, char *err, size_t errlen)
 static int
 s_health(s_main_t *m)
 {
-	ahp_rpc_client_t *cl = ahp_rpc_client_new(NULL, m->endpoint);
-	if (cl == NULL)
-		return 1;
 	Ahp__Appr__GetRequest g = AHP__APPR__GET_REQUEST__INIT;
 	g.run_id = "health";
 	g.step = 1;
@@ -235,19 +232,7 @@ s_health(s_main_t *m)
 	r.get = &g;
 	uint8_t buf[64];
 	size_t len = ahp__appr__orch_request__pack(&r, buf);
-	uint8_t *reply = NULL;
-	size_t rlen = 0;
-	int status = 0;
-	char err[256] = "";
-	int rc = ahp_rpc_call(cl, buf, len, 2000, 0, 0, &reply, &rlen, &status, err, sizeof err);
-	free(reply);
-	ahp_rpc_client_destroy(&cl);
-	if (rc != 0 && status != AHP__STATUS__ERR_PERMISSION_DENIED) {
-		ahp_term_printf(stderr, "approvald: not healthy at %s: %s\n", m->endpoint, err);
-		return 1;
-	}
-	printf("approvald: serving at %s\n", m->endpoint);
-	return 0;
+	return ahp_rpc_health("approvald", m->endpoint, buf, len);
 }
 
 static void

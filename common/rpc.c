@@ -15,6 +15,7 @@
 
 #include "ahp/log.h"
 #include "ahp/rpc.h"
+#include "ahp/text.h"
 #include "ahp/util.h"
 
 #define ENDPOINT_MAX 256
@@ -1073,4 +1074,42 @@ ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeout_m
 		s_set_err(status, errbuf, errlen, last, "no reply from %s within %d ms",
 		          self->endpoint, timeout_ms);
 	return -1;
+}
+
+int
+ahp_rpc_probe(const char *endpoint, const void *body, size_t len, int timeout_ms, char *err,
+              size_t errlen)
+{
+	struct stat st;
+	if (strncmp(endpoint, "ipc://", 6) == 0 && stat(endpoint + 6, &st) != 0) {
+		snprintf(err, errlen, "%s: %s", endpoint + 6, strerror(errno));
+		return -1;
+	}
+	ahp_rpc_client_t *cl = ahp_rpc_client_new(NULL, endpoint);
+	if (cl == NULL) {
+		snprintf(err, errlen, "cannot connect");
+		return -1;
+	}
+	uint8_t *reply = NULL;
+	size_t rlen = 0;
+	int status = 0;
+	/* Not idempotent-retried: one attempt. */
+	int rc = ahp_rpc_call(cl, body, len, timeout_ms, 0, 0, &reply, &rlen, &status, err, errlen);
+	free(reply);
+	ahp_rpc_client_destroy(&cl);
+	if (rc != 0 && status != AHP__STATUS__ERR_PERMISSION_DENIED)
+		return -1;
+	return 0;
+}
+
+int
+ahp_rpc_health(const char *daemon, const char *endpoint, const void *body, size_t len)
+{
+	char err[256] = "";
+	if (ahp_rpc_probe(endpoint, body, len, 2000, err, sizeof err) != 0) {
+		ahp_term_printf(stderr, "%s: not healthy at %s: %s\n", daemon, endpoint, err);
+		return 1;
+	}
+	printf("%s: serving at %s\n", daemon, endpoint);
+	return 0;
 }

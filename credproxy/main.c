@@ -429,19 +429,6 @@ s_log_flush_cb(evutil_socket_t fd, short what, void *arg)
 static int
 s_health(s_main_t *m)
 {
-	char err[256] = "";
-	struct stat st;
-	if (strncmp(m->ctl_endpoint, "ipc://", 6) == 0 && stat(m->ctl_endpoint + 6, &st) != 0) {
-		snprintf(err, sizeof err, "%s: %s", m->ctl_endpoint + 6, strerror(errno));
-		ahp_term_printf(stderr, "credproxy: not healthy at %s: %s\n", m->ctl_endpoint, err);
-		return 1;
-	}
-	ahp_rpc_client_t *cl = ahp_rpc_client_new(NULL, m->ctl_endpoint);
-	if (cl == NULL) {
-		ahp_term_printf(stderr, "credproxy: not healthy at %s: cannot connect\n",
-		                m->ctl_endpoint);
-		return 1;
-	}
 	Ahp__Cp__EgressListRequest el = AHP__CP__EGRESS_LIST_REQUEST__INIT;
 	el.run_id = "";
 	el.limit = 1;
@@ -450,19 +437,7 @@ s_health(s_main_t *m)
 	r.egress_list = &el;
 	uint8_t buf[64];
 	size_t len = ahp__cp__request__pack(&r, buf);
-	uint8_t *reply = NULL;
-	size_t rlen = 0;
-	int status = 0;
-	/* Not idempotent-retried: one attempt of 2 s. */
-	int rc = ahp_rpc_call(cl, buf, len, 2000, 0, 0, &reply, &rlen, &status, err, sizeof err);
-	free(reply);
-	ahp_rpc_client_destroy(&cl);
-	if (rc != 0 && status != AHP__STATUS__ERR_PERMISSION_DENIED) {
-		ahp_term_printf(stderr, "credproxy: not healthy at %s: %s\n", m->ctl_endpoint, err);
-		return 1;
-	}
-	printf("credproxy: serving at %s\n", m->ctl_endpoint);
-	return 0;
+	return ahp_rpc_health("credproxy", m->ctl_endpoint, buf, len);
 }
 
 static void

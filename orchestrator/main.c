@@ -53,19 +53,6 @@ s_usage(FILE *out)
 static int
 s_health(orch_t *o)
 {
-	char err[256] = "";
-	struct stat st;
-	if (strncmp(o->endpoint, "ipc://", 6) == 0 && stat(o->endpoint + 6, &st) != 0) {
-		snprintf(err, sizeof err, "%s: %s", o->endpoint + 6, strerror(errno));
-		ahp_term_printf(stderr, "orchestrator: not healthy at %s: %s\n", o->endpoint, err);
-		return 1;
-	}
-	ahp_rpc_client_t *cl = ahp_rpc_client_new(NULL, o->endpoint);
-	if (cl == NULL) {
-		ahp_term_printf(stderr, "orchestrator: not healthy at %s: cannot connect\n",
-		                o->endpoint);
-		return 1;
-	}
 	Ahp__Orch__RunRef ref = AHP__ORCH__RUN_REF__INIT;
 	ref.run_id = "";
 	Ahp__Orch__Request r = AHP__ORCH__REQUEST__INIT;
@@ -73,19 +60,7 @@ s_health(orch_t *o)
 	r.status = &ref;
 	uint8_t buf[64];
 	size_t len = ahp__orch__request__pack(&r, buf);
-	uint8_t *reply = NULL;
-	size_t rlen = 0;
-	int status = 0;
-	/* Not idempotent-retried: one attempt of 2 s. */
-	int rc = ahp_rpc_call(cl, buf, len, 2000, 0, 0, &reply, &rlen, &status, err, sizeof err);
-	free(reply);
-	ahp_rpc_client_destroy(&cl);
-	if (rc != 0 && status != AHP__STATUS__ERR_PERMISSION_DENIED) {
-		ahp_term_printf(stderr, "orchestrator: not healthy at %s: %s\n", o->endpoint, err);
-		return 1;
-	}
-	printf("orchestrator: serving at %s\n", o->endpoint);
-	return 0;
+	return ahp_rpc_health("orchestrator", o->endpoint, buf, len);
 }
 
 /* Fills a path from a config key, or from HOME/sub when the key is empty. */

@@ -291,9 +291,6 @@ s_load(s_main_t *m, int check, int reload, ahp_profiles_t **profiles_p, ahp_secr
 static int
 s_health(s_main_t *m)
 {
-	ahp_rpc_client_t *cl = ahp_rpc_client_new(NULL, m->endpoint);
-	if (cl == NULL)
-		return 1;
 	Ahp__Svcd__DescribeRequest d = AHP__SVCD__DESCRIBE_REQUEST__INIT;
 	d.profile = "";
 	Ahp__Svcd__Request r = AHP__SVCD__REQUEST__INIT;
@@ -301,20 +298,7 @@ s_health(s_main_t *m)
 	r.describe = &d;
 	uint8_t buf[64];
 	size_t len = ahp__svcd__request__pack(&r, buf);
-	uint8_t *reply = NULL;
-	size_t rlen = 0;
-	int status = 0;
-	char err[256] = "";
-	/* Not idempotent-retried: one attempt of 2 s. */
-	int rc = ahp_rpc_call(cl, buf, len, 2000, 0, 0, &reply, &rlen, &status, err, sizeof err);
-	free(reply);
-	ahp_rpc_client_destroy(&cl);
-	if (rc != 0 && status != AHP__STATUS__ERR_PERMISSION_DENIED) {
-		ahp_term_printf(stderr, "servicesd: not healthy at %s: %s\n", m->endpoint, err);
-		return 1;
-	}
-	printf("servicesd: serving at %s\n", m->endpoint);
-	return 0;
+	return ahp_rpc_health("servicesd", m->endpoint, buf, len);
 }
 
 static void

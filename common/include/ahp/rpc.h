@@ -139,6 +139,22 @@ int ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeo
                  int idempotent, int retries, uint8_t **reply, size_t *reply_len, int *status,
                  char *errbuf, size_t errlen);
 
+/* The body of every daemon's --health: one call of `body` (len bytes, a
+ * cheap request the daemon's loop answers at once) on endpoint, one attempt
+ * of timeout_ms. An ipc:// endpoint whose socket file does not exist fails at
+ * once (a stopped daemon, not a slow one). Any reply means the loop is
+ * serving: a success, an application error, or a transport error with status
+ * ERR_PERMISSION_DENIED (the probe's uid is not admitted, yet the daemon
+ * answered). Returns 0, or -1 with err filled ("<path>: No such file or
+ * directory", "cannot connect", or ahp_rpc_call's message). */
+int ahp_rpc_probe(const char *endpoint, const void *body, size_t len, int timeout_ms, char *err,
+                  size_t errlen);
+
+/* Prints "<daemon>: serving at <endpoint>" on stdout, or "<daemon>: not
+ * healthy at <endpoint>: <why>" on stderr, after ahp_rpc_probe; returns the
+ * process exit code (0 healthy, 1 not). */
+int ahp_rpc_health(const char *daemon, const char *endpoint, const void *body, size_t len);
+
 /* Low-level framing, exposed for unit tests and fuzzing. */
 #define AHP_RPC_HDR_LEN 16
 enum { AHP_RPC_KIND_REQUEST = 1, AHP_RPC_KIND_REPLY = 2, AHP_RPC_KIND_ERROR = 3 };

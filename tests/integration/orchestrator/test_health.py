@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""--health of the orchestrator, credproxy and sandboxd (issue 11: the compose healthchecks).
+"""--health of all five daemons (issue 11: the compose healthchecks; one libahp probe).
 Before the stack starts no socket file exists: each probe exits 1 at once (well under a
 second) with "DAEMON: not healthy at ENDPOINT: ...". While the stack runs: exit 0 and
-"DAEMON: serving at ENDPOINT". Stopped: the orchestrator and credproxy killed with SIGKILL
+"DAEMON: serving at ENDPOINT". Stopped: the orchestrator, credproxy, servicesd and approvald killed with SIGKILL
 (their stale socket files stay, so the probe waits its 2 s for a reply that never comes),
 sandboxd with SIGTERM (it tears its pooled sandboxes down and removes its socket): exit 1
 with the message, within 3 s."""
@@ -17,7 +17,8 @@ from ahptest import Stack, check, run_test  # noqa: E402
 
 # daemon -> its socket under HOME/run (the endpoint --health asks)
 SOCKETS = {"orchestrator": "orchestrator.sock", "credproxy": "credproxy-ctl.sock",
-           "sandboxd": "sandboxd.sock"}
+           "sandboxd": "sandboxd.sock", "servicesd": "servicesd.sock",
+           "approvald": "approvald.sock"}
 
 
 def health(st, daemon):
@@ -45,11 +46,12 @@ def main(args):
     if os.geteuid() != 0:
         print("integration.orchestrator.health needs root for sandboxd; skipped")
         return 77
-    for b in ("orchestrator", "credproxy", "sandboxd", "orchctl", "mock-llm"):
+    for b in ("orchestrator", "credproxy", "sandboxd", "servicesd", "approvald", "orchctl",
+              "mock-llm", "mock-services"):
         if not os.path.exists(os.path.join(args.bin, b)):
             print(f"skipped: {b} is not built")
             return 77
-    with Stack(args, "health", sandbox=True) as st:
+    with Stack(args, "health", sandbox=True, services=True, approvals=True) as st:
         # No socket file: refused at once, without waiting for ZeroMQ.
         for d in SOCKETS:
             check(not os.path.exists(st.path("run/" + SOCKETS[d])), f"{d}: socket exists")
@@ -65,7 +67,7 @@ def main(args):
             check(took < 2.0, f"{d} up: the probe took {took:.2f}s")
 
         # Stopped: SIGKILL leaves the socket file, so the probe waits out its 2 s.
-        for d in ("orchestrator", "credproxy"):
+        for d in ("orchestrator", "credproxy", "servicesd", "approvald"):
             st.kill(d)
             check(os.path.exists(st.path("run/" + SOCKETS[d])), f"{d}: no stale socket")
             p = check_down(st, d, 3.0)
