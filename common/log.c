@@ -23,18 +23,25 @@ static int s_level = AHP_LOG_INFO;
 
 static const char *const s_level_names[] = {"debug", "info", "warn", "error"};
 
+int
+ahp_log_level_parse(const char *s)
+{
+	if (s == NULL)
+		return -1;
+	for (int i = 0; i < 4; i++)
+		if (strcasecmp(s, s_level_names[i]) == 0)
+			return i;
+	if (strcasecmp(s, "warning") == 0)
+		return AHP_LOG_WARN;
+	return -1;
+}
+
 static int
 s_level_from_env(int fallback)
 {
 	const char *v = getenv("AHP_LOG_LEVEL");
-	if (v == NULL || *v == '\0')
-		return fallback;
-	for (int i = 0; i < 4; i++)
-		if (strcasecmp(v, s_level_names[i]) == 0)
-			return i;
-	if (strcasecmp(v, "warning") == 0)
-		return AHP_LOG_WARN;
-	return fallback;
+	int l = v != NULL && *v != '\0' ? ahp_log_level_parse(v) : -1;
+	return l < 0 ? fallback : l;
 }
 
 void

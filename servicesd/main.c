@@ -152,11 +152,7 @@ s_configure(s_main_t *m, char **sets, int nsets, char *err, size_t errlen)
 	                        ahp_cfg_str(m->cfg, "allow_groups"), defaults, err, errlen) != 0)
 		return -1;
 	const char *lvl = ahp_cfg_str(m->cfg, "log_level");
-	int l = strcmp(lvl, "debug") == 0   ? AHP_LOG_DEBUG
-	        : strcmp(lvl, "info") == 0  ? AHP_LOG_INFO
-	        : strcmp(lvl, "warn") == 0  ? AHP_LOG_WARN
-	        : strcmp(lvl, "error") == 0 ? AHP_LOG_ERROR
-	                                    : -1;
+	int l = ahp_log_level_parse(lvl);
 	if (l < 0) {
 		snprintf(err, errlen, "log_level: must be debug, info, warn or error");
 		return -1;

@@ -144,6 +144,22 @@ test_env_level(void **state)
 	free(out);
 }
 
+/* The one parser of level names (log_level keys, AHP_LOG_LEVEL). */
+static void
+test_level_parse(void **state)
+{
+	(void)state;
+	assert_int_equal(ahp_log_level_parse("debug"), AHP_LOG_DEBUG);
+	assert_int_equal(ahp_log_level_parse("INFO"), AHP_LOG_INFO);
+	assert_int_equal(ahp_log_level_parse("warn"), AHP_LOG_WARN);
+	assert_int_equal(ahp_log_level_parse("Warning"), AHP_LOG_WARN);
+	assert_int_equal(ahp_log_level_parse("error"), AHP_LOG_ERROR);
+	assert_int_equal(ahp_log_level_parse("loud"), -1);
+	assert_int_equal(ahp_log_level_parse(""), -1);
+	assert_int_equal(ahp_log_level_parse("info "), -1);
+	assert_int_equal(ahp_log_level_parse(NULL), -1);
+}
+
 int
 main(void)
 {
@@ -154,6 +170,7 @@ main(void)
 	    cmocka_unit_test(test_truncation_keeps_quotes),
 	    cmocka_unit_test(test_line_shape),
 	    cmocka_unit_test(test_env_level),
+	    cmocka_unit_test(test_level_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

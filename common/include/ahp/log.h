@@ -10,6 +10,11 @@ enum ahp_log_level { AHP_LOG_DEBUG = 0, AHP_LOG_INFO, AHP_LOG_WARN, AHP_LOG_ERRO
  * AHP_LOG_LEVEL (debug|info|warn|error) when set. */
 void ahp_log_init(const char *daemon, int level);
 
+/* The level named by s: "debug", "info", "warn" (or "warning") or "error",
+ * any case; the names of the log_level config key and AHP_LOG_LEVEL.
+ * Returns the AHP_LOG_* value, or -1 when s is NULL or none of them. */
+int ahp_log_level_parse(const char *s);
+
 /* Writes `ts=... level=... daemon=... [run=...] [step=...] msg="..."` then any
  * extra pairs. run/step may be NULL. The formatted message is escaped. */
 void ahp_log(int level, const char *run, const char *step, const char *fmt, ...)
