@@ -316,17 +316,9 @@ s_on_signal(void *arg, int signo)
 static int
 s_serve(s_main_t *m)
 {
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
-		fatal("sigprocmask");
-	signal(SIGPIPE, SIG_IGN);
-	int sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	int sigfd = ahp_signalfd_daemon();
 	if (sigfd < 0)
-		fatal("signalfd");
+		fatal("signals");
 	char err[512];
 	appr_server_conf_t sc = {
 	    .endpoint = m->endpoint,

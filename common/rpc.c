@@ -1113,3 +1113,23 @@ ahp_rpc_health(const char *daemon, const char *endpoint, const void *body, size_
 	printf("%s: serving at %s\n", daemon, endpoint);
 	return 0;
 }
+
+int
+ahp_zmq_fd(void *sock)
+{
+	int fd = -1;
+	size_t sz = sizeof fd;
+	if (sock == NULL || zmq_getsockopt(sock, ZMQ_FD, &fd, &sz) != 0)
+		return -1;
+	return fd;
+}
+
+int
+ahp_zmq_readable(void *sock)
+{
+	int ev = 0;
+	size_t sz = sizeof ev;
+	if (sock == NULL || zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &sz) != 0)
+		return 0;
+	return (ev & ZMQ_POLLIN) != 0;
+}

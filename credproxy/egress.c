@@ -621,18 +621,12 @@ s_dispatch(cp_egress_t *self, ahp_rpc_req_t **req)
 		s_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, "request not answered");
 }
 
-/* ZMQ_FD is edge-triggered: it says "something changed", not "input
- * waits". Ask the socket itself (ZMQ_EVENTS) before and after every read
- * and send, which may consume the edge. */
+/* ZMQ_FD is edge-triggered: ask the socket before and after every read and
+ * send, which may consume the edge. */
 static bool
 s_ctl_readable(cp_egress_t *self)
 {
-	void *sock = ahp_rpc_server_socket(self->ctl);
-	int ev = 0;
-	size_t sz = sizeof ev;
-	if (sock == NULL || zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &sz) != 0)
-		return false;
-	return (ev & ZMQ_POLLIN) != 0;
+	return ahp_zmq_readable(ahp_rpc_server_socket(self->ctl)) != 0;
 }
 
 static void

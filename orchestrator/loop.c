@@ -111,27 +111,6 @@ s_end_turn(orch_t *o)
 	orch_runs_reap_ended(o);
 }
 
-static int
-s_zmq_fd(void *sock)
-{
-	int fd = -1;
-	size_t sz = sizeof fd;
-	if (sock == NULL || zmq_getsockopt(sock, ZMQ_FD, &fd, &sz) != 0)
-		return -1;
-	return fd;
-}
-
-/* ZMQ_FD is edge-triggered: ask the socket itself whether input waits. */
-static int
-s_zmq_readable(void *sock)
-{
-	int ev = 0;
-	size_t sz = sizeof ev;
-	if (sock == NULL || zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &sz) != 0)
-		return 0;
-	return (ev & ZMQ_POLLIN) != 0;
-}
-
 static void
 s_signals(orch_t *o)
 {
@@ -344,7 +323,7 @@ orch_loop_start(orch_t *o)
 static void
 s_add_zmq(struct curl_waitfd *extra, unsigned *n, void *sock)
 {
-	int fd = s_zmq_fd(sock);
+	int fd = ahp_zmq_fd(sock);
 	if (fd >= 0)
 		extra[(*n)++] = (struct curl_waitfd){.fd = fd, .events = CURL_WAIT_POLLIN};
 }
@@ -390,9 +369,9 @@ orch_loop_run(orch_t *o)
 		extra[n++] = (struct curl_waitfd){.fd = o->sigfd, .events = CURL_WAIT_POLLIN};
 		/* ZMQ_FD is edge-triggered and sends may have consumed an edge:
 		 * ask the sockets themselves right before sleeping. */
-		if (s_zmq_readable(srv) || s_zmq_readable(sbx) || s_zmq_readable(mon) ||
-		    s_zmq_readable(cp) || s_zmq_readable(cpmon) || s_zmq_readable(svc) ||
-		    s_zmq_readable(svcmon) || s_zmq_readable(appr) || s_zmq_readable(apprmon))
+		if (ahp_zmq_readable(srv) || ahp_zmq_readable(sbx) || ahp_zmq_readable(mon) ||
+		    ahp_zmq_readable(cp) || ahp_zmq_readable(cpmon) || ahp_zmq_readable(svc) ||
+		    ahp_zmq_readable(svcmon) || ahp_zmq_readable(appr) || ahp_zmq_readable(apprmon))
 			timeout = 0;
 		CURLMcode mc = curl_multi_poll(o->multi, extra, n, (int)timeout, NULL);
 		if (mc != CURLM_OK && mc != CURLM_UNRECOVERABLE_POLL)

@@ -129,15 +129,7 @@ s_check_profiles(orch_t *o)
 static int
 s_signals(orch_t *o)
 {
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
-		return -1;
-	signal(SIGPIPE, SIG_IGN);
-	o->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	o->sigfd = ahp_signalfd_daemon();
 	return o->sigfd < 0 ? -1 : 0;
 }
 

@@ -890,26 +890,6 @@ s_handle(svc_engine_t *self, ahp_rpc_req_t **req_p)
 
 /* --- the loop --- */
 
-static int
-s_zmq_fd(void *sock)
-{
-	int fd = -1;
-	size_t sz = sizeof fd;
-	if (sock == NULL || zmq_getsockopt(sock, ZMQ_FD, &fd, &sz) != 0)
-		return -1;
-	return fd;
-}
-
-static int
-s_zmq_readable(void *sock)
-{
-	int ev = 0;
-	size_t sz = sizeof ev;
-	if (sock == NULL || zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &sz) != 0)
-		return 0;
-	return (ev & ZMQ_POLLIN) != 0;
-}
-
 /* Commits the turn's writes, then starts what they admitted and sends the replies. */
 static void
 s_end_turn(svc_engine_t *self)
@@ -954,7 +934,7 @@ void
 svc_engine_run(svc_engine_t *self, int sigfd, int (*on_signal)(void *arg, int signo), void *arg)
 {
 	void *srv = ahp_rpc_server_socket(self->server);
-	int zfd = s_zmq_fd(srv);
+	int zfd = ahp_zmq_fd(srv);
 	while (!self->stop) {
 		long timeout = POLL_MAX_MS;
 		long ct = -1;
@@ -966,7 +946,7 @@ svc_engine_run(svc_engine_t *self, int sigfd, int (*on_signal)(void *arg, int si
 			extra[n++] = (struct curl_waitfd){.fd = zfd, .events = CURL_WAIT_POLLIN};
 		extra[n++] = (struct curl_waitfd){.fd = sigfd, .events = CURL_WAIT_POLLIN};
 		/* ZMQ_FD is edge-triggered and replies may have consumed an edge. */
-		if (s_zmq_readable(srv))
+		if (ahp_zmq_readable(srv))
 			timeout = 0;
 		CURLMcode mc = curl_multi_poll(self->multi, extra, n, (int)timeout, NULL);
 		if (mc != CURLM_OK)

@@ -416,17 +416,9 @@ main(int argc, char **argv)
 		return rc == 0 ? 0 : 1;
 	}
 
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
-		fatal("sigprocmask");
-	signal(SIGPIPE, SIG_IGN);
-	int sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	int sigfd = ahp_signalfd_daemon();
 	if (sigfd < 0)
-		fatal("signalfd");
+		fatal("signals");
 
 	/* The socket is bound as root (run/ may be root's); the store, the secrets
 	 * and the upstream calls happen as the daemon's user. */

@@ -139,6 +139,17 @@ int ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeo
                  int idempotent, int retries, uint8_t **reply, size_t *reply_len, int *status,
                  char *errbuf, size_t errlen);
 
+/* For event loops that wait on a ZeroMQ socket beside other fds (curl multi,
+ * libevent, poll): the socket's ZMQ_FD, or -1 (sock NULL or no such option).
+ * The fd belongs to the socket; never close or read it. It is
+ * EDGE-triggered: it says "something changed", not "input waits", so ask
+ * ahp_zmq_readable before sleeping and after every send or receive, which
+ * may consume the edge (ZeroMQ's zmq_getsockopt(3), ZMQ_FD). */
+int ahp_zmq_fd(void *sock);
+/* True when a message waits on sock (ZMQ_EVENTS has ZMQ_POLLIN); false for
+ * NULL or on error. */
+int ahp_zmq_readable(void *sock);
+
 /* The body of every daemon's --health: one call of `body` (len bytes, a
  * cheap request the daemon's loop answers at once) on endpoint, one attempt
  * of timeout_ms. An ipc:// endpoint whose socket file does not exist fails at

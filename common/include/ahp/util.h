@@ -49,6 +49,13 @@ int ahp_strlcpy(char *dst, const char *src, size_t size);
 const char *ahp_home(const char *flag);
 int ahp_home_path(const char *home, const char *sub, char *buf, size_t len);
 
+/* A daemon's signals as one fd for its event loop: blocks SIGTERM, SIGINT and
+ * SIGHUP in the calling thread (call it before any thread starts, so every
+ * thread inherits the mask), ignores SIGPIPE (a peer's close is an EPIPE, not
+ * a death), and returns a signalfd(2) (SFD_NONBLOCK | SFD_CLOEXEC) that
+ * reads struct signalfd_siginfo records for them. -1 with errno. */
+int ahp_signalfd_daemon(void);
+
 /* ahp.Error helpers: fills a stack Error (message copied into a static
  * per-thread buffer is NOT done: caller keeps the strings alive). */
 void ahp_error_set(Ahp__Error *e, int status, const char *message);
