@@ -1,7 +1,8 @@
 /* svccall: test client for servicesd. Sends ahp.svcd.Request messages given as JSON (or raw
- * bodies) on one DEALER connection — all of them before reading any reply — and prints each
- * Reply as one JSON line, in the order the requests were sent. Reuses libahp's RPC client
- * (common/include/ahp/rpc.h) and its JSON <-> protobuf mapping (ahp/jsonpb.h). */
+ * bodies) on one DEALER connection — all of them, each --copies times, before reading any
+ * reply — and prints each Reply as one JSON line, in the order the requests were sent. Reuses
+ * libahp's RPC client (common/include/ahp/rpc.h) and its JSON <-> protobuf mapping (ahp/jsonpb.h).
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,20 +14,24 @@
 
 #include "ahp/jsonpb.h"
 #include "ahp/rpc.h"
+#include "ahp/util.h"
 #include "servicesd.pb-c.h"
 
 #define REQ_MAX 256
+#define COPIES_MAX 10000
 #define FILE_MAX (8 * 1024 * 1024) /* a request file larger than this is a test mistake */
 
 static void
 s_usage(FILE *f)
 {
-	fputs("usage: svccall ENDPOINT [--timeout MS] REQUEST...\n"
+	fputs("usage: svccall ENDPOINT [--timeout MS] [--copies N] REQUEST...\n"
 	      "  REQUEST is an ahp.svcd.Request as JSON text ({\"call\": {...}} or\n"
 	      "  {\"describe\": {...}}), @PATH (the same JSON read from a file), or\n"
 	      "  hex:HEX (a raw body, sent as is; hex: alone is an empty body).\n"
-	      "  Every request is sent before any reply is read. Prints one JSON line per\n"
-	      "  request, in order: {\"i\":N,\"reply\":REPLY} (the ahp.svcd.Reply as JSON),\n"
+	      "  Every request is sent (--copies N: N times in a row, 1..10000, duplicates\n"
+	      "  in flight) before any reply is read. Prints one JSON line per request\n"
+	      "  sent, in order (N = its index among all sent): {\"i\":N,\"reply\":REPLY} (the "
+	      "ahp.svcd.Reply as JSON),\n"
 	      "  {\"i\":N,\"transport_error\":{\"status\":NAME,\"message\":TEXT}},\n"
 	      "  {\"i\":N,\"decode_error\":true} or {\"i\":N,\"timeout\":true}.\n"
 	      "  Exit 0 when every request got an answer, 3 on a timeout, 2 on a usage or\n"
@@ -212,53 +217,53 @@ main(int argc, char **argv)
 		return 2;
 	}
 	const char *endpoint = argv[1];
-	long timeout_ms = 10000;
+	long timeout_ms = 10000, copies = 1;
 	int first = 2;
-	if (strcmp(argv[2], "--timeout") == 0) {
-		if (argc < 5) {
+	while (first + 1 < argc && strncmp(argv[first], "--", 2) == 0) {
+		long *opt = strcmp(argv[first], "--timeout") == 0  ? &timeout_ms
+		            : strcmp(argv[first], "--copies") == 0 ? &copies
+		                                                   : NULL;
+		long max = opt == &copies ? COPIES_MAX : 600000;
+		if (opt == NULL || ahp_parse_long(argv[first + 1], 1, max, opt) != 0) {
 			s_usage(stderr);
 			return 2;
 		}
-		char *end = NULL;
-		errno = 0;
-		timeout_ms = strtol(argv[3], &end, 10);
-		if (errno != 0 || end == argv[3] || *end != '\0' || timeout_ms < 1 ||
-		    timeout_ms > 600000) {
-			s_usage(stderr);
-			return 2;
-		}
-		first = 4;
+		first += 2;
 	}
-	int n = argc - first;
-	if (n < 1 || n > REQ_MAX) {
+	int nreq = argc - first;
+	if (nreq < 1 || nreq > REQ_MAX) {
 		s_usage(stderr);
 		return 2;
 	}
+	int n = nreq * (int)copies;
 	ahp_rpc_client_t *cl = ahp_rpc_client_new(NULL, endpoint);
 	if (cl == NULL) {
 		fprintf(stderr, "svccall: cannot connect to %s\n", endpoint);
 		return 2;
 	}
 	int64_t deadline = s_now_ms() + timeout_ms;
-	uint64_t ids[REQ_MAX];
-	json_t *out[REQ_MAX] = {0};
-	int rc = 0;
-	for (int i = 0; i < n; i++) {
+	uint64_t *ids = calloc((size_t)n, sizeof *ids);
+	json_t **out = calloc((size_t)n, sizeof *out);
+	int rc = ids != NULL && out != NULL ? 0 : 2;
+	for (int r = 0, i = 0; rc == 0 && r < nreq; r++) {
 		uint8_t *body = NULL;
 		size_t len = 0;
-		if (s_body(argv[first + i], &body, &len) != 0) {
+		if (s_body(argv[first + r], &body, &len) != 0) {
 			free(body);
 			rc = 2;
 			break;
 		}
-		ids[i] = s_send(cl, body, len, deadline);
-		free(body);
-		if (ids[i] == 0) {
-			fprintf(stderr, "svccall: send to %s failed (%s)\n", endpoint,
-			        errno == EAGAIN ? "no server connected in time" : strerror(errno));
-			rc = 2;
-			break;
+		for (long c = 0; c < copies; c++, i++) {
+			ids[i] = s_send(cl, body, len, deadline);
+			if (ids[i] == 0) {
+				fprintf(stderr, "svccall: send to %s failed (%s)\n", endpoint,
+				        errno == EAGAIN ? "no server connected in time"
+				                        : strerror(errno));
+				rc = 2;
+				break;
+			}
 		}
+		free(body);
 	}
 	int got = 0;
 	while (rc == 0 && got < n) {
@@ -298,8 +303,10 @@ main(int argc, char **argv)
 			fputc('\n', stdout);
 		}
 	}
-	for (int i = 0; i < n; i++)
+	for (int i = 0; out != NULL && i < n; i++)
 		json_decref(out[i]);
+	free(out);
+	free(ids);
 	ahp_rpc_client_destroy(&cl);
 	return rc;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """integration.servicesd.break: hostile inputs and faults found in review of servicesd, each
-asserting the exact outcome. servicesd is driven directly over its socket with svcraw (Call
+asserting the exact outcome. servicesd is driven directly over its socket with svccall (Call
 and Describe as JSON, or raw bytes); a hostile upstream (a stdlib HTTP server in this
 process) stands in for the services by pointing services.conf at it and SIGHUP.
 
@@ -129,25 +129,33 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
 
 class T:
-    def __init__(self, st, svcraw):
+    def __init__(self, st, svccall):
         self.st = st
-        self.svcraw = svcraw
+        self.svccall = svccall
         self.ep = f"ipc://{st.path('run/servicesd.sock')}"
         self.step = 0
         self.run = f"brk{os.getpid()}"
 
     def raw(self, *reqs, copies=1, timeout=15000):
-        argv = [self.svcraw, self.ep, "--timeout", str(timeout), "--copies", str(copies)]
-        specs = []
-        for i, r in enumerate(reqs):
-            if len(r) > 65536 and r.startswith("json:"):  # over the argv limit: a file
-                path = self.st.path(f"req{i}.json")
-                with open(path, "w") as f:
-                    f.write(r[5:])
-                r = "file:" + path
-            specs.append(r)
-        p = subprocess.run(argv + specs, capture_output=True, text=True, timeout=120)
-        return [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+        """Sends each request spec (json:TEXT or hex:HEX) copies times with svccall; returns
+        one dict per request sent: the Reply's fields (or transport_error / decode_error /
+        timeout) and "i", the index among all sent."""
+        argv = [self.svccall, self.ep, "--timeout", str(timeout), "--copies", str(copies)]
+        p = subprocess.run(argv + [self.spec(r, i) for i, r in enumerate(reqs)],
+                           capture_output=True, text=True, timeout=120)
+        return [flat(json.loads(l)) for l in p.stdout.splitlines() if l.strip()]
+
+    def spec(self, r, i=0):
+        """svccall's argument for a request spec: hex:... as is, json:TEXT as the text, or
+        @PATH of a file holding it when it is over the argv limit."""
+        if not r.startswith("json:"):
+            return r
+        if len(r) <= 65536:
+            return r[5:]
+        path = self.st.path(f"req{i}.json")
+        with open(path, "w") as f:
+            f.write(r[5:])
+        return "@" + path
 
     def req(self, service, args, run=None, step=None, profile="brk"):
         if step is None:
@@ -167,6 +175,13 @@ class T:
         self.st.write_services_conf(text)
         self.st.hup("servicesd")
         time.sleep(0.5)
+
+
+def flat(o):
+    """svccall's {"i": N, "reply": REPLY} as REPLY's fields plus "i"."""
+    if "reply" in o:
+        return dict(o["reply"] or {}, i=o["i"])
+    return o
 
 
 def err(c):
@@ -283,8 +298,9 @@ def test_slow_service_does_not_starve(t, up):
     both slots, and a lookup waited for their timeout (20 s in review). Now a service may
     hold all but one slot per other service: the lookup answers at once."""
     t.conf(f"publish_summary url={up}/hang timeout_ms=2500\nlookup_wiki url={up}/ok\n")
-    slow = [subprocess.Popen([t.svcraw, t.ep, "--timeout", "20000",
-                              t.req("publish_summary", {"webhook_id": f"s{i}", "content": "c"})],
+    slow = [subprocess.Popen([t.svccall, t.ep, "--timeout", "20000",
+                              t.spec(t.req("publish_summary",
+                                           {"webhook_id": f"s{i}", "content": "c"}))],
                              stdout=subprocess.PIPE) for i in range(2)]
     time.sleep(0.3)
     t0 = time.monotonic()
@@ -292,7 +308,7 @@ def test_slow_service_does_not_starve(t, up):
     took = time.monotonic() - t0
     check(err(c) == {} and took < 1.0, f"lookup behind two hanging publishes: {took:.1f}s {c}")
     for p in slow:
-        out = json.loads(p.communicate()[0])
+        out = flat(json.loads(p.communicate()[0]))
         check(err(out["call"]).get("code") == "timeout", f"slow publish: {out}")
 
 
@@ -355,7 +371,8 @@ def test_duplicates_and_kill(t):
     for i, delay in enumerate((0.01, 0.1, 0.25, 0.35, 0.5)):
         wid = f"kill{i}"
         r = t.req("publish_summary", {"webhook_id": wid, "content": "x"})
-        p = subprocess.Popen([t.svcraw, t.ep, "--timeout", "2000", r], stdout=subprocess.PIPE)
+        p = subprocess.Popen([t.svccall, t.ep, "--timeout", "2000", t.spec(r)],
+                             stdout=subprocess.PIPE)
         time.sleep(delay)
         st.kill("servicesd")
         p.communicate()
@@ -373,7 +390,7 @@ def main(args):
         if not os.access(os.path.join(args.bin, b), os.X_OK):
             print(f"{b} is not built; skipped")
             return 77
-    svcraw = os.path.join(args.tools, "svcraw")
+    svccall = os.path.join(args.tools, "svccall")
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -391,7 +408,7 @@ def main(args):
             st.write_profile("brk", "none", tools=("exec_service",), skills="",
                              services=("lookup_wiki", "publish_summary"))
             st.start()
-            t = T(st, svcraw)
+            t = T(st, svccall)
 
             def check_config():
                 p = subprocess.run([os.path.join(args.bin, "servicesd"), "--home", st.home,
