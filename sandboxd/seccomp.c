@@ -470,7 +470,7 @@ s_prefix(struct sock_filter *out, const int *nrs)
 		n++;                                                                               \
 	} while (0)
 	/* total length first, for the jumps to the end */
-	size_t total = 3;
+	size_t total = 4; /* ld arch, jeq, ja, ld nr */
 #if defined(__x86_64__)
 	total += 2;
 #endif
@@ -520,6 +520,10 @@ s_prefix(struct sock_filter *out, const int *nrs)
 		}
 	}
 #undef S_EMIT
+	if (n != total) {
+		log_error("seccomp: prefix length %zu, expected %zu", n, total);
+		return 0;
+	}
 	return n;
 }
 
@@ -567,6 +571,8 @@ sbx_seccomp_build(struct sock_fprog *prog)
 		goto out;
 	}
 	size_t pre = s_prefix(NULL, nrs) * sizeof(struct sock_filter);
+	if (pre == 0)
+		goto out;
 	buf = malloc(pre + (size_t)size);
 	if (buf == NULL)
 		goto out;
@@ -646,9 +652,11 @@ s_json(void)
 	                    json_string("any syscall not named here; libc falls back to an older "
 	                                "call where one exists"));
 	json_object_set_new(root, "other_abi", json_string("kill_process"));
-	json_object_set_new(root, "other_abi_why",
-	                    json_string("i386 (int 0x80) and x32 syscall numbers would dodge every "
-	                                "rule: the process is killed (SIGSYS)"));
+	json_object_set_new(
+	    root, "other_abi_why",
+	    json_string(
+	        "syscalls through the i386 entry (int 0x80) or with x32 numbers would dodge every "
+	        "rule: the process is killed (SIGSYS)"));
 	json_object_set_new(root, "allowed", json_integer((json_int_t)s_count(1)));
 	for (size_t i = 0; i < S_NROWS; i++) {
 		if (!(s_rows[i].arch & S_ARCH_THIS))
