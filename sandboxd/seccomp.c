@@ -191,6 +191,10 @@ static const s_row_t s_rows[] = {
     {"clone3", ENOSYS, S_ALL,
      "its flags are in memory where seccomp cannot look; ENOSYS makes libc fall back to "
      "clone(), whose flags are checked"},
+#ifdef SBX_SECCOMP_TEST_ROW
+    /* tests/security/seccomp_table_test.c: a wrong row must fail the build */
+    SBX_SECCOMP_TEST_ROW,
+#endif
 };
 
 /*
