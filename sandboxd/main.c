@@ -67,7 +67,7 @@ s_usage(FILE *f)
 	    f,
 	    "usage: sandboxd [--home DIR] [--set key=value]... [serve]\n"
 	    "       sandboxd [--home DIR] exec --profile P [--keep] [--timeout S] -- CMD...\n"
-	    "       sandboxd [--home DIR] policy\n"
+	    "       sandboxd [--home DIR] policy [--json]\n"
 	    "       sandboxd [--home DIR] [--set key=value]... --check-config | --health\n"
 	    "       sandboxd --help | --version\n"
 	    "\n"
@@ -77,7 +77,10 @@ s_usage(FILE *f)
 	    "        one-shot sandbox with profile P's limits and network; prints its output\n"
 	    "        and exits with its exit code (killed: 128+signal; sandboxd unreachable or\n"
 	    "        failing: 125; bad usage or unknown profile: 2). --keep keeps the workspace.\n"
-	    "policy  print the seccomp policy applied to sandboxed commands.\n"
+	    "policy  print the seccomp policy applied to sandboxed commands: the default\n"
+	    "        action, the allowlist and refusals with their reasons, the argument\n"
+	    "        rules (--json: the same as one JSON object). Exit 1 when it cannot be\n"
+	    "        built (e.g. a syscall name libseccomp does not know).\n"
 	    "--health  ask the running daemon for an answer on its endpoint; exit 0 when\n"
 	    "        it gives one within 2 s, else 1.\n"
 	    "\n"
@@ -357,8 +360,12 @@ main(int argc, char **argv)
 	if (check)
 		return s_check(&cfg);
 	if (strcmp(mode, "policy") == 0) {
-		sbx_seccomp_describe(stdout);
-		return 0;
+		int json = i < argc && strcmp(argv[i], "--json") == 0;
+		if (i + json < argc) {
+			ahp_term_printf(stderr, "sandboxd: policy takes only --json\n");
+			return 2;
+		}
+		return sbx_seccomp_describe(stdout, json) == 0 ? 0 : 1;
 	}
 	if (is_exec)
 		return sbx_cli_exec(home, &cfg, argc - i, argv + i);

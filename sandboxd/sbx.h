@@ -232,8 +232,11 @@ int sbx_init_parse_done(const uint8_t *p, size_t len, uint32_t cap, sbx_result_v
 /* Builds the command filter once (libseccomp), exported as a BPF program.
  * Caller owns prog->filter (free()). 0 / -1 with a log line. */
 int sbx_seccomp_build(struct sock_fprog *prog);
-/* Writes the policy (syscall -> action) in a human-readable form (docs, --help). */
-void sbx_seccomp_describe(void *file);
+/* Builds the filter (so a table error fails here too), then writes the policy
+ * to file (a FILE *): the default action, every row (names, action, reason)
+ * and every argument rule, as text or, with as_json, as one JSON object
+ * (scripts/gen-security-doc and tests/security read it). 0 / -1 (logged). */
+int sbx_seccomp_describe(void *file, int as_json);
 
 /* ---- cgroup.c ---- */
 typedef struct {

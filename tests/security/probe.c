@@ -7,6 +7,14 @@
  * sandboxd and assert ok=0; some checks (host file untouched, host process alive) are completed by
  * the runner on the host side.
  *
+ * Syscall attempts the seccomp policy decides also print, before RESULT, one line each
+ *   OUTCOME key=KEY got=ENAME|0|SIGSYS what="..."
+ * where KEY names the policy entry that must decide it: a syscall name or an argument-rule id
+ * of `sandboxd policy --json`, "other_abi" (i386/x32 entry: killed), or "unlisted:NAME" (a
+ * syscall the policy does not name: its default). run_attack.py asserts each got= is exactly
+ * what the policy says (the errno, 0 for allowed, SIGSYS for a kill), so a refusal by the
+ * kernel for some unrelated reason, or a filter that vanished, fails the test.
+ *
  * Network safety: before any packet is sent to a non-loopback address the probe reads
  * /proc/net/{dev,route,ipv6_route,if_inet6} and refuses to send (reporting an escape) unless
  * loopback is the only interface and no route uses another device, so a broken sandbox can never
@@ -74,6 +82,16 @@ static struct {
 
 static void s_note_ids(void);
 
+/* Outcomes of syscall attempts, printed by s_print_result (not at once: a fork would copy an
+ * unflushed stdout buffer). */
+#define PROBE_MAX_OUTCOMES 64
+static struct {
+	char key[48];
+	char got[24];
+	char what[64];
+} s_out[PROBE_MAX_OUTCOMES];
+static int s_nout;
+
 /* A value a sibling process holds, read by the process_vm_readv attack. */
 static volatile uint64_t s_sibling_secret = 0x5eC2e7c0ffee1234ULL;
 
@@ -113,6 +131,35 @@ s_blocked(int e, const char *what)
 	s_note("%s:%s", what, strerrorname_np(e) ? strerrorname_np(e) : "E?");
 }
 
+static const char *s_errname(int e);
+
+/* Records what a syscall attempt returned (0: it worked; an errno; or a name like "SIGSYS")
+ * under the policy key that must decide it. */
+static void
+s_outcome_str(const char *key, const char *got, const char *what)
+{
+	if (s_nout == PROBE_MAX_OUTCOMES)
+		return;
+	snprintf(s_out[s_nout].key, sizeof(s_out[0].key), "%s", key);
+	snprintf(s_out[s_nout].got, sizeof(s_out[0].got), "%s", got);
+	snprintf(s_out[s_nout].what, sizeof(s_out[0].what), "%s", what);
+	s_nout++;
+}
+
+static void
+s_outcome(const char *key, int e, const char *what)
+{
+	s_outcome_str(key, s_errname(e), what);
+}
+
+/* A refused attempt: noted as blocked and recorded as an outcome of key. */
+static void
+s_sys(const char *key, int e, const char *what)
+{
+	s_blocked(e, what);
+	s_outcome(key, e, what);
+}
+
 static const char *
 s_errname(int e)
 {
@@ -142,6 +189,9 @@ s_print_result(void)
 		}
 	}
 	out[o] = '\0';
+	for (int i = 0; i < s_nout; i++)
+		printf("OUTCOME key=%s got=%s what=\"%s\"\n", s_out[i].key, s_out[i].got,
+		       s_out[i].what);
 	printf("RESULT attack=%s ok=%d errno=%s detail=\"%s\"\n", s_res.attack, s_res.escaped,
 	       s_errname(s_res.err), out);
 	fflush(stdout);
@@ -812,27 +862,27 @@ a_mount(int argc, char **argv)
 		umount2("/tmp", MNT_DETACH);
 		s_escape("mounted tmpfs on /tmp");
 	} else {
-		s_blocked(errno, "mount tmpfs");
+		s_sys("mount", errno, "mount tmpfs");
 	}
 	if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND, NULL) == 0)
 		s_escape("remounted / read-write");
 	else
-		s_blocked(errno, "remount / rw");
+		s_sys("mount", errno, "remount / rw");
 	if (mount(NULL, "/usr", NULL, MS_REMOUNT | MS_BIND, NULL) == 0)
 		s_escape("remounted /usr read-write");
 	else
-		s_blocked(errno, "remount /usr rw");
+		s_sys("mount", errno, "remount /usr rw");
 	if (mount("proc", "/tmp", "proc", 0, NULL) == 0) {
 		umount2("/tmp", MNT_DETACH);
 		s_escape("mounted a new proc");
 	} else {
-		s_blocked(errno, "mount proc");
+		s_sys("mount", errno, "mount proc");
 	}
 	if (mount("/", "/tmp", NULL, MS_BIND | MS_REC, NULL) == 0) {
 		umount2("/tmp", MNT_DETACH);
 		s_escape("bind-mounted /");
 	} else {
-		s_blocked(errno, "bind /");
+		s_sys("mount", errno, "bind /");
 	}
 	/* The new mount API must be closed too. */
 	long fd = syscall(SYS_fsopen, "tmpfs", 0);
@@ -840,14 +890,14 @@ a_mount(int argc, char **argv)
 		close((int)fd);
 		s_escape("fsopen(tmpfs) returned a context");
 	} else {
-		s_blocked(errno, "fsopen");
+		s_sys("fsopen", errno, "fsopen");
 	}
 	fd = syscall(SYS_open_tree, AT_FDCWD, "/", 1 /* OPEN_TREE_CLONE */);
 	if (fd >= 0) {
 		close((int)fd);
 		s_escape("open_tree(/, CLONE) worked");
 	} else {
-		s_blocked(errno, "open_tree");
+		s_sys("open_tree", errno, "open_tree");
 	}
 	return 0;
 }
@@ -865,7 +915,7 @@ a_umount(int argc, char **argv)
 		if (umount2(targets[i], MNT_DETACH) == 0)
 			s_escape("umount2 %s", targets[i]);
 		else
-			s_blocked(errno, targets[i]);
+			s_sys("umount2", errno, targets[i]);
 	}
 	return 0;
 }
@@ -878,7 +928,7 @@ a_pivot_root(int argc, char **argv)
 	if (syscall(SYS_pivot_root, "/tmp", "/tmp") == 0)
 		s_escape("pivot_root(/tmp, /tmp)");
 	else
-		s_blocked(errno, "pivot_root");
+		s_sys("pivot_root", errno, "pivot_root");
 	return 0;
 }
 
@@ -890,7 +940,7 @@ a_chroot(int argc, char **argv)
 	if (chroot("/tmp") == 0)
 		s_escape("chroot(/tmp)");
 	else
-		s_blocked(errno, "chroot");
+		s_sys("chroot", errno, "chroot");
 	return 0;
 }
 
@@ -966,7 +1016,7 @@ a_unshare(int argc, char **argv)
 		else if (rc < 0)
 			s_blocked(errno, "fork");
 		else
-			s_blocked(rc, s_ns_flags[i].name);
+			s_sys("unshare", rc, s_ns_flags[i].name);
 	}
 	return 0;
 }
@@ -986,7 +1036,7 @@ a_clone_ns(int argc, char **argv)
 			waitpid((pid_t)pid, NULL, 0);
 			s_escape("clone(%s)", s_ns_flags[i].name);
 		} else {
-			s_blocked(errno, s_ns_flags[i].name);
+			s_sys("clone_ns", errno, s_ns_flags[i].name);
 		}
 	}
 	return 0;
@@ -1011,7 +1061,7 @@ a_clone3(int argc, char **argv)
 			waitpid((pid_t)pid, NULL, 0);
 			s_escape("clone3(%s)", s_ns_flags[i].name);
 		} else {
-			s_blocked(errno, s_ns_flags[i].name);
+			s_sys("clone3", errno, s_ns_flags[i].name);
 		}
 	}
 	return 0;
@@ -1043,7 +1093,7 @@ a_setns(int argc, char **argv)
 			if (setns(fd, 0) == 0)
 				s_escape("setns(%s)", path);
 			else
-				s_blocked(errno, path);
+				s_sys("setns", errno, path);
 			close(fd);
 		}
 	}
@@ -1072,13 +1122,13 @@ a_ptrace_init(int argc, char **argv)
 		ptrace(PTRACE_DETACH, 1, NULL, NULL);
 		s_escape("PTRACE_ATTACH pid 1");
 	} else {
-		s_blocked(errno, "ATTACH 1");
+		s_sys("ptrace", errno, "ATTACH 1");
 	}
 	if (ptrace(PTRACE_SEIZE, 1, NULL, NULL) == 0) {
 		ptrace(PTRACE_DETACH, 1, NULL, NULL);
 		s_escape("PTRACE_SEIZE pid 1");
 	} else {
-		s_blocked(errno, "SEIZE 1");
+		s_sys("ptrace", errno, "SEIZE 1");
 	}
 	/* /proc/1/mem is ptrace by another name (checked by ptrace_may_access, not seccomp). */
 	if (getpid() == 1) {
@@ -1123,14 +1173,14 @@ a_ptrace_sibling(int argc, char **argv)
 		waitpid(kid, NULL, __WALL);
 		ptrace(PTRACE_DETACH, kid, NULL, NULL);
 	} else {
-		s_blocked(errno, "ATTACH sibling");
+		s_sys("ptrace", errno, "ATTACH sibling");
 	}
 	s_reap(kid);
 	rc = s_in_child(s_child_traceme, NULL);
 	if (rc == 0)
 		s_escape("PTRACE_TRACEME");
 	else if (rc > 0)
-		s_blocked(rc, "TRACEME");
+		s_sys("ptrace", rc, "TRACEME");
 	return 0;
 }
 
@@ -1151,11 +1201,12 @@ a_process_vm(int argc, char **argv)
 		if (process_vm_readv(targets[i], &local, 1, &remote, 1, 0) > 0)
 			s_escape("process_vm_readv pid %d", (int)targets[i]);
 		else
-			s_blocked(errno, i == 0 ? "sibling" : "pid1");
+			s_sys("process_vm_readv", errno, i == 0 ? "sibling" : "pid1");
 		if (process_vm_writev(targets[i], &local, 1, &remote, 1, 0) > 0)
 			s_escape("process_vm_writev pid %d", (int)targets[i]);
 		else
-			s_blocked(errno, i == 0 ? "writev sibling" : "writev pid1");
+			s_sys("process_vm_writev", errno,
+			      i == 0 ? "writev sibling" : "writev pid1");
 	}
 	s_reap(kid);
 	return 0;
@@ -1306,7 +1357,7 @@ a_bpf(int argc, char **argv)
 		close((int)fd);
 		s_escape("BPF_MAP_CREATE");
 	} else {
-		s_blocked(errno, "MAP_CREATE");
+		s_sys("bpf", errno, "MAP_CREATE");
 	}
 	memset(&attr, 0, sizeof(attr));
 	attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
@@ -1321,7 +1372,7 @@ a_bpf(int argc, char **argv)
 		close((int)fd);
 		s_escape("BPF_PROG_LOAD socket filter");
 	} else {
-		s_blocked(errno, "PROG_LOAD");
+		s_sys("bpf", errno, "PROG_LOAD");
 	}
 	return 0;
 }
@@ -1337,22 +1388,22 @@ a_keyctl(int argc, char **argv)
 	if (r >= 0)
 		s_escape("add_key user key %ld", r);
 	else
-		s_blocked(errno, "add_key");
+		s_sys("add_key", errno, "add_key");
 	r = syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0);
 	if (r >= 0)
 		s_escape("session keyring id %ld reachable", r);
 	else
-		s_blocked(errno, "GET_KEYRING_ID session");
+		s_sys("keyctl", errno, "GET_KEYRING_ID session");
 	r = syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL);
 	if (r >= 0)
 		s_escape("joined a new session keyring %ld", r);
 	else
-		s_blocked(errno, "JOIN_SESSION_KEYRING");
+		s_sys("keyctl", errno, "JOIN_SESSION_KEYRING");
 	r = syscall(SYS_request_key, "user", "ahp-probe", NULL, 0);
 	if (r >= 0)
 		s_escape("request_key %ld", r);
 	else
-		s_blocked(errno, "request_key");
+		s_sys("request_key", errno, "request_key");
 	return 0;
 }
 
@@ -1365,11 +1416,11 @@ a_kexec(int argc, char **argv)
 	if (syscall(SYS_kexec_load, 0UL, 0UL, NULL, 0UL) == 0)
 		s_escape("kexec_load");
 	else
-		s_blocked(errno, "kexec_load");
+		s_sys("kexec_load", errno, "kexec_load");
 	if (syscall(SYS_kexec_file_load, -1, -1, 0UL, "", 0UL) == 0)
 		s_escape("kexec_file_load");
 	else
-		s_blocked(errno, "kexec_file_load");
+		s_sys("kexec_file_load", errno, "kexec_file_load");
 	return 0;
 }
 
@@ -1384,18 +1435,18 @@ a_module(int argc, char **argv)
 	if (syscall(SYS_init_module, image, sizeof(image), "") == 0)
 		s_escape("init_module");
 	else
-		s_blocked(errno, "init_module");
+		s_sys("init_module", errno, "init_module");
 	fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
 	if (syscall(SYS_finit_module, fd, "", 0) == 0)
 		s_escape("finit_module");
 	else
-		s_blocked(errno, "finit_module");
+		s_sys("finit_module", errno, "finit_module");
 	if (fd >= 0)
 		close(fd);
 	if (syscall(SYS_delete_module, "ahp_probe_none", O_NONBLOCK) == 0)
 		s_escape("delete_module");
 	else
-		s_blocked(errno, "delete_module");
+		s_sys("delete_module", errno, "delete_module");
 	return 0;
 }
 
@@ -1419,7 +1470,7 @@ a_perf(int argc, char **argv)
 		close((int)fd);
 		s_escape("perf_event_open(self, sw cpu clock)");
 	} else {
-		s_blocked(errno, "perf_event_open");
+		s_sys("perf_event_open", errno, "perf_event_open");
 	}
 	return 0;
 }
@@ -1436,14 +1487,14 @@ a_userfaultfd(int argc, char **argv)
 		close((int)fd);
 		s_escape("userfaultfd(USER_MODE_ONLY)");
 	} else {
-		s_blocked(errno, "userfaultfd user-mode");
+		s_sys("userfaultfd", errno, "userfaultfd user-mode");
 	}
 	fd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	if (fd >= 0) {
 		close((int)fd);
 		s_escape("userfaultfd()");
 	} else {
-		s_blocked(errno, "userfaultfd");
+		s_sys("userfaultfd", errno, "userfaultfd");
 	}
 	fd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 	if (fd >= 0) {
@@ -1469,7 +1520,7 @@ a_io_uring(int argc, char **argv)
 		close((int)fd);
 		s_escape("io_uring_setup");
 	} else {
-		s_blocked(errno, "io_uring_setup");
+		s_sys("io_uring_setup", errno, "io_uring_setup");
 	}
 	return 0;
 }
@@ -1500,10 +1551,10 @@ a_open_by_handle(int argc, char **argv)
 				close(fd);
 				s_escape("open_by_handle_at(%s)", mounts[i]);
 			} else {
-				s_blocked(errno, mounts[i]);
+				s_sys("open_by_handle_at", errno, mounts[i]);
 			}
 		} else {
-			s_blocked(errno, "name_to_handle_at");
+			s_sys("name_to_handle_at", errno, "name_to_handle_at");
 		}
 		/* FILEID_INO32_GEN: ino 2, generation 0 = the ext4 root directory. */
 		memset(&h, 0, sizeof(h));
@@ -1515,7 +1566,7 @@ a_open_by_handle(int argc, char **argv)
 			close(fd);
 			s_escape("shocker: opened inode 2 via %s", mounts[i]);
 		} else {
-			s_blocked(errno, "shocker");
+			s_sys("open_by_handle_at", errno, "shocker");
 		}
 		close(mfd);
 	}
@@ -1525,16 +1576,18 @@ a_open_by_handle(int argc, char **argv)
 /* ---------------------------------------------------------------------------------------------
  * Sockets and network */
 
+/* key: the argument rule that must refuse it. */
 static void
-s_try_socket(int domain, int type, int proto, const char *name)
+s_try_socket(const char *key, int domain, int type, int proto, const char *name)
 {
 	int fd = socket(domain, type | SOCK_CLOEXEC, proto);
 
 	if (fd >= 0) {
 		close(fd);
 		s_escape("socket(%s)", name);
+		s_outcome(key, 0, name);
 	} else {
-		s_blocked(errno, name);
+		s_sys(key, errno, name);
 	}
 }
 
@@ -1543,10 +1596,10 @@ a_raw_socket(int argc, char **argv)
 {
 	(void)argc;
 	(void)argv;
-	s_try_socket(AF_INET, SOCK_RAW, IPPROTO_RAW, "INET/RAW/RAW");
-	s_try_socket(AF_INET, SOCK_RAW, IPPROTO_ICMP, "INET/RAW/ICMP");
-	s_try_socket(AF_INET, SOCK_RAW, IPPROTO_TCP, "INET/RAW/TCP");
-	s_try_socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6, "INET6/RAW/ICMPV6");
+	s_try_socket("socket_raw", AF_INET, SOCK_RAW, IPPROTO_RAW, "INET/RAW/RAW");
+	s_try_socket("socket_raw", AF_INET, SOCK_RAW, IPPROTO_ICMP, "INET/RAW/ICMP");
+	s_try_socket("socket_raw", AF_INET, SOCK_RAW, IPPROTO_TCP, "INET/RAW/TCP");
+	s_try_socket("socket_raw", AF_INET6, SOCK_RAW, IPPROTO_ICMPV6, "INET6/RAW/ICMPV6");
 	return 0;
 }
 
@@ -1555,9 +1608,10 @@ a_packet_socket(int argc, char **argv)
 {
 	(void)argc;
 	(void)argv;
-	s_try_socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL), "PACKET/RAW");
-	s_try_socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_ALL), "PACKET/DGRAM");
-	s_try_socket(AF_INET, SOCK_PACKET, htons(ETH_P_ALL), "INET/SOCK_PACKET");
+	/* the type rules come first: a raw packet socket is refused as SOCK_RAW */
+	s_try_socket("socket_raw", AF_PACKET, SOCK_RAW, htons(ETH_P_ALL), "PACKET/RAW");
+	s_try_socket("socket_family", AF_PACKET, SOCK_DGRAM, htons(ETH_P_ALL), "PACKET/DGRAM");
+	s_try_socket("socket_packet", AF_INET, SOCK_PACKET, htons(ETH_P_ALL), "INET/SOCK_PACKET");
 	return 0;
 }
 
@@ -1575,7 +1629,17 @@ a_netlink_socket(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
-		s_try_socket(AF_NETLINK, SOCK_RAW, p[i].proto, p[i].name);
+		s_try_socket("socket_raw", AF_NETLINK, SOCK_RAW, p[i].proto, p[i].name);
+		s_try_socket("socket_family", AF_NETLINK, SOCK_DGRAM, p[i].proto, p[i].name);
+	}
+	/* the family is an int: garbage above it changes nothing */
+	long fd = syscall(SYS_socket, 0xdead000000000000UL | AF_NETLINK, SOCK_DGRAM, 0);
+	if (fd >= 0) {
+		close((int)fd);
+		s_escape("socket(AF_NETLINK with high bits)");
+		s_outcome("socket_family", 0, "NETLINK high bits");
+	} else {
+		s_sys("socket_family", errno, "NETLINK high bits");
 	}
 	return 0;
 }
@@ -1789,12 +1853,30 @@ a_mknod(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	for (size_t i = 0; i < sizeof(n) / sizeof(n[0]); i++) {
-		if (mknod(n[i].path, n[i].mode, makedev(n[i].ma, n[i].mi)) == 0) {
+		int chr = S_ISCHR(n[i].mode);
+		if (syscall(SYS_mknodat, AT_FDCWD, n[i].path, n[i].mode,
+		            makedev(n[i].ma, n[i].mi)) == 0) {
+			unlink(n[i].path);
+			s_escape("mknodat %s %u:%u", n[i].path, n[i].ma, n[i].mi);
+		} else {
+			s_sys(chr ? "mknodat_chr" : "mknodat_blk", errno, n[i].path);
+		}
+#ifdef SYS_mknod
+		if (syscall(SYS_mknod, n[i].path, n[i].mode, makedev(n[i].ma, n[i].mi)) == 0) {
 			unlink(n[i].path);
 			s_escape("mknod %s %u:%u", n[i].path, n[i].ma, n[i].mi);
 		} else {
-			s_blocked(errno, n[i].path);
+			s_sys(chr ? "mknod_chr" : "mknod_blk", errno, n[i].path);
 		}
+#endif
+	}
+	/* garbage above the 32-bit mode changes nothing */
+	if (syscall(SYS_mknodat, AT_FDCWD, "/tmp/ahp-probe-hi",
+	            0xdead000000000000UL | S_IFCHR | 0666, makedev(1, 1)) == 0) {
+		unlink("/tmp/ahp-probe-hi");
+		s_escape("mknodat with high bits");
+	} else {
+		s_sys("mknodat_chr", errno, "high bits");
 	}
 	return 0;
 }
@@ -1986,11 +2068,11 @@ a_sethostname(int argc, char **argv)
 	if (sethostname("ahp-pwned", 9) == 0)
 		s_escape("sethostname");
 	else
-		s_blocked(errno, "sethostname");
+		s_sys("sethostname", errno, "sethostname");
 	if (setdomainname("ahp-pwned", 9) == 0)
 		s_escape("setdomainname");
 	else
-		s_blocked(errno, "setdomainname");
+		s_sys("setdomainname", errno, "setdomainname");
 	char *p[1] = {"/proc/sys/kernel/hostname"};
 	a_openw(1, p);
 	return 0;
@@ -2009,12 +2091,13 @@ a_settime(int argc, char **argv)
 	if (clock_settime(CLOCK_REALTIME, &ts) == 0)
 		s_escape("clock_settime(REALTIME)");
 	else
-		s_blocked(errno, "clock_settime");
+		s_sys("clock_settime", errno, "clock_settime");
 	gettimeofday(&tv, NULL);
-	if (settimeofday(&tv, NULL) == 0)
+	/* the syscall itself: glibc's settimeofday() may be clock_settime() underneath */
+	if (syscall(SYS_settimeofday, &tv, NULL) == 0)
 		s_escape("settimeofday");
 	else
-		s_blocked(errno, "settimeofday");
+		s_sys("settimeofday", errno, "settimeofday");
 	return 0;
 }
 
@@ -2050,6 +2133,8 @@ a_tty(int argc, char **argv)
 			s_escape("fd %d is a terminal", i);
 		if (ioctl(i, TIOCSTI, &c) == 0)
 			s_escape("TIOCSTI on fd %d", i);
+		else
+			s_sys("ioctl_tiocsti", errno, i == 0 ? "fd 0" : i == 1 ? "fd 1" : "fd 2");
 	}
 	fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (fd >= 0) {
@@ -2104,6 +2189,214 @@ a_fds(int argc, char **argv)
 	closedir(d);
 	if (!s_res.escaped && s_res.err == 0)
 		s_res.err = EBADF;
+	return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Exact seccomp outcomes: other ABIs, argument filters on the low 32 bits, the default action */
+
+/* Runs fn in a child and records how it ended: "SIGSYS" (or another signal's name) when it
+ * was killed, else the errno it exited with ("0" = the syscall worked). */
+static void
+s_child_outcome(const char *key, int (*fn)(void *), const char *what)
+{
+	int st = 0;
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		s_blocked(errno, "fork");
+		return;
+	}
+	if (pid == 0)
+		_exit(fn(NULL));
+	if (waitpid(pid, &st, 0) != pid) {
+		s_blocked(errno, "waitpid");
+		return;
+	}
+	if (WIFSIGNALED(st)) {
+		const char *sig = sigabbrev_np(WTERMSIG(st));
+		char name[24];
+		snprintf(name, sizeof(name), "SIG%s", sig ? sig : "?");
+		s_blocked(EPERM, what);
+		s_note("killed by %s", name);
+		s_outcome_str(key, name, what);
+	} else if (WEXITSTATUS(st) == 0) {
+		s_escape("%s returned normally", what);
+		s_outcome(key, 0, what);
+	} else {
+		s_sys(key, WEXITSTATUS(st), what);
+	}
+}
+
+static int
+s_child_x32(void *arg)
+{
+	(void)arg;
+#if defined(__x86_64__)
+	/* getpid with the x32 bit (0x40000000): a different syscall table */
+	if (syscall(0x40000000L | SYS_getpid) >= 0)
+		return 0;
+	return errno ? errno : 254;
+#else
+	return ENOSYS;
+#endif
+}
+
+static int
+s_child_int80(void *arg)
+{
+	(void)arg;
+#if defined(__x86_64__)
+	long r;
+	/* the 32-bit entry: eax 20 is getpid in the i386 table */
+	__asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+	if (r >= 0)
+		return 0;
+	return (int)-r;
+#else
+	return ENOSYS;
+#endif
+}
+
+/* Syscalls through another ABI must kill the process (SIGSYS), never run unfiltered. */
+static int
+a_other_abi(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	s_child_outcome("other_abi", s_child_x32, "x32 getpid");
+	s_child_outcome("other_abi", s_child_int80, "int 0x80 getpid");
+	return 0;
+}
+
+/* ioctl's request is an unsigned int: TIOCSTI/TIOCLINUX with garbage in the upper 32 bits of
+ * the register are the same request to the kernel and must get the same EPERM. */
+static int
+a_ioctl_highbits(int argc, char **argv)
+{
+	static const struct {
+		const char *key;
+		unsigned long req;
+		const char *what;
+	} r[] = {
+	    {"ioctl_tiocsti", TIOCSTI, "TIOCSTI"},
+	    {"ioctl_tiocsti", 0xdeadbeef00000000UL | TIOCSTI, "TIOCSTI high bits"},
+	    {"ioctl_tiocsti", 0xffffffff00000000UL | TIOCSTI, "TIOCSTI all high bits"},
+	    {"ioctl_tioclinux", TIOCLINUX, "TIOCLINUX"},
+	    {"ioctl_tioclinux", 0xdeadbeef00000000UL | TIOCLINUX, "TIOCLINUX high bits"},
+	    {"ioctl_tioclinux", 0x100000000UL | TIOCLINUX, "TIOCLINUX bit 32"},
+	};
+	char c = 'x';
+
+	(void)argc;
+	(void)argv;
+	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+		if (syscall(SYS_ioctl, 0, r[i].req, &c) == 0)
+			s_escape("%s accepted", r[i].what);
+		else
+			s_sys(r[i].key, errno, r[i].what);
+	}
+	/* an ordinary request still reaches the driver (stdin is /dev/null: ENOTTY) */
+	struct winsize ws;
+	if (syscall(SYS_ioctl, 0, 0xdeadbeef00000000UL | TIOCGWINSZ, &ws) == 0)
+		s_outcome("ioctl", 0, "TIOCGWINSZ");
+	else
+		s_outcome("ioctl", errno == ENOTTY ? 0 : errno,
+		          "TIOCGWINSZ (ENOTTY from the driver)");
+	return 0;
+}
+
+static int
+s_child_clone3(void *arg)
+{
+	struct clone_args ca;
+
+	(void)arg;
+	memset(&ca, 0, sizeof(ca));
+	ca.exit_signal = SIGCHLD;
+	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	if (pid == 0)
+		syscall(SYS_exit, 0);
+	if (pid > 0) {
+		waitpid((pid_t)pid, NULL, 0);
+		return 0;
+	}
+	return errno ? errno : 254;
+}
+
+/* The default action: syscalls the policy does not name get ENOSYS, whether the kernel has
+ * them (sysfs, ustat) or not (a number past any table). clone3 without any flag too. */
+static int
+a_unlisted(int argc, char **argv)
+{
+	long r;
+
+	(void)argc;
+	(void)argv;
+	s_child_outcome("clone3", s_child_clone3, "clone3 no flags");
+#ifdef SYS_sysfs
+	r = syscall(SYS_sysfs, 3);
+	if (r >= 0)
+		s_outcome("unlisted:sysfs", 0, "sysfs(3) worked");
+	else
+		s_sys("unlisted:sysfs", errno, "sysfs(3)");
+#endif
+#ifdef SYS_ustat
+	struct ustat_buf {
+		long f_tfree;
+		unsigned long f_tinode;
+		char f_fname[6];
+		char f_fpack[6];
+	} ub;
+	struct stat st;
+	if (stat("/", &st) == 0) {
+		r = syscall(SYS_ustat, (unsigned)st.st_dev, &ub);
+		if (r >= 0)
+			s_outcome("unlisted:ustat", 0, "ustat(/) worked");
+		else
+			s_sys("unlisted:ustat", errno, "ustat(/)");
+	}
+#endif
+	r = syscall(1000L, 0, 0, 0);
+	if (r >= 0)
+		s_outcome("unlisted:nr1000", 0, "syscall 1000 worked");
+	else
+		s_sys("unlisted:nr1000", errno, "syscall 1000");
+	r = syscall(0xdead000000000000L | SYS_getpid);
+	if (r >= 0)
+		s_note("getpid with high bits of nr set returned %ld (nr is 32-bit)", r);
+	return 0;
+}
+
+/* personality(): only the listed personas, compared on the low 32 bits. */
+static int
+a_personality(int argc, char **argv)
+{
+	static const struct {
+		const char *key;
+		unsigned long v;
+		const char *what;
+	} p[] = {
+	    {"personality_query", 0xffffffffUL, "query"},
+	    {"personality_other", 0x0400000UL, "READ_IMPLIES_EXEC"},
+	    {"personality_other", 0x0040000UL, "ADDR_NO_RANDOMIZE"},
+	    {"personality_other", 0x0100000UL, "MMAP_PAGE_ZERO"},
+	    {"personality_other", 0xdead000000400000UL, "READ_IMPLIES_EXEC high bits"},
+	    {"personality_linux", 0x0UL, "PER_LINUX"},
+	};
+
+	(void)argc;
+	(void)argv;
+	for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
+		long r = syscall(SYS_personality, p[i].v);
+		if (r >= 0) {
+			if (strcmp(p[i].key, "personality_other") == 0)
+				s_escape("personality(%s)", p[i].what);
+			s_outcome(p[i].key, 0, p[i].what);
+		} else {
+			s_sys(p[i].key, errno, p[i].what);
+		}
+	}
 	return 0;
 }
 
@@ -2197,6 +2490,10 @@ static const struct {
     {"tty", 0, a_tty, " terminal access / TIOCSTI"},
     {"fds", 0, a_fds, " leaked descriptors, stdin not /dev/null"},
     {"whoami", 0, a_whoami, " ids and maps (information only)"},
+    {"other_abi", 0, a_other_abi, " x32 syscall numbers and int 0x80 (must die by SIGSYS)"},
+    {"ioctl_highbits", 0, a_ioctl_highbits, " TIOCSTI/TIOCLINUX with garbage in the upper bits"},
+    {"unlisted", 0, a_unlisted, " syscalls the policy does not name (default action), clone3"},
+    {"personality", 0, a_personality, " personality() personas"},
 };
 
 static void

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs one sandbox escape attempt against a real sandboxd and asserts containment.
 
-usage: run_attack.py --sandboxd BIN --probe BIN [--keep-home] ATTACK
+usage: run_attack.py --sandboxd BIN --probe BIN [--keep-home] [--policy-json FILE] ATTACK
 
 A fresh home (profiles, sandboxd.conf with a read-only bind of the probe at /opt/ahp-test,
 other daemons' secrets, a fake orchestrator database and daemon sockets) is laid out under a
@@ -9,6 +9,12 @@ mkdtemp dir, sandboxd is started on it, and the attack runs as
 `sandboxd --home DIR exec --profile sec -- /opt/ahp-test/probe ...`. The probe must exit 0
 with "RESULT ... ok=0"; host-side effects (files untouched, processes alive, listeners never
 reached, no secret anywhere) are checked here. Python 3 stdlib only.
+
+Syscall probes are exact: every OUTCOME line the probe prints (key=policy entry, got=errno)
+must be what `sandboxd policy --json` says for that entry (the errno, 0 for allowed, SIGSYS for
+a killed process), and each syscall attack must report exactly its set of keys
+(OUTCOME_KEYS). --policy-json FILE takes the expectations from a file instead (to hold an
+older sandboxd to today's policy).
 
 Network safety: the probe itself refuses to send to any non-loopback address unless its
 network namespace is loopback-only; host listeners here bind loopback (or, for the host-IP
@@ -19,6 +25,7 @@ import argparse
 import ctypes
 import fcntl
 import hashlib
+import json
 import os
 import pty
 import re
@@ -40,6 +47,75 @@ from ahptest import socket_accepts  # noqa: E402
 
 PROBE_IN_SANDBOX = "/opt/ahp-test/probe"
 RESULT_RE = re.compile(r'^RESULT attack=(\S+) ok=([01]) errno=(\S+) detail="(.*)"$', re.M)
+OUTCOME_RE = re.compile(r'^OUTCOME key=(\S+) got=(\S+) what="(.*)"$', re.M)
+
+# Probe attack -> the policy entries its syscall attempts must be decided by (all of them
+# reported, nothing else). See the OUTCOME lines in probe.c.
+OUTCOME_KEYS = {
+    "mount": {"mount", "fsopen", "open_tree"},
+    "umount": {"umount2"},
+    "pivot_root": {"pivot_root"},
+    "chroot": {"chroot"},
+    "unshare": {"unshare"},
+    "clone_ns": {"clone_ns"},
+    "clone3": {"clone3"},
+    "setns": {"setns"},
+    "ptrace_init": {"ptrace"},
+    "ptrace_sibling": {"ptrace"},
+    "process_vm": {"process_vm_readv", "process_vm_writev"},
+    "bpf": {"bpf"},
+    "keyctl": {"add_key", "keyctl", "request_key"},
+    "kexec": {"kexec_load", "kexec_file_load"},
+    "module": {"init_module", "finit_module", "delete_module"},
+    "perf": {"perf_event_open"},
+    "userfaultfd": {"userfaultfd"},
+    "io_uring": {"io_uring_setup"},
+    "open_by_handle": {"open_by_handle_at", "name_to_handle_at"},
+    "raw_socket": {"socket_raw"},
+    "packet_socket": {"socket_raw", "socket_family", "socket_packet"},
+    "netlink_socket": {"socket_raw", "socket_family"},
+    "mknod": {"mknodat_chr", "mknodat_blk", "mknod_chr", "mknod_blk"},
+    "sethostname": {"sethostname", "setdomainname"},
+    "settime": {"clock_settime", "settimeofday"},
+    "tty": {"ioctl_tiocsti"},
+    "other_abi": {"other_abi"},
+    "ioctl_highbits": {"ioctl_tiocsti", "ioctl_tioclinux", "ioctl"},
+    "unlisted": {"clone3", "unlisted:sysfs", "unlisted:ustat", "unlisted:nr1000"},
+    "personality": {"personality_query", "personality_other", "personality_linux"},
+}
+
+
+class Policy:
+    """What `sandboxd policy --json` says each OUTCOME key must get."""
+
+    def __init__(self, doc):
+        self.doc = doc
+        self.by_name = {}
+        for row in doc["rows"]:
+            for n in row["names"]:
+                self.by_name[n] = row["action"]
+        self.by_rule = {r["id"]: r["action"] for r in doc["argument_rules"]}
+        self.rule_calls = {r["syscall"] for r in doc["argument_rules"]}
+
+    @staticmethod
+    def _got(action):
+        return {"allow": "0", "kill_process": "SIGSYS"}.get(action, action)
+
+    def expect(self, key):
+        if key == "other_abi":
+            return self._got(self.doc["other_abi"])
+        if key.startswith("unlisted:"):
+            name = key[len("unlisted:"):]
+            check(name not in self.by_name and name not in self.rule_calls,
+                  f"probe key {key}: the policy names {name}, it is not unlisted")
+            return self.doc["default"]
+        if key in self.by_rule:
+            return self._got(self.by_rule[key])
+        check(key in self.by_name, f"probe key {key!r} is neither a syscall of the policy nor "
+              "an argument rule id (typo in probe.c?)")
+        action = self.by_name[key]
+        check(action != "notify", f"probe key {key}: a notify entry has no fixed outcome")
+        return self._got(action)
 EXEC_TIMEOUT = 45
 
 
@@ -138,6 +214,7 @@ class Home:
         # may keep the sandbox away from these files.
         os.chmod(self.dir, 0o755)
         self.outputs = []      # every stdout/stderr the sandbox produced (secret scan)
+        self.policy = None     # Policy, loaded by start()
         self.listeners = []
         self.children = []     # host helper processes to kill at the end
         self.proc = None
@@ -195,7 +272,19 @@ class Home:
 
     # --- daemon ---
 
+    def load_policy(self):
+        if self.args.policy_json:
+            with open(self.args.policy_json) as f:
+                self.policy = Policy(json.load(f))
+            return
+        r = subprocess.run([self.sandboxd, "--home", self.dir, "policy", "--json"],
+                           capture_output=True, timeout=20)
+        check(r.returncode == 0, f"`sandboxd policy --json` exited {r.returncode}: "
+              + r.stderr.decode(errors="replace"))
+        self.policy = Policy(json.loads(r.stdout))
+
     def start(self):
+        self.load_policy()
         self.log = open(self.path("log", "sandboxd.log"), "ab")
         env = dict(os.environ)
         # A secret in the daemon's own environment must never reach a sandbox.
@@ -290,7 +379,23 @@ class Home:
             if res["ok"] == 1 or rc == 1:
                 raise Failure(f"ESCAPE: probe {attack} succeeded: {res['detail']}")
             check(rc == 0, f"probe {attack} exited {rc} (2 = usage error): {out} {err}")
+        self.check_outcomes(attack, out)
         return res
+
+    def check_outcomes(self, attack, out):
+        """Each OUTCOME is exactly what the policy specifies; the attack reports its keys."""
+        outcomes = OUTCOME_RE.findall(out)
+        seen = {k for k, _, _ in outcomes}
+        want = OUTCOME_KEYS.get(attack, set())
+        check(seen == want, f"probe {attack} reported outcomes for {sorted(seen)}, "
+              f"expected exactly {sorted(want)}")
+        wrong = []
+        for key, got, what in outcomes:
+            exp = self.policy.expect(key)
+            if got != exp:
+                wrong.append(f"{what}: got {got}, policy {key} says {exp}")
+        check(not wrong, f"probe {attack}: outcomes differ from the policy: " + "; ".join(wrong))
+        print(f"{len(outcomes)} outcomes of {attack} as the policy specifies")
 
     def daemon_alive(self):
         check(self.proc.poll() is None,
@@ -774,6 +879,14 @@ def _(h):
 simple("leaked_fds", "fds")
 
 
+# --- exact seccomp outcomes: other ABIs, the low-32-bit argument filters, the default ---
+
+simple("x32_and_int80", "other_abi")
+simple("ioctl_high_bits", "ioctl_highbits")
+simple("unlisted_syscalls", "unlisted")
+simple("personality", "personality")
+
+
 # --- cleanup must not follow links out of the workspace ---
 
 @attack("symlink_cleanup")
@@ -862,6 +975,8 @@ def main():
     ap.add_argument("--sandboxd", required=True, help="path to the sandboxd binary")
     ap.add_argument("--probe", required=True, help="path to the probe binary")
     ap.add_argument("--keep-home", action="store_true", help="keep the temp home")
+    ap.add_argument("--policy-json", help="expected outcomes from this `sandboxd policy --json` "
+                    "output instead of the binary's own")
     ap.add_argument("--list", action="store_true", help="list the attacks and exit")
     ap.add_argument("attack", nargs="?")
     args = ap.parse_args()
