@@ -166,7 +166,7 @@ def body(args, home):
     check(f"message_id={msg_id} " in posts[0], f"published {posts[0]!r}, answered {msg_id}")
     rest = "\n".join(lines[pub[0] + 1:])
     check(f"Logs: {home}/log/" in rest, f"no logs line after Published:\n{rest}")
-    check("A real provider: " in rest and "providers.conf" in rest, "no real-provider hint")
+    check("A real model: " in rest and "providers.conf" in rest, "no real-provider hint")
     check(lines[-1] == "Stack stopped.", f"last line {lines[-1]!r}")
 
     # No journaled model call served twice (mock-llm's counts, saved by the demo).
