@@ -28,8 +28,10 @@ test: build
 fuzz: deps
 	@sh tests/fuzz/run build-fuzz $(FUZZ_SECONDS) $(JOBS) $(FUZZ_TARGETS)
 
-demo: build
-	@AHP_BUILD=$(BUILD) sh scripts/demo
+# The six-stage tour. scripts/demo installs and builds itself, quietly (the build's log
+# is shown only when it fails), then runs the tour on a throwaway stack and stops it.
+demo:
+	@AHP_BUILD=$(BUILD) JOBS=$(JOBS) CMAKE_FLAGS="$(CMAKE_FLAGS)" sh scripts/demo
 
 bench: build
 	@AHP_BUILD=$(BUILD) sh bench/run
