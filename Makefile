@@ -36,6 +36,12 @@ demo:
 bench: build
 	@AHP_BUILD=$(BUILD) sh bench/run
 
+# docker compose smoke test (tests/compose/run): builds the image, brings compose.yaml up,
+# runs the approvals tour in containers and tears it down. Needs root; not part of CTest.
+.PHONY: compose-test
+compose-test:
+	@python3 tests/compose/run
+
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 

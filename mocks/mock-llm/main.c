@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,9 +26,11 @@ s_usage(FILE *f)
 	    "\n"
 	    "A scripted OpenAI-compatible model server. The request's \"model\" names a\n"
 	    "scenario file DIR/<model>.yaml (a \"provider:\" prefix is ignored); the number of\n"
-	    "assistant messages in the request picks the step. Listens on 127.0.0.1 only.\n"
+	    "assistant messages in the request picks the step. Listens on 127.0.0.1 unless\n"
+	    "--listen names another address (a container's, for docker compose).\n"
 	    "\n"
 	    "  --scenarios DIR     directory of <name>.yaml scenarios (required)\n"
+	    "  --listen ADDR       numeric IPv4 or IPv6 address (default 127.0.0.1)\n"
 	    "  --port N            TCP port, 0 = ephemeral (default 0)\n"
 	    "  --port-file PATH    write the bound port here (atomically) once listening\n"
 	    "  --latency-ms N      delay added to every chat completion (default 0)\n"
@@ -39,29 +42,41 @@ s_usage(FILE *f)
 	    "GET /stats, POST /stats/reset.\n");
 }
 
+/* Binds addr:port (numeric, IPv4 or IPv6) and listens. The bound port goes to
+ * *bound. -1 with errno (EINVAL for an address that is not numeric). */
 static int
-s_listen(long port, int *bound)
+s_listen(const char *addr, long port, int *bound)
 {
-	struct sockaddr_in sa;
-	socklen_t salen = sizeof sa;
-	int one = 1;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0)
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE};
+	struct addrinfo *ai = NULL;
+	char service[16];
+	snprintf(service, sizeof service, "%ld", port);
+	if (getaddrinfo(addr, service, &hints, &ai) != 0 || ai == NULL) {
+		errno = EINVAL;
 		return -1;
+	}
+	int one = 1;
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		freeaddrinfo(ai);
+		return -1;
+	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	memset(&sa, 0, sizeof sa);
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1024) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&sa, &salen) < 0) {
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof ss;
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sslen) < 0) {
 		int e = errno;
 		close(fd);
+		freeaddrinfo(ai);
 		errno = e;
 		return -1;
 	}
-	*bound = ntohs(sa.sin_port);
+	freeaddrinfo(ai);
+	*bound = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+	                                  : ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	return fd;
 }
 
@@ -134,6 +149,7 @@ int
 main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"scenarios", required_argument, NULL, 's'},
+	                                     {"listen", required_argument, NULL, 'a'},
 	                                     {"port", required_argument, NULL, 'p'},
 	                                     {"port-file", required_argument, NULL, 'f'},
 	                                     {"latency-ms", required_argument, NULL, 'l'},
@@ -145,6 +161,7 @@ main(int argc, char **argv)
 	mock_config_t cfg = {
 	    .scenarios = NULL, .latency_ms = 0, .fail_every = 0, .fail_status = 429};
 	const char *port_file = NULL;
+	const char *addr = "127.0.0.1";
 	long port = 0, v = 0;
 	int c;
 
@@ -153,6 +170,9 @@ main(int argc, char **argv)
 		switch (c) {
 		case 's':
 			cfg.scenarios = optarg;
+			break;
+		case 'a':
+			addr = optarg;
 			break;
 		case 'p':
 			if (ahp_parse_long(optarg, 0, 65535, &port) < 0)
@@ -208,16 +228,16 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	int bound = 0;
-	int fd = s_listen(port, &bound);
+	int fd = s_listen(addr, port, &bound);
 	if (fd < 0)
-		fatal("listen on 127.0.0.1:%ld", port);
+		fatal("listen on %s port %ld", addr, port);
 	mock_server_t *srv = mock_server_new(&cfg, fd);
 	if (srv == NULL)
 		fatalx("cannot start the HTTP server");
 	if (port_file != NULL && s_write_port_file(port_file, bound) < 0)
 		fatal("write port file %s", port_file);
-	log_info("listening addr=127.0.0.1:%d latency_ms=%ld fail_every=%ld fail_status=%d", bound,
-	         cfg.latency_ms, cfg.fail_every, cfg.fail_status);
+	log_info("listening addr=%s port=%d latency_ms=%ld fail_every=%ld fail_status=%d", addr,
+	         bound, cfg.latency_ms, cfg.fail_every, cfg.fail_status);
 
 	int sig = 0;
 	while (sigwait(&set, &sig) != 0)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -72,8 +73,10 @@ class Mock:
         with open(self.log_path, "rb") as f:
             return f.read()[-2000:].decode("utf-8", "replace")
 
+    host = "127.0.0.1"
+
     def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def request(self, path, body=None, method=None, raw=None, timeout=30):
         """Returns (status, headers, parsed JSON body)."""
@@ -326,6 +329,28 @@ def test_fail_every(binary, scen, tmp):
             m.stop()
 
 
+def test_listen(binary, scen, tmp):
+    """--listen ADDR binds that address instead of 127.0.0.1 (compose binds the container's
+    address); an address that is not numeric is refused at start."""
+    m = Mock(binary, scen, tmp, "--listen", "127.0.0.2")
+    try:
+        m.host = "127.0.0.2"
+        status, _, body = m.request("/healthz")
+        check(status == 200 and body == {"status": "ok"}, f"/healthz on 127.0.0.2 {status} {body}")
+        s = socket.socket()
+        try:
+            s.settimeout(5)
+            check(s.connect_ex(("127.0.0.1", m.port)) != 0, "--listen 127.0.0.2 also on 127.0.0.1")
+        finally:
+            s.close()
+    finally:
+        m.stop()
+    r = subprocess.run([binary, "--scenarios", scen, "--listen", "localhost"],
+                       capture_output=True, text=True, timeout=10)
+    check(r.returncode != 0 and "listen on localhost" in r.stderr,
+          f"--listen localhost: {r.returncode} {r.stderr}")
+
+
 def test_bad_requests(m, tmp, scen):
     # An announced oversize body is refused before it is read: send only the headers.
     conn = http.client.HTTPConnection("127.0.0.1", m.port, timeout=30)
@@ -479,6 +504,7 @@ def main():
         m = None
 
         test_restart(binary, scen, tmp)
+        test_listen(binary, scen, tmp)
         test_fail_every(binary, scen, tmp)
         test_concurrency(binary, scen, tmp)
         print("mock-llm integration: all checks passed")
