@@ -47,17 +47,18 @@ s_usage(FILE *out)
 	ahp_cfg_print_help(orch_cfg_defs, out);
 }
 
-/* --health: one Status request with an empty run id, which the loop answers at
- * once with ERR_BAD_REQUEST; any reply (even an error) means the loop is
- * serving. An ipc:// socket file that does not exist fails at once. */
+/* --health: one List request of at most one run, which the loop answers at
+ * once without a log line (a compose healthcheck asks every few seconds);
+ * any reply (even an error) means the loop is serving. An ipc:// socket file
+ * that does not exist fails at once. */
 static int
 s_health(orch_t *o)
 {
-	Ahp__Orch__RunRef ref = AHP__ORCH__RUN_REF__INIT;
-	ref.run_id = "";
+	Ahp__Orch__ListRequest l = AHP__ORCH__LIST_REQUEST__INIT;
+	l.limit = 1;
 	Ahp__Orch__Request r = AHP__ORCH__REQUEST__INIT;
-	r.body_case = AHP__ORCH__REQUEST__BODY_STATUS;
-	r.status = &ref;
+	r.body_case = AHP__ORCH__REQUEST__BODY_LIST;
+	r.list = &l;
 	uint8_t buf[64];
 	size_t len = ahp__orch__request__pack(&r, buf);
 	return ahp_rpc_health("orchestrator", o->endpoint, buf, len);
