@@ -18,8 +18,9 @@
 #include "ahp/util.h"
 #include "sbx.h"
 
-#define S_RPC_MAX_MSG (1024 * 1024) /* commands over 256 KiB get ERR_BAD_REQUEST below this */
-#define S_RPC_BATCH 64              /* requests taken per loop turn */
+#define S_RPC_MAX_MSG                                                                              \
+	(1024 * 1024)  /* transport ceiling; each request type has its own cap below it */
+#define S_RPC_BATCH 64 /* requests taken per loop turn */
 #define S_STOP_GRACE_MS 5000
 #define S_REAPED_MAX 64 /* inits reaped before the zygote's answer named them */
 /* Retention is checked at least this often (wall-clock deadlines survive a
@@ -977,13 +978,131 @@ out:
 	free(l.profiles);
 }
 
-/* Dispatch: one entry per request kind; anything else is an unknown method. */
+static void
+s_on_create_req(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m)
+{
+	s_on_create(self, req, m->create);
+}
+
+static void
+s_on_exec_req(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m)
+{
+	s_on_exec(self, req, m->exec);
+}
+
+static void
+s_on_fetch_req(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m)
+{
+	s_on_fetch(self, req, m->fetch);
+}
+
+static void
+s_on_destroy_req(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m)
+{
+	s_on_destroy(self, req, m->destroy);
+}
+
+static void
+s_on_list_req(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m)
+{
+	(void)m;
+	s_on_list(self, req);
+}
+
+typedef void (*s_handler_fn)(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m);
+
+/* One row per request body (its field number in Request): the handler and the
+ * largest request of that kind, checked on the wire before anything is
+ * decoded. Anything else is refused in one place. The caps leave room for
+ * every field at its own maximum (ids, profile, limits; an Exec's command at
+ * SBX_CMD_MAX) and nothing more. */
+static const struct {
+	int body;
+	const char *name;
+	s_handler_fn fn;
+	size_t max_size;
+} s_handlers[] = {
+    {AHP__SBX__REQUEST__BODY_CREATE, "create", s_on_create_req, 512},
+    {AHP__SBX__REQUEST__BODY_EXEC, "exec", s_on_exec_req, SBX_CMD_MAX + 512},
+    {AHP__SBX__REQUEST__BODY_FETCH, "fetch", s_on_fetch_req, 256},
+    {AHP__SBX__REQUEST__BODY_DESTROY, "destroy", s_on_destroy_req, 128},
+    {AHP__SBX__REQUEST__BODY_LIST, "list", s_on_list_req, 64},
+};
+
+/* The body a Request's wire bytes carry, without decoding them: the field
+ * number of the last top-level length-delimited field that names a known
+ * body (a oneof takes the last one), 0 when none does. -1 when the bytes
+ * are not a well-formed message at the top level. *unknown: a field no row
+ * names was seen. */
+static int
+s_wire_body(const uint8_t *p, size_t len, bool *unknown)
+{
+	const uint8_t *end = p + len;
+	int body = 0;
+	*unknown = false;
+	while (p < end) {
+		uint64_t key, v;
+		if (!s_wire_varint(&p, end, &key))
+			return -1;
+		int wt = (int)(key & 7);
+		uint64_t num = key >> 3;
+		if (wt == 0) {
+			if (!s_wire_varint(&p, end, &v))
+				return -1;
+		} else if (wt == 1 || wt == 5) {
+			size_t w = wt == 1 ? 8 : 4;
+			if ((size_t)(end - p) < w)
+				return -1;
+			p += w;
+		} else if (wt == 2) {
+			if (!s_wire_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return -1;
+			p += v;
+		} else {
+			return -1;
+		}
+		bool known = false;
+		for (size_t i = 0; i < sizeof s_handlers / sizeof s_handlers[0]; i++)
+			if ((uint64_t)s_handlers[i].body == num && wt == 2) {
+				body = (int)num;
+				known = true;
+			}
+		if (!known)
+			*unknown = true;
+	}
+	return body;
+}
+
+/* Dispatch: the body type is read off the wire, its size cap checked, and only
+ * then is the request decoded and handed to its row's handler. */
 static void
 s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
 {
 	ahp_rpc_req_t *r = *req;
 	if (self->stopping) {
 		sbx_reply_error(self, req, AHP__STATUS__ERR_UNAVAILABLE, "sandboxd is stopping");
+		return;
+	}
+	bool unknown;
+	int body = s_wire_body(r->body, r->body_len, &unknown);
+	if (body < 0) {
+		log_warn("rpc: undecodable request (%zu bytes)", r->body_len);
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, "malformed request");
+		return;
+	}
+	size_t row = 0;
+	while (row < sizeof s_handlers / sizeof s_handlers[0] && s_handlers[row].body != body)
+		row++;
+	if (body == 0 || row == sizeof s_handlers / sizeof s_handlers[0]) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_UNKNOWN_METHOD,
+		                unknown ? "unknown request body" : "absent request body");
+		return;
+	}
+	if (r->body_len > s_handlers[row].max_size) {
+		char msg[96];
+		snprintf(msg, sizeof msg, "%s request of %zu bytes (max %zu)", s_handlers[row].name,
+		         r->body_len, s_handlers[row].max_size);
+		sbx_reply_error(self, req, AHP__STATUS__ERR_TOO_LARGE, msg);
 		return;
 	}
 	Ahp__Sbx__Request *m = ahp__sbx__request__unpack(NULL, r->body_len, r->body);
@@ -998,26 +1117,10 @@ s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
 		ahp__sbx__request__free_unpacked(m, NULL);
 		return;
 	}
-	switch (m->body_case) {
-	case AHP__SBX__REQUEST__BODY_CREATE:
-		s_on_create(self, req, m->create);
-		break;
-	case AHP__SBX__REQUEST__BODY_EXEC:
-		s_on_exec(self, req, m->exec);
-		break;
-	case AHP__SBX__REQUEST__BODY_FETCH:
-		s_on_fetch(self, req, m->fetch);
-		break;
-	case AHP__SBX__REQUEST__BODY_DESTROY:
-		s_on_destroy(self, req, m->destroy);
-		break;
-	case AHP__SBX__REQUEST__BODY_LIST:
-		s_on_list(self, req);
-		break;
-	default:
-		sbx_reply_error(self, req, AHP__STATUS__ERR_UNKNOWN_METHOD,
-		                "absent or unknown request body");
-	}
+	if ((int)m->body_case != body) /* cannot happen: the wire said otherwise */
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, "malformed request");
+	else
+		s_handlers[row].fn(self, req, m);
 	ahp__sbx__request__free_unpacked(m, NULL);
 	if (*req != NULL) /* every path replies or takes the request */
 		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, "request not answered");
