@@ -492,6 +492,10 @@ sbx_sandbox_kill(sbx_sandbox_t *self, int status, const char *why)
 {
 	if (self->init_pid > 0)
 		kill(self->init_pid, SIGKILL);
+	/* init's death ends its pid namespace; the freezer makes sure no task
+	 * forked in the meantime is left in the cgroup either */
+	if (self->state != S_DEAD && self->cg != NULL)
+		sbx_cgroup_freeze_kill(self->cg);
 	if (self->state != S_DEAD && !self->spare)
 		log_info("sandbox %s stopped: %s", self->id, why);
 	self->state = S_DEAD;

@@ -258,8 +258,12 @@ sbx_cgroup_t *sbx_cgroup_open(const char *name);
 int sbx_cgroup_set_limits(sbx_cgroup_t *self, const sbx_limits_t *lim);
 /* Reads the kill / refusal counters. 0 / -1. */
 int sbx_cgroup_counters(sbx_cgroup_t *self, sbx_cg_counters_t *out);
-/* SIGKILLs every task left in the cgroup and removes it. 0 when gone, -1 (EBUSY)
- * while tasks are still exiting: call again later. */
+/* Kills every task of the cgroup so that a forking tree cannot race the kill:
+ * v2 cgroup.kill when present, else freeze (v1 freezer / v2 cgroup.freeze),
+ * SIGKILL each task, thaw. Blocks at most ~200 ms for the freeze. Root only. */
+void sbx_cgroup_freeze_kill(sbx_cgroup_t *self);
+/* Removes the cgroup; while tasks remain it kills them as freeze_kill does.
+ * 0 when gone, -1 (EBUSY) while tasks are still exiting: call again later. */
 int sbx_cgroup_remove(sbx_cgroup_t *self);
 void sbx_cgroup_destroy(sbx_cgroup_t **self_p);
 

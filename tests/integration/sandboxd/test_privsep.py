@@ -75,6 +75,79 @@ def t_dispatch_caps(d):
     d.alive()
 
 
+def instance_dirs(d):
+    """This daemon's cgroup instance directories, one per hierarchy it uses."""
+    h = 2166136261
+    for ch in d.path("state/sandboxd").encode():
+        h = ((h ^ ch) * 16777619) & 0xFFFFFFFF
+    name = "ahp-sandboxd-%08x" % h
+    out = {}
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        if root.count("/") > 7:
+            dirs[:] = []
+            continue
+        if name in dirs:
+            hier = root[len("/sys/fs/cgroup/"):].split("/")[0] or "unified"
+            out[hier] = os.path.join(root, name)
+            dirs.remove(name)
+    return out
+
+
+def procs_of_uid(uid):
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) == uid:
+                            out.append(int(p))
+                        break
+        except OSError:
+            pass
+    return out
+
+
+@test
+def t_freezer_kill(d):
+    """A tree that keeps forking up to pids_max is killed completely by Destroy, through the
+    freezer (cgroup v1) or cgroup.kill (v2), and its cgroup is gone in every hierarchy."""
+    # no pool: a spare refilled into the freed uid slot would look like a survivor
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.start()
+    c = d.client()
+    cr = ok(c.create("bomb", limits={"pids_max": 48, "timeout_s": 60}))
+    slot = os.path.basename(cr["workspace"])  # "sN": the cgroup's name too
+    uid = d.uid_base + int(slot[1:])
+    inst = instance_dirs(d)
+    check(inst, "sandboxd's cgroup instance directories exist")
+    v1 = "unified" not in inst
+    if v1:
+        check("freezer" in inst, f"a v1 sandbox is in a freezer cgroup: {sorted(inst)}")
+    # a loop that forks until pids_max refuses, and keeps trying
+    c.send(sbxclient.req_exec("bomb", "b1", "while :; do (sleep 300 &) 2>/dev/null; done"))
+    wait_for(lambda: len(procs_of_uid(uid)) >= 40, 20, "the tree to reach pids_max")
+    cg = {h: os.path.join(p, slot) for h, p in inst.items()}
+    for h, p in cg.items():
+        check(os.path.isdir(p), f"the sandbox's {h} cgroup exists: {p}")
+    if v1:
+        with open(os.path.join(cg["freezer"], "cgroup.procs")) as f:
+            n = len(f.read().split())
+        check(n >= 40, f"the tree's tasks are in the freezer cgroup: {n}")
+    c2 = d.client()
+    t0 = time.monotonic()
+    ok(c2.destroy("bomb"))
+    wait_for(lambda: not procs_of_uid(uid), 10, "every process of the tree to be gone")
+    wait_for(lambda: not any(os.path.exists(p) for p in cg.values()), 10,
+             "the sandbox's cgroups to be removed")
+    took = time.monotonic() - t0
+    check(took < 5, f"the tree was killed and its cgroup removed in {took:.2f}s")
+    d.alive()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
