@@ -27,7 +27,6 @@ struct sbx_cgroup {
 	char dir[S_NCTL][PATH_MAX]; /* v2: only [0] */
 	int oom_fd;                 /* memory.oom_control (v1) / memory.events (v2) */
 	int pids_fd;                /* pids.events */
-	bool removed;
 };
 
 static int
@@ -501,9 +500,12 @@ fail:
 }
 
 int
-sbx_cgroup_set_limits(sbx_cgroup_t *self, const sbx_limits_t *lim)
+sbx_cgroup_set_limits(const char *name, const sbx_limits_t *lim)
 {
-	return s_write_limits(self->dir, lim);
+	char dirs[S_NCTL][PATH_MAX];
+	if (s_dirs(name, dirs) != 0)
+		return -1;
+	return s_write_limits(dirs, lim);
 }
 
 /* Value after `key ` in a flat keyed file. */
@@ -534,47 +536,42 @@ sbx_cgroup_counters(sbx_cgroup_t *self, sbx_cg_counters_t *out)
 	return 0;
 }
 
-void
-sbx_cgroup_freeze_kill(sbx_cgroup_t *self)
+int
+sbx_cgroup_freeze_kill(const char *name)
 {
-	if (self == NULL || self->removed)
-		return;
-	s_kill_tree(self->dir);
+	char dirs[S_NCTL][PATH_MAX];
+	if (s_dirs(name, dirs) != 0)
+		return -1;
+	s_kill_tree(dirs);
+	return 0;
 }
 
 int
-sbx_cgroup_remove(sbx_cgroup_t *self)
+sbx_cgroup_remove(const char *name)
 {
-	if (self == NULL || self->removed)
-		return 0;
-	int nctl = s_version == 1 ? S_NCTL : 1;
-	int busy = 0;
-	/* the freezer's directory goes last: it is what kills a tree */
-	for (int i = 0; i < nctl; i++)
-		if (self->dir[i][0] != '\0' && rmdir(self->dir[i]) != 0 && errno == EBUSY) {
-			s_kill_tree(self->dir);
-			break;
-		}
-	for (int i = 0; i < nctl; i++) {
-		if (self->dir[i][0] == '\0')
-			continue;
-		if (rmdir(self->dir[i]) == 0 || errno == ENOENT) {
-			self->dir[i][0] = '\0';
-			continue;
-		}
-		if (errno == EBUSY) {
-			busy = 1;
-		} else {
-			log_warn("rmdir %s: %s", self->dir[i], strerror(errno));
-			self->dir[i][0] = '\0';
-		}
-	}
-	if (busy) {
-		errno = EBUSY;
+	char dirs[S_NCTL][PATH_MAX];
+	if (s_dirs(name, dirs) != 0)
 		return -1;
+	int nctl = s_version == 1 ? S_NCTL : 1;
+	bool busy = false;
+	for (int i = 0; i < nctl; i++) {
+		if (dirs[i][0] == '\0' || rmdir(dirs[i]) == 0 || errno == ENOENT) {
+			dirs[i][0] = '\0';
+			continue;
+		}
+		if (errno != EBUSY) {
+			log_warn("rmdir %s: %s", dirs[i], strerror(errno));
+			dirs[i][0] = '\0';
+			continue;
+		}
+		busy = true;
 	}
-	self->removed = true;
-	return 0;
+	if (!busy)
+		return 0;
+	/* tasks left: kill the tree (frozen first), the rest goes next time */
+	s_kill_tree(dirs);
+	errno = EBUSY;
+	return -1;
 }
 
 void

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sbxclient  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
-from ahptest import TestFailure as Failure, check, socket_accepts, wait_for  # noqa: E402
+from ahptest import (TestFailure as Failure, check, ensure_system_user,  # noqa: E402
+                     socket_accepts, wait_for)
 
 TESTS = {}
 
@@ -58,6 +59,7 @@ class Daemon:
 
     def __init__(self, binary, name, conf=""):
         self.bin = binary
+        ensure_system_user()  # the worker's user (sandboxd's default `user`)
         # short: ipc:// paths are limited to ~107 bytes
         self.home = tempfile.mkdtemp(prefix="ahp-sbx-", dir="/tmp")
         self.uid_base = 300000 + (zlib.crc32(name.encode()) % 400) * 2000
@@ -256,6 +258,7 @@ class FakeCredproxy:
         self.headers = []
         self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.srv.bind(path)
+        os.chmod(path, 0o666)  # as credproxy does: sandboxd's worker is not root
         self.srv.listen(16)
         threading.Thread(target=self._serve, daemon=True).start()
 
