@@ -280,6 +280,15 @@ s_clean_instance(int idx)
 	closedir(d);
 }
 
+void
+sbx_cgroup_kill_all(void)
+{
+	int nctl = s_version == 1 ? S_NCTL : s_version == 2 ? 1 : 0;
+	for (int i = nctl - 1; i >= 0; i--)
+		if (s_inst[i][0] != '\0')
+			s_clean_instance(i);
+}
+
 static bool
 s_v2_has(const char *dir, const char *file, const char *word)
 {

@@ -246,6 +246,10 @@ typedef struct {
  * the instance directory named after `instance` under sandboxd's own cgroup;
  * removes leftovers of an earlier run of the same instance. 0 / -1. */
 int sbx_cgroup_setup(const char *instance);
+/* Kills (freezer first) and removes every sandbox cgroup of the instance:
+ * the worker died and nothing may outlive it unseen. Blocks until done
+ * (~0.5 s per stuck cgroup at most). Root only. */
+void sbx_cgroup_kill_all(void);
 /* Removes the instance directories at exit (when empty). */
 void sbx_cgroup_teardown(void);
 /* Describes the mode for logs ("v1", "v2"). */

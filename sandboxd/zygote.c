@@ -573,12 +573,11 @@ s_kill_all(void)
 	for (int i = 0; i < s_n_inits; i++) {
 		int st;
 		(void)waitpid(s_inits[i].pid, &st, 0);
-		char cg[32];
-		snprintf(cg, sizeof(cg), "s%u", s_inits[i].slot);
-		for (int k = 0; k < 100 && sbx_cgroup_remove(cg) != 0 && errno == EBUSY; k++)
-			usleep(10000);
 	}
 	s_n_inits = 0;
+	/* every sandbox cgroup, also those of inits reaped before the worker
+	 * could remove them */
+	sbx_cgroup_kill_all();
 }
 
 /* ------------------------------------------------------------ the worker -- */

@@ -148,6 +148,173 @@ def t_freezer_kill(d):
     d.alive()
 
 
+def status(pid):
+    """/proc/PID/status as a dict (first field of each value for the id lines)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def children(pid):
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            st = status(p)
+        except OSError:
+            continue
+        if st.get("PPid") == str(pid):
+            out.append((int(p), st.get("Name", "")))
+    return out
+
+
+def worker_of(d):
+    ws = [p for p, n in children(d.proc.pid) if n == "sandboxd-worker"]
+    check(len(ws) == 1, f"one sandboxd-worker child of {d.proc.pid}: {children(d.proc.pid)}")
+    return ws[0]
+
+
+@test
+def t_split(d):
+    """The process started as root stays root with one thread, even after spawning and serving;
+    its child the worker runs as the unprivileged user with no capabilities, owns the RPC
+    socket and the exec store; inits are the root process's children."""
+    import pwd
+    pw = pwd.getpwnam("ahp-sandboxd")
+    d.start()
+    c = d.client()
+    ok(c.create("a"))
+    check(run(c, "a", "1", "echo hi")["stdout"] == b"hi\n", "exec works")
+    ok(c.create("b", profile="p", network=1))  # proxy mode: the CA refresh is a call to the parent
+    ok(c.destroy("b"))
+    parent = status(d.proc.pid)
+    check(parent["Uid"].split() == ["0"] * 4, f"the spawner is root: {parent['Uid']}")
+    check(parent["Threads"] == "1", f"the spawner has one thread: {parent['Threads']}")
+    w = worker_of(d)
+    ws = status(w)
+    check(ws["Uid"].split() == [str(pw.pw_uid)] * 4, f"the worker's uids: {ws['Uid']}")
+    check(ws["Gid"].split() == [str(pw.pw_gid)] * 4, f"the worker's gids: {ws['Gid']}")
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        check(int(ws[cap], 16) == 0, f"the worker has no capabilities: {cap} {ws[cap]}")
+    check(ws["NoNewPrivs"] == "1", "the worker has no_new_privs")
+    names = [n for _, n in children(d.proc.pid)]
+    check(names.count("sandboxd-init") >= 1, f"inits are the spawner's children: {names}")
+    check(os.stat(d.sock).st_uid == pw.pw_uid, "the worker owns its RPC socket")
+    execs = d.path("state/sandboxd/execs")
+    check(os.stat(execs).st_uid == pw.pw_uid, "the worker owns execs/")
+    for f in os.listdir(execs):
+        check(os.stat(os.path.join(execs, f)).st_uid == pw.pw_uid, f"the worker owns {f}")
+    check(os.stat(d.path("state/sandboxd/sandboxes")).st_uid == pw.pw_uid,
+          "the worker owns sandboxes/")
+    check(os.stat(d.path("state/sandboxd/workspaces")).st_uid == 0, "workspaces/ stays root's")
+    d.alive()
+
+
+@test
+def t_worker_restart(d):
+    """A worker killed (even in the middle of a Destroy) is replaced by the same spawner: the
+    sandboxes it ran are killed and their cgroups removed, a destroyed one's workspace is
+    discarded, a live one's is kept and revived by the new worker; the spawner stays
+    single-threaded."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.start()
+    c = d.client()
+    keep = ok(c.create("keep"))["workspace"]
+    gone = ok(c.create("gone"))["workspace"]
+    run(c, "keep", "1", "echo kept > /workspace/f")
+    run(c, "gone", "1", "echo doomed > /workspace/f")
+    keep_uid = d.uid_base + int(os.path.basename(keep)[1:])
+    gone_uid = d.uid_base + int(os.path.basename(gone)[1:])
+    check(procs_of_uid(keep_uid) and procs_of_uid(gone_uid), "both sandboxes run")
+    parent = d.proc.pid
+    w1 = worker_of(d)
+    # the Destroy is sent and the worker killed at once
+    c.send(sbxclient.req_destroy("gone"))
+    os.kill(w1, signal.SIGKILL)
+    wait_for(lambda: not procs_of_uid(keep_uid) and not procs_of_uid(gone_uid), 10,
+             "the dead worker's sandboxes to be killed")
+    wait_for(lambda: [p for p, n in children(parent) if n == "sandboxd-worker" and p != w1],
+             10, "a new worker")
+    check(d.proc.poll() is None and d.proc.pid == parent, "the spawner lives on")
+    check(status(parent)["Threads"] == "1", "the spawner is still single-threaded")
+    inst = instance_dirs(d)
+    for h, p in inst.items():
+        for slot in (os.path.basename(keep), os.path.basename(gone)):
+            check(not os.path.exists(os.path.join(p, slot)), f"{h} cgroup {slot} removed")
+    c2 = d.client()
+    wait_for(lambda: "error" not in c2.list(), 10, "the new worker to answer")
+    # the destroyed sandbox is gone with its workspace (if the Destroy got through), or is
+    # still there intact; the live one comes back with its files
+    r = run(c2, "keep", "2", "cat /workspace/f")
+    check(r["stdout"] == b"kept\n", f"the kept workspace survives: {r}")
+    rep = c2.exec("gone", "2", "cat /workspace/f")
+    if err(rep) == "not_found":
+        wait_for(lambda: not os.path.exists(gone), 10, "the destroyed workspace to be discarded")
+    else:
+        check(ok(rep)["stdout"] == b"doomed\n", f"an undestroyed sandbox is intact: {rep}")
+    check(worker_of(d) != w1, "a new worker serves")
+    d.alive()
+
+
+@test
+def t_restart_limit(d):
+    """A worker that keeps dying stops sandboxd (exit 1) after 5 restarts in a minute, killing
+    every sandbox; nothing is left running."""
+    d.start()
+    c = d.client()
+    ok(c.create("x"))
+    parent = d.proc.pid
+    seen = set()
+    for i in range(6):
+        wait_for(lambda: [p for p, n in children(parent) if n == "sandboxd-worker"
+                          and p not in seen] or d.proc.poll() is not None, 10, "a worker")
+        if d.proc.poll() is not None:
+            break
+        w = worker_of(d)
+        seen.add(w)
+        os.kill(w, signal.SIGKILL)
+    wait_for(lambda: d.proc.poll() is not None, 10, "sandboxd to give up")
+    check(d.proc.returncode == 1, f"sandboxd exits 1: {d.proc.returncode}")
+    check(len(seen) == 6, f"it restarted the worker 5 times: {len(seen)} workers")
+    check("died 5 times" in d.log_tail(60), "the log says why")
+    wait_for(lambda: not d.sandbox_procs(), 10, "no sandbox process left")
+    d.proc = None
+
+
+@test
+def t_user_missing(d):
+    """A worker user that does not exist is a clear error at start; user = root is allowed
+    with a warning."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("user = ahp-no-such-user\n")
+    try:
+        d.start()
+    except Failure:
+        pass
+    if d.proc is not None:
+        d.proc.wait(10)
+        check(d.proc.returncode == 1, f"exit 1: {d.proc.returncode}")
+    check('ahp-no-such-user\\" (the worker\'s) does not exist' in d.log_tail(),
+          "the log names the missing user")
+    d.stop()
+    conf = d.path("etc/sandboxd.conf")
+    with open(conf) as f:
+        text = f.read().replace("user = ahp-no-such-user", "user = root")
+    with open(conf, "w") as f:
+        f.write(text)
+    d.start()
+    check("user = root: the worker" in d.log_tail(), "a warning for user = root")
+    check(status(worker_of(d))["Uid"].split()[0] == "0", "the worker stays root")
+    c = d.client()
+    ok(c.create("r"))
+    check(run(c, "r", "1", "echo ok")["stdout"] == b"ok\n", "it serves")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
