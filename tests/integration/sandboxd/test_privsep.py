@@ -262,6 +262,43 @@ def t_worker_restart(d):
 
 
 @test
+def t_interrupted_destroy(d):
+    """sandboxd SIGKILLed (both processes) right after a Destroy was sent: when it comes back,
+    the destroyed sandbox is either gone with its workspace discarded (the Destroy got in) or
+    intact; no process, cgroup or workspace of it is left half-done, and the other sandbox's
+    workspace is kept."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.start()
+    c = d.client()
+    keep = ok(c.create("keep"))["workspace"]
+    gone = ok(c.create("gone"))["workspace"]
+    run(c, "keep", "1", "echo kept > /workspace/f")
+    run(c, "gone", "1", "echo doomed > /workspace/f; (sleep 300 &) ; (sleep 300 &)")
+    c.send(sbxclient.req_destroy("gone"))
+    time.sleep(0.02)
+    os.kill(d.proc.pid, signal.SIGKILL)
+    d.proc.wait()
+    d.proc = None
+    wait_for(lambda: not d.sandbox_procs(), 10, "every sandbox process to die with sandboxd")
+    d.start()
+    c = d.client()
+    inst = instance_dirs(d)
+    for h, p in inst.items():
+        check(not os.path.exists(os.path.join(p, os.path.basename(gone))),
+              f"{h}: the leftover cgroup was removed at start")
+    ids = [s["sandbox_id"] for s in ok(c.list())]
+    if "gone" in ids:
+        r = run(c, "gone", "2", "cat /workspace/f")
+        check(r["stdout"] == b"doomed\n", f"an undestroyed sandbox is intact: {r}")
+    else:
+        wait_for(lambda: not os.path.exists(gone), 10, "the destroyed workspace to be discarded")
+        check(err(c.exec("gone", "2", "true")) == "not_found", "the destroyed id is unknown")
+    check(run(c, "keep", "2", "cat /workspace/f")["stdout"] == b"kept\n", "kept workspace")
+    d.alive()
+
+
+@test
 def t_restart_limit(d):
     """A worker that keeps dying stops sandboxd (exit 1) after 5 restarts in a minute, killing
     every sandbox; nothing is left running."""
