@@ -105,6 +105,7 @@ static uint8_t *s_stack;
 static uid_t s_wuid; /* the worker's user */
 static gid_t s_wgid;
 static pid_t s_worker;
+static pid_t s_parent;                /* our pid (the worker checks it is still its parent) */
 static int s_async = -1, s_call = -1; /* our ends of the worker's sockets */
 static struct {
 	pid_t pid;
@@ -636,7 +637,7 @@ static void __attribute__((noreturn)) s_worker_main(int async, int call)
 	if (strcmp(s_cfg.user, "root") != 0)
 		(void)ahp_priv_drop(s_cfg.user, NULL, AHP_PRIV_NOT_DUMPABLE);
 	/* after the drop (a credential change clears it): die with the parent */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() == 1)
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_parent)
 		_exit(3);
 	log_info("worker serving on %s (cgroups %s, state %s, uid_base %u, pool %u)",
 	         s_cfg.endpoint, sbx_cgroup_mode(), s_cfg.state_dir, s_cfg.uid_base,
@@ -657,6 +658,7 @@ s_start_worker(int sigfd)
 		close(a[1]);
 		return -1;
 	}
+	s_parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		close(a[0]);
