@@ -49,7 +49,6 @@
 
 #define S_RESTARTS_MAX 5
 #define S_RESTART_WINDOW_MS 60000
-#define S_INITS_MAX 4096 /* live inits at once (max_sandboxes + pool + dying, capped) */
 
 #define S_INIT_STACK (256 * 1024)
 #define S_DELETERS_MAX 4
@@ -107,10 +106,10 @@ static gid_t s_wgid;
 static pid_t s_worker;
 static pid_t s_parent;                /* our pid (the worker checks it is still its parent) */
 static int s_async = -1, s_call = -1; /* our ends of the worker's sockets */
-static struct {
+static struct s_init {
 	pid_t pid;
 	uint32_t slot;
-} s_inits[S_INITS_MAX];
+} * s_inits; /* live inits: at most one per uid slot (uid_count entries) */
 static int s_n_inits;
 static pid_t s_deleters[S_DELETERS_MAX];
 static char s_deleting[S_DELETERS_MAX][64];
@@ -317,7 +316,7 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		snprintf(rep->err, sizeof(rep->err), "uid slot %u still has an init", req->slot);
 		return;
 	}
-	if (s_n_inits == S_INITS_MAX) {
+	if ((uint32_t)s_n_inits >= s_cfg.uid_count) {
 		snprintf(rep->err, sizeof(rep->err), "too many inits");
 		return;
 	}
@@ -782,7 +781,8 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 	}
 	s_plan = calloc(1, sizeof(*s_plan));
 	s_stack = malloc(S_INIT_STACK);
-	if (s_plan == NULL || s_stack == NULL) {
+	s_inits = calloc(cfg->uid_count, sizeof(*s_inits));
+	if (s_plan == NULL || s_stack == NULL || s_inits == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -903,6 +903,7 @@ sbx_priv_run(const sbx_config_t *cfg)
 	free(s_filter_prog.filter);
 	free(s_plan);
 	free(s_stack);
+	free(s_inits);
 	sbx_store_destroy(&s_store);
 	return rc;
 }
