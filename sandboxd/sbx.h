@@ -151,7 +151,7 @@ typedef struct {
 	sbx_mnt_t m[SBX_MNT_MAX];
 } sbx_plan_t;
 
-/* What init needs; filled by sandboxd before clone() (the child gets a copy). */
+/* What init needs; filled by the privileged parent before clone() (the child gets a copy). */
 typedef struct {
 	int ctl;   /* init's end of the control socketpair */
 	int errfd; /* where init writes its own diagnostics */
@@ -190,7 +190,8 @@ ssize_t sbx_recv_fd(int sock, void *buf, size_t len, int flags, int *fd);
 
 /* ---- init.c (runs inside the sandbox) ---- */
 /* clone() entry point of a sandbox's init. Never returns to its caller's code:
- * exits the process. Uses no malloc (it was cloned from a threaded process). */
+ * exits the process. Uses no malloc (it is a clone, without exec, of the
+ * privileged parent). */
 int sbx_init_main(void *args);
 
 /* One order from sandboxd, as sbx_init_parse_order validated it. */

@@ -154,8 +154,18 @@ s_prepare(uint32_t slot, uid_t uid, char *ws, size_t wslen, char *err, size_t er
 		snprintf(err, errlen, "exec log path too long");
 		return -1;
 	}
-	int lfd = open(log, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	/* execs/ is the worker's: what is there may be a link it planted. A
+	 * file is handed over only when it is a plain one of root's (made just
+	 * now) with no other name. */
+	int lfd = open(log, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
 	struct stat lst;
+	if (lfd >= 0 && fstat(lfd, &lst) == 0 &&
+	    (!S_ISREG(lst.st_mode) || lst.st_nlink != 1 ||
+	     (lst.st_uid != 0 && lst.st_uid != s_wuid))) {
+		close(lfd);
+		lfd = -1;
+		errno = EPERM;
+	}
 	if (lfd < 0 || fstat(lfd, &lst) != 0 ||
 	    ((lst.st_uid != s_wuid || lst.st_gid != s_wgid) && fchown(lfd, s_wuid, s_wgid) != 0)) {
 		snprintf(err, errlen, "exec log s%u: %s", slot, strerror(errno));
@@ -695,9 +705,13 @@ s_give_dir(const char *dir)
 	DIR *d = fdopendir(dup(fd));
 	if (d != NULL) {
 		struct dirent *e;
+		/* Only root's plain files (records from before the split): a
+		 * link the worker planted to a file of someone else's is
+		 * never given to it (nlink 1, no symlink followed). */
+		struct stat st;
 		while ((e = readdir(d)) != NULL)
-			if (e->d_name[0] != '.' ||
-			    (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0))
+			if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_uid == 0)
 				(void)fchownat(fd, e->d_name, s_wuid, s_wgid, AT_SYMLINK_NOFOLLOW);
 		closedir(d);
 	}
