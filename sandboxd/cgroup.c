@@ -1,4 +1,5 @@
-/* Per-sandbox cgroups: memory and pids limits and their kill counters (cgroup v2, v1 fallback). */
+/* Per-sandbox cgroups: memory and pids limits, their kill counters, and killing a whole tree
+ * through the freezer (cgroup v2, v1 fallback). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +14,10 @@
 #include "ahp/util.h"
 #include "sbx.h"
 
-enum { S_MEM = 0, S_PIDS = 1, S_NCTL = 2 };
+/* v1 hierarchies; the freezer is optional (killing falls back to signalling
+ * the task list again and again) and never holds limits. */
+enum { S_MEM = 0, S_PIDS = 1, S_FRZ = 2, S_NCTL = 3 };
+#define S_FREEZE_WAIT_MS 200 /* how long a freeze may take before we kill anyway */
 
 /* Instance directories: v1 has one per controller hierarchy, v2 one. */
 static int s_version; /* 0 = not set up, 1, 2 */
@@ -23,7 +27,6 @@ struct sbx_cgroup {
 	char dir[S_NCTL][PATH_MAX]; /* v2: only [0] */
 	int oom_fd;                 /* memory.oom_control (v1) / memory.events (v2) */
 	int pids_fd;                /* pids.events */
-	bool removed;
 };
 
 static int
@@ -159,6 +162,81 @@ s_own_dir(const char *ctrl, char *out, size_t len)
 	return stat(out, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
 }
 
+/* SIGKILLs every task listed in dir's cgroup.procs. Returns how many it signalled. */
+static int
+s_signal_tasks(const char *dir)
+{
+	char p[PATH_MAX];
+	char *buf = NULL;
+	size_t n;
+	snprintf(p, sizeof(p), "%s/cgroup.procs", dir);
+	if (ahp_read_file(p, 1 << 20, &buf, &n) != 0)
+		return 0;
+	int k = 0;
+	char *save = NULL;
+	for (char *t = strtok_r(buf, "\n", &save); t; t = strtok_r(NULL, "\n", &save)) {
+		long pid;
+		if (ahp_parse_long(t, 2, 1L << 30, &pid) == 0 && kill((pid_t)pid, SIGKILL) == 0)
+			k++;
+	}
+	free(buf);
+	return k;
+}
+
+/* True once the freezer state file in dir reads `want` (v1 freezer.state
+ * "FROZEN", v2 cgroup.events "frozen 1"), waiting up to S_FREEZE_WAIT_MS. */
+static bool
+s_wait_frozen(const char *dir, const char *file, const char *want)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "%s/%s", dir, file);
+	for (int i = 0; i < S_FREEZE_WAIT_MS; i++) {
+		char *buf = NULL;
+		size_t n;
+		if (ahp_read_file(p, 4096, &buf, &n) != 0)
+			return false;
+		bool done = strstr(buf, want) != NULL;
+		free(buf);
+		if (done)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+/*
+ * Kills every task of a cgroup so that none can fork past the kill: v2's
+ * cgroup.kill when the kernel has it (one atomic kill of the whole subtree);
+ * else freeze, SIGKILL each task (a frozen task cannot fork, so the list is
+ * complete), thaw (the kills are delivered). dirs: the hierarchies' dirs of
+ * the cgroup (v1: [S_FRZ] is the freezer's, "" when there is none). Without
+ * a freezer the tasks are signalled until a pass finds none (bounded).
+ */
+static void
+s_kill_tree(char dirs[S_NCTL][PATH_MAX])
+{
+	if (s_version == 2) {
+		char p[PATH_MAX];
+		snprintf(p, sizeof(p), "%s/cgroup.kill", dirs[0]);
+		if (access(p, F_OK) == 0 && s_write(dirs[0], "cgroup.kill", "1") == 0)
+			return;
+		if (s_write(dirs[0], "cgroup.freeze", "1") == 0) {
+			(void)s_wait_frozen(dirs[0], "cgroup.events", "frozen 1");
+			(void)s_signal_tasks(dirs[0]);
+			(void)s_write(dirs[0], "cgroup.freeze", "0");
+			return;
+		}
+	} else if (dirs[S_FRZ][0] != '\0' && s_write(dirs[S_FRZ], "freezer.state", "FROZEN") == 0) {
+		(void)s_wait_frozen(dirs[S_FRZ], "freezer.state", "FROZEN");
+		(void)s_signal_tasks(dirs[S_FRZ]);
+		(void)s_write(dirs[S_FRZ], "freezer.state", "THAWED");
+		return;
+	}
+	for (int pass = 0; pass < 16 && s_signal_tasks(dirs[0]) > 0; pass++)
+		;
+}
+
+/* One directory of a leftover cgroup: its tasks killed (no freezer: signalled). */
 static void
 s_kill_tasks(const char *dir)
 {
@@ -166,40 +244,49 @@ s_kill_tasks(const char *dir)
 	snprintf(p, sizeof(p), "%s/cgroup.kill", dir);
 	if (access(p, F_OK) == 0 && s_write(dir, "cgroup.kill", "1") == 0)
 		return;
-	char *buf = NULL;
-	size_t n;
-	snprintf(p, sizeof(p), "%s/cgroup.procs", dir);
-	if (ahp_read_file(p, 1 << 20, &buf, &n) != 0)
-		return;
-	char *save = NULL;
-	for (char *t = strtok_r(buf, "\n", &save); t; t = strtok_r(NULL, "\n", &save)) {
-		long pid;
-		if (ahp_parse_long(t, 2, 1L << 30, &pid) == 0)
-			kill((pid_t)pid, SIGKILL);
-	}
-	free(buf);
+	(void)s_signal_tasks(dir);
 }
 
-/* Removes leftover sandbox cgroups of an earlier run (their tasks are killed). */
+/* Removes leftover sandbox cgroups of an earlier run found in hierarchy
+ * `idx` (their trees are killed through the freezer first; s_version set). */
 static void
-s_clean_instance(const char *inst)
+s_clean_instance(int idx)
 {
-	DIR *d = opendir(inst);
+	DIR *d = opendir(s_inst[idx]);
 	if (d == NULL)
 		return;
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.' || e->d_type != DT_DIR)
 			continue;
-		char p[PATH_MAX];
-		if (snprintf(p, sizeof(p), "%s/%s", inst, e->d_name) >= (int)sizeof(p))
+		char dirs[S_NCTL][PATH_MAX];
+		bool ok = true;
+		for (int i = 0; i < S_NCTL; i++) {
+			dirs[i][0] = '\0';
+			if (s_inst[i][0] != '\0' && (s_version == 1 || i == 0) &&
+			    snprintf(dirs[i], PATH_MAX, "%s/%s", s_inst[i], e->d_name) >= PATH_MAX)
+				ok = false;
+		}
+		if (!ok)
 			continue;
-		s_kill_tasks(p);
-		for (int i = 0; i < 50 && rmdir(p) != 0 && errno == EBUSY; i++)
+		s_kill_tree(dirs);
+		const char *p = dirs[idx];
+		for (int i = 0; i < 50 && rmdir(p) != 0 && errno == EBUSY; i++) {
+			s_kill_tasks(p);
 			usleep(10000);
+		}
 		log_info("removed leftover cgroup %s", p);
 	}
 	closedir(d);
+}
+
+void
+sbx_cgroup_kill_all(void)
+{
+	int nctl = s_version == 1 ? S_NCTL : s_version == 2 ? 1 : 0;
+	for (int i = nctl - 1; i >= 0; i--)
+		if (s_inst[i][0] != '\0')
+			s_clean_instance(i);
 }
 
 static bool
@@ -252,29 +339,39 @@ s_setup_v2(const char *instance)
 		return -1;
 	if (s_write(s_inst[0], "cgroup.subtree_control", "+memory +pids") != 0)
 		return -1;
-	s_clean_instance(s_inst[0]);
 	s_version = 2;
+	s_clean_instance(0);
 	return 0;
 }
 
 static int
 s_setup_v1(const char *instance)
 {
-	const char *ctrl[S_NCTL] = {"memory", "pids"};
+	const char *ctrl[S_NCTL] = {"memory", "pids", "freezer"};
 	for (int i = 0; i < S_NCTL; i++) {
 		char own[PATH_MAX];
-		if (s_own_dir(ctrl[i], own, sizeof(own)) != 0)
+		s_inst[i][0] = '\0';
+		if (s_own_dir(ctrl[i], own, sizeof(own)) != 0) {
+			if (i == S_FRZ) {
+				log_warn("cgroup v1 without a freezer hierarchy: a forking tree is "
+				         "killed by signalling its tasks until none is left");
+				continue;
+			}
 			return -1;
+		}
 		if (snprintf(s_inst[i], sizeof(s_inst[i]), "%s/ahp-sandboxd-%s", own, instance) >=
 		    (int)sizeof(s_inst[i]))
 			return -1;
 		if (mkdir(s_inst[i], 0755) != 0 && errno != EEXIST)
 			return -1;
-		s_clean_instance(s_inst[i]);
 	}
+	s_version = 1;
+	/* the freezer's first: there a leftover tree is frozen and killed */
+	for (int i = S_NCTL - 1; i >= 0; i--)
+		if (s_inst[i][0] != '\0')
+			s_clean_instance(i);
 	/* Children must count toward parents' limits (the default on new kernels). */
 	(void)s_write(s_inst[S_MEM], "memory.use_hierarchy", "1");
-	s_version = 1;
 	return 0;
 }
 
@@ -298,7 +395,8 @@ sbx_cgroup_teardown(void)
 	/* empty by now; left in place (EBUSY) if anything still runs in it */
 	int nctl = s_version == 1 ? S_NCTL : s_version == 2 ? 1 : 0;
 	for (int i = 0; i < nctl; i++)
-		(void)rmdir(s_inst[i]);
+		if (s_inst[i][0] != '\0')
+			(void)rmdir(s_inst[i]);
 }
 
 const char *
@@ -319,7 +417,8 @@ s_dirs(const char *name, char dirs[S_NCTL][PATH_MAX])
 		return -1;
 	}
 	for (int i = 0; i < nctl; i++)
-		if (snprintf(dirs[i], PATH_MAX, "%s/%s", s_inst[i], name) >= PATH_MAX) {
+		if (s_inst[i][0] != '\0' &&
+		    snprintf(dirs[i], PATH_MAX, "%s/%s", s_inst[i], name) >= PATH_MAX) {
 			errno = ENAMETOOLONG;
 			return -1;
 		}
@@ -359,6 +458,8 @@ sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid)
 		return -1;
 	int nctl = s_version == 1 ? S_NCTL : 1;
 	for (int i = 0; i < nctl; i++) {
+		if (dirs[i][0] == '\0')
+			continue;
 		if (mkdir(dirs[i], 0755) == 0)
 			continue;
 		if (errno == ENOENT && mkdir(s_inst[i], 0755) == 0 && mkdir(dirs[i], 0755) == 0)
@@ -366,6 +467,7 @@ sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid)
 		if (errno != EEXIST)
 			return -1;
 		/* left by a sandbox that died with an earlier sandboxd */
+		s_kill_tree(dirs);
 		s_kill_tasks(dirs[i]);
 		for (int k = 0; k < 50 && rmdir(dirs[i]) != 0 && errno == EBUSY; k++)
 			usleep(2000);
@@ -377,7 +479,7 @@ sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid)
 	char v[32];
 	snprintf(v, sizeof(v), "%d", (int)pid);
 	for (int i = 0; i < nctl; i++)
-		if (s_write(dirs[i], "cgroup.procs", v) != 0)
+		if (dirs[i][0] != '\0' && s_write(dirs[i], "cgroup.procs", v) != 0)
 			return -1;
 	return 0;
 }
@@ -407,9 +509,12 @@ fail:
 }
 
 int
-sbx_cgroup_set_limits(sbx_cgroup_t *self, const sbx_limits_t *lim)
+sbx_cgroup_set_limits(const char *name, const sbx_limits_t *lim)
 {
-	return s_write_limits(self->dir, lim);
+	char dirs[S_NCTL][PATH_MAX];
+	if (s_dirs(name, dirs) != 0)
+		return -1;
+	return s_write_limits(dirs, lim);
 }
 
 /* Value after `key ` in a flat keyed file. */
@@ -441,33 +546,41 @@ sbx_cgroup_counters(sbx_cgroup_t *self, sbx_cg_counters_t *out)
 }
 
 int
-sbx_cgroup_remove(sbx_cgroup_t *self)
+sbx_cgroup_freeze_kill(const char *name)
 {
-	if (self == NULL || self->removed)
-		return 0;
-	int nctl = s_version == 1 ? S_NCTL : 1;
-	int busy = 0;
-	for (int i = 0; i < nctl; i++) {
-		if (self->dir[i][0] == '\0')
-			continue;
-		if (rmdir(self->dir[i]) == 0 || errno == ENOENT) {
-			self->dir[i][0] = '\0';
-			continue;
-		}
-		if (errno == EBUSY) {
-			s_kill_tasks(self->dir[i]);
-			busy = 1;
-		} else {
-			log_warn("rmdir %s: %s", self->dir[i], strerror(errno));
-			self->dir[i][0] = '\0';
-		}
-	}
-	if (busy) {
-		errno = EBUSY;
+	char dirs[S_NCTL][PATH_MAX];
+	if (s_dirs(name, dirs) != 0)
 		return -1;
-	}
-	self->removed = true;
+	s_kill_tree(dirs);
 	return 0;
+}
+
+int
+sbx_cgroup_remove(const char *name)
+{
+	char dirs[S_NCTL][PATH_MAX];
+	if (s_dirs(name, dirs) != 0)
+		return -1;
+	int nctl = s_version == 1 ? S_NCTL : 1;
+	bool busy = false;
+	for (int i = 0; i < nctl; i++) {
+		if (dirs[i][0] == '\0' || rmdir(dirs[i]) == 0 || errno == ENOENT) {
+			dirs[i][0] = '\0';
+			continue;
+		}
+		if (errno != EBUSY) {
+			log_warn("rmdir %s: %s", dirs[i], strerror(errno));
+			dirs[i][0] = '\0';
+			continue;
+		}
+		busy = true;
+	}
+	if (!busy)
+		return 0;
+	/* tasks left: kill the tree (frozen first), the rest goes next time */
+	s_kill_tree(dirs);
+	errno = EBUSY;
+	return -1;
 }
 
 void

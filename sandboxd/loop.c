@@ -18,10 +18,11 @@
 #include "ahp/util.h"
 #include "sbx.h"
 
-#define S_RPC_MAX_MSG (1024 * 1024) /* commands over 256 KiB get ERR_BAD_REQUEST below this */
-#define S_RPC_BATCH 64              /* requests taken per loop turn */
+#define S_RPC_MAX_MSG                                                                              \
+	(1024 * 1024)  /* transport ceiling; each request type has its own cap below it */
+#define S_RPC_BATCH 64 /* requests taken per loop turn */
 #define S_STOP_GRACE_MS 5000
-#define S_REAPED_MAX 64 /* inits reaped before the zygote's answer named them */
+#define S_CALL_TIMEOUT_MS 10000 /* a call to the privileged parent */
 /* Retention is checked at least this often (wall-clock deadlines survive a
  * clock step this way) and, while a retained sandbox is still dying, soon. */
 #define S_RETAIN_CHECK_MS 60000
@@ -47,19 +48,12 @@ struct sbx_daemon {
 	void *zctx;
 	ahp_rpc_server_t *rpc;
 	int sigfd;
-	int zygote; /* socket to the spawner */
-	pid_t zygote_pid;
+	int zygote; /* async socket to the privileged parent (the spawner) */
+	int call;   /* its call socket: one request, one sbx_call_rep_t */
 	sbx_store_t *store;
-	sbx_plan_t *plan;
-	struct sock_fprog filter;
 	sbx_sandbox_t **sbx; /* runs' sandboxes, pool spares, destroyed ones still dying */
 	size_t n_sbx, cap_sbx;
 	uint8_t *slots; /* bitmap of uid slots in use (live, dying, or on disk) */
-	struct {
-		pid_t pid;
-		int status;
-	} reaped[S_REAPED_MAX];
-	int n_reaped;
 	zmq_pollitem_t *items;
 	s_ref_t *refs;
 	size_t cap_items;
@@ -269,18 +263,6 @@ sbx_store_t *
 sbx_daemon_store(sbx_daemon_t *self)
 {
 	return self->store;
-}
-
-const sbx_plan_t *
-sbx_daemon_plan(const sbx_daemon_t *self)
-{
-	return self->plan;
-}
-
-const struct sock_fprog *
-sbx_daemon_filter(const sbx_daemon_t *self)
-{
-	return &self->filter;
 }
 
 /* ------------------------------------------------------------------ slots -- */
@@ -614,6 +596,17 @@ s_pool_compact(sbx_daemon_t *self, uint32_t freed)
 	sbx_sandbox_kill(top, AHP__STATUS__ERR_CANCELLED, "replaced by a lower uid slot");
 }
 
+/* The platform CA goes into the /etc template, which only the privileged
+ * parent writes. */
+static void
+s_ca_refresh(sbx_daemon_t *self)
+{
+	sbx_spawn_req_t req;
+	memset(&req, 0, sizeof(req));
+	req.type = SBX_ZY_CA;
+	(void)sbx_daemon_call(self, &req);
+}
+
 /* A sandbox known only from disk (sandboxd restarted): bring it back. */
 static sbx_sandbox_t *
 s_revive(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool *answered)
@@ -629,7 +622,7 @@ s_revive(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool *answered
 			                SBX_PROXY_NAME_ERROR);
 			return NULL;
 		}
-		(void)sbx_ca_refresh(&self->cfg, self->store);
+		s_ca_refresh(self);
 	}
 	if (meta.slot >= self->cfg.uid_count) {
 		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL,
@@ -673,7 +666,7 @@ s_on_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__CreateReque
 			                SBX_PROXY_NAME_ERROR);
 			return;
 		}
-		(void)sbx_ca_refresh(&self->cfg, self->store);
+		s_ca_refresh(self);
 	}
 	sbx_meta_t meta;
 	memset(&meta, 0, sizeof(meta));
@@ -977,13 +970,131 @@ out:
 	free(l.profiles);
 }
 
-/* Dispatch: one entry per request kind; anything else is an unknown method. */
+static void
+s_on_create_req(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m)
+{
+	s_on_create(self, req, m->create);
+}
+
+static void
+s_on_exec_req(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m)
+{
+	s_on_exec(self, req, m->exec);
+}
+
+static void
+s_on_fetch_req(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m)
+{
+	s_on_fetch(self, req, m->fetch);
+}
+
+static void
+s_on_destroy_req(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m)
+{
+	s_on_destroy(self, req, m->destroy);
+}
+
+static void
+s_on_list_req(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m)
+{
+	(void)m;
+	s_on_list(self, req);
+}
+
+typedef void (*s_handler_fn)(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m);
+
+/* One row per request body (its field number in Request): the handler and the
+ * largest request of that kind, checked on the wire before anything is
+ * decoded. Anything else is refused in one place. The caps leave room for
+ * every field at its own maximum (ids, profile, limits; an Exec's command at
+ * SBX_CMD_MAX) and nothing more. */
+static const struct {
+	int body;
+	const char *name;
+	s_handler_fn fn;
+	size_t max_size;
+} s_handlers[] = {
+    {AHP__SBX__REQUEST__BODY_CREATE, "create", s_on_create_req, 512},
+    {AHP__SBX__REQUEST__BODY_EXEC, "exec", s_on_exec_req, SBX_CMD_MAX + 512},
+    {AHP__SBX__REQUEST__BODY_FETCH, "fetch", s_on_fetch_req, 256},
+    {AHP__SBX__REQUEST__BODY_DESTROY, "destroy", s_on_destroy_req, 128},
+    {AHP__SBX__REQUEST__BODY_LIST, "list", s_on_list_req, 64},
+};
+
+/* The body a Request's wire bytes carry, without decoding them: the field
+ * number of the last top-level length-delimited field that names a known
+ * body (a oneof takes the last one), 0 when none does. -1 when the bytes
+ * are not a well-formed message at the top level. *unknown: a field no row
+ * names was seen. */
+static int
+s_wire_body(const uint8_t *p, size_t len, bool *unknown)
+{
+	const uint8_t *end = p + len;
+	int body = 0;
+	*unknown = false;
+	while (p < end) {
+		uint64_t key, v;
+		if (!s_wire_varint(&p, end, &key))
+			return -1;
+		int wt = (int)(key & 7);
+		uint64_t num = key >> 3;
+		if (wt == 0) {
+			if (!s_wire_varint(&p, end, &v))
+				return -1;
+		} else if (wt == 1 || wt == 5) {
+			size_t w = wt == 1 ? 8 : 4;
+			if ((size_t)(end - p) < w)
+				return -1;
+			p += w;
+		} else if (wt == 2) {
+			if (!s_wire_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return -1;
+			p += v;
+		} else {
+			return -1;
+		}
+		bool known = false;
+		for (size_t i = 0; i < sizeof s_handlers / sizeof s_handlers[0]; i++)
+			if ((uint64_t)s_handlers[i].body == num && wt == 2) {
+				body = (int)num;
+				known = true;
+			}
+		if (!known)
+			*unknown = true;
+	}
+	return body;
+}
+
+/* Dispatch: the body type is read off the wire, its size cap checked, and only
+ * then is the request decoded and handed to its row's handler. */
 static void
 s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
 {
 	ahp_rpc_req_t *r = *req;
 	if (self->stopping) {
 		sbx_reply_error(self, req, AHP__STATUS__ERR_UNAVAILABLE, "sandboxd is stopping");
+		return;
+	}
+	bool unknown;
+	int body = s_wire_body(r->body, r->body_len, &unknown);
+	if (body < 0) {
+		log_warn("rpc: undecodable request (%zu bytes)", r->body_len);
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, "malformed request");
+		return;
+	}
+	size_t row = 0;
+	while (row < sizeof s_handlers / sizeof s_handlers[0] && s_handlers[row].body != body)
+		row++;
+	if (body == 0 || row == sizeof s_handlers / sizeof s_handlers[0]) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_UNKNOWN_METHOD,
+		                unknown ? "unknown request body" : "absent request body");
+		return;
+	}
+	if (r->body_len > s_handlers[row].max_size) {
+		char msg[96];
+		snprintf(msg, sizeof msg, "%s request of %zu bytes (max %zu)", s_handlers[row].name,
+		         r->body_len, s_handlers[row].max_size);
+		sbx_reply_error(self, req, AHP__STATUS__ERR_TOO_LARGE, msg);
 		return;
 	}
 	Ahp__Sbx__Request *m = ahp__sbx__request__unpack(NULL, r->body_len, r->body);
@@ -998,32 +1109,16 @@ s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
 		ahp__sbx__request__free_unpacked(m, NULL);
 		return;
 	}
-	switch (m->body_case) {
-	case AHP__SBX__REQUEST__BODY_CREATE:
-		s_on_create(self, req, m->create);
-		break;
-	case AHP__SBX__REQUEST__BODY_EXEC:
-		s_on_exec(self, req, m->exec);
-		break;
-	case AHP__SBX__REQUEST__BODY_FETCH:
-		s_on_fetch(self, req, m->fetch);
-		break;
-	case AHP__SBX__REQUEST__BODY_DESTROY:
-		s_on_destroy(self, req, m->destroy);
-		break;
-	case AHP__SBX__REQUEST__BODY_LIST:
-		s_on_list(self, req);
-		break;
-	default:
-		sbx_reply_error(self, req, AHP__STATUS__ERR_UNKNOWN_METHOD,
-		                "absent or unknown request body");
-	}
+	if ((int)m->body_case != body) /* cannot happen: the wire said otherwise */
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, "malformed request");
+	else
+		s_handlers[row].fn(self, req, m);
 	ahp__sbx__request__free_unpacked(m, NULL);
 	if (*req != NULL) /* every path replies or takes the request */
 		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, "request not answered");
 }
 
-/* ----------------------------------------------------------------- zygote -- */
+/* ------------------------------------------------- the privileged parent -- */
 
 int
 sbx_daemon_zygote(sbx_daemon_t *self, const sbx_spawn_req_t *req)
@@ -1032,6 +1127,53 @@ sbx_daemon_zygote(sbx_daemon_t *self, const sbx_spawn_req_t *req)
 		return -1;
 	return send(self->zygote, req, sizeof(*req), MSG_NOSIGNAL) == (ssize_t)sizeof(*req) ? 0
 	                                                                                    : -1;
+}
+
+void
+sbx_daemon_kill_slot(sbx_daemon_t *self, uint32_t slot)
+{
+	sbx_spawn_req_t req;
+	memset(&req, 0, sizeof(req));
+	req.type = SBX_ZY_KILL;
+	req.slot = slot;
+	if (sbx_daemon_zygote(self, &req) != 0)
+		log_warn("slot %u: cannot ask the privileged parent to kill it", slot);
+}
+
+int
+sbx_daemon_call(sbx_daemon_t *self, const sbx_spawn_req_t *req)
+{
+	if (self->call < 0 ||
+	    send(self->call, req, sizeof(*req), MSG_NOSIGNAL) != (ssize_t)sizeof(*req)) {
+		errno = EPIPE;
+		return -1;
+	}
+	int64_t deadline = ahp_mono_ms() + S_CALL_TIMEOUT_MS;
+	for (;;) {
+		int64_t left = deadline - ahp_mono_ms();
+		struct pollfd pf = {self->call, POLLIN, 0};
+		int n = left > 0 ? poll(&pf, 1, (int)left) : 0;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		sbx_call_rep_t rep;
+		ssize_t r = recv(self->call, &rep, sizeof(rep), 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r != (ssize_t)sizeof(rep))
+			break;
+		if (rep.type != req->type || rep.slot != req->slot)
+			continue; /* the late answer to a call that timed out */
+		errno = rep.err;
+		return rep.rc == 0 ? 0 : -1;
+	}
+	/* no answer: the parent is gone or stuck; nothing can be done safely */
+	log_error("the privileged parent did not answer a call (type %u)", req->type);
+	close(self->call);
+	self->call = -1;
+	errno = EPIPE;
+	return -1;
 }
 
 static void
@@ -1044,9 +1186,9 @@ s_on_zygote(sbx_daemon_t *self)
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
 		if (n < 0 && errno == EMSGSIZE)
-			continue; /* not a reply the zygote wrote */
+			continue; /* not a message the parent wrote */
 		if (n <= 0) {
-			log_error("the zygote closed its socket");
+			log_error("the privileged parent closed its socket");
 			close(self->zygote);
 			self->zygote = -1;
 			return;
@@ -1058,76 +1200,33 @@ s_on_zygote(sbx_daemon_t *self)
 		}
 		rep.err[sizeof(rep.err) - 1] = '\0';
 		sbx_sandbox_t *s = s_find_slot(self, rep.slot);
+		if (rep.type == SBX_ZY_EXITED) {
+			if (fd >= 0)
+				close(fd);
+			/* The parent answers a SPAWN before it can reap that init, so
+			 * the pid is known here unless its sandbox was dropped: then
+			 * there is nothing to remember. */
+			if (s != NULL && rep.pid > 0 && sbx_sandbox_init_pid(s) == rep.pid)
+				sbx_sandbox_on_init_exit(s, rep.status);
+			continue;
+		}
+		if (rep.type != SBX_ZY_SPAWNED) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
 		if (s == NULL) {
 			if (rep.pid > 0)
-				kill(rep.pid, SIGKILL);
+				sbx_daemon_kill_slot(self, rep.slot);
 			if (fd >= 0)
 				close(fd);
 			continue;
 		}
 		sbx_sandbox_on_spawned(s, &rep, fd);
-		/* init may have been reaped before this answer named it */
-		for (int i = 0; rep.pid > 0 && i < self->n_reaped; i++) {
-			if (self->reaped[i].pid != rep.pid)
-				continue;
-			sbx_sandbox_on_init_exit(s, self->reaped[i].status);
-			self->reaped[i] = self->reaped[--self->n_reaped];
-			break;
-		}
 	}
-}
-
-static void
-s_start_zygote(sbx_daemon_t *self)
-{
-	self->zygote = sbx_zygote_start(self->plan, &self->filter, self->store, &self->zygote_pid);
-	if (self->zygote < 0)
-		log_error("cannot start the zygote: %s", strerror(errno));
 }
 
 /* --------------------------------------------------------------- the loop -- */
-
-static void
-s_reap(sbx_daemon_t *self)
-{
-	for (;;) {
-		int status;
-		pid_t pid = waitpid(-1, &status, WNOHANG);
-		if (pid <= 0)
-			return;
-		if (pid == self->zygote_pid) {
-			log_error("the zygote exited (status %d): restarting it", status);
-			if (self->zygote >= 0)
-				close(self->zygote);
-			self->zygote = -1;
-			self->zygote_pid = 0;
-			/* spawns it had not answered fail; their sandboxes are collected */
-			for (size_t i = 0; i < self->n_sbx; i++) {
-				sbx_spawn_rep_t rep;
-				memset(&rep, 0, sizeof(rep));
-				snprintf(rep.err, sizeof(rep.err), "the zygote died");
-				if (sbx_sandbox_alive(self->sbx[i]) &&
-				    sbx_sandbox_ctl_fd(self->sbx[i]) < 0 &&
-				    sbx_sandbox_init_pid(self->sbx[i]) == 0)
-					sbx_sandbox_on_spawned(self->sbx[i], &rep, -1);
-			}
-			if (!self->stopping)
-				s_start_zygote(self);
-			continue;
-		}
-		bool known = false;
-		for (size_t i = 0; i < self->n_sbx && !known; i++)
-			if (sbx_sandbox_init_pid(self->sbx[i]) == pid) {
-				sbx_sandbox_on_init_exit(self->sbx[i], status);
-				known = true;
-			}
-		if (!known && self->n_reaped < S_REAPED_MAX) {
-			self->reaped[self->n_reaped].pid = pid;
-			self->reaped[self->n_reaped].status = status;
-			self->n_reaped++;
-		}
-	}
-}
 
 /* Drops sandboxes that are gone (init reaped, cgroup removed); a destroyed
  * one's workspace deletion starts now. Returns how many are still dying. */
@@ -1246,7 +1345,7 @@ s_on_signals(sbx_daemon_t *self)
 	while (read(self->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		switch (si.ssi_signo) {
 		case SIGCHLD:
-			break; /* reaped below */
+			break; /* the worker has no children */
 		case SIGTERM:
 		case SIGINT:
 			if (!self->stopping)
@@ -1262,7 +1361,6 @@ s_on_signals(sbx_daemon_t *self)
 			break;
 		}
 	}
-	s_reap(self);
 }
 
 static void
@@ -1294,9 +1392,13 @@ sbx_daemon_run(sbx_daemon_t *self)
 		}
 		/* Collect first: it reorders the sandbox array the poll refs index. */
 		int waiting = s_collect(self);
-		if (!self->stopping && self->zygote < 0 && self->zygote_pid == 0)
-			s_start_zygote(self);
-		if (!self->stopping && self->zygote >= 0)
+		if (self->zygote < 0 || self->call < 0) {
+			/* nothing can be spawned or killed any more: the parent kills
+			 * the inits when it sees us go (or died and took them along) */
+			log_error("lost the privileged parent: exiting");
+			return -1;
+		}
+		if (!self->stopping)
 			s_retain(self);
 		size_t n = s_build_poll(self);
 		long tmo = waiting || self->stopping ? 10 : -1;
@@ -1360,69 +1462,34 @@ sbx_daemon_run(sbx_daemon_t *self)
 
 /* ------------------------------------------------------------ lifecycle -- */
 
-static bool
-s_slot_used(void *arg, uint32_t slot)
-{
-	sbx_daemon_t *self = arg;
-	return slot < self->cfg.uid_count && (self->slots[slot / 8] & (1u << (slot % 8)));
-}
-
-static void
-s_discard_cb(void *arg, uint32_t slot)
-{
-	s_discard(arg, slot);
-}
-
 sbx_daemon_t *
-sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
+sbx_daemon_new(const sbx_config_t *cfg, int async, int call, char *err, size_t errlen)
 {
 	sbx_daemon_t *self = calloc(1, sizeof(*self));
 	if (self == NULL) {
 		snprintf(err, errlen, "out of memory");
+		close(async);
+		close(call);
 		return NULL;
 	}
 	self->cfg = *cfg;
 	self->sigfd = -1;
-	self->zygote = -1;
+	self->zygote = async;
+	self->call = call;
 	self->slots = calloc(cfg->uid_count / 8 + 1, 1);
-	self->plan = calloc(1, sizeof(*self->plan));
-	if (self->slots == NULL || self->plan == NULL) {
+	if (self->slots == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	/* Supplementary groups would follow init into every sandbox (a user
-	 * namespace cannot drop them once setgroups is denied): none at all. */
-	if (setgroups(0, NULL) != 0) {
-		snprintf(err, errlen, "setgroups: %s (sandboxd must run as root)", strerror(errno));
-		goto fail;
-	}
+	/* The parent made the layout and gave sandboxes/ and execs/ to us. */
 	self->store = sbx_store_new(cfg->state_dir);
 	if (self->store == NULL) {
 		snprintf(err, errlen, "cannot use state_dir %s", cfg->state_dir);
 		goto fail;
 	}
-	if (sbx_plan_build(&self->cfg, self->store, self->plan, err, errlen) != 0)
-		goto fail;
-	/* into the fresh /etc template: read as root, before any sandbox exists */
-	(void)sbx_ca_refresh(&self->cfg, self->store);
-	if (sbx_seccomp_build(&self->filter) != 0) {
-		snprintf(err, errlen, "building the seccomp filter failed");
-		goto fail;
-	}
-	/* The instance name keeps two sandboxd's (two homes) apart in cgroups. */
-	uint32_t h = 2166136261u;
-	for (const char *p = cfg->state_dir; *p; p++)
-		h = (h ^ (uint8_t)*p) * 16777619u;
-	char inst[16];
-	snprintf(inst, sizeof(inst), "%08x", h);
-	if (sbx_cgroup_setup(inst) != 0) {
-		snprintf(err, errlen, "cgroups: need memory and pids controllers (see the log)");
-		goto fail;
-	}
 	sbx_store_meta_each(self->store, s_mark_slot, self);
 
-	/* Signals arrive on a descriptor; block them before any child or
-	 * thread exists so all inherit the mask. */
+	/* The parent blocked these before forking us; they arrive on a descriptor. */
 	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
@@ -1436,19 +1503,6 @@ sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "signalfd: %s", strerror(errno));
 		goto fail;
 	}
-	/* The zygote is forked while sandboxd has a single thread. */
-	s_start_zygote(self);
-	if (self->zygote < 0) {
-		snprintf(err, errlen, "cannot start the zygote");
-		goto fail;
-	}
-	/* What a crash left behind: workspaces and logs no record claims
-	 * (destroyed, or pool spares), then whatever waits in the trash. */
-	sbx_store_orphans(self->store, s_slot_used, s_discard_cb, self);
-	sbx_spawn_req_t sweep;
-	memset(&sweep, 0, sizeof(sweep));
-	sweep.type = SBX_ZY_SWEEP;
-	(void)sbx_daemon_zygote(self, &sweep);
 	self->zctx = zmq_ctx_new();
 	if (self->zctx == NULL) {
 		snprintf(err, errlen, "zmq_ctx_new failed");
@@ -1464,8 +1518,6 @@ sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot restrict %s to its allowed peers", cfg->endpoint);
 		goto fail;
 	}
-	log_info("serving on %s (cgroups %s, state %s, uid_base %u, pool %u)", cfg->endpoint,
-	         sbx_cgroup_mode(), cfg->state_dir, cfg->uid_base, cfg->pool_size);
 	return self;
 fail:
 	sbx_daemon_destroy(&self);
@@ -1478,35 +1530,22 @@ sbx_daemon_destroy(sbx_daemon_t **self_p)
 	if (self_p == NULL || *self_p == NULL)
 		return;
 	sbx_daemon_t *self = *self_p;
-	for (size_t i = 0; i < self->n_sbx; i++) {
-		pid_t pid = sbx_sandbox_init_pid(self->sbx[i]);
-		sbx_sandbox_kill(self->sbx[i], AHP__STATUS__ERR_UNAVAILABLE,
-		                 "sandboxd is stopping");
-		if (pid > 0) {
-			int st;
-			if (waitpid(pid, &st, 0) == pid)
-				sbx_sandbox_on_init_exit(self->sbx[i], st);
-		}
+	/* Whatever still lives is killed by the parent (asked here, and it kills
+	 * every init it has when the worker is gone anyway). */
+	for (size_t i = 0; i < self->n_sbx; i++)
 		sbx_sandbox_destroy(&self->sbx[i]);
-	}
 	self->n_sbx = 0;
 	free(self->sbx);
 	if (self->zygote >= 0)
 		close(self->zygote);
-	if (self->zygote_pid > 0) {
-		kill(self->zygote_pid, SIGKILL);
-		waitpid(self->zygote_pid, NULL, 0);
-	}
-	if (self->sigfd >= 0)
-		sbx_cgroup_teardown(); /* a daemon that got as far as making them */
+	if (self->call >= 0)
+		close(self->call);
 	ahp_rpc_server_destroy(&self->rpc);
 	if (self->zctx != NULL)
 		zmq_ctx_term(self->zctx);
 	if (self->sigfd >= 0)
 		close(self->sigfd);
 	sbx_store_destroy(&self->store);
-	free(self->filter.filter);
-	free(self->plan);
 	free(self->slots);
 	free(self->items);
 	free(self->refs);

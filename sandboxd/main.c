@@ -57,6 +57,10 @@ static const ahp_cfg_def_t s_cfg_defs[] = {
      "default"},
     {"allow_groups", AHP_CFG_STR, 0, 0, "",
      "groups whose members may use the endpoint (comma-separated names)"},
+    {"user", AHP_CFG_STR, 0, 0, "ahp-sandboxd",
+     "the unprivileged user the worker runs as (RPC, exec store, egress relay); the "
+     "process started as root keeps only namespaces, uid maps, cgroups and workspaces. "
+     "\"root\": no drop (a warning); a user that does not exist is an error"},
     {NULL, 0, 0, 0, NULL, NULL},
 };
 
@@ -162,6 +166,11 @@ s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, si
 		snprintf(err, errlen, "allow_users/allow_groups: %s", aerr);
 		return -1;
 	}
+	if (ahp_strlcpy(out->user, ahp_cfg_str(c, "user"), sizeof(out->user)) != 0 ||
+	    out->user[0] == '\0') {
+		snprintf(err, errlen, "user: a user name (or root) is required");
+		return -1;
+	}
 	if (out->state_dir[0] != '/') {
 		snprintf(err, errlen, "state_dir: must be an absolute path");
 		return -1;
@@ -197,19 +206,16 @@ s_serve(const sbx_config_t *cfg)
 	char run[PATH_MAX];
 	if (ahp_home_path(cfg->home, "run", run, sizeof(run)) != 0 || ahp_mkdirs(run, 0700) != 0)
 		fatal("cannot create %s", run);
-	char err[512];
-	sbx_daemon_t *d = sbx_daemon_new(cfg, err, sizeof(err));
-	if (d == NULL)
-		fatalx("%s", err);
 	if (s_write_pidfile(cfg->home) != 0)
 		log_warn("cannot write run/sandboxd.pid: %s", strerror(errno));
-	int rc = sbx_daemon_run(d);
-	sbx_daemon_destroy(&d);
+	/* This process stays root and single-threaded: it forks the worker
+	 * first and spawns for it (zygote.c). */
+	int rc = sbx_priv_run(cfg);
 	char p[PATH_MAX];
 	if (ahp_home_path(cfg->home, "run/sandboxd.pid", p, sizeof(p)) == 0)
 		(void)unlink(p);
 	log_info("stopped");
-	return rc == 0 ? 0 : 1;
+	return rc;
 }
 
 static int

@@ -487,11 +487,24 @@ s_close_io(sbx_sandbox_t *self)
 	self->ctl = -1;
 }
 
+/* Asks the privileged parent to remove the cgroup. 0 gone / -1 (EBUSY: again later). */
+static int
+s_remove_cgroup(sbx_sandbox_t *self)
+{
+	sbx_spawn_req_t req;
+	memset(&req, 0, sizeof(req));
+	req.type = SBX_ZY_RMCG;
+	req.slot = self->meta.slot;
+	return sbx_daemon_call(self->d, &req);
+}
+
 void
 sbx_sandbox_kill(sbx_sandbox_t *self, int status, const char *why)
 {
-	if (self->init_pid > 0)
-		kill(self->init_pid, SIGKILL);
+	/* The privileged parent kills init (its child) and, through the
+	 * freezer, every task of the cgroup, so no fork races the kill. */
+	if (self->state != S_DEAD && (self->init_pid > 0 || self->spawn_pending))
+		sbx_daemon_kill_slot(self->d, self->meta.slot);
 	if (self->state != S_DEAD && !self->spare)
 		log_info("sandbox %s stopped: %s", self->id, why);
 	self->state = S_DEAD;
@@ -523,7 +536,7 @@ sbx_sandbox_destroy(sbx_sandbox_t **self_p)
 	sbx_sandbox_t *self = *self_p;
 	sbx_sandbox_kill(self, AHP__STATUS__ERR_UNAVAILABLE, "sandboxd is stopping");
 	if (self->cg != NULL) {
-		(void)sbx_cgroup_remove(self->cg);
+		(void)s_remove_cgroup(self);
 		sbx_cgroup_destroy(&self->cg);
 	}
 	sbx_execlog_close(&self->log);
@@ -700,7 +713,12 @@ sbx_sandbox_claim(sbx_sandbox_t *self, const char *id, const sbx_meta_t *meta, c
 	self->meta.slot = slot;
 	self->meta.kept = false;
 	memcpy(self->meta.cwd, "/workspace", sizeof("/workspace"));
-	if (sbx_cgroup_set_limits(self->cg, &self->meta.lim) != 0 || s_send_claim(self) != 0) {
+	sbx_spawn_req_t lr;
+	memset(&lr, 0, sizeof(lr));
+	lr.type = SBX_ZY_LIMITS;
+	lr.slot = slot;
+	lr.lim = self->meta.lim;
+	if (sbx_daemon_call(self->d, &lr) != 0 || s_send_claim(self) != 0) {
 		snprintf(err, errlen, "claiming a spare sandbox: %s", strerror(errno));
 		sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, err);
 		/* nothing of the run stays: no record, the slot is freed once gone */
@@ -1129,7 +1147,7 @@ sbx_sandbox_reap_cgroup(sbx_sandbox_t *self)
 		return 1;
 	if (self->init_pid > 0 || self->spawn_pending)
 		return 0;
-	if (self->cg == NULL || sbx_cgroup_remove(self->cg) == 0) {
+	if (s_remove_cgroup(self) == 0 || errno != EBUSY) {
 		sbx_cgroup_destroy(&self->cg);
 		self->cg_gone = true;
 		return 1;

@@ -64,6 +64,7 @@ typedef struct {
 	uint32_t retain_failed_max; /* workspaces kept by Destroy keep_workspace, at most */
 	uint32_t retain_failed_s;   /* ... and for at most this long */
 	ahp_rpc_allow_t allow;      /* peers admitted on endpoint */
+	char user[64];              /* the worker's user ("root": no drop, with a warning) */
 } sbx_config_t;
 
 /* ---- sandboxd <-> init control messages (SOCK_SEQPACKET, one message per send) ---- */
@@ -150,7 +151,7 @@ typedef struct {
 	sbx_mnt_t m[SBX_MNT_MAX];
 } sbx_plan_t;
 
-/* What init needs; filled by sandboxd before clone() (the child gets a copy). */
+/* What init needs; filled by the privileged parent before clone() (the child gets a copy). */
 typedef struct {
 	int ctl;   /* init's end of the control socketpair */
 	int errfd; /* where init writes its own diagnostics */
@@ -189,7 +190,8 @@ ssize_t sbx_recv_fd(int sock, void *buf, size_t len, int flags, int *fd);
 
 /* ---- init.c (runs inside the sandbox) ---- */
 /* clone() entry point of a sandbox's init. Never returns to its caller's code:
- * exits the process. Uses no malloc (it was cloned from a threaded process). */
+ * exits the process. Uses no malloc (it is a clone, without exec, of the
+ * privileged parent). */
 int sbx_init_main(void *args);
 
 /* One order from sandboxd, as sbx_init_parse_order validated it. */
@@ -248,6 +250,10 @@ typedef struct {
  * the instance directory named after `instance` under sandboxd's own cgroup;
  * removes leftovers of an earlier run of the same instance. 0 / -1. */
 int sbx_cgroup_setup(const char *instance);
+/* Kills (freezer first) and removes every sandbox cgroup of the instance:
+ * the worker died and nothing may outlive it unseen. Blocks until done
+ * (~0.5 s per stuck cgroup at most). Root only. */
+void sbx_cgroup_kill_all(void);
 /* Removes the instance directories at exit (when empty). */
 void sbx_cgroup_teardown(void);
 /* Describes the mode for logs ("v1", "v2"). */
@@ -255,42 +261,80 @@ const char *sbx_cgroup_mode(void);
 /* Zygote side: makes the cgroup `name` (leftovers of that name are killed and
  * replaced), writes the limits, moves pid into it. 0 / -1 (errno). */
 int sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid);
-/* sandboxd side: a handle on an existing cgroup (counter files open). NULL on failure. */
+/* Worker side: a read-only handle on an existing cgroup's counter files
+ * (world-readable). NULL on failure. */
 sbx_cgroup_t *sbx_cgroup_open(const char *name);
-/* New limits for a running cgroup (a spare claimed by a run). 0 / -1. */
-int sbx_cgroup_set_limits(sbx_cgroup_t *self, const sbx_limits_t *lim);
 /* Reads the kill / refusal counters. 0 / -1. */
 int sbx_cgroup_counters(sbx_cgroup_t *self, sbx_cg_counters_t *out);
-/* SIGKILLs every task left in the cgroup and removes it. 0 when gone, -1 (EBUSY)
- * while tasks are still exiting: call again later. */
-int sbx_cgroup_remove(sbx_cgroup_t *self);
+/* The privileged parent's (root): new limits for a running cgroup (a spare
+ * claimed by a run). 0 / -1. */
+int sbx_cgroup_set_limits(const char *name, const sbx_limits_t *lim);
+/* Kills every task of cgroup `name` so that a forking tree cannot race the
+ * kill: v2 cgroup.kill when present, else freeze (v1 freezer hierarchy, v2
+ * cgroup.freeze), SIGKILL each task, thaw. Blocks at most ~200 ms waiting for
+ * the freeze. 0 / -1. */
+int sbx_cgroup_freeze_kill(const char *name);
+/* Removes cgroup `name` in every hierarchy; while tasks remain it kills them
+ * as freeze_kill does. 0 when gone (or absent), -1 (EBUSY) while tasks are
+ * still exiting: call again later. */
+int sbx_cgroup_remove(const char *name);
 void sbx_cgroup_destroy(sbx_cgroup_t **self_p);
 
-/* ---- zygote.c ---- */
+/* ---- zygote.c: the privileged parent (privilege separation) ----
+ *
+ * sandboxd serve is two processes. The one started as root stays root and
+ * single-threaded for its whole life and is the spawner: namespaces, uid
+ * maps, cgroups, workspaces, reaping inits. Before anything else it forks the
+ * worker, which drops to the unprivileged `user` and runs the RPC loop, the
+ * exec store and the egress relay. They talk over two SOCK_SEQPACKET pairs
+ * with the fixed-size messages below, each validated on receipt by the
+ * parent (a type it knows, a uid slot below uid_count, limits within the
+ * limits table; the uid and cgroup name are derived from the slot, never
+ * taken from the worker):
+ *   async (worker -> parent): SPAWN, DISCARD, SWEEP, KILL
+ *   async (parent -> worker): SPAWNED (+ the init's control socket), EXITED
+ *   call  (worker -> parent, one reply each): LIMITS, RMCG, CA
+ */
 enum {
 	SBX_ZY_SPAWN = 1, /* make the workspace and exec log of a slot, then its init */
 	SBX_ZY_DISCARD,   /* a slot's workspace to the trash, its exec log away; delete */
 	SBX_ZY_SWEEP,     /* delete what is in the trash */
+	SBX_ZY_KILL,      /* kill the slot's cgroup tree (freezer) and its init */
+	SBX_ZY_LIMITS,    /* call: new limits for the slot's running cgroup (a claimed spare) */
+	SBX_ZY_RMCG,      /* call: remove the slot's cgroup; rc -1/EBUSY while tasks exit */
+	SBX_ZY_CA,        /* call: refresh the platform CA in the /etc template (ca.c) */
+	SBX_ZY_SPAWNED,   /* parent -> worker: the answer to SPAWN */
+	SBX_ZY_EXITED,    /* parent -> worker: the slot's init was reaped (pid, status) */
 };
 
 typedef struct {
 	uint32_t type;
 	uint32_t slot; /* the sandbox's uid slot (also the reply's cookie) */
-	uint32_t uid;  /* host uid (and gid) of uid 1000 inside */
+	uint32_t uid;  /* informational: the parent uses uid_base + slot */
 	sbx_limits_t lim;
-	char cgname[32];
+	char cgname[32]; /* informational: the parent uses "s<slot>" */
 } sbx_spawn_req_t;
 
 typedef struct {
+	uint32_t type; /* SBX_ZY_SPAWNED or SBX_ZY_EXITED */
 	uint32_t slot;
-	int32_t pid;   /* > 0 when an init exists: sandboxd's child, reaped by it */
-	char err[200]; /* empty on success */
-} sbx_spawn_rep_t;     /* SPAWN only; + sandboxd's end of the control socket (SCM_RIGHTS) */
+	int32_t pid;    /* > 0 when an init exists: the parent's child, reaped by it */
+	int32_t status; /* EXITED: the waitpid() status */
+	char err[200];  /* SPAWNED: empty on success */
+} sbx_spawn_rep_t;      /* SPAWNED: + the worker's end of the control socket (SCM_RIGHTS) */
 
-/* Forks the zygote (before any thread is started). Returns sandboxd's end of
- * its socket and sets *pid, or -1. */
-int sbx_zygote_start(const sbx_plan_t *plan, const struct sock_fprog *filter,
-                     const sbx_store_t *store, pid_t *pid);
+typedef struct {
+	uint32_t type; /* the call's */
+	uint32_t slot;
+	int32_t rc;  /* 0 / -1 */
+	int32_t err; /* errno when rc is -1 */
+} sbx_call_rep_t;
+
+/* serve: the privileged parent's whole life (started as root, single
+ * threaded): prepares the state dirs, plan, filter and cgroups, forks the
+ * worker (restarted after a crash, at most a few times a minute) and serves
+ * it until SIGTERM/SIGINT or the worker stops. Returns the exit code. */
+int sbx_priv_run(const sbx_config_t *cfg);
 
 /* ---- store.c ---- */
 typedef struct {
@@ -308,7 +352,7 @@ typedef struct {
 /* Opens (creating) the state directory layout. NULL on failure. */
 sbx_store_t *sbx_store_new(const char *state_dir);
 void sbx_store_destroy(sbx_store_t **self_p);
-/* "root", "etc", "workspaces", "execs", "trash": directories of the layout. */
+/* "root", "etc", "workspaces", "execs", "trash", "sandboxes": directories of the layout. */
 const char *sbx_store_dir(const sbx_store_t *self, const char *sub);
 /* Host path of the workspace of uid slot `slot` into buf. 0 / -1. */
 int sbx_store_workspace_path(const sbx_store_t *self, uint32_t slot, char *buf, size_t len);
@@ -421,18 +465,25 @@ void sbx_sandbox_info(const sbx_sandbox_t *self, Ahp__Sbx__SandboxInfo *info);
 const sbx_meta_t *sbx_sandbox_meta(const sbx_sandbox_t *self);
 uint32_t sbx_sandbox_slot(const sbx_sandbox_t *self);
 
-/* ---- loop.c ---- */
-/* Sends a request to the zygote. 0 / -1. */
+/* ---- loop.c (the worker) ---- */
+/* Sends an async request to the privileged parent. 0 / -1. */
 int sbx_daemon_zygote(sbx_daemon_t *self, const sbx_spawn_req_t *req);
-sbx_daemon_t *sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen);
+/* A call to the privileged parent (LIMITS, RMCG, CA): sends req, waits for its
+ * reply (at most 10 s). Returns the reply's rc with errno set from it, -1 with
+ * EPIPE when the parent is gone. */
+int sbx_daemon_call(sbx_daemon_t *self, const sbx_spawn_req_t *req);
+/* Asks the parent to kill the slot's tree (async). */
+void sbx_daemon_kill_slot(sbx_daemon_t *self, uint32_t slot);
+/* The worker: async and call are its ends of the parent's sockets (it owns
+ * them). The RPC socket is bound by the caller's process before the drop. */
+sbx_daemon_t *sbx_daemon_new(const sbx_config_t *cfg, int async, int call, char *err,
+                             size_t errlen);
 void sbx_daemon_destroy(sbx_daemon_t **self_p);
 /* Serves until SIGTERM/SIGINT. 0 on a clean stop. */
 int sbx_daemon_run(sbx_daemon_t *self);
 /* Accessors used by sandbox.c. */
 const sbx_config_t *sbx_daemon_config(const sbx_daemon_t *self);
 sbx_store_t *sbx_daemon_store(sbx_daemon_t *self);
-const sbx_plan_t *sbx_daemon_plan(const sbx_daemon_t *self);
-const struct sock_fprog *sbx_daemon_filter(const sbx_daemon_t *self);
 /* Replies; each frees *req. */
 void sbx_reply_error(sbx_daemon_t *self, ahp_rpc_req_t **req, int status, const char *msg);
 void sbx_reply_exec_packed(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8_t *res, size_t len);

@@ -114,6 +114,8 @@ sbx_store_dir(const sbx_store_t *self, const char *sub)
 		return self->execs;
 	if (strcmp(sub, "trash") == 0)
 		return self->trash;
+	if (strcmp(sub, "sandboxes") == 0)
+		return self->meta;
 	return self->dir;
 }
 

@@ -1,7 +1,9 @@
-/* The spawner: forked before any thread exists, it makes each sandbox's init off the event loop. */
+/* The privileged parent: root, single-threaded for life; forks the unprivileged worker and spawns,
+ * kills and reaps every sandbox's init for it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,26 +14,41 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "ahp/log.h"
+#include "ahp/priv.h"
 #include "ahp/util.h"
 #include "sbx.h"
 
 /*
- * Creating namespaces (a network namespace above all) and moving a process
- * into a cgroup (the cgroup v1 write lock waits for an RCU grace period) take
- * milliseconds of kernel time, and so does every directory operation on a
- * slow disk. The zygote does all of it - workspaces, inits, deleting removed
- * workspaces - so sandboxd's loop only sends requests and later gets back a
- * new init's pid and control socket.
- * inits are made with CLONE_PARENT: they are sandboxd's children (it reaps
- * them; their parent-death signal follows sandboxd), not the zygote's. Being
- * forked before ZeroMQ starts its threads, the zygote is single-threaded, so
- * init (a clone of it, without exec) never inherits a lock held elsewhere.
+ * Privilege separation, OpenBSD style. The process started as root stays
+ * root and never creates a thread (no ZeroMQ, no library that might): it is
+ * the spawner. Creating namespaces (a network namespace above all) and
+ * moving a process into a cgroup (the v1 write lock waits for an RCU grace
+ * period) take milliseconds of kernel time, and so does every directory
+ * operation on a slow disk: all of that happens here, off the worker's event
+ * loop. inits are cloned from this process without exec, so they must come
+ * from a single-threaded one (no lock held by another thread, no stack of
+ * another thread shared); they are its children: it reaps them and reports
+ * each exit to the worker after its SPAWNED answer, so the worker never sees
+ * a pid it does not know. Their parent-death signal follows this process.
+ *
+ * The worker is forked first thing after setup, before anything could make
+ * a thread, and drops to `user`: it decodes RPC, keeps the exec store,
+ * relays egress and asks for everything else with the fixed-size messages
+ * of sbx.h, which are validated here (known type, slot < uid_count, limits
+ * in the limits table; uid and cgroup name derived from the slot). A worker
+ * that dies is replaced after the sandboxes it ran are killed and their
+ * cgroups removed (their workspaces and records stay for the new worker);
+ * more than S_RESTARTS_MAX deaths in S_RESTART_WINDOW_MS stop sandboxd.
  */
+
+#define S_RESTARTS_MAX 5
+#define S_RESTART_WINDOW_MS 60000
 
 #define S_INIT_STACK (256 * 1024)
 #define S_DELETERS_MAX 4
@@ -78,10 +95,22 @@ static char *const s_env_proxy[] = {
     NULL,
 };
 
-static const sbx_plan_t *s_plan;
-static const struct sock_fprog *s_filter;
-static const sbx_store_t *s_store;
+static sbx_config_t s_cfg;
+static sbx_plan_t *s_plan;
+static struct sock_fprog s_filter_prog;
+static const struct sock_fprog *s_filter = &s_filter_prog;
+static sbx_store_t *s_store;
 static uint8_t *s_stack;
+static uid_t s_wuid; /* the worker's user */
+static gid_t s_wgid;
+static pid_t s_worker;
+static pid_t s_parent;                /* our pid (the worker checks it is still its parent) */
+static int s_async = -1, s_call = -1; /* our ends of the worker's sockets */
+static struct s_init {
+	pid_t pid;
+	uint32_t slot;
+} * s_inits; /* live inits: at most one per uid slot (uid_count entries) */
+static int s_n_inits;
 static pid_t s_deleters[S_DELETERS_MAX];
 static char s_deleting[S_DELETERS_MAX][64];
 
@@ -125,9 +154,23 @@ s_prepare(uint32_t slot, uid_t uid, char *ws, size_t wslen, char *err, size_t er
 		snprintf(err, errlen, "exec log path too long");
 		return -1;
 	}
-	int lfd = open(log, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (lfd < 0) {
+	/* execs/ is the worker's: what is there may be a link it planted. A
+	 * file is handed over only when it is a plain one of root's (made just
+	 * now) with no other name. */
+	int lfd = open(log, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+	struct stat lst;
+	if (lfd >= 0 && fstat(lfd, &lst) == 0 &&
+	    (!S_ISREG(lst.st_mode) || lst.st_nlink != 1 ||
+	     (lst.st_uid != 0 && lst.st_uid != s_wuid))) {
+		close(lfd);
+		lfd = -1;
+		errno = EPERM;
+	}
+	if (lfd < 0 || fstat(lfd, &lst) != 0 ||
+	    ((lst.st_uid != s_wuid || lst.st_gid != s_wgid) && fchown(lfd, s_wuid, s_wgid) != 0)) {
 		snprintf(err, errlen, "exec log s%u: %s", slot, strerror(errno));
+		if (lfd >= 0)
+			close(lfd);
 		return -1;
 	}
 	close(lfd);
@@ -215,24 +258,6 @@ s_sweep(void)
 	closedir(d);
 }
 
-/* Reaps finished deleters; true when any finished (sweep again). */
-static bool
-s_reap_deleters(void)
-{
-	bool any = false;
-	for (;;) {
-		pid_t p = waitpid(-1, NULL, WNOHANG);
-		if (p <= 0)
-			return any;
-		for (int k = 0; k < S_DELETERS_MAX; k++)
-			if (s_deleters[k] == p) {
-				s_deleters[k] = 0;
-				s_deleting[k][0] = '\0';
-				any = true;
-			}
-	}
-}
-
 static bool
 s_deleting_any(void)
 {
@@ -281,12 +306,30 @@ s_write_proc(pid_t pid, const char *file, const char *val)
 }
 
 /* Makes one init. On success *ctl is sandboxd's end of its control socket. */
+/* The live init of a slot (index in s_inits), or -1. */
+static int
+s_init_of(uint32_t slot)
+{
+	for (int i = 0; i < s_n_inits; i++)
+		if (s_inits[i].slot == slot)
+			return i;
+	return -1;
+}
+
 static void
 s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 {
 	static sbx_init_args_t args;
 	int sv[2] = {-1, -1};
 	*ctl = -1;
+	if (s_init_of(req->slot) >= 0) {
+		snprintf(rep->err, sizeof(rep->err), "uid slot %u still has an init", req->slot);
+		return;
+	}
+	if ((uint32_t)s_n_inits >= s_cfg.uid_count) {
+		snprintf(rep->err, sizeof(rep->err), "too many inits");
+		return;
+	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
 		snprintf(rep->err, sizeof(rep->err), "socketpair: %s", strerror(errno));
 		return;
@@ -314,9 +357,10 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	}
 	ahp_strlcpy(args.root_dir, sbx_store_dir(s_store, "root"), sizeof(args.root_dir));
 
-	/* The cgroup namespace is made by init once it is in its cgroups. */
-	int flags = CLONE_PARENT | CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET |
-	            CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
+	/* The cgroup namespace is made by init once it is in its cgroups. Our
+	 * child: we reap it and tell the worker. */
+	int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
+	            CLONE_NEWUTS | SIGCHLD;
 	pid_t pid = clone(sbx_init_main, s_stack + S_INIT_STACK, flags, &args);
 	close(sv[1]);
 	if (pid < 0) {
@@ -325,6 +369,9 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		return;
 	}
 	rep->pid = pid;
+	s_inits[s_n_inits].pid = pid;
+	s_inits[s_n_inits].slot = req->slot;
+	s_n_inits++;
 	char map[64];
 	snprintf(map, sizeof(map), "%d %u 1\n", SBX_INSIDE_UID, req->uid);
 	if (s_write_proc(pid, "setgroups", "deny") != 0 || s_write_proc(pid, "uid_map", map) != 0 ||
@@ -346,98 +393,531 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	*ctl = sv[0];
 	return;
 fail:
-	kill(pid, SIGKILL); /* sandboxd reaps it */
+	(void)sbx_cgroup_freeze_kill(req->cgname);
+	kill(pid, SIGKILL); /* reaped here; the worker hears of it after the answer */
 	close(sv[0]);
 }
 
-static void
-s_reply(int sock, const sbx_spawn_rep_t *rep, int ctl)
+/* ----------------------------------------------------------- messages -- */
+
+/* The worker's request, checked: a known type and a slot in range; what the
+ * parent acts on (uid, cgroup name) is derived from the slot here. 0 / -1. */
+static int
+s_valid(sbx_spawn_req_t *req, bool call)
 {
-	if (sbx_send_fd(sock, rep, sizeof(*rep), ctl) != 0)
-		_exit(0);
+	bool is_call =
+	    req->type == SBX_ZY_LIMITS || req->type == SBX_ZY_RMCG || req->type == SBX_ZY_CA;
+	bool is_async = req->type == SBX_ZY_SPAWN || req->type == SBX_ZY_DISCARD ||
+	                req->type == SBX_ZY_SWEEP || req->type == SBX_ZY_KILL;
+	if (call ? !is_call : !is_async)
+		return -1;
+	if (req->slot >= s_cfg.uid_count)
+		return -1;
+	req->uid = s_cfg.uid_base + req->slot;
+	snprintf(req->cgname, sizeof(req->cgname), "s%u", req->slot);
+	if (req->type == SBX_ZY_SPAWN || req->type == SBX_ZY_LIMITS) {
+		/* the limits table's ranges, as a Create request is checked */
+		Ahp__Sbx__Limits l = AHP__SBX__LIMITS__INIT;
+		l.memory_mb = req->lim.memory_mb;
+		l.pids_max = req->lim.pids_max;
+		l.cpu_seconds = req->lim.cpu_seconds;
+		l.timeout_s = req->lim.timeout_s;
+		l.output_kb = req->lim.output_kb;
+		l.file_size_mb = req->lim.file_size_mb;
+		l.open_files = req->lim.open_files;
+		sbx_limits_t chk;
+		char err[160];
+		if (sbx_request_limits(&l, &chk, err, sizeof(err)) != 0 ||
+		    memcmp(&chk, &req->lim, sizeof(chk)) != 0)
+			return -1;
+	}
+	return 0;
 }
 
-static void __attribute__((noreturn)) s_serve(int sock)
+/* Kills the slot's init and, through the freezer, its whole cgroup. */
+static void
+s_kill_slot(uint32_t slot)
 {
-	for (;;) {
-		/* wake up now and then while deleters run, to reap them */
-		struct pollfd pf = {sock, POLLIN, 0};
-		int n = poll(&pf, 1, s_deleting_any() ? 100 : -1);
-		if (s_reap_deleters())
-			s_sweep();
-		if (n <= 0)
-			continue;
+	char cg[32];
+	snprintf(cg, sizeof(cg), "s%u", slot);
+	(void)sbx_cgroup_freeze_kill(cg);
+	int i = s_init_of(slot);
+	if (i >= 0)
+		kill(s_inits[i].pid, SIGKILL);
+}
+
+static void
+s_on_async(void)
+{
+	for (int turn = 0; turn < 16 && s_async >= 0; turn++) {
 		sbx_spawn_req_t req;
-		ssize_t r = recv(sock, &req, sizeof(req), 0);
-		if (r == 0 || (r < 0 && errno != EINTR))
-			_exit(0); /* sandboxd is gone */
-		if (r != (ssize_t)sizeof(req))
+		ssize_t r = recv(s_async, &req, sizeof(req), MSG_DONTWAIT);
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (r <= 0) {
+			close(s_async); /* the worker is gone: reaped below */
+			s_async = -1;
+			return;
+		}
+		if (r != (ssize_t)sizeof(req) || s_valid(&req, false) != 0) {
+			log_warn("privsep: refused a malformed request from the worker");
 			continue;
-		req.cgname[sizeof(req.cgname) - 1] = '\0';
-		if (req.type == SBX_ZY_DISCARD) {
+		}
+		switch (req.type) {
+		case SBX_ZY_DISCARD:
+			if (s_init_of(req.slot) >= 0) {
+				log_warn("privsep: discard of slot %u refused: its init lives",
+				         req.slot);
+				break;
+			}
 			s_discard(req.slot, req.uid);
 			s_sweep();
-			continue;
-		}
-		if (req.type == SBX_ZY_SWEEP) {
+			break;
+		case SBX_ZY_SWEEP:
 			s_sweep();
-			continue;
+			break;
+		case SBX_ZY_KILL:
+			s_kill_slot(req.slot);
+			break;
+		case SBX_ZY_SPAWN: {
+			sbx_spawn_rep_t rep;
+			memset(&rep, 0, sizeof(rep));
+			rep.type = SBX_ZY_SPAWNED;
+			rep.slot = req.slot;
+			int ctl = -1;
+			s_spawn(&req, &rep, &ctl);
+			if (sbx_send_fd(s_async, &rep, sizeof(rep), ctl) != 0 && rep.pid > 0)
+				s_kill_slot(req.slot);
+			if (ctl >= 0)
+				close(ctl);
+			break;
 		}
-		if (req.type != SBX_ZY_SPAWN)
-			continue;
-		sbx_spawn_rep_t rep;
-		memset(&rep, 0, sizeof(rep));
-		rep.slot = req.slot;
-		int ctl = -1;
-		s_spawn(&req, &rep, &ctl);
-		s_reply(sock, &rep, ctl);
-		if (ctl >= 0)
-			close(ctl);
+		default:
+			break;
+		}
 	}
 }
 
-int
-sbx_zygote_start(const sbx_plan_t *plan, const struct sock_fprog *filter, const sbx_store_t *store,
-                 pid_t *pid_out)
+static void
+s_on_call(void)
 {
-	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+	sbx_spawn_req_t req;
+	ssize_t r = recv(s_call, &req, sizeof(req), MSG_DONTWAIT);
+	if (r < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (r <= 0) {
+		close(s_call);
+		s_call = -1;
+		return;
+	}
+	sbx_call_rep_t rep = {r == (ssize_t)sizeof(req) ? req.type : 0,
+	                      r == (ssize_t)sizeof(req) ? req.slot : 0, -1, EINVAL};
+	if (r == (ssize_t)sizeof(req) && s_valid(&req, true) == 0) {
+		int rc = -1;
+		if (req.type == SBX_ZY_LIMITS)
+			rc = sbx_cgroup_set_limits(req.cgname, &req.lim);
+		else if (req.type == SBX_ZY_RMCG)
+			rc = s_init_of(req.slot) >= 0 ? (errno = EBUSY, -1)
+			                              : sbx_cgroup_remove(req.cgname);
+		else if (req.type == SBX_ZY_CA)
+			rc = sbx_ca_refresh(&s_cfg, s_store) < 0 ? (errno = EIO, -1) : 0;
+		rep.rc = rc == 0 ? 0 : -1;
+		rep.err = rc == 0 ? 0 : errno;
+	} else {
+		log_warn("privsep: refused a malformed call from the worker");
+	}
+	(void)send(s_call, &rep, sizeof(rep), MSG_NOSIGNAL);
+}
+
+/* ------------------------------------------------------------ children -- */
+
+/* Reaps every finished child: inits (reported to the worker), deleters, the
+ * worker. Returns the worker's wait status when it was reaped, else -1. */
+static int
+s_reap(bool *sweep)
+{
+	int worker_status = -1;
+	for (;;) {
+		int st;
+		pid_t p = waitpid(-1, &st, WNOHANG);
+		if (p <= 0)
+			return worker_status;
+		if (p == s_worker) {
+			s_worker = 0;
+			worker_status = st;
+			continue;
+		}
+		bool found = false;
+		for (int k = 0; k < S_DELETERS_MAX; k++)
+			if (s_deleters[k] == p) {
+				s_deleters[k] = 0;
+				s_deleting[k][0] = '\0';
+				*sweep = true;
+				found = true;
+			}
+		for (int i = 0; !found && i < s_n_inits; i++) {
+			if (s_inits[i].pid != p)
+				continue;
+			sbx_spawn_rep_t rep;
+			memset(&rep, 0, sizeof(rep));
+			rep.type = SBX_ZY_EXITED;
+			rep.slot = s_inits[i].slot;
+			rep.pid = p;
+			rep.status = st;
+			if (s_async >= 0)
+				(void)send(s_async, &rep, sizeof(rep), MSG_NOSIGNAL);
+			s_inits[i] = s_inits[--s_n_inits];
+			found = true;
+		}
+	}
+}
+
+/* The worker is gone: no sandbox may outlive it unseen. Kills every init
+ * and its tree, reaps them and removes their cgroups (workspaces and records
+ * stay: a new worker revives the sandboxes from them). */
+static void
+s_kill_all(void)
+{
+	for (int i = 0; i < s_n_inits; i++)
+		s_kill_slot(s_inits[i].slot);
+	for (int i = 0; i < s_n_inits; i++) {
+		int st;
+		(void)waitpid(s_inits[i].pid, &st, 0);
+	}
+	s_n_inits = 0;
+	/* every sandbox cgroup, also those of inits reaped before the worker
+	 * could remove them */
+	sbx_cgroup_kill_all();
+}
+
+/* ------------------------------------------------------------ the worker -- */
+
+static void
+s_mark(void *arg, const char *id, const sbx_meta_t *meta)
+{
+	(void)id;
+	uint8_t *used = arg;
+	if (meta->slot < s_cfg.uid_count)
+		used[meta->slot / 8] |= (uint8_t)(1u << (meta->slot % 8));
+}
+
+static bool
+s_used(void *arg, uint32_t slot)
+{
+	const uint8_t *used = arg;
+	return slot < s_cfg.uid_count && (used[slot / 8] & (1u << (slot % 8)));
+}
+
+static void
+s_discard_orphan(void *arg, uint32_t slot)
+{
+	(void)arg;
+	s_discard(slot, s_cfg.uid_base + slot);
+}
+
+/* What a crash or an interrupted Destroy left behind: workspaces and logs
+ * no record claims (destroyed sandboxes, pool spares) go to the trash, then
+ * the trash is emptied. Runs before each worker starts. */
+static void
+s_clean_orphans(void)
+{
+	uint8_t *used = calloc(s_cfg.uid_count / 8 + 1, 1);
+	if (used == NULL)
+		return;
+	sbx_store_meta_each(s_store, s_mark, used);
+	sbx_store_orphans(s_store, s_used, s_discard_orphan, used);
+	free(used);
+	s_sweep();
+}
+
+static void __attribute__((noreturn)) s_worker_main(int async, int call)
+{
+	prctl(PR_SET_NAME, "sandboxd-worker", 0, 0, 0);
+	char err[512];
+	/* As root still: bind the RPC socket (run/ is root's), then hand it over. */
+	sbx_daemon_t *d = sbx_daemon_new(&s_cfg, async, call, err, sizeof(err));
+	if (d == NULL) {
+		log_error("worker: %s", err);
+		_exit(3);
+	}
+	if (strncmp(s_cfg.endpoint, "ipc://", 6) == 0 &&
+	    chown(s_cfg.endpoint + 6, s_wuid, s_wgid) != 0)
+		log_warn("worker: chown %s: %s", s_cfg.endpoint + 6, strerror(errno));
+	if (strcmp(s_cfg.user, "root") != 0)
+		(void)ahp_priv_drop(s_cfg.user, NULL, AHP_PRIV_NOT_DUMPABLE);
+	/* after the drop (a credential change clears it): die with the parent */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_parent)
+		_exit(3);
+	log_info("worker serving on %s (cgroups %s, state %s, uid_base %u, pool %u)",
+	         s_cfg.endpoint, sbx_cgroup_mode(), s_cfg.state_dir, s_cfg.uid_base,
+	         s_cfg.pool_size);
+	int rc = sbx_daemon_run(d);
+	sbx_daemon_destroy(&d);
+	_exit(rc == 0 ? 0 : 1);
+}
+
+static int
+s_start_worker(int sigfd)
+{
+	int a[2], c[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, a) != 0)
 		return -1;
-	s_stack = malloc(S_INIT_STACK);
-	if (s_stack == NULL) {
-		close(sv[0]);
-		close(sv[1]);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, c) != 0) {
+		close(a[0]);
+		close(a[1]);
 		return -1;
 	}
+	s_parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
-		close(sv[0]);
-		close(sv[1]);
+		close(a[0]);
+		close(a[1]);
+		close(c[0]);
+		close(c[1]);
 		return -1;
 	}
 	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-		prctl(PR_SET_NAME, "sandboxd-zygote", 0, 0, 0);
-		close(sv[0]);
-		/* only its socket and the log (stderr) */
-		if (sv[1] != 3) {
-			if (dup3(sv[1], 3, O_CLOEXEC) < 0)
-				_exit(1);
-			close(sv[1]);
-		}
-		syscall(SYS_close_range, 4u, ~0u, 0u);
-		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-		if (null >= 0) {
-			dup2(null, 0);
-			dup2(null, 1);
-			close(null);
-		}
-		s_plan = plan;
-		s_filter = filter;
-		s_store = store;
-		s_serve(3);
+		close(a[0]);
+		close(c[0]);
+		close(sigfd);
+		s_worker_main(a[1], c[1]);
 	}
-	close(sv[1]);
-	*pid_out = pid;
-	return sv[0];
+	close(a[1]);
+	close(c[1]);
+	s_async = a[0];
+	s_call = c[0];
+	s_worker = pid;
+	return 0;
+}
+
+/* ------------------------------------------------------------- the setup -- */
+
+/* The worker's directories: sandboxes/ and execs/ (and what is in them) are
+ * its own; state_dir is only traversable. */
+static int
+s_give_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fchown(fd, s_wuid, s_wgid);
+	rc |= fchmod(fd, 0700);
+	DIR *d = fdopendir(dup(fd));
+	if (d != NULL) {
+		struct dirent *e;
+		/* Only root's plain files (records from before the split): a
+		 * link the worker planted to a file of someone else's is
+		 * never given to it (nlink 1, no symlink followed). */
+		struct stat st;
+		while ((e = readdir(d)) != NULL)
+			if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_uid == 0)
+				(void)fchownat(fd, e->d_name, s_wuid, s_wgid, AT_SYMLINK_NOFOLLOW);
+		closedir(d);
+	}
+	close(fd);
+	return rc;
+}
+
+/* The worker must reach state_dir and run/ (the relay socket) through HOME:
+ * HOME and the directories between it and them get search permission for
+ * others (as scripts/stack lays them out: 0711, nothing listable) when they
+ * lack it. Paths outside HOME are the operator's to open up. */
+static void
+s_traversable(const char *home, const char *path)
+{
+	size_t hl = strlen(home);
+	if (s_wuid == 0 || strncmp(path, home, hl) != 0 || (path[hl] != '/' && path[hl] != '\0'))
+		return;
+	char p[PATH_MAX];
+	if (ahp_strlcpy(p, path, sizeof(p)) != 0)
+		return;
+	for (;;) {
+		struct stat st;
+		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 &&
+		    (st.st_mode & S_IXOTH) == 0) {
+			if (chmod(p, (st.st_mode & 07777) | S_IXGRP | S_IXOTH) == 0)
+				log_info("%s: search permission for the worker (mode %04o)", p,
+				         (unsigned)((st.st_mode & 07777) | S_IXGRP | S_IXOTH));
+		}
+		if (strlen(p) <= hl)
+			break;
+		char *slash = strrchr(p, '/');
+		if (slash == NULL || slash == p)
+			break;
+		*slash = '\0';
+	}
+}
+
+static int
+s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
+{
+	s_cfg = *cfg;
+	if (strcmp(cfg->user, "root") == 0) {
+		s_wuid = 0;
+		s_wgid = 0;
+		log_warn("user = root: the worker (RPC, exec store, egress relay) keeps root; "
+		         "create an unprivileged user for it");
+	} else {
+		struct passwd *pw = getpwnam(cfg->user);
+		if (pw == NULL || pw->pw_uid == 0) {
+			snprintf(
+			    err, errlen,
+			    "user \"%s\" (the worker's) %s: create it (useradd --system "
+			    "--no-create-home --shell /usr/sbin/nologin %s) or set user = root",
+			    cfg->user, pw == NULL ? "does not exist" : "is root", cfg->user);
+			return -1;
+		}
+		s_wuid = pw->pw_uid;
+		s_wgid = pw->pw_gid;
+	}
+	/* Supplementary groups would follow init into every sandbox (a user
+	 * namespace cannot drop them once setgroups is denied): none at all. */
+	if (setgroups(0, NULL) != 0) {
+		snprintf(err, errlen, "setgroups: %s (sandboxd must run as root)", strerror(errno));
+		return -1;
+	}
+	s_store = sbx_store_new(cfg->state_dir);
+	if (s_store == NULL) {
+		snprintf(err, errlen, "cannot use state_dir %s", cfg->state_dir);
+		return -1;
+	}
+	char run[PATH_MAX];
+	if (ahp_home_path(cfg->home, "run", run, sizeof(run)) == 0)
+		s_traversable(cfg->home, run);
+	s_traversable(cfg->home, cfg->state_dir);
+	if (chmod(cfg->state_dir, 0711) != 0 ||
+	    s_give_dir(sbx_store_dir(s_store, "sandboxes")) != 0 ||
+	    s_give_dir(sbx_store_dir(s_store, "execs")) != 0) {
+		snprintf(err, errlen, "state_dir %s: giving the worker its dirs: %s",
+		         cfg->state_dir, strerror(errno));
+		return -1;
+	}
+	s_plan = calloc(1, sizeof(*s_plan));
+	s_stack = malloc(S_INIT_STACK);
+	s_inits = calloc(cfg->uid_count, sizeof(*s_inits));
+	if (s_plan == NULL || s_stack == NULL || s_inits == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (sbx_plan_build(&s_cfg, s_store, s_plan, err, errlen) != 0)
+		return -1;
+	/* into the fresh /etc template, before any sandbox exists */
+	(void)sbx_ca_refresh(&s_cfg, s_store);
+	if (sbx_seccomp_build(&s_filter_prog) != 0) {
+		snprintf(err, errlen, "building the seccomp filter failed");
+		return -1;
+	}
+	/* The instance name keeps two sandboxd's (two homes) apart in cgroups. */
+	uint32_t h = 2166136261u;
+	for (const char *p = cfg->state_dir; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	char inst[16];
+	snprintf(inst, sizeof(inst), "%08x", h);
+	if (sbx_cgroup_setup(inst) != 0) {
+		snprintf(err, errlen, "cgroups: need memory and pids controllers (see the log)");
+		return -1;
+	}
+	return 0;
+}
+
+int
+sbx_priv_run(const sbx_config_t *cfg)
+{
+	char err[512];
+	if (s_setup(cfg, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	/* Signals arrive on a descriptor; blocked before any child exists, so
+	 * the worker starts with them blocked too. */
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	int sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sigfd < 0)
+		fatal("signalfd");
+	prctl(PR_SET_NAME, "sandboxd-priv", 0, 0, 0);
+	s_clean_orphans();
+	int64_t restarts[S_RESTARTS_MAX] = {0}; /* when the last ones happened (a ring) */
+	int next_restart = 0, rc = 0;
+	bool stopping = false;
+	if (s_start_worker(sigfd) != 0)
+		fatal("fork the worker");
+	for (;;) {
+		struct pollfd pf[3] = {
+		    {sigfd, POLLIN, 0}, {s_async, POLLIN, 0}, {s_call, POLLIN, 0}};
+		int n = poll(pf, 3, s_deleting_any() ? 100 : -1);
+		if (n < 0 && errno != EINTR)
+			fatal("poll");
+		struct signalfd_siginfo si;
+		while (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+			if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+				stopping = true;
+				if (s_worker > 0)
+					kill(s_worker, SIGTERM);
+			} else if (si.ssi_signo == SIGHUP && s_worker > 0) {
+				kill(s_worker, SIGHUP);
+			}
+		}
+		if (n > 0 && s_call >= 0 && (pf[2].revents & (POLLIN | POLLHUP | POLLERR)))
+			s_on_call();
+		if (n > 0 && s_async >= 0 && (pf[1].revents & (POLLIN | POLLHUP | POLLERR)))
+			s_on_async();
+		bool sweep = false;
+		int wst = s_reap(&sweep);
+		if (sweep)
+			s_sweep();
+		if (wst < 0)
+			continue;
+		/* the worker is gone */
+		if (s_async >= 0)
+			close(s_async);
+		if (s_call >= 0)
+			close(s_call);
+		s_async = s_call = -1;
+		s_kill_all();
+		bool clean = WIFEXITED(wst) && WEXITSTATUS(wst) == 0;
+		if (stopping || clean) {
+			rc = clean ? 0 : 1;
+			break;
+		}
+		if (WIFEXITED(wst) && WEXITSTATUS(wst) == 3) {
+			log_error("the worker could not start: stopping");
+			rc = 1;
+			break;
+		}
+		int64_t now = ahp_mono_ms();
+		int recent = 0;
+		for (int i = 0; i < S_RESTARTS_MAX; i++)
+			recent += restarts[i] != 0 && now - restarts[i] < S_RESTART_WINDOW_MS;
+		if (recent >= S_RESTARTS_MAX) {
+			log_error("the worker died %d times within %ds: stopping", recent,
+			          S_RESTART_WINDOW_MS / 1000);
+			rc = 1;
+			break;
+		}
+		restarts[next_restart] = now;
+		next_restart = (next_restart + 1) % S_RESTARTS_MAX;
+		log_error("the worker died (%s %d): its sandboxes were killed; restarting it",
+		          WIFSIGNALED(wst) ? "signal" : "status",
+		          WIFSIGNALED(wst) ? WTERMSIG(wst) : WEXITSTATUS(wst));
+		s_clean_orphans();
+		if (s_start_worker(sigfd) != 0)
+			fatal("fork the worker");
+	}
+	/* Deleters still running finish on their own (they hold no lock). */
+	sbx_cgroup_teardown();
+	close(sigfd);
+	free(s_filter_prog.filter);
+	free(s_plan);
+	free(s_stack);
+	free(s_inits);
+	sbx_store_destroy(&s_store);
+	return rc;
 }

@@ -26,6 +26,25 @@ class TestFailure(AssertionError):
     pass
 
 
+SBX_USER = "ahp-sandboxd"  # sandboxd's unprivileged worker (docs/security.md)
+
+
+def ensure_system_user(name=SBX_USER):
+    """Creates system user name (and its group) when missing, as scripts/stack does (same lock,
+    same options); a no-op when not root. Returns its pwd entry or None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    subprocess.run(["sh", "-c", 'exec 9>>/run/ahp-stack-users.lock; flock 9; '
+                    'getent passwd "$0" >/dev/null || useradd --system --no-create-home '
+                    '--home-dir /nonexistent --shell /usr/sbin/nologin --user-group "$0"',
+                    name], check=True, stdin=subprocess.DEVNULL)
+    return pwd.getpwnam(name)
+
+
 def check(cond, msg):
     """Fails the test with msg when cond is false."""
     if not cond:

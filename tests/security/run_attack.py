@@ -43,7 +43,7 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../lib"))
-from ahptest import socket_accepts  # noqa: E402
+from ahptest import ensure_system_user, socket_accepts  # noqa: E402
 
 PROBE_IN_SANDBOX = "/opt/ahp-test/probe"
 RESULT_RE = re.compile(r'^RESULT attack=(\S+) ok=([01]) errno=(\S+) detail="(.*)"$', re.M)
@@ -208,6 +208,7 @@ class Home:
     def __init__(self, args):
         self.args = args
         self.sandboxd = os.path.abspath(args.sandboxd)
+        ensure_system_user()  # sandboxd's worker user (docs/security.md)
         # Short path: ipc:// socket paths are limited to ~107 bytes.
         self.dir = tempfile.mkdtemp(prefix="ahp-sec-", dir="/tmp")
         # World-traversable on purpose: only the sandbox's isolation, never file modes,

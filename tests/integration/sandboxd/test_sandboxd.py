@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sbxclient  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
-from ahptest import TestFailure as Failure, check, socket_accepts, wait_for  # noqa: E402
+from ahptest import (TestFailure as Failure, check, ensure_system_user,  # noqa: E402
+                     socket_accepts, wait_for)
 
 TESTS = {}
 
@@ -58,6 +59,7 @@ class Daemon:
 
     def __init__(self, binary, name, conf=""):
         self.bin = binary
+        ensure_system_user()  # the worker's user (sandboxd's default `user`)
         # short: ipc:// paths are limited to ~107 bytes
         self.home = tempfile.mkdtemp(prefix="ahp-sbx-", dir="/tmp")
         self.uid_base = 300000 + (zlib.crc32(name.encode()) % 400) * 2000
@@ -256,6 +258,7 @@ class FakeCredproxy:
         self.headers = []
         self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.srv.bind(path)
+        os.chmod(path, 0o666)  # as credproxy does: sandboxd's worker is not root
         self.srv.listen(16)
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -636,7 +639,9 @@ def t_bad_input(d):
     check(E(c.exec("nosuch", "1", "true")) == "not_found", "exec unknown sandbox")
     check(E(c.destroy("nosuch")) == "not_found", "destroy unknown sandbox")
     check(E(c.fetch("nosuch", "1")) == "not_found", "fetch unknown sandbox")
-    check(E(c.exec("good", "1", "x" * (256 * 1024 + 1))) == "bad_request", "command > 256 KiB")
+    # over the exec request's size cap: refused before decoding; under it, by the range check
+    check(E(c.exec("good", "1", "x" * (256 * 1024 + 1))) == "too_large", "command > 256 KiB")
+    check(E(c.exec("good", "1", "x" * (64 * 1024 + 1))) == "bad_request", "command > 64 KiB")
     check(E(c.exec("good", "1", "echo a\0b")) == "bad_request", "command with NUL")
     check(E(c.exec("good", "1", "")) == "bad_request", "empty command")
     for bad in ["../x", "a/b", "", "x" * 65, "a b", "a\nb", "é"]:
