@@ -779,7 +779,7 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 	}
 	s_store = sbx_store_new(cfg->state_dir);
 	if (s_store == NULL) {
-		snprintf(err, errlen, "cannot use state_dir %s", cfg->state_dir);
+		snprintf(err, errlen, "cannot use state_dir %.400s", cfg->state_dir);
 		return -1;
 	}
 	char run[PATH_MAX];
@@ -789,7 +789,7 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 	if (chmod(cfg->state_dir, 0711) != 0 ||
 	    s_give_dir(sbx_store_dir(s_store, "sandboxes")) != 0 ||
 	    s_give_dir(sbx_store_dir(s_store, "execs")) != 0) {
-		snprintf(err, errlen, "state_dir %s: giving the worker its dirs: %s",
+		snprintf(err, errlen, "state_dir %.400s: giving the worker its dirs: %s",
 		         cfg->state_dir, strerror(errno));
 		return -1;
 	}
