@@ -463,7 +463,8 @@ void orch_exec_reply(orch_run_t *run, int status, const char *message,
 json_t *orch_sbx_result_json(const Ahp__Sbx__ExecResult *r);
 
 /* Stops the run's sandbox while it waits on a human: destroyed with its
- * workspace kept; the next exec creates it again around that workspace. */
+ * workspace kept; the next exec creates it again around that workspace, and
+ * the run's end destroys the workspace as for a live sandbox. */
 void orch_exec_park(orch_run_t *run);
 
 /* sandbox.c: the sandboxd client (an ahp_client) */
