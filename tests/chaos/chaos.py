@@ -43,7 +43,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../lib"))
-from ahptest import Stack, TestFailure, check, pid_alive  # noqa: E402
+from ahptest import Stack, TestFailure, check, pid_alive, wait_for  # noqa: E402
 
 PROFILE = "team-digest-approved"
 DAEMONS = ("orchestrator", "sandboxd", "credproxy", "servicesd", "approvald")
@@ -316,26 +316,61 @@ class Chaos:
         return self.runs()
 
 
-def sandboxd_leftovers(st):
-    """What the stack's sandboxd left on disk and in cgroups: workspaces, sandbox records and
-    cgroup dirs of its instance (v1 memory/pids or v2). Call after the stack is stopped."""
-    state = st.path("state/sandboxd")
-    out = []
-    for sub in ("workspaces", "sandboxes"):
-        d = os.path.join(state, sub)
-        if os.path.isdir(d):
-            out += [f"{sub}/{x}" for x in sorted(os.listdir(d))]
+POOL_SIZE = 2  # sandboxd's default pool_size: spares built ahead, without a record
+
+
+def sandboxd_instance(st):
+    """The cgroup name of the stack's sandboxd (FNV-1a of its state dir, as loop.c)."""
     h = 2166136261
-    for b in state.encode():
+    for b in st.path("state/sandboxd").encode():
         h = ((h ^ b) * 16777619) & 0xFFFFFFFF
-    inst = f"ahp-sandboxd-{h:08x}"
+    return f"ahp-sandboxd-{h:08x}"
+
+
+def sandboxd_state(st):
+    """The stack's sandboxd on disk and in cgroups: {records, workspaces, trash, cgroups}
+    (names of sandboxes/*.meta, workspaces/s<slot>, trash entries, and the s<slot> cgroup
+    dirs of its instance in every hierarchy)."""
+    state = st.path("state/sandboxd")
+    out = {}
+    for sub in ("sandboxes", "workspaces", "trash"):
+        d = os.path.join(state, sub)
+        out[sub] = sorted(os.listdir(d)) if os.path.isdir(d) else []
+    inst = sandboxd_instance(st)
+    cg = []
     for root, dirs, _ in os.walk("/sys/fs/cgroup"):
         if os.path.basename(root) == inst:
-            out += [f"cgroup {root}/{x}" for x in dirs]
+            cg += [f"{root}/{x}" for x in dirs]
             dirs[:] = []
         elif root.count("/") > 8:
             dirs[:] = []
+    out["cgroups"] = sorted(cg)
     return out
+
+
+def sandboxd_leftovers(st, running):
+    """What sandboxd holds beyond its pool once every run ended: any record, more than
+    POOL_SIZE workspaces or cgroups, a cgroup without its workspace, the trash. Stopped
+    (running False): any cgroup (the stop kills every sandbox); the pool's spares keep their
+    workspaces over a stop (the next start deletes them as orphans), counted apart.
+    Returns (leftovers, spare workspaces kept at a stop)."""
+    s = sandboxd_state(st)
+    left = [f"record {x}" for x in s["sandboxes"]] + [f"trash {x}" for x in s["trash"]]
+    slots = {os.path.basename(c) for c in s["cgroups"]}
+    if running:
+        if len(s["workspaces"]) > POOL_SIZE:
+            left += [f"workspace {x}" for x in s["workspaces"]]
+        left += [f"cgroup {c}" for c in s["cgroups"]
+                 if os.path.basename(c) not in s["workspaces"]]
+        if len(slots) > POOL_SIZE:
+            left += [f"cgroup {c}" for c in s["cgroups"]]
+        return left, []
+    left += [f"cgroup {c}" for c in s["cgroups"]]
+    spares = s["workspaces"]
+    if len(spares) > POOL_SIZE:
+        left += [f"workspace {x}" for x in spares]
+        spares = []
+    return left, spares
 
 
 def stack_processes(st):
@@ -466,11 +501,18 @@ def main():
             failures.append(f"journaled publish ids: {len(ids)} ({len(set(ids))} distinct) "
                             f"for {len(runs)} runs")
 
-        # 4. Leftovers, after a clean stop.
+        # 4. Leftovers: once every run ended (sandboxd running; discards are asynchronous),
+        # then after a clean stop.
+        left = []
+        try:
+            wait_for(lambda: not sandboxd_leftovers(st, True)[0], 20, "sandboxd to settle")
+        except TestFailure:
+            left += sandboxd_leftovers(st, True)[0]
         st.stop()
         st.started = False
         time.sleep(0.5)
-        left = sandboxd_leftovers(st) + stack_processes(st)
+        stopped, spares = sandboxd_leftovers(st, False)
+        left += stopped + stack_processes(st)
         if left:
             failures.append(f"{len(left)} leftover(s): {left[:10]}")
         fatal = fatal_lines(st)
@@ -491,7 +533,8 @@ def main():
         print(f"  duplicates: model {len(duplicates)}, publishes "
               f"{(posts or 0) - len(runs)} (posts {posts}, replays "
               f"{s.get('idempotent_replays')})")
-        print(f"  leftovers: {len(left)}; fatal log lines: {len(fatal)}; unexpected deaths: "
+        print(f"  leftovers: {len(left)} (pool spares' workspaces kept over the stop: "
+              f"{len(spares)}); fatal log lines: {len(fatal)}; unexpected deaths: "
               f"{len(ch.unexpected)}; restart retries: {len(ch.restart_failures)}")
         if ch.not_resumable:
             print(f"  failed, not resumable: {dict(list(ch.not_resumable.items())[:5])}")
