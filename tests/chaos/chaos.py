@@ -515,6 +515,10 @@ def main():
         left += stopped + stack_processes(st)
         if left:
             failures.append(f"{len(left)} leftover(s): {left[:10]}")
+            for rid in sorted({x[7:-5] for x in left if x.startswith("record ")})[:3]:
+                failures.append(f"what the logs say of {rid}:\n  " + "\n  ".join(
+                    f"{d}: {line[:260]}" for d in ("orchestrator", "sandboxd")
+                    for line in st.log(d).splitlines() if rid in line))
         fatal = fatal_lines(st)
         if fatal:
             failures.append("fatal lines in daemon logs:\n  " + "\n  ".join(fatal[:20]))
