@@ -77,6 +77,11 @@ def parse_args():
                     help="seconds a killed daemon stays down (uniform)")
     ap.add_argument("--drain", type=int, default=env_int("CHAOS_DRAIN", 180),
                     help="seconds allowed after the kills for every run to end")
+    ap.add_argument("--llm-latency-ms", type=int, default=env_int("CHAOS_LLM_LATENCY_MS", 400),
+                    help="mock-llm's delay per model call: calls in flight when kills land")
+    ap.add_argument("--services-latency-ms", type=int,
+                    default=env_int("CHAOS_SERVICES_LATENCY_MS", 300),
+                    help="mock-services' delay per lookup and publish")
     ap.add_argument("--keep", action="store_true", help="keep the temp home for inspection")
     return ap.parse_args()
 
@@ -415,7 +420,8 @@ def main():
     if args.seed == 0:
         args.seed = int(time.time() * 1000) % 1000000007
     print(f"chaos: seed={args.seed} runs={args.runs} duration={args.duration}s "
-          f"concurrency={args.concurrency} kill_every={args.kill_every} down={args.down}",
+          f"concurrency={args.concurrency} kill_every={args.kill_every} down={args.down} "
+          f"latency llm={args.llm_latency_ms}ms services={args.services_latency_ms}ms",
           flush=True)
     if os.geteuid() != 0:
         print("chaos needs root for sandboxd; skipped")
@@ -426,7 +432,9 @@ def main():
             return 77
     lock = hold_ctest_lock()  # noqa: F841 - held until exit
     failures = []
-    with Stack(args, "chaos", sandbox=True, services=True, approvals=True) as st:
+    with Stack(args, "chaos", sandbox=True, services=True, approvals=True,
+               mock_args=f"--latency-ms {args.llm_latency_ms}",
+               services_args=f"--latency-ms {args.services_latency_ms}") as st:
         install_repo_content(st)
         st.start()
         ch = Chaos(args, st)
