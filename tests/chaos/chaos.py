@@ -13,9 +13,11 @@ Around the runs, as an operator would:
 
 At the end (no more kills, every run ended or the drain timed out):
 - every run succeeded;
-- mock-llm served each model call once: a fingerprint served twice must have had a kill of the
-  orchestrator or credproxy (the model route) between its two serves, at most one repeat per
-  such kill; the journal holds 4 model steps per run and mock-llm saw 4 conversations' steps;
+- mock-llm served no journaled model call twice: each journaled model step is found by its
+  request's fingerprint (the run's system prompt and task, the number of messages); no serve
+  of it came after the step was journaled, and a serve before that did not count only if a kill
+  of the orchestrator or credproxy (the model route) came between it and the next; mock-llm saw
+  4 distinct calls per run (repeats are counted and printed);
 - mock-services got exactly one publish per run (posts == runs, distinct message ids that are
   the ones the runs journaled);
 - after a clean stop: no workspace, sandbox record or cgroup of this stack's sandboxd, and no
@@ -43,7 +45,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../lib"))
-from ahptest import Stack, TestFailure, check, pid_alive, wait_for  # noqa: E402
+from ahptest import (Stack, TestFailure, check, fingerprint, pid_alive,  # noqa: E402
+                     wait_for)
 
 PROFILE = "team-digest-approved"
 DAEMONS = ("orchestrator", "sandboxd", "credproxy", "servicesd", "approvald")
@@ -471,22 +474,39 @@ def main():
         route_kills = sorted(t for t, d in ch.kill_times if d in MODEL_ROUTE)
         repeats = sum(n - 1 for n in by_fp.values() if n > 1)
         duplicates = []
-        for fp, n in by_fp.items():
-            if n < 2:
+        # Each journaled model step, by the fingerprint mock-llm gave its request (the
+        # system prompt and task of the run, the number of messages): no serve after the
+        # step was journaled, and each earlier serve that did not count needs a kill of the
+        # model route between it and the next (from a latency before it: a request sent
+        # before the kill is served after it).
+        tasks_of = {rid: r.get("task") for rid, r in runs.items()}
+        task_rows = dict(st.db_rows("SELECT id, task FROM runs"))
+        slack = args.llm_latency_ms / 1000.0 + 1.0
+        rows = [(rid, json.loads(intent), done_ms) for rid, intent, done_ms in st.db_rows(
+            "SELECT run_id, intent, completed_ms FROM steps WHERE kind='model' AND status=0 "
+            "ORDER BY run_id, seq")]
+        system = {rid: it["system"] for rid, it, _ in rows if "system" in it}  # first call's
+        for rid, it, done_ms in rows:
+            task = task_rows.get(rid, tasks_of.get(rid))
+            msgs = [{"role": "system", "content": system.get(rid, "")},
+                    {"role": "user", "content": task}]
+            fp = fingerprint(msgs + [{"role": "assistant"}] * (int(it["messages"]) - 2))[:16]
+            times = sorted(serves.get(fp, []))
+            if not times:
+                duplicates.append(f"{rid} model call with {it['messages']} messages: "
+                                  f"fingerprint {fp} never served")
                 continue
-            times = sorted(serves.get(fp[:16], []))
-            if len(times) != n:
-                duplicates.append(f"{fp[:16]} served {n}x, {len(times)} log lines")
-                continue
-            # Each repeat needs its own kill of the model route after the previous serve
-            # (5 s slack: a request sent before the kill may be served just after it).
+            late = [t for t in times if t > done_ms / 1000.0 + 0.25]
+            if late:
+                duplicates.append(f"{rid} model call with {it['messages']} messages "
+                                  f"({fp}) served again at {late} after it was journaled "
+                                  f"at {done_ms / 1000.0:.3f}")
             for a, b in zip(times, times[1:]):
-                if not any(a - 5 <= k <= b for k in route_kills):
-                    duplicates.append(f"{fp[:16]} served at {a:.3f} and again at {b:.3f} "
+                if not any(a - slack <= k <= b for k in route_kills):
+                    duplicates.append(f"{rid} {fp} served at {a:.3f} and again at {b:.3f} "
                                       "with no kill of the orchestrator or credproxy between")
         if duplicates:
-            failures.append("model calls served twice without a kill: " + "; ".join(
-                duplicates[:10]))
+            failures.append("model calls served twice: " + "; ".join(duplicates[:10]))
         route_kill_count = sum(ch.kills[d] for d in MODEL_ROUTE)
         if repeats > route_kill_count * args.concurrency:
             failures.append(f"{repeats} repeated model calls for {route_kill_count} kills "
