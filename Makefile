@@ -8,7 +8,7 @@ BUILD := build-san
 CMAKE_FLAGS += -DAHP_SANITIZE=ON
 endif
 
-.PHONY: all deps configure build test fuzz demo bench clean format
+.PHONY: all deps configure build test fuzz demo bench chaos clean format
 
 all: build
 
@@ -41,6 +41,18 @@ bench: build
 .PHONY: compose-test
 compose-test:
 	@python3 tests/compose/run
+
+# Whole-platform chaos test (tests/chaos): CHAOS_RUNS approval tours, CHAOS_CONCURRENCY at
+# once, while random daemons are SIGKILLed and restarted for CHAOS_DURATION seconds; needs
+# root. CHAOS_SEED=N repeats a run's kill schedule (0: from the clock, printed). CI runs a
+# two-minute version (ctest -L chaos).
+CHAOS_RUNS ?= 200
+CHAOS_DURATION ?= 600
+CHAOS_CONCURRENCY ?= 8
+CHAOS_SEED ?= 0
+chaos: build
+	@python3 tests/chaos/chaos.py --bin $(BUILD)/bin --src . --runs $(CHAOS_RUNS) \
+		--duration $(CHAOS_DURATION) --concurrency $(CHAOS_CONCURRENCY) --seed $(CHAOS_SEED)
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

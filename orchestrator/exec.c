@@ -391,7 +391,8 @@ orch_exec_park(orch_run_t *run)
 		x->req = 0;
 	}
 	orch_sbx_destroy(run->o, run->id, 1);
-	x->used = 0;
+	/* x->used stays set: the kept workspace is sandboxd's until the run's
+	 * end destroys it (s_ended), whether or not another exec follows. */
 	x->created = 0;
 }
 

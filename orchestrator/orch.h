@@ -55,6 +55,7 @@ int orch_failure_resumable(const char *reason);
 
 typedef struct orch orch_t;
 typedef struct orch_run orch_run_t;
+typedef struct orch_sbx_destroy orch_sbx_destroy_t;
 typedef struct orch_call orch_call_t;
 typedef struct orch_egress orch_egress_t;
 typedef struct orch_gate orch_gate_t; /* approvals.c: a step waiting on a human */
@@ -240,6 +241,8 @@ struct orch {
 	void *zctx;
 	ahp_rpc_server_t *server;
 	ahp_client_t *sbx;
+	orch_sbx_destroy_t *sbx_destroys; /* sandbox.c: Destroys not answered yet */
+	size_t n_sbx_destroys;
 	orch_egress_t *egress;           /* egress.c: the credproxy client and the followed runs */
 	ahp_client_t *svc;               /* services.c: the servicesd client */
 	orch_appr_t *appr;               /* approvals.c: the approvald client and its Watch */
@@ -463,7 +466,8 @@ void orch_exec_reply(orch_run_t *run, int status, const char *message,
 json_t *orch_sbx_result_json(const Ahp__Sbx__ExecResult *r);
 
 /* Stops the run's sandbox while it waits on a human: destroyed with its
- * workspace kept; the next exec creates it again around that workspace. */
+ * workspace kept; the next exec creates it again around that workspace, and
+ * the run's end destroys the workspace as for a live sandbox. */
 void orch_exec_park(orch_run_t *run);
 
 /* sandbox.c: the sandboxd client (an ahp_client) */
@@ -480,8 +484,13 @@ uint64_t orch_sbx_request(orch_t *o, orch_run_t *run, const Ahp__Sbx__Request *r
 int orch_sbx_present(orch_t *o);
 /* Forgets a request whose run no longer waits for it. */
 void orch_sbx_forget(orch_t *o, uint64_t id);
-/* Fire-and-forget destroy of the run's sandbox. keep_workspace: sandboxd keeps
- * its workspace (retained, within its retain_failed_* limits) for a resume. */
+/* Destroys the run's sandbox. keep_workspace: sandboxd keeps its workspace
+ * (retained, within its retain_failed_* limits) for a resume. Nobody waits for
+ * the answer, but the Destroy is sent again every second until sandboxd answers
+ * it (a sandboxd that is down or restarting would otherwise keep the sandbox and
+ * its workspace for good), unless the run sends its sandbox another request
+ * first. At most 65536 wait at once (more: logged, dropped). Lost if the
+ * orchestrator stops first. */
 void orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace);
 /* Drains replies and hands them to their runs. */
 void orch_sbx_recv(orch_t *o);

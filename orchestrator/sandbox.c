@@ -1,5 +1,6 @@
 /* orchestrator: the sandboxd client — an ahp_client whose replies go to the exec tool of the run
  * that asked. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,12 +10,80 @@
 
 #include "orch.h"
 
-/* The owner of every request is its run; a run forgets its request before it
- * is freed, so the owner is always alive here. */
+#define S_DESTROY_TAG ((uintptr_t)0x5bd1) /* odd: never an orch_run_t's first pointer */
+#define S_DESTROY_TIMEOUT_MS 10000
+#define S_DESTROY_RETRY_MS 1000
+#define S_DESTROY_MAX 65536 /* Destroys kept for a sandboxd that is away */
+
+/* A Destroy sandboxd has not answered yet (o->sbx_destroys): sent again every
+ * S_DESTROY_RETRY_MS until it answers (done, or "unknown sandbox"). Its first
+ * word is S_DESTROY_TAG; a run, the other owner of sandboxd requests, starts
+ * with a pointer (NULL or aligned), so s_done tells them apart. */
+struct orch_sbx_destroy {
+	uintptr_t tag;
+	orch_t *o;
+	orch_sbx_destroy_t *next;
+	uint64_t id; /* request in flight, 0 = due at `due` */
+	int64_t due; /* monotonic ms */
+	int keep;
+	char run_id[ORCH_RUN_ID_MAX];
+};
+
+static void s_destroy_send(orch_sbx_destroy_t *d);
+
+static void
+s_destroy_free(orch_sbx_destroy_t *d)
+{
+	orch_sbx_destroy_t **pp = &d->o->sbx_destroys;
+	while (*pp != NULL && *pp != d)
+		pp = &(*pp)->next;
+	if (*pp == d)
+		*pp = d->next;
+	d->o->n_sbx_destroys--;
+	free(d);
+}
+
+static void
+s_destroy_done(orch_sbx_destroy_t *d, int status, const uint8_t *body, size_t len)
+{
+	d->id = 0;
+	if (status == 0) {
+		Ahp__Sbx__Reply *reply = ahp__sbx__reply__unpack(NULL, len, body);
+		int st = reply == NULL ? AHP__STATUS__ERR_INTERNAL
+		         : reply->error != NULL && reply->error->status != 0
+		             ? (int)reply->error->status
+		             : 0;
+		if (reply != NULL)
+			ahp__sbx__reply__free_unpacked(reply, NULL);
+		/* done, or nothing left to destroy (an earlier copy was applied) */
+		if (st == 0 || st == AHP__STATUS__ERR_NOT_FOUND) {
+			s_destroy_free(d);
+			return;
+		}
+		if (st == AHP__STATUS__ERR_BAD_REQUEST || st == AHP__STATUS__ERR_INTERNAL) {
+			log_warn("sandboxd refused to destroy sandbox %s (status %d)", d->run_id,
+			         st);
+			s_destroy_free(d);
+			return;
+		}
+	}
+	/* lost with the connection, timed out or "unavailable": again later */
+	d->due = ahp_mono_ms() + S_DESTROY_RETRY_MS;
+}
+
+/* The owner of a request is its run, or a Destroy; a run forgets its request
+ * before it is freed, and a Destroy lives until answered, so the owner is
+ * always alive here. */
 static void
 s_done(void *owner, uint64_t id, int status, const char *message, const uint8_t *body, size_t len)
 {
 	(void)id;
+	uintptr_t tag;
+	memcpy(&tag, owner, sizeof(tag));
+	if (tag == S_DESTROY_TAG) {
+		s_destroy_done(owner, status, body, len);
+		return;
+	}
 	orch_run_t *run = owner;
 	if (status != 0) {
 		orch_exec_reply(run, status, message, NULL);
@@ -41,6 +110,12 @@ void
 orch_sbx_teardown(orch_t *o)
 {
 	ahp_client_destroy(&o->sbx);
+	while (o->sbx_destroys != NULL) {
+		orch_sbx_destroy_t *d = o->sbx_destroys;
+		o->sbx_destroys = d->next;
+		free(d);
+	}
+	o->n_sbx_destroys = 0;
 }
 
 void *
@@ -72,7 +147,20 @@ orch_sbx_recv(orch_t *o)
 long
 orch_sbx_timers(orch_t *o, int64_t now, long max)
 {
-	return o->sbx != NULL ? ahp_client_timers(o->sbx, now, max) : max;
+	if (o->sbx == NULL)
+		return max;
+	long next = ahp_client_timers(o->sbx, now, max);
+	/* Destroys due again; s_destroy_send may free nothing here (a send that
+	 * fails only reschedules), so the walk is safe. */
+	for (orch_sbx_destroy_t *d = o->sbx_destroys; d != NULL; d = d->next) {
+		if (d->id != 0)
+			continue;
+		if (d->due <= now)
+			s_destroy_send(d);
+		if (d->id == 0 && d->due - now < next)
+			next = d->due - now > 0 ? (long)(d->due - now) : 0;
+	}
+	return next;
 }
 
 int
@@ -91,9 +179,28 @@ s_pack(const Ahp__Sbx__Request *req, size_t *len)
 	return buf;
 }
 
+/* Drops the run's unanswered Destroy: the run is using its sandbox again (a
+ * resume or the exec after an approval), which a late Destroy would kill. One
+ * already sent arrives before this request (one connection, in order). */
+static void
+s_destroy_cancel(orch_t *o, const char *run_id)
+{
+	orch_sbx_destroy_t *d = o->sbx_destroys;
+	while (d != NULL) {
+		orch_sbx_destroy_t *next = d->next;
+		if (strcmp(d->run_id, run_id) == 0) {
+			if (d->id != 0)
+				ahp_client_forget(o->sbx, d->id);
+			s_destroy_free(d);
+		}
+		d = next;
+	}
+}
+
 uint64_t
 orch_sbx_request(orch_t *o, orch_run_t *run, const Ahp__Sbx__Request *req, long timeout_ms)
 {
+	s_destroy_cancel(o, run->id);
 	size_t len;
 	uint8_t *buf = s_pack(req, &len);
 	if (buf == NULL)
@@ -110,22 +217,46 @@ orch_sbx_forget(orch_t *o, uint64_t id)
 		ahp_client_forget(o->sbx, id);
 }
 
+static void
+s_destroy_send(orch_sbx_destroy_t *d)
+{
+	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
+	Ahp__Sbx__DestroyRequest dr = AHP__SBX__DESTROY_REQUEST__INIT;
+	dr.sandbox_id = d->run_id;
+	dr.keep_workspace = d->keep != 0;
+	req.body_case = AHP__SBX__REQUEST__BODY_DESTROY;
+	req.destroy = &dr;
+	size_t len;
+	uint8_t *buf = s_pack(&req, &len);
+	d->id = buf != NULL ? ahp_client_send(d->o->sbx, d, buf, len, S_DESTROY_TIMEOUT_MS) : 0;
+	free(buf);
+	if (d->id == 0)
+		d->due = ahp_mono_ms() + S_DESTROY_RETRY_MS;
+}
+
 void
 orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace)
 {
-	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
-	Ahp__Sbx__DestroyRequest d = AHP__SBX__DESTROY_REQUEST__INIT;
-	d.sandbox_id = (char *)run_id;
-	d.keep_workspace = keep_workspace != 0;
-	req.body_case = AHP__SBX__REQUEST__BODY_DESTROY;
-	req.destroy = &d;
-	size_t len;
-	uint8_t *buf = s_pack(&req, &len);
-	/* The reply is dropped; a sandbox left behind (sandboxd absent) is
-	 * destroyed again if the run is ever resumed and ends. */
-	if (buf == NULL || ahp_client_post(o->sbx, buf, len) != 0)
+	/* A newer Destroy of the same sandbox replaces an unanswered one. */
+	s_destroy_cancel(o, run_id);
+	if (o->n_sbx_destroys >= S_DESTROY_MAX) {
+		log_warn("cannot keep the destroy of sandbox %s: %d destroys wait for sandboxd",
+		         run_id, S_DESTROY_MAX);
+		return;
+	}
+	orch_sbx_destroy_t *d = calloc(1, sizeof(*d));
+	if (d == NULL || ahp_strlcpy(d->run_id, run_id, sizeof(d->run_id)) != 0) {
 		log_warn("cannot send destroy for sandbox %s", run_id);
-	free(buf);
+		free(d);
+		return;
+	}
+	d->tag = S_DESTROY_TAG;
+	d->o = o;
+	d->keep = keep_workspace != 0;
+	d->next = o->sbx_destroys;
+	o->sbx_destroys = d;
+	o->n_sbx_destroys++;
+	s_destroy_send(d);
 }
 
 static const char *

@@ -18,7 +18,7 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../lib"))
-from ahptest import Stack, check, run_test
+from ahptest import Stack, check, run_test, wait_for
 
 TASK = "Post a digest on durability for the team"
 PROFILE = "team-digest-approved"
@@ -128,6 +128,12 @@ def main(args):
         s = st.services_stats()
         check(s["posts"] == 1 and s["by_webhook"] == {"team-updates": 1},
               f"mock-services stats {s}")
+
+        # The sandbox parked for the approval kept its workspace; the run's end discards it
+        # (found by the chaos test: every approved run left one behind).
+        meta = st.path(f"state/sandboxd/sandboxes/{run_id}.meta")
+        wait_for(lambda: not os.path.exists(meta), 10,
+                 f"sandboxd to drop the parked workspace of {run_id}")
     return 0
 
 
