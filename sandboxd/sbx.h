@@ -43,6 +43,8 @@ typedef struct {
 	uint32_t output_kb;
 	uint32_t file_size_mb;
 	uint32_t open_files;
+	uint32_t disk_mb;    /* size of the sandbox's filesystem (/workspace + /tmp) */
+	uint32_t cpus_milli; /* CPU bandwidth, thousandths of a CPU */
 } sbx_limits_t;
 
 /* Daemon configuration, resolved from the cfg table (main.c). */

@@ -140,14 +140,15 @@ sbx_store_meta_write(sbx_store_t *self, const char *id, const sbx_meta_t *m, boo
 	if (s_path(p, sizeof(p), "%s/%s.meta%s", self->meta, id, "") != 0 ||
 	    s_path(tmp, sizeof(tmp), "%s/.%s.meta%s", self->meta, id, ".tmp") != 0)
 		return -1;
-	int n = snprintf(
-	    buf, sizeof(buf),
-	    "profile=%s\nnetwork=%d\nslot=%u\nmemory_mb=%u\npids_max=%u\ncpu_seconds=%u\n"
-	    "timeout_s=%u\noutput_kb=%u\nfile_size_mb=%u\nopen_files=%u\ncreated_ms=%lld\n"
-	    "execs=%u\nkept=%d\nkept_ms=%lld\ncwd=%s\n",
-	    m->profile, m->network, m->slot, m->lim.memory_mb, m->lim.pids_max, m->lim.cpu_seconds,
-	    m->lim.timeout_s, m->lim.output_kb, m->lim.file_size_mb, m->lim.open_files,
-	    (long long)m->created_ms, m->execs, m->kept ? 1 : 0, (long long)m->kept_ms, m->cwd);
+	int n =
+	    snprintf(buf, sizeof(buf),
+	             "profile=%s\nnetwork=%d\nslot=%u\nmemory_mb=%u\npids_max=%u\ncpu_seconds=%u\n"
+	             "timeout_s=%u\noutput_kb=%u\nfile_size_mb=%u\nopen_files=%u\ndisk_mb=%u\n"
+	             "cpus_milli=%u\ncreated_ms=%lld\nexecs=%u\nkept=%d\nkept_ms=%lld\ncwd=%s\n",
+	             m->profile, m->network, m->slot, m->lim.memory_mb, m->lim.pids_max,
+	             m->lim.cpu_seconds, m->lim.timeout_s, m->lim.output_kb, m->lim.file_size_mb,
+	             m->lim.open_files, m->lim.disk_mb, m->lim.cpus_milli, (long long)m->created_ms,
+	             m->execs, m->kept ? 1 : 0, (long long)m->kept_ms, m->cwd);
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return -1;
 	/* A new sandbox's record is written in place (one create, no rename:
@@ -201,6 +202,8 @@ s_meta_field(sbx_meta_t *m, const char *k, const char *v, bool *seen_slot)
 	           {"output_kb", &m->lim.output_kb},
 	           {"file_size_mb", &m->lim.file_size_mb},
 	           {"open_files", &m->lim.open_files},
+	           {"disk_mb", &m->lim.disk_mb},
+	           {"cpus_milli", &m->lim.cpus_milli},
 	           {"execs", &m->execs}};
 	for (size_t i = 0; i < sizeof(u32) / sizeof(u32[0]); i++) {
 		if (strcmp(k, u32[i].key) != 0)
@@ -265,6 +268,11 @@ sbx_store_meta_read(sbx_store_t *self, const char *id, sbx_meta_t *m)
 	}
 	if (m->cwd[0] == '\0')
 		memcpy(m->cwd, "/workspace", sizeof("/workspace"));
+	/* records written before these limits existed */
+	if (m->lim.disk_mb == 0)
+		m->lim.disk_mb = AHP_LIM_DISK_MB_DEF;
+	if (m->lim.cpus_milli == 0)
+		m->lim.cpus_milli = AHP_LIM_CPUS_MILLI_DEF;
 	return 0;
 }
 

@@ -80,6 +80,8 @@ s_field(Ahp__Sbx__Limits *l, ahp_limit_id_t id)
 		return &l->timeout_s;
 	case AHP_LIMIT_OUTPUT_KB:
 		return &l->output_kb;
+	case AHP_LIMIT_DISK_MB:
+		return &l->disk_mb;
 	default:
 		return NULL;
 	}
@@ -92,9 +94,9 @@ static void
 test_loader_and_sandboxd_agree(void **state)
 {
 	const char *dir = *state;
-	const ahp_limit_id_t shared[] = {AHP_LIMIT_MEMORY_MB, AHP_LIMIT_PIDS_MAX,
+	const ahp_limit_id_t shared[] = {AHP_LIMIT_MEMORY_MB,   AHP_LIMIT_PIDS_MAX,
 	                                 AHP_LIMIT_CPU_SECONDS, AHP_LIMIT_TIMEOUT_S,
-	                                 AHP_LIMIT_OUTPUT_KB};
+	                                 AHP_LIMIT_OUTPUT_KB,   AHP_LIMIT_DISK_MB};
 	for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++) {
 		const ahp_limit_t *lim = ahp_limit(shared[i]);
 		assert_non_null(lim);
@@ -153,6 +155,48 @@ test_loader_run_limits(void **state)
 	}
 }
 
+/* sandbox.cpus: the loader takes CPUs as a decimal, sandboxd millicpus; both
+ * bounds agree (0.01 CPU = 10 millicpus .. 64 CPUs = 64000). */
+static void
+test_cpus_agree(void **state)
+{
+	const char *dir = *state;
+	static const struct {
+		const char *cpus;
+		uint32_t milli;
+		bool in;
+	} v[] = {{"0.009", 9, false},
+	         {"0.01", 10, true},
+	         {"64", 64000, true},
+	         {"64.001", 64001, false},
+	         {"0.5", 500, true}};
+	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+		char path[PATH_MAX], yaml[256], err[1024] = "", serr[256] = "";
+		snprintf(path, sizeof path, "%s/p.yaml", dir);
+		snprintf(yaml, sizeof yaml,
+		         "name: p\nmodel: mock:x\nsystem_prompt: s\nsandbox: { cpus: %s }\n",
+		         v[i].cpus);
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		fputs(yaml, f);
+		assert_int_equal(fclose(f), 0);
+		ahp_profile_t *p = ahp_profile_load(path, "/nonexistent", err, sizeof err);
+		if ((p != NULL) != v[i].in)
+			fail_msg("loader cpus %s: %s", v[i].cpus, p ? "accepted" : err);
+		if (p != NULL)
+			assert_int_equal(p->sandbox.cpus_milli, v[i].milli);
+		ahp_profile_destroy(&p);
+		Ahp__Sbx__Limits req = AHP__SBX__LIMITS__INIT;
+		sbx_limits_t out;
+		req.cpus_milli = v[i].milli;
+		int src = sbx_request_limits(&req, &out, serr, sizeof serr);
+		if ((src == 0) != v[i].in)
+			fail_msg("sandboxd cpus_milli %u: %s", v[i].milli, src ? serr : "accepted");
+		if (src == 0)
+			assert_int_equal(out.cpus_milli, v[i].milli);
+	}
+}
+
 /* Defaults: what the loader fills is what sandboxd assumes for "not set". */
 static void
 test_defaults_agree(void **state)
@@ -173,6 +217,8 @@ test_defaults_agree(void **state)
 	assert_int_equal(p->sandbox.cpu_seconds, d.cpu_seconds);
 	assert_int_equal(p->sandbox.timeout_s, d.timeout_s);
 	assert_int_equal(p->sandbox.output_kb, d.output_kb);
+	assert_int_equal(p->sandbox.disk_mb, d.disk_mb);
+	assert_int_equal(p->sandbox.cpus_milli, d.cpus_milli);
 	assert_int_equal(p->limits.max_turns, ahp_limit(AHP_LIMIT_MAX_TURNS)->def);
 	assert_int_equal(p->limits.max_model_calls, ahp_limit(AHP_LIMIT_MAX_MODEL_CALLS)->def);
 	sbx_limits_t d2;
@@ -227,7 +273,7 @@ test_table(void **state)
 		assert_ptr_equal(ahp_limit_by_name(l->name), l);
 	}
 	assert_null(ahp_limit(AHP_LIMIT__COUNT));
-	assert_null(ahp_limit_by_name("sandbox.cpus"));
+	assert_null(ahp_limit_by_name("sandbox.gpus"));
 	assert_int_equal(ahp_limit_check(AHP_LIMIT_OUTPUT_KB, 10240, err, sizeof err), -1);
 	assert_string_equal(err, "sandbox.output_kb 10240 is out of range (allowed 1..1024)");
 	assert_int_equal(ahp_limit_check(AHP_LIMIT__COUNT, 1, err, sizeof err), -1);
@@ -276,6 +322,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_loader_and_sandboxd_agree, setup_tmp,
 	                                    teardown_tmp),
 	    cmocka_unit_test_setup_teardown(test_loader_run_limits, setup_tmp, teardown_tmp),
+	    cmocka_unit_test_setup_teardown(test_cpus_agree, setup_tmp, teardown_tmp),
 	    cmocka_unit_test_setup_teardown(test_defaults_agree, setup_tmp, teardown_tmp),
 	    cmocka_unit_test(test_exec_request),
 	    cmocka_unit_test(test_docs_match_table),
