@@ -13,11 +13,14 @@
 #include "ahp/util.h"
 #include "sbx.h"
 
-enum { S_MEM = 0, S_PIDS = 1, S_NCTL = 2 };
+/* S_CPU is optional: without a cpu hierarchy (v1) or controller (v2),
+ * sandbox.cpus is not enforced and a warning says so at start. */
+enum { S_MEM = 0, S_PIDS = 1, S_CPU = 2, S_NCTL = 3 };
 
 /* Instance directories: v1 has one per controller hierarchy, v2 one. */
 static int s_version; /* 0 = not set up, 1, 2 */
 static char s_inst[S_NCTL][PATH_MAX];
+static bool s_has_cpu; /* the cpu controller is there: sandbox.cpus is enforced */
 
 struct sbx_cgroup {
 	char dir[S_NCTL][PATH_MAX]; /* v2: only [0] */
@@ -159,6 +162,18 @@ s_own_dir(const char *ctrl, char *out, size_t len)
 	return stat(out, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
 }
 
+/* How many of s_inst / a cgroup's dir[] are in use: v2 one, v1 one per
+ * controller (the cpu one only when it exists). */
+static int
+s_nctl(void)
+{
+	if (s_version == 2)
+		return 1;
+	if (s_version == 1)
+		return s_has_cpu ? S_NCTL : S_CPU;
+	return 0;
+}
+
 static void
 s_kill_tasks(const char *dir)
 {
@@ -228,9 +243,11 @@ s_setup_v2(const char *instance)
 	if (!s_v2_has(own, "cgroup.controllers", "memory") ||
 	    !s_v2_has(own, "cgroup.controllers", "pids"))
 		return -1;
+	s_has_cpu = s_v2_has(own, "cgroup.controllers", "cpu");
+	const char *ctrls = s_has_cpu ? "+memory +pids +cpu" : "+memory +pids";
 	/* Controllers can be delegated only from a cgroup without processes
 	 * (v2's no-internal-process rule): move sandboxd into a leaf first. */
-	if (s_write(own, "cgroup.subtree_control", "+memory +pids") != 0) {
+	if (s_write(own, "cgroup.subtree_control", ctrls) != 0) {
 		if (errno != EBUSY)
 			return -1;
 		char leaf[PATH_MAX];
@@ -242,7 +259,7 @@ s_setup_v2(const char *instance)
 		char pid[32];
 		snprintf(pid, sizeof(pid), "%d", (int)getpid());
 		if (s_write(leaf, "cgroup.procs", pid) != 0 ||
-		    s_write(own, "cgroup.subtree_control", "+memory +pids") != 0)
+		    s_write(own, "cgroup.subtree_control", ctrls) != 0)
 			return -1;
 	}
 	if (snprintf(s_inst[0], sizeof(s_inst[0]), "%s/ahp-sandboxd-%s", own, instance) >=
@@ -250,7 +267,7 @@ s_setup_v2(const char *instance)
 		return -1;
 	if (mkdir(s_inst[0], 0755) != 0 && errno != EEXIST)
 		return -1;
-	if (s_write(s_inst[0], "cgroup.subtree_control", "+memory +pids") != 0)
+	if (s_write(s_inst[0], "cgroup.subtree_control", ctrls) != 0)
 		return -1;
 	s_clean_instance(s_inst[0]);
 	s_version = 2;
@@ -260,11 +277,16 @@ s_setup_v2(const char *instance)
 static int
 s_setup_v1(const char *instance)
 {
-	const char *ctrl[S_NCTL] = {"memory", "pids"};
+	const char *ctrl[S_NCTL] = {"memory", "pids", "cpu"};
 	for (int i = 0; i < S_NCTL; i++) {
 		char own[PATH_MAX];
-		if (s_own_dir(ctrl[i], own, sizeof(own)) != 0)
+		if (s_own_dir(ctrl[i], own, sizeof(own)) != 0) {
+			if (i == S_CPU) {
+				s_inst[i][0] = '\0';
+				break;
+			}
 			return -1;
+		}
 		if (snprintf(s_inst[i], sizeof(s_inst[i]), "%s/ahp-sandboxd-%s", own, instance) >=
 		    (int)sizeof(s_inst[i]))
 			return -1;
@@ -274,6 +296,7 @@ s_setup_v1(const char *instance)
 	}
 	/* Children must count toward parents' limits (the default on new kernels). */
 	(void)s_write(s_inst[S_MEM], "memory.use_hierarchy", "1");
+	s_has_cpu = s_inst[S_CPU][0] != '\0';
 	s_version = 1;
 	return 0;
 }
@@ -283,10 +306,16 @@ sbx_cgroup_setup(const char *instance)
 {
 	char mnt[PATH_MAX], root[PATH_MAX];
 	bool v2 = s_mount_of(NULL, mnt, sizeof(mnt), root, sizeof(root)) == 0;
-	if (v2 && s_setup_v2(instance) == 0)
+	if (v2 && s_setup_v2(instance) == 0) {
+		if (!s_has_cpu)
+			log_warn("no cgroup cpu controller: sandbox.cpus is not enforced");
 		return 0;
-	if (s_setup_v1(instance) == 0)
+	}
+	if (s_setup_v1(instance) == 0) {
+		if (!s_has_cpu)
+			log_warn("no cgroup cpu controller: sandbox.cpus is not enforced");
 		return 0;
+	}
 	log_error("no usable cgroup hierarchy with the memory and pids controllers "
 	          "(v2 with delegation, or v1 memory+pids mounts)");
 	return -1;
@@ -296,7 +325,7 @@ void
 sbx_cgroup_teardown(void)
 {
 	/* empty by now; left in place (EBUSY) if anything still runs in it */
-	int nctl = s_version == 1 ? S_NCTL : s_version == 2 ? 1 : 0;
+	int nctl = s_nctl();
 	for (int i = 0; i < nctl; i++)
 		(void)rmdir(s_inst[i]);
 }
@@ -311,7 +340,7 @@ sbx_cgroup_mode(void)
 static int
 s_dirs(const char *name, char dirs[S_NCTL][PATH_MAX])
 {
-	int nctl = s_version == 1 ? S_NCTL : 1;
+	int nctl = s_nctl();
 	for (int i = 0; i < S_NCTL; i++)
 		dirs[i][0] = '\0';
 	if (s_version == 0) {
@@ -326,6 +355,29 @@ s_dirs(const char *name, char dirs[S_NCTL][PATH_MAX])
 	return 0;
 }
 
+/* CPU bandwidth: cpus_milli thousandths of a CPU per 100 ms period (v1
+ * cpu.cfs_period_us + cpu.cfs_quota_us, v2 cpu.max "quota period"). The
+ * quota is for the whole cgroup: 2 busy loops under cpus 0.5 share half a
+ * CPU. 0 / -1 (errno). */
+static int
+s_write_cpu(const char *dir, uint32_t cpus_milli)
+{
+	char quota[32];
+	if (cpus_milli == 0)
+		cpus_milli = AHP_LIM_CPUS_MILLI_DEF;
+	/* 100000 us * milli / 1000; at least the kernel's 1 ms minimum */
+	snprintf(quota, sizeof(quota), "%u", cpus_milli * 100u < 1000u ? 1000u : cpus_milli * 100u);
+	if (s_version == 2) {
+		char max[48];
+		snprintf(max, sizeof(max), "%s 100000", quota);
+		return s_write(dir, "cpu.max", max);
+	}
+	/* a quota is checked against the period: set the period first */
+	if (s_write(dir, "cpu.cfs_period_us", "100000") != 0)
+		return -1;
+	return s_write(dir, "cpu.cfs_quota_us", quota);
+}
+
 static int
 s_write_limits(char dirs[S_NCTL][PATH_MAX], const sbx_limits_t *lim)
 {
@@ -334,6 +386,8 @@ s_write_limits(char dirs[S_NCTL][PATH_MAX], const sbx_limits_t *lim)
 	/* +1: init itself is a task of the cgroup */
 	snprintf(pids, sizeof(pids), "%u", lim->pids_max + 1);
 	const char *piddir = s_version == 1 ? dirs[S_PIDS] : dirs[0];
+	if (s_has_cpu && s_write_cpu(s_version == 1 ? dirs[S_CPU] : dirs[0], lim->cpus_milli) != 0)
+		return -1;
 	if (s_version == 1) {
 		/* memsw must stay >= the limit: when raising, memsw goes first */
 		if (s_write(dirs[0], "memory.limit_in_bytes", mem) != 0) {
@@ -357,7 +411,7 @@ sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid)
 	char dirs[S_NCTL][PATH_MAX];
 	if (s_dirs(name, dirs) != 0)
 		return -1;
-	int nctl = s_version == 1 ? S_NCTL : 1;
+	int nctl = s_nctl();
 	for (int i = 0; i < nctl; i++) {
 		if (mkdir(dirs[i], 0755) == 0)
 			continue;
@@ -445,7 +499,7 @@ sbx_cgroup_remove(sbx_cgroup_t *self)
 {
 	if (self == NULL || self->removed)
 		return 0;
-	int nctl = s_version == 1 ? S_NCTL : 1;
+	int nctl = s_nctl();
 	int busy = 0;
 	for (int i = 0; i < nctl; i++) {
 		if (self->dir[i][0] == '\0')

@@ -1403,6 +1403,7 @@ sbx_daemon_new(const sbx_config_t *cfg, char *err, size_t errlen)
 	}
 	if (sbx_plan_build(&self->cfg, self->store, self->plan, err, errlen) != 0)
 		goto fail;
+	sbx_disk_restore(self->store); /* workspaces of sandboxes from before a restart */
 	/* into the fresh /etc template: read as root, before any sandbox exists */
 	(void)sbx_ca_refresh(&self->cfg, self->store);
 	if (sbx_seccomp_build(&self->filter) != 0) {
@@ -1499,6 +1500,8 @@ sbx_daemon_destroy(sbx_daemon_t **self_p)
 	}
 	if (self->sigfd >= 0)
 		sbx_cgroup_teardown(); /* a daemon that got as far as making them */
+	if (self->store != NULL)
+		sbx_disk_release_all(self->store); /* images stay; mounts go */
 	ahp_rpc_server_destroy(&self->rpc);
 	if (self->zctx != NULL)
 		zmq_ctx_term(self->zctx);

@@ -21,11 +21,14 @@
  * Layout under state_dir:
  *   sandboxes/<id>.meta           key=value: profile, limits, uid slot, cwd... (the run id
  *                                 -> slot map; its absence means "no such sandbox")
- *   workspaces/s<slot>/           the sandbox's /workspace, owned by its host uid
+ *   workspaces/s<slot>/           mount point of the sandbox's disk (disk.c); its ws/ is
+ *                                 the /workspace, owned by its host uid, its tmp/ the /tmp
+ *   disks/s<slot>.img             the disk: an ext4 image (disk.c)
  *   execs/s<slot>.log             exec intents and results (append-only, below)
  *   trash/<uid>.<rand>/           removed workspaces being deleted (by the zygote)
  *   root/                         empty: each sandbox attaches its new root here
- *   etc/                          the /etc template every sandbox sees
+ *   etc/                          the /etc template every sandbox sees (a small tmpfs, so
+ *                                 a sandbox's mountinfo shows "/" as its root, no host path)
  * Workspaces and logs are named by uid slot, not run id: a pool spare is
  * built before its run id is known, and claiming it renames nothing.
  *
@@ -43,7 +46,7 @@
 struct sbx_store {
 	char dir[PATH_MAX];
 	char ws[PATH_MAX], meta[PATH_MAX], execs[PATH_MAX], trash[PATH_MAX], root[PATH_MAX],
-	    etc[PATH_MAX];
+	    etc[PATH_MAX], disks[PATH_MAX];
 };
 
 static int
@@ -71,7 +74,8 @@ sbx_store_new(const char *state_dir)
 		int mode;
 	} dirs[] = {{self->ws, "workspaces", 0700}, {self->meta, "sandboxes", 0700},
 	            {self->execs, "execs", 0700},   {self->trash, "trash", 0700},
-	            {self->root, "root", 0755},     {self->etc, "etc", 0755}};
+	            {self->root, "root", 0755},     {self->etc, "etc", 0755},
+	            {self->disks, "disks", 0700}};
 	if (ahp_mkdirs(state_dir, 0700) != 0)
 		goto fail;
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
@@ -114,13 +118,15 @@ sbx_store_dir(const sbx_store_t *self, const char *sub)
 		return self->execs;
 	if (strcmp(sub, "trash") == 0)
 		return self->trash;
+	if (strcmp(sub, "disks") == 0)
+		return self->disks;
 	return self->dir;
 }
 
 int
 sbx_store_workspace_path(const sbx_store_t *self, uint32_t slot, char *buf, size_t len)
 {
-	int n = snprintf(buf, len, "%s/s%u", self->ws, slot);
+	int n = snprintf(buf, len, "%s/s%u/ws", self->ws, slot);
 	return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
@@ -385,9 +391,9 @@ void
 sbx_store_orphans(sbx_store_t *self, bool (*used)(void *arg, uint32_t slot),
                   void (*fn)(void *arg, uint32_t slot), void *arg)
 {
-	const char *dirs[2] = {self->ws, self->execs};
-	const char *suffix[2] = {"", ".log"};
-	for (int k = 0; k < 2; k++) {
+	const char *dirs[3] = {self->ws, self->execs, self->disks};
+	const char *suffix[3] = {"", ".log", ".img"};
+	for (int k = 0; k < 3; k++) {
 		DIR *d = opendir(dirs[k]);
 		if (d == NULL)
 			continue;

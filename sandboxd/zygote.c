@@ -306,7 +306,9 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	args.env_proxy = s_env_proxy;
 	args.argv_area = sbx_argv_area;
 	args.argv_len = sbx_argv_len;
-	if (s_prepare(req->slot, req->uid, args.workspace, sizeof(args.workspace), rep->err,
+	if (sbx_disk_attach(s_store, req->slot, req->uid, &req->lim, rep->err, sizeof(rep->err)) !=
+	        0 ||
+	    s_prepare(req->slot, req->uid, args.workspace, sizeof(args.workspace), rep->err,
 	              sizeof(rep->err)) != 0) {
 		close(sv[0]);
 		close(sv[1]);
@@ -375,6 +377,7 @@ static void __attribute__((noreturn)) s_serve(int sock)
 			continue;
 		req.cgname[sizeof(req.cgname) - 1] = '\0';
 		if (req.type == SBX_ZY_DISCARD) {
+			(void)sbx_disk_discard(s_store, req.slot);
 			s_discard(req.slot, req.uid);
 			s_sweep();
 			continue;
