@@ -493,25 +493,58 @@ sbx_disk_restore(const sbx_store_t *store)
 	closedir(d);
 }
 
-void
-sbx_disk_release_all(const sbx_store_t *store)
+typedef struct {
+	uint32_t *slots;
+	size_t n, cap;
+} s_used_t;
+
+static void
+s_note_slot(void *arg, const char *id, const sbx_meta_t *meta)
 {
-	/* the /etc template's tmpfs (sandbox.c) goes too */
+	(void)id;
+	s_used_t *u = arg;
+	if (u->n == u->cap) {
+		size_t cap = u->cap ? u->cap * 2 : 64;
+		uint32_t *n = realloc(u->slots, cap * sizeof(*n));
+		if (n == NULL)
+			return;
+		u->slots = n;
+		u->cap = cap;
+	}
+	u->slots[u->n++] = meta->slot;
+}
+
+void
+sbx_disk_stop(sbx_store_t *store)
+{
+	/* the /etc template's tmpfs (sandbox.c) goes */
 	if (s_mounted(sbx_store_dir(store, "etc")) == 1 &&
 	    umount2(sbx_store_dir(store, "etc"), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
 		log_warn("unmounting %s: %s", sbx_store_dir(store, "etc"), strerror(errno));
-	DIR *d = opendir(sbx_store_dir(store, "workspaces"));
-	if (d == NULL)
-		return;
+	/* disks no sandbox record claims (pool spares whose discard the zygote
+	 * had not done yet) go; the others stay mounted with their sandbox */
+	s_used_t used = {NULL, 0, 0};
+	sbx_store_meta_each(store, s_note_slot, &used);
+	DIR *d = opendir(sbx_store_dir(store, "disks"));
 	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		char mp[PATH_MAX];
-		if (e->d_name[0] != 's' ||
-		    snprintf(mp, sizeof(mp), "%s/%s", sbx_store_dir(store, "workspaces"),
-		             e->d_name) >= (int)sizeof(mp))
+	while (d != NULL && (e = readdir(d)) != NULL) {
+		long slot;
+		char num[16];
+		size_t l = strlen(e->d_name);
+		if (e->d_name[0] != 's' || l < 6 || l - 5 >= sizeof(num) ||
+		    strcmp(e->d_name + l - 4, ".img") != 0)
 			continue;
-		if (s_mounted(mp) == 1 && umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
-			log_warn("unmounting %s: %s", mp, strerror(errno));
+		memcpy(num, e->d_name + 1, l - 5);
+		num[l - 5] = '\0';
+		if (ahp_parse_long(num, 0, UINT32_MAX - 1, &slot) != 0)
+			continue;
+		bool claimed = false;
+		for (size_t i = 0; i < used.n && !claimed; i++)
+			claimed = used.slots[i] == (uint32_t)slot;
+		if (!claimed)
+			(void)sbx_disk_discard(store, (uint32_t)slot);
 	}
-	closedir(d);
+	if (d != NULL)
+		closedir(d);
+	free(used.slots);
 }

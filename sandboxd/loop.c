@@ -1501,7 +1501,7 @@ sbx_daemon_destroy(sbx_daemon_t **self_p)
 	if (self->sigfd >= 0)
 		sbx_cgroup_teardown(); /* a daemon that got as far as making them */
 	if (self->store != NULL)
-		sbx_disk_release_all(self->store); /* images stay; mounts go */
+		sbx_disk_stop(self->store); /* spares' disks and the /etc tmpfs go */
 	ahp_rpc_server_destroy(&self->rpc);
 	if (self->zctx != NULL)
 		zmq_ctx_term(self->zctx);

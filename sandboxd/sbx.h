@@ -286,9 +286,11 @@ int sbx_disk_discard(const sbx_store_t *store, uint32_t slot);
 /* At start: mounts every image under disks/ that is not mounted (after a
  * restart, so retained and resumable workspaces are there again). */
 void sbx_disk_restore(const sbx_store_t *store);
-/* At a clean stop: unmounts (lazily) every disk and the /etc template's
- * tmpfs (sandbox.c); images stay for restore. */
-void sbx_disk_release_all(const sbx_store_t *store);
+/* At a clean stop: unmounts the /etc template's tmpfs (sandbox.c) and
+ * discards the disks no sandbox record claims (pool spares). The disks of
+ * sandboxes stay mounted while their sandbox exists, sandboxd running or
+ * not: the workspace stays readable on the host, and restore finds it. */
+void sbx_disk_stop(sbx_store_t *store);
 
 /* ---- zygote.c ---- */
 enum {
