@@ -522,7 +522,8 @@ sbx_disk_stop(sbx_store_t *store)
 	    umount2(sbx_store_dir(store, "etc"), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
 		log_warn("unmounting %s: %s", sbx_store_dir(store, "etc"), strerror(errno));
 	/* disks no sandbox record claims (pool spares whose discard the zygote
-	 * had not done yet) go; the others stay mounted with their sandbox */
+	 * had not done yet) go; the others are unmounted, their images stay
+	 * (sbx_disk_restore mounts them at the next start) */
 	s_used_t used = {NULL, 0, 0};
 	sbx_store_meta_each(store, s_note_slot, &used);
 	DIR *d = opendir(sbx_store_dir(store, "disks"));
@@ -541,8 +542,12 @@ sbx_disk_stop(sbx_store_t *store)
 		bool claimed = false;
 		for (size_t i = 0; i < used.n && !claimed; i++)
 			claimed = used.slots[i] == (uint32_t)slot;
+		char img[PATH_MAX], mp[PATH_MAX];
 		if (!claimed)
 			(void)sbx_disk_discard(store, (uint32_t)slot);
+		else if (s_paths(store, (uint32_t)slot, img, mp) == 0 && s_mounted(mp) == 1 &&
+		         umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
+			log_warn("unmounting %s: %s", mp, strerror(errno));
 	}
 	if (d != NULL)
 		closedir(d);

@@ -286,10 +286,10 @@ int sbx_disk_discard(const sbx_store_t *store, uint32_t slot);
 /* At start: mounts every image under disks/ that is not mounted (after a
  * restart, so retained and resumable workspaces are there again). */
 void sbx_disk_restore(const sbx_store_t *store);
-/* At a clean stop: unmounts the /etc template's tmpfs (sandbox.c) and
- * discards the disks no sandbox record claims (pool spares). The disks of
- * sandboxes stay mounted while their sandbox exists, sandboxd running or
- * not: the workspace stays readable on the host, and restore finds it. */
+/* At a clean stop: unmounts the /etc template's tmpfs (sandbox.c),
+ * discards the disks no sandbox record claims (pool spares) and unmounts
+ * (lazily) the others, whose images stay for sbx_disk_restore: a stopped
+ * sandboxd leaves no mount and no loop device behind. */
 void sbx_disk_stop(sbx_store_t *store);
 
 /* ---- zygote.c ---- */

@@ -575,10 +575,10 @@ def t_disk(d):
         check(d.stop(how) in (0, -9), f"stop with {how}")
         wait_for(lambda: not d.sandbox_procs(), 10, "sandboxes to die with sandboxd")
         if how == signal.SIGTERM:
-            # a sandbox's disk stays mounted while the sandbox exists: readable on the host
-            check(mounts_under(d.home) == [os.path.dirname(ws)],
-                  f"after a clean stop only dq's disk is mounted: {mounts_under(d.home)}")
-            check(open(os.path.join(ws, "keep")).read() == "kept\n", "readable while stopped")
+            # a clean stop leaves no mount and no loop device; the image stays
+            check(not mounts_under(d.home), f"a clean stop unmounts: {mounts_under(d.home)}")
+            wait_for(lambda: not loops_under(d.home), 10, "the loop devices to clear")
+            check(os.path.exists(img), "the image stays")
         d.start()
         c = d.client()
         check(open(os.path.join(ws, "keep")).read() == "kept\n",
@@ -1063,6 +1063,9 @@ def t_sigterm(d):
     check(d.stop() == 0, "clean exit on SIGTERM")
     check(time.monotonic() - t0 < 5, "SIGTERM handled promptly")
     check(not d.sandbox_procs(), "no sandbox process left")
+    # workspaces are kept: their disks are mounted again at the next start
+    check(not mounts_under(d.home), f"a clean stop leaves no mount: {mounts_under(d.home)}")
+    d.start()
     for i, w in enumerate(wss):
         check(open(os.path.join(w, "mark")).read() == f"{i}\n", "workspaces kept")
 
