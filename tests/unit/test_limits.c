@@ -197,6 +197,61 @@ test_cpus_agree(void **state)
 	}
 }
 
+/* store.c needs loop.c's id checks; the records here use plain ids. */
+bool
+sbx_valid_id(const char *s)
+{
+	return s != NULL && *s != '\0' && strchr(s, '/') == NULL && s[0] != '.';
+}
+
+bool
+sbx_valid_exec_id(const char *s)
+{
+	return sbx_valid_id(s);
+}
+
+/* Sandbox records keep disk_mb and cpus_milli; a record written before they
+ * existed loads with the defaults (issue 10 §3: workspaces survive an upgrade). */
+static void
+test_meta_limits(void **state)
+{
+	const char *dir = *state;
+	char sd[PATH_MAX], p[PATH_MAX + 64];
+	snprintf(sd, sizeof sd, "%s/state", dir);
+	sbx_store_t *st = sbx_store_new(sd);
+	assert_non_null(st);
+	sbx_meta_t m, r;
+	memset(&m, 0, sizeof m);
+	sbx_default_limits(&m.lim);
+	m.lim.disk_mb = 64;
+	m.lim.cpus_milli = 1250;
+	m.slot = 3;
+	memcpy(m.cwd, "/workspace", sizeof("/workspace"));
+	assert_int_equal(sbx_store_meta_write(st, "new", &m, true), 0);
+	assert_int_equal(sbx_store_meta_read(st, "new", &r), 0);
+	assert_int_equal(r.lim.disk_mb, 64);
+	assert_int_equal(r.lim.cpus_milli, 1250);
+	assert_int_equal(r.slot, 3);
+
+	snprintf(p, sizeof p, "%s/sandboxes/old.meta", sd);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fputs("profile=x\nnetwork=0\nslot=5\nmemory_mb=128\npids_max=64\ncpu_seconds=10\n"
+	      "timeout_s=30\noutput_kb=64\nfile_size_mb=1024\nopen_files=1024\n"
+	      "created_ms=1\nexecs=2\nkept=0\nkept_ms=0\ncwd=/workspace\n",
+	      f);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(sbx_store_meta_read(st, "old", &r), 0);
+	assert_int_equal(r.slot, 5);
+	assert_int_equal(r.lim.memory_mb, 128);
+	assert_int_equal(r.lim.disk_mb, AHP_LIM_DISK_MB_DEF);
+	assert_int_equal(r.lim.cpus_milli, AHP_LIM_CPUS_MILLI_DEF);
+	sbx_store_destroy(&st);
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", sd);
+	assert_int_equal(system(cmd), 0);
+}
+
 /* Defaults: what the loader fills is what sandboxd assumes for "not set". */
 static void
 test_defaults_agree(void **state)
@@ -323,6 +378,7 @@ main(int argc, char **argv)
 	                                    teardown_tmp),
 	    cmocka_unit_test_setup_teardown(test_loader_run_limits, setup_tmp, teardown_tmp),
 	    cmocka_unit_test_setup_teardown(test_cpus_agree, setup_tmp, teardown_tmp),
+	    cmocka_unit_test_setup_teardown(test_meta_limits, setup_tmp, teardown_tmp),
 	    cmocka_unit_test_setup_teardown(test_defaults_agree, setup_tmp, teardown_tmp),
 	    cmocka_unit_test(test_exec_request),
 	    cmocka_unit_test(test_docs_match_table),
