@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -244,6 +245,22 @@ s_copy_data(int src, int dst, off_t size)
 	return 0;
 }
 
+/* What the host keeps free whatever sandboxes ask for: 5% of the state
+ * directory's filesystem, at most 1 GiB. */
+static uint64_t
+s_headroom(const struct statvfs *v)
+{
+	uint64_t five = (uint64_t)v->f_blocks * v->f_frsize / 20;
+	return five < (1ull << 30) ? five : 1ull << 30;
+}
+
+static bool
+s_room(const struct statvfs *v, uint32_t mb)
+{
+	uint64_t avail = (uint64_t)v->f_bavail * v->f_frsize;
+	return avail >= ((uint64_t)mb << 20) + s_headroom(v);
+}
+
 /* A new image of mb MiB at img: reserved in full (fallocate), then the
  * template's formatted metadata copied in. Made under a temporary name and
  * renamed, so a crash never leaves a half-made image under the real name. */
@@ -255,15 +272,23 @@ s_create(const char *dir, const char *img, uint32_t mb, char *err, size_t errlen
 		snprintf(err, errlen, "disk image path too long");
 		return -1;
 	}
-	int tfd = s_template(dir, mb, err, errlen);
-	if (tfd < 0)
-		return -1;
 	(void)unlink(tmp);
+	int tfd = -1;
 	int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		snprintf(err, errlen, "disk image: %s", strerror(errno));
-		close(tfd);
 		return -1;
+	}
+	/* the reservation first: no template is made for a size that does not
+	 * fit. Checked before fallocate, which on ENOSPC may keep what it got:
+	 * the host would be full for a moment. */
+	struct statvfs vfs;
+	if (fstatvfs(fd, &vfs) == 0 && !s_room(&vfs, mb)) {
+		snprintf(err, errlen,
+		         "no room on the host for a %u MiB sandbox disk (sandbox.disk_mb; "
+		         "the host keeps %u MiB free)",
+		         mb, (unsigned)(s_headroom(&vfs) >> 20));
+		goto fail;
 	}
 	if (fallocate(fd, 0, 0, (off_t)mb << 20) != 0) {
 		int e = errno;
@@ -275,6 +300,8 @@ s_create(const char *dir, const char *img, uint32_t mb, char *err, size_t errlen
 			snprintf(err, errlen, "reserving %u MiB for the disk: %s", mb, strerror(e));
 		goto fail;
 	}
+	if ((tfd = s_template(dir, mb, err, errlen)) < 0)
+		goto fail;
 	if (s_copy_data(tfd, fd, (off_t)mb << 20) != 0) {
 		snprintf(err, errlen, "copying the disk template: %s", strerror(errno));
 		goto fail;
@@ -289,7 +316,8 @@ s_create(const char *dir, const char *img, uint32_t mb, char *err, size_t errlen
 	return 0;
 fail:
 	close(fd);
-	close(tfd);
+	if (tfd >= 0)
+		close(tfd);
 	unlink(tmp);
 	return -1;
 }
