@@ -354,6 +354,8 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	lim.cpu_seconds = p->sandbox.cpu_seconds;
 	lim.timeout_s = p->sandbox.timeout_s;
 	lim.output_kb = p->sandbox.output_kb;
+	lim.disk_mb = p->sandbox.disk_mb;
+	lim.cpus_milli = p->sandbox.cpus_milli;
 	Ahp__Sbx__CreateRequest cr = AHP__SBX__CREATE_REQUEST__INIT;
 	cr.run_id = run_id;
 	cr.profile = p->name;
