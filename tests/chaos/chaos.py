@@ -336,14 +336,20 @@ def sandboxd_instance(st):
 
 
 def sandboxd_state(st):
-    """The stack's sandboxd on disk and in cgroups: {records, workspaces, trash, cgroups}
-    (names of sandboxes/*.meta, workspaces/s<slot>, trash entries, and the s<slot> cgroup
-    dirs of its instance in every hierarchy)."""
+    """The stack's sandboxd on disk and in cgroups: {records, workspaces, trash, disks,
+    mounts, cgroups} (names of sandboxes/*.meta, workspaces/s<slot>, trash entries, disk
+    images disks/s<slot>.img as s<slot>, mount points under its state dir, and the s<slot>
+    cgroup dirs of its instance in every hierarchy)."""
     state = st.path("state/sandboxd")
     out = {}
     for sub in ("sandboxes", "workspaces", "trash"):
         d = os.path.join(state, sub)
         out[sub] = sorted(os.listdir(d)) if os.path.isdir(d) else []
+    d = os.path.join(state, "disks")
+    out["disks"] = sorted(x[:-4] for x in os.listdir(d) if x.endswith(".img")) \
+        if os.path.isdir(d) else []
+    with open("/proc/self/mountinfo") as f:
+        out["mounts"] = sorted(l.split()[4] for l in f if l.split()[4].startswith(state + "/"))
     inst = sandboxd_instance(st)
     cg = []
     for root, dirs, _ in os.walk("/sys/fs/cgroup"):
@@ -368,12 +374,16 @@ def sandboxd_leftovers(st, running):
     if running:
         if len(s["workspaces"]) > POOL_SIZE:
             left += [f"workspace {x}" for x in s["workspaces"]]
+        if len(s["disks"]) > POOL_SIZE:
+            left += [f"disk {x}" for x in s["disks"]]
         left += [f"cgroup {c}" for c in s["cgroups"]
                  if os.path.basename(c) not in s["workspaces"]]
         if len(slots) > POOL_SIZE:
             left += [f"cgroup {c}" for c in s["cgroups"]]
         return left, []
     left += [f"cgroup {c}" for c in s["cgroups"]]
+    # a clean stop discards the spares' disks and unmounts everything (disk.c)
+    left += [f"disk {x}" for x in s["disks"]] + [f"mount {m}" for m in s["mounts"]]
     spares = s["workspaces"]
     if len(spares) > POOL_SIZE:
         left += [f"workspace {x}" for x in spares]
