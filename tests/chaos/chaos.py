@@ -346,7 +346,9 @@ def sandboxd_state(st):
         d = os.path.join(state, sub)
         out[sub] = sorted(os.listdir(d)) if os.path.isdir(d) else []
     d = os.path.join(state, "disks")
-    out["disks"] = sorted(x[:-4] for x in os.listdir(d) if x.endswith(".img")) \
+    # (.template-<MiB>.img: the empty filesystem new disks are copied from, kept)
+    out["disks"] = sorted(x[:-4] for x in os.listdir(d)
+                          if x.endswith(".img") and not x.startswith(".")) \
         if os.path.isdir(d) else []
     with open("/proc/self/mountinfo") as f:
         out["mounts"] = sorted(l.split()[4] for l in f if l.split()[4].startswith(state + "/"))
