@@ -2,10 +2,12 @@
  * command line (docker, bwrap) with the same clock so the numbers compare side by side. */
 #include <errno.h>
 #include <fcntl.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +21,7 @@
 #include "stats.h"
 
 #include "sandboxd.pb-c.h"
+#include "sbx.h" /* sbx_seccomp_build: the filter every sandboxed command runs under */
 
 #define MAX_ITER 100000
 #define CALL_TIMEOUT_MS 30000
@@ -43,14 +46,16 @@ s_report(const char *label, double *v, long n)
 static void
 s_usage(FILE *f)
 {
-	fprintf(f,
-	        "usage: sbx_bench sandbox (--home DIR | --endpoint EP) [--exec N] [--create N] "
-	        "[--warmup N]\n"
-	        "       sbx_bench spawn --label L [--n N] [--warmup N] -- CMD [ARGS...]\n"
-	        "sandbox: N x Exec(\"true\") into one warm sandbox, N x List (the RPC round trip\n"
-	        "         alone), then N x (Create + Exec true + Destroy)\n"
-	        "spawn:   N x run CMD (stdout/stderr to /dev/null); it must exit 0\n"
-	        "Prints: RESULT <label> n= p50_ms= p99_ms= mean_ms= min_ms= max_ms=\n");
+	fprintf(
+	    f,
+	    "usage: sbx_bench sandbox (--home DIR | --endpoint EP) [--exec N] [--create N] "
+	    "[--warmup N]\n"
+	    "       sbx_bench spawn --label L [--n N] [--warmup N] [--seccomp] -- CMD [ARGS...]\n"
+	    "sandbox: N x Exec(\"true\") into one warm sandbox, N x List (the RPC round trip\n"
+	    "         alone), then N x (Create + Exec true + Destroy)\n"
+	    "spawn:   N x run CMD (stdout/stderr to /dev/null); it must exit 0. --seccomp: CMD\n"
+	    "         runs under sandboxd's seccomp filter (what the allowlist costs a command)\n"
+	    "Prints: RESULT <label> n= p50_ms= p99_ms= mean_ms= min_ms= max_ms=\n");
 }
 
 /* --- sandboxd client --- */
@@ -263,6 +268,36 @@ s_cmd_sandbox(int argc, char **argv)
 	}
 	if (rc == 0 && n_create > 0)
 		s_report("sandbox_create", v, n_create);
+
+	/* The same cycle split in its parts: where a one-shot's time goes on the daemon's side. */
+	if (rc == 0 && n_create > 0) {
+		double *parts = calloc((size_t)n_create * 4, sizeof(double));
+		if (parts == NULL)
+			fatal("calloc");
+		for (long i = 0; i < n_create && rc == 0; i++) {
+			ahp_random_id("bench-part-", id, sizeof(id));
+			double t0 = bench_now();
+			rc = s_create(&s, id) != 0;
+			double t1 = bench_now();
+			rc = rc || s_exec_true(&s, id, 0) != 0;
+			double t2 = bench_now();
+			rc = rc || s_exec_true(&s, id, 1) != 0;
+			double t3 = bench_now();
+			rc = rc || s_destroy(&s, id) != 0;
+			double t4 = bench_now();
+			parts[i] = t1 - t0;
+			parts[n_create + i] = t2 - t1;
+			parts[2 * n_create + i] = t3 - t2;
+			parts[3 * n_create + i] = t4 - t3;
+		}
+		if (rc == 0) {
+			s_report("sandbox_part_create", parts, n_create);
+			s_report("sandbox_part_exec_first", parts + n_create, n_create);
+			s_report("sandbox_part_exec_second", parts + 2 * n_create, n_create);
+			s_report("sandbox_part_destroy", parts + 3 * n_create, n_create);
+		}
+		free(parts);
+	}
 out:
 	free(v);
 	ahp_rpc_client_destroy(&s.client);
@@ -272,21 +307,33 @@ out:
 
 /* --- timed spawner --- */
 
+/* Runs cmd once with stdin and stdout on /dev/null and stderr into errfd (a
+ * scratch file, emptied first), timing it; a failure shows what it printed.
+ * With filter, the child loads it (no_new_privs first, as a sandbox's init
+ * does) before its execve: the command pays what a sandboxed one pays per
+ * system call. The filter's exit_group notification has no listener here,
+ * so exit_group fails with ENOSYS and libc's _exit falls back to exit(2),
+ * which ends the (single-threaded) command with the same status. */
 static int
-s_spawn_once(char **cmd, int devnull, double *dt)
+s_spawn_once(char **cmd, int devnull, int errfd, const struct sock_fprog *filter, double *dt)
 {
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
-	posix_spawn_file_actions_adddup2(&fa, devnull, 1);
-	posix_spawn_file_actions_adddup2(&fa, devnull, 2);
-	pid_t pid;
+	if (ftruncate(errfd, 0) != 0 || lseek(errfd, 0, SEEK_SET) != 0)
+		fatal("scratch file");
 	double t0 = bench_now();
-	int err = posix_spawnp(&pid, cmd[0], &fa, NULL, cmd, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (err != 0) {
-		fprintf(stderr, "sbx_bench: spawn %s: %s\n", cmd[0], strerror(err));
-		return -1;
+	/* vfork, as posix_spawn does: every side is started the same way, and
+	 * the child only makes system calls before its execve. */
+	pid_t pid = vfork();
+	if (pid < 0)
+		fatal("vfork");
+	if (pid == 0) {
+		if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(errfd, 2) < 0)
+			_exit(126);
+		if (filter != NULL &&
+		    (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+		     syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, filter) != 0))
+			_exit(126);
+		execvp(cmd[0], cmd);
+		_exit(127);
 	}
 	int st;
 	while (waitpid(pid, &st, 0) < 0) {
@@ -295,7 +342,12 @@ s_spawn_once(char **cmd, int devnull, double *dt)
 	}
 	*dt = bench_now() - t0;
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		fprintf(stderr, "sbx_bench: %s failed (status 0x%x)\n", cmd[0], st);
+		char buf[2048];
+		ssize_t n = pread(errfd, buf, sizeof(buf) - 1, 0);
+		buf[n > 0 ? n : 0] = '\0';
+		fprintf(stderr,
+		        "sbx_bench: %s failed (status 0x%x) after %.1f ms; its stderr:\n%s\n",
+		        cmd[0], st, *dt * 1e3, buf);
 		return -1;
 	}
 	return 0;
@@ -306,11 +358,16 @@ s_cmd_spawn(int argc, char **argv)
 {
 	const char *label = NULL;
 	long n = 20, warmup = 2;
+	bool seccomp = false;
 	int i = 0;
 	for (; i < argc; i++) {
 		if (strcmp(argv[i], "--") == 0) {
 			i++;
 			break;
+		}
+		if (strcmp(argv[i], "--seccomp") == 0) {
+			seccomp = true;
+			continue;
 		}
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (v == NULL) {
@@ -338,20 +395,28 @@ s_cmd_spawn(int argc, char **argv)
 	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull < 0)
 		fatal("open /dev/null");
+	int errfd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (errfd < 0)
+		fatal("open a scratch file in /tmp");
+	struct sock_fprog prog = {0};
+	if (seccomp && sbx_seccomp_build(&prog) != 0)
+		fatalx("cannot build sandboxd's seccomp filter");
 	double *v = calloc((size_t)n, sizeof(double));
 	if (v == NULL)
 		fatal("calloc");
 	double dt;
 	int rc = 0;
 	for (long k = 0; k < warmup && rc == 0; k++)
-		rc = s_spawn_once(cmd, devnull, &dt) != 0;
+		rc = s_spawn_once(cmd, devnull, errfd, seccomp ? &prog : NULL, &dt) != 0;
 	for (long k = 0; k < n && rc == 0; k++) {
-		rc = s_spawn_once(cmd, devnull, &dt) != 0;
+		rc = s_spawn_once(cmd, devnull, errfd, seccomp ? &prog : NULL, &dt) != 0;
 		v[k] = dt;
 	}
 	if (rc == 0)
 		s_report(label, v, n);
 	free(v);
+	free(prog.filter);
+	close(errfd);
 	close(devnull);
 	return rc;
 }

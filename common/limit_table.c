@@ -24,6 +24,12 @@ static const ahp_limit_t s_limits[AHP_LIMIT__COUNT] = {
           "wall clock of one command; then everything in it is killed"),
     S_ROW(OUTPUT_KB, "sandbox.output_kb", "KiB", "profile loader, sandboxd Create",
           "stdout and stderr kept per command, each; the rest is cut (truncated)"),
+    S_ROW(DISK_MB, "sandbox.disk_mb", "MiB", "profile loader, sandboxd Create",
+          "what /workspace and /tmp may hold together (a filesystem of this size); "
+          "then writes fail with ENOSPC"),
+    S_ROW(CPUS_MILLI, "sandbox.cpus", "millicpus", "profile loader, sandboxd Create",
+          "CPU bandwidth of the whole sandbox (cgroup cpu controller); the profile writes "
+          "CPUs as a decimal, e.g. 0.5 = 500"),
     S_ROW(FILE_SIZE_MB, "create.file_size_mb", "MiB", "sandboxd Create",
           "largest file a command may write (not a profile field)"),
     S_ROW(OPEN_FILES, "create.open_files", "files", "sandboxd Create",

@@ -101,7 +101,7 @@ struct s_key {
 
 static s_check_fn s_check_name, s_check_model, s_check_text, s_check_names, s_check_skills,
     s_check_map, s_check_list, s_check_uint, s_check_enum, s_check_host, s_check_inject,
-    s_check_regex, s_check_duration, s_check_one_name, s_check_paths;
+    s_check_regex, s_check_duration, s_check_one_name, s_check_paths, s_check_cpus;
 static s_post_fn s_post_approval;
 
 /* Integer ranges come from the one limits table (ahp/limit_table.h), which
@@ -115,6 +115,8 @@ static const s_key_t s_sandbox_keys[] = {
     {.key = "cpu_seconds", .check = s_check_uint, .limit = S_LIM(CPU_SECONDS)},
     {.key = "timeout_s", .check = s_check_uint, .limit = S_LIM(TIMEOUT_S)},
     {.key = "output_kb", .check = s_check_uint, .limit = S_LIM(OUTPUT_KB)},
+    {.key = "disk_mb", .check = s_check_uint, .limit = S_LIM(DISK_MB)},
+    {.key = "cpus", .check = s_check_cpus, .limit = S_LIM(CPUS_MILLI)},
     {.key = NULL}};
 
 static const s_key_t s_limits_keys[] = {
@@ -217,7 +219,9 @@ static const cyaml_schema_field_t s_cy_sandbox[] = {
     CYAML_FIELD_UINT("cpu_seconds", CYAML_FLAG_OPTIONAL, ahp_sandbox_cfg_t, cpu_seconds),
     CYAML_FIELD_UINT("timeout_s", CYAML_FLAG_OPTIONAL, ahp_sandbox_cfg_t, timeout_s),
     CYAML_FIELD_UINT("output_kb", CYAML_FLAG_OPTIONAL, ahp_sandbox_cfg_t, output_kb),
-    CYAML_FIELD_END};
+    CYAML_FIELD_UINT("disk_mb", CYAML_FLAG_OPTIONAL, ahp_sandbox_cfg_t, disk_mb),
+    /* a decimal: s_fill parses it from the validated document */
+    CYAML_FIELD_IGNORE("cpus", CYAML_FLAG_OPTIONAL), CYAML_FIELD_END};
 
 static const cyaml_schema_field_t s_cy_limits[] = {
     CYAML_FIELD_UINT("max_turns", CYAML_FLAG_OPTIONAL, ahp_limits_t, max_turns),
@@ -696,6 +700,78 @@ s_check_uint(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
 	unsigned long long n = strtoull(s, NULL, 10);
 	if (ahp_limit_check((ahp_limit_id_t)(k->limit - 1), n, msg, sizeof msg) < 0)
 		return s_fail(c, &v->start_mark, NULL, "%s", msg);
+	return 0;
+}
+
+int
+ahp_cpus_parse(const char *s, uint32_t *milli, const char **why)
+{
+	size_t i = 0, n = 0;
+	uint64_t whole = 0, frac = 0;
+	if (s == NULL || (s[0] < '0' || s[0] > '9')) {
+		*why = "write CPUs as digits, like 0.5, 1 or 2";
+		return -1;
+	}
+	if (s[0] == '0' && s[1] >= '0' && s[1] <= '9') {
+		*why = "no leading zeros";
+		return -1;
+	}
+	for (; s[i] >= '0' && s[i] <= '9'; i++) {
+		if (++n > 5) {
+			*why = "at most 64 CPUs";
+			return -1;
+		}
+		whole = whole * 10 + (uint64_t)(s[i] - '0');
+	}
+	if (s[i] == '.') {
+		size_t d = 0;
+		for (i++; s[i] >= '0' && s[i] <= '9'; i++, d++) {
+			if (d == 3) {
+				*why = "at most 3 decimals";
+				return -1;
+			}
+			frac = frac * 10 + (uint64_t)(s[i] - '0');
+		}
+		if (d == 0) {
+			*why = "digits must follow the '.'";
+			return -1;
+		}
+		for (; d < 3; d++)
+			frac *= 10;
+	}
+	if (s[i] != '\0') {
+		*why = "write CPUs as digits, like 0.5, 1 or 2";
+		return -1;
+	}
+	*milli = (uint32_t)(whole * 1000 + frac);
+	return 0;
+}
+
+/* sandbox.cpus: a decimal (ahp_cpus_parse) whose millicpus are in the
+ * table's AHP_LIMIT_CPUS_MILLI range; the message shows CPUs, as written. */
+static int
+s_check_cpus(s_ctx_t *c, const s_key_t *k, yaml_node_t *v, const char *where)
+{
+	char q[80], range[64];
+	const ahp_limit_t *lim = ahp_limit((ahp_limit_id_t)(k->limit - 1));
+	const char *why = NULL;
+	uint32_t m = 0;
+
+	if (lim == NULL)
+		return s_fail(c, &v->start_mark, NULL, "internal error: %s has no limit", where);
+	snprintf(range, sizeof range, "allowed %u.%02u..%u", lim->min / 1000, lim->min % 1000 / 10,
+	         lim->max / 1000);
+	if (s_want(c, v, YAML_SCALAR_NODE, "a number", where, range) < 0)
+		return -1;
+	const char *s = s_str(v);
+	if (v->data.scalar.length > 16 || strlen(s) != v->data.scalar.length ||
+	    ahp_cpus_parse(s, &m, &why) != 0)
+		return s_fail(c, &v->start_mark, why ? why : range,
+		              "%s must be a number of CPUs like 0.5 or 2, not '%s'", where,
+		              s_q(s, q, sizeof q));
+	if (ahp_limit_check((ahp_limit_id_t)(k->limit - 1), m, NULL, 0) < 0)
+		return s_fail(c, &v->start_mark, NULL, "%s %s is out of range (%s)", where,
+		              s_q(s, q, sizeof q), range);
 	return 0;
 }
 
@@ -1579,6 +1655,13 @@ s_fill(s_ctx_t *c, ahp_profile_t *p)
 		p->sandbox.timeout_s = AHP_LIM_TIMEOUT_S_DEF;
 	if (p->sandbox.output_kb == 0)
 		p->sandbox.output_kb = AHP_LIM_OUTPUT_KB_DEF;
+	if (p->sandbox.disk_mb == 0)
+		p->sandbox.disk_mb = AHP_LIM_DISK_MB_DEF;
+	const char *why;
+	yaml_node_t *cpus =
+	    c->top[K_SANDBOX] != NULL ? s_map_get(c->doc, c->top[K_SANDBOX], "cpus") : NULL;
+	if (cpus == NULL || ahp_cpus_parse(s_str(cpus), &p->sandbox.cpus_milli, &why) != 0)
+		p->sandbox.cpus_milli = AHP_LIM_CPUS_MILLI_DEF;
 	if (p->limits.max_turns == 0)
 		p->limits.max_turns = AHP_LIM_MAX_TURNS_DEF;
 	if (p->limits.max_model_calls == 0)

@@ -140,6 +140,8 @@ s_send(orch_run_t *run)
 		limits.cpu_seconds = sc->cpu_seconds;
 		limits.timeout_s = sc->timeout_s;
 		limits.output_kb = sc->output_kb;
+		limits.disk_mb = sc->disk_mb;
+		limits.cpus_milli = sc->cpus_milli;
 		create.run_id = run->id;
 		create.profile = run->profile->name;
 		create.limits = &limits;

@@ -16,12 +16,15 @@
 
 /* v1 hierarchies; the freezer is optional (killing falls back to signalling
  * the task list again and again) and never holds limits. */
-enum { S_MEM = 0, S_PIDS = 1, S_FRZ = 2, S_NCTL = 3 };
+/* S_CPU is optional too: without a cpu hierarchy (v1) or controller (v2),
+ * sandbox.cpus is not enforced and a warning says so at start. */
+enum { S_MEM = 0, S_PIDS = 1, S_FRZ = 2, S_CPU = 3, S_NCTL = 4 };
 #define S_FREEZE_WAIT_MS 200 /* how long a freeze may take before we kill anyway */
 
 /* Instance directories: v1 has one per controller hierarchy, v2 one. */
 static int s_version; /* 0 = not set up, 1, 2 */
 static char s_inst[S_NCTL][PATH_MAX];
+static bool s_has_cpu; /* the cpu controller is there: sandbox.cpus is enforced */
 
 struct sbx_cgroup {
 	char dir[S_NCTL][PATH_MAX]; /* v2: only [0] */
@@ -317,7 +320,9 @@ s_setup_v2(const char *instance)
 		return -1;
 	/* Controllers can be delegated only from a cgroup without processes
 	 * (v2's no-internal-process rule): move sandboxd into a leaf first. */
-	if (s_write(own, "cgroup.subtree_control", "+memory +pids") != 0) {
+	s_has_cpu = s_v2_has(own, "cgroup.controllers", "cpu");
+	const char *ctrls = s_has_cpu ? "+memory +pids +cpu" : "+memory +pids";
+	if (s_write(own, "cgroup.subtree_control", ctrls) != 0) {
 		if (errno != EBUSY)
 			return -1;
 		char leaf[PATH_MAX];
@@ -329,7 +334,7 @@ s_setup_v2(const char *instance)
 		char pid[32];
 		snprintf(pid, sizeof(pid), "%d", (int)getpid());
 		if (s_write(leaf, "cgroup.procs", pid) != 0 ||
-		    s_write(own, "cgroup.subtree_control", "+memory +pids") != 0)
+		    s_write(own, "cgroup.subtree_control", ctrls) != 0)
 			return -1;
 	}
 	if (snprintf(s_inst[0], sizeof(s_inst[0]), "%s/ahp-sandboxd-%s", own, instance) >=
@@ -337,7 +342,7 @@ s_setup_v2(const char *instance)
 		return -1;
 	if (mkdir(s_inst[0], 0755) != 0 && errno != EEXIST)
 		return -1;
-	if (s_write(s_inst[0], "cgroup.subtree_control", "+memory +pids") != 0)
+	if (s_write(s_inst[0], "cgroup.subtree_control", ctrls) != 0)
 		return -1;
 	s_version = 2;
 	s_clean_instance(0);
@@ -347,7 +352,7 @@ s_setup_v2(const char *instance)
 static int
 s_setup_v1(const char *instance)
 {
-	const char *ctrl[S_NCTL] = {"memory", "pids", "freezer"};
+	const char *ctrl[S_NCTL] = {"memory", "pids", "freezer", "cpu"};
 	for (int i = 0; i < S_NCTL; i++) {
 		char own[PATH_MAX];
 		s_inst[i][0] = '\0';
@@ -357,6 +362,8 @@ s_setup_v1(const char *instance)
 				         "killed by signalling its tasks until none is left");
 				continue;
 			}
+			if (i == S_CPU)
+				continue;
 			return -1;
 		}
 		if (snprintf(s_inst[i], sizeof(s_inst[i]), "%s/ahp-sandboxd-%s", own, instance) >=
@@ -372,6 +379,7 @@ s_setup_v1(const char *instance)
 			s_clean_instance(i);
 	/* Children must count toward parents' limits (the default on new kernels). */
 	(void)s_write(s_inst[S_MEM], "memory.use_hierarchy", "1");
+	s_has_cpu = s_inst[S_CPU][0] != '\0';
 	return 0;
 }
 
@@ -380,10 +388,11 @@ sbx_cgroup_setup(const char *instance)
 {
 	char mnt[PATH_MAX], root[PATH_MAX];
 	bool v2 = s_mount_of(NULL, mnt, sizeof(mnt), root, sizeof(root)) == 0;
-	if (v2 && s_setup_v2(instance) == 0)
+	if ((v2 && s_setup_v2(instance) == 0) || s_setup_v1(instance) == 0) {
+		if (!s_has_cpu)
+			log_warn("no cgroup cpu controller: sandbox.cpus is not enforced");
 		return 0;
-	if (s_setup_v1(instance) == 0)
-		return 0;
+	}
 	log_error("no usable cgroup hierarchy with the memory and pids controllers "
 	          "(v2 with delegation, or v1 memory+pids mounts)");
 	return -1;
@@ -425,6 +434,29 @@ s_dirs(const char *name, char dirs[S_NCTL][PATH_MAX])
 	return 0;
 }
 
+/* CPU bandwidth: cpus_milli thousandths of a CPU per 100 ms period (v1
+ * cpu.cfs_period_us + cpu.cfs_quota_us, v2 cpu.max "quota period"). The
+ * quota is for the whole cgroup: 2 busy loops under cpus 0.5 share half a
+ * CPU. 0 / -1 (errno). */
+static int
+s_write_cpu(const char *dir, uint32_t cpus_milli)
+{
+	char quota[32];
+	if (cpus_milli == 0)
+		cpus_milli = AHP_LIM_CPUS_MILLI_DEF;
+	/* 100000 us * milli / 1000; at least the kernel's 1 ms minimum */
+	snprintf(quota, sizeof(quota), "%u", cpus_milli * 100u < 1000u ? 1000u : cpus_milli * 100u);
+	if (s_version == 2) {
+		char max[48];
+		snprintf(max, sizeof(max), "%s 100000", quota);
+		return s_write(dir, "cpu.max", max);
+	}
+	/* a quota is checked against the period: set the period first */
+	if (s_write(dir, "cpu.cfs_period_us", "100000") != 0)
+		return -1;
+	return s_write(dir, "cpu.cfs_quota_us", quota);
+}
+
 static int
 s_write_limits(char dirs[S_NCTL][PATH_MAX], const sbx_limits_t *lim)
 {
@@ -447,6 +479,8 @@ s_write_limits(char dirs[S_NCTL][PATH_MAX], const sbx_limits_t *lim)
 			return -1;
 		(void)s_write(dirs[0], "memory.swap.max", "0");
 	}
+	if (s_has_cpu && s_write_cpu(s_version == 1 ? dirs[S_CPU] : dirs[0], lim->cpus_milli) != 0)
+		return -1;
 	return s_write(piddir, "pids.max", pids);
 }
 

@@ -142,22 +142,53 @@ s_write_output(int fd, const uint8_t *p, size_t len)
 	free(e);
 }
 
-/* Sends a request and waits for its reply, giving up early on SIGINT /
- * SIGTERM / SIGHUP (sigfd). Returns the decoded reply, or NULL with *exit_code
- * set (125 unreachable / failing, 130 interrupted). */
-static Ahp__Sbx__Reply *
-s_call(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int timeout_ms,
+/* Packs and queues a request; returns its id, or 0 when it cannot be packed
+ * or queued. Until the connection is up (ZMQ_IMMEDIATE refuses to queue) it
+ * waits for it with zmq_poll, never a fixed sleep: the connection is up in
+ * well under a millisecond, and a 10 ms sleep here once cost every one-shot
+ * more than the rest of its work. SIGINT / SIGTERM / SIGHUP on sigfd give up
+ * (*exit_code 130); a dead daemon gives up at deadline (125). */
+static uint64_t
+s_send(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int64_t deadline,
        int *exit_code)
 {
 	size_t len = ahp__sbx__request__get_packed_size(req);
 	uint8_t *body = malloc(len ? len : 1);
-	if (body == NULL) {
-		*exit_code = S_EXIT_UNREACHABLE;
-		return NULL;
-	}
+	*exit_code = S_EXIT_UNREACHABLE;
+	if (body == NULL)
+		return 0;
 	ahp__sbx__request__pack(req, body);
-	int64_t deadline = ahp_mono_ms() + timeout_ms;
 	uint64_t id = 0;
+	for (;;) {
+		id = ahp_rpc_client_send(cl, body, len);
+		if (id != 0)
+			break;
+		int64_t left = deadline - ahp_mono_ms();
+		if (left <= 0) {
+			ahp_term_printf(stderr, "sandboxd: the daemon accepts no requests\n");
+			break;
+		}
+		zmq_pollitem_t it[2] = {{ahp_rpc_client_socket(cl), 0, ZMQ_POLLOUT, 0},
+		                        {NULL, sigfd, ZMQ_POLLIN, 0}};
+		if (zmq_poll(it, 2, (long)left) < 0 && zmq_errno() != EINTR)
+			break;
+		if (it[1].revents) {
+			*exit_code = 130;
+			break;
+		}
+	}
+	free(body);
+	return id;
+}
+
+/* Waits for the reply to request id (replies to other ids are dropped),
+ * giving up early on SIGINT / SIGTERM / SIGHUP (sigfd). Returns the decoded
+ * reply, or NULL with *exit_code set (125 unreachable / failing, 130
+ * interrupted) and a message on stderr. */
+static Ahp__Sbx__Reply *
+s_wait(ahp_rpc_client_t *cl, int sigfd, uint64_t id, int timeout_ms, int *exit_code)
+{
+	int64_t deadline = ahp_mono_ms() + timeout_ms;
 	Ahp__Sbx__Reply *rep = NULL;
 	*exit_code = S_EXIT_UNREACHABLE;
 	while (rep == NULL) {
@@ -166,12 +197,6 @@ s_call(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int timeou
 			ahp_term_printf(stderr, "sandboxd: no answer from the daemon within %d s\n",
 			                timeout_ms / 1000);
 			break;
-		}
-		if (id == 0) {
-			id = ahp_rpc_client_send(cl, body, len);
-			if (id == 0)
-				usleep(10000); /* not connected yet */
-			continue;
 		}
 		zmq_pollitem_t it[2] = {{ahp_rpc_client_socket(cl), 0, ZMQ_POLLIN, 0},
 		                        {NULL, sigfd, ZMQ_POLLIN, 0}};
@@ -206,8 +231,16 @@ s_call(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int timeou
 			break;
 		}
 	}
-	free(body);
 	return rep;
+}
+
+/* One request, one reply (s_send + s_wait). */
+static Ahp__Sbx__Reply *
+s_call(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int timeout_ms,
+       int *exit_code)
+{
+	uint64_t id = s_send(cl, sigfd, req, ahp_mono_ms() + timeout_ms, exit_code);
+	return id != 0 ? s_wait(cl, sigfd, id, timeout_ms, exit_code) : NULL;
 }
 
 /* Prints a typed error reply; true when rep carries one. */
@@ -354,6 +387,8 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	lim.cpu_seconds = p->sandbox.cpu_seconds;
 	lim.timeout_s = p->sandbox.timeout_s;
 	lim.output_kb = p->sandbox.output_kb;
+	lim.disk_mb = p->sandbox.disk_mb;
+	lim.cpus_milli = p->sandbox.cpus_milli;
 	Ahp__Sbx__CreateRequest cr = AHP__SBX__CREATE_REQUEST__INIT;
 	cr.run_id = run_id;
 	cr.profile = p->name;
@@ -363,10 +398,31 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
 	req.body_case = AHP__SBX__REQUEST__BODY_CREATE;
 	req.create = &cr;
-	Ahp__Sbx__Reply *rep = s_call(cl, sigfd, &req, S_CALL_MS, &ec);
+
+	uint32_t t = timeout > 0 ? (uint32_t)timeout : p->sandbox.timeout_s;
+	Ahp__Sbx__ExecRequest er = AHP__SBX__EXEC_REQUEST__INIT;
+	er.sandbox_id = run_id;
+	er.exec_id = (char *)"cli-1";
+	er.command = cmd;
+	er.timeout_s = t;
+	Ahp__Sbx__Request ereq = AHP__SBX__REQUEST__INIT;
+	ereq.body_case = AHP__SBX__REQUEST__BODY_EXEC;
+	ereq.exec = &er;
+
+	/* Create and Exec go out together: sandboxd handles one connection's
+	 * requests in order and queues an exec until its sandbox is ready, so
+	 * the command starts the moment the claim completes instead of one
+	 * round trip later. Should the Create fail, the Exec is refused
+	 * (unknown sandbox) and its reply is never read. */
+	int64_t t_start = ahp_mono_ms();
+	uint64_t create_id = s_send(cl, sigfd, &req, t_start + S_CALL_MS, &ec);
+	uint64_t exec_id = create_id != 0 ? s_send(cl, sigfd, &ereq, t_start + S_CALL_MS, &ec) : 0;
+	if (create_id == 0)
+		goto out;
+	created = true; /* even an unanswered Create may leave state to clean */
+	Ahp__Sbx__Reply *rep = s_wait(cl, sigfd, create_id, S_CALL_MS, &ec);
 	if (rep == NULL)
 		goto out;
-	created = true; /* even a failed Create may leave state to clean */
 	if (s_reply_failed(rep, "create")) {
 		ahp__sbx__reply__free_unpacked(rep, NULL);
 		ec = S_EXIT_UNREACHABLE;
@@ -375,17 +431,10 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	if (rep->create != NULL && rep->create->workspace != NULL)
 		ahp_strlcpy(workspace, rep->create->workspace, sizeof(workspace));
 	ahp__sbx__reply__free_unpacked(rep, NULL);
-
-	uint32_t t = timeout > 0 ? (uint32_t)timeout : p->sandbox.timeout_s;
-	Ahp__Sbx__ExecRequest er = AHP__SBX__EXEC_REQUEST__INIT;
-	er.sandbox_id = run_id;
-	er.exec_id = (char *)"cli-1";
-	er.command = cmd;
-	er.timeout_s = t;
-	req.body_case = AHP__SBX__REQUEST__BODY_EXEC;
-	req.exec = &er;
+	if (exec_id == 0)
+		goto out;
 	/* the command's own timeout, plus time to start and to collect */
-	rep = s_call(cl, sigfd, &req, (int)(t + 30) * 1000, &ec);
+	rep = s_wait(cl, sigfd, exec_id, (int)(t + 30) * 1000, &ec);
 	if (rep == NULL)
 		goto out;
 	if (s_reply_failed(rep, "exec") || rep->exec == NULL) {

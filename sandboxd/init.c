@@ -176,6 +176,22 @@ s_clone_src(const char *src, int flags)
 	return fd;
 }
 
+/* A path of the sandbox's own disk: the workspace is <disk>/ws (disk.c),
+ * so the disk's root is the workspace path without its last component. */
+static int
+s_clone_disk(const sbx_mnt_t *m)
+{
+	char p[PATH_MAX];
+	const char *ws = s_args->workspace;
+	const char *slash = strrchr(ws, '/');
+	if (slash == NULL ||
+	    snprintf(p, sizeof(p), "%.*s/%s", (int)(slash - ws), ws, m->src) >= (int)sizeof(p)) {
+		errno = ENAMETOOLONG;
+		s_fail("disk path %s", m->src);
+	}
+	return s_clone_src(p, m->flags | SBX_MNT_F_NOFOLLOW);
+}
+
 /* mkdir -p of a relative path under root (components created 0755). */
 static void
 s_mkdirs(int root, const char *rel, unsigned mode)
@@ -241,6 +257,8 @@ s_build_root(void)
 			src[i] = s_clone_src(m->src, m->flags);
 		else if (m->kind == SBX_MNT_WORKSPACE)
 			src[i] = s_clone_src(s_args->workspace, SBX_MNT_F_NOFOLLOW);
+		else if (m->kind == SBX_MNT_DISK)
+			src[i] = s_clone_disk(m);
 		else if (m->kind == SBX_MNT_MASK)
 			src[i] = s_clone_src("/dev/null", SBX_MNT_F_DEV | SBX_MNT_F_RO);
 	}
@@ -277,6 +295,7 @@ s_build_root(void)
 			break;
 		case SBX_MNT_BIND:
 		case SBX_MNT_WORKSPACE:
+		case SBX_MNT_DISK:
 			if (src[i] < 0)
 				break; /* optional and absent */
 			s_mountpoint(root, m->dst, (m->flags & SBX_MNT_F_FILE) != 0);

@@ -29,7 +29,9 @@ sbx_request_limits(const Ahp__Sbx__Limits *in, sbx_limits_t *out, char *err, siz
 	    s_limit(AHP_LIMIT_TIMEOUT_S, in->timeout_s, &out->timeout_s, err, errlen) ||
 	    s_limit(AHP_LIMIT_OUTPUT_KB, in->output_kb, &out->output_kb, err, errlen) ||
 	    s_limit(AHP_LIMIT_FILE_SIZE_MB, in->file_size_mb, &out->file_size_mb, err, errlen) ||
-	    s_limit(AHP_LIMIT_OPEN_FILES, in->open_files, &out->open_files, err, errlen))
+	    s_limit(AHP_LIMIT_OPEN_FILES, in->open_files, &out->open_files, err, errlen) ||
+	    s_limit(AHP_LIMIT_DISK_MB, in->disk_mb, &out->disk_mb, err, errlen) ||
+	    s_limit(AHP_LIMIT_CPUS_MILLI, in->cpus_milli, &out->cpus_milli, err, errlen))
 		return -1;
 	return 0;
 }
@@ -44,6 +46,8 @@ sbx_default_limits(sbx_limits_t *out)
 	out->output_kb = AHP_LIM_OUTPUT_KB_DEF;
 	out->file_size_mb = AHP_LIM_FILE_SIZE_MB_DEF;
 	out->open_files = AHP_LIM_OPEN_FILES_DEF;
+	out->disk_mb = AHP_LIM_DISK_MB_DEF;
+	out->cpus_milli = AHP_LIM_CPUS_MILLI_DEF;
 }
 
 int

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -134,9 +135,31 @@ static const char *const s_etc_copy[] = {"ld.so.cache",    "ld.so.conf",  "ld.so
                                          "python3",        "python3.11",  "mailcap",
                                          "mke2fs.conf",    NULL};
 
+/* The /etc template lives on a small tmpfs mounted at the state dir's etc/:
+ * a sandbox's mountinfo then shows "/" as the root of its /etc, not the
+ * host path of the state dir. Mounted once (kept across a crash, reused),
+ * unmounted at a clean stop (sbx_disk_release_all). */
+#define S_ETC_TMPFS "size=16m,mode=0755,nr_inodes=4096"
+
+static int
+s_etc_tmpfs(const char *etc)
+{
+	char parent[PATH_MAX];
+	struct stat a, b;
+	if (snprintf(parent, sizeof(parent), "%s/..", etc) >= (int)sizeof(parent) ||
+	    lstat(etc, &a) != 0 || stat(parent, &b) != 0)
+		return -1;
+	if (a.st_dev != b.st_dev)
+		return 0; /* mounted by an earlier run */
+	return mount("ahp-sandbox-etc", etc, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+	             S_ETC_TMPFS);
+}
+
 static int
 s_write_template(const char *etc)
 {
+	if (s_etc_tmpfs(etc) != 0)
+		return -1;
 	int dfd = open(etc, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dfd < 0)
 		return -1;
@@ -317,6 +340,14 @@ sbx_plan_build(const sbx_config_t *cfg, const sbx_store_t *store, sbx_plan_t *pl
 	/* /proc of the sandbox's own pid namespace, with the host-wide knobs
 	 * masked or read-only (docker's list; only what this kernel has). */
 	rc = rc ? rc : s_add(plan, SBX_MNT_PROC, 0, 0, 0, "proc", NULL);
+	/* the sandbox's own memory and CPU limits instead of the host's (static,
+	 * like lxcfs: disk.c writes them at spawn and at claim) */
+	rc = rc ? rc
+	        : s_add(plan, SBX_MNT_DISK, SBX_MNT_F_RO | SBX_MNT_F_FILE, 0, 0, "proc/meminfo",
+	                "proc/meminfo");
+	rc = rc ? rc
+	        : s_add(plan, SBX_MNT_DISK, SBX_MNT_F_RO | SBX_MNT_F_FILE, 0, 0, "proc/cpuinfo",
+	                "proc/cpuinfo");
 	static const char *const masks[] = {
 	    "kcore",       "keys",        "kmsg",          "latency_stats", "timer_list",
 	    "timer_stats", "sched_debug", "sysrq-trigger", "kallsyms",      NULL};
@@ -357,7 +388,9 @@ sbx_plan_build(const sbx_config_t *cfg, const sbx_store_t *store, sbx_plan_t *pl
 		rc = s_add(plan, SBX_MNT_SYMLINK, 0, 0, 0, links[i][0], links[i][1]);
 	rc = rc ? rc : s_add(plan, SBX_MNT_TMPFS, 0, 01777, 64 * 1024, "dev/shm", NULL);
 	rc = rc ? rc : s_add(plan, SBX_MNT_SEAL, 0, 0, 0, "dev", NULL);
-	rc = rc ? rc : s_add(plan, SBX_MNT_TMPFS, 0, 01777, cfg->tmp_mb * 1024u, "tmp", NULL);
+	/* /tmp is a directory of the sandbox's disk: it counts toward disk_mb
+	 * with /workspace (cfg->tmp_mb no longer applies) */
+	rc = rc ? rc : s_add(plan, SBX_MNT_DISK, 0, 0, 0, "tmp", "tmp");
 	rc = rc ? rc : s_add(plan, SBX_MNT_WORKSPACE, 0, 0, 0, "workspace", NULL);
 	if (rc != 0) {
 		snprintf(err, errlen, "root plan: %s", strerror(errno));
@@ -704,6 +737,13 @@ sbx_sandbox_claim(sbx_sandbox_t *self, const char *id, const sbx_meta_t *meta, c
 {
 	if (!self->spare || self->state != S_SPARE) {
 		snprintf(err, errlen, "not a ready spare");
+		return -1;
+	}
+	/* a disk cannot change size under a running sandbox: a run that asks
+	 * for another size gets a sandbox of its own (the spare stays) */
+	if (meta->lim.disk_mb != self->meta.lim.disk_mb) {
+		snprintf(err, errlen, "the spare's disk is %u MiB, the run asks for %u",
+		         self->meta.lim.disk_mb, meta->lim.disk_mb);
 		return -1;
 	}
 	ahp_strlcpy(self->id, id, sizeof(self->id));

@@ -43,6 +43,8 @@ typedef struct {
 	uint32_t output_kb;
 	uint32_t file_size_mb;
 	uint32_t open_files;
+	uint32_t disk_mb;    /* size of the sandbox's filesystem (/workspace + /tmp) */
+	uint32_t cpus_milli; /* CPU bandwidth, thousandths of a CPU */
 } sbx_limits_t;
 
 /* Daemon configuration, resolved from the cfg table (main.c). */
@@ -128,6 +130,7 @@ enum sbx_mnt_kind {
 	SBX_MNT_RDONLY,    /* make the existing dst read-only (a rebind inside proc) */
 	SBX_MNT_SEAL,      /* make the mount at dst read-only (after filling it) */
 	SBX_MNT_WORKSPACE, /* the sandbox's workspace, read-write */
+	SBX_MNT_DISK,      /* bind src, a path on the sandbox's own disk (disk.c), at dst */
 };
 
 #define SBX_MNT_F_RO 0x1        /* read-only */
@@ -280,6 +283,32 @@ int sbx_cgroup_freeze_kill(const char *name);
 int sbx_cgroup_remove(const char *name);
 void sbx_cgroup_destroy(sbx_cgroup_t **self_p);
 
+/* ---- disk.c (privileged side only: root, never inside a sandbox) ---- */
+/* Makes ready the filesystem of uid slot `slot` before its init starts: an
+ * ext4 image of lim->disk_mb MiB (reserved on the host in full with
+ * fallocate; an existing image keeps the size it was made with) attached to
+ * a loop device and mounted at workspaces/s<slot>, with ws/ (the workspace,
+ * owned by uid), tmp/ (the sandbox's /tmp) and proc/ (sbx_disk_proc_files).
+ * Idempotent: an image already mounted is reused. 0, or -1 with a message in
+ * err (errlen bytes). */
+int sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_limits_t *lim,
+                    char *err, size_t errlen);
+/* Writes proc/meminfo (MemTotal = lim->memory_mb) and proc/cpuinfo
+ * (ceil(lim->cpus_milli / 1000) processors) of a mounted disk, in place: a
+ * running sandbox sees the new content (at claim). 0 / -1 (errno). */
+int sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limits_t *lim);
+/* Unmounts (lazily) and deletes the disk of a slot; its loop device clears
+ * itself once the last user lets go. Nothing of it is left. 0 / -1. */
+int sbx_disk_discard(const sbx_store_t *store, uint32_t slot);
+/* At start: mounts every image under disks/ that is not mounted (after a
+ * restart, so retained and resumable workspaces are there again). */
+void sbx_disk_restore(const sbx_store_t *store);
+/* At a clean stop: unmounts the /etc template's tmpfs (sandbox.c),
+ * discards the disks no sandbox record claims (pool spares) and unmounts
+ * (lazily) the others, whose images stay for sbx_disk_restore: a stopped
+ * sandboxd leaves no mount and no loop device behind. */
+void sbx_disk_stop(sbx_store_t *store);
+
 /* ---- zygote.c: the privileged parent (privilege separation) ----
  *
  * sandboxd serve is two processes. The one started as root stays root and
@@ -352,9 +381,11 @@ typedef struct {
 /* Opens (creating) the state directory layout. NULL on failure. */
 sbx_store_t *sbx_store_new(const char *state_dir);
 void sbx_store_destroy(sbx_store_t **self_p);
-/* "root", "etc", "workspaces", "execs", "trash", "sandboxes": directories of the layout. */
+/* "root", "etc", "workspaces", "execs", "trash", "sandboxes", "disks": directories of the
+ * layout. */
 const char *sbx_store_dir(const sbx_store_t *self, const char *sub);
-/* Host path of the workspace of uid slot `slot` into buf. 0 / -1. */
+/* Host path of the workspace of uid slot `slot` into buf: the ws/ directory
+ * of its disk (disk.c), mounted at workspaces/s<slot>. 0 / -1. */
 int sbx_store_workspace_path(const sbx_store_t *self, uint32_t slot, char *buf, size_t len);
 /* fresh: a new record, written in place; else replaced atomically. 0 / -1. */
 int sbx_store_meta_write(sbx_store_t *self, const char *id, const sbx_meta_t *meta, bool fresh);

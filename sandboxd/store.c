@@ -21,11 +21,14 @@
  * Layout under state_dir:
  *   sandboxes/<id>.meta           key=value: profile, limits, uid slot, cwd... (the run id
  *                                 -> slot map; its absence means "no such sandbox")
- *   workspaces/s<slot>/           the sandbox's /workspace, owned by its host uid
+ *   workspaces/s<slot>/           mount point of the sandbox's disk (disk.c); its ws/ is
+ *                                 the /workspace, owned by its host uid, its tmp/ the /tmp
+ *   disks/s<slot>.img             the disk: an ext4 image (disk.c)
  *   execs/s<slot>.log             exec intents and results (append-only, below)
  *   trash/<uid>.<rand>/           removed workspaces being deleted (by the zygote)
  *   root/                         empty: each sandbox attaches its new root here
- *   etc/                          the /etc template every sandbox sees
+ *   etc/                          the /etc template every sandbox sees (a small tmpfs, so
+ *                                 a sandbox's mountinfo shows "/" as its root, no host path)
  * Workspaces and logs are named by uid slot, not run id: a pool spare is
  * built before its run id is known, and claiming it renames nothing.
  *
@@ -43,7 +46,7 @@
 struct sbx_store {
 	char dir[PATH_MAX];
 	char ws[PATH_MAX], meta[PATH_MAX], execs[PATH_MAX], trash[PATH_MAX], root[PATH_MAX],
-	    etc[PATH_MAX];
+	    etc[PATH_MAX], disks[PATH_MAX];
 };
 
 static int
@@ -71,7 +74,8 @@ sbx_store_new(const char *state_dir)
 		int mode;
 	} dirs[] = {{self->ws, "workspaces", 0700}, {self->meta, "sandboxes", 0700},
 	            {self->execs, "execs", 0700},   {self->trash, "trash", 0700},
-	            {self->root, "root", 0755},     {self->etc, "etc", 0755}};
+	            {self->root, "root", 0755},     {self->etc, "etc", 0755},
+	            {self->disks, "disks", 0700}};
 	if (ahp_mkdirs(state_dir, 0700) != 0)
 		goto fail;
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
@@ -116,13 +120,15 @@ sbx_store_dir(const sbx_store_t *self, const char *sub)
 		return self->trash;
 	if (strcmp(sub, "sandboxes") == 0)
 		return self->meta;
+	if (strcmp(sub, "disks") == 0)
+		return self->disks;
 	return self->dir;
 }
 
 int
 sbx_store_workspace_path(const sbx_store_t *self, uint32_t slot, char *buf, size_t len)
 {
-	int n = snprintf(buf, len, "%s/s%u", self->ws, slot);
+	int n = snprintf(buf, len, "%s/s%u/ws", self->ws, slot);
 	return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
@@ -142,14 +148,15 @@ sbx_store_meta_write(sbx_store_t *self, const char *id, const sbx_meta_t *m, boo
 	if (s_path(p, sizeof(p), "%s/%s.meta%s", self->meta, id, "") != 0 ||
 	    s_path(tmp, sizeof(tmp), "%s/.%s.meta%s", self->meta, id, ".tmp") != 0)
 		return -1;
-	int n = snprintf(
-	    buf, sizeof(buf),
-	    "profile=%s\nnetwork=%d\nslot=%u\nmemory_mb=%u\npids_max=%u\ncpu_seconds=%u\n"
-	    "timeout_s=%u\noutput_kb=%u\nfile_size_mb=%u\nopen_files=%u\ncreated_ms=%lld\n"
-	    "execs=%u\nkept=%d\nkept_ms=%lld\ncwd=%s\n",
-	    m->profile, m->network, m->slot, m->lim.memory_mb, m->lim.pids_max, m->lim.cpu_seconds,
-	    m->lim.timeout_s, m->lim.output_kb, m->lim.file_size_mb, m->lim.open_files,
-	    (long long)m->created_ms, m->execs, m->kept ? 1 : 0, (long long)m->kept_ms, m->cwd);
+	int n =
+	    snprintf(buf, sizeof(buf),
+	             "profile=%s\nnetwork=%d\nslot=%u\nmemory_mb=%u\npids_max=%u\ncpu_seconds=%u\n"
+	             "timeout_s=%u\noutput_kb=%u\nfile_size_mb=%u\nopen_files=%u\ndisk_mb=%u\n"
+	             "cpus_milli=%u\ncreated_ms=%lld\nexecs=%u\nkept=%d\nkept_ms=%lld\ncwd=%s\n",
+	             m->profile, m->network, m->slot, m->lim.memory_mb, m->lim.pids_max,
+	             m->lim.cpu_seconds, m->lim.timeout_s, m->lim.output_kb, m->lim.file_size_mb,
+	             m->lim.open_files, m->lim.disk_mb, m->lim.cpus_milli, (long long)m->created_ms,
+	             m->execs, m->kept ? 1 : 0, (long long)m->kept_ms, m->cwd);
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return -1;
 	/* A new sandbox's record is written in place (one create, no rename:
@@ -203,6 +210,8 @@ s_meta_field(sbx_meta_t *m, const char *k, const char *v, bool *seen_slot)
 	           {"output_kb", &m->lim.output_kb},
 	           {"file_size_mb", &m->lim.file_size_mb},
 	           {"open_files", &m->lim.open_files},
+	           {"disk_mb", &m->lim.disk_mb},
+	           {"cpus_milli", &m->lim.cpus_milli},
 	           {"execs", &m->execs}};
 	for (size_t i = 0; i < sizeof(u32) / sizeof(u32[0]); i++) {
 		if (strcmp(k, u32[i].key) != 0)
@@ -267,6 +276,11 @@ sbx_store_meta_read(sbx_store_t *self, const char *id, sbx_meta_t *m)
 	}
 	if (m->cwd[0] == '\0')
 		memcpy(m->cwd, "/workspace", sizeof("/workspace"));
+	/* records written before these limits existed */
+	if (m->lim.disk_mb == 0)
+		m->lim.disk_mb = AHP_LIM_DISK_MB_DEF;
+	if (m->lim.cpus_milli == 0)
+		m->lim.cpus_milli = AHP_LIM_CPUS_MILLI_DEF;
 	return 0;
 }
 
@@ -379,9 +393,9 @@ void
 sbx_store_orphans(sbx_store_t *self, bool (*used)(void *arg, uint32_t slot),
                   void (*fn)(void *arg, uint32_t slot), void *arg)
 {
-	const char *dirs[2] = {self->ws, self->execs};
-	const char *suffix[2] = {"", ".log"};
-	for (int k = 0; k < 2; k++) {
+	const char *dirs[3] = {self->ws, self->execs, self->disks};
+	const char *suffix[3] = {"", ".log", ".img"};
+	for (int k = 0; k < 3; k++) {
 		DIR *d = opendir(dirs[k]);
 		if (d == NULL)
 			continue;

@@ -271,6 +271,9 @@ s_deleting_any(void)
 static void
 s_discard(uint32_t slot, uid_t uid)
 {
+	/* the disk first: its lazy unmount leaves an empty mount point, and
+	 * the image goes with it (disk.c) */
+	(void)sbx_disk_discard(s_store, slot);
 	char ws[PATH_MAX], to[PATH_MAX], rnd[40];
 	if (sbx_store_workspace_path(s_store, slot, ws, sizeof(ws)) != 0)
 		return;
@@ -349,7 +352,9 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	args.env_proxy = s_env_proxy;
 	args.argv_area = sbx_argv_area;
 	args.argv_len = sbx_argv_len;
-	if (s_prepare(req->slot, req->uid, args.workspace, sizeof(args.workspace), rep->err,
+	if (sbx_disk_attach(s_store, req->slot, req->uid, &req->lim, rep->err, sizeof(rep->err)) !=
+	        0 ||
+	    s_prepare(req->slot, req->uid, args.workspace, sizeof(args.workspace), rep->err,
 	              sizeof(rep->err)) != 0) {
 		close(sv[0]);
 		close(sv[1]);
@@ -425,6 +430,8 @@ s_valid(sbx_spawn_req_t *req, bool call)
 		l.output_kb = req->lim.output_kb;
 		l.file_size_mb = req->lim.file_size_mb;
 		l.open_files = req->lim.open_files;
+		l.disk_mb = req->lim.disk_mb;
+		l.cpus_milli = req->lim.cpus_milli;
 		sbx_limits_t chk;
 		char err[160];
 		if (sbx_request_limits(&l, &chk, err, sizeof(err)) != 0 ||
@@ -514,8 +521,10 @@ s_on_call(void)
 	                      r == (ssize_t)sizeof(req) ? req.slot : 0, -1, EINVAL};
 	if (r == (ssize_t)sizeof(req) && s_valid(&req, true) == 0) {
 		int rc = -1;
-		if (req.type == SBX_ZY_LIMITS)
-			rc = sbx_cgroup_set_limits(req.cgname, &req.lim);
+		if (req.type == SBX_ZY_LIMITS) /* a claim: the cgroup and the /proc files */
+			rc = sbx_cgroup_set_limits(req.cgname, &req.lim) != 0
+			         ? -1
+			         : sbx_disk_proc_files(s_store, req.slot, &req.lim);
 		else if (req.type == SBX_ZY_RMCG)
 			rc = s_init_of(req.slot) >= 0 ? (errno = EBUSY, -1)
 			                              : sbx_cgroup_remove(req.cgname);
@@ -802,6 +811,7 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 	}
 	if (sbx_plan_build(&s_cfg, s_store, s_plan, err, errlen) != 0)
 		return -1;
+	sbx_disk_restore(s_store); /* workspaces of sandboxes from before a restart */
 	/* into the fresh /etc template, before any sandbox exists */
 	(void)sbx_ca_refresh(&s_cfg, s_store);
 	if (sbx_seccomp_build(&s_filter_prog) != 0) {
@@ -912,6 +922,7 @@ sbx_priv_run(const sbx_config_t *cfg)
 			fatal("fork the worker");
 	}
 	/* Deleters still running finish on their own (they hold no lock). */
+	sbx_disk_stop(s_store); /* spares' disks and the /etc tmpfs go; the rest unmounted */
 	sbx_cgroup_teardown();
 	close(sigfd);
 	free(s_filter_prog.filter);

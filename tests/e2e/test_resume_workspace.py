@@ -55,7 +55,7 @@ def main(args):
                                       "echo second"], f"commands before the failure: {res}")
 
         # sandboxd retained the failed run's workspace (and says so).
-        notes = glob.glob(st.path("state/sandboxd/workspaces/*/note.txt"))
+        notes = glob.glob(st.path("state/sandboxd/workspaces/*/ws/note.txt"))
         check(len(notes) == 1 and open(notes[0]).read() == "kept-across-resume\n",
               f"retained workspace: {notes}")
         wait_for(lambda: f"sandbox {run_id} destroyed (workspace retained)" in st.log("sandboxd"),
@@ -73,7 +73,7 @@ def main(args):
         check(r["result"] == "note=kept-across-resume\n", f"result {r['result']!r}")
 
         # It succeeded now: its workspace goes, like any ended run's that did not fail.
-        wait_for(lambda: not glob.glob(st.path("state/sandboxd/workspaces/*/note.txt")), 15,
+        wait_for(lambda: not glob.glob(st.path("state/sandboxd/workspaces/*/ws/note.txt")), 15,
                  "the succeeded run's workspace to be deleted")
         check(f"sandbox {run_id} destroyed\"" in st.log("sandboxd"),
               "an ordinary destroy after success\n" + st.log("sandboxd")[-2000:])

@@ -87,6 +87,20 @@ def parse_args():
     return ap.parse_args()
 
 
+def unmount_under(prefix):
+    """Lazily unmounts what a killed sandboxd left mounted below prefix (its sandboxes' disks,
+    its /etc tmpfs), so deleting a test home never goes through a mount; the loop devices clear
+    themselves."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mps = [ln.split()[4].replace("\\040", " ") for ln in f]
+    except OSError:
+        return
+    for mp in sorted((m for m in mps if m.startswith(prefix.rstrip("/") + "/")), key=len,
+                     reverse=True):
+        subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
 def pid_alive(pid):
     """True when pid exists and is not a zombie."""
     try:
@@ -316,6 +330,7 @@ class Stack:
             if self.args.keep:
                 print(f"kept {self.home}", file=sys.stderr)
             else:
+                unmount_under(self.home)
                 shutil.rmtree(self.home, ignore_errors=True)
         return False
 

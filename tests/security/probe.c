@@ -945,7 +945,8 @@ a_chroot(int argc, char **argv)
 }
 
 /* The host's root mount (MAJ:MIN and root path, from the runner) must not be mounted anywhere
- * in the sandbox, and no disk-backed mount other than /workspace may be writable. */
+ * in the sandbox, and no disk-backed mount may be writable but the sandbox's own disk: the
+ * device of /workspace, which also holds /tmp (sandbox.disk_mb). */
 static int
 a_mounts(int argc, char **argv)
 {
@@ -958,6 +959,15 @@ a_mounts(int argc, char **argv)
 	if (s_read_small("/proc/self/mountinfo", buf, sizeof(buf)) < 0) {
 		s_blocked(errno, "mountinfo");
 		return 0;
+	}
+	char own[64] = "";
+	for (char *l = strstr(buf, " /workspace "); l != NULL && l > buf;) {
+		char *start = l;
+		while (start > buf && start[-1] != '\n')
+			start--;
+		if (sscanf(start, "%*d %*d %63s", own) != 1)
+			own[0] = '\0';
+		break;
 	}
 	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char devno[64], root[1024], mnt[1024], opts[512];
@@ -973,7 +983,7 @@ a_mounts(int argc, char **argv)
 			continue;
 		/* major 0 = virtual (tmpfs, proc, ...); anything disk-backed must be read-only
 		 * except the run's workspace. */
-		if (maj != 0 && strcmp(mnt, "/workspace") != 0 &&
+		if (maj != 0 && strcmp(mnt, "/workspace") != 0 && strcmp(devno, own) != 0 &&
 		    (strncmp(opts, "rw,", 3) == 0 || strcmp(opts, "rw") == 0))
 			s_escape("writable disk mount %s (%s from %s)", mnt, devno, root);
 	}

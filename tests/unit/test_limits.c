@@ -80,6 +80,8 @@ s_field(Ahp__Sbx__Limits *l, ahp_limit_id_t id)
 		return &l->timeout_s;
 	case AHP_LIMIT_OUTPUT_KB:
 		return &l->output_kb;
+	case AHP_LIMIT_DISK_MB:
+		return &l->disk_mb;
 	default:
 		return NULL;
 	}
@@ -92,9 +94,9 @@ static void
 test_loader_and_sandboxd_agree(void **state)
 {
 	const char *dir = *state;
-	const ahp_limit_id_t shared[] = {AHP_LIMIT_MEMORY_MB, AHP_LIMIT_PIDS_MAX,
+	const ahp_limit_id_t shared[] = {AHP_LIMIT_MEMORY_MB,   AHP_LIMIT_PIDS_MAX,
 	                                 AHP_LIMIT_CPU_SECONDS, AHP_LIMIT_TIMEOUT_S,
-	                                 AHP_LIMIT_OUTPUT_KB};
+	                                 AHP_LIMIT_OUTPUT_KB,   AHP_LIMIT_DISK_MB};
 	for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++) {
 		const ahp_limit_t *lim = ahp_limit(shared[i]);
 		assert_non_null(lim);
@@ -153,6 +155,103 @@ test_loader_run_limits(void **state)
 	}
 }
 
+/* sandbox.cpus: the loader takes CPUs as a decimal, sandboxd millicpus; both
+ * bounds agree (0.01 CPU = 10 millicpus .. 64 CPUs = 64000). */
+static void
+test_cpus_agree(void **state)
+{
+	const char *dir = *state;
+	static const struct {
+		const char *cpus;
+		uint32_t milli;
+		bool in;
+	} v[] = {{"0.009", 9, false},
+	         {"0.01", 10, true},
+	         {"64", 64000, true},
+	         {"64.001", 64001, false},
+	         {"0.5", 500, true}};
+	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+		char path[PATH_MAX], yaml[256], err[1024] = "", serr[256] = "";
+		snprintf(path, sizeof path, "%s/p.yaml", dir);
+		snprintf(yaml, sizeof yaml,
+		         "name: p\nmodel: mock:x\nsystem_prompt: s\nsandbox: { cpus: %s }\n",
+		         v[i].cpus);
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		fputs(yaml, f);
+		assert_int_equal(fclose(f), 0);
+		ahp_profile_t *p = ahp_profile_load(path, "/nonexistent", err, sizeof err);
+		if ((p != NULL) != v[i].in)
+			fail_msg("loader cpus %s: %s", v[i].cpus, p ? "accepted" : err);
+		if (p != NULL)
+			assert_int_equal(p->sandbox.cpus_milli, v[i].milli);
+		ahp_profile_destroy(&p);
+		Ahp__Sbx__Limits req = AHP__SBX__LIMITS__INIT;
+		sbx_limits_t out;
+		req.cpus_milli = v[i].milli;
+		int src = sbx_request_limits(&req, &out, serr, sizeof serr);
+		if ((src == 0) != v[i].in)
+			fail_msg("sandboxd cpus_milli %u: %s", v[i].milli, src ? serr : "accepted");
+		if (src == 0)
+			assert_int_equal(out.cpus_milli, v[i].milli);
+	}
+}
+
+/* store.c needs loop.c's id checks; the records here use plain ids. */
+bool
+sbx_valid_id(const char *s)
+{
+	return s != NULL && *s != '\0' && strchr(s, '/') == NULL && s[0] != '.';
+}
+
+bool
+sbx_valid_exec_id(const char *s)
+{
+	return sbx_valid_id(s);
+}
+
+/* Sandbox records keep disk_mb and cpus_milli; a record written before they
+ * existed loads with the defaults (issue 10 §3: workspaces survive an upgrade). */
+static void
+test_meta_limits(void **state)
+{
+	const char *dir = *state;
+	char sd[PATH_MAX], p[PATH_MAX + 64];
+	snprintf(sd, sizeof sd, "%s/state", dir);
+	sbx_store_t *st = sbx_store_new(sd);
+	assert_non_null(st);
+	sbx_meta_t m, r;
+	memset(&m, 0, sizeof m);
+	sbx_default_limits(&m.lim);
+	m.lim.disk_mb = 64;
+	m.lim.cpus_milli = 1250;
+	m.slot = 3;
+	memcpy(m.cwd, "/workspace", sizeof("/workspace"));
+	assert_int_equal(sbx_store_meta_write(st, "new", &m, true), 0);
+	assert_int_equal(sbx_store_meta_read(st, "new", &r), 0);
+	assert_int_equal(r.lim.disk_mb, 64);
+	assert_int_equal(r.lim.cpus_milli, 1250);
+	assert_int_equal(r.slot, 3);
+
+	snprintf(p, sizeof p, "%s/sandboxes/old.meta", sd);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fputs("profile=x\nnetwork=0\nslot=5\nmemory_mb=128\npids_max=64\ncpu_seconds=10\n"
+	      "timeout_s=30\noutput_kb=64\nfile_size_mb=1024\nopen_files=1024\n"
+	      "created_ms=1\nexecs=2\nkept=0\nkept_ms=0\ncwd=/workspace\n",
+	      f);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(sbx_store_meta_read(st, "old", &r), 0);
+	assert_int_equal(r.slot, 5);
+	assert_int_equal(r.lim.memory_mb, 128);
+	assert_int_equal(r.lim.disk_mb, AHP_LIM_DISK_MB_DEF);
+	assert_int_equal(r.lim.cpus_milli, AHP_LIM_CPUS_MILLI_DEF);
+	sbx_store_destroy(&st);
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", sd);
+	assert_int_equal(system(cmd), 0);
+}
+
 /* Defaults: what the loader fills is what sandboxd assumes for "not set". */
 static void
 test_defaults_agree(void **state)
@@ -173,6 +272,8 @@ test_defaults_agree(void **state)
 	assert_int_equal(p->sandbox.cpu_seconds, d.cpu_seconds);
 	assert_int_equal(p->sandbox.timeout_s, d.timeout_s);
 	assert_int_equal(p->sandbox.output_kb, d.output_kb);
+	assert_int_equal(p->sandbox.disk_mb, d.disk_mb);
+	assert_int_equal(p->sandbox.cpus_milli, d.cpus_milli);
 	assert_int_equal(p->limits.max_turns, ahp_limit(AHP_LIMIT_MAX_TURNS)->def);
 	assert_int_equal(p->limits.max_model_calls, ahp_limit(AHP_LIMIT_MAX_MODEL_CALLS)->def);
 	sbx_limits_t d2;
@@ -227,7 +328,7 @@ test_table(void **state)
 		assert_ptr_equal(ahp_limit_by_name(l->name), l);
 	}
 	assert_null(ahp_limit(AHP_LIMIT__COUNT));
-	assert_null(ahp_limit_by_name("sandbox.cpus"));
+	assert_null(ahp_limit_by_name("sandbox.gpus"));
 	assert_int_equal(ahp_limit_check(AHP_LIMIT_OUTPUT_KB, 10240, err, sizeof err), -1);
 	assert_string_equal(err, "sandbox.output_kb 10240 is out of range (allowed 1..1024)");
 	assert_int_equal(ahp_limit_check(AHP_LIMIT__COUNT, 1, err, sizeof err), -1);
@@ -276,6 +377,8 @@ main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_loader_and_sandboxd_agree, setup_tmp,
 	                                    teardown_tmp),
 	    cmocka_unit_test_setup_teardown(test_loader_run_limits, setup_tmp, teardown_tmp),
+	    cmocka_unit_test_setup_teardown(test_cpus_agree, setup_tmp, teardown_tmp),
+	    cmocka_unit_test_setup_teardown(test_meta_limits, setup_tmp, teardown_tmp),
 	    cmocka_unit_test_setup_teardown(test_defaults_agree, setup_tmp, teardown_tmp),
 	    cmocka_unit_test(test_exec_request),
 	    cmocka_unit_test(test_docs_match_table),

@@ -196,6 +196,8 @@ test_defaults(void **state)
 	assert_int_equal(p->sandbox.cpu_seconds, 10);
 	assert_int_equal(p->sandbox.timeout_s, 30);
 	assert_int_equal(p->sandbox.output_kb, 64);
+	assert_int_equal(p->sandbox.disk_mb, 1024);
+	assert_int_equal(p->sandbox.cpus_milli, 1000);
 	assert_int_equal(p->n_egress, 0);
 	assert_int_equal(p->n_approvals, 0);
 	assert_int_equal(p->limits.max_turns, 30);
@@ -566,6 +568,32 @@ static const struct {
      "30d)"},
     {"name: a\nmodel: mock:x\nsystem_prompt: p\nlimits: { max_model_calls: 10001 }\n", 0,
      "4:28: limits.max_model_calls 10001 is out of range (allowed 1..10000)"},
+    /* sandbox.disk_mb: a whole number in the table's range */
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { disk_mb: 15 }\n", 0,
+     "4:21: sandbox.disk_mb 15 is out of range (allowed 16..1048576)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { disk_mb: 1.5 }\n", 0,
+     "4:21: sandbox.disk_mb must be a whole number, not '1.5' (allowed 16..1048576)"},
+    /* sandbox.cpus: a decimal like Docker's --cpus, parsed strictly */
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { cpus: 1e3 }\n", 0,
+     "4:18: sandbox.cpus must be a number of CPUs like 0.5 or 2, not '1e3' (write CPUs as "
+     "digits, like 0.5, 1 or 2)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { cpus: -1 }\n", 0,
+     "4:18: sandbox.cpus must be a number of CPUs like 0.5 or 2, not '-1' (write CPUs as "
+     "digits, like 0.5, 1 or 2)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { cpus: .5 }\n", 0,
+     "4:18: sandbox.cpus must be a number of CPUs like 0.5 or 2, not '.5' (write CPUs as "
+     "digits, like 0.5, 1 or 2)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { cpus: 0.1234 }\n", 0,
+     "4:18: sandbox.cpus must be a number of CPUs like 0.5 or 2, not '0.1234' (at most 3 "
+     "decimals)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { cpus: 0 }\n", 0,
+     "4:18: sandbox.cpus 0 is out of range (allowed 0.01..64)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { cpus: 0.005 }\n", 0,
+     "4:18: sandbox.cpus 0.005 is out of range (allowed 0.01..64)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { cpus: 64.001 }\n", 0,
+     "4:18: sandbox.cpus 64.001 is out of range (allowed 0.01..64)"},
+    {"name: a\nmodel: mock:x\nsystem_prompt: p\nsandbox: { cpus: [1] }\n", 0,
+     "4:18: sandbox.cpus must be a number, not a list (allowed 0.01..64)"},
     {"name: a\nmodel: mock:x\nsystem_prompt: p\nlimits: { max_turn: 3 }\n", 0,
      "4:11: unknown key 'max_turn' in limits (did you mean 'max_turns'?)"},
     {"name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", 0,
@@ -614,7 +642,8 @@ test_valid_variants(void **state)
 	         "system_prompt: >\n  folded\n  text\n"
 	         "tools: []\n"
 	         "skills: %s\n"
-	         "sandbox: { memory_mb: \"16\", pids_max: 4096, network: none }\n"
+	         "sandbox: { memory_mb: \"16\", pids_max: 4096, network: none, disk_mb: 16,"
+	         " cpus: 1.25 }\n"
 	         "egress:\n  - host: \"*.b.example\"\n    inject: {}\n  - host: 127.0.0.1\n"
 	         "  - host: \"[fd00::1]:8080\"\n  - host: \"*.b.example:8443\"\n"
 	         "  - host: xn--bcher-kva.example\n  - host: 10.0.0.1:65535\n"
@@ -633,6 +662,8 @@ test_valid_variants(void **state)
 	assert_string_equal(p->skills_dir, real);
 	assert_int_equal(p->sandbox.memory_mb, 16);
 	assert_int_equal(p->sandbox.pids_max, 4096);
+	assert_int_equal(p->sandbox.disk_mb, 16);
+	assert_int_equal(p->sandbox.cpus_milli, 1250);
 	assert_int_equal(p->n_egress, 6);
 	assert_string_equal(p->egress[0].host, "*.b.example");
 	assert_int_equal(p->egress[0].n_inject, 0);
@@ -650,6 +681,38 @@ test_valid_variants(void **state)
 	/* No err buffer: still fails cleanly. */
 	assert_null(ahp_profile_load(DATA "/bad/bad-name.yaml", ETC, NULL, 0));
 	assert_null(ahp_profile_load(NULL, ETC, err, sizeof err));
+}
+
+/* ahp_cpus_parse: Docker's --cpus grammar, strictly (issue 10 §3). */
+static void
+test_cpus_parse(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *s;
+		uint32_t milli;
+	} ok[] = {{"0.5", 500},  {"1", 1000}, {"2", 2000},   {"1.25", 1250}, {"0.01", 10},
+	          {"64", 64000}, {"0", 0},    {"1.5", 1500}, {"0.125", 125}, {"10.0", 10000}};
+	static const char *const bad[] = {"1e3", "-1",  ".5",  "1.",     "01",     "00.5",
+	                                  "+1",  " 1",  "1 ",  "0x10",   "1.2345", "",
+	                                  "1,5", "inf", "nan", "123456", "1.5.0"};
+	const char *why;
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		uint32_t m = 7;
+		why = NULL;
+		if (ahp_cpus_parse(ok[i].s, &m, &why) != 0)
+			fail_msg("'%s' refused: %s", ok[i].s, why);
+		assert_int_equal(m, ok[i].milli);
+	}
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		uint32_t m = 7;
+		why = NULL;
+		if (ahp_cpus_parse(bad[i], &m, &why) == 0)
+			fail_msg("'%s' accepted as %u", bad[i], m);
+		assert_non_null(why);
+		assert_int_equal(m, 7);
+	}
+	assert_int_equal(ahp_cpus_parse(NULL, &(uint32_t){0}, &why), -1);
 }
 
 static void
@@ -1031,6 +1094,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_error_cases, setup_tmp, teardown_tmp),
 	    cmocka_unit_test_setup_teardown(test_valid_variants, setup_tmp, teardown_tmp),
 	    cmocka_unit_test_setup_teardown(test_symlink_and_size, setup_tmp, teardown_tmp),
+	    cmocka_unit_test(test_cpus_parse),
 	    cmocka_unit_test_setup_teardown(test_hostile_yaml, setup_tmp, teardown_tmp),
 	    cmocka_unit_test(test_load_dir),
 	    cmocka_unit_test_setup_teardown(test_output_kb_over_sandboxd, setup_tmp, teardown_tmp),

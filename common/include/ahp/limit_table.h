@@ -32,6 +32,14 @@
 #define AHP_LIM_OUTPUT_KB_MIN 1
 #define AHP_LIM_OUTPUT_KB_MAX 1024
 #define AHP_LIM_OUTPUT_KB_DEF 64
+/* /workspace and /tmp together: the size of the sandbox's own filesystem. */
+#define AHP_LIM_DISK_MB_MIN 16
+#define AHP_LIM_DISK_MB_MAX 1048576
+#define AHP_LIM_DISK_MB_DEF 1024
+/* CPU bandwidth (cgroup cpu controller); the profile writes CPUs as a decimal. */
+#define AHP_LIM_CPUS_MILLI_MIN 10
+#define AHP_LIM_CPUS_MILLI_MAX 64000
+#define AHP_LIM_CPUS_MILLI_DEF 1000
 /* Create-request fields no profile sets (sandboxd applies the default). */
 #define AHP_LIM_FILE_SIZE_MB_MIN 1
 #define AHP_LIM_FILE_SIZE_MB_MAX 1048576
@@ -78,6 +86,8 @@ typedef enum {
 	AHP_LIMIT_CPU_SECONDS,
 	AHP_LIMIT_TIMEOUT_S,
 	AHP_LIMIT_OUTPUT_KB,
+	AHP_LIMIT_DISK_MB,
+	AHP_LIMIT_CPUS_MILLI,
 	AHP_LIMIT_FILE_SIZE_MB,
 	AHP_LIMIT_OPEN_FILES,
 	AHP_LIMIT_EXEC_TIMEOUT_S,

@@ -48,6 +48,14 @@ int ahp_host_check(const char *s, size_t len, const char **why);
  * *why set to a static reason.
  */
 int ahp_inject_header_check(const char *name, const char **why);
+
+/* Parses a CPU count as the profile's `sandbox.cpus` takes it (like Docker's
+ * --cpus): digits, optionally '.' and 1..3 more digits ("0.5", "1", "2",
+ * "1.25"); no sign, exponent, leading '.', trailing '.', leading zero before
+ * another digit ("01"), or more than 3 decimals. The range is not checked
+ * here (AHP_LIMIT_CPUS_MILLI is). 0 with *milli = the value in thousandths of
+ * a CPU, or -1 with *why set to a static reason. Pure. */
+int ahp_cpus_parse(const char *s, uint32_t *milli, const char **why);
 /* True when s[0, len) is an RFC 9110 token (section 5.6.2): one or more of
  * letters, digits and !#$%&'*+-.^_`|~ — what a header field name must be. */
 bool ahp_http_token(const char *s, size_t len);
@@ -69,6 +77,8 @@ typedef struct {
 	uint32_t cpu_seconds; /* default 10 */
 	uint32_t timeout_s;   /* default 30 */
 	uint32_t output_kb;   /* default 64 */
+	uint32_t disk_mb;     /* default 1024: /workspace and /tmp together */
+	uint32_t cpus_milli;  /* `cpus` as thousandths of a CPU; default 1000 */
 } ahp_sandbox_cfg_t;
 
 typedef struct {

@@ -84,10 +84,11 @@ def _int32(v):
 
 
 def limits_msg(memory_mb=0, pids_max=0, cpu_seconds=0, timeout_s=0, output_kb=0,
-               file_size_mb=0, open_files=0):
+               file_size_mb=0, open_files=0, disk_mb=0, cpus_milli=0):
     return (field_varint(1, memory_mb) + field_varint(2, pids_max) + field_varint(3, cpu_seconds)
             + field_varint(4, timeout_s) + field_varint(5, output_kb)
-            + field_varint(6, file_size_mb) + field_varint(7, open_files))
+            + field_varint(6, file_size_mb) + field_varint(7, open_files)
+            + field_varint(8, disk_mb) + field_varint(9, cpus_milli))
 
 
 def req_create(run_id, profile="", limits=None, network=0):

@@ -33,6 +33,13 @@ def error_of(rep):
     return rep["error"]["status"], rep["error"].get("message", "")
 
 
+def slot_of(workspace):
+    """The uid slot name "sN" of a workspace path: state/workspaces/sN/ws (the sandbox's
+    disk is mounted at sN, its /workspace is ws/ on it), which is its cgroup's name too."""
+    head, tail = os.path.split(workspace.rstrip("/"))
+    return os.path.basename(head) if tail == "ws" else tail
+
+
 @test
 def t_dispatch_caps(d):
     """Each request type has its own size cap, checked before the body is decoded: one byte
@@ -120,7 +127,7 @@ def t_freezer_kill(d):
     d.start()
     c = d.client()
     cr = ok(c.create("bomb", limits={"pids_max": 48, "timeout_s": 60}))
-    slot = os.path.basename(cr["workspace"])  # "sN": the cgroup's name too
+    slot = slot_of(cr["workspace"])  # "sN": the cgroup's name too
     uid = d.uid_base + int(slot[1:])
     inst = instance_dirs(d)
     check(inst, "sandboxd's cgroup instance directories exist")
@@ -228,8 +235,8 @@ def t_worker_restart(d):
     gone = ok(c.create("gone"))["workspace"]
     run(c, "keep", "1", "echo kept > /workspace/f")
     run(c, "gone", "1", "echo doomed > /workspace/f")
-    keep_uid = d.uid_base + int(os.path.basename(keep)[1:])
-    gone_uid = d.uid_base + int(os.path.basename(gone)[1:])
+    keep_uid = d.uid_base + int(slot_of(keep)[1:])
+    gone_uid = d.uid_base + int(slot_of(gone)[1:])
     check(procs_of_uid(keep_uid) and procs_of_uid(gone_uid), "both sandboxes run")
     parent = d.proc.pid
     w1 = worker_of(d)
@@ -244,7 +251,7 @@ def t_worker_restart(d):
     check(status(parent)["Threads"] == "1", "the spawner is still single-threaded")
     inst = instance_dirs(d)
     for h, p in inst.items():
-        for slot in (os.path.basename(keep), os.path.basename(gone)):
+        for slot in (slot_of(keep), slot_of(gone)):
             check(not os.path.exists(os.path.join(p, slot)), f"{h} cgroup {slot} removed")
     c2 = d.client()
     wait_for(lambda: "error" not in c2.list(), 10, "the new worker to answer")
@@ -285,7 +292,7 @@ def t_interrupted_destroy(d):
     c = d.client()
     inst = instance_dirs(d)
     for h, p in inst.items():
-        check(not os.path.exists(os.path.join(p, os.path.basename(gone))),
+        check(not os.path.exists(os.path.join(p, slot_of(gone))),
               f"{h}: the leftover cgroup was removed at start")
     ids = [s["sandbox_id"] for s in ok(c.list())]
     if "gone" in ids:

@@ -1,0 +1,702 @@
+/* Per-sandbox disks: an ext4 image per uid slot, on a loop device, holds /workspace and /tmp. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/loop.h>
+
+#include "ahp/log.h"
+#include "ahp/util.h"
+#include "sbx.h"
+
+/*
+ * Why an image per sandbox (docs/security.md "Disk and CPU"):
+ *   - a hard limit on /workspace and /tmp together, enforced by the kernel
+ *     (ENOSPC inside), whatever the host filesystem is: project quotas
+ *     would need ext4/xfs mounted with prjquota, which sandboxd cannot
+ *     assume and must not change;
+ *   - the image is fallocate()d: its whole size is reserved on the host at
+ *     create time, so a full sandbox never eats into the host's free space
+ *     (a sparse image would only cap one sandbox; N of them could still
+ *     fill the host). When the host has no room for the reservation,
+ *     Create fails instead of a later write on the host;
+ *   - the image is a file in the state dir: it survives a sandboxd restart
+ *     with the workspace in it, and deleting it frees everything at once.
+ *
+ * Layout under state_dir:
+ *   disks/s<slot>.img        the image (0600 root), fallocated, ext4 (from a template)
+ *   disks/.template-<MiB>.img  a sparse ext4 made by mke2fs once per size
+ *   workspaces/s<slot>/      its mount point (nosuid, nodev); in the image:
+ *       ws/                  the sandbox's /workspace, owned by its host uid
+ *       tmp/                 the sandbox's /tmp (01777, its uid)
+ *       proc/meminfo,cpuinfo what the sandbox sees in /proc (its own limits)
+ *       lost+found/          mke2fs's, never visible inside
+ *
+ * The loop device is attached with LO_FLAGS_AUTOCLEAR: once the filesystem
+ * is unmounted everywhere it detaches by itself, so an unmount (lazy, as
+ * sandboxes may still be exiting) is the whole teardown. An image is never
+ * attached twice at once (two ext4 instances on one file would corrupt
+ * it): attaching first looks for a loop device already backed by the same
+ * inode, still held by a lazily unmounted instance, and mounts that one.
+ *
+ * Everything here runs as root in the privileged process (zygote, or
+ * sandboxd before it starts serving), never inside a sandbox.
+ */
+
+#define S_MKE2FS "/sbin/mke2fs"
+#define S_LOOP_TRIES 16
+#define S_MOUNT_FLAGS (MS_NOSUID | MS_NODEV | MS_NOATIME)
+/* noinit_itable: no background zeroing of inode tables (ext4lazyinit): the
+ * image is fallocated, so they read as zeros already */
+#define S_MOUNT_OPTS "errors=remount-ro,noinit_itable"
+
+static int
+s_paths(const sbx_store_t *store, uint32_t slot, char *img, char *mp)
+{
+	int a = snprintf(img, PATH_MAX, "%s/s%u.img", sbx_store_dir(store, "disks"), slot);
+	int b = snprintf(mp, PATH_MAX, "%s/s%u", sbx_store_dir(store, "workspaces"), slot);
+	if (a < 0 || a >= PATH_MAX || b < 0 || b >= PATH_MAX) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+/* 1 when path is a mount point (another device than its parent), 0 not, -1 error. */
+static int
+s_mounted(const char *path)
+{
+	char parent[PATH_MAX];
+	struct stat a, b;
+	if (snprintf(parent, sizeof(parent), "%s/..", path) >= (int)sizeof(parent)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if (lstat(path, &a) != 0 || stat(parent, &b) != 0)
+		return -1;
+	if (!S_ISDIR(a.st_mode)) {
+		errno = ENOTDIR;
+		return -1;
+	}
+	return a.st_dev != b.st_dev;
+}
+
+/* Runs mke2fs on the image file: ext4, no reserved blocks (the sandbox is
+ * never root on the host: reserved blocks would shrink its quota), no
+ * discard (that would punch holes in the reservation), inode tables and
+ * journal zeroed lazily (the fallocated file reads as zeros anyway). */
+static int
+s_mkfs(const char *img, char *err, size_t errlen)
+{
+	char *const argv[] = {(char *)"mke2fs",
+	                      (char *)"-q",
+	                      (char *)"-F",
+	                      (char *)"-t",
+	                      (char *)"ext4",
+	                      (char *)"-m",
+	                      (char *)"0",
+	                      (char *)"-L",
+	                      (char *)"ahp-sandbox",
+	                      (char *)"-E",
+	                      (char *)"nodiscard,lazy_itable_init=1,lazy_journal_init=1",
+	                      (char *)img,
+	                      NULL};
+	char *const envp[] = {(char *)"PATH=/usr/sbin:/sbin:/usr/bin:/bin",
+	                      (char *)"MKE2FS_CONFIG=/etc/mke2fs.conf", NULL};
+	pid_t pid = fork();
+	if (pid < 0) {
+		snprintf(err, errlen, "mke2fs: fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+		}
+		execve(S_MKE2FS, argv, envp);
+		execve("/usr/sbin/mke2fs", argv, envp);
+		_exit(127);
+	}
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		snprintf(err, errlen, "mke2fs failed (status %d%s)",
+		         WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+		         WIFEXITED(st) && WEXITSTATUS(st) == 127 ? ": is e2fsprogs installed?"
+		                                                 : "");
+		return -1;
+	}
+	return 0;
+}
+
+/* Formatted images are copied from a template per size: mke2fs (a fork, an
+ * exec and its writes) costs more than the rest of a sandbox's start, while
+ * the formatted metadata of a fresh filesystem is small (about 600 KiB for
+ * 1 GiB with lazy init). Templates are sparse, made once per size and kept
+ * in disks/; at most S_TEMPLATES_MAX sizes, the least recently used goes. */
+#define S_TEMPLATES_MAX 4
+
+/* Deletes the least recently used templates beyond S_TEMPLATES_MAX - 1. */
+static void
+s_prune_templates(const char *dir)
+{
+	for (;;) {
+		DIR *d = opendir(dir);
+		if (d == NULL)
+			return;
+		int n = 0;
+		char oldest[NAME_MAX + 1] = "";
+		struct timespec when = {0, 0};
+		struct dirent *e;
+		while ((e = readdir(d)) != NULL) {
+			struct stat st;
+			if (strncmp(e->d_name, ".template-", 10) != 0 ||
+			    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+				continue;
+			n++;
+			if (oldest[0] == '\0' || st.st_mtim.tv_sec < when.tv_sec ||
+			    (st.st_mtim.tv_sec == when.tv_sec &&
+			     st.st_mtim.tv_nsec < when.tv_nsec)) {
+				when = st.st_mtim;
+				ahp_strlcpy(oldest, e->d_name, sizeof(oldest));
+			}
+		}
+		if (n < S_TEMPLATES_MAX || oldest[0] == '\0') {
+			closedir(d);
+			return;
+		}
+		(void)unlinkat(dirfd(d), oldest, 0);
+		closedir(d);
+	}
+}
+
+/* The template of mb MiB (made when missing), open read-only. -1 with err. */
+static int
+s_template(const char *dir, uint32_t mb, char *err, size_t errlen)
+{
+	char t[PATH_MAX], tmp[PATH_MAX];
+	if (snprintf(t, sizeof(t), "%s/.template-%u.img", dir, mb) >= (int)sizeof(t) ||
+	    snprintf(tmp, sizeof(tmp), "%s/.template-%u.new", dir, mb) >= (int)sizeof(tmp)) {
+		snprintf(err, errlen, "disk template path too long");
+		return -1;
+	}
+	int fd = open(t, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0) {
+		(void)futimens(fd, NULL); /* recently used */
+		return fd;
+	}
+	s_prune_templates(dir);
+	(void)unlink(tmp);
+	int w = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (w < 0 || ftruncate(w, (off_t)mb << 20) != 0) {
+		snprintf(err, errlen, "disk template: %s", strerror(errno));
+		if (w >= 0)
+			close(w);
+		unlink(tmp);
+		return -1;
+	}
+	close(w);
+	if (s_mkfs(tmp, err, errlen) != 0 || rename(tmp, t) != 0) {
+		if (err[0] == '\0')
+			snprintf(err, errlen, "disk template: %s", strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	fd = open(t, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		snprintf(err, errlen, "disk template: %s", strerror(errno));
+	return fd;
+}
+
+/* Copies the data extents of src (SEEK_DATA / SEEK_HOLE) into dst at the
+ * same offsets; holes stay as dst has them (fallocated: zeros). */
+static int
+s_copy_data(int src, int dst, off_t size)
+{
+	off_t off = 0;
+	while (off < size) {
+		off_t d = lseek(src, off, SEEK_DATA);
+		if (d < 0)
+			return errno == ENXIO ? 0 : -1; /* no data after off */
+		off_t h = lseek(src, d, SEEK_HOLE);
+		if (h < 0)
+			return -1;
+		loff_t in = d, out = d;
+		while (in < h) {
+			ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(h - in), 0);
+			if (n <= 0)
+				return n == 0 ? (errno = EIO, -1) : -1;
+		}
+		off = h;
+	}
+	return 0;
+}
+
+/* What the host keeps free whatever sandboxes ask for: 5% of the state
+ * directory's filesystem, at most 1 GiB. */
+static uint64_t
+s_headroom(const struct statvfs *v)
+{
+	uint64_t five = (uint64_t)v->f_blocks * v->f_frsize / 20;
+	return five < (1ull << 30) ? five : 1ull << 30;
+}
+
+static bool
+s_room(const struct statvfs *v, uint32_t mb)
+{
+	uint64_t avail = (uint64_t)v->f_bavail * v->f_frsize;
+	return avail >= ((uint64_t)mb << 20) + s_headroom(v);
+}
+
+/* A new image of mb MiB at img: reserved in full (fallocate), then the
+ * template's formatted metadata copied in. Made under a temporary name and
+ * renamed, so a crash never leaves a half-made image under the real name. */
+static int
+s_create(const char *dir, const char *img, uint32_t mb, char *err, size_t errlen)
+{
+	char tmp[PATH_MAX];
+	if (snprintf(tmp, sizeof(tmp), "%s.new", img) >= (int)sizeof(tmp)) {
+		snprintf(err, errlen, "disk image path too long");
+		return -1;
+	}
+	(void)unlink(tmp);
+	int tfd = -1;
+	int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "disk image: %s", strerror(errno));
+		return -1;
+	}
+	/* the reservation first: no template is made for a size that does not
+	 * fit. Checked before fallocate, which on ENOSPC may keep what it got:
+	 * the host would be full for a moment. */
+	struct statvfs vfs;
+	if (fstatvfs(fd, &vfs) == 0 && !s_room(&vfs, mb)) {
+		snprintf(err, errlen,
+		         "no room on the host for a %u MiB sandbox disk (sandbox.disk_mb; "
+		         "the host keeps %u MiB free)",
+		         mb, (unsigned)(s_headroom(&vfs) >> 20));
+		goto fail;
+	}
+	if (fallocate(fd, 0, 0, (off_t)mb << 20) != 0) {
+		int e = errno;
+		if (e == ENOSPC)
+			snprintf(err, errlen,
+			         "no room on the host for a %u MiB sandbox disk (sandbox.disk_mb)",
+			         mb);
+		else
+			snprintf(err, errlen, "reserving %u MiB for the disk: %s", mb, strerror(e));
+		goto fail;
+	}
+	if ((tfd = s_template(dir, mb, err, errlen)) < 0)
+		goto fail;
+	if (s_copy_data(tfd, fd, (off_t)mb << 20) != 0) {
+		snprintf(err, errlen, "copying the disk template: %s", strerror(errno));
+		goto fail;
+	}
+	close(fd);
+	close(tfd);
+	if (rename(tmp, img) != 0) {
+		snprintf(err, errlen, "disk image: %s", strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+fail:
+	close(fd);
+	if (tfd >= 0)
+		close(tfd);
+	unlink(tmp);
+	return -1;
+}
+
+/* /dev/loopN for n, made when devtmpfs has not (yet) got it. */
+static int
+s_loop_node(int n, char *path, size_t len)
+{
+	snprintf(path, len, "/dev/loop%d", n);
+	struct stat st;
+	if (stat(path, &st) == 0)
+		return 0;
+	return mknod(path, S_IFBLK | 0600, makedev(7, (unsigned)n));
+}
+
+/* A loop device already backed by the image (a lazily unmounted instance
+ * still holds it): its number, or -1. */
+static int
+s_loop_find(const struct stat *img)
+{
+	DIR *d = opendir("/sys/block");
+	if (d == NULL)
+		return -1;
+	int found = -1;
+	struct dirent *e;
+	while (found < 0 && (e = readdir(d)) != NULL) {
+		long n;
+		char p[PATH_MAX];
+		if (strncmp(e->d_name, "loop", 4) != 0 ||
+		    ahp_parse_long(e->d_name + 4, 0, 1 << 20, &n) != 0)
+			continue;
+		snprintf(p, sizeof(p), "/sys/block/%s/loop", e->d_name);
+		if (access(p, F_OK) != 0)
+			continue; /* not bound */
+		if (s_loop_node((int)n, p, sizeof(p)) != 0)
+			continue;
+		int fd = open(p, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		struct loop_info64 li;
+		if (ioctl(fd, LOOP_GET_STATUS64, &li) == 0 && li.lo_inode == img->st_ino &&
+		    li.lo_device == img->st_dev)
+			found = (int)n;
+		close(fd);
+	}
+	closedir(d);
+	return found;
+}
+
+/* Attaches the image to a free loop device (LOOP_CONFIGURE, autoclear).
+ * Returns the loop fd (keep it open until mounted: closing it clears the
+ * device) and its path in dev. */
+static int
+s_loop_attach(int imgfd, char *dev, size_t devlen, char *err, size_t errlen)
+{
+	int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0) {
+		snprintf(err, errlen, "/dev/loop-control: %s", strerror(errno));
+		return -1;
+	}
+	for (int i = 0; i < S_LOOP_TRIES; i++) {
+		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (n < 0) {
+			snprintf(err, errlen, "no free loop device: %s", strerror(errno));
+			break;
+		}
+		if (s_loop_node(n, dev, devlen) != 0)
+			continue;
+		int fd = open(dev, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		struct loop_config lc;
+		memset(&lc, 0, sizeof(lc));
+		lc.fd = (uint32_t)imgfd;
+		lc.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+		if (ioctl(fd, LOOP_CONFIGURE, &lc) == 0) {
+			close(ctl);
+			return fd;
+		}
+		int e = errno;
+		close(fd);
+		if (e != EBUSY) { /* EBUSY: another process took it first */
+			snprintf(err, errlen, "LOOP_CONFIGURE %s: %s", dev, strerror(e));
+			break;
+		}
+	}
+	if (err[0] == '\0')
+		snprintf(err, errlen, "no free loop device");
+	close(ctl);
+	return -1;
+}
+
+/* Mounts the image at mp (its own loop device, or the one a lazily
+ * unmounted instance of it still holds). */
+static int
+s_mount(const char *img, const char *mp, char *err, size_t errlen)
+{
+	int imgfd = open(img, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (imgfd < 0 || fstat(imgfd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "disk image %s: %s", img, strerror(errno ? errno : EINVAL));
+		if (imgfd >= 0)
+			close(imgfd);
+		return -1;
+	}
+	char dev[64];
+	for (int i = 0; i < S_LOOP_TRIES; i++) {
+		int n = s_loop_find(&st);
+		int lfd = -1;
+		if (n >= 0)
+			snprintf(dev, sizeof(dev), "/dev/loop%d", n);
+		else if ((lfd = s_loop_attach(imgfd, dev, sizeof(dev), err, errlen)) < 0)
+			break;
+		int rc = mount(dev, mp, "ext4", S_MOUNT_FLAGS, S_MOUNT_OPTS);
+		int e = errno;
+		if (lfd >= 0)
+			close(lfd); /* the mount holds the device now (or autoclear frees it) */
+		if (rc == 0) {
+			close(imgfd);
+			return 0;
+		}
+		/* a found device may have been cleared in between: look again */
+		if (n < 0 || (e != ENXIO && e != ENODEV && e != ENOENT && e != EINVAL)) {
+			snprintf(err, errlen, "mount %s: %s", dev, strerror(e));
+			break;
+		}
+	}
+	close(imgfd);
+	if (err[0] == '\0')
+		snprintf(err, errlen, "mount: the loop device kept going away");
+	return -1;
+}
+
+/* A directory of the image root, owned and moded as asked (made or fixed). */
+static int
+s_dir(const char *mp, const char *name, uid_t uid, mode_t mode)
+{
+	char p[PATH_MAX];
+	if (snprintf(p, sizeof(p), "%s/%s", mp, name) >= (int)sizeof(p)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if (mkdir(p, mode) != 0 && errno != EEXIST)
+		return -1;
+	int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	int rc = 0;
+	if (st.st_uid != uid || st.st_gid != uid)
+		rc = fchown(fd, uid, uid);
+	if (rc == 0 && (st.st_mode & 07777) != mode)
+		rc = fchmod(fd, mode);
+	close(fd);
+	return rc;
+}
+
+/* Replaces the content of a root-owned 0444 file in place (a sandbox has it
+ * bind-mounted: the inode must stay the same). */
+static int
+s_put(const char *mp, const char *name, const char *buf, size_t len)
+{
+	char p[PATH_MAX];
+	if (snprintf(p, sizeof(p), "%s/%s", mp, name) >= (int)sizeof(p)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
+	if (fd < 0)
+		return -1;
+	int rc = ftruncate(fd, 0) == 0 && ahp_write_all(fd, buf, len) == 0 ? 0 : -1;
+	close(fd);
+	return rc;
+}
+
+/* The first processor's block of the host's /proc/cpuinfo (up to the blank
+ * line), without its "processor" line. */
+static size_t
+s_cpu_block(char *out, size_t cap)
+{
+	char *buf = NULL;
+	size_t n = 0, o = 0;
+	if (ahp_read_file("/proc/cpuinfo", 1 << 20, &buf, &n) != 0)
+		return 0;
+	for (char *l = buf; l != NULL && *l != '\0' && *l != '\n';) {
+		char *nl = strchr(l, '\n');
+		size_t ll = nl ? (size_t)(nl - l) + 1 : strlen(l);
+		if (strncmp(l, "processor", 9) != 0 && o + ll < cap) {
+			memcpy(out + o, l, ll);
+			o += ll;
+		}
+		l = nl ? nl + 1 : NULL;
+	}
+	free(buf);
+	return o;
+}
+
+int
+sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limits_t *lim)
+{
+	char img[PATH_MAX], mp[PATH_MAX];
+	if (s_paths(store, slot, img, mp) != 0 || s_dir(mp, "proc", 0, 0755) != 0)
+		return -1;
+	char buf[16384];
+	unsigned long long kb = (unsigned long long)lim->memory_mb * 1024u;
+	int n = snprintf(buf, sizeof(buf),
+	                 "MemTotal:       %8llu kB\nMemFree:        %8llu kB\n"
+	                 "MemAvailable:   %8llu kB\nBuffers:               0 kB\n"
+	                 "Cached:                0 kB\nSwapCached:            0 kB\n"
+	                 "Active:                0 kB\nInactive:              0 kB\n"
+	                 "SwapTotal:             0 kB\nSwapFree:              0 kB\n"
+	                 "Shmem:                 0 kB\nSlab:                  0 kB\n"
+	                 "SReclaimable:          0 kB\nSUnreclaim:            0 kB\n",
+	                 kb, kb, kb);
+	if (s_put(mp, "proc/meminfo", buf, (size_t)n) != 0)
+		return -1;
+	char block[4096];
+	size_t bl = s_cpu_block(block, sizeof(block));
+	uint32_t cpus = (lim->cpus_milli + 999) / 1000;
+	size_t o = 0;
+	for (uint32_t i = 0; i < cpus && o + bl + 64 < sizeof(buf); i++) {
+		o += (size_t)snprintf(buf + o, sizeof(buf) - o, "processor\t: %u\n", i);
+		memcpy(buf + o, block, bl);
+		o += bl;
+		buf[o++] = '\n';
+	}
+	return s_put(mp, "proc/cpuinfo", buf, o);
+}
+
+int
+sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_limits_t *lim,
+                char *err, size_t errlen)
+{
+	char img[PATH_MAX], mp[PATH_MAX];
+	err[0] = '\0';
+	if (s_paths(store, slot, img, mp) != 0) {
+		snprintf(err, errlen, "disk path too long");
+		return -1;
+	}
+	if (mkdir(mp, 0755) != 0 && errno != EEXIST) {
+		snprintf(err, errlen, "mkdir %s: %s", mp, strerror(errno));
+		return -1;
+	}
+	int m = s_mounted(mp);
+	if (m < 0) {
+		snprintf(err, errlen, "workspace s%u: %s", slot, strerror(errno));
+		return -1;
+	}
+	if (m == 0) {
+		struct stat st;
+		if (lstat(img, &st) != 0) {
+			if (errno != ENOENT) {
+				snprintf(err, errlen, "disk image s%u: %s", slot, strerror(errno));
+				return -1;
+			}
+			if (s_create(sbx_store_dir(store, "disks"), img, lim->disk_mb, err,
+			             errlen) != 0)
+				return -1;
+		}
+		if (s_mount(img, mp, err, errlen) != 0)
+			return -1;
+	}
+	if (s_dir(mp, "ws", uid, 0700) != 0 || s_dir(mp, "tmp", uid, 01777) != 0 ||
+	    sbx_disk_proc_files(store, slot, lim) != 0) {
+		snprintf(err, errlen, "disk s%u layout: %s", slot, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int
+sbx_disk_discard(const sbx_store_t *store, uint32_t slot)
+{
+	char img[PATH_MAX], mp[PATH_MAX];
+	if (s_paths(store, slot, img, mp) != 0)
+		return -1;
+	int rc = 0;
+	/* lazily: a dying sandbox's mount namespace may hold it a moment more;
+	 * the loop device clears itself when the last holder lets go */
+	if (s_mounted(mp) == 1 && umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
+		log_warn("unmounting %s: %s", mp, strerror(errno));
+		rc = -1;
+	}
+	if (unlink(img) != 0 && errno != ENOENT)
+		rc = -1;
+	if (rc == 0 && rmdir(mp) != 0 && errno != ENOENT && errno != ENOTEMPTY)
+		rc = -1;
+	return rc;
+}
+
+void
+sbx_disk_restore(const sbx_store_t *store)
+{
+	DIR *d = opendir(sbx_store_dir(store, "disks"));
+	if (d == NULL)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		size_t l = strlen(e->d_name);
+		char num[16];
+		long slot;
+		if (e->d_name[0] != 's' || l < 6 || l - 5 >= sizeof(num) ||
+		    strcmp(e->d_name + l - 4, ".img") != 0)
+			continue;
+		memcpy(num, e->d_name + 1, l - 5);
+		num[l - 5] = '\0';
+		if (ahp_parse_long(num, 0, UINT32_MAX - 1, &slot) != 0)
+			continue;
+		char img[PATH_MAX], mp[PATH_MAX], err[256] = "";
+		if (s_paths(store, (uint32_t)slot, img, mp) != 0)
+			continue;
+		if (mkdir(mp, 0755) != 0 && errno != EEXIST)
+			continue;
+		if (s_mounted(mp) == 0 && s_mount(img, mp, err, sizeof(err)) != 0)
+			log_warn("workspace s%ld: %s", slot, err);
+	}
+	closedir(d);
+}
+
+typedef struct {
+	uint32_t *slots;
+	size_t n, cap;
+} s_used_t;
+
+static void
+s_note_slot(void *arg, const char *id, const sbx_meta_t *meta)
+{
+	(void)id;
+	s_used_t *u = arg;
+	if (u->n == u->cap) {
+		size_t cap = u->cap ? u->cap * 2 : 64;
+		uint32_t *n = realloc(u->slots, cap * sizeof(*n));
+		if (n == NULL)
+			return;
+		u->slots = n;
+		u->cap = cap;
+	}
+	u->slots[u->n++] = meta->slot;
+}
+
+void
+sbx_disk_stop(sbx_store_t *store)
+{
+	/* the /etc template's tmpfs (sandbox.c) goes */
+	if (s_mounted(sbx_store_dir(store, "etc")) == 1 &&
+	    umount2(sbx_store_dir(store, "etc"), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
+		log_warn("unmounting %s: %s", sbx_store_dir(store, "etc"), strerror(errno));
+	/* disks no sandbox record claims (pool spares whose discard the zygote
+	 * had not done yet) go; the others are unmounted, their images stay
+	 * (sbx_disk_restore mounts them at the next start) */
+	s_used_t used = {NULL, 0, 0};
+	sbx_store_meta_each(store, s_note_slot, &used);
+	DIR *d = opendir(sbx_store_dir(store, "disks"));
+	struct dirent *e;
+	while (d != NULL && (e = readdir(d)) != NULL) {
+		long slot;
+		char num[16];
+		size_t l = strlen(e->d_name);
+		if (e->d_name[0] != 's' || l < 6 || l - 5 >= sizeof(num) ||
+		    strcmp(e->d_name + l - 4, ".img") != 0)
+			continue;
+		memcpy(num, e->d_name + 1, l - 5);
+		num[l - 5] = '\0';
+		if (ahp_parse_long(num, 0, UINT32_MAX - 1, &slot) != 0)
+			continue;
+		bool claimed = false;
+		for (size_t i = 0; i < used.n && !claimed; i++)
+			claimed = used.slots[i] == (uint32_t)slot;
+		char img[PATH_MAX], mp[PATH_MAX];
+		if (!claimed)
+			(void)sbx_disk_discard(store, (uint32_t)slot);
+		else if (s_paths(store, (uint32_t)slot, img, mp) == 0 && s_mounted(mp) == 1 &&
+		         umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
+			log_warn("unmounting %s: %s", mp, strerror(errno));
+	}
+	if (d != NULL)
+		closedir(d);
+	free(used.slots);
+}
