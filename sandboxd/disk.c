@@ -414,16 +414,22 @@ s_loop_attach(int imgfd, int *num, char *dev, size_t devlen, char *err, size_t e
 		return -1;
 	}
 	for (int i = 0; i < S_LOOP_TRIES; i++) {
+		int fd = -1;
 		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
 		if (n < 0) {
 			snprintf(err, errlen, "no free loop device: %s", strerror(errno));
 			break;
 		}
-		if (s_loop_node(n, dev, devlen) != 0)
+		if (s_loop_node(n, dev, devlen) != 0 || (fd = open(dev, O_RDWR | O_CLOEXEC)) < 0) {
+			/* no node and no right to make one (CAP_MKNOD), or no right to
+			 * open it (a container's device cgroup): say so, not "no free
+			 * device"; other errors: another process's race, try again */
+			if (errno == EPERM || errno == EACCES) {
+				snprintf(err, errlen, "%s: %s", dev, strerror(errno));
+				break;
+			}
 			continue;
-		int fd = open(dev, O_RDWR | O_CLOEXEC);
-		if (fd < 0)
-			continue;
+		}
 		struct loop_config lc;
 		memset(&lc, 0, sizeof(lc));
 		lc.fd = (uint32_t)imgfd;
