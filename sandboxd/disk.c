@@ -420,12 +420,14 @@ s_loop_attach(int imgfd, int *num, char *dev, size_t devlen, char *err, size_t e
 			snprintf(err, errlen, "no free loop device: %s", strerror(errno));
 			break;
 		}
-		if (s_loop_node(n, dev, devlen) != 0 || (fd = open(dev, O_RDWR | O_CLOEXEC)) < 0) {
+		const char *op = "mknod";
+		if (s_loop_node(n, dev, devlen) != 0 ||
+		    (op = "open", fd = open(dev, O_RDWR | O_CLOEXEC)) < 0) {
 			/* no node and no right to make one (CAP_MKNOD), or no right to
 			 * open it (a container's device cgroup): say so, not "no free
 			 * device"; other errors: another process's race, try again */
 			if (errno == EPERM || errno == EACCES) {
-				snprintf(err, errlen, "%s: %s", dev, strerror(errno));
+				snprintf(err, errlen, "%s %s: %s", op, dev, strerror(errno));
 				break;
 			}
 			continue;
