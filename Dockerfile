@@ -7,10 +7,11 @@
 # runtime stage has only the shared libraries the binaries link (worked out from their
 # ldd output, so the list never goes stale), ca-certificates and curl (for the
 # healthchecks of the mocks and for commands in sandboxes), e2fsprogs (sandboxd runs
-# mke2fs for the sandboxes' disks; minbase has it, said here all the same), the system users with fixed
-# numeric ids (the ipc sockets' SO_PEERCRED checks compare uids across containers), and
-# the default configuration (deploy/etc) with the repository's profiles, skills and mock
-# scenarios. No registry is reachable here: scripts/docker-base-image makes BASE locally.
+# mke2fs for the sandboxes' disks; minbase has it, named here all the same), the
+# system users with fixed numeric ids (the ipc sockets' SO_PEERCRED checks compare uids
+# across containers), and the default configuration (deploy/etc) with the repository's
+# profiles, skills and mock scenarios. No registry is reachable here:
+# scripts/docker-base-image makes BASE locally.
 # Only classic-builder features (docker-compose 1.29 builds without BuildKit).
 ARG BASE=debian:bookworm-slim
 
