@@ -6,10 +6,12 @@
 # Two stages: `build` has the -dev packages of scripts/install-deps and compiles; the
 # runtime stage has only the shared libraries the binaries link (worked out from their
 # ldd output, so the list never goes stale), ca-certificates and curl (for the
-# healthchecks of the mocks and for commands in sandboxes), the system users with fixed
-# numeric ids (the ipc sockets' SO_PEERCRED checks compare uids across containers), and
-# the default configuration (deploy/etc) with the repository's profiles, skills and mock
-# scenarios. No registry is reachable here: scripts/docker-base-image makes BASE locally.
+# healthchecks of the mocks and for commands in sandboxes), e2fsprogs (sandboxd runs
+# mke2fs for the sandboxes' disks; minbase has it, named here all the same), the
+# system users with fixed numeric ids (the ipc sockets' SO_PEERCRED checks compare uids
+# across containers), and the default configuration (deploy/etc) with the repository's
+# profiles, skills and mock scenarios. No registry is reachable here:
+# scripts/docker-base-image makes BASE locally.
 # Only classic-builder features (docker-compose 1.29 builds without BuildKit).
 ARG BASE=debian:bookworm-slim
 
@@ -34,7 +36,7 @@ FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 AHP_HOME=/var/lib/ahp
 COPY --from=build /out/runtime-packages /usr/local/lib/ahp/runtime-packages
 RUN apt-get update -qq \
-	&& apt-get install -y -qq --no-install-recommends ca-certificates curl \
+	&& apt-get install -y -qq --no-install-recommends ca-certificates curl e2fsprogs \
 		$(cat /usr/local/lib/ahp/runtime-packages) >/dev/null \
 	&& rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/*
 # Fixed ids, the same in every container of the stack (docs/security.md, "Containers").

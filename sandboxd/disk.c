@@ -36,6 +36,7 @@
  *
  * Layout under state_dir:
  *   disks/s<slot>.img        the image (0600 root), fallocated, ext4 (from a template)
+ *   disks/s<slot>.img.loop   the number of the loop device it was last attached to
  *   disks/.template-<MiB>.img  a sparse ext4 made by mke2fs once per size
  *   workspaces/s<slot>/      its mount point (nosuid, nodev); in the image:
  *       ws/                  the sandbox's /workspace, owned by its host uid
@@ -47,8 +48,10 @@
  * is unmounted everywhere it detaches by itself, so an unmount (lazy, as
  * sandboxes may still be exiting) is the whole teardown. An image is never
  * attached twice at once (two ext4 instances on one file would corrupt
- * it): attaching first looks for a loop device already backed by the same
- * inode, still held by a lazily unmounted instance, and mounts that one.
+ * it): attaching first checks the loop device it was last attached to
+ * (IMG.loop) and, when that is still backed by the same inode (a lazily
+ * unmounted instance holds it), mounts that one. No other loop device is
+ * opened: they are shared with the whole host.
  *
  * Everything here runs as root in the privileged process (zygote, or
  * sandboxd before it starts serving), never inside a sandbox.
@@ -333,45 +336,77 @@ s_loop_node(int n, char *path, size_t len)
 	return mknod(path, S_IFBLK | 0600, makedev(7, (unsigned)n));
 }
 
-/* A loop device already backed by the image (a lazily unmounted instance
- * still holds it): its number, or -1. */
+/* IMG.loop: the number of the loop device the image was last attached to. */
 static int
-s_loop_find(const struct stat *img)
+s_loop_record_path(const char *img, char *rec, size_t len)
 {
-	DIR *d = opendir("/sys/block");
-	if (d == NULL)
+	if (snprintf(rec, len, "%s.loop", img) >= (int)len) {
+		errno = ENAMETOOLONG;
 		return -1;
-	int found = -1;
-	struct dirent *e;
-	while (found < 0 && (e = readdir(d)) != NULL) {
-		long n;
-		char p[PATH_MAX];
-		if (strncmp(e->d_name, "loop", 4) != 0 ||
-		    ahp_parse_long(e->d_name + 4, 0, 1 << 20, &n) != 0)
-			continue;
-		snprintf(p, sizeof(p), "/sys/block/%s/loop", e->d_name);
-		if (access(p, F_OK) != 0)
-			continue; /* not bound */
-		if (s_loop_node((int)n, p, sizeof(p)) != 0)
-			continue;
-		int fd = open(p, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		struct loop_info64 li;
-		if (ioctl(fd, LOOP_GET_STATUS64, &li) == 0 && li.lo_inode == img->st_ino &&
-		    li.lo_device == img->st_dev)
-			found = (int)n;
-		close(fd);
 	}
-	closedir(d);
-	return found;
+	return 0;
+}
+
+/* The loop device a lazily unmounted instance of the image still holds: its
+ * number, or -1. Loop devices are the host's, shared with everything else
+ * on it (the host's own sandboxd, other containers of sandboxd): only the
+ * one device this image was last attached to (IMG.loop, written by
+ * s_mount) is looked at, never a scan of them all, and it is taken only
+ * while it is backed by the image's inode (a number freed by autoclear may
+ * since belong to someone else: then it is left alone). */
+static int
+s_loop_find(const char *img, const struct stat *st)
+{
+	char rec[PATH_MAX], *buf = NULL;
+	size_t len = 0;
+	long n;
+	if (s_loop_record_path(img, rec, sizeof(rec)) != 0 ||
+	    ahp_read_file(rec, 32, &buf, &len) != 0)
+		return -1; /* never attached */
+	while (len > 0 && buf[len - 1] == '\n')
+		buf[--len] = '\0';
+	int ok = ahp_parse_long(buf, 0, 1 << 20, &n) == 0;
+	free(buf);
+	char p[PATH_MAX];
+	if (!ok)
+		return -1;
+	/* bound devices only: no node is made for a free number */
+	snprintf(p, sizeof(p), "/sys/block/loop%ld/loop", n);
+	if (access(p, F_OK) != 0 || s_loop_node((int)n, p, sizeof(p)) != 0)
+		return -1;
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	struct loop_info64 li;
+	int found = ioctl(fd, LOOP_GET_STATUS64, &li) == 0 && li.lo_inode == st->st_ino &&
+	            li.lo_device == st->st_dev;
+	close(fd);
+	return found ? (int)n : -1;
+}
+
+/* Records n as the image's loop device (before it is mounted: a crash
+ * between the two leaves a record of a device that clears itself). */
+static int
+s_loop_record(const char *img, int n)
+{
+	char rec[PATH_MAX], buf[32];
+	if (s_loop_record_path(img, rec, sizeof(rec)) != 0)
+		return -1;
+	int fd = open(rec, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -1;
+	int l = snprintf(buf, sizeof(buf), "%d\n", n);
+	int rc = ahp_write_all(fd, buf, (size_t)l);
+	if (close(fd) != 0)
+		rc = -1;
+	return rc;
 }
 
 /* Attaches the image to a free loop device (LOOP_CONFIGURE, autoclear).
  * Returns the loop fd (keep it open until mounted: closing it clears the
  * device) and its path in dev. */
 static int
-s_loop_attach(int imgfd, char *dev, size_t devlen, char *err, size_t errlen)
+s_loop_attach(int imgfd, int *num, char *dev, size_t devlen, char *err, size_t errlen)
 {
 	int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
 	if (ctl < 0) {
@@ -379,22 +414,31 @@ s_loop_attach(int imgfd, char *dev, size_t devlen, char *err, size_t errlen)
 		return -1;
 	}
 	for (int i = 0; i < S_LOOP_TRIES; i++) {
+		int fd = -1;
 		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
 		if (n < 0) {
 			snprintf(err, errlen, "no free loop device: %s", strerror(errno));
 			break;
 		}
-		if (s_loop_node(n, dev, devlen) != 0)
+		const char *op = "mknod";
+		if (s_loop_node(n, dev, devlen) != 0 ||
+		    (op = "open", fd = open(dev, O_RDWR | O_CLOEXEC)) < 0) {
+			/* no node and no right to make one (CAP_MKNOD), or no right to
+			 * open it (a container's device cgroup): say so, not "no free
+			 * device"; other errors: another process's race, try again */
+			if (errno == EPERM || errno == EACCES) {
+				snprintf(err, errlen, "%s %s: %s", op, dev, strerror(errno));
+				break;
+			}
 			continue;
-		int fd = open(dev, O_RDWR | O_CLOEXEC);
-		if (fd < 0)
-			continue;
+		}
 		struct loop_config lc;
 		memset(&lc, 0, sizeof(lc));
 		lc.fd = (uint32_t)imgfd;
 		lc.info.lo_flags = LO_FLAGS_AUTOCLEAR;
 		if (ioctl(fd, LOOP_CONFIGURE, &lc) == 0) {
 			close(ctl);
+			*num = n;
 			return fd;
 		}
 		int e = errno;
@@ -425,12 +469,17 @@ s_mount(const char *img, const char *mp, char *err, size_t errlen)
 	}
 	char dev[64];
 	for (int i = 0; i < S_LOOP_TRIES; i++) {
-		int n = s_loop_find(&st);
-		int lfd = -1;
+		int n = s_loop_find(img, &st);
+		int lfd = -1, num = -1;
 		if (n >= 0)
 			snprintf(dev, sizeof(dev), "/dev/loop%d", n);
-		else if ((lfd = s_loop_attach(imgfd, dev, sizeof(dev), err, errlen)) < 0)
+		else if ((lfd = s_loop_attach(imgfd, &num, dev, sizeof(dev), err, errlen)) < 0)
 			break;
+		if (lfd >= 0 && s_loop_record(img, num) != 0) {
+			snprintf(err, errlen, "recording %s for %s: %s", dev, img, strerror(errno));
+			close(lfd);
+			break;
+		}
 		int rc = mount(dev, mp, "ext4", S_MOUNT_FLAGS, S_MOUNT_OPTS);
 		int e = errno;
 		if (lfd >= 0)
@@ -605,6 +654,9 @@ sbx_disk_discard(const sbx_store_t *store, uint32_t slot)
 		rc = -1;
 	}
 	if (unlink(img) != 0 && errno != ENOENT)
+		rc = -1;
+	char rec[PATH_MAX];
+	if (s_loop_record_path(img, rec, sizeof(rec)) == 0 && unlink(rec) != 0 && errno != ENOENT)
 		rc = -1;
 	if (rc == 0 && rmdir(mp) != 0 && errno != ENOENT && errno != ENOTEMPTY)
 		rc = -1;

@@ -225,7 +225,10 @@ s_send(ms_server_t *self, struct MHD_Connection *conn, s_request_t *req, const c
 		s_bump(self, self->by_status, code);
 		pthread_mutex_unlock(&self->mu);
 	}
-	s_log_request(conn, method, url, status);
+	/* a successful GET /healthz is a liveness probe (compose checks every
+	 * 5 s): not logged, or it would drown the requests that matter */
+	if (!(req->kind == S_MONITOR && status == 200 && strcmp(url, "/healthz") == 0))
+		s_log_request(conn, method, url, status);
 	enum MHD_Result rc = MHD_queue_response(conn, (unsigned int)status, r);
 	MHD_destroy_response(r);
 	return rc;

@@ -488,7 +488,8 @@ def t_log(m, ctx):
     m.get("/snippets/durability", headers=WIKI)
     m.post("/webhooks/w", {}, headers={"Authorization": "Bot s3cr3t-value"})
     m.get("/snippets/a%1b%5b31mred%e2%80%aeb", headers={"Authorization": "Bearer \x7fzz"})
-    m.get("/healthz")
+    m.get("/healthz")  # a liveness probe: not logged
+    m.post("/healthz", {})  # not a probe: logged (405)
     m.stop()
     with open(m.log_path, "rb") as f:
         log = f.read().decode("utf-8")
@@ -497,7 +498,7 @@ def t_log(m, ctx):
         "[mock-services] GET /snippets/durability (auth=Bearer w…) → 200",
         "[mock-services] POST /webhooks/w (auth=Bot s…) → 401",
         "[mock-services] GET /snippets/a\\x1b[31mred\\u{202e}b (auth=Bearer …) → 401",
-        "[mock-services] GET /healthz (auth=-) → 200",
+        "[mock-services] POST /healthz (auth=-) → 405",
     ], f"log lines: {lines}")
     check("\x1b" not in log and "s3cr3t" not in log and "wiki-token" not in log,
           "raw escape or a secret in the log")

@@ -721,6 +721,66 @@ def t_fetch_after_crash(d):
 
 
 @test
+def t_disk_held(d):
+    """A disk still held by a lazily unmounted instance (here a process in a mount namespace
+    copied while it was mounted) is mounted again through the same loop device after a
+    restart, never attached a second time (two ext4 instances on one image corrupt it).
+    sandboxd finds that device from the number it recorded (IMG.loop): it opens no loop
+    device it did not attach (they are the whole host's), so a host loop device backed by
+    another file gets no look, and one that took a recorded number is left alone."""
+    d.start()
+    c = d.client()
+    state = d.path("state/sandboxd")
+    ws = ok(c.create("held", limits={"disk_mb": 32}))["workspace"]
+    slot = os.path.basename(os.path.dirname(ws))
+    img = os.path.join(state, "disks", slot + ".img")
+    run(c, "held", "1", "echo kept > /workspace/keep")
+    rec = open(img + ".loop").read().strip()
+    check(loops_under(d.home) and f"loop{rec}" in loops_under(d.home),
+          f"{img}.loop names its device: {rec}, bound {loops_under(d.home)}")
+    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "120"])
+    try:
+        time.sleep(0.3)
+        check(d.stop() == 0, "clean stop")
+        check(not mounts_under(d.home), "a clean stop unmounts (lazily)")
+        before = [x for x in loops_under(d.home) if x == f"loop{rec}"]
+        check(before, f"the held instance keeps loop{rec}: {loops_under(d.home)}")
+        d.start()
+        c = d.client()
+        mine = [x for x in loops_under(d.home) if open(f"/sys/block/{x}/loop/backing_file")
+                .read().strip() == img]
+        check(mine == [f"loop{rec}"], f"one loop device for {img}, the held one: {mine}")
+        r = run(c, "held", "2", "cat /workspace/keep")
+        check(r["stdout"] == b"kept\n", f"the workspace through the held device: {r}")
+    finally:
+        holder.kill()
+        holder.wait()
+    # the recorded number now belongs to someone else: left alone, a fresh device is used
+    check(d.stop() == 0, "clean stop")
+    wait_for(lambda: not loops_under(d.home), 10, "the loop device to clear")
+    other = os.path.join(d.home, "other.img")
+    with open(other, "wb") as f:
+        f.truncate(1 << 20)
+    # (another test on the host may have taken the number first: someone else's too)
+    took = subprocess.run(["losetup", f"/dev/loop{rec}", other]).returncode == 0
+    try:
+        d.start()
+        c = d.client()
+        check(run(c, "held", "3", "cat /workspace/keep")["stdout"] == b"kept\n",
+              "mounted again on a fresh device")
+        if took:
+            now = open(img + ".loop").read().strip()
+            check(now != rec, f"a new device recorded: {rec} -> {now}")
+            back = open(f"/sys/block/loop{rec}/loop/backing_file").read().strip()
+            check(back == other, f"loop{rec} still the other file's: {back}")
+        check(d.stop() == 0, "clean stop")
+    finally:
+        if took:
+            subprocess.run(["losetup", "-d", f"/dev/loop{rec}"])
+    wait_for(lambda: not loops_under(d.home), 10, "no loop device left")
+
+
+@test
 def t_restart_keeps_workspace(d):
     d.start()
     c = d.client()
