@@ -51,7 +51,9 @@ struct sbx_daemon {
 	int zygote; /* async socket to the privileged parent (the spawner) */
 	int call;   /* its call socket: one request, one sbx_call_rep_t */
 	sbx_store_t *store;
-	sbx_sandbox_t **sbx; /* runs' sandboxes, pool spares, destroyed ones still dying */
+	sbx_sandbox_t **sbx;  /* runs' sandboxes, pool spares, destroyed ones still dying */
+	uint32_t pool_fails;  /* spares that failed to start in a row */
+	int64_t pool_hold_ms; /* monotonic: no refill before this (after failures) */
 	size_t n_sbx, cap_sbx;
 	uint8_t *slots; /* bitmap of uid slots in use (live, dying, or on disk) */
 	zmq_pollitem_t *items;
@@ -534,10 +536,37 @@ s_start(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, const sbx_meta_
 
 /* Keeps cfg.pool_size built sandboxes waiting, so a Create only has to claim
  * one: namespaces, mounts and cgroups are made ahead of time. */
+#define S_POOL_HOLD_MIN_MS 100   /* after the first failed spare */
+#define S_POOL_HOLD_MAX_MS 30000 /* doubling up to this while they keep failing */
+
+void
+sbx_daemon_pool_result(sbx_daemon_t *self, bool ok)
+{
+	if (ok) {
+		self->pool_fails = 0;
+		self->pool_hold_ms = 0;
+		return;
+	}
+	int64_t hold = S_POOL_HOLD_MIN_MS;
+	for (uint32_t i = 0; i < self->pool_fails && hold < S_POOL_HOLD_MAX_MS; i++)
+		hold *= 2;
+	if (hold > S_POOL_HOLD_MAX_MS)
+		hold = S_POOL_HOLD_MAX_MS;
+	self->pool_fails++;
+	self->pool_hold_ms = ahp_mono_ms() + hold;
+	if (self->pool_fails == 1 || hold == S_POOL_HOLD_MAX_MS)
+		log_warn("pool: a spare sandbox failed to start; refilling again in %lld ms",
+		         (long long)hold);
+}
+
 static void
 s_pool_fill(sbx_daemon_t *self)
 {
 	if (self->stopping || self->zygote < 0)
+		return;
+	/* Spares that keep failing (a broken host setup) must not become a
+	 * tight spawn loop: back off, doubling, while they do. */
+	if (self->pool_hold_ms != 0 && ahp_mono_ms() < self->pool_hold_ms)
 		return;
 	uint32_t spares = 0;
 	for (size_t i = 0; i < self->n_sbx; i++) {
@@ -1405,6 +1434,12 @@ sbx_daemon_run(sbx_daemon_t *self)
 		long rtmo = self->stopping ? -1 : s_retain_timeout(self);
 		if (rtmo >= 0 && (tmo < 0 || rtmo < tmo))
 			tmo = rtmo;
+		if (!self->stopping && self->pool_hold_ms != 0) { /* wake to refill the pool */
+			int64_t left = self->pool_hold_ms - ahp_mono_ms();
+			long ptmo = left < 0 ? 0 : (long)left;
+			if (tmo < 0 || ptmo < tmo)
+				tmo = ptmo;
+		}
 		if (zmq_poll(self->items, (int)n, tmo) < 0) {
 			if (zmq_errno() == EINTR)
 				continue;

@@ -700,7 +700,13 @@ sbx_sandbox_on_spawned(sbx_sandbox_t *self, const sbx_spawn_rep_t *rep, int ctl)
 			close(ctl);
 		char why[256];
 		snprintf(why, sizeof(why), "sandbox start failed: %s",
-		         rep->err[0] ? rep->err : "no control socket");
+		         rep->err[0]         ? rep->err
+		         : ctl < 0           ? "no control socket"
+		         : self->cg == NULL  ? "cannot open its cgroup's counters"
+		         : self->log == NULL ? "cannot open its exec log"
+		                             : "it was destroyed while starting");
+		if (self->spare && self->state == S_SPAWNING)
+			sbx_daemon_pool_result(self->d, false);
 		if (self->state != S_DEAD)
 			log_error("sandbox %s: %s", self->id, why);
 		sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, why);
@@ -1060,6 +1066,7 @@ s_on_ready(sbx_sandbox_t *self, int fd)
 			close(fd);
 		if (self->spare) {
 			self->state = S_SPARE;
+			sbx_daemon_pool_result(self->d, true);
 			return;
 		}
 		if (s_send_claim(self) != 0)

@@ -507,6 +507,9 @@ int sbx_daemon_call(sbx_daemon_t *self, const sbx_spawn_req_t *req);
 void sbx_daemon_kill_slot(sbx_daemon_t *self, uint32_t slot);
 /* The worker: async and call are its ends of the parent's sockets (it owns
  * them). The RPC socket is bound by the caller's process before the drop. */
+/* A pool spare's start ended: ok resets the refill backoff; a failure holds
+ * refills for 100 ms, doubling per failure in a row up to 30 s. */
+void sbx_daemon_pool_result(sbx_daemon_t *self, bool ok);
 sbx_daemon_t *sbx_daemon_new(const sbx_config_t *cfg, int async, int call, char *err,
                              size_t errlen);
 void sbx_daemon_destroy(sbx_daemon_t **self_p);

@@ -758,6 +758,40 @@ s_traversable(const char *home, const char *path)
 	}
 }
 
+/* Whether the worker (s_wuid/s_wgid, no supplementary groups) may search
+ * every directory from / down to path; -1 with a message naming the first
+ * one it may not (a HOME under a 0700 directory such as a mktemp -d would
+ * otherwise fail every sandbox later, with nothing pointing at the cause). */
+static int
+s_reachable(const char *path, char *err, size_t errlen)
+{
+	if (s_wuid == 0 || path[0] != '/')
+		return 0;
+	char p[PATH_MAX];
+	if (ahp_strlcpy(p, path, sizeof(p)) != 0)
+		return 0;
+	for (char *c = p + 1;; c++) {
+		bool end = *c == '\0';
+		if (*c != '/' && !end)
+			continue;
+		*c = '\0';
+		struct stat st;
+		if (stat(p, &st) == 0 && S_ISDIR(st.st_mode) &&
+		    !(st.st_uid == s_wuid   ? st.st_mode & S_IXUSR
+		      : st.st_gid == s_wgid ? st.st_mode & S_IXGRP
+		                            : st.st_mode & S_IXOTH)) {
+			snprintf(err, errlen,
+			         "the worker (uid %u) cannot search %.120s (mode %04o): give it "
+			         "search permission, e.g. chmod o+x %.120s",
+			         (unsigned)s_wuid, p, (unsigned)(st.st_mode & 07777), p);
+			return -1;
+		}
+		if (end)
+			return 0;
+		*c = '/';
+	}
+}
+
 static int
 s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 {
@@ -791,10 +825,13 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot use state_dir %.400s", cfg->state_dir);
 		return -1;
 	}
-	char run[PATH_MAX];
+	char run[PATH_MAX] = "";
 	if (ahp_home_path(cfg->home, "run", run, sizeof(run)) == 0)
 		s_traversable(cfg->home, run);
 	s_traversable(cfg->home, cfg->state_dir);
+	if (s_reachable(cfg->state_dir, err, errlen) != 0 ||
+	    (run[0] != '\0' && s_reachable(run, err, errlen) != 0))
+		return -1;
 	if (chmod(cfg->state_dir, 0711) != 0 ||
 	    s_give_dir(sbx_store_dir(s_store, "sandboxes")) != 0 ||
 	    s_give_dir(sbx_store_dir(s_store, "execs")) != 0) {

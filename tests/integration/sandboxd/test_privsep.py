@@ -8,6 +8,8 @@ usage: test_privsep.py --bin DIR TEST     (exit 0 pass, 1 fail, 77 skip: needs r
 
 import argparse
 import os
+import tempfile
+import shutil
 import signal
 import sys
 import time
@@ -357,6 +359,30 @@ def t_user_missing(d):
     c = d.client()
     ok(c.create("r"))
     check(run(c, "r", "1", "echo ok")["stdout"] == b"ok\n", "it serves")
+
+
+
+@test
+def t_unreachable_state(d):
+    """A state_dir under a directory the worker cannot search (a 0700 mktemp -d above it)
+    is a clear error at start naming that directory; it used to start and then fail every
+    sandbox with "no control socket" in a tight loop of pool refills."""
+    outer = tempfile.mkdtemp(prefix="ahp-sbx-outer-", dir="/tmp")  # mode 0700, root's
+    try:
+        with open(d.path("etc/sandboxd.conf"), "a") as f:
+            f.write(f"state_dir = {outer}/state\n")
+        try:
+            d.start()
+        except Failure:
+            pass
+        if d.proc is not None:
+            d.proc.wait(10)
+            check(d.proc.returncode == 1, f"exit 1: {d.proc.returncode}")
+        want = f"cannot search {outer} (mode 0700): give it search permission"
+        check(want in d.log_tail(), f"the log names {outer}")
+        d.proc = None
+    finally:
+        shutil.rmtree(outer, ignore_errors=True)
 
 
 def main():
