@@ -384,8 +384,14 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		snprintf(rep->err, sizeof(rep->err), "uid/gid map: %s", strerror(errno));
 		goto fail;
 	}
-	/* Commands reset their own score to 0: the OOM killer picks them first. */
-	(void)s_write_proc(pid, "oom_score_adj", "-999");
+	/* The OOM killer should pick a command, not init. Written through the
+	 * legacy oom_adj on purpose: root writing oom_score_adj also sets the
+	 * process's oom_score_adj_min, which every command inherits, and a
+	 * command could then lower its own score back to it and make the host's
+	 * OOM killer take a daemon instead. oom_adj leaves the minimum at 0:
+	 * init gets -941 (-16/17 of 1000), commands reset to 0 and cannot go
+	 * lower. */
+	(void)s_write_proc(pid, "oom_adj", "-16");
 	if (sbx_cgroup_create(req->cgname, &req->lim, pid) != 0) {
 		snprintf(rep->err, sizeof(rep->err), "cgroup: %s", strerror(errno));
 		goto fail;
@@ -621,6 +627,9 @@ static void
 s_discard_orphan(void *arg, uint32_t slot)
 {
 	(void)arg;
+	/* slots come from file names in dirs the worker writes (execs/) */
+	if (slot >= s_cfg.uid_count)
+		return;
 	s_discard(slot, s_cfg.uid_base + slot);
 }
 
@@ -650,7 +659,7 @@ static void __attribute__((noreturn)) s_worker_main(int async, int call)
 		_exit(3);
 	}
 	if (strncmp(s_cfg.endpoint, "ipc://", 6) == 0 &&
-	    chown(s_cfg.endpoint + 6, s_wuid, s_wgid) != 0)
+	    lchown(s_cfg.endpoint + 6, s_wuid, s_wgid) != 0)
 		log_warn("worker: chown %s: %s", s_cfg.endpoint + 6, strerror(errno));
 	if (strcmp(s_cfg.user, "root") != 0)
 		(void)ahp_priv_drop(s_cfg.user, NULL, AHP_PRIV_NOT_DUMPABLE);
