@@ -16,8 +16,9 @@
 
 /* v1 hierarchies; the freezer is optional (killing falls back to signalling
  * the task list again and again) and never holds limits. */
-/* S_CPU is optional too: without a cpu hierarchy (v1) or controller (v2),
- * sandbox.cpus is not enforced and a warning says so at start. */
+/* S_CPU is looked up like the freezer, but sandboxd refuses to start without
+ * it: every profile has a sandbox.cpus (default 1), and a limit the platform
+ * accepts but cannot enforce must fail closed, not be ignored. */
 enum { S_MEM = 0, S_PIDS = 1, S_FRZ = 2, S_CPU = 3, S_NCTL = 4 };
 #define S_FREEZE_WAIT_MS 200 /* how long a freeze may take before we kill anyway */
 
@@ -389,9 +390,13 @@ sbx_cgroup_setup(const char *instance)
 	char mnt[PATH_MAX], root[PATH_MAX];
 	bool v2 = s_mount_of(NULL, mnt, sizeof(mnt), root, sizeof(root)) == 0;
 	if ((v2 && s_setup_v2(instance) == 0) || s_setup_v1(instance) == 0) {
-		if (!s_has_cpu)
-			log_warn("no cgroup cpu controller: sandbox.cpus is not enforced");
-		return 0;
+		if (s_has_cpu)
+			return 0;
+		log_error("no cgroup cpu controller (v2: not delegated, v1: no cpu hierarchy): "
+		          "sandbox.cpus could not be enforced");
+		sbx_cgroup_teardown();
+		s_version = 0;
+		return -1;
 	}
 	log_error("no usable cgroup hierarchy with the memory and pids controllers "
 	          "(v2 with delegation, or v1 memory+pids mounts)");

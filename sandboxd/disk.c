@@ -355,8 +355,9 @@ s_loop_record_path(const char *img, char *rec, size_t len)
  * while it is backed by the image's inode (a number freed by autoclear may
  * since belong to someone else: then it is left alone). */
 static int
-s_loop_find(const char *img, const struct stat *st)
+s_loop_find(const char *img, const struct stat *st, int *fdp)
 {
+	*fdp = -1;
 	char rec[PATH_MAX], *buf = NULL;
 	size_t len = 0;
 	long n;
@@ -380,8 +381,14 @@ s_loop_find(const char *img, const struct stat *st)
 	struct loop_info64 li;
 	int found = ioctl(fd, LOOP_GET_STATUS64, &li) == 0 && li.lo_inode == st->st_ino &&
 	            li.lo_device == st->st_dev;
-	close(fd);
-	return found ? (int)n : -1;
+	if (!found) {
+		close(fd);
+		return -1;
+	}
+	/* Kept open until the mount is made: an open device is neither cleared
+	 * by autoclear nor rebound to another file in between. */
+	*fdp = fd;
+	return (int)n;
 }
 
 /* Records n as the image's loop device (before it is mounted: a crash
@@ -469,13 +476,13 @@ s_mount(const char *img, const char *mp, char *err, size_t errlen)
 	}
 	char dev[64];
 	for (int i = 0; i < S_LOOP_TRIES; i++) {
-		int n = s_loop_find(img, &st);
 		int lfd = -1, num = -1;
+		int n = s_loop_find(img, &st, &lfd);
 		if (n >= 0)
 			snprintf(dev, sizeof(dev), "/dev/loop%d", n);
 		else if ((lfd = s_loop_attach(imgfd, &num, dev, sizeof(dev), err, errlen)) < 0)
 			break;
-		if (lfd >= 0 && s_loop_record(img, num) != 0) {
+		if (n < 0 && s_loop_record(img, num) != 0) {
 			snprintf(err, errlen, "recording %s for %s: %s", dev, img, strerror(errno));
 			close(lfd);
 			break;

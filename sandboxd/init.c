@@ -479,8 +479,9 @@ s_child(void *arg)
 	if (setrlimit(RLIMIT_CPU, &cpu) != 0 || setrlimit(RLIMIT_FSIZE, &fsz) != 0 ||
 	    setrlimit(RLIMIT_NOFILE, &nof) != 0 || setrlimit(RLIMIT_CORE, &core) != 0)
 		goto fail;
-	/* init runs at -999 so the OOM killer prefers commands; give them the
-	 * normal score back (raising it needs no privilege). */
+	/* The normal score (0) for commands, whatever init runs at; raising it
+	 * needs no privilege and nothing may lower it (the minimum is 0, see the
+	 * spawner). */
 	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
 	if (fd >= 0) {
 		(void)!write(fd, "0", 1);

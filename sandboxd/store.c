@@ -246,6 +246,36 @@ s_meta_field(sbx_meta_t *m, const char *k, const char *v, bool *seen_slot)
 	return 0; /* a key from a newer version: ignored */
 }
 
+/* A record of at most S_META_MAX bytes, NUL-terminated (caller frees). The
+ * worker writes sandboxes/, root reads it (start, worker restarts, stop):
+ * only a regular file is read, never a symlink (O_NOFOLLOW), and a FIFO or
+ * device is never opened in a way that blocks (O_NONBLOCK) or kept. 0 / -1. */
+#define S_META_MAX 8192
+static int
+s_read_record(const char *path, char **buf, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -1;
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > S_META_MAX) {
+		close(fd);
+		errno = EINVAL;
+		return -1;
+	}
+	*buf = malloc(S_META_MAX + 1);
+	ssize_t r = *buf != NULL ? read(fd, *buf, S_META_MAX + 1) : -1;
+	close(fd);
+	if (r < 0 || r > S_META_MAX) {
+		free(*buf);
+		*buf = NULL;
+		return -1;
+	}
+	(*buf)[r] = '\0';
+	*len = (size_t)r;
+	return 0;
+}
+
 int
 sbx_store_meta_read(sbx_store_t *self, const char *id, sbx_meta_t *m)
 {
@@ -254,7 +284,7 @@ sbx_store_meta_read(sbx_store_t *self, const char *id, sbx_meta_t *m)
 	memset(m, 0, sizeof(*m));
 	if (s_path(p, sizeof(p), "%s/%s.meta%s", self->meta, id, "") != 0)
 		return -1;
-	if (ahp_read_file(p, 8192, &buf, &n) != 0)
+	if (s_read_record(p, &buf, &n) != 0)
 		return -1;
 	int rc = 0;
 	bool seen_slot = false;

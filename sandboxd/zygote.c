@@ -384,8 +384,11 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		snprintf(rep->err, sizeof(rep->err), "uid/gid map: %s", strerror(errno));
 		goto fail;
 	}
-	/* Commands reset their own score to 0: the OOM killer picks them first. */
-	(void)s_write_proc(pid, "oom_score_adj", "-999");
+	/* init's OOM score is left at 0. Root writing oom_score_adj (it was
+	 * -999) also sets the process's oom_score_adj_min, which every command
+	 * inherits: a command could lower its own score back to it and make the
+	 * host's OOM killer take a daemon instead. init is tiny, so the OOM
+	 * killer picks the command that holds the memory anyway. */
 	if (sbx_cgroup_create(req->cgname, &req->lim, pid) != 0) {
 		snprintf(rep->err, sizeof(rep->err), "cgroup: %s", strerror(errno));
 		goto fail;
@@ -621,6 +624,9 @@ static void
 s_discard_orphan(void *arg, uint32_t slot)
 {
 	(void)arg;
+	/* slots come from file names in dirs the worker writes (execs/) */
+	if (slot >= s_cfg.uid_count)
+		return;
 	s_discard(slot, s_cfg.uid_base + slot);
 }
 
@@ -650,7 +656,7 @@ static void __attribute__((noreturn)) s_worker_main(int async, int call)
 		_exit(3);
 	}
 	if (strncmp(s_cfg.endpoint, "ipc://", 6) == 0 &&
-	    chown(s_cfg.endpoint + 6, s_wuid, s_wgid) != 0)
+	    lchown(s_cfg.endpoint + 6, s_wuid, s_wgid) != 0)
 		log_warn("worker: chown %s: %s", s_cfg.endpoint + 6, strerror(errno));
 	if (strcmp(s_cfg.user, "root") != 0)
 		(void)ahp_priv_drop(s_cfg.user, NULL, AHP_PRIV_NOT_DUMPABLE);
@@ -862,7 +868,7 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 	char inst[16];
 	snprintf(inst, sizeof(inst), "%08x", h);
 	if (sbx_cgroup_setup(inst) != 0) {
-		snprintf(err, errlen, "cgroups: need memory and pids controllers (see the log)");
+		snprintf(err, errlen, "cgroups: need the memory, pids and cpu controllers (see the log)");
 		return -1;
 	}
 	return 0;

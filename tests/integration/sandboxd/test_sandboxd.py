@@ -1438,6 +1438,36 @@ def t_cli_oneshot(d):
     check(sleeps == [], f"the one-shot sleeps: {sleeps}")
 
 
+
+@test
+def t_oom_floor(d):
+    """A command cannot shield itself from the OOM killer: it runs at 0 and writing -999
+    (or -1) to its own oom_score_adj is refused with EACCES; raising it is allowed. It
+    used to be accepted: root's write of -999 for init set the inherited
+    oom_score_adj_min, so a command could make the host's OOM killer take a daemon instead
+    of itself. Skipped on a kernel where even root cannot lower a score (seen: EIO)."""
+    probe = subprocess.run(["sh", "-c", "echo -1 > /proc/self/oom_score_adj"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        print(f"note: this kernel refuses negative oom_score_adj even to root "
+              f"({probe.stderr.strip()}); skipped")
+        return
+    d.start()
+    c = d.client()
+    ok(c.create("oom"))
+    script = ("import errno\n"
+              "def w(v):\n"
+              "    try:\n"
+              "        open('/proc/self/oom_score_adj', 'w').write(v)\n"
+              "        return 'ok'\n"
+              "    except OSError as e:\n"
+              "        return errno.errorcode[e.errno]\n"
+              "r = open('/proc/self/oom_score_adj').read().strip()\n"
+              "print(r, w('-999'), w('-1'), w('500'), open('/proc/self/oom_score_adj').read().strip())\n")
+    r = run(c, "oom", "1", f"python3 -c \"{script}\"")
+    check(r["stdout"] == b"0 EACCES EACCES ok 500\n", f"oom scores: {r}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
