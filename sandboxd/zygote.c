@@ -868,7 +868,8 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 	char inst[16];
 	snprintf(inst, sizeof(inst), "%08x", h);
 	if (sbx_cgroup_setup(inst) != 0) {
-		snprintf(err, errlen, "cgroups: need the memory, pids and cpu controllers (see the log)");
+		snprintf(err, errlen,
+		         "cgroups: need the memory, pids and cpu controllers (see the log)");
 		return -1;
 	}
 	return 0;
