@@ -445,6 +445,7 @@ struct sbx_sandbox {
 	sbx_execlog_t *log;
 	bool spawn_pending; /* the zygote has not answered yet */
 	bool discard;       /* set by retire(): workspace, log and slot go once gone */
+	bool fresh;         /* a new run or spare: the slot's records on disk are not its own */
 };
 
 /* One receive buffer for all control sockets: the loop is single-threaded. */
@@ -472,6 +473,8 @@ sbx_sandbox_new(sbx_daemon_t *d, const char *id, const sbx_meta_t *meta, uint32_
 	self->meta = *meta;
 	self->meta.slot = slot;
 	self->meta.kept = false;
+	/* a record on disk always has its creation time (set at claim) */
+	self->fresh = meta->created_ms == 0;
 	if (self->meta.cwd[0] != '/')
 		memcpy(self->meta.cwd, "/workspace", sizeof("/workspace"));
 	self->uid = (uid_t)(cfg->uid_base + slot);
@@ -871,10 +874,18 @@ s_answer_stored(sbx_sandbox_t *self, ahp_rpc_req_t **req, const char *exec_id, b
 {
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	/* a sandbox still being (re)started has no log open yet */
-	int r = self->log != NULL ? sbx_execlog_lookup(self->log, exec_id, &buf, &len)
-	                          : sbx_store_exec_lookup(sbx_daemon_store(self->d),
-	                                                  self->meta.slot, exec_id, &buf, &len);
+	/* A sandbox still being (re)started has no log open yet. A revived one
+	 * answers from its log on disk; a fresh one has no records at all: the
+	 * slot's log there is still its previous holder's until the zygote
+	 * discards it (the worker reads it first). Answering from it gave a new
+	 * run the previous run's output for a reused exec id, before the reply
+	 * to its Create (a client waiting for that one hung). */
+	int r = 0;
+	if (self->log != NULL)
+		r = sbx_execlog_lookup(self->log, exec_id, &buf, &len);
+	else if (!self->fresh)
+		r = sbx_store_exec_lookup(sbx_daemon_store(self->d), self->meta.slot, exec_id, &buf,
+		                          &len);
 	if (r == 2) {
 		sbx_reply_exec_packed(self->d, req, buf, len);
 		free(buf);
