@@ -154,6 +154,8 @@ typedef struct {
 	sbx_mnt_t m[SBX_MNT_MAX];
 } sbx_plan_t;
 
+#define SBX_CG_JOIN_MAX 4 /* v1 hierarchies a sandbox joins */
+
 /* What init needs; filled by the privileged parent before clone() (the child gets a copy). */
 typedef struct {
 	int ctl;   /* init's end of the control socketpair */
@@ -166,6 +168,8 @@ typedef struct {
 	char *const *env_proxy;          /* ... and proxy (HTTP_PROXY and friends) */
 	char *argv_area;                 /* sandboxd's argv strings, wiped in init */
 	size_t argv_len;
+	int joins[SBX_CG_JOIN_MAX]; /* cgroup task lists init joins first ("0"), then closes */
+	int n_joins;
 } sbx_init_args_t;
 
 typedef struct sbx_daemon sbx_daemon_t;
@@ -262,8 +266,13 @@ void sbx_cgroup_teardown(void);
 /* Describes the mode for logs ("v1", "v2"). */
 const char *sbx_cgroup_mode(void);
 /* Zygote side: makes the cgroup `name` (leftovers of that name are killed and
- * replaced), writes the limits, moves pid into it. 0 / -1 (errno). */
-int sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid);
+ * replaced), writes the limits, moves pid into it: 0 / -1 (errno). With pid
+ * 0 (v1 only; ENOTSUP on v2) nothing is moved: joins gets the task list of
+ * each hierarchy open for writing (the caller owns them) and the count is
+ * returned; init writes "0" to each to join as a single thread, which does
+ * not wait for an RCU grace period as moving another process does. */
+int sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid,
+                      int joins[SBX_CG_JOIN_MAX]);
 /* Worker side: a read-only handle on an existing cgroup's counter files
  * (world-readable). NULL on failure. */
 sbx_cgroup_t *sbx_cgroup_open(const char *name);

@@ -361,6 +361,15 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		return;
 	}
 	ahp_strlcpy(args.root_dir, sbx_store_dir(s_store, "root"), sizeof(args.root_dir));
+	/* v1: the cgroup is made now and init joins it itself, first thing
+	 * (sbx_cgroup_create); v2: it is moved in after the clone */
+	args.n_joins = sbx_cgroup_create(req->cgname, &req->lim, 0, args.joins);
+	if (args.n_joins < 0 && errno != ENOTSUP) {
+		snprintf(rep->err, sizeof(rep->err), "cgroup: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return;
+	}
 
 	/* The cgroup namespace is made by init once it is in its cgroups. Our
 	 * child: we reap it and tell the worker. */
@@ -368,6 +377,8 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	            CLONE_NEWUTS | SIGCHLD;
 	pid_t pid = clone(sbx_init_main, s_stack + S_INIT_STACK, flags, &args);
 	close(sv[1]);
+	for (int i = 0; i < args.n_joins; i++)
+		close(args.joins[i]);
 	if (pid < 0) {
 		snprintf(rep->err, sizeof(rep->err), "clone: %s", strerror(errno));
 		close(sv[0]);
@@ -389,7 +400,7 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	 * inherits: a command could lower its own score back to it and make the
 	 * host's OOM killer take a daemon instead. init is tiny, so the OOM
 	 * killer picks the command that holds the memory anyway. */
-	if (sbx_cgroup_create(req->cgname, &req->lim, pid) != 0) {
+	if (args.n_joins < 0 && sbx_cgroup_create(req->cgname, &req->lim, pid, NULL) != 0) {
 		snprintf(rep->err, sizeof(rep->err), "cgroup: %s", strerror(errno));
 		goto fail;
 	}
