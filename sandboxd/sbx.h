@@ -330,7 +330,8 @@ void sbx_disk_stop(sbx_store_t *store);
  * limits table; the uid and cgroup name are derived from the slot, never
  * taken from the worker):
  *   async (worker -> parent): SPAWN, DISCARD, SWEEP, KILL
- *   async (parent -> worker): SPAWNED (+ the init's control socket), EXITED
+ *   async (parent -> worker): SPAWNED (+ the init's control socket), EXITED,
+ *                             DISCARDED (a slot's disk is gone: it may be reused)
  *   call  (worker -> parent, one reply each): LIMITS, RMCG, CA
  */
 enum {
@@ -343,6 +344,7 @@ enum {
 	SBX_ZY_CA,        /* call: refresh the platform CA in the /etc template (ca.c) */
 	SBX_ZY_SPAWNED,   /* parent -> worker: the answer to SPAWN */
 	SBX_ZY_EXITED,    /* parent -> worker: the slot's init was reaped (pid, status) */
+	SBX_ZY_DISCARDED, /* parent -> worker: a DISCARD is done; the slot may be used again */
 };
 
 typedef struct {
@@ -354,7 +356,7 @@ typedef struct {
 } sbx_spawn_req_t;
 
 typedef struct {
-	uint32_t type; /* SBX_ZY_SPAWNED or SBX_ZY_EXITED */
+	uint32_t type; /* SBX_ZY_SPAWNED, SBX_ZY_EXITED or SBX_ZY_DISCARDED */
 	uint32_t slot;
 	int32_t pid;    /* > 0 when an init exists: the parent's child, reaped by it */
 	int32_t status; /* EXITED: the waitpid() status */
