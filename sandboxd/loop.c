@@ -629,16 +629,24 @@ s_pool_fill(sbx_daemon_t *self)
 	}
 }
 
-/* The ready spare with the lowest uid slot. */
+/* The ready spare with the lowest uid slot; else the spare furthest along in
+ * its start: a Create waits for it rather than for one more spawn behind
+ * the refill (a tight create loop drains the pool). */
 static sbx_sandbox_t *
 s_ready_spare(sbx_daemon_t *self)
 {
 	sbx_sandbox_t *best = NULL;
+	int best_rank = 0;
 	for (size_t i = 0; i < self->n_sbx; i++) {
 		sbx_sandbox_t *s = self->sbx[i];
-		if (sbx_sandbox_is_spare(s) && sbx_sandbox_ready(s) &&
-		    (best == NULL || sbx_sandbox_slot(s) < sbx_sandbox_slot(best)))
+		if (!sbx_sandbox_is_spare(s) || !sbx_sandbox_alive(s))
+			continue;
+		int rank = sbx_sandbox_ready(s) ? 3 : sbx_sandbox_start_stage(s);
+		if (rank > best_rank || (rank == best_rank && rank > 0 &&
+		                         sbx_sandbox_slot(s) < sbx_sandbox_slot(best))) {
 			best = s;
+			best_rank = rank;
+		}
 	}
 	return best;
 }

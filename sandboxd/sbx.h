@@ -471,7 +471,8 @@ bool sbx_sandbox_is_spare(const sbx_sandbox_t *self);
 int sbx_sandbox_start(sbx_sandbox_t *self, char *err, size_t errlen);
 /* The zygote's answer to start(). */
 void sbx_sandbox_on_spawned(sbx_sandbox_t *self, const sbx_spawn_rep_t *rep, int ctl);
-/* A ready spare becomes run `id` with meta's limits and network. 0 / -1. */
+/* A spare becomes run `id` with meta's limits and network: a ready one at
+ * once, one still starting when it is built (its Create waits). 0 / -1. */
 int sbx_sandbox_claim(sbx_sandbox_t *self, const char *id, const sbx_meta_t *meta, char *err,
                       size_t errlen);
 /* After Destroy (or an unexpected death): the id is free for a new sandbox.
@@ -484,7 +485,9 @@ void sbx_sandbox_kill(sbx_sandbox_t *self, int status, const char *why);
 bool sbx_sandbox_alive(const sbx_sandbox_t *self);
 bool sbx_sandbox_ready(const sbx_sandbox_t *self);
 bool sbx_sandbox_claiming(const sbx_sandbox_t *self); /* a Create waits for it */
-bool sbx_sandbox_gone(const sbx_sandbox_t *self);     /* init reaped and cgroup removed */
+/* How far a sandbox's start is: 2 built by init, 1 spawned by the zygote, 0 not starting. */
+int sbx_sandbox_start_stage(const sbx_sandbox_t *self);
+bool sbx_sandbox_gone(const sbx_sandbox_t *self); /* init reaped and cgroup removed */
 pid_t sbx_sandbox_init_pid(const sbx_sandbox_t *self);
 /* Queues a reply to the Create request for when the sandbox is ready. */
 void sbx_sandbox_wait_ready(sbx_sandbox_t *self, ahp_rpc_req_t **req, bool existed);

@@ -22,7 +22,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sbxclient  # noqa: E402
-from test_sandboxd import Daemon, Failure, check, err, ok  # noqa: E402
+from test_sandboxd import Daemon, Failure, cgroup_dir, check, err, ok  # noqa: E402
 
 N_LOOP = 150     # back-to-back runs per test
 CALL_BOUND = 10  # seconds any one of them may take (one takes ~10-50 ms)
@@ -102,6 +102,32 @@ def t_rpc_loop(d):
         check(err(r) == "ok", f"exec {i}: {r}")
         check(r["exec"]["stdout"] == f"run{i}\n1000\n".encode() and r["exec"]["exit_code"] == 0,
               f"exec {i} answered with another run's result: {r}")
+        ok(c.destroy(sid, timeout=CALL_BOUND), f"destroy {i}")
+    no_leftovers(d)
+
+
+@test
+def t_claim_starting(d):
+    """Back-to-back Creates with the default pool claim spares that are still starting (the
+    loop drains the pool faster than it refills): each gets its own run's limits all the
+    same, set once its cgroup exists (memory.limit_in_bytes of its cgroup, /proc/meminfo
+    inside)."""
+    d.start()
+    c = d.client(timeout=CALL_BOUND)
+    for i in range(40):
+        sid = f"lim{i}"
+        mb = 64 + i
+        cr = ok(c.create(sid, profile="p", limits={"memory_mb": mb}, timeout=CALL_BOUND),
+                f"create {i}")
+        slot = os.path.basename(os.path.dirname(cr["workspace"]))  # .../workspaces/sN/ws
+        r = c.exec(sid, "1", "grep MemTotal /proc/meminfo", timeout=CALL_BOUND)
+        check(err(r) == "ok" and r["exec"]["stdout"] == f"MemTotal: {mb * 1024:14d} kB\n".encode(),
+              f"run {i} (memory_mb {mb}) sees {r}")
+        cg = cgroup_dir(d, "memory", slot)
+        if cg is not None:
+            with open(os.path.join(cg, "memory.limit_in_bytes")) as f:
+                got = int(f.read())
+            check(got == mb << 20, f"run {i}: cgroup {cg} limit {got}, want {mb << 20}")
         ok(c.destroy(sid, timeout=CALL_BOUND), f"destroy {i}")
     no_leftovers(d)
 
