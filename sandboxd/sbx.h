@@ -302,6 +302,13 @@ void sbx_cgroup_destroy(sbx_cgroup_t **self_p);
  * err (errlen bytes). */
 int sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_limits_t *lim,
                     char *err, size_t errlen);
+/* Makes disks/.ready-<mb>.img, a fresh image (reserved in full, formatted from
+ * the template, never from another sandbox's disk) that the next attach of a
+ * disk of that size takes by rename instead of making one: fallocate and the
+ * template copy leave the spawn path. At most one is kept (others are
+ * deleted); no template is made here (the caller runs it in a child while
+ * the spawner may be making one). 0 / -1. */
+int sbx_disk_prepare(const sbx_store_t *store, uint32_t mb);
 /* Writes proc/meminfo (MemTotal = lim->memory_mb) and proc/cpuinfo
  * (ceil(lim->cpus_milli / 1000) processors) of a mounted disk, in place: a
  * running sandbox sees the new content (at claim). 0 / -1 (errno). */

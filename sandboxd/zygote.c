@@ -118,6 +118,7 @@ static struct s_discarder {
 	pid_t pid; /* 0: free */
 	uint32_t slot;
 } s_discarders[S_DISCARDERS_MAX]; /* slots whose disk a child is discarding */
+static pid_t s_preparer;          /* the child making the next disk image (sbx_disk_prepare) */
 
 /* ---------------------------------------------------------- workspaces -- */
 
@@ -355,6 +356,20 @@ s_discard(uint32_t slot, uid_t uid)
 	s_discarders[k].slot = slot;
 }
 
+/* The next spawn's disk image is made ahead by a child (fallocate and the
+ * template copy: a millisecond or two the spawn no longer waits for). */
+static void
+s_prepare_disk(uint32_t mb)
+{
+	if (s_preparer != 0)
+		return;
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(sbx_disk_prepare(s_store, mb) == 0 ? 0 : 1);
+	if (pid > 0)
+		s_preparer = pid;
+}
+
 static int
 s_write_proc(pid_t pid, const char *file, const char *val)
 {
@@ -573,6 +588,8 @@ s_on_async(void)
 				s_kill_slot(req.slot);
 			if (ctl >= 0)
 				close(ctl);
+			if (rep.err[0] == '\0')
+				s_prepare_disk(req.lim.disk_mb); /* after the answer went out */
 			break;
 		}
 		default:
@@ -632,8 +649,10 @@ s_reap(bool *sweep)
 			worker_status = st;
 			continue;
 		}
-		bool found = false;
-		for (int k = 0; k < S_DISCARDERS_MAX; k++)
+		bool found = p == s_preparer;
+		if (found)
+			s_preparer = 0;
+		for (int k = 0; !found && k < S_DISCARDERS_MAX; k++)
 			if (s_discarders[k].pid == p) {
 				s_discarders[k].pid = 0;
 				s_discarded(s_discarders[k].slot);
@@ -1049,6 +1068,8 @@ sbx_priv_run(const sbx_config_t *cfg)
 	/* Deleters still running finish on their own (they hold no lock);
 	 * disks are unmounted before sbx_disk_stop looks. */
 	s_discard_wait(UINT32_MAX);
+	if (s_preparer > 0)
+		(void)waitpid(s_preparer, NULL, 0);
 	sbx_disk_stop(s_store); /* spares' disks and the /etc tmpfs go; the rest unmounted */
 	sbx_cgroup_teardown();
 	close(sigfd);

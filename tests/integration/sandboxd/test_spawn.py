@@ -37,13 +37,17 @@ def test(fn):
 
 def no_leftovers(d):
     """Once the loop is done and the daemon stopped: no sandbox process, no disk mounted, no
-    loop device on an image of this home, no record."""
+    loop device on an image of this home, no image but the templates (none made ahead
+    either), no record."""
     check(d.stop() == 0, "sandboxd stopped cleanly")
     from test_sandboxd import loops_under, mounts_under, wait_for
     wait_for(lambda: not d.sandbox_procs(), 10, "sandbox processes to exit")
     state = d.path("state/sandboxd")
     check(mounts_under(state) == [], f"mounts left: {mounts_under(state)}")
     check(loops_under(state) == [], f"loop devices left: {loops_under(state)}")
+    disks = [f for f in os.listdir(os.path.join(state, "disks"))
+             if not f.startswith(".template-")]
+    check(disks == [], f"disk images left: {disks}")
     meta = os.path.join(state, "sandboxes")
     files = [f for f in os.listdir(meta) if not f.startswith(".")]
     check(files == [], f"records left: {files}")
