@@ -489,8 +489,39 @@ s_write_limits(char dirs[S_NCTL][PATH_MAX], const sbx_limits_t *lim)
 	return s_write(piddir, "pids.max", pids);
 }
 
+/* v1: the task list of each hierarchy, open for writing (by root: the kernel
+ * checks the opener's credentials), for init to join by writing "0" (itself,
+ * one thread). Moving another process takes the global threadgroup lock,
+ * whose writer side waits for an RCU grace period (5-15 ms here, on the
+ * spawner's serial path); moving oneself as a single thread does not. */
+static int
+s_open_joins(char dirs[S_NCTL][PATH_MAX], int fds[SBX_CG_JOIN_MAX])
+{
+	int n = 0;
+	for (int i = 0; i < S_NCTL && n < SBX_CG_JOIN_MAX; i++) {
+		if (dirs[i][0] == '\0')
+			continue;
+		int dfd = open(dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int fd = dfd >= 0 ? openat(dfd, "tasks", O_WRONLY | O_CLOEXEC) : -1;
+		if (dfd >= 0) {
+			int e = errno;
+			close(dfd);
+			errno = e;
+		}
+		if (fd < 0) {
+			int e = errno;
+			for (int k = 0; k < n; k++)
+				close(fds[k]);
+			errno = e;
+			return -1;
+		}
+		fds[n++] = fd;
+	}
+	return n;
+}
+
 int
-sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid)
+sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid, int joins[SBX_CG_JOIN_MAX])
 {
 	char dirs[S_NCTL][PATH_MAX];
 	if (s_dirs(name, dirs) != 0)
@@ -515,6 +546,8 @@ sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid)
 	}
 	if (s_write_limits(dirs, lim) != 0)
 		return -1;
+	if (pid == 0)
+		return s_version == 1 ? s_open_joins(dirs, joins) : (errno = ENOTSUP, -1);
 	char v[32];
 	snprintf(v, sizeof(v), "%d", (int)pid);
 	for (int i = 0; i < nctl; i++)

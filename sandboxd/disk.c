@@ -188,7 +188,7 @@ s_prune_templates(const char *dir)
 
 /* The template of mb MiB (made when missing), open read-only. -1 with err. */
 static int
-s_template(const char *dir, uint32_t mb, char *err, size_t errlen)
+s_template(const char *dir, uint32_t mb, bool make, char *err, size_t errlen)
 {
 	char t[PATH_MAX], tmp[PATH_MAX];
 	if (snprintf(t, sizeof(t), "%s/.template-%u.img", dir, mb) >= (int)sizeof(t) ||
@@ -200,6 +200,10 @@ s_template(const char *dir, uint32_t mb, char *err, size_t errlen)
 	if (fd >= 0) {
 		(void)futimens(fd, NULL); /* recently used */
 		return fd;
+	}
+	if (!make) {
+		snprintf(err, errlen, "no disk template of %u MiB", mb);
+		return -1;
 	}
 	s_prune_templates(dir);
 	(void)unlink(tmp);
@@ -268,7 +272,8 @@ s_room(const struct statvfs *v, uint32_t mb)
  * template's formatted metadata copied in. Made under a temporary name and
  * renamed, so a crash never leaves a half-made image under the real name. */
 static int
-s_create(const char *dir, const char *img, uint32_t mb, char *err, size_t errlen)
+s_create(const char *dir, const char *img, uint32_t mb, bool make_template, char *err,
+         size_t errlen)
 {
 	char tmp[PATH_MAX];
 	if (snprintf(tmp, sizeof(tmp), "%s.new", img) >= (int)sizeof(tmp)) {
@@ -303,7 +308,7 @@ s_create(const char *dir, const char *img, uint32_t mb, char *err, size_t errlen
 			snprintf(err, errlen, "reserving %u MiB for the disk: %s", mb, strerror(e));
 		goto fail;
 	}
-	if ((tfd = s_template(dir, mb, err, errlen)) < 0)
+	if ((tfd = s_template(dir, mb, make_template, err, errlen)) < 0)
 		goto fail;
 	if (s_copy_data(tfd, fd, (off_t)mb << 20) != 0) {
 		snprintf(err, errlen, "copying the disk template: %s", strerror(errno));
@@ -606,6 +611,48 @@ sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limits_t 
 	return s_put(mp, "proc/cpuinfo", buf, o);
 }
 
+/* disks/.ready-<MiB>.img: an image made ahead of the spawn that takes it. */
+static int
+s_ready_path(const sbx_store_t *store, uint32_t mb, char *out)
+{
+	int n = snprintf(out, PATH_MAX, "%s/.ready-%u.img", sbx_store_dir(store, "disks"), mb);
+	if (n < 0 || n >= PATH_MAX) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+/* Deletes the images made ahead, but the one of keep_mb (0: all). */
+static void
+s_ready_prune(const sbx_store_t *store, uint32_t keep_mb)
+{
+	DIR *d = opendir(sbx_store_dir(store, "disks"));
+	if (d == NULL)
+		return;
+	char keep[64];
+	snprintf(keep, sizeof(keep), ".ready-%u.img", keep_mb);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (strncmp(e->d_name, ".ready-", 7) == 0 &&
+		    (keep_mb == 0 || strcmp(e->d_name, keep) != 0))
+			(void)unlinkat(dirfd(d), e->d_name, 0);
+	closedir(d);
+}
+
+int
+sbx_disk_prepare(const sbx_store_t *store, uint32_t mb)
+{
+	char ready[PATH_MAX], err[256] = "";
+	if (s_ready_path(store, mb, ready) != 0)
+		return -1;
+	s_ready_prune(store, mb);
+	if (access(ready, F_OK) == 0)
+		return 0;
+	/* never makes a template: the spawner may be making that one */
+	return s_create(sbx_store_dir(store, "disks"), ready, mb, false, err, sizeof(err));
+}
+
 int
 sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_limits_t *lim,
                 char *err, size_t errlen)
@@ -632,9 +679,14 @@ sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_li
 				snprintf(err, errlen, "disk image s%u: %s", slot, strerror(errno));
 				return -1;
 			}
-			if (s_create(sbx_store_dir(store, "disks"), img, lim->disk_mb, err,
-			             errlen) != 0)
-				return -1;
+			/* one made ahead (sbx_disk_prepare), else a new one */
+			char ready[PATH_MAX];
+			if (s_ready_path(store, lim->disk_mb, ready) != 0 ||
+			    rename(ready, img) != 0) {
+				if (s_create(sbx_store_dir(store, "disks"), img, lim->disk_mb, true,
+				             err, errlen) != 0)
+					return -1;
+			}
 		}
 		if (s_mount(img, mp, err, errlen) != 0)
 			return -1;
@@ -723,6 +775,7 @@ s_note_slot(void *arg, const char *id, const sbx_meta_t *meta)
 void
 sbx_disk_stop(sbx_store_t *store)
 {
+	s_ready_prune(store, 0); /* images made ahead: nothing is left of them */
 	/* the /etc template's tmpfs (sandbox.c) goes */
 	if (s_mounted(sbx_store_dir(store, "etc")) == 1 &&
 	    umount2(sbx_store_dir(store, "etc"), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)

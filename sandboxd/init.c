@@ -875,6 +875,14 @@ sbx_init_main(void *arg)
 {
 	s_args = arg;
 	s_errfd = s_args->errfd;
+	/* Into the sandbox's cgroups before anything else (v1: the privileged
+	 * parent opened their task lists; "0" is this thread) */
+	s_ctl = s_args->ctl; /* s_fail's channel until it moves to S_CTL_FD */
+	for (int i = 0; i < s_args->n_joins; i++) {
+		if (write(s_args->joins[i], "0", 1) != 1)
+			s_fail("joining the cgroup");
+		close(s_args->joins[i]);
+	}
 	if (s_args->argv_area != NULL && s_args->argv_len > 0) {
 		static const char name[] = "sandboxd-init";
 		memset(s_args->argv_area, 0, s_args->argv_len);

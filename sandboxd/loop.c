@@ -55,7 +55,9 @@ struct sbx_daemon {
 	uint32_t pool_fails;  /* spares that failed to start in a row */
 	int64_t pool_hold_ms; /* monotonic: no refill before this (after failures) */
 	size_t n_sbx, cap_sbx;
-	uint8_t *slots; /* bitmap of uid slots in use (live, dying, or on disk) */
+	uint8_t *slots;      /* bitmap of uid slots in use (live, dying, or on disk) */
+	uint8_t *discarding; /* ... of slots whose DISCARD the parent has not finished */
+	uint8_t *compact;    /* ... of those whose end may move a spare down (s_pool_compact) */
 	zmq_pollitem_t *items;
 	s_ref_t *refs;
 	size_t cap_items;
@@ -337,16 +339,56 @@ s_drop(sbx_daemon_t *self, sbx_sandbox_t *s)
 	}
 }
 
+static bool
+s_bit(const uint8_t *map, uint32_t slot)
+{
+	return (map[slot / 8] & (1u << (slot % 8))) != 0;
+}
+
 static void
-s_discard(sbx_daemon_t *self, uint32_t slot)
+s_bit_set(uint8_t *map, uint32_t slot, bool on)
+{
+	if (on)
+		map[slot / 8] |= (uint8_t)(1u << (slot % 8));
+	else
+		map[slot / 8] &= (uint8_t) ~(1u << (slot % 8));
+}
+
+static void s_pool_compact(sbx_daemon_t *self, uint32_t freed);
+
+/* The slot's workspace, disk and exec log go (the parent does it off its
+ * spawning path); the slot stays in use until it says DISCARDED, so a new
+ * sandbox never gets a slot whose previous disk is still there. compact:
+ * a run's slot, whose freeing may move a spare down to it. */
+static void
+s_discard(sbx_daemon_t *self, uint32_t slot, bool compact)
 {
 	sbx_spawn_req_t req;
 	memset(&req, 0, sizeof(req));
 	req.type = SBX_ZY_DISCARD;
 	req.slot = slot;
 	req.uid = self->cfg.uid_base + slot;
-	if (sbx_daemon_zygote(self, &req) != 0)
+	if (slot >= self->cfg.uid_count)
+		return;
+	if (sbx_daemon_zygote(self, &req) != 0) {
 		log_warn("slot %u: cannot ask the zygote to discard its workspace", slot);
+		s_slot_set(self, slot, false);
+		return;
+	}
+	s_bit_set(self->discarding, slot, true);
+	s_bit_set(self->compact, slot, compact);
+}
+
+/* The parent finished a DISCARD: the slot is free now. */
+static void
+s_on_discarded(sbx_daemon_t *self, uint32_t slot)
+{
+	if (slot >= self->cfg.uid_count || !s_bit(self->discarding, slot))
+		return; /* not ours (asked by an earlier worker) */
+	s_bit_set(self->discarding, slot, false);
+	s_slot_set(self, slot, false);
+	if (s_bit(self->compact, slot))
+		s_pool_compact(self, slot);
 }
 
 /* -------------------------------------------------------------- retention -- */
@@ -461,8 +503,7 @@ s_retain(sbx_daemon_t *self)
 			i++;
 			continue;
 		}
-		s_discard(self, r->slot);
-		s_slot_set(self, r->slot, false);
+		s_discard(self, r->slot, false);
 		log_info("sandbox %s: retained workspace deleted (%s; kept %llds ago)", r->id, why,
 		         (long long)((now - r->kept_ms) / 1000));
 		s_retained_remove_at(self, i);
@@ -588,16 +629,24 @@ s_pool_fill(sbx_daemon_t *self)
 	}
 }
 
-/* The ready spare with the lowest uid slot. */
+/* The ready spare with the lowest uid slot; else the spare furthest along in
+ * its start: a Create waits for it rather than for one more spawn behind
+ * the refill (a tight create loop drains the pool). */
 static sbx_sandbox_t *
 s_ready_spare(sbx_daemon_t *self)
 {
 	sbx_sandbox_t *best = NULL;
+	int best_rank = 0;
 	for (size_t i = 0; i < self->n_sbx; i++) {
 		sbx_sandbox_t *s = self->sbx[i];
-		if (sbx_sandbox_is_spare(s) && sbx_sandbox_ready(s) &&
-		    (best == NULL || sbx_sandbox_slot(s) < sbx_sandbox_slot(best)))
+		if (!sbx_sandbox_is_spare(s) || !sbx_sandbox_alive(s))
+			continue;
+		int rank = sbx_sandbox_ready(s) ? 3 : sbx_sandbox_start_stage(s);
+		if (rank > best_rank || (rank == best_rank && rank > 0 &&
+		                         sbx_sandbox_slot(s) < sbx_sandbox_slot(best))) {
 			best = s;
+			best_rank = rank;
+		}
 	}
 	return best;
 }
@@ -923,9 +972,10 @@ s_on_destroy(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__DestroyReq
 		s_retained_forget(self, dr->sandbox_id);
 		if (s != NULL) {
 			sbx_sandbox_retire(s, true);
-		} else if (s_find_slot(self, meta.slot) == NULL) {
-			s_discard(self, meta.slot);
-			s_slot_set(self, meta.slot, false);
+		} else if (s_find_slot(self, meta.slot) == NULL &&
+		           (meta.slot >= self->cfg.uid_count ||
+		            !s_bit(self->discarding, meta.slot))) {
+			s_discard(self, meta.slot, false);
 		}
 	}
 	log_info("sandbox %s destroyed%s", dr->sandbox_id,
@@ -1229,6 +1279,12 @@ s_on_zygote(sbx_daemon_t *self)
 		}
 		rep.err[sizeof(rep.err) - 1] = '\0';
 		sbx_sandbox_t *s = s_find_slot(self, rep.slot);
+		if (rep.type == SBX_ZY_DISCARDED) {
+			if (fd >= 0)
+				close(fd);
+			s_on_discarded(self, rep.slot);
+			continue;
+		}
 		if (rep.type == SBX_ZY_EXITED) {
 			if (fd >= 0)
 				close(fd);
@@ -1274,17 +1330,11 @@ s_collect(sbx_daemon_t *self)
 			i++;
 			continue;
 		}
-		bool compact = false;
 		uint32_t slot = sbx_sandbox_slot(s);
-		if (sbx_sandbox_discards(s)) {
-			s_discard(self, slot);
-			s_slot_set(self, slot, false);
-			compact = !sbx_sandbox_is_spare(s);
-		}
+		if (sbx_sandbox_discards(s))
+			s_discard(self, slot, !sbx_sandbox_is_spare(s));
 		sbx_sandbox_destroy(&self->sbx[i]);
 		self->sbx[i] = self->sbx[--self->n_sbx];
-		if (compact)
-			s_pool_compact(self, slot);
 	}
 	return waiting;
 }
@@ -1512,7 +1562,9 @@ sbx_daemon_new(const sbx_config_t *cfg, int async, int call, char *err, size_t e
 	self->zygote = async;
 	self->call = call;
 	self->slots = calloc(cfg->uid_count / 8 + 1, 1);
-	if (self->slots == NULL) {
+	self->discarding = calloc(cfg->uid_count / 8 + 1, 1);
+	self->compact = calloc(cfg->uid_count / 8 + 1, 1);
+	if (self->slots == NULL || self->discarding == NULL || self->compact == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -1582,6 +1634,8 @@ sbx_daemon_destroy(sbx_daemon_t **self_p)
 		close(self->sigfd);
 	sbx_store_destroy(&self->store);
 	free(self->slots);
+	free(self->discarding);
+	free(self->compact);
 	free(self->items);
 	free(self->refs);
 	free(self->retained);

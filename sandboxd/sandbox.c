@@ -445,6 +445,8 @@ struct sbx_sandbox {
 	sbx_execlog_t *log;
 	bool spawn_pending; /* the zygote has not answered yet */
 	bool discard;       /* set by retire(): workspace, log and slot go once gone */
+	bool fresh;         /* a new run or spare: the slot's records on disk are not its own */
+	bool need_limits;   /* a spare claimed while spawning: its run's limits once spawned */
 };
 
 /* One receive buffer for all control sockets: the loop is single-threaded. */
@@ -472,6 +474,8 @@ sbx_sandbox_new(sbx_daemon_t *d, const char *id, const sbx_meta_t *meta, uint32_
 	self->meta = *meta;
 	self->meta.slot = slot;
 	self->meta.kept = false;
+	/* a record on disk always has its creation time (set at claim) */
+	self->fresh = meta->created_ms == 0;
 	if (self->meta.cwd[0] != '/')
 		memcpy(self->meta.cwd, "/workspace", sizeof("/workspace"));
 	self->uid = (uid_t)(cfg->uid_base + slot);
@@ -612,7 +616,10 @@ sbx_sandbox_alive(const sbx_sandbox_t *self)
 bool
 sbx_sandbox_claiming(const sbx_sandbox_t *self)
 {
-	return self->state == S_CLAIMING;
+	/* or a Create waits for it to start: building more now would only
+	 * compete with it for the spawner and the CPUs */
+	return self->state == S_CLAIMING ||
+	       (self->n_create > 0 && (self->state == S_SPAWNING || self->state == S_STARTING));
 }
 
 bool
@@ -682,6 +689,8 @@ sbx_sandbox_start(sbx_sandbox_t *self, char *err, size_t errlen)
 	return 0;
 }
 
+static int s_set_limits(sbx_sandbox_t *self);
+
 /* The zygote answered: init exists (pid) and ctl is our end of its socket. */
 void
 sbx_sandbox_on_spawned(sbx_sandbox_t *self, const sbx_spawn_rep_t *rep, int ctl)
@@ -716,6 +725,12 @@ sbx_sandbox_on_spawned(sbx_sandbox_t *self, const sbx_spawn_rep_t *rep, int ctl)
 	self->ctl = ctl;
 	fcntl(ctl, F_SETFL, O_NONBLOCK);
 	self->state = S_STARTING;
+	if (self->need_limits) {
+		self->need_limits = false;
+		if (s_set_limits(self) != 0)
+			sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL,
+			                 "setting the claimed spare's limits failed");
+	}
 }
 
 /* Tells init its network mode; READY comes back (with the proxy listener). */
@@ -737,12 +752,31 @@ s_send_claim(sbx_sandbox_t *self)
 	return 0;
 }
 
+/* The run's limits on a claimed spare's cgroup and /proc files (root's). */
+static int
+s_set_limits(sbx_sandbox_t *self)
+{
+	sbx_spawn_req_t lr;
+	memset(&lr, 0, sizeof(lr));
+	lr.type = SBX_ZY_LIMITS;
+	lr.slot = self->meta.slot;
+	lr.lim = self->meta.lim;
+	return sbx_daemon_call(self->d, &lr);
+}
+
+int
+sbx_sandbox_start_stage(const sbx_sandbox_t *self)
+{
+	return self->state == S_STARTING ? 2 : self->state == S_SPAWNING ? 1 : 0;
+}
+
 int
 sbx_sandbox_claim(sbx_sandbox_t *self, const char *id, const sbx_meta_t *meta, char *err,
                   size_t errlen)
 {
-	if (!self->spare || self->state != S_SPARE) {
-		snprintf(err, errlen, "not a ready spare");
+	bool built = self->state == S_SPARE;
+	if (!self->spare || (!built && self->state != S_STARTING && self->state != S_SPAWNING)) {
+		snprintf(err, errlen, "not a spare");
 		return -1;
 	}
 	/* a disk cannot change size under a running sandbox: a run that asks
@@ -759,12 +793,14 @@ sbx_sandbox_claim(sbx_sandbox_t *self, const char *id, const sbx_meta_t *meta, c
 	self->meta.slot = slot;
 	self->meta.kept = false;
 	memcpy(self->meta.cwd, "/workspace", sizeof("/workspace"));
-	sbx_spawn_req_t lr;
-	memset(&lr, 0, sizeof(lr));
-	lr.type = SBX_ZY_LIMITS;
-	lr.slot = slot;
-	lr.lim = self->meta.lim;
-	if (sbx_daemon_call(self->d, &lr) != 0 || s_send_claim(self) != 0) {
+	/* A spare still starting is a run's sandbox from now on: built, it is
+	 * claimed like one (s_on_ready); not spawned yet, it gets its limits
+	 * once its cgroup exists (sbx_sandbox_on_spawned). */
+	if (self->state == S_SPAWNING) {
+		self->need_limits = true;
+		return 0;
+	}
+	if (s_set_limits(self) != 0 || (built && s_send_claim(self) != 0)) {
 		snprintf(err, errlen, "claiming a spare sandbox: %s", strerror(errno));
 		sbx_sandbox_kill(self, AHP__STATUS__ERR_INTERNAL, err);
 		/* nothing of the run stays: no record, the slot is freed once gone */
@@ -871,10 +907,18 @@ s_answer_stored(sbx_sandbox_t *self, ahp_rpc_req_t **req, const char *exec_id, b
 {
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	/* a sandbox still being (re)started has no log open yet */
-	int r = self->log != NULL ? sbx_execlog_lookup(self->log, exec_id, &buf, &len)
-	                          : sbx_store_exec_lookup(sbx_daemon_store(self->d),
-	                                                  self->meta.slot, exec_id, &buf, &len);
+	/* A sandbox still being (re)started has no log open yet. A revived one
+	 * answers from its log on disk; a fresh one has no records at all: the
+	 * slot's log there is still its previous holder's until the zygote
+	 * discards it (the worker reads it first). Answering from it gave a new
+	 * run the previous run's output for a reused exec id, before the reply
+	 * to its Create (a client waiting for that one hung). */
+	int r = 0;
+	if (self->log != NULL)
+		r = sbx_execlog_lookup(self->log, exec_id, &buf, &len);
+	else if (!self->fresh)
+		r = sbx_store_exec_lookup(sbx_daemon_store(self->d), self->meta.slot, exec_id, &buf,
+		                          &len);
 	if (r == 2) {
 		sbx_reply_exec_packed(self->d, req, buf, len);
 		free(buf);

@@ -154,6 +154,8 @@ typedef struct {
 	sbx_mnt_t m[SBX_MNT_MAX];
 } sbx_plan_t;
 
+#define SBX_CG_JOIN_MAX 4 /* v1 hierarchies a sandbox joins */
+
 /* What init needs; filled by the privileged parent before clone() (the child gets a copy). */
 typedef struct {
 	int ctl;   /* init's end of the control socketpair */
@@ -166,6 +168,8 @@ typedef struct {
 	char *const *env_proxy;          /* ... and proxy (HTTP_PROXY and friends) */
 	char *argv_area;                 /* sandboxd's argv strings, wiped in init */
 	size_t argv_len;
+	int joins[SBX_CG_JOIN_MAX]; /* cgroup task lists init joins first ("0"), then closes */
+	int n_joins;
 } sbx_init_args_t;
 
 typedef struct sbx_daemon sbx_daemon_t;
@@ -262,8 +266,13 @@ void sbx_cgroup_teardown(void);
 /* Describes the mode for logs ("v1", "v2"). */
 const char *sbx_cgroup_mode(void);
 /* Zygote side: makes the cgroup `name` (leftovers of that name are killed and
- * replaced), writes the limits, moves pid into it. 0 / -1 (errno). */
-int sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid);
+ * replaced), writes the limits, moves pid into it: 0 / -1 (errno). With pid
+ * 0 (v1 only; ENOTSUP on v2) nothing is moved: joins gets the task list of
+ * each hierarchy open for writing (the caller owns them) and the count is
+ * returned; init writes "0" to each to join as a single thread, which does
+ * not wait for an RCU grace period as moving another process does. */
+int sbx_cgroup_create(const char *name, const sbx_limits_t *lim, pid_t pid,
+                      int joins[SBX_CG_JOIN_MAX]);
 /* Worker side: a read-only handle on an existing cgroup's counter files
  * (world-readable). NULL on failure. */
 sbx_cgroup_t *sbx_cgroup_open(const char *name);
@@ -293,6 +302,13 @@ void sbx_cgroup_destroy(sbx_cgroup_t **self_p);
  * err (errlen bytes). */
 int sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_limits_t *lim,
                     char *err, size_t errlen);
+/* Makes disks/.ready-<mb>.img, a fresh image (reserved in full, formatted from
+ * the template, never from another sandbox's disk) that the next attach of a
+ * disk of that size takes by rename instead of making one: fallocate and the
+ * template copy leave the spawn path. At most one is kept (others are
+ * deleted); no template is made here (the caller runs it in a child while
+ * the spawner may be making one). 0 / -1. */
+int sbx_disk_prepare(const sbx_store_t *store, uint32_t mb);
 /* Writes proc/meminfo (MemTotal = lim->memory_mb) and proc/cpuinfo
  * (ceil(lim->cpus_milli / 1000) processors) of a mounted disk, in place: a
  * running sandbox sees the new content (at claim). 0 / -1 (errno). */
@@ -321,7 +337,8 @@ void sbx_disk_stop(sbx_store_t *store);
  * limits table; the uid and cgroup name are derived from the slot, never
  * taken from the worker):
  *   async (worker -> parent): SPAWN, DISCARD, SWEEP, KILL
- *   async (parent -> worker): SPAWNED (+ the init's control socket), EXITED
+ *   async (parent -> worker): SPAWNED (+ the init's control socket), EXITED,
+ *                             DISCARDED (a slot's disk is gone: it may be reused)
  *   call  (worker -> parent, one reply each): LIMITS, RMCG, CA
  */
 enum {
@@ -334,6 +351,7 @@ enum {
 	SBX_ZY_CA,        /* call: refresh the platform CA in the /etc template (ca.c) */
 	SBX_ZY_SPAWNED,   /* parent -> worker: the answer to SPAWN */
 	SBX_ZY_EXITED,    /* parent -> worker: the slot's init was reaped (pid, status) */
+	SBX_ZY_DISCARDED, /* parent -> worker: a DISCARD is done; the slot may be used again */
 };
 
 typedef struct {
@@ -345,7 +363,7 @@ typedef struct {
 } sbx_spawn_req_t;
 
 typedef struct {
-	uint32_t type; /* SBX_ZY_SPAWNED or SBX_ZY_EXITED */
+	uint32_t type; /* SBX_ZY_SPAWNED, SBX_ZY_EXITED or SBX_ZY_DISCARDED */
 	uint32_t slot;
 	int32_t pid;    /* > 0 when an init exists: the parent's child, reaped by it */
 	int32_t status; /* EXITED: the waitpid() status */
@@ -460,7 +478,8 @@ bool sbx_sandbox_is_spare(const sbx_sandbox_t *self);
 int sbx_sandbox_start(sbx_sandbox_t *self, char *err, size_t errlen);
 /* The zygote's answer to start(). */
 void sbx_sandbox_on_spawned(sbx_sandbox_t *self, const sbx_spawn_rep_t *rep, int ctl);
-/* A ready spare becomes run `id` with meta's limits and network. 0 / -1. */
+/* A spare becomes run `id` with meta's limits and network: a ready one at
+ * once, one still starting when it is built (its Create waits). 0 / -1. */
 int sbx_sandbox_claim(sbx_sandbox_t *self, const char *id, const sbx_meta_t *meta, char *err,
                       size_t errlen);
 /* After Destroy (or an unexpected death): the id is free for a new sandbox.
@@ -473,7 +492,9 @@ void sbx_sandbox_kill(sbx_sandbox_t *self, int status, const char *why);
 bool sbx_sandbox_alive(const sbx_sandbox_t *self);
 bool sbx_sandbox_ready(const sbx_sandbox_t *self);
 bool sbx_sandbox_claiming(const sbx_sandbox_t *self); /* a Create waits for it */
-bool sbx_sandbox_gone(const sbx_sandbox_t *self);     /* init reaped and cgroup removed */
+/* How far a sandbox's start is: 2 built by init, 1 spawned by the zygote, 0 not starting. */
+int sbx_sandbox_start_stage(const sbx_sandbox_t *self);
+bool sbx_sandbox_gone(const sbx_sandbox_t *self); /* init reaped and cgroup removed */
 pid_t sbx_sandbox_init_pid(const sbx_sandbox_t *self);
 /* Queues a reply to the Create request for when the sandbox is ready. */
 void sbx_sandbox_wait_ready(sbx_sandbox_t *self, ahp_rpc_req_t **req, bool existed);

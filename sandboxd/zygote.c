@@ -52,6 +52,7 @@
 
 #define S_INIT_STACK (256 * 1024)
 #define S_DELETERS_MAX 4
+#define S_DISCARDERS_MAX 8
 #define S_RMTREE_DEPTH 256
 
 static char *const s_env_none[] = {
@@ -113,6 +114,11 @@ static struct s_init {
 static int s_n_inits;
 static pid_t s_deleters[S_DELETERS_MAX];
 static char s_deleting[S_DELETERS_MAX][64];
+static struct s_discarder {
+	pid_t pid; /* 0: free */
+	uint32_t slot;
+} s_discarders[S_DISCARDERS_MAX]; /* slots whose disk a child is discarding */
+static pid_t s_preparer;          /* the child making the next disk image (sbx_disk_prepare) */
 
 /* ---------------------------------------------------------- workspaces -- */
 
@@ -269,7 +275,7 @@ s_deleting_any(void)
 
 /* A slot's workspace goes to the trash, its exec log away. */
 static void
-s_discard(uint32_t slot, uid_t uid)
+s_discard_now(uint32_t slot, uid_t uid)
 {
 	/* the disk first: its lazy unmount leaves an empty mount point, and
 	 * the image goes with it (disk.c) */
@@ -292,6 +298,76 @@ s_discard(uint32_t slot, uid_t uid)
 	if (snprintf(log, sizeof(log), "%s/s%u.log", sbx_store_dir(s_store, "execs"), slot) <
 	    (int)sizeof(log))
 		(void)unlink(log);
+}
+
+/* Tells the worker the slot's disk, workspace and log are gone: the slot
+ * may be used again. */
+static void
+s_discarded(uint32_t slot)
+{
+	sbx_spawn_rep_t rep;
+	memset(&rep, 0, sizeof(rep));
+	rep.type = SBX_ZY_DISCARDED;
+	rep.slot = slot;
+	if (s_async >= 0)
+		(void)send(s_async, &rep, sizeof(rep), MSG_NOSIGNAL);
+}
+
+/* Waits for the child discarding slot's disk (any slot: UINT32_MAX). A
+ * spawn on the slot must not find the previous disk mounted; a stop or a
+ * new worker must find every discard done. */
+static void
+s_discard_wait(uint32_t slot)
+{
+	for (int k = 0; k < S_DISCARDERS_MAX; k++) {
+		if (s_discarders[k].pid == 0 ||
+		    (slot != UINT32_MAX && s_discarders[k].slot != slot))
+			continue;
+		int st;
+		while (waitpid(s_discarders[k].pid, &st, 0) < 0 && errno == EINTR)
+			;
+		s_discarders[k].pid = 0;
+		s_discarded(s_discarders[k].slot);
+	}
+}
+
+/* Discards a slot off the spawner's path: unmounting the disk (the ext4
+ * teardown, the loop device's release) and unlinking its fallocated image
+ * (freeing its extents) take 5-40 ms of kernel time. A child does it; the
+ * worker gets DISCARDED when it is reaped and only then uses the slot again
+ * (and a SPAWN for it waits: s_discard_wait). Done here when no child can. */
+static void
+s_discard(uint32_t slot, uid_t uid)
+{
+	int k = 0;
+	while (k < S_DISCARDERS_MAX && s_discarders[k].pid != 0)
+		k++;
+	pid_t pid = k < S_DISCARDERS_MAX ? fork() : -1;
+	if (pid == 0) {
+		s_discard_now(slot, uid);
+		_exit(0);
+	}
+	if (pid < 0) {
+		s_discard_now(slot, uid);
+		s_discarded(slot);
+		return;
+	}
+	s_discarders[k].pid = pid;
+	s_discarders[k].slot = slot;
+}
+
+/* The next spawn's disk image is made ahead by a child (fallocate and the
+ * template copy: a millisecond or two the spawn no longer waits for). */
+static void
+s_prepare_disk(uint32_t mb)
+{
+	if (s_preparer != 0)
+		return;
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(sbx_disk_prepare(s_store, mb) == 0 ? 0 : 1);
+	if (pid > 0)
+		s_preparer = pid;
 }
 
 static int
@@ -333,6 +409,7 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		snprintf(rep->err, sizeof(rep->err), "too many inits");
 		return;
 	}
+	s_discard_wait(req->slot); /* the worker waits for DISCARDED: only after a restart */
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
 		snprintf(rep->err, sizeof(rep->err), "socketpair: %s", strerror(errno));
 		return;
@@ -361,6 +438,15 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		return;
 	}
 	ahp_strlcpy(args.root_dir, sbx_store_dir(s_store, "root"), sizeof(args.root_dir));
+	/* v1: the cgroup is made now and init joins it itself, first thing
+	 * (sbx_cgroup_create); v2: it is moved in after the clone */
+	args.n_joins = sbx_cgroup_create(req->cgname, &req->lim, 0, args.joins);
+	if (args.n_joins < 0 && errno != ENOTSUP) {
+		snprintf(rep->err, sizeof(rep->err), "cgroup: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return;
+	}
 
 	/* The cgroup namespace is made by init once it is in its cgroups. Our
 	 * child: we reap it and tell the worker. */
@@ -368,6 +454,8 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	            CLONE_NEWUTS | SIGCHLD;
 	pid_t pid = clone(sbx_init_main, s_stack + S_INIT_STACK, flags, &args);
 	close(sv[1]);
+	for (int i = 0; i < args.n_joins; i++)
+		close(args.joins[i]);
 	if (pid < 0) {
 		snprintf(rep->err, sizeof(rep->err), "clone: %s", strerror(errno));
 		close(sv[0]);
@@ -389,7 +477,7 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	 * inherits: a command could lower its own score back to it and make the
 	 * host's OOM killer take a daemon instead. init is tiny, so the OOM
 	 * killer picks the command that holds the memory anyway. */
-	if (sbx_cgroup_create(req->cgname, &req->lim, pid) != 0) {
+	if (args.n_joins < 0 && sbx_cgroup_create(req->cgname, &req->lim, pid, NULL) != 0) {
 		snprintf(rep->err, sizeof(rep->err), "cgroup: %s", strerror(errno));
 		goto fail;
 	}
@@ -478,10 +566,10 @@ s_on_async(void)
 			if (s_init_of(req.slot) >= 0) {
 				log_warn("privsep: discard of slot %u refused: its init lives",
 				         req.slot);
+				s_discarded(req.slot);
 				break;
 			}
 			s_discard(req.slot, req.uid);
-			s_sweep();
 			break;
 		case SBX_ZY_SWEEP:
 			s_sweep();
@@ -500,6 +588,8 @@ s_on_async(void)
 				s_kill_slot(req.slot);
 			if (ctl >= 0)
 				close(ctl);
+			if (rep.err[0] == '\0')
+				s_prepare_disk(req.lim.disk_mb); /* after the answer went out */
 			break;
 		}
 		default:
@@ -559,8 +649,17 @@ s_reap(bool *sweep)
 			worker_status = st;
 			continue;
 		}
-		bool found = false;
-		for (int k = 0; k < S_DELETERS_MAX; k++)
+		bool found = p == s_preparer;
+		if (found)
+			s_preparer = 0;
+		for (int k = 0; !found && k < S_DISCARDERS_MAX; k++)
+			if (s_discarders[k].pid == p) {
+				s_discarders[k].pid = 0;
+				s_discarded(s_discarders[k].slot);
+				*sweep = true; /* the workspace went to the trash */
+				found = true;
+			}
+		for (int k = 0; !found && k < S_DELETERS_MAX; k++)
 			if (s_deleters[k] == p) {
 				s_deleters[k] = 0;
 				s_deleting[k][0] = '\0';
@@ -627,7 +726,7 @@ s_discard_orphan(void *arg, uint32_t slot)
 	/* slots come from file names in dirs the worker writes (execs/) */
 	if (slot >= s_cfg.uid_count)
 		return;
-	s_discard(slot, s_cfg.uid_base + slot);
+	s_discard_now(slot, s_cfg.uid_base + slot);
 }
 
 /* What a crash or an interrupted Destroy left behind: workspaces and logs
@@ -636,6 +735,7 @@ s_discard_orphan(void *arg, uint32_t slot)
 static void
 s_clean_orphans(void)
 {
+	s_discard_wait(UINT32_MAX); /* none half done under a new worker */
 	uint8_t *used = calloc(s_cfg.uid_count / 8 + 1, 1);
 	if (used == NULL)
 		return;
@@ -965,7 +1065,11 @@ sbx_priv_run(const sbx_config_t *cfg)
 		if (s_start_worker(sigfd) != 0)
 			fatal("fork the worker");
 	}
-	/* Deleters still running finish on their own (they hold no lock). */
+	/* Deleters still running finish on their own (they hold no lock);
+	 * disks are unmounted before sbx_disk_stop looks. */
+	s_discard_wait(UINT32_MAX);
+	if (s_preparer > 0)
+		(void)waitpid(s_preparer, NULL, 0);
 	sbx_disk_stop(s_store); /* spares' disks and the /etc tmpfs go; the rest unmounted */
 	sbx_cgroup_teardown();
 	close(sigfd);
