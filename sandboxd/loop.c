@@ -93,6 +93,23 @@ struct sbx_daemon {
 	uint64_t profile_sig; /* of the directory when it was loaded; 0: load */
 };
 
+/* A connection of the exec socket (the one-shot Run, below). */
+enum { S_RUN_IDLE, S_RUN_REFUSED, S_RUN_BUSY, S_RUN_DONE };
+
+typedef struct s_run {
+	int fd; /* -1 once closed; dropped when the poll set is next built */
+	uint64_t id;
+	int state;
+	int64_t idle_until; /* S_RUN_IDLE, S_RUN_REFUSED: monotonic ms */
+	struct ucred cred;
+	bool created; /* a Create went out: the sandbox is destroyed at the end */
+	bool destroy; /* ... at the end of this loop turn (s_run_reap) */
+	bool keep;
+	uint32_t output_kb;
+	char sandbox_id[SBX_ID_MAX + 1];
+	char workspace[PATH_MAX];
+} s_run_t;
+
 /* The exec socket's side of the replies (defined with the Run handler). */
 typedef struct s_run_tag s_run_tag_t;
 static const s_run_tag_t *s_run_tag(const ahp_rpc_req_t *req);
@@ -1225,7 +1242,6 @@ s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
 #define S_RUN_MAGIC 0x314e5552u /* "RUN1" */
 #define S_RUN_EXEC_ID "oneshot"
 
-enum { S_RUN_IDLE, S_RUN_REFUSED, S_RUN_BUSY, S_RUN_DONE };
 enum { S_STEP_CREATE = 1, S_STEP_EXEC, S_STEP_DESTROY };
 
 struct s_run_tag {
@@ -1234,19 +1250,6 @@ struct s_run_tag {
 	uint64_t run; /* the connection's id */
 };
 
-typedef struct s_run {
-	int fd; /* -1 once closed; dropped when the poll set is next built */
-	uint64_t id;
-	int state;
-	int64_t idle_until; /* S_RUN_IDLE, S_RUN_REFUSED: monotonic ms */
-	struct ucred cred;
-	bool created; /* a Create went out: the sandbox is destroyed at the end */
-	bool destroy; /* ... at the end of this loop turn (s_run_reap) */
-	bool keep;
-	uint32_t output_kb;
-	char sandbox_id[SBX_ID_MAX + 1];
-	char workspace[PATH_MAX];
-} s_run_t;
 
 static const s_run_tag_t *
 s_run_tag(const ahp_rpc_req_t *req)
