@@ -1250,7 +1250,6 @@ struct s_run_tag {
 	uint64_t run; /* the connection's id */
 };
 
-
 static const s_run_tag_t *
 s_run_tag(const ahp_rpc_req_t *req)
 {
