@@ -1516,6 +1516,27 @@ def t_oneshot_cancel(d):
     rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "still")
     check(rc == 0 and out == b"still\n", f"one-shots still work: {rc} {e!r}")
 
+    # sandboxd stopping under a one-shot: the client is told, and the one-shot's sandbox
+    # is destroyed (not kept for a restart like a run's): nothing is listed afterwards
+    p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
+                          "--profile", "p", "--", "sh", "-c",
+                          "touch /workspace/stop; exec sleep 9.75"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: any(os.path.exists(os.path.join(ws, w, "ws", "stop"))
+                             for w in os.listdir(ws)), 20, "the command to start")
+        d.stop()
+        out, e = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    check(p.returncode == 125 and e == b"sandboxd: exec: unavailable: sandboxd is stopping\n",
+          f"stopped under a one-shot: {p.returncode} {e!r}")
+    d.start()
+    c = d.client()
+    check(ok(c.list(), "list") == [], "a one-shot is not revived after a restart")
+
 
 @test
 def t_oneshot_socket(d):
