@@ -100,7 +100,8 @@ typedef struct s_run {
 	int fd; /* -1 once closed; dropped when the poll set is next built */
 	uint64_t id;
 	int state;
-	int64_t idle_until; /* S_RUN_IDLE, S_RUN_REFUSED: monotonic ms */
+	int64_t idle_until;   /* S_RUN_IDLE, S_RUN_REFUSED: monotonic ms */
+	int64_t create_until; /* S_RUN_BUSY until the sandbox is ready: monotonic ms; 0 after */
 	struct ucred cred;
 	bool created; /* a Create went out: the sandbox is destroyed at the end */
 	bool destroy; /* ... at the end of this loop turn (s_run_reap) */
@@ -1239,6 +1240,7 @@ s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
 
 #define S_RUN_CONNS_MAX 256     /* open connections; more wait in the backlog */
 #define S_RUN_IDLE_MS 5000      /* for the request after connecting */
+#define S_RUN_CREATE_MS 15000   /* for the sandbox to be ready (the command's time is apart) */
 #define S_RUN_MAGIC 0x314e5552u /* "RUN1" */
 #define S_RUN_EXEC_ID "oneshot"
 
@@ -1404,6 +1406,8 @@ s_run_on_created(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *workspace)
 {
 	s_run_t *run = s_run_find(self, s_run_tag(*req)->run);
 	ahp_rpc_req_free(req);
+	if (run != NULL)
+		run->create_until = 0;
 	if (run != NULL && workspace != NULL)
 		ahp_strlcpy(run->workspace, workspace, sizeof(run->workspace));
 }
@@ -1467,6 +1471,18 @@ s_run_collect(sbx_daemon_t *self)
 		if ((run->state == S_RUN_IDLE || run->state == S_RUN_REFUSED) &&
 		    now >= run->idle_until)
 			s_run_close(run); /* nothing asked: nothing to answer */
+		if (run->state == S_RUN_BUSY && run->create_until != 0 &&
+		    now >= run->create_until) {
+			/* the client must not wait for a sandbox that does not come */
+			log_warn(
+			    "one-shot %s: the sandbox was not ready within %d s; destroying it",
+			    run->sandbox_id, S_RUN_CREATE_MS / 1000);
+			char msg[96];
+			snprintf(msg, sizeof(msg), "the sandbox was not ready within %d s",
+			         S_RUN_CREATE_MS / 1000);
+			s_run_reply_error(run, AHP__STATUS__ERR_TIMEOUT, msg, "create");
+			s_run_finish(run);
+		}
 		if (run->fd >= 0 || run->destroy) {
 			i++;
 			continue;
@@ -1484,9 +1500,13 @@ s_run_timeout(const sbx_daemon_t *self)
 	int64_t now = ahp_mono_ms();
 	for (size_t i = 0; i < self->n_runs; i++) {
 		const s_run_t *run = self->runs[i];
-		if (run->fd < 0 || (run->state != S_RUN_IDLE && run->state != S_RUN_REFUSED))
+		int64_t until = run->state == S_RUN_IDLE || run->state == S_RUN_REFUSED
+		                    ? run->idle_until
+		                : run->state == S_RUN_BUSY ? run->create_until
+		                                           : 0;
+		if (run->fd < 0 || until == 0)
 			continue;
-		long left = run->idle_until > now ? (long)(run->idle_until - now) : 0;
+		long left = until > now ? (long)(until - now) : 0;
 		if (tmo < 0 || left < tmo)
 			tmo = left;
 	}
@@ -1730,6 +1750,7 @@ s_run_start(sbx_daemon_t *self, s_run_t *run, const Ahp__Sbx__RunRequest *rr)
 		return;
 	}
 	run->created = true; /* even a refused Create may leave state to clean */
+	run->create_until = ahp_mono_ms() + S_RUN_CREATE_MS;
 	s_on_create(self, &creq, &cr);
 	ahp_rpc_req_free(&creq); /* every path answers it; never left over */
 	if (run->state == S_RUN_BUSY)

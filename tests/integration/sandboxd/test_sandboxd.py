@@ -1539,6 +1539,34 @@ def t_oneshot_cancel(d):
 
 
 @test
+def t_oneshot_create_timeout(d):
+    """A one-shot whose sandbox does not come (the privileged parent stopped here, so the
+    spawn is never answered) is answered after 15 s (create: timeout, exit 125), as the
+    CLI's Create gave up before, instead of waiting for the command's longest timeout; its
+    sandbox is destroyed once the parent runs again, and sandboxd keeps serving."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.profile("p")
+    d.start()
+    c = d.client()
+    check(proc_comm(d.proc.pid) == "sandboxd-priv", "the privileged parent's pid")
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        rc, out, e = d.cli("exec", "--profile", "p", "--", "true", timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    check(rc == 125 and out == b"" and
+          e == b"sandboxd: create: timeout: the sandbox was not ready within 15 s\n" and
+          14.5 < took < 25, f"a sandbox that does not come: {rc} {e!r} after {took:.1f} s")
+    wait_for(lambda: ok(c.list(), "list") == [], 10, "the sandbox to be destroyed")
+    wait_for(lambda: not d.sandbox_procs(), 10, "its processes to exit")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "again")
+    check(rc == 0 and out == b"again\n", f"serving again: {rc} {e!r}")
+
+
+@test
 def t_oneshot_socket(d):
     """The exec socket refuses what is not a well-formed Run from an admitted peer, with a
     typed error, and keeps serving (issue 10 part 5): a peer not admitted (SO_PEERCRED),
