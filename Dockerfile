@@ -24,10 +24,11 @@ COPY . /src
 RUN cmake -S /src -B /build >/dev/null \
 	&& cmake --build /build -j "$JOBS" --target orchestrator orchctl sandboxd credproxy \
 		servicesd approvald mock-llm mock-services -- --no-print-directory >/dev/null \
-	&& mkdir -p /out/bin \
+	&& mkdir -p /out/bin /out/libexec/ahp \
 	&& for b in orchestrator orchctl sandboxd credproxy servicesd approvald mock-llm \
 		mock-services; do strip -o "/out/bin/$b" "/build/bin/$b"; done \
-	&& for l in $(ldd /out/bin/* | awk '/=> \// { print $3 }' | sort -u); do \
+	&& strip -o /out/libexec/ahp/sandboxd /build/libexec/ahp/sandboxd \
+	&& for l in $(ldd /out/bin/* /out/libexec/ahp/sandboxd | awk '/=> \// { print $3 }' | sort -u); do \
 		dpkg -S "$l" 2>/dev/null || dpkg -S "$(readlink -f "$l")"; \
 	done | cut -d: -f1 | sort -u >/out/runtime-packages \
 	&& echo "runtime packages: $(tr '\n' ' ' </out/runtime-packages)"
@@ -50,6 +51,9 @@ RUN groupadd --system --gid 9000 ahp \
 			--home-dir /nonexistent --shell /usr/sbin/nologin "$n" || exit 1; \
 	done
 COPY --from=build /out/bin/ /usr/local/bin/
+# sandboxd is two programs: /usr/local/bin/sandboxd, a lean front (`sandboxd exec` runs
+# there, without libzmq), execs the full program at ../libexec/ahp/sandboxd for the rest.
+COPY --from=build /out/libexec/ /usr/local/libexec/
 COPY deploy/etc/ /var/lib/ahp/etc/
 COPY profiles/ /var/lib/ahp/etc/profiles/
 COPY skills/ /var/lib/ahp/etc/skills/

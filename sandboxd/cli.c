@@ -1,5 +1,14 @@
-/* `sandboxd exec`: a one-shot sandbox with a profile's limits, for people and security tests. */
+/* `sandboxd exec`: a one-shot sandbox with a profile's limits, for people and security tests.
+ *
+ * Linked into the lean front (front.c): this file uses libc, protobuf-c and
+ * common's util/cfg/text only, never libzmq or a daemon library, because
+ * process start is most of a one-shot's cost. It sends one Run request on
+ * sandboxd's exec socket (a unix SOCK_SEQPACKET socket, loop.c) and waits
+ * for its one reply; sandboxd resolves the profile, creates the sandbox,
+ * runs the command, answers, then destroys it. Closing the connection (an
+ * interrupted or killed client) makes sandboxd destroy the sandbox. */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,71 +18,19 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include <zmq.h>
 
-#include "ahp/log.h"
-#include "ahp/profile.h"
-#include "ahp/rpc.h"
+#include "ahp/limit_table.h"
 #include "ahp/text.h"
 #include "ahp/util.h"
 #include "sbx.h"
 
 #define S_EXIT_USAGE 2
 #define S_EXIT_UNREACHABLE 125
-#define S_CALL_MS 15000 /* Create / Destroy */
-
-typedef struct {
-	char *buf;
-	size_t len, cap;
-} s_errs_t;
-
-static void
-s_on_profile_error(void *arg, const char *message)
-{
-	s_errs_t *e = arg;
-	size_t l = strlen(message);
-	if (e->len + l + 2 > e->cap) {
-		size_t cap = e->cap * 2 + l + 64;
-		if (cap > 65536)
-			return;
-		char *n = realloc(e->buf, cap);
-		if (n == NULL)
-			return;
-		e->buf = n;
-		e->cap = cap;
-	}
-	memcpy(e->buf + e->len, message, l);
-	e->len += l;
-	e->buf[e->len++] = '\n';
-	e->buf[e->len] = '\0';
-}
-
-/* A stale socket file would make ZeroMQ wait for the whole call timeout:
- * ask the kernel whether anything listens there. The file appears at bind(),
- * a moment before listen(), so a daemon that is just starting gets a short
- * grace (500 ms) before it is called unreachable. */
-static bool
-s_listening(const char *path)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return true; /* let ZeroMQ report it */
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	for (int attempt = 0; attempt < 10; attempt++) {
-		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return true;
-		int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-		int err = errno;
-		close(fd);
-		if (rc == 0)
-			return true;
-		if (err != ECONNREFUSED && err != ENOENT)
-			return false;
-		usleep(50 * 1000);
-	}
-	return false;
-}
+#define S_EXIT_INTERRUPTED 130
+/* Longest wait for the reply: the longest command timeout, plus time to
+ * build a sandbox and to collect. sandboxd enforces the command's own
+ * timeout; this only bounds a daemon that is alive but stuck. */
+#define S_REPLY_WAIT_MS ((AHP_LIM_EXEC_TIMEOUT_S_MAX + 60) * 1000)
 
 static void
 s_cli_usage(void)
@@ -83,6 +40,36 @@ s_cli_usage(void)
 	                "CMD [ARG...]\n"
 	                "  CMD and its ARGs run exactly as given (each word is quoted for the\n"
 	                "  sandbox's /bin/sh -c); for a shell line use: -- sh -c 'LINE'\n");
+}
+
+/* Connects to the exec socket. A socket file without a listener (a daemon
+ * that is just starting binds a moment before it listens) gets a short grace
+ * (500 ms); ECONNREFUSED / ENOENT after it means nobody serves there. The fd,
+ * or -1 with errno. */
+static int
+s_connect(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	size_t n = strlen(path);
+	if (n >= sizeof(sa.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(sa.sun_path, path, n + 1);
+	for (int attempt = 0;; attempt++) {
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -1;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
+		int err = errno;
+		close(fd);
+		if ((err != ECONNREFUSED && err != ENOENT) || attempt == 9) {
+			errno = err;
+			return -1;
+		}
+		usleep(50 * 1000);
+	}
 }
 
 /* Appends word to cmd (at *off, capacity cap) quoted for /bin/sh -c, so that
@@ -142,139 +129,111 @@ s_write_output(int fd, const uint8_t *p, size_t len)
 	free(e);
 }
 
-/* Packs and queues a request; returns its id, or 0 when it cannot be packed
- * or queued. Until the connection is up (ZMQ_IMMEDIATE refuses to queue) it
- * waits for it with zmq_poll, never a fixed sleep: the connection is up in
- * well under a millisecond, and a 10 ms sleep here once cost every one-shot
- * more than the rest of its work. SIGINT / SIGTERM / SIGHUP on sigfd give up
- * (*exit_code 130); a dead daemon gives up at deadline (125). */
-static uint64_t
-s_send(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int64_t deadline,
-       int *exit_code)
+/* Reads a reply that came in a memfd (at most SBX_RUN_REPLY_MAX bytes) into
+ * *buf (caller frees). Its length, or -1. */
+static ssize_t
+s_read_memfd(int fd, uint8_t **buf)
 {
-	size_t len = ahp__sbx__request__get_packed_size(req);
-	uint8_t *body = malloc(len ? len : 1);
-	*exit_code = S_EXIT_UNREACHABLE;
-	if (body == NULL)
-		return 0;
-	ahp__sbx__request__pack(req, body);
-	uint64_t id = 0;
-	for (;;) {
-		id = ahp_rpc_client_send(cl, body, len);
-		if (id != 0)
-			break;
-		int64_t left = deadline - ahp_mono_ms();
-		if (left <= 0) {
-			ahp_term_printf(stderr, "sandboxd: the daemon accepts no requests\n");
-			break;
+	struct stat st;
+	*buf = NULL;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+	    (uint64_t)st.st_size > SBX_RUN_REPLY_MAX)
+		return -1;
+	size_t len = (size_t)st.st_size;
+	uint8_t *b = malloc(len);
+	if (b == NULL)
+		return -1;
+	for (size_t off = 0; off < len;) {
+		ssize_t r = pread(fd, b + off, len - off, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			free(b);
+			return -1;
 		}
-		zmq_pollitem_t it[2] = {{ahp_rpc_client_socket(cl), 0, ZMQ_POLLOUT, 0},
-		                        {NULL, sigfd, ZMQ_POLLIN, 0}};
-		if (zmq_poll(it, 2, (long)left) < 0 && zmq_errno() != EINTR)
-			break;
-		if (it[1].revents) {
-			*exit_code = 130;
-			break;
-		}
+		off += (size_t)r;
 	}
-	free(body);
-	return id;
+	*buf = b;
+	return (ssize_t)len;
 }
 
-/* Waits for the reply to request id (replies to other ids are dropped),
- * giving up early on SIGINT / SIGTERM / SIGHUP (sigfd). Returns the decoded
- * reply, or NULL with *exit_code set (125 unreachable / failing, 130
- * interrupted) and a message on stderr. */
+/* Waits for the one reply packet (and the memfd it may carry), giving up on
+ * SIGINT / SIGTERM / SIGHUP (sigfd: *exit_code 130) or when the daemon closes
+ * the connection (125). The decoded reply, or NULL with a message printed. */
 static Ahp__Sbx__Reply *
-s_wait(ahp_rpc_client_t *cl, int sigfd, uint64_t id, int timeout_ms, int *exit_code)
+s_wait_reply(int fd, int sigfd, int *exit_code)
 {
-	int64_t deadline = ahp_mono_ms() + timeout_ms;
-	Ahp__Sbx__Reply *rep = NULL;
+	static uint8_t pkt[SBX_RUN_INLINE_MAX];
 	*exit_code = S_EXIT_UNREACHABLE;
-	while (rep == NULL) {
+	int64_t deadline = ahp_mono_ms() + S_REPLY_WAIT_MS;
+	for (;;) {
 		int64_t left = deadline - ahp_mono_ms();
 		if (left <= 0) {
 			ahp_term_printf(stderr, "sandboxd: no answer from the daemon within %d s\n",
-			                timeout_ms / 1000);
-			break;
+			                S_REPLY_WAIT_MS / 1000);
+			return NULL;
 		}
-		zmq_pollitem_t it[2] = {{ahp_rpc_client_socket(cl), 0, ZMQ_POLLIN, 0},
-		                        {NULL, sigfd, ZMQ_POLLIN, 0}};
-		if (zmq_poll(it, 2, (long)left) < 0 && zmq_errno() != EINTR)
-			break;
-		if (it[1].revents) {
-			*exit_code = 130;
-			break;
-		}
-		uint64_t rid;
-		uint8_t *b = NULL;
-		size_t n = 0;
-		int terr = 0;
-		int r = ahp_rpc_client_recv(cl, &rid, &b, &n, &terr);
-		if (r < 0)
-			break;
-		if (r == 0 || rid != id) {
-			free(b);
+		struct pollfd pf[2] = {{fd, POLLIN, 0}, {sigfd, POLLIN, 0}};
+		int n = poll(pf, 2, (int)(left > 1000000 ? 1000000 : left));
+		if (n < 0 && errno != EINTR)
+			return NULL;
+		if (n <= 0)
 			continue;
+		if (pf[1].revents) {
+			*exit_code = S_EXIT_INTERRUPTED;
+			return NULL;
 		}
-		if (terr != 0) {
-			ahp_term_printf(stderr, "sandboxd: %s: ", ahp_status_str(terr));
-			ahp_term_fputs((char *)b, AHP_TERM_ONE_LINE, stderr);
-			fputc('\n', stderr);
-			free(b);
+		if (pf[0].revents)
 			break;
-		}
-		rep = ahp__sbx__reply__unpack(NULL, n, b);
-		free(b);
-		if (rep == NULL) {
+	}
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct iovec iov = {pkt, sizeof(pkt)};
+	struct msghdr mh = {.msg_iov = &iov,
+	                    .msg_iovlen = 1,
+	                    .msg_control = cm.buf,
+	                    .msg_controllen = sizeof(cm.buf)};
+	ssize_t r;
+	do
+		r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+	while (r < 0 && errno == EINTR);
+	int memfd = -1;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+		    c->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&memfd, CMSG_DATA(c), sizeof(int));
+	Ahp__Sbx__Reply *rep = NULL;
+	if (r <= 0) {
+		ahp_term_printf(stderr, "sandboxd: the daemon closed the connection without an "
+		                        "answer (see its log)\n");
+	} else if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+		ahp_term_printf(stderr, "sandboxd: a reply larger than a packet\n");
+	} else if ((rep = ahp__sbx__reply__unpack(NULL, (size_t)r, pkt)) == NULL) {
+		ahp_term_printf(stderr, "sandboxd: undecodable reply\n");
+	} else if (rep->run != NULL && rep->run->in_fd) {
+		ahp__sbx__reply__free_unpacked(rep, NULL);
+		rep = NULL;
+		uint8_t *big = NULL;
+		ssize_t len = memfd >= 0 ? s_read_memfd(memfd, &big) : -1;
+		if (len > 0)
+			rep = ahp__sbx__reply__unpack(NULL, (size_t)len, big);
+		free(big);
+		if (rep == NULL || (rep->run != NULL && rep->run->in_fd)) {
 			ahp_term_printf(stderr, "sandboxd: undecodable reply\n");
-			break;
+			if (rep != NULL)
+				ahp__sbx__reply__free_unpacked(rep, NULL);
+			rep = NULL;
 		}
 	}
+	if (memfd >= 0)
+		close(memfd);
 	return rep;
 }
 
-/* One request, one reply (s_send + s_wait). */
-static Ahp__Sbx__Reply *
-s_call(ahp_rpc_client_t *cl, int sigfd, const Ahp__Sbx__Request *req, int timeout_ms,
-       int *exit_code)
-{
-	uint64_t id = s_send(cl, sigfd, req, ahp_mono_ms() + timeout_ms, exit_code);
-	return id != 0 ? s_wait(cl, sigfd, id, timeout_ms, exit_code) : NULL;
-}
-
-/* Prints a typed error reply; true when rep carries one. */
-static bool
-s_reply_failed(const Ahp__Sbx__Reply *rep, const char *what)
-{
-	if (rep->error == NULL || rep->error->status == AHP__STATUS__OK)
-		return false;
-	ahp_term_printf(stderr, "sandboxd: %s: %s: ", what, ahp_status_str(rep->error->status));
-	ahp_term_fputs(rep->error->message, AHP_TERM_ONE_LINE, stderr);
-	fputc('\n', stderr);
-	return true;
-}
-
-static void
-s_destroy(ahp_rpc_client_t *cl, int sigfd, const char *id, bool keep)
-{
-	Ahp__Sbx__DestroyRequest dr = AHP__SBX__DESTROY_REQUEST__INIT;
-	dr.sandbox_id = (char *)id;
-	dr.keep_workspace = keep;
-	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
-	req.body_case = AHP__SBX__REQUEST__BODY_DESTROY;
-	req.destroy = &dr;
-	int ec;
-	/* a second ^C should not abandon the cleanup: -1 = no signal fd */
-	Ahp__Sbx__Reply *rep = s_call(cl, sigfd, &req, S_CALL_MS, &ec);
-	if (rep != NULL) {
-		s_reply_failed(rep, "destroy");
-		ahp__sbx__reply__free_unpacked(rep, NULL);
-	}
-}
-
 int
-sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
+sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 {
 	const char *profile = NULL;
 	bool keep = false;
@@ -336,36 +295,14 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	}
 	cmd[off] = '\0';
 
-	int ec = S_EXIT_UNREACHABLE;
-	char dir[PATH_MAX];
-	s_errs_t errs = {0};
-	ahp_profiles_t *set = NULL;
-	void *zctx = NULL;
-	ahp_rpc_client_t *cl = NULL;
-	int sigfd = -1;
+	int ec = S_EXIT_UNREACHABLE, fd = -1, sigfd = -1;
+	uint8_t *body = NULL;
+	Ahp__Sbx__Reply *rep = NULL;
 	char run_id[40];
-	char workspace[PATH_MAX] = "";
-	bool created = false;
+	ahp_random_id("cli-", run_id, sizeof(run_id));
 
-	if (ahp_home_path(home, "etc/profiles", dir, sizeof(dir)) != 0) {
-		ec = S_EXIT_USAGE;
-		goto out;
-	}
-	set = ahp_profiles_load_dir(dir, NULL, s_on_profile_error, &errs);
-	const ahp_profile_t *p = set ? ahp_profiles_get(set, profile) : NULL;
-	if (p == NULL) {
-		ahp_term_printf(stderr,
-		                "sandboxd: unknown profile '%s' (profiles are read from %s)\n%s",
-		                profile, dir, errs.buf ? errs.buf : "");
-		ec = S_EXIT_USAGE;
-		goto out;
-	}
-	if (strncmp(cfg->endpoint, "ipc://", 6) == 0 && !s_listening(cfg->endpoint + 6)) {
-		ahp_term_printf(stderr,
-		                "sandboxd: the daemon is not running (nothing listens on %s)\n",
-		                cfg->endpoint + 6);
-		goto out;
-	}
+	/* Signals first: an interrupt from here on closes the connection,
+	 * which makes sandboxd destroy whatever it built for us. */
 	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);
@@ -373,101 +310,105 @@ sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv)
 	sigaddset(&mask, SIGHUP);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-	zctx = zmq_ctx_new();
-	cl = zctx ? ahp_rpc_client_new(zctx, cfg->endpoint) : NULL;
-	if (cl == NULL || sigfd < 0) {
-		ahp_term_printf(stderr, "sandboxd: cannot connect to %s\n", cfg->endpoint);
+	if (sigfd < 0) {
+		ahp_term_printf(stderr, "sandboxd: signalfd: %s\n", strerror(errno));
+		goto out;
+	}
+	fd = s_connect(sock_path);
+	if (fd < 0) {
+		if (errno == ECONNREFUSED || errno == ENOENT)
+			ahp_term_printf(stderr,
+			                "sandboxd: the daemon is not running (nothing listens on "
+			                "%s)\n",
+			                sock_path);
+		else
+			ahp_term_printf(stderr, "sandboxd: cannot connect to %s: %s\n", sock_path,
+			                strerror(errno));
 		goto out;
 	}
 
-	ahp_random_id("cli-", run_id, sizeof(run_id));
-	Ahp__Sbx__Limits lim = AHP__SBX__LIMITS__INIT;
-	lim.memory_mb = p->sandbox.memory_mb;
-	lim.pids_max = p->sandbox.pids_max;
-	lim.cpu_seconds = p->sandbox.cpu_seconds;
-	lim.timeout_s = p->sandbox.timeout_s;
-	lim.output_kb = p->sandbox.output_kb;
-	lim.disk_mb = p->sandbox.disk_mb;
-	lim.cpus_milli = p->sandbox.cpus_milli;
-	Ahp__Sbx__CreateRequest cr = AHP__SBX__CREATE_REQUEST__INIT;
-	cr.run_id = run_id;
-	cr.profile = p->name;
-	cr.limits = &lim;
-	cr.network = p->sandbox.network == AHP_NET_PROXY ? AHP__SBX__NETWORK_MODE__NET_PROXY
-	                                                 : AHP__SBX__NETWORK_MODE__NET_NONE;
+	Ahp__Sbx__RunRequest rr = AHP__SBX__RUN_REQUEST__INIT;
+	rr.run_id = run_id;
+	rr.profile = (char *)profile;
+	rr.command = cmd;
+	rr.timeout_s = (uint32_t)timeout;
+	rr.keep_workspace = keep;
 	Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
-	req.body_case = AHP__SBX__REQUEST__BODY_CREATE;
-	req.create = &cr;
-
-	uint32_t t = timeout > 0 ? (uint32_t)timeout : p->sandbox.timeout_s;
-	Ahp__Sbx__ExecRequest er = AHP__SBX__EXEC_REQUEST__INIT;
-	er.sandbox_id = run_id;
-	er.exec_id = (char *)"cli-1";
-	er.command = cmd;
-	er.timeout_s = t;
-	Ahp__Sbx__Request ereq = AHP__SBX__REQUEST__INIT;
-	ereq.body_case = AHP__SBX__REQUEST__BODY_EXEC;
-	ereq.exec = &er;
-
-	/* Create and Exec go out together: sandboxd handles one connection's
-	 * requests in order and queues an exec until its sandbox is ready, so
-	 * the command starts the moment the claim completes instead of one
-	 * round trip later. Should the Create fail, the Exec is refused
-	 * (unknown sandbox) and its reply is never read. */
-	int64_t t_start = ahp_mono_ms();
-	uint64_t create_id = s_send(cl, sigfd, &req, t_start + S_CALL_MS, &ec);
-	uint64_t exec_id = create_id != 0 ? s_send(cl, sigfd, &ereq, t_start + S_CALL_MS, &ec) : 0;
-	if (create_id == 0)
+	req.body_case = AHP__SBX__REQUEST__BODY_RUN;
+	req.run = &rr;
+	size_t len = ahp__sbx__request__get_packed_size(&req);
+	body = malloc(len);
+	if (body == NULL)
 		goto out;
-	created = true; /* even an unanswered Create may leave state to clean */
-	Ahp__Sbx__Reply *rep = s_wait(cl, sigfd, create_id, S_CALL_MS, &ec);
-	if (rep == NULL)
+	ahp__sbx__request__pack(&req, body);
+	ssize_t w;
+	do
+		w = send(fd, body, len, MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w != (ssize_t)len) {
+		ahp_term_printf(stderr, "sandboxd: sending the request to %s: %s\n", sock_path,
+		                w < 0 ? strerror(errno) : "short write");
 		goto out;
-	if (s_reply_failed(rep, "create")) {
-		ahp__sbx__reply__free_unpacked(rep, NULL);
+	}
+
+	rep = s_wait_reply(fd, sigfd, &ec);
+	if (rep == NULL) {
+		if (ec == S_EXIT_INTERRUPTED && keep)
+			ahp_term_printf(
+			    stderr, "sandboxd: interrupted; the workspace is kept (sandbox %s)\n",
+			    run_id);
+		goto out;
+	}
+	const Ahp__Sbx__RunReply *run = rep->run;
+	if (rep->error != NULL && rep->error->status != AHP__STATUS__OK) {
+		const char *stage =
+		    run != NULL && run->stage != NULL && run->stage[0] != '\0' ? run->stage : "run";
+		if (strcmp(stage, "profile") == 0 &&
+		    rep->error->status == AHP__STATUS__ERR_NOT_FOUND) {
+			/* the message: what loading the profiles reported, one per line */
+			char dir[PATH_MAX];
+			if (ahp_home_path(home, "etc/profiles", dir, sizeof(dir)) != 0)
+				dir[0] = '\0';
+			ahp_term_printf(
+			    stderr, "sandboxd: unknown profile '%s' (profiles are read from %s)\n",
+			    profile, dir);
+			ahp_term_fputs(rep->error->message, 0, stderr);
+			ec = S_EXIT_USAGE;
+			goto out;
+		}
+		ahp_term_printf(stderr, "sandboxd: %s: %s: ", stage,
+		                ahp_status_str(rep->error->status));
+		ahp_term_fputs(rep->error->message, AHP_TERM_ONE_LINE, stderr);
+		fputc('\n', stderr);
 		ec = S_EXIT_UNREACHABLE;
 		goto out;
 	}
-	if (rep->create != NULL && rep->create->workspace != NULL)
-		ahp_strlcpy(workspace, rep->create->workspace, sizeof(workspace));
-	ahp__sbx__reply__free_unpacked(rep, NULL);
-	if (exec_id == 0)
-		goto out;
-	/* the command's own timeout, plus time to start and to collect */
-	rep = s_wait(cl, sigfd, exec_id, (int)(t + 30) * 1000, &ec);
-	if (rep == NULL)
-		goto out;
-	if (s_reply_failed(rep, "exec") || rep->exec == NULL) {
-		ahp__sbx__reply__free_unpacked(rep, NULL);
-		ec = S_EXIT_UNREACHABLE;
+	if (run == NULL || run->result == NULL) {
+		ahp_term_printf(stderr, "sandboxd: a reply without a result\n");
 		goto out;
 	}
-	Ahp__Sbx__ExecResult *r = rep->exec;
-	fflush(stdout);
+	const Ahp__Sbx__ExecResult *r = run->result;
 	s_write_output(1, r->stdout.data, r->stdout.len);
 	s_write_output(2, r->stderr.data, r->stderr.len);
 	if (r->truncated)
 		ahp_term_printf(stderr, "sandboxd: output truncated at %u KiB per stream\n",
-		                p->sandbox.output_kb);
+		                run->output_kb);
 	static const char *const kb[] = {"none", "timeout", "memory", "pids", "cpu"};
 	if (r->killed_by > 0 && (unsigned)r->killed_by < 5)
 		ahp_term_printf(stderr, "sandboxd: limit reached: %s\n", kb[r->killed_by]);
-	ec = r->exit_code >= 0 && r->exit_code <= 255 ? r->exit_code : 125;
-	ahp__sbx__reply__free_unpacked(rep, NULL);
+	if (keep)
+		ahp_term_printf(stderr, "sandboxd: workspace kept at %s (sandbox %s)\n",
+		                run->workspace != NULL && run->workspace[0] ? run->workspace : "?",
+		                run->sandbox_id != NULL ? run->sandbox_id : run_id);
+	ec = r->exit_code >= 0 && r->exit_code <= 255 ? r->exit_code : S_EXIT_UNREACHABLE;
 out:
-	if (created && cl != NULL) {
-		s_destroy(cl, -1, run_id, keep);
-		if (keep)
-			ahp_term_printf(stderr, "sandboxd: workspace kept at %s (sandbox %s)\n",
-			                workspace[0] ? workspace : "?", run_id);
-	}
-	ahp_rpc_client_destroy(&cl);
-	if (zctx != NULL)
-		zmq_ctx_term(zctx);
+	if (rep != NULL)
+		ahp__sbx__reply__free_unpacked(rep, NULL);
+	if (fd >= 0)
+		close(fd);
 	if (sigfd >= 0)
 		close(sigfd);
-	ahp_profiles_destroy(&set);
-	free(errs.buf);
+	free(body);
 	free(cmd);
 	return ec;
 }

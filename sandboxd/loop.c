@@ -1,18 +1,25 @@
 /* sandboxd's event loop: the RPC socket, every sandbox's control socket and relays, signals. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "ahp/log.h"
+#include "ahp/profile.h"
 #include "ahp/proxyv2.h"
 #include "ahp/rpc.h"
 #include "ahp/util.h"
@@ -29,7 +36,17 @@
 #define S_RETAIN_RETRY_MS 100
 
 /* What a poll item belongs to. */
-enum { S_REF_RPC, S_REF_SIG, S_REF_ZYGOTE, S_REF_CTL, S_REF_LISTEN, S_REF_RELAY_C, S_REF_RELAY_U };
+enum {
+	S_REF_RPC,
+	S_REF_SIG,
+	S_REF_ZYGOTE,
+	S_REF_CTL,
+	S_REF_LISTEN,
+	S_REF_RELAY_C,
+	S_REF_RELAY_U,
+	S_REF_RUN_LISTEN, /* the exec socket */
+	S_REF_RUN,        /* one of its connections (sbx: index in self->runs) */
+};
 typedef struct {
 	int kind;
 	size_t sbx; /* index in self->sbx */
@@ -65,7 +82,44 @@ struct sbx_daemon {
 	size_t n_retained, cap_retained;
 	int64_t retain_due_ms; /* wall clock of the next retention pass; 0: now */
 	bool stopping;
+	/* the exec socket (one-shot Run requests) and its connections */
+	int run_listen;
+	struct s_run **runs;
+	size_t n_runs, cap_runs;
+	uint64_t run_next; /* connection ids, from 1 */
+	size_t run_item0;  /* first poll item of the exec socket's */
+	uint8_t *run_rx;   /* one request packet (SBX_RUN_REQ_MAX + 1 bytes) */
+	/* profiles as the one-shot resolves them (HOME/etc/profiles) */
+	ahp_profiles_t *profiles;
+	char *profile_errs;   /* what the last load reported, one line each */
+	uint64_t profile_sig; /* of the directory when it was loaded; 0: load */
 };
+
+/* A connection of the exec socket (the one-shot Run, below). */
+enum { S_RUN_IDLE, S_RUN_REFUSED, S_RUN_BUSY, S_RUN_DONE };
+
+typedef struct s_run {
+	int fd; /* -1 once closed; dropped when the poll set is next built */
+	uint64_t id;
+	int state;
+	int64_t idle_until;   /* S_RUN_IDLE, S_RUN_REFUSED: monotonic ms */
+	int64_t create_until; /* S_RUN_BUSY until the sandbox is ready: monotonic ms; 0 after */
+	struct ucred cred;
+	bool created; /* a Create went out: the sandbox is destroyed at the end */
+	bool destroy; /* ... at the end of this loop turn (s_run_reap) */
+	bool keep;
+	uint32_t output_kb;
+	char sandbox_id[SBX_ID_MAX + 1];
+	char workspace[PATH_MAX];
+} s_run_t;
+
+/* The exec socket's side of the replies (defined with the Run handler). */
+typedef struct s_run_tag s_run_tag_t;
+static const s_run_tag_t *s_run_tag(const ahp_rpc_req_t *req);
+static void s_run_on_error(sbx_daemon_t *self, ahp_rpc_req_t **req, int status, const char *msg);
+static void s_run_on_created(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *workspace);
+static void s_run_on_result(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8_t *res,
+                            size_t len);
 
 /* ------------------------------------------------------------ validators -- */
 
@@ -180,6 +234,10 @@ s_wire_has_nul(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t 
 static void
 s_send(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Reply *rep)
 {
+	if (s_run_tag(*req) != NULL) { /* no such reply on the exec socket's path */
+		ahp_rpc_req_free(req);
+		return;
+	}
 	size_t len = ahp__sbx__reply__get_packed_size(rep);
 	uint8_t stackbuf[1024];
 	uint8_t *buf = len <= sizeof(stackbuf) ? stackbuf : malloc(len);
@@ -199,6 +257,10 @@ sbx_reply_error(sbx_daemon_t *self, ahp_rpc_req_t **req, int status, const char 
 {
 	if (req == NULL || *req == NULL)
 		return;
+	if (s_run_tag(*req) != NULL) {
+		s_run_on_error(self, req, status, msg);
+		return;
+	}
 	Ahp__Error e;
 	ahp_error_set(&e, status, msg);
 	Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
@@ -211,6 +273,10 @@ sbx_reply_exec_packed(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8_t *re
 {
 	if (req == NULL || *req == NULL)
 		return;
+	if (s_run_tag(*req) != NULL) {
+		s_run_on_result(self, req, res, len);
+		return;
+	}
 	/* Reply{exec = <res>}: field 3, length-delimited, wrapped by hand so a
 	 * stored result goes out without being decoded and re-encoded. */
 	uint8_t *buf = malloc(len + 11);
@@ -235,6 +301,10 @@ void
 sbx_reply_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool existed,
                  const char *workspace)
 {
+	if (req != NULL && *req != NULL && s_run_tag(*req) != NULL) {
+		s_run_on_created(self, req, workspace);
+		return;
+	}
 	Ahp__Sbx__CreateReply cr = AHP__SBX__CREATE_REPLY__INIT;
 	cr.sandbox_id = (char *)id;
 	cr.existed = existed;
@@ -248,6 +318,10 @@ sbx_reply_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool e
 static void
 s_reply_destroyed(sbx_daemon_t *self, ahp_rpc_req_t **req)
 {
+	if (req != NULL && *req != NULL && s_run_tag(*req) != NULL) {
+		ahp_rpc_req_free(req); /* the Destroy after a one-shot: nobody waits */
+		return;
+	}
 	Ahp__Sbx__DestroyReply dr = AHP__SBX__DESTROY_REPLY__INIT;
 	Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
 	rep.body_case = AHP__SBX__REPLY__BODY_DESTROY;
@@ -1197,6 +1271,660 @@ s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
 		sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL, "request not answered");
 }
 
+/* ------------------------------------------------------- one-shot (Run) -- */
+
+/*
+ * `sandboxd exec` sends one Run request (create + exec + destroy) on the exec
+ * socket, a unix SOCK_SEQPACKET socket next to the RPC endpoint: one message
+ * per packet, framed by the kernel, and no ZeroMQ in the client, whose
+ * process start is most of a one-shot's cost. The socket admits the
+ * endpoint's allowed peers (SO_PEERCRED, before anything is read), caps a
+ * request's size before decoding, and serves Run only, once per connection.
+ * The handler drives the ordinary Create and Exec handlers with internal
+ * requests (request id 0 and a tag where ZeroMQ's peer would be: their
+ * replies come back here instead of going out on the RPC socket), answers
+ * the client with the result, and only then destroys the sandbox (at the end
+ * of the loop turn). A client whose connection closes first (interrupted,
+ * killed) gets no reply: its sandbox is destroyed at once.
+ */
+
+#define S_RUN_CONNS_MAX 256     /* open connections; more wait in the backlog */
+#define S_RUN_IDLE_MS 5000      /* for the request after connecting */
+#define S_RUN_CREATE_MS 15000   /* for the sandbox to be ready (the command's time is apart) */
+#define S_RUN_MAGIC 0x314e5552u /* "RUN1" */
+#define S_RUN_EXEC_ID "oneshot"
+
+enum { S_STEP_CREATE = 1, S_STEP_EXEC, S_STEP_DESTROY };
+
+struct s_run_tag {
+	uint32_t magic;
+	uint32_t step;
+	uint64_t run; /* the connection's id */
+};
+
+static const s_run_tag_t *
+s_run_tag(const ahp_rpc_req_t *req)
+{
+	/* a request from ZeroMQ never has id 0 (rpc.c refuses it) */
+	if (req == NULL || req->request_id != 0 || req->peer_len != sizeof(s_run_tag_t))
+		return NULL;
+	const s_run_tag_t *t = req->peer;
+	return t->magic == S_RUN_MAGIC ? t : NULL;
+}
+
+/* An internal request of run for step; ahp_rpc_req_free() frees it (one
+ * allocation, as rpc.c makes them). NULL when out of memory. */
+static ahp_rpc_req_t *
+s_run_req(const s_run_t *run, uint32_t step)
+{
+	ahp_rpc_req_t *r = calloc(1, sizeof(*r) + sizeof(s_run_tag_t));
+	if (r == NULL)
+		return NULL;
+	s_run_tag_t *t = (s_run_tag_t *)(void *)(r + 1);
+	t->magic = S_RUN_MAGIC;
+	t->step = step;
+	t->run = run->id;
+	r->peer = t;
+	r->peer_len = sizeof(*t);
+	r->peer_uid = (uint32_t)run->cred.uid;
+	r->peer_gid = (uint32_t)run->cred.gid;
+	return r;
+}
+
+static s_run_t *
+s_run_find(sbx_daemon_t *self, uint64_t id)
+{
+	for (size_t i = 0; i < self->n_runs; i++)
+		if (self->runs[i]->id == id)
+			return self->runs[i];
+	return NULL;
+}
+
+static void
+s_run_close(s_run_t *run)
+{
+	if (run->fd >= 0)
+		close(run->fd);
+	run->fd = -1;
+	if (!run->destroy)
+		run->state = S_RUN_DONE;
+}
+
+/* A reply too large for a packet: written to a sealed memfd, passed with a
+ * small Reply{run{in_fd}}. 0 / -1 (errno). */
+static int
+s_run_send_memfd(int sock, const uint8_t *buf, size_t len)
+{
+	int mfd = memfd_create("sandboxd-run-reply", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0)
+		return -1;
+	int rc = -1;
+	if (ahp_write_all(mfd, buf, len) == 0 &&
+	    fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) ==
+	        0) {
+		Ahp__Sbx__RunReply rr = AHP__SBX__RUN_REPLY__INIT;
+		rr.in_fd = true;
+		Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
+		rep.body_case = AHP__SBX__REPLY__BODY_RUN;
+		rep.run = &rr;
+		uint8_t small[16];
+		size_t n = ahp__sbx__reply__pack(&rep, small);
+		rc = sbx_send_fd(sock, small, n, mfd);
+	}
+	int e = errno;
+	close(mfd);
+	errno = e;
+	return rc;
+}
+
+/* Sends the one reply of a connection (never blocks: its receive queue is
+ * empty, and a packet is at most SBX_RUN_INLINE_MAX bytes). */
+static void
+s_run_send(s_run_t *run, const Ahp__Sbx__Reply *rep)
+{
+	if (run->fd < 0)
+		return;
+	size_t len = ahp__sbx__reply__get_packed_size(rep);
+	uint8_t *buf = malloc(len ? len : 1);
+	int rc = -1;
+	if (buf != NULL) {
+		ahp__sbx__reply__pack(rep, buf);
+		if (len <= SBX_RUN_INLINE_MAX)
+			rc = send(run->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len
+			         ? 0
+			         : -1;
+		else
+			rc = s_run_send_memfd(run->fd, buf, len);
+	}
+	if (rc != 0)
+		log_warn("one-shot %s: the reply was not delivered: %s",
+		         run->sandbox_id[0] ? run->sandbox_id : "-",
+		         buf == NULL ? "out of memory" : strerror(errno));
+	free(buf);
+}
+
+static void
+s_run_reply_error(s_run_t *run, int status, const char *msg, const char *stage)
+{
+	Ahp__Error e;
+	ahp_error_set(&e, status, msg);
+	Ahp__Sbx__RunReply rr = AHP__SBX__RUN_REPLY__INIT;
+	rr.stage = (char *)stage;
+	rr.sandbox_id = run->sandbox_id;
+	Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
+	rep.error = &e;
+	rep.body_case = AHP__SBX__REPLY__BODY_RUN;
+	rep.run = &rr;
+	s_run_send(run, &rep);
+}
+
+/* Refuses a request that started nothing: reply, close. */
+static void
+s_run_refuse(s_run_t *run, int status, const char *msg, const char *stage)
+{
+	s_run_reply_error(run, status, msg, stage);
+	s_run_close(run);
+}
+
+/* The run is over (answered, or its client left): the connection closes now,
+ * the sandbox is destroyed at the end of the loop turn, out of the sandbox
+ * code that called us. */
+static void
+s_run_finish(s_run_t *run)
+{
+	run->destroy = run->created;
+	run->created = false;
+	run->state = S_RUN_DONE;
+	s_run_close(run);
+}
+
+static void
+s_run_on_error(sbx_daemon_t *self, ahp_rpc_req_t **req, int status, const char *msg)
+{
+	const s_run_tag_t *t = s_run_tag(*req);
+	uint32_t step = t->step;
+	s_run_t *run = s_run_find(self, t->run);
+	ahp_rpc_req_free(req);
+	if (run == NULL || run->state != S_RUN_BUSY || step == S_STEP_DESTROY)
+		return;
+	s_run_reply_error(run, status, msg, step == S_STEP_CREATE ? "create" : "exec");
+	s_run_finish(run);
+}
+
+static void
+s_run_on_created(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *workspace)
+{
+	s_run_t *run = s_run_find(self, s_run_tag(*req)->run);
+	ahp_rpc_req_free(req);
+	if (run != NULL)
+		run->create_until = 0;
+	if (run != NULL && workspace != NULL)
+		ahp_strlcpy(run->workspace, workspace, sizeof(run->workspace));
+}
+
+static void
+s_run_on_result(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8_t *res, size_t len)
+{
+	s_run_t *run = s_run_find(self, s_run_tag(*req)->run);
+	ahp_rpc_req_free(req);
+	if (run == NULL || run->state != S_RUN_BUSY)
+		return;
+	Ahp__Sbx__ExecResult *r = ahp__sbx__exec_result__unpack(NULL, len, res);
+	if (r == NULL) {
+		s_run_reply_error(run, AHP__STATUS__ERR_INTERNAL, "the result is damaged", "exec");
+	} else {
+		Ahp__Sbx__RunReply rr = AHP__SBX__RUN_REPLY__INIT;
+		rr.result = r;
+		rr.sandbox_id = run->sandbox_id;
+		rr.workspace = run->workspace;
+		rr.output_kb = run->output_kb;
+		Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
+		rep.body_case = AHP__SBX__REPLY__BODY_RUN;
+		rep.run = &rr;
+		s_run_send(run, &rep);
+		ahp__sbx__exec_result__free_unpacked(r, NULL);
+	}
+	s_run_finish(run);
+}
+
+/* Destroys the sandboxes of finished runs (their replies went out) and
+ * drops closed connections. Called at the end of each loop turn. */
+static void
+s_run_reap(sbx_daemon_t *self)
+{
+	for (size_t i = 0; i < self->n_runs; i++) {
+		s_run_t *run = self->runs[i];
+		if (!run->destroy)
+			continue;
+		run->destroy = false;
+		Ahp__Sbx__DestroyRequest dr = AHP__SBX__DESTROY_REQUEST__INIT;
+		dr.sandbox_id = run->sandbox_id;
+		dr.keep_workspace = run->keep;
+		ahp_rpc_req_t *req = s_run_req(run, S_STEP_DESTROY);
+		if (req == NULL) {
+			log_error("one-shot %s: out of memory destroying its sandbox",
+			          run->sandbox_id);
+			continue;
+		}
+		s_on_destroy(self, &req, &dr);
+		ahp_rpc_req_free(&req);
+	}
+}
+
+/* Closes connections idle past their deadline, drops closed ones. */
+static void
+s_run_collect(sbx_daemon_t *self)
+{
+	int64_t now = ahp_mono_ms();
+	for (size_t i = 0; i < self->n_runs;) {
+		s_run_t *run = self->runs[i];
+		if ((run->state == S_RUN_IDLE || run->state == S_RUN_REFUSED) &&
+		    now >= run->idle_until)
+			s_run_close(run); /* nothing asked: nothing to answer */
+		if (run->state == S_RUN_BUSY && run->create_until != 0 &&
+		    now >= run->create_until) {
+			/* the client must not wait for a sandbox that does not come */
+			log_warn(
+			    "one-shot %s: the sandbox was not ready within %d s; destroying it",
+			    run->sandbox_id, S_RUN_CREATE_MS / 1000);
+			char msg[96];
+			snprintf(msg, sizeof(msg), "the sandbox was not ready within %d s",
+			         S_RUN_CREATE_MS / 1000);
+			s_run_reply_error(run, AHP__STATUS__ERR_TIMEOUT, msg, "create");
+			s_run_finish(run);
+		}
+		if (run->fd >= 0 || run->destroy) {
+			i++;
+			continue;
+		}
+		free(run);
+		self->runs[i] = self->runs[--self->n_runs];
+	}
+}
+
+/* Milliseconds until the first idle deadline, -1 when none. */
+static long
+s_run_timeout(const sbx_daemon_t *self)
+{
+	long tmo = -1;
+	int64_t now = ahp_mono_ms();
+	for (size_t i = 0; i < self->n_runs; i++) {
+		const s_run_t *run = self->runs[i];
+		int64_t until = run->state == S_RUN_IDLE || run->state == S_RUN_REFUSED
+		                    ? run->idle_until
+		                : run->state == S_RUN_BUSY ? run->create_until
+		                                           : 0;
+		if (run->fd < 0 || until == 0)
+			continue;
+		long left = until > now ? (long)(until - now) : 0;
+		if (tmo < 0 || left < tmo)
+			tmo = left;
+	}
+	return tmo;
+}
+
+/* Whether the endpoint's allow-list admits the peer: as rpc.c decides for the
+ * RPC endpoint (uid listed, gid listed, or a listed supplementary group). */
+static bool
+s_run_admitted(const sbx_daemon_t *self, const struct ucred *c)
+{
+	const ahp_rpc_allow_t *a = &self->cfg.allow;
+	for (size_t i = 0; i < a->n_uids; i++)
+		if (a->uids[i] == c->uid)
+			return true;
+	for (size_t i = 0; i < a->n_gids; i++)
+		if (a->gids[i] == c->gid)
+			return true;
+	if (a->n_gids == 0)
+		return false;
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	gid_t groups[256];
+	int n = (int)(sizeof(groups) / sizeof(groups[0]));
+	if (getpwuid_r(c->uid, &pw, buf, sizeof(buf), &res) != 0 || res == NULL ||
+	    getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0)
+		return false;
+	for (int i = 0; i < n; i++)
+		for (size_t j = 0; j < a->n_gids; j++)
+			if (groups[i] == a->gids[j])
+				return true;
+	return false;
+}
+
+static int
+s_grow_runs(sbx_daemon_t *self)
+{
+	size_t cap = self->cap_runs ? self->cap_runs * 2 : 16;
+	s_run_t **n = realloc(self->runs, cap * sizeof(*n));
+	if (n == NULL)
+		return -1;
+	self->runs = n;
+	self->cap_runs = cap;
+	return 0;
+}
+
+static void
+s_run_accept(sbx_daemon_t *self)
+{
+	for (int turn = 0; turn < 16 && self->n_runs < S_RUN_CONNS_MAX; turn++) {
+		int fd = accept4(self->run_listen, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				log_warn("exec socket: accept: %s", strerror(errno));
+			return;
+		}
+		s_run_t *run = calloc(1, sizeof(*run));
+		socklen_t cl = sizeof(struct ucred);
+		if (run == NULL || (self->n_runs == self->cap_runs && s_grow_runs(self) != 0)) {
+			free(run);
+			close(fd);
+			log_warn("exec socket: out of memory");
+			return;
+		}
+		run->fd = fd;
+		run->id = ++self->run_next;
+		run->idle_until = ahp_mono_ms() + S_RUN_IDLE_MS;
+		run->state = S_RUN_IDLE;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &run->cred, &cl) != 0 ||
+		    !s_run_admitted(self, &run->cred)) {
+			/* answered when its request comes, unread */
+			log_warn("peer uid=%ld gid=%ld pid=%ld refused on %s", (long)run->cred.uid,
+			         (long)run->cred.gid, (long)run->cred.pid, self->cfg.exec_socket);
+			run->state = S_RUN_REFUSED;
+		}
+		self->runs[self->n_runs++] = run;
+	}
+}
+
+/* The profile directory's signature: its own and each entry's inode, size
+ * and times (a profile edited, added or removed changes it). 0 when it
+ * cannot be read. */
+static uint64_t
+s_fnv(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ULL;
+	return h;
+}
+
+static uint64_t
+s_fnv_stat(uint64_t h, const struct stat *st)
+{
+	int64_t v[6] = {(int64_t)st->st_ino,         (int64_t)st->st_size,
+	                (int64_t)st->st_mtim.tv_sec, (int64_t)st->st_mtim.tv_nsec,
+	                (int64_t)st->st_ctim.tv_sec, (int64_t)st->st_ctim.tv_nsec};
+	return s_fnv(h, v, sizeof(v));
+}
+
+static uint64_t
+s_profiles_sig(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	struct stat st;
+	uint64_t h = 1469598103934665603ULL;
+	if (fstat(fd, &st) == 0)
+		h = s_fnv_stat(h, &st);
+	DIR *d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return 0;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		h = s_fnv(h, de->d_name, strlen(de->d_name) + 1);
+		if (fstatat(dirfd(d), de->d_name, &st, 0) == 0)
+			h = s_fnv_stat(h, &st);
+	}
+	closedir(d);
+	return h | 1;
+}
+
+/* Keeps what loading the profiles reported, one line each, at most 16 KiB. */
+static void
+s_on_profile_error(void *arg, const char *message)
+{
+	sbx_daemon_t *self = arg;
+	size_t have = self->profile_errs ? strlen(self->profile_errs) : 0;
+	size_t l = strlen(message);
+	if (have + l + 2 > 16 * 1024)
+		return;
+	char *n = realloc(self->profile_errs, have + l + 2);
+	if (n == NULL)
+		return;
+	memcpy(n + have, message, l);
+	n[have + l] = '\n';
+	n[have + l + 1] = '\0';
+	self->profile_errs = n;
+}
+
+/* A profile of HOME/etc/profiles by name, as `sandboxd exec` reads them: the
+ * set is loaded again when the directory changed (or after SIGHUP). NULL when
+ * unknown; self->profile_errs says what failed to load. */
+static const ahp_profile_t *
+s_profile(sbx_daemon_t *self, const char *name)
+{
+	char dir[PATH_MAX];
+	if (ahp_home_path(self->cfg.home, "etc/profiles", dir, sizeof(dir)) != 0)
+		return NULL;
+	uint64_t sig = s_profiles_sig(dir);
+	if (self->profiles == NULL || sig == 0 || sig != self->profile_sig) {
+		ahp_profiles_destroy(&self->profiles);
+		free(self->profile_errs);
+		self->profile_errs = NULL;
+		self->profiles = ahp_profiles_load_dir(dir, NULL, s_on_profile_error, self);
+		self->profile_sig = self->profiles != NULL ? sig : 0;
+	}
+	return self->profiles != NULL ? ahp_profiles_get(self->profiles, name) : NULL;
+}
+
+/* Starts a decoded Run: checks it, resolves the profile, then Create and
+ * Exec go to their handlers together (Exec waits in the sandbox's queue until
+ * the Create's claim completes). */
+static void
+s_run_start(sbx_daemon_t *self, s_run_t *run, const Ahp__Sbx__RunRequest *rr)
+{
+	const char *id = rr->run_id != NULL ? rr->run_id : "";
+	if (id[0] == '\0')
+		ahp_random_id("run-", run->sandbox_id, sizeof(run->sandbox_id));
+	else if (sbx_valid_id(id))
+		ahp_strlcpy(run->sandbox_id, id, sizeof(run->sandbox_id));
+	else {
+		s_run_refuse(run, AHP__STATUS__ERR_BAD_REQUEST,
+		             "run_id must match [A-Za-z0-9-]{1,64}", "request");
+		return;
+	}
+	sbx_meta_t old;
+	if (s_find(self, run->sandbox_id) != NULL ||
+	    sbx_store_meta_read(self->store, run->sandbox_id, &old) == 0) {
+		s_run_refuse(run, AHP__STATUS__ERR_CONFLICT,
+		             "run_id is in use (a one-shot needs a sandbox of its own)", "request");
+		return;
+	}
+	const char *profile = rr->profile != NULL ? rr->profile : "";
+	if (!s_valid_profile(profile) || (profile[0] == '\0' && rr->limits == NULL)) {
+		s_run_refuse(run, AHP__STATUS__ERR_BAD_REQUEST,
+		             "profile must match [a-z0-9-]{1,64}", "request");
+		return;
+	}
+	Ahp__Sbx__ExecRequest er = AHP__SBX__EXEC_REQUEST__INIT;
+	er.sandbox_id = run->sandbox_id;
+	er.exec_id = (char *)S_RUN_EXEC_ID;
+	er.command = rr->command != NULL ? rr->command : (char *)"";
+	er.timeout_s = rr->timeout_s;
+	char err[128];
+	if (sbx_exec_request_range(&er, err, sizeof(err)) != 0 || er.command[0] == '\0') {
+		s_run_refuse(run, AHP__STATUS__ERR_BAD_REQUEST,
+		             er.command[0] == '\0' ? "the command is empty" : err, "request");
+		return;
+	}
+	Ahp__Sbx__Limits plim = AHP__SBX__LIMITS__INIT;
+	Ahp__Sbx__CreateRequest cr = AHP__SBX__CREATE_REQUEST__INIT;
+	cr.run_id = run->sandbox_id;
+	cr.profile = (char *)profile;
+	cr.limits = rr->limits;
+	cr.network = rr->network;
+	if (rr->limits == NULL) {
+		const ahp_profile_t *p = s_profile(self, profile);
+		if (p == NULL) {
+			s_run_refuse(run, AHP__STATUS__ERR_NOT_FOUND,
+			             self->profile_errs ? self->profile_errs : "", "profile");
+			return;
+		}
+		plim.memory_mb = p->sandbox.memory_mb;
+		plim.pids_max = p->sandbox.pids_max;
+		plim.cpu_seconds = p->sandbox.cpu_seconds;
+		plim.timeout_s = p->sandbox.timeout_s;
+		plim.output_kb = p->sandbox.output_kb;
+		plim.disk_mb = p->sandbox.disk_mb;
+		plim.cpus_milli = p->sandbox.cpus_milli;
+		cr.limits = &plim;
+		cr.network = p->sandbox.network == AHP_NET_PROXY ? AHP__SBX__NETWORK_MODE__NET_PROXY
+		                                                 : AHP__SBX__NETWORK_MODE__NET_NONE;
+	}
+	sbx_limits_t lim;
+	run->output_kb =
+	    sbx_request_limits(cr.limits, &lim, err, sizeof(err)) == 0 ? lim.output_kb : 0;
+	run->keep = rr->keep_workspace;
+	run->state = S_RUN_BUSY;
+	ahp_rpc_req_t *creq = s_run_req(run, S_STEP_CREATE);
+	ahp_rpc_req_t *ereq = s_run_req(run, S_STEP_EXEC);
+	if (creq == NULL || ereq == NULL) {
+		ahp_rpc_req_free(&creq);
+		ahp_rpc_req_free(&ereq);
+		s_run_refuse(run, AHP__STATUS__ERR_INTERNAL, "out of memory", "create");
+		return;
+	}
+	run->created = true; /* even a refused Create may leave state to clean */
+	run->create_until = ahp_mono_ms() + S_RUN_CREATE_MS;
+	s_on_create(self, &creq, &cr);
+	ahp_rpc_req_free(&creq); /* every path answers it; never left over */
+	if (run->state == S_RUN_BUSY)
+		s_on_exec(self, &ereq, &er);
+	ahp_rpc_req_free(&ereq);
+}
+
+/* A connection's packet (or its end). */
+static void
+s_run_on_readable(sbx_daemon_t *self, s_run_t *run)
+{
+	ssize_t n = recv(run->fd, self->run_rx, SBX_RUN_REQ_MAX + 1, MSG_DONTWAIT | MSG_TRUNC);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	char msg[128];
+	switch (run->state) {
+	case S_RUN_REFUSED:
+		snprintf(msg, sizeof(msg), "uid %u (gid %u) may not use this socket",
+		         (unsigned)run->cred.uid, (unsigned)run->cred.gid);
+		if (n > 0)
+			s_run_reply_error(run, AHP__STATUS__ERR_PERMISSION_DENIED, msg, "request");
+		s_run_close(run);
+		return;
+	case S_RUN_IDLE:
+		break;
+	case S_RUN_BUSY:
+		/* its end (or a second request, which the protocol has not) */
+		log_info("one-shot %s: the client %s; destroying its sandbox", run->sandbox_id,
+		         n > 0 ? "sent a second request" : "left");
+		if (n > 0)
+			s_run_reply_error(run, AHP__STATUS__ERR_BAD_REQUEST,
+			                  "one Run per connection", "request");
+		s_run_finish(run);
+		return;
+	default:
+		s_run_close(run);
+		return;
+	}
+	if (n <= 0) {
+		s_run_close(run); /* left without asking */
+		return;
+	}
+	if ((size_t)n > SBX_RUN_REQ_MAX) {
+		snprintf(msg, sizeof(msg), "run request of %zd bytes (max %u)", n,
+		         (unsigned)SBX_RUN_REQ_MAX);
+		s_run_refuse(run, AHP__STATUS__ERR_TOO_LARGE, msg, "request");
+		return;
+	}
+	if (self->stopping) {
+		s_run_refuse(run, AHP__STATUS__ERR_UNAVAILABLE, "sandboxd is stopping", "request");
+		return;
+	}
+	Ahp__Sbx__Request *m = ahp__sbx__request__unpack(NULL, (size_t)n, self->run_rx);
+	if (m == NULL) {
+		log_warn("exec socket: undecodable request (%zd bytes)", n);
+		s_run_refuse(run, AHP__STATUS__ERR_BAD_REQUEST, "malformed request", "request");
+	} else if (m->body_case != AHP__SBX__REQUEST__BODY_RUN) {
+		s_run_refuse(run, AHP__STATUS__ERR_UNKNOWN_METHOD,
+		             "the exec socket serves Run only (the rest is on the RPC endpoint)",
+		             "request");
+	} else if (s_wire_has_nul(&ahp__sbx__request__descriptor, self->run_rx, (size_t)n, 0)) {
+		s_run_refuse(run, AHP__STATUS__ERR_BAD_REQUEST,
+		             "a string field contains a NUL byte", "request");
+	} else {
+		s_run_start(self, run, m->run);
+	}
+	ahp__sbx__request__free_unpacked(m, NULL);
+}
+
+/* Handles the exec socket's poll items (from self->run_item0 to n). */
+static void
+s_run_events(sbx_daemon_t *self, size_t n)
+{
+	for (size_t k = self->run_item0; k < n; k++) {
+		if (self->items[k].revents == 0)
+			continue;
+		if (self->refs[k].kind == S_REF_RUN_LISTEN)
+			s_run_accept(self);
+		else if (self->refs[k].sbx < self->n_runs && self->runs[self->refs[k].sbx]->fd >= 0)
+			s_run_on_readable(self, self->runs[self->refs[k].sbx]);
+	}
+}
+
+/* Binds the exec socket (as root, before the privilege drop, like the RPC
+ * endpoint): a stale socket file is replaced, a live one (another sandboxd)
+ * refused. Mode 0666: SO_PEERCRED admission decides who may use it. */
+static int
+s_run_listen(sbx_daemon_t *self, char *err, size_t errlen)
+{
+	const char *path = self->cfg.exec_socket;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "exec_socket: too long");
+		return -1;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err, errlen, "%s exists and is not a socket", path);
+			return -1;
+		}
+		int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		bool live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		if (probe >= 0)
+			close(probe);
+		if (live) {
+			snprintf(err, errlen, "another sandboxd serves on %s", path);
+			return -1;
+		}
+		(void)unlink(path);
+	}
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || chmod(path, 0666) != 0 ||
+	    listen(fd, 128) != 0) {
+		snprintf(err, errlen, "cannot serve on %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	self->run_listen = fd;
+	return 0;
+}
+
 /* ------------------------------------------------- the privileged parent -- */
 
 int
@@ -1375,7 +2103,8 @@ s_from_zmq(short rev)
 static size_t
 s_build_poll(sbx_daemon_t *self)
 {
-	size_t n = 0, need = 3;
+	s_run_collect(self);
+	size_t n = 0, need = 4 + self->n_runs;
 	for (size_t i = 0; i < self->n_sbx; i++) {
 		sbx_relay_t **rel;
 		need += 2 + 2 * (size_t)sbx_sandbox_relays(self->sbx[i], &rel);
@@ -1414,6 +2143,18 @@ s_build_poll(sbx_daemon_t *self)
 			self->refs[n++] = (s_ref_t){S_REF_CTL, i, 0};
 		}
 	}
+	/* the exec socket last: its handlers run after the sandboxes' */
+	self->run_item0 = n;
+	if (self->run_listen >= 0 && self->n_runs < S_RUN_CONNS_MAX) {
+		self->items[n] = (zmq_pollitem_t){NULL, self->run_listen, ZMQ_POLLIN, 0};
+		self->refs[n++] = (s_ref_t){S_REF_RUN_LISTEN, 0, 0};
+	}
+	for (size_t i = 0; i < self->n_runs; i++) {
+		if (self->runs[i]->fd < 0)
+			continue;
+		self->items[n] = (zmq_pollitem_t){NULL, self->runs[i]->fd, ZMQ_POLLIN, 0};
+		self->refs[n++] = (s_ref_t){S_REF_RUN, i, 0};
+	}
 	return n;
 }
 
@@ -1434,7 +2175,10 @@ s_on_signals(sbx_daemon_t *self)
 			self->stopping = true;
 			break;
 		case SIGHUP:
-			log_info("SIGHUP: nothing to reload (limits come with each Create)");
+			/* limits come with each Create; the one-shot's profiles are
+			 * read again at the next Run */
+			self->profile_sig = 0;
+			log_info("SIGHUP: profiles are read again at the next one-shot");
 			break;
 		default:
 			break;
@@ -1484,6 +2228,9 @@ sbx_daemon_run(sbx_daemon_t *self)
 		long rtmo = self->stopping ? -1 : s_retain_timeout(self);
 		if (rtmo >= 0 && (tmo < 0 || rtmo < tmo))
 			tmo = rtmo;
+		long xtmo = s_run_timeout(self);
+		if (xtmo >= 0 && (tmo < 0 || xtmo < tmo))
+			tmo = xtmo;
 		if (!self->stopping && self->pool_hold_ms != 0) { /* wake to refill the pool */
 			int64_t left = self->pool_hold_ms - ahp_mono_ms();
 			long ptmo = left < 0 ? 0 : (long)left;
@@ -1499,7 +2246,7 @@ sbx_daemon_run(sbx_daemon_t *self)
 		/* Sandbox fds first: handling them never destroys another
 		 * sandbox, and a sandbox killed here keeps its slot in the array
 		 * until s_collect, so later refs stay valid. */
-		for (size_t k = 3; k < n; k++) {
+		for (size_t k = 3; k < self->run_item0; k++) {
 			short rev = self->items[k].revents;
 			if (rev == 0 && self->refs[k].kind != S_REF_RELAY_C)
 				continue;
@@ -1540,6 +2287,8 @@ sbx_daemon_run(sbx_daemon_t *self)
 				break;
 			s_dispatch(self, &req);
 		}
+		s_run_events(self, n);
+		s_run_reap(self); /* after the replies of this turn */
 		s_pool_fill(self);
 	}
 	return 0;
@@ -1559,6 +2308,7 @@ sbx_daemon_new(const sbx_config_t *cfg, int async, int call, char *err, size_t e
 	}
 	self->cfg = *cfg;
 	self->sigfd = -1;
+	self->run_listen = -1;
 	self->zygote = async;
 	self->call = call;
 	self->slots = calloc(cfg->uid_count / 8 + 1, 1);
@@ -1590,6 +2340,15 @@ sbx_daemon_new(const sbx_config_t *cfg, int async, int call, char *err, size_t e
 		snprintf(err, errlen, "signalfd: %s", strerror(errno));
 		goto fail;
 	}
+	/* the exec socket listens before the RPC endpoint appears (tests and
+	 * scripts wait for that one) */
+	self->run_rx = malloc(SBX_RUN_REQ_MAX + 1);
+	if (self->run_rx == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (s_run_listen(self, err, errlen) != 0)
+		goto fail;
 	self->zctx = zmq_ctx_new();
 	if (self->zctx == NULL) {
 		snprintf(err, errlen, "zmq_ctx_new failed");
@@ -1639,6 +2398,17 @@ sbx_daemon_destroy(sbx_daemon_t **self_p)
 	free(self->items);
 	free(self->refs);
 	free(self->retained);
+	for (size_t i = 0; i < self->n_runs; i++) {
+		if (self->runs[i]->fd >= 0)
+			close(self->runs[i]->fd);
+		free(self->runs[i]);
+	}
+	free(self->runs);
+	if (self->run_listen >= 0)
+		close(self->run_listen);
+	free(self->run_rx);
+	ahp_profiles_destroy(&self->profiles);
+	free(self->profile_errs);
 	free(self);
 	*self_p = NULL;
 }

@@ -17,53 +17,6 @@ const char *const sbx_version = AHP_VERSION;
 char *sbx_argv_area;
 size_t sbx_argv_len;
 
-#define S_ALLOW_USERS_DEFAULT "root,ahp-orchestrator"
-
-static const ahp_cfg_def_t s_cfg_defs[] = {
-    {"endpoint", AHP_CFG_STR, 0, 0, "", "RPC endpoint (default ipc://HOME/run/sandboxd.sock)"},
-    {"state_dir", AHP_CFG_STR, 0, 0, "",
-     "workspaces, sandbox metadata, exec results (default HOME/state/sandboxd)"},
-    {"proxy_socket", AHP_CFG_STR, 0, 0, "",
-     "unix socket the egress relay connects to (default HOME/run/credproxy.sock); every "
-     "relayed connection starts with a PROXY protocol v2 header naming the sandbox's run "
-     "and profile"},
-    {"proxy_ca_file", AHP_CFG_STR, 0, 0, "",
-     "the platform CA certificate (PEM) added to the trust store of the sandboxes "
-     "(/etc/ssl/certs/ca-certificates.crt, /etc/ahp/ca.crt) (default "
-     "HOME/state/credproxy/ca.crt; missing: system bundle only)"},
-    {"ro_bind", AHP_CFG_STR, 0, 0, "",
-     "comma-separated HOSTPATH:SANDBOXPATH read-only binds added to every sandbox"},
-    {"rootfs", AHP_CFG_STR, 0, 0, "",
-     "directory used as the sandbox root instead of the host allowlist (/usr, /bin, ...)"},
-    {"keep_workspaces", AHP_CFG_BOOL, 0, 0, "false",
-     "never delete workspaces on Destroy (no retain_failed_* limit applies)"},
-    {"uid_base", AHP_CFG_INT, 1000, 2000000000, "200000",
-     "first host uid of the range sandboxes run as (uid 1000 inside)"},
-    {"uid_count", AHP_CFG_INT, 1, 1000000, "65536", "size of that range"},
-    {"tmp_mb", AHP_CFG_INT, 1, 65536, "256",
-     "size of each sandbox's /tmp (tmpfs; also charged to its memory limit)"},
-    {"max_sandboxes", AHP_CFG_INT, 1, 100000, "1024", "sandboxes alive at once"},
-    {"relay_max_conns", AHP_CFG_INT, 1, 4096, "64", "relayed connections per sandbox"},
-    {"pool_size", AHP_CFG_INT, 0, 64, "2",
-     "sandboxes built ahead of time for new runs (0: build each on demand)"},
-    {"retain_failed_max", AHP_CFG_INT, 0, 100000, "32",
-     "workspaces kept by a Destroy with keep_workspace (failed runs, exec --keep) at most; "
-     "the oldest is deleted first (0: none is kept)"},
-    {"retain_failed_s", AHP_CFG_INT, 1, 315360000, "604800",
-     "age after which such a workspace is deleted (seconds)"},
-    {"allow_users", AHP_CFG_STR, 0, 0, S_ALLOW_USERS_DEFAULT,
-     "users whose processes may use the endpoint (SO_PEERCRED): the orchestrator's user, "
-     "and root for `sandboxd exec`; names that do not exist are an error, except in the "
-     "default"},
-    {"allow_groups", AHP_CFG_STR, 0, 0, "",
-     "groups whose members may use the endpoint (comma-separated names)"},
-    {"user", AHP_CFG_STR, 0, 0, "ahp-sandboxd",
-     "the unprivileged user the worker runs as (RPC, exec store, egress relay); the "
-     "process started as root keeps only namespaces, uid maps, cgroups and workspaces. "
-     "\"root\": no drop (a warning); a user that does not exist is an error"},
-    {NULL, 0, 0, 0, NULL, NULL},
-};
-
 static void
 s_usage(FILE *f)
 {
@@ -90,7 +43,7 @@ s_usage(FILE *f)
 	    "\n"
 	    "HOME is --home, else $AHP_HOME, else /var/lib/ahp. Config: HOME/etc/sandboxd.conf\n"
 	    "(key = value), overridden by --set. Keys:\n");
-	ahp_cfg_print_help(s_cfg_defs, f);
+	ahp_cfg_print_help(sbx_cfg_defs, f);
 }
 
 /* Fills the resolved config; HOME-relative defaults for empty values. */
@@ -114,6 +67,9 @@ s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, si
 		    (int)sizeof(out->endpoint))
 			rc = -1;
 	}
+	if (sbx_conf_exec_socket(c, home, out->exec_socket, sizeof(out->exec_socket), err,
+	                         errlen) != 0)
+		return -1;
 	v = ahp_cfg_str(c, "proxy_socket");
 	if (v[0] != '\0') {
 		if (ahp_strlcpy(out->proxy_socket, v, sizeof(out->proxy_socket)) != 0) {
@@ -161,7 +117,7 @@ s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, si
 	const char *users = ahp_cfg_str(c, "allow_users");
 	char aerr[256];
 	if (ahp_rpc_allow_parse(&out->allow, users, ahp_cfg_str(c, "allow_groups"),
-	                        strcmp(users, S_ALLOW_USERS_DEFAULT) == 0, aerr,
+	                        strcmp(users, SBX_ALLOW_USERS_DEFAULT) == 0, aerr,
 	                        sizeof aerr) != 0) {
 		snprintf(err, errlen, "allow_users/allow_groups: %s", aerr);
 		return -1;
@@ -342,17 +298,9 @@ main(int argc, char **argv)
 	ahp_log_init("sandboxd", AHP_LOG_INFO);
 
 	const char *home = ahp_home(home_flag);
-	char err[512], conf[PATH_MAX];
-	ahp_cfg_t *c = ahp_cfg_new(s_cfg_defs);
-	if (c == NULL || ahp_home_path(home, "etc/sandboxd.conf", conf, sizeof(conf)) != 0) {
-		ahp_term_printf(stderr, "sandboxd: bad home %s\n", home);
-		return is_exec ? 125 : 1;
-	}
-	int rc = ahp_cfg_load_file(c, conf, 1, err, sizeof(err));
-	for (int k = 0; rc == 0 && k < n_sets; k++)
-		rc = ahp_cfg_set(c, sets[k], NULL, err, sizeof(err));
-	if (rc == 0)
-		rc = ahp_cfg_validate(c, err, sizeof(err));
+	char err[512];
+	ahp_cfg_t *c = NULL;
+	int rc = sbx_conf_load(home, sets, n_sets, &c, err, sizeof(err));
 	sbx_config_t cfg;
 	if (rc == 0)
 		rc = s_resolve(c, home, &cfg, err, sizeof(err));
@@ -374,6 +322,6 @@ main(int argc, char **argv)
 		return sbx_seccomp_describe(stdout, json) == 0 ? 0 : 1;
 	}
 	if (is_exec)
-		return sbx_cli_exec(home, &cfg, argc - i, argv + i);
+		return sbx_cli_exec(home, cfg.exec_socket, argc - i, argv + i);
 	return s_serve(&cfg);
 }

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 #include <linux/filter.h>
 
+#include "ahp/cfg.h"
 #include "ahp/limit_table.h"
 #include "ahp/rpc.h"
 #include "sandboxd.pb-c.h"
@@ -21,9 +22,15 @@
 #define SBX_REQ_MAX (SBX_CMD_MAX + 16 * 1024)   /* RPC request ceiling (ZMQ_MAXMSGSIZE) */
 #define SBX_INSIDE_UID 1000                     /* the agent's uid and gid inside every sandbox */
 #define SBX_PROXY_PORT 3128                     /* egress listener inside proxy-mode sandboxes */
-#define SBX_QUEUE_MAX 64                        /* pending execs per sandbox */
-#define SBX_WAITERS_MAX 16                      /* requests waiting on one exec id */
-#define SBX_CWD_MAX 1024                        /* longest cwd we persist */
+/* The exec socket (one-shot Run, loop.c / cli.c): a request packet's cap, checked
+ * before decoding; replies up to SBX_RUN_INLINE_MAX bytes go in the packet, larger
+ * ones (up to SBX_RUN_REPLY_MAX) in a sealed memfd passed with it. */
+#define SBX_RUN_REQ_MAX (SBX_CMD_MAX + 1024)
+#define SBX_RUN_INLINE_MAX (64 * 1024)
+#define SBX_RUN_REPLY_MAX (2u * SBX_OUTPUT_KB_MAX * 1024u + 64u * 1024u)
+#define SBX_QUEUE_MAX 64   /* pending execs per sandbox */
+#define SBX_WAITERS_MAX 16 /* requests waiting on one exec id */
+#define SBX_CWD_MAX 1024   /* longest cwd we persist */
 #define SBX_HOSTNAME "sandbox"
 /* Create refuses a proxy-mode sandbox whose run id or profile cannot go into the
  * PROXY v2 header credproxy requires (ahp/proxyv2.h): */
@@ -52,6 +59,7 @@ typedef struct {
 	char home[PATH_MAX];
 	char state_dir[PATH_MAX];
 	char endpoint[PATH_MAX + 16];
+	char exec_socket[108];        /* sun_path: the one-shot Run socket (loop.c) */
 	char proxy_socket[108];       /* sun_path */
 	char proxy_ca_file[PATH_MAX]; /* credproxy's CA certificate; "" = none */
 	char rootfs[PATH_MAX];        /* empty: host allowlist */
@@ -545,9 +553,26 @@ void sbx_reply_exec_packed(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8_
 void sbx_reply_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, bool existed,
                       const char *workspace);
 
-/* ---- cli.c ---- */
-/* `sandboxd exec ...`; argv starts after "exec". Returns the process exit code. */
-int sbx_cli_exec(const char *home, const sbx_config_t *cfg, int argc, char **argv);
+/* ---- conf.c (the full program and the lean front) ---- */
+#define SBX_ALLOW_USERS_DEFAULT "root,ahp-orchestrator"
+/* The configuration keys, defaults and help text. */
+extern const ahp_cfg_def_t sbx_cfg_defs[];
+/* Loads HOME/etc/sandboxd.conf (optional) over the defaults, then each of the
+ * n_sets "key=value" overrides, and validates: *out (caller owns it), or -1
+ * with a message in err. Needs only cfg.c and util.c (the front links it). */
+int sbx_conf_load(const char *home, const char *const *sets, int n_sets, ahp_cfg_t **out, char *err,
+                  size_t errlen);
+/* The exec socket's path into buf (len bytes): exec_socket (absolute), else
+ * HOME/run/sandboxd-exec.sock. -1 with err when it does not fit sun_path. */
+int sbx_conf_exec_socket(const ahp_cfg_t *c, const char *home, char *buf, size_t len, char *err,
+                         size_t errlen);
+
+/* ---- cli.c (linked into the lean front: no libzmq, no daemon libraries) ---- */
+/* `sandboxd exec ...`; argv starts after "exec". One Run request on the exec
+ * socket at sock_path (loop.c serves it). Returns the process exit code: the
+ * command's, 128+signal when killed, 2 for bad usage or an unknown profile,
+ * 125 when sandboxd is unreachable or fails, 130 when interrupted. */
+int sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv);
 
 /* ---- shared validators (loop.c) ---- */
 bool sbx_valid_id(const char *s);

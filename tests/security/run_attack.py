@@ -511,9 +511,11 @@ def _(h):
         fakes.append(h.listen(socket.AF_UNIX, socket.SOCK_STREAM, p))
         os.chmod(p, 0o777)
     paths = []
-    for d in ("sandboxd", "orchestrator", "credproxy", "servicesd", "approvald"):
+    for d in ("sandboxd", "sandboxd-exec", "orchestrator", "credproxy", "servicesd",
+              "approvald"):
         paths += host_views(h, f"run/{d}.sock")[:2]
-    paths += ["/run/sandboxd.sock", "/var/lib/ahp/run/sandboxd.sock"]
+    paths += ["/run/sandboxd.sock", "/var/lib/ahp/run/sandboxd.sock",
+              "/var/lib/ahp/run/sandboxd-exec.sock"]
     h.probe("connect_unix", *paths)
     time.sleep(0.3)
     for l in fakes:

@@ -2,6 +2,7 @@
 unix socket, the libahp RPC header, and just enough protobuf for proto/sandboxd.proto. Tests use
 it to speak the real wire protocol, including frames no well-behaved client would send."""
 
+import os
 import select
 import socket
 import struct
@@ -9,7 +10,8 @@ import time
 
 STATUS = {0: "ok", 1: "internal", 2: "bad_request", 3: "not_found", 4: "too_large",
           5: "timeout", 6: "unavailable", 7: "conflict", 8: "permission", 9: "invalid_state",
-          10: "unknown_method", 11: "limit", 12: "cancelled", 13: "interrupted"}
+          10: "unknown_method", 11: "limit", 12: "cancelled", 13: "interrupted",
+          14: "permission_denied"}
 KILLED_BY = {0: "none", 1: "timeout", 2: "memory", 3: "pids", 4: "cpu"}
 KIND_REQUEST, KIND_REPLY, KIND_ERROR = 1, 2, 3
 
@@ -117,6 +119,16 @@ def req_list():
     return field_bytes(5, b"", always=True)
 
 
+def req_run(command, profile="", run_id="", limits=None, network=0, timeout_s=0, keep=False):
+    """Request{run}: the one-shot, served only on the exec socket."""
+    body = field_bytes(1, run_id) + field_bytes(2, profile)
+    if limits is not None:
+        body += field_bytes(3, limits_msg(**limits), always=True)
+    body += (field_varint(4, network) + field_bytes(5, command) + field_varint(6, timeout_s)
+             + field_varint(7, keep))
+    return field_bytes(6, body, always=True)
+
+
 def decode_error(buf):
     e = parse(buf)
     return {"status": STATUS.get(_one(e, 1, 0), str(_one(e, 1, 0))),
@@ -146,6 +158,14 @@ def decode_reply(buf):
         }
     if 4 in r:
         out["destroy"] = {}
+    if 6 in r:
+        x = parse(_one(r, 6))
+        out["run"] = {"sandbox_id": _one(x, 2, b"").decode(), "workspace": _one(x, 3, b"").decode(),
+                      "stage": _one(x, 4, b"").decode(), "in_fd": bool(_one(x, 5, 0)),
+                      "output_kb": _one(x, 6, 0)}
+        if 1 in x:
+            out["run"]["result"] = decode_reply(varint((3 << 3) | 2) + varint(len(_one(x, 1)))
+                                                + _one(x, 1))["exec"]
     if 5 in r:
         lst = parse(_one(r, 5))
         out["list"] = []
@@ -156,6 +176,30 @@ def decode_reply(buf):
                                 "network": _one(d, 3, 0), "execs": _one(d, 5, 0),
                                 "busy": bool(_one(d, 6, 0))})
     return out
+
+
+# --- the exec socket (SOCK_SEQPACKET: one packet each way) ---
+
+def run_packet(sock_path, packet, timeout=60.0):
+    """Sends one raw packet on the exec socket and returns (decoded reply, raw bytes,
+    whether a memfd came with it); a reply in a memfd is read from it. (None, b"", False)
+    when the daemon closed the connection without a reply."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(timeout)
+    try:
+        s.connect(sock_path)
+        s.send(packet)
+        msg, fds, _, _ = socket.recv_fds(s, 1 << 17, 1)
+        if not msg:
+            return None, b"", False
+        rep = decode_reply(msg)
+        if fds:
+            with os.fdopen(fds[0], "rb") as f:
+                msg = f.read()
+            rep = decode_reply(msg)
+        return rep, msg, bool(fds)
+    finally:
+        s.close()
 
 
 # --- ZMTP 3.0 ---

@@ -1357,6 +1357,309 @@ def t_no_pool(d):
     wait_for(lambda: not d.sandbox_procs(), 10, "all sandbox processes to exit")
 
 
+# ------------------------------------------------------------- the one-shot (exec socket)
+
+def proc_comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+@test
+def t_front_lean(d):
+    """`sandboxd` is a lean front (issue 10 part 5): it links no libzmq and none of the
+    daemon's libraries, runs `exec` and --version itself and execve()s the full program
+    (../libexec/ahp/sandboxd from its own directory) for anything else."""
+    front = os.path.join(d.bin, "sandboxd")
+    full = os.path.normpath(os.path.join(d.bin, "..", "libexec", "ahp", "sandboxd"))
+
+    def needed(path):
+        r = subprocess.run(["readelf", "-d", path], capture_output=True, text=True)
+        check(r.returncode == 0, f"readelf -d {path}: {r.stderr}")
+        return sorted(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", r.stdout))
+
+    if shutil.which("readelf") is None:
+        print("note: readelf not installed; the library check is skipped")
+    else:
+        libs = needed(front)
+        allowed = ("libc.so", "libm.so", "libprotobuf-c.so", "libunistring.so", "ld-linux",
+                   "libasan.so", "libubsan.so")  # the last two: SAN builds
+        extra = [lib for lib in libs if not lib.startswith(allowed)]
+        check(extra == [], f"the front loads more than libc, protobuf-c and libunistring: {extra}")
+        check(any(lib.startswith("libzmq.so") for lib in needed(full)),
+              f"the full program at {full} is not the daemon (no libzmq)")
+    r = subprocess.run([front, "--version"], capture_output=True)
+    check(r.returncode == 0 and re.fullmatch(rb"sandboxd \S+\n", r.stdout), f"--version: {r}")
+    r = subprocess.run([front, "--help"], capture_output=True)
+    check(r.returncode == 0 and b"exec_socket" in r.stdout and b"usage: sandboxd" in r.stdout,
+          f"--help comes from the full program: {r.returncode} {r.stdout[:200]!r}")
+    r = subprocess.run([front, "--home", d.home, "bogus"], capture_output=True)
+    check(r.returncode == 2 and r.stderr.startswith(b"sandboxd: unknown command bogus\n"),
+          f"an unknown command: {r.returncode} {r.stderr[:200]!r}")
+    # serve is the full program under the same pid (scripts wait on it)
+    d.start()
+    check(proc_comm(d.proc.pid) == "sandboxd-priv",
+          f"the started pid {d.proc.pid} is not the daemon: {proc_comm(d.proc.pid)!r}")
+    rc, out, e = d.cli("--health")
+    check(rc == 0 and b"serving at" in out, f"--health through the front: {rc} {out!r} {e!r}")
+
+
+@test
+def t_oneshot_run(d):
+    """`sandboxd exec` is one Run request on the exec socket (issue 10 part 5): exit code,
+    stdout and stderr pass exactly (a large output comes through the memfd path), --keep
+    prints the kept workspace, an unknown profile and a daemon that is not running get
+    their exact messages, and sandboxd reads the profiles again when they change."""
+    d.profile("p", output_kb=1024, timeout_s=20)
+    sock = d.path("run/sandboxd-exec.sock")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "true")
+    want = f"sandboxd: the daemon is not running (nothing listens on {sock})\n".encode()
+    check(rc == 125 and out == b"" and e == want, f"daemon down: {rc} {out!r} {e!r}")
+    d.start()
+    c = d.client()
+    cases = [
+        (["true"], 0, b"", b""),
+        (["sh", "-c", "printf 'o\\0ut'; printf 'e r r\\n' >&2; exit 7"], 7, b"o\0ut", b"e r r\n"),
+        (["sh", "-c", "exit 255"], 255, b"", b""),
+        (["sh", "-c", "kill -TERM $$"], 128 + signal.SIGTERM, b"", None),
+        # over SBX_RUN_INLINE_MAX: the reply comes in a sealed memfd
+        (["sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' b; printf tail >&2"], 0,
+         b"b" * 1048576, b"tail"),
+    ]
+    for argv, want_rc, want_out, want_err in cases:
+        rc, out, e = d.cli("exec", "--profile", "p", "--", *argv)
+        check(rc == want_rc and out == want_out and (want_err is None or e == want_err),
+              f"{argv[:3]}: exit {rc} (want {want_rc}), stdout {out[:60]!r} ({len(out)} bytes), "
+              f"stderr {e[:200]!r}")
+    check(ok(c.list(), "list") == [], "one-shots leave no sandbox")
+
+    rc, out, e = d.cli("exec", "--profile", "nosuch", "--", "true")
+    want = (f"sandboxd: unknown profile 'nosuch' (profiles are read from "
+            f"{d.path('etc/profiles')})\n").encode()
+    check(rc == 2 and out == b"" and e == want, f"unknown profile: {rc} {e!r}")
+    # what failed to load comes along, one line per file
+    with open(d.path("etc/profiles/broken.yaml"), "w") as f:
+        f.write("name: broken\nbogus_key: 1\n")
+    rc, out, e = d.cli("exec", "--profile", "broken", "--", "true")
+    lines = e.split(b"\n")
+    check(rc == 2 and e.startswith(want.replace(b"'nosuch'", b"'broken'")) and
+          any(b"broken.yaml" in line for line in lines[1:]),
+          f"a profile that does not load: {rc} {e!r}")
+    os.unlink(d.path("etc/profiles/broken.yaml"))
+
+    # profiles added or edited while sandboxd runs apply to the next one-shot
+    d.profile("q", output_kb=4)
+    rc, out, e = d.cli("exec", "--profile", "q", "--", "head", "-c", "10000", "/dev/zero")
+    check(rc == 0 and out == b"\0" * 4096 and
+          e == b"sandboxd: output truncated at 4 KiB per stream\n",
+          f"a new profile: {rc} {len(out)} {e!r}")
+    d.profile("q", output_kb=8)
+    rc, out, e = d.cli("exec", "--profile", "q", "--", "head", "-c", "10000", "/dev/zero")
+    check(rc == 0 and len(out) == 8192 and
+          e == b"sandboxd: output truncated at 8 KiB per stream\n",
+          f"an edited profile: {rc} {len(out)} {e!r}")
+
+    rc, out, e = d.cli("exec", "--profile", "p", "--keep", "--", "sh", "-c",
+                       "echo kept > /workspace/k")
+    m = re.fullmatch(rb"sandboxd: workspace kept at (/\S+) \(sandbox (cli-[0-9a-f]{16})\)\n", e)
+    check(rc == 0 and out == b"" and m is not None, f"--keep: {rc} {e!r}")
+    with open(os.path.join(m.group(1).decode(), "k")) as f:
+        check(f.read() == "kept\n", "the kept workspace holds the file")
+    check(os.path.exists(d.path(f"state/sandboxd/sandboxes/{m.group(2).decode()}.meta")),
+          "the kept sandbox's record stays (retained)")
+    check(ok(c.list(), "list") == [], "a kept one-shot is not a live sandbox")
+
+
+@test
+def t_oneshot_cancel(d):
+    """A one-shot whose client dies mid-command leaves nothing (issue 10 part 5): sandboxd
+    sees the exec socket's connection close and destroys the sandbox at once (SIGKILL: no
+    chance to say anything; SIGINT: the CLI exits 130)."""
+    d.profile("p", timeout_s=60)
+    d.start()
+    c = d.client()
+    ws = d.path("state/sandboxd/workspaces")
+    for sig, want_rc in ((signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)):
+        tag = f"9{sig:02d}.5"
+        p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
+                              "--profile", "p", "--", "sh", "-c",
+                              f"touch /workspace/started; exec sleep {tag}"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: any(os.path.exists(os.path.join(ws, w, "ws", "started"))
+                                 for w in os.listdir(ws)), 20, "the command to start")
+            listed = [s["sandbox_id"] for s in ok(c.list(), "list")]
+            check(len(listed) == 1 and listed[0].startswith("cli-"), f"listed: {listed}")
+            p.send_signal(sig)
+            out, e = p.communicate(timeout=10)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        check(p.returncode == want_rc and out == b"", f"{sig!r}: exit {p.returncode} {e!r}")
+        t0 = time.monotonic()
+        wait_for(lambda: ok(c.list(), "list") == [], 5, "the sandbox to be destroyed")
+        took = time.monotonic() - t0
+        sleeping = lambda: [q for q in d.sandbox_procs()  # noqa: E731
+                            if proc_comm(q) == "sleep"]
+        wait_for(lambda: not sleeping(), 5, "the command to be killed")
+        meta = d.path("state/sandboxd/sandboxes")
+        left = [f for f in os.listdir(meta) if not f.startswith(".")]
+        check(left == [], f"{sig!r}: records left: {left}")
+        check(b"the client left; destroying its sandbox" in open(d.path("log/sandboxd.log"),
+                                                                  "rb").read(),
+              "the log says why the sandbox went")
+        print(f"{sig!r}: sandbox gone {took * 1000:.0f} ms after the client")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "still")
+    check(rc == 0 and out == b"still\n", f"one-shots still work: {rc} {e!r}")
+
+    # sandboxd stopping under a one-shot: the client is told, and the one-shot's sandbox
+    # is destroyed (not kept for a restart like a run's): nothing is listed afterwards
+    p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
+                          "--profile", "p", "--", "sh", "-c",
+                          "touch /workspace/stop; exec sleep 9.75"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: any(os.path.exists(os.path.join(ws, w, "ws", "stop"))
+                             for w in os.listdir(ws)), 20, "the command to start")
+        d.stop()
+        out, e = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    check(p.returncode == 125 and e == b"sandboxd: exec: unavailable: sandboxd is stopping\n",
+          f"stopped under a one-shot: {p.returncode} {e!r}")
+    d.start()
+    c = d.client()
+    check(ok(c.list(), "list") == [], "a one-shot is not revived after a restart")
+
+
+@test
+def t_oneshot_create_timeout(d):
+    """A one-shot whose sandbox does not come (the privileged parent stopped here, so the
+    spawn is never answered) is answered after 15 s (create: timeout, exit 125), as the
+    CLI's Create gave up before, instead of waiting for the command's longest timeout; its
+    sandbox is destroyed once the parent runs again, and sandboxd keeps serving."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.profile("p")
+    d.start()
+    c = d.client()
+    check(proc_comm(d.proc.pid) == "sandboxd-priv", "the privileged parent's pid")
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        rc, out, e = d.cli("exec", "--profile", "p", "--", "true", timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    check(rc == 125 and out == b"" and
+          e == b"sandboxd: create: timeout: the sandbox was not ready within 15 s\n" and
+          14.5 < took < 25, f"a sandbox that does not come: {rc} {e!r} after {took:.1f} s")
+    wait_for(lambda: ok(c.list(), "list") == [], 10, "the sandbox to be destroyed")
+    wait_for(lambda: not d.sandbox_procs(), 10, "its processes to exit")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "again")
+    check(rc == 0 and out == b"again\n", f"serving again: {rc} {e!r}")
+
+
+@test
+def t_oneshot_socket(d):
+    """The exec socket refuses what is not a well-formed Run from an admitted peer, with a
+    typed error, and keeps serving (issue 10 part 5): a peer not admitted (SO_PEERCRED),
+    an oversized packet (capped before decoding), a malformed one, a request other than
+    Run, a NUL in a string, a run_id in use; the RPC endpoint refuses Run."""
+    d.profile("p")
+    d.start()
+    sock = d.path("run/sandboxd-exec.sock")
+    c = d.client()
+    S = sbxclient
+
+    def refused(packet, status, what, stage="request"):
+        rep, raw, _ = S.run_packet(sock, packet, 30)
+        check(rep is not None and rep.get("error", {}).get("status") == status and
+              rep.get("run", {}).get("stage") == stage and "result" not in rep.get("run", {}),
+              f"{what}: want {status} at {stage}, got {rep}")
+        return rep["error"]["message"]
+
+    rep, raw, in_fd = S.run_packet(sock, S.req_run("echo hi; echo e >&2; exit 3", profile="p",
+                                                   run_id="raw-1"))
+    r = rep["run"]["result"]
+    check(rep["run"]["sandbox_id"] == "raw-1" and r["exit_code"] == 3 and
+          r["stdout"] == b"hi\n" and r["stderr"] == b"e\n" and not in_fd and
+          rep["run"]["workspace"].startswith(d.path("state/sandboxd/workspaces/")),
+          f"a raw Run: {rep}")
+    # limits given by the caller are used as they are (no profile needed)
+    rep, _, _ = S.run_packet(sock, S.req_run("head -c 3000 /dev/zero", limits={"output_kb": 1}))
+    r = rep["run"]["result"]
+    check(len(r["stdout"]) == 1024 and r["truncated"] and rep["run"]["output_kb"] == 1 and
+          rep["run"]["sandbox_id"].startswith("run-"), f"caller's limits: {rep}")
+
+    refused(S.req_list(), "unknown_method", "List on the exec socket")
+    refused(S.req_create("x1", profile="p"), "unknown_method", "Create on the exec socket")
+    refused(b"\xff\xff\xff\xff", "bad_request", "garbage")
+    big = S.req_run("x" * (64 * 1024 + 1100), profile="p")
+    msg = refused(big, "too_large", "an oversized packet")
+    check(msg == f"run request of {len(big)} bytes (max {64 * 1024 + 1024})", msg)
+    refused(S.req_run("echo a\0b", profile="p"), "bad_request", "a NUL in the command")
+    refused(S.req_run("", profile="p"), "bad_request", "an empty command")
+    refused(S.req_run("true", profile="P!"), "bad_request", "a bad profile name")
+    refused(S.req_run("true", profile="p", run_id="bad id"), "bad_request", "a bad run_id")
+    refused(S.req_run("true", profile="nosuch"), "not_found", "an unknown profile", "profile")
+    ok(c.create("busy", profile="p"), "create busy")
+    refused(S.req_run("true", profile="p", run_id="busy"), "conflict", "a run_id in use")
+    check([s["sandbox_id"] for s in ok(c.list())] == ["busy"], "the sandbox in use is untouched")
+    ok(c.destroy("busy"))
+    # Run is not served on the RPC endpoint
+    check(err(c.call(S.req_run("true", profile="p"))) == "unknown_method", "Run on the RPC socket")
+
+    # a peer the allow-list does not name (uid 65534): refused before its request is read
+    script = ("import socket,sys\n"
+              "s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\n"
+              "s.settimeout(20)\n"
+              "s.connect(sys.argv[1])\n"
+              "s.send(bytes.fromhex(sys.argv[2]))\n"
+              "sys.stdout.write(s.recv(65536).hex())\n")
+
+    def drop():
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+    # a system interpreter: the test's own may sit where uid 65534 cannot read
+    py = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK)),
+              sys.executable)
+    r = subprocess.run([py, "-c", script, sock,
+                        S.req_run("touch /workspace/intruder", profile="p").hex()],
+                       capture_output=True, text=True, preexec_fn=drop, cwd="/", timeout=30)
+    check(r.returncode == 0, f"the unadmitted client failed: {r.stderr}")
+    rep = S.decode_reply(bytes.fromhex(r.stdout))
+    check(rep.get("error") == {"status": "permission_denied",
+                               "message": "uid 65534 (gid 65534) may not use this socket"} and
+          rep["run"]["stage"] == "request", f"a peer not admitted: {rep}")
+    check(b"peer uid=65534 gid=65534" in open(d.path("log/sandboxd.log"), "rb").read(),
+          "the refusal is logged")
+
+    # a connection that never asks is closed (5 s), one that leaves at once is harmless
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(15)
+    s.connect(sock)
+    t0 = time.monotonic()
+    check(s.recv(100) == b"" and time.monotonic() - t0 < 10, "an idle connection is closed")
+    s.close()
+    for _ in range(20):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(sock)
+        s.close()
+    d.alive()
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "still")
+    check(rc == 0 and out == b"still\n", f"still serving: {rc} {e!r}")
+    check(ok(c.list()) == [], "nothing left")
+
+
+
 # ----------------------------------------------------------------------------- main
 
 
