@@ -148,7 +148,10 @@ struct s_conn {
 	struct event *timer;            /* header / idle timeout */
 	struct event *reaper;           /* deferred free */
 	struct event *flush;            /* end of turn: write plain sockets' output now */
-	struct evbuffer_cb_entry *c_cb; /* on c's output while c is a plain socket */
+	struct bufferevent *sock;       /* the client's socket: c, or what c's TLS runs on */
+	struct evbuffer_cb_entry *c_cb; /* on sock's output: written at the end of the turn */
+	struct evbuffer *tout;          /* intercepted: what the turn adds for the client, in
+	                                   TLS records once per turn (NULL while plain) */
 	struct evdns_getaddrinfo_request *dns_req;
 	bool closing, dead;
 	bool lingering;
@@ -358,6 +361,28 @@ s_ms(void)
 	return (uint64_t)ahp_mono_ms();
 }
 
+/* Where bytes for the client go. Inside an intercepted tunnel every
+ * evbuffer_add to the TLS bufferevent's output would be its own SSL_write
+ * at once (a TLS record, a copy and a write per piece of a response head):
+ * the turn's output is collected in tout instead and handed to TLS once, at
+ * the end of the turn (s_flush_cb), as one contiguous piece. */
+static struct evbuffer *
+s_cout(s_conn_t *c)
+{
+	return c->tout != NULL ? c->tout : bufferevent_get_output(c->c);
+}
+
+/* Bytes for the client not yet taken by the TLS layer or the socket's own
+ * buffer below it... only the bufferevent's output and tout. */
+static size_t
+s_cout_len(s_conn_t *c)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(c->c));
+	if (c->tout != NULL)
+		n += evbuffer_get_length(c->tout);
+	return n;
+}
+
 /* ---- the egress record ---- */
 
 static void
@@ -410,7 +435,7 @@ s_refuse(s_conn_t *c, int status, const char *reason, bool close)
 		ahp_log_kv(AHP_LOG_INFO, c->run[0] ? c->run : NULL, NULL, "refused", "profile",
 		           c->profile, "status", st, "reason", why, NULL);
 	}
-	struct evbuffer *out = bufferevent_get_output(c->c);
+	struct evbuffer *out = s_cout(c);
 	const char *text = http_status_str((enum http_status)status);
 	evbuffer_add_printf(out,
 	                    "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -444,20 +469,37 @@ s_parser_resume(http_parser *p)
  *
  * libevent writes a bufferevent's output when epoll says the socket is
  * writable: an epoll_ctl to add the write event, a wake-up, the write, an
- * epoll_ctl to remove it — for every response. For plain sockets (not TLS)
- * the write event stays disabled; whatever a loop turn added to an output
- * is written at the end of that turn with one writev, and only what the
- * socket does not take (a slow reader) falls back to libevent's write
- * event, which is disabled again once the output drains. */
+ * epoll_ctl to remove it — for every response. For plain sockets (the
+ * client's socket also when its TLS is terminated here: the TLS layer
+ * writes its records into that socket's output) the write event stays
+ * disabled; whatever a loop turn added to an output is written at the end
+ * of that turn with one writev, and only what the socket does not take (a
+ * slow reader) falls back to libevent's write event, which is disabled
+ * again once the output drains. */
 
 static bool
 s_sync_capable(s_conn_t *c, struct bufferevent *bev)
 {
 	if (bev == NULL || bufferevent_get_underlying(bev) != NULL)
 		return false;
-	if (bev == c->c)
+	if (bev == c->sock)
 		return c->c_cb != NULL;
 	return bev == c->u && c->u_ok && !c->u_tls;
+}
+
+/* Hands what the turn collected for an intercepted client to TLS: one
+ * contiguous piece, so one SSL_write (records of up to 16 KiB each). */
+static void
+s_tls_push(s_conn_t *c)
+{
+	if (c->tout == NULL || c->closing)
+		return;
+	size_t n = evbuffer_get_length(c->tout);
+	if (n == 0)
+		return;
+	if (n <= 65536 && evbuffer_get_contiguous_space(c->tout) < n)
+		evbuffer_pullup(c->tout, -1);
+	bufferevent_write_buffer(c->c, c->tout);
 }
 
 static void s_client_write(struct bufferevent *bev, void *arg);
@@ -474,7 +516,13 @@ s_sync_write(s_conn_t *c, struct bufferevent *bev)
 	struct evbuffer *o = bufferevent_get_output(bev);
 	if (evbuffer_get_length(o) == 0)
 		return;
+	/* A socket bufferevent keeps its output's start frozen except while
+	 * its own write callback runs (libevent's bufferevent_writecb does the
+	 * same unfreeze/write/freeze): evbuffer_write on a frozen buffer fails
+	 * without writing, which sent every response through the write event. */
+	evbuffer_unfreeze(o, 1);
 	int n = evbuffer_write(o, bufferevent_getfd(bev));
+	evbuffer_freeze(o, 1);
 	if (n < 0 || evbuffer_get_length(o) > 0) {
 		/* A full socket, or an error: libevent's write path takes over
 		 * (and reports the error through the event callback). */
@@ -482,10 +530,17 @@ s_sync_write(s_conn_t *c, struct bufferevent *bev)
 		return;
 	}
 	/* Drained: what libevent's write callback would have been told. */
-	if (bev == c->c)
+	if (bev == c->sock && c->sock != c->c) {
+		/* Under TLS that callback is the TLS layer's: it moves more of
+		 * its output down when it had stopped at the socket's high mark
+		 * (and tells s_client_write once its own output drains). */
+		if (evbuffer_get_length(bufferevent_get_output(c->c)) > 0)
+			bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
+	} else if (bev == c->c) {
 		s_client_write(bev, c);
-	else
+	} else {
 		s_upstream_write(bev, c);
+	}
 }
 
 static void
@@ -496,9 +551,11 @@ s_flush_cb(evutil_socket_t fd, short what, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
-	s_sync_write(c, c->u);
+	s_tls_push(c);
 	if (!c->closing)
-		s_sync_write(c, c->c);
+		s_sync_write(c, c->u);
+	if (!c->closing)
+		s_sync_write(c, c->sock);
 }
 
 static void
@@ -557,10 +614,9 @@ s_timer_cb(evutil_socket_t fd, short what, void *arg)
 static size_t
 s_out_pending(s_conn_t *c)
 {
-	size_t n = evbuffer_get_length(bufferevent_get_output(c->c));
-	struct bufferevent *under = bufferevent_get_underlying(c->c);
-	if (under != NULL)
-		n += evbuffer_get_length(bufferevent_get_output(under));
+	size_t n = s_cout_len(c);
+	if (c->sock != c->c)
+		n += evbuffer_get_length(bufferevent_get_output(c->sock));
 	return n;
 }
 
@@ -838,7 +894,7 @@ s_down(s_conn_t *c, const void *data, size_t len)
 {
 	if (len == 0)
 		return;
-	struct evbuffer *out = bufferevent_get_output(c->c);
+	struct evbuffer *out = s_cout(c);
 	if (c->resp_chunked)
 		s_add_chunk_size(out, len);
 	evbuffer_add(out, data, len);
@@ -878,6 +934,8 @@ s_reaper_cb(evutil_socket_t fd, short what, void *arg)
 	event_free(c->timer);
 	event_free(c->reaper);
 	event_free(c->flush);
+	if (c->tout)
+		evbuffer_free(c->tout);
 	s_head_reset(&c->rh);
 	s_head_reset(&c->sh);
 	cp_scrub_destroy(&c->scrub_keep);
@@ -923,7 +981,7 @@ s_exchange_end(s_conn_t *c)
 		}
 	}
 	if (c->resp_chunked)
-		evbuffer_add(bufferevent_get_output(c->c), "0\r\n\r\n", 5);
+		evbuffer_add(s_cout(c), "0\r\n\r\n", 5);
 	s_record(c, true, "");
 	bool keep_up = c->u != NULL && http_should_keep_alive(&c->sp) && c->req_done && !c->u_dirty;
 	if (!keep_up && c->u != NULL) {
@@ -1480,7 +1538,7 @@ s_send_response_head(s_conn_t *c)
 		}
 		c->scrub = no_body ? NULL : c->scrub_keep;
 	}
-	struct evbuffer *out = bufferevent_get_output(c->c);
+	struct evbuffer *out = s_cout(c);
 	const char *text = http_status_str((enum http_status)status);
 	evbuffer_add(out, "HTTP/1.1 ", 9);
 	s_addu(out, (uint64_t)status);
@@ -1550,20 +1608,6 @@ s_send_response_head(s_conn_t *c)
 	c->resp_head_sent = true;
 }
 
-/* Over TLS every chain of the output buffer becomes its own SSL_write (a
- * TLS record and a write(2)): a small response built in pieces is made one
- * chain first. */
-static void
-s_coalesce(s_conn_t *c)
-{
-	if (c->closing || c->c == NULL || bufferevent_get_underlying(c->c) == NULL)
-		return;
-	struct evbuffer *out = bufferevent_get_output(c->c);
-	size_t n = evbuffer_get_length(out);
-	if (n > 0 && n <= 16384 && evbuffer_get_contiguous_space(out) < n)
-		evbuffer_pullup(out, -1);
-}
-
 static void s_upstream_read_1(struct bufferevent *bev, s_conn_t *c);
 
 /* Upstream bytes: parse the response; stream the body down. */
@@ -1574,7 +1618,6 @@ s_upstream_read(struct bufferevent *bev, void *arg)
 	if (c->closing)
 		return;
 	s_upstream_read_1(bev, c);
-	s_coalesce(c);
 }
 
 static void
@@ -1642,8 +1685,7 @@ s_upstream_read_1(struct bufferevent *bev, s_conn_t *c)
 		if (done == 0 && e != HPE_PAUSED)
 			break;
 	}
-	if (!c->closing && c->c != NULL &&
-	    evbuffer_get_length(bufferevent_get_output(c->c)) >= S_HIGH)
+	if (!c->closing && c->c != NULL && s_cout_len(c) >= S_HIGH)
 		bufferevent_disable(bev, EV_READ);
 }
 
@@ -1921,7 +1963,7 @@ s_request(s_conn_t *c)
 			return;
 		}
 		if (strcmp(c->target, "/healthz") == 0) {
-			struct evbuffer *out = bufferevent_get_output(c->c);
+			struct evbuffer *out = s_cout(c);
 			evbuffer_add_printf(out,
 			                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 			                    "Content-Length: 12\r\n\r\n{\"ok\":true}\n");
@@ -2114,12 +2156,11 @@ s_intercept(s_conn_t *c)
 	 * its own output backs up and the upstream stops being read (memory
 	 * stays bounded for a client that reads slowly). */
 	bufferevent_setwatermark(c->c, EV_WRITE, S_HIGH / 2, S_HIGH);
-	/* The plain socket goes back to libevent's own writing: the TLS layer
-	 * drives it from now on. */
-	if (c->c_cb != NULL) {
-		evbuffer_remove_cb_entry(bufferevent_get_output(c->c), c->c_cb);
-		c->c_cb = NULL;
-		bufferevent_enable(c->c, EV_WRITE);
+	c->tout = evbuffer_new();
+	if (c->tout == NULL || evbuffer_add_cb(c->tout, s_outbuf_cb, c) == NULL) {
+		SSL_free(ssl);
+		s_conn_close(c);
+		return;
 	}
 	struct bufferevent *tls = bufferevent_openssl_filter_new(
 	    c->px->base, c->c, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
@@ -2129,6 +2170,11 @@ s_intercept(s_conn_t *c)
 		return;
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+	/* The filter enables the socket's write event; the socket stays written
+	 * at the end of each turn (s_flush_cb) like a plain one, libevent's
+	 * write event only for what a slow reader leaves. */
+	if (c->c_cb != NULL)
+		bufferevent_disable(c->sock, EV_WRITE);
 	c->c = tls;
 	bufferevent_setcb(c->c, s_client_read, s_client_write, s_client_event, c);
 	bufferevent_setwatermark(c->c, EV_WRITE, S_HIGH / 2, 0);
@@ -2286,7 +2332,7 @@ s_client_write(struct bufferevent *bev, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
-	s_sync_resume(c, c->c);
+	s_sync_resume(c, c->sock);
 	if (c->st == CS_CLOSING) {
 		s_close_when_flushed(c);
 		return;
@@ -2405,7 +2451,7 @@ s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role)
 	evutil_make_socket_nonblocking(fd);
 	if (role == ROLE_DEV)
 		s_nodelay(fd);
-	c->c = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->c = c->sock = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(px->base, s_timer_cb, c);
 	c->reaper = event_new(px->base, -1, 0, s_reaper_cb, c);
 	c->flush = event_new(px->base, -1, 0, s_flush_cb, c);
