@@ -152,6 +152,7 @@ struct s_conn {
 	struct evbuffer_cb_entry *c_cb; /* on sock's output: written at the end of the turn */
 	struct evbuffer *tout;          /* intercepted: what the turn adds for the client, in
 	                                   TLS records once per turn (NULL while plain) */
+	struct evbuffer *uout;          /* the same for an upstream over TLS */
 	struct evdns_getaddrinfo_request *dns_req;
 	bool closing, dead;
 	bool lingering;
@@ -372,6 +373,31 @@ s_cout(s_conn_t *c)
 	return c->tout != NULL ? c->tout : bufferevent_get_output(c->c);
 }
 
+/* Where bytes for the upstream go: as s_cout, for an upstream over TLS. */
+static struct evbuffer *
+s_uout(s_conn_t *c)
+{
+	return c->u_tls && c->uout != NULL ? c->uout : bufferevent_get_output(c->u);
+}
+
+static size_t
+s_uout_len(s_conn_t *c)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(c->u));
+	if (c->u_tls && c->uout != NULL)
+		n += evbuffer_get_length(c->uout);
+	return n;
+}
+
+/* Frees the upstream bufferevent; what was collected for it goes too. */
+static void
+s_u_free(s_conn_t *c)
+{
+	bufferevent_free(c->u);
+	if (c->uout != NULL)
+		evbuffer_drain(c->uout, evbuffer_get_length(c->uout));
+}
+
 /* Bytes for the client not yet taken by the TLS layer or the socket's own
  * buffer below it... only the bufferevent's output and tout. */
 static size_t
@@ -383,6 +409,36 @@ s_cout_len(s_conn_t *c)
 	return n;
 }
 
+/* Appends str to dst (size bytes, NUL-terminated) at *off, as much as fits,
+ * like snprintf(dst + *off, size - *off, "%s", str) without its cost (this
+ * runs for every request). True when all of it fitted. */
+static bool
+s_put(char *dst, size_t size, size_t *off, const char *str)
+{
+	size_t n = strlen(str);
+	bool fits = *off + n < size;
+	if (*off >= size)
+		return false;
+	if (!fits)
+		n = size - *off - 1;
+	memcpy(dst + *off, str, n);
+	*off += n;
+	dst[*off] = '\0';
+	return fits;
+}
+
+static void
+s_put_u(char *dst, size_t size, size_t *off, uint64_t v)
+{
+	char b[24];
+	int i = (int)sizeof b;
+	b[--i] = '\0';
+	do
+		b[--i] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	(void)s_put(dst, size, off, b + i);
+}
+
 /* ---- the egress record ---- */
 
 static void
@@ -391,10 +447,15 @@ s_record(s_conn_t *c, bool allowed, const char *reason)
 	if (c->px->egress == NULL)
 		return;
 	char rule[AHP_PP2_VALUE_MAX + 16] = "";
-	if (c->rule != NULL)
-		snprintf(rule, sizeof rule, "%s#%u", c->rule->profile, c->rule->index);
-	else if (c->provider != NULL)
-		snprintf(rule, sizeof rule, "provider:%s", c->provider->name);
+	size_t rl = 0;
+	if (c->rule != NULL) {
+		if (s_put(rule, sizeof rule, &rl, c->rule->profile) &&
+		    s_put(rule, sizeof rule, &rl, "#"))
+			s_put_u(rule, sizeof rule, &rl, c->rule->index);
+	} else if (c->provider != NULL) {
+		if (s_put(rule, sizeof rule, &rl, "provider:"))
+			(void)s_put(rule, sizeof rule, &rl, c->provider->name);
+	}
 	/* A request that went upstream was allowed, whatever failed after. */
 	allowed = allowed || c->sent;
 	cp_egress_rec_t r = {
@@ -447,7 +508,7 @@ s_refuse(s_conn_t *c, int status, const char *reason, bool close)
 		c->st = CS_CLOSING;
 		bufferevent_disable(c->c, EV_READ);
 		if (c->u != NULL) {
-			bufferevent_free(c->u);
+			s_u_free(c);
 			c->u = NULL;
 			c->u_ok = false;
 		}
@@ -477,6 +538,16 @@ s_parser_resume(http_parser *p)
  * slow reader) falls back to libevent's write event, which is disabled
  * again once the output drains. */
 
+/* The upstream's socket: u itself, or what u's TLS runs on. */
+static struct bufferevent *
+s_usock(s_conn_t *c)
+{
+	if (c->u == NULL)
+		return NULL;
+	struct bufferevent *under = c->u_tls ? bufferevent_get_underlying(c->u) : NULL;
+	return under != NULL ? under : c->u;
+}
+
 static bool
 s_sync_capable(s_conn_t *c, struct bufferevent *bev)
 {
@@ -484,22 +555,31 @@ s_sync_capable(s_conn_t *c, struct bufferevent *bev)
 		return false;
 	if (bev == c->sock)
 		return c->c_cb != NULL;
-	return bev == c->u && c->u_ok && !c->u_tls;
+	return c->u != NULL && bev == s_usock(c) && c->u_ok;
 }
 
 /* Hands what the turn collected for an intercepted client to TLS: one
  * contiguous piece, so one SSL_write (records of up to 16 KiB each). */
 static void
-s_tls_push(s_conn_t *c)
+s_tls_push_1(struct bufferevent *bev, struct evbuffer *staged)
 {
-	if (c->tout == NULL || c->closing)
-		return;
-	size_t n = evbuffer_get_length(c->tout);
+	size_t n = evbuffer_get_length(staged);
 	if (n == 0)
 		return;
-	if (n <= 65536 && evbuffer_get_contiguous_space(c->tout) < n)
-		evbuffer_pullup(c->tout, -1);
-	bufferevent_write_buffer(c->c, c->tout);
+	if (n <= 65536 && evbuffer_get_contiguous_space(staged) < n)
+		evbuffer_pullup(staged, -1);
+	bufferevent_write_buffer(bev, staged);
+}
+
+static void
+s_tls_push(s_conn_t *c)
+{
+	if (c->closing)
+		return;
+	if (c->tout != NULL)
+		s_tls_push_1(c->c, c->tout);
+	if (c->u != NULL && c->u_tls && c->uout != NULL)
+		s_tls_push_1(c->u, c->uout);
 }
 
 static void s_client_write(struct bufferevent *bev, void *arg);
@@ -511,11 +591,15 @@ s_sync_write(s_conn_t *c, struct bufferevent *bev)
 {
 	if (c->closing || !s_sync_capable(c, bev))
 		return;
-	if (bufferevent_get_enabled(bev) & EV_WRITE)
-		return; /* libevent is already draining it */
 	struct evbuffer *o = bufferevent_get_output(bev);
-	if (evbuffer_get_length(o) == 0)
+	bool ev_write = (bufferevent_get_enabled(bev) & EV_WRITE) != 0;
+	if (evbuffer_get_length(o) == 0) {
+		/* libevent's write event drained it: writing goes back to the
+		 * end of the turn. */
+		if (ev_write)
+			bufferevent_disable(bev, EV_WRITE);
 		return;
+	}
 	/* A socket bufferevent keeps its output's start frozen except while
 	 * its own write callback runs (libevent's bufferevent_writecb does the
 	 * same unfreeze/write/freeze): evbuffer_write on a frozen buffer fails
@@ -526,9 +610,12 @@ s_sync_write(s_conn_t *c, struct bufferevent *bev)
 	if (n < 0 || evbuffer_get_length(o) > 0) {
 		/* A full socket, or an error: libevent's write path takes over
 		 * (and reports the error through the event callback). */
-		bufferevent_enable(bev, EV_WRITE);
+		if (!ev_write)
+			bufferevent_enable(bev, EV_WRITE);
 		return;
 	}
+	if (ev_write)
+		bufferevent_disable(bev, EV_WRITE);
 	/* Drained: what libevent's write callback would have been told. */
 	if (bev == c->sock && c->sock != c->c) {
 		/* Under TLS that callback is the TLS layer's: it moves more of
@@ -538,6 +625,10 @@ s_sync_write(s_conn_t *c, struct bufferevent *bev)
 			bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
 	} else if (bev == c->c) {
 		s_client_write(bev, c);
+	} else if (bev != c->u) {
+		/* The socket under the upstream's TLS: as for the client's. */
+		if (evbuffer_get_length(bufferevent_get_output(c->u)) > 0)
+			bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
 	} else {
 		s_upstream_write(bev, c);
 	}
@@ -553,7 +644,7 @@ s_flush_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	s_tls_push(c);
 	if (!c->closing)
-		s_sync_write(c, c->u);
+		s_sync_write(c, s_usock(c));
 	if (!c->closing)
 		s_sync_write(c, c->sock);
 }
@@ -774,7 +865,7 @@ s_req_body(http_parser *p, const char *at, size_t len)
 	s_conn_t *c = p->data;
 	if (c->u == NULL)
 		return 0; /* refused request: the body is read and dropped */
-	struct evbuffer *out = bufferevent_get_output(c->u);
+	struct evbuffer *out = s_uout(c);
 	if (c->req_chunked)
 		s_add_chunk_size(out, len);
 	evbuffer_add(out, at, len);
@@ -789,7 +880,7 @@ s_req_complete(http_parser *p)
 {
 	s_conn_t *c = p->data;
 	if (c->u != NULL && c->req_chunked)
-		evbuffer_add(bufferevent_get_output(c->u), "0\r\n\r\n", 5);
+		evbuffer_add(s_uout(c), "0\r\n\r\n", 5);
 	c->req_done = true;
 	http_parser_pause(p, 1); /* the next request waits for this response */
 	return 0;
@@ -936,6 +1027,8 @@ s_reaper_cb(evutil_socket_t fd, short what, void *arg)
 	event_free(c->flush);
 	if (c->tout)
 		evbuffer_free(c->tout);
+	if (c->uout)
+		evbuffer_free(c->uout);
 	s_head_reset(&c->rh);
 	s_head_reset(&c->sh);
 	cp_scrub_destroy(&c->scrub_keep);
@@ -985,7 +1078,7 @@ s_exchange_end(s_conn_t *c)
 	s_record(c, true, "");
 	bool keep_up = c->u != NULL && http_should_keep_alive(&c->sp) && c->req_done && !c->u_dirty;
 	if (!keep_up && c->u != NULL) {
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 		c->u_ok = false;
 	}
@@ -1057,10 +1150,11 @@ static void
 s_upstream_connected(s_conn_t *c)
 {
 	c->u_ok = true;
-	if (!c->u_tls) {
-		evbuffer_add_cb(bufferevent_get_output(c->u), s_outbuf_cb, c);
-		s_sync_resume(c, c->u);
-	}
+	/* From here the socket (under TLS too) is written at the end of the
+	 * turn; the handshake was libevent's. */
+	struct bufferevent *us = s_usock(c);
+	evbuffer_add_cb(bufferevent_get_output(us), s_outbuf_cb, c);
+	s_sync_resume(c, us);
 	if (c->is_connect) {
 		s_tunnel_connected(c);
 		return;
@@ -1084,7 +1178,7 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 	}
 	if (c->st == CS_HEAD || c->st == CS_CLOSING) {
 		/* The kept-alive upstream went away between exchanges. */
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 		c->u_ok = false;
 		return;
@@ -1098,7 +1192,7 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 	    (strcmp(c->method, "GET") == 0 || strcmp(c->method, "HEAD") == 0 ||
 	     strcmp(c->method, "OPTIONS") == 0) &&
 	    (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 		c->u_ok = false;
 		s_go_upstream(c);
@@ -1127,7 +1221,7 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 		http_parser_execute(&c->sp, &s_resp_settings, NULL, 0);
 		if (c->resp_done) {
 			c->resp_close = c->resp_close || !c->resp_chunked;
-			bufferevent_free(c->u);
+			s_u_free(c);
 			c->u = NULL;
 			c->u_ok = false;
 			s_exchange_end(c);
@@ -1136,7 +1230,7 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 		/* What arrived goes to the client, then the close tells it the
 		 * body is cut short (the framing it was promised is not met). */
 		s_record(c, true, "upstream closed mid-response");
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 		c->u_ok = false;
 		c->st = CS_CLOSING;
@@ -1184,7 +1278,7 @@ static void
 s_connect(s_conn_t *c, const struct sockaddr *sa, socklen_t salen)
 {
 	if (c->u != NULL) {
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 	}
 	c->u_ok = false;
@@ -1195,12 +1289,29 @@ s_connect(s_conn_t *c, const struct sockaddr *sa, socklen_t salen)
 			s_refuse(c, 502, "cannot set up TLS to the upstream", true);
 			return;
 		}
-		c->u = bufferevent_openssl_socket_new(
-		    c->px->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-		if (c->u != NULL)
+		/* TLS as a filter over a socket bufferevent (not on the fd): the
+		 * socket is then written at the end of the turn like a plain one
+		 * (s_flush_cb), not through an epoll_ctl pair per request. */
+		struct bufferevent *sock =
+		    bufferevent_socket_new(c->px->base, -1, BEV_OPT_CLOSE_ON_FREE);
+		c->u = sock == NULL ? NULL
+		                    : bufferevent_openssl_filter_new(c->px->base, sock, ssl,
+		                                                     BUFFEREVENT_SSL_CONNECTING,
+		                                                     BEV_OPT_CLOSE_ON_FREE);
+		if (c->u != NULL && c->uout == NULL) {
+			c->uout = evbuffer_new();
+			if (c->uout != NULL && evbuffer_add_cb(c->uout, s_outbuf_cb, c) == NULL) {
+				evbuffer_free(c->uout);
+				c->uout = NULL;
+			}
+		}
+		if (c->u != NULL) {
 			bufferevent_openssl_set_allow_dirty_shutdown(c->u, 1);
-		else
+		} else {
 			SSL_free(ssl);
+			if (sock != NULL)
+				bufferevent_free(sock);
+		}
 	} else {
 		c->u = bufferevent_socket_new(c->px->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	}
@@ -1208,7 +1319,8 @@ s_connect(s_conn_t *c, const struct sockaddr *sa, socklen_t salen)
 		s_refuse(c, 502, "out of memory connecting upstream", true);
 		return;
 	}
-	snprintf(c->u_host, sizeof c->u_host, "%s", c->host);
+	size_t hl = 0;
+	(void)s_put(c->u_host, sizeof c->u_host, &hl, c->host);
 	c->u_port = c->port;
 	c->u_dirty = false;
 	c->u_key[0] = (uintptr_t)(c->gen ? c->gen->id : 0);
@@ -1219,13 +1331,13 @@ s_connect(s_conn_t *c, const struct sockaddr *sa, socklen_t salen)
 	bufferevent_setwatermark(c->u, EV_WRITE, S_HIGH / 2, 0);
 	bufferevent_enable(c->u, EV_READ | EV_WRITE);
 	c->st = CS_UPSTREAM;
-	if (bufferevent_socket_connect(c->u, sa, (int)salen) != 0) {
+	if (bufferevent_socket_connect(s_usock(c), sa, (int)salen) != 0) {
 		char why[CP_REASON_MAX];
 		snprintf(why, sizeof why, "cannot connect to upstream %s:%u", c->host, c->port);
 		s_refuse(c, 502, why, true);
 		return;
 	}
-	s_nodelay(bufferevent_getfd(c->u));
+	s_nodelay(bufferevent_getfd(s_usock(c)));
 }
 
 static void
@@ -1331,7 +1443,7 @@ s_go_upstream(s_conn_t *c)
 	}
 	c->u_reused = false;
 	if (c->u != NULL) {
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 		c->u_ok = false;
 	}
@@ -1389,7 +1501,7 @@ static void
 s_send_request_head(s_conn_t *c)
 {
 	s_head_t *h = &c->rh;
-	struct evbuffer *out = bufferevent_get_output(c->u);
+	struct evbuffer *out = s_uout(c);
 	c->st = CS_EXCHANGE;
 	c->sent = true;
 	s_adds(out, c->method);
@@ -1635,7 +1747,7 @@ s_upstream_read_1(struct bufferevent *bev, s_conn_t *c)
 	if (c->st != CS_EXCHANGE) {
 		/* Bytes from an idle upstream: it is not reusable. */
 		if (c->st != CS_UPSTREAM) {
-			bufferevent_free(c->u);
+			s_u_free(c);
 			c->u = NULL;
 			c->u_ok = false;
 		}
@@ -1696,7 +1808,7 @@ s_upstream_write(struct bufferevent *bev, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
-	s_sync_resume(c, c->u);
+	s_sync_resume(c, s_usock(c));
 	/* The upstream drained below the low mark: the client may send again,
 	 * starting with what is already buffered. */
 	if (c->st == CS_TUNNEL || c->st == CS_EXCHANGE) {
@@ -1827,17 +1939,20 @@ s_injected_names(s_conn_t *c)
 	size_t off = 0;
 	if (c->rule != NULL)
 		for (unsigned k = 0; k < c->rule->n_inject; k++) {
-			int n = snprintf(c->injected + off, sizeof c->injected - off, "%s%s",
-			                 off ? "," : "", c->rule->inject[k].name);
-			if (n < 0 || (size_t)n >= sizeof c->injected - off)
+			/* A name that does not fit is cut, and the list ends there. */
+			size_t o = off;
+			if ((off > 0 && !s_put(c->injected, sizeof c->injected, &o, ",")) ||
+			    !s_put(c->injected, sizeof c->injected, &o, c->rule->inject[k].name))
 				break;
-			off += (size_t)n;
+			off = o;
 		}
-	if (c->provider != NULL && c->provider->auth != CP_AUTH_NONE)
-		snprintf(c->injected, sizeof c->injected, "%s",
-		         c->provider->auth == CP_AUTH_BEARER      ? "Authorization"
-		         : c->provider->auth == CP_AUTH_X_API_KEY ? "x-api-key"
-		                                                  : c->provider->header);
+	if (c->provider != NULL && c->provider->auth != CP_AUTH_NONE) {
+		off = 0;
+		(void)s_put(c->injected, sizeof c->injected, &off,
+		            c->provider->auth == CP_AUTH_BEARER      ? "Authorization"
+		            : c->provider->auth == CP_AUTH_X_API_KEY ? "x-api-key"
+		                                                     : c->provider->header);
+	}
 }
 
 static void
@@ -1880,8 +1995,9 @@ s_request(s_conn_t *c)
 	const char *why = NULL;
 	evtimer_del(c->timer);
 	c->t0_ms = s_ms();
-	snprintf(c->method, sizeof c->method, "%s",
-	         http_method_str((enum http_method)c->rp.method));
+	size_t ml = 0;
+	(void)s_put(c->method, sizeof c->method, &ml,
+	            http_method_str((enum http_method)c->rp.method));
 	const char *url = c->rh.buf + c->rh.url_off;
 	size_t ul = c->rh.url_len;
 	c->client_keepalive = http_should_keep_alive(&c->rp) != 0;
@@ -2238,8 +2354,7 @@ s_process(s_conn_t *c)
 			return;
 		if (c->st == CS_EXCHANGE && c->req_done)
 			return;
-		if (c->st == CS_EXCHANGE && c->u != NULL &&
-		    evbuffer_get_length(bufferevent_get_output(c->u)) >= S_HIGH) {
+		if (c->st == CS_EXCHANGE && c->u != NULL && s_uout_len(c) >= S_HIGH) {
 			bufferevent_disable(c->c, EV_READ);
 			return;
 		}
