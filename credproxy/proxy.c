@@ -153,6 +153,7 @@ struct s_conn {
 	struct evbuffer *tout;          /* intercepted: what the turn adds for the client, in
 	                                   TLS records once per turn (NULL while plain) */
 	struct evbuffer *uout;          /* the same for an upstream over TLS */
+	struct evbuffer *scrubbed;      /* the scrubber's output, emptied at once */
 	struct evdns_getaddrinfo_request *dns_req;
 	bool closing, dead;
 	bool lingering;
@@ -250,6 +251,25 @@ s_head_reset(s_head_t *h)
 	free(h->buf);
 	free(h->h);
 	memset(h, 0, sizeof *h);
+}
+
+/* Empties h for the next head of the connection, keeping a small buffer
+ * and the field table (two allocations fewer per head); a buffer a large
+ * head grew is given back. */
+static void
+s_head_clear(s_head_t *h)
+{
+	if (h->cap > 4096) {
+		s_head_reset(h);
+		return;
+	}
+	char *buf = h->buf;
+	size_t cap = h->cap;
+	void *fields = h->h;
+	memset(h, 0, sizeof *h);
+	h->buf = buf;
+	h->cap = cap;
+	h->h = fields;
 }
 
 static int
@@ -925,6 +945,16 @@ s_resp_headers_complete(http_parser *p)
 
 static void s_down(s_conn_t *c, const void *data, size_t len);
 
+/* The connection's buffer for scrubbed bytes (empty between uses; made on
+ * first use). NULL when out of memory. */
+static struct evbuffer *
+s_scrubbed(s_conn_t *c)
+{
+	if (c->scrubbed == NULL)
+		c->scrubbed = evbuffer_new();
+	return c->scrubbed;
+}
+
 static int
 s_resp_body(http_parser *p, const char *at, size_t len)
 {
@@ -941,20 +971,18 @@ s_resp_body(http_parser *p, const char *at, size_t len)
 		return 0;
 	}
 	if (c->scrub != NULL) {
-		struct evbuffer *tmp = evbuffer_new();
+		struct evbuffer *tmp = s_scrubbed(c);
 		if (tmp == NULL)
 			return -1;
 		int n = cp_scrub_feed(c->scrub, at, len, tmp, false);
-		if (n < 0) {
-			evbuffer_free(tmp);
-			return -1;
+		if (n >= 0) {
+			c->redactions += n;
+			size_t tl = evbuffer_get_length(tmp);
+			if (tl > 0)
+				s_down(c, evbuffer_pullup(tmp, -1), tl);
 		}
-		c->redactions += n;
-		size_t tl = evbuffer_get_length(tmp);
-		if (tl > 0)
-			s_down(c, evbuffer_pullup(tmp, -1), tl);
-		evbuffer_free(tmp);
-		return 0;
+		evbuffer_drain(tmp, evbuffer_get_length(tmp));
+		return n < 0 ? -1 : 0;
 	}
 	s_down(c, at, len);
 	return 0;
@@ -1029,6 +1057,8 @@ s_reaper_cb(evutil_socket_t fd, short what, void *arg)
 		evbuffer_free(c->tout);
 	if (c->uout)
 		evbuffer_free(c->uout);
+	if (c->scrubbed)
+		evbuffer_free(c->scrubbed);
 	s_head_reset(&c->rh);
 	s_head_reset(&c->sh);
 	cp_scrub_destroy(&c->scrub_keep);
@@ -1062,7 +1092,7 @@ static void
 s_exchange_end(s_conn_t *c)
 {
 	if (c->scrub != NULL) {
-		struct evbuffer *tmp = evbuffer_new();
+		struct evbuffer *tmp = s_scrubbed(c);
 		if (tmp != NULL) {
 			int n = cp_scrub_feed(c->scrub, NULL, 0, tmp, true);
 			if (n > 0)
@@ -1070,7 +1100,7 @@ s_exchange_end(s_conn_t *c)
 			size_t tl = evbuffer_get_length(tmp);
 			if (tl > 0)
 				s_down(c, evbuffer_pullup(tmp, -1), tl);
-			evbuffer_free(tmp);
+			evbuffer_drain(tmp, tl);
 		}
 	}
 	if (c->resp_chunked)
@@ -1096,8 +1126,8 @@ s_exchange_end(s_conn_t *c)
 static void
 s_exchange_begin(s_conn_t *c)
 {
-	s_head_reset(&c->rh);
-	s_head_reset(&c->sh);
+	s_head_clear(&c->rh);
+	s_head_clear(&c->sh);
 	c->scrub = NULL; /* c->scrub_keep holds it */
 	free(c->target);
 	c->target = NULL;
@@ -1579,7 +1609,7 @@ s_send_request_head(s_conn_t *c)
 	/* The response parser for this exchange. */
 	http_parser_init(&c->sp, HTTP_RESPONSE);
 	c->sp.data = c;
-	s_head_reset(&c->sh);
+	s_head_clear(&c->sh);
 	c->resp_head_ready = c->resp_head_sent = c->resp_done = false;
 	s_parser_resume(&c->rp);
 	evtimer_del(c->timer); /* the upstream's read timeout guards the exchange */
@@ -1784,7 +1814,7 @@ s_upstream_read_1(struct bufferevent *bev, s_conn_t *c)
 			if (status >= 100 && status < 200) {
 				/* An interim response: the final one follows. */
 				c->resp_head_ready = false;
-				s_head_reset(&c->sh);
+				s_head_clear(&c->sh);
 			}
 			continue;
 		}
