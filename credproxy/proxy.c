@@ -123,6 +123,14 @@ enum cstate {
 
 typedef struct s_conn s_conn_t;
 
+/* A plain socket read by this file instead of its bufferevent (s_rd_cb). */
+typedef struct {
+	struct event *ev; /* NULL: the bufferevent reads (TLS, connecting) */
+	bool on;          /* reading wanted */
+	bool has_tv;
+	struct timeval tv; /* the read timeout, as bufferevent_set_timeouts set it */
+} s_rd_t;
+
 struct cp_proxy {
 	struct event_base *base;
 	struct evdns_base *dns;
@@ -154,6 +162,7 @@ struct s_conn {
 	                                   TLS records once per turn (NULL while plain) */
 	struct evbuffer *uout;          /* the same for an upstream over TLS */
 	struct evbuffer *scrubbed;      /* the scrubber's output, emptied at once */
+	s_rd_t crd, urd;                /* reading the plain client / upstream socket */
 	struct evdns_getaddrinfo_request *dns_req;
 	bool closing, dead;
 	bool lingering;
@@ -217,6 +226,9 @@ struct s_conn {
 };
 
 static void s_conn_close(s_conn_t *c);
+static void s_read_on(s_conn_t *c, struct bufferevent *bev);
+static void s_read_off(s_conn_t *c, struct bufferevent *bev);
+static void s_rd_drop(s_rd_t *r);
 static void s_close_when_flushed(s_conn_t *c);
 static void s_client_read(struct bufferevent *bev, void *arg);
 static void s_client_write(struct bufferevent *bev, void *arg);
@@ -413,6 +425,7 @@ s_uout_len(s_conn_t *c)
 static void
 s_u_free(s_conn_t *c)
 {
+	s_rd_drop(&c->urd);
 	bufferevent_free(c->u);
 	if (c->uout != NULL)
 		evbuffer_drain(c->uout, evbuffer_get_length(c->uout));
@@ -526,7 +539,7 @@ s_refuse(s_conn_t *c, int status, const char *reason, bool close)
 	                    why);
 	if (close) {
 		c->st = CS_CLOSING;
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 		if (c->u != NULL) {
 			s_u_free(c);
 			c->u = NULL;
@@ -544,6 +557,149 @@ s_parser_resume(http_parser *p)
 	enum http_errno e = HTTP_PARSER_ERRNO(p);
 	if (e == HPE_OK || e == HPE_PAUSED)
 		http_parser_pause(p, 0);
+}
+
+/* ---- reading plain sockets ----
+ *
+ * A socket bufferevent asks the kernel how much is readable (an
+ * ioctl(FIONREAD)) before every readv, and reads at most 4 KiB a time. The
+ * plain client and upstream sockets are read here instead: one readv of up
+ * to 16 KiB into the bufferevent's input, then its read callback (or its
+ * event callback on EOF, an error or the read timeout) through
+ * bufferevent_trigger, exactly as libevent's own read path would call them.
+ * The bufferevent's EV_READ stays disabled; s_read_on / s_read_off stand
+ * for bufferevent_enable / disable (EV_READ), and s_read_timeout for the
+ * read half of bufferevent_set_timeouts. A socket under TLS keeps
+ * libevent's reading (the TLS filter drives it). */
+
+static s_rd_t *
+s_rd_of(s_conn_t *c, struct bufferevent *bev)
+{
+	if (bev == NULL)
+		return NULL;
+	if (c->crd.ev != NULL && bev == c->sock)
+		return &c->crd;
+	if (c->urd.ev != NULL && bev == c->u)
+		return &c->urd;
+	return NULL;
+}
+
+static void
+s_read_on(s_conn_t *c, struct bufferevent *bev)
+{
+	s_rd_t *r = s_rd_of(c, bev);
+	if (r == NULL) {
+		bufferevent_enable(bev, EV_READ);
+		return;
+	}
+	/* Like bufferevent_enable: (re)armed, the timeout counted from now. */
+	r->on = true;
+	event_add(r->ev, r->has_tv ? &r->tv : NULL);
+}
+
+static void
+s_read_off(s_conn_t *c, struct bufferevent *bev)
+{
+	s_rd_t *r = s_rd_of(c, bev);
+	if (r == NULL) {
+		bufferevent_disable(bev, EV_READ);
+		return;
+	}
+	if (r->on) {
+		r->on = false;
+		event_del(r->ev);
+	}
+}
+
+static void
+s_read_timeout(s_conn_t *c, struct bufferevent *bev, const struct timeval *tv)
+{
+	bufferevent_set_timeouts(bev, tv, NULL);
+	s_rd_t *r = s_rd_of(c, bev);
+	if (r == NULL)
+		return;
+	r->has_tv = tv != NULL && (tv->tv_sec != 0 || tv->tv_usec != 0);
+	if (r->has_tv)
+		r->tv = *tv;
+	if (r->on) {
+		event_del(r->ev);
+		event_add(r->ev, r->has_tv ? &r->tv : NULL);
+	}
+}
+
+static void
+s_rd_run(s_conn_t *c, struct bufferevent *bev, short what)
+{
+	if (c->closing || bev == NULL)
+		return;
+	if (what & EV_TIMEOUT) {
+		s_read_off(c, bev);
+		bufferevent_trigger_event(bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, 0);
+		return;
+	}
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_iovec v[2];
+	/* The bufferevent keeps its input's end frozen but while it reads. */
+	evbuffer_unfreeze(in, 0);
+	int nv = evbuffer_reserve_space(in, 16384, v, 2);
+	ssize_t n = -1;
+	int err = 0;
+	if (nv > 0) {
+		struct iovec iov[2];
+		for (int i = 0; i < nv; i++) {
+			iov[i].iov_base = v[i].iov_base;
+			iov[i].iov_len = v[i].iov_len;
+		}
+		n = readv(bufferevent_getfd(bev), iov, nv);
+		err = errno;
+		int k = 0;
+		size_t left = n > 0 ? (size_t)n : 0;
+		for (; k < nv && left > 0; k++) {
+			if (v[k].iov_len > left)
+				v[k].iov_len = left;
+			left -= v[k].iov_len;
+		}
+		evbuffer_commit_space(in, v, k);
+	} else {
+		err = ENOMEM;
+	}
+	evbuffer_freeze(in, 0);
+	if (n > 0) {
+		bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
+		return;
+	}
+	if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR))
+		return;
+	s_read_off(c, bev);
+	errno = err;
+	bufferevent_trigger_event(
+	    bev, n == 0 ? BEV_EVENT_EOF | BEV_EVENT_READING : BEV_EVENT_ERROR | BEV_EVENT_READING,
+	    0);
+}
+
+static void
+s_crd_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	s_conn_t *c = arg;
+	s_rd_run(c, c->crd.ev != NULL ? c->sock : NULL, what);
+}
+
+static void
+s_urd_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	s_conn_t *c = arg;
+	s_rd_run(c, c->urd.ev != NULL ? c->u : NULL, what);
+}
+
+/* Stops reading a socket here (it goes back to its bufferevent, or away). */
+static void
+s_rd_drop(s_rd_t *r)
+{
+	if (r->ev != NULL)
+		event_free(r->ev);
+	memset(r, 0, sizeof *r);
 }
 
 /* ---- writing plain sockets ----
@@ -764,7 +920,7 @@ s_close_when_flushed(s_conn_t *c)
 			shutdown(bufferevent_getfd(c->c), SHUT_WR);
 			s_drain_read(c->c, c);
 			bufferevent_setcb(c->c, s_drain_read, NULL, s_drain_event, c);
-			bufferevent_enable(c->c, EV_READ);
+			s_read_on(c, c->c);
 			struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
 			evtimer_add(c->timer, &tv);
 			return;
@@ -1046,6 +1202,8 @@ s_reaper_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->next)
 		c->next->prev = c->prev;
 	px->nconns--;
+	s_rd_drop(&c->crd);
+	s_rd_drop(&c->urd);
 	if (c->c)
 		bufferevent_free(c->c);
 	if (c->u)
@@ -1075,6 +1233,10 @@ s_conn_close(s_conn_t *c)
 	if (c->closing)
 		return;
 	c->closing = true;
+	if (c->crd.ev != NULL)
+		event_del(c->crd.ev);
+	if (c->urd.ev != NULL)
+		event_del(c->urd.ev);
 	if (c->c) {
 		bufferevent_setcb(c->c, NULL, NULL, NULL, NULL);
 		bufferevent_disable(c->c, EV_READ | EV_WRITE);
@@ -1114,7 +1276,7 @@ s_exchange_end(s_conn_t *c)
 	}
 	if (!c->client_keepalive || c->resp_close || !c->req_done) {
 		c->st = CS_CLOSING;
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 		s_close_when_flushed(c);
 		return;
 	}
@@ -1159,14 +1321,14 @@ s_exchange_begin(s_conn_t *c)
 		/* What followed the last request is not HTTP: its answer was
 		 * the last one on this connection. */
 		c->st = CS_CLOSING;
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 		s_close_when_flushed(c);
 		return;
 	}
 	s_parser_resume(&c->rp);
 	c->st = CS_HEAD;
 	s_timer_set(c, c->px->cfg.idle_timeout_s);
-	bufferevent_enable(c->c, EV_READ);
+	s_read_on(c, c->c);
 }
 
 /* ---- upstream ---- */
@@ -1185,12 +1347,23 @@ s_upstream_connected(s_conn_t *c)
 	struct bufferevent *us = s_usock(c);
 	evbuffer_add_cb(bufferevent_get_output(us), s_outbuf_cb, c);
 	s_sync_resume(c, us);
+	if (!c->u_tls && c->urd.ev == NULL) {
+		/* Read here from now on (s_rd_run). */
+		c->urd.ev = event_new(c->px->base, bufferevent_getfd(c->u), EV_READ | EV_PERSIST,
+		                      s_urd_cb, c);
+		if (c->urd.ev != NULL) {
+			bool reading = (bufferevent_get_enabled(c->u) & EV_READ) != 0;
+			bufferevent_disable(c->u, EV_READ);
+			if (reading)
+				s_read_on(c, c->u);
+		}
+	}
 	if (c->is_connect) {
 		s_tunnel_connected(c);
 		return;
 	}
 	struct timeval rt = {.tv_sec = c->px->cfg.response_timeout_s};
-	bufferevent_set_timeouts(c->u, &rt, NULL);
+	s_read_timeout(c, c->u, &rt);
 	s_send_request_head(c);
 }
 
@@ -1264,7 +1437,7 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 		c->u = NULL;
 		c->u_ok = false;
 		c->st = CS_CLOSING;
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 		s_close_when_flushed(c);
 		return;
 	}
@@ -1613,7 +1786,7 @@ s_send_request_head(s_conn_t *c)
 	c->resp_head_ready = c->resp_head_sent = c->resp_done = false;
 	s_parser_resume(&c->rp);
 	evtimer_del(c->timer); /* the upstream's read timeout guards the exchange */
-	bufferevent_enable(c->c, EV_READ);
+	s_read_on(c, c->c);
 	s_process(c); /* body bytes already read */
 	if (!c->closing && c->u != NULL && evbuffer_get_length(bufferevent_get_input(c->u)) > 0)
 		s_upstream_read(c->u, c);
@@ -1771,7 +1944,7 @@ s_upstream_read_1(struct bufferevent *bev, s_conn_t *c)
 		c->down_bytes += n;
 		bufferevent_write_buffer(c->c, in);
 		if (evbuffer_get_length(bufferevent_get_output(c->c)) >= S_HIGH)
-			bufferevent_disable(bev, EV_READ);
+			s_read_off(c, bev);
 		return;
 	}
 	if (c->st != CS_EXCHANGE) {
@@ -1828,7 +2001,7 @@ s_upstream_read_1(struct bufferevent *bev, s_conn_t *c)
 			break;
 	}
 	if (!c->closing && c->c != NULL && s_cout_len(c) >= S_HIGH)
-		bufferevent_disable(bev, EV_READ);
+		s_read_off(c, bev);
 }
 
 static void
@@ -1842,7 +2015,7 @@ s_upstream_write(struct bufferevent *bev, void *arg)
 	/* The upstream drained below the low mark: the client may send again,
 	 * starting with what is already buffered. */
 	if (c->st == CS_TUNNEL || c->st == CS_EXCHANGE) {
-		bufferevent_enable(c->c, EV_READ);
+		s_read_on(c, c->c);
 		if (evbuffer_get_length(bufferevent_get_input(c->c)) > 0)
 			s_process(c);
 	}
@@ -2255,15 +2428,15 @@ s_tunnel_connected(s_conn_t *c)
 	c->st = CS_TUNNEL;
 	c->status = 200;
 	struct timeval idle = {.tv_sec = c->px->cfg.idle_timeout_s};
-	bufferevent_set_timeouts(c->u, &idle, NULL);
-	bufferevent_set_timeouts(c->c, &idle, NULL);
+	s_read_timeout(c, c->u, &idle);
+	s_read_timeout(c, c->c, &idle);
 	evbuffer_add_printf(bufferevent_get_output(c->c),
 	                    "HTTP/1.1 200 Connection established\r\n\r\n");
 	/* Bytes the client sent after the CONNECT head belong to the tunnel. */
 	struct evbuffer *in = bufferevent_get_input(c->c);
 	c->up_bytes += evbuffer_get_length(in);
 	bufferevent_write_buffer(c->u, in);
-	bufferevent_enable(c->c, EV_READ);
+	s_read_on(c, c->c);
 }
 
 static void s_intercept(s_conn_t *c);
@@ -2302,6 +2475,8 @@ s_intercept(s_conn_t *c)
 	 * its own output backs up and the upstream stops being read (memory
 	 * stays bounded for a client that reads slowly). */
 	bufferevent_setwatermark(c->c, EV_WRITE, S_HIGH / 2, S_HIGH);
+	/* The TLS filter reads the socket through its bufferevent. */
+	s_rd_drop(&c->crd);
 	c->tout = evbuffer_new();
 	if (c->tout == NULL || evbuffer_add_cb(c->tout, s_outbuf_cb, c) == NULL) {
 		SSL_free(ssl);
@@ -2375,7 +2550,7 @@ s_process(s_conn_t *c)
 			c->up_bytes += evbuffer_get_length(in);
 			bufferevent_write_buffer(c->u, in);
 			if (evbuffer_get_length(bufferevent_get_output(c->u)) >= S_HIGH)
-				bufferevent_disable(c->c, EV_READ);
+				s_read_off(c, c->c);
 			return;
 		}
 		if (c->st == CS_CLOSING || c->st == CS_UPSTREAM)
@@ -2385,7 +2560,7 @@ s_process(s_conn_t *c)
 		if (c->st == CS_EXCHANGE && c->req_done)
 			return;
 		if (c->st == CS_EXCHANGE && c->u != NULL && s_uout_len(c) >= S_HIGH) {
-			bufferevent_disable(c->c, EV_READ);
+			s_read_off(c, c->c);
 			return;
 		}
 		size_t len = evbuffer_get_contiguous_space(in);
@@ -2467,7 +2642,7 @@ s_client_read(struct bufferevent *bev, void *arg)
 	/* Bound what sits unread while an exchange is in progress. */
 	if (!c->closing && (c->st == CS_UPSTREAM || (c->st == CS_EXCHANGE && c->req_done)) &&
 	    evbuffer_get_length(bufferevent_get_input(c->c)) > c->px->cfg.max_header_bytes)
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 }
 
 static void
@@ -2483,7 +2658,7 @@ s_client_write(struct bufferevent *bev, void *arg)
 		return;
 	}
 	if (c->u != NULL && (c->st == CS_EXCHANGE || c->st == CS_TUNNEL)) {
-		bufferevent_enable(c->u, EV_READ);
+		s_read_on(c, c->u);
 		if (evbuffer_get_length(bufferevent_get_input(c->u)) > 0)
 			s_upstream_read(c->u, c);
 	}
@@ -2504,7 +2679,7 @@ s_client_event(struct bufferevent *bev, short what, void *arg)
 		/* The client half-closed after its request (shutdown(SHUT_WR)):
 		 * it still reads the answer, and the connection ends after it. */
 		c->client_keepalive = false;
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 		return;
 	}
 	if (c->st == CS_TUNNEL && (what & BEV_EVENT_EOF) && c->u != NULL) {
@@ -2614,6 +2789,7 @@ s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role)
 		free(c);
 		return;
 	}
+	c->crd.ev = event_new(px->base, fd, EV_READ | EV_PERSIST, s_crd_cb, c);
 	c->c_cb = evbuffer_add_cb(bufferevent_get_output(c->c), s_outbuf_cb, c);
 	if (c->c_cb != NULL)
 		bufferevent_disable(c->c, EV_WRITE);
@@ -2632,7 +2808,7 @@ s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role)
 	if (role == ROLE_RELAY) {
 		c->st = CS_PREAMBLE;
 		s_timer_set(c, px->cfg.header_timeout_s);
-		bufferevent_enable(c->c, EV_READ);
+		s_read_on(c, c->c);
 	} else {
 		if (role == ROLE_DEV) {
 			snprintf(c->run, sizeof c->run, "dev");
