@@ -356,24 +356,6 @@ s_hop_by_hop(const s_head_t *h, const char *name, size_t len)
 	return false;
 }
 
-/* Head building without printf: this runs for every request. */
-static void
-s_adds(struct evbuffer *o, const char *str)
-{
-	evbuffer_add(o, str, strlen(str));
-}
-
-static void
-s_addu(struct evbuffer *o, uint64_t v)
-{
-	char b[24];
-	int i = (int)sizeof b;
-	do
-		b[--i] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	evbuffer_add(o, b + i, sizeof b - (size_t)i);
-}
-
 /* A chunk-size line (RFC 9112 section 7.1): hex digits, CRLF. */
 static void
 s_add_chunk_size(struct evbuffer *o, size_t v)
@@ -386,6 +368,72 @@ s_add_chunk_size(struct evbuffer *o, size_t v)
 		b[--i] = "0123456789abcdef"[v & 15];
 	while ((v >>= 4) != 0);
 	evbuffer_add(o, b + i, sizeof b - (size_t)i);
+}
+
+/* A head is built here and added to its evbuffer in one piece: every
+ * evbuffer_add runs the buffer's callbacks (and, under TLS without
+ * staging, was a record), and a head is some 30 pieces. Bytes of a head
+ * may be a credential: what the stack held is wiped. */
+typedef struct {
+	struct evbuffer *dst;
+	size_t n;
+	char b[4096];
+} s_w_t;
+
+static void
+s_wflush(s_w_t *w)
+{
+	if (w->n > 0) {
+		evbuffer_add(w->dst, w->b, w->n);
+		explicit_bzero(w->b, w->n);
+		w->n = 0;
+	}
+}
+
+static void
+s_w(s_w_t *w, const void *p, size_t len)
+{
+	if (w->n + len > sizeof w->b) {
+		s_wflush(w);
+		if (len > sizeof w->b) {
+			evbuffer_add(w->dst, p, len);
+			return;
+		}
+	}
+	memcpy(w->b + w->n, p, len);
+	w->n += len;
+}
+
+static void
+s_ws(s_w_t *w, const char *str)
+{
+	s_w(w, str, strlen(str));
+}
+
+static void
+s_wu(s_w_t *w, uint64_t v)
+{
+	char b[24];
+	int i = (int)sizeof b;
+	do
+		b[--i] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	s_w(w, b + i, sizeof b - (size_t)i);
+}
+
+/* The head is complete: out it goes. */
+static void
+s_wdone(s_w_t *w)
+{
+	s_wflush(w);
+}
+
+/* The head is dropped (only what was not yet added: heads fit in b). */
+static void
+s_wdiscard(s_w_t *w)
+{
+	explicit_bzero(w->b, w->n);
+	w->n = 0;
 }
 
 static uint64_t
@@ -1704,25 +1752,25 @@ static void
 s_send_request_head(s_conn_t *c)
 {
 	s_head_t *h = &c->rh;
-	struct evbuffer *out = s_uout(c);
+	s_w_t w = {.dst = s_uout(c)};
 	c->st = CS_EXCHANGE;
 	c->sent = true;
-	s_adds(out, c->method);
-	evbuffer_add(out, " ", 1);
-	s_adds(out, c->target);
-	evbuffer_add(out, " HTTP/1.1\r\nHost: ", 17);
+	s_ws(&w, c->method);
+	s_w(&w, " ", 1);
+	s_ws(&w, c->target);
+	s_w(&w, " HTTP/1.1\r\nHost: ", 17);
 	bool dflt = c->port == (c->tls_up ? 443 : 80);
 	bool v6 = strchr(c->host, ':') != NULL;
 	if (v6)
-		evbuffer_add(out, "[", 1);
-	s_adds(out, c->host);
+		s_w(&w, "[", 1);
+	s_ws(&w, c->host);
 	if (v6)
-		evbuffer_add(out, "]", 1);
+		s_w(&w, "]", 1);
 	if (!dflt) {
-		evbuffer_add(out, ":", 1);
-		s_addu(out, c->port);
+		s_w(&w, ":", 1);
+		s_wu(&w, c->port);
 	}
-	evbuffer_add(out, "\r\n", 2);
+	s_w(&w, "\r\n", 2);
 	const cp_inject_t *inj = c->rule ? c->rule->inject : NULL;
 	unsigned n_inj = c->rule ? c->rule->n_inject : 0;
 	for (unsigned i = 0; i < h->n; i++) {
@@ -1744,41 +1792,43 @@ s_send_request_head(s_conn_t *c)
 		 * ask for identity when anything is injected. */
 		if (replaced || (c->n_secrets > 0 && s_ieq(n, nl, "accept-encoding")))
 			continue;
-		evbuffer_add(out, n, nl);
-		evbuffer_add(out, ": ", 2);
-		evbuffer_add(out, h->buf + h->h[i].v_off, h->h[i].v_len);
-		evbuffer_add(out, "\r\n", 2);
+		s_w(&w, n, nl);
+		s_w(&w, ": ", 2);
+		s_w(&w, h->buf + h->h[i].v_off, h->h[i].v_len);
+		s_w(&w, "\r\n", 2);
 	}
 	for (unsigned k = 0; k < n_inj; k++) {
-		s_adds(out, inj[k].name);
-		evbuffer_add(out, ": ", 2);
-		evbuffer_add(out, inj[k].value, inj[k].value_len);
-		evbuffer_add(out, "\r\n", 2);
+		s_ws(&w, inj[k].name);
+		s_w(&w, ": ", 2);
+		s_w(&w, inj[k].value, inj[k].value_len);
+		s_w(&w, "\r\n", 2);
 	}
 	if (c->provider != NULL && c->provider->auth != CP_AUTH_NONE) {
 		size_t sl = 0;
 		const char *sv = ahp_secrets_get(c->gen->secrets, c->provider->secret, &sl);
 		if (sv != NULL) {
 			if (c->provider->auth == CP_AUTH_BEARER)
-				evbuffer_add_printf(out, "Authorization: Bearer %.*s\r\n", (int)sl,
-				                    sv);
-			else
-				evbuffer_add_printf(out, "%s: %.*s\r\n",
-				                    c->provider->auth == CP_AUTH_X_API_KEY
-				                        ? "x-api-key"
-				                        : c->provider->header,
-				                    (int)sl, sv);
+				s_ws(&w, "Authorization: Bearer ");
+			else {
+				s_ws(&w, c->provider->auth == CP_AUTH_X_API_KEY
+				             ? "x-api-key"
+				             : c->provider->header);
+				s_w(&w, ": ", 2);
+			}
+			s_w(&w, sv, strnlen(sv, sl)); /* as "%.*s" did */
+			s_w(&w, "\r\n", 2);
 		}
 	}
 	if (c->req_chunked)
-		evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+		s_w(&w, "Transfer-Encoding: chunked\r\n", 28);
 	else if (c->req_cl > 0 || strcmp(c->method, "POST") == 0 || strcmp(c->method, "PUT") == 0 ||
 	         strcmp(c->method, "PATCH") == 0) {
-		evbuffer_add(out, "Content-Length: ", 16);
-		s_addu(out, c->req_cl);
-		evbuffer_add(out, "\r\n", 2);
+		s_w(&w, "Content-Length: ", 16);
+		s_wu(&w, c->req_cl);
+		s_w(&w, "\r\n", 2);
 	}
-	evbuffer_add(out, "\r\n", 2);
+	s_w(&w, "\r\n", 2);
+	s_wdone(&w);
 	/* The response parser for this exchange. */
 	http_parser_init(&c->sp, HTTP_RESPONSE);
 	c->sp.data = c;
@@ -1853,13 +1903,13 @@ s_send_response_head(s_conn_t *c)
 		}
 		c->scrub = no_body ? NULL : c->scrub_keep;
 	}
-	struct evbuffer *out = s_cout(c);
+	s_w_t w = {.dst = s_cout(c)};
 	const char *text = http_status_str((enum http_status)status);
-	evbuffer_add(out, "HTTP/1.1 ", 9);
-	s_addu(out, (uint64_t)status);
-	evbuffer_add(out, " ", 1);
-	s_adds(out, text);
-	evbuffer_add(out, "\r\n", 2);
+	s_w(&w, "HTTP/1.1 ", 9);
+	s_wu(&w, (uint64_t)status);
+	s_w(&w, " ", 1);
+	s_ws(&w, text);
+	s_w(&w, "\r\n", 2);
 	for (unsigned i = 0; i < h->n; i++) {
 		const char *n = h->buf + h->h[i].n_off;
 		size_t nl = h->h[i].n_len;
@@ -1879,47 +1929,52 @@ s_send_response_head(s_conn_t *c)
 				continue;
 			}
 		}
-		evbuffer_add(out, n, nl);
-		evbuffer_add(out, ": ", 2);
+		s_w(&w, n, nl);
+		s_w(&w, ": ", 2);
 		if (c->n_secrets > 0) {
 			/* Room for the worst case: every 8 bytes (the shortest secret
 			 * searched) become one label. */
 			size_t vl = h->h[i].v_len, cap = vl + (vl / 8 + 1) * (CP_LABEL_MAX + 1) + 1;
-			char *v = malloc(cap);
+			char vb[1024];
+			char *v = cap <= sizeof vb ? vb : malloc(cap);
 			if (v == NULL) {
+				s_wdiscard(&w); /* a head cut short is not sent */
 				s_refuse(c, 502, "out of memory", true);
 				return;
 			}
 			int r = cp_scrub_apply(c->scrub_keep, h->buf + h->h[i].v_off, vl, v, cap);
 			if (r > 0)
 				c->redactions += r;
-			evbuffer_add(out, v, strlen(v));
-			free(v);
+			s_w(&w, v, strlen(v));
+			if (v != vb)
+				free(v);
 		} else {
-			evbuffer_add(out, h->buf + h->h[i].v_off, h->h[i].v_len);
+			s_w(&w, h->buf + h->h[i].v_off, h->h[i].v_len);
 		}
-		evbuffer_add(out, "\r\n", 2);
+		s_w(&w, "\r\n", 2);
 	}
 	if (status >= 100 && status < 200) {
-		evbuffer_add(out, "\r\n", 2);
+		s_w(&w, "\r\n", 2);
+		s_wdone(&w);
 		return;
 	}
 	c->resp_chunked = false;
 	if (!no_body) {
 		if (up_cl && c->scrub == NULL) {
-			evbuffer_add(out, "Content-Length: ", 16);
-			s_addu(out, c->sp.content_length);
-			evbuffer_add(out, "\r\n", 2);
+			s_w(&w, "Content-Length: ", 16);
+			s_wu(&w, c->sp.content_length);
+			s_w(&w, "\r\n", 2);
 		} else if (client11) {
 			c->resp_chunked = true;
-			evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+			s_w(&w, "Transfer-Encoding: chunked\r\n", 28);
 		} else {
 			c->resp_close = true;
 		}
 	}
 	if (!c->client_keepalive || c->resp_close)
-		evbuffer_add(out, "Connection: close\r\n", 19);
-	evbuffer_add(out, "\r\n", 2);
+		s_w(&w, "Connection: close\r\n", 19);
+	s_w(&w, "\r\n", 2);
+	s_wdone(&w);
 	c->resp_head_sent = true;
 }
 
