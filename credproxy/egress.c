@@ -67,7 +67,15 @@ static const char *const s_migrations[] = {
     "INSERT INTO meta (key, value) VALUES ('log_id', lower(hex(randomblob(16))));",
 };
 
-enum { ST_INSERT, ST_LIST, ST_LOG_ID, ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_COUNT };
+enum { ST_INSERT, ST_LIST, ST_LOG_ID, ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_INSERT_N, ST_COUNT };
+
+/* Rows per multi-row INSERT (ST_INSERT_N): each statement updates
+ * sqlite_sequence (AUTOINCREMENT), opens its cursors and halts once, which
+ * cost more than the row itself; a full flush inserts S_ROWS rows a
+ * statement, the rest one by one. 16 columns x 16 rows = 256 parameters,
+ * well under SQLite's limit (32766; 999 before 3.32). */
+#define S_ROWS 16
+#define S_COLS 16
 
 static const char *const s_sql[ST_COUNT] = {
     [ST_INSERT] = "INSERT INTO egress (ts_ms, run, profile, method, host, port, path, status,"
@@ -81,7 +89,34 @@ static const char *const s_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
+    [ST_INSERT_N] = NULL, /* made by s_insert_n_sql */
 };
+
+/* "INSERT INTO egress (...) VALUES (?, ...), ..." with S_ROWS rows; the
+ * parameters are numbered in order (row r, column k is r*S_COLS+k+1). */
+static char *
+s_insert_n_sql(void)
+{
+	const char *head = "INSERT INTO egress (ts_ms, run, profile, method, host, port, path, "
+	                   "status, bytes_up, bytes_down, duration_ms, allowed, rule, reason, "
+	                   "injected, redactions) VALUES ";
+	size_t row = 2 + S_COLS * 2, len = strlen(head) + S_ROWS * (row + 1) + 1;
+	char *sql = malloc(len), *p = sql;
+	if (sql == NULL)
+		return NULL;
+	memcpy(p, head, strlen(head));
+	p += strlen(head);
+	for (int r = 0; r < S_ROWS; r++) {
+		*p++ = r ? ',' : ' ';
+		*p++ = '(';
+		for (int k = 0; k < S_COLS; k++) {
+			*p++ = '?';
+			*p++ = k + 1 < S_COLS ? ',' : ')';
+		}
+	}
+	*p = '\0';
+	return sql;
+}
 
 /* One queued record: numbers, and its strings packed in one allocation. */
 enum { F_RUN, F_PROFILE, F_METHOD, F_HOST, F_PATH, F_RULE, F_REASON, F_INJECTED, F_N };
@@ -210,10 +245,17 @@ s_db_open(cp_egress_t *self, char *err, size_t errlen)
 		return -1;
 	if (sqlite3_exec(self->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
-	for (int i = 0; i < ST_COUNT; i++)
-		if (sqlite3_prepare_v3(self->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-		                       &self->st[i], NULL) != SQLITE_OK)
+	for (int i = 0; i < ST_COUNT; i++) {
+		char *made = i == ST_INSERT_N ? s_insert_n_sql() : NULL;
+		const char *sql = i == ST_INSERT_N ? made : s_sql[i];
+		int rc = sql == NULL
+		             ? SQLITE_NOMEM
+		             : sqlite3_prepare_v3(self->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+		                                  &self->st[i], NULL);
+		free(made);
+		if (rc != SQLITE_OK)
 			goto fail;
+	}
 	sqlite3_stmt *st = self->st[ST_LOG_ID];
 	if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_text(st, 0) == NULL) {
 		sqlite3_reset(st);
@@ -277,26 +319,27 @@ s_count_drop(cp_egress_t *self, uint64_t n, const char *why)
 	self->drop_log_ms = now;
 }
 
+/* Binds r to parameters b+1 .. b+S_COLS of st. */
 static void
-s_bind_rec(sqlite3_stmt *st, const s_rec_t *r)
+s_bind_rec(sqlite3_stmt *st, int b, const s_rec_t *r)
 {
-	sqlite3_bind_int64(st, 1, r->ts_ms);
-	sqlite3_bind_text(st, 2, r->str[F_RUN], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, r->str[F_PROFILE], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, r->str[F_METHOD], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, r->str[F_HOST], -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 6, r->port);
-	sqlite3_bind_text(st, 7, r->str[F_PATH], -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 8, r->status);
+	sqlite3_bind_int64(st, b + 1, r->ts_ms);
+	sqlite3_bind_text(st, b + 2, r->str[F_RUN], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 3, r->str[F_PROFILE], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 4, r->str[F_METHOD], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 5, r->str[F_HOST], -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, b + 6, r->port);
+	sqlite3_bind_text(st, b + 7, r->str[F_PATH], -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, b + 8, r->status);
 	/* SQLite integers are signed 64-bit; no byte count gets near 2^63. */
-	sqlite3_bind_int64(st, 9, (sqlite3_int64)r->bytes_up);
-	sqlite3_bind_int64(st, 10, (sqlite3_int64)r->bytes_down);
-	sqlite3_bind_int64(st, 11, r->duration_ms);
-	sqlite3_bind_int(st, 12, r->allowed ? 1 : 0);
-	sqlite3_bind_text(st, 13, r->str[F_RULE], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 14, r->str[F_REASON], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 15, r->str[F_INJECTED], -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 16, r->redactions);
+	sqlite3_bind_int64(st, b + 9, (sqlite3_int64)r->bytes_up);
+	sqlite3_bind_int64(st, b + 10, (sqlite3_int64)r->bytes_down);
+	sqlite3_bind_int64(st, b + 11, r->duration_ms);
+	sqlite3_bind_int(st, b + 12, r->allowed ? 1 : 0);
+	sqlite3_bind_text(st, b + 13, r->str[F_RULE], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 14, r->str[F_REASON], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 15, r->str[F_INJECTED], -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, b + 16, r->redactions);
 }
 
 /* Commits every queued record in one transaction. A database that cannot
@@ -346,11 +389,22 @@ s_flush(cp_egress_t *self)
 	} else if (s_tx(self, ST_BEGIN) != 0) {
 		why = sqlite3_errmsg(self->db);
 	} else {
+		/* Rows go in queue order either way (seq follows it). */
+		sqlite3_stmt *stn = self->st[ST_INSERT_N];
+		size_t i = 0;
+		for (; i + S_ROWS <= n && why == NULL; i += S_ROWS) {
+			sqlite3_reset(stn);
+			for (int r = 0; r < S_ROWS; r++)
+				s_bind_rec(stn, r * S_COLS, &self->queue[i + (size_t)r]);
+			if (sqlite3_step(stn) != SQLITE_DONE)
+				why = sqlite3_errmsg(self->db);
+		}
+		sqlite3_reset(stn);
+		sqlite3_clear_bindings(stn);
 		sqlite3_stmt *st = self->st[ST_INSERT];
-		for (size_t i = 0; i < n && why == NULL; i++) {
+		for (; i < n && why == NULL; i++) {
 			sqlite3_reset(st);
-			sqlite3_clear_bindings(st);
-			s_bind_rec(st, &self->queue[i]);
+			s_bind_rec(st, 0, &self->queue[i]);
 			if (sqlite3_step(st) != SQLITE_DONE)
 				why = sqlite3_errmsg(self->db);
 		}

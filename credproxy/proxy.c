@@ -123,6 +123,14 @@ enum cstate {
 
 typedef struct s_conn s_conn_t;
 
+/* A plain socket read by this file instead of its bufferevent (s_rd_cb). */
+typedef struct {
+	struct event *ev; /* NULL: the bufferevent reads (TLS, connecting) */
+	bool on;          /* reading wanted */
+	bool has_tv;
+	struct timeval tv; /* the read timeout, as bufferevent_set_timeouts set it */
+} s_rd_t;
+
 struct cp_proxy {
 	struct event_base *base;
 	struct evdns_base *dns;
@@ -148,7 +156,13 @@ struct s_conn {
 	struct event *timer;            /* header / idle timeout */
 	struct event *reaper;           /* deferred free */
 	struct event *flush;            /* end of turn: write plain sockets' output now */
-	struct evbuffer_cb_entry *c_cb; /* on c's output while c is a plain socket */
+	struct bufferevent *sock;       /* the client's socket: c, or what c's TLS runs on */
+	struct evbuffer_cb_entry *c_cb; /* on sock's output: written at the end of the turn */
+	struct evbuffer *tout;          /* intercepted: what the turn adds for the client, in
+	                                   TLS records once per turn (NULL while plain) */
+	struct evbuffer *uout;          /* the same for an upstream over TLS */
+	struct evbuffer *scrubbed;      /* the scrubber's output, emptied at once */
+	s_rd_t crd, urd;                /* reading the plain client / upstream socket */
 	struct evdns_getaddrinfo_request *dns_req;
 	bool closing, dead;
 	bool lingering;
@@ -212,6 +226,9 @@ struct s_conn {
 };
 
 static void s_conn_close(s_conn_t *c);
+static void s_read_on(s_conn_t *c, struct bufferevent *bev);
+static void s_read_off(s_conn_t *c, struct bufferevent *bev);
+static void s_rd_drop(s_rd_t *r);
 static void s_close_when_flushed(s_conn_t *c);
 static void s_client_read(struct bufferevent *bev, void *arg);
 static void s_client_write(struct bufferevent *bev, void *arg);
@@ -246,6 +263,25 @@ s_head_reset(s_head_t *h)
 	free(h->buf);
 	free(h->h);
 	memset(h, 0, sizeof *h);
+}
+
+/* Empties h for the next head of the connection, keeping a small buffer
+ * and the field table (two allocations fewer per head); a buffer a large
+ * head grew is given back. */
+static void
+s_head_clear(s_head_t *h)
+{
+	if (h->cap > 4096) {
+		s_head_reset(h);
+		return;
+	}
+	char *buf = h->buf;
+	size_t cap = h->cap;
+	void *fields = h->h;
+	memset(h, 0, sizeof *h);
+	h->buf = buf;
+	h->cap = cap;
+	h->h = fields;
 }
 
 static int
@@ -320,24 +356,6 @@ s_hop_by_hop(const s_head_t *h, const char *name, size_t len)
 	return false;
 }
 
-/* Head building without printf: this runs for every request. */
-static void
-s_adds(struct evbuffer *o, const char *str)
-{
-	evbuffer_add(o, str, strlen(str));
-}
-
-static void
-s_addu(struct evbuffer *o, uint64_t v)
-{
-	char b[24];
-	int i = (int)sizeof b;
-	do
-		b[--i] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	evbuffer_add(o, b + i, sizeof b - (size_t)i);
-}
-
 /* A chunk-size line (RFC 9112 section 7.1): hex digits, CRLF. */
 static void
 s_add_chunk_size(struct evbuffer *o, size_t v)
@@ -352,10 +370,154 @@ s_add_chunk_size(struct evbuffer *o, size_t v)
 	evbuffer_add(o, b + i, sizeof b - (size_t)i);
 }
 
+/* A head is built here and added to its evbuffer in one piece: every
+ * evbuffer_add runs the buffer's callbacks (and, under TLS without
+ * staging, was a record), and a head is some 30 pieces. Bytes of a head
+ * may be a credential: what the stack held is wiped. */
+typedef struct {
+	struct evbuffer *dst;
+	size_t n;
+	char b[4096];
+} s_w_t;
+
+static void
+s_wflush(s_w_t *w)
+{
+	if (w->n > 0) {
+		evbuffer_add(w->dst, w->b, w->n);
+		explicit_bzero(w->b, w->n);
+		w->n = 0;
+	}
+}
+
+static void
+s_w(s_w_t *w, const void *p, size_t len)
+{
+	if (w->n + len > sizeof w->b) {
+		s_wflush(w);
+		if (len > sizeof w->b) {
+			evbuffer_add(w->dst, p, len);
+			return;
+		}
+	}
+	memcpy(w->b + w->n, p, len);
+	w->n += len;
+}
+
+static void
+s_ws(s_w_t *w, const char *str)
+{
+	s_w(w, str, strlen(str));
+}
+
+static void
+s_wu(s_w_t *w, uint64_t v)
+{
+	char b[24];
+	int i = (int)sizeof b;
+	do
+		b[--i] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	s_w(w, b + i, sizeof b - (size_t)i);
+}
+
+/* The head is complete: out it goes. */
+static void
+s_wdone(s_w_t *w)
+{
+	s_wflush(w);
+}
+
+/* The head is dropped (only what was not yet added: heads fit in b). */
+static void
+s_wdiscard(s_w_t *w)
+{
+	explicit_bzero(w->b, w->n);
+	w->n = 0;
+}
+
 static uint64_t
 s_ms(void)
 {
 	return (uint64_t)ahp_mono_ms();
+}
+
+/* Where bytes for the client go. Inside an intercepted tunnel every
+ * evbuffer_add to the TLS bufferevent's output would be its own SSL_write
+ * at once (a TLS record, a copy and a write per piece of a response head):
+ * the turn's output is collected in tout instead and handed to TLS once, at
+ * the end of the turn (s_flush_cb), as one contiguous piece. */
+static struct evbuffer *
+s_cout(s_conn_t *c)
+{
+	return c->tout != NULL ? c->tout : bufferevent_get_output(c->c);
+}
+
+/* Where bytes for the upstream go: as s_cout, for an upstream over TLS. */
+static struct evbuffer *
+s_uout(s_conn_t *c)
+{
+	return c->u_tls && c->uout != NULL ? c->uout : bufferevent_get_output(c->u);
+}
+
+static size_t
+s_uout_len(s_conn_t *c)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(c->u));
+	if (c->u_tls && c->uout != NULL)
+		n += evbuffer_get_length(c->uout);
+	return n;
+}
+
+/* Frees the upstream bufferevent; what was collected for it goes too. */
+static void
+s_u_free(s_conn_t *c)
+{
+	s_rd_drop(&c->urd);
+	bufferevent_free(c->u);
+	if (c->uout != NULL)
+		evbuffer_drain(c->uout, evbuffer_get_length(c->uout));
+}
+
+/* Bytes for the client not yet taken by the TLS layer or the socket's own
+ * buffer below it... only the bufferevent's output and tout. */
+static size_t
+s_cout_len(s_conn_t *c)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(c->c));
+	if (c->tout != NULL)
+		n += evbuffer_get_length(c->tout);
+	return n;
+}
+
+/* Appends str to dst (size bytes, NUL-terminated) at *off, as much as fits,
+ * like snprintf(dst + *off, size - *off, "%s", str) without its cost (this
+ * runs for every request). True when all of it fitted. */
+static bool
+s_put(char *dst, size_t size, size_t *off, const char *str)
+{
+	size_t n = strlen(str);
+	bool fits = *off + n < size;
+	if (*off >= size)
+		return false;
+	if (!fits)
+		n = size - *off - 1;
+	memcpy(dst + *off, str, n);
+	*off += n;
+	dst[*off] = '\0';
+	return fits;
+}
+
+static void
+s_put_u(char *dst, size_t size, size_t *off, uint64_t v)
+{
+	char b[24];
+	int i = (int)sizeof b;
+	b[--i] = '\0';
+	do
+		b[--i] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	(void)s_put(dst, size, off, b + i);
 }
 
 /* ---- the egress record ---- */
@@ -366,10 +528,15 @@ s_record(s_conn_t *c, bool allowed, const char *reason)
 	if (c->px->egress == NULL)
 		return;
 	char rule[AHP_PP2_VALUE_MAX + 16] = "";
-	if (c->rule != NULL)
-		snprintf(rule, sizeof rule, "%s#%u", c->rule->profile, c->rule->index);
-	else if (c->provider != NULL)
-		snprintf(rule, sizeof rule, "provider:%s", c->provider->name);
+	size_t rl = 0;
+	if (c->rule != NULL) {
+		if (s_put(rule, sizeof rule, &rl, c->rule->profile) &&
+		    s_put(rule, sizeof rule, &rl, "#"))
+			s_put_u(rule, sizeof rule, &rl, c->rule->index);
+	} else if (c->provider != NULL) {
+		if (s_put(rule, sizeof rule, &rl, "provider:"))
+			(void)s_put(rule, sizeof rule, &rl, c->provider->name);
+	}
 	/* A request that went upstream was allowed, whatever failed after. */
 	allowed = allowed || c->sent;
 	cp_egress_rec_t r = {
@@ -410,7 +577,7 @@ s_refuse(s_conn_t *c, int status, const char *reason, bool close)
 		ahp_log_kv(AHP_LOG_INFO, c->run[0] ? c->run : NULL, NULL, "refused", "profile",
 		           c->profile, "status", st, "reason", why, NULL);
 	}
-	struct evbuffer *out = bufferevent_get_output(c->c);
+	struct evbuffer *out = s_cout(c);
 	const char *text = http_status_str((enum http_status)status);
 	evbuffer_add_printf(out,
 	                    "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -420,9 +587,9 @@ s_refuse(s_conn_t *c, int status, const char *reason, bool close)
 	                    why);
 	if (close) {
 		c->st = CS_CLOSING;
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 		if (c->u != NULL) {
-			bufferevent_free(c->u);
+			s_u_free(c);
 			c->u = NULL;
 			c->u_ok = false;
 		}
@@ -440,24 +607,203 @@ s_parser_resume(http_parser *p)
 		http_parser_pause(p, 0);
 }
 
+/* ---- reading plain sockets ----
+ *
+ * A socket bufferevent asks the kernel how much is readable (an
+ * ioctl(FIONREAD)) before every readv, and reads at most 4 KiB a time. The
+ * plain client and upstream sockets are read here instead: one readv of up
+ * to 16 KiB into the bufferevent's input, then its read callback (or its
+ * event callback on EOF, an error or the read timeout) through
+ * bufferevent_trigger, exactly as libevent's own read path would call them.
+ * The bufferevent's EV_READ stays disabled; s_read_on / s_read_off stand
+ * for bufferevent_enable / disable (EV_READ), and s_read_timeout for the
+ * read half of bufferevent_set_timeouts. A socket under TLS keeps
+ * libevent's reading (the TLS filter drives it). */
+
+static s_rd_t *
+s_rd_of(s_conn_t *c, struct bufferevent *bev)
+{
+	if (bev == NULL)
+		return NULL;
+	if (c->crd.ev != NULL && bev == c->sock)
+		return &c->crd;
+	if (c->urd.ev != NULL && bev == c->u)
+		return &c->urd;
+	return NULL;
+}
+
+static void
+s_read_on(s_conn_t *c, struct bufferevent *bev)
+{
+	s_rd_t *r = s_rd_of(c, bev);
+	if (r == NULL) {
+		bufferevent_enable(bev, EV_READ);
+		return;
+	}
+	/* Like bufferevent_enable: (re)armed, the timeout counted from now. */
+	r->on = true;
+	event_add(r->ev, r->has_tv ? &r->tv : NULL);
+}
+
+static void
+s_read_off(s_conn_t *c, struct bufferevent *bev)
+{
+	s_rd_t *r = s_rd_of(c, bev);
+	if (r == NULL) {
+		bufferevent_disable(bev, EV_READ);
+		return;
+	}
+	if (r->on) {
+		r->on = false;
+		event_del(r->ev);
+	}
+}
+
+static void
+s_read_timeout(s_conn_t *c, struct bufferevent *bev, const struct timeval *tv)
+{
+	bufferevent_set_timeouts(bev, tv, NULL);
+	s_rd_t *r = s_rd_of(c, bev);
+	if (r == NULL)
+		return;
+	r->has_tv = tv != NULL && (tv->tv_sec != 0 || tv->tv_usec != 0);
+	if (r->has_tv)
+		r->tv = *tv;
+	if (r->on) {
+		event_del(r->ev);
+		event_add(r->ev, r->has_tv ? &r->tv : NULL);
+	}
+}
+
+static void
+s_rd_run(s_conn_t *c, struct bufferevent *bev, short what)
+{
+	if (c->closing || bev == NULL)
+		return;
+	if (what & EV_TIMEOUT) {
+		s_read_off(c, bev);
+		bufferevent_trigger_event(bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, 0);
+		return;
+	}
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer_iovec v[2];
+	/* The bufferevent keeps its input's end frozen but while it reads. */
+	evbuffer_unfreeze(in, 0);
+	int nv = evbuffer_reserve_space(in, 16384, v, 2);
+	ssize_t n = -1;
+	int err = 0;
+	if (nv > 0) {
+		struct iovec iov[2];
+		for (int i = 0; i < nv; i++) {
+			iov[i].iov_base = v[i].iov_base;
+			iov[i].iov_len = v[i].iov_len;
+		}
+		n = readv(bufferevent_getfd(bev), iov, nv);
+		err = errno;
+		int k = 0;
+		size_t left = n > 0 ? (size_t)n : 0;
+		for (; k < nv && left > 0; k++) {
+			if (v[k].iov_len > left)
+				v[k].iov_len = left;
+			left -= v[k].iov_len;
+		}
+		evbuffer_commit_space(in, v, k);
+	} else {
+		err = ENOMEM;
+	}
+	evbuffer_freeze(in, 0);
+	if (n > 0) {
+		bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
+		return;
+	}
+	if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR))
+		return;
+	s_read_off(c, bev);
+	errno = err;
+	bufferevent_trigger_event(
+	    bev, n == 0 ? BEV_EVENT_EOF | BEV_EVENT_READING : BEV_EVENT_ERROR | BEV_EVENT_READING,
+	    0);
+}
+
+static void
+s_crd_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	s_conn_t *c = arg;
+	s_rd_run(c, c->crd.ev != NULL ? c->sock : NULL, what);
+}
+
+static void
+s_urd_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	s_conn_t *c = arg;
+	s_rd_run(c, c->urd.ev != NULL ? c->u : NULL, what);
+}
+
+/* Stops reading a socket here (it goes back to its bufferevent, or away). */
+static void
+s_rd_drop(s_rd_t *r)
+{
+	if (r->ev != NULL)
+		event_free(r->ev);
+	memset(r, 0, sizeof *r);
+}
+
 /* ---- writing plain sockets ----
  *
  * libevent writes a bufferevent's output when epoll says the socket is
  * writable: an epoll_ctl to add the write event, a wake-up, the write, an
- * epoll_ctl to remove it — for every response. For plain sockets (not TLS)
- * the write event stays disabled; whatever a loop turn added to an output
- * is written at the end of that turn with one writev, and only what the
- * socket does not take (a slow reader) falls back to libevent's write
- * event, which is disabled again once the output drains. */
+ * epoll_ctl to remove it — for every response. For plain sockets (the
+ * client's socket also when its TLS is terminated here: the TLS layer
+ * writes its records into that socket's output) the write event stays
+ * disabled; whatever a loop turn added to an output is written at the end
+ * of that turn with one writev, and only what the socket does not take (a
+ * slow reader) falls back to libevent's write event, which is disabled
+ * again once the output drains. */
+
+/* The upstream's socket: u itself, or what u's TLS runs on. */
+static struct bufferevent *
+s_usock(s_conn_t *c)
+{
+	if (c->u == NULL)
+		return NULL;
+	struct bufferevent *under = c->u_tls ? bufferevent_get_underlying(c->u) : NULL;
+	return under != NULL ? under : c->u;
+}
 
 static bool
 s_sync_capable(s_conn_t *c, struct bufferevent *bev)
 {
 	if (bev == NULL || bufferevent_get_underlying(bev) != NULL)
 		return false;
-	if (bev == c->c)
+	if (bev == c->sock)
 		return c->c_cb != NULL;
-	return bev == c->u && c->u_ok && !c->u_tls;
+	return c->u != NULL && bev == s_usock(c) && c->u_ok;
+}
+
+/* Hands what the turn collected for an intercepted client to TLS: one
+ * contiguous piece, so one SSL_write (records of up to 16 KiB each). */
+static void
+s_tls_push_1(struct bufferevent *bev, struct evbuffer *staged)
+{
+	size_t n = evbuffer_get_length(staged);
+	if (n == 0)
+		return;
+	if (n <= 65536 && evbuffer_get_contiguous_space(staged) < n)
+		evbuffer_pullup(staged, -1);
+	bufferevent_write_buffer(bev, staged);
+}
+
+static void
+s_tls_push(s_conn_t *c)
+{
+	if (c->closing)
+		return;
+	if (c->tout != NULL)
+		s_tls_push_1(c->c, c->tout);
+	if (c->u != NULL && c->u_tls && c->uout != NULL)
+		s_tls_push_1(c->u, c->uout);
 }
 
 static void s_client_write(struct bufferevent *bev, void *arg);
@@ -469,23 +815,47 @@ s_sync_write(s_conn_t *c, struct bufferevent *bev)
 {
 	if (c->closing || !s_sync_capable(c, bev))
 		return;
-	if (bufferevent_get_enabled(bev) & EV_WRITE)
-		return; /* libevent is already draining it */
 	struct evbuffer *o = bufferevent_get_output(bev);
-	if (evbuffer_get_length(o) == 0)
+	bool ev_write = (bufferevent_get_enabled(bev) & EV_WRITE) != 0;
+	if (evbuffer_get_length(o) == 0) {
+		/* libevent's write event drained it: writing goes back to the
+		 * end of the turn. */
+		if (ev_write)
+			bufferevent_disable(bev, EV_WRITE);
 		return;
+	}
+	/* A socket bufferevent keeps its output's start frozen except while
+	 * its own write callback runs (libevent's bufferevent_writecb does the
+	 * same unfreeze/write/freeze): evbuffer_write on a frozen buffer fails
+	 * without writing, which sent every response through the write event. */
+	evbuffer_unfreeze(o, 1);
 	int n = evbuffer_write(o, bufferevent_getfd(bev));
+	evbuffer_freeze(o, 1);
 	if (n < 0 || evbuffer_get_length(o) > 0) {
 		/* A full socket, or an error: libevent's write path takes over
 		 * (and reports the error through the event callback). */
-		bufferevent_enable(bev, EV_WRITE);
+		if (!ev_write)
+			bufferevent_enable(bev, EV_WRITE);
 		return;
 	}
+	if (ev_write)
+		bufferevent_disable(bev, EV_WRITE);
 	/* Drained: what libevent's write callback would have been told. */
-	if (bev == c->c)
+	if (bev == c->sock && c->sock != c->c) {
+		/* Under TLS that callback is the TLS layer's: it moves more of
+		 * its output down when it had stopped at the socket's high mark
+		 * (and tells s_client_write once its own output drains). */
+		if (evbuffer_get_length(bufferevent_get_output(c->c)) > 0)
+			bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
+	} else if (bev == c->c) {
 		s_client_write(bev, c);
-	else
+	} else if (bev != c->u) {
+		/* The socket under the upstream's TLS: as for the client's. */
+		if (evbuffer_get_length(bufferevent_get_output(c->u)) > 0)
+			bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
+	} else {
 		s_upstream_write(bev, c);
+	}
 }
 
 static void
@@ -496,9 +866,11 @@ s_flush_cb(evutil_socket_t fd, short what, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
-	s_sync_write(c, c->u);
+	s_tls_push(c);
 	if (!c->closing)
-		s_sync_write(c, c->c);
+		s_sync_write(c, s_usock(c));
+	if (!c->closing)
+		s_sync_write(c, c->sock);
 }
 
 static void
@@ -557,10 +929,9 @@ s_timer_cb(evutil_socket_t fd, short what, void *arg)
 static size_t
 s_out_pending(s_conn_t *c)
 {
-	size_t n = evbuffer_get_length(bufferevent_get_output(c->c));
-	struct bufferevent *under = bufferevent_get_underlying(c->c);
-	if (under != NULL)
-		n += evbuffer_get_length(bufferevent_get_output(under));
+	size_t n = s_cout_len(c);
+	if (c->sock != c->c)
+		n += evbuffer_get_length(bufferevent_get_output(c->sock));
 	return n;
 }
 
@@ -597,7 +968,7 @@ s_close_when_flushed(s_conn_t *c)
 			shutdown(bufferevent_getfd(c->c), SHUT_WR);
 			s_drain_read(c->c, c);
 			bufferevent_setcb(c->c, s_drain_read, NULL, s_drain_event, c);
-			bufferevent_enable(c->c, EV_READ);
+			s_read_on(c, c->c);
 			struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
 			evtimer_add(c->timer, &tv);
 			return;
@@ -718,7 +1089,7 @@ s_req_body(http_parser *p, const char *at, size_t len)
 	s_conn_t *c = p->data;
 	if (c->u == NULL)
 		return 0; /* refused request: the body is read and dropped */
-	struct evbuffer *out = bufferevent_get_output(c->u);
+	struct evbuffer *out = s_uout(c);
 	if (c->req_chunked)
 		s_add_chunk_size(out, len);
 	evbuffer_add(out, at, len);
@@ -733,7 +1104,7 @@ s_req_complete(http_parser *p)
 {
 	s_conn_t *c = p->data;
 	if (c->u != NULL && c->req_chunked)
-		evbuffer_add(bufferevent_get_output(c->u), "0\r\n\r\n", 5);
+		evbuffer_add(s_uout(c), "0\r\n\r\n", 5);
 	c->req_done = true;
 	http_parser_pause(p, 1); /* the next request waits for this response */
 	return 0;
@@ -778,6 +1149,16 @@ s_resp_headers_complete(http_parser *p)
 
 static void s_down(s_conn_t *c, const void *data, size_t len);
 
+/* The connection's buffer for scrubbed bytes (empty between uses; made on
+ * first use). NULL when out of memory. */
+static struct evbuffer *
+s_scrubbed(s_conn_t *c)
+{
+	if (c->scrubbed == NULL)
+		c->scrubbed = evbuffer_new();
+	return c->scrubbed;
+}
+
 static int
 s_resp_body(http_parser *p, const char *at, size_t len)
 {
@@ -794,20 +1175,18 @@ s_resp_body(http_parser *p, const char *at, size_t len)
 		return 0;
 	}
 	if (c->scrub != NULL) {
-		struct evbuffer *tmp = evbuffer_new();
+		struct evbuffer *tmp = s_scrubbed(c);
 		if (tmp == NULL)
 			return -1;
 		int n = cp_scrub_feed(c->scrub, at, len, tmp, false);
-		if (n < 0) {
-			evbuffer_free(tmp);
-			return -1;
+		if (n >= 0) {
+			c->redactions += n;
+			size_t tl = evbuffer_get_length(tmp);
+			if (tl > 0)
+				s_down(c, evbuffer_pullup(tmp, -1), tl);
 		}
-		c->redactions += n;
-		size_t tl = evbuffer_get_length(tmp);
-		if (tl > 0)
-			s_down(c, evbuffer_pullup(tmp, -1), tl);
-		evbuffer_free(tmp);
-		return 0;
+		evbuffer_drain(tmp, evbuffer_get_length(tmp));
+		return n < 0 ? -1 : 0;
 	}
 	s_down(c, at, len);
 	return 0;
@@ -838,7 +1217,7 @@ s_down(s_conn_t *c, const void *data, size_t len)
 {
 	if (len == 0)
 		return;
-	struct evbuffer *out = bufferevent_get_output(c->c);
+	struct evbuffer *out = s_cout(c);
 	if (c->resp_chunked)
 		s_add_chunk_size(out, len);
 	evbuffer_add(out, data, len);
@@ -871,6 +1250,8 @@ s_reaper_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->next)
 		c->next->prev = c->prev;
 	px->nconns--;
+	s_rd_drop(&c->crd);
+	s_rd_drop(&c->urd);
 	if (c->c)
 		bufferevent_free(c->c);
 	if (c->u)
@@ -878,6 +1259,12 @@ s_reaper_cb(evutil_socket_t fd, short what, void *arg)
 	event_free(c->timer);
 	event_free(c->reaper);
 	event_free(c->flush);
+	if (c->tout)
+		evbuffer_free(c->tout);
+	if (c->uout)
+		evbuffer_free(c->uout);
+	if (c->scrubbed)
+		evbuffer_free(c->scrubbed);
 	s_head_reset(&c->rh);
 	s_head_reset(&c->sh);
 	cp_scrub_destroy(&c->scrub_keep);
@@ -894,6 +1281,10 @@ s_conn_close(s_conn_t *c)
 	if (c->closing)
 		return;
 	c->closing = true;
+	if (c->crd.ev != NULL)
+		event_del(c->crd.ev);
+	if (c->urd.ev != NULL)
+		event_del(c->urd.ev);
 	if (c->c) {
 		bufferevent_setcb(c->c, NULL, NULL, NULL, NULL);
 		bufferevent_disable(c->c, EV_READ | EV_WRITE);
@@ -911,7 +1302,7 @@ static void
 s_exchange_end(s_conn_t *c)
 {
 	if (c->scrub != NULL) {
-		struct evbuffer *tmp = evbuffer_new();
+		struct evbuffer *tmp = s_scrubbed(c);
 		if (tmp != NULL) {
 			int n = cp_scrub_feed(c->scrub, NULL, 0, tmp, true);
 			if (n > 0)
@@ -919,21 +1310,21 @@ s_exchange_end(s_conn_t *c)
 			size_t tl = evbuffer_get_length(tmp);
 			if (tl > 0)
 				s_down(c, evbuffer_pullup(tmp, -1), tl);
-			evbuffer_free(tmp);
+			evbuffer_drain(tmp, tl);
 		}
 	}
 	if (c->resp_chunked)
-		evbuffer_add(bufferevent_get_output(c->c), "0\r\n\r\n", 5);
+		evbuffer_add(s_cout(c), "0\r\n\r\n", 5);
 	s_record(c, true, "");
 	bool keep_up = c->u != NULL && http_should_keep_alive(&c->sp) && c->req_done && !c->u_dirty;
 	if (!keep_up && c->u != NULL) {
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 		c->u_ok = false;
 	}
 	if (!c->client_keepalive || c->resp_close || !c->req_done) {
 		c->st = CS_CLOSING;
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 		s_close_when_flushed(c);
 		return;
 	}
@@ -945,8 +1336,8 @@ s_exchange_end(s_conn_t *c)
 static void
 s_exchange_begin(s_conn_t *c)
 {
-	s_head_reset(&c->rh);
-	s_head_reset(&c->sh);
+	s_head_clear(&c->rh);
+	s_head_clear(&c->sh);
 	c->scrub = NULL; /* c->scrub_keep holds it */
 	free(c->target);
 	c->target = NULL;
@@ -978,14 +1369,14 @@ s_exchange_begin(s_conn_t *c)
 		/* What followed the last request is not HTTP: its answer was
 		 * the last one on this connection. */
 		c->st = CS_CLOSING;
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 		s_close_when_flushed(c);
 		return;
 	}
 	s_parser_resume(&c->rp);
 	c->st = CS_HEAD;
 	s_timer_set(c, c->px->cfg.idle_timeout_s);
-	bufferevent_enable(c->c, EV_READ);
+	s_read_on(c, c->c);
 }
 
 /* ---- upstream ---- */
@@ -999,16 +1390,28 @@ static void
 s_upstream_connected(s_conn_t *c)
 {
 	c->u_ok = true;
-	if (!c->u_tls) {
-		evbuffer_add_cb(bufferevent_get_output(c->u), s_outbuf_cb, c);
-		s_sync_resume(c, c->u);
+	/* From here the socket (under TLS too) is written at the end of the
+	 * turn; the handshake was libevent's. */
+	struct bufferevent *us = s_usock(c);
+	evbuffer_add_cb(bufferevent_get_output(us), s_outbuf_cb, c);
+	s_sync_resume(c, us);
+	if (!c->u_tls && c->urd.ev == NULL) {
+		/* Read here from now on (s_rd_run). */
+		c->urd.ev = event_new(c->px->base, bufferevent_getfd(c->u), EV_READ | EV_PERSIST,
+		                      s_urd_cb, c);
+		if (c->urd.ev != NULL) {
+			bool reading = (bufferevent_get_enabled(c->u) & EV_READ) != 0;
+			bufferevent_disable(c->u, EV_READ);
+			if (reading)
+				s_read_on(c, c->u);
+		}
 	}
 	if (c->is_connect) {
 		s_tunnel_connected(c);
 		return;
 	}
 	struct timeval rt = {.tv_sec = c->px->cfg.response_timeout_s};
-	bufferevent_set_timeouts(c->u, &rt, NULL);
+	s_read_timeout(c, c->u, &rt);
 	s_send_request_head(c);
 }
 
@@ -1026,7 +1429,7 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 	}
 	if (c->st == CS_HEAD || c->st == CS_CLOSING) {
 		/* The kept-alive upstream went away between exchanges. */
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 		c->u_ok = false;
 		return;
@@ -1040,7 +1443,7 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 	    (strcmp(c->method, "GET") == 0 || strcmp(c->method, "HEAD") == 0 ||
 	     strcmp(c->method, "OPTIONS") == 0) &&
 	    (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 		c->u_ok = false;
 		s_go_upstream(c);
@@ -1069,7 +1472,7 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 		http_parser_execute(&c->sp, &s_resp_settings, NULL, 0);
 		if (c->resp_done) {
 			c->resp_close = c->resp_close || !c->resp_chunked;
-			bufferevent_free(c->u);
+			s_u_free(c);
 			c->u = NULL;
 			c->u_ok = false;
 			s_exchange_end(c);
@@ -1078,11 +1481,11 @@ s_upstream_event(struct bufferevent *bev, short what, void *arg)
 		/* What arrived goes to the client, then the close tells it the
 		 * body is cut short (the framing it was promised is not met). */
 		s_record(c, true, "upstream closed mid-response");
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 		c->u_ok = false;
 		c->st = CS_CLOSING;
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 		s_close_when_flushed(c);
 		return;
 	}
@@ -1126,7 +1529,7 @@ static void
 s_connect(s_conn_t *c, const struct sockaddr *sa, socklen_t salen)
 {
 	if (c->u != NULL) {
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 	}
 	c->u_ok = false;
@@ -1137,12 +1540,29 @@ s_connect(s_conn_t *c, const struct sockaddr *sa, socklen_t salen)
 			s_refuse(c, 502, "cannot set up TLS to the upstream", true);
 			return;
 		}
-		c->u = bufferevent_openssl_socket_new(
-		    c->px->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-		if (c->u != NULL)
+		/* TLS as a filter over a socket bufferevent (not on the fd): the
+		 * socket is then written at the end of the turn like a plain one
+		 * (s_flush_cb), not through an epoll_ctl pair per request. */
+		struct bufferevent *sock =
+		    bufferevent_socket_new(c->px->base, -1, BEV_OPT_CLOSE_ON_FREE);
+		c->u = sock == NULL ? NULL
+		                    : bufferevent_openssl_filter_new(c->px->base, sock, ssl,
+		                                                     BUFFEREVENT_SSL_CONNECTING,
+		                                                     BEV_OPT_CLOSE_ON_FREE);
+		if (c->u != NULL && c->uout == NULL) {
+			c->uout = evbuffer_new();
+			if (c->uout != NULL && evbuffer_add_cb(c->uout, s_outbuf_cb, c) == NULL) {
+				evbuffer_free(c->uout);
+				c->uout = NULL;
+			}
+		}
+		if (c->u != NULL) {
 			bufferevent_openssl_set_allow_dirty_shutdown(c->u, 1);
-		else
+		} else {
 			SSL_free(ssl);
+			if (sock != NULL)
+				bufferevent_free(sock);
+		}
 	} else {
 		c->u = bufferevent_socket_new(c->px->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	}
@@ -1150,7 +1570,8 @@ s_connect(s_conn_t *c, const struct sockaddr *sa, socklen_t salen)
 		s_refuse(c, 502, "out of memory connecting upstream", true);
 		return;
 	}
-	snprintf(c->u_host, sizeof c->u_host, "%s", c->host);
+	size_t hl = 0;
+	(void)s_put(c->u_host, sizeof c->u_host, &hl, c->host);
 	c->u_port = c->port;
 	c->u_dirty = false;
 	c->u_key[0] = (uintptr_t)(c->gen ? c->gen->id : 0);
@@ -1161,13 +1582,13 @@ s_connect(s_conn_t *c, const struct sockaddr *sa, socklen_t salen)
 	bufferevent_setwatermark(c->u, EV_WRITE, S_HIGH / 2, 0);
 	bufferevent_enable(c->u, EV_READ | EV_WRITE);
 	c->st = CS_UPSTREAM;
-	if (bufferevent_socket_connect(c->u, sa, (int)salen) != 0) {
+	if (bufferevent_socket_connect(s_usock(c), sa, (int)salen) != 0) {
 		char why[CP_REASON_MAX];
 		snprintf(why, sizeof why, "cannot connect to upstream %s:%u", c->host, c->port);
 		s_refuse(c, 502, why, true);
 		return;
 	}
-	s_nodelay(bufferevent_getfd(c->u));
+	s_nodelay(bufferevent_getfd(s_usock(c)));
 }
 
 static void
@@ -1273,7 +1694,7 @@ s_go_upstream(s_conn_t *c)
 	}
 	c->u_reused = false;
 	if (c->u != NULL) {
-		bufferevent_free(c->u);
+		s_u_free(c);
 		c->u = NULL;
 		c->u_ok = false;
 	}
@@ -1331,25 +1752,25 @@ static void
 s_send_request_head(s_conn_t *c)
 {
 	s_head_t *h = &c->rh;
-	struct evbuffer *out = bufferevent_get_output(c->u);
+	s_w_t w = {.dst = s_uout(c)};
 	c->st = CS_EXCHANGE;
 	c->sent = true;
-	s_adds(out, c->method);
-	evbuffer_add(out, " ", 1);
-	s_adds(out, c->target);
-	evbuffer_add(out, " HTTP/1.1\r\nHost: ", 17);
+	s_ws(&w, c->method);
+	s_w(&w, " ", 1);
+	s_ws(&w, c->target);
+	s_w(&w, " HTTP/1.1\r\nHost: ", 17);
 	bool dflt = c->port == (c->tls_up ? 443 : 80);
 	bool v6 = strchr(c->host, ':') != NULL;
 	if (v6)
-		evbuffer_add(out, "[", 1);
-	s_adds(out, c->host);
+		s_w(&w, "[", 1);
+	s_ws(&w, c->host);
 	if (v6)
-		evbuffer_add(out, "]", 1);
+		s_w(&w, "]", 1);
 	if (!dflt) {
-		evbuffer_add(out, ":", 1);
-		s_addu(out, c->port);
+		s_w(&w, ":", 1);
+		s_wu(&w, c->port);
 	}
-	evbuffer_add(out, "\r\n", 2);
+	s_w(&w, "\r\n", 2);
 	const cp_inject_t *inj = c->rule ? c->rule->inject : NULL;
 	unsigned n_inj = c->rule ? c->rule->n_inject : 0;
 	for (unsigned i = 0; i < h->n; i++) {
@@ -1371,49 +1792,51 @@ s_send_request_head(s_conn_t *c)
 		 * ask for identity when anything is injected. */
 		if (replaced || (c->n_secrets > 0 && s_ieq(n, nl, "accept-encoding")))
 			continue;
-		evbuffer_add(out, n, nl);
-		evbuffer_add(out, ": ", 2);
-		evbuffer_add(out, h->buf + h->h[i].v_off, h->h[i].v_len);
-		evbuffer_add(out, "\r\n", 2);
+		s_w(&w, n, nl);
+		s_w(&w, ": ", 2);
+		s_w(&w, h->buf + h->h[i].v_off, h->h[i].v_len);
+		s_w(&w, "\r\n", 2);
 	}
 	for (unsigned k = 0; k < n_inj; k++) {
-		s_adds(out, inj[k].name);
-		evbuffer_add(out, ": ", 2);
-		evbuffer_add(out, inj[k].value, inj[k].value_len);
-		evbuffer_add(out, "\r\n", 2);
+		s_ws(&w, inj[k].name);
+		s_w(&w, ": ", 2);
+		s_w(&w, inj[k].value, inj[k].value_len);
+		s_w(&w, "\r\n", 2);
 	}
 	if (c->provider != NULL && c->provider->auth != CP_AUTH_NONE) {
 		size_t sl = 0;
 		const char *sv = ahp_secrets_get(c->gen->secrets, c->provider->secret, &sl);
 		if (sv != NULL) {
 			if (c->provider->auth == CP_AUTH_BEARER)
-				evbuffer_add_printf(out, "Authorization: Bearer %.*s\r\n", (int)sl,
-				                    sv);
-			else
-				evbuffer_add_printf(out, "%s: %.*s\r\n",
-				                    c->provider->auth == CP_AUTH_X_API_KEY
-				                        ? "x-api-key"
-				                        : c->provider->header,
-				                    (int)sl, sv);
+				s_ws(&w, "Authorization: Bearer ");
+			else {
+				s_ws(&w, c->provider->auth == CP_AUTH_X_API_KEY
+				             ? "x-api-key"
+				             : c->provider->header);
+				s_w(&w, ": ", 2);
+			}
+			s_w(&w, sv, strnlen(sv, sl)); /* as "%.*s" did */
+			s_w(&w, "\r\n", 2);
 		}
 	}
 	if (c->req_chunked)
-		evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+		s_w(&w, "Transfer-Encoding: chunked\r\n", 28);
 	else if (c->req_cl > 0 || strcmp(c->method, "POST") == 0 || strcmp(c->method, "PUT") == 0 ||
 	         strcmp(c->method, "PATCH") == 0) {
-		evbuffer_add(out, "Content-Length: ", 16);
-		s_addu(out, c->req_cl);
-		evbuffer_add(out, "\r\n", 2);
+		s_w(&w, "Content-Length: ", 16);
+		s_wu(&w, c->req_cl);
+		s_w(&w, "\r\n", 2);
 	}
-	evbuffer_add(out, "\r\n", 2);
+	s_w(&w, "\r\n", 2);
+	s_wdone(&w);
 	/* The response parser for this exchange. */
 	http_parser_init(&c->sp, HTTP_RESPONSE);
 	c->sp.data = c;
-	s_head_reset(&c->sh);
+	s_head_clear(&c->sh);
 	c->resp_head_ready = c->resp_head_sent = c->resp_done = false;
 	s_parser_resume(&c->rp);
 	evtimer_del(c->timer); /* the upstream's read timeout guards the exchange */
-	bufferevent_enable(c->c, EV_READ);
+	s_read_on(c, c->c);
 	s_process(c); /* body bytes already read */
 	if (!c->closing && c->u != NULL && evbuffer_get_length(bufferevent_get_input(c->u)) > 0)
 		s_upstream_read(c->u, c);
@@ -1480,13 +1903,13 @@ s_send_response_head(s_conn_t *c)
 		}
 		c->scrub = no_body ? NULL : c->scrub_keep;
 	}
-	struct evbuffer *out = bufferevent_get_output(c->c);
+	s_w_t w = {.dst = s_cout(c)};
 	const char *text = http_status_str((enum http_status)status);
-	evbuffer_add(out, "HTTP/1.1 ", 9);
-	s_addu(out, (uint64_t)status);
-	evbuffer_add(out, " ", 1);
-	s_adds(out, text);
-	evbuffer_add(out, "\r\n", 2);
+	s_w(&w, "HTTP/1.1 ", 9);
+	s_wu(&w, (uint64_t)status);
+	s_w(&w, " ", 1);
+	s_ws(&w, text);
+	s_w(&w, "\r\n", 2);
 	for (unsigned i = 0; i < h->n; i++) {
 		const char *n = h->buf + h->h[i].n_off;
 		size_t nl = h->h[i].n_len;
@@ -1506,62 +1929,53 @@ s_send_response_head(s_conn_t *c)
 				continue;
 			}
 		}
-		evbuffer_add(out, n, nl);
-		evbuffer_add(out, ": ", 2);
+		s_w(&w, n, nl);
+		s_w(&w, ": ", 2);
 		if (c->n_secrets > 0) {
 			/* Room for the worst case: every 8 bytes (the shortest secret
 			 * searched) become one label. */
 			size_t vl = h->h[i].v_len, cap = vl + (vl / 8 + 1) * (CP_LABEL_MAX + 1) + 1;
-			char *v = malloc(cap);
+			char vb[1024];
+			char *v = cap <= sizeof vb ? vb : malloc(cap);
 			if (v == NULL) {
+				s_wdiscard(&w); /* a head cut short is not sent */
 				s_refuse(c, 502, "out of memory", true);
 				return;
 			}
 			int r = cp_scrub_apply(c->scrub_keep, h->buf + h->h[i].v_off, vl, v, cap);
 			if (r > 0)
 				c->redactions += r;
-			evbuffer_add(out, v, strlen(v));
-			free(v);
+			s_w(&w, v, strlen(v));
+			if (v != vb)
+				free(v);
 		} else {
-			evbuffer_add(out, h->buf + h->h[i].v_off, h->h[i].v_len);
+			s_w(&w, h->buf + h->h[i].v_off, h->h[i].v_len);
 		}
-		evbuffer_add(out, "\r\n", 2);
+		s_w(&w, "\r\n", 2);
 	}
 	if (status >= 100 && status < 200) {
-		evbuffer_add(out, "\r\n", 2);
+		s_w(&w, "\r\n", 2);
+		s_wdone(&w);
 		return;
 	}
 	c->resp_chunked = false;
 	if (!no_body) {
 		if (up_cl && c->scrub == NULL) {
-			evbuffer_add(out, "Content-Length: ", 16);
-			s_addu(out, c->sp.content_length);
-			evbuffer_add(out, "\r\n", 2);
+			s_w(&w, "Content-Length: ", 16);
+			s_wu(&w, c->sp.content_length);
+			s_w(&w, "\r\n", 2);
 		} else if (client11) {
 			c->resp_chunked = true;
-			evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+			s_w(&w, "Transfer-Encoding: chunked\r\n", 28);
 		} else {
 			c->resp_close = true;
 		}
 	}
 	if (!c->client_keepalive || c->resp_close)
-		evbuffer_add(out, "Connection: close\r\n", 19);
-	evbuffer_add(out, "\r\n", 2);
+		s_w(&w, "Connection: close\r\n", 19);
+	s_w(&w, "\r\n", 2);
+	s_wdone(&w);
 	c->resp_head_sent = true;
-}
-
-/* Over TLS every chain of the output buffer becomes its own SSL_write (a
- * TLS record and a write(2)): a small response built in pieces is made one
- * chain first. */
-static void
-s_coalesce(s_conn_t *c)
-{
-	if (c->closing || c->c == NULL || bufferevent_get_underlying(c->c) == NULL)
-		return;
-	struct evbuffer *out = bufferevent_get_output(c->c);
-	size_t n = evbuffer_get_length(out);
-	if (n > 0 && n <= 16384 && evbuffer_get_contiguous_space(out) < n)
-		evbuffer_pullup(out, -1);
 }
 
 static void s_upstream_read_1(struct bufferevent *bev, s_conn_t *c);
@@ -1574,7 +1988,6 @@ s_upstream_read(struct bufferevent *bev, void *arg)
 	if (c->closing)
 		return;
 	s_upstream_read_1(bev, c);
-	s_coalesce(c);
 }
 
 static void
@@ -1586,13 +1999,13 @@ s_upstream_read_1(struct bufferevent *bev, s_conn_t *c)
 		c->down_bytes += n;
 		bufferevent_write_buffer(c->c, in);
 		if (evbuffer_get_length(bufferevent_get_output(c->c)) >= S_HIGH)
-			bufferevent_disable(bev, EV_READ);
+			s_read_off(c, bev);
 		return;
 	}
 	if (c->st != CS_EXCHANGE) {
 		/* Bytes from an idle upstream: it is not reusable. */
 		if (c->st != CS_UPSTREAM) {
-			bufferevent_free(c->u);
+			s_u_free(c);
 			c->u = NULL;
 			c->u_ok = false;
 		}
@@ -1629,7 +2042,7 @@ s_upstream_read_1(struct bufferevent *bev, s_conn_t *c)
 			if (status >= 100 && status < 200) {
 				/* An interim response: the final one follows. */
 				c->resp_head_ready = false;
-				s_head_reset(&c->sh);
+				s_head_clear(&c->sh);
 			}
 			continue;
 		}
@@ -1642,9 +2055,8 @@ s_upstream_read_1(struct bufferevent *bev, s_conn_t *c)
 		if (done == 0 && e != HPE_PAUSED)
 			break;
 	}
-	if (!c->closing && c->c != NULL &&
-	    evbuffer_get_length(bufferevent_get_output(c->c)) >= S_HIGH)
-		bufferevent_disable(bev, EV_READ);
+	if (!c->closing && c->c != NULL && s_cout_len(c) >= S_HIGH)
+		s_read_off(c, bev);
 }
 
 static void
@@ -1654,11 +2066,11 @@ s_upstream_write(struct bufferevent *bev, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
-	s_sync_resume(c, c->u);
+	s_sync_resume(c, s_usock(c));
 	/* The upstream drained below the low mark: the client may send again,
 	 * starting with what is already buffered. */
 	if (c->st == CS_TUNNEL || c->st == CS_EXCHANGE) {
-		bufferevent_enable(c->c, EV_READ);
+		s_read_on(c, c->c);
 		if (evbuffer_get_length(bufferevent_get_input(c->c)) > 0)
 			s_process(c);
 	}
@@ -1785,17 +2197,20 @@ s_injected_names(s_conn_t *c)
 	size_t off = 0;
 	if (c->rule != NULL)
 		for (unsigned k = 0; k < c->rule->n_inject; k++) {
-			int n = snprintf(c->injected + off, sizeof c->injected - off, "%s%s",
-			                 off ? "," : "", c->rule->inject[k].name);
-			if (n < 0 || (size_t)n >= sizeof c->injected - off)
+			/* A name that does not fit is cut, and the list ends there. */
+			size_t o = off;
+			if ((off > 0 && !s_put(c->injected, sizeof c->injected, &o, ",")) ||
+			    !s_put(c->injected, sizeof c->injected, &o, c->rule->inject[k].name))
 				break;
-			off += (size_t)n;
+			off = o;
 		}
-	if (c->provider != NULL && c->provider->auth != CP_AUTH_NONE)
-		snprintf(c->injected, sizeof c->injected, "%s",
-		         c->provider->auth == CP_AUTH_BEARER      ? "Authorization"
-		         : c->provider->auth == CP_AUTH_X_API_KEY ? "x-api-key"
-		                                                  : c->provider->header);
+	if (c->provider != NULL && c->provider->auth != CP_AUTH_NONE) {
+		off = 0;
+		(void)s_put(c->injected, sizeof c->injected, &off,
+		            c->provider->auth == CP_AUTH_BEARER      ? "Authorization"
+		            : c->provider->auth == CP_AUTH_X_API_KEY ? "x-api-key"
+		                                                     : c->provider->header);
+	}
 }
 
 static void
@@ -1838,8 +2253,9 @@ s_request(s_conn_t *c)
 	const char *why = NULL;
 	evtimer_del(c->timer);
 	c->t0_ms = s_ms();
-	snprintf(c->method, sizeof c->method, "%s",
-	         http_method_str((enum http_method)c->rp.method));
+	size_t ml = 0;
+	(void)s_put(c->method, sizeof c->method, &ml,
+	            http_method_str((enum http_method)c->rp.method));
 	const char *url = c->rh.buf + c->rh.url_off;
 	size_t ul = c->rh.url_len;
 	c->client_keepalive = http_should_keep_alive(&c->rp) != 0;
@@ -1921,7 +2337,7 @@ s_request(s_conn_t *c)
 			return;
 		}
 		if (strcmp(c->target, "/healthz") == 0) {
-			struct evbuffer *out = bufferevent_get_output(c->c);
+			struct evbuffer *out = s_cout(c);
 			evbuffer_add_printf(out,
 			                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 			                    "Content-Length: 12\r\n\r\n{\"ok\":true}\n");
@@ -2067,15 +2483,15 @@ s_tunnel_connected(s_conn_t *c)
 	c->st = CS_TUNNEL;
 	c->status = 200;
 	struct timeval idle = {.tv_sec = c->px->cfg.idle_timeout_s};
-	bufferevent_set_timeouts(c->u, &idle, NULL);
-	bufferevent_set_timeouts(c->c, &idle, NULL);
+	s_read_timeout(c, c->u, &idle);
+	s_read_timeout(c, c->c, &idle);
 	evbuffer_add_printf(bufferevent_get_output(c->c),
 	                    "HTTP/1.1 200 Connection established\r\n\r\n");
 	/* Bytes the client sent after the CONNECT head belong to the tunnel. */
 	struct evbuffer *in = bufferevent_get_input(c->c);
 	c->up_bytes += evbuffer_get_length(in);
 	bufferevent_write_buffer(c->u, in);
-	bufferevent_enable(c->c, EV_READ);
+	s_read_on(c, c->c);
 }
 
 static void s_intercept(s_conn_t *c);
@@ -2114,12 +2530,13 @@ s_intercept(s_conn_t *c)
 	 * its own output backs up and the upstream stops being read (memory
 	 * stays bounded for a client that reads slowly). */
 	bufferevent_setwatermark(c->c, EV_WRITE, S_HIGH / 2, S_HIGH);
-	/* The plain socket goes back to libevent's own writing: the TLS layer
-	 * drives it from now on. */
-	if (c->c_cb != NULL) {
-		evbuffer_remove_cb_entry(bufferevent_get_output(c->c), c->c_cb);
-		c->c_cb = NULL;
-		bufferevent_enable(c->c, EV_WRITE);
+	/* The TLS filter reads the socket through its bufferevent. */
+	s_rd_drop(&c->crd);
+	c->tout = evbuffer_new();
+	if (c->tout == NULL || evbuffer_add_cb(c->tout, s_outbuf_cb, c) == NULL) {
+		SSL_free(ssl);
+		s_conn_close(c);
+		return;
 	}
 	struct bufferevent *tls = bufferevent_openssl_filter_new(
 	    c->px->base, c->c, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
@@ -2129,6 +2546,11 @@ s_intercept(s_conn_t *c)
 		return;
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+	/* The filter enables the socket's write event; the socket stays written
+	 * at the end of each turn (s_flush_cb) like a plain one, libevent's
+	 * write event only for what a slow reader leaves. */
+	if (c->c_cb != NULL)
+		bufferevent_disable(c->sock, EV_WRITE);
 	c->c = tls;
 	bufferevent_setcb(c->c, s_client_read, s_client_write, s_client_event, c);
 	bufferevent_setwatermark(c->c, EV_WRITE, S_HIGH / 2, 0);
@@ -2183,7 +2605,7 @@ s_process(s_conn_t *c)
 			c->up_bytes += evbuffer_get_length(in);
 			bufferevent_write_buffer(c->u, in);
 			if (evbuffer_get_length(bufferevent_get_output(c->u)) >= S_HIGH)
-				bufferevent_disable(c->c, EV_READ);
+				s_read_off(c, c->c);
 			return;
 		}
 		if (c->st == CS_CLOSING || c->st == CS_UPSTREAM)
@@ -2192,9 +2614,8 @@ s_process(s_conn_t *c)
 			return;
 		if (c->st == CS_EXCHANGE && c->req_done)
 			return;
-		if (c->st == CS_EXCHANGE && c->u != NULL &&
-		    evbuffer_get_length(bufferevent_get_output(c->u)) >= S_HIGH) {
-			bufferevent_disable(c->c, EV_READ);
+		if (c->st == CS_EXCHANGE && c->u != NULL && s_uout_len(c) >= S_HIGH) {
+			s_read_off(c, c->c);
 			return;
 		}
 		size_t len = evbuffer_get_contiguous_space(in);
@@ -2276,7 +2697,7 @@ s_client_read(struct bufferevent *bev, void *arg)
 	/* Bound what sits unread while an exchange is in progress. */
 	if (!c->closing && (c->st == CS_UPSTREAM || (c->st == CS_EXCHANGE && c->req_done)) &&
 	    evbuffer_get_length(bufferevent_get_input(c->c)) > c->px->cfg.max_header_bytes)
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 }
 
 static void
@@ -2286,13 +2707,13 @@ s_client_write(struct bufferevent *bev, void *arg)
 	s_conn_t *c = arg;
 	if (c->closing)
 		return;
-	s_sync_resume(c, c->c);
+	s_sync_resume(c, c->sock);
 	if (c->st == CS_CLOSING) {
 		s_close_when_flushed(c);
 		return;
 	}
 	if (c->u != NULL && (c->st == CS_EXCHANGE || c->st == CS_TUNNEL)) {
-		bufferevent_enable(c->u, EV_READ);
+		s_read_on(c, c->u);
 		if (evbuffer_get_length(bufferevent_get_input(c->u)) > 0)
 			s_upstream_read(c->u, c);
 	}
@@ -2313,7 +2734,7 @@ s_client_event(struct bufferevent *bev, short what, void *arg)
 		/* The client half-closed after its request (shutdown(SHUT_WR)):
 		 * it still reads the answer, and the connection ends after it. */
 		c->client_keepalive = false;
-		bufferevent_disable(c->c, EV_READ);
+		s_read_off(c, c->c);
 		return;
 	}
 	if (c->st == CS_TUNNEL && (what & BEV_EVENT_EOF) && c->u != NULL) {
@@ -2405,7 +2826,7 @@ s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role)
 	evutil_make_socket_nonblocking(fd);
 	if (role == ROLE_DEV)
 		s_nodelay(fd);
-	c->c = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->c = c->sock = bufferevent_socket_new(px->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(px->base, s_timer_cb, c);
 	c->reaper = event_new(px->base, -1, 0, s_reaper_cb, c);
 	c->flush = event_new(px->base, -1, 0, s_flush_cb, c);
@@ -2423,6 +2844,7 @@ s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role)
 		free(c);
 		return;
 	}
+	c->crd.ev = event_new(px->base, fd, EV_READ | EV_PERSIST, s_crd_cb, c);
 	c->c_cb = evbuffer_add_cb(bufferevent_get_output(c->c), s_outbuf_cb, c);
 	if (c->c_cb != NULL)
 		bufferevent_disable(c->c, EV_WRITE);
@@ -2441,7 +2863,7 @@ s_adopt(cp_proxy_t *px, evutil_socket_t fd, enum role role)
 	if (role == ROLE_RELAY) {
 		c->st = CS_PREAMBLE;
 		s_timer_set(c, px->cfg.header_timeout_s);
-		bufferevent_enable(c->c, EV_READ);
+		s_read_on(c, c->c);
 	} else {
 		if (role == ROLE_DEV) {
 			snprintf(c->run, sizeof c->run, "dev");
