@@ -361,8 +361,8 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 	}
 	const Ahp__Sbx__RunReply *run = rep->run;
 	if (rep->error != NULL && rep->error->status != AHP__STATUS__OK) {
-		const char *stage =
-		    run != NULL && run->stage != NULL && run->stage[0] != '\0' ? run->stage : "run";
+		/* no stage: refused before any request was read (the peer check) */
+		const char *stage = run != NULL && run->stage != NULL ? run->stage : "";
 		if (strcmp(stage, "profile") == 0 &&
 		    rep->error->status == AHP__STATUS__ERR_NOT_FOUND) {
 			/* the message: what loading the profiles reported, one per line */
@@ -376,8 +376,11 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 			ec = S_EXIT_USAGE;
 			goto out;
 		}
-		ahp_term_printf(stderr, "sandboxd: %s: %s: ", stage,
-		                ahp_status_str(rep->error->status));
+		if (stage[0] != '\0')
+			ahp_term_printf(stderr, "sandboxd: %s: %s: ", stage,
+			                ahp_status_str(rep->error->status));
+		else
+			ahp_term_printf(stderr, "sandboxd: %s: ", ahp_status_str(rep->error->status));
 		ahp_term_fputs(rep->error->message, AHP_TERM_ONE_LINE, stderr);
 		fputc('\n', stderr);
 		ec = S_EXIT_UNREACHABLE;

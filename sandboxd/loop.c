@@ -1821,7 +1821,7 @@ s_run_on_readable(sbx_daemon_t *self, s_run_t *run)
 		snprintf(msg, sizeof(msg), "uid %u (gid %u) may not use this socket",
 		         (unsigned)run->cred.uid, (unsigned)run->cred.gid);
 		if (n > 0)
-			s_run_reply_error(run, AHP__STATUS__ERR_PERMISSION_DENIED, msg, "request");
+			s_run_reply_error(run, AHP__STATUS__ERR_PERMISSION_DENIED, msg, "");
 		s_run_close(run);
 		return;
 	case S_RUN_IDLE:

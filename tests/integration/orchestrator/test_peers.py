@@ -111,8 +111,8 @@ def main(args):
         check(p.returncode == 125, f"sandboxd exec as nobody: exit {p.returncode}\n{p.stderr}")
         check("sandboxd: permission_denied: uid 65534 (gid 65534) may not use this socket\n"
               in p.stderr, f"sandboxd exec as nobody: {p.stderr!r}")
-        check(re.search(r'peer uid=65534 gid=65534 pid=\d+ refused on ipc://' +
-                        re.escape(st.path("run/sandboxd.sock")), st.log("sandboxd")),
+        check(re.search(r'peer uid=65534 gid=65534 pid=\d+ refused on ' +
+                        re.escape(st.path("run/sandboxd-exec.sock")), st.log("sandboxd")),
               "no refusal line in sandboxd's log")
 
         # A member of group ahp (here: as primary group) may use orchctl.

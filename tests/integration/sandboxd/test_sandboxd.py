@@ -1638,7 +1638,7 @@ def t_oneshot_socket(d):
     rep = S.decode_reply(bytes.fromhex(r.stdout))
     check(rep.get("error") == {"status": "permission_denied",
                                "message": "uid 65534 (gid 65534) may not use this socket"} and
-          rep["run"]["stage"] == "request", f"a peer not admitted: {rep}")
+          rep["run"].get("stage", "") == "", f"a peer not admitted: {rep}")
     check(b"peer uid=65534 gid=65534" in open(d.path("log/sandboxd.log"), "rb").read(),
           "the refusal is logged")
 
