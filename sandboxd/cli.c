@@ -380,7 +380,8 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 			ahp_term_printf(stderr, "sandboxd: %s: %s: ", stage,
 			                ahp_status_str(rep->error->status));
 		else
-			ahp_term_printf(stderr, "sandboxd: %s: ", ahp_status_str(rep->error->status));
+			ahp_term_printf(stderr,
+			                "sandboxd: %s: ", ahp_status_str(rep->error->status));
 		ahp_term_fputs(rep->error->message, AHP_TERM_ONE_LINE, stderr);
 		fputc('\n', stderr);
 		ec = S_EXIT_UNREACHABLE;
