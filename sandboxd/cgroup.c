@@ -188,13 +188,19 @@ s_signal_tasks(const char *dir)
 }
 
 /* True once the freezer state file in dir reads `want` (v1 freezer.state
- * "FROZEN", v2 cgroup.events "frozen 1"), waiting up to S_FREEZE_WAIT_MS. */
+ * "FROZEN", v2 cgroup.events "frozen 1"), waiting up to S_FREEZE_WAIT_MS.
+ * A sandbox between commands (init asleep in poll) freezes within tens of
+ * microseconds: the state is read again after 20 us, doubling up to 1 ms
+ * (a fixed 1 ms sleep held every kill, and the spawns queued behind it on
+ * the privileged parent, for a millisecond). */
 static bool
 s_wait_frozen(const char *dir, const char *file, const char *want)
 {
 	char p[PATH_MAX];
 	snprintf(p, sizeof(p), "%s/%s", dir, file);
-	for (int i = 0; i < S_FREEZE_WAIT_MS; i++) {
+	int64_t deadline = ahp_mono_ms() + S_FREEZE_WAIT_MS;
+	useconds_t pause = 20;
+	for (;;) {
 		char *buf = NULL;
 		size_t n;
 		if (ahp_read_file(p, 4096, &buf, &n) != 0)
@@ -203,9 +209,11 @@ s_wait_frozen(const char *dir, const char *file, const char *want)
 		free(buf);
 		if (done)
 			return true;
-		usleep(1000);
+		if (ahp_mono_ms() >= deadline)
+			return false;
+		usleep(pause);
+		pause = pause < 500 ? pause * 2 : 1000;
 	}
-	return false;
 }
 
 /*

@@ -2276,6 +2276,12 @@ sbx_daemon_run(sbx_daemon_t *self)
 				break;
 			}
 		}
+		/* The one-shots answered just now lose their sandboxes before
+		 * anything else is served: what follows may wait on the
+		 * privileged parent (a cgroup's removal) long enough for the
+		 * client to exit and someone's List to arrive, which must not
+		 * find the sandbox still there. */
+		s_run_reap(self);
 		if (self->items[2].revents)
 			s_on_zygote(self);
 		if (self->items[1].revents)

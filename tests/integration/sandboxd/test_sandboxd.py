@@ -1485,11 +1485,13 @@ def t_oneshot_cancel(d):
         tag = f"9{sig:02d}.5"
         p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
                               "--profile", "p", "--", "sh", "-c",
-                              f"touch /workspace/started; exec sleep {tag}"],
+                              f"touch /workspace/started-{tag}; exec sleep {tag}"],
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
         try:
-            wait_for(lambda: any(os.path.exists(os.path.join(ws, w, "ws", "started"))
+            # a marker of this round's own: the previous round's disk may still be
+            # mounted (its discard is asynchronous) with its marker in it
+            wait_for(lambda: any(os.path.exists(os.path.join(ws, w, "ws", f"started-{tag}"))
                                  for w in os.listdir(ws)), 20, "the command to start")
             listed = [s["sandbox_id"] for s in ok(c.list(), "list")]
             check(len(listed) == 1 and listed[0].startswith("cli-"), f"listed: {listed}")
