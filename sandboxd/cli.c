@@ -30,10 +30,13 @@
 #define S_EXIT_INTERRUPTED 130
 /* Longest wait for room in the exec socket's listen backlog. */
 #define S_CONNECT_WAIT_MS 30000
-/* Longest wait for the reply: the longest command timeout, plus time to
- * build a sandbox and to collect. sandboxd enforces the command's own
- * timeout; this only bounds a daemon that is alive but stuck. */
-#define S_REPLY_WAIT_MS ((AHP_LIM_EXEC_TIMEOUT_S_MAX + 60) * 1000)
+/* Longest wait for the reply beyond the command's timeout (--timeout S, or
+ * the longest there is when the profile's applies: only sandboxd knows it):
+ * sandboxd's own bound on a sandbox that does not come (15 s, loop.c), the
+ * collection, and slack. sandboxd enforces both; this only bounds a daemon
+ * that is alive but stuck (stopped, hung): without --timeout that is an
+ * hour, with --timeout 1 it is 46 s. */
+#define S_REPLY_SLACK_S 45
 
 static void
 s_cli_usage(void)
@@ -186,16 +189,16 @@ s_read_memfd(int fd, uint8_t **buf)
  * SIGINT / SIGTERM / SIGHUP (sigfd: *exit_code 130) or when the daemon closes
  * the connection (125). The decoded reply, or NULL with a message printed. */
 static Ahp__Sbx__Reply *
-s_wait_reply(int fd, int sigfd, int *exit_code)
+s_wait_reply(int fd, int sigfd, int wait_s, int *exit_code)
 {
 	static uint8_t pkt[SBX_RUN_INLINE_MAX];
 	*exit_code = S_EXIT_UNREACHABLE;
-	int64_t deadline = ahp_mono_ms() + S_REPLY_WAIT_MS;
+	int64_t deadline = ahp_mono_ms() + (int64_t)wait_s * 1000;
 	for (;;) {
 		int64_t left = deadline - ahp_mono_ms();
 		if (left <= 0) {
 			ahp_term_printf(stderr, "sandboxd: no answer from the daemon within %d s\n",
-			                S_REPLY_WAIT_MS / 1000);
+			                wait_s);
 			return NULL;
 		}
 		struct pollfd pf[2] = {{fd, POLLIN, 0}, {sigfd, POLLIN, 0}};
@@ -389,7 +392,9 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 		goto out;
 	}
 
-	rep = s_wait_reply(fd, sigfd, &ec);
+	rep = s_wait_reply(
+	    fd, sigfd, (timeout > 0 ? (int)timeout : AHP_LIM_EXEC_TIMEOUT_S_MAX) + S_REPLY_SLACK_S,
+	    &ec);
 	if (rep == NULL) {
 		if (ec == S_EXIT_INTERRUPTED && keep)
 			ahp_term_printf(

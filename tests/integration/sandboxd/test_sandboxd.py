@@ -1775,6 +1775,29 @@ def t_oneshot_flood(d):
             s.close()
     rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "again")
     check(rc == 0 and out == b"again\n", f"serving again: {rc} {e!r}")
+    # a worker stopped after it took the request: the wait is bounded by --timeout (+45 s)
+    os.kill(w, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        rc, out, e = d.cli("exec", "--profile", "p", "--timeout", "1", "--", "true", timeout=80)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(w, signal.SIGCONT)
+    check(rc == 125 and e == b"sandboxd: no answer from the daemon within 46 s\n" and
+          45 < took < 55, f"a stuck daemon, --timeout 1: {rc} {e!r} after {took:.1f} s")
+    # an unadmitted user's `sandboxd exec` reads its refusal, whenever sandboxd closes
+    os.chmod(d.home, 0o755)
+    os.chmod(d.path("etc"), 0o755)
+    os.chmod(d.path("etc/sandboxd.conf"), 0o644)
+    for _ in range(10):
+        r = subprocess.run([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
+                            "--profile", "p", "--", "true"], capture_output=True,
+                           preexec_fn=drop, cwd="/", timeout=30)
+        check(r.returncode == 125 and r.stderr == b"sandboxd: request: permission_denied: "
+              b"uid 65534 (gid 65534) may not use this socket\n",
+              f"an unadmitted user's exec: {r.returncode} {r.stderr!r}")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "again")
+    check(rc == 0 and out == b"again\n", f"serving again: {rc} {e!r}")
 
 
 @test
