@@ -8,6 +8,7 @@
  * runs the command, answers, then destroys it. Closing the connection (an
  * interrupted or killed client) makes sandboxd destroy the sandbox. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,10 +28,15 @@
 #define S_EXIT_USAGE 2
 #define S_EXIT_UNREACHABLE 125
 #define S_EXIT_INTERRUPTED 130
-/* Longest wait for the reply: the longest command timeout, plus time to
- * build a sandbox and to collect. sandboxd enforces the command's own
- * timeout; this only bounds a daemon that is alive but stuck. */
-#define S_REPLY_WAIT_MS ((AHP_LIM_EXEC_TIMEOUT_S_MAX + 60) * 1000)
+/* Longest wait for room in the exec socket's listen backlog. */
+#define S_CONNECT_WAIT_MS 30000
+/* Longest wait for the reply beyond the command's timeout (--timeout S, or
+ * the longest there is when the profile's applies: only sandboxd knows it):
+ * sandboxd's own bound on a sandbox that does not come (15 s, loop.c), the
+ * collection, and slack. sandboxd enforces both; this only bounds a daemon
+ * that is alive but stuck (stopped, hung): without --timeout that is an
+ * hour, with --timeout 1 it is 46 s. */
+#define S_REPLY_SLACK_S 45
 
 static void
 s_cli_usage(void)
@@ -44,10 +50,14 @@ s_cli_usage(void)
 
 /* Connects to the exec socket. A socket file without a listener (a daemon
  * that is just starting binds a moment before it listens) gets a short grace
- * (500 ms); ECONNREFUSED / ENOENT after it means nobody serves there. The fd,
- * or -1 with errno. */
+ * (500 ms); ECONNREFUSED / ENOENT after it means nobody serves there. A full
+ * listen backlog (a daemon that does not accept: busy, stopped, flooded by
+ * other peers) is waited for at most S_CONNECT_WAIT_MS, and SIGINT / SIGTERM /
+ * SIGHUP (sigfd) end the wait: a blocking connect() there sleeps without a
+ * bound and with those signals blocked. The fd (blocking again), or -1 with
+ * errno (ETIMEDOUT: the backlog stayed full; EINTR: a signal came). */
 static int
-s_connect(const char *path)
+s_connect(const char *path, int sigfd)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	size_t n = strlen(path);
@@ -56,19 +66,37 @@ s_connect(const char *path)
 		return -1;
 	}
 	memcpy(sa.sun_path, path, n + 1);
-	for (int attempt = 0;; attempt++) {
-		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int64_t deadline = ahp_mono_ms() + S_CONNECT_WAIT_MS;
+	for (int attempt = 0;;) {
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0)
 			return -1;
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			return fd;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			int fl = fcntl(fd, F_GETFL);
+			if (fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0)
+				return fd;
+		}
 		int err = errno;
 		close(fd);
-		if ((err != ECONNREFUSED && err != ENOENT) || attempt == 9) {
+		int wait_ms;
+		if (err == EAGAIN) { /* the backlog is full: poll again soon */
+			int64_t left = deadline - ahp_mono_ms();
+			if (left <= 0) {
+				errno = ETIMEDOUT;
+				return -1;
+			}
+			wait_ms = left < 20 ? (int)left : 20;
+		} else if ((err == ECONNREFUSED || err == ENOENT) && ++attempt < 10) {
+			wait_ms = 50;
+		} else {
 			errno = err;
 			return -1;
 		}
-		usleep(50 * 1000);
+		struct pollfd pf = {sigfd, POLLIN, 0};
+		if (poll(&pf, 1, wait_ms) > 0) {
+			errno = EINTR;
+			return -1;
+		}
 	}
 }
 
@@ -161,16 +189,16 @@ s_read_memfd(int fd, uint8_t **buf)
  * SIGINT / SIGTERM / SIGHUP (sigfd: *exit_code 130) or when the daemon closes
  * the connection (125). The decoded reply, or NULL with a message printed. */
 static Ahp__Sbx__Reply *
-s_wait_reply(int fd, int sigfd, int *exit_code)
+s_wait_reply(int fd, int sigfd, int wait_s, int *exit_code)
 {
 	static uint8_t pkt[SBX_RUN_INLINE_MAX];
 	*exit_code = S_EXIT_UNREACHABLE;
-	int64_t deadline = ahp_mono_ms() + S_REPLY_WAIT_MS;
+	int64_t deadline = ahp_mono_ms() + (int64_t)wait_s * 1000;
 	for (;;) {
 		int64_t left = deadline - ahp_mono_ms();
 		if (left <= 0) {
 			ahp_term_printf(stderr, "sandboxd: no answer from the daemon within %d s\n",
-			                S_REPLY_WAIT_MS / 1000);
+			                wait_s);
 			return NULL;
 		}
 		struct pollfd pf[2] = {{fd, POLLIN, 0}, {sigfd, POLLIN, 0}};
@@ -196,9 +224,12 @@ s_wait_reply(int fd, int sigfd, int *exit_code)
 	                    .msg_control = cm.buf,
 	                    .msg_controllen = sizeof(cm.buf)};
 	ssize_t r;
+	/* ECONNRESET: sandboxd answered and closed before reading our request
+	 * (a peer it refuses); the error comes first, the answer after it */
+	int resets = 0;
 	do
-		r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-	while (r < 0 && errno == EINTR);
+		r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	while (r < 0 && (errno == EINTR || (errno == ECONNRESET && resets++ == 0)));
 	int memfd = -1;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c))
 		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
@@ -314,9 +345,17 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 		ahp_term_printf(stderr, "sandboxd: signalfd: %s\n", strerror(errno));
 		goto out;
 	}
-	fd = s_connect(sock_path);
+	fd = s_connect(sock_path, sigfd);
 	if (fd < 0) {
-		if (errno == ECONNREFUSED || errno == ENOENT)
+		if (errno == EINTR)
+			ec = S_EXIT_INTERRUPTED;
+		else if (errno == ETIMEDOUT)
+			ahp_term_printf(
+			    stderr,
+			    "sandboxd: the daemon accepts no connection on %s (busy for "
+			    "%d s)\n",
+			    sock_path, S_CONNECT_WAIT_MS / 1000);
+		else if (errno == ECONNREFUSED || errno == ENOENT)
 			ahp_term_printf(stderr,
 			                "sandboxd: the daemon is not running (nothing listens on "
 			                "%s)\n",
@@ -345,13 +384,17 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 	do
 		w = send(fd, body, len, MSG_NOSIGNAL);
 	while (w < 0 && errno == EINTR);
-	if (w != (ssize_t)len) {
+	/* EPIPE: sandboxd refused the connection at once (a peer it does not
+	 * admit) and closed it; its answer is in our receive queue */
+	if (w != (ssize_t)len && !(w < 0 && (errno == EPIPE || errno == ECONNRESET))) {
 		ahp_term_printf(stderr, "sandboxd: sending the request to %s: %s\n", sock_path,
 		                w < 0 ? strerror(errno) : "short write");
 		goto out;
 	}
 
-	rep = s_wait_reply(fd, sigfd, &ec);
+	rep = s_wait_reply(
+	    fd, sigfd, (timeout > 0 ? (int)timeout : AHP_LIM_EXEC_TIMEOUT_S_MAX) + S_REPLY_SLACK_S,
+	    &ec);
 	if (rep == NULL) {
 		if (ec == S_EXIT_INTERRUPTED && keep)
 			ahp_term_printf(

@@ -95,13 +95,13 @@ struct sbx_daemon {
 };
 
 /* A connection of the exec socket (the one-shot Run, below). */
-enum { S_RUN_IDLE, S_RUN_REFUSED, S_RUN_BUSY, S_RUN_DONE };
+enum { S_RUN_IDLE, S_RUN_BUSY, S_RUN_DONE };
 
 typedef struct s_run {
 	int fd; /* -1 once closed; dropped when the poll set is next built */
 	uint64_t id;
 	int state;
-	int64_t idle_until;   /* S_RUN_IDLE, S_RUN_REFUSED: monotonic ms */
+	int64_t idle_until;   /* S_RUN_IDLE: monotonic ms */
 	int64_t create_until; /* S_RUN_BUSY until the sandbox is ready: monotonic ms; 0 after */
 	struct ucred cred;
 	bool created; /* a Create went out: the sandbox is destroyed at the end */
@@ -1267,6 +1267,14 @@ s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
 #define S_RUN_CREATE_MS 15000   /* for the sandbox to be ready (the command's time is apart) */
 #define S_RUN_MAGIC 0x314e5552u /* "RUN1" */
 #define S_RUN_EXEC_ID "oneshot"
+/* Accepting pauses this long after accept() ran out of descriptors (EMFILE,
+ * ENFILE): the pending connection keeps the listener readable, and polling
+ * it again at once would spin (and log) until a descriptor is freed. */
+#define S_RUN_ACCEPT_HOLD_MS 100
+static int64_t s_run_accept_hold;    /* monotonic ms: no accept() before this */
+static int64_t s_run_refused_log;    /* monotonic ms of the last refusal logged */
+static unsigned s_run_refused_quiet; /* refusals not logged since */
+static bool s_run_accept_starved;    /* EMFILE logged; reset by an accept */
 
 enum { S_STEP_CREATE = 1, S_STEP_EXEC, S_STEP_DESTROY };
 
@@ -1492,8 +1500,7 @@ s_run_collect(sbx_daemon_t *self)
 	int64_t now = ahp_mono_ms();
 	for (size_t i = 0; i < self->n_runs;) {
 		s_run_t *run = self->runs[i];
-		if ((run->state == S_RUN_IDLE || run->state == S_RUN_REFUSED) &&
-		    now >= run->idle_until)
+		if (run->state == S_RUN_IDLE && now >= run->idle_until)
 			s_run_close(run); /* nothing asked: nothing to answer */
 		if (run->state == S_RUN_BUSY && run->create_until != 0 &&
 		    now >= run->create_until) {
@@ -1524,13 +1531,17 @@ s_run_timeout(const sbx_daemon_t *self)
 	int64_t now = ahp_mono_ms();
 	for (size_t i = 0; i < self->n_runs; i++) {
 		const s_run_t *run = self->runs[i];
-		int64_t until = run->state == S_RUN_IDLE || run->state == S_RUN_REFUSED
-		                    ? run->idle_until
+		int64_t until = run->state == S_RUN_IDLE   ? run->idle_until
 		                : run->state == S_RUN_BUSY ? run->create_until
 		                                           : 0;
 		if (run->fd < 0 || until == 0)
 			continue;
 		long left = until > now ? (long)(until - now) : 0;
+		if (tmo < 0 || left < tmo)
+			tmo = left;
+	}
+	if (s_run_accept_hold > now) {
+		long left = (long)(s_run_accept_hold - now);
 		if (tmo < 0 || left < tmo)
 			tmo = left;
 	}
@@ -1577,16 +1588,61 @@ s_grow_runs(sbx_daemon_t *self)
 	return 0;
 }
 
+/* Whether the exec socket's listener is polled (room, and no pause). */
+static bool
+s_run_accepting(const sbx_daemon_t *self)
+{
+	return self->run_listen >= 0 && self->n_runs < S_RUN_CONNS_MAX &&
+	       ahp_mono_ms() >= s_run_accept_hold;
+}
+
+/* A peer the allow-list does not admit: answered at once, before anything
+ * of it is read, and closed; it never holds one of the S_RUN_CONNS_MAX
+ * places (any local user can connect: the socket is 0666). Logged at most
+ * once a second, with how many went unlogged. */
+static void
+s_run_refuse_peer(sbx_daemon_t *self, s_run_t *run)
+{
+	char msg[128];
+	snprintf(msg, sizeof(msg), "uid %u (gid %u) may not use this socket",
+	         (unsigned)run->cred.uid, (unsigned)run->cred.gid);
+	s_run_reply_error(run, AHP__STATUS__ERR_PERMISSION_DENIED, msg, "");
+	/* a request left unread would make the close reset the connection
+	 * (ECONNRESET ahead of our answer at the client): drop it unread */
+	uint8_t b[1];
+	for (int k = 0; k < 4 && recv(run->fd, b, sizeof(b), MSG_DONTWAIT | MSG_TRUNC) > 0; k++)
+		;
+	s_run_close(run);
+	int64_t now = ahp_mono_ms();
+	if (s_run_refused_log != 0 && now - s_run_refused_log < 1000) {
+		s_run_refused_quiet++;
+		return;
+	}
+	log_warn("peer uid=%ld gid=%ld pid=%ld refused on %s (%u more refused unlogged)",
+	         (long)run->cred.uid, (long)run->cred.gid, (long)run->cred.pid,
+	         self->cfg.exec_socket, s_run_refused_quiet);
+	s_run_refused_log = now;
+	s_run_refused_quiet = 0;
+}
+
 static void
 s_run_accept(sbx_daemon_t *self)
 {
 	for (int turn = 0; turn < 16 && self->n_runs < S_RUN_CONNS_MAX; turn++) {
 		int fd = accept4(self->run_listen, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			if (errno == EMFILE || errno == ENFILE) {
+				if (!s_run_accept_starved)
+					log_warn("exec socket: accept: %s; pausing %d ms",
+					         strerror(errno), S_RUN_ACCEPT_HOLD_MS);
+				s_run_accept_hold = ahp_mono_ms() + S_RUN_ACCEPT_HOLD_MS;
+				s_run_accept_starved = true;
+			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
 				log_warn("exec socket: accept: %s", strerror(errno));
+			}
 			return;
 		}
+		s_run_accept_starved = false;
 		s_run_t *run = calloc(1, sizeof(*run));
 		socklen_t cl = sizeof(struct ucred);
 		if (run == NULL || (self->n_runs == self->cap_runs && s_grow_runs(self) != 0)) {
@@ -1601,10 +1657,9 @@ s_run_accept(sbx_daemon_t *self)
 		run->state = S_RUN_IDLE;
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &run->cred, &cl) != 0 ||
 		    !s_run_admitted(self, &run->cred)) {
-			/* answered when its request comes, unread */
-			log_warn("peer uid=%ld gid=%ld pid=%ld refused on %s", (long)run->cred.uid,
-			         (long)run->cred.gid, (long)run->cred.pid, self->cfg.exec_socket);
-			run->state = S_RUN_REFUSED;
+			s_run_refuse_peer(self, run);
+			free(run);
+			continue;
 		}
 		self->runs[self->n_runs++] = run;
 	}
@@ -1791,13 +1846,6 @@ s_run_on_readable(sbx_daemon_t *self, s_run_t *run)
 		return;
 	char msg[128];
 	switch (run->state) {
-	case S_RUN_REFUSED:
-		snprintf(msg, sizeof(msg), "uid %u (gid %u) may not use this socket",
-		         (unsigned)run->cred.uid, (unsigned)run->cred.gid);
-		if (n > 0)
-			s_run_reply_error(run, AHP__STATUS__ERR_PERMISSION_DENIED, msg, "");
-		s_run_close(run);
-		return;
 	case S_RUN_IDLE:
 		break;
 	case S_RUN_BUSY:
@@ -2119,7 +2167,7 @@ s_build_poll(sbx_daemon_t *self)
 	}
 	/* the exec socket last: its handlers run after the sandboxes' */
 	self->run_item0 = n;
-	if (self->run_listen >= 0 && self->n_runs < S_RUN_CONNS_MAX) {
+	if (s_run_accepting(self)) {
 		self->items[n] = (zmq_pollitem_t){NULL, self->run_listen, ZMQ_POLLIN, 0};
 		self->refs[n++] = (s_ref_t){S_REF_RUN_LISTEN, 0, 0};
 	}

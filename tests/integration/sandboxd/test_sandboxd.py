@@ -1639,8 +1639,11 @@ def t_oneshot_socket(d):
               "s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\n"
               "s.settimeout(20)\n"
               "s.connect(sys.argv[1])\n"
-              "s.send(bytes.fromhex(sys.argv[2]))\n"
-              "sys.stdout.write(s.recv(65536).hex())\n")
+              "try: s.send(bytes.fromhex(sys.argv[2]))\n"
+              "except OSError: pass  # refused and closed before it asked\n"
+              "try: m=s.recv(65536)\n"
+              "except ConnectionResetError: m=s.recv(65536)  # the reset comes first\n"
+              "sys.stdout.write(m.hex())\n")
 
     def drop():
         os.setgroups([])
@@ -1675,6 +1678,185 @@ def t_oneshot_socket(d):
     rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "still")
     check(rc == 0 and out == b"still\n", f"still serving: {rc} {e!r}")
     check(ok(c.list()) == [], "nothing left")
+
+
+
+def worker_pid(d):
+    """The worker (sandboxd-worker) of d's privileged parent."""
+    for p in os.listdir("/proc"):
+        if p.isdigit() and proc_comm(int(p)) == "sandboxd-worker":
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == d.proc.pid:
+                        return int(p)
+            except OSError:
+                continue
+    raise Failure("no worker")
+
+
+def cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@test
+def t_oneshot_flood(d):
+    """Any local user may connect to the exec socket (mode 0666); one the allow-list does
+    not admit is answered (permission_denied) and closed at once, so 300 connections held
+    open by uid 65534 never take the places of admitted one-shots (they used to hold all
+    256 for 5 s each). A full listen backlog (the worker stopped) no longer blocks
+    `sandboxd exec` in connect(2) with its signals blocked: SIGINT ends it (130) at once,
+    and without a signal it gives up after 30 s (125, with the reason)."""
+    d.profile("p")
+    d.start()
+    sock = d.path("run/sandboxd-exec.sock")
+    hog = ("import socket,sys,time\nss=[]\nt=time.monotonic()+4\n"
+           "while len(ss)<300 and time.monotonic()<t:\n"
+           " s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\n"
+           " s.setblocking(False)\n"
+           " try: s.connect(sys.argv[1])\n"
+           " except BlockingIOError: s.close(); time.sleep(0.01); continue  # backlog full\n"
+           " ss.append(s)\n"
+           "ss[0].settimeout(0.5)\n"
+           "try: m=ss[0].recv(4096).hex()\n"
+           "except OSError: m='none'\n"
+           "print(len(ss),m or 'none',flush=True)\n"
+           "time.sleep(30)\n")
+
+    def drop():
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+    py = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK)),
+              sys.executable)
+    h = subprocess.Popen([py, "-c", hog, sock], preexec_fn=drop, cwd="/", stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = h.stdout.readline().split()
+        check(len(line) == 2, f"the hog: {line} {h.stderr.read() if not line else ''}")
+        t0 = time.monotonic()
+        rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "mine")
+        took = time.monotonic() - t0
+        check(rc == 0 and out == b"mine\n" and took < 3,
+              f"an admitted one-shot beside {line[0]} unadmitted connections: {rc} {e!r} "
+              f"after {took:.1f} s")
+        check(line[0] == "300", f"the unadmitted peer found the backlog full after {line[0]}")
+        rep = sbxclient.decode_reply(bytes.fromhex(line[1])) if line[1] != "none" else {}
+        check(rep.get("error", {}).get("status") == "permission_denied",
+              f"an unadmitted connection is answered without asking: {rep}")
+    finally:
+        h.kill()
+        h.wait()
+    log = open(d.path("log/sandboxd.log"), "rb").read()
+    check(log.count(b"refused on") < 10, f"the refusals flood the log: {log.count(b'refused on')}")
+
+    # the worker stopped and the backlog full: the CLI must stay interruptible and bounded
+    w = worker_pid(d)
+    os.kill(w, signal.SIGSTOP)
+    fill = []
+    try:
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.setblocking(False)
+            try:
+                s.connect(sock)
+            except BlockingIOError:
+                s.close()
+                break
+            fill.append(s)
+            check(len(fill) < 5000, "the backlog never fills")
+        argv = [os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec", "--profile", "p",
+                "--", "true"]
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        time.sleep(1)
+        p.send_signal(signal.SIGINT)
+        try:
+            out, e = p.communicate(timeout=3)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise Failure("`sandboxd exec` ignored SIGINT while the backlog was full")
+        check(p.returncode == 130 and out == b"" and e == b"",
+              f"interrupted while waiting to connect: {p.returncode} {e!r}")
+        t0 = time.monotonic()
+        rc, out, e = d.cli("exec", "--profile", "p", "--", "true", timeout=60)
+        took = time.monotonic() - t0
+        want = (f"sandboxd: the daemon accepts no connection on {sock} (busy for 30 s)\n"
+                ).encode()
+        check(rc == 125 and e == want and 29 < took < 40,
+              f"a backlog that stays full: {rc} {e!r} after {took:.1f} s")
+    finally:
+        os.kill(w, signal.SIGCONT)
+        for s in fill:
+            s.close()
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "again")
+    check(rc == 0 and out == b"again\n", f"serving again: {rc} {e!r}")
+    # a worker stopped after it took the request: the wait is bounded by --timeout (+45 s)
+    os.kill(w, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        rc, out, e = d.cli("exec", "--profile", "p", "--timeout", "1", "--", "true", timeout=80)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(w, signal.SIGCONT)
+    check(rc == 125 and e == b"sandboxd: no answer from the daemon within 46 s\n" and
+          45 < took < 55, f"a stuck daemon, --timeout 1: {rc} {e!r} after {took:.1f} s")
+    # an unadmitted user's `sandboxd exec` reads its refusal, whenever sandboxd closes
+    os.chmod(d.home, 0o755)
+    os.chmod(d.path("etc"), 0o755)
+    os.chmod(d.path("etc/sandboxd.conf"), 0o644)
+    for _ in range(10):
+        r = subprocess.run([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
+                            "--profile", "p", "--", "true"], capture_output=True,
+                           preexec_fn=drop, cwd="/", timeout=30)
+        check(r.returncode == 125 and r.stderr == b"sandboxd: permission_denied: "
+              b"uid 65534 (gid 65534) may not use this socket\n",
+              f"an unadmitted user's exec: {r.returncode} {r.stderr!r}")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "again")
+    check(rc == 0 and out == b"again\n", f"serving again: {rc} {e!r}")
+
+
+@test
+def t_oneshot_emfile(d):
+    """The worker out of descriptors (started with RLIMIT_NOFILE 64) and connections
+    waiting on the exec socket: accept(2) fails with EMFILE and the connection stays
+    pending, so polling the listener again at once spun the worker at 100% CPU and wrote
+    a log line per turn. It pauses accepting instead (100 ms), logs once, and serves again
+    when descriptors are free."""
+    import resource
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.profile("p")
+    old = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, old[1]))
+    try:
+        d.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, old)
+    sock = d.path("run/sandboxd-exec.sock")
+    w = worker_pid(d)
+    free = 64 - len(os.listdir(f"/proc/{w}/fd"))
+    conns = []
+    try:
+        for _ in range(free + 8):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.connect(sock)
+            conns.append(s)
+        time.sleep(0.5)
+        c0, t0 = cpu_s(w), time.monotonic()
+        time.sleep(2)
+        used = (cpu_s(w) - c0) / (time.monotonic() - t0)
+        log = open(d.path("log/sandboxd.log"), "rb").read()
+        n = log.count(b"Too many open files")
+        check(used < 0.2 and n == 1,
+              f"the worker out of descriptors: {used * 100:.0f}% CPU, {n} log lines")
+    finally:
+        for s in conns:
+            s.close()
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "again")
+    check(rc == 0 and out == b"again\n", f"serving again: {rc} {e!r}")
 
 
 
