@@ -288,6 +288,10 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 				                AHP_LIM_EXEC_TIMEOUT_S_MAX);
 				return S_EXIT_USAGE;
 			}
+		} else if (strcmp(a, "--profile") == 0 || strcmp(a, "--timeout") == 0) {
+			ahp_term_printf(stderr, "sandboxd: exec: %s needs a value\n", a);
+			s_cli_usage();
+			return S_EXIT_USAGE;
 		} else if (a[0] == '-') {
 			ahp_term_printf(stderr, "sandboxd: exec: unknown option %s\n", a);
 			s_cli_usage();

@@ -276,6 +276,11 @@ main(int argc, char **argv)
 				return 2;
 			}
 			sets[n_sets++] = argv[++i];
+		} else if (strcmp(a, "--home") == 0 || strcmp(a, "--set") == 0) {
+			/* the branches above took it with its value: none is left */
+			ahp_term_printf(stderr, "sandboxd: %s needs a value\n", a);
+			s_usage(stderr);
+			return 2;
 		} else if (a[0] == '-') {
 			ahp_term_printf(stderr, "sandboxd: unknown option %s\n", a);
 			s_usage(stderr);

@@ -366,6 +366,12 @@ main(int argc, char **argv)
 			sets[nsets++] = argv[++i];
 		} else if (strncmp(a, "--set=", 6) == 0) {
 			sets[nsets++] = argv[i] + 6;
+		} else if (strcmp(a, "--home") == 0 || strcmp(a, "--set") == 0) {
+			/* the branches above took it with its value: none is left */
+			ahp_term_printf(stderr, "servicesd: %s needs a value\n", a);
+			s_usage(stderr);
+			free(sets);
+			return 2;
 		} else if (strcmp(a, "serve") == 0) {
 			/* the default */
 		} else {
