@@ -382,7 +382,8 @@ s_run_row(sqlite3_stmt *st, orch_run_row_t *row)
 	row->turns = (uint32_t)sqlite3_column_int64(st, 8);
 	row->model_calls = (uint32_t)sqlite3_column_int64(st, 9);
 	row->tool_calls = (uint32_t)sqlite3_column_int64(st, 10);
-	row->tokens = (uint64_t)sqlite3_column_int64(st, 11);
+	int64_t tokens = sqlite3_column_int64(st, 11); /* a file: never negative here */
+	row->tokens = tokens > 0 ? (uint64_t)tokens : 0;
 }
 
 /* Steps a query and feeds every row to fn. Returns rows seen, or -1. */

@@ -749,11 +749,15 @@ s_parse(const char *body, size_t len, uint32_t seq, orch_model_result_t *res)
 	json_t *usage = json_object_get(reply, "usage");
 	if (json_is_object(usage)) {
 		res->usage = json_incref(usage);
-		json_int_t t = json_integer_value(json_object_get(usage, "total_tokens"));
-		if (t <= 0)
-			t = json_integer_value(json_object_get(usage, "prompt_tokens")) +
-			    json_integer_value(json_object_get(usage, "completion_tokens"));
-		res->tokens = t > 0 ? (uint64_t)t : 0;
+		/* each count bounded before any sum (a reply may say 2^63 - 1) */
+		uint64_t t =
+		    orch_tokens_clamp(json_integer_value(json_object_get(usage, "total_tokens")));
+		if (t == 0)
+			t = orch_tokens_clamp(
+			        json_integer_value(json_object_get(usage, "prompt_tokens"))) +
+			    orch_tokens_clamp(
+			        json_integer_value(json_object_get(usage, "completion_tokens")));
+		res->tokens = t;
 	}
 	char finish_buf[32];
 	const char *finish = json_string_value(

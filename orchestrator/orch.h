@@ -344,6 +344,26 @@ typedef struct {
 	int64_t latency_ms;
 } orch_model_result_t;
 void orch_run_model_done(orch_run_t *run, orch_model_result_t *res);
+
+/* Token counts come from the provider's `usage` (untrusted) and from journal rows:
+ * one call's count is taken in [0, ORCH_TOKENS_MAX] (larger is capped, negative
+ * is 0), and a run's total saturates at INT64_MAX (it is stored as an SQLite
+ * INTEGER), so no sum of them can overflow. */
+#define ORCH_TOKENS_MAX ((int64_t)1 << 40)
+
+static inline uint64_t
+orch_tokens_clamp(int64_t v)
+{
+	return v <= 0 ? 0 : v > ORCH_TOKENS_MAX ? (uint64_t)ORCH_TOKENS_MAX : (uint64_t)v;
+}
+
+static inline uint64_t
+orch_tokens_add(uint64_t total, uint64_t n)
+{
+	if (total > (uint64_t)INT64_MAX)
+		total = (uint64_t)INT64_MAX;
+	return n > (uint64_t)INT64_MAX - total ? (uint64_t)INT64_MAX : total + n;
+}
 /* Writes an event (text is printf-style; data stolen, may be NULL). */
 void orch_run_event(orch_run_t *run, const char *kind, json_t *data, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -56,7 +56,8 @@ s_model_step(s_ctx_t *c, const orch_step_row_t *row)
 		json_decref(res);
 		return s_bad(rp, row->seq, ORCH_WHY_CONV_TOO_BIG);
 	}
-	run->tokens += (uint64_t)json_integer_value(json_object_get(res, "tokens"));
+	run->tokens = orch_tokens_add(
+	    run->tokens, orch_tokens_clamp(json_integer_value(json_object_get(res, "tokens"))));
 	json_t *calls = json_object_get(msg, "tool_calls");
 	json_decref(run->calls);
 	run->calls = json_array_size(calls) ? json_incref(calls) : NULL;

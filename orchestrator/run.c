@@ -500,7 +500,7 @@ orch_run_model_done(orch_run_t *run, orch_model_result_t *res)
 	}
 	s_step_complete(run, 0, rs);
 	free(rs);
-	run->tokens += res->tokens;
+	run->tokens = orch_tokens_add(run->tokens, res->tokens);
 	if (orch_conv_append(&run->conv, msg) != 0) {
 		s_finish(run, ORCH_FAILED, ORCH_WHY_CONV_TOO_BIG);
 		return;

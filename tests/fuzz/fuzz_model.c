@@ -57,6 +57,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s_check_json(res.message);
 	s_check_json(res.usage);
 	s_check_json(res.journal);
+	/* usage counts are bounded before they are summed (regress-usage-overflow:
+	 * a completion_tokens of 2^63 - 1 overflowed the sum) */
+	FUZZ_CHECK(res.tokens <= 2 * (uint64_t)ORCH_TOKENS_MAX);
 	if (res.ok) {
 		FUZZ_CHECK(json_is_object(res.message));
 		FUZZ_CHECK(res.error[0] == '\0');
