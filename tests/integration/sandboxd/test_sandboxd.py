@@ -1823,7 +1823,8 @@ def t_oneshot_emfile(d):
     """The worker out of descriptors (started with RLIMIT_NOFILE 64) and connections
     waiting on the exec socket: accept(2) fails with EMFILE and the connection stays
     pending, so polling the listener again at once spun the worker at 100% CPU and wrote
-    a log line per turn. It pauses accepting instead (100 ms), logs once, and serves again
+    a log line per turn. It pauses accepting instead (100 ms), logs once per spell without
+    descriptors, and serves again
     when descriptors are free."""
     import resource
     with open(d.path("etc/sandboxd.conf"), "a") as f:
@@ -1850,7 +1851,10 @@ def t_oneshot_emfile(d):
         used = (cpu_s(w) - c0) / (time.monotonic() - t0)
         log = open(d.path("log/sandboxd.log"), "rb").read()
         n = log.count(b"Too many open files")
-        check(used < 0.2 and n == 1,
+        # once per spell without descriptors: an accept that succeeds between two (a
+        # descriptor the worker held for a moment, as under ASan) starts a new spell;
+        # the spin this guards against wrote thousands
+        check(used < 0.2 and 1 <= n <= 5,
               f"the worker out of descriptors: {used * 100:.0f}% CPU, {n} log lines")
     finally:
         for s in conns:
