@@ -1823,6 +1823,20 @@ s_free_strv(char **v, unsigned n)
 	free(v);
 }
 
+Ahp__Sbx__NetworkMode
+ahp_sandbox_limits(const ahp_sandbox_cfg_t *sc, Ahp__Sbx__Limits *out)
+{
+	out->memory_mb = sc->memory_mb;
+	out->pids_max = sc->pids_max;
+	out->cpu_seconds = sc->cpu_seconds;
+	out->timeout_s = sc->timeout_s;
+	out->output_kb = sc->output_kb;
+	out->disk_mb = sc->disk_mb;
+	out->cpus_milli = sc->cpus_milli;
+	return sc->network == AHP_NET_PROXY ? AHP__SBX__NETWORK_MODE__NET_PROXY
+	                                    : AHP__SBX__NETWORK_MODE__NET_NONE;
+}
+
 void
 ahp_profile_destroy(ahp_profile_t **self_p)
 {

@@ -135,18 +135,10 @@ s_send(orch_run_t *run)
 
 	switch (x->op) {
 	case OP_CREATE:
-		limits.memory_mb = sc->memory_mb;
-		limits.pids_max = sc->pids_max;
-		limits.cpu_seconds = sc->cpu_seconds;
-		limits.timeout_s = sc->timeout_s;
-		limits.output_kb = sc->output_kb;
-		limits.disk_mb = sc->disk_mb;
-		limits.cpus_milli = sc->cpus_milli;
 		create.run_id = run->id;
 		create.profile = run->profile->name;
 		create.limits = &limits;
-		create.network = sc->network == AHP_NET_PROXY ? AHP__SBX__NETWORK_MODE__NET_PROXY
-		                                              : AHP__SBX__NETWORK_MODE__NET_NONE;
+		create.network = ahp_sandbox_limits(sc, &limits);
 		req.body_case = AHP__SBX__REQUEST__BODY_CREATE;
 		req.create = &create;
 		break;

@@ -1804,16 +1804,8 @@ s_run_start(sbx_daemon_t *self, s_run_t *run, const Ahp__Sbx__RunRequest *rr)
 			             self->profile_errs ? self->profile_errs : "", "profile");
 			return;
 		}
-		plim.memory_mb = p->sandbox.memory_mb;
-		plim.pids_max = p->sandbox.pids_max;
-		plim.cpu_seconds = p->sandbox.cpu_seconds;
-		plim.timeout_s = p->sandbox.timeout_s;
-		plim.output_kb = p->sandbox.output_kb;
-		plim.disk_mb = p->sandbox.disk_mb;
-		plim.cpus_milli = p->sandbox.cpus_milli;
 		cr.limits = &plim;
-		cr.network = p->sandbox.network == AHP_NET_PROXY ? AHP__SBX__NETWORK_MODE__NET_PROXY
-		                                                 : AHP__SBX__NETWORK_MODE__NET_NONE;
+		cr.network = ahp_sandbox_limits(&p->sandbox, &plim);
 	}
 	sbx_limits_t lim;
 	run->output_kb =

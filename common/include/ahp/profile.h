@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sandboxd.pb-c.h"
+
 enum ahp_net_mode { AHP_NET_NONE = 0, AHP_NET_PROXY = 1 };
 
 typedef struct {
@@ -129,6 +131,12 @@ void ahp_profile_destroy(ahp_profile_t **self_p);
 /* Takes one more reference (single-threaded users only); returns p. A set that
  * keeps an older set's profile through ahp_profiles_add shares it this way. */
 ahp_profile_t *ahp_profile_ref(ahp_profile_t *p);
+
+/* A profile's sandbox settings as sandboxd's Create takes them (proto/sandboxd.proto):
+ * fills *out (the caller's, initialised with AHP__SBX__LIMITS__INIT; nothing is
+ * allocated) and returns the network mode. The one mapping, for the orchestrator's
+ * Create and sandboxd's one-shot Run. */
+Ahp__Sbx__NetworkMode ahp_sandbox_limits(const ahp_sandbox_cfg_t *sc, Ahp__Sbx__Limits *out);
 
 /* True when the profile lists the tool / service. */
 int ahp_profile_has_tool(const ahp_profile_t *p, const char *tool);
