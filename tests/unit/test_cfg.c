@@ -18,7 +18,7 @@ static const ahp_cfg_def_t s_defs[] = {
     {"gateway_url", AHP_CFG_STR, 0, 0, NULL, "model gateway base URL"},
     {"model_timeout_ms", AHP_CFG_INT, 100, 600000, "60000", "per model call"},
     {"verbose", AHP_CFG_BOOL, 0, 0, "false", NULL},
-    {NULL},
+    {NULL, 0, 0, 0, NULL, NULL},
 };
 
 static void

@@ -18,8 +18,9 @@ static char s_dir[64];
 static char s_path[128];
 
 static const char *const s_migrations[] = {
-    "CREATE TABLE runs (id TEXT PRIMARY KEY, state TEXT NOT NULL);"
-    "INSERT INTO runs VALUES ('seed', 'queued');",
+    /* one migration of two statements (parenthesised: one element) */
+    ("CREATE TABLE runs (id TEXT PRIMARY KEY, state TEXT NOT NULL);"
+     "INSERT INTO runs VALUES ('seed', 'queued');"),
     "CREATE TABLE steps (run TEXT NOT NULL REFERENCES runs(id), n INTEGER NOT NULL);",
     "ALTER TABLE runs ADD COLUMN note TEXT;",
 };
