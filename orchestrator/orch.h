@@ -56,6 +56,7 @@ int orch_failure_resumable(const char *reason);
 typedef struct orch orch_t;
 typedef struct orch_run orch_run_t;
 typedef struct orch_sbx_destroy orch_sbx_destroy_t;
+typedef struct orch_sbx_sweep orch_sbx_sweep_t;
 typedef struct orch_call orch_call_t;
 typedef struct orch_egress orch_egress_t;
 typedef struct orch_gate orch_gate_t; /* approvals.c: a step waiting on a human */
@@ -242,6 +243,7 @@ struct orch {
 	ahp_rpc_server_t *server;
 	ahp_client_t *sbx;
 	orch_sbx_destroy_t *sbx_destroys; /* sandbox.c: Destroys not answered yet */
+	orch_sbx_sweep_t *sbx_sweep;      /* sandbox.c: the List that finds ended runs' sandboxes */
 	size_t n_sbx_destroys;
 	orch_egress_t *egress;           /* egress.c: the credproxy client and the followed runs */
 	ahp_client_t *svc;               /* services.c: the servicesd client */
@@ -509,8 +511,13 @@ void orch_sbx_forget(orch_t *o, uint64_t id);
  * the answer, but the Destroy is sent again every second until sandboxd answers
  * it (a sandboxd that is down or restarting would otherwise keep the sandbox and
  * its workspace for good), unless the run sends its sandbox another request
- * first. At most 65536 wait at once (more: logged, dropped). Lost if the
- * orchestrator stops first. */
+ * first. At most 65536 wait at once (more: logged, dropped). One the
+ * orchestrator could not deliver before it stopped is sent by the sweep: at
+ * start, and every 5 minutes, sandboxd's List is compared with the journal,
+ * and a sandbox whose run has ended (succeeded or cancelled: destroyed;
+ * failed: destroyed with its workspace kept) is destroyed again. Sandboxes
+ * of runs this journal does not know (one-shots, another orchestrator's)
+ * are never touched. */
 void orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace);
 /* Drains replies and hands them to their runs. */
 void orch_sbx_recv(orch_t *o);

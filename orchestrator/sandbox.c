@@ -31,6 +31,23 @@ struct orch_sbx_destroy {
 
 static void s_destroy_send(orch_sbx_destroy_t *d);
 
+/* The sweep (orch_sbx_destroy's comment): one List at a time, owned by this
+ * object; its first word is S_SWEEP_TAG, as a Destroy's is S_DESTROY_TAG. */
+#define S_SWEEP_TAG ((uintptr_t)0x5bd3)
+#define S_SWEEP_EVERY_MS (5 * 60 * 1000)
+#define S_SWEEP_RETRY_MS 1000 /* sandboxd absent, or the List failed */
+#define S_SWEEP_TIMEOUT_MS 10000
+
+struct orch_sbx_sweep {
+	uintptr_t tag;
+	orch_t *o;
+	uint64_t id; /* List in flight, 0 = due at `due` */
+	int64_t due; /* monotonic ms */
+};
+
+static void s_sweep_done(orch_sbx_sweep_t *sw, int status, const uint8_t *body, size_t len);
+static void s_sweep_send(orch_sbx_sweep_t *sw);
+
 static void
 s_destroy_free(orch_sbx_destroy_t *d)
 {
@@ -84,6 +101,10 @@ s_done(void *owner, uint64_t id, int status, const char *message, const uint8_t 
 		s_destroy_done(owner, status, body, len);
 		return;
 	}
+	if (tag == S_SWEEP_TAG) {
+		s_sweep_done(owner, status, body, len);
+		return;
+	}
 	orch_run_t *run = owner;
 	if (status != 0) {
 		orch_exec_reply(run, status, message, NULL);
@@ -103,13 +124,23 @@ int
 orch_sbx_setup(orch_t *o)
 {
 	o->sbx = ahp_client_new(o->zctx, "sandboxd", o->sbx_endpoint, s_done);
-	return o->sbx != NULL ? 0 : -1;
+	if (o->sbx == NULL)
+		return -1;
+	o->sbx_sweep = calloc(1, sizeof(*o->sbx_sweep));
+	if (o->sbx_sweep == NULL)
+		return -1;
+	o->sbx_sweep->tag = S_SWEEP_TAG;
+	o->sbx_sweep->o = o;
+	o->sbx_sweep->due = ahp_mono_ms(); /* the first loop turn */
+	return 0;
 }
 
 void
 orch_sbx_teardown(orch_t *o)
 {
-	ahp_client_destroy(&o->sbx);
+	ahp_client_destroy(&o->sbx); /* drops requests in flight, without callbacks */
+	free(o->sbx_sweep);
+	o->sbx_sweep = NULL;
 	while (o->sbx_destroys != NULL) {
 		orch_sbx_destroy_t *d = o->sbx_destroys;
 		o->sbx_destroys = d->next;
@@ -159,6 +190,13 @@ orch_sbx_timers(orch_t *o, int64_t now, long max)
 			s_destroy_send(d);
 		if (d->id == 0 && d->due - now < next)
 			next = d->due - now > 0 ? (long)(d->due - now) : 0;
+	}
+	orch_sbx_sweep_t *sw = o->sbx_sweep;
+	if (sw != NULL && sw->id == 0) {
+		if (sw->due <= now)
+			s_sweep_send(sw);
+		if (sw->id == 0 && sw->due - now < next)
+			next = sw->due - now > 0 ? (long)(sw->due - now) : 0;
 	}
 	return next;
 }
@@ -257,6 +295,68 @@ orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace)
 	o->sbx_destroys = d;
 	o->n_sbx_destroys++;
 	s_destroy_send(d);
+}
+
+static void
+s_sweep_send(orch_sbx_sweep_t *sw)
+{
+	sw->id = 0;
+	if (orch_sbx_present(sw->o)) {
+		Ahp__Sbx__Request req = AHP__SBX__REQUEST__INIT;
+		Ahp__Sbx__ListRequest lr = AHP__SBX__LIST_REQUEST__INIT;
+		req.body_case = AHP__SBX__REQUEST__BODY_LIST;
+		req.list = &lr;
+		size_t len;
+		uint8_t *buf = s_pack(&req, &len);
+		if (buf != NULL)
+			sw->id = ahp_client_send(sw->o->sbx, sw, buf, len, S_SWEEP_TIMEOUT_MS);
+		free(buf);
+	}
+	if (sw->id == 0)
+		sw->due = ahp_mono_ms() + S_SWEEP_RETRY_MS;
+}
+
+static int
+s_sweep_state(void *arg, const orch_run_row_t *row)
+{
+	*(int *)arg = orch_state_parse(row->state);
+	return 1;
+}
+
+/* sandboxd's List is here: every sandbox whose run this journal says has
+ * ended, and which no run in memory holds, is destroyed as the run's end
+ * would have (orch_exec's s_ended): the Destroy the orchestrator queued then
+ * was lost with it (it stopped before sandboxd answered). */
+static void
+s_sweep_done(orch_sbx_sweep_t *sw, int status, const uint8_t *body, size_t len)
+{
+	orch_t *o = sw->o;
+	sw->id = 0;
+	Ahp__Sbx__Reply *reply = status == 0 ? ahp__sbx__reply__unpack(NULL, len, body) : NULL;
+	if (reply == NULL || reply->body_case != AHP__SBX__REPLY__BODY_LIST ||
+	    reply->list == NULL) {
+		if (reply != NULL)
+			ahp__sbx__reply__free_unpacked(reply, NULL);
+		sw->due = ahp_mono_ms() + S_SWEEP_RETRY_MS;
+		return;
+	}
+	for (size_t i = 0; i < reply->list->n_sandboxes; i++) {
+		const char *id = reply->list->sandboxes[i]->sandbox_id;
+		/* untrusted: only an id a run of ours could have is looked up */
+		if (id == NULL || strlen(id) >= ORCH_RUN_ID_MAX || orch_run_find(o, id) != NULL)
+			continue;
+		int state = -1;
+		if (orch_journal_run_get(o->journal, id, s_sweep_state, &state) <= 0)
+			continue; /* not a run of this journal */
+		if (state != ORCH_SUCCEEDED && state != ORCH_CANCELLED && state != ORCH_FAILED)
+			continue;
+		log_info("sandbox %s: its run has %s; destroying it (its Destroy was lost with an "
+		         "earlier orchestrator)",
+		         id, orch_state_str(state));
+		orch_sbx_destroy(o, id, state == ORCH_FAILED);
+	}
+	ahp__sbx__reply__free_unpacked(reply, NULL);
+	sw->due = ahp_mono_ms() + S_SWEEP_EVERY_MS;
 }
 
 static const char *
