@@ -248,20 +248,37 @@ s_put(s_line_t *l, const char *s, size_t n)
 #define LOG_VALUE_MAX (LOG_MSG_MAX * 4 + 2)
 
 /* Appends " key=value" (value escaped) to the line; stops silently at its
- * end. A value that needs neither quotes nor escapes (most of them) is
+ * end. A key that is not plain (empty, a space, '=' ...) is written as
+ * bad_key. A value that needs neither quotes nor escapes (most of them) is
  * copied straight into the line as it is checked, without the escaper. */
 static void
-s_append_pair(s_line_t *l, const char *key, size_t key_len, const char *value)
+s_append_pair(s_line_t *l, const char *key, const char *value)
 {
-	s_put(l, " ", 1);
-	s_put(l, key, key_len);
-	s_put(l, "=", 1);
 	size_t start = l->off, room = l->size - 1 - l->off;
+	char *out = l->b + start;
+	size_t n = 0;
+	if (room > 0)
+		out[n++] = ' ';
+	const unsigned char *k = (const unsigned char *)key;
+	for (; n < room && s_plain(*k); k++)
+		out[n++] = (char)*k;
+	/* Not plain, or empty: bad_key (a key cut at the line's end stays). */
+	if ((*k != '\0' || *key == '\0') && n < room) {
+		l->off = start;
+		s_put(l, " bad_key", 8);
+		n = l->off - start;
+	}
+	if (n < room)
+		out[n++] = '=';
+	l->off = start + n;
+	l->b[l->off] = '\0';
+	start = l->off;
+	room = l->size - 1 - l->off;
 	if (room > LOG_VALUE_MAX)
 		room = LOG_VALUE_MAX;
 	const unsigned char *v = (const unsigned char *)value;
-	char *out = l->b + start;
-	size_t n = 0;
+	out = l->b + start;
+	n = 0;
 	while (n < room && s_plain(v[n])) {
 		out[n] = (char)v[n];
 		n++;
@@ -347,14 +364,14 @@ s_head(s_line_t *l, const char *level, const char *run, const char *step)
 	s_put(l, level, strlen(level));
 	if (s_daemon_pair_len == 0) {
 		s_line_t d = {s_daemon_pair, sizeof s_daemon_pair, 0};
-		s_append_pair(&d, "daemon", 6, s_daemon_name());
+		s_append_pair(&d, "daemon", s_daemon_name());
 		s_daemon_pair_len = d.off;
 	}
 	s_put(l, s_daemon_pair, s_daemon_pair_len);
 	if (run != NULL)
-		s_append_pair(l, "run", 3, run);
+		s_append_pair(l, "run", run);
 	if (step != NULL)
-		s_append_pair(l, "step", 4, step);
+		s_append_pair(l, "step", step);
 }
 
 static void
@@ -364,7 +381,7 @@ s_emit(int lv, const char *level, const char *run, const char *step, const char 
 	int saved = errno;
 	s_line_t l = {line, sizeof line, 0};
 	s_head(&l, level, run, step);
-	s_append_pair(&l, "msg", 3, msg);
+	s_append_pair(&l, "msg", msg);
 	s_write_line(&l, lv);
 	errno = saved;
 }
@@ -402,20 +419,16 @@ ahp_log_kv(int level, const char *run, const char *step, const char *msg, ...)
 	int saved = errno;
 	s_line_t l = {line, sizeof line, 0};
 	s_head(&l, s_level_names[level], run, step);
-	s_append_pair(&l, "msg", 3, msg);
+	s_append_pair(&l, "msg", msg);
 	va_start(ap, msg);
 	for (;;) {
 		const char *k = va_arg(ap, const char *);
 		if (k == NULL)
 			break;
 		const char *v = va_arg(ap, const char *);
-		/* Keys come from our own code, but keep the line parseable anyway. */
-		size_t kn = s_plain_len(k, LOG_VALUE_MAX);
-		if (kn == 0 || k[kn] != '\0') {
-			k = "bad_key";
-			kn = 7;
-		}
-		s_append_pair(&l, k, kn, v ? v : "");
+		/* Keys come from our own code, but keep the line parseable anyway
+		 * (s_append_pair writes bad_key for a key that is not plain). */
+		s_append_pair(&l, k, v ? v : "");
 	}
 	va_end(ap);
 	s_write_line(&l, level);

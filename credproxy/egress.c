@@ -182,11 +182,16 @@ s_rec_copy(s_rec_t *r, const cp_egress_rec_t *in)
 	int rc = -1;
 	for (int i = 0; i < F_N; i++) {
 		const char *s = src[i] ? src[i] : "";
-		size_t n = strnlen(s, max[i] * 4 + 1);
-		if (n > max[i] * 4)
-			n = max[i] * 4; /* bounds the sanitizer's work too */
+		/* One pass for the usual ASCII text: its length, and whether a
+		 * byte above 0x7f asks for the UTF-8 check. */
+		size_t cap = max[i] * 4, n = 0;
+		unsigned char high = 0;
+		while (n <= cap && s[n] != '\0')
+			high |= (unsigned char)s[n++];
+		if (n > cap)
+			n = cap; /* bounds the sanitizer's work too */
 		text[i] = s;
-		if (!ahp_utf8_valid(s, n, 0)) {
+		if ((high & 0x80) && !ahp_utf8_valid(s, n, 0)) {
 			clean[i] = ahp_utf8_sanitize(s, n, 0, NULL, NULL);
 			if (clean[i] == NULL)
 				goto out;
