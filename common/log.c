@@ -19,6 +19,9 @@
 #define LOG_LINE_MAX (LOG_MSG_MAX * 4 + 1024)
 
 static char s_daemon[64] = "";
+/* " daemon=NAME", escaped once (made again when the name changes). */
+static char s_daemon_pair[sizeof s_daemon * 4 + 16];
+static size_t s_daemon_pair_len;
 static int s_level = AHP_LOG_INFO;
 
 static const char *const s_level_names[] = {"debug", "info", "warn", "error"};
@@ -48,6 +51,7 @@ void
 ahp_log_init(const char *daemon, int level)
 {
 	snprintf(s_daemon, sizeof s_daemon, "%s", daemon ? daemon : "ahp");
+	s_daemon_pair_len = 0;
 	if (level < AHP_LOG_DEBUG)
 		level = AHP_LOG_DEBUG;
 	if (level > AHP_LOG_ERROR)
@@ -61,6 +65,26 @@ s_daemon_name(void)
 	if (s_daemon[0] == '\0')
 		snprintf(s_daemon, sizeof s_daemon, "%s", program_invocation_short_name);
 	return s_daemon;
+}
+
+/* True for a byte that a logfmt value may hold unquoted and unescaped:
+ * printable ASCII but for '"', '=' and '\\'. */
+static inline int
+s_plain(unsigned char c)
+{
+	return c > ' ' && c < 0x7f && c != '"' && c != '=' && c != '\\';
+}
+
+/* Length of the plain run at the start of s, at most max; the value is
+ * plain as a whole when s[result] is its NUL. */
+static size_t
+s_plain_len(const char *s, size_t max)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = 0;
+	while (n < max && s_plain(p[n]))
+		n++;
+	return n;
 }
 
 /* True when a logfmt value must be quoted. */
@@ -85,6 +109,14 @@ ahp_log_escape(const char *s, char *buf, size_t len)
 		return buf;
 	if (s == NULL)
 		s = "";
+	/* The usual value (an identifier, a number, a path without spaces)
+	 * is copied as it is. */
+	size_t plain = s_plain_len(s, len - 1);
+	if (plain > 0 && s[plain] == '\0') {
+		memcpy(buf, s, plain);
+		buf[plain] = '\0';
+		return buf;
+	}
 	int quote = s_needs_quote(s);
 	/* Room kept at the end for the closing quote and the NUL. */
 	size_t limit = len - 1 - (quote ? 1 : 0);
@@ -194,29 +226,72 @@ s_timestamp(char *buf, size_t len)
 	buf[n + t - 1] = '\0';
 }
 
-/* Appends " key=value" (value escaped) to line at *off; stops silently at
- * the end of the buffer. */
+/* The line being built: at most size - 1 bytes in b, always NUL-terminated
+ * (size > 0); what does not fit is cut. */
+typedef struct {
+	char *b;
+	size_t size, off;
+} s_line_t;
+
 static void
-s_append_pair(char *line, size_t size, size_t *off, const char *key, const char *value)
+s_put(s_line_t *l, const char *s, size_t n)
 {
-	char esc[LOG_MSG_MAX * 4 + 3];
-	if (*off >= size)
-		return;
-	ahp_log_escape(value, esc, sizeof esc);
-	/* What snprintf(line + *off, size - *off, " %s=%s", key, esc) wrote,
-	 * without its cost (credproxy writes a line per request). */
-	const char *parts[4] = {" ", key, "=", esc};
-	size_t room = size - *off - 1, o = *off;
-	for (int i = 0; i < 4 && room > 0; i++) {
-		size_t n = strlen(parts[i]);
-		if (n > room)
-			n = room;
-		memcpy(line + o, parts[i], n);
-		o += n;
-		room -= n;
+	size_t room = l->size - 1 - l->off;
+	if (n > room)
+		n = room;
+	memcpy(l->b + l->off, s, n);
+	l->off += n;
+	l->b[l->off] = '\0';
+}
+
+/* The longest escaped value (what ahp_log_escape may write, NUL excluded). */
+#define LOG_VALUE_MAX (LOG_MSG_MAX * 4 + 2)
+
+/* Appends " key=value" (value escaped) to the line; stops silently at its
+ * end. A key that is not plain (empty, a space, '=' ...) is written as
+ * bad_key. A value that needs neither quotes nor escapes (most of them) is
+ * copied straight into the line as it is checked, without the escaper. */
+static void
+s_append_pair(s_line_t *l, const char *key, const char *value)
+{
+	size_t start = l->off, room = l->size - 1 - l->off;
+	char *out = l->b + start;
+	size_t n = 0;
+	if (room > 0)
+		out[n++] = ' ';
+	const unsigned char *k = (const unsigned char *)key;
+	for (; n < room && s_plain(*k); k++)
+		out[n++] = (char)*k;
+	/* Not plain, or empty: bad_key (a key cut at the line's end stays). */
+	if ((*k != '\0' || *key == '\0') && n < room) {
+		l->off = start;
+		s_put(l, " bad_key", 8);
+		n = l->off - start;
 	}
-	line[o] = '\0';
-	*off = o;
+	if (n < room)
+		out[n++] = '=';
+	l->off = start + n;
+	l->b[l->off] = '\0';
+	start = l->off;
+	room = l->size - 1 - l->off;
+	if (room > LOG_VALUE_MAX)
+		room = LOG_VALUE_MAX;
+	const unsigned char *v = (const unsigned char *)value;
+	out = l->b + start;
+	n = 0;
+	while (n < room && s_plain(v[n])) {
+		out[n] = (char)v[n];
+		n++;
+	}
+	if (n > 0 && (v[n] == '\0' || n == room)) {
+		/* Plain (cut at the end of the line, like an escaped value). */
+		l->off = start + n;
+		l->b[l->off] = '\0';
+		return;
+	}
+	char esc[LOG_VALUE_MAX + 1];
+	ahp_log_escape(value, esc, sizeof esc);
+	s_put(l, esc, strlen(esc));
 }
 
 static void
@@ -258,10 +333,12 @@ ahp_log_flush(void)
 }
 
 static void
-s_write_line(char *line, size_t off, size_t size, int level)
+s_write_line(s_line_t *l, int level)
 {
-	if (off >= size - 1)
-		off = size - 2;
+	char *line = l->b;
+	size_t off = l->off;
+	if (off >= l->size - 1)
+		off = l->size - 2;
 	line[off++] = '\n';
 	if (s_holding && level <= AHP_LOG_INFO) {
 		if (s_held_len + off > sizeof s_held)
@@ -276,20 +353,25 @@ s_write_line(char *line, size_t off, size_t size, int level)
 	s_write_all(line, off);
 }
 
-static size_t
-s_head(char *line, size_t size, const char *level, const char *run, const char *step)
+static void
+s_head(s_line_t *l, const char *level, const char *run, const char *step)
 {
 	char ts[40];
-	size_t off = 0;
 	s_timestamp(ts, sizeof ts);
-	int n = snprintf(line, size, "ts=%s level=%s", ts, level);
-	off = n > 0 ? (size_t)n : 0;
-	s_append_pair(line, size, &off, "daemon", s_daemon_name());
+	s_put(l, "ts=", 3);
+	s_put(l, ts, strlen(ts));
+	s_put(l, " level=", 7);
+	s_put(l, level, strlen(level));
+	if (s_daemon_pair_len == 0) {
+		s_line_t d = {s_daemon_pair, sizeof s_daemon_pair, 0};
+		s_append_pair(&d, "daemon", s_daemon_name());
+		s_daemon_pair_len = d.off;
+	}
+	s_put(l, s_daemon_pair, s_daemon_pair_len);
 	if (run != NULL)
-		s_append_pair(line, size, &off, "run", run);
+		s_append_pair(l, "run", run);
 	if (step != NULL)
-		s_append_pair(line, size, &off, "step", step);
-	return off;
+		s_append_pair(l, "step", step);
 }
 
 static void
@@ -297,9 +379,10 @@ s_emit(int lv, const char *level, const char *run, const char *step, const char 
 {
 	char line[LOG_LINE_MAX];
 	int saved = errno;
-	size_t off = s_head(line, sizeof line, level, run, step);
-	s_append_pair(line, sizeof line, &off, "msg", msg);
-	s_write_line(line, off, sizeof line, lv);
+	s_line_t l = {line, sizeof line, 0};
+	s_head(&l, level, run, step);
+	s_append_pair(&l, "msg", msg);
+	s_write_line(&l, lv);
 	errno = saved;
 }
 
@@ -334,21 +417,21 @@ ahp_log_kv(int level, const char *run, const char *step, const char *msg, ...)
 	if (level < AHP_LOG_DEBUG || level > AHP_LOG_ERROR)
 		level = AHP_LOG_ERROR;
 	int saved = errno;
-	size_t off = s_head(line, sizeof line, s_level_names[level], run, step);
-	s_append_pair(line, sizeof line, &off, "msg", msg);
+	s_line_t l = {line, sizeof line, 0};
+	s_head(&l, s_level_names[level], run, step);
+	s_append_pair(&l, "msg", msg);
 	va_start(ap, msg);
 	for (;;) {
 		const char *k = va_arg(ap, const char *);
 		if (k == NULL)
 			break;
 		const char *v = va_arg(ap, const char *);
-		/* Keys come from our own code, but keep the line parseable anyway. */
-		if (s_needs_quote(k))
-			k = "bad_key";
-		s_append_pair(line, sizeof line, &off, k, v ? v : "");
+		/* Keys come from our own code, but keep the line parseable anyway
+		 * (s_append_pair writes bad_key for a key that is not plain). */
+		s_append_pair(&l, k, v ? v : "");
 	}
 	va_end(ap);
-	s_write_line(line, off, sizeof line, level);
+	s_write_line(&l, level);
 	errno = saved;
 }
 

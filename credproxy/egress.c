@@ -130,6 +130,7 @@ typedef struct {
 	bool allowed;
 	unsigned redactions;
 	char *str[F_N]; /* str[0] owns the block */
+	int len[F_N];   /* their lengths (bytes, no NUL; each under 4 KiB) */
 } s_rec_t;
 
 struct cp_egress {
@@ -181,11 +182,16 @@ s_rec_copy(s_rec_t *r, const cp_egress_rec_t *in)
 	int rc = -1;
 	for (int i = 0; i < F_N; i++) {
 		const char *s = src[i] ? src[i] : "";
-		size_t n = strnlen(s, max[i] * 4 + 1);
-		if (n > max[i] * 4)
-			n = max[i] * 4; /* bounds the sanitizer's work too */
+		/* One pass for the usual ASCII text: its length, and whether a
+		 * byte above 0x7f asks for the UTF-8 check. */
+		size_t cap = max[i] * 4, n = 0;
+		unsigned char high = 0;
+		while (n <= cap && s[n] != '\0')
+			high |= (unsigned char)s[n++];
+		if (n > cap)
+			n = cap; /* bounds the sanitizer's work too */
 		text[i] = s;
-		if (!ahp_utf8_valid(s, n, 0)) {
+		if ((high & 0x80) && !ahp_utf8_valid(s, n, 0)) {
 			clean[i] = ahp_utf8_sanitize(s, n, 0, NULL, NULL);
 			if (clean[i] == NULL)
 				goto out;
@@ -204,6 +210,7 @@ s_rec_copy(s_rec_t *r, const cp_egress_rec_t *in)
 		memcpy(p, text[i], len[i]);
 		p[len[i]] = '\0';
 		r->str[i] = p;
+		r->len[i] = (int)len[i];
 		p += len[i] + 1;
 	}
 	rc = 0;
@@ -324,21 +331,21 @@ static void
 s_bind_rec(sqlite3_stmt *st, int b, const s_rec_t *r)
 {
 	sqlite3_bind_int64(st, b + 1, r->ts_ms);
-	sqlite3_bind_text(st, b + 2, r->str[F_RUN], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, b + 3, r->str[F_PROFILE], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, b + 4, r->str[F_METHOD], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, b + 5, r->str[F_HOST], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 2, r->str[F_RUN], r->len[F_RUN], SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 3, r->str[F_PROFILE], r->len[F_PROFILE], SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 4, r->str[F_METHOD], r->len[F_METHOD], SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 5, r->str[F_HOST], r->len[F_HOST], SQLITE_STATIC);
 	sqlite3_bind_int(st, b + 6, r->port);
-	sqlite3_bind_text(st, b + 7, r->str[F_PATH], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 7, r->str[F_PATH], r->len[F_PATH], SQLITE_STATIC);
 	sqlite3_bind_int(st, b + 8, r->status);
 	/* SQLite integers are signed 64-bit; no byte count gets near 2^63. */
 	sqlite3_bind_int64(st, b + 9, (sqlite3_int64)r->bytes_up);
 	sqlite3_bind_int64(st, b + 10, (sqlite3_int64)r->bytes_down);
 	sqlite3_bind_int64(st, b + 11, r->duration_ms);
 	sqlite3_bind_int(st, b + 12, r->allowed ? 1 : 0);
-	sqlite3_bind_text(st, b + 13, r->str[F_RULE], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, b + 14, r->str[F_REASON], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, b + 15, r->str[F_INJECTED], -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 13, r->str[F_RULE], r->len[F_RULE], SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 14, r->str[F_REASON], r->len[F_REASON], SQLITE_STATIC);
+	sqlite3_bind_text(st, b + 15, r->str[F_INJECTED], r->len[F_INJECTED], SQLITE_STATIC);
 	sqlite3_bind_int64(st, b + 16, r->redactions);
 }
 
@@ -716,6 +723,13 @@ cp_egress_new(struct event_base *base, const char *db_path, const char *ctl_endp
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	/* The database is used from the event loop's thread only: no mutex
+	 * around each call (two per bind, sixteen binds a record) and no
+	 * allocation statistics. Only possible before SQLite's first use in
+	 * the process; later (a test opened a database first) it is refused
+	 * and nothing changes. */
+	(void)sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	self->base = base;
 	self->db_path = strdup(db_path);
 	self->queue = calloc(EGRESS_QUEUE_MAX, sizeof *self->queue);

@@ -325,19 +325,25 @@ s_head_find(const s_head_t *h, const char *name)
 static bool
 s_hop_by_hop(const s_head_t *h, const char *name, size_t len)
 {
-	static const char *const hop[] = {"connection",
-	                                  "keep-alive",
-	                                  "proxy-connection",
-	                                  "proxy-authorization",
-	                                  "proxy-authenticate",
-	                                  "te",
-	                                  "trailer",
-	                                  "upgrade",
-	                                  "transfer-encoding",
-	                                  "content-length",
-	                                  NULL};
-	for (int i = 0; hop[i]; i++)
-		if (s_ieq(name, len, hop[i]))
+	/* With their lengths: a name is compared only to those of its length
+	 * (this runs for every header of every request and response). */
+	static const struct {
+		const char *s;
+		size_t n;
+	} hop[] = {
+	    {"connection", 10},
+	    {"keep-alive", 10},
+	    {"proxy-connection", 16},
+	    {"proxy-authorization", 19},
+	    {"proxy-authenticate", 18},
+	    {"te", 2},
+	    {"trailer", 7},
+	    {"upgrade", 7},
+	    {"transfer-encoding", 17},
+	    {"content-length", 14},
+	};
+	for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+		if (len == hop[i].n && strncasecmp(name, hop[i].s, len) == 0)
 			return true;
 	for (unsigned i = 0; i < h->n; i++) {
 		if (!s_ieq(h->buf + h->h[i].n_off, h->h[i].n_len, "connection"))

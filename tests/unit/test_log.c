@@ -160,6 +160,89 @@ test_level_parse(void **state)
 	assert_int_equal(ahp_log_level_parse(NULL), -1);
 }
 
+/* Every byte alone between two letters: the printable ASCII ones but '"',
+ * '=' and '\\' pass as they are (the copy fast path); a control byte, a
+ * space and those three make the value quoted; a byte above 0x7f alone is
+ * not UTF-8 and is shown as \xNN. */
+static void
+test_every_byte(void **state)
+{
+	(void)state;
+	char in[4], buf[32];
+	for (int c = 1; c < 256; c++) {
+		in[0] = 'a';
+		in[1] = (char)c;
+		in[2] = 'b';
+		in[3] = '\0';
+		ahp_log_escape(in, buf, sizeof buf);
+		int plain = c > ' ' && c < 0x7f && c != '"' && c != '=' && c != '\\';
+		char hex[16];
+		snprintf(hex, sizeof hex, "a\\x%02xb", c);
+		if (plain)
+			assert_string_equal(buf, in);
+		else if (c >= 0x80) /* a lone byte: invalid UTF-8, shown as \xNN */
+			assert_string_equal(buf, hex);
+		else
+			assert_int_equal(buf[0], '"');
+	}
+	/* A plain value that just fits, and one a byte too long. */
+	assert_string_equal(ahp_log_escape("abcdefg", buf, 8), "abcdefg");
+	assert_string_equal(ahp_log_escape("abcdefgh", buf, 8), "abcdefg");
+}
+
+static char s_big[20000];
+
+static void
+s_log_big(void)
+{
+	ahp_log_init("big", AHP_LOG_INFO);
+	memset(s_big, 'x', sizeof s_big - 1);
+	ahp_log_kv(AHP_LOG_INFO, NULL, NULL, "m", "v", s_big, "after", "1", NULL);
+	s_big[5] = ' ';
+	ahp_log_kv(AHP_LOG_INFO, NULL, NULL, "m", "v", s_big, "after", "2", NULL);
+}
+
+/* A value longer than an escaped value may be (4 * 4096 + 2 bytes) is cut
+ * there, plain or not, and the pairs after it still follow. */
+static void
+test_long_value(void **state)
+{
+	(void)state;
+	char *out = s_capture(s_log_big);
+	char *l1 = strstr(out, " v=");
+	assert_non_null(l1);
+	assert_int_equal(strspn(l1 + 3, "x"), 4 * 4096 + 2);
+	assert_memory_equal(l1 + 3 + 4 * 4096 + 2, " after=1\n", 9);
+	char *l2 = strstr(l1 + 1, " v=\"xxxxx x");
+	assert_non_null(l2);
+	/* Quoted: the opening quote, 4 * 4096 bytes, the closing quote. */
+	assert_memory_equal(l2 + 3 + 4 * 4096 + 1, "\" after=2\n", 10);
+	free(out);
+}
+
+static void
+s_log_keys(void)
+{
+	ahp_log_init("one", AHP_LOG_INFO);
+	ahp_log_kv(AHP_LOG_INFO, "r 1", NULL, "k", "a b", "v1", "", "v2", "c=d", "v3", "ok",
+	           "caf\xc3\xa9", NULL);
+	ahp_log_init("t\"wo", AHP_LOG_INFO);
+	ahp_log_kv(AHP_LOG_INFO, NULL, NULL, "k", "n", "", NULL);
+}
+
+/* Keys that are not plain become bad_key; the daemon's name, kept escaped
+ * between lines, follows ahp_log_init. */
+static void
+test_keys_and_daemon(void **state)
+{
+	(void)state;
+	char *out = s_capture(s_log_keys);
+	assert_non_null(strstr(out, " level=info daemon=one run=\"r 1\" msg=k bad_key=v1 "
+	                            "bad_key=v2 bad_key=v3 ok=caf\xc3\xa9\n"));
+	assert_non_null(strstr(out, " level=info daemon=\"t\\\"wo\" msg=k n=\"\"\n"));
+	free(out);
+}
+
 int
 main(void)
 {
@@ -171,6 +254,9 @@ main(void)
 	    cmocka_unit_test(test_line_shape),
 	    cmocka_unit_test(test_env_level),
 	    cmocka_unit_test(test_level_parse),
+	    cmocka_unit_test(test_every_byte),
+	    cmocka_unit_test(test_long_value),
+	    cmocka_unit_test(test_keys_and_daemon),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
