@@ -119,6 +119,7 @@ static struct s_discarder {
 	uint32_t slot;
 } s_discarders[S_DISCARDERS_MAX]; /* slots whose disk a child is discarding */
 static pid_t s_preparer;          /* the child making the next disk image (sbx_disk_prepare) */
+static pid_t s_self;              /* our pid (children check it is still their parent) */
 
 /* ---------------------------------------------------------- workspaces -- */
 
@@ -273,13 +274,14 @@ s_deleting_any(void)
 	return false;
 }
 
-/* A slot's workspace goes to the trash, its exec log away. */
+/* A slot's workspace goes to the trash, its exec log away. recycle: the
+ * disk image is emptied for a later disk (may wait: a child only). */
 static void
-s_discard_now(uint32_t slot, uid_t uid)
+s_discard_now(uint32_t slot, uid_t uid, bool recycle)
 {
 	/* the disk first: its lazy unmount leaves an empty mount point, and
 	 * the image goes with it (disk.c) */
-	(void)sbx_disk_discard(s_store, slot);
+	(void)sbx_disk_discard(s_store, slot, recycle);
 	char ws[PATH_MAX], to[PATH_MAX], rnd[40];
 	if (sbx_store_workspace_path(s_store, slot, ws, sizeof(ws)) != 0)
 		return;
@@ -344,11 +346,15 @@ s_discard(uint32_t slot, uid_t uid)
 		k++;
 	pid_t pid = k < S_DISCARDERS_MAX ? fork() : -1;
 	if (pid == 0) {
-		s_discard_now(slot, uid);
+		/* never outlives this process: a new sandboxd must not find an
+		 * image being emptied (disk.c s_recycle) */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_self)
+			_exit(1);
+		s_discard_now(slot, uid, true);
 		_exit(0);
 	}
 	if (pid < 0) {
-		s_discard_now(slot, uid);
+		s_discard_now(slot, uid, false);
 		s_discarded(slot);
 		return;
 	}
@@ -361,11 +367,15 @@ s_discard(uint32_t slot, uid_t uid)
 static void
 s_prepare_disk(uint32_t mb)
 {
-	if (s_preparer != 0)
+	/* a discarded disk emptied for reuse is usually there: no fork then */
+	if (s_preparer != 0 || sbx_disk_ready(s_store, mb))
 		return;
 	pid_t pid = fork();
-	if (pid == 0)
+	if (pid == 0) {
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_self)
+			_exit(1);
 		_exit(sbx_disk_prepare(s_store, mb) == 0 ? 0 : 1);
+	}
 	if (pid > 0)
 		s_preparer = pid;
 }
@@ -726,7 +736,7 @@ s_discard_orphan(void *arg, uint32_t slot)
 	/* slots come from file names in dirs the worker writes (execs/) */
 	if (slot >= s_cfg.uid_count)
 		return;
-	s_discard_now(slot, s_cfg.uid_base + slot);
+	s_discard_now(slot, s_cfg.uid_base + slot, false);
 }
 
 /* What a crash or an interrupted Destroy left behind: workspaces and logs
@@ -997,6 +1007,7 @@ sbx_priv_run(const sbx_config_t *cfg)
 	if (sigfd < 0)
 		fatal("signalfd");
 	prctl(PR_SET_NAME, "sandboxd-priv", 0, 0, 0);
+	s_self = getpid();
 	s_clean_orphans();
 	int64_t restarts[S_RESTARTS_MAX] = {0}; /* when the last ones happened (a ring) */
 	int next_restart = 0, rc = 0;
