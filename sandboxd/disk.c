@@ -633,24 +633,35 @@ s_put(const char *mp, const char *name, const char *buf, size_t len)
 }
 
 /* The first processor's block of the host's /proc/cpuinfo (up to the blank
- * line), without its "processor" line. */
+ * line), without its "processor" line. Read once per process: making
+ * /proc/cpuinfo asks every CPU for its frequency (an IPI each), and it was
+ * read at every spawn and every claim; what a sandbox is shown of the
+ * processor does not change while sandboxd runs. */
 static size_t
 s_cpu_block(char *out, size_t cap)
 {
-	char *buf = NULL;
-	size_t n = 0, o = 0;
-	if (ahp_read_file("/proc/cpuinfo", 1 << 20, &buf, &n) != 0)
-		return 0;
-	for (char *l = buf; l != NULL && *l != '\0' && *l != '\n';) {
-		char *nl = strchr(l, '\n');
-		size_t ll = nl ? (size_t)(nl - l) + 1 : strlen(l);
-		if (strncmp(l, "processor", 9) != 0 && o + ll < cap) {
-			memcpy(out + o, l, ll);
-			o += ll;
+	static char block[4096];
+	static size_t len;
+	static bool read_once;
+	if (!read_once) {
+		char *buf = NULL;
+		size_t n = 0;
+		if (ahp_read_file("/proc/cpuinfo", 1 << 20, &buf, &n) != 0)
+			return 0;
+		for (char *l = buf; l != NULL && *l != '\0' && *l != '\n';) {
+			char *nl = strchr(l, '\n');
+			size_t ll = nl ? (size_t)(nl - l) + 1 : strlen(l);
+			if (strncmp(l, "processor", 9) != 0 && len + ll < sizeof(block)) {
+				memcpy(block + len, l, ll);
+				len += ll;
+			}
+			l = nl ? nl + 1 : NULL;
 		}
-		l = nl ? nl + 1 : NULL;
+		free(buf);
+		read_once = true;
 	}
-	free(buf);
+	size_t o = len < cap ? len : 0;
+	memcpy(out, block, o);
 	return o;
 }
 
@@ -690,7 +701,7 @@ sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limits_t 
  * disk of that size, made ahead (sbx_disk_prepare) or emptied after a
  * discard (s_recycle); a spawn takes one by rename. Each holds its
  * reservation on the host: at most S_READY_MAX of them. */
-#define S_READY_MAX 2
+#define S_READY_MAX 3
 /* How long a discard waits for the loop device of the image to let go of
  * it before deleting the image instead of emptying it. */
 #define S_DETACH_WAIT_MS 2000
@@ -698,7 +709,8 @@ sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limits_t 
 static int
 s_ready_path(const sbx_store_t *store, uint32_t mb, int k, char *out)
 {
-	int n = snprintf(out, PATH_MAX, "%s/.ready-%u-%d.img", sbx_store_dir(store, "disks"), mb, k);
+	int n =
+	    snprintf(out, PATH_MAX, "%s/.ready-%u-%d.img", sbx_store_dir(store, "disks"), mb, k);
 	if (n < 0 || n >= PATH_MAX) {
 		errno = ENAMETOOLONG;
 		return -1;
@@ -797,8 +809,9 @@ s_recycle(const sbx_store_t *store, const char *img)
 		goto fail;
 	close(tfd);
 	close(fd);
-	/* another discard may have taken that name meanwhile: the next free one */
-	for (; k < S_READY_MAX; k++)
+	/* names come and go meanwhile (spawns take them, other discards and the
+	 * preparer make them): the first free one */
+	for (k = 0; k < S_READY_MAX; k++)
 		if (s_ready_path(store, mb, k, ready) == 0 &&
 		    renameat2(AT_FDCWD, img, AT_FDCWD, ready, RENAME_NOREPLACE) == 0)
 			return 0;
@@ -843,8 +856,8 @@ sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_li
 			for (int k = 0; k < S_READY_MAX && !took; k++)
 				took = s_ready_path(store, lim->disk_mb, k, ready) == 0 &&
 				       rename(ready, img) == 0;
-			if (!took && s_create(sbx_store_dir(store, "disks"), img, lim->disk_mb, true,
-			                      err, errlen) != 0)
+			if (!took && s_create(sbx_store_dir(store, "disks"), img, lim->disk_mb,
+			                      true, err, errlen) != 0)
 				return -1;
 		}
 		if (s_mount(img, mp, err, errlen) != 0)

@@ -120,6 +120,7 @@ static struct s_discarder {
 } s_discarders[S_DISCARDERS_MAX]; /* slots whose disk a child is discarding */
 static pid_t s_preparer;          /* the child making the next disk image (sbx_disk_prepare) */
 static pid_t s_self;              /* our pid (children check it is still their parent) */
+static uint32_t s_prepare_mb;     /* the disk size of the last spawn: what to prepare */
 
 /* ---------------------------------------------------------- workspaces -- */
 
@@ -367,9 +368,16 @@ s_discard(uint32_t slot, uid_t uid)
 static void
 s_prepare_disk(uint32_t mb)
 {
-	/* a discarded disk emptied for reuse is usually there: no fork then */
+	s_prepare_mb = mb;
+	/* A discarded disk emptied for reuse is usually there, or one is being
+	 * emptied (asked again when its discarder is reaped): no fork then. A
+	 * preparer racing the discarders made a new image each time and left
+	 * them no free ready name: they deleted theirs. */
 	if (s_preparer != 0 || sbx_disk_ready(s_store, mb))
 		return;
+	for (int k = 0; k < S_DISCARDERS_MAX; k++)
+		if (s_discarders[k].pid != 0)
+			return;
 	pid_t pid = fork();
 	if (pid == 0) {
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_self)
@@ -668,6 +676,8 @@ s_reap(bool *sweep)
 				s_discarded(s_discarders[k].slot);
 				*sweep = true; /* the workspace went to the trash */
 				found = true;
+				if (s_prepare_mb != 0)
+					s_prepare_disk(s_prepare_mb); /* when it kept no image */
 			}
 		for (int k = 0; !found && k < S_DELETERS_MAX; k++)
 			if (s_deleters[k] == p) {
