@@ -701,7 +701,7 @@ sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limits_t 
  * disk of that size, made ahead (sbx_disk_prepare) or emptied after a
  * discard (s_recycle); a spawn takes one by rename. Each holds its
  * reservation on the host: at most S_READY_MAX of them. */
-#define S_READY_MAX 3
+#define S_READY_MAX 4
 /* How long a discard waits for the loop device of the image to let go of
  * it before deleting the image instead of emptying it. */
 #define S_DETACH_WAIT_MS 2000
@@ -733,6 +733,21 @@ s_ready_prune(const sbx_store_t *store, uint32_t keep_mb)
 		    (keep_mb == 0 || strncmp(e->d_name, keep, (size_t)kl) != 0))
 			(void)unlinkat(dirfd(d), e->d_name, 0);
 	closedir(d);
+}
+
+/* Whether any ready image (of any size) is there. */
+static bool
+s_ready_any(const sbx_store_t *store)
+{
+	DIR *d = opendir(sbx_store_dir(store, "disks"));
+	if (d == NULL)
+		return false;
+	struct dirent *e;
+	bool any = false;
+	while (!any && (e = readdir(d)) != NULL)
+		any = strncmp(e->d_name, ".ready-", 7) == 0;
+	closedir(d);
+	return any;
 }
 
 bool
@@ -856,9 +871,17 @@ sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_li
 			for (int k = 0; k < S_READY_MAX && !took; k++)
 				took = s_ready_path(store, lim->disk_mb, k, ready) == 0 &&
 				       rename(ready, img) == 0;
-			if (!took && s_create(sbx_store_dir(store, "disks"), img, lim->disk_mb,
-			                      true, err, errlen) != 0)
-				return -1;
+			/* the ready images hold room on the host: when that is what a
+			 * new one lacks, they go first */
+			const char *dir = sbx_store_dir(store, "disks");
+			if (!took && s_create(dir, img, lim->disk_mb, true, err, errlen) != 0) {
+				if (strstr(err, "no room") == NULL || !s_ready_any(store))
+					return -1;
+				s_ready_prune(store, 0);
+				err[0] = '\0';
+				if (s_create(dir, img, lim->disk_mb, true, err, errlen) != 0)
+					return -1;
+			}
 		}
 		if (s_mount(img, mp, err, errlen) != 0)
 			return -1;
