@@ -121,6 +121,38 @@ static struct s_discarder {
 static pid_t s_preparer;          /* the child making the next disk image (sbx_disk_prepare) */
 static pid_t s_self;              /* our pid (children check it is still their parent) */
 static uint32_t s_prepare_mb;     /* the disk size of the last spawn: what to prepare */
+/* What each slot's cgroup and /proc files were last set to (by its spawn or
+ * a LIMITS call), so that a claim with the same limits (a spare made with
+ * the profile's own values) writes nothing: 5 cgroup files and 2 files of
+ * the disk on the one-shot's path. `set` is cleared whenever the cgroup may
+ * be gone or was made again (a spawn sets it afresh). */
+static struct s_lim_set {
+	uint32_t memory_mb, pids_max, cpus_milli;
+	bool set;
+} * s_lims; /* uid_count entries */
+
+static void
+s_lims_note(uint32_t slot, const sbx_limits_t *lim)
+{
+	if (s_lims == NULL || slot >= s_cfg.uid_count)
+		return;
+	s_lims[slot] = (struct s_lim_set){lim->memory_mb, lim->pids_max, lim->cpus_milli, true};
+}
+
+static bool
+s_lims_same(uint32_t slot, const sbx_limits_t *lim)
+{
+	return s_lims != NULL && slot < s_cfg.uid_count && s_lims[slot].set &&
+	       s_lims[slot].memory_mb == lim->memory_mb && s_lims[slot].pids_max == lim->pids_max &&
+	       s_lims[slot].cpus_milli == lim->cpus_milli;
+}
+
+static void
+s_lims_forget(uint32_t slot)
+{
+	if (s_lims != NULL && slot < s_cfg.uid_count)
+		s_lims[slot].set = false;
+}
 
 /* ---------------------------------------------------------- workspaces -- */
 
@@ -428,6 +460,7 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		return;
 	}
 	s_discard_wait(req->slot); /* the worker waits for DISCARDED: only after a restart */
+	s_lims_forget(req->slot);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
 		snprintf(rep->err, sizeof(rep->err), "socketpair: %s", strerror(errno));
 		return;
@@ -504,6 +537,9 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		snprintf(rep->err, sizeof(rep->err), "start: %s", strerror(errno));
 		goto fail;
 	}
+	/* the cgroup (sbx_cgroup_create) and the /proc files (sbx_disk_attach)
+	 * hold req->lim now */
+	s_lims_note(req->slot, &req->lim);
 	*ctl = sv[0];
 	return;
 fail:
@@ -632,15 +668,23 @@ s_on_call(void)
 	                      r == (ssize_t)sizeof(req) ? req.slot : 0, -1, EINVAL};
 	if (r == (ssize_t)sizeof(req) && s_valid(&req, true) == 0) {
 		int rc = -1;
-		if (req.type == SBX_ZY_LIMITS) /* a claim: the cgroup and the /proc files */
+		if (req.type == SBX_ZY_LIMITS && s_lims_same(req.slot, &req.lim)) {
+			rc = 0; /* a claim with the limits the spare was made with */
+		} else if (req.type ==
+		           SBX_ZY_LIMITS) { /* a claim: the cgroup and the /proc files */
+			s_lims_forget(req.slot);
 			rc = sbx_cgroup_set_limits(req.cgname, &req.lim) != 0
 			         ? -1
 			         : sbx_disk_proc_files(s_store, req.slot, &req.lim);
-		else if (req.type == SBX_ZY_RMCG)
+			if (rc == 0)
+				s_lims_note(req.slot, &req.lim);
+		} else if (req.type == SBX_ZY_RMCG) {
+			s_lims_forget(req.slot);
 			rc = s_init_of(req.slot) >= 0 ? (errno = EBUSY, -1)
 			                              : sbx_cgroup_remove(req.cgname);
-		else if (req.type == SBX_ZY_CA)
+		} else if (req.type == SBX_ZY_CA) {
 			rc = sbx_ca_refresh(&s_cfg, s_store) < 0 ? (errno = EIO, -1) : 0;
+		}
 		rep.rc = rc == 0 ? 0 : -1;
 		rep.err = rc == 0 ? 0 : errno;
 	} else {
@@ -719,6 +763,8 @@ s_kill_all(void)
 	/* every sandbox cgroup, also those of inits reaped before the worker
 	 * could remove them */
 	sbx_cgroup_kill_all();
+	if (s_lims != NULL)
+		memset(s_lims, 0, s_cfg.uid_count * sizeof(*s_lims));
 }
 
 /* ------------------------------------------------------------ the worker -- */
@@ -968,7 +1014,8 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 	s_plan = calloc(1, sizeof(*s_plan));
 	s_stack = malloc(S_INIT_STACK);
 	s_inits = calloc(cfg->uid_count, sizeof(*s_inits));
-	if (s_plan == NULL || s_stack == NULL || s_inits == NULL) {
+	s_lims = calloc(cfg->uid_count, sizeof(*s_lims));
+	if (s_plan == NULL || s_stack == NULL || s_inits == NULL || s_lims == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -1098,6 +1145,7 @@ sbx_priv_run(const sbx_config_t *cfg)
 	free(s_plan);
 	free(s_stack);
 	free(s_inits);
+	free(s_lims);
 	sbx_store_destroy(&s_store);
 	return rc;
 }
