@@ -627,7 +627,19 @@ s_put(const char *mp, const char *name, const char *buf, size_t len)
 	int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
 	if (fd < 0)
 		return -1;
-	int rc = ftruncate(fd, 0) == 0 && ahp_write_all(fd, buf, len) == 0 ? 0 : -1;
+	/* written over, then cut to length: truncating to 0 first makes ext4
+	 * write the file out at close (auto_da_alloc, for replace-by-truncate),
+	 * a flush through the loop device at every spawn and claim */
+	int rc = 0;
+	for (size_t o = 0; rc == 0 && o < len;) {
+		ssize_t n = pwrite(fd, buf + o, len - o, (off_t)o);
+		if (n > 0)
+			o += (size_t)n;
+		else if (n < 0 && errno != EINTR)
+			rc = -1;
+	}
+	if (rc == 0 && ftruncate(fd, (off_t)len) != 0)
+		rc = -1;
 	close(fd);
 	return rc;
 }
