@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <linux/loop.h>
 
+#include "ahp/limit_table.h"
 #include "ahp/log.h"
 #include "ahp/util.h"
 #include "sbx.h"
@@ -37,7 +38,9 @@
  * Layout under state_dir:
  *   disks/s<slot>.img        the image (0600 root), fallocated, ext4 (from a template)
  *   disks/s<slot>.img.loop   the number of the loop device it was last attached to
- *   disks/.template-<MiB>.img  a sparse ext4 made by mke2fs once per size
+ *   disks/.template-v2-<MiB>.img  a sparse ext4 made by mke2fs once per size
+ *   disks/.ready-<MiB>-<k>.img  images ready for the next disks (sbx_disk_prepare,
+ *                            s_recycle)
  *   workspaces/s<slot>/      its mount point (nosuid, nodev); in the image:
  *       ws/                  the sandbox's /workspace, owned by its host uid
  *       tmp/                 the sandbox's /tmp (01777, its uid)
@@ -98,9 +101,13 @@ s_mounted(const char *path)
 /* Runs mke2fs on the image file: ext4, no reserved blocks (the sandbox is
  * never root on the host: reserved blocks would shrink its quota), no
  * discard (that would punch holes in the reservation), inode tables and
- * journal zeroed lazily (the fallocated file reads as zeros anyway). */
+ * journal zeroed lazily (the fallocated file reads as zeros anyway), no
+ * resize inode (a sandbox disk never grows; its reserved descriptor blocks
+ * were 3/4 of the template's data, copied into every image), and the
+ * layout's directories (ws/, tmp/, proc/) made from `layout` (-d): a spawn
+ * only sets their owner instead of making three directories. */
 static int
-s_mkfs(const char *img, char *err, size_t errlen)
+s_mkfs(const char *img, const char *layout, char *err, size_t errlen)
 {
 	char *const argv[] = {(char *)"mke2fs",
 	                      (char *)"-q",
@@ -109,10 +116,14 @@ s_mkfs(const char *img, char *err, size_t errlen)
 	                      (char *)"ext4",
 	                      (char *)"-m",
 	                      (char *)"0",
+	                      (char *)"-O",
+	                      (char *)"^resize_inode",
 	                      (char *)"-L",
 	                      (char *)"ahp-sandbox",
 	                      (char *)"-E",
 	                      (char *)"nodiscard,lazy_itable_init=1,lazy_journal_init=1",
+	                      (char *)"-d",
+	                      (char *)layout,
 	                      (char *)img,
 	                      NULL};
 	char *const envp[] = {(char *)"PATH=/usr/sbin:/sbin:/usr/bin:/bin",
@@ -166,8 +177,11 @@ s_prune_templates(const char *dir)
 		struct dirent *e;
 		while ((e = readdir(d)) != NULL) {
 			struct stat st;
-			if (strncmp(e->d_name, ".template-", 10) != 0 ||
-			    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			size_t l = strlen(e->d_name);
+			if (strncmp(e->d_name, ".template-", 10) != 0 || l < 14 ||
+			    strcmp(e->d_name + l - 4, ".img") != 0 ||
+			    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+			    !S_ISREG(st.st_mode))
 				continue;
 			n++;
 			if (oldest[0] == '\0' || st.st_mtim.tv_sec < when.tv_sec ||
@@ -186,13 +200,57 @@ s_prune_templates(const char *dir)
 	}
 }
 
-/* The template of mb MiB (made when missing), open read-only. -1 with err. */
+/* The layout directory mke2fs -d copies into a template: the image root's
+ * ws/ (0700), tmp/ (01777) and proc/ (0755), all root's (a spawn gives ws/
+ * and tmp/ to the slot's uid). Made under dir as .layout-<MiB>; removed
+ * with s_layout_rm. */
+static int
+s_layout(const char *dir, uint32_t mb, char *out, size_t len)
+{
+	static const struct {
+		const char *name;
+		mode_t mode;
+	} sub[] = {{"ws", 0700}, {"tmp", 01777}, {"proc", 0755}};
+	if (snprintf(out, len, "%s/.layout-%u", dir, mb) >= (int)len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	(void)mkdir(out, 0755);
+	int fd = open(out, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fchown(fd, 0, 0) == 0 && fchmod(fd, 0755) == 0 ? 0 : -1;
+	for (size_t i = 0; rc == 0 && i < sizeof(sub) / sizeof(sub[0]); i++) {
+		if (mkdirat(fd, sub[i].name, sub[i].mode) != 0 && errno != EEXIST)
+			rc = -1;
+		/* mkdir applies the umask */
+		else if (fchmodat(fd, sub[i].name, sub[i].mode, 0) != 0)
+			rc = -1;
+	}
+	close(fd);
+	return rc;
+}
+
+static void
+s_layout_rm(const char *layout)
+{
+	static const char *const sub[] = {"ws", "tmp", "proc"};
+	char p[PATH_MAX];
+	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++)
+		if (snprintf(p, sizeof(p), "%s/%s", layout, sub[i]) < (int)sizeof(p))
+			(void)rmdir(p);
+	(void)rmdir(layout);
+}
+
+/* The template of mb MiB (made when missing), open read-only. -1 with err.
+ * Named .template-v2-: the templates of earlier versions (a resize inode, no
+ * layout) are not taken and go as the least recently used. */
 static int
 s_template(const char *dir, uint32_t mb, bool make, char *err, size_t errlen)
 {
-	char t[PATH_MAX], tmp[PATH_MAX];
-	if (snprintf(t, sizeof(t), "%s/.template-%u.img", dir, mb) >= (int)sizeof(t) ||
-	    snprintf(tmp, sizeof(tmp), "%s/.template-%u.new", dir, mb) >= (int)sizeof(tmp)) {
+	char t[PATH_MAX], tmp[PATH_MAX], layout[PATH_MAX];
+	if (snprintf(t, sizeof(t), "%s/.template-v2-%u.img", dir, mb) >= (int)sizeof(t) ||
+	    snprintf(tmp, sizeof(tmp), "%s/.template-v2-%u.new", dir, mb) >= (int)sizeof(tmp)) {
 		snprintf(err, errlen, "disk template path too long");
 		return -1;
 	}
@@ -216,7 +274,15 @@ s_template(const char *dir, uint32_t mb, bool make, char *err, size_t errlen)
 		return -1;
 	}
 	close(w);
-	if (s_mkfs(tmp, err, errlen) != 0 || rename(tmp, t) != 0) {
+	if (s_layout(dir, mb, layout, sizeof(layout)) != 0) {
+		snprintf(err, errlen, "disk template layout: %s", strerror(errno));
+		s_layout_rm(layout);
+		unlink(tmp);
+		return -1;
+	}
+	int rc = s_mkfs(tmp, layout, err, errlen);
+	s_layout_rm(layout);
+	if (rc != 0 || rename(tmp, t) != 0) {
 		if (err[0] == '\0')
 			snprintf(err, errlen, "disk template: %s", strerror(errno));
 		unlink(tmp);
@@ -561,30 +627,53 @@ s_put(const char *mp, const char *name, const char *buf, size_t len)
 	int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
 	if (fd < 0)
 		return -1;
-	int rc = ftruncate(fd, 0) == 0 && ahp_write_all(fd, buf, len) == 0 ? 0 : -1;
+	/* written over, then cut to length: truncating to 0 first makes ext4
+	 * write the file out at close (auto_da_alloc, for replace-by-truncate),
+	 * a flush through the loop device at every spawn and claim */
+	int rc = 0;
+	for (size_t o = 0; rc == 0 && o < len;) {
+		ssize_t n = pwrite(fd, buf + o, len - o, (off_t)o);
+		if (n > 0)
+			o += (size_t)n;
+		else if (n < 0 && errno != EINTR)
+			rc = -1;
+	}
+	if (rc == 0 && ftruncate(fd, (off_t)len) != 0)
+		rc = -1;
 	close(fd);
 	return rc;
 }
 
 /* The first processor's block of the host's /proc/cpuinfo (up to the blank
- * line), without its "processor" line. */
+ * line), without its "processor" line. Read once per process: making
+ * /proc/cpuinfo asks every CPU for its frequency (an IPI each), and it was
+ * read at every spawn and every claim; what a sandbox is shown of the
+ * processor does not change while sandboxd runs. */
 static size_t
 s_cpu_block(char *out, size_t cap)
 {
-	char *buf = NULL;
-	size_t n = 0, o = 0;
-	if (ahp_read_file("/proc/cpuinfo", 1 << 20, &buf, &n) != 0)
-		return 0;
-	for (char *l = buf; l != NULL && *l != '\0' && *l != '\n';) {
-		char *nl = strchr(l, '\n');
-		size_t ll = nl ? (size_t)(nl - l) + 1 : strlen(l);
-		if (strncmp(l, "processor", 9) != 0 && o + ll < cap) {
-			memcpy(out + o, l, ll);
-			o += ll;
+	static char block[4096];
+	static size_t len;
+	static bool read_once;
+	if (!read_once) {
+		char *buf = NULL;
+		size_t n = 0;
+		if (ahp_read_file("/proc/cpuinfo", 1 << 20, &buf, &n) != 0)
+			return 0;
+		for (char *l = buf; l != NULL && *l != '\0' && *l != '\n';) {
+			char *nl = strchr(l, '\n');
+			size_t ll = nl ? (size_t)(nl - l) + 1 : strlen(l);
+			if (strncmp(l, "processor", 9) != 0 && len + ll < sizeof(block)) {
+				memcpy(block + len, l, ll);
+				len += ll;
+			}
+			l = nl ? nl + 1 : NULL;
 		}
-		l = nl ? nl + 1 : NULL;
+		free(buf);
+		read_once = true;
 	}
-	free(buf);
+	size_t o = len < cap ? len : 0;
+	memcpy(out, block, o);
 	return o;
 }
 
@@ -620,11 +709,20 @@ sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limits_t 
 	return s_put(mp, "proc/cpuinfo", buf, o);
 }
 
-/* disks/.ready-<MiB>.img: an image made ahead of the spawn that takes it. */
+/* disks/.ready-<MiB>-<k>.img (k < S_READY_MAX): images ready for the next
+ * disk of that size, made ahead (sbx_disk_prepare) or emptied after a
+ * discard (s_recycle); a spawn takes one by rename. Each holds its
+ * reservation on the host: at most S_READY_MAX of them. */
+#define S_READY_MAX 4
+/* How long a discard waits for the loop device of the image to let go of
+ * it before deleting the image instead of emptying it. */
+#define S_DETACH_WAIT_MS 2000
+
 static int
-s_ready_path(const sbx_store_t *store, uint32_t mb, char *out)
+s_ready_path(const sbx_store_t *store, uint32_t mb, int k, char *out)
 {
-	int n = snprintf(out, PATH_MAX, "%s/.ready-%u.img", sbx_store_dir(store, "disks"), mb);
+	int n =
+	    snprintf(out, PATH_MAX, "%s/.ready-%u-%d.img", sbx_store_dir(store, "disks"), mb, k);
 	if (n < 0 || n >= PATH_MAX) {
 		errno = ENAMETOOLONG;
 		return -1;
@@ -632,7 +730,7 @@ s_ready_path(const sbx_store_t *store, uint32_t mb, char *out)
 	return 0;
 }
 
-/* Deletes the images made ahead, but the one of keep_mb (0: all). */
+/* Deletes the ready images, but those of keep_mb (0: all). */
 static void
 s_ready_prune(const sbx_store_t *store, uint32_t keep_mb)
 {
@@ -640,26 +738,117 @@ s_ready_prune(const sbx_store_t *store, uint32_t keep_mb)
 	if (d == NULL)
 		return;
 	char keep[64];
-	snprintf(keep, sizeof(keep), ".ready-%u.img", keep_mb);
+	int kl = snprintf(keep, sizeof(keep), ".ready-%u-", keep_mb);
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL)
 		if (strncmp(e->d_name, ".ready-", 7) == 0 &&
-		    (keep_mb == 0 || strcmp(e->d_name, keep) != 0))
+		    (keep_mb == 0 || strncmp(e->d_name, keep, (size_t)kl) != 0))
 			(void)unlinkat(dirfd(d), e->d_name, 0);
 	closedir(d);
+}
+
+/* Whether any ready image (of any size) is there. */
+static bool
+s_ready_any(const sbx_store_t *store)
+{
+	DIR *d = opendir(sbx_store_dir(store, "disks"));
+	if (d == NULL)
+		return false;
+	struct dirent *e;
+	bool any = false;
+	while (!any && (e = readdir(d)) != NULL)
+		any = strncmp(e->d_name, ".ready-", 7) == 0;
+	closedir(d);
+	return any;
+}
+
+bool
+sbx_disk_ready(const sbx_store_t *store, uint32_t mb)
+{
+	char ready[PATH_MAX];
+	for (int k = 0; k < S_READY_MAX; k++)
+		if (s_ready_path(store, mb, k, ready) == 0 && access(ready, F_OK) == 0)
+			return true;
+	return false;
 }
 
 int
 sbx_disk_prepare(const sbx_store_t *store, uint32_t mb)
 {
 	char ready[PATH_MAX], err[256] = "";
-	if (s_ready_path(store, mb, ready) != 0)
-		return -1;
 	s_ready_prune(store, mb);
-	if (access(ready, F_OK) == 0)
+	if (sbx_disk_ready(store, mb))
 		return 0;
+	if (s_ready_path(store, mb, 0, ready) != 0)
+		return -1;
 	/* never makes a template: the spawner may be making that one */
 	return s_create(sbx_store_dir(store, "disks"), ready, mb, false, err, sizeof(err));
+}
+
+/*
+ * Empties the image of a discarded disk for a later one, instead of freeing
+ * its reservation and making another (fallocate and the release of a whole
+ * image's extents, with the host's discards: the largest part of a
+ * sandbox's build and teardown). Only once nothing holds the image: its
+ * loop device keeps it open until the last mount of the old filesystem is
+ * gone (a dying sandbox's namespace may hold one a moment), and two ext4
+ * instances on one file would corrupt it. A write lease is granted only
+ * while no other open file refers to the image, so it is asked for until
+ * it is (at most S_DETACH_WAIT_MS). Then FALLOC_FL_ZERO_RANGE turns every
+ * extent back into an unwritten one: still reserved, read as zeros by
+ * anyone, also by a raw read of the device the next sandbox gets, and the
+ * host's page cache of it is dropped; the template's metadata is copied in
+ * as for a new image, and it goes under a ready name. 0 when it did; -1
+ * when the caller must delete the image (no free ready name, no template,
+ * still held, a host filesystem without ZERO_RANGE).
+ */
+static int
+s_recycle(const sbx_store_t *store, const char *img)
+{
+	int fd = open(img, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	int tfd = -1, k = 0;
+	struct stat st;
+	char ready[PATH_MAX], err[256] = "";
+	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+	    st.st_size <= 0 || (st.st_size & ((1 << 20) - 1)) != 0 ||
+	    (uint64_t)st.st_size > ((uint64_t)AHP_LIM_DISK_MB_MAX << 20))
+		goto fail;
+	uint32_t mb = (uint32_t)(st.st_size >> 20);
+	/* a free ready name first: no wait for an image that would be deleted */
+	for (; k < S_READY_MAX; k++)
+		if (s_ready_path(store, mb, k, ready) == 0 && access(ready, F_OK) != 0 &&
+		    errno == ENOENT)
+			break;
+	if (k == S_READY_MAX)
+		goto fail;
+	int64_t deadline = ahp_mono_ms() + S_DETACH_WAIT_MS;
+	useconds_t pause = 50;
+	while (fcntl(fd, F_SETLEASE, F_WRLCK) != 0) {
+		if ((errno != EAGAIN && errno != EBUSY) || ahp_mono_ms() >= deadline)
+			goto fail;
+		usleep(pause);
+		pause = pause < 2000 ? pause * 2 : 4000;
+	}
+	(void)fcntl(fd, F_SETLEASE, F_UNLCK);
+	if (fallocate(fd, FALLOC_FL_ZERO_RANGE, 0, st.st_size) != 0 ||
+	    (tfd = s_template(sbx_store_dir(store, "disks"), mb, false, err, sizeof(err))) < 0 ||
+	    s_copy_data(tfd, fd, st.st_size) != 0 || fdatasync(fd) != 0)
+		goto fail;
+	close(tfd);
+	close(fd);
+	/* names come and go meanwhile (spawns take them, other discards and the
+	 * preparer make them): the first free one */
+	for (k = 0; k < S_READY_MAX; k++)
+		if (s_ready_path(store, mb, k, ready) == 0 &&
+		    renameat2(AT_FDCWD, img, AT_FDCWD, ready, RENAME_NOREPLACE) == 0)
+			return 0;
+	return -1;
+fail:
+	if (tfd >= 0)
+		close(tfd);
+	if (fd >= 0)
+		close(fd);
+	return -1;
 }
 
 int
@@ -688,12 +877,21 @@ sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_li
 				snprintf(err, errlen, "disk image s%u: %s", slot, strerror(errno));
 				return -1;
 			}
-			/* one made ahead (sbx_disk_prepare), else a new one */
+			/* a ready one (sbx_disk_prepare, s_recycle), else a new one */
 			char ready[PATH_MAX];
-			if (s_ready_path(store, lim->disk_mb, ready) != 0 ||
-			    rename(ready, img) != 0) {
-				if (s_create(sbx_store_dir(store, "disks"), img, lim->disk_mb, true,
-				             err, errlen) != 0)
+			bool took = false;
+			for (int k = 0; k < S_READY_MAX && !took; k++)
+				took = s_ready_path(store, lim->disk_mb, k, ready) == 0 &&
+				       rename(ready, img) == 0;
+			/* the ready images hold room on the host: when that is what a
+			 * new one lacks, they go first */
+			const char *dir = sbx_store_dir(store, "disks");
+			if (!took && s_create(dir, img, lim->disk_mb, true, err, errlen) != 0) {
+				if (strstr(err, "no room") == NULL || !s_ready_any(store))
+					return -1;
+				s_ready_prune(store, 0);
+				err[0] = '\0';
+				if (s_create(dir, img, lim->disk_mb, true, err, errlen) != 0)
 					return -1;
 			}
 		}
@@ -709,7 +907,7 @@ sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_li
 }
 
 int
-sbx_disk_discard(const sbx_store_t *store, uint32_t slot)
+sbx_disk_discard(const sbx_store_t *store, uint32_t slot, bool recycle)
 {
 	char img[PATH_MAX], mp[PATH_MAX];
 	if (s_paths(store, slot, img, mp) != 0)
@@ -721,10 +919,13 @@ sbx_disk_discard(const sbx_store_t *store, uint32_t slot)
 		log_warn("unmounting %s: %s", mp, strerror(errno));
 		rc = -1;
 	}
-	if (unlink(img) != 0 && errno != ENOENT)
-		rc = -1;
+	/* the record goes first: the image is never mounted under this name again */
 	char rec[PATH_MAX];
 	if (s_loop_record_path(img, rec, sizeof(rec)) == 0 && unlink(rec) != 0 && errno != ENOENT)
+		rc = -1;
+	if (rc == 0 && recycle && s_recycle(store, img) == 0)
+		; /* emptied, under a ready name */
+	else if (unlink(img) != 0 && errno != ENOENT)
 		rc = -1;
 	if (rc == 0 && rmdir(mp) != 0 && errno != ENOENT && errno != ENOTEMPTY)
 		rc = -1;
@@ -812,7 +1013,7 @@ sbx_disk_stop(sbx_store_t *store)
 			claimed = used.slots[i] == (uint32_t)slot;
 		char img[PATH_MAX], mp[PATH_MAX];
 		if (!claimed)
-			(void)sbx_disk_discard(store, (uint32_t)slot);
+			(void)sbx_disk_discard(store, (uint32_t)slot, false);
 		else if (s_paths(store, (uint32_t)slot, img, mp) == 0 && s_mounted(mp) == 1 &&
 		         umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
 			log_warn("unmounting %s: %s", mp, strerror(errno));

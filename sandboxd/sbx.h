@@ -310,20 +310,28 @@ void sbx_cgroup_destroy(sbx_cgroup_t **self_p);
  * err (errlen bytes). */
 int sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_limits_t *lim,
                     char *err, size_t errlen);
-/* Makes disks/.ready-<mb>.img, a fresh image (reserved in full, formatted from
- * the template, never from another sandbox's disk) that the next attach of a
- * disk of that size takes by rename instead of making one: fallocate and the
- * template copy leave the spawn path. At most one is kept (others are
- * deleted); no template is made here (the caller runs it in a child while
- * the spawner may be making one). 0 / -1. */
+/* Makes disks/.ready-<mb>-0.img, a fresh image (reserved in full, formatted
+ * from the template) that the next attach of a disk of that size takes by
+ * rename instead of making one: fallocate and the template copy leave the
+ * spawn path. Nothing is made when a ready image of mb exists (one made
+ * ahead, or a discarded disk emptied by sbx_disk_discard); ready images of
+ * other sizes are deleted; no template is made here (the caller runs it in
+ * a child while the spawner may be making one). 0 / -1. */
 int sbx_disk_prepare(const sbx_store_t *store, uint32_t mb);
+/* Whether a ready image of mb MiB is there (a few access(2) calls): the
+ * spawner forks no preparer then. */
+bool sbx_disk_ready(const sbx_store_t *store, uint32_t mb);
 /* Writes proc/meminfo (MemTotal = lim->memory_mb) and proc/cpuinfo
  * (ceil(lim->cpus_milli / 1000) processors) of a mounted disk, in place: a
  * running sandbox sees the new content (at claim). 0 / -1 (errno). */
 int sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limits_t *lim);
-/* Unmounts (lazily) and deletes the disk of a slot; its loop device clears
- * itself once the last user lets go. Nothing of it is left. 0 / -1. */
-int sbx_disk_discard(const sbx_store_t *store, uint32_t slot);
+/* Unmounts (lazily) the disk of a slot; its loop device clears itself once
+ * the last user lets go. With recycle, waits (at most 2 s) for that and
+ * empties the image for a later disk of its size (every byte reads as zero
+ * again, the template's metadata copied in: disk.c s_recycle) under a ready
+ * name; else, or when it cannot, deletes it. Nothing of the slot's data is
+ * left either way. recycle may block: only in a child. 0 / -1. */
+int sbx_disk_discard(const sbx_store_t *store, uint32_t slot, bool recycle);
 /* At start: mounts every image under disks/ that is not mounted (after a
  * restart, so retained and resumable workspaces are there again). */
 void sbx_disk_restore(const sbx_store_t *store);

@@ -119,6 +119,40 @@ static struct s_discarder {
 	uint32_t slot;
 } s_discarders[S_DISCARDERS_MAX]; /* slots whose disk a child is discarding */
 static pid_t s_preparer;          /* the child making the next disk image (sbx_disk_prepare) */
+static pid_t s_self;              /* our pid (children check it is still their parent) */
+static uint32_t s_prepare_mb;     /* the disk size of the last spawn: what to prepare */
+/* What each slot's cgroup and /proc files were last set to (by its spawn or
+ * a LIMITS call), so that a claim with the same limits (a spare made with
+ * the profile's own values) writes nothing: 5 cgroup files and 2 files of
+ * the disk on the one-shot's path. `set` is cleared whenever the cgroup may
+ * be gone or was made again (a spawn sets it afresh). */
+static struct s_lim_set {
+	uint32_t memory_mb, pids_max, cpus_milli;
+	bool set;
+} * s_lims; /* uid_count entries */
+
+static void
+s_lims_note(uint32_t slot, const sbx_limits_t *lim)
+{
+	if (s_lims == NULL || slot >= s_cfg.uid_count)
+		return;
+	s_lims[slot] = (struct s_lim_set){lim->memory_mb, lim->pids_max, lim->cpus_milli, true};
+}
+
+static bool
+s_lims_same(uint32_t slot, const sbx_limits_t *lim)
+{
+	return s_lims != NULL && slot < s_cfg.uid_count && s_lims[slot].set &&
+	       s_lims[slot].memory_mb == lim->memory_mb && s_lims[slot].pids_max == lim->pids_max &&
+	       s_lims[slot].cpus_milli == lim->cpus_milli;
+}
+
+static void
+s_lims_forget(uint32_t slot)
+{
+	if (s_lims != NULL && slot < s_cfg.uid_count)
+		s_lims[slot].set = false;
+}
 
 /* ---------------------------------------------------------- workspaces -- */
 
@@ -273,13 +307,14 @@ s_deleting_any(void)
 	return false;
 }
 
-/* A slot's workspace goes to the trash, its exec log away. */
+/* A slot's workspace goes to the trash, its exec log away. recycle: the
+ * disk image is emptied for a later disk (may wait: a child only). */
 static void
-s_discard_now(uint32_t slot, uid_t uid)
+s_discard_now(uint32_t slot, uid_t uid, bool recycle)
 {
 	/* the disk first: its lazy unmount leaves an empty mount point, and
 	 * the image goes with it (disk.c) */
-	(void)sbx_disk_discard(s_store, slot);
+	(void)sbx_disk_discard(s_store, slot, recycle);
 	char ws[PATH_MAX], to[PATH_MAX], rnd[40];
 	if (sbx_store_workspace_path(s_store, slot, ws, sizeof(ws)) != 0)
 		return;
@@ -344,11 +379,15 @@ s_discard(uint32_t slot, uid_t uid)
 		k++;
 	pid_t pid = k < S_DISCARDERS_MAX ? fork() : -1;
 	if (pid == 0) {
-		s_discard_now(slot, uid);
+		/* never outlives this process: a new sandboxd must not find an
+		 * image being emptied (disk.c s_recycle) */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_self)
+			_exit(1);
+		s_discard_now(slot, uid, true);
 		_exit(0);
 	}
 	if (pid < 0) {
-		s_discard_now(slot, uid);
+		s_discard_now(slot, uid, false);
 		s_discarded(slot);
 		return;
 	}
@@ -361,11 +400,22 @@ s_discard(uint32_t slot, uid_t uid)
 static void
 s_prepare_disk(uint32_t mb)
 {
-	if (s_preparer != 0)
+	s_prepare_mb = mb;
+	/* A discarded disk emptied for reuse is usually there, or one is being
+	 * emptied (asked again when its discarder is reaped): no fork then. A
+	 * preparer racing the discarders made a new image each time and left
+	 * them no free ready name: they deleted theirs. */
+	if (s_preparer != 0 || sbx_disk_ready(s_store, mb))
 		return;
+	for (int k = 0; k < S_DISCARDERS_MAX; k++)
+		if (s_discarders[k].pid != 0)
+			return;
 	pid_t pid = fork();
-	if (pid == 0)
+	if (pid == 0) {
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_self)
+			_exit(1);
 		_exit(sbx_disk_prepare(s_store, mb) == 0 ? 0 : 1);
+	}
 	if (pid > 0)
 		s_preparer = pid;
 }
@@ -410,6 +460,7 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		return;
 	}
 	s_discard_wait(req->slot); /* the worker waits for DISCARDED: only after a restart */
+	s_lims_forget(req->slot);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
 		snprintf(rep->err, sizeof(rep->err), "socketpair: %s", strerror(errno));
 		return;
@@ -486,6 +537,9 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 		snprintf(rep->err, sizeof(rep->err), "start: %s", strerror(errno));
 		goto fail;
 	}
+	/* the cgroup (sbx_cgroup_create) and the /proc files (sbx_disk_attach)
+	 * hold req->lim now */
+	s_lims_note(req->slot, &req->lim);
 	*ctl = sv[0];
 	return;
 fail:
@@ -614,15 +668,23 @@ s_on_call(void)
 	                      r == (ssize_t)sizeof(req) ? req.slot : 0, -1, EINVAL};
 	if (r == (ssize_t)sizeof(req) && s_valid(&req, true) == 0) {
 		int rc = -1;
-		if (req.type == SBX_ZY_LIMITS) /* a claim: the cgroup and the /proc files */
+		if (req.type == SBX_ZY_LIMITS && s_lims_same(req.slot, &req.lim)) {
+			rc = 0; /* a claim with the limits the spare was made with */
+		} else if (req.type ==
+		           SBX_ZY_LIMITS) { /* a claim: the cgroup and the /proc files */
+			s_lims_forget(req.slot);
 			rc = sbx_cgroup_set_limits(req.cgname, &req.lim) != 0
 			         ? -1
 			         : sbx_disk_proc_files(s_store, req.slot, &req.lim);
-		else if (req.type == SBX_ZY_RMCG)
+			if (rc == 0)
+				s_lims_note(req.slot, &req.lim);
+		} else if (req.type == SBX_ZY_RMCG) {
+			s_lims_forget(req.slot);
 			rc = s_init_of(req.slot) >= 0 ? (errno = EBUSY, -1)
 			                              : sbx_cgroup_remove(req.cgname);
-		else if (req.type == SBX_ZY_CA)
+		} else if (req.type == SBX_ZY_CA) {
 			rc = sbx_ca_refresh(&s_cfg, s_store) < 0 ? (errno = EIO, -1) : 0;
+		}
 		rep.rc = rc == 0 ? 0 : -1;
 		rep.err = rc == 0 ? 0 : errno;
 	} else {
@@ -658,6 +720,8 @@ s_reap(bool *sweep)
 				s_discarded(s_discarders[k].slot);
 				*sweep = true; /* the workspace went to the trash */
 				found = true;
+				if (s_prepare_mb != 0)
+					s_prepare_disk(s_prepare_mb); /* when it kept no image */
 			}
 		for (int k = 0; !found && k < S_DELETERS_MAX; k++)
 			if (s_deleters[k] == p) {
@@ -699,6 +763,8 @@ s_kill_all(void)
 	/* every sandbox cgroup, also those of inits reaped before the worker
 	 * could remove them */
 	sbx_cgroup_kill_all();
+	if (s_lims != NULL)
+		memset(s_lims, 0, s_cfg.uid_count * sizeof(*s_lims));
 }
 
 /* ------------------------------------------------------------ the worker -- */
@@ -726,7 +792,7 @@ s_discard_orphan(void *arg, uint32_t slot)
 	/* slots come from file names in dirs the worker writes (execs/) */
 	if (slot >= s_cfg.uid_count)
 		return;
-	s_discard_now(slot, s_cfg.uid_base + slot);
+	s_discard_now(slot, s_cfg.uid_base + slot, false);
 }
 
 /* What a crash or an interrupted Destroy left behind: workspaces and logs
@@ -948,7 +1014,8 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 	s_plan = calloc(1, sizeof(*s_plan));
 	s_stack = malloc(S_INIT_STACK);
 	s_inits = calloc(cfg->uid_count, sizeof(*s_inits));
-	if (s_plan == NULL || s_stack == NULL || s_inits == NULL) {
+	s_lims = calloc(cfg->uid_count, sizeof(*s_lims));
+	if (s_plan == NULL || s_stack == NULL || s_inits == NULL || s_lims == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -997,6 +1064,7 @@ sbx_priv_run(const sbx_config_t *cfg)
 	if (sigfd < 0)
 		fatal("signalfd");
 	prctl(PR_SET_NAME, "sandboxd-priv", 0, 0, 0);
+	s_self = getpid();
 	s_clean_orphans();
 	int64_t restarts[S_RESTARTS_MAX] = {0}; /* when the last ones happened (a ring) */
 	int next_restart = 0, rc = 0;
@@ -1077,6 +1145,7 @@ sbx_priv_run(const sbx_config_t *cfg)
 	free(s_plan);
 	free(s_stack);
 	free(s_inits);
+	free(s_lims);
 	sbx_store_destroy(&s_store);
 	return rc;
 }

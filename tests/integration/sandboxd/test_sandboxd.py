@@ -625,6 +625,71 @@ def t_disk(d):
           "no template or image is left of the refused size")
 
 
+def file_has(path, needle):
+    """Whether the raw bytes of a file contain needle (read in 1 MiB chunks)."""
+    tail = b""
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return False
+            if needle in tail + b:
+                return True
+            tail = b[-len(needle):]
+
+
+@test
+def t_disk_reuse(d):
+    """A destroyed sandbox's disk image is emptied and kept for the next disk of its size
+    (disk.c s_recycle): the next sandbox gets the same file (same inode, still reserved in
+    full), and nothing of the previous run is in it: no file, and not one byte of what it
+    wrote, deleted or not, in a raw read of the whole image (free space included)."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.start()
+    c = d.client()
+    state = d.path("state/sandboxd")
+    disks = os.path.join(state, "disks")
+    mark = "ahp-reuse-" + os.urandom(12).hex()
+    ws = ok(c.create("ra", limits={"disk_mb": 32}))["workspace"]
+    img = os.path.join(disks, os.path.basename(os.path.dirname(ws)) + ".img")
+    ino = os.stat(img).st_ino
+    r = run(c, "ra", "1", f"yes {mark} | head -c 4194304 > /workspace/free; sync; "
+            f"rm /workspace/free; echo {mark} > /workspace/secret; echo {mark} > /tmp/secret; "
+            "sync; echo done")
+    check(r["stdout"] == b"done\n", f"run A wrote: {r}")
+    check(file_has(img, mark.encode()), "run A's data is in its image (the check can see it)")
+    ok(c.destroy("ra"))
+
+    def ready32():
+        return [n for n in os.listdir(disks) if n.startswith(".ready-32-")]
+    def ready_inos():
+        return {os.stat(os.path.join(disks, n)).st_ino: n for n in ready32()}
+    wait_for(lambda: ino in ready_inos(), 10, "run A's image to be kept ready")
+    for n in ready32():
+        check(not file_has(os.path.join(disks, n), mark.encode()),
+              f"nothing of run A in the ready image {n}")
+        if os.stat(os.path.join(disks, n)).st_ino != ino:
+            os.unlink(os.path.join(disks, n))  # one made ahead: B must take A's
+    ws = ok(c.create("rb", limits={"disk_mb": 32}))["workspace"]
+    img_b = os.path.join(disks, os.path.basename(os.path.dirname(ws)) + ".img")
+    st = os.stat(img_b)
+    check(st.st_ino == ino, f"run B got run A's image file again: {st.st_ino} vs {ino}")
+    check(st.st_size == 32 << 20 and st.st_blocks * 512 >= 32 << 20,
+          f"still reserved in full: size {st.st_size}, {st.st_blocks * 512} allocated")
+    check(not file_has(img_b, mark.encode()), "not one byte of run A in run B's image")
+    r = run(c, "rb", "1", "ls -A /workspace /tmp; cat /workspace/secret /tmp/secret 2>&1; "
+            + ENOSPC_PY + "/workspace/big")
+    out = r["stdout"].decode()
+    check(mark not in out and "No such file" in out, f"run B sees nothing of run A: {out}")
+    last = out.split()
+    check(last[-2] == "ENOSPC" and 20 <= int(last[-1]) <= 32, f"the quota holds in B: {out}")
+    ok(c.destroy("rb"))
+    check(d.stop() == 0, "clean stop")
+    check(not ready32(), "a stop leaves no ready image")
+    wait_for(lambda: not loops_under(d.home), 10, "no loop device left")
+
+
 @test
 def t_proc_mask(d):
     """/proc inside (issue 10 §3): mountinfo shows no host path of sandboxd's home or state
