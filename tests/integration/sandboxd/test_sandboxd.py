@@ -1557,6 +1557,52 @@ def t_oneshot_cancel(d):
 
 
 @test
+def t_oneshot_crash(d):
+    """A one-shot's sandbox writes no record while it runs (issue 10 part 5: the Run's path
+    has no file to create): sandboxd killed under it (SIGKILL, worker and privileged
+    parent) and started again lists
+    nothing, keeps no record and discards its workspace, as it does a pool spare's; the
+    client is told the daemon went (125)."""
+    d.profile("p", timeout_s=60)
+    d.start()
+    ws = d.path("state/sandboxd/workspaces")
+    meta = d.path("state/sandboxd/sandboxes")
+    p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
+                          "--profile", "p", "--", "sh", "-c",
+                          "touch /workspace/crash-mark; exec sleep 9.25"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        marked = lambda: [w for w in os.listdir(ws)  # noqa: E731
+                          if os.path.exists(os.path.join(ws, w, "ws", "crash-mark"))]
+        wait_for(marked, 20, "the command to start")
+        slot = marked()[0]
+        left = [f for f in os.listdir(meta) if not f.startswith(".")]
+        check(left == [], f"a running one-shot has no record: {left}")
+        # a crash: the worker first (alone, the privileged parent would make it stop
+        # cleanly, answering the client), then the privileged parent
+        os.kill(worker_pid(d), signal.SIGKILL)
+        d.stop(signal.SIGKILL)
+        out, e = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    check(p.returncode == 125 and out == b"" and
+          e == b"sandboxd: the daemon closed the connection without an answer (see its log)\n",
+          f"the client of a killed sandboxd: {p.returncode} {e!r}")
+    wait_for(lambda: not d.sandbox_procs(), 10, "sandboxes to die with sandboxd")
+    d.start()
+    c = d.client()
+    check(ok(c.list(), "list") == [], "nothing is listed after the restart")
+    wait_for(lambda: not os.path.exists(os.path.join(ws, slot, "ws", "crash-mark")), 15,
+             f"the one-shot's workspace ({slot}) to be discarded")
+    left = [f for f in os.listdir(meta) if not f.startswith(".")]
+    check(left == [], f"records after the restart: {left}")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "again")
+    check(rc == 0 and out == b"again\n", f"one-shots work after the restart: {rc} {e!r}")
+
+
+@test
 def t_oneshot_create_timeout(d):
     """A one-shot whose sandbox does not come (the privileged parent stopped here, so the
     spawn is never answered) is answered after 15 s (create: timeout, exit 125), as the
