@@ -1627,6 +1627,8 @@ s_run_refuse_peer(sbx_daemon_t *self, s_run_t *run)
 	s_run_refused_quiet = 0;
 }
 
+static void s_run_on_readable(sbx_daemon_t *self, s_run_t *run);
+
 static void
 s_run_accept(sbx_daemon_t *self)
 {
@@ -1664,6 +1666,9 @@ s_run_accept(sbx_daemon_t *self)
 			continue;
 		}
 		self->runs[self->n_runs++] = run;
+		/* the client sends its request right after connecting: it is often
+		 * here already, and reading it now saves the one-shot a loop turn */
+		s_run_on_readable(self, run);
 	}
 }
 
