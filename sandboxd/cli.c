@@ -25,6 +25,12 @@
 #include "ahp/util.h"
 #include "sbx.h"
 
+/* musl's <stdio.h> defines stdout and stderr as (stdout) and (stderr), which cannot
+ * follow "->": the ExecResult's fields of those names are read with the macros
+ * undefined (the FILE objects keep their names: both libcs declare them). */
+#undef stdout
+#undef stderr
+
 #define S_EXIT_USAGE 2
 #define S_EXIT_UNREACHABLE 125
 #define S_EXIT_INTERRUPTED 130

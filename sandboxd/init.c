@@ -479,14 +479,9 @@ s_child(void *arg)
 	if (setrlimit(RLIMIT_CPU, &cpu) != 0 || setrlimit(RLIMIT_FSIZE, &fsz) != 0 ||
 	    setrlimit(RLIMIT_NOFILE, &nof) != 0 || setrlimit(RLIMIT_CORE, &core) != 0)
 		goto fail;
-	/* The normal score (0) for commands, whatever init runs at; raising it
-	 * needs no privilege and nothing may lower it (the minimum is 0, see the
-	 * spawner). */
-	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		(void)!write(fd, "0", 1);
-		close(fd);
-	}
+	/* The OOM score: init's (0, and its minimum 0: the spawner never writes
+	 * it), inherited. (Writing "0" here was dead: init is not dumpable, so
+	 * /proc/self is root's and the open always failed with EACCES.) */
 	char *argv[] = {(char *)"sh", (char *)"-c", (char *)c->cmd, NULL};
 	c->step = "execve /bin/sh";
 	execve("/bin/sh", argv, s_env);

@@ -802,6 +802,8 @@ s_on_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__CreateReque
 	}
 	ahp_strlcpy(meta.profile, cr->profile ? cr->profile : "", sizeof(meta.profile));
 	meta.network = cr->network;
+	/* the exec socket's Run: s_run_start checked that nothing of that id is on disk */
+	meta.oneshot = s_run_tag(*req) != NULL;
 
 	sbx_sandbox_t *s = s_find(self, cr->run_id);
 	if (s != NULL && sbx_sandbox_alive(s)) {
@@ -820,7 +822,7 @@ s_on_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__CreateReque
 	/* On disk from before a restart (or kept): same workspace, same uid,
 	 * the limits and network the caller asks for now. */
 	sbx_meta_t old;
-	if (sbx_store_meta_read(self->store, cr->run_id, &old) == 0) {
+	if (!meta.oneshot && sbx_store_meta_read(self->store, cr->run_id, &old) == 0) {
 		if (old.slot >= self->cfg.uid_count) {
 			sbx_reply_error(self, req, AHP__STATUS__ERR_INTERNAL,
 			                "sandbox uid slot is outside uid_count");
@@ -1625,6 +1627,8 @@ s_run_refuse_peer(sbx_daemon_t *self, s_run_t *run)
 	s_run_refused_quiet = 0;
 }
 
+static void s_run_on_readable(sbx_daemon_t *self, s_run_t *run);
+
 static void
 s_run_accept(sbx_daemon_t *self)
 {
@@ -1662,6 +1666,9 @@ s_run_accept(sbx_daemon_t *self)
 			continue;
 		}
 		self->runs[self->n_runs++] = run;
+		/* the client sends its request right after connecting: it is often
+		 * here already, and reading it now saves the one-shot a loop turn */
+		s_run_on_readable(self, run);
 	}
 }
 

@@ -740,7 +740,8 @@ s_send_claim(sbx_sandbox_t *self)
 	bool fresh = self->meta.created_ms == 0;
 	if (fresh)
 		self->meta.created_ms = ahp_now_ms();
-	if (sbx_store_meta_write(sbx_daemon_store(self->d), self->id, &self->meta, fresh) != 0)
+	if (!self->meta.oneshot &&
+	    sbx_store_meta_write(sbx_daemon_store(self->d), self->id, &self->meta, fresh) != 0)
 		log_warn("sandbox %s: writing metadata: %s", self->id, strerror(errno));
 	struct {
 		sbx_ctl_hdr_t h;
@@ -893,7 +894,9 @@ s_dispatch(sbx_sandbox_t *self)
 	e->next = NULL;
 	self->cur = e;
 
-	if (sbx_execlog_intent(self->log, e->exec_id) != 0) {
+	/* a one-shot's command is asked for once, by a client that waits: no
+	 * record to answer a later Fetch from (the sandbox goes with the reply) */
+	if (!self->meta.oneshot && sbx_execlog_intent(self->log, e->exec_id) != 0) {
 		/* EEXIST: raced with a record on disk; never run twice. */
 		int st = errno == EEXIST ? AHP__STATUS__ERR_INTERRUPTED : AHP__STATUS__ERR_INTERNAL;
 		log_error("sandbox %s: exec %s intent: %s", self->id, e->exec_id, strerror(errno));
@@ -1082,8 +1085,8 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 		memcpy(self->meta.cwd, cwd, d.cwd_len);
 		self->meta.cwd[d.cwd_len] = '\0';
 		/* the cwd survives a sandboxd restart */
-		if (sbx_store_meta_write(sbx_daemon_store(self->d), self->id, &self->meta, false) !=
-		    0)
+		if (!self->meta.oneshot && sbx_store_meta_write(sbx_daemon_store(self->d), self->id,
+		                                                &self->meta, false) != 0)
 			log_warn("sandbox %s: writing metadata: %s", self->id, strerror(errno));
 	}
 	sbx_cg_counters_t now;
@@ -1118,7 +1121,8 @@ s_on_done(sbx_sandbox_t *self, const uint8_t *p, size_t len)
 		s_fail_waiters(self, e, AHP__STATUS__ERR_INTERNAL, "out of memory");
 	} else {
 		ahp__sbx__exec_result__pack(&r, packed);
-		if (sbx_execlog_result(self->log, e->exec_id, packed, plen) != 0)
+		if (!self->meta.oneshot &&
+		    sbx_execlog_result(self->log, e->exec_id, packed, plen) != 0)
 			log_error("sandbox %s: storing result of %s: %s", self->id, e->exec_id,
 			          strerror(errno));
 		for (int i = 0; i < e->n_waiters; i++)

@@ -410,6 +410,11 @@ typedef struct {
 	bool kept;       /* destroyed with keep_workspace: not recreated on Exec */
 	int64_t kept_ms; /* when it was kept (retention applies); 0: kept for good */
 	char cwd[SBX_CWD_MAX];
+	/* in memory only, never written: a one-shot's (Run) sandbox, which has no record
+	 * on disk (nor exec log entries) while it runs: a sandboxd that dies under it
+	 * finds its slot unowned at restart and discards it, like a spare's. A Destroy
+	 * that keeps its workspace (exec --keep) writes the record then. */
+	bool oneshot;
 } sbx_meta_t;
 
 /* Opens (creating) the state directory layout. NULL on failure. */
