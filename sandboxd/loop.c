@@ -115,6 +115,7 @@ typedef struct s_run {
 /* The exec socket's side of the replies (defined with the Run handler). */
 typedef struct s_run_tag s_run_tag_t;
 static const s_run_tag_t *s_run_tag(const ahp_rpc_req_t *req);
+static bool s_run_keeps(sbx_daemon_t *self, const s_run_tag_t *tag);
 static void s_run_on_error(sbx_daemon_t *self, ahp_rpc_req_t **req, int status, const char *msg);
 static void s_run_on_created(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *workspace);
 static void s_run_on_result(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8_t *res,
@@ -802,8 +803,12 @@ s_on_create(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__CreateReque
 	}
 	ahp_strlcpy(meta.profile, cr->profile ? cr->profile : "", sizeof(meta.profile));
 	meta.network = cr->network;
-	/* the exec socket's Run: s_run_start checked that nothing of that id is on disk */
-	meta.oneshot = s_run_tag(*req) != NULL;
+	/* the exec socket's Run: s_run_start checked that nothing of that id is on
+	 * disk. Its sandbox keeps no record, unless its workspace is to be kept:
+	 * the reply names the kept workspace, so its record must be on disk
+	 * before it (the Destroy that marks it kept comes after the reply). */
+	const s_run_tag_t *tag = s_run_tag(*req);
+	meta.oneshot = tag != NULL && !self->cfg.keep_workspaces && !s_run_keeps(self, tag);
 
 	sbx_sandbox_t *s = s_find(self, cr->run_id);
 	if (s != NULL && sbx_sandbox_alive(s)) {
@@ -1420,6 +1425,14 @@ s_run_finish(s_run_t *run)
 	run->created = false;
 	run->state = S_RUN_DONE;
 	s_run_close(run);
+}
+
+/* Whether the one-shot of tag keeps its workspace (Run's keep_workspace). */
+static bool
+s_run_keeps(sbx_daemon_t *self, const s_run_tag_t *tag)
+{
+	const s_run_t *run = s_run_find(self, tag->run);
+	return run != NULL && run->keep;
 }
 
 static void

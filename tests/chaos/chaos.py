@@ -350,6 +350,10 @@ def sandboxd_state(st):
     out["disks"] = sorted(x[:-4] for x in os.listdir(d)
                           if x.endswith(".img") and not x.startswith(".")) \
         if os.path.isdir(d) else []
+    # (.ready-<MiB>-<k>.img: emptied images kept for the next disks while sandboxd
+    # runs, reserved on the host; a stop deletes them)
+    out["ready"] = sorted(x for x in os.listdir(d) if x.startswith(".ready-")) \
+        if os.path.isdir(d) else []
     with open("/proc/self/mountinfo") as f:
         out["mounts"] = sorted(l.split()[4] for l in f if l.split()[4].startswith(state + "/"))
     inst = sandboxd_instance(st)
@@ -372,20 +376,24 @@ def sandboxd_leftovers(st, running):
     Returns (leftovers, spare workspaces kept at a stop)."""
     s = sandboxd_state(st)
     left = [f"record {x}" for x in s["sandboxes"]] + [f"trash {x}" for x in s["trash"]]
-    slots = {os.path.basename(c) for c in s["cgroups"]}
+    # sandboxd's own always-frozen cgroup (cgroup.c: keeps the kernel's freezer
+    # key on, so a sandbox's kill patches no kernel code): not a sandbox's while
+    # sandboxd runs; gone after a stop like every other
+    sbx_cgroups = [c for c in s["cgroups"] if os.path.basename(c) != ".frozen"]
+    slots = {os.path.basename(c) for c in sbx_cgroups}
     if running:
         if len(s["workspaces"]) > POOL_SIZE:
             left += [f"workspace {x}" for x in s["workspaces"]]
         if len(s["disks"]) > POOL_SIZE:
             left += [f"disk {x}" for x in s["disks"]]
-        left += [f"cgroup {c}" for c in s["cgroups"]
+        left += [f"cgroup {c}" for c in sbx_cgroups
                  if os.path.basename(c) not in s["workspaces"]]
         if len(slots) > POOL_SIZE:
-            left += [f"cgroup {c}" for c in s["cgroups"]]
+            left += [f"cgroup {c}" for c in sbx_cgroups]
         return left, []
     left += [f"cgroup {c}" for c in s["cgroups"]]
     # a clean stop discards the spares' disks and unmounts everything (disk.c)
-    left += [f"disk {x}" for x in s["disks"]] + [f"mount {m}" for m in s["mounts"]]
+    left += [f"disk {x}" for x in s["disks"] + s["ready"]] + [f"mount {m}" for m in s["mounts"]]
     spares = s["workspaces"]
     if len(spares) > POOL_SIZE:
         left += [f"workspace {x}" for x in spares]
