@@ -607,15 +607,23 @@ s_on_notify(void)
 	}
 }
 
-/* Reaps children; true when `shell` was among them (its status in *wstatus). */
+/* Reaps children; true when `shell` was among them (its status in *wstatus).
+ * *none_left (may be NULL): wait4 said ECHILD, init has no child at all. As
+ * init is the pid namespace's reaper, every other process of the sandbox is
+ * its child or a descendant of one (an orphan is reparented to init before
+ * its parent can be reaped), so then init is alone in the sandbox. */
 static bool
-s_reap(pid_t shell, int *wstatus, struct rusage *ru)
+s_reap(pid_t shell, int *wstatus, struct rusage *ru, bool *none_left)
 {
 	bool done = false;
+	if (none_left != NULL)
+		*none_left = false;
 	for (;;) {
 		int ws;
 		struct rusage r;
 		pid_t p = wait4(-1, &ws, WNOHANG, &r);
+		if (p < 0 && errno == ECHILD && none_left != NULL)
+			*none_left = true;
 		if (p <= 0)
 			return done;
 		if (p == shell) {
@@ -716,15 +724,20 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 				;
 			int ws;
 			struct rusage r;
-			if (s_reap(shell_done ? -1 : pid, &ws, &r) && !shell_done) {
+			bool alone;
+			if (s_reap(shell_done ? -1 : pid, &ws, &r, &alone) && !shell_done) {
 				wstatus = ws;
 				ru = r;
 				shell_done = true;
 				exit_at = s_mono_ms();
 				/* A command's processes end with it: nothing runs
 				 * between commands (a paused run costs nothing, a
-				 * fork bomb dies with the command that started it). */
-				kill(-1, SIGKILL);
+				 * fork bomb dies with the command that started it).
+				 * Not when init has no child left: kill(-1) walks
+				 * every process of the host under the tasklist
+				 * lock, for nothing (most commands leave nothing). */
+				if (!alone)
+					kill(-1, SIGKILL);
 			}
 		}
 	}
@@ -843,7 +856,7 @@ static void __attribute__((noreturn)) s_serve(void)
 				;
 			int ws;
 			struct rusage ru;
-			(void)s_reap(-1, &ws, &ru); /* orphans of earlier commands */
+			(void)s_reap(-1, &ws, &ru, NULL); /* orphans of earlier commands */
 		}
 		if (pf[0].revents & POLLIN) {
 			ssize_t n = recv(s_ctl, s_inbuf, s_inbuf_len, MSG_TRUNC);

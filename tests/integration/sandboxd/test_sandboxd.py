@@ -398,6 +398,29 @@ def t_cwd(d):
 
 
 @test
+def t_leftovers(d):
+    """A command's processes end with it, also when it exits normally: a background
+    child, a double-forked one in its own session, and one that ignores SIGTERM are all
+    gone before the next command starts. (Init skips its kill of the sandbox's other
+    processes only when it has no child left at all.)"""
+    d.start()
+    c = d.client()
+    ok(c.create("lo"))
+    r = run(c, "lo", "1", "sleep 101 & (setsid sleep 102 &); "
+            "(trap '' TERM HUP; exec sleep 103) & echo started")
+    check(r["exit_code"] == 0 and r["stdout"] == b"started\n", f"first command: {r}")
+    r = run(c, "lo", "2", "ps -e -o comm= | grep -c sleep || true")
+    check(r["stdout"] == b"0\n", f"processes of the first command survived it: {r}")
+    # a command that leaves nothing, then one that leaves a grandchild only
+    r = run(c, "lo", "3", "true")
+    check(r["exit_code"] == 0, f"true: {r}")
+    r = run(c, "lo", "4", "sh -c 'sleep 104 &' ; echo ok")
+    check(r["stdout"] == b"ok\n", f"grandchild command: {r}")
+    r = run(c, "lo", "5", "ps -e -o comm= | grep -c sleep || true")
+    check(r["stdout"] == b"0\n", f"an orphaned grandchild survived its command: {r}")
+
+
+@test
 def t_timeout(d):
     d.start()
     c = d.client()
