@@ -262,14 +262,18 @@ s_append_pair(s_line_t *l, const char *key, const char *value)
 	const unsigned char *k = (const unsigned char *)key;
 	for (; n < room && s_plain(*k); k++)
 		out[n++] = (char)*k;
-	/* Not plain, or empty: bad_key (a key cut at the line's end stays). */
+	/* Not plain, or empty: bad_key. */
 	if ((*k != '\0' || *key == '\0') && n < room) {
 		l->off = start;
 		s_put(l, " bad_key", 8);
 		n = l->off - start;
 	}
-	if (n < room)
-		out[n++] = '=';
+	if (n >= room) { /* no room for the whole key and its '=': the pair is left out */
+		l->off = start;
+		l->b[start] = '\0';
+		return;
+	}
+	out[n++] = '=';
 	l->off = start + n;
 	l->b[l->off] = '\0';
 	start = l->off;
@@ -289,8 +293,12 @@ s_append_pair(s_line_t *l, const char *key, const char *value)
 		l->b[l->off] = '\0';
 		return;
 	}
+	/* Escaped into the room left, not cut after: the escaper ends a value
+	 * it shortens with its closing quote and never inside an escape or a
+	 * UTF-8 sequence (a cut of the escaped text left the last value of a
+	 * full line unterminated). */
 	char esc[LOG_VALUE_MAX + 1];
-	ahp_log_escape(value, esc, sizeof esc);
+	ahp_log_escape(value, esc, room + 1);
 	s_put(l, esc, strlen(esc));
 }
 
@@ -335,10 +343,10 @@ ahp_log_flush(void)
 static void
 s_write_line(s_line_t *l, int level)
 {
+	/* l->size is one short of the buffer (s_emit, ahp_log_kv): the newline
+	 * always fits after what was put, never over its last byte */
 	char *line = l->b;
 	size_t off = l->off;
-	if (off >= l->size - 1)
-		off = l->size - 2;
 	line[off++] = '\n';
 	if (s_holding && level <= AHP_LOG_INFO) {
 		if (s_held_len + off > sizeof s_held)
@@ -379,7 +387,7 @@ s_emit(int lv, const char *level, const char *run, const char *step, const char 
 {
 	char line[LOG_LINE_MAX];
 	int saved = errno;
-	s_line_t l = {line, sizeof line, 0};
+	s_line_t l = {line, sizeof line - 1, 0};
 	s_head(&l, level, run, step);
 	s_append_pair(&l, "msg", msg);
 	s_write_line(&l, lv);
@@ -417,7 +425,7 @@ ahp_log_kv(int level, const char *run, const char *step, const char *msg, ...)
 	if (level < AHP_LOG_DEBUG || level > AHP_LOG_ERROR)
 		level = AHP_LOG_ERROR;
 	int saved = errno;
-	s_line_t l = {line, sizeof line, 0};
+	s_line_t l = {line, sizeof line - 1, 0};
 	s_head(&l, s_level_names[level], run, step);
 	s_append_pair(&l, "msg", msg);
 	va_start(ap, msg);

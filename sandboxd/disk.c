@@ -714,6 +714,10 @@ sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limits_t 
  * discard (s_recycle); a spawn takes one by rename. Each holds its
  * reservation on the host: at most S_READY_MAX of them. */
 #define S_READY_MAX 4
+/* disks/.ready-x<slot>.img: a discarded image being emptied (s_recycle); a
+ * sandboxd killed meanwhile leaves it, deleted at the next start (and by
+ * s_ready_prune). */
+#define S_RECYCLING ".ready-x"
 /* How long a discard waits for the loop device of the image to let go of
  * it before deleting the image instead of emptying it. */
 #define S_DETACH_WAIT_MS 2000
@@ -741,8 +745,10 @@ s_ready_prune(const sbx_store_t *store, uint32_t keep_mb)
 	int kl = snprintf(keep, sizeof(keep), ".ready-%u-", keep_mb);
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL)
+		/* one being emptied is its discarder's, but at a stop */
 		if (strncmp(e->d_name, ".ready-", 7) == 0 &&
-		    (keep_mb == 0 || strncmp(e->d_name, keep, (size_t)kl) != 0))
+		    (keep_mb == 0 || (strncmp(e->d_name, keep, (size_t)kl) != 0 &&
+		                      strncmp(e->d_name, S_RECYCLING, strlen(S_RECYCLING)) != 0)))
 			(void)unlinkat(dirfd(d), e->d_name, 0);
 	closedir(d);
 }
@@ -923,10 +929,21 @@ sbx_disk_discard(const sbx_store_t *store, uint32_t slot, bool recycle)
 	char rec[PATH_MAX];
 	if (s_loop_record_path(img, rec, sizeof(rec)) == 0 && unlink(rec) != 0 && errno != ENOENT)
 		rc = -1;
-	if (rc == 0 && recycle && s_recycle(store, img) == 0)
-		; /* emptied, under a ready name */
-	else if (unlink(img) != 0 && errno != ENOENT)
+	/* Recycled under another name (S_RECYCLING): the emptying may wait 2 s
+	 * for the old instance to let go, and a sandboxd killed meanwhile must
+	 * not find the image under the slot's name at its next start, where
+	 * sbx_disk_restore would mount it again beside that old instance (its
+	 * record is gone) before the orphan is deleted. */
+	char busy[PATH_MAX];
+	if (rc == 0 && recycle &&
+	    snprintf(busy, sizeof(busy), "%s/" S_RECYCLING "%u.img", sbx_store_dir(store, "disks"),
+	             slot) < (int)sizeof(busy) &&
+	    rename(img, busy) == 0) {
+		if (s_recycle(store, busy) != 0 && unlink(busy) != 0 && errno != ENOENT)
+			rc = -1;
+	} else if (unlink(img) != 0 && errno != ENOENT) {
 		rc = -1;
+	}
 	if (rc == 0 && rmdir(mp) != 0 && errno != ENOENT && errno != ENOTEMPTY)
 		rc = -1;
 	return rc;
@@ -943,6 +960,11 @@ sbx_disk_restore(const sbx_store_t *store)
 		size_t l = strlen(e->d_name);
 		char num[16];
 		long slot;
+		/* half-emptied by a discarder a crash killed: no one's */
+		if (strncmp(e->d_name, S_RECYCLING, strlen(S_RECYCLING)) == 0) {
+			(void)unlinkat(dirfd(d), e->d_name, 0);
+			continue;
+		}
 		if (e->d_name[0] != 's' || l < 6 || l - 5 >= sizeof(num) ||
 		    strcmp(e->d_name + l - 4, ".img") != 0)
 			continue;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "ahp/log.h"
+#include "ahp/text.h"
 
 static void
 test_plain_not_quoted(void **state)
@@ -220,6 +221,50 @@ test_long_value(void **state)
 	free(out);
 }
 
+static char s_big2[3000];
+
+static void
+s_log_full(void)
+{
+	ahp_log_init("full", AHP_LOG_INFO);
+	/* quoted values (a space each) of 3 KiB: the line (17 KiB) is full at
+	 * the sixth; then UTF-8 (2 bytes a character) cut at the line's end */
+	memset(s_big2, 'y', sizeof s_big2 - 1);
+	s_big2[1] = ' ';
+	ahp_log_kv(AHP_LOG_INFO, NULL, NULL, "m", "a", s_big2, "b", s_big2, "c", s_big2, "d",
+	           s_big2, "e", s_big2, "f", s_big2, "g", s_big2, NULL);
+	for (size_t i = 0; i + 2 < sizeof s_big2; i += 2)
+		memcpy(s_big2 + i, "\xc3\xa9", 2);
+	s_big2[sizeof s_big2 - 2] = '\0';
+	memcpy(s_big2, "  ", 2); /* quoted */
+	ahp_log_kv(AHP_LOG_INFO, NULL, NULL, "m", "a", s_big2, "b", s_big2, "c", s_big2, "d",
+	           s_big2, "e", s_big2, "f", s_big2, "g", s_big2, "h", s_big2, "i", s_big2, NULL);
+}
+
+/* A full line (values cut at its end) still parses: its last value is
+ * closed by its quote, the newline follows it, and no UTF-8 sequence is cut. */
+static void
+test_full_line(void **state)
+{
+	(void)state;
+	char *out = s_capture(s_log_full);
+	int lines = 0;
+	for (char *l = out, *nl; (nl = strchr(l, '\n')) != NULL; l = nl + 1, lines++) {
+		assert_true(nl - l > 16 * 1024);
+		assert_int_equal(nl[-1], '"');
+		int quotes = 0;
+		for (char *p = l; p < nl; p++)
+			if (*p == '\\')
+				p++;
+			else if (*p == '"')
+				quotes++;
+		assert_int_equal(quotes % 2, 0);
+		assert_true(ahp_utf8_valid(l, (size_t)(nl - l), 0));
+	}
+	assert_int_equal(lines, 2);
+	free(out);
+}
+
 static void
 s_log_keys(void)
 {
@@ -256,6 +301,7 @@ main(void)
 	    cmocka_unit_test(test_level_parse),
 	    cmocka_unit_test(test_every_byte),
 	    cmocka_unit_test(test_long_value),
+	    cmocka_unit_test(test_full_line),
 	    cmocka_unit_test(test_keys_and_daemon),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -714,6 +714,49 @@ def t_disk_reuse(d):
 
 
 @test
+def t_disk_reuse_crash(d):
+    """A discarded image being emptied for reuse is never under its slot's name (disk.c
+    S_RECYCLING): the emptying waits (up to 2 s) for the old ext4 instance to let go (here a
+    host process holds a file of the old workspace), and a sandboxd killed meanwhile must not
+    find it as s<slot>.img at its next start, where sbx_disk_restore would mount it on a
+    second loop device beside the old instance (two ext4 instances on one file). After the
+    restart the half-emptied image is gone, and nothing of the run is in any image."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.start()
+    c = d.client()
+    disks = d.path("state/sandboxd/disks")
+    mark = "ahp-crash-" + os.urandom(12).hex()
+    ws = ok(c.create("ca", limits={"disk_mb": 32}))["workspace"]
+    img = os.path.join(disks, os.path.basename(os.path.dirname(ws)) + ".img")
+    run(c, "ca", "1", f"echo {mark} > /workspace/f; sync")
+    holder = open(os.path.join(ws, "f"))  # the old instance stays mounted (lazily)
+    try:
+        t0 = time.monotonic()
+        ok(c.destroy("ca"))
+        wait_for(lambda: not os.path.exists(img), 1.5, "the image to leave its slot's name")
+        check(time.monotonic() - t0 < 1.5, "left before the 2 s wait for the old instance")
+        os.kill(worker_pid(d), signal.SIGKILL)
+        d.stop(signal.SIGKILL)
+        wait_for(lambda: not d.sandbox_procs(), 10, "sandboxes to die with sandboxd")
+        before = set(loops_under(d.home))
+        check(len(before) == 1, f"the old instance's loop device only: {before}")
+        d.start()
+        after = set(loops_under(d.home))
+        check(after == before, f"no second loop device on the image: {before} -> {after}")
+        left = [n for n in os.listdir(disks) if not n.startswith(".template-")]
+        check(all(not file_has(os.path.join(disks, n), mark.encode()) for n in left) and
+              not any(n.startswith(".ready-x") for n in left),
+              f"nothing of the run under disks/ after the restart: {left}")
+    finally:
+        holder.close()
+    wait_for(lambda: not loops_under(d.home), 10, "the old loop device to clear")
+    ok(d.client().create("cb", limits={"disk_mb": 32}))
+    check(d.stop() == 0, "clean stop")
+    check(not [n for n in os.listdir(disks) if n.startswith(".ready-")], "no ready image left")
+
+
+@test
 def t_proc_mask(d):
     """/proc inside (issue 10 §3): mountinfo shows no host path of sandboxd's home or state
     dir; meminfo's MemTotal is the sandbox's memory_mb and cpuinfo lists ceil(cpus) processors,
