@@ -720,7 +720,7 @@ sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limits_t 
 #define S_RECYCLING ".ready-x"
 /* How long a discard waits for the loop device of the image to let go of
  * it before deleting the image instead of emptying it. */
-#define S_DETACH_WAIT_MS 2000
+#define S_DETACH_WAIT_MS 5000
 
 static int
 s_ready_path(const sbx_store_t *store, uint32_t mb, int k, char *out)
@@ -830,8 +830,11 @@ s_recycle(const sbx_store_t *store, const char *img)
 	int64_t deadline = ahp_mono_ms() + S_DETACH_WAIT_MS;
 	useconds_t pause = 50;
 	while (fcntl(fd, F_SETLEASE, F_WRLCK) != 0) {
-		if ((errno != EAGAIN && errno != EBUSY) || ahp_mono_ms() >= deadline)
+		if ((errno != EAGAIN && errno != EBUSY) || ahp_mono_ms() >= deadline) {
+			log_info("disk %s: still held after %d ms (lease: %s); deleted, not kept",
+			         img, S_DETACH_WAIT_MS, strerror(errno));
 			goto fail;
+		}
 		usleep(pause);
 		pause = pause < 2000 ? pause * 2 : 4000;
 	}
@@ -929,7 +932,7 @@ sbx_disk_discard(const sbx_store_t *store, uint32_t slot, bool recycle)
 	char rec[PATH_MAX];
 	if (s_loop_record_path(img, rec, sizeof(rec)) == 0 && unlink(rec) != 0 && errno != ENOENT)
 		rc = -1;
-	/* Recycled under another name (S_RECYCLING): the emptying may wait 2 s
+	/* Recycled under another name (S_RECYCLING): the emptying may wait 5 s
 	 * for the old instance to let go, and a sandboxd killed meanwhile must
 	 * not find the image under the slot's name at its next start, where
 	 * sbx_disk_restore would mount it again beside that old instance (its
