@@ -510,6 +510,45 @@ def fingerprint(messages):
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
+def run_case(cases, make, skip=None, label=""):
+    """main() of a file of named cases that ctest runs as `FILE --bin DIR [--keep] CASE`
+    (tests/integration/sandboxd): parses those arguments; returns 77 (skipped) when
+    skip(args, case) returns a reason (printed after "SKIP: "); otherwise makes the fixture
+    d = make(abspath(--bin), CASE), runs cases[CASE](d), checks d.alive() when d.proc is set,
+    prints "PASS <label><CASE>" or "FAIL ..." with a traceback and d.log_tail(), and always
+    calls d.cleanup(keep=--keep) (a TestFailure there fails the test). d: an object with proc,
+    alive(), log_tail() and cleanup(keep) (test_sandboxd.Daemon). Returns the exit status (0,
+    1 or 77) for sys.exit."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("case", choices=sorted(cases))
+    args = ap.parse_args()
+    why = skip(args, args.case) if skip else None
+    if why:
+        print(f"SKIP: {why}")
+        return 77
+    name = label + args.case
+    d = make(os.path.abspath(args.bin), args.case)
+    rc = 0
+    try:
+        cases[args.case](d)
+        if d.proc is not None:
+            d.alive()
+        print(f"PASS {name}")
+    except Exception as e:  # noqa: BLE001 - any failure fails the test with its traceback
+        traceback.print_exc()
+        print(f"FAIL {name}: {e}\n{d.log_tail()}")
+        rc = 1
+    finally:
+        try:
+            d.cleanup(keep=args.keep)
+        except TestFailure as e:
+            print(f"FAIL {name} cleanup: {e}")
+            rc = 1
+    return rc
+
+
 def run_test(fn):
     """Runs fn(args), prints PASS/FAIL, exits 0/1; fn returning 77 means skipped (ctest
     SKIP_RETURN_CODE)."""

@@ -767,6 +767,29 @@ def need_credproxy(args):
     return None
 
 
+def run_standard(name, fn, with_tls=False, start=True, sets=(), prepare=None):
+    """main() of a direct credproxy test (run through run_test: exits 0 pass, 1 fail, 77 when
+    credproxy is not built): on a CredProxy home named name with the Standard fixtures
+    (with_tls: the TLS ones too), calls prepare(cp, std) when given, starts credproxy with
+    `--set` sets unless start is false, then runs fn(cp, std), which raises on failure. The
+    fixtures are stopped and the home removed whatever happens."""
+    def main(args):
+        if need_credproxy(args):
+            return 77
+        with CredProxy(args, name) as cp:
+            std = Standard(cp, with_tls=with_tls)
+            try:
+                if prepare:
+                    prepare(cp, std)
+                if start:
+                    cp.start(*sets)
+                fn(cp, std)
+            finally:
+                std.stop()
+        return 0
+    run_test(main)
+
+
 def b64_cores(secret):
     """Substrings that base64 of any text holding secret must contain (each alignment,
     standard and URL-safe), minus the partial groups at either end."""

@@ -12,23 +12,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (PP2_SIG, Conn, CredProxy, Standard, TestFailure, check, get,  # noqa: E402
-                   need_credproxy, proxy_v2, run_test)
+from cplib import Conn, PP2_SIG, TestFailure, check, get, proxy_v2, run_standard  # noqa: E402
 
 HEADER_TIMEOUT_S = 2
-
-
-def main(args):
-    if need_credproxy(args):
-        return 77
-    with CredProxy(args, "badinput") as cp:
-        std = Standard(cp)
-        try:
-            cp.start(f"header_timeout_s={HEADER_TIMEOUT_S}")
-            run(cp, std)
-        finally:
-            std.stop()
-    return 0
 
 
 def run(cp, std):
@@ -262,4 +248,4 @@ def run(cp, std):
 
 
 if __name__ == "__main__":
-    run_test(main)
+    run_standard("badinput", run, sets=(f"header_timeout_s={HEADER_TIMEOUT_S}",))

@@ -55,8 +55,8 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (Cases, CredProxy, Standard, TestFailure, assert_no_secret, check,  # noqa: E402
-                   get, need_credproxy, run_test, wait_for)
+from cplib import (Cases, TestFailure, assert_no_secret, check, get,  # noqa: E402
+                   run_standard, wait_for)
 
 BIG = 512 * 1024 * 1024  # the body the TLS fixture streams
 RSS_GROWTH_MAX_KB = 64 * 1024
@@ -190,12 +190,9 @@ def rss_kb(pid):
     return 0
 
 
-def main(args):
-    if need_credproxy(args):
-        return 77
-    with CredProxy(args, "break") as cp:
-        std = Standard(cp, with_tls=True)
-        raw = RawUpstream()
+def with_raw(cp, std):
+    raw = RawUpstream()
+    try:
         big = BigTLS(std.leaf, cp.path("test-ca/leaf.key"))
         try:
             cp.write_secret("alnum-key", ALNUM)
@@ -221,10 +218,9 @@ def main(args):
             cp.start()
             run(cp, std, raw, big)
         finally:
-            raw.stop()
             big.stop()
-            std.stop()
-    return 0
+    finally:
+        raw.stop()
 
 
 def run(cp, std, raw, big):
@@ -534,4 +530,4 @@ def run(cp, std, raw, big):
 
 
 if __name__ == "__main__":
-    run_test(main)
+    run_standard("break", with_raw, with_tls=True, start=False)

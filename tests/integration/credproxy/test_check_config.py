@@ -9,20 +9,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (CredProxy, Standard, assert_no_secret, check, get,  # noqa: E402
-                   need_credproxy, new_secret, run_test, wait_for)
-
-
-def main(args):
-    if need_credproxy(args):
-        return 77
-    with CredProxy(args, "checkcfg") as cp:
-        std = Standard(cp)
-        try:
-            run(cp, std)
-        finally:
-            std.stop()
-    return 0
+from cplib import (assert_no_secret, check, get, new_secret, run_standard,  # noqa: E402
+                   wait_for)
 
 
 def no_values(p, std, what):
@@ -119,4 +107,4 @@ def run(cp, std):
 
 
 if __name__ == "__main__":
-    run_test(main)
+    run_standard("checkcfg", run, start=False)

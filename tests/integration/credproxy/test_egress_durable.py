@@ -10,8 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (CredProxy, Standard, check, get, need_credproxy,  # noqa: E402
-                   run_test)
+from cplib import check, get, run_standard  # noqa: E402
 
 ALLOWED, REFUSED = 40, 3
 RUN = "run-durable"
@@ -25,19 +24,6 @@ def rows(cp):
                            (RUN,)).fetchall()
     finally:
         con.close()
-
-
-def main(args):
-    if need_credproxy(args):
-        return 77
-    with CredProxy(args, "egress-durable") as cp:
-        std = Standard(cp)
-        try:
-            cp.start()
-            run(cp, std)
-        finally:
-            std.stop()
-    return 0
 
 
 def run(cp, std):
@@ -70,4 +56,4 @@ def run(cp, std):
 
 
 if __name__ == "__main__":
-    run_test(main)
+    run_standard("egress-durable", run)

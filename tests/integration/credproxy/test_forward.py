@@ -11,26 +11,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (Conn, CredProxy, Standard, assert_no_secret, check, get,  # noqa: E402
-                   need_credproxy, proxy_v2, refused, run_test)
+from cplib import (Conn, assert_no_secret, check, get, proxy_v2, refused,  # noqa: E402
+                   run_standard)
 
 
-def main(args):
-    if need_credproxy(args):
-        return 77
-    with CredProxy(args, "forward") as cp:
-        std = Standard(cp)
-        E, wiki = std.E, std.wiki
-        try:
-            cp.start()
-            run(cp, std, E, wiki)
-        finally:
-            std.stop()
-    return 0
-
-
-def run(cp, std, E, wiki):
-    echo = std.echo
+def run(cp, std):
+    E, wiki, echo = std.E, std.wiki, std.echo
 
     # --- allowed: both headers injected, the upstream sees the target's Host.
     n = len(echo.seen)
@@ -197,4 +183,4 @@ def run(cp, std, E, wiki):
 
 
 if __name__ == "__main__":
-    run_test(main)
+    run_standard("forward", run)

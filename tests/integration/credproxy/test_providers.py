@@ -9,8 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (CredProxy, Standard, assert_no_secret, check, need_credproxy,  # noqa: E402
-                   run_test)
+from cplib import assert_no_secret, check, run_standard  # noqa: E402
 
 BODY = b'{"model":"scripted","messages":[{"role":"user","content":"hi"}]}'
 
@@ -19,19 +18,6 @@ def post(path, body=BODY, headers=()):
     h = "".join(f"{k}: {v}\r\n" for k, v in headers)
     return (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             f"{h}Content-Length: {len(body)}\r\n\r\n").encode() + body
-
-
-def main(args):
-    if need_credproxy(args):
-        return 77
-    with CredProxy(args, "providers") as cp:
-        std = Standard(cp)
-        try:
-            cp.start()
-            run(cp, std)
-        finally:
-            std.stop()
-    return 0
 
 
 def run(cp, std):
@@ -113,4 +99,4 @@ def run(cp, std):
 
 
 if __name__ == "__main__":
-    run_test(main)
+    run_standard("providers", run)

@@ -11,21 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (CredProxy, Standard, assert_no_secret, check, get,  # noqa: E402
-                   need_credproxy, refused, run_test)
-
-
-def main(args):
-    if need_credproxy(args):
-        return 77
-    with CredProxy(args, "scrub") as cp:
-        std = Standard(cp)
-        try:
-            cp.start()
-            run(cp, std)
-        finally:
-            std.stop()
-    return 0
+from cplib import assert_no_secret, check, get, refused, run_standard  # noqa: E402
 
 
 def run(cp, std):
@@ -105,4 +91,4 @@ def run(cp, std):
 
 
 if __name__ == "__main__":
-    run_test(main)
+    run_standard("scrub", run)

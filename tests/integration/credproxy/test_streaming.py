@@ -11,23 +11,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (Conn, CredProxy, Standard, TestFailure, check, get,  # noqa: E402
-                   need_credproxy, run_test, wait_readable)
+from cplib import Conn, TestFailure, check, get, run_standard, wait_readable  # noqa: E402
 
 IDLE_S = 3
-
-
-def main(args):
-    if need_credproxy(args):
-        return 77
-    with CredProxy(args, "stream") as cp:
-        std = Standard(cp)
-        try:
-            cp.start()
-            run(cp, std)
-        finally:
-            std.stop()
-    return 0
 
 
 def sse_first_event(std, c, what):
@@ -187,4 +173,4 @@ def run(cp, std):
 
 
 if __name__ == "__main__":
-    run_test(main)
+    run_standard("stream", run)

@@ -14,21 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cplib import (Cases, Conn, CredProxy, Standard, assert_no_secret, check,  # noqa: E402
-                   need_credproxy, run_test)
-
-
-def main(args):
-    if need_credproxy(args):
-        return 77
-    with CredProxy(args, "tls") as cp:
-        std = Standard(cp, with_tls=True)
-        try:
-            cp.start()
-            run(cp, std)
-        finally:
-            std.stop()
-    return 0
+from cplib import Cases, Conn, assert_no_secret, check, run_standard  # noqa: E402
 
 
 def connect(cp, authority, run_id="run-tls"):
@@ -191,4 +177,4 @@ def run(cp, std):
 
 
 if __name__ == "__main__":
-    run_test(main)
+    run_standard("tls", run, with_tls=True)

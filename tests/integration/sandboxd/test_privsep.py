@@ -6,21 +6,19 @@ privilege split (an unprivileged RPC worker, a single-threaded root spawner, res
 usage: test_privsep.py --bin DIR TEST     (exit 0 pass, 1 fail, 77 skip: needs root)
 """
 
-import argparse
 import os
 import tempfile
 import shutil
 import signal
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sbxclient  # noqa: E402
-from test_sandboxd import Daemon, err, ok, run  # noqa: E402
+from test_sandboxd import Daemon, err, needs_root, ok, run  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
-from ahptest import TestFailure as Failure, check, wait_for  # noqa: E402
+from ahptest import TestFailure as Failure, check, run_case, wait_for  # noqa: E402
 
 TESTS = {}
 
@@ -385,34 +383,6 @@ def t_unreachable_state(d):
         shutil.rmtree(outer, ignore_errors=True)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("test", choices=sorted(TESTS))
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("SKIP: sandboxd needs root (namespaces, uid maps, cgroups)")
-        return 77
-    d = Daemon(os.path.abspath(args.bin), "privsep-" + args.test)
-    rc = 0
-    try:
-        TESTS[args.test](d)
-        if d.proc is not None:
-            d.alive()
-        print(f"PASS {args.test}")
-    except Exception as e:  # noqa: BLE001
-        traceback.print_exc()
-        print(f"FAIL {args.test}: {e}\n{d.log_tail()}")
-        rc = 1
-    finally:
-        try:
-            d.cleanup(keep=args.keep)
-        except Failure as e:
-            print(f"FAIL {args.test} cleanup: {e}")
-            rc = 1
-    return rc
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_case(TESTS, lambda b, name: Daemon(b, "privsep-" + name), needs_root))

@@ -13,16 +13,14 @@ the previous run's result, dropped it as out of order and waited for a reply tha
 came (the `sandboxd exec` loop hung near the 45th call).
 """
 
-import argparse
 import os
 import subprocess
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sbxclient  # noqa: E402
-from test_sandboxd import Daemon, Failure, cgroup_dir, check, err, ok  # noqa: E402
+from test_sandboxd import Daemon, Failure, cgroup_dir, check, err, needs_root, ok, run_case  # noqa: E402
 
 N_LOOP = 150     # back-to-back runs per test
 CALL_BOUND = 10  # seconds any one of them may take (one takes ~10-50 ms)
@@ -136,34 +134,6 @@ def t_claim_starting(d):
     no_leftovers(d)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("test", choices=sorted(TESTS))
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("SKIP: sandboxd needs root (namespaces, uid maps, cgroups)")
-        return 77
-    d = Daemon(os.path.abspath(args.bin), "spawn_" + args.test)
-    rc = 0
-    try:
-        TESTS[args.test](d)
-        if d.proc is not None:
-            d.alive()
-        print(f"PASS {args.test}")
-    except Exception as e:  # noqa: BLE001
-        traceback.print_exc()
-        print(f"FAIL {args.test}: {e}\n{d.log_tail()}")
-        rc = 1
-    finally:
-        try:
-            d.cleanup(keep=args.keep)
-        except Failure as e:
-            print(f"FAIL {args.test} cleanup: {e}")
-            rc = 1
-    return rc
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_case(TESTS, lambda b, name: Daemon(b, "spawn_" + name), needs_root))

@@ -13,17 +13,15 @@ threaded C program), node_npm (worker_threads, http on loopback, npm), pip (--ve
 offline install of a local package). Python 3 stdlib only.
 """
 
-import argparse
 import os
 import shutil
 import sys
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_sandboxd import Daemon, ok  # noqa: E402
+from test_sandboxd import Daemon, needs_root, ok  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
-from ahptest import TestFailure as Failure, check  # noqa: E402
+from ahptest import check, run_case  # noqa: E402
 
 # Room for node, npm, gcc and pip; each command gets at most 60 s.
 LIMITS = {"memory_mb": 1024, "pids_max": 256, "cpu_seconds": 60, "timeout_s": 60,
@@ -254,40 +252,26 @@ PYTHONPATH=/workspace/site python3 -c 'import ahpdemo; print("ahpdemo", ahpdemo.
     check(lines(out) == ["1", "ahpdemo 7"], f"pip output: {out!r}")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("tool", choices=sorted(TOOLS))
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        print("SKIP: sandboxd needs root (namespaces, uid maps, cgroups)")
-        return 77
-    binaries, fn = TOOLS[args.tool]
-    # the sandbox sees the host's /usr: what is missing here is missing inside
-    missing = [b for b in binaries if shutil.which(b, path="/usr/local/bin:/usr/bin:/bin") is None]
+def skip(args, name):
+    """Skipped unless root and the tool's binaries are on the host (the sandbox sees the
+    host's /usr: what is missing here is missing inside)."""
+    why = needs_root(args, name)
+    if why:
+        return why
+    missing = [b for b in TOOLS[name][0]
+               if shutil.which(b, path="/usr/local/bin:/usr/bin:/bin") is None]
     if missing:
-        print(f"SKIP: not installed on the host: {' '.join(missing)} (scripts/install-deps)")
-        return 77
-    d = Daemon(os.path.abspath(args.bin), "tools-" + args.tool)
-    rc = 0
-    try:
+        return f"not installed on the host: {' '.join(missing)} (scripts/install-deps)"
+    return None
+
+
+def case(name, fn):
+    def run(d):
         d.start()
-        fn(Sandbox(d, args.tool))
-        d.alive()
-        print(f"PASS tools.{args.tool}")
-    except Exception as e:  # noqa: BLE001
-        traceback.print_exc()
-        print(f"FAIL tools.{args.tool}: {e}\n{d.log_tail()}")
-        rc = 1
-    finally:
-        try:
-            d.cleanup(keep=args.keep)
-        except Failure as e:
-            print(f"FAIL tools.{args.tool} cleanup: {e}")
-            rc = 1
-    return rc
+        fn(Sandbox(d, name))
+    return run
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_case({name: case(name, fn) for name, (_, fn) in TOOLS.items()},
+                      lambda b, name: Daemon(b, "tools-" + name), skip, label="tools."))
