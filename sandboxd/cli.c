@@ -269,6 +269,26 @@ s_wait_reply(int fd, int sigfd, int wait_s, int *exit_code)
 	return rep;
 }
 
+/* After a --keep run's error at create or exec (sandboxd stopping, the
+ * command interrupted): sandboxd names the workspace in the error reply when
+ * the Destroy after it keeps it, and names none when nothing is kept (no
+ * sandbox was made, or retention keeps no workspace: retain_failed_max 0). */
+static void
+s_say_kept(const Ahp__Sbx__RunReply *run, const char *run_id)
+{
+	const char *id = run->sandbox_id != NULL && run->sandbox_id[0] ? run->sandbox_id : run_id;
+	if (run->workspace != NULL && run->workspace[0] != '\0')
+		ahp_term_printf(stderr,
+		                "sandboxd: the command did not finish; workspace kept at %s "
+		                "(sandbox %s)\n",
+		                run->workspace, id);
+	else
+		ahp_term_printf(stderr,
+		                "sandboxd: the command did not finish; no workspace was kept "
+		                "(sandbox %s is gone)\n",
+		                id);
+}
+
 int
 sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 {
@@ -340,7 +360,7 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 	uint8_t *body = NULL;
 	Ahp__Sbx__Reply *rep = NULL;
 	char run_id[40];
-	ahp_random_id("cli-", run_id, sizeof(run_id));
+	ahp_random_id(SBX_ONESHOT_PREFIX, run_id, sizeof(run_id));
 
 	/* Signals first: an interrupt from here on closes the connection,
 	 * which makes sandboxd destroy whatever it built for us. */
@@ -410,6 +430,12 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 			ahp_term_printf(
 			    stderr, "sandboxd: interrupted; the workspace is kept (sandbox %s)\n",
 			    run_id);
+		else if (keep) /* no answer: only sandboxd's log can tell */
+			ahp_term_printf(
+			    stderr,
+			    "sandboxd: sandbox %s: its workspace may be kept (no answer "
+			    "said; see sandboxd's log)\n",
+			    run_id);
 		goto out;
 	}
 	const Ahp__Sbx__RunReply *run = rep->run;
@@ -437,6 +463,8 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 			                "sandboxd: %s: ", ahp_status_str(rep->error->status));
 		ahp_term_fputs(rep->error->message, AHP_TERM_ONE_LINE, stderr);
 		fputc('\n', stderr);
+		if (keep && (strcmp(stage, "create") == 0 || strcmp(stage, "exec") == 0))
+			s_say_kept(run, run_id);
 		ec = S_EXIT_UNREACHABLE;
 		goto out;
 	}

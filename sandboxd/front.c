@@ -26,30 +26,40 @@
 #include "sbx.h"
 
 #define S_FULL_REL "../libexec/ahp/sandboxd"
+/* The front's own failure (no /proc, no full program, its configuration):
+ * 125, as `sandboxd exec` and docker / env use it, never a code a command
+ * or the full program's own errors (1, 2) could mean (docs/operations.md). */
+#define S_EXIT_OWN 125
 
-/* Replaces this process with the full program. Returns only on failure (1). */
+/* Replaces this process with the full program. Returns only on failure
+ * (S_EXIT_OWN, with the reason on stderr). */
 static int
 s_exec_full(char **argv)
 {
 	char self[PATH_MAX], path[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n <= 0) {
-		fprintf(stderr, "sandboxd: /proc/self/exe: %s\n", strerror(errno));
-		return 1;
+		fprintf(stderr,
+		        "sandboxd: cannot find the full program: /proc/self/exe: %s (is /proc "
+		        "mounted?)\n",
+		        strerror(errno));
+		return S_EXIT_OWN;
 	}
 	self[n] = '\0';
 	char *slash = strrchr(self, '/');
-	if (slash == NULL)
-		return 1;
+	if (slash == NULL) {
+		fprintf(stderr, "sandboxd: /proc/self/exe is not a path: %s\n", self);
+		return S_EXIT_OWN;
+	}
 	*slash = '\0';
 	if (snprintf(path, sizeof(path), "%s/%s", self, S_FULL_REL) >= (int)sizeof(path)) {
 		fprintf(stderr, "sandboxd: the install path is too long\n");
-		return 1;
+		return S_EXIT_OWN;
 	}
 	execv(path, argv);
 	ahp_term_printf(stderr, "sandboxd: cannot run the full program %s: %s\n", path,
 	                strerror(errno));
-	return 1;
+	return S_EXIT_OWN;
 }
 
 #ifndef __GLIBC__
@@ -84,7 +94,7 @@ main(int argc, char **argv)
 	 * is read. */
 	if (dl_iterate_phdr(s_relro_phdr, NULL) < 0) {
 		fprintf(stderr, "sandboxd: RELRO: %s\n", strerror(errno));
-		return 125;
+		return S_EXIT_OWN;
 	}
 #endif
 	const char *home_flag = NULL;
@@ -120,7 +130,7 @@ main(int argc, char **argv)
 	ahp_cfg_destroy(&c);
 	if (rc != 0) {
 		ahp_term_printf(stderr, "sandboxd: %s\n", err);
-		return 125;
+		return S_EXIT_OWN;
 	}
 	return sbx_cli_exec(home, sock, argc - i - 1, argv + i + 1);
 }

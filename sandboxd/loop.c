@@ -107,6 +107,7 @@ typedef struct s_run {
 	bool created; /* a Create went out: the sandbox is destroyed at the end */
 	bool destroy; /* ... at the end of this loop turn (s_run_reap) */
 	bool keep;
+	bool retains; /* keep, and retention keeps workspaces: an error names the workspace */
 	uint32_t output_kb;
 	char sandbox_id[SBX_ID_MAX + 1];
 	char workspace[PATH_MAX];
@@ -122,6 +123,12 @@ static void s_run_on_result(sbx_daemon_t *self, ahp_rpc_req_t **req, const uint8
                             size_t len);
 
 /* ------------------------------------------------------------ validators -- */
+
+bool
+sbx_oneshot_id(const char *id)
+{
+	return id != NULL && strncmp(id, SBX_ONESHOT_PREFIX, strlen(SBX_ONESHOT_PREFIX)) == 0;
+}
 
 bool
 sbx_valid_id(const char *s)
@@ -1107,6 +1114,11 @@ out:
 static void
 s_on_create_req(sbx_daemon_t *self, ahp_rpc_req_t **req, const Ahp__Sbx__Request *m)
 {
+	/* the one-shots' ids are Run's alone (sbx.h, SBX_ONESHOT_PREFIX) */
+	if (sbx_oneshot_id(m->create->run_id)) {
+		sbx_reply_error(self, req, AHP__STATUS__ERR_BAD_REQUEST, SBX_ONESHOT_ID_ERROR);
+		return;
+	}
 	s_on_create(self, req, m->create);
 }
 
@@ -1400,6 +1412,10 @@ s_run_reply_error(s_run_t *run, int status, const char *msg, const char *stage)
 	Ahp__Sbx__RunReply rr = AHP__SBX__RUN_REPLY__INIT;
 	rr.stage = (char *)stage;
 	rr.sandbox_id = run->sandbox_id;
+	/* --keep: the Destroy after this reply keeps the workspace of a sandbox
+	 * that was made (RunReply.workspace); none named: nothing is kept */
+	if (run->retains && run->created && run->workspace[0] != '\0')
+		rr.workspace = run->workspace;
 	Ahp__Sbx__Reply rep = AHP__SBX__REPLY__INIT;
 	rep.error = &e;
 	rep.body_case = AHP__SBX__REPLY__BODY_RUN;
@@ -1779,13 +1795,19 @@ s_run_start(sbx_daemon_t *self, s_run_t *run, const Ahp__Sbx__RunRequest *rr)
 {
 	const char *id = rr->run_id != NULL ? rr->run_id : "";
 	if (id[0] == '\0')
-		ahp_random_id("run-", run->sandbox_id, sizeof(run->sandbox_id));
-	else if (sbx_valid_id(id))
-		ahp_strlcpy(run->sandbox_id, id, sizeof(run->sandbox_id));
-	else {
+		ahp_random_id(SBX_ONESHOT_PREFIX, run->sandbox_id, sizeof(run->sandbox_id));
+	else if (!sbx_valid_id(id)) {
 		s_run_refuse(run, AHP__STATUS__ERR_BAD_REQUEST,
 		             "run_id must match [A-Za-z0-9-]{1,64}", "request");
 		return;
+	} else if (!sbx_oneshot_id(id)) {
+		/* never a run's id: the orchestrator destroys a sandbox of that id
+		 * when the run ends (its sweep), and a Create of it must not find a
+		 * one-shot's sandbox or kept workspace */
+		s_run_refuse(run, AHP__STATUS__ERR_BAD_REQUEST, SBX_RUN_ID_ERROR, "request");
+		return;
+	} else {
+		ahp_strlcpy(run->sandbox_id, id, sizeof(run->sandbox_id));
 	}
 	sbx_meta_t old;
 	if (s_find(self, run->sandbox_id) != NULL ||
@@ -1831,6 +1853,8 @@ s_run_start(sbx_daemon_t *self, s_run_t *run, const Ahp__Sbx__RunRequest *rr)
 	run->output_kb =
 	    sbx_request_limits(cr.limits, &lim, err, sizeof(err)) == 0 ? lim.output_kb : 0;
 	run->keep = rr->keep_workspace;
+	/* as s_on_destroy decides for keep_workspace */
+	run->retains = run->keep && (self->cfg.keep_workspaces || self->cfg.retain_failed_max > 0);
 	run->state = S_RUN_BUSY;
 	ahp_rpc_req_t *creq = s_run_req(run, S_STEP_CREATE);
 	ahp_rpc_req_t *ereq = s_run_req(run, S_STEP_EXEC);

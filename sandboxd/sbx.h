@@ -14,7 +14,15 @@
 #include "ahp/rpc.h"
 #include "sandboxd.pb-c.h"
 
-#define SBX_ID_MAX 64                        /* run / sandbox id: [A-Za-z0-9-]{1,64} */
+#define SBX_ID_MAX 64 /* run / sandbox id: [A-Za-z0-9-]{1,64} */
+/* The one-shots' id space (Run on the exec socket): a Run's run_id must start
+ * with this (sandboxd picks "cli-" + 16 hex when it is empty), and Create on
+ * the RPC endpoint refuses such an id. The orchestrator's run ids ("r-" + 16
+ * hex, orchestrator/run.c) are therefore only ever a Create's: a one-shot
+ * cannot take the id of a run, whose end makes the orchestrator destroy it. */
+#define SBX_ONESHOT_PREFIX "cli-"
+#define SBX_ONESHOT_ID_ERROR "a sandbox id starting with cli- is a one-shot's (sandboxd exec)"
+#define SBX_RUN_ID_ERROR "a one-shot's run_id must start with cli- (the other ids are Create's)"
 #define SBX_EXEC_ID_MAX 128                  /* exec id: [A-Za-z0-9._:-]{1,128}, no leading '.' */
 #define SBX_PROFILE_MAX 64                   /* profile name, logs only */
 #define SBX_CMD_MAX AHP_LIM_EXEC_COMMAND_MAX /* command bytes (limits table) */
@@ -584,11 +592,15 @@ int sbx_conf_exec_socket(const ahp_cfg_t *c, const char *home, char *buf, size_t
 /* `sandboxd exec ...`; argv starts after "exec". One Run request on the exec
  * socket at sock_path (loop.c serves it). Returns the process exit code: the
  * command's, 128+signal when killed, 2 for bad usage or an unknown profile,
- * 125 when sandboxd is unreachable or fails, 130 when interrupted. */
+ * 125 when sandboxd is unreachable or fails (docs/operations.md, "sandboxd
+ * exec"; stderr names a --keep run's sandbox and whether its workspace was
+ * kept), 130 when interrupted. */
 int sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv);
 
 /* ---- shared validators (loop.c) ---- */
 bool sbx_valid_id(const char *s);
+/* Whether id (NULL: no) is in the one-shots' id space (SBX_ONESHOT_PREFIX). */
+bool sbx_oneshot_id(const char *id);
 bool sbx_valid_exec_id(const char *s);
 
 /* request.c: request field ranges, from the one limits table (ahp/limit_table.h) */

@@ -5,7 +5,6 @@ real RPC socket (sbxclient.py) and through the `sandboxd exec` CLI. Python 3 std
 usage: test_sandboxd.py --bin DIR TEST     (exit 0 pass, 1 fail, 77 skip: needs root)
 """
 
-import argparse
 import os
 import re
 import shutil
@@ -17,7 +16,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +23,7 @@ import sbxclient  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
 from ahptest import (TestFailure as Failure, check, ensure_system_user,  # noqa: E402
-                     socket_accepts, wait_for)
+                     run_case, socket_accepts, wait_for)
 
 TESTS = {}
 
@@ -1667,6 +1665,71 @@ def t_oneshot_run(d):
 
 
 @test
+def t_oneshot_keep_sigterm(d):
+    """`sandboxd exec --keep` whose sandboxd is stopped (SIGTERM) mid-command: the command is
+    interrupted and the CLI exits 125 (sandboxd's own failure, not the command's), saying why
+    and what became of the workspace: kept (named, with the sandbox's id; it is there after a
+    restart, holding what the command wrote), or, under retain_failed_max = 0, not kept (the
+    sandbox is gone, nothing left on disk). Before, the CLI said only "sandboxd is stopping"."""
+    d.profile("p", timeout_s=60)
+    ws = d.path("state/sandboxd/workspaces")
+    meta = d.path("state/sandboxd/sandboxes")
+
+    def stopped_under_keep(tag):
+        d.start()
+        p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
+                              "--profile", "p", "--keep", "--", "sh", "-c",
+                              f"echo {tag} > /workspace/mark-{tag}; exec sleep 30"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: any(os.path.exists(os.path.join(ws, w, "ws", f"mark-{tag}"))
+                                 for w in os.listdir(ws)), 20, "the command to start")
+            check(d.stop() == 0, "clean exit on SIGTERM")
+            out, e = p.communicate(timeout=10)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        check(p.returncode == 125 and out == b"", f"{tag}: exit {p.returncode} {out!r} {e!r}")
+        return e
+
+    e = stopped_under_keep("kept")
+    m = re.fullmatch(rb"sandboxd: exec: unavailable: sandboxd is stopping\n"
+                     rb"sandboxd: the command did not finish; workspace kept at (/\S+) "
+                     rb"\(sandbox (cli-[0-9a-f]{16})\)\n", e)
+    check(m is not None, f"the CLI names the kept workspace: {e!r}")
+    kept, sid = m.group(1).decode(), m.group(2).decode()
+    check(os.path.exists(os.path.join(meta, sid + ".meta")), f"{sid}'s record is kept")
+    d.start()
+    with open(os.path.join(kept, "mark-kept")) as f:
+        check(f.read() == "kept\n", "the kept workspace holds the command's file")
+    d.stop()
+
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("retain_failed_max = 0\n")
+    e = stopped_under_keep("gone")
+    m = re.fullmatch(rb"sandboxd: exec: unavailable: sandboxd is stopping\n"
+                     rb"sandboxd: the command did not finish; no workspace was kept "
+                     rb"\(sandbox (cli-[0-9a-f]{16}) is gone\)\n", e)
+    check(m is not None, f"the CLI says nothing was kept: {e!r}")
+    check(not os.path.exists(os.path.join(meta, m.group(1).decode() + ".meta")),
+          "no record of the sandbox stopped under retain_failed_max = 0")
+
+
+@test
+def t_front_no_proc(d):
+    """The front's own failures exit 125 (sandboxd's own failure, as `sandboxd exec`'s), never
+    1 (the full program's error code): without /proc it cannot find the full program."""
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        'umount -l /proc && exec "$0" --help', os.path.join(d.bin, "sandboxd")],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    check(r.returncode == 125 and r.stdout == b"" and
+          r.stderr == b"sandboxd: cannot find the full program: /proc/self/exe: No such file "
+                      b"or directory (is /proc mounted?)\n", f"no /proc: {r}")
+
+
+@test
 def t_oneshot_cancel(d):
     """A one-shot whose client dies mid-command leaves nothing (issue 10 part 5): sandboxd
     sees the exec socket's connection close and destroys the sandbox at once (SIGKILL: no
@@ -1813,7 +1876,9 @@ def t_oneshot_socket(d):
     """The exec socket refuses what is not a well-formed Run from an admitted peer, with a
     typed error, and keeps serving (issue 10 part 5): a peer not admitted (SO_PEERCRED),
     an oversized packet (capped before decoding), a malformed one, a request other than
-    Run, a NUL in a string, a run_id in use; the RPC endpoint refuses Run."""
+    Run, a NUL in a string, a run_id in use; the RPC endpoint refuses Run. The id spaces are
+    apart: a Run's run_id starts with cli- (a one-shot cannot take a run's id, "r-" + hex,
+    whose sandbox the orchestrator destroys when the run ends), and Create refuses cli-."""
     d.profile("p")
     d.start()
     sock = d.path("run/sandboxd-exec.sock")
@@ -1828,9 +1893,9 @@ def t_oneshot_socket(d):
         return rep["error"]["message"]
 
     rep, raw, in_fd = S.run_packet(sock, S.req_run("echo hi; echo e >&2; exit 3", profile="p",
-                                                   run_id="raw-1"))
+                                                   run_id="cli-raw-1"))
     r = rep["run"]["result"]
-    check(rep["run"]["sandbox_id"] == "raw-1" and r["exit_code"] == 3 and
+    check(rep["run"]["sandbox_id"] == "cli-raw-1" and r["exit_code"] == 3 and
           r["stdout"] == b"hi\n" and r["stderr"] == b"e\n" and not in_fd and
           rep["run"]["workspace"].startswith(d.path("state/sandboxd/workspaces/")),
           f"a raw Run: {rep}")
@@ -1838,7 +1903,7 @@ def t_oneshot_socket(d):
     rep, _, _ = S.run_packet(sock, S.req_run("head -c 3000 /dev/zero", limits={"output_kb": 1}))
     r = rep["run"]["result"]
     check(len(r["stdout"]) == 1024 and r["truncated"] and rep["run"]["output_kb"] == 1 and
-          rep["run"]["sandbox_id"].startswith("run-"), f"caller's limits: {rep}")
+          re.fullmatch("cli-[0-9a-f]{16}", rep["run"]["sandbox_id"]), f"caller's limits: {rep}")
 
     refused(S.req_list(), "unknown_method", "List on the exec socket")
     refused(S.req_create("x1", profile="p"), "unknown_method", "Create on the exec socket")
@@ -1851,10 +1916,27 @@ def t_oneshot_socket(d):
     refused(S.req_run("true", profile="P!"), "bad_request", "a bad profile name")
     refused(S.req_run("true", profile="p", run_id="bad id"), "bad_request", "a bad run_id")
     refused(S.req_run("true", profile="nosuch"), "not_found", "an unknown profile", "profile")
-    ok(c.create("busy", profile="p"), "create busy")
-    refused(S.req_run("true", profile="p", run_id="busy"), "conflict", "a run_id in use")
-    check([s["sandbox_id"] for s in ok(c.list())] == ["busy"], "the sandbox in use is untouched")
-    ok(c.destroy("busy"))
+    # a kept one-shot's id is in use (its record is on disk)
+    rep, _, _ = S.run_packet(sock, S.req_run("true", profile="p", run_id="cli-busy", keep=True))
+    check(rep["run"]["result"]["exit_code"] == 0, f"a kept one-shot: {rep}")
+    refused(S.req_run("true", profile="p", run_id="cli-busy"), "conflict", "a run_id in use")
+    # the id spaces: a one-shot never takes a run's id (nor any id outside cli-) ...
+    rid = "r-0123456789abcdef"
+    ok(c.create(rid, profile="p"), "create a run's sandbox")
+    ok(c.destroy(rid))  # the run has ended: its sandbox and record are gone
+    for other in (rid, "busy", "run-1", "CLI-1", "cli"):
+        msg = refused(S.req_run("true", profile="p", run_id=other), "bad_request",
+                      f"a one-shot with run_id {other}")
+        check(msg == "a one-shot's run_id must start with cli- (the other ids are Create's)",
+              f"{other}: {msg}")
+    check(ok(c.list()) == [], "no sandbox took the ended run's id")
+    # ... and Create never takes a one-shot's
+    for other in ("cli-busy", "cli-new"):
+        rep = c.create(other, profile="p")
+        check(err(rep) == "bad_request" and rep["error"]["message"] ==
+              "a sandbox id starting with cli- is a one-shot's (sandboxd exec)",
+              f"Create {other}: {rep}")
+    check(ok(c.list()) == [], "the refused Creates made nothing")
     # Run is not served on the RPC endpoint
     check(err(c.call(S.req_run("true", profile="p"))) == "unknown_method", "Run on the RPC socket")
 
@@ -2199,34 +2281,12 @@ def t_oom_floor(d):
     check(r["stdout"] == b"0 EACCES EACCES ok 500\n", f"oom scores: {r}")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("test", choices=sorted(TESTS))
-    args = ap.parse_args()
+def needs_root(args, case):
+    """run_case's skip for sandboxd tests: sandboxd needs root."""
     if os.geteuid() != 0:
-        print("SKIP: sandboxd needs root (namespaces, uid maps, cgroups)")
-        return 77
-    d = Daemon(os.path.abspath(args.bin), args.test)
-    rc = 0
-    try:
-        TESTS[args.test](d)
-        if d.proc is not None:
-            d.alive()
-        print(f"PASS {args.test}")
-    except Exception as e:  # noqa: BLE001
-        traceback.print_exc()
-        print(f"FAIL {args.test}: {e}\n{d.log_tail()}")
-        rc = 1
-    finally:
-        try:
-            d.cleanup(keep=args.keep)
-        except Failure as e:
-            print(f"FAIL {args.test} cleanup: {e}")
-            rc = 1
-    return rc
+        return "sandboxd needs root (namespaces, uid maps, cgroups)"
+    return None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_case(TESTS, Daemon, needs_root))
