@@ -34,6 +34,10 @@
 #define ORCH_WAITERS_MAX 4096                     /* long-polls held at once */
 #define ORCH_RUNS_MAX 100000                      /* queued + running runs in memory */
 #define ORCH_RUN_ID_MAX 32
+/* Every run id is this + 16 hex (run.c): sandboxd's Create ids of the run id
+ * space. The sweep (sandbox.c) destroys no sandbox outside it: sandboxd's
+ * one-shots are "cli-" + hex (sandboxd/sbx.h, SBX_ONESHOT_PREFIX). */
+#define ORCH_RUN_ID_PREFIX "r-"
 /* Run failure reasons that a resume as it is would meet again; written by
  * run.c and replay.c, recognised by orch_failure_resumable (api.c). */
 #define ORCH_WHY_MAX_TURNS "max_turns ("             /* "max_turns (N) reached" */
@@ -516,9 +520,13 @@ void orch_sbx_forget(orch_t *o, uint64_t id);
  * start, and every 5 minutes, sandboxd's List is compared with the journal,
  * and a sandbox whose run has ended (succeeded or cancelled: destroyed;
  * failed: destroyed with its workspace kept) is destroyed again. Sandboxes
- * of runs this journal does not know (one-shots, another orchestrator's)
- * are never touched. */
+ * of runs this journal does not know (one-shots, another orchestrator's),
+ * or whose id is outside the run id space (orch_sbx_run_id), are never
+ * touched. */
 void orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace);
+/* Whether id (not NULL) is in the run id space: ORCH_RUN_ID_PREFIX and 16
+ * lowercase hex digits, as run.c makes them. The sweep destroys nothing else. */
+bool orch_sbx_run_id(const char *id);
 /* Drains replies and hands them to their runs. */
 void orch_sbx_recv(orch_t *o);
 /* Fires request deadlines; ms until the next (or max). */

@@ -905,7 +905,7 @@ orch_run_submit(orch_t *o, const char *profile, const char *task, int *status, c
 		return NULL;
 	}
 	char id[ORCH_RUN_ID_MAX];
-	ahp_random_id("r-", id, sizeof id);
+	ahp_random_id(ORCH_RUN_ID_PREFIX, id, sizeof id);
 	orch_run_t *run = s_new(o, id, profile);
 	if (run == NULL) {
 		*status = AHP__STATUS__ERR_INTERNAL;

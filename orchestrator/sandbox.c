@@ -297,6 +297,15 @@ orch_sbx_destroy(orch_t *o, const char *run_id, int keep_workspace)
 	s_destroy_send(d);
 }
 
+bool
+orch_sbx_run_id(const char *id)
+{
+	size_t n = strlen(ORCH_RUN_ID_PREFIX), len = strlen(id);
+	if (len != n + 16 || strncmp(id, ORCH_RUN_ID_PREFIX, n) != 0)
+		return false;
+	return strspn(id + n, "0123456789abcdef") == 16;
+}
+
 static void
 s_sweep_send(orch_sbx_sweep_t *sw)
 {
@@ -342,8 +351,10 @@ s_sweep_done(orch_sbx_sweep_t *sw, int status, const uint8_t *body, size_t len)
 	}
 	for (size_t i = 0; i < reply->list->n_sandboxes; i++) {
 		const char *id = reply->list->sandboxes[i]->sandbox_id;
-		/* untrusted: only an id a run of ours could have is looked up */
-		if (id == NULL || strlen(id) >= ORCH_RUN_ID_MAX || orch_run_find(o, id) != NULL)
+		/* untrusted: only an id a run of ours could have is looked up; one
+		 * outside the run id space (a one-shot's "cli-...") never is, whatever
+		 * the journal holds */
+		if (id == NULL || !orch_sbx_run_id(id) || orch_run_find(o, id) != NULL)
 			continue;
 		int state = -1;
 		if (orch_journal_run_get(o->journal, id, s_sweep_state, &state) <= 0)

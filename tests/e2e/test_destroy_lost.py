@@ -4,7 +4,10 @@ its sandbox waits in the orchestrator's memory, and the orchestrator is killed (
 sandboxd is back. The restarted orchestrator's sweep (sandboxd's List against the journal)
 destroys the ended run's sandbox; before the sweep, nothing did, and the record, workspace
 and uid slot stayed for good. A sandbox whose id the journal does not know (a one-shot
-still running, another orchestrator's) is left alone."""
+still running, another orchestrator's) is left alone, and so is one outside the run id space
+("r-" + hex) even when the journal holds an ended run of that id: a one-shot's ("cli-...")."""
+import re
+import sqlite3
 import os
 import subprocess
 import sys
@@ -53,6 +56,17 @@ def main(args):
         try:
             wait_for(lambda: " ready (profile=lost" in st.log("sandboxd").split(
                 "worker serving")[-1], 15, "the one-shot's sandbox")
+            cli = re.findall(r"sandbox (cli-[0-9a-f]{16}) ready \(profile=lost",
+                             st.log("sandboxd"))
+            check(len(cli) == 1, f"the one-shot's sandbox id: {cli}")
+            # an ended run of the one-shot's id in the journal (the orchestrator is down):
+            # the sweep must still leave a sandbox outside the run id space alone
+            db = sqlite3.connect(st.path("state/orchestrator/orchestrator.db"), timeout=10)
+            with db:
+                db.execute("INSERT INTO runs (id, profile, task, state, created_ms, "
+                           "updated_ms) VALUES (?, 'lost', 'forged', 'succeeded', 1, 1)",
+                           (cli[0],))
+            db.close()
             time.sleep(1)  # a sandboxd alone sends no Destroy
             check(os.path.exists(meta), "the record went without an orchestrator")
             st.restart("orchestrator")
@@ -61,7 +75,9 @@ def main(args):
             check("its run has succeeded; destroying it" in st.log("orchestrator"),
                   "the sweep's log line is missing")
             rc = other.wait(timeout=30)
-            check(rc == 0, f"the one-shot (no run of the journal) did not survive the sweep: "
+            check(f"sandbox {cli[0]}: its run" not in st.log("orchestrator"),
+                  "the sweep destroyed a one-shot's sandbox")
+            check(rc == 0, f"the one-shot (outside the run id space) did not survive the sweep: "
                   f"exit {rc}: {other.stderr.read().decode(errors='replace')}")
         finally:
             if other.poll() is None:
