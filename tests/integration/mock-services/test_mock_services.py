@@ -6,7 +6,6 @@ and /stats counts. Python 3 stdlib only.
 usage: test_mock_services.py --bin MOCK_SERVICES_BINARY TEST    (exit 0 pass, 1 fail)
 """
 
-import argparse
 import concurrent.futures
 import http.client
 import json
@@ -20,10 +19,9 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
-from ahptest import check, wait_for  # noqa: E402
+from ahptest import TestFailure, check, run_case, wait_for  # noqa: E402
 
 TESTS = {}
 
@@ -563,40 +561,39 @@ def t_cli(m, ctx):
 # ----------------------------------------------------------------------------- main
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True, help="the mock-services binary")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
-    ap.add_argument("test", choices=sorted(TESTS))
-    args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="mock-services-test-")
-    ctx = {"bin": os.path.abspath(args.bin), "tmp": tmp}
-    ctx["mock"] = Mock(ctx["bin"], tmp)
-    rc = 0
-    try:
-        TESTS[args.test](ctx["mock"], ctx)
-        m = ctx["mock"]
+class Ctx(dict):
+    """run_case's fixture: a temp dir and the test's mock-services (ctx["mock"]; a test may
+    start another in its place), with "bin" and "tmp"."""
+
+    def __init__(self, binary, name):
+        super().__init__(bin=binary, tmp=tempfile.mkdtemp(prefix="mock-services-test-"))
+        self["mock"] = Mock(binary, self["tmp"])
+
+    @property
+    def proc(self):
+        return self["mock"].proc
+
+    def alive(self):
+        m = self["mock"]
         check(m.proc.poll() is None or m.proc.returncode == 0,
               f"mock-services died: {m.proc.returncode}")
-        print(f"PASS {args.test}")
-    except Exception as e:  # noqa: BLE001 - any failure fails the test with its traceback
-        traceback.print_exc()
-        print(f"FAIL {args.test}: {e}\n--- log:\n{ctx['mock'].tail()}")
-        rc = 1
-    finally:
-        m = ctx["mock"]
-        if m.proc.poll() is None:
-            try:
-                m.stop()
-            except AssertionError as e:
-                print(f"FAIL {args.test} at stop: {e}")
-                rc = 1
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            print(f"kept {tmp}")
-    return rc
+
+    def log_tail(self):
+        return "--- log:\n" + self["mock"].tail()
+
+    def cleanup(self, keep=False):
+        try:
+            if self["mock"].proc.poll() is None:
+                self["mock"].stop()
+        except AssertionError as e:
+            raise TestFailure(f"at stop: {e}")
+        finally:
+            if keep:
+                print(f"kept {self['tmp']}")
+            else:
+                shutil.rmtree(self["tmp"], ignore_errors=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_case({name: lambda c, fn=fn: fn(c["mock"], c) for name, fn in TESTS.items()},
+                      Ctx))

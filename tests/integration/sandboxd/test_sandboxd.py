@@ -210,6 +210,26 @@ class Daemon:
             else:
                 shutil.rmtree(self.home, ignore_errors=True)
 
+    def cli_started(self, args, marker, then):
+        """Starts `sandboxd exec ARGS -- sh -c 'touch /workspace/MARKER; exec THEN'` and waits
+        (20 s at most) until the command has started: MARKER is in a workspace. Returns the
+        Popen (stdout and stderr piped; the caller ends it) and the workspace's slot. A command
+        that does not start is killed here. MARKER must be new to the daemon's workspaces: a
+        previous one-shot's disk may still be mounted (its discard is asynchronous)."""
+        ws = self.path("state/sandboxd/workspaces")
+        p = subprocess.Popen([os.path.join(self.bin, "sandboxd"), "--home", self.home, "exec",
+                              *args, "--", "sh", "-c", f"touch /workspace/{marker}; exec {then}"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        try:
+            marked = lambda: [w for w in os.listdir(ws)  # noqa: E731
+                              if os.path.exists(os.path.join(ws, w, "ws", marker))]
+            return p, wait_for(marked, 20, "the command to start")[0]
+        except BaseException:
+            p.kill()
+            p.wait()
+            raise
+
     def cli(self, *args, timeout=60):
         r = subprocess.run([os.path.join(self.bin, "sandboxd"), "--home", self.home] + list(args),
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
@@ -1672,19 +1692,12 @@ def t_oneshot_keep_sigterm(d):
     restart, holding what the command wrote), or, under retain_failed_max = 0, not kept (the
     sandbox is gone, nothing left on disk). Before, the CLI said only "sandboxd is stopping"."""
     d.profile("p", timeout_s=60)
-    ws = d.path("state/sandboxd/workspaces")
     meta = d.path("state/sandboxd/sandboxes")
 
     def stopped_under_keep(tag):
         d.start()
-        p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
-                              "--profile", "p", "--keep", "--", "sh", "-c",
-                              f"echo {tag} > /workspace/mark-{tag}; exec sleep 30"],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+        p, _ = d.cli_started(("--profile", "p", "--keep"), f"mark-{tag}", "sleep 30")
         try:
-            wait_for(lambda: any(os.path.exists(os.path.join(ws, w, "ws", f"mark-{tag}"))
-                                 for w in os.listdir(ws)), 20, "the command to start")
             check(d.stop() == 0, "clean exit on SIGTERM")
             out, e = p.communicate(timeout=10)
         finally:
@@ -1702,8 +1715,8 @@ def t_oneshot_keep_sigterm(d):
     kept, sid = m.group(1).decode(), m.group(2).decode()
     check(os.path.exists(os.path.join(meta, sid + ".meta")), f"{sid}'s record is kept")
     d.start()
-    with open(os.path.join(kept, "mark-kept")) as f:
-        check(f.read() == "kept\n", "the kept workspace holds the command's file")
+    check(os.path.exists(os.path.join(kept, "mark-kept")), "the kept workspace holds the "
+          "command's file")
     d.stop()
 
     with open(d.path("etc/sandboxd.conf"), "a") as f:
@@ -1737,19 +1750,11 @@ def t_oneshot_cancel(d):
     d.profile("p", timeout_s=60)
     d.start()
     c = d.client()
-    ws = d.path("state/sandboxd/workspaces")
     for sig, want_rc in ((signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)):
         tag = f"9{sig:02d}.5"
-        p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
-                              "--profile", "p", "--", "sh", "-c",
-                              f"touch /workspace/started-{tag}; exec sleep {tag}"],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+        # a marker of this round's own: the previous round's disk may still be mounted
+        p, _ = d.cli_started(("--profile", "p"), f"started-{tag}", f"sleep {tag}")
         try:
-            # a marker of this round's own: the previous round's disk may still be
-            # mounted (its discard is asynchronous) with its marker in it
-            wait_for(lambda: any(os.path.exists(os.path.join(ws, w, "ws", f"started-{tag}"))
-                                 for w in os.listdir(ws)), 20, "the command to start")
             listed = [s["sandbox_id"] for s in ok(c.list(), "list")]
             check(len(listed) == 1 and listed[0].startswith("cli-"), f"listed: {listed}")
             p.send_signal(sig)
@@ -1777,13 +1782,8 @@ def t_oneshot_cancel(d):
 
     # sandboxd stopping under a one-shot: the client is told, and the one-shot's sandbox
     # is destroyed (not kept for a restart like a run's): nothing is listed afterwards
-    p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
-                          "--profile", "p", "--", "sh", "-c",
-                          "touch /workspace/stop; exec sleep 9.75"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p, _ = d.cli_started(("--profile", "p"), "stop", "sleep 9.75")
     try:
-        wait_for(lambda: any(os.path.exists(os.path.join(ws, w, "ws", "stop"))
-                             for w in os.listdir(ws)), 20, "the command to start")
         d.stop()
         out, e = p.communicate(timeout=20)
     finally:
@@ -1808,15 +1808,8 @@ def t_oneshot_crash(d):
     d.start()
     ws = d.path("state/sandboxd/workspaces")
     meta = d.path("state/sandboxd/sandboxes")
-    p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
-                          "--profile", "p", "--", "sh", "-c",
-                          "touch /workspace/crash-mark; exec sleep 9.25"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p, slot = d.cli_started(("--profile", "p"), "crash-mark", "sleep 9.25")
     try:
-        marked = lambda: [w for w in os.listdir(ws)  # noqa: E731
-                          if os.path.exists(os.path.join(ws, w, "ws", "crash-mark"))]
-        wait_for(marked, 20, "the command to start")
-        slot = marked()[0]
         left = [f for f in os.listdir(meta) if not f.startswith(".")]
         check(left == [], f"a running one-shot has no record: {left}")
         # a crash: the worker first (alone, the privileged parent would make it stop
