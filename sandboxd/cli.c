@@ -272,7 +272,7 @@ s_wait_reply(int fd, int sigfd, int wait_s, int *exit_code)
 /* After a --keep run's error at create or exec (sandboxd stopping, the
  * command interrupted): sandboxd names the workspace in the error reply when
  * the Destroy after it keeps it, and names none when nothing is kept (no
- * sandbox was made, or retention keeps no workspace: retain_failed_max 0). */
+ * sandbox was made; with retain_failed_max 0 sandboxd refuses --keep up front). */
 static void
 s_say_kept(const Ahp__Sbx__RunReply *run, const char *run_id)
 {

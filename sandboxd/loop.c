@@ -1822,6 +1822,13 @@ s_run_start(sbx_daemon_t *self, s_run_t *run, const Ahp__Sbx__RunRequest *rr)
 		             "profile must match [a-z0-9-]{1,64}", "request");
 		return;
 	}
+	if (rr->keep_workspace && !self->cfg.keep_workspaces && self->cfg.retain_failed_max == 0) {
+		/* fail closed: this sandboxd deletes every workspace at Destroy
+		 * (s_on_destroy), so a kept one would be a promise it breaks; refused
+		 * before the command runs rather than run and then deleted */
+		s_run_refuse(run, AHP__STATUS__ERR_PERMISSION, SBX_KEEP_OFF_ERROR, "request");
+		return;
+	}
 	Ahp__Sbx__ExecRequest er = AHP__SBX__EXEC_REQUEST__INIT;
 	er.sandbox_id = run->sandbox_id;
 	er.exec_id = (char *)S_RUN_EXEC_ID;

@@ -23,6 +23,10 @@
 #define SBX_ONESHOT_PREFIX "cli-"
 #define SBX_ONESHOT_ID_ERROR "a sandbox id starting with cli- is a one-shot's (sandboxd exec)"
 #define SBX_RUN_ID_ERROR "a one-shot's run_id must start with cli- (the other ids are Create's)"
+/* A Run with keep_workspace on a sandboxd that keeps no workspace
+ * (retain_failed_max = 0 and keep_workspaces off) is refused up front. */
+#define SBX_KEEP_OFF_ERROR                                                                         \
+	"--keep: this sandboxd keeps no workspace (retain_failed_max = 0 in sandboxd.conf)"
 #define SBX_EXEC_ID_MAX 128                  /* exec id: [A-Za-z0-9._:-]{1,128}, no leading '.' */
 #define SBX_PROFILE_MAX 64                   /* profile name, logs only */
 #define SBX_CMD_MAX AHP_LIM_EXEC_COMMAND_MAX /* command bytes (limits table) */

@@ -1689,8 +1689,9 @@ def t_oneshot_keep_sigterm(d):
     """`sandboxd exec --keep` whose sandboxd is stopped (SIGTERM) mid-command: the command is
     interrupted and the CLI exits 125 (sandboxd's own failure, not the command's), saying why
     and what became of the workspace: kept (named, with the sandbox's id; it is there after a
-    restart, holding what the command wrote), or, under retain_failed_max = 0, not kept (the
-    sandbox is gone, nothing left on disk). Before, the CLI said only "sandboxd is stopping"."""
+    restart, holding what the command wrote). Before, the CLI said only "sandboxd is stopping".
+    Under retain_failed_max = 0 --keep is refused up front (before, the CLI said "workspace kept"
+    of a workspace sandboxd then deleted)."""
     d.profile("p", timeout_s=60)
     meta = d.path("state/sandboxd/sandboxes")
 
@@ -1721,13 +1722,18 @@ def t_oneshot_keep_sigterm(d):
 
     with open(d.path("etc/sandboxd.conf"), "a") as f:
         f.write("retain_failed_max = 0\n")
-    e = stopped_under_keep("gone")
-    m = re.fullmatch(rb"sandboxd: exec: unavailable: sandboxd is stopping\n"
-                     rb"sandboxd: the command did not finish; no workspace was kept "
-                     rb"\(sandbox (cli-[0-9a-f]{16}) is gone\)\n", e)
-    check(m is not None, f"the CLI says nothing was kept: {e!r}")
-    check(not os.path.exists(os.path.join(meta, m.group(1).decode() + ".meta")),
-          "no record of the sandbox stopped under retain_failed_max = 0")
+    # a sandboxd that keeps no workspace refuses --keep before the command runs (fail closed:
+    # it would delete the workspace at the end and the CLI would have promised it kept)
+    d.start()
+    before = set(os.listdir(meta))
+    rc, out, e = d.cli("exec", "--profile", "p", "--keep", "--", "/bin/sh", "-c", "touch mark-gone")
+    check(rc == 125 and out == b"" and e == b"sandboxd: request: permission: --keep: this sandboxd "
+          b"keeps no workspace (retain_failed_max = 0 in sandboxd.conf)\n",
+          f"--keep refused under retain_failed_max = 0: {rc} {out!r} {e!r}")
+    check(set(os.listdir(meta)) == before, "no record made for the refused one-shot")
+    rc, out, e = d.cli("exec", "--profile", "p", "--", "/bin/sh", "-c", "echo plain")
+    check(rc == 0 and out == b"plain\n", f"a one-shot without --keep still runs: {rc} {e!r}")
+    d.stop()
 
 
 @test
