@@ -415,6 +415,45 @@ def t_cwd(d):
           "on timeout the cwd is read before the kill")
 
 
+def voluntary_switches(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+@test
+def t_exec_wakeups(d):
+    """A warm exec of `true` wakes the sandbox's init at most 4 times on average: the order,
+    the vfork child's execve, the shell's exit_group notification, its SIGCHLD (the pipe ends
+    closing as the shell exits are not watched separately any more: 5 before). Each wake-up
+    is a context switch, one of the idle vCPU when the scheduler picks it, the largest fixed
+    cost of an exec on a small VM. Also: the umask a command sets does not reach the next one
+    (commands share init's fs_struct, CLONE_FS, so the child resets it)."""
+    d.start()
+    c = d.client()
+    ok(c.create("wk"))
+    for i in range(3):
+        run(c, "wk", f"w{i}", "true")
+    inits = [p for p in d.sandbox_procs() if proc_comm(p) == "sandboxd-init"]
+    before = {p: voluntary_switches(p) for p in inits}
+    n = 60
+    for i in range(n):
+        check(run(c, "wk", f"t{i}", "true")["exit_code"] == 0, "true failed")
+    grew = {p: voluntary_switches(p) - before[p] for p in inits}
+    ours = max(grew, key=grew.get) if grew else None
+    check(ours is not None and grew[ours] >= n, f"no init woke for the execs: {grew}")
+    per = grew[ours] / n
+    check(per <= 4.0, f"init blocked {per:.2f} times per exec of `true` (at most 4.0)")
+    run(c, "wk", "u1", "umask 077")
+    r = run(c, "wk", "u2", "umask")
+    check(r["stdout"] == b"0022\n", f"a command's umask reached the next one: {r}")
+
+
 @test
 def t_leftovers(d):
     """A command's processes end with it, also when it exits normally: a background
