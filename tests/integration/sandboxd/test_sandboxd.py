@@ -1612,6 +1612,14 @@ def t_front_lean(d):
     r = subprocess.run([front, "--help"], capture_output=True)
     check(r.returncode == 0 and b"exec_socket" in r.stdout and b"usage: sandboxd" in r.stdout,
           f"--help comes from the full program: {r.returncode} {r.stdout[:200]!r}")
+    check(b"words joined" not in r.stdout and b"each word quoted" in r.stdout,
+          f"--help says how exec passes CMD's words (quoted, as cli_argv checks): {r.stdout!r}")
+    # exec --help: exec's usage on stdout, exit 0 (was "unknown option --help", exit 2)
+    for flag in ("--help", "-h"):
+        r = subprocess.run([front, "--home", d.home, "exec", flag], capture_output=True)
+        check(r.returncode == 0 and r.stderr == b"" and
+              r.stdout.startswith(b"usage: sandboxd [--home DIR] exec --profile P "),
+              f"exec {flag}: {r.returncode} {r.stdout!r} {r.stderr!r}")
     r = subprocess.run([front, "--home", d.home, "bogus"], capture_output=True)
     check(r.returncode == 2 and r.stderr.startswith(b"sandboxd: unknown command bogus\n"),
           f"an unknown command: {r.returncode} {r.stderr[:200]!r}")
