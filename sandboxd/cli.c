@@ -433,7 +433,9 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 	if (rep == NULL) {
 		if (ec == S_EXIT_INTERRUPTED && keep)
 			ahp_term_printf(
-			    stderr, "sandboxd: interrupted; the workspace is kept (sandbox %s)\n",
+			    stderr,
+			    "sandboxd: interrupted; the workspace is kept if the command had "
+			    "started (sandbox %s)\n",
 			    run_id);
 		else if (keep) /* no answer: only sandboxd's log can tell */
 			ahp_term_printf(

@@ -1936,6 +1936,33 @@ def t_oneshot_create_timeout(d):
     left = [f for f in os.listdir(meta) if not f.startswith(".")]
     check(left == [] and f"sandbox {sid} destroyed (workspace retained)" not in d.log_text(),
           f"nothing kept of {sid}: records {left}\n{d.log_tail()}")
+    # the same for a --keep one-shot interrupted before its sandbox came: the CLI cannot
+    # know whether the command had started, and says so (it said "the workspace is kept")
+    d.stop()
+    d.start()
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
+                              "--profile", "p", "--keep", "--", "true"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        wait_for(lambda: "starting (profile=p" in d.log_text().split(sid)[-1], 10,
+                 "the one-shot's sandbox to be starting")
+        p.send_signal(signal.SIGINT)
+        out, e = p.communicate(timeout=10)
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    m = re.fullmatch(rb"sandboxd: interrupted; the workspace is kept if the command had "
+                     rb"started \(sandbox (cli-[0-9a-f]{16})\)\n", e)
+    check(p.returncode == 130 and out == b"" and m is not None,
+          f"--keep, interrupted at create: {p.returncode} {e!r}")
+    sid = m.group(1).decode()
+    wait_for(lambda: f'msg="sandbox {sid} destroyed' in d.log_text(), 10, f"{sid} destroyed")
+    left = [f for f in os.listdir(meta) if not f.startswith(".")]
+    check(left == [], f"nothing kept of {sid}: records {left}\n{d.log_tail()}")
 
 
 @test
