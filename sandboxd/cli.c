@@ -44,10 +44,11 @@
  * hour, with --timeout 1 it is 46 s. */
 #define S_REPLY_SLACK_S 45
 
+/* The usage, to f: stderr after a usage error, stdout for --help. */
 static void
-s_cli_usage(void)
+s_cli_usage(FILE *f)
 {
-	ahp_term_printf(stderr,
+	ahp_term_printf(f,
 	                "usage: sandboxd [--home DIR] exec --profile P [--keep] [--timeout S] -- "
 	                "CMD [ARG...]\n"
 	                "  CMD and its ARGs run exactly as given (each word is quoted for the\n"
@@ -302,6 +303,10 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 			i++;
 			break;
 		}
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			s_cli_usage(stdout);
+			return 0;
+		}
 		if (strcmp(a, "--profile") == 0 && i + 1 < argc) {
 			profile = argv[++i];
 		} else if (strcmp(a, "--keep") == 0) {
@@ -316,18 +321,18 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 			}
 		} else if (strcmp(a, "--profile") == 0 || strcmp(a, "--timeout") == 0) {
 			ahp_term_printf(stderr, "sandboxd: exec: %s needs a value\n", a);
-			s_cli_usage();
+			s_cli_usage(stderr);
 			return S_EXIT_USAGE;
 		} else if (a[0] == '-') {
 			ahp_term_printf(stderr, "sandboxd: exec: unknown option %s\n", a);
-			s_cli_usage();
+			s_cli_usage(stderr);
 			return S_EXIT_USAGE;
 		} else {
 			break;
 		}
 	}
 	if (profile == NULL || i >= argc) {
-		s_cli_usage();
+		s_cli_usage(stderr);
 		return S_EXIT_USAGE;
 	}
 	/* The words are the command's argv: each is quoted for the sandbox's
@@ -336,7 +341,7 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 	 * The exec protocol keeps one command string. */
 	if (argv[i][0] == '\0') {
 		ahp_term_printf(stderr, "sandboxd: exec: the command name is empty\n");
-		s_cli_usage();
+		s_cli_usage(stderr);
 		return S_EXIT_USAGE;
 	}
 	char *cmd = malloc(SBX_CMD_MAX + 1);
@@ -428,7 +433,9 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 	if (rep == NULL) {
 		if (ec == S_EXIT_INTERRUPTED && keep)
 			ahp_term_printf(
-			    stderr, "sandboxd: interrupted; the workspace is kept (sandbox %s)\n",
+			    stderr,
+			    "sandboxd: interrupted; the workspace is kept if the command had "
+			    "started (sandbox %s)\n",
 			    run_id);
 		else if (keep) /* no answer: only sandboxd's log can tell */
 			ahp_term_printf(

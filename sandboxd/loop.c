@@ -602,12 +602,29 @@ s_retain_timeout(const sbx_daemon_t *self)
 	return ms > S_RETAIN_CHECK_MS ? S_RETAIN_CHECK_MS : (long)ms;
 }
 
-/* At start: every slot on disk is in use; kept workspaces are retained. */
+/* At start: every slot on disk is in use; kept workspaces are retained. A
+ * one-shot's record that is not kept is one cut short by a crash (only a
+ * --keep one-shot, or any under keep_workspaces, has a record while it runs):
+ * nothing can Create (SBX_ONESHOT_PREFIX) or Destroy it, so it is kept here
+ * as the Destroy after it would have, under retention. */
 static void
 s_mark_slot(void *arg, const char *id, const sbx_meta_t *meta)
 {
 	sbx_daemon_t *self = arg;
 	s_slot_set(self, meta->slot, true);
+	sbx_meta_t kept;
+	if (sbx_oneshot_id(id) && !meta->kept) {
+		kept = *meta;
+		kept.kept = true;
+		kept.kept_ms = self->cfg.keep_workspaces ? 0 : ahp_now_ms();
+		if (sbx_store_meta_write(self->store, id, &kept, false) != 0) {
+			log_warn("sandbox %s: writing metadata: %s", id, strerror(errno));
+			return;
+		}
+		log_info("sandbox %s: a one-shot cut short by a restart; its workspace is kept",
+		         id);
+		meta = &kept;
+	}
 	if (meta->kept && meta->kept_ms > 0 && !self->cfg.keep_workspaces &&
 	    s_retained_add(self, id, meta->slot, meta->kept_ms) != 0)
 		log_warn("sandbox %s: out of memory listing its retained workspace", id);
@@ -1512,7 +1529,10 @@ s_run_reap(sbx_daemon_t *self)
 		run->destroy = false;
 		Ahp__Sbx__DestroyRequest dr = AHP__SBX__DESTROY_REQUEST__INIT;
 		dr.sandbox_id = run->sandbox_id;
-		dr.keep_workspace = run->keep;
+		/* --keep keeps what the command wrote: a sandbox that never came
+		 * (an error at create) has nothing, and its error reply named no
+		 * workspace (s_run_reply_error) */
+		dr.keep_workspace = run->keep && run->workspace[0] != '\0';
 		ahp_rpc_req_t *req = s_run_req(run, S_STEP_DESTROY);
 		if (req == NULL) {
 			log_error("one-shot %s: out of memory destroying its sandbox",

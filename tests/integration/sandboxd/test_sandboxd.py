@@ -138,6 +138,11 @@ class Daemon:
         except OSError:
             return ""
 
+    def log_text(self):
+        """The whole sandboxd log (every start of this home appends to it)."""
+        with open(self.path("log/sandboxd.log"), errors="replace") as f:
+            return f.read()
+
     def alive(self):
         check(self.proc is not None and self.proc.poll() is None,
               "sandboxd died\n" + self.log_tail())
@@ -1646,6 +1651,14 @@ def t_front_lean(d):
     r = subprocess.run([front, "--help"], capture_output=True)
     check(r.returncode == 0 and b"exec_socket" in r.stdout and b"usage: sandboxd" in r.stdout,
           f"--help comes from the full program: {r.returncode} {r.stdout[:200]!r}")
+    check(b"words joined" not in r.stdout and b"each word quoted" in r.stdout,
+          f"--help says how exec passes CMD's words (quoted, as cli_argv checks): {r.stdout!r}")
+    # exec --help: exec's usage on stdout, exit 0 (was "unknown option --help", exit 2)
+    for flag in ("--help", "-h"):
+        r = subprocess.run([front, "--home", d.home, "exec", flag], capture_output=True)
+        check(r.returncode == 0 and r.stderr == b"" and
+              r.stdout.startswith(b"usage: sandboxd [--home DIR] exec --profile P "),
+              f"exec {flag}: {r.returncode} {r.stdout!r} {r.stderr!r}")
     r = subprocess.run([front, "--home", d.home, "bogus"], capture_output=True)
     check(r.returncode == 2 and r.stderr.startswith(b"sandboxd: unknown command bogus\n"),
           f"an unknown command: {r.returncode} {r.stderr[:200]!r}")
@@ -1880,6 +1893,37 @@ def t_oneshot_crash(d):
     rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "again")
     check(rc == 0 and out == b"again\n", f"one-shots work after the restart: {rc} {e!r}")
 
+    # a --keep one-shot has a record while it runs: after the crash and a restart it is
+    # kept (retained, as the Destroy after it would have), not a sandbox listed for good
+    # that nothing could Create (cli- ids are the one-shots') nor Destroy (the sweep skips
+    # cli-); before, its record stayed unkept, listed, its uid slot taken for ever
+    p, slot = d.cli_started(("--profile", "p", "--keep"), "crash-keep", "sleep 9.5")
+    try:
+        left = [f for f in os.listdir(meta) if not f.startswith(".")]
+        check(len(left) == 1 and left[0].startswith("cli-"), f"a --keep one-shot's record: {left}")
+        os.kill(worker_pid(d), signal.SIGKILL)
+        d.stop(signal.SIGKILL)
+        out, e = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    sid = left[0][:-len(".meta")]
+    check(p.returncode == 125 and e == b"sandboxd: the daemon closed the connection without an "
+          b"answer (see its log)\nsandboxd: sandbox " + sid.encode() + b": its workspace may be "
+          b"kept (no answer said; see sandboxd's log)\n", f"--keep, crashed: {p.returncode} {e!r}")
+    wait_for(lambda: not d.sandbox_procs(), 10, "sandboxes to die with sandboxd")
+    d.start()
+    c = d.client()
+    check(ok(c.list(), "list") == [], "the cut-short one-shot is not listed after the restart")
+    with open(os.path.join(meta, sid + ".meta")) as f:
+        rec = f.read()
+    check("\nkept=1\n" in rec and "\nkept_ms=0\n" not in rec, f"{sid} is retained: {rec}")
+    check(os.path.exists(os.path.join(ws, slot, "ws", "crash-keep")),
+          "its workspace holds what the command wrote")
+    check(f'msg="sandbox {sid}: a one-shot cut short by a restart; its workspace is kept"'
+          in d.log_text(), "the restart says so")
+
 
 @test
 def t_oneshot_create_timeout(d):
@@ -1907,6 +1951,57 @@ def t_oneshot_create_timeout(d):
     wait_for(lambda: not d.sandbox_procs(), 10, "its processes to exit")
     rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "again")
     check(rc == 0 and out == b"again\n", f"serving again: {rc} {e!r}")
+
+    # --keep: the sandbox never came, so nothing is kept, as the CLI says (before, the
+    # Destroy retained its empty workspace and record for retain_failed_s, evicting older
+    # kept workspaces, while the CLI said "no workspace was kept (sandbox ... is gone)")
+    meta = d.path("state/sandboxd/sandboxes")
+    # a fresh start: the last one-shot's teardown (a call to the privileged parent, which is
+    # stopped below) must not be pending, or the worker gives the parent up and exits
+    d.stop()
+    d.start()
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        rc, out, e = d.cli("exec", "--profile", "p", "--keep", "--", "true", timeout=60)
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    m = re.fullmatch(rb"sandboxd: create: timeout: the sandbox was not ready within 15 s\n"
+                     rb"sandboxd: the command did not finish; no workspace was kept "
+                     rb"\(sandbox (cli-[0-9a-f]{16}) is gone\)\n", e)
+    check(rc == 125 and out == b"" and m is not None, f"--keep, no sandbox: {rc} {e!r}")
+    sid = m.group(1).decode()
+    wait_for(lambda: f'msg="sandbox {sid} destroyed' in d.log_text(), 10,
+             f"{sid} to be destroyed")
+    left = [f for f in os.listdir(meta) if not f.startswith(".")]
+    check(left == [] and f"sandbox {sid} destroyed (workspace retained)" not in d.log_text(),
+          f"nothing kept of {sid}: records {left}\n{d.log_tail()}")
+    # the same for a --keep one-shot interrupted before its sandbox came: the CLI cannot
+    # know whether the command had started, and says so (it said "the workspace is kept")
+    d.stop()
+    d.start()
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        p = subprocess.Popen([os.path.join(d.bin, "sandboxd"), "--home", d.home, "exec",
+                              "--profile", "p", "--keep", "--", "true"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        wait_for(lambda: "starting (profile=p" in d.log_text().split(sid)[-1], 10,
+                 "the one-shot's sandbox to be starting")
+        p.send_signal(signal.SIGINT)
+        out, e = p.communicate(timeout=10)
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    m = re.fullmatch(rb"sandboxd: interrupted; the workspace is kept if the command had "
+                     rb"started \(sandbox (cli-[0-9a-f]{16})\)\n", e)
+    check(p.returncode == 130 and out == b"" and m is not None,
+          f"--keep, interrupted at create: {p.returncode} {e!r}")
+    sid = m.group(1).decode()
+    wait_for(lambda: f'msg="sandbox {sid} destroyed' in d.log_text(), 10, f"{sid} destroyed")
+    left = [f for f in os.listdir(meta) if not f.startswith(".")]
+    check(left == [], f"nothing kept of {sid}: records {left}\n{d.log_tail()}")
 
 
 @test
