@@ -9,6 +9,7 @@
 
 #include "ahp/cfg.h"
 #include "ahp/log.h"
+#include "ahp/profile.h"
 #include "ahp/text.h"
 #include "ahp/util.h"
 #include "sbx.h"
@@ -40,6 +41,9 @@ s_usage(FILE *f)
 	    "        action, the allowlist and refusals with their reasons, the argument\n"
 	    "        rules (--json: the same as one JSON object). Exit 1 when it cannot be\n"
 	    "        built (e.g. a syscall name libseccomp does not know).\n"
+	    "--check-config  check the configuration, the sandbox plan, the seccomp filter\n"
+	    "        and the profiles of HOME/etc/profiles (as exec reads them); exit 1 on an\n"
+	    "        error, each named with its file and line.\n"
 	    "--health  ask the running daemon for an answer on its endpoint; exit 0 when\n"
 	    "        it gives one within 2 s, else 1.\n"
 	    "\n"
@@ -176,6 +180,13 @@ s_serve(const sbx_config_t *cfg)
 	return rc;
 }
 
+static void
+s_check_profile_error(void *arg, const char *message)
+{
+	*(int *)arg += 1;
+	ahp_term_printf(stderr, "sandboxd: %s\n", message);
+}
+
 static int
 s_check(const sbx_config_t *cfg)
 {
@@ -197,6 +208,25 @@ s_check(const sbx_config_t *cfg)
 		return 1;
 	}
 	free(prog.filter);
+	/* the profiles `sandboxd exec --profile` resolves (loop.c s_profile): a
+	 * file that would not load there is reported here, not at a one-shot */
+	char dir[4096];
+	if (ahp_home_path(cfg->home, "etc/profiles", dir, sizeof(dir)) != 0) {
+		ahp_term_printf(stderr, "sandboxd: HOME path too long\n");
+		return 1;
+	}
+	struct stat st;
+	if (stat(dir, &st) != 0 && errno == ENOENT) {
+		printf("note: %s does not exist: sandboxd exec --profile finds no profile\n", dir);
+	} else {
+		int bad = 0;
+		ahp_profiles_t *ps = ahp_profiles_load_dir(dir, NULL, s_check_profile_error, &bad);
+		if (ps == NULL)
+			bad++;
+		ahp_profiles_destroy(&ps);
+		if (bad != 0)
+			return 1;
+	}
 	printf("configuration OK\n");
 	return 0;
 }

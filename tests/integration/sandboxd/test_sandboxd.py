@@ -1173,6 +1173,15 @@ def t_cli(d):
     check(os.path.exists(os.path.join(kept, "k")), "the kept workspace stays")
     rc, out, e = d.cli("--check-config")
     check(rc == 0 and b"configuration OK" in out, f"--check-config: {out} {e}")
+    # a profile the one-shot could not load fails --check-config, named with its line
+    bad = d.path("etc/profiles/bad.yaml")
+    with open(bad, "w") as f:
+        f.write("name: bad\nmodel: mock:scripted\nsystem_prompt: x\nsandbox:\n  memory: 1\n")
+    rc, out, e = d.cli("--check-config")
+    check(rc == 1 and b"configuration OK" not in out and
+          e.startswith(b"sandboxd: " + bad.encode() + b":5:3: unknown key 'memory'"),
+          f"--check-config with a bad profile: {rc} {out!r} {e!r}")
+    os.unlink(bad)
     rc, out, e = d.cli("policy")
     check(rc == 0 and b"ptrace" in out, "policy lists the seccomp rules")
     # a daemon killed hard leaves its socket file: the CLI must not hang on it
