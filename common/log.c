@@ -1,7 +1,6 @@
 /* logfmt logging to stderr: one line per event, untrusted text escaped. */
 #include <errno.h>
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,44 +75,16 @@ s_plain(unsigned char c)
 	return c > ' ' && c < 0x7f && c != '"' && c != '=' && c != '\\';
 }
 
-/* Nonzero when one of the 8 bytes of x is not plain (s_plain), eight at a
- * time: a byte of 0x80 or more, one below 0x21, or 0x7f, '"', '=', '\\'.
- * Each test is the exact "some byte is zero / below n" bit trick (no false
- * positives, Hacker's Delight 6-1), a line per request from credproxy. */
-static inline uint64_t
-s_unplain8(uint64_t x)
-{
-	const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
-#define S_ZERO(v) (((v)-ones) & ~(v)&high)
-	uint64_t below = (x - ones * 0x21) & ~x & high; /* a byte < 0x21 */
-	uint64_t a = x ^ (ones * 0x7f), b = x ^ (ones * '"'), c = x ^ (ones * '='),
-	         d = x ^ (ones * '\\');
-	return (x & high) | below | S_ZERO(a) | S_ZERO(b) | S_ZERO(c) | S_ZERO(d);
-#undef S_ZERO
-}
-
-/* Length of the plain run at the start of p[0..n). */
-static size_t
-s_plain_run(const unsigned char *p, size_t n)
-{
-	size_t i = 0;
-	for (; i + 8 <= n; i += 8) {
-		uint64_t x;
-		memcpy(&x, p + i, 8);
-		if (s_unplain8(x) != 0)
-			break;
-	}
-	while (i < n && s_plain(p[i]))
-		i++;
-	return i;
-}
-
 /* Length of the plain run at the start of s, at most max; the value is
  * plain as a whole when s[result] is its NUL. */
 static size_t
 s_plain_len(const char *s, size_t max)
 {
-	return s_plain_run((const unsigned char *)s, strnlen(s, max));
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = 0;
+	while (n < max && s_plain(p[n]))
+		n++;
+	return n;
 }
 
 /* True when a logfmt value must be quoted. */
@@ -309,13 +280,15 @@ s_append_pair(s_line_t *l, const char *key, const char *value)
 	room = l->size - 1 - l->off;
 	if (room > LOG_VALUE_MAX)
 		room = LOG_VALUE_MAX;
-	/* The value's length (up to room), then its plain run, eight bytes at
-	 * a time: plain as a whole, it is copied at once. */
-	size_t len = strnlen(value, room);
-	n = s_plain_run((const unsigned char *)value, len);
-	if (n > 0 && n == len) {
+	const unsigned char *v = (const unsigned char *)value;
+	out = l->b + start;
+	n = 0;
+	while (n < room && s_plain(v[n])) {
+		out[n] = (char)v[n];
+		n++;
+	}
+	if (n > 0 && (v[n] == '\0' || n == room)) {
 		/* Plain (cut at the end of the line, like an escaped value). */
-		memcpy(l->b + start, value, n);
 		l->off = start + n;
 		l->b[l->off] = '\0';
 		return;
