@@ -72,9 +72,9 @@ enum { ST_INSERT, ST_LIST, ST_LOG_ID, ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_INSER
 /* Rows per multi-row INSERT (ST_INSERT_N): each statement updates
  * sqlite_sequence (AUTOINCREMENT), opens its cursors and halts once, which
  * cost more than the row itself; a full flush inserts S_ROWS rows a
- * statement, the rest one by one. 16 columns x 16 rows = 256 parameters,
- * well under SQLite's limit (32766; 999 before 3.32). */
-#define S_ROWS 16
+ * statement, the rest one by one. 16 columns x 64 rows = 1,024 parameters,
+ * under SQLite's limit (32766 since 3.32; Debian 12 has 3.40). */
+#define S_ROWS 64
 #define S_COLS 16
 
 static const char *const s_sql[ST_COUNT] = {

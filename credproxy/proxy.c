@@ -692,32 +692,25 @@ s_rd_run(s_conn_t *c, struct bufferevent *bev, short what)
 		return;
 	}
 	struct evbuffer *in = bufferevent_get_input(bev);
-	struct evbuffer_iovec v[2];
-	/* The bufferevent keeps its input's end frozen but while it reads. */
-	evbuffer_unfreeze(in, 0);
-	int nv = evbuffer_reserve_space(in, 16384, v, 2);
-	ssize_t n = -1;
-	int err = 0;
-	if (nv > 0) {
-		struct iovec iov[2];
-		for (int i = 0; i < nv; i++) {
-			iov[i].iov_base = v[i].iov_base;
-			iov[i].iov_len = v[i].iov_len;
+	/* Read into one buffer of the process and append what came: reserving
+	 * 16 KiB in an empty input (the usual case: the parser drained the last
+	 * request or response) mallocs a 16 KiB chain that the parser's drain
+	 * frees again, a large-chunk malloc/free per read; appending the few
+	 * hundred bytes of a head takes a small chain from malloc's cache. The
+	 * event loop is single-threaded and nothing keeps a pointer into it. */
+	static char s_rdbuf[16384];
+	ssize_t n = read(bufferevent_getfd(bev), s_rdbuf, sizeof s_rdbuf);
+	int err = errno;
+	if (n > 0) {
+		/* The bufferevent keeps its input's end frozen but while it reads. */
+		evbuffer_unfreeze(in, 0);
+		int rc = evbuffer_add(in, s_rdbuf, (size_t)n);
+		evbuffer_freeze(in, 0);
+		if (rc != 0) {
+			n = -1;
+			err = ENOMEM;
 		}
-		n = readv(bufferevent_getfd(bev), iov, nv);
-		err = errno;
-		int k = 0;
-		size_t left = n > 0 ? (size_t)n : 0;
-		for (; k < nv && left > 0; k++) {
-			if (v[k].iov_len > left)
-				v[k].iov_len = left;
-			left -= v[k].iov_len;
-		}
-		evbuffer_commit_space(in, v, k);
-	} else {
-		err = ENOMEM;
 	}
-	evbuffer_freeze(in, 0);
 	if (n > 0) {
 		bufferevent_trigger(bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
 		return;

@@ -533,6 +533,35 @@ test_many_pipelined(void **state)
 	s_done(&f);
 }
 
+/* A batch bigger than two multi-row INSERTs (64 rows each) and a rest:
+ * every record is there once, in the order recorded, with rising seqs. */
+static void
+test_batch_order(void **state)
+{
+	(void)state;
+	fixture_t f = {0};
+	s_open(&f, NULL);
+	enum { N = 2 * 64 + 22 };
+	for (int i = 0; i < N; i++) {
+		char path[32];
+		snprintf(path, sizeof path, "/b/%d", i);
+		s_record(&f, "run-o", "GET", "wiki.local", path, 200, true, "");
+	}
+	s_turn(&f);
+	Ahp__Cp__Reply *rep = s_list(&f, "run-o", 0, 1000);
+	Ahp__Cp__EgressListReply *l = rep->egress_list;
+	assert_int_equal(l->n_records, N);
+	for (int i = 0; i < N; i++) {
+		char path[32];
+		snprintf(path, sizeof path, "/b/%d", i);
+		assert_string_equal(l->records[i]->path, path);
+		if (i > 0)
+			assert_int_equal(l->records[i]->seq, l->records[i - 1]->seq + 1);
+	}
+	ahp__cp__reply__free_unpacked(rep, NULL);
+	s_done(&f);
+}
+
 /* A peer not on the allow-list is refused before its request is read. */
 static void
 test_allow_list(void **state)
@@ -746,6 +775,7 @@ main(void)
 	    cmocka_unit_test_setup(test_retention, s_fresh),
 	    cmocka_unit_test_setup(test_bad_requests, s_fresh),
 	    cmocka_unit_test_setup(test_many_pipelined, s_fresh),
+	    cmocka_unit_test_setup(test_batch_order, s_fresh),
 	    cmocka_unit_test_setup(test_allow_list, s_fresh),
 	    cmocka_unit_test_setup(test_queue_bounded, s_fresh),
 	    cmocka_unit_test_setup(test_untrusted_strings, s_fresh),

@@ -191,6 +191,75 @@ test_every_byte(void **state)
 	assert_string_equal(ahp_log_escape("abcdefgh", buf, 8), "abcdefg");
 }
 
+/* The same at every position of a 17-byte value: the plain check reads
+ * eight bytes at a time (two words and a tail), so each byte is tried in
+ * each lane of each word, through the escaper and through a logged line. */
+static void
+test_every_byte_every_lane(void **state)
+{
+	(void)state;
+	char in[18], buf[64], want[64];
+	for (int c = 1; c < 256; c++) {
+		for (int i = 0; i < 17; i++) {
+			memset(in, 'a', 17);
+			in[17] = '\0';
+			in[i] = (char)c;
+			ahp_log_escape(in, buf, sizeof buf);
+			int plain = c > ' ' && c < 0x7f && c != '"' && c != '=' && c != '\\';
+			if (plain) {
+				assert_string_equal(buf, in);
+			} else if (c >= 0x80) {
+				snprintf(want, sizeof want, "%.*s\\x%02x%s", i, in, c, in + i + 1);
+				assert_string_equal(buf, want);
+			} else {
+				assert_int_equal(buf[0], '"');
+				assert_int_equal(buf[strlen(buf) - 1], '"');
+			}
+		}
+	}
+}
+
+static void
+s_log_lanes(void)
+{
+	ahp_log_init("lanes", AHP_LOG_INFO);
+	char v[18];
+	for (int c = 1; c < 256; c++) {
+		memset(v, 'a', 17);
+		v[17] = '\0';
+		v[c % 17] = (char)c;
+		ahp_log_kv(AHP_LOG_INFO, NULL, NULL, "m", "v", v, NULL);
+	}
+}
+
+static void
+test_line_every_byte(void **state)
+{
+	(void)state;
+	char *out = s_capture(s_log_lanes);
+	char *line = out;
+	for (int c = 1; c < 256; c++) {
+		char v[18], esc[64], want[96];
+		memset(v, 'a', 17);
+		v[17] = '\0';
+		v[c % 17] = (char)c;
+		ahp_log_escape(v, esc, sizeof esc);
+		snprintf(want, sizeof want, " msg=m v=%s\n", esc);
+		char *nl = strchr(line, '\n');
+		assert_non_null(nl);
+		char *at = strstr(line, " msg=m v=");
+		assert_non_null(at);
+		assert_memory_equal(at, want, strlen(want));
+		assert_ptr_equal(at + strlen(want) - 1, nl);
+		int plain = c > ' ' && c < 0x7f && c != '"' && c != '=' && c != '\\';
+		if (plain)
+			assert_string_equal(esc, v);
+		line = nl + 1;
+	}
+	assert_int_equal(*line, '\0');
+	free(out);
+}
+
 static char s_big[20000];
 
 static void
@@ -300,6 +369,8 @@ main(void)
 	    cmocka_unit_test(test_env_level),
 	    cmocka_unit_test(test_level_parse),
 	    cmocka_unit_test(test_every_byte),
+	    cmocka_unit_test(test_every_byte_every_lane),
+	    cmocka_unit_test(test_line_every_byte),
 	    cmocka_unit_test(test_long_value),
 	    cmocka_unit_test(test_full_line),
 	    cmocka_unit_test(test_keys_and_daemon),
