@@ -12,7 +12,6 @@
 #include <dirent.h>
 #include <poll.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/signalfd.h>
@@ -128,8 +127,6 @@ static struct s_discarder {
  * is forked for the discard as before (a discard may wait up to 5 s for
  * its old ext4 instance: the others do not queue behind it). */
 #define S_HELPER_QUEUE 4
-/* The nice value discards run at (the helper, or a child forked for one). */
-#define S_DISCARD_NICE 10
 static struct {
 	pid_t pid; /* 0: none */
 	int fd;    /* our end: s_helper_msg_t each way */
@@ -477,7 +474,6 @@ s_discard(uint32_t slot, uid_t uid)
 		 * image being emptied (disk.c s_recycle) */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_self)
 			_exit(1);
-		(void)setpriority(PRIO_PROCESS, 0, S_DISCARD_NICE);
 		s_discard_now(slot, uid, true);
 		_exit(0);
 	}
@@ -497,9 +493,6 @@ static void __attribute__((noreturn)) s_helper_main(int fd)
 	prctl(PR_SET_NAME, "sandboxd-discard", 0, 0, 0);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_self)
 		_exit(1);
-	/* never on a run's path (a spawn waits for a discard only after a
-	 * restart): it yields the CPU to the claim and exec of the next run */
-	(void)setpriority(PRIO_PROCESS, 0, S_DISCARD_NICE);
 	for (;;) {
 		s_helper_msg_t m;
 		ssize_t r = recv(fd, &m, sizeof(m), 0);
