@@ -490,7 +490,7 @@ s_discard(uint32_t slot, uid_t uid)
  * its end, dies with it. */
 static void __attribute__((noreturn)) s_helper_main(int fd)
 {
-	prctl(PR_SET_NAME, "sandboxd-discard", 0, 0, 0);
+	prctl(PR_SET_NAME, "sandboxd-disk", 0, 0, 0); /* the discard helper (15 chars at most) */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_self)
 		_exit(1);
 	for (;;) {

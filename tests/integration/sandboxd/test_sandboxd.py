@@ -808,6 +808,75 @@ def t_disk_crash_fsck(d):
     check(d.stop() == 0, "clean stop")
 
 
+def child_of(d, comm):
+    """The child of d's privileged parent named comm, or None."""
+    for p in os.listdir("/proc"):
+        if p.isdigit() and proc_comm(int(p)) == comm:
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == d.proc.pid:
+                        return int(p)
+            except OSError:
+                continue
+    return None
+
+
+def socket_inodes(pid):
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            t = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if t.startswith("socket:"):
+            out.add(t)
+    return out
+
+
+@test
+def t_discard_helper(d):
+    """Discards go to one long-lived helper (zygote.c s_helper_main), not to a child forked per
+    discard: the same sandboxd-disk child of the privileged parent empties every destroyed
+    sandbox's disk for reuse; the worker holds no descriptor of the parent's end of the
+    helper's socket (the helper trusts what comes on it: uid and slot); and once the helper
+    is killed, discards are done by forked children again and sandboxd carries on."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.start()
+    c = d.client()
+    disks = d.path("state/sandboxd/disks")
+    helper = child_of(d, "sandboxd-disk")
+    check(helper is not None, "a sandboxd-disk child of the privileged parent")
+    shared = socket_inodes(d.proc.pid) & socket_inodes(worker_pid(d))
+    check(not shared, f"the worker shares no socket with the privileged parent: {shared}")
+
+    def cycle(name):
+        ws = ok(c.create(name, limits={"disk_mb": 32}))["workspace"]
+        img = os.path.join(disks, os.path.basename(os.path.dirname(ws)) + ".img")
+        ino = os.stat(img).st_ino
+        check(run(c, name, "1", "echo x > /workspace/f; cat /workspace/f")["stdout"] == b"x\n",
+              f"{name} ran")
+        ok(c.destroy(name))
+
+        def kept():
+            return any(os.stat(os.path.join(disks, n)).st_ino == ino
+                       for n in os.listdir(disks) if n.startswith(".ready-32-"))
+        wait_for(lambda: not os.path.exists(img) and kept(), 10,
+                 f"{name}'s disk to be discarded and kept ready")
+
+    for i in range(4):
+        cycle(f"h{i}")
+    check(child_of(d, "sandboxd-disk") == helper, "the same helper did every discard")
+    os.kill(helper, signal.SIGKILL)
+    wait_for(lambda: "the discard helper died" in d.log_tail(100), 10,
+             "the parent to see the helper die")
+    for i in range(2):
+        cycle(f"k{i}")
+    d.alive()
+    check(child_of(d, "sandboxd-disk") is None, "no helper any more: children do it")
+    check(d.stop() == 0, "clean stop")
+
+
 @test
 def t_proc_mask(d):
     """/proc inside (issue 10 §3): mountinfo shows no host path of sandboxd's home or state
