@@ -38,7 +38,7 @@
  * Layout under state_dir:
  *   disks/s<slot>.img        the image (0600 root), fallocated, ext4 (from a template)
  *   disks/s<slot>.img.loop   the number of the loop device it was last attached to
- *   disks/.template-v2-<MiB>.img  a sparse ext4 made by mke2fs once per size
+ *   disks/.template-v3-<MiB>.img  a sparse ext4 (no journal) made by mke2fs once per size
  *   disks/.ready-<MiB>-<k>.img  images ready for the next disks (sbx_disk_prepare,
  *                            s_recycle)
  *   workspaces/s<slot>/      its mount point (nosuid, nodev); in the image:
@@ -98,14 +98,62 @@ s_mounted(const char *path)
 	return a.st_dev != b.st_dev;
 }
 
+/* Runs an e2fsprogs tool (argv[0] under /sbin, else /usr/sbin) with stdin and
+ * stdout on /dev/null; its exit status (0-255), or -1 when it could not run or
+ * was killed (err says why). */
+static int
+s_tool(char *const argv[], char *err, size_t errlen)
+{
+	char *const envp[] = {(char *)"PATH=/usr/sbin:/sbin:/usr/bin:/bin",
+	                      (char *)"MKE2FS_CONFIG=/etc/mke2fs.conf", NULL};
+	char p1[64], p2[64];
+	snprintf(p1, sizeof(p1), "/sbin/%s", argv[0]);
+	snprintf(p2, sizeof(p2), "/usr/sbin/%s", argv[0]);
+	pid_t pid = fork();
+	if (pid < 0) {
+		snprintf(err, errlen, "%s: fork: %s", argv[0], strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+		}
+		execve(p1, argv, envp);
+		execve(p2, argv, envp);
+		_exit(127);
+	}
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(st)) {
+		snprintf(err, errlen, "%s killed by signal %d", argv[0],
+		         WIFSIGNALED(st) ? WTERMSIG(st) : -1);
+		return -1;
+	}
+	if (WEXITSTATUS(st) == 127)
+		snprintf(err, errlen, "%s failed (status 127: is e2fsprogs installed?)", argv[0]);
+	return WEXITSTATUS(st);
+}
+
 /* Runs mke2fs on the image file: ext4, no reserved blocks (the sandbox is
  * never root on the host: reserved blocks would shrink its quota), no
- * discard (that would punch holes in the reservation), inode tables and
- * journal zeroed lazily (the fallocated file reads as zeros anyway), no
- * resize inode (a sandbox disk never grows; its reserved descriptor blocks
- * were 3/4 of the template's data, copied into every image), and the
- * layout's directories (ws/, tmp/, proc/) made from `layout` (-d): a spawn
- * only sets their owner instead of making three directories. */
+ * discard (that would punch holes in the reservation), inode tables zeroed
+ * lazily (the fallocated file reads as zeros anyway), no resize inode (a
+ * sandbox disk never grows; its reserved descriptor blocks were 3/4 of the
+ * template's data, copied into every image), and the layout's directories
+ * (ws/, tmp/, proc/) made from `layout` (-d): a spawn only sets their owner
+ * instead of making three directories.
+ *
+ * No journal (docs/security.md "Disk and CPU", why): every mount of a
+ * journaled disk started a jbd2 thread and every unmount committed and
+ * stopped it, ~1 ms of CPU and half the unmount's time per sandbox. What a
+ * journal buys, a consistent filesystem after a crash of the host, comes
+ * from e2fsck instead: a disk mounted at a crash is marked not clean on
+ * disk (ext4 without a journal clears its valid flag while mounted), and
+ * sbx_disk_restore checks it (s_check) before mounting it again. A crash of
+ * sandboxd alone changes nothing: its mounts are the kernel's and stay. */
 static int
 s_mkfs(const char *img, const char *layout, char *err, size_t errlen)
 {
@@ -117,42 +165,66 @@ s_mkfs(const char *img, const char *layout, char *err, size_t errlen)
 	                      (char *)"-m",
 	                      (char *)"0",
 	                      (char *)"-O",
-	                      (char *)"^resize_inode",
+	                      (char *)"^resize_inode,^has_journal",
 	                      (char *)"-L",
 	                      (char *)"ahp-sandbox",
 	                      (char *)"-E",
-	                      (char *)"nodiscard,lazy_itable_init=1,lazy_journal_init=1",
+	                      (char *)"nodiscard,lazy_itable_init=1",
 	                      (char *)"-d",
 	                      (char *)layout,
 	                      (char *)img,
 	                      NULL};
-	char *const envp[] = {(char *)"PATH=/usr/sbin:/sbin:/usr/bin:/bin",
-	                      (char *)"MKE2FS_CONFIG=/etc/mke2fs.conf", NULL};
-	pid_t pid = fork();
-	if (pid < 0) {
-		snprintf(err, errlen, "mke2fs: fork: %s", strerror(errno));
+	int rc = s_tool(argv, err, errlen);
+	if (rc != 0) {
+		if (err[0] == '\0')
+			snprintf(err, errlen, "mke2fs failed (status %d)", rc);
 		return -1;
 	}
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-		if (null >= 0) {
-			dup2(null, 0);
-			dup2(null, 1);
-		}
-		execve(S_MKE2FS, argv, envp);
-		execve("/usr/sbin/mke2fs", argv, envp);
-		_exit(127);
-	}
-	int st = 0;
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		snprintf(err, errlen, "mke2fs failed (status %d%s)",
-		         WIFEXITED(st) ? WEXITSTATUS(st) : -1,
-		         WIFEXITED(st) && WEXITSTATUS(st) == 127 ? ": is e2fsprogs installed?"
-		                                                 : "");
+	return 0;
+}
+
+/* The state word of an ext4 superblock (at 1024 + 0x3a; EXT4_VALID_FS = 1
+ * is set by mke2fs and a clean unmount, cleared on disk while a filesystem
+ * without a journal is mounted; EXT4_ERROR_FS = 2). -1 when img holds no
+ * ext4 superblock (magic 0xEF53 at 1024 + 0x38). */
+static int
+s_sb_state(const char *img)
+{
+	unsigned char sb[4];
+	int fd = open(img, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	ssize_t n = fd >= 0 ? pread(fd, sb, sizeof(sb), 1024 + 0x38) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n != (ssize_t)sizeof(sb) || sb[0] != 0x53 || sb[1] != 0xef)
+		return -1;
+	return sb[2] | sb[3] << 8;
+}
+
+/* Before a disk from an earlier run is mounted again (sbx_disk_restore): a
+ * filesystem that was not cleanly unmounted (the host crashed, or lost
+ * power, while it was mounted) or that ext4 marked with an error is checked
+ * and repaired with `e2fsck -p` first, as a boot checks one. Only called
+ * when no instance of it is live (no loop device still backs the image):
+ * never on a mounted filesystem. 0 when clean or repaired. */
+static int
+s_check(const char *img)
+{
+	int state = s_sb_state(img);
+	if (state < 0 || (state & 3) == 1)
+		return 0; /* clean (not ext4 at all: the mount says so) */
+	char err[256] = "";
+	char *const argv[] = {(char *)"e2fsck", (char *)"-p", (char *)img, NULL};
+	int rc = s_tool(argv, err, sizeof(err));
+	/* 0 clean, 1 errors fixed, 2 fixed (reboot: for a root fs); 4 and up: not fixed */
+	if (rc < 0 || rc >= 4) {
+		log_warn("disk %s was not cleanly unmounted; e2fsck -p could not repair it "
+		         "(%s%sstatus %d): mounted as it is",
+		         img, err, err[0] ? ", " : "", rc);
 		return -1;
 	}
+	log_info("disk %s was not cleanly unmounted (state %#x): checked with e2fsck -p "
+	         "(status %d)",
+	         img, (unsigned)state, rc);
 	return 0;
 }
 
@@ -243,14 +315,15 @@ s_layout_rm(const char *layout)
 }
 
 /* The template of mb MiB (made when missing), open read-only. -1 with err.
- * Named .template-v2-: the templates of earlier versions (a resize inode, no
- * layout) are not taken and go as the least recently used. */
+ * Named .template-v3-: the templates of earlier versions (v2: a journal;
+ * before: a resize inode, no layout) are not taken and go as the least
+ * recently used. */
 static int
 s_template(const char *dir, uint32_t mb, bool make, char *err, size_t errlen)
 {
 	char t[PATH_MAX], tmp[PATH_MAX], layout[PATH_MAX];
-	if (snprintf(t, sizeof(t), "%s/.template-v2-%u.img", dir, mb) >= (int)sizeof(t) ||
-	    snprintf(tmp, sizeof(tmp), "%s/.template-v2-%u.new", dir, mb) >= (int)sizeof(tmp)) {
+	if (snprintf(t, sizeof(t), "%s/.template-v3-%u.img", dir, mb) >= (int)sizeof(t) ||
+	    snprintf(tmp, sizeof(tmp), "%s/.template-v3-%u.new", dir, mb) >= (int)sizeof(tmp)) {
 		snprintf(err, errlen, "disk template path too long");
 		return -1;
 	}
@@ -980,7 +1053,18 @@ sbx_disk_restore(const sbx_store_t *store)
 			continue;
 		if (mkdir(mp, 0755) != 0 && errno != EEXIST)
 			continue;
-		if (s_mounted(mp) == 0 && s_mount(img, mp, err, sizeof(err)) != 0)
+		if (s_mounted(mp) != 0)
+			continue;
+		/* a lazily unmounted instance may still be live (its loop device
+		 * backs the image): then it is mounted again as it is, never
+		 * checked; else a disk mounted at a crash is repaired first */
+		struct stat st;
+		int lfd = -1;
+		if (stat(img, &st) == 0 && s_loop_find(img, &st, &lfd) < 0)
+			(void)s_check(img);
+		if (lfd >= 0)
+			close(lfd);
+		if (s_mount(img, mp, err, sizeof(err)) != 0)
 			log_warn("workspace s%ld: %s", slot, err);
 	}
 	closedir(d);
