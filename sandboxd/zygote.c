@@ -430,12 +430,20 @@ s_discard_wait(uint32_t slot)
 		    (slot != UINT32_MAX && s_discarders[k].slot != slot))
 			continue;
 		if (s_helper.pid != 0 && s_discarders[k].pid == s_helper.pid) {
-			/* answers come in order: read until this one's */
-			while (s_discarders[k].pid == s_helper.pid)
+			/* answers come in order: read until this one's. Until the
+			 * helper is gone: then s_helper_gone has finished this one
+			 * here and both pids are 0 (compared, they would match for
+			 * ever: a waitpid(0) loop, and a stop that never ended). */
+			pid_t hp = s_helper.pid;
+			while (s_helper.pid == hp && s_discarders[k].pid == hp)
 				if (!s_helper_read(true)) {
-					int st;
-					while (waitpid(s_helper.pid, &st, 0) < 0 && errno == EINTR)
+					int st = 0;
+					while (waitpid(hp, &st, 0) < 0 && errno == EINTR)
 						;
+					log_warn(
+					    "the discard helper died (status %#x): discards fork "
+					    "again",
+					    st);
 					s_helper_gone();
 				}
 			continue;

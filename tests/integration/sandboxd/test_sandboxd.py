@@ -940,6 +940,47 @@ def t_discard_helper(d):
 
 
 @test
+def t_discard_helper_dies(d):
+    """The discard helper dying while the privileged parent waits for its answer (a stop, a
+    new worker or a spawn on the slot waits for every discard queued to it: s_discard_wait)
+    is finished by the parent, and the stop goes on. It looped for ever: once the helper was
+    reaped there, its pid and the discard's were both 0, so it kept reading a closed socket
+    and calling waitpid(0) (another child's exit taken from s_reap, or ECHILD at once: a busy
+    loop), and sandboxd never stopped. Here the helper is held in its wait (up to 5 s) for the
+    old instance of the destroyed disk by a host process holding a file in it."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.start()
+    c = d.client()
+    ws = ok(c.create("hd", limits={"disk_mb": 32}))["workspace"]
+    run(c, "hd", "1", "echo x > /workspace/f")
+    helper = child_of(d, "sandboxd-disk")
+    check(helper is not None, "a sandboxd-disk child of the privileged parent")
+    holder = open(os.path.join(ws, "f"))  # the old instance stays: the helper waits 5 s
+    try:
+        t0 = time.monotonic()
+        ok(c.destroy("hd"))
+        d.proc.send_signal(signal.SIGTERM)
+        # the worker gone: the parent waits for the helper's answer (s_discard_wait)
+        wait_for(lambda: child_of(d, "sandboxd-worker") is None, 3, "the worker to stop")
+        time.sleep(0.3)
+        check(time.monotonic() - t0 < 4, "the helper was still waiting for the old instance")
+        os.kill(helper, signal.SIGKILL)
+        try:
+            rc = d.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            raise Failure("sandboxd did not stop once its discard helper died\n" + d.log_tail())
+        check(rc == 0, f"clean stop: {rc}\n" + d.log_tail())
+        d.stop()
+    finally:
+        holder.close()
+    check("the discard helper died" in d.log_text(), "the helper's death is logged")
+    disks = d.path("state/sandboxd/disks")
+    left = [n for n in os.listdir(disks) if not n.startswith(".template-")]
+    check(left == [], f"the discarded disk is gone, nothing half-emptied is left: {left}")
+
+
+@test
 def t_proc_mask(d):
     """/proc inside (issue 10 §3): mountinfo shows no host path of sandboxd's home or state
     dir; meminfo's MemTotal is the sandbox's memory_mb and cpuinfo lists ceil(cpus) processors,
