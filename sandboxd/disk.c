@@ -200,12 +200,20 @@ s_sb_state(const char *img)
 	return sb[2] | sb[3] << 8;
 }
 
-/* Before a disk from an earlier run is mounted again (sbx_disk_restore): a
- * filesystem that was not cleanly unmounted (the host crashed, or lost
- * power, while it was mounted) or that ext4 marked with an error is checked
- * and repaired with `e2fsck -p` first, as a boot checks one. Only called
- * when no instance of it is live (no loop device still backs the image):
- * never on a mounted filesystem. 0 when clean or repaired. */
+/* Before a disk from an earlier run is mounted again (sbx_disk_restore,
+ * sbx_disk_attach): a filesystem that was not cleanly unmounted (the host
+ * crashed, or lost power, while it was mounted) or that ext4 marked with an
+ * error is checked and repaired with `e2fsck -p` first, as a boot checks
+ * one. What -p may not fix unattended (blocks claimed by two inodes, ...) is
+ * never mounted as it is: without a journal, a crash can leave a block
+ * that held a file's data (the sandbox's bytes) claimed by metadata too,
+ * and a file of the sandbox would write straight into the kernel's
+ * filesystem metadata. `e2fsck -fy` then repairs what it can (what it
+ * cannot keep goes to lost+found/, outside the sandbox's view, or is
+ * cleared); a disk even that leaves inconsistent is not mounted. Only
+ * called when no instance of it is live (s_check_unless_live): never on a
+ * mounted filesystem. 0 when clean or repaired, -1 when it must not be
+ * mounted. */
 static int
 s_check(const char *img)
 {
@@ -216,16 +224,26 @@ s_check(const char *img)
 	char *const argv[] = {(char *)"e2fsck", (char *)"-p", (char *)img, NULL};
 	int rc = s_tool(argv, err, sizeof(err));
 	/* 0 clean, 1 errors fixed, 2 fixed (reboot: for a root fs); 4 and up: not fixed */
-	if (rc < 0 || rc >= 4) {
-		log_warn("disk %s was not cleanly unmounted; e2fsck -p could not repair it "
-		         "(%s%sstatus %d): mounted as it is",
-		         img, err, err[0] ? ", " : "", rc);
-		return -1;
+	if (rc >= 0 && rc < 4) {
+		log_info("disk %s was not cleanly unmounted (state %#x): checked with e2fsck -p "
+		         "(status %d)",
+		         img, (unsigned)state, rc);
+		return 0;
 	}
-	log_info("disk %s was not cleanly unmounted (state %#x): checked with e2fsck -p "
-	         "(status %d)",
-	         img, (unsigned)state, rc);
-	return 0;
+	char erry[256] = "";
+	char *const argy[] = {(char *)"e2fsck", (char *)"-fy", (char *)img, NULL};
+	int ry = s_tool(argy, erry, sizeof(erry));
+	if (ry >= 0 && ry < 4) {
+		log_warn("disk %s was not cleanly unmounted; e2fsck -p could not repair it "
+		         "(%s%sstatus %d): repaired with e2fsck -fy (status %d), what it could not "
+		         "keep is in lost+found/ of the image or gone",
+		         img, err, err[0] ? ", " : "", rc, ry);
+		return 0;
+	}
+	log_error("disk %s is damaged: neither e2fsck -p (%s%sstatus %d) nor e2fsck -fy "
+	          "(%s%sstatus %d) could repair it; not mounted (the image is kept)",
+	          img, err, err[0] ? ", " : "", rc, erry, erry[0] ? ", " : "", ry);
+	return -1;
 }
 
 /* Formatted images are copied from a template per size: mke2fs (a fork, an
@@ -542,6 +560,23 @@ s_loop_find(const char *img, const struct stat *st, int *fdp)
 	 * by autoclear nor rebound to another file in between. */
 	*fdp = fd;
 	return (int)n;
+}
+
+/* s_check, unless an instance of img is still live (a lazily unmounted one
+ * whose loop device still backs the image: it is mounted again as it is). */
+static int
+s_check_unless_live(const char *img)
+{
+	int state = s_sb_state(img);
+	if (state < 0 || (state & 3) == 1)
+		return 0; /* clean: no loop device looked at */
+	struct stat st;
+	int lfd = -1, rc = 0;
+	if (stat(img, &st) == 0 && s_loop_find(img, &st, &lfd) < 0)
+		rc = s_check(img);
+	if (lfd >= 0)
+		close(lfd);
+	return rc;
 }
 
 /* Records n as the image's loop device (before it is mounted: a crash
@@ -976,6 +1011,13 @@ sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_li
 				if (s_create(dir, img, lim->disk_mb, true, err, errlen) != 0)
 					return -1;
 			}
+		} else if (s_check_unless_live(img) != 0) {
+			/* a disk of an earlier run sbx_disk_restore did not mount */
+			snprintf(err, errlen,
+			         "disk image s%u is damaged (e2fsck could not repair it; see the "
+			         "log): not mounted",
+			         slot);
+			return -1;
 		}
 		if (s_mount(img, mp, err, errlen) != 0)
 			return -1;
@@ -1057,13 +1099,10 @@ sbx_disk_restore(const sbx_store_t *store)
 			continue;
 		/* a lazily unmounted instance may still be live (its loop device
 		 * backs the image): then it is mounted again as it is, never
-		 * checked; else a disk mounted at a crash is repaired first */
-		struct stat st;
-		int lfd = -1;
-		if (stat(img, &st) == 0 && s_loop_find(img, &st, &lfd) < 0)
-			(void)s_check(img);
-		if (lfd >= 0)
-			close(lfd);
+		 * checked; else a disk mounted at a crash is repaired first, and
+		 * one that cannot be is not mounted */
+		if (s_check_unless_live(img) != 0)
+			continue;
 		if (s_mount(img, mp, err, sizeof(err)) != 0)
 			log_warn("workspace s%ld: %s", slot, err);
 	}
