@@ -1,6 +1,8 @@
 /* sandboxd: command line, configuration, and the serve / exec / policy modes. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +144,44 @@ s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, si
 		return -1;
 	}
 	return 0;
+}
+
+/* Each sandbox runs as host uid and gid uid_base + slot (zygote.c). A range
+ * that holds an account's uid or a group's gid would run an agent's commands
+ * as that user or group on the host (files it owns on a shared mount, its
+ * quota, its limits), so it is refused. Reads the whole passwd and group
+ * databases (getpwent/getgrent: not thread-safe; called before any thread).
+ * 0, or -1 with err naming the first account found. */
+static int
+s_check_uid_range(const sbx_config_t *cfg, char *err, size_t errlen)
+{
+	uint64_t lo = cfg->uid_base, hi = (uint64_t)cfg->uid_base + cfg->uid_count;
+	int rc = 0;
+	setpwent();
+	for (struct passwd *pw; rc == 0 && (pw = getpwent()) != NULL;) {
+		if (pw->pw_uid >= lo && pw->pw_uid < hi) {
+			snprintf(err, errlen,
+			         "uid_base/uid_count: the sandboxes' range %llu-%llu holds uid %u "
+			         "(user %s); sandboxes must run as ids no account or group uses",
+			         (unsigned long long)lo, (unsigned long long)hi - 1,
+			         (unsigned)pw->pw_uid, pw->pw_name);
+			rc = -1;
+		}
+	}
+	endpwent();
+	setgrent();
+	for (struct group *gr; rc == 0 && (gr = getgrent()) != NULL;) {
+		if (gr->gr_gid >= lo && gr->gr_gid < hi) {
+			snprintf(err, errlen,
+			         "uid_base/uid_count: the sandboxes' range %llu-%llu holds gid %u "
+			         "(group %s); sandboxes must run as ids no account or group uses",
+			         (unsigned long long)lo, (unsigned long long)hi - 1,
+			         (unsigned)gr->gr_gid, gr->gr_name);
+			rc = -1;
+		}
+	}
+	endgrent();
+	return rc;
 }
 
 static int
@@ -348,6 +388,11 @@ main(int argc, char **argv)
 	}
 	if (health)
 		return s_health(&cfg);
+	if ((check || strcmp(mode, "serve") == 0) &&
+	    s_check_uid_range(&cfg, err, sizeof(err)) != 0) {
+		ahp_term_printf(stderr, "sandboxd: %s\n", err);
+		return 1;
+	}
 	if (check)
 		return s_check(&cfg);
 	if (strcmp(mode, "policy") == 0) {

@@ -1384,6 +1384,13 @@ def t_cli(d):
           e.startswith(b"sandboxd: " + bad.encode() + b":5:3: unknown key 'memory'"),
           f"--check-config with a bad profile: {rc} {out!r} {e!r}")
     os.unlink(bad)
+    # a uid range holding an account's uid would run sandboxes as that user: refused, by
+    # --check-config and by serve (nobody: 65534 on every Debian)
+    want = (b"sandboxd: uid_base/uid_count: the sandboxes' range 65534-65534 holds uid 65534 "
+            b"(user nobody); sandboxes must run as ids no account or group uses\n")
+    for mode in ("--check-config", "serve"):
+        rc, out, e = d.cli("--set", "uid_base=65534", "--set", "uid_count=1", mode, timeout=10)
+        check(rc == 1 and out == b"" and e == want, f"{mode} with nobody's uid: {rc} {out!r} {e!r}")
     rc, out, e = d.cli("policy")
     check(rc == 0 and b"ptrace" in out, "policy lists the seccomp rules")
     # a daemon killed hard leaves its socket file: the CLI must not hang on it
