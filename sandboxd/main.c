@@ -156,32 +156,32 @@ static int
 s_check_uid_range(const sbx_config_t *cfg, char *err, size_t errlen)
 {
 	uint64_t lo = cfg->uid_base, hi = (uint64_t)cfg->uid_base + cfg->uid_count;
-	int rc = 0;
+	const char *kind = NULL;
+	unsigned id = 0;
+	char who[300] = "";
 	setpwent();
-	for (struct passwd *pw; rc == 0 && (pw = getpwent()) != NULL;) {
+	for (struct passwd *pw; kind == NULL && (pw = getpwent()) != NULL;) {
 		if (pw->pw_uid >= lo && pw->pw_uid < hi) {
-			snprintf(err, errlen,
-			         "uid_base/uid_count: the sandboxes' range %llu-%llu holds uid %u "
-			         "(user %s); sandboxes must run as ids no account or group uses",
-			         (unsigned long long)lo, (unsigned long long)hi - 1,
-			         (unsigned)pw->pw_uid, pw->pw_name);
-			rc = -1;
+			kind = "uid", id = (unsigned)pw->pw_uid;
+			snprintf(who, sizeof(who), "user %s", pw->pw_name);
 		}
 	}
 	endpwent();
 	setgrent();
-	for (struct group *gr; rc == 0 && (gr = getgrent()) != NULL;) {
+	for (struct group *gr; kind == NULL && (gr = getgrent()) != NULL;) {
 		if (gr->gr_gid >= lo && gr->gr_gid < hi) {
-			snprintf(err, errlen,
-			         "uid_base/uid_count: the sandboxes' range %llu-%llu holds gid %u "
-			         "(group %s); sandboxes must run as ids no account or group uses",
-			         (unsigned long long)lo, (unsigned long long)hi - 1,
-			         (unsigned)gr->gr_gid, gr->gr_name);
-			rc = -1;
+			kind = "gid", id = (unsigned)gr->gr_gid;
+			snprintf(who, sizeof(who), "group %s", gr->gr_name);
 		}
 	}
 	endgrent();
-	return rc;
+	if (kind == NULL)
+		return 0;
+	snprintf(err, errlen,
+	         "uid_base/uid_count: the sandboxes' range %llu-%llu holds %s %u (%s); sandboxes "
+	         "must run as ids no account or group uses",
+	         (unsigned long long)lo, (unsigned long long)hi - 1, kind, id, who);
+	return -1;
 }
 
 static int

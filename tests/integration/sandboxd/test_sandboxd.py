@@ -2084,19 +2084,27 @@ def t_oneshot_crash(d):
     d.start()
     ws = d.path("state/sandboxd/workspaces")
     meta = d.path("state/sandboxd/sandboxes")
+
+    def records():
+        return [f for f in os.listdir(meta) if not f.startswith(".")]
+
+    def crash(p):
+        """sandboxd killed under the one-shot p: the worker first (alone, the privileged
+        parent would make it stop cleanly, answering the client), then the privileged
+        parent; returns the client's (stdout, stderr)."""
+        try:
+            os.kill(worker_pid(d), signal.SIGKILL)
+            d.stop(signal.SIGKILL)
+            return p.communicate(timeout=20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
     p, slot = d.cli_started(("--profile", "p"), "crash-mark", "sleep 9.25")
-    try:
-        left = [f for f in os.listdir(meta) if not f.startswith(".")]
-        check(left == [], f"a running one-shot has no record: {left}")
-        # a crash: the worker first (alone, the privileged parent would make it stop
-        # cleanly, answering the client), then the privileged parent
-        os.kill(worker_pid(d), signal.SIGKILL)
-        d.stop(signal.SIGKILL)
-        out, e = p.communicate(timeout=20)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    left = records()
+    check(left == [], f"a running one-shot has no record: {left}")
+    out, e = crash(p)
     check(p.returncode == 125 and out == b"" and
           e == b"sandboxd: the daemon closed the connection without an answer (see its log)\n",
           f"the client of a killed sandboxd: {p.returncode} {e!r}")
@@ -2106,7 +2114,7 @@ def t_oneshot_crash(d):
     check(ok(c.list(), "list") == [], "nothing is listed after the restart")
     wait_for(lambda: not os.path.exists(os.path.join(ws, slot, "ws", "crash-mark")), 15,
              f"the one-shot's workspace ({slot}) to be discarded")
-    left = [f for f in os.listdir(meta) if not f.startswith(".")]
+    left = records()
     check(left == [], f"records after the restart: {left}")
     rc, out, e = d.cli("exec", "--profile", "p", "--", "echo", "again")
     check(rc == 0 and out == b"again\n", f"one-shots work after the restart: {rc} {e!r}")
@@ -2116,16 +2124,9 @@ def t_oneshot_crash(d):
     # that nothing could Create (cli- ids are the one-shots') nor Destroy (the sweep skips
     # cli-); before, its record stayed unkept, listed, its uid slot taken for ever
     p, slot = d.cli_started(("--profile", "p", "--keep"), "crash-keep", "sleep 9.5")
-    try:
-        left = [f for f in os.listdir(meta) if not f.startswith(".")]
-        check(len(left) == 1 and left[0].startswith("cli-"), f"a --keep one-shot's record: {left}")
-        os.kill(worker_pid(d), signal.SIGKILL)
-        d.stop(signal.SIGKILL)
-        out, e = p.communicate(timeout=20)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    left = records()
+    check(len(left) == 1 and left[0].startswith("cli-"), f"a --keep one-shot's record: {left}")
+    out, e = crash(p)
     sid = left[0][:-len(".meta")]
     check(p.returncode == 125 and e == b"sandboxd: the daemon closed the connection without an "
           b"answer (see its log)\nsandboxd: sandbox " + sid.encode() + b": its workspace may be "
