@@ -2341,15 +2341,10 @@ def t_oneshot_socket(d):
 
 def worker_pid(d):
     """The worker (sandboxd-worker) of d's privileged parent."""
-    for p in os.listdir("/proc"):
-        if p.isdigit() and proc_comm(int(p)) == "sandboxd-worker":
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == d.proc.pid:
-                        return int(p)
-            except OSError:
-                continue
-    raise Failure("no worker")
+    pid = child_of(d, "sandboxd-worker")
+    if pid is None:
+        raise Failure("no worker")
+    return pid
 
 
 def cpu_s(pid):
