@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -99,6 +100,22 @@ def unmount_under(prefix):
     for mp in sorted((m for m in mps if m.startswith(prefix.rstrip("/") + "/")), key=len,
                      reverse=True):
         subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
+def private_mount_ns(own, then):
+    """argv running the shell snippet `then` and then the rest of argv ("$0" "$@") in a private
+    mount namespace (unshare -m) that keeps only own's mounts of all the test homes' (/tmp/ahp-*).
+    Such a namespace is a copy of every mount the host has at that moment, and a copy holds the
+    filesystem, and so its loop device and image, for as long as the namespace lives: another
+    test's sandbox disk mounted then could never be emptied for reuse (disk.c s_recycle waits
+    for the image to be let go) nor its loop device cleared. The other homes' mounts are
+    detached first thing, before `then` runs."""
+    detach = ("awk -v own=" + shlex.quote(own.rstrip("/") + "/") +
+              " 'index($5, \"/tmp/ahp-\") == 1 && index($5 \"/\", own) != 1 {print $5}' "
+              "/proc/self/mountinfo | sort -r | while read -r m; do umount -l \"$m\" "
+              "2>/dev/null; done")
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            f'{detach}; {then} && exec "$0" "$@"']
 
 
 def pid_alive(pid):
