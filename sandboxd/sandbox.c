@@ -538,8 +538,8 @@ s_remove_cgroup(sbx_sandbox_t *self)
 void
 sbx_sandbox_kill(sbx_sandbox_t *self, int status, const char *why)
 {
-	/* The privileged parent kills init (its child) and, through the
-	 * freezer, every task of the cgroup, so no fork races the kill. */
+	/* The privileged parent kills init (its child), and with it the whole
+	 * pid namespace at once (zygote.c s_kill_slot): no fork races the kill. */
 	if (self->state != S_DEAD && (self->init_pid > 0 || self->spawn_pending))
 		sbx_daemon_kill_slot(self->d, self->meta.slot);
 	if (self->state != S_DEAD && !self->spare)

@@ -686,8 +686,9 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	*ctl = sv[0];
 	return;
 fail:
-	(void)sbx_cgroup_freeze_kill(req->cgname);
-	kill(pid, SIGKILL); /* reaped here; the worker hears of it after the answer */
+	/* the pid namespace dies with its init (s_kill_slot); reaped here, the
+	 * worker hears of it after the answer */
+	kill(pid, SIGKILL);
 	close(sv[0]);
 }
 
@@ -729,16 +730,31 @@ s_valid(sbx_spawn_req_t *req, bool call)
 	return 0;
 }
 
-/* Kills the slot's init and, through the freezer, its whole cgroup. */
+/*
+ * Kills the slot's whole sandbox. With its init known (our child, so its
+ * pid cannot be reused before we reap it): SIGKILL to init, the pid
+ * namespace's reaper. Every process of the sandbox is in that namespace
+ * (setns and unshare are refused inside), and as init exits the kernel
+ * stops the namespace from allocating pids, then kills every process in it
+ * (zap_pid_ns_processes; a fork under way is cancelled): one atomic kill
+ * that a tree forking up to pids_max cannot race, as the freezer's. Unlike
+ * the freezer, nothing is left frozen if this process dies in the middle
+ * (a cgroup v1 tree frozen, then never thawed, stayed in the refrigerator
+ * with its SIGKILL pending until the next start). Without a known init
+ * (never in practice: the cgroup's tasks all descend from init), the
+ * cgroup is killed through the freezer.
+ */
 static void
 s_kill_slot(uint32_t slot)
 {
+	int i = s_init_of(slot);
+	if (i >= 0) {
+		kill(s_inits[i].pid, SIGKILL);
+		return;
+	}
 	char cg[32];
 	snprintf(cg, sizeof(cg), "s%u", slot);
 	(void)sbx_cgroup_freeze_kill(cg);
-	int i = s_init_of(slot);
-	if (i >= 0)
-		kill(s_inits[i].pid, SIGKILL);
 }
 
 static void

@@ -5,6 +5,7 @@ real RPC socket (sbxclient.py) and through the `sandboxd exec` CLI. Python 3 std
 usage: test_sandboxd.py --bin DIR TEST     (exit 0 pass, 1 fail, 77 skip: needs root)
 """
 
+import ctypes
 import glob
 import os
 import re
@@ -1089,6 +1090,56 @@ def t_fork_bomb(d):
     check(r["killed_by"] in ("pids", "timeout"), f"the bomb hit the pids limit: {r['killed_by']}")
     r = run(c, "bomb", "b2", "ps -e -o pid= | wc -l")
     check(int(r["stdout"]) <= 5, f"the bomb is gone: {r['stdout']} processes")
+    d.alive()
+
+
+def inotify_modified(path):
+    """Starts watching path for writes (inotify IN_MODIFY); returns a function that says
+    whether one happened since (it reads the events without blocking)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0 or libc.inotify_add_watch(fd, path.encode(), 0x2) < 0:  # IN_MODIFY
+        raise Failure(f"inotify on {path}: {os.strerror(ctypes.get_errno())}")
+
+    def modified():
+        seen = False
+        try:
+            while True:
+                buf = os.read(fd, 4096)
+                for off in range(0, len(buf), 16):  # struct inotify_event, no names
+                    seen |= bool(struct.unpack_from("iIII", buf, off)[1] & 0x2)
+        except BlockingIOError:
+            pass
+        return seen
+    return modified
+
+
+@test
+def t_kill_pidns(d):
+    """A sandbox is killed through its pid namespace (zygote.c s_kill_slot): SIGKILL to its
+    init, and the kernel kills every process in the namespace and lets none fork meanwhile.
+    The freezer is not touched: a cgroup v1 kill that froze the tree, signalled it and thawed
+    it left the tree frozen, its SIGKILL pending, when sandboxd was killed between the freeze
+    and the thaw (seen once in oneshot_crash). A tree forking as fast as it can is destroyed
+    mid-command; not one task is left, and nothing was written to its freezer.state."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.start()
+    c = d.client()
+    ok(c.create("fz", limits={"pids_max": 64, "timeout_s": 60}))
+    init = child_of(d, "sandboxd-init")
+    check(init is not None, "the sandbox's init is the privileged parent's child")
+    with open(f"/proc/{init}/cgroup") as f:
+        rel = [ln.split(":", 2)[2].strip() for ln in f if ln.split(":")[1] == "freezer"]
+    if not rel:
+        print("SKIP: no cgroup v1 freezer hierarchy here")
+        sys.exit(77)
+    modified = inotify_modified(f"/sys/fs/cgroup/freezer{rel[0]}/freezer.state")
+    c.send(sbxclient.req_exec("fz", "f1", "while :; do (sleep 30 &) ; done"))
+    wait_for(lambda: len(d.sandbox_procs()) >= 20, 10, "the forking tree to grow")
+    ok(c.destroy("fz"))
+    wait_for(lambda: not d.sandbox_procs(), 10, "every task of the destroyed sandbox to die")
+    check(not modified(), "the kill never wrote freezer.state (no freeze to be left in)")
     d.alive()
 
 
