@@ -49,10 +49,12 @@ s_usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: sbx_bench sandbox (--home DIR | --endpoint EP) [--exec N] [--create N] "
-	    "[--warmup N]\n"
+	    "[--warmup N] [--paired N]\n"
 	    "       sbx_bench spawn --label L [--n N] [--warmup N] [--seccomp] -- CMD [ARGS...]\n"
 	    "sandbox: N x Exec(\"true\") into one warm sandbox, N x List (the RPC round trip\n"
-	    "         alone), then N x (Create + Exec true + Destroy)\n"
+	    "         alone), then N x (Create + Exec true + Destroy); --paired N: then N pairs\n"
+	    "         of one Exec true and one host /bin/sh -c true, alternated (RESULT\n"
+	    "         sandbox_exec_paired, host_sh_paired)\n"
 	    "spawn:   N x run CMD (stdout/stderr to /dev/null); it must exit 0. --seccomp: CMD\n"
 	    "         runs under sandboxd's seccomp filter, loaded once (what the allowlist costs "
 	    "a command)\n"
@@ -182,11 +184,43 @@ s_list(s_sbx_t *s)
 	return 0;
 }
 
+static int s_spawn_once(char **cmd, int devnull, int errfd, double *dt);
+
+/* n pairs of one Exec of `true` into the warm sandbox `id` and one host
+ * `/bin/sh -c true` (the command the Exec runs), the order swapped every pair:
+ * both sides sampled under the same conditions, so a change of the machine's
+ * state during the run (this VM's latency moves between two levels for
+ * seconds at a time) moves both, and their ratio stays meaningful. */
+static int
+s_paired(s_sbx_t *s, const char *id, long *seq, long n, double *ve, double *vh)
+{
+	char *cmd[] = {(char *)"/bin/sh", (char *)"-c", (char *)"true", NULL};
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int errfd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (devnull < 0 || errfd < 0)
+		fatal("open /dev/null or a scratch file in /tmp");
+	int rc = 0;
+	for (long i = 0; i < n && rc == 0; i++) {
+		for (int k = 0; k < 2 && rc == 0; k++) {
+			if ((k ^ (int)(i & 1)) == 0) {
+				double t0 = bench_now();
+				rc = s_exec_true(s, id, (*seq)++) != 0;
+				ve[i] = bench_now() - t0;
+			} else {
+				rc = s_spawn_once(cmd, devnull, errfd, &vh[i]) != 0;
+			}
+		}
+	}
+	close(devnull);
+	close(errfd);
+	return rc;
+}
+
 static int
 s_cmd_sandbox(int argc, char **argv)
 {
 	const char *home = NULL, *endpoint = NULL;
-	long n_exec = 200, n_create = 50, warmup = 10;
+	long n_exec = 200, n_create = 50, warmup = 10, n_paired = 0;
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -205,6 +239,9 @@ s_cmd_sandbox(int argc, char **argv)
 		         ahp_parse_long(v, 0, MAX_ITER, &n_create) == 0)
 			;
 		else if (strcmp(a, "--warmup") == 0 && ahp_parse_long(v, 0, MAX_ITER, &warmup) == 0)
+			;
+		else if (strcmp(a, "--paired") == 0 &&
+		         ahp_parse_long(v, 0, MAX_ITER, &n_paired) == 0)
 			;
 		else {
 			fprintf(stderr, "sbx_bench: bad option or value: %s %s\n", a, v);
@@ -228,8 +265,11 @@ s_cmd_sandbox(int argc, char **argv)
 
 	int rc = 0;
 	char id[64];
-	double *v = calloc((size_t)(n_exec > n_create ? n_exec : n_create) + 1, sizeof(double));
-	if (v == NULL)
+	long n_max = n_exec > n_create ? n_exec : n_create;
+	n_max = n_max > n_paired ? n_max : n_paired;
+	double *v = calloc((size_t)n_max + 1, sizeof(double));
+	double *vh = calloc((size_t)n_paired + 1, sizeof(double));
+	if (v == NULL || vh == NULL)
 		fatal("calloc");
 
 	/* Warm sandbox: created once, so each sample is only the exec round trip. */
@@ -246,12 +286,19 @@ s_cmd_sandbox(int argc, char **argv)
 		rc = s_exec_true(&s, id, seq++) != 0;
 		v[i] = bench_now() - t0;
 	}
+	if (rc == 0 && n_exec > 0)
+		s_report("sandbox_exec", v, n_exec);
+	if (rc == 0 && n_paired > 0) {
+		rc = s_paired(&s, id, &seq, n_paired, v, vh);
+		if (rc == 0) {
+			s_report("sandbox_exec_paired", v, n_paired);
+			s_report("host_sh_paired", vh, n_paired);
+		}
+	}
 	if (s_destroy(&s, id) != 0)
 		rc = 1;
 	if (rc != 0)
 		goto out;
-	if (n_exec > 0)
-		s_report("sandbox_exec", v, n_exec);
 	for (long i = 0; i < n_exec && rc == 0; i++) {
 		double t0 = bench_now();
 		rc = s_list(&s) != 0;
@@ -301,6 +348,7 @@ s_cmd_sandbox(int argc, char **argv)
 	}
 out:
 	free(v);
+	free(vh);
 	ahp_rpc_client_destroy(&s.client);
 	zmq_ctx_term(s.zctx);
 	return rc;
