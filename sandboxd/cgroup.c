@@ -654,16 +654,6 @@ sbx_cgroup_counters(sbx_cgroup_t *self, sbx_cg_counters_t *out)
 }
 
 int
-sbx_cgroup_freeze_kill(const char *name)
-{
-	char dirs[S_NCTL][PATH_MAX];
-	if (s_dirs(name, dirs) != 0)
-		return -1;
-	s_kill_tree(dirs);
-	return 0;
-}
-
-int
 sbx_cgroup_remove(const char *name)
 {
 	char dirs[S_NCTL][PATH_MAX];

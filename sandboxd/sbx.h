@@ -301,14 +301,11 @@ int sbx_cgroup_counters(sbx_cgroup_t *self, sbx_cg_counters_t *out);
 /* The privileged parent's (root): new limits for a running cgroup (a spare
  * claimed by a run). 0 / -1. */
 int sbx_cgroup_set_limits(const char *name, const sbx_limits_t *lim);
-/* Kills every task of cgroup `name` so that a forking tree cannot race the
- * kill: v2 cgroup.kill when present, else freeze (v1 freezer hierarchy, v2
- * cgroup.freeze), SIGKILL each task, thaw. Blocks at most ~200 ms waiting for
- * the freeze. 0 / -1. */
-int sbx_cgroup_freeze_kill(const char *name);
 /* Removes cgroup `name` in every hierarchy; while tasks remain it kills them
- * as freeze_kill does. 0 when gone (or absent), -1 (EBUSY) while tasks are
- * still exiting: call again later. */
+ * so that a forking tree cannot race the kill: v2 cgroup.kill when present,
+ * else freeze (v1 freezer hierarchy, v2 cgroup.freeze), SIGKILL each task,
+ * thaw (blocks at most ~200 ms waiting for the freeze). 0 when gone (or
+ * absent), -1 (EBUSY) while tasks are still exiting: call again later. */
 int sbx_cgroup_remove(const char *name);
 void sbx_cgroup_destroy(sbx_cgroup_t **self_p);
 

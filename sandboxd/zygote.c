@@ -740,21 +740,17 @@ s_valid(sbx_spawn_req_t *req, bool call)
  * that a tree forking up to pids_max cannot race, as the freezer's. Unlike
  * the freezer, nothing is left frozen if this process dies in the middle
  * (a cgroup v1 tree frozen, then never thawed, stayed in the refrigerator
- * with its SIGKILL pending until the next start). Without a known init
- * (never in practice: the cgroup's tasks all descend from init), the
- * cgroup is killed through the freezer.
+ * with its SIGKILL pending until the next start). No init known: it was
+ * reaped already (it died on its own, and the worker's KILL came after), and
+ * its namespace, every task of the slot, went with it; a task still in the
+ * cgroup would keep it from being removed (RMCG), which kills what is left.
  */
 static void
 s_kill_slot(uint32_t slot)
 {
 	int i = s_init_of(slot);
-	if (i >= 0) {
+	if (i >= 0)
 		kill(s_inits[i].pid, SIGKILL);
-		return;
-	}
-	char cg[32];
-	snprintf(cg, sizeof(cg), "s%u", slot);
-	(void)sbx_cgroup_freeze_kill(cg);
 }
 
 static void

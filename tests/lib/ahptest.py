@@ -2,6 +2,7 @@
 orchctl and mock-llm wrappers, process control and bounded waits. Python 3 stdlib only."""
 
 import argparse
+import fcntl
 import json
 import os
 import pwd
@@ -19,6 +20,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+import zlib
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -100,6 +102,31 @@ def unmount_under(prefix):
     for mp in sorted((m for m in mps if m.startswith(prefix.rstrip("/") + "/")), key=len,
                      reverse=True):
         subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
+_UID_RANGE_LOCKS = []
+
+
+def claim_uid_range(name, first, size, buckets):
+    """A host uid range [base, base + size) of its own for a test's sandboxd, base = first +
+    k * size with k in [0, buckets): k starts at a hash of name and moves on past the ranges
+    another test holds (flock on /tmp/ahp-uidrange-<first>-<k>.lock, held until this process
+    exits). ctest runs tests in parallel, and a test's cleanup kills every process of its
+    range: two tests hashed to one range (it happened: 400 ranges) killed each other's
+    sandboxes. Returns base."""
+    start = zlib.crc32(name.encode()) % buckets
+    for i in range(buckets):
+        k = (start + i) % buckets
+        fd = os.open(f"/tmp/ahp-uidrange-{first}-{k}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _UID_RANGE_LOCKS.append(fd)
+        return first + k * size
+    raise TestFailure(f"every one of the {buckets} uid ranges from {first} is taken")
 
 
 def private_mount_ns(own, then):

@@ -40,10 +40,9 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../lib"))
-from ahptest import ensure_system_user, socket_accepts  # noqa: E402
+from ahptest import claim_uid_range, ensure_system_user, socket_accepts  # noqa: E402
 
 PROBE_IN_SANDBOX = "/opt/ahp-test/probe"
 RESULT_RE = re.compile(r'^RESULT attack=(\S+) ok=([01]) errno=(\S+) detail="(.*)"$', re.M)
@@ -248,7 +247,7 @@ class Home:
         os.chmod(self.path("probe"), 0o755)
         # Each attack gets its own host uid range: ctest runs tests in parallel, and two
         # daemons handing out the same host uids would blur what a test observes.
-        self.uid_base = 2000000 + (zlib.crc32(self.args.attack.encode()) % 1000) * 1000
+        self.uid_base = claim_uid_range(self.args.attack, 2000000, 1000, 1000)
         self.write("etc/sandboxd.conf", f"ro_bind = {self.path('probe')}:/opt/ahp-test\n"
                    f"uid_base = {self.uid_base}\nuid_count = 1000\n")
         base = ("model: mock:scripted\n"

@@ -18,14 +18,13 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sbxclient  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
-from ahptest import (TestFailure as Failure, check, ensure_system_user,  # noqa: E402
-                     private_mount_ns, run_case, socket_accepts, wait_for)
+from ahptest import (TestFailure as Failure, check, claim_uid_range,  # noqa: E402
+                     ensure_system_user, private_mount_ns, run_case, socket_accepts, wait_for)
 
 TESTS = {}
 
@@ -86,7 +85,7 @@ class Daemon:
         ensure_system_user()  # the worker's user (sandboxd's default `user`)
         # short: ipc:// paths are limited to ~107 bytes
         self.home = tempfile.mkdtemp(prefix="ahp-sbx-", dir="/tmp")
-        self.uid_base = 300000 + (zlib.crc32(name.encode()) % 400) * 2000
+        self.uid_base = claim_uid_range(name, 300000, 2000, 400)
         for d in ("etc/profiles", "run", "log", "state"):
             os.makedirs(os.path.join(self.home, d), exist_ok=True)
         with open(self.path("etc/sandboxd.conf"), "w") as f:
@@ -624,7 +623,7 @@ def host_free_but_disks(state):
     the free space is (none made or freed in between)."""
     def held():
         n = 0
-        for img in glob.glob("/tmp/ahp-*/state/sandboxd/disks/*"):
+        for img in glob.glob("/tmp/ahp-*/state/sandboxd/disks/*", include_hidden=True):
             try:
                 n += os.stat(img).st_blocks * 512
             except FileNotFoundError:
@@ -1130,16 +1129,21 @@ def t_kill_pidns(d):
     init = child_of(d, "sandboxd-init")
     check(init is not None, "the sandbox's init is the privileged parent's child")
     with open(f"/proc/{init}/cgroup") as f:
-        rel = [ln.split(":", 2)[2].strip() for ln in f if ln.split(":")[1] == "freezer"]
-    if not rel:
-        print("SKIP: no cgroup v1 freezer hierarchy here")
-        sys.exit(77)
-    modified = inotify_modified(f"/sys/fs/cgroup/freezer{rel[0]}/freezer.state")
+        cg = {ln.split(":")[1]: ln.split(":", 2)[2].strip() for ln in f}
+    if "freezer" in cg:  # v1
+        watched = [f"/sys/fs/cgroup/freezer{cg['freezer']}/freezer.state"]
+    else:  # v2: what the old code wrote there
+        watched = [f"/sys/fs/cgroup{cg['']}/{n}" for n in ("cgroup.freeze", "cgroup.kill")]
+    modified = [inotify_modified(p) for p in watched if os.path.exists(p)]
     c.send(sbxclient.req_exec("fz", "f1", "while :; do (sleep 30 &) ; done"))
     wait_for(lambda: len(d.sandbox_procs()) >= 20, 10, "the forking tree to grow")
+    # A stopped init cannot end the sandbox itself when the worker closes its control
+    # socket (it exits on that end-of-file, and the namespace with it): only the kill can.
+    os.kill(init, signal.SIGSTOP)
     ok(c.destroy("fz"))
     wait_for(lambda: not d.sandbox_procs(), 10, "every task of the destroyed sandbox to die")
-    check(not modified(), "the kill never wrote freezer.state (no freeze to be left in)")
+    check(not any(m() for m in modified),
+          f"the kill never wrote {' or '.join(watched)} (no freeze to be left in)")
     d.alive()
 
 
@@ -1220,7 +1224,13 @@ def t_disk_held(d):
     # (only this home's mounts: a copy of another test's disk would hold it as long)
     holder = subprocess.Popen(private_mount_ns(d.home, "true") + ["sleep", "120"])
     try:
-        time.sleep(0.3)
+        def holding():
+            try:
+                return (proc_comm(holder.pid) == "sleep" and os.readlink(
+                    f"/proc/{holder.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt"))
+            except OSError:
+                return False
+        wait_for(holding, 10, "the holder to sleep in a mount namespace of its own")
         check(d.stop() == 0, "clean stop")
         check(not mounts_under(d.home), "a clean stop unmounts (lazily)")
         before = [x for x in loops_under(d.home) if x == f"loop{rec}"]
