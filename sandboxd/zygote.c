@@ -727,7 +727,8 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	 * child: we reap it and tell the worker. */
 	int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
 	            CLONE_NEWUTS | SIGCHLD;
-	pid_t pid;
+	pid_t pid = -1;
+	int clone_errno = 0;
 	if (s_init_exe >= 0) {
 		/* The lean init: its start message first (queued, so init
 		 * reads it without waiting), then a clone that shares our
@@ -746,24 +747,33 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 			lean.src[2 + i] = args.joins[i];
 		lean.n_src = 2 + sp.n_joins;
 		if (send(sv[0], &sp, sizeof(sp), MSG_NOSIGNAL) != (ssize_t)sizeof(sp)) {
-			pid = -1;
+			clone_errno = errno;
 		} else {
 			pid = clone(s_lean_child, s_stack + S_INIT_STACK,
 			            flags | CLONE_VM | CLONE_VFORK, &lean);
+			clone_errno = errno;
 			if (pid > 0 && lean.err != 0) {
-				/* it exited before its execve: reaped here, the
-				 * worker never hears of this pid */
+				/* It exited before its execve (reaped here: the
+				 * worker never hears of this pid). What fails
+				 * here fails every time (a noexec mount, a
+				 * policy): init is the clone from now on, this
+				 * one included, without the queued message. */
 				(void)waitpid(pid, NULL, 0);
-				errno = lean.err;
-				log_error("privsep: starting %s: %s: %s", SBX_INIT_EXE, lean.step,
-				          strerror(errno));
+				log_error("privsep: starting %s: %s: %s; each init is a clone of "
+				          "this process from now on",
+				          SBX_INIT_EXE, lean.step, strerror(lean.err));
+				close(s_init_exe);
+				close(s_init_data);
+				s_init_exe = s_init_data = -1;
+				(void)recv(sv[1], &sp, 0, MSG_DONTWAIT | MSG_TRUNC);
 				pid = -1;
 			}
 		}
-	} else {
-		pid = clone(sbx_init_main, s_stack + S_INIT_STACK, flags, &args);
 	}
-	int clone_errno = errno;
+	if (s_init_exe < 0) {
+		pid = clone(sbx_init_main, s_stack + S_INIT_STACK, flags, &args);
+		clone_errno = errno;
+	}
 	close(sv[1]);
 	for (int i = 0; i < args.n_joins; i++)
 		close(args.joins[i]);

@@ -1182,7 +1182,8 @@ def t_init_lean(d):
     mappings and 3.7 MB resident, copied, faulted and torn down per sandbox: issue 10's
     one-shot target). Each init gets a layout of its own (ASLR; a copy had the parent's), and
     keeps every property of the copy (check_init_props). Without the program (no musl, a
-    sanitizer build, or a tree without it) init is the copy, and sandboxes work as before."""
+    sanitizer build, or a tree without it), or when its execve fails, init is the copy, and
+    sandboxes work as before."""
     libexec = os.path.normpath(os.path.join(d.bin, "..", "libexec", "ahp"))
     with open(os.path.join(libexec, "sandboxd"), "rb") as f:
         san = b"__asan_init" in f.read()
@@ -1217,26 +1218,38 @@ def t_init_lean(d):
           r["exit_code"] == 0, f"a command in a lean init's sandbox: {r}")
     d.stop()
 
-    # the fallback: a tree without sandboxd-init
+    # the fallbacks, in a copy of the tree: sandboxd-init that cannot be executed any more
+    # (the first spawn's execve fails: that spawn and the rest use the clone), then none
     tree = d.path("tree")
     os.makedirs(os.path.join(tree, "bin"))
     os.makedirs(os.path.join(tree, "libexec", "ahp"))
     shutil.copy2(os.path.join(d.bin, "sandboxd"), os.path.join(tree, "bin", "sandboxd"))
-    shutil.copy2(os.path.join(libexec, "sandboxd"), os.path.join(tree, "libexec", "ahp"))
+    for f in ("sandboxd", "sandboxd-init"):
+        shutil.copy2(os.path.join(libexec, f), os.path.join(tree, "libexec", "ahp", f))
+    full = os.path.join(tree, "libexec", "ahp", "sandboxd")
+    tlean = os.path.join(tree, "libexec", "ahp", "sandboxd-init")
     d.bin = os.path.join(tree, "bin")
-    d.start()
-    c = d.client()
-    ok(c.create("f1"))
-    r = run(c, "f1", "1", "echo fallback; id -u")
-    check(r["stdout"] == b"fallback\n1000\n", f"a command with the clone init: {r}")
-    pid = child_of(d, "sandboxd-init")
-    check(pid is not None and init_view(pid)[0] == os.path.join(tree, "libexec", "ahp",
-                                                                "sandboxd"),
-          f"without the program init is the privileged parent's copy: {pid}")
-    check_init_props(c, "f1", pid, "fallback")
-    check(f"no {os.path.join(tree, 'libexec', 'ahp', 'sandboxd-init')} " in d.log_text(),
-          f"the log says init is the clone: {d.log_tail()}")
-    d.alive()
+    for case in ("noexec", "missing"):
+        d.start()
+        c = d.client()
+        if case == "noexec":
+            os.chmod(tlean, 0o644)
+        sid = "f-" + case
+        ok(c.create(sid))
+        r = run(c, sid, "1", "echo fallback; id -u")
+        check(r["stdout"] == b"fallback\n1000\n", f"{case}: a command with the clone init: {r}")
+        pid = child_of(d, "sandboxd-init")
+        check(pid is not None and init_view(pid)[0] == full,
+              f"{case}: init is the privileged parent's copy: {pid}")
+        check_init_props(c, sid, pid, case)
+        log = d.log_text()
+        want = ("starting sandboxd-init: execve sandboxd-init: Permission denied; each init is "
+                "a clone" if case == "noexec" else f"no {tlean} (No such file or directory)")
+        check(want in log, f"{case}: the log says why init is the clone: {d.log_tail()}")
+        d.alive()
+        d.stop()
+        if case == "noexec":
+            os.unlink(tlean)
 
 
 def child_of_pid(pid):
