@@ -244,9 +244,9 @@ int sbx_send_fd(int sock, const void *buf, size_t len, int fd);
 ssize_t sbx_recv_fd(int sock, void *buf, size_t len, int flags, int *fd);
 
 /* ---- init.c (runs inside the sandbox) ---- */
-/* clone() entry point of a sandbox's init. Never returns to its caller's code:
- * exits the process. Uses no malloc (it is a clone, without exec, of the
- * privileged parent). */
+/* A sandbox's init: the clone() entry point when init is a copy of the privileged parent
+ * (no sandboxd-init), else called by sbx_init_lean_main. Never returns to its caller's code:
+ * exits the process. Uses no malloc or stdio (in a copy, a libc lock may look held). */
 int sbx_init_main(void *args);
 /* main() of the lean sandboxd-init (see SBX_INIT_FD_CTL): reads and checks the spawn message
  * and maps the data memfd (a bad one ends it with exit status 1 and a FAIL message), then runs
