@@ -29,17 +29,27 @@
 #include <linux/capability.h>
 #include <linux/securebits.h>
 #include <linux/seccomp.h>
+#ifndef __GLIBC__
+/* musl (the lean sandboxd-init, initmain.c) has no wrappers for the new
+ * mount API (glibc 2.36 has): the kernel's uapi header and the system calls. */
+#include <linux/mount.h>
+#endif
 
 #include "ahp/util.h"
 
 #include "sbx.h"
 
 /*
- * init is clone()d from sandboxd, a multi-threaded process (ZeroMQ's I/O
- * thread), without exec. Another thread may have held a libc lock (malloc,
- * stdio) at that instant, so init never calls malloc or stdio: buffers come
- * from mmap, messages are formatted with snprintf into stack arrays, and
- * commands are started with clone(CLONE_VM|CLONE_VFORK) like posix_spawn.
+ * init starts one of two ways (zygote.c s_spawn). Normally the privileged
+ * parent's clone execs the lean sandboxd-init (a static musl program:
+ * initmain.c and this file), which reads what the parent computed from the
+ * descriptors it inherits (sbx_init_lean_main). Without that program (no
+ * musl at build, a sanitizer build) init is the clone itself, a copy of the
+ * privileged parent without exec, entered at sbx_init_main. That parent is
+ * single-threaded, but in either case init never calls malloc or stdio:
+ * buffers come from mmap, messages are formatted with snprintf into stack
+ * arrays, and commands are started with clone(CLONE_VM|CLONE_VFORK) like
+ * posix_spawn.
  */
 
 #define S_CTL_FD 3
@@ -54,6 +64,47 @@
 #ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
 #define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
 #endif
+
+/* The commands' environments (sbx.h). */
+char *const sbx_env_none[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                              "HOME=/workspace",
+                              "USER=agent",
+                              "LOGNAME=agent",
+                              "SHELL=/bin/sh",
+                              "LANG=C.UTF-8",
+                              "TERM=dumb",
+                              "TMPDIR=/tmp",
+                              NULL};
+char *const sbx_env_proxy[] = {
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/workspace",
+    "USER=agent",
+    "LOGNAME=agent",
+    "SHELL=/bin/sh",
+    "LANG=C.UTF-8",
+    "TERM=dumb",
+    "TMPDIR=/tmp",
+    /* Everything goes to the relay (credproxy behind it). Only the sandbox's
+     * own loopback is exempt: it is a network namespace of its own, so that
+     * reaches servers the agent started inside and nothing else. */
+    "HTTP_PROXY=http://127.0.0.1:3128",
+    "HTTPS_PROXY=http://127.0.0.1:3128",
+    "ALL_PROXY=http://127.0.0.1:3128",
+    "http_proxy=http://127.0.0.1:3128",
+    "https_proxy=http://127.0.0.1:3128",
+    "all_proxy=http://127.0.0.1:3128",
+    "NO_PROXY=localhost,127.0.0.1,::1",
+    "no_proxy=localhost,127.0.0.1,::1",
+    /* The trust bundle with the platform CA (ca.c), for tools that do not
+     * read the system path or bring their own store; node adds it to its own. */
+    "SSL_CERT_FILE=" SBX_CA_BUNDLE,
+    "CURL_CA_BUNDLE=" SBX_CA_BUNDLE,
+    "REQUESTS_CA_BUNDLE=" SBX_CA_BUNDLE,
+    "GIT_SSL_CAINFO=" SBX_CA_BUNDLE,
+    "PIP_CERT=" SBX_CA_BUNDLE,
+    "NODE_EXTRA_CA_CERTS=" SBX_CA_BUNDLE,
+    NULL,
+};
 
 static int s_ctl = -1;
 static int s_errfd = 2;
@@ -83,11 +134,116 @@ static void __attribute__((noreturn)) s_exit(int code)
 		syscall(SYS_exit, code);
 }
 
+#ifdef __GLIBC__
 static const char *
 s_errname(int e)
 {
 	const char *n = strerrorname_np(e);
 	return n != NULL ? n : "E?";
+}
+#else
+/* musl has no strerrorname_np: the names init's failures can carry. */
+static const char *
+s_errname(int e)
+{
+#define S_E(x)                                                                                     \
+	case x:                                                                                    \
+		return #x
+	switch (e) {
+		S_E(EPERM);
+		S_E(ENOENT);
+		S_E(ESRCH);
+		S_E(EINTR);
+		S_E(EIO);
+		S_E(E2BIG);
+		S_E(ENOEXEC);
+		S_E(EBADF);
+		S_E(ECHILD);
+		S_E(EAGAIN);
+		S_E(ENOMEM);
+		S_E(EACCES);
+		S_E(EFAULT);
+		S_E(EBUSY);
+		S_E(EEXIST);
+		S_E(EXDEV);
+		S_E(ENODEV);
+		S_E(ENOTDIR);
+		S_E(EISDIR);
+		S_E(EINVAL);
+		S_E(ENFILE);
+		S_E(EMFILE);
+		S_E(ENOSPC);
+		S_E(EROFS);
+		S_E(EMLINK);
+		S_E(EPIPE);
+		S_E(ENAMETOOLONG);
+		S_E(ENOSYS);
+		S_E(ELOOP);
+		S_E(EPROTO);
+		S_E(EMSGSIZE);
+		S_E(EOPNOTSUPP);
+		S_E(EADDRINUSE);
+		S_E(EADDRNOTAVAIL);
+		S_E(ECONNRESET);
+		S_E(ETXTBSY);
+	default:
+		return "E?";
+	}
+#undef S_E
+}
+
+static int
+fsopen(const char *fs, unsigned flags)
+{
+	return (int)syscall(SYS_fsopen, fs, flags);
+}
+
+static int
+fsconfig(int fd, unsigned cmd, const char *key, const void *value, int aux)
+{
+	return (int)syscall(SYS_fsconfig, fd, cmd, key, value, aux);
+}
+
+static int
+fsmount(int fd, unsigned flags, unsigned attrs)
+{
+	return (int)syscall(SYS_fsmount, fd, flags, attrs);
+}
+
+static int
+move_mount(int from_dfd, const char *from, int to_dfd, const char *to, unsigned flags)
+{
+	return (int)syscall(SYS_move_mount, from_dfd, from, to_dfd, to, flags);
+}
+
+static int
+open_tree(int dfd, const char *path, unsigned flags)
+{
+	return (int)syscall(SYS_open_tree, dfd, path, flags);
+}
+
+static int
+mount_setattr(int dfd, const char *path, unsigned flags, struct mount_attr *a, size_t size)
+{
+	return (int)syscall(SYS_mount_setattr, dfd, path, flags, a, size);
+}
+#endif
+
+/* ahp_write_all's loop, here so that the lean sandboxd-init links no libahp code. */
+static int
+s_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
 }
 
 /* Reports a setup failure to sandboxd (and its log) and exits. */
@@ -114,8 +270,8 @@ static void __attribute__((noreturn, format(printf, 1, 2))) s_fail(const char *f
 	char line[600];
 	int l = snprintf(line, sizeof(line), "sandboxd-init: %.*s\n", n, msg);
 	if (l > 0)
-		(void)ahp_write_all(s_errfd, line,
-		                    (size_t)l < sizeof(line) ? (size_t)l : sizeof(line) - 1);
+		(void)s_write_all(s_errfd, line,
+		                  (size_t)l < sizeof(line) ? (size_t)l : sizeof(line) - 1);
 	s_exit(1);
 }
 
@@ -725,7 +881,7 @@ s_run(const sbx_ctl_exec_t *o, const char *cwd, const char *cmd)
 		int n = snprintf(line, sizeof(line), "sandboxd: %s: %s\n", c.step,
 		                 s_errname(spawn_errno));
 		if (n > 0)
-			(void)ahp_write_all(s_errfd, line, (size_t)n);
+			(void)s_write_all(s_errfd, line, (size_t)n);
 	}
 
 	uint64_t deadline = t0 + o->timeout_ms, exit_at = 0;
@@ -1033,6 +1189,61 @@ sbx_init_main(void *arg)
 	memset(s_inbuf, 0, 65536);
 	s_send_ready(-1);
 	s_serve();
+}
+
+int
+sbx_init_lean_main(void)
+{
+	static sbx_init_args_t args;
+	static sbx_init_spawn_t sp;
+	static struct sock_fprog filter;
+	s_ctl = SBX_INIT_FD_CTL; /* s_fail's channel */
+	/* The parent queued this before the clone: it is there already. */
+	ssize_t n = recv(SBX_INIT_FD_CTL, &sp, sizeof(sp), MSG_TRUNC | MSG_DONTWAIT);
+	if (n != (ssize_t)sizeof(sp) || sp.magic != SBX_INIT_MAGIC || sp.n_joins < 0 ||
+	    sp.n_joins > SBX_CG_JOIN_MAX || memchr(sp.workspace, 0, sizeof(sp.workspace)) == NULL ||
+	    memchr(sp.root_dir, 0, sizeof(sp.root_dir)) == NULL) {
+		errno = EPROTO;
+		s_fail("bad spawn message (%zd bytes)", n);
+	}
+	struct stat st;
+	sbx_init_data_t h;
+	if (fstat(SBX_INIT_FD_DATA, &st) != 0 || st.st_size < (off_t)sizeof(h) ||
+	    st.st_size > (off_t)UINT32_MAX)
+		s_fail("init data");
+	size_t size = (size_t)st.st_size;
+	const uint8_t *d = mmap(NULL, size, PROT_READ, MAP_PRIVATE, SBX_INIT_FD_DATA, 0);
+	if (d == MAP_FAILED)
+		s_fail("mmap init data");
+	close(SBX_INIT_FD_DATA);
+	memcpy(&h, d, sizeof(h));
+	/* Each bound is checked on its own, in 64 bits: no sum wraps. */
+	size_t plan_min = offsetof(sbx_plan_t, m);
+	const sbx_plan_t *plan = (const sbx_plan_t *)(d + h.plan_off);
+	if (h.magic != SBX_INIT_MAGIC || h.size != size || h.plan_off % 8 != 0 ||
+	    h.filter_off % 8 != 0 || (uint64_t)h.plan_off + h.plan_len > size ||
+	    h.plan_len < plan_min || (uint64_t)h.filter_off + (uint64_t)h.filter_n * 8 > size ||
+	    h.filter_n == 0 || h.filter_n > 4096 || plan->n < 0 || plan->n > SBX_MNT_MAX ||
+	    h.plan_len != plan_min + (size_t)plan->n * sizeof(sbx_mnt_t)) {
+		errno = EPROTO;
+		s_fail("bad init data");
+	}
+	filter.len = (unsigned short)h.filter_n;
+	filter.filter = (struct sock_filter *)(uintptr_t)(d + h.filter_off);
+	args.ctl = SBX_INIT_FD_CTL;
+	args.errfd = 2;
+	args.plan = plan;
+	args.filter = &filter;
+	memcpy(args.workspace, sp.workspace, sizeof(args.workspace));
+	memcpy(args.root_dir, sp.root_dir, sizeof(args.root_dir));
+	args.env_none = sbx_env_none;
+	args.env_proxy = sbx_env_proxy;
+	args.argv_area = NULL; /* ours: "sandboxd-init", nothing of sandboxd's */
+	args.n_joins = sp.n_joins;
+	for (int i = 0; i < sp.n_joins; i++)
+		args.joins[i] = SBX_INIT_FD_JOIN0 + i;
+	for (;;)
+		sbx_init_main(&args);
 }
 
 int

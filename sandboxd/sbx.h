@@ -176,7 +176,8 @@ typedef struct {
 
 #define SBX_CG_JOIN_MAX 4 /* v1 hierarchies a sandbox joins */
 
-/* What init needs; filled by the privileged parent before clone() (the child gets a copy). */
+/* What init needs; filled by the privileged parent before clone() (the child gets a copy),
+ * or, for the lean sandboxd-init, rebuilt by sbx_init_lean_main from what it inherits. */
 typedef struct {
 	int ctl;   /* init's end of the control socketpair */
 	int errfd; /* where init writes its own diagnostics */
@@ -191,6 +192,33 @@ typedef struct {
 	int joins[SBX_CG_JOIN_MAX]; /* cgroup task lists init joins first ("0"), then closes */
 	int n_joins;
 } sbx_init_args_t;
+
+/* The lean init (libexec/ahp/sandboxd-init beside the full program, initmain.c): the privileged
+ * parent's clone execs it with these descriptors and nothing else (0-2 as the parent's):
+ *   SBX_INIT_FD_CTL     init's end of the control socket; its first message is an
+ *                       sbx_init_spawn_t (the parent queues it before the clone)
+ *   SBX_INIT_FD_DATA    a sealed memfd made once at start: sbx_init_data_t, the plan, the filter
+ *   SBX_INIT_FD_JOIN0.. the n_joins cgroup task lists (v1)
+ * argv is {"sandboxd-init", NULL}, the environment empty. */
+#define SBX_INIT_EXE "sandboxd-init"
+#define SBX_INIT_FD_CTL 3
+#define SBX_INIT_FD_DATA 4
+#define SBX_INIT_FD_JOIN0 5
+#define SBX_INIT_MAGIC 0x31494253u /* "SBI1" */
+typedef struct {
+	uint32_t magic;
+	uint32_t size;       /* bytes of the whole memfd */
+	uint32_t plan_off;   /* an sbx_plan_t cut after its n entries (8-aligned) */
+	uint32_t plan_len;   /* offsetof(sbx_plan_t, m) + n * sizeof(sbx_mnt_t) */
+	uint32_t filter_off; /* struct sock_filter[filter_n] (8-aligned) */
+	uint32_t filter_n;
+} sbx_init_data_t;
+typedef struct {
+	uint32_t magic;
+	int32_t n_joins;          /* 0..SBX_CG_JOIN_MAX */
+	char workspace[PATH_MAX]; /* NUL-terminated, as sbx_init_args_t's */
+	char root_dir[PATH_MAX];
+} sbx_init_spawn_t;
 
 typedef struct sbx_daemon sbx_daemon_t;
 typedef struct sbx_sandbox sbx_sandbox_t;
@@ -216,10 +244,17 @@ int sbx_send_fd(int sock, const void *buf, size_t len, int fd);
 ssize_t sbx_recv_fd(int sock, void *buf, size_t len, int flags, int *fd);
 
 /* ---- init.c (runs inside the sandbox) ---- */
-/* clone() entry point of a sandbox's init. Never returns to its caller's code:
- * exits the process. Uses no malloc (it is a clone, without exec, of the
- * privileged parent). */
+/* A sandbox's init: the clone() entry point when init is a copy of the privileged parent
+ * (no sandboxd-init), else called by sbx_init_lean_main. Never returns to its caller's code:
+ * exits the process. Uses no malloc or stdio (in a copy, a libc lock may look held). */
 int sbx_init_main(void *args);
+/* main() of the lean sandboxd-init (see SBX_INIT_FD_CTL): reads and checks the spawn message
+ * and maps the data memfd (a bad one ends it with exit status 1 and a FAIL message), then runs
+ * sbx_init_main. Never returns. */
+int sbx_init_lean_main(void);
+/* The commands' environments (NULL-terminated), by network mode. */
+extern char *const sbx_env_none[];
+extern char *const sbx_env_proxy[];
 
 /* One order from sandboxd, as sbx_init_parse_order validated it. */
 typedef struct {

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -18,6 +19,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <linux/capability.h>
 
 #include "ahp/log.h"
 #include "ahp/priv.h"
@@ -55,53 +57,16 @@
 #define S_DISCARDERS_MAX 8
 #define S_RMTREE_DEPTH 256
 
-static char *const s_env_none[] = {
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME=/workspace",
-    "USER=agent",
-    "LOGNAME=agent",
-    "SHELL=/bin/sh",
-    "LANG=C.UTF-8",
-    "TERM=dumb",
-    "TMPDIR=/tmp",
-    NULL};
-static char *const s_env_proxy[] = {
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME=/workspace",
-    "USER=agent",
-    "LOGNAME=agent",
-    "SHELL=/bin/sh",
-    "LANG=C.UTF-8",
-    "TERM=dumb",
-    "TMPDIR=/tmp",
-    /* Everything goes to the relay (credproxy behind it). Only the sandbox's
-     * own loopback is exempt: it is a network namespace of its own, so that
-     * reaches servers the agent started inside and nothing else. */
-    "HTTP_PROXY=http://127.0.0.1:3128",
-    "HTTPS_PROXY=http://127.0.0.1:3128",
-    "ALL_PROXY=http://127.0.0.1:3128",
-    "http_proxy=http://127.0.0.1:3128",
-    "https_proxy=http://127.0.0.1:3128",
-    "all_proxy=http://127.0.0.1:3128",
-    "NO_PROXY=localhost,127.0.0.1,::1",
-    "no_proxy=localhost,127.0.0.1,::1",
-    /* The trust bundle with the platform CA (ca.c), for tools that do not
-     * read the system path or bring their own store; node adds it to its own. */
-    "SSL_CERT_FILE=" SBX_CA_BUNDLE,
-    "CURL_CA_BUNDLE=" SBX_CA_BUNDLE,
-    "REQUESTS_CA_BUNDLE=" SBX_CA_BUNDLE,
-    "GIT_SSL_CAINFO=" SBX_CA_BUNDLE,
-    "PIP_CERT=" SBX_CA_BUNDLE,
-    "NODE_EXTRA_CA_CERTS=" SBX_CA_BUNDLE,
-    NULL,
-};
-
 static sbx_config_t s_cfg;
 static sbx_plan_t *s_plan;
 static struct sock_fprog s_filter_prog;
 static const struct sock_fprog *s_filter = &s_filter_prog;
 static sbx_store_t *s_store;
 static uint8_t *s_stack;
+/* The lean init (sbx.h SBX_INIT_EXE): the program, O_PATH, and the sealed data every init maps;
+ * -1 when it is not there (init is then the clone itself, sbx_init_main). */
+static int s_init_exe = -1;
+static int s_init_data = -1;
 static uid_t s_wuid; /* the worker's user */
 static gid_t s_wgid;
 static pid_t s_worker;
@@ -588,6 +553,122 @@ s_init_of(uint32_t slot)
 	return -1;
 }
 
+/* The pre-exec half of a lean init: a clone(CLONE_VM|CLONE_VFORK) on s_stack, so it copies
+ * none of our address space and we wait only until its execve. System calls only, as in a
+ * vfork child. */
+typedef struct {
+	int src[2 + SBX_CG_JOIN_MAX]; /* ctl, data, joins: to fds 3, 4, 5.. */
+	int n_src;
+	volatile int err;
+	const char *volatile step;
+} s_lean_t;
+
+static int
+s_lean_child(void *arg)
+{
+	s_lean_t *l = arg;
+	int hi[2 + SBX_CG_JOIN_MAX], exe;
+	/* Above every target first (a source may sit on one), then into place
+	 * without close-on-exec; everything else is closed by the execve. */
+	l->step = "dup";
+	for (int i = 0; i < l->n_src; i++)
+		if ((hi[i] = fcntl(l->src[i], F_DUPFD_CLOEXEC, 16)) < 0)
+			goto fail;
+	if ((exe = fcntl(s_init_exe, F_DUPFD_CLOEXEC, 16)) < 0)
+		goto fail;
+	for (int i = 0; i < l->n_src; i++)
+		if (dup3(hi[i], SBX_INIT_FD_CTL + i, 0) < 0)
+			goto fail;
+	l->step = "close_range";
+	if (syscall(SYS_close_range, (unsigned)(SBX_INIT_FD_CTL + l->n_src), ~0u,
+	            CLOSE_RANGE_CLOEXEC) != 0)
+		goto fail;
+	/* Our capabilities in the new user namespace would not survive the
+	 * execve: uid 0 is not mapped in it (only the agent's uid is, and not
+	 * yet), so the kernel does not treat the program as root's. Ambient
+	 * capabilities carry them over, for a program without file
+	 * capabilities; init clears them (s_drop_privileges) before any
+	 * command runs. */
+	l->step = "capabilities";
+	struct __user_cap_header_struct ch = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct cd[2];
+	if (syscall(SYS_capget, &ch, cd) != 0)
+		goto fail;
+	for (int i = 0; i < 2; i++)
+		cd[i].inheritable = cd[i].permitted;
+	if (syscall(SYS_capset, &ch, cd) != 0)
+		goto fail;
+	for (int c = 0; c < 64; c++)
+		if (cd[c / 32].permitted & (1u << (c % 32)))
+			if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) != 0 &&
+			    errno != EINVAL)
+				goto fail;
+	l->step = "execve " SBX_INIT_EXE;
+	static char *const argv[] = {SBX_INIT_EXE, NULL};
+	static char *const envp[] = {NULL};
+	syscall(SYS_execveat, exe, "", argv, envp, AT_EMPTY_PATH);
+fail:
+	l->err = errno != 0 ? errno : EINVAL;
+	_exit(127); /* this process only: it shares our memory, not our thread group */
+}
+
+/* Finds the lean init beside our own program and writes what every init reads into a sealed
+ * memfd. Without either, init stays the clone (logged once). */
+static void
+s_lean_setup(void)
+{
+	char self[PATH_MAX], path[PATH_MAX + 32];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0)
+		return;
+	self[n] = '\0';
+	char *slash = strrchr(self, '/');
+	if (slash == NULL)
+		return;
+	*slash = '\0';
+	snprintf(path, sizeof(path), "%s/%s", self, SBX_INIT_EXE);
+	int fd = open(path, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		log_info("privsep: no %s (%s): each init is a clone of this process", path,
+		         strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	/* root runs it with every capability of a sandbox: only root may change it */
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022) != 0) {
+		log_warn("privsep: %s is not a regular file of ours, unwritable by others: not "
+		         "used, each init is a clone of this process",
+		         path);
+		close(fd);
+		return;
+	}
+	sbx_init_data_t h = {.magic = SBX_INIT_MAGIC};
+	h.plan_off = (uint32_t)((sizeof(h) + 7) & ~(size_t)7);
+	h.plan_len = (uint32_t)(offsetof(sbx_plan_t, m) + (size_t)s_plan->n * sizeof(sbx_mnt_t));
+	h.filter_off = (uint32_t)((h.plan_off + h.plan_len + 7) & ~(uint32_t)7);
+	h.filter_n = s_filter_prog.len;
+	h.size = h.filter_off + h.filter_n * (uint32_t)sizeof(struct sock_filter);
+	int m = memfd_create("sandboxd-init-data", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (m < 0 || ftruncate(m, h.size) != 0 ||
+	    pwrite(m, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
+	    pwrite(m, s_plan, h.plan_len, h.plan_off) != (ssize_t)h.plan_len ||
+	    pwrite(m, s_filter_prog.filter, h.filter_n * sizeof(struct sock_filter),
+	           h.filter_off) != (ssize_t)(h.filter_n * sizeof(struct sock_filter)) ||
+	    fcntl(m, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+		log_warn("privsep: init data memfd: %s; each init is a clone of this process",
+		         strerror(errno));
+		if (m >= 0)
+			close(m);
+		close(fd);
+		return;
+	}
+	s_init_exe = fd;
+	s_init_data = m;
+	log_debug("privsep: inits run %s", path);
+}
+
 static void
 s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 {
@@ -619,8 +700,8 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	args.errfd = 2;
 	args.plan = s_plan;
 	args.filter = s_filter;
-	args.env_none = s_env_none;
-	args.env_proxy = s_env_proxy;
+	args.env_none = sbx_env_none;
+	args.env_proxy = sbx_env_proxy;
 	args.argv_area = sbx_argv_area;
 	args.argv_len = sbx_argv_len;
 	if (sbx_disk_attach(s_store, req->slot, req->uid, &req->lim, rep->err, sizeof(rep->err)) !=
@@ -646,12 +727,58 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 	 * child: we reap it and tell the worker. */
 	int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
 	            CLONE_NEWUTS | SIGCHLD;
-	pid_t pid = clone(sbx_init_main, s_stack + S_INIT_STACK, flags, &args);
+	pid_t pid = -1;
+	int clone_errno = 0;
+	if (s_init_exe >= 0) {
+		/* The lean init: its start message first (queued, so init
+		 * reads it without waiting), then a clone that shares our
+		 * memory until it execs sandboxd-init. */
+		static sbx_init_spawn_t sp;
+		static s_lean_t lean;
+		memset(&sp, 0, sizeof(sp));
+		sp.magic = SBX_INIT_MAGIC;
+		sp.n_joins = args.n_joins > 0 ? args.n_joins : 0;
+		memcpy(sp.workspace, args.workspace, sizeof(sp.workspace));
+		memcpy(sp.root_dir, args.root_dir, sizeof(sp.root_dir));
+		memset(&lean, 0, sizeof(lean));
+		lean.src[0] = sv[1];
+		lean.src[1] = s_init_data;
+		for (int i = 0; i < sp.n_joins; i++)
+			lean.src[2 + i] = args.joins[i];
+		lean.n_src = 2 + sp.n_joins;
+		if (send(sv[0], &sp, sizeof(sp), MSG_NOSIGNAL) != (ssize_t)sizeof(sp)) {
+			clone_errno = errno;
+		} else {
+			pid = clone(s_lean_child, s_stack + S_INIT_STACK,
+			            flags | CLONE_VM | CLONE_VFORK, &lean);
+			clone_errno = errno;
+			if (pid > 0 && lean.err != 0) {
+				/* It exited before its execve (reaped here: the
+				 * worker never hears of this pid). What fails
+				 * here fails every time (a noexec mount, a
+				 * policy): init is the clone from now on, this
+				 * one included, without the queued message. */
+				(void)waitpid(pid, NULL, 0);
+				log_error("privsep: starting %s: %s: %s; each init is a clone of "
+				          "this process from now on",
+				          SBX_INIT_EXE, lean.step, strerror(lean.err));
+				close(s_init_exe);
+				close(s_init_data);
+				s_init_exe = s_init_data = -1;
+				(void)recv(sv[1], &sp, 0, MSG_DONTWAIT | MSG_TRUNC);
+				pid = -1;
+			}
+		}
+	}
+	if (s_init_exe < 0) {
+		pid = clone(sbx_init_main, s_stack + S_INIT_STACK, flags, &args);
+		clone_errno = errno;
+	}
 	close(sv[1]);
 	for (int i = 0; i < args.n_joins; i++)
 		close(args.joins[i]);
 	if (pid < 0) {
-		snprintf(rep->err, sizeof(rep->err), "clone: %s", strerror(errno));
+		snprintf(rep->err, sizeof(rep->err), "clone: %s", strerror(clone_errno));
 		close(sv[0]);
 		return;
 	}
@@ -1025,6 +1152,11 @@ s_start_worker(int sigfd)
 		/* the helper trusts what comes on its socket: never the worker's */
 		if (s_helper.fd >= 0)
 			close(s_helper.fd);
+		/* nor the lean init's program and data (read-only; only ours) */
+		if (s_init_exe >= 0)
+			close(s_init_exe);
+		if (s_init_data >= 0)
+			close(s_init_data);
 		s_worker_main(a[1], c[1]);
 	}
 	close(a[1]);
@@ -1192,6 +1324,7 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "building the seccomp filter failed");
 		return -1;
 	}
+	s_lean_setup();
 	/* The instance name keeps two sandboxd's (two homes) apart in cgroups. */
 	uint32_t h = 2166136261u;
 	for (const char *p = cfg->state_dir; *p; p++)
@@ -1323,6 +1456,10 @@ sbx_priv_run(const sbx_config_t *cfg)
 	sbx_disk_stop(s_store); /* spares' disks and the /etc tmpfs go; the rest unmounted */
 	sbx_cgroup_teardown();
 	close(sigfd);
+	if (s_init_exe >= 0)
+		close(s_init_exe);
+	if (s_init_data >= 0)
+		close(s_init_data);
 	free(s_filter_prog.filter);
 	free(s_plan);
 	free(s_stack);
