@@ -28,6 +28,8 @@ RUN cmake -S /src -B /build >/dev/null \
 	&& for b in orchestrator orchctl sandboxd credproxy servicesd approvald mock-llm \
 		mock-services; do strip -o "/out/bin/$b" "/build/bin/$b"; done \
 	&& strip -o /out/libexec/ahp/sandboxd /build/libexec/ahp/sandboxd \
+	&& if [ -e /build/libexec/ahp/sandboxd-init ]; then \
+		strip -o /out/libexec/ahp/sandboxd-init /build/libexec/ahp/sandboxd-init; fi \
 	&& for l in $(ldd /out/bin/* /out/libexec/ahp/sandboxd | awk '/=> \// { print $3 }' | sort -u); do \
 		dpkg -S "$l" 2>/dev/null || dpkg -S "$(readlink -f "$l")"; \
 	done | cut -d: -f1 | sort -u >/out/runtime-packages \
@@ -52,7 +54,8 @@ RUN groupadd --system --gid 9000 ahp \
 	done
 COPY --from=build /out/bin/ /usr/local/bin/
 # sandboxd is two programs: /usr/local/bin/sandboxd, a lean front (`sandboxd exec` runs
-# there, without libzmq), execs the full program at ../libexec/ahp/sandboxd for the rest.
+# there, without libzmq), execs the full program at ../libexec/ahp/sandboxd for the rest;
+# each sandbox's init runs ../libexec/ahp/sandboxd-init beside it (a lean static program).
 COPY --from=build /out/libexec/ /usr/local/libexec/
 COPY deploy/etc/ /var/lib/ahp/etc/
 COPY profiles/ /var/lib/ahp/etc/profiles/
