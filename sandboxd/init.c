@@ -636,7 +636,9 @@ s_child(void *arg)
 	c->step = "dup2";
 	if (dup2(s_devnull, 0) < 0 || dup2(c->outw, 1) < 0 || dup2(c->errw, 2) < 0)
 		goto fail;
-	syscall(SYS_close_range, 3u, ~0u, 0u);
+	c->step = "close_range";
+	if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
+		goto fail;
 	umask(s_umask); /* shared with init (CLONE_FS): the last command's is undone */
 	if (chdir(c->cwd) != 0 && chdir("/workspace") != 0)
 		(void)chdir("/");
@@ -1119,6 +1121,10 @@ sbx_init_main(void *arg)
 
 	/* Only the control socket and the log survive from sandboxd's fds. */
 	if (s_args->ctl != S_CTL_FD && dup3(s_args->ctl, S_CTL_FD, O_CLOEXEC) < 0)
+		s_exit(1);
+	/* The lean start hands it over at 3 as it is (without close-on-exec,
+	 * or its execve would have closed it): no command inherits it either way. */
+	if (fcntl(S_CTL_FD, F_SETFD, FD_CLOEXEC) != 0)
 		s_exit(1);
 	s_ctl = S_CTL_FD;
 	if (s_errfd != 2 && dup2(s_errfd, 2) < 0)

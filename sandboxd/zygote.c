@@ -57,6 +57,12 @@
 #define S_DISCARDERS_MAX 8
 #define S_RMTREE_DEPTH 256
 
+#ifdef MFD_NOEXEC_SEAL
+#define S_MFD_NOEXEC MFD_NOEXEC_SEAL
+#else
+#define S_MFD_NOEXEC 0x0008U /* linux/memfd.h, Linux 6.3 */
+#endif
+
 static sbx_config_t s_cfg;
 static sbx_plan_t *s_plan;
 static struct sock_fprog s_filter_prog;
@@ -650,7 +656,11 @@ s_lean_setup(void)
 	h.filter_off = (uint32_t)((h.plan_off + h.plan_len + 7) & ~(uint32_t)7);
 	h.filter_n = s_filter_prog.len;
 	h.size = h.filter_off + h.filter_n * (uint32_t)sizeof(struct sock_filter);
-	int m = memfd_create("sandboxd-init-data", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	/* never executable (where vm.memfd_noexec asks for it, a memfd without
+	 * this flag is refused); a kernel before 6.3 does not know the flag */
+	int m = memfd_create("sandboxd-init-data", MFD_CLOEXEC | MFD_ALLOW_SEALING | S_MFD_NOEXEC);
+	if (m < 0 && errno == EINVAL)
+		m = memfd_create("sandboxd-init-data", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (m < 0 || ftruncate(m, h.size) != 0 ||
 	    pwrite(m, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
 	    pwrite(m, s_plan, h.plan_len, h.plan_off) != (ssize_t)h.plan_len ||
@@ -759,14 +769,25 @@ s_spawn(const sbx_spawn_req_t *req, sbx_spawn_rep_t *rep, int *ctl)
 				 * policy): init is the clone from now on, this
 				 * one included, without the queued message. */
 				(void)waitpid(pid, NULL, 0);
-				log_error("privsep: starting %s: %s: %s; each init is a clone of "
-				          "this process from now on",
-				          SBX_INIT_EXE, lean.step, strerror(lean.err));
-				close(s_init_exe);
-				close(s_init_data);
-				s_init_exe = s_init_data = -1;
-				(void)recv(sv[1], &sp, 0, MSG_DONTWAIT | MSG_TRUNC);
+				/* Only what fails every time switches for good; a
+				 * transient error (ENOMEM, EAGAIN, EMFILE, EINTR)
+				 * fails this spawn alone. */
+				bool lasting = lean.err == EACCES || lean.err == EPERM ||
+				               lean.err == ENOENT || lean.err == ENOEXEC ||
+				               lean.err == ENOSYS || lean.err == EINVAL;
+				log_error("privsep: starting %s: %s: %s%s", SBX_INIT_EXE, lean.step,
+				          strerror(lean.err),
+				          lasting
+				              ? "; each init is a clone of this process from now on"
+				              : "");
+				clone_errno = lean.err;
 				pid = -1;
+				if (lasting) {
+					close(s_init_exe);
+					close(s_init_data);
+					s_init_exe = s_init_data = -1;
+					(void)recv(sv[1], &sp, 0, MSG_DONTWAIT | MSG_TRUNC);
+				}
 			}
 		}
 	}

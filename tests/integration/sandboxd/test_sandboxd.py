@@ -1171,6 +1171,9 @@ def check_init_props(c, sid, pid, what):
           sum(t.startswith("anon_inode:") for t in fds.values()) == 2 and
           not any("memfd:" in t or "libexec" in t for t in fds.values()),
           f"{what}: init's descriptors: {fds}")
+    with open(f"/proc/{pid}/fdinfo/3") as f:
+        fl = int([ln for ln in f.read().splitlines() if ln.startswith("flags:")][0].split()[1], 8)
+    check(fl & 0o2000000, f"{what}: init's control socket (3) is close-on-exec: flags {fl:o}")
     r = run(c, sid, f"props-{what}",
             "tr -s '\\0' ' ' </proc/1/cmdline; echo; for f in environ exe fd maps; do "
             "if ls -L /proc/1/$f >/dev/null 2>&1 && cat /proc/1/$f >/dev/null 2>&1; "
