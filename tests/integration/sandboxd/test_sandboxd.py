@@ -1486,10 +1486,15 @@ def t_relay(d):
     check(b"rc=7" in r["stdout"] and r["stdout"].endswith(b"0\n"), f"network none: {r}")
     check(len(proxy.headers) == 4 and proxy.headers[2:] == [pp2_expected("px", "relay-test")] * 2,
           f"headers of the volume test: {proxy.headers[2:]}")
-    # proxy socket gone: the client's connection is reset
+    # proxy socket gone: the client's connection is reset (curl: 7 before the connection is
+    # up, 55 while sending, 56 while reading: timing; 55 was seen under ASan)
     proxy.close()
     r = run(c, "px", "3", "curl -sS -m 5 http://wiki.local/; echo rc=$?")
-    check(r["stdout"] in (b"rc=7\n", b"rc=56\n"), f"no upstream: connection reset: {r}")
+    # curl's code says where the reset met it: 7 before the connection was up, 55 while
+    # sending the request, 56 while reading the reply (the relay accepts, then finds no
+    # upstream and closes; which one is timing: 55 was seen under ASan)
+    check(r["stdout"] in (b"rc=7\n", b"rc=55\n", b"rc=56\n"),
+          f"no upstream: connection reset: {r}")
     host.close()
 
 
@@ -1899,8 +1904,10 @@ def t_proxy(d):
         r = run(c, "hdr-1", f"down-{what[:2]}",
                 RAW_CLIENT + "; curl -sS -m 5 http://wiki.local/; echo rc=$?")
         # the reset comes during or right after the handshake: curl says
-        # "Couldn't connect" (7) or "Connection reset by peer" (56)
-        check(r["stdout"] in (b"ConnectionResetError\nrc=7\n", b"ConnectionResetError\nrc=56\n"),
+        # "Couldn't connect" (7), or "Connection reset by peer" while sending the
+        # request (55) or reading the reply (56): timing (55 was seen under ASan)
+        check(r["stdout"] in (b"ConnectionResetError\nrc=" + n + b"\n"
+                              for n in (b"7", b"55", b"56")),
               f"{what}: the in-sandbox connection is reset: {r}")
         stale.close()
         if os.path.exists(d.path("run/credproxy.sock")):
