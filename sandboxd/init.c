@@ -65,25 +65,14 @@
 #define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
 #endif
 
-/* The commands' environments (sbx.h). */
-char *const sbx_env_none[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                              "HOME=/workspace",
-                              "USER=agent",
-                              "LOGNAME=agent",
-                              "SHELL=/bin/sh",
-                              "LANG=C.UTF-8",
-                              "TERM=dumb",
-                              "TMPDIR=/tmp",
-                              NULL};
+/* The commands' environments (sbx.h): the same base for both network modes. */
+#define S_ENV_BASE                                                                                 \
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/workspace",    \
+	    "USER=agent", "LOGNAME=agent", "SHELL=/bin/sh", "LANG=C.UTF-8", "TERM=dumb",           \
+	    "TMPDIR=/tmp"
+char *const sbx_env_none[] = {S_ENV_BASE, NULL};
 char *const sbx_env_proxy[] = {
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME=/workspace",
-    "USER=agent",
-    "LOGNAME=agent",
-    "SHELL=/bin/sh",
-    "LANG=C.UTF-8",
-    "TERM=dumb",
-    "TMPDIR=/tmp",
+    S_ENV_BASE,
     /* Everything goes to the relay (credproxy behind it). Only the sandbox's
      * own loopback is exempt: it is a network namespace of its own, so that
      * reaches servers the agent started inside and nothing else. */
