@@ -887,6 +887,66 @@ def t_disk_crash_fsck(d):
     check(d.stop() == 0, "clean stop")
 
 
+def loop_flushes(dev):
+    """Flush requests the loop device has completed (/sys/block/<dev>/stat, field 16)."""
+    with open(f"/sys/block/{dev}/stat") as f:
+        return int(f.read().split()[15])
+
+
+def dirty_pages(path, off, length):
+    """Dirty page-cache pages of path in [off, off + length) (cachestat(2), Linux 6.5): what
+    has not reached the host's disk yet. None where the kernel has no cachestat."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    rng = struct.pack("=QQ", off, length)
+    cs = ctypes.create_string_buffer(40)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        rc = libc.syscall(451, fd, ctypes.c_char_p(rng), cs, 0)  # SYS_cachestat (x86_64)
+    finally:
+        os.close(fd)
+    if rc != 0:
+        check(ctypes.get_errno() == 38, f"cachestat: errno {ctypes.get_errno()}")
+        return None
+    return struct.unpack_from("=QQ", cs.raw, 0)[1]  # nr_cache, nr_dirty, ...
+
+
+@test
+def t_disk_no_flush(d):
+    """Sandbox disks are mounted without barriers (disk.c S_MOUNT_OPTS): a command's sync or
+    fsync reaches the host's page cache and never makes the loop device flush (each flush was
+    an fsync of the whole image on the host: a sandbox could make the host flush its disk at
+    will, and every unmount paid one). What a barrier guaranteed at mount is done by sandboxd:
+    the superblock that says "not clean" is on the host's device before the sandbox runs, so a
+    crash of the host still leaves a disk that the next start checks (disk_crash_fsck)."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    d.start()
+    c = d.client()
+    ws = ok(c.create("nf", limits={"disk_mb": 32}))["workspace"]
+    img = os.path.join(d.path("state/sandboxd/disks"),
+                       os.path.basename(os.path.dirname(ws)) + ".img")
+    loops = loops_under(d.home)
+    check(len(loops) == 1, f"one loop device: {loops}")
+    with open("/proc/self/mountinfo") as f:
+        opts = [line.split(" - ")[1].split()[2] for line in f
+                if line.split()[4] == os.path.dirname(ws)]
+    check(len(opts) == 1 and "nobarrier" in opts[0].split(","), f"mounted nobarrier: {opts}")
+    check(sb_state(img)[0] & 1 == 0, "mounted, the disk is not clean")
+    dirty = dirty_pages(img, 0, 4096)
+    if dirty is None:
+        print("no cachestat(2) in this kernel: the superblock's write-back is not checked")
+    else:
+        check(dirty == 0, f"the not-clean superblock is on the host's disk: {dirty} dirty")
+    before = loop_flushes(loops[0])
+    r = run(c, "nf", "1", "echo x > /workspace/f; sync; dd if=/dev/zero of=/workspace/g bs=4k "
+            "count=4 conv=fsync status=none; sync -f /workspace/g; echo done")
+    check(r["stdout"] == b"done\n", f"the command ran: {r}")
+    check(loop_flushes(loops[0]) == before,
+          f"no flush reached the loop device: {before} -> {loop_flushes(loops[0])}")
+    ok(c.destroy("nf"))
+    check(d.stop() == 0, "clean stop")
+
+
 @test
 def t_disk_crash_fsck_dup(d):
     """A disk left not clean whose damage `e2fsck -p` may not fix unattended is never mounted
