@@ -619,8 +619,13 @@ s_child(void *arg)
 	sigaction(SIGPIPE, &dfl, NULL);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 
-	c->step = "setsid";
-	if (setsid() < 0)
+	/* Its own process group, in init's session (init has no controlling
+	 * terminal, so neither has the command). Not setsid(): a new session
+	 * is a new scheduler autogroup where autogroups are on, a task group
+	 * with per-CPU run queues made and freed for every command (~20 us of
+	 * a warm exec here). */
+	c->step = "setpgid";
+	if (setpgid(0, 0) < 0)
 		goto fail;
 	c->step = "dup2";
 	if (dup2(s_devnull, 0) < 0 || dup2(c->outw, 1) < 0 || dup2(c->errw, 2) < 0)

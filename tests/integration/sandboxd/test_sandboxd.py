@@ -391,6 +391,29 @@ def t_basics(d):
 
 
 @test
+def t_session(d):
+    """A command leads its own process group in init's session (init.c s_child: setpgid,
+    not setsid): no new session means no new scheduler autogroup per command (setsid made
+    one, and freed it at exit: a task group with per-CPU run queues, ~20 us of a warm exec).
+    The command has no controlling terminal either way (init has none)."""
+    d.start()
+    c = d.client()
+    ok(c.create("se"))
+    r = run(c, "se", "1", "cut -d' ' -f1,5,6 /proc/$$/stat; "
+            "cat /proc/$$/autogroup /proc/1/autogroup 2>/dev/null; "
+            "(cut -d' ' -f1,5,6 /proc/self/stat)")
+    lines = r["stdout"].decode().splitlines()
+    pid, pgrp, sid = lines[0].split()
+    check(pgrp == pid and sid == "1", f"the shell leads its group in init's session: {lines}")
+    check(lines[-1].split()[1:] == [pid, "1"], f"its children stay in both: {lines}")
+    if len(lines) == 4:
+        check(lines[1] == lines[2], f"the command is in init's autogroup: {lines}")
+    else:
+        print("no /proc/PID/autogroup (CONFIG_SCHED_AUTOGROUP): the autogroup is not checked")
+    ok(c.destroy("se"))
+
+
+@test
 def t_cwd(d):
     d.start()
     c = d.client()
