@@ -67,12 +67,13 @@
  * image is fallocated, so they read as zeros already. nobarrier: the disk's
  * ext4 never sends the loop device a flush, which the loop device turns into
  * an fsync of the whole image on the host: every unmount paid one (~10% of
- * the CPU of a back-to-back one-shot), and a command's sync(2) or fsync(2)
- * made the host flush its own disk as often as it liked. Its writes reach the
- * image's page cache and the host writes them back like any file's; what a
- * barrier gave at mount (the superblock saying "not clean" on the host's
- * disk, for the check after a crash of the host) s_mount does itself.
- * docs/security.md "No barriers". */
+ * the CPU of a back-to-back one-shot), and a command's fsync(2) or syncfs(2)
+ * made the host flush its own disk as often as it liked (sync(2), global, is
+ * refused: seccomp.c). Its writes reach the image's page cache and the host
+ * writes them back like any file's. What barriers gave the check after a
+ * crash of the host is kept: s_mount makes the "not clean" superblock
+ * durable, and a clean stop gets the barriers back before the unmount
+ * (sbx_disk_stop). docs/security.md "No barriers". */
 #define S_MOUNT_OPTS "errors=remount-ro,noinit_itable,nobarrier"
 
 static int
@@ -838,16 +839,18 @@ sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limits_t 
 	return s_put(mp, "proc/cpuinfo", buf, o);
 }
 
-/* disks/.ready-<MiB>-<k>.img (k < S_READY_MAX): images ready for the next
- * disk of that size, made ahead (sbx_disk_prepare) or emptied after a
- * discard (s_recycle); a spawn takes one by rename. Each holds its
- * reservation on the host: at most S_READY_MAX of them (a new image that
- * finds no room deletes them first). 8, not 4: back to back, the discard
- * helper empties images one after the other and falls a few behind; with 4,
- * 17-21% of the spawns found none and made one on the spawner's path while
- * the helper deleted as many emptied ones a moment later for want of a
- * name (1-5% with 8; ~0.3 ms of CPU per one-shot). */
-#define S_READY_MAX 8
+/* disks/.ready-<MiB>-<k>.img (k < sbx_disk_ready_max(MiB), sbx.h): images
+ * ready for the next disk of that size, made ahead (sbx_disk_prepare) or
+ * emptied after a discard (s_recycle); a spawn takes one by rename. Each holds
+ * its reservation on the host: a new image that finds no room deletes them
+ * first, and a discarded one is not kept while the host is below its
+ * headroom. Up to 8 (4 before 2026-12-01): back to back, the discard helper
+ * empties images one after the other and falls a few behind; with 4, 17-21%
+ * of the spawns found none and made one on the spawner's path while the
+ * helper deleted as many emptied ones a moment later for want of a name
+ * (1-5% with 8; ~0.3 ms of CPU per one-shot). S_READY_MAX is the most names
+ * a spawn looks at. */
+#define S_READY_MAX SBX_READY_MAX
 /* disks/.ready-x<slot>.img: a discarded image being emptied (s_recycle); a
  * sandboxd killed meanwhile leaves it, deleted at the next start (and by
  * s_ready_prune). */
@@ -954,12 +957,18 @@ s_recycle(const sbx_store_t *store, const char *img)
 	    (uint64_t)st.st_size > ((uint64_t)AHP_LIM_DISK_MB_MAX << 20))
 		goto fail;
 	uint32_t mb = (uint32_t)(st.st_size >> 20);
+	int keep = sbx_disk_ready_max(mb);
+	/* a host below its headroom gets the room back rather than an image kept
+	 * for later (only new images made the ready ones go, and only sandboxd's) */
+	struct statvfs vfs;
+	if (fstatvfs(fd, &vfs) != 0 || !s_room(&vfs, 0))
+		goto fail;
 	/* a free ready name first: no wait for an image that would be deleted */
-	for (; k < S_READY_MAX; k++)
+	for (; k < keep; k++)
 		if (s_ready_path(store, mb, k, ready) == 0 && access(ready, F_OK) != 0 &&
 		    errno == ENOENT)
 			break;
-	if (k == S_READY_MAX)
+	if (k == keep)
 		goto fail;
 	int64_t deadline = ahp_mono_ms() + S_DETACH_WAIT_MS;
 	useconds_t pause = 50;
@@ -981,7 +990,7 @@ s_recycle(const sbx_store_t *store, const char *img)
 	close(fd);
 	/* names come and go meanwhile (spawns take them, other discards and the
 	 * preparer make them): the first free one */
-	for (k = 0; k < S_READY_MAX; k++)
+	for (k = 0; k < keep; k++)
 		if (s_ready_path(store, mb, k, ready) == 0 &&
 		    renameat2(AT_FDCWD, img, AT_FDCWD, ready, RENAME_NOREPLACE) == 0)
 			return 0;
@@ -1186,11 +1195,21 @@ sbx_disk_stop(sbx_store_t *store)
 		for (size_t i = 0; i < used.n && !claimed; i++)
 			claimed = used.slots[i] == (uint32_t)slot;
 		char img[PATH_MAX], mp[PATH_MAX];
-		if (!claimed)
+		if (!claimed) {
 			(void)sbx_disk_discard(store, (uint32_t)slot, false);
-		else if (s_paths(store, (uint32_t)slot, img, mp) == 0 && s_mounted(mp) == 1 &&
-		         umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
-			log_warn("unmounting %s: %s", mp, strerror(errno));
+		} else if (s_paths(store, (uint32_t)slot, img, mp) == 0 && s_mounted(mp) == 1) {
+			/* A kept disk gets its barriers back before it goes: its
+			 * unmount (whenever the last holder lets go) then flushes
+			 * everything through the loop device before it writes the
+			 * superblock that says "clean", and that with FUA. Without,
+			 * "clean" and the metadata it vouches for reach the host's
+			 * disk in any order: a crash of the host in between leaves
+			 * a disk that says clean and is not, mounted unchecked. */
+			if (mount(NULL, mp, NULL, MS_REMOUNT | S_MOUNT_FLAGS, "barrier") != 0)
+				log_warn("remounting %s with barriers: %s", mp, strerror(errno));
+			if (umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
+				log_warn("unmounting %s: %s", mp, strerror(errno));
+		}
 	}
 	if (d != NULL)
 		closedir(d);

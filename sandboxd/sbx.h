@@ -362,6 +362,19 @@ int sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sb
  * other sizes are deleted; no template is made here (the caller runs it in
  * a child while the spawner may be making one). 0 / -1. */
 int sbx_disk_prepare(const sbx_store_t *store, uint32_t mb);
+/* How many emptied or prepared images of mb MiB are kept ready
+ * (disks/.ready-<mb>-<k>.img, k below this). Each holds its whole reservation
+ * on the host, so the count is bounded by bytes too: at most SBX_READY_MAX,
+ * and at most SBX_READY_MB_MAX MiB together, but always one (8 of 1 GiB, 2 of
+ * 4 GiB, 1 of anything above 8 GiB). mb 0: SBX_READY_MAX. */
+#define SBX_READY_MAX 8
+#define SBX_READY_MB_MAX 8192u
+static inline int
+sbx_disk_ready_max(uint32_t mb)
+{
+	uint32_t n = mb > 0 ? SBX_READY_MB_MAX / mb : SBX_READY_MAX;
+	return n < 1 ? 1 : n > SBX_READY_MAX ? SBX_READY_MAX : (int)n;
+}
 /* Whether a ready image of mb MiB is there (a few access(2) calls): the
  * spawner forks no preparer then. */
 bool sbx_disk_ready(const sbx_store_t *store, uint32_t mb);

@@ -95,7 +95,7 @@ static const s_row_t s_rows[] = {
      "I/O on descriptors the process already holds"},
     {"openat openat2 close close_range dup dup3 fcntl flock pipe2 fstat newfstatat statx statfs "
      "fstatfs faccessat faccessat2 readlinkat getcwd chdir fchdir getdents64 truncate ftruncate "
-     "fsync fdatasync sync syncfs sync_file_range fallocate fadvise64 readahead umask",
+     "fsync fdatasync syncfs sync_file_range fallocate fadvise64 readahead umask",
      S_ACT_ALLOW, S_ALL,
      "files and directories; what a path reaches is decided by the mount tree init built"},
     {"mkdirat unlinkat renameat renameat2 linkat symlinkat fchmod fchmodat fchown fchownat "
@@ -187,6 +187,10 @@ static const s_row_t s_rows[] = {
     {"acct quotactl quotactl_fd lookup_dcookie syslog vhangup migrate_pages move_pages", EPERM,
      S_ALL, "host-wide state, kernel addresses, other processes' memory placement"},
     {"uselib", EPERM, S_X86_64, "obsolete loader entry point"},
+    {"sync", EPERM, S_ALL,
+     "writes back every filesystem of the host, whatever the mount namespace, and flushes its "
+     "disks: a command looping on it made the host write everyone's dirty data out; libc's "
+     "sync() returns nothing, so `sync` still succeeds; syncfs and fsync of its own files stay"},
     /* ---- refused with ENOSYS (the default, named because it matters) ---- */
     {"clone3", ENOSYS, S_ALL,
      "its flags are in memory where seccomp cannot look; ENOSYS makes libc fall back to "

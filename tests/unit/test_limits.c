@@ -337,6 +337,22 @@ test_table(void **state)
 
 /* Issue 6 §7: docs/profiles.md holds the table as generated, between the
  * markers; regenerate with `build/tests/test_limits --markdown`. */
+/* sandboxd keeps at most 8 ready disk images of a size, and at most 8 GiB of
+ * them, but always one (sbx.h sbx_disk_ready_max). */
+static void
+test_ready_max(void **state)
+{
+	(void)state;
+	assert_int_equal(sbx_disk_ready_max(32), 8);
+	assert_int_equal(sbx_disk_ready_max(1024), 8);
+	assert_int_equal(sbx_disk_ready_max(1025), 7);
+	assert_int_equal(sbx_disk_ready_max(4096), 2);
+	assert_int_equal(sbx_disk_ready_max(8192), 1);
+	assert_int_equal(sbx_disk_ready_max(51200), 1);
+	assert_int_equal(sbx_disk_ready_max(AHP_LIM_DISK_MB_MAX), 1);
+	assert_int_equal(sbx_disk_ready_max(0), SBX_READY_MAX);
+}
+
 static void
 test_docs_match_table(void **state)
 {
@@ -382,6 +398,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_defaults_agree, setup_tmp, teardown_tmp),
 	    cmocka_unit_test(test_exec_request),
 	    cmocka_unit_test(test_docs_match_table),
+	    cmocka_unit_test(test_ready_max),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
