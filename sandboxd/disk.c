@@ -75,6 +75,10 @@
  * durable, and a clean stop gets the barriers back before the unmount
  * (sbx_disk_stop). docs/security.md "No barriers". */
 #define S_MOUNT_OPTS "errors=remount-ro,noinit_itable,nobarrier"
+/* disks/.stopped: made (durably) by a clean stop after every disk was unmounted
+ * with barriers, deleted by the next start (sbx_disk_restore); missing there,
+ * every disk not live is checked with e2fsck -fp before it is mounted. */
+#define S_STOPPED ".stopped"
 
 static int
 s_paths(const sbx_store_t *store, uint32_t slot, char *img, char *mp)
@@ -162,7 +166,9 @@ s_tool(char *const argv[], char *err, size_t errlen)
  * from e2fsck instead: a disk mounted at a crash is marked not clean on
  * disk (ext4 without a journal clears its valid flag while mounted), and
  * sbx_disk_restore checks it (s_check) before mounting it again. A crash of
- * sandboxd alone changes nothing: its mounts are the kernel's and stay. */
+ * sandboxd alone changes nothing where its mounts are the host's (they stay);
+ * where they die with its mount namespace (a container), they are unmounted
+ * without barriers, and the next start checks every disk (S_STOPPED). */
 static int
 s_mkfs(const char *img, const char *layout, char *err, size_t errlen)
 {
@@ -219,24 +225,31 @@ s_sb_state(const char *img)
  * and a file of the sandbox would write straight into the kernel's
  * filesystem metadata. `e2fsck -fy` then repairs what it can (what it
  * cannot keep goes to lost+found/, outside the sandbox's view, or is
- * cleared); a disk even that leaves inconsistent is not mounted. Only
+ * cleared); a disk even that leaves inconsistent is not mounted. force:
+ * checked (e2fsck -fp) even when its superblock says clean, which it may
+ * without being so when sandboxd did not stop cleanly (S_STOPPED). Only
  * called when no instance of it is live (s_check_unless_live): never on a
  * mounted filesystem. 0 when clean or repaired, -1 when it must not be
  * mounted. */
 static int
-s_check(const char *img)
+s_check(const char *img, bool force)
 {
 	int state = s_sb_state(img);
-	if (state < 0 || (state & 3) == 1)
+	if (state < 0 || (!force && (state & 3) == 1))
 		return 0; /* clean (not ext4 at all: the mount says so) */
 	char err[256] = "";
-	char *const argv[] = {(char *)"e2fsck", (char *)"-p", (char *)img, NULL};
+	char *const argv[] = {(char *)"e2fsck", (char *)(force ? "-fp" : "-p"), (char *)img, NULL};
 	int rc = s_tool(argv, err, sizeof(err));
 	/* 0 clean, 1 errors fixed, 2 fixed (reboot: for a root fs); 4 and up: not fixed */
 	if (rc >= 0 && rc < 4) {
-		log_info("disk %s was not cleanly unmounted (state %#x): checked with e2fsck -p "
-		         "(status %d)",
-		         img, (unsigned)state, rc);
+		if (force)
+			log_info("disk %s: sandboxd did not stop cleanly (its disks may have been "
+			         "unmounted without barriers): checked with e2fsck -fp (status %d)",
+			         img, rc);
+		else
+			log_info("disk %s was not cleanly unmounted (state %#x): checked with "
+			         "e2fsck -p (status %d)",
+			         img, (unsigned)state, rc);
 		return 0;
 	}
 	char erry[256] = "";
@@ -574,15 +587,15 @@ s_loop_find(const char *img, const struct stat *st, int *fdp)
 /* s_check, unless an instance of img is still live (a lazily unmounted one
  * whose loop device still backs the image: it is mounted again as it is). */
 static int
-s_check_unless_live(const char *img)
+s_check_unless_live(const char *img, bool force)
 {
 	int state = s_sb_state(img);
-	if (state < 0 || (state & 3) == 1)
+	if (state < 0 || (!force && (state & 3) == 1))
 		return 0; /* clean: no loop device looked at */
 	struct stat st;
 	int lfd = -1, rc = 0;
 	if (stat(img, &st) == 0 && s_loop_find(img, &st, &lfd) < 0)
-		rc = s_check(img);
+		rc = s_check(img, force);
 	if (lfd >= 0)
 		close(lfd);
 	return rc;
@@ -1046,7 +1059,7 @@ sbx_disk_attach(const sbx_store_t *store, uint32_t slot, uid_t uid, const sbx_li
 				if (s_create(dir, img, lim->disk_mb, true, err, errlen) != 0)
 					return -1;
 			}
-		} else if (s_check_unless_live(img) != 0) {
+		} else if (s_check_unless_live(img, false) != 0) {
 			/* a disk of an earlier run sbx_disk_restore did not mount */
 			snprintf(err, errlen,
 			         "disk image s%u is damaged (e2fsck could not repair it; see the "
@@ -1108,6 +1121,13 @@ sbx_disk_restore(const sbx_store_t *store)
 	DIR *d = opendir(sbx_store_dir(store, "disks"));
 	if (d == NULL)
 		return;
+	/* Not stopped cleanly (killed, or its mount namespace gone with a
+	 * container): a disk that was not live any more may have been unmounted
+	 * without barriers, "clean" on the host's disk before its metadata, so
+	 * every one is checked. The mark goes, durably, before any is mounted. */
+	bool force = unlinkat(dirfd(d), S_STOPPED, 0) != 0;
+	if (!force)
+		(void)fsync(dirfd(d));
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL) {
 		size_t l = strlen(e->d_name);
@@ -1136,7 +1156,7 @@ sbx_disk_restore(const sbx_store_t *store)
 		 * backs the image): then it is mounted again as it is, never
 		 * checked; else a disk mounted at a crash is repaired first, and
 		 * one that cannot be is not mounted */
-		if (s_check_unless_live(img) != 0)
+		if (s_check_unless_live(img, force) != 0)
 			continue;
 		if (s_mount(img, mp, err, sizeof(err)) != 0)
 			log_warn("workspace s%ld: %s", slot, err);
@@ -1178,6 +1198,7 @@ sbx_disk_stop(sbx_store_t *store)
 	 * (sbx_disk_restore mounts them at the next start) */
 	s_used_t used = {NULL, 0, 0};
 	sbx_store_meta_each(store, s_note_slot, &used);
+	bool barriers = true; /* every kept disk goes with its barriers back */
 	DIR *d = opendir(sbx_store_dir(store, "disks"));
 	struct dirent *e;
 	while (d != NULL && (e = readdir(d)) != NULL) {
@@ -1205,12 +1226,29 @@ sbx_disk_stop(sbx_store_t *store)
 			 * "clean" and the metadata it vouches for reach the host's
 			 * disk in any order: a crash of the host in between leaves
 			 * a disk that says clean and is not, mounted unchecked. */
-			if (mount(NULL, mp, NULL, MS_REMOUNT | S_MOUNT_FLAGS, "barrier") != 0)
+			struct statvfs v;
+			unsigned long ro =
+			    statvfs(mp, &v) == 0 && (v.f_flag & ST_RDONLY) ? MS_RDONLY : 0;
+			if (mount(NULL, mp, NULL, MS_REMOUNT | S_MOUNT_FLAGS | ro, "barrier") !=
+			    0) {
 				log_warn("remounting %s with barriers: %s", mp, strerror(errno));
+				barriers = false;
+			}
 			if (umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
 				log_warn("unmounting %s: %s", mp, strerror(errno));
 		}
 	}
+	/* The mark of a clean stop (sbx_disk_restore), made durable last; not
+	 * when a kept disk could not get its barriers back. */
+	int fd = d != NULL && barriers
+	             ? openat(dirfd(d), S_STOPPED,
+	                      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)
+	             : -1;
+	if (fd < 0 || fsync(fd) != 0 || fsync(dirfd(d)) != 0)
+		log_warn("disks: no mark of a clean stop (%s): the next start checks them all",
+		         barriers ? strerror(errno) : "a disk kept no barriers");
+	if (fd >= 0)
+		close(fd);
 	if (d != NULL)
 		closedir(d);
 	free(used.slots);

@@ -365,8 +365,10 @@ int sbx_disk_prepare(const sbx_store_t *store, uint32_t mb);
 /* How many emptied or prepared images of mb MiB are kept ready
  * (disks/.ready-<mb>-<k>.img, k below this). Each holds its whole reservation
  * on the host, so the count is bounded by bytes too: at most SBX_READY_MAX,
- * and at most SBX_READY_MB_MAX MiB together, but always one (8 of 1 GiB, 2 of
- * 4 GiB, 1 of anything above 8 GiB). mb 0: SBX_READY_MAX. */
+ * and at most SBX_READY_MB_MAX MiB of that size, but always one (8 of 1 GiB,
+ * 2 of 4 GiB, 1 of anything above 8 GiB). Per size: other sizes' go when a
+ * preparer runs, at a stop, or when a new image finds no room; none is kept
+ * while the host is below its headroom. mb 0: SBX_READY_MAX. */
 #define SBX_READY_MAX 8
 #define SBX_READY_MB_MAX 8192u
 static inline int

@@ -189,8 +189,9 @@ static const s_row_t s_rows[] = {
     {"uselib", EPERM, S_X86_64, "obsolete loader entry point"},
     {"sync", EPERM, S_ALL,
      "writes back every filesystem of the host, whatever the mount namespace, and flushes its "
-     "disks: a command looping on it made the host write everyone's dirty data out; libc's "
-     "sync() returns nothing, so `sync` still succeeds; syncfs and fsync of its own files stay"},
+     "disks; libc's sync() returns nothing, so `sync` still succeeds. syncfs and fsync stay: "
+     "on the sandbox's own disk they reach no device; on a read-only host mount (/usr) they "
+     "still make that filesystem write back and flush (docs/security.md \"No barriers\")"},
     /* ---- refused with ENOSYS (the default, named because it matters) ---- */
     {"clone3", ENOSYS, S_ALL,
      "its flags are in memory where seccomp cannot look; ENOSYS makes libc fall back to "

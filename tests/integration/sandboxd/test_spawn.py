@@ -44,7 +44,7 @@ def no_leftovers(d):
     check(mounts_under(state) == [], f"mounts left: {mounts_under(state)}")
     check(loops_under(state) == [], f"loop devices left: {loops_under(state)}")
     disks = [f for f in os.listdir(os.path.join(state, "disks"))
-             if not f.startswith(".template-")]
+             if not f.startswith(".template-") and f != ".stopped"]
     check(disks == [], f"disk images left: {disks}")
     meta = os.path.join(state, "sandboxes")
     files = [f for f in os.listdir(meta) if not f.startswith(".")]
