@@ -64,6 +64,13 @@ def mounts_under(prefix):
     return out
 
 
+def disk_image(d, ws):
+    """The disk image of the sandbox whose workspace is ws (workspaces/s<slot>/ws ->
+    disks/s<slot>.img: disk.c's layout)."""
+    return os.path.join(d.path("state/sandboxd/disks"),
+                        os.path.basename(os.path.dirname(ws)) + ".img")
+
+
 def loops_under(prefix):
     """Loop devices whose backing file is below prefix."""
     out = []
@@ -684,7 +691,7 @@ def t_disk(d):
     state = d.path("state/sandboxd")
     free0 = host_free(state)
     ws = ok(c.create("dq", limits={"disk_mb": 32}))["workspace"]
-    img = os.path.join(state, "disks", os.path.basename(os.path.dirname(ws)) + ".img")
+    img = disk_image(d, ws)
     st = os.stat(img)
     check(st.st_size == 32 << 20 and st.st_blocks * 512 >= 32 << 20,
           f"a 32 MiB image, reserved in full: size {st.st_size}, {st.st_blocks * 512} allocated")
@@ -778,7 +785,7 @@ def t_disk_reuse(d):
     disks = os.path.join(state, "disks")
     mark = "ahp-reuse-" + os.urandom(12).hex()
     ws = ok(c.create("ra", limits={"disk_mb": 32}))["workspace"]
-    img = os.path.join(disks, os.path.basename(os.path.dirname(ws)) + ".img")
+    img = disk_image(d, ws)
     ino = os.stat(img).st_ino
     r = run(c, "ra", "1", f"yes {mark} | head -c 4194304 > /workspace/free; sync -f /workspace; "
             f"rm /workspace/free; echo {mark} > /workspace/secret; echo {mark} > /tmp/secret; "
@@ -798,7 +805,7 @@ def t_disk_reuse(d):
         if os.stat(os.path.join(disks, n)).st_ino != ino:
             os.unlink(os.path.join(disks, n))  # one made ahead: B must take A's
     ws = ok(c.create("rb", limits={"disk_mb": 32}))["workspace"]
-    img_b = os.path.join(disks, os.path.basename(os.path.dirname(ws)) + ".img")
+    img_b = disk_image(d, ws)
     st = os.stat(img_b)
     check(st.st_ino == ino, f"run B got run A's image file again: {st.st_ino} vs {ino}")
     check(st.st_size == 32 << 20 and st.st_blocks * 512 >= 32 << 20,
@@ -831,7 +838,7 @@ def t_disk_reuse_crash(d):
     disks = d.path("state/sandboxd/disks")
     mark = "ahp-crash-" + os.urandom(12).hex()
     ws = ok(c.create("ca", limits={"disk_mb": 32}))["workspace"]
-    img = os.path.join(disks, os.path.basename(os.path.dirname(ws)) + ".img")
+    img = disk_image(d, ws)
     run(c, "ca", "1", f"echo {mark} > /workspace/f; sync -f /workspace")
     holder = open(os.path.join(ws, "f"))  # the old instance stays mounted (lazily)
     try:
@@ -879,9 +886,8 @@ def t_disk_crash_fsck(d):
     checked."""
     d.start()
     c = d.client()
-    disks = d.path("state/sandboxd/disks")
     ws = ok(c.create("fa", limits={"disk_mb": 32}))["workspace"]
-    img = os.path.join(disks, os.path.basename(os.path.dirname(ws)) + ".img")
+    img = disk_image(d, ws)
     run(c, "fa", "1", "mkdir -p /workspace/d; echo kept > /workspace/d/f; sync -f /workspace")
     # mounted: not clean on disk (what a crash of the host would leave)
     state, journal = sb_state(img)
@@ -925,7 +931,7 @@ def dirty_pages(path, off, length):
     cs = ctypes.create_string_buffer(40)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        rc = libc.syscall(451, fd, ctypes.c_char_p(rng), cs, 0)  # SYS_cachestat (x86_64)
+        rc = libc.syscall(451, fd, ctypes.c_char_p(rng), cs, 0)  # SYS_cachestat, every arch
     finally:
         os.close(fd)
     if rc != 0:
@@ -940,7 +946,8 @@ def t_disk_no_flush(d):
     syncfs reaches the host's page cache and never makes the loop device flush (each flush was
     an fsync of the whole image on the host: a sandbox could make the host flush its disk at
     will, and every unmount paid one). sync(2), which writes back every filesystem of the host
-    whatever the mount namespace, is refused (EPERM; libc's sync() returns nothing). What a barrier guaranteed at mount is done by sandboxd:
+    whatever the mount namespace, is refused (EPERM; libc's sync() returns nothing). What a
+    barrier guaranteed at mount is done by sandboxd:
     the superblock that says "not clean" is on the host's device before the sandbox runs, so a
     crash of the host still leaves a disk that the next start checks (disk_crash_fsck)."""
     with open(d.path("etc/sandboxd.conf"), "a") as f:
@@ -948,8 +955,7 @@ def t_disk_no_flush(d):
     d.start()
     c = d.client()
     ws = ok(c.create("nf", limits={"disk_mb": 32}))["workspace"]
-    img = os.path.join(d.path("state/sandboxd/disks"),
-                       os.path.basename(os.path.dirname(ws)) + ".img")
+    img = disk_image(d, ws)
     loops = loops_under(d.home)
     check(len(loops) == 1, f"one loop device: {loops}")
     with open("/proc/self/mountinfo") as f:
@@ -992,8 +998,7 @@ def t_disk_stop_clean(d):
     d.start()
     c = d.client()
     ws = ok(c.create("sc", limits={"disk_mb": 32}))["workspace"]
-    img = os.path.join(d.path("state/sandboxd/disks"),
-                       os.path.basename(os.path.dirname(ws)) + ".img")
+    img = disk_image(d, ws)
     r = run(c, "sc", "1", "for i in $(seq 100); do mkdir -p /workspace/d$i; "
             "echo $i > /workspace/d$i/f; done; sync -f /workspace; echo done")
     check(r["stdout"] == b"done\n", f"ran: {r}")
@@ -1023,7 +1028,7 @@ def t_disk_unclean_stop(d):
     c = d.client()
     ws = ok(c.create("us", limits={"disk_mb": 32}))["workspace"]
     disks = d.path("state/sandboxd/disks")
-    img = os.path.join(disks, os.path.basename(os.path.dirname(ws)) + ".img")
+    img = disk_image(d, ws)
     check(run(c, "us", "1", "mkdir /workspace/d; echo kept > /workspace/d/f; echo ok")
           ["stdout"] == b"ok\n", "wrote the workspace")
     d.stop(signal.SIGKILL)
@@ -1057,9 +1062,8 @@ def t_disk_crash_fsck_dup(d):
     is consistent after the next stop."""
     d.start()
     c = d.client()
-    disks = d.path("state/sandboxd/disks")
     ws = ok(c.create("fd", limits={"disk_mb": 32}))["workspace"]
-    img = os.path.join(disks, os.path.basename(os.path.dirname(ws)) + ".img")
+    img = disk_image(d, ws)
     run(c, "fd", "1", "head -c 8192 /dev/zero | tr '\\0' a > /workspace/a; "
         "head -c 8192 /dev/zero | tr '\\0' b > /workspace/b; sync -f /workspace")
     check(d.stop() == 0, "clean stop")
@@ -1074,7 +1078,8 @@ def t_disk_crash_fsck_dup(d):
     check(r.returncode == 4, f"b claims a's blocks: e2fsck -fn {r.returncode}")
     d.start()
     c = d.client()
-    r = run(c, "fd", "2", "printf ZZZZ | dd of=/workspace/b conv=notrunc 2>/dev/null; sync -f /workspace; "
+    r = run(c, "fd", "2", "printf ZZZZ | dd of=/workspace/b conv=notrunc 2>/dev/null; "
+            "sync -f /workspace; "
             "head -c 4 /workspace/a; head -c 4 /workspace/b")
     check(r["stdout"] == b"aaaaZZZZ", f"a write to b must not land in a: {r['stdout']!r}\n"
           + d.log_tail())
@@ -1130,7 +1135,7 @@ def t_discard_helper(d):
 
     def cycle(name):
         ws = ok(c.create(name, limits={"disk_mb": 32}))["workspace"]
-        img = os.path.join(disks, os.path.basename(os.path.dirname(ws)) + ".img")
+        img = disk_image(d, ws)
         ino = os.stat(img).st_ino
         check(run(c, name, "1", "echo x > /workspace/f; cat /workspace/f")["stdout"] == b"x\n",
               f"{name} ran")
