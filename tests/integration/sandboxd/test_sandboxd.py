@@ -2260,6 +2260,44 @@ def t_front_lean(d):
 
 
 @test
+def t_oneshot_pool_hold(d):
+    """While a one-shot's command runs, the pool is topped up to one spare only (issue 10
+    part 5): building more competes with the command for the CPUs and the kernel's locks.
+    pool_size = 3: the one-shot claims a spare, two are left, and nothing more is built until
+    it has answered; then the pool is full again. pool_size = 1: the one-shot takes the only
+    spare, and one is built while it runs (a stream of one-shots stays served from the pool)."""
+    d.profile("p", timeout_s=20)
+
+    def inits():
+        return sorted(p for p in d.sandbox_procs() if proc_comm(p) == "sandboxd-init")
+
+    for pool, during in ((3, 3), (1, 2)):
+        with open(d.path("etc/sandboxd.conf")) as f:
+            conf = [ln for ln in f if not ln.startswith("pool_size")]
+        with open(d.path("etc/sandboxd.conf"), "w") as f:
+            f.write("".join(conf) + f"pool_size = {pool}\n")
+        d.start()
+        wait_for(lambda: len(inits()) == pool, 20, f"{pool} spares")
+        first = inits()
+        p, _ = d.cli_started(["--profile", "p"], f"hold{pool}", "sleep 2")
+        try:
+            time.sleep(0.7)  # a spare is a few ms of work: one would have started by now
+            now = inits()
+            check(len(now) == during, f"pool_size = {pool}: {len(now)} inits while the one-shot "
+                  f"runs, want {during}: {first} -> {now}")
+            out, err = p.communicate(timeout=20)
+            check(p.returncode == 0, f"one-shot: {p.returncode} {err!r}")
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        # answered: the pool is topped up again, and the one-shot's init is gone
+        wait_for(lambda: len(inits()) == pool and len(set(inits()) - set(first)) == 1, 20,
+                 f"the pool refilled to {pool} (the one-shot's init gone, one new)")
+        d.stop()
+
+
+@test
 def t_oneshot_run(d):
     """`sandboxd exec` is one Run request on the exec socket (issue 10 part 5): exit code,
     stdout and stderr pass exactly (a large output comes through the memfd path), --keep
