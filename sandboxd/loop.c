@@ -103,6 +103,7 @@ typedef struct s_run {
 	int state;
 	int64_t idle_until;   /* S_RUN_IDLE: monotonic ms */
 	int64_t create_until; /* S_RUN_BUSY until the sandbox is ready: monotonic ms; 0 after */
+	int64_t busy_since;   /* monotonic ms it became S_RUN_BUSY (s_pool_fill's hold) */
 	struct ucred cred;
 	bool created; /* a Create went out: the sandbox is destroyed at the end */
 	bool destroy; /* ... at the end of this loop turn (s_run_reap) */
@@ -675,6 +676,7 @@ s_start(sbx_daemon_t *self, ahp_rpc_req_t **req, const char *id, const sbx_meta_
  * one: namespaces, mounts and cgroups are made ahead of time. */
 #define S_POOL_HOLD_MIN_MS 100   /* after the first failed spare */
 #define S_POOL_HOLD_MAX_MS 30000 /* doubling up to this while they keep failing */
+#define S_POOL_RUN_HOLD_MS 1000  /* of a one-shot: the pool is topped up to one spare */
 
 void
 sbx_daemon_pool_result(sbx_daemon_t *self, bool ok)
@@ -705,15 +707,19 @@ s_pool_fill(sbx_daemon_t *self)
 	 * tight spawn loop: back off, doubling, while they do. */
 	if (self->pool_hold_ms != 0 && ahp_mono_ms() < self->pool_hold_ms)
 		return;
-	/* While a one-shot runs, top the pool up to one spare only: a build
-	 * competes with its command for the CPUs and the kernel's locks
-	 * (namespaces, mounts: with 2 CPUs the one-shot's p50 went from 7.4-8.2
-	 * to 5.4-5.9 ms holding the rest until it answered). One spare is still
-	 * made while none is left, so a stream of one-shots keeps being served
-	 * from the pool rather than each building its own on its path. */
+	/* For S_POOL_RUN_HOLD_MS of a one-shot, top the pool up to one spare
+	 * only: a build competes with its command for the CPUs and the kernel's
+	 * locks (namespaces, mounts: with 2 CPUs the one-shot's p50 went from
+	 * 7.4-8.4 to 5.4-5.9 ms holding the rest until it answered). One spare
+	 * is still made while none is left, so a stream of one-shots keeps being
+	 * served from the pool rather than each building its own on its path;
+	 * and a long command does not keep the pool short for the daemon's
+	 * other clients (s_run_timeout wakes the loop when the hold ends). */
 	uint32_t want = self->cfg.pool_size;
+	int64_t now = ahp_mono_ms();
 	for (size_t i = 0; i < self->n_runs && want > 1; i++)
-		if (self->runs[i]->state == S_RUN_BUSY)
+		if (self->runs[i]->state == S_RUN_BUSY &&
+		    now - self->runs[i]->busy_since < S_POOL_RUN_HOLD_MS)
 			want = 1;
 	uint32_t spares = 0;
 	for (size_t i = 0; i < self->n_sbx; i++) {
@@ -1595,6 +1601,10 @@ s_run_timeout(const sbx_daemon_t *self)
 		int64_t until = run->state == S_RUN_IDLE   ? run->idle_until
 		                : run->state == S_RUN_BUSY ? run->create_until
 		                                           : 0;
+		/* the end of the pool's hold (s_pool_fill) */
+		int64_t hold = run->busy_since + S_POOL_RUN_HOLD_MS;
+		if (run->state == S_RUN_BUSY && hold > now && (until == 0 || hold < until))
+			until = hold;
 		if (run->fd < 0 || until == 0)
 			continue;
 		long left = until > now ? (long)(until - now) : 0;
@@ -1893,6 +1903,7 @@ s_run_start(sbx_daemon_t *self, s_run_t *run, const Ahp__Sbx__RunRequest *rr)
 	/* as s_on_destroy decides for keep_workspace */
 	run->retains = run->keep && (self->cfg.keep_workspaces || self->cfg.retain_failed_max > 0);
 	run->state = S_RUN_BUSY;
+	run->busy_since = ahp_mono_ms();
 	ahp_rpc_req_t *creq = s_run_req(run, S_STEP_CREATE);
 	ahp_rpc_req_t *ereq = s_run_req(run, S_STEP_EXEC);
 	if (creq == NULL || ereq == NULL) {

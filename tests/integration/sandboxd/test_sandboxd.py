@@ -2261,11 +2261,12 @@ def t_front_lean(d):
 
 @test
 def t_oneshot_pool_hold(d):
-    """While a one-shot's command runs, the pool is topped up to one spare only (issue 10
+    """For the first second of a one-shot, the pool is topped up to one spare only (issue 10
     part 5): building more competes with the command for the CPUs and the kernel's locks.
-    pool_size = 3: the one-shot claims a spare, two are left, and nothing more is built until
-    it has answered; then the pool is full again. pool_size = 1: the one-shot takes the only
-    spare, and one is built while it runs (a stream of one-shots stays served from the pool)."""
+    pool_size = 3: the one-shot claims a spare, two are left, and nothing more is built for a
+    second; then the pool is full again while the command still runs (a long command does not
+    keep it short). pool_size = 1: the one-shot takes the only spare, and one is built at once
+    (a stream of one-shots stays served from the pool). After it, the one-shot's init is gone."""
     d.profile("p", timeout_s=20)
 
     def inits():
@@ -2279,12 +2280,14 @@ def t_oneshot_pool_hold(d):
         d.start()
         wait_for(lambda: len(inits()) == pool, 20, f"{pool} spares")
         first = inits()
-        p, _ = d.cli_started(["--profile", "p"], f"hold{pool}", "sleep 2")
+        p, _ = d.cli_started(["--profile", "p"], f"hold{pool}", "sleep 3")
         try:
-            time.sleep(0.7)  # a spare is a few ms of work: one would have started by now
+            time.sleep(0.5)  # a spare is a few ms of work: one would have started by now
             now = inits()
             check(len(now) == during, f"pool_size = {pool}: {len(now)} inits while the one-shot "
                   f"runs, want {during}: {first} -> {now}")
+            # the hold has ended (1 s), the command runs on: the pool is full again
+            wait_for(lambda: len(inits()) == pool + 1, 2, f"{pool} spares besides the one-shot")
             out, err = p.communicate(timeout=20)
             check(p.returncode == 0, f"one-shot: {p.returncode} {err!r}")
         finally:
