@@ -31,7 +31,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
-from ahptest import Stack, check, run_test, wait_for
+from ahptest import Stack, TestFailure, check, run_test, wait_for
 
 CONTENT = "Hello team, the weekly digest is ready to go out."
 PUB = """
@@ -86,6 +86,34 @@ def wait_waiting(st, rid, n=1, timeout=30):
 
 def posts(st):
     return st.services_stats()["posts"]
+
+
+def comms(pids):
+    """{pid: comm} of pids (for messages); a gone process is "-"."""
+    out = {}
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                out[p] = f.read().strip()
+        except OSError:
+            out[p] = "-"
+    return out
+
+
+def settled_descendants(pid, quiet=1.0, timeout=15):
+    """descendants(pid) once their number has not changed for quiet seconds: sandboxd's idle
+    set (its pool full, the disk helper's discards of earlier sandboxes done)."""
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while True:
+        now = sorted(descendants(pid))
+        if last is None or len(now) != len(last):
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+        if time.monotonic() > deadline:
+            raise TestFailure(f"sandboxd's processes did not settle: {comms(now)}")
+        time.sleep(0.05)
 
 
 def descendants(pid):
@@ -244,7 +272,7 @@ def main(args):
 
         # 5. a waiting run holds no sandbox process and no thread; the workspace stays.
         sbx_pid = st.pid("sandboxd")
-        idle_sbx = sorted(descendants(sbx_pid))
+        idle_sbx = settled_descendants(sbx_pid)
         rid = st.submit("sbx", "go")
         rq = wait_waiting(st, rid)
         m = re.search(r"sandbox %s ready \(.*uid=(\d+)" % rid, st.log("sandboxd"))
@@ -252,19 +280,24 @@ def main(args):
         uid = m.group(1)
 
         def run_procs():
-            """The run's sandbox processes (its uid), and sandboxd's process count."""
-            own = []
-            for d in os.listdir("/proc"):
+            """The run's sandbox processes (sandboxd's descendants with its uid: another
+            sandboxd on the host may use the same uids), and sandboxd's process count."""
+            own, below = [], descendants(sbx_pid)
+            for d in below:
                 try:
                     with open(f"/proc/{d}/status") as f:
                         if [l.split()[1] for l in f if l.startswith("Uid:")] == [uid]:
                             own.append(d)
                 except (OSError, IndexError):
                     pass
-            return own, len(descendants(sbx_pid))
+            return own, len(below)
         # The destroy is asynchronous; sandboxd's pool refills to its idle size.
-        wait_for(lambda: run_procs() == ([], len(idle_sbx)), 10,
-                 "the sandbox's processes to stop")
+        try:
+            wait_for(lambda: run_procs() == ([], len(idle_sbx)), 10,
+                     "the sandbox's processes to stop")
+        except TestFailure:
+            raise TestFailure(f"the run's processes {run_procs()[0]}; sandboxd's "
+                              f"{comms(descendants(sbx_pid))}, idle {comms(idle_sbx)}")
         # A thread of libcurl's resolver may live a moment after a model call; a waiting
         # run must not keep one: the count returns to its idle value and stays there.
         wait_for(lambda: threads(orch_pid) == idle_threads, 10,
