@@ -691,15 +691,22 @@ class CredProxy:
             argv += ["--set", s]
         argv.append("serve")
         self.logf = open(self.path("log/credproxy.log"), "ab")
+        since = self.logf.tell()  # this start's lines (the log is appended to)
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
 
         def ready():
+            """Its "serving" line: the sockets are bound before the privilege drop and
+            accept (into the backlog) while it still makes its CA and loads its
+            profiles; the line comes after all of it."""
             if self.proc.poll() is not None:
                 raise TestFailure(f"credproxy exited {self.proc.returncode} at start:\n"
                                   + self.log()[-4000:])
-            return socket_accepts(self.relay) and socket_accepts(self.api)
-        wait_for(ready, 20, "credproxy's sockets")
+            with open(self.path("log/credproxy.log"), "rb") as f:
+                f.seek(since)
+                serving = b"serving relay=" in f.read()
+            return serving and socket_accepts(self.relay) and socket_accepts(self.api)
+        wait_for(ready, 20, "credproxy's sockets and its serving line")
         return self
 
     def alive(self):
