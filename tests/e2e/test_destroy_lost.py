@@ -49,15 +49,19 @@ def main(args):
         st.kill("orchestrator")  # its queued Destroy goes with it
 
         # A sandbox of no run of this journal: a one-shot holding its sandbox (sleep 8).
+        # Only the restarted sandboxd's lines: the first one's log has the run's own
+        # "sandbox r-... ready (profile=lost" (and its "worker serving" line may not be
+        # written yet when the one-shot is).
+        since = len(st.log("sandboxd"))
         st.restart("sandboxd")
         other = subprocess.Popen([os.path.join(st.bin, "sandboxd"), "--home", st.home, "exec",
                                   "--profile", "lost", "--", "sleep", "8"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            wait_for(lambda: " ready (profile=lost" in st.log("sandboxd").split(
-                "worker serving")[-1], 15, "the one-shot's sandbox")
-            cli = re.findall(r"sandbox (cli-[0-9a-f]{16}) ready \(profile=lost",
-                             st.log("sandboxd"))
+            def one_shot():
+                return re.findall(r"sandbox (cli-[0-9a-f]{16}) ready \(profile=lost",
+                                  st.log("sandboxd")[since:])
+            cli = wait_for(one_shot, 15, "the one-shot's sandbox")
             check(len(cli) == 1, f"the one-shot's sandbox id: {cli}")
             # an ended run of the one-shot's id in the journal (the orchestrator is down):
             # the sweep must still leave a sandbox outside the run id space alone
