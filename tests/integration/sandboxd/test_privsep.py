@@ -18,7 +18,7 @@ import sbxclient  # noqa: E402
 from test_sandboxd import Daemon, err, needs_root, ok, run  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../lib"))
-from ahptest import TestFailure as Failure, check, run_case, wait_for  # noqa: E402
+from ahptest import TestFailure as Failure, check, run_case, socket_accepts, wait_for  # noqa: E402
 
 TESTS = {}
 
@@ -253,6 +253,9 @@ def t_worker_restart(d):
     for h, p in inst.items():
         for slot in (slot_of(keep), slot_of(gone)):
             check(not os.path.exists(os.path.join(p, slot)), f"{h} cgroup {slot} removed")
+    # the new worker binds the socket a moment after it appears (the old one's file is there
+    # until then: a connect is refused)
+    wait_for(lambda: socket_accepts(d.sock), 10, "the new worker's socket")
     c2 = d.client()
     wait_for(lambda: "error" not in c2.list(), 10, "the new worker to answer")
     # the destroyed sandbox is gone with its workspace (if the Destroy got through), or is
