@@ -902,8 +902,6 @@ simple("leaked_fds", "fds")
 
 # --- exact seccomp outcomes: other ABIs, the low-32-bit argument filters, the default ---
 
-
-
 @attack("x32_and_int80")
 def _(h):
     """x32 syscall numbers and int 0x80 die by the filter's SIGSYS; where the host's kernel

@@ -297,7 +297,7 @@ def main(args):
                      "the sandbox's processes to stop")
         except TestFailure:
             raise TestFailure(f"the run's processes {run_procs()[0]}; sandboxd's "
-                              f"{comms(descendants(sbx_pid))}, idle {comms(idle_sbx)}")
+                              f"{comms(descendants(sbx_pid))}, idle {comms(idle_sbx)}") from None
         # A thread of libcurl's resolver may live a moment after a model call; a waiting
         # run must not keep one: the count returns to its idle value and stays there.
         wait_for(lambda: threads(orch_pid) == idle_threads, 10,
