@@ -281,6 +281,18 @@ s_map(size_t len)
 	return p;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Makes [p, p + len) resident and writable now (p page-aligned). */
+static void
+s_prefault(uint8_t *p, size_t len)
+{
+	if (madvise(p, len, MADV_POPULATE_WRITE) != 0)
+		memset(p, 0, len);
+}
+
 /* ---------------------------------------------------------------- setup -- */
 
 static int
@@ -1185,9 +1197,12 @@ sbx_init_main(void *arg)
 	s_sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (s_sigfd < 0)
 		s_fail("signalfd");
-	/* Fault in what the first command touches, so a spare pays for it. */
-	memset(s_stack + S_STACK_SIZE - 65536, 0, 65536);
-	memset(s_inbuf, 0, 65536);
+	/* Fault in what the first command touches, so a spare pays for it: one
+	 * madvise(MADV_POPULATE_WRITE) per range (Linux 5.14) rather than a page
+	 * fault per page, each a trap to the hypervisor in a VM; memset where
+	 * the kernel has no MADV_POPULATE_WRITE. */
+	s_prefault(s_stack + S_STACK_SIZE - 65536, 65536);
+	s_prefault(s_inbuf, 65536);
 	s_send_ready(-1);
 	s_serve();
 }
