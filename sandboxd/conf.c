@@ -14,7 +14,8 @@ const ahp_cfg_def_t sbx_cfg_defs[] = {
      "unix SOCK_SEQPACKET socket serving only the one-shot Run of `sandboxd exec`, with the "
      "endpoint's allow_users/allow_groups (default HOME/run/sandboxd-exec.sock)"},
     {"state_dir", AHP_CFG_STR, 0, 0, "",
-     "workspaces, sandbox metadata, exec results (default HOME/state/sandboxd)"},
+     "workspaces, sandbox metadata, exec results (default HOME/state/sandboxd); one "
+     "sandboxd per state_dir (a second refuses to start: state_dir/sandboxd.lock)"},
     {"proxy_socket", AHP_CFG_STR, 0, 0, "",
      "unix socket the egress relay connects to (default HOME/run/credproxy.sock); every "
      "relayed connection starts with a PROXY protocol v2 header naming the sandbox's run "

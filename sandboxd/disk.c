@@ -71,9 +71,9 @@
  * made the host flush its own disk as often as it liked (sync(2), global, is
  * refused: seccomp.c). Its writes reach the image's page cache and the host
  * writes them back like any file's. What barriers gave the check after a
- * crash of the host is kept: s_mount makes the "not clean" superblock
- * durable, and a clean stop gets the barriers back before the unmount
- * (sbx_disk_stop). docs/security.md "No barriers". */
+ * crash of the host is kept: a start checks every disk unless a clean stop
+ * left its mark (S_STOPPED, below), and a clean stop gets the barriers back
+ * before the unmount (sbx_disk_stop). docs/security.md "No barriers". */
 #define S_MOUNT_OPTS "errors=remount-ro,noinit_itable,nobarrier"
 /* disks/.stopped: made (durably) by a clean stop after every disk was unmounted
  * with barriers, deleted by the next start (sbx_disk_restore); missing there,
@@ -163,9 +163,11 @@ s_tool(char *const argv[], char *err, size_t errlen)
  * journaled disk started a jbd2 thread and every unmount committed and
  * stopped it, ~1 ms of CPU and half the unmount's time per sandbox. What a
  * journal buys, a consistent filesystem after a crash of the host, comes
- * from e2fsck instead: a disk mounted at a crash is marked not clean on
- * disk (ext4 without a journal clears its valid flag while mounted), and
- * sbx_disk_restore checks it (s_check) before mounting it again. A crash of
+ * from e2fsck instead: the start after a crash of the host finds no mark of
+ * a clean stop (S_STOPPED) and sbx_disk_restore checks every disk not live
+ * (s_check, e2fsck -fp) before mounting it again; a disk whose superblock
+ * says not clean (ext4 without a journal clears its valid flag while
+ * mounted) or flagged with an error is checked at any start. A crash of
  * sandboxd alone changes nothing where its mounts are the host's (they stay);
  * where they die with its mount namespace (a container), they are unmounted
  * without barriers, and the next start checks every disk (S_STOPPED). */
@@ -1114,19 +1116,37 @@ sbx_disk_discard(const sbx_store_t *store, uint32_t slot, bool recycle)
 	return rc;
 }
 
-void
-sbx_disk_restore(const sbx_store_t *store)
+int
+sbx_disk_restore(const sbx_store_t *store, char *err, size_t errlen)
 {
-	DIR *d = opendir(sbx_store_dir(store, "disks"));
-	if (d == NULL)
-		return;
+	const char *dir = sbx_store_dir(store, "disks");
+	DIR *d = opendir(dir);
+	if (d == NULL) {
+		snprintf(err, errlen, "disks: %.400s: %s", dir, strerror(errno));
+		return -1;
+	}
 	/* Not stopped cleanly (killed, or its mount namespace gone with a
 	 * container): a disk that was not live any more may have been unmounted
 	 * without barriers, "clean" on the host's disk before its metadata, so
-	 * every one is checked. The mark goes, durably, before any is mounted. */
-	bool force = unlinkat(dirfd(d), S_STOPPED, 0) != 0;
-	if (!force)
-		(void)fsync(dirfd(d));
+	 * every one is checked. The mark goes, durably, before any is mounted:
+	 * no mount makes its own "not clean" mark durable (s_mount), so a mark
+	 * left on the host's disk would let the start after a crash of the host
+	 * mount every disk this run had mounted unchecked. */
+	bool force = true;
+	if (unlinkat(dirfd(d), S_STOPPED, 0) == 0) {
+		force = false;
+		if (fsync(dirfd(d)) != 0) {
+			snprintf(err, errlen, "disks: removing the mark of a clean stop (%s/%s): %s",
+			         dir, S_STOPPED, strerror(errno));
+			closedir(d);
+			return -1;
+		}
+	} else if (errno != ENOENT) {
+		snprintf(err, errlen, "disks: removing the mark of a clean stop (%s/%s): %s", dir,
+		         S_STOPPED, strerror(errno));
+		closedir(d);
+		return -1;
+	}
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL) {
 		size_t l = strlen(e->d_name);
@@ -1161,6 +1181,7 @@ sbx_disk_restore(const sbx_store_t *store)
 			log_warn("workspace s%ld: %s", slot, err);
 	}
 	closedir(d);
+	return 0;
 }
 
 typedef struct {
@@ -1182,6 +1203,20 @@ s_note_slot(void *arg, const char *id, const sbx_meta_t *meta)
 		u->cap = cap;
 	}
 	u->slots[u->n++] = meta->slot;
+}
+
+/* fdatasync of an image file: 0 / -1 (errno). */
+static int
+s_sync_image(const char *img)
+{
+	int fd = open(img, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -1;
+	int rc = fdatasync(fd);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return rc;
 }
 
 void
@@ -1235,6 +1270,15 @@ sbx_disk_stop(sbx_store_t *store)
 			}
 			if (umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
 				log_warn("unmounting %s: %s", mp, strerror(errno));
+			/* A read-only disk (ext4 made it so after an error) writes
+			 * nothing at its remount or unmount: what it wrote before,
+			 * its "not clean" mark and its error state included, may
+			 * still be only in the image's page cache. On the host's
+			 * disk before the mark of a clean stop, or no mark. */
+			if (ro != 0 && s_sync_image(img) != 0) {
+				log_warn("disks: syncing %s (read-only): %s", img, strerror(errno));
+				barriers = false;
+			}
 		}
 	}
 	/* The mark of a clean stop (sbx_disk_restore), made durable last; not
@@ -1245,7 +1289,7 @@ sbx_disk_stop(sbx_store_t *store)
 	             : -1;
 	if (fd < 0 || fsync(fd) != 0 || fsync(dirfd(d)) != 0)
 		log_warn("disks: no mark of a clean stop (%s): the next start checks them all",
-		         barriers ? strerror(errno) : "a disk kept no barriers");
+		         barriers ? strerror(errno) : "a kept disk is not all on the host's disk");
 	if (fd >= 0)
 		close(fd);
 	if (d != NULL)

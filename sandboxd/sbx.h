@@ -391,9 +391,14 @@ int sbx_disk_proc_files(const sbx_store_t *store, uint32_t slot, const sbx_limit
  * name; else, or when it cannot, deletes it. Nothing of the slot's data is
  * left either way. recycle may block: only in a child. 0 / -1. */
 int sbx_disk_discard(const sbx_store_t *store, uint32_t slot, bool recycle);
-/* At start: mounts every image under disks/ that is not mounted (after a
- * restart, so retained and resumable workspaces are there again). */
-void sbx_disk_restore(const sbx_store_t *store);
+/* At start, before any disk is mounted: takes the mark of a clean stop
+ * (disks/.stopped) away, durably, and mounts every image under disks/ that is
+ * not mounted (after a restart, so retained and resumable workspaces are there
+ * again), each checked first when the mark was not there (disk.c). -1 with err
+ * set when the mark cannot be taken away durably (the start must fail: a
+ * crash after it would leave disks mounted since unchecked); a disk that
+ * cannot be mounted is logged, not an error. */
+int sbx_disk_restore(const sbx_store_t *store, char *err, size_t errlen);
 /* At a clean stop: unmounts the /etc template's tmpfs (sandbox.c),
  * discards the disks no sandbox record claims (pool spares) and unmounts
  * (lazily) the others, whose images stay for sbx_disk_restore: a stopped

@@ -78,6 +78,7 @@ static gid_t s_wgid;
 static pid_t s_worker;
 static pid_t s_parent;                /* our pid (the worker checks it is still its parent) */
 static int s_async = -1, s_call = -1; /* our ends of the worker's sockets */
+static int s_lock_fd = -1;            /* state_dir/sandboxd.lock, write-locked while we live */
 static struct s_init {
 	pid_t pid;
 	uint32_t slot;
@@ -1281,6 +1282,50 @@ s_reachable(const char *path, char *err, size_t errlen)
 	}
 }
 
+/*
+ * One sandboxd per state_dir: a POSIX write lock on state_dir/sandboxd.lock,
+ * held for this process's life. A second `serve` on the same state_dir used
+ * to get as far as its worker (whose check is the RPC socket) after it had
+ * restored, cleaned and then, stopping, unmounted the first one's disks and
+ * left disks/.stopped beside them while the first went on mounting new ones
+ * (the mark says no disk needs checking after a crash). A record lock, not
+ * flock: it belongs to this process only, so no child (worker, helpers)
+ * holds it after this process is gone, and the kernel drops it when the
+ * process dies however it dies. 0, or -1 with err set.
+ */
+static int
+s_lock_state(const char *state_dir, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof(path), "%s/sandboxd.lock", state_dir) >= (int)sizeof(path)) {
+		snprintf(err, errlen, "state_dir %.400s: path too long", state_dir);
+		return -1;
+	}
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "%.450s: %s", path, strerror(errno));
+		return -1;
+	}
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	if (fcntl(fd, F_SETLK, &fl) != 0) {
+		int e = errno;
+		struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+		bool known = (e == EAGAIN || e == EACCES) && fcntl(fd, F_GETLK, &who) == 0 &&
+		             who.l_type != F_UNLCK;
+		if (known)
+			snprintf(err, errlen,
+			         "another sandboxd (pid %ld) uses state_dir %.400s: one state_dir "
+			         "serves one sandboxd",
+			         (long)who.l_pid, state_dir);
+		else
+			snprintf(err, errlen, "locking %.450s: %s", path, strerror(e));
+		close(fd);
+		return -1;
+	}
+	s_lock_fd = fd;
+	return 0;
+}
+
 static int
 s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 {
@@ -1314,6 +1359,9 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot use state_dir %.400s", cfg->state_dir);
 		return -1;
 	}
+	/* before anything in state_dir is read, cleaned or mounted */
+	if (s_lock_state(cfg->state_dir, err, errlen) != 0)
+		return -1;
 	char run[PATH_MAX] = "";
 	if (ahp_home_path(cfg->home, "run", run, sizeof(run)) == 0)
 		s_traversable(cfg->home, run);
@@ -1338,7 +1386,9 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 	}
 	if (sbx_plan_build(&s_cfg, s_store, s_plan, err, errlen) != 0)
 		return -1;
-	sbx_disk_restore(s_store); /* workspaces of sandboxes from before a restart */
+	/* workspaces of sandboxes from before a restart */
+	if (sbx_disk_restore(s_store, err, errlen) != 0)
+		return -1;
 	/* into the fresh /etc template, before any sandbox exists */
 	(void)sbx_ca_refresh(&s_cfg, s_store);
 	if (sbx_seccomp_build(&s_filter_prog) != 0) {

@@ -6,6 +6,7 @@ usage: test_sandboxd.py --bin DIR TEST     (exit 0 pass, 1 fail, 77 skip: needs 
 """
 
 import ctypes
+import errno
 import glob
 import os
 import re
@@ -1047,6 +1048,91 @@ def t_disk_unclean_stop(d):
     d.start()
     check(d.log_text().count("did not stop cleanly") == n, "after a clean stop nothing is checked")
     check(d.stop() == 0, "clean stop")
+
+
+@test
+def t_state_dir_lock(d):
+    """One sandboxd per state_dir (zygote.c s_lock_state): a second `serve` on the same home
+    refuses to start before it touches anything. It used to get as far as its worker (whose
+    check is the RPC socket) after restoring and cleaning, then, stopping, unmounted the
+    first one's disks, deleted its spare's image and left disks/.stopped beside disks the
+    first went on mounting (the mark says no disk needs a check after a crash of the host)."""
+    d.start()
+    c = d.client()
+    ws = ok(c.create("lk", limits={"disk_mb": 32}))["workspace"]
+    check(run(c, "lk", "1", "echo kept > /workspace/f; echo ok")["stdout"] == b"ok\n", "wrote")
+    disks = d.path("state/sandboxd/disks")
+    before = sorted(os.listdir(disks))
+    with tempfile.TemporaryFile() as out:
+        r = subprocess.run([os.path.join(d.bin, "sandboxd"), "--home", d.home, "serve"],
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=30)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    check(r.returncode == 1, f"the second sandboxd exits 1: {r.returncode}\n{text}")
+    check(f"another sandboxd (pid {d.proc.pid}) uses state_dir {d.path('state/sandboxd')}"
+          in text, f"and says which one holds the state_dir:\n{text}")
+    d.alive()
+    check(sorted(os.listdir(disks)) == before,
+          f"the first one's disks are as they were: {before} -> {sorted(os.listdir(disks))}")
+    check(not os.path.exists(os.path.join(disks, ".stopped")), "no mark of a clean stop")
+    check(os.path.ismount(os.path.dirname(ws)), "the first one's disk is still mounted")
+    check(run(c, "lk", "2", "cat /workspace/f")["stdout"] == b"kept\n", "its sandbox runs on")
+    ok(c.destroy("lk"))
+    check(d.stop() == 0, "clean stop")
+    d.start()  # the lock went with the first one
+    check(d.stop() == 0, "clean stop")
+
+
+@test
+def t_disk_mark_kept(d):
+    """A start that cannot take the mark of a clean stop away (disk.c sbx_disk_restore) does
+    not start: no mount makes its own "not clean" mark durable (s_mount), so a mark left on
+    the host's disk would let the start after a crash of the host mount unchecked every disk
+    this one mounted. Here disks/.stopped is a directory (unlinkat: EISDIR)."""
+    d.start()
+    check(d.stop() == 0, "clean stop")
+    mark = d.path("state/sandboxd/disks/.stopped")
+    check(os.path.isfile(mark), "a clean stop leaves the mark")
+    os.unlink(mark)
+    os.mkdir(mark)
+    with tempfile.TemporaryFile() as out:
+        r = subprocess.run([os.path.join(d.bin, "sandboxd"), "--home", d.home, "serve"],
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=30)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    check(r.returncode == 1 and "removing the mark of a clean stop" in text and
+          os.strerror(errno.EISDIR) in text, f"refused to start: {r.returncode}\n{text}")
+    check(not loops_under(d.home), "nothing was mounted")
+    os.rmdir(mark)
+    d.start()
+    check(d.stop() == 0, "clean stop")
+
+
+@test
+def t_disk_stop_readonly(d):
+    """A kept disk that ext4 made read-only (errors=remount-ro) writes nothing at the clean
+    stop's barrier remount or unmount, so what it wrote before (read-only since the host's
+    remount here) would stay only in the image's page cache behind the mark of a clean stop
+    (disk.c sbx_disk_stop): the stop syncs its image first."""
+    d.start()
+    c = d.client()
+    ws = ok(c.create("ro", limits={"disk_mb": 32}))["workspace"]
+    img = disk_image(d, ws)
+    r = run(c, "ro", "1", "for i in $(seq 50); do echo $i > /workspace/f$i; done; echo ok")
+    check(r["stdout"] == b"ok\n", f"wrote: {r}")
+    mp = os.path.dirname(ws)
+    subprocess.run(["mount", "-o", "remount,ro", mp], check=True)
+    with open("/proc/self/mountinfo") as f:
+        ro = [line for line in f if line.split()[4] == mp and " ro," in line.split(" - ")[1]]
+    check(len(ro) == 1, "the disk is read-only")
+    check(d.stop() == 0, "clean stop")
+    wait_for(lambda: not loops_under(d.home), 10, "the loop device to clear")
+    check(os.path.isfile(d.path("state/sandboxd/disks/.stopped")), "the mark of a clean stop")
+    dirty = dirty_pages(img, 0, 32 << 20)
+    if dirty is None:
+        print("no cachestat(2) in this kernel: the write-back is not checked")
+    else:
+        check(dirty == 0, f"the read-only disk is all on the host's disk: {dirty} dirty")
 
 
 @test
