@@ -1270,13 +1270,16 @@ sbx_disk_stop(sbx_store_t *store)
 			}
 			if (umount2(mp, MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
 				log_warn("unmounting %s: %s", mp, strerror(errno));
-			/* A read-only disk (ext4 made it so after an error) writes
-			 * nothing at its remount or unmount: what it wrote before,
-			 * its "not clean" mark and its error state included, may
-			 * still be only in the image's page cache. On the host's
-			 * disk before the mark of a clean stop, or no mark. */
-			if (ro != 0 && s_sync_image(img) != 0) {
-				log_warn("disks: syncing %s (read-only): %s", img, strerror(errno));
+			/* A disk ext4 stopped writing to after an error (remounted
+			 * read-only, or only marked emergency_ro on newer kernels:
+			 * statvfs says read-write, and the barrier remount succeeds)
+			 * writes nothing at its remount or unmount: what it wrote
+			 * before, its error state included, may still be only in
+			 * the image's page cache. Every kept image is synced before
+			 * the mark of a clean stop, or there is no mark (a flush
+			 * per kept disk, at a clean stop only). */
+			if (s_sync_image(img) != 0) {
+				log_warn("disks: syncing %s: %s", img, strerror(errno));
 				barriers = false;
 			}
 		}

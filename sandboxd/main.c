@@ -208,6 +208,13 @@ s_serve(const sbx_config_t *cfg)
 	char run[PATH_MAX];
 	if (ahp_home_path(cfg->home, "run", run, sizeof(run)) != 0 || ahp_mkdirs(run, 0700) != 0)
 		fatal("cannot create %s", run);
+	/* the state_dir's lock first: a second sandboxd on it must not touch
+	 * anything of the first's, run/sandboxd.pid included */
+	char err[512];
+	if (sbx_priv_lock(cfg->state_dir, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		return 1;
+	}
 	if (s_write_pidfile(cfg->home) != 0)
 		log_warn("cannot write run/sandboxd.pid: %s", strerror(errno));
 	/* This process stays root and single-threaded: it forks the worker

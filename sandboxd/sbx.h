@@ -462,6 +462,12 @@ typedef struct {
  * worker (restarted after a crash, at most a few times a minute) and serves
  * it until SIGTERM/SIGINT or the worker stops. Returns the exit code. */
 int sbx_priv_run(const sbx_config_t *cfg);
+/* One sandboxd per state_dir: makes state_dir (0700) when missing and takes a
+ * POSIX write lock on state_dir/sandboxd.lock, held until this process ends
+ * (zygote.c). Before anything in state_dir or run/ is written. 0 (also when
+ * already held), or -1 with err set ("another sandboxd (pid N) uses state_dir
+ * D" when one holds it). */
+int sbx_priv_lock(const char *state_dir, char *err, size_t errlen);
 
 /* ---- store.c ---- */
 typedef struct {

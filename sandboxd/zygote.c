@@ -144,6 +144,63 @@ s_lims_forget(uint32_t slot)
 		s_lims[slot].set = false;
 }
 
+/* sbx.h. A second `serve` on the same state_dir used to get as far as its
+ * worker (whose check is the RPC socket) after it had restored, cleaned and
+ * then, stopping, unmounted the first one's disks and left disks/.stopped
+ * beside them while the first went on mounting new ones (the mark says no
+ * disk needs checking after a crash). A record lock, not flock: it belongs
+ * to this process only, so no child (worker, helpers) holds it after this
+ * process is gone, and the kernel drops it when the process dies however it
+ * dies; children close their copy of the descriptor (s_child_drop_lock). */
+int
+sbx_priv_lock(const char *state_dir, char *err, size_t errlen)
+{
+	if (s_lock_fd >= 0)
+		return 0;
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof(path), "%s/sandboxd.lock", state_dir) >= (int)sizeof(path)) {
+		snprintf(err, errlen, "state_dir %.400s: path too long", state_dir);
+		return -1;
+	}
+	if (ahp_mkdirs(state_dir, 0700) != 0) {
+		snprintf(err, errlen, "state_dir %.400s: %s", state_dir, strerror(errno));
+		return -1;
+	}
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "%.450s: %s", path, strerror(errno));
+		return -1;
+	}
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	if (fcntl(fd, F_SETLK, &fl) != 0) {
+		int e = errno;
+		struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+		bool known = (e == EAGAIN || e == EACCES) && fcntl(fd, F_GETLK, &who) == 0 &&
+		             who.l_type != F_UNLCK;
+		if (known)
+			snprintf(err, errlen,
+			         "another sandboxd (pid %ld) uses state_dir %.400s: one state_dir "
+			         "serves one sandboxd",
+			         (long)who.l_pid, state_dir);
+		else
+			snprintf(err, errlen, "locking %.450s: %s", path, strerror(e));
+		close(fd);
+		return -1;
+	}
+	s_lock_fd = fd;
+	return 0;
+}
+
+/* In a child of this process that does not exec: the lock is this process's
+ * (a record lock), the child has no business with its file. */
+static void
+s_child_drop_lock(void)
+{
+	if (s_lock_fd >= 0)
+		close(s_lock_fd);
+	s_lock_fd = -1;
+}
+
 /* ---------------------------------------------------------- workspaces -- */
 
 /* Makes (or checks) a slot's workspace, owned by uid, and its exec log. */
@@ -231,12 +288,19 @@ s_start_deleter(int k, const char *name)
 		}
 		return;
 	}
+	s_child_drop_lock();
 	int tfd = open(sbx_store_dir(s_store, "trash"), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int fd = tfd >= 0 ? openat(tfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
 	if (fd < 0)
 		_exit(1);
 	pid_t g = fork();
 	if (g == 0) {
+		/* It walks a tree the sandbox made, as the sandbox's uid: it keeps
+		 * nothing of this process's (the worker's sockets, the helper's)
+		 * but the tree and stderr. */
+		if ((fd > 3 && syscall(SYS_close_range, 3u, (unsigned)fd - 1, 0u) != 0) ||
+		    syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0u) != 0)
+			_exit(2);
 		if (setgroups(0, NULL) != 0 || setresgid((gid_t)uid, (gid_t)uid, (gid_t)uid) != 0 ||
 		    setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) != 0 ||
 		    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
@@ -450,6 +514,7 @@ s_discard(uint32_t slot, uid_t uid)
 	}
 	pid_t pid = k < S_DISCARDERS_MAX ? fork() : -1;
 	if (pid == 0) {
+		s_child_drop_lock();
 		/* never outlives this process: a new sandboxd must not find an
 		 * image being emptied (disk.c s_recycle) */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_self)
@@ -498,6 +563,7 @@ s_start_helper(int sigfd)
 	if (pid == 0) {
 		close(sv[0]);
 		close(sigfd);
+		s_child_drop_lock();
 		s_helper_main(sv[1]);
 	}
 	close(sv[1]);
@@ -527,6 +593,7 @@ s_prepare_disk(uint32_t mb)
 			return;
 	pid_t pid = fork();
 	if (pid == 0) {
+		s_child_drop_lock();
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != s_self)
 			_exit(1);
 		_exit(sbx_disk_prepare(s_store, mb) == 0 ? 0 : 1);
@@ -1171,6 +1238,7 @@ s_start_worker(int sigfd)
 		close(a[0]);
 		close(c[0]);
 		close(sigfd);
+		s_child_drop_lock();
 		/* the helper trusts what comes on its socket: never the worker's */
 		if (s_helper.fd >= 0)
 			close(s_helper.fd);
@@ -1282,50 +1350,6 @@ s_reachable(const char *path, char *err, size_t errlen)
 	}
 }
 
-/*
- * One sandboxd per state_dir: a POSIX write lock on state_dir/sandboxd.lock,
- * held for this process's life. A second `serve` on the same state_dir used
- * to get as far as its worker (whose check is the RPC socket) after it had
- * restored, cleaned and then, stopping, unmounted the first one's disks and
- * left disks/.stopped beside them while the first went on mounting new ones
- * (the mark says no disk needs checking after a crash). A record lock, not
- * flock: it belongs to this process only, so no child (worker, helpers)
- * holds it after this process is gone, and the kernel drops it when the
- * process dies however it dies. 0, or -1 with err set.
- */
-static int
-s_lock_state(const char *state_dir, char *err, size_t errlen)
-{
-	char path[PATH_MAX];
-	if (snprintf(path, sizeof(path), "%s/sandboxd.lock", state_dir) >= (int)sizeof(path)) {
-		snprintf(err, errlen, "state_dir %.400s: path too long", state_dir);
-		return -1;
-	}
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		snprintf(err, errlen, "%.450s: %s", path, strerror(errno));
-		return -1;
-	}
-	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
-	if (fcntl(fd, F_SETLK, &fl) != 0) {
-		int e = errno;
-		struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-		bool known = (e == EAGAIN || e == EACCES) && fcntl(fd, F_GETLK, &who) == 0 &&
-		             who.l_type != F_UNLCK;
-		if (known)
-			snprintf(err, errlen,
-			         "another sandboxd (pid %ld) uses state_dir %.400s: one state_dir "
-			         "serves one sandboxd",
-			         (long)who.l_pid, state_dir);
-		else
-			snprintf(err, errlen, "locking %.450s: %s", path, strerror(e));
-		close(fd);
-		return -1;
-	}
-	s_lock_fd = fd;
-	return 0;
-}
-
 static int
 s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 {
@@ -1359,8 +1383,9 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot use state_dir %.400s", cfg->state_dir);
 		return -1;
 	}
-	/* before anything in state_dir is read, cleaned or mounted */
-	if (s_lock_state(cfg->state_dir, err, errlen) != 0)
+	/* before anything in state_dir is read, cleaned or mounted (serve takes
+	 * it before its pid file: this finds it held) */
+	if (sbx_priv_lock(cfg->state_dir, err, errlen) != 0)
 		return -1;
 	char run[PATH_MAX] = "";
 	if (ahp_home_path(cfg->home, "run", run, sizeof(run)) == 0)

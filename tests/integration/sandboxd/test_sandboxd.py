@@ -1057,7 +1057,12 @@ def t_state_dir_lock(d):
     check is the RPC socket) after restoring and cleaning, then, stopping, unmounted the
     first one's disks, deleted its spare's image and left disks/.stopped beside disks the
     first went on mounting (the mark says no disk needs a check after a crash of the host)."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")  # no spare comes and goes while disks/ is compared
     d.start()
+    pid_file = d.path("run/sandboxd.pid")
+    with open(pid_file) as f:
+        pid_text = f.read()
     c = d.client()
     ws = ok(c.create("lk", limits={"disk_mb": 32}))["workspace"]
     check(run(c, "lk", "1", "echo kept > /workspace/f; echo ok")["stdout"] == b"ok\n", "wrote")
@@ -1069,6 +1074,8 @@ def t_state_dir_lock(d):
         out.seek(0)
         text = out.read().decode(errors="replace")
     check(r.returncode == 1, f"the second sandboxd exits 1: {r.returncode}\n{text}")
+    with open(pid_file) as f:
+        check(f.read() == pid_text == f"{d.proc.pid}\n", "run/sandboxd.pid still names the first")
     check(f"another sandboxd (pid {d.proc.pid}) uses state_dir {d.path('state/sandboxd')}"
           in text, f"and says which one holds the state_dir:\n{text}")
     d.alive()
@@ -1089,8 +1096,14 @@ def t_disk_mark_kept(d):
     not start: no mount makes its own "not clean" mark durable (s_mount), so a mark left on
     the host's disk would let the start after a crash of the host mount unchecked every disk
     this one mounted. Here disks/.stopped is a directory (unlinkat: EISDIR)."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
     d.start()
+    c = d.client()
+    ok(c.create("mk", limits={"disk_mb": 32}))
+    check(run(c, "mk", "1", "echo kept > /workspace/f; echo ok")["stdout"] == b"ok\n", "wrote")
     check(d.stop() == 0, "clean stop")
+    wait_for(lambda: not loops_under(d.home), 10, "the loop device to clear")
     mark = d.path("state/sandboxd/disks/.stopped")
     check(os.path.isfile(mark), "a clean stop leaves the mark")
     os.unlink(mark)
@@ -1102,18 +1115,24 @@ def t_disk_mark_kept(d):
         text = out.read().decode(errors="replace")
     check(r.returncode == 1 and "removing the mark of a clean stop" in text and
           os.strerror(errno.EISDIR) in text, f"refused to start: {r.returncode}\n{text}")
-    check(not loops_under(d.home), "nothing was mounted")
+    check(not loops_under(d.home), "the kept disk was not mounted")
     os.rmdir(mark)
     d.start()
+    check(run(d.client(), "mk", "2", "cat /workspace/f")["stdout"] == b"kept\n",
+          "the next start mounts it (and checks it: no mark)")
     check(d.stop() == 0, "clean stop")
 
 
 @test
 def t_disk_stop_readonly(d):
-    """A kept disk that ext4 made read-only (errors=remount-ro) writes nothing at the clean
-    stop's barrier remount or unmount, so what it wrote before (read-only since the host's
-    remount here) would stay only in the image's page cache behind the mark of a clean stop
-    (disk.c sbx_disk_stop): the stop syncs its image first."""
+    """A kept disk ext4 stopped writing to after an error (errors=remount-ro: read-only, or
+    on newer kernels only marked emergency_ro, which statvfs does not show) writes nothing at
+    the clean stop's barrier remount or unmount, so what it wrote before would stay only in
+    the image's page cache behind the mark of a clean stop (disk.c sbx_disk_stop): the stop
+    syncs every kept image first. The error is ext4's own test hook (trigger_fs_error), else
+    the host remounts the disk read-only."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
     d.start()
     c = d.client()
     ws = ok(c.create("ro", limits={"disk_mb": 32}))["workspace"]
@@ -1121,10 +1140,17 @@ def t_disk_stop_readonly(d):
     r = run(c, "ro", "1", "for i in $(seq 50); do echo $i > /workspace/f$i; done; echo ok")
     check(r["stdout"] == b"ok\n", f"wrote: {r}")
     mp = os.path.dirname(ws)
-    subprocess.run(["mount", "-o", "remount,ro", mp], check=True)
-    with open("/proc/self/mountinfo") as f:
-        ro = [line for line in f if line.split()[4] == mp and " ro," in line.split(" - ")[1]]
-    check(len(ro) == 1, "the disk is read-only")
+    loops = loops_under(d.home)
+    check(len(loops) == 1, f"one loop device: {loops}")
+    hook = f"/sys/fs/ext4/{os.path.basename(loops[0])}/trigger_fs_error"
+    if os.path.exists(hook):
+        with open(hook, "w") as f:
+            f.write("test\n")
+        r = run(c, "ro", "2", "echo x > /workspace/g 2>/dev/null && echo wrote || echo refused")
+        check(r["stdout"] == b"refused\n", f"ext4 stopped writing after the error: {r}")
+    else:
+        print(f"no {hook}: the host remounts the disk read-only instead")
+        subprocess.run(["mount", "-o", "remount,ro", mp], check=True)
     check(d.stop() == 0, "clean stop")
     wait_for(lambda: not loops_under(d.home), 10, "the loop device to clear")
     check(os.path.isfile(d.path("state/sandboxd/disks/.stopped")), "the mark of a clean stop")
