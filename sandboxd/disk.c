@@ -1136,8 +1136,9 @@ sbx_disk_restore(const sbx_store_t *store, char *err, size_t errlen)
 	if (unlinkat(dirfd(d), S_STOPPED, 0) == 0) {
 		force = false;
 		if (fsync(dirfd(d)) != 0) {
-			snprintf(err, errlen, "disks: removing the mark of a clean stop (%s/%s): %s",
-			         dir, S_STOPPED, strerror(errno));
+			snprintf(err, errlen,
+			         "disks: removing the mark of a clean stop (%s/%s): %s", dir,
+			         S_STOPPED, strerror(errno));
 			closedir(d);
 			return -1;
 		}

@@ -1004,11 +1004,7 @@ def t_disk_stop_clean(d):
     check(d.stop() == 0, "clean stop")
     wait_for(lambda: not loops_under(d.home), 10, "the loop device to clear")
     check(sb_state(img)[0] == 1, "the stop left the disk clean")
-    dirty = dirty_pages(img, 0, 32 << 20)
-    if dirty is None:
-        print("no cachestat(2) in this kernel: the write-back is not checked")
-    else:
-        check(dirty == 0, f"a cleanly stopped disk is all on the host's disk: {dirty} dirty")
+    check_all_written(img, 32 << 20, "a cleanly stopped disk")
     d.start()
     check(run(d.client(), "sc", "2", "cat /workspace/d100/f")["stdout"] == b"100\n",
           "the workspace after the restart")
@@ -1050,6 +1046,26 @@ def t_disk_unclean_stop(d):
     check(d.stop() == 0, "clean stop")
 
 
+def serve_refused(d):
+    """Runs `sandboxd --home HOME serve` in the foreground (it is expected to refuse to start):
+    its exit code and everything it printed."""
+    with tempfile.TemporaryFile() as out:
+        r = subprocess.run([os.path.join(d.bin, "sandboxd"), "--home", d.home, "serve"],
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=30)
+        out.seek(0)
+        return r.returncode, out.read().decode(errors="replace")
+
+
+def check_all_written(img, size, what):
+    """No page of img's first size bytes is dirty in the host's page cache (cachestat(2));
+    said and skipped where the kernel has no cachestat."""
+    dirty = dirty_pages(img, 0, size)
+    if dirty is None:
+        print("no cachestat(2) in this kernel: the write-back is not checked")
+    else:
+        check(dirty == 0, f"{what} is all on the host's disk: {dirty} dirty")
+
+
 @test
 def t_state_dir_lock(d):
     """One sandboxd per state_dir (zygote.c s_lock_state): a second `serve` on the same home
@@ -1068,12 +1084,8 @@ def t_state_dir_lock(d):
     check(run(c, "lk", "1", "echo kept > /workspace/f; echo ok")["stdout"] == b"ok\n", "wrote")
     disks = d.path("state/sandboxd/disks")
     before = sorted(os.listdir(disks))
-    with tempfile.TemporaryFile() as out:
-        r = subprocess.run([os.path.join(d.bin, "sandboxd"), "--home", d.home, "serve"],
-                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=30)
-        out.seek(0)
-        text = out.read().decode(errors="replace")
-    check(r.returncode == 1, f"the second sandboxd exits 1: {r.returncode}\n{text}")
+    rc, text = serve_refused(d)
+    check(rc == 1, f"the second sandboxd exits 1: {rc}\n{text}")
     with open(pid_file) as f:
         check(f.read() == pid_text == f"{d.proc.pid}\n", "run/sandboxd.pid still names the first")
     check(f"another sandboxd (pid {d.proc.pid}) uses state_dir {d.path('state/sandboxd')}"
@@ -1108,13 +1120,9 @@ def t_disk_mark_kept(d):
     check(os.path.isfile(mark), "a clean stop leaves the mark")
     os.unlink(mark)
     os.mkdir(mark)
-    with tempfile.TemporaryFile() as out:
-        r = subprocess.run([os.path.join(d.bin, "sandboxd"), "--home", d.home, "serve"],
-                           stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=30)
-        out.seek(0)
-        text = out.read().decode(errors="replace")
-    check(r.returncode == 1 and "removing the mark of a clean stop" in text and
-          os.strerror(errno.EISDIR) in text, f"refused to start: {r.returncode}\n{text}")
+    rc, text = serve_refused(d)
+    check(rc == 1 and "removing the mark of a clean stop" in text and
+          os.strerror(errno.EISDIR) in text, f"refused to start: {rc}\n{text}")
     check(not loops_under(d.home), "the kept disk was not mounted")
     os.rmdir(mark)
     d.start()
@@ -1154,11 +1162,7 @@ def t_disk_stop_readonly(d):
     check(d.stop() == 0, "clean stop")
     wait_for(lambda: not loops_under(d.home), 10, "the loop device to clear")
     check(os.path.isfile(d.path("state/sandboxd/disks/.stopped")), "the mark of a clean stop")
-    dirty = dirty_pages(img, 0, 32 << 20)
-    if dirty is None:
-        print("no cachestat(2) in this kernel: the write-back is not checked")
-    else:
-        check(dirty == 0, f"the read-only disk is all on the host's disk: {dirty} dirty")
+    check_all_written(img, 32 << 20, "the disk stopped by an error")
 
 
 @test
