@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +166,37 @@ s_write_output(int fd, const uint8_t *p, size_t len)
 	free(e);
 }
 
+/* The reply is decoded into a static arena: the front exits right after it,
+ * and each of malloc's small groups freed would be unmapped, a TLB shoot-down
+ * to every CPU the process ran on (~0.1 ms in a VM, where an IPI traps to the
+ * hypervisor). What does not fit (a reply that came in a memfd) is malloc'd. */
+static _Alignas(max_align_t) uint8_t s_arena[2 * SBX_RUN_INLINE_MAX];
+static size_t s_arena_used;
+
+static void *
+s_arena_alloc(void *data, size_t size)
+{
+	(void)data;
+	size_t a = (size + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+	if (a >= size && a <= sizeof(s_arena) - s_arena_used) {
+		void *p = s_arena + s_arena_used;
+		s_arena_used += a;
+		return p;
+	}
+	return malloc(size);
+}
+
+static void
+s_arena_free(void *data, void *p)
+{
+	(void)data;
+	uintptr_t u = (uintptr_t)p, lo = (uintptr_t)s_arena;
+	if (u < lo || u >= lo + sizeof(s_arena))
+		free(p);
+}
+
+static ProtobufCAllocator s_reply_alloc = {s_arena_alloc, s_arena_free, NULL};
+
 /* Reads a reply that came in a memfd (at most SBX_RUN_REPLY_MAX bytes) into
  * *buf (caller frees). Its length, or -1. */
 static ssize_t
@@ -248,20 +281,20 @@ s_wait_reply(int fd, int sigfd, int wait_s, int *exit_code)
 		                        "answer (see its log)\n");
 	} else if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
 		ahp_term_printf(stderr, "sandboxd: a reply larger than a packet\n");
-	} else if ((rep = ahp__sbx__reply__unpack(NULL, (size_t)r, pkt)) == NULL) {
+	} else if ((rep = ahp__sbx__reply__unpack(&s_reply_alloc, (size_t)r, pkt)) == NULL) {
 		ahp_term_printf(stderr, "sandboxd: undecodable reply\n");
 	} else if (rep->run != NULL && rep->run->in_fd) {
-		ahp__sbx__reply__free_unpacked(rep, NULL);
+		ahp__sbx__reply__free_unpacked(rep, &s_reply_alloc);
 		rep = NULL;
 		uint8_t *big = NULL;
 		ssize_t len = memfd >= 0 ? s_read_memfd(memfd, &big) : -1;
 		if (len > 0)
-			rep = ahp__sbx__reply__unpack(NULL, (size_t)len, big);
+			rep = ahp__sbx__reply__unpack(&s_reply_alloc, (size_t)len, big);
 		free(big);
 		if (rep == NULL || (rep->run != NULL && rep->run->in_fd)) {
 			ahp_term_printf(stderr, "sandboxd: undecodable reply\n");
 			if (rep != NULL)
-				ahp__sbx__reply__free_unpacked(rep, NULL);
+				ahp__sbx__reply__free_unpacked(rep, &s_reply_alloc);
 			rep = NULL;
 		}
 	}
@@ -344,9 +377,10 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 		s_cli_usage(stderr);
 		return S_EXIT_USAGE;
 	}
-	char *cmd = malloc(SBX_CMD_MAX + 1);
-	if (cmd == NULL)
-		return S_EXIT_UNREACHABLE;
+	/* Static, as the request buffer below: a 64 KiB malloc is an mmap, and
+	 * its munmap after the reply came costs a TLB shoot-down to every CPU
+	 * the process ran on (~0.1 ms in a VM, where an IPI traps). */
+	static char cmd[SBX_CMD_MAX + 1];
 	size_t off = 0;
 	for (int k = i; k < argc; k++) {
 		if (k > i)
@@ -355,14 +389,13 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 			ahp_term_printf(
 			    stderr, "sandboxd: the command is longer than %d bytes once quoted\n",
 			    SBX_CMD_MAX);
-			free(cmd);
 			return S_EXIT_USAGE;
 		}
 	}
 	cmd[off] = '\0';
 
 	int ec = S_EXIT_UNREACHABLE, fd = -1, sigfd = -1;
-	uint8_t *body = NULL;
+	static uint8_t body[SBX_RUN_REQ_MAX];
 	Ahp__Sbx__Reply *rep = NULL;
 	char run_id[40];
 	ahp_random_id(SBX_ONESHOT_PREFIX, run_id, sizeof(run_id));
@@ -411,9 +444,11 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 	req.body_case = AHP__SBX__REQUEST__BODY_RUN;
 	req.run = &rr;
 	size_t len = ahp__sbx__request__get_packed_size(&req);
-	body = malloc(len);
-	if (body == NULL)
+	if (len > sizeof(body)) {
+		ahp_term_printf(stderr, "sandboxd: the request is larger than %zu bytes\n",
+		                sizeof(body));
 		goto out;
+	}
 	ahp__sbx__request__pack(&req, body);
 	ssize_t w;
 	do
@@ -495,12 +530,10 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 	ec = r->exit_code >= 0 && r->exit_code <= 255 ? r->exit_code : S_EXIT_UNREACHABLE;
 out:
 	if (rep != NULL)
-		ahp__sbx__reply__free_unpacked(rep, NULL);
+		ahp__sbx__reply__free_unpacked(rep, &s_reply_alloc);
 	if (fd >= 0)
 		close(fd);
 	if (sigfd >= 0)
 		close(sigfd);
-	free(body);
-	free(cmd);
 	return ec;
 }
