@@ -723,21 +723,17 @@ appr_server_new(const appr_server_conf_t *conf, char *err, size_t errlen)
 		appr_server_destroy(&self);
 		return NULL;
 	}
-	self->orch = ahp_rpc_server_new(self->zctx, conf->endpoint, ORCH_MAX_MSG);
+	/* the allow-lists at bind: peers they do not name are closed at accept */
+	self->orch = ahp_rpc_server_new(self->zctx, conf->endpoint, ORCH_MAX_MSG, conf->orch_allow);
 	if (self->orch == NULL) {
 		snprintf(err, errlen, "cannot serve on %s (see above)", conf->endpoint);
 		appr_server_destroy(&self);
 		return NULL;
 	}
-	self->human = ahp_rpc_server_new(self->zctx, conf->human_endpoint, HUMAN_MAX_MSG);
+	self->human =
+	    ahp_rpc_server_new(self->zctx, conf->human_endpoint, HUMAN_MAX_MSG, conf->human_allow);
 	if (self->human == NULL) {
 		snprintf(err, errlen, "cannot serve on %s (see above)", conf->human_endpoint);
-		appr_server_destroy(&self);
-		return NULL;
-	}
-	if (appr_server_set_allow(self, conf->orch_allow, conf->human_allow) != 0) {
-		snprintf(err, errlen, "cannot restrict %s and %s to their allowed peers",
-		         conf->endpoint, conf->human_endpoint);
 		appr_server_destroy(&self);
 		return NULL;
 	}

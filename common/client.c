@@ -32,6 +32,7 @@ struct ahp_client {
 	void *monitor;
 	char monitor_ep[64];
 	ahp_client_done_fn *done;
+	int64_t refused_check; /* when a send failing to connect last asked why (ms) */
 	pending_t *buckets[NBUCKETS];
 	size_t n;
 };
@@ -135,6 +136,28 @@ ahp_client_present(const ahp_client_t *self)
 	return stat(self->endpoint + 6, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
+/* A send that found no connection (EAGAIN) asks, at most every
+ * S_REFUSED_CHECK_MS, whether the daemon closes ours at accept (it does not
+ * admit our uid: ahp_rpc_server_new), and says so: otherwise a misconfigured
+ * allow-list looks like a daemon that is down. */
+#define S_REFUSED_CHECK_MS 30000
+static void
+s_why_unconnected(ahp_client_t *self, int err)
+{
+	int64_t now = ahp_mono_ms();
+	if (err != EAGAIN ||
+	    (self->refused_check != 0 && now - self->refused_check < S_REFUSED_CHECK_MS))
+		return;
+	self->refused_check = now;
+	/* a short wait: this runs in the daemon's loop */
+	if (ahp_rpc_refused_at_accept(self->endpoint, 100)) {
+		char m[160];
+		ahp_rpc_refused_message(m, sizeof m);
+		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: the daemon does not admit us", "daemon",
+		           self->name, "endpoint", self->endpoint, "reason", m, NULL);
+	}
+}
+
 uint64_t
 ahp_client_send(ahp_client_t *self, void *owner, const void *body, size_t len, long timeout_ms)
 {
@@ -147,7 +170,10 @@ ahp_client_send(ahp_client_t *self, void *owner, const void *body, size_t len, l
 		return 0;
 	uint64_t id = ahp_rpc_client_send(self->rpc, body, len);
 	if (id == 0) {
+		int e = errno;
 		free(p);
+		s_why_unconnected(self, e);
+		errno = e;
 		return 0;
 	}
 	p->id = id;
@@ -165,7 +191,11 @@ ahp_client_post(ahp_client_t *self, const void *body, size_t len)
 {
 	if (!ahp_client_present(self))
 		return -1;
-	return ahp_rpc_client_send(self->rpc, body, len) == 0 ? -1 : 0;
+	if (ahp_rpc_client_send(self->rpc, body, len) == 0) {
+		s_why_unconnected(self, errno);
+		return -1;
+	}
+	return 0;
 }
 
 void

@@ -1,6 +1,8 @@
 /* ZeroMQ RPC: ROUTER servers and DEALER clients with request ids, typed transport errors. */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -27,6 +29,11 @@
  * cut off by libzmq (ZMQ_MAXMSGSIZE), which drops that connection: memory
  * stays bounded at the price of a timeout instead of a reply. */
 #define TOO_LARGE_SLACK (1024 * 1024)
+/* How long a client waits for its connection before it asks whether the
+ * server closes it at accept (a peer it does not admit). */
+#define S_REFUSED_PROBE_MS 150
+/* Pending connections an ipc:// server's socket queues (libzmq's default is 100). */
+#define S_LISTEN_BACKLOG 128
 
 static const uint8_t s_magic[4] = {'A', 'H', 'P', '1'};
 
@@ -102,6 +109,13 @@ struct ahp_rpc_server {
 	char endpoint[ENDPOINT_MAX];
 	int allow_set; /* 0: whoever can open the 0600 file (owner, root) */
 	ahp_rpc_allow_t allow;
+	/* The peers libzmq's listener admits at accept (ZMQ_IPC_FILTER_UID /
+	 * _GID, fixed at bind: libzmq copies a socket's options into the
+	 * listener it makes). allow may narrow it later, never widen it. */
+	int listen_set;
+	ahp_rpc_allow_t listen;
+	int lfd; /* ipc://: our listening socket (libzmq listens on a dup) */
+	char last_ep[ENDPOINT_MAX + 16]; /* ZMQ_LAST_ENDPOINT, for zmq_unbind */
 	/* Supplementary-group verdicts per uid, so that a chatty peer costs
 	 * one group-database lookup per MEMBER_TTL_MS, not one per message. */
 	struct {
@@ -167,14 +181,104 @@ s_ipc_precheck(const char *path)
 	return 0;
 }
 
+/* Sets libzmq's accept-time filter on an ipc:// ROUTER before it binds: a
+ * connection from any other peer is closed by the listener as it is
+ * accepted (SO_PEERCRED; a gid admits its members, as s_admitted does),
+ * before the ZMTP handshake. The message-level check (s_refuse) alone let
+ * any local user who could open the 0666 file hold descriptors in the
+ * daemon without sending a byte, until libzmq, at EMFILE in accept, aborts
+ * the process (src/ipc_listener.cpp asserts on every accept error but a
+ * few). An empty list admits nobody: libzmq admits everyone when no filter
+ * is set, so the impossible uid (uid_t)-1 stands in for "nobody". 0 / -1. */
+static int
+s_listen_filter(void *sock, const ahp_rpc_allow_t *allow)
+{
+	if (zmq_setsockopt(sock, ZMQ_IPC_FILTER_UID, NULL, 0) < 0 ||
+	    zmq_setsockopt(sock, ZMQ_IPC_FILTER_GID, NULL, 0) < 0)
+		return -1;
+	for (size_t i = 0; i < allow->n_uids; i++)
+		if (zmq_setsockopt(sock, ZMQ_IPC_FILTER_UID, &allow->uids[i], sizeof(uid_t)) < 0)
+			return -1;
+	for (size_t i = 0; i < allow->n_gids; i++)
+		if (zmq_setsockopt(sock, ZMQ_IPC_FILTER_GID, &allow->gids[i], sizeof(gid_t)) < 0)
+			return -1;
+	if (allow->n_uids == 0 && allow->n_gids == 0) {
+		uid_t none = (uid_t)-1;
+		if (zmq_setsockopt(sock, ZMQ_IPC_FILTER_UID, &none, sizeof none) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int s_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow);
+
+/* Our own listening socket on path, made 0600 (never reachable by others,
+ * not even between bind() and a chmod()). libzmq listens on a duplicate of
+ * it (ZMQ_USE_FD), so that its listener, whose accept-time filter is fixed
+ * when it is made, can be replaced (SIGHUP) without a new file: a daemon
+ * that dropped its privileges may not create one in its socket directory.
+ * The fd (close-on-exec), or -1 with errno. */
+static int
+s_ipc_listen(const char *path)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	size_t len = strlen(path);
+	if (len >= sizeof sun.sun_path) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(sun.sun_path, path, len + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	/* a stale file of a server that died: s_ipc_precheck made sure that
+	 * nothing answers on it */
+	(void)unlink(path);
+	mode_t old = umask(0077);
+	int rc = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+	int e = errno;
+	umask(old);
+	if (rc == 0 && ((rc = chmod(path, 0600)) != 0 || (rc = listen(fd, S_LISTEN_BACKLOG)) != 0))
+		e = errno;
+	if (rc != 0) {
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+/* A libzmq listener on a duplicate of self->lfd, admitting at accept the
+ * peers in *allow (NULL: no filter; the 0600 file decides). 0 / -1. */
+static int
+s_zmq_listen(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
+{
+	int fd = fcntl(self->lfd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return -1;
+	if ((allow != NULL && s_listen_filter(self->sock, allow) < 0) ||
+	    zmq_setsockopt(self->sock, ZMQ_USE_FD, &fd, sizeof fd) < 0 ||
+	    zmq_bind(self->sock, self->endpoint) < 0) {
+		int e = zmq_errno();
+		close(fd); /* libzmq owns it only once bound */
+		errno = e;
+		return -1;
+	}
+	size_t n = sizeof self->last_ep;
+	if (zmq_getsockopt(self->sock, ZMQ_LAST_ENDPOINT, self->last_ep, &n) < 0)
+		ahp_strlcpy(self->last_ep, self->endpoint, sizeof self->last_ep);
+	return 0;
+}
+
 ahp_rpc_server_t *
-ahp_rpc_server_new(void *zctx, const char *endpoint, size_t max_msg)
+ahp_rpc_server_new(void *zctx, const char *endpoint, size_t max_msg, const ahp_rpc_allow_t *allow)
 {
 	if (s_check_endpoint(endpoint, "server") < 0)
 		return NULL;
 	ahp_rpc_server_t *self = calloc(1, sizeof *self);
 	if (self == NULL)
 		return NULL;
+	self->lfd = -1;
 	ahp_strlcpy(self->endpoint, endpoint, sizeof self->endpoint);
 	self->is_ipc = strncmp(endpoint, "ipc://", 6) == 0;
 	self->max_msg = max_msg ? max_msg : AHP_RPC_MAX_MSG_DEFAULT;
@@ -199,26 +303,33 @@ ahp_rpc_server_new(void *zctx, const char *endpoint, size_t max_msg)
 	    zmq_setsockopt(self->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory) < 0 ||
 	    zmq_setsockopt(self->sock, ZMQ_MAXMSGSIZE, &hard, sizeof hard) < 0)
 		goto fail_zmq;
-
-	/* The socket file must never be reachable by others, not even for the
-	 * instant between bind() and chmod(); libzmq binds in this thread. */
-	mode_t old = umask(0077);
-	int rc = zmq_bind(self->sock, endpoint);
-	int saved = errno;
-	umask(old);
-	errno = saved;
-	if (rc < 0)
-		goto fail_zmq;
-	self->bound = 1;
-	if (self->is_ipc) {
+	if (!self->is_ipc) {
+		if (zmq_bind(self->sock, endpoint) < 0)
+			goto fail_zmq;
+		self->bound = 1;
+	} else {
+		if ((self->lfd = s_ipc_listen(endpoint + 6)) < 0) {
+			ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: cannot listen", "endpoint",
+			           endpoint, "error", strerror(errno), NULL);
+			goto fail;
+		}
+		self->bound = 1;
 		struct stat st;
-		if (chmod(endpoint + 6, 0600) < 0 || stat(endpoint + 6, &st) < 0) {
-			ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: chmod socket file failed",
-			           "path", endpoint + 6, "error", strerror(errno), NULL);
+		if (stat(endpoint + 6, &st) < 0) {
+			ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: socket file gone", "path",
+			           endpoint + 6, "error", strerror(errno), NULL);
 			goto fail;
 		}
 		self->sock_dev = st.st_dev;
 		self->sock_ino = st.st_ino;
+		if (s_zmq_listen(self, allow) < 0)
+			goto fail_zmq;
+		if (allow != NULL) {
+			self->listen = *allow;
+			self->listen_set = 1;
+			if (s_server_allow(self, allow) != 0)
+				goto fail;
+		}
 	}
 	ahp_log_kv(AHP_LOG_DEBUG, NULL, NULL, "rpc: serving", "endpoint", endpoint, NULL);
 	return self;
@@ -238,6 +349,8 @@ ahp_rpc_server_destroy(ahp_rpc_server_t **self_p)
 	ahp_rpc_server_t *self = *self_p;
 	if (self->sock)
 		zmq_close(self->sock);
+	if (self->lfd >= 0)
+		close(self->lfd);
 	/* libzmq 4.3 leaves the ipc file behind. Remove it, but only if it is
 	 * still the one we bound (same inode), never a successor's. */
 	struct stat st;
@@ -465,11 +578,30 @@ ahp_rpc_allow_parse(ahp_rpc_allow_t *out, const char *users, const char *groups,
 	return s_allow_names(out, groups, 1, skip_missing, err, errlen);
 }
 
-int
-ahp_rpc_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
+/* Whether every uid and gid of a is in b. */
+static int
+s_allow_within(const ahp_rpc_allow_t *a, const ahp_rpc_allow_t *b)
 {
-	if (self == NULL || allow == NULL || !self->is_ipc)
-		return -1;
+	for (size_t i = 0; i < a->n_uids; i++) {
+		size_t j = 0;
+		while (j < b->n_uids && b->uids[j] != a->uids[i])
+			j++;
+		if (j == b->n_uids)
+			return 0;
+	}
+	for (size_t i = 0; i < a->n_gids; i++) {
+		size_t j = 0;
+		while (j < b->n_gids && b->gids[j] != a->gids[i])
+			j++;
+		if (j == b->n_gids)
+			return 0;
+	}
+	return 1;
+}
+
+static int
+s_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
+{
 	/* connect() on a unix socket needs write permission on its file. Once
 	 * is enough: a later call (SIGHUP) may come after a privilege drop. */
 	if (!self->allow_set && chmod(self->endpoint + 6, 0666) < 0) {
@@ -477,10 +609,47 @@ ahp_rpc_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
 		           self->endpoint + 6, "error", strerror(errno), NULL);
 		return -1;
 	}
+	/* A changed list gets a new listener (its filter is fixed when made) on
+	 * the same socket: connections meanwhile wait in its backlog. The
+	 * message-level check (s_admitted) holds the new list from now on. */
+	if (self->listen_set &&
+	    !(s_allow_within(allow, &self->listen) && s_allow_within(&self->listen, allow))) {
+		if (zmq_unbind(self->sock, self->last_ep) < 0) {
+			ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: cannot replace the listener",
+			           "endpoint", self->endpoint, "error", zmq_strerror(zmq_errno()),
+			           NULL);
+			return -1;
+		}
+		if (s_zmq_listen(self, allow) < 0) {
+			ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: cannot replace the listener",
+			           "endpoint", self->endpoint, "error", zmq_strerror(zmq_errno()),
+			           NULL);
+			(void)s_zmq_listen(self, &self->listen); /* the old one back */
+			return -1;
+		}
+		self->listen = *allow;
+	}
 	self->allow = *allow;
 	self->allow_set = 1;
 	memset(self->member, 0, sizeof self->member);
 	return 0;
+}
+
+int
+ahp_rpc_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
+{
+	if (self == NULL || allow == NULL || !self->is_ipc)
+		return -1;
+	/* A server bound without a list admits its owner and root through the
+	 * 0600 file; opening the file to everyone needs the accept-time filter,
+	 * which only a list given at ahp_rpc_server_new sets (fail closed). */
+	if (!self->listen_set) {
+		ahp_log_kv(AHP_LOG_ERROR, NULL, NULL,
+		           "rpc: an allow-list must be given when the server is made", "endpoint",
+		           self->endpoint, NULL);
+		return -1;
+	}
+	return s_server_allow(self, allow);
 }
 
 /* Whether uid's supplementary groups (group database) meet an allowed gid. */
@@ -976,6 +1145,37 @@ s_wait(void *sock, short ev, int64_t deadline)
 }
 
 int
+ahp_rpc_refused_at_accept(const char *endpoint, int wait_ms)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	if (endpoint == NULL || strncmp(endpoint, "ipc://", 6) != 0 ||
+	    strlen(endpoint + 6) >= sizeof sun.sun_path)
+		return 0;
+	memcpy(sun.sun_path, endpoint + 6, strlen(endpoint + 6) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	int refused = 0;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0) {
+		struct pollfd pf = {fd, POLLIN, 0};
+		uint8_t b;
+		if (poll(&pf, 1, wait_ms) == 1 && recv(fd, &b, 1, MSG_DONTWAIT) == 0)
+			refused = 1;
+	}
+	close(fd);
+	return refused;
+}
+
+int
+ahp_rpc_refused_message(char *buf, size_t len)
+{
+	return snprintf(buf, len,
+	                "uid %u (gid %u) may not use this socket (the daemon closes its "
+	                "connections at accept)",
+	                (unsigned)geteuid(), (unsigned)getegid());
+}
+
+int
 ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeout_ms, int idempotent,
              int retries, uint8_t **reply, size_t *reply_len, int *status, char *errbuf,
              size_t errlen)
@@ -1006,8 +1206,12 @@ ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeout_m
 		int64_t deadline = ahp_mono_ms() + timeout_ms;
 
 		/* With ZMQ_IMMEDIATE a send fails with EAGAIN until the
-		 * connection is up: wait for POLLOUT until the deadline. */
-		int sent = 0;
+		 * connection is up: wait for POLLOUT until the deadline. A
+		 * connection not up after S_REFUSED_PROBE_MS is checked once:
+		 * a server that does not admit us closes it at accept, and
+		 * says nothing more (s_listen_filter). */
+		int sent = 0, probed = 0;
+		int64_t probe_at = ahp_mono_ms() + S_REFUSED_PROBE_MS;
 		for (;;) {
 			if (s_client_send_id(self, id, body, len) == 0) {
 				sent = 1;
@@ -1019,7 +1223,21 @@ ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeout_m
 				          zmq_strerror(errno));
 				return -1;
 			}
-			if (s_wait(self->sock, ZMQ_POLLOUT, deadline) <= 0)
+			if (!probed && ahp_mono_ms() >= probe_at) {
+				probed = 1;
+				if (ahp_rpc_refused_at_accept(self->endpoint,
+				                              AHP_RPC_REFUSED_WAIT_MS)) {
+					char m[160];
+					ahp_rpc_refused_message(m, sizeof m);
+					s_set_err(status, errbuf, errlen,
+					          AHP__STATUS__ERR_PERMISSION_DENIED, "%s", m);
+					return -1;
+				}
+			}
+			if (s_wait(self->sock, ZMQ_POLLOUT,
+			           probed || probe_at > deadline ? deadline : probe_at) < 0)
+				break;
+			if (ahp_mono_ms() >= deadline)
 				break;
 		}
 		if (!sent) {

@@ -746,14 +746,11 @@ cp_egress_new(struct event_base *base, const char *db_path, const char *ctl_endp
 	if (self->db == NULL)
 		event_active(self->flush_ev, EV_TIMEOUT, 0);
 
-	self->ctl = ahp_rpc_server_new(NULL, ctl_endpoint, CTL_MAX_MSG);
+	/* the allow-list at bind: peers it does not name are closed at accept */
+	self->ctl = ahp_rpc_server_new(NULL, ctl_endpoint, CTL_MAX_MSG, allow);
 	if (self->ctl == NULL) {
 		snprintf(err, errlen, "cannot serve the control socket on %s (see the log)",
 		         ctl_endpoint);
-		goto fail;
-	}
-	if (allow != NULL && ahp_rpc_server_allow(self->ctl, allow) != 0) {
-		snprintf(err, errlen, "cannot restrict %s to its allowed peers", ctl_endpoint);
 		goto fail;
 	}
 	int fd = -1;

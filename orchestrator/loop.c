@@ -267,14 +267,10 @@ orch_loop_setup(orch_t *o)
 	o->zctx = zmq_ctx_new();
 	if (o->zctx == NULL)
 		return -1;
-	o->server = ahp_rpc_server_new(o->zctx, o->endpoint, ORCH_RPC_MAX_MSG);
+	/* the allow-list at bind: peers it does not name are closed at accept */
+	o->server = ahp_rpc_server_new(o->zctx, o->endpoint, ORCH_RPC_MAX_MSG, &o->allow);
 	if (o->server == NULL) {
 		log_error("cannot serve on %s", o->endpoint);
-		return -1;
-	}
-	if (strncmp(o->endpoint, "ipc://", 6) == 0 &&
-	    ahp_rpc_server_allow(o->server, &o->allow) != 0) {
-		log_error("cannot restrict %s to its allowed peers", o->endpoint);
 		return -1;
 	}
 	if (orch_model_init(o) != 0) {

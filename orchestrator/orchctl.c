@@ -354,8 +354,10 @@ static int
 s_attempt(orchctl_t *self, const uint8_t *buf, size_t len, int timeout_ms, uint8_t **rbuf,
           size_t *rlen, int *terr, char *err, size_t errlen)
 {
-	int64_t deadline = ahp_mono_ms() + timeout_ms;
-	/* With ZMQ_IMMEDIATE a send fails until the connection is up. */
+	int64_t deadline = ahp_mono_ms() + timeout_ms, probe_at = ahp_mono_ms() + 150;
+	/* With ZMQ_IMMEDIATE a send fails until the connection is up; one not
+	 * up after a moment is asked once whether the orchestrator closes it
+	 * at accept (a user it does not admit). */
 	uint64_t id = ahp_rpc_client_send(self->client, buf, len);
 	for (; id == 0; id = ahp_rpc_client_send(self->client, buf, len)) {
 		if (errno != EAGAIN && errno != EINTR) {
@@ -365,6 +367,14 @@ s_attempt(orchctl_t *self, const uint8_t *buf, size_t len, int timeout_ms, uint8
 		}
 		if (s_interrupted)
 			return S_INTR;
+		if (probe_at > 0 && ahp_mono_ms() >= probe_at) {
+			probe_at = 0;
+			if (ahp_rpc_refused_at_accept(self->endpoint, AHP_RPC_REFUSED_WAIT_MS)) {
+				ahp_rpc_refused_message(err, errlen);
+				*terr = AHP__STATUS__ERR_PERMISSION_DENIED;
+				return S_ERROR;
+			}
+		}
 		if (ahp_mono_ms() >= deadline)
 			return S_NOSERVER;
 		usleep(20 * 1000);

@@ -2465,14 +2465,10 @@ sbx_daemon_new(const sbx_config_t *cfg, int async, int call, char *err, size_t e
 		snprintf(err, errlen, "zmq_ctx_new failed");
 		goto fail;
 	}
-	self->rpc = ahp_rpc_server_new(self->zctx, cfg->endpoint, S_RPC_MAX_MSG);
+	/* the allow-list at bind: peers it does not name are closed at accept */
+	self->rpc = ahp_rpc_server_new(self->zctx, cfg->endpoint, S_RPC_MAX_MSG, &cfg->allow);
 	if (self->rpc == NULL) {
 		snprintf(err, errlen, "cannot serve on %s", cfg->endpoint);
-		goto fail;
-	}
-	if (strncmp(cfg->endpoint, "ipc://", 6) == 0 &&
-	    ahp_rpc_server_allow(self->rpc, &cfg->allow) != 0) {
-		snprintf(err, errlen, "cannot restrict %s to its allowed peers", cfg->endpoint);
 		goto fail;
 	}
 	return self;

@@ -1003,14 +1003,10 @@ svc_engine_new(const char *endpoint, const ahp_rpc_allow_t *allow, unsigned max_
 		svc_engine_destroy(&self);
 		return NULL;
 	}
-	self->server = ahp_rpc_server_new(self->zctx, endpoint, SVC_RPC_MAX_MSG);
+	/* the allow-list at bind: peers it does not name are closed at accept */
+	self->server = ahp_rpc_server_new(self->zctx, endpoint, SVC_RPC_MAX_MSG, allow);
 	if (self->server == NULL) {
 		snprintf(err, errlen, "cannot serve on %s (see above)", endpoint);
-		svc_engine_destroy(&self);
-		return NULL;
-	}
-	if (strncmp(endpoint, "ipc://", 6) == 0 && ahp_rpc_server_allow(self->server, allow) != 0) {
-		snprintf(err, errlen, "cannot restrict %s to its allowed peers", endpoint);
 		svc_engine_destroy(&self);
 		return NULL;
 	}

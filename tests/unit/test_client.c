@@ -104,7 +104,7 @@ static void
 test_reply_reaches_owner_once(void **state)
 {
 	(void)state;
-	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0);
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0, NULL);
 	assert_non_null(srv);
 	ahp_client_t *c = ahp_client_new(s_ctx, "testd", s_ep, s_done);
 	assert_non_null(c);
@@ -135,7 +135,7 @@ static void
 test_deadline_and_forget(void **state)
 {
 	(void)state;
-	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0);
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0, NULL);
 	assert_non_null(srv);
 	ahp_client_t *c = ahp_client_new(s_ctx, "testd", s_ep, s_done);
 	seen_t late = {0}, gone = {0};
@@ -190,7 +190,7 @@ static void
 test_server_goes_away(void **state)
 {
 	(void)state;
-	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0);
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0, NULL);
 	assert_non_null(srv);
 	ahp_client_t *c = ahp_client_new(s_ctx, "testd", s_ep, s_done);
 	assert_non_null(ahp_client_monitor_socket(c));

@@ -11,7 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <dirent.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -188,7 +191,7 @@ test_many_in_flight_out_of_order(void **state)
 {
 	(void)state;
 	enum { N = 64 };
-	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0);
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0, NULL);
 	assert_non_null(srv);
 	struct stat st;
 	assert_int_equal(stat(s_ep + 6, &st), 0);
@@ -268,7 +271,7 @@ static void
 test_malformed_frames_then_good(void **state)
 {
 	(void)state;
-	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 1024);
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 1024, NULL);
 	assert_non_null(srv);
 	void *d = s_raw_dealer();
 	s_wait_connected(d);
@@ -350,7 +353,7 @@ static void
 test_huge_message_dropped_server_survives(void **state)
 {
 	(void)state;
-	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 1024);
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 1024, NULL);
 	assert_non_null(srv);
 	void *d = s_raw_dealer();
 	s_wait_connected(d);
@@ -421,7 +424,7 @@ s_run_server(struct srv_thread *t, pthread_t *th, enum srv_mode mode)
 {
 	memset(t, 0, sizeof *t);
 	t->mode = mode;
-	t->srv = ahp_rpc_server_new(s_ctx, s_ep, 0);
+	t->srv = ahp_rpc_server_new(s_ctx, s_ep, 0, NULL);
 	assert_non_null(t->srv);
 	assert_int_equal(pthread_create(th, NULL, s_server_main, t), 0);
 }
@@ -620,8 +623,14 @@ s_call_as(ahp_rpc_server_t *srv, uid_t uid, gid_t gid, s_as_result_t *out)
 	memcpy(out->err, r.err, sizeof out->err);
 }
 
-/* A peer not on the list gets a typed permission_denied, and the server's
- * caller never sees its request; listed peers (by uid, by gid) get through. */
+#define REFUSED_AT_ACCEPT(u, g)                                                                    \
+	"uid " #u " (gid " #g ") may not use this socket (the daemon closes its connections at "   \
+	"accept)"
+
+/* A peer not on the list is closed at accept (libzmq's filter), and the
+ * client says so with a typed permission_denied; the server's caller never
+ * hears of it. Listed peers (by uid, by gid) get through; a later list
+ * (SIGHUP) replaces the listener's. */
 static void
 test_peer_allow_list(void **state)
 {
@@ -632,14 +641,13 @@ test_peer_allow_list(void **state)
 	}
 	/* The other uid must reach the socket: the allow-list decides. */
 	assert_int_equal(chmod(s_dir, 0711), 0);
-	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0);
-	assert_non_null(srv);
 	ahp_rpc_allow_t allow = {0};
 	char err[128];
 	assert_int_equal(ahp_rpc_allow_parse(&allow, "root", "", 0, err, sizeof err), 0);
 	assert_int_equal(allow.n_uids, 1);
 	assert_int_equal(allow.uids[0], 0);
-	assert_int_equal(ahp_rpc_server_allow(srv, &allow), 0);
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0, &allow);
+	assert_non_null(srv);
 	struct stat st;
 	assert_int_equal(stat(s_ep + 6, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0666);
@@ -647,7 +655,7 @@ test_peer_allow_list(void **state)
 	s_as_result_t r;
 	s_call_as(srv, NOBODY, NOBODY, &r);
 	assert_int_equal(r.status, AHP__STATUS__ERR_PERMISSION_DENIED);
-	assert_string_equal(r.err, "uid 65534 (gid 65534) may not use this socket");
+	assert_string_equal(r.err, REFUSED_AT_ACCEPT(65534, 65534));
 	assert_int_equal(r.handled, 0);
 
 	/* Root (listed) is still served by the same server. */
@@ -661,30 +669,138 @@ test_peer_allow_list(void **state)
 	ahp_rpc_req_free(&req);
 	ahp_rpc_client_destroy(&cli);
 
-	/* Listing the peer's group admits it; the uid/gid reach the caller. */
-	assert_int_equal(ahp_rpc_allow_add_gid(&allow, NOBODY), 0);
-	assert_int_equal(ahp_rpc_server_allow(srv, &allow), 0);
+	/* A later list (SIGHUP) replaces the listener: listing the peer's group
+	 * admits it, and the uid/gid reach the caller... */
+	ahp_rpc_allow_t wider = allow;
+	assert_int_equal(ahp_rpc_allow_add_gid(&wider, NOBODY), 0);
+	assert_int_equal(ahp_rpc_server_allow(srv, &wider), 0);
 	s_call_as(srv, NOBODY, NOBODY, &r);
 	assert_int_equal(r.status, AHP__STATUS__OK);
 	assert_string_equal(r.err, "reply:ok");
 	assert_int_equal(r.handled, 1);
 	assert_int_equal(r.peer_uid, NOBODY);
 	assert_int_equal(r.peer_gid, NOBODY);
+	/* ...and the narrower one again closes it at accept. */
+	assert_int_equal(ahp_rpc_server_allow(srv, &allow), 0);
+	s_call_as(srv, NOBODY, NOBODY, &r);
+	assert_int_equal(r.status, AHP__STATUS__ERR_PERMISSION_DENIED);
+	assert_string_equal(r.err, REFUSED_AT_ACCEPT(65534, 65534));
+	assert_int_equal(r.handled, 0);
+	ahp_rpc_server_destroy(&srv);
 
-	/* And by uid, with a gid that is not listed. */
+	/* And by uid, with a gid that is not listed... */
 	ahp_rpc_allow_t by_uid = {0};
 	assert_int_equal(ahp_rpc_allow_add_uid(&by_uid, NOBODY), 0);
-	assert_int_equal(ahp_rpc_server_allow(srv, &by_uid), 0);
+	srv = ahp_rpc_server_new(s_ctx, s_ep, 0, &by_uid);
+	assert_non_null(srv);
 	s_call_as(srv, NOBODY, 12345, &r);
 	assert_int_equal(r.status, AHP__STATUS__OK);
 	assert_int_equal(r.handled, 1);
-	/* ...which no longer admits root. */
+	/* ...which does not admit root. */
 	s_call_as(srv, 0, 0, &r);
 	assert_int_equal(r.status, AHP__STATUS__ERR_PERMISSION_DENIED);
-	assert_string_equal(r.err, "uid 0 (gid 0) may not use this socket");
+	assert_string_equal(r.err, REFUSED_AT_ACCEPT(0, 0));
 	assert_int_equal(r.handled, 0);
-
 	ahp_rpc_server_destroy(&srv);
+
+	/* An empty list admits nobody (libzmq alone would admit everyone). */
+	ahp_rpc_allow_t none = {0};
+	srv = ahp_rpc_server_new(s_ctx, s_ep, 0, &none);
+	assert_non_null(srv);
+	s_call_as(srv, 0, 0, &r);
+	assert_int_equal(r.status, AHP__STATUS__ERR_PERMISSION_DENIED);
+	assert_int_equal(r.handled, 0);
+	ahp_rpc_server_destroy(&srv);
+
+	/* A server made without a list cannot be opened to others later. */
+	srv = ahp_rpc_server_new(s_ctx, s_ep, 0, NULL);
+	assert_non_null(srv);
+	assert_int_equal(ahp_rpc_server_allow(srv, &allow), -1);
+	assert_int_equal(stat(s_ep + 6, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	ahp_rpc_server_destroy(&srv);
+	assert_int_equal(chmod(s_dir, 0700), 0);
+	TEST_DONE();
+}
+
+static int
+s_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+	assert_non_null(d);
+	while (readdir(d) != NULL)
+		n++;
+	closedir(d);
+	return n;
+}
+
+/* A peer that is not admitted cannot hold descriptors in the server: 300
+ * plain connections, held open without a byte, used to cost the server one
+ * descriptor each until libzmq aborted at EMFILE (a local user could stop
+ * every daemon). Now each is closed as it is accepted. */
+static void
+test_refused_peer_holds_nothing(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		TEST_DONE();
+		skip();
+	}
+	assert_int_equal(chmod(s_dir, 0711), 0);
+	ahp_rpc_allow_t allow = {0};
+	assert_int_equal(ahp_rpc_allow_add_uid(&allow, 0), 0);
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, s_ep, 0, &allow);
+	assert_non_null(srv);
+	int before = s_count_fds();
+	int go[2], done[2];
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(done), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgroups(0, NULL) != 0 || setresgid(NOBODY, NOBODY, NOBODY) != 0 ||
+		    setresuid(NOBODY, NOBODY, NOBODY) != 0)
+			_exit(3);
+		struct sockaddr_un sun = {.sun_family = AF_UNIX};
+		if (strlen(s_ep + 6) >= sizeof sun.sun_path)
+			_exit(4);
+		memcpy(sun.sun_path, s_ep + 6, strlen(s_ep + 6) + 1);
+		int held = 0;
+		for (int i = 0; i < 300; i++) {
+			int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+			if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0)
+				held++;
+		}
+		char c = held == 300 ? 'y' : 'n';
+		(void)!write(done[1], &c, 1);
+		(void)!read(go[0], &c, 1); /* hold them until the parent has counted */
+		_exit(0);
+	}
+	char c = 0;
+	assert_int_equal(read(done[0], &c, 1), 1);
+	assert_int_equal(c, 'y');
+	usleep(300 * 1000); /* the I/O thread accepts (and closes) them meanwhile */
+	int during = s_count_fds();
+	assert_int_equal(write(go[1], "x", 1), 1);
+	int wst = 0;
+	assert_int_equal(waitpid(pid, &wst, 0), pid);
+	assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+	assert_true(during - before < 10);
+	/* and it still serves root */
+	ahp_rpc_client_t *cli = ahp_rpc_client_new(s_ctx, s_ep);
+	assert_non_null(cli);
+	s_wait_connected(ahp_rpc_client_socket(cli));
+	assert_true(ahp_rpc_client_send(cli, "x", 1) != 0);
+	ahp_rpc_req_t *req = s_server_get(srv, 3000);
+	assert_non_null(req);
+	ahp_rpc_req_free(&req);
+	ahp_rpc_client_destroy(&cli);
+	ahp_rpc_server_destroy(&srv);
+	for (int i = 0; i < 2; i++) {
+		close(go[i]);
+		close(done[i]);
+	}
 	assert_int_equal(chmod(s_dir, 0700), 0);
 	TEST_DONE();
 }
@@ -714,7 +830,7 @@ test_allow_parse(void **state)
 	assert_int_equal(b.uids[0], 0);
 	assert_int_equal(b.n_gids, 0);
 	/* A server that is not ipc:// has no peer credentials to check. */
-	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, "inproc://allow-parse", 0);
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(s_ctx, "inproc://allow-parse", 0, NULL);
 	assert_non_null(srv);
 	assert_int_equal(ahp_rpc_server_allow(srv, &a), -1);
 	ahp_rpc_server_destroy(&srv);
@@ -727,15 +843,15 @@ static void
 test_endpoint_policy(void **state)
 {
 	(void)state;
-	assert_null(ahp_rpc_server_new(s_ctx, "tcp://127.0.0.1:5555", 0));
+	assert_null(ahp_rpc_server_new(s_ctx, "tcp://127.0.0.1:5555", 0, NULL));
 	assert_null(ahp_rpc_client_new(s_ctx, "tcp://127.0.0.1:5555"));
-	assert_null(ahp_rpc_server_new(s_ctx, "udp://x", 0));
-	assert_null(ahp_rpc_server_new(s_ctx, "ipc://", 0));
+	assert_null(ahp_rpc_server_new(s_ctx, "udp://x", 0, NULL));
+	assert_null(ahp_rpc_server_new(s_ctx, "ipc://", 0, NULL));
 
 	/* Missing directory. */
 	char ep[192];
 	snprintf(ep, sizeof ep, "ipc://%s/nodir/x.sock", s_dir);
-	assert_null(ahp_rpc_server_new(s_ctx, ep, 0));
+	assert_null(ahp_rpc_server_new(s_ctx, ep, 0, NULL));
 
 	/* A world-writable (non-sticky) directory is refused. */
 	char dir[160];
@@ -743,19 +859,19 @@ test_endpoint_policy(void **state)
 	assert_int_equal(mkdir(dir, 0700), 0);
 	assert_int_equal(chmod(dir, 0777), 0);
 	snprintf(ep, sizeof ep, "ipc://%s/x.sock", dir);
-	assert_null(ahp_rpc_server_new(s_ctx, ep, 0));
+	assert_null(ahp_rpc_server_new(s_ctx, ep, 0, NULL));
 	assert_int_equal(chmod(dir, 0700), 0);
-	ahp_rpc_server_t *ok = ahp_rpc_server_new(s_ctx, ep, 0);
+	ahp_rpc_server_t *ok = ahp_rpc_server_new(s_ctx, ep, 0, NULL);
 	assert_non_null(ok);
 
 	/* A second server cannot steal a live socket path... */
-	assert_null(ahp_rpc_server_new(s_ctx, ep, 0));
+	assert_null(ahp_rpc_server_new(s_ctx, ep, 0, NULL));
 	ahp_rpc_server_destroy(&ok);
 	/* ...but a stale file left by a crash is replaced. */
 	FILE *f = fopen(ep + 6, "w");
 	assert_non_null(f);
 	fclose(f);
-	ok = ahp_rpc_server_new(s_ctx, ep, 0);
+	ok = ahp_rpc_server_new(s_ctx, ep, 0, NULL);
 	assert_non_null(ok);
 	ahp_rpc_server_destroy(&ok);
 	TEST_DONE();
@@ -776,6 +892,7 @@ main(void)
 	    cmocka_unit_test(test_call_no_server),
 	    cmocka_unit_test(test_endpoint_policy),
 	    cmocka_unit_test(test_peer_allow_list),
+	    cmocka_unit_test(test_refused_peer_holds_nothing),
 	    cmocka_unit_test(test_allow_parse),
 	};
 	return cmocka_run_group_tests(tests, s_setup, s_teardown);

@@ -38,19 +38,6 @@ typedef struct {
 
 /* --- server --- */
 
-/* Binds a ROUTER on endpoint (ipc://path: the socket file is made 0600 and
- * its directory must exist; tcp:// refused unless CURVE keys configured,
- * which this version does not support). max_msg caps ZMQ_MAXMSGSIZE (0 =
- * default). NULL on failure with a log line.
- * Details: zctx NULL = the server owns a private context. The directory
- * must not be group/world-writable (unless sticky), and binding is refused
- * while another live server answers on the same path (a stale file is
- * replaced). Bodies over max_msg get ERR_TOO_LARGE; bodies over max_msg +
- * 1 MiB are cut off by libzmq, which drops that connection (the client
- * times out). inproc:// is accepted too (tests). */
-ahp_rpc_server_t *ahp_rpc_server_new(void *zctx, const char *endpoint, size_t max_msg);
-void ahp_rpc_server_destroy(ahp_rpc_server_t **self_p);
-
 /* Who may talk to a server: peers whose SO_PEERCRED uid is in uids, or whose
  * gid (primary, or a supplementary group per the group database) is in gids. */
 #define AHP_RPC_ALLOW_MAX 32
@@ -60,6 +47,26 @@ typedef struct {
 	gid_t gids[AHP_RPC_ALLOW_MAX];
 	size_t n_gids;
 } ahp_rpc_allow_t;
+
+/* Binds a ROUTER on endpoint (ipc://path: the socket file is made 0600 and
+ * its directory must exist; tcp:// refused unless CURVE keys configured,
+ * which this version does not support). max_msg caps ZMQ_MAXMSGSIZE (0 =
+ * default). allow (ipc:// only; copied; NULL: none): the peers admitted, as
+ * ahp_rpc_server_allow says; libzmq's listener closes a connection from any
+ * other peer as it accepts it (SO_PEERCRED), before the ZMTP handshake, so
+ * that a peer who is not admitted cannot hold a descriptor of the server
+ * (an unprivileged flood of idle connections made libzmq abort the daemon
+ * at EMFILE). Its client learns it from ahp_rpc_call (ERR_PERMISSION_DENIED);
+ * the server logs nothing of it. NULL on failure with a log line.
+ * Details: zctx NULL = the server owns a private context. The directory
+ * must not be group/world-writable (unless sticky), and binding is refused
+ * while another live server answers on the same path (a stale file is
+ * replaced). Bodies over max_msg get ERR_TOO_LARGE; bodies over max_msg +
+ * 1 MiB are cut off by libzmq, which drops that connection (the client
+ * times out). inproc:// is accepted too (tests). */
+ahp_rpc_server_t *ahp_rpc_server_new(void *zctx, const char *endpoint, size_t max_msg,
+                                     const ahp_rpc_allow_t *allow);
+void ahp_rpc_server_destroy(ahp_rpc_server_t **self_p);
 
 /* Fills *out from comma-separated user and group names (either may be NULL
  * or empty), resolved now with getpwnam/getgrnam; keeps what *out already
@@ -75,16 +82,32 @@ int ahp_rpc_allow_parse(ahp_rpc_allow_t *out, const char *users, const char *gro
 int ahp_rpc_allow_add_uid(ahp_rpc_allow_t *self, uid_t uid);
 int ahp_rpc_allow_add_gid(ahp_rpc_allow_t *self, gid_t gid);
 
-/* Restricts an ipc:// server to the peers in *allow (copied). From then on a
- * message from any other peer is answered with a transport error
+/* Replaces the message-level list of an ipc:// server made with one
+ * (ahp_rpc_server_new; copied): a message from a peer the listener admitted
+ * but this list does not is answered with a transport error
  * ERR_PERMISSION_DENIED and logged ("peer uid=U gid=G pid=P refused on EP")
- * before its body is looked at; the daemon never sees it. The socket file
- * becomes 0666: the allow-list, not the file mode, decides who is admitted
- * (the directories above it still have to be traversable). Without this call
- * a server admits whoever can open its 0600 socket file (its owner and root).
- * May be called again (SIGHUP) to replace the list. 0, or -1 on a non-ipc
- * server or when the socket file cannot be chmod'ed. */
+ * before its body is looked at; the daemon never sees it. It can narrow the
+ * list the server was made with, not widen it: the listener keeps the peers
+ * it was bound with until a restart (a warning says so). The socket file is
+ * 0666 once a server has a list: the list, not the file mode, decides who is
+ * admitted (the directories above it still have to be traversable). A server
+ * made without one admits whoever can open its 0600 file (its owner and
+ * root), and this call then fails (fail closed). 0, or -1 on a non-ipc
+ * server, one made without a list, or when the file cannot be chmod'ed. */
 int ahp_rpc_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow);
+
+/* Whether the server at an ipc:// endpoint closes this process's
+ * connections as it accepts them, i.e. does not admit its uid (the listener's
+ * filter: ahp_rpc_server_new). A client whose connection is not up after a
+ * moment asks this once: a plain connection then reads end-of-file within
+ * wait_ms where an admitted one reads the server's ZMTP greeting. 1 refused;
+ * 0 not, or unknown (no server, another endpoint kind, no answer in time). */
+#define AHP_RPC_REFUSED_WAIT_MS 500
+int ahp_rpc_refused_at_accept(const char *endpoint, int wait_ms);
+/* Writes the standard text of that refusal for this process ("uid U (gid G)
+ * may not use this socket (the daemon closes its connections at accept)")
+ * into buf (len bytes, NUL-terminated). snprintf's return. */
+int ahp_rpc_refused_message(char *buf, size_t len);
 
 /* The zmq socket, for zmq_poll (ZMQ_POLLIN). */
 void *ahp_rpc_server_socket(ahp_rpc_server_t *self);

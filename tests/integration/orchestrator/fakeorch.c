@@ -127,7 +127,7 @@ main(int argc, char **argv)
 	}
 	signal(SIGTERM, s_on_term);
 	signal(SIGINT, s_on_term);
-	ahp_rpc_server_t *srv = ahp_rpc_server_new(NULL, argv[1], 0);
+	ahp_rpc_server_t *srv = ahp_rpc_server_new(NULL, argv[1], 0, NULL);
 	if (srv == NULL)
 		return 1;
 	puts("ready");

@@ -78,26 +78,27 @@ def main(args):
         p = st.orchctl("submit", "alpha", "one", expect=0, timeout=60)
         check("Result: done: one" in p.stdout, p.stdout)
 
-        # Anyone else is refused, typed, before the orchestrator reads a byte of it.
+        # Anyone else is closed as the listener accepts it (it holds no descriptor of the
+        # orchestrator, which never reads a byte of it); orchctl says why, typed.
         before = st.db_rows("SELECT COUNT(*) FROM runs")[0][0]
         p = orchctl_as(st, NOBODY, NOBODY, "submit", "--detach", "alpha", "sneaky")
         check(p.returncode == 5, f"exit {p.returncode}, want 5\n{p.stdout}\n{p.stderr}")
         check(p.stderr == "orchctl: permission_denied: uid 65534 (gid 65534) may not use "
-              "this socket\n", f"stderr: {p.stderr!r}")
+              "this socket (the daemon closes its connections at accept)\n",
+              f"stderr: {p.stderr!r}")
         check(p.stdout == "", f"stdout: {p.stdout!r}")
         p = orchctl_as(st, NOBODY, NOBODY, "--json", "list")
         check(p.returncode == 5, f"--json exit {p.returncode}")
         check(json.loads(p.stdout) == {"error": {
             "status": "permission_denied",
-            "message": "uid 65534 (gid 65534) may not use this socket", "detail": "",
+            "message": "uid 65534 (gid 65534) may not use this socket (the daemon closes "
+                       "its connections at accept)", "detail": "",
             "exit_code": 5}},
             f"--json: {p.stdout!r}")
         check(st.db_rows("SELECT COUNT(*) FROM runs")[0][0] == before,
               "a refused submit created a run")
-        lines = [l for l in st.log("orchestrator").splitlines()
-                 if re.search(r'peer uid=65534 gid=65534 pid=\d+ refused on ipc://'
-                              + re.escape(st.path("run/orchestrator.sock")), l)]
-        check(len(lines) == 2, f"want 2 refusal log lines, got {lines}")
+        check(not re.search(r'peer uid=65534 gid=65534', st.log("orchestrator")),
+              "the orchestrator saw the refused peer")
 
         # sandboxd: root may use it (sandboxd exec), others may not.
         sbx = [os.path.join(st.bin, "sandboxd"), "--home", st.home, "exec", "--profile",

@@ -244,8 +244,8 @@ main(int argc, char **argv)
 	int64_t deadline = s_now_ms() + timeout_ms;
 	uint64_t *ids = calloc((size_t)n, sizeof *ids);
 	json_t **out = calloc((size_t)n, sizeof *out);
-	int rc = ids != NULL && out != NULL ? 0 : 2;
-	for (int r = 0, i = 0; rc == 0 && r < nreq; r++) {
+	int rc = ids != NULL && out != NULL ? 0 : 2, got = 0, refused = 0;
+	for (int r = 0, i = 0; rc == 0 && !refused && r < nreq; r++) {
 		uint8_t *body = NULL;
 		size_t len = 0;
 		if (s_body(argv[first + r], &body, &len) != 0) {
@@ -255,6 +255,20 @@ main(int argc, char **argv)
 		}
 		for (long c = 0; c < copies; c++, i++) {
 			ids[i] = s_send(cl, body, len, deadline);
+			if (ids[i] == 0 && errno == EAGAIN &&
+			    ahp_rpc_refused_at_accept(endpoint, AHP_RPC_REFUSED_WAIT_MS)) {
+				/* closed at accept: every request is refused, as the
+				 * server would have said it (a transport error) */
+				char m[160];
+				ahp_rpc_refused_message(m, sizeof m);
+				for (int k = 0; k < n; k++) {
+					out[k] = s_decode((const uint8_t *)m, strlen(m) + 1,
+					                  AHP__STATUS__ERR_PERMISSION_DENIED);
+				}
+				got = n;
+				refused = 1;
+				break;
+			}
 			if (ids[i] == 0) {
 				fprintf(stderr, "svccall: send to %s failed (%s)\n", endpoint,
 				        errno == EAGAIN ? "no server connected in time"
@@ -265,7 +279,6 @@ main(int argc, char **argv)
 		}
 		free(body);
 	}
-	int got = 0;
 	while (rc == 0 && got < n) {
 		int64_t left = deadline - s_now_ms();
 		if (left <= 0)
