@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
@@ -1319,6 +1320,49 @@ s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
 #define S_RUN_CREATE_MS 15000   /* for the sandbox to be ready (the command's time is apart) */
 #define S_RUN_MAGIC 0x314e5552u /* "RUN1" */
 #define S_RUN_EXEC_ID "oneshot"
+/* Descriptors the worker keeps for everything but relays: the exec socket's
+ * connections (S_RUN_CONNS_MAX), two per sandbox or spare (control socket, relay
+ * listener), and libzmq, the store, logs and signals. */
+#define S_FD_RESERVE_BASE 256
+
+/* Raises the worker's descriptor limit to its hard limit and gives the relays
+ * what the rest leaves, two descriptors each (sbx_relay_budget_set). A worker
+ * that ran out would not merely refuse a connection: libzmq aborts the
+ * process at EMFILE in its accept, and every sandbox dies with it. As
+ * credproxy does for max_conns (credproxy/main.c s_nofile). */
+static void
+s_fd_budget(const sbx_config_t *cfg)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		sbx_relay_budget_set(0);
+		log_error("getrlimit(RLIMIT_NOFILE): %s; no egress relay", strerror(errno));
+		return;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			(void)getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_max < AHP_LIM_OPEN_FILES_DEF)
+		log_warn("the hard RLIMIT_NOFILE (%lu) is below a sandbox's default open_files "
+		         "(%d): a command whose open_files is over it fails to start (EPERM)",
+		         (unsigned long)rl.rlim_max, AHP_LIM_OPEN_FILES_DEF);
+	rlim_t reserve = (rlim_t)S_RUN_CONNS_MAX + S_FD_RESERVE_BASE +
+	                 2 * ((rlim_t)cfg->max_sandboxes + cfg->pool_size);
+	size_t budget = rl.rlim_cur > reserve ? (size_t)((rl.rlim_cur - reserve) / 2) : 0;
+	sbx_relay_budget_set(budget);
+	size_t want = (size_t)cfg->relay_max_conns * cfg->max_sandboxes;
+	if (budget < want)
+		log_warn("relayed connections: %zu at most for all sandboxes together (%lu "
+		         "descriptors; relay_max_conns x max_sandboxes would need %zu): raise the "
+		         "hard RLIMIT_NOFILE for more",
+		         budget, (unsigned long)rl.rlim_cur, 2 * want + (size_t)reserve);
+	else
+		log_debug("relayed connections: up to %zu (%lu descriptors)", budget,
+		          (unsigned long)rl.rlim_cur);
+}
+
 /* Accepting pauses this long after accept() ran out of descriptors (EMFILE,
  * ENFILE): the pending connection keeps the listener readable, and polling
  * it again at once would spin (and log) until a descriptor is freed. */
@@ -2451,6 +2495,7 @@ sbx_daemon_new(const sbx_config_t *cfg, int async, int call, char *err, size_t e
 		snprintf(err, errlen, "signalfd: %s", strerror(errno));
 		goto fail;
 	}
+	s_fd_budget(&self->cfg);
 	/* the exec socket listens before the RPC endpoint appears (tests and
 	 * scripts wait for that one) */
 	self->run_rx = malloc(SBX_RUN_REQ_MAX + 1);

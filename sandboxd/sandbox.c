@@ -510,11 +510,20 @@ s_fail_waiters(sbx_sandbox_t *self, s_exec_t *e, int status, const char *why)
 	e->n_waiters = 0;
 }
 
+/* Relayed connections of every sandbox together, and how many the worker's
+ * descriptors allow (sbx_relay_budget_set): each costs two, and the worker
+ * must never run out. At EMFILE libzmq aborts the process in its accept
+ * (every sandbox dies with the worker), so relay_max_conns per sandbox alone
+ * was not enough: nine sandboxes of 64 connections reached 1,024. */
+static size_t s_relays_total;
+static size_t s_relays_budget = SIZE_MAX;
+
 static void
 s_close_io(sbx_sandbox_t *self)
 {
 	for (int i = 0; i < self->n_relays; i++)
 		sbx_relay_destroy(&self->relays[i]);
+	s_relays_total -= (size_t)self->n_relays;
 	self->n_relays = 0;
 	if (self->listener >= 0)
 		close(self->listener);
@@ -659,12 +668,24 @@ sbx_sandbox_ctl_fd(const sbx_sandbox_t *self)
 	return self->ctl;
 }
 
+void
+sbx_relay_budget_set(size_t n)
+{
+	s_relays_budget = n;
+}
+
+static bool
+s_relay_room(const sbx_sandbox_t *self)
+{
+	const sbx_config_t *cfg = sbx_daemon_config(self->d);
+	return (uint32_t)self->n_relays < cfg->relay_max_conns && s_relays_total < s_relays_budget;
+}
+
 int
 sbx_sandbox_listener_fd(const sbx_sandbox_t *self)
 {
-	const sbx_config_t *cfg = sbx_daemon_config(self->d);
-	if (self->listener < 0 || (uint32_t)self->n_relays >= cfg->relay_max_conns)
-		return -1; /* at the cap: connections wait in the backlog */
+	if (self->listener < 0 || !s_relay_room(self))
+		return -1; /* at a cap: connections wait in the backlog */
 	return self->listener;
 }
 
@@ -1296,7 +1317,7 @@ sbx_sandbox_on_accept(sbx_sandbox_t *self)
 {
 	const sbx_config_t *cfg = sbx_daemon_config(self->d);
 	for (int i = 0; i < 16 && self->listener >= 0; i++) {
-		if ((uint32_t)self->n_relays >= cfg->relay_max_conns)
+		if (!s_relay_room(self))
 			return;
 		int c = accept4(self->listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (c < 0)
@@ -1305,6 +1326,7 @@ sbx_sandbox_on_accept(sbx_sandbox_t *self)
 		if (r == NULL)
 			continue; /* proxy absent: the client's connection is reset */
 		self->relays[self->n_relays++] = r;
+		s_relays_total++;
 	}
 }
 
@@ -1324,6 +1346,7 @@ sbx_sandbox_relay_done(sbx_sandbox_t *self, int i)
 	self->relays[i] = self->relays[self->n_relays - 1];
 	self->relays[self->n_relays - 1] = NULL;
 	self->n_relays--;
+	s_relays_total--;
 }
 
 void

@@ -597,6 +597,9 @@ void sbx_sandbox_fetch(sbx_sandbox_t *self, ahp_rpc_req_t **req, const char *exe
 /* Event-loop hooks. */
 int sbx_sandbox_ctl_fd(const sbx_sandbox_t *self);
 int sbx_sandbox_listener_fd(const sbx_sandbox_t *self);
+/* Caps the relayed connections of all sandboxes together (the worker's
+ * descriptors allow so many: loop.c s_fd_budget); SIZE_MAX until set. */
+void sbx_relay_budget_set(size_t n);
 void sbx_sandbox_on_ctl(sbx_sandbox_t *self);
 void sbx_sandbox_on_accept(sbx_sandbox_t *self);
 void sbx_sandbox_on_init_exit(sbx_sandbox_t *self, int status);
