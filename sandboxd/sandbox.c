@@ -348,9 +348,14 @@ sbx_plan_build(const sbx_config_t *cfg, const sbx_store_t *store, sbx_plan_t *pl
 	rc = rc ? rc
 	        : s_add(plan, SBX_MNT_DISK, SBX_MNT_F_RO | SBX_MNT_F_FILE, 0, 0, "proc/cpuinfo",
 	                "proc/cpuinfo");
+	/* docker's list, and what shows other sandboxes or the host: every loop
+	 * device's live I/O counters (diskstats, partitions: other sandboxes'
+	 * disks) and the host's boot arguments (cmdline) */
 	static const char *const masks[] = {
-	    "kcore",       "keys",        "kmsg",          "latency_stats", "timer_list",
-	    "timer_stats", "sched_debug", "sysrq-trigger", "kallsyms",      NULL};
+	    "kcore",      "keys",        "kmsg",        "latency_stats",
+	    "timer_list", "timer_stats", "sched_debug", "sysrq-trigger",
+	    "kallsyms",   "diskstats",   "partitions",  "cmdline",
+	    NULL};
 	for (int i = 0; masks[i] != NULL && rc == 0; i++) {
 		char hp[64];
 		snprintf(hp, sizeof(hp), "/proc/%s", masks[i]);

@@ -1349,6 +1349,11 @@ def t_proc_mask(d):
         check(err(c.exec(sid, "3", "echo x > /proc/meminfo")) == "ok" and
               run(c, sid, "4", "grep -c MemTotal /proc/meminfo")["stdout"] == b"1\n",
               "meminfo is read-only")
+        # other sandboxes' disks (loop devices, live I/O counters) and the host's boot
+        # arguments read empty
+        r = run(c, sid, "5", "wc -c < /proc/diskstats; wc -c < /proc/partitions; "
+                "wc -c < /proc/cmdline")
+        check(r["stdout"] == b"0\n0\n0\n", f"{sid}: diskstats, partitions, cmdline: {r}")
 
 
 @test
