@@ -19,7 +19,8 @@ static const ahp_limit_t s_limits[AHP_LIMIT__COUNT] = {
     S_ROW(PIDS_MAX, "sandbox.pids_max", "processes", "profile loader, sandboxd Create",
           "processes and threads alive at once in the sandbox"),
     S_ROW(CPU_SECONDS, "sandbox.cpu_seconds", "s", "profile loader, sandboxd Create",
-          "CPU time of one command (RLIMIT_CPU)"),
+          "CPU time of each process of a command (RLIMIT_CPU; all of them "
+          "together: cpus x timeout_s)"),
     S_ROW(TIMEOUT_S, "sandbox.timeout_s", "s", "profile loader, sandboxd Create",
           "wall clock of one command; then everything in it is killed"),
     S_ROW(OUTPUT_KB, "sandbox.output_kb", "KiB", "profile loader, sandboxd Create",

@@ -368,6 +368,14 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 		s_cli_usage(stderr);
 		return S_EXIT_USAGE;
 	}
+	if (!sbx_profile_name_ok(profile)) {
+		ahp_term_printf(
+		    stderr,
+		    "sandboxd: exec: --profile takes a profile's name ([a-z0-9-], 1 to %d "
+		    "characters): '%.80s'\n",
+		    SBX_PROFILE_MAX, profile);
+		return S_EXIT_USAGE;
+	}
 	/* The words are the command's argv: each is quoted for the sandbox's
 	 * /bin/sh -c, so `-- sh -c 'echo one; echo two'` runs exactly that.
 	 * (Joining them with spaces, as ssh does, silently changed what ran.)
@@ -415,9 +423,10 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 	}
 	fd = s_connect(sock_path, sigfd);
 	if (fd < 0) {
-		if (errno == EINTR)
+		if (errno == EINTR) {
 			ec = S_EXIT_INTERRUPTED;
-		else if (errno == ETIMEDOUT)
+			ahp_term_printf(stderr, "sandboxd: interrupted; nothing was started\n");
+		} else if (errno == ETIMEDOUT)
 			ahp_term_printf(
 			    stderr,
 			    "sandboxd: the daemon accepts no connection on %s (busy for "
@@ -466,7 +475,10 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 	    fd, sigfd, (timeout > 0 ? (int)timeout : AHP_LIM_EXEC_TIMEOUT_S_MAX) + S_REPLY_SLACK_S,
 	    &ec);
 	if (rep == NULL) {
-		if (ec == S_EXIT_INTERRUPTED && keep)
+		if (ec == S_EXIT_INTERRUPTED && !keep)
+			ahp_term_printf(stderr,
+			                "sandboxd: interrupted; the sandbox is destroyed\n");
+		else if (ec == S_EXIT_INTERRUPTED && keep)
 			ahp_term_printf(
 			    stderr,
 			    "sandboxd: interrupted; the workspace is kept if the command had "
@@ -517,6 +529,10 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 	const Ahp__Sbx__ExecResult *r = run->result;
 	s_write_output(1, r->stdout.data, r->stdout.len);
 	s_write_output(2, r->stderr.data, r->stderr.len);
+	/* our notices start on a line of their own */
+	if ((r->truncated || r->killed_by > 0 || keep) && r->stderr.len > 0 &&
+	    r->stderr.data[r->stderr.len - 1] != '\n')
+		fputc('\n', stderr);
 	if (r->truncated)
 		ahp_term_printf(stderr, "sandboxd: output truncated at %u KiB per stream\n",
 		                run->output_kb);

@@ -33,8 +33,9 @@ const ahp_cfg_def_t sbx_cfg_defs[] = {
     {"uid_base", AHP_CFG_INT, 1000, 2000000000, "200000",
      "first host uid of the range sandboxes run as (uid 1000 inside)"},
     {"uid_count", AHP_CFG_INT, 1, 1000000, "65536", "size of that range"},
-    {"tmp_mb", AHP_CFG_INT, 1, 65536, "256",
-     "size of each sandbox's /tmp (tmpfs; also charged to its memory limit)"},
+    {"tmp_mb", AHP_CFG_STR, 0, 0, "",
+     "no longer applies, refused when set: /tmp is on the sandbox's disk (a profile's "
+     "sandbox.disk_mb)"},
     {"max_sandboxes", AHP_CFG_INT, 1, 100000, "1024", "sandboxes alive at once"},
     {"relay_max_conns", AHP_CFG_INT, 1, 4096, "64", "relayed connections per sandbox"},
     {"pool_size", AHP_CFG_INT, 0, 64, "2",
@@ -100,4 +101,16 @@ sbx_conf_exec_socket(const ahp_cfg_t *c, const char *home, char *buf, size_t len
 		return -1;
 	}
 	return 0;
+}
+
+bool
+sbx_profile_name_ok(const char *s)
+{
+	size_t n = s != NULL ? strlen(s) : 0;
+	if (n == 0 || n > SBX_PROFILE_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return false;
+	return true;
 }

@@ -166,13 +166,7 @@ sbx_valid_exec_id(const char *s)
 static bool
 s_valid_profile(const char *s)
 {
-	size_t n = s ? strlen(s) : 0;
-	if (n > SBX_PROFILE_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-			return false;
-	return true;
+	return s == NULL || s[0] == '\0' || sbx_profile_name_ok(s);
 }
 
 /* True when run id and profile fit the PROXY v2 header (ahp/proxyv2.h). */

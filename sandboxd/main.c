@@ -59,6 +59,12 @@ static int
 s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, size_t errlen)
 {
 	memset(out, 0, sizeof(*out));
+	if (home[0] != '/') {
+		snprintf(err, errlen,
+		         "the home directory must be an absolute path (--home, AHP_HOME): %.200s",
+		         home);
+		return -1;
+	}
 	int rc = ahp_strlcpy(out->home, home, sizeof(out->home));
 	const char *v = ahp_cfg_str(c, "state_dir");
 	if (v[0] != '\0')
@@ -109,7 +115,6 @@ s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, si
 	out->keep_workspaces = ahp_cfg_bool(c, "keep_workspaces") != 0;
 	out->uid_base = (uint32_t)ahp_cfg_int(c, "uid_base");
 	out->uid_count = (uint32_t)ahp_cfg_int(c, "uid_count");
-	out->tmp_mb = (uint32_t)ahp_cfg_int(c, "tmp_mb");
 	out->max_sandboxes = (uint32_t)ahp_cfg_int(c, "max_sandboxes");
 	out->relay_max_conns = (uint32_t)ahp_cfg_int(c, "relay_max_conns");
 	out->pool_size = (uint32_t)ahp_cfg_int(c, "pool_size");
@@ -137,6 +142,31 @@ s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, si
 	}
 	if (out->state_dir[0] != '/') {
 		snprintf(err, errlen, "state_dir: must be an absolute path");
+		return -1;
+	}
+	/* what serve would refuse, --check-config refuses too */
+	if (strcmp(out->user, "root") != 0) {
+		struct passwd *pw = getpwnam(out->user);
+		if (pw == NULL || pw->pw_uid == 0) {
+			snprintf(
+			    err, errlen,
+			    "user: \"%s\" (the worker's) %s: create it (useradd --system "
+			    "--no-create-home --shell /usr/sbin/nologin %s) or set user = root",
+			    out->user, pw == NULL ? "does not exist" : "is root", out->user);
+			return -1;
+		}
+	}
+	if (strncmp(out->endpoint, "ipc:///", 7) != 0) {
+		snprintf(err, errlen,
+		         "endpoint: must be ipc:// and an absolute path (ipc:///PATH)");
+		return -1;
+	}
+	/* Accepted and not enforced would be worse than refused: /tmp is a
+	 * directory of the sandbox's disk since sandbox.disk_mb came. */
+	if (ahp_cfg_str(c, "tmp_mb")[0] != '\0') {
+		snprintf(err, errlen,
+		         "tmp_mb: no longer applies (/tmp is on the sandbox's disk, counted with "
+		         "/workspace in a profile's sandbox.disk_mb): remove it");
 		return -1;
 	}
 	if ((uint64_t)out->uid_base + out->uid_count > 0xfffffffeULL) {
@@ -184,19 +214,43 @@ s_check_uid_range(const sbx_config_t *cfg, char *err, size_t errlen)
 	return -1;
 }
 
+/* run/sandboxd.pid, written under a record lock held for this process's life:
+ * the run directory (sockets, pid file) is the home's, and two sandboxd on one
+ * home with different state_dirs would otherwise overwrite, then delete, each
+ * other's pid file (scripts/stack finds the daemon by it). 0; -1 with err when
+ * another live sandboxd holds it; a file that cannot be written is only a
+ * warning (1). */
 static int
-s_write_pidfile(const char *home)
+s_write_pidfile(const char *home, char *err, size_t errlen)
 {
 	char p[PATH_MAX], buf[32];
 	if (ahp_home_path(home, "run/sandboxd.pid", p, sizeof(p)) != 0)
-		return -1;
-	int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		return 1;
+	int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
-		return -1;
+		return 1;
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	if (fcntl(fd, F_SETLK, &fl) != 0) {
+		struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+		if ((errno == EAGAIN || errno == EACCES) && fcntl(fd, F_GETLK, &who) == 0 &&
+		    who.l_type != F_UNLCK) {
+			snprintf(
+			    err, errlen,
+			    "another sandboxd (pid %ld) serves the home %.400s (run/sandboxd.pid): "
+			    "one home serves one sandboxd",
+			    (long)who.l_pid, home);
+			close(fd);
+			return -1;
+		}
+		close(fd);
+		return 1;
+	}
 	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
-	ssize_t w = write(fd, buf, (size_t)n);
-	close(fd);
-	return w == n ? 0 : -1;
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
+		close(fd);
+		return 1;
+	}
+	return 0; /* fd stays open: the lock lasts as long as this process */
 }
 
 static int
@@ -215,7 +269,12 @@ s_serve(const sbx_config_t *cfg)
 		log_error("%s", err);
 		return 1;
 	}
-	if (s_write_pidfile(cfg->home) != 0)
+	int pf = s_write_pidfile(cfg->home, err, sizeof(err));
+	if (pf < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	if (pf > 0)
 		log_warn("cannot write run/sandboxd.pid: %s", strerror(errno));
 	/* This process stays root and single-threaded: it forks the worker
 	 * first and spawns for it (zygote.c). */

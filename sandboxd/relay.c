@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "ahp/log.h"
+#include "ahp/util.h"
 #include "sbx.h"
 
 /* One bounded buffer per direction: a direction reads only when its buffer is
@@ -60,7 +61,15 @@ sbx_relay_new(int client_fd, const char *proxy_socket, const uint8_t *header, si
 	/* A unix connect completes at once or fails (EAGAIN when the listener's
 	 * backlog is full): either way the loop never waits on it. */
 	if (connect(ufd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		log_debug("relay: connect %s: %s", proxy_socket, strerror(errno));
+		/* the sandbox only sees a reset: say why here, at most every 10 s */
+		static int64_t last;
+		int64_t now = ahp_mono_ms();
+		if (last == 0 || now - last >= 10000) {
+			last = now;
+			log_warn("relay: cannot reach the egress proxy at %s: %s (sandboxes' "
+			         "connections are reset; is credproxy running?)",
+			         proxy_socket, strerror(errno));
+		}
 		close(ufd);
 		s_reset(client_fd);
 		return NULL;

@@ -394,7 +394,7 @@ sbx_plan_build(const sbx_config_t *cfg, const sbx_store_t *store, sbx_plan_t *pl
 	rc = rc ? rc : s_add(plan, SBX_MNT_TMPFS, 0, 01777, 64 * 1024, "dev/shm", NULL);
 	rc = rc ? rc : s_add(plan, SBX_MNT_SEAL, 0, 0, 0, "dev", NULL);
 	/* /tmp is a directory of the sandbox's disk: it counts toward disk_mb
-	 * with /workspace (cfg->tmp_mb no longer applies) */
+	 * with /workspace (the tmp_mb setting is refused) */
 	rc = rc ? rc : s_add(plan, SBX_MNT_DISK, 0, 0, 0, "tmp", "tmp");
 	rc = rc ? rc : s_add(plan, SBX_MNT_WORKSPACE, 0, 0, 0, "workspace", NULL);
 	if (rc != 0) {

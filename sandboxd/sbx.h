@@ -79,7 +79,6 @@ typedef struct {
 	bool keep_workspaces;
 	uint32_t uid_base;
 	uint32_t uid_count;
-	uint32_t tmp_mb;
 	uint32_t max_sandboxes;
 	uint32_t relay_max_conns;
 	uint32_t pool_size;
@@ -597,6 +596,9 @@ void sbx_sandbox_fetch(sbx_sandbox_t *self, ahp_rpc_req_t **req, const char *exe
 /* Event-loop hooks. */
 int sbx_sandbox_ctl_fd(const sbx_sandbox_t *self);
 int sbx_sandbox_listener_fd(const sbx_sandbox_t *self);
+/* A profile name as profiles are named ([a-z0-9-], 1 to SBX_PROFILE_MAX
+ * bytes): what the exec socket and the CLI accept (conf.c). */
+bool sbx_profile_name_ok(const char *s);
 /* Caps the relayed connections of all sandboxes together (the worker's
  * descriptors allow so many: loop.c s_fd_budget); SIZE_MAX until set. */
 void sbx_relay_budget_set(size_t n);

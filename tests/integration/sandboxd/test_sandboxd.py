@@ -1051,11 +1051,14 @@ def t_disk_unclean_stop(d):
     check(d.stop() == 0, "clean stop")
 
 
-def serve_refused(d):
-    """Runs `sandboxd --home HOME serve` in the foreground (it is expected to refuse to start):
-    its exit code and everything it printed."""
+def serve_refused(d, *sets):
+    """Runs `sandboxd --home HOME [--set K=V]... serve` in the foreground (it is expected to
+    refuse to start): its exit code and everything it printed."""
+    argv = [os.path.join(d.bin, "sandboxd"), "--home", d.home]
+    for kv in sets:
+        argv += ["--set", kv]
     with tempfile.TemporaryFile() as out:
-        r = subprocess.run([os.path.join(d.bin, "sandboxd"), "--home", d.home, "serve"],
+        r = subprocess.run(argv + ["serve"],
                            stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=30)
         out.seek(0)
         return r.returncode, out.read().decode(errors="replace")
@@ -1101,6 +1104,17 @@ def t_state_dir_lock(d):
     check(not os.path.exists(os.path.join(disks, ".stopped")), "no mark of a clean stop")
     check(os.path.ismount(os.path.dirname(ws)), "the first one's disk is still mounted")
     check(run(c, "lk", "2", "cat /workspace/f")["stdout"] == b"kept\n", "its sandbox runs on")
+    # another state_dir on the same home: the home's run/ (its sockets, the pid file) is the
+    # first one's; the second used to overwrite, then delete, run/sandboxd.pid
+    other = d.path("state-other")
+    rc, text = serve_refused(d, f"state_dir={other}")
+    check(rc == 1, f"a second sandboxd on the home exits 1: {rc}\n{text}")
+    check(f"another sandboxd (pid {d.proc.pid}) serves the home {d.home}" in text,
+          f"and says which one serves the home:\n{text}")
+    with open(pid_file) as f:
+        check(f.read() == pid_text, "run/sandboxd.pid still names the first")
+    d.alive()
+    check(run(c, "lk", "3", "cat /workspace/f")["stdout"] == b"kept\n", "its sandbox runs on")
     ok(c.destroy("lk"))
     check(d.stop() == 0, "clean stop")
     d.start()  # the lock went with the first one
@@ -2484,6 +2498,17 @@ def t_oneshot_run(d):
     check(rc == 0 and len(out) == 8192 and
           e == b"sandboxd: output truncated at 8 KiB per stream\n",
           f"an edited profile: {rc} {len(out)} {e!r}")
+    # a notice of ours starts on a line of its own after the command's stderr
+    rc, out, e = d.cli("exec", "--profile", "q", "--", "sh", "-c",
+                       "head -c 10000 /dev/zero | tr '\\0' b >&2")
+    check(rc == 0 and e == b"b" * 8192 + b"\nsandboxd: output truncated at 8 KiB per stream\n",
+          f"the notice after a truncated stderr: {rc} {e[-80:]!r}")
+    # a name no profile can have is bad usage (2), said before the daemon is asked
+    for bad in ("", "../p", "Q", "x" * 65):
+        rc, out, e = d.cli("exec", "--profile", bad, "--", "true")
+        check(rc == 2 and e.startswith(b"sandboxd: exec: --profile takes a profile's name "
+                                       b"([a-z0-9-], 1 to 64 characters): '"),
+              f"--profile {bad!r}: {rc} {e!r}")
 
     rc, out, e = d.cli("exec", "--profile", "p", "--keep", "--", "sh", "-c",
                        "echo kept > /workspace/k")
@@ -2583,7 +2608,10 @@ def t_oneshot_cancel(d):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        check(p.returncode == want_rc and out == b"", f"{sig!r}: exit {p.returncode} {e!r}")
+        check(p.returncode == want_rc and out == b"" and
+              (sig == signal.SIGKILL or e.endswith(b"sandboxd: interrupted; the sandbox is "
+                                                   b"destroyed\n")),
+              f"{sig!r}: exit {p.returncode} {e!r}")
         t0 = time.monotonic()
         wait_for(lambda: ok(c.list(), "list") == [], 5, "the sandbox to be destroyed")
         took = time.monotonic() - t0
@@ -2975,7 +3003,8 @@ def t_oneshot_flood(d):
             p.kill()
             p.wait()
             raise Failure("`sandboxd exec` ignored SIGINT while the backlog was full")
-        check(p.returncode == 130 and out == b"" and e == b"",
+        check(p.returncode == 130 and out == b"" and
+              e == b"sandboxd: interrupted; nothing was started\n",
               f"interrupted while waiting to connect: {p.returncode} {e!r}")
         t0 = time.monotonic()
         rc, out, e = d.cli("exec", "--profile", "p", "--", "true", timeout=60)
