@@ -10,6 +10,7 @@ import os
 import tempfile
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -346,8 +347,13 @@ def t_user_missing(d):
     if d.proc is not None:
         d.proc.wait(10)
         check(d.proc.returncode == 1, f"exit 1: {d.proc.returncode}")
-    check('ahp-no-such-user\\" (the worker\'s) does not exist' in d.log_tail(),
-          "the log names the missing user")
+    # said before anything starts (the configuration is resolved as --check-config does)
+    check('sandboxd: user: "ahp-no-such-user" (the worker\'s) does not exist' in d.log_tail(),
+          f"the log names the missing user: {d.log_tail()}")
+    p = subprocess.run([os.path.join(d.bin, "sandboxd"), "--home", d.home, "--check-config"],
+                       capture_output=True, text=True, timeout=30)
+    check(p.returncode == 1 and 'user: "ahp-no-such-user" (the worker\'s) does not exist'
+          in p.stderr, f"--check-config refuses it too: {p.returncode} {p.stderr!r}")
     d.stop()
     conf = d.path("etc/sandboxd.conf")
     with open(conf) as f:
