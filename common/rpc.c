@@ -110,8 +110,10 @@ struct ahp_rpc_server {
 	int allow_set; /* 0: whoever can open the 0600 file (owner, root) */
 	ahp_rpc_allow_t allow;
 	/* The peers libzmq's listener admits at accept (ZMQ_IPC_FILTER_UID /
-	 * _GID, fixed at bind: libzmq copies a socket's options into the
-	 * listener it makes). allow may narrow it later, never widen it. */
+	 * _GID, fixed when it is made: libzmq copies a socket's options into the
+	 * listener): every list given so far (a later list that names new peers
+	 * gets a new listener; one that names fewer keeps it, s_admitted refuses
+	 * the rest). */
 	int listen_set;
 	ahp_rpc_allow_t listen;
 	int lfd; /* ipc://: our listening socket (libzmq listens on a dup) */
@@ -202,6 +204,23 @@ s_listen_filter(void *sock, const ahp_rpc_allow_t *allow)
 	for (size_t i = 0; i < allow->n_gids; i++)
 		if (zmq_setsockopt(sock, ZMQ_IPC_FILTER_GID, &allow->gids[i], sizeof(gid_t)) < 0)
 			return -1;
+	/* libzmq admits a group's members by the peer's current gid or the
+	 * group's member list; the message-level check (getgrouplist) also by
+	 * the primary group passwd gives a user. Those users by uid, so that
+	 * both admit the same peers. (getpwent: called before the daemon's own
+	 * threads use the passwd database; libzmq's uses getpwuid, apart.) */
+	if (allow->n_gids > 0) {
+		setpwent();
+		for (struct passwd *pw; (pw = getpwent()) != NULL;)
+			for (size_t i = 0; i < allow->n_gids; i++)
+				if (pw->pw_gid == allow->gids[i] &&
+				    zmq_setsockopt(sock, ZMQ_IPC_FILTER_UID, &pw->pw_uid,
+				                   sizeof(uid_t)) < 0) {
+					endpwent();
+					return -1;
+				}
+		endpwent();
+	}
 	if (allow->n_uids == 0 && allow->n_gids == 0) {
 		uid_t none = (uid_t)-1;
 		if (zmq_setsockopt(sock, ZMQ_IPC_FILTER_UID, &none, sizeof none) < 0)
@@ -599,6 +618,56 @@ s_allow_within(const ahp_rpc_allow_t *a, const ahp_rpc_allow_t *b)
 	return 1;
 }
 
+/* *out = a, plus what b names that a does not. 0, or -1 (ENOSPC) over
+ * AHP_RPC_ALLOW_MAX entries. */
+static int
+s_allow_union(const ahp_rpc_allow_t *a, const ahp_rpc_allow_t *b, ahp_rpc_allow_t *out)
+{
+	*out = *a;
+	for (size_t i = 0; i < b->n_uids; i++)
+		if (ahp_rpc_allow_add_uid(out, b->uids[i]) != 0)
+			goto full;
+	for (size_t i = 0; i < b->n_gids; i++)
+		if (ahp_rpc_allow_add_gid(out, b->gids[i]) != 0)
+			goto full;
+	return 0;
+full:
+	errno = ENOSPC;
+	return -1;
+}
+
+/* Replaces the libzmq listener with one that admits *allow. What can fail
+ * for want of a descriptor (the dup) is done before the old listener goes, so
+ * a failure leaves it in place. 0 / -1 (errno). */
+static int
+s_zmq_relisten(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
+{
+	int fd = fcntl(self->lfd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return -1;
+	if (s_listen_filter(self->sock, allow) < 0 || zmq_unbind(self->sock, self->last_ep) < 0) {
+		int e = zmq_errno();
+		(void)s_listen_filter(self->sock, &self->listen);
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	if (zmq_setsockopt(self->sock, ZMQ_USE_FD, &fd, sizeof fd) < 0 ||
+	    zmq_bind(self->sock, self->endpoint) < 0) {
+		int e = zmq_errno();
+		close(fd);
+		/* the old filter back on a new listener: its dup is the last try */
+		if (s_listen_filter(self->sock, &self->listen) == 0)
+			(void)s_zmq_listen(self, NULL);
+		errno = e;
+		return -1;
+	}
+	size_t n = sizeof self->last_ep;
+	if (zmq_getsockopt(self->sock, ZMQ_LAST_ENDPOINT, self->last_ep, &n) < 0)
+		ahp_strlcpy(self->last_ep, self->endpoint, sizeof self->last_ep);
+	return 0;
+}
+
 static int
 s_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
 {
@@ -609,25 +678,24 @@ s_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
 		           self->endpoint + 6, "error", strerror(errno), NULL);
 		return -1;
 	}
-	/* A changed list gets a new listener (its filter is fixed when made) on
-	 * the same socket: connections meanwhile wait in its backlog. The
-	 * message-level check (s_admitted) holds the new list from now on. */
-	if (self->listen_set &&
-	    !(s_allow_within(allow, &self->listen) && s_allow_within(&self->listen, allow))) {
-		if (zmq_unbind(self->sock, self->last_ep) < 0) {
-			ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: cannot replace the listener",
-			           "endpoint", self->endpoint, "error", zmq_strerror(zmq_errno()),
-			           NULL);
+	/* A list that names peers the listener does not admit needs a new
+	 * listener (libzmq fixes its filter when it makes it), on the same
+	 * listening socket: connections meanwhile wait in its backlog. libzmq
+	 * ends the old listener's sessions with it, so the peers connected at
+	 * that moment are reset once (their clients reconnect; a reply in
+	 * flight is lost). A narrower or equal list keeps the listener: the
+	 * message-level check (s_admitted) refuses what it no longer names. */
+	if (self->listen_set && !s_allow_within(allow, &self->listen)) {
+		ahp_rpc_allow_t wider;
+		if (s_allow_union(&self->listen, allow, &wider) != 0 ||
+		    s_zmq_relisten(self, &wider) != 0) {
+			ahp_log_kv(AHP_LOG_ERROR, NULL, NULL,
+			           "rpc: cannot admit the peers added to the allow-list (the "
+			           "listener stays as it was)",
+			           "endpoint", self->endpoint, "error", strerror(errno), NULL);
 			return -1;
 		}
-		if (s_zmq_listen(self, allow) < 0) {
-			ahp_log_kv(AHP_LOG_ERROR, NULL, NULL, "rpc: cannot replace the listener",
-			           "endpoint", self->endpoint, "error", zmq_strerror(zmq_errno()),
-			           NULL);
-			(void)s_zmq_listen(self, &self->listen); /* the old one back */
-			return -1;
-		}
-		self->listen = *allow;
+		self->listen = wider;
 	}
 	self->allow = *allow;
 	self->allow_set = 1;
@@ -1152,14 +1220,18 @@ ahp_rpc_refused_at_accept(const char *endpoint, int wait_ms)
 	    strlen(endpoint + 6) >= sizeof sun.sun_path)
 		return 0;
 	memcpy(sun.sun_path, endpoint + 6, strlen(endpoint + 6) + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* never blocks: a unix connect() to a full backlog would wait for as
+	 * long as the server does not accept (a wedged daemon), and this runs
+	 * in CLIs, health checks and daemons' loops; that is "unknown" */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return 0;
 	int refused = 0;
 	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0) {
 		struct pollfd pf = {fd, POLLIN, 0};
 		uint8_t b;
-		if (poll(&pf, 1, wait_ms) == 1 && recv(fd, &b, 1, MSG_DONTWAIT) == 0)
+		if (poll(&pf, 1, wait_ms > 0 ? wait_ms : 0) == 1 &&
+		    recv(fd, &b, 1, MSG_DONTWAIT) == 0)
 			refused = 1;
 	}
 	close(fd);
@@ -1225,8 +1297,11 @@ ahp_rpc_call(ahp_rpc_client_t *self, const void *body, size_t len, int timeout_m
 			}
 			if (!probed && ahp_mono_ms() >= probe_at) {
 				probed = 1;
+				int64_t left = deadline - ahp_mono_ms();
 				if (ahp_rpc_refused_at_accept(self->endpoint,
-				                              AHP_RPC_REFUSED_WAIT_MS)) {
+				                              left < AHP_RPC_REFUSED_WAIT_MS
+				                                  ? (int)(left > 0 ? left : 0)
+				                                  : AHP_RPC_REFUSED_WAIT_MS)) {
 					char m[160];
 					ahp_rpc_refused_message(m, sizeof m);
 					s_set_err(status, errbuf, errlen,

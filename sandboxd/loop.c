@@ -1315,17 +1315,22 @@ s_dispatch(sbx_daemon_t *self, ahp_rpc_req_t **req)
 #define S_RUN_MAGIC 0x314e5552u /* "RUN1" */
 #define S_RUN_EXEC_ID "oneshot"
 /* Descriptors the worker keeps for everything but relays: the exec socket's
- * connections (S_RUN_CONNS_MAX), two per sandbox or spare (control socket, relay
- * listener), and libzmq, the store, logs and signals. */
+ * connections (S_RUN_CONNS_MAX), S_FD_RESERVE_BASE for libzmq (its admitted
+ * peers' connections among them), the store and signals, and per sandbox or
+ * spare S_FD_PER_SANDBOX: its control socket, its relay listener, its
+ * cgroup's oom_control (or memory.events) and pids.events, its exec log, and
+ * one to spare. */
 #define S_FD_RESERVE_BASE 256
+#define S_FD_PER_SANDBOX 6
 
-/* Raises the worker's descriptor limit to its hard limit and gives the relays
- * what the rest leaves, two descriptors each (sbx_relay_budget_set). A worker
- * that ran out would not merely refuse a connection: libzmq aborts the
- * process at EMFILE in its accept, and every sandbox dies with it. As
- * credproxy does for max_conns (credproxy/main.c s_nofile). */
+/* Raises the worker's descriptor limit to its hard limit, lowers
+ * max_sandboxes to what it holds, and gives the relays what the rest leaves,
+ * two descriptors each (sbx_relay_budget_set). A worker that ran out would not
+ * merely refuse a connection: libzmq aborts the process at EMFILE in its
+ * accept, and every sandbox dies with it. As credproxy does for max_conns
+ * (credproxy/main.c s_nofile). */
 static void
-s_fd_budget(const sbx_config_t *cfg)
+s_fd_budget(sbx_config_t *cfg)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
@@ -1342,8 +1347,20 @@ s_fd_budget(const sbx_config_t *cfg)
 		log_warn("the hard RLIMIT_NOFILE (%lu) is below a sandbox's default open_files "
 		         "(%d): a command whose open_files is over it fails to start (EPERM)",
 		         (unsigned long)rl.rlim_max, AHP_LIM_OPEN_FILES_DEF);
-	rlim_t reserve = (rlim_t)S_RUN_CONNS_MAX + S_FD_RESERVE_BASE +
-	                 2 * ((rlim_t)cfg->max_sandboxes + cfg->pool_size);
+	rlim_t base = (rlim_t)S_RUN_CONNS_MAX + S_FD_RESERVE_BASE;
+	rlim_t fit = rl.rlim_cur > base ? (rl.rlim_cur - base) / S_FD_PER_SANDBOX : 0;
+	if (fit < (rlim_t)cfg->max_sandboxes + cfg->pool_size) {
+		uint32_t max =
+		    fit > (rlim_t)cfg->pool_size + 1 ? (uint32_t)(fit - cfg->pool_size) : 1;
+		log_warn("max_sandboxes %u (with pool_size %u) needs %lu descriptors, the limit is "
+		         "%lu: serving %u sandboxes at most (raise the hard RLIMIT_NOFILE)",
+		         cfg->max_sandboxes, cfg->pool_size,
+		         (unsigned long)(base + ((rlim_t)cfg->max_sandboxes + cfg->pool_size) *
+		                                    S_FD_PER_SANDBOX),
+		         (unsigned long)rl.rlim_cur, max);
+		cfg->max_sandboxes = max;
+	}
+	rlim_t reserve = base + ((rlim_t)cfg->max_sandboxes + cfg->pool_size) * S_FD_PER_SANDBOX;
 	size_t budget = rl.rlim_cur > reserve ? (size_t)((rl.rlim_cur - reserve) / 2) : 0;
 	sbx_relay_budget_set(budget);
 	size_t want = (size_t)cfg->relay_max_conns * cfg->max_sandboxes;

@@ -82,18 +82,21 @@ int ahp_rpc_allow_parse(ahp_rpc_allow_t *out, const char *users, const char *gro
 int ahp_rpc_allow_add_uid(ahp_rpc_allow_t *self, uid_t uid);
 int ahp_rpc_allow_add_gid(ahp_rpc_allow_t *self, gid_t gid);
 
-/* Replaces the message-level list of an ipc:// server made with one
- * (ahp_rpc_server_new; copied): a message from a peer the listener admitted
- * but this list does not is answered with a transport error
- * ERR_PERMISSION_DENIED and logged ("peer uid=U gid=G pid=P refused on EP")
- * before its body is looked at; the daemon never sees it. It can narrow the
- * list the server was made with, not widen it: the listener keeps the peers
- * it was bound with until a restart (a warning says so). The socket file is
- * 0666 once a server has a list: the list, not the file mode, decides who is
- * admitted (the directories above it still have to be traversable). A server
- * made without one admits whoever can open its 0600 file (its owner and
- * root), and this call then fails (fail closed). 0, or -1 on a non-ipc
- * server, one made without a list, or when the file cannot be chmod'ed. */
+/* Replaces the list of an ipc:// server made with one (ahp_rpc_server_new;
+ * copied), e.g. at SIGHUP. A message from a peer the list does not name is
+ * answered with a transport error ERR_PERMISSION_DENIED and logged ("peer
+ * uid=U gid=G pid=P refused on EP") before its body is looked at; the daemon
+ * never sees it. A list that names peers the listener was not made for gets
+ * a new listener admitting every peer named so far (libzmq fixes a listener's
+ * filter when it makes it; the peers connected then are reset once and
+ * reconnect, a reply in flight is lost); one that names fewer keeps the
+ * listener, and the per-message check refuses the rest. The socket file is
+ * 0666 once a server has a list: the list, not the file mode, decides (the
+ * directories above it still have to be traversable). A server made without
+ * a list admits whoever can open its 0600 file (its owner and root), and this
+ * call then fails (fail closed). 0, or -1 on a non-ipc server, one made
+ * without a list, a file that cannot be chmod'ed, or a listener that cannot
+ * be replaced (the old one stays). */
 int ahp_rpc_server_allow(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow);
 
 /* Whether the server at an ipc:// endpoint closes this process's

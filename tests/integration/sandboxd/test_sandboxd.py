@@ -3106,9 +3106,9 @@ def t_relay_budget(d):
     d.profile("relay-test", network="proxy")
     hold = threading.Event()
     proxy = FakeCredproxy(d.path("run/credproxy.sock"), lambda conn: hold.wait(30))
-    # reserve: the exec socket's 256 places, 256 more, 2 per sandbox (246): budget 10
+    # reserve: the exec socket's 256 places, 256 more, 6 per sandbox (246): budget 10
     # (the hard limit no lower than a command's open_files, 1024 by default)
-    limit = 256 + 256 + 2 * 246 + 2 * 10
+    limit = 256 + 256 + 6 * 246 + 2 * 10
     d.start(nofile=(limit, limit))
     w = worker_pid(d)
     c = d.client()
@@ -3148,6 +3148,33 @@ def t_relay_budget(d):
     check(b"relayed connections: 10 at most for all sandboxes together" in log,
           "the budget is logged")
     proxy.close()
+
+
+@test
+def t_fd_max_sandboxes(d):
+    """max_sandboxes is lowered to what the worker's descriptors hold (six per sandbox: its
+    control socket, relay listener, two cgroup files, exec log, one spare): counted at two, a
+    worker with many sandboxes could reach EMFILE, where libzmq aborts it at the next RPC
+    connection. A Create beyond is refused, typed, and the worker lives on."""
+    with open(d.path("etc/sandboxd.conf"), "a") as f:
+        f.write("pool_size = 0\n")
+    limit = 256 + 256 + 6 * 8  # eight sandboxes' worth
+    d.start(nofile=(limit, limit))
+    w = worker_pid(d)
+    c = d.client()
+    for i in range(8):
+        ok(c.create(f"m{i}", limits={"disk_mb": 32}))
+    rep = c.create("m8", limits={"disk_mb": 32})
+    check(err(rep) == "limit" and "too many sandboxes" in rep["error"]["message"],
+          f"the ninth is refused: {rep}")
+    n_fds = len(os.listdir(f"/proc/{w}/fd"))
+    check(n_fds < limit - 256, f"the worker holds {n_fds} of {limit} descriptors")
+    check(worker_pid(d) == w and ok(c.list()) is not None, "the worker lives on")
+    log = open(d.path("log/sandboxd.log"), "rb").read()
+    check(b"max_sandboxes 1024 (with pool_size 0) needs" in log and
+          b"serving 8 sandboxes at most" in log, "the lowered maximum is logged")
+    for i in range(8):
+        ok(c.destroy(f"m{i}"))
 
 
 # ----------------------------------------------------------------------------- main
