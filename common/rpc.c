@@ -1403,7 +1403,10 @@ ahp_rpc_health(const char *daemon, const char *endpoint, const void *body, size_
 		ahp_term_printf(stderr, "%s: not healthy at %s: %s\n", daemon, endpoint, err);
 		return 1;
 	}
+	/* serving, though maybe not for this user (a refusal is an answer) */
 	printf("%s: serving at %s\n", daemon, endpoint);
+	if (err[0] != '\0')
+		ahp_term_printf(stderr, "%s: note: %s\n", daemon, err);
 	return 0;
 }
 

@@ -50,11 +50,15 @@
 static void
 s_cli_usage(FILE *f)
 {
-	ahp_term_printf(f,
-	                "usage: sandboxd [--home DIR] exec --profile P [--keep] [--timeout S] -- "
-	                "CMD [ARG...]\n"
-	                "  CMD and its ARGs run exactly as given (each word is quoted for the\n"
-	                "  sandbox's /bin/sh -c); for a shell line use: -- sh -c 'LINE'\n");
+	ahp_term_printf(
+	    f, "usage: sandboxd [--home DIR] exec --profile P [--keep] [--timeout S] -- "
+	       "CMD [ARG...]\n"
+	       "  CMD and its ARGs run exactly as given (each word is quoted for the\n"
+	       "  sandbox's /bin/sh -c); for a shell line use: -- sh -c 'LINE'\n"
+	       "  --profile P  the profile whose sandbox settings apply (etc/profiles)\n"
+	       "  --timeout S  the command's wall clock in seconds, in place of the\n"
+	       "               profile's sandbox.timeout_s (longer too: an operator's call)\n"
+	       "  --keep       keep the workspace after the run; stderr says where\n");
 }
 
 /* Connects to the exec socket. A socket file without a listener (a daemon
@@ -365,6 +369,9 @@ sbx_cli_exec(const char *home, const char *sock_path, int argc, char **argv)
 		}
 	}
 	if (profile == NULL || i >= argc) {
+		ahp_term_printf(stderr, "sandboxd: exec: %s\n",
+		                profile == NULL ? "--profile P is required"
+		                                : "no command (give it after --)");
 		s_cli_usage(stderr);
 		return S_EXIT_USAGE;
 	}

@@ -187,9 +187,10 @@ int ahp_zmq_readable(void *sock);
 int ahp_rpc_probe(const char *endpoint, const void *body, size_t len, int timeout_ms, char *err,
                   size_t errlen);
 
-/* Prints "<daemon>: serving at <endpoint>" on stdout, or "<daemon>: not
- * healthy at <endpoint>: <why>" on stderr, after ahp_rpc_probe; returns the
- * process exit code (0 healthy, 1 not). */
+/* Prints "<daemon>: serving at <endpoint>" on stdout (and, when the daemon
+ * does not admit this user, "<daemon>: note: <why>" on stderr), or "<daemon>:
+ * not healthy at <endpoint>: <why>" on stderr, after ahp_rpc_probe; returns
+ * the process exit code (0 healthy, 1 not). */
 int ahp_rpc_health(const char *daemon, const char *endpoint, const void *body, size_t len);
 
 /* Low-level framing, exposed for unit tests and fuzzing. */
