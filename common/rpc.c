@@ -267,19 +267,16 @@ s_ipc_listen(const char *path)
 	return fd;
 }
 
-/* A libzmq listener on a duplicate of self->lfd, admitting at accept the
- * peers in *allow (NULL: no filter; the 0600 file decides). 0 / -1. */
+/* Binds libzmq's listener on fd, a duplicate of self->lfd (ZMQ_USE_FD), with
+ * the filter the socket holds now. libzmq owns fd once bound; on failure it
+ * is closed here. 0 / -1 (errno). */
 static int
-s_zmq_listen(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
+s_zmq_bind_fd(ahp_rpc_server_t *self, int fd)
 {
-	int fd = fcntl(self->lfd, F_DUPFD_CLOEXEC, 3);
-	if (fd < 0)
-		return -1;
-	if ((allow != NULL && s_listen_filter(self->sock, allow) < 0) ||
-	    zmq_setsockopt(self->sock, ZMQ_USE_FD, &fd, sizeof fd) < 0 ||
+	if (zmq_setsockopt(self->sock, ZMQ_USE_FD, &fd, sizeof fd) < 0 ||
 	    zmq_bind(self->sock, self->endpoint) < 0) {
 		int e = zmq_errno();
-		close(fd); /* libzmq owns it only once bound */
+		close(fd);
 		errno = e;
 		return -1;
 	}
@@ -287,6 +284,24 @@ s_zmq_listen(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
 	if (zmq_getsockopt(self->sock, ZMQ_LAST_ENDPOINT, self->last_ep, &n) < 0)
 		ahp_strlcpy(self->last_ep, self->endpoint, sizeof self->last_ep);
 	return 0;
+}
+
+/* A libzmq listener on a duplicate of self->lfd, admitting at accept the
+ * peers in *allow (NULL: the filter the socket holds; none at first, and the
+ * 0600 file decides). 0 / -1. */
+static int
+s_zmq_listen(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
+{
+	int fd = fcntl(self->lfd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return -1;
+	if (allow != NULL && s_listen_filter(self->sock, allow) < 0) {
+		int e = zmq_errno();
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return s_zmq_bind_fd(self, fd);
 }
 
 ahp_rpc_server_t *
@@ -652,19 +667,14 @@ s_zmq_relisten(ahp_rpc_server_t *self, const ahp_rpc_allow_t *allow)
 		errno = e;
 		return -1;
 	}
-	if (zmq_setsockopt(self->sock, ZMQ_USE_FD, &fd, sizeof fd) < 0 ||
-	    zmq_bind(self->sock, self->endpoint) < 0) {
-		int e = zmq_errno();
-		close(fd);
+	if (s_zmq_bind_fd(self, fd) != 0) {
+		int e = errno;
 		/* the old filter back on a new listener: its dup is the last try */
 		if (s_listen_filter(self->sock, &self->listen) == 0)
 			(void)s_zmq_listen(self, NULL);
 		errno = e;
 		return -1;
 	}
-	size_t n = sizeof self->last_ep;
-	if (zmq_getsockopt(self->sock, ZMQ_LAST_ENDPOINT, self->last_ep, &n) < 0)
-		ahp_strlcpy(self->last_ep, self->endpoint, sizeof self->last_ep);
 	return 0;
 }
 

@@ -1,4 +1,5 @@
 /* sandboxd's configuration table and loading, shared by the full program and the lean front. */
+#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
@@ -113,4 +114,26 @@ sbx_profile_name_ok(const char *s)
 		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
 			return false;
 	return true;
+}
+
+int
+sbx_conf_worker_user(const char *user, uid_t *uid, gid_t *gid, char *err, size_t errlen)
+{
+	if (strcmp(user, "root") == 0) {
+		*uid = 0;
+		*gid = 0;
+		return 0;
+	}
+	struct passwd *pw = getpwnam(user);
+	if (pw == NULL || pw->pw_uid == 0) {
+		snprintf(
+		    err, errlen,
+		    "user \"%s\" (the worker's) %s: create it (useradd --system --no-create-home "
+		    "--shell /usr/sbin/nologin %s) or set user = root",
+		    user, pw == NULL ? "does not exist" : "is root", user);
+		return -1;
+	}
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	return 0;
 }

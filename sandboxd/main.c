@@ -145,16 +145,12 @@ s_resolve(const ahp_cfg_t *c, const char *home, sbx_config_t *out, char *err, si
 		return -1;
 	}
 	/* what serve would refuse, --check-config refuses too */
-	if (strcmp(out->user, "root") != 0) {
-		struct passwd *pw = getpwnam(out->user);
-		if (pw == NULL || pw->pw_uid == 0) {
-			snprintf(
-			    err, errlen,
-			    "user: \"%s\" (the worker's) %s: create it (useradd --system "
-			    "--no-create-home --shell /usr/sbin/nologin %s) or set user = root",
-			    out->user, pw == NULL ? "does not exist" : "is root", out->user);
-			return -1;
-		}
+	uid_t wuid;
+	gid_t wgid;
+	char uerr[400];
+	if (sbx_conf_worker_user(out->user, &wuid, &wgid, uerr, sizeof(uerr)) != 0) {
+		snprintf(err, errlen, "%s", uerr);
+		return -1;
 	}
 	if (strncmp(out->endpoint, "ipc:///", 7) != 0) {
 		snprintf(err, errlen,

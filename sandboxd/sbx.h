@@ -596,6 +596,9 @@ void sbx_sandbox_fetch(sbx_sandbox_t *self, ahp_rpc_req_t **req, const char *exe
 /* Event-loop hooks. */
 int sbx_sandbox_ctl_fd(const sbx_sandbox_t *self);
 int sbx_sandbox_listener_fd(const sbx_sandbox_t *self);
+/* The worker's user (config key user): its uid and gid; "root" is 0/0. -1
+ * with err when it does not exist or is another name for uid 0 (conf.c). */
+int sbx_conf_worker_user(const char *user, uid_t *uid, gid_t *gid, char *err, size_t errlen);
 /* A profile name as profiles are named ([a-z0-9-], 1 to SBX_PROFILE_MAX
  * bytes): what the exec socket and the CLI accept (conf.c). */
 bool sbx_profile_name_ok(const char *s);

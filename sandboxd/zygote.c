@@ -1359,18 +1359,8 @@ s_setup(const sbx_config_t *cfg, char *err, size_t errlen)
 		s_wgid = 0;
 		log_warn("user = root: the worker (RPC, exec store, egress relay) keeps root; "
 		         "create an unprivileged user for it");
-	} else {
-		struct passwd *pw = getpwnam(cfg->user);
-		if (pw == NULL || pw->pw_uid == 0) {
-			snprintf(
-			    err, errlen,
-			    "user \"%s\" (the worker's) %s: create it (useradd --system "
-			    "--no-create-home --shell /usr/sbin/nologin %s) or set user = root",
-			    cfg->user, pw == NULL ? "does not exist" : "is root", cfg->user);
-			return -1;
-		}
-		s_wuid = pw->pw_uid;
-		s_wgid = pw->pw_gid;
+	} else if (sbx_conf_worker_user(cfg->user, &s_wuid, &s_wgid, err, errlen) != 0) {
+		return -1;
 	}
 	/* Supplementary groups would follow init into every sandbox (a user
 	 * namespace cannot drop them once setgroups is denied): none at all. */

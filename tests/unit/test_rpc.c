@@ -624,6 +624,21 @@ s_call_as(ahp_rpc_server_t *srv, uid_t uid, gid_t gid, s_as_result_t *out)
 	memcpy(out->err, r.err, sizeof out->err);
 }
 
+/* A request from this process (root) reaches srv's caller, as uid 0. */
+static void
+s_serves_root(ahp_rpc_server_t *srv)
+{
+	ahp_rpc_client_t *cli = ahp_rpc_client_new(s_ctx, s_ep);
+	assert_non_null(cli);
+	s_wait_connected(ahp_rpc_client_socket(cli));
+	assert_true(ahp_rpc_client_send(cli, "x", 1) != 0);
+	ahp_rpc_req_t *req = s_server_get(srv, 3000);
+	assert_non_null(req);
+	assert_int_equal(req->peer_uid, 0);
+	ahp_rpc_req_free(&req);
+	ahp_rpc_client_destroy(&cli);
+}
+
 #define REFUSED_AT_ACCEPT(u, g)                                                                    \
 	"uid " #u " (gid " #g ") may not use this socket (the daemon closes its connections at "   \
 	"accept)"
@@ -660,15 +675,7 @@ test_peer_allow_list(void **state)
 	assert_int_equal(r.handled, 0);
 
 	/* Root (listed) is still served by the same server. */
-	ahp_rpc_client_t *cli = ahp_rpc_client_new(s_ctx, s_ep);
-	assert_non_null(cli);
-	s_wait_connected(ahp_rpc_client_socket(cli));
-	assert_true(ahp_rpc_client_send(cli, "x", 1) != 0);
-	ahp_rpc_req_t *req = s_server_get(srv, 3000);
-	assert_non_null(req);
-	assert_int_equal(req->peer_uid, 0);
-	ahp_rpc_req_free(&req);
-	ahp_rpc_client_destroy(&cli);
+	s_serves_root(srv);
 
 	/* A later list (SIGHUP) replaces the listener: listing the peer's group
 	 * admits it, and the uid/gid reach the caller... */
@@ -806,14 +813,7 @@ test_refused_peer_holds_nothing(void **state)
 	assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
 	assert_true(during - before < 10);
 	/* and it still serves root */
-	ahp_rpc_client_t *cli = ahp_rpc_client_new(s_ctx, s_ep);
-	assert_non_null(cli);
-	s_wait_connected(ahp_rpc_client_socket(cli));
-	assert_true(ahp_rpc_client_send(cli, "x", 1) != 0);
-	ahp_rpc_req_t *req = s_server_get(srv, 3000);
-	assert_non_null(req);
-	ahp_rpc_req_free(&req);
-	ahp_rpc_client_destroy(&cli);
+	s_serves_root(srv);
 	ahp_rpc_server_destroy(&srv);
 	for (int i = 0; i < 2; i++) {
 		close(go[i]);

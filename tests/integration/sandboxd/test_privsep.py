@@ -348,11 +348,11 @@ def t_user_missing(d):
         d.proc.wait(10)
         check(d.proc.returncode == 1, f"exit 1: {d.proc.returncode}")
     # said before anything starts (the configuration is resolved as --check-config does)
-    check('sandboxd: user: "ahp-no-such-user" (the worker\'s) does not exist' in d.log_tail(),
+    check('sandboxd: user "ahp-no-such-user" (the worker\'s) does not exist' in d.log_tail(),
           f"the log names the missing user: {d.log_tail()}")
     p = subprocess.run([os.path.join(d.bin, "sandboxd"), "--home", d.home, "--check-config"],
                        capture_output=True, text=True, timeout=30)
-    check(p.returncode == 1 and 'user: "ahp-no-such-user" (the worker\'s) does not exist'
+    check(p.returncode == 1 and 'user "ahp-no-such-user" (the worker\'s) does not exist'
           in p.stderr, f"--check-config refuses it too: {p.returncode} {p.stderr!r}")
     d.stop()
     conf = d.path("etc/sandboxd.conf")
